@@ -1,1 +1,520 @@
-fn main() {}
+//! `gantry`: the command line. A thin client of the server's API, plus the
+//! commands that need no server (`validate`, `schema`, `buildspec run`).
+//! Errors are printed once, with their cause chain, by `main`.
+
+mod client;
+mod render;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use client::{ApiError, Connection, data_dir};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "gantry", version, about = "Self-hosted continuous delivery for containerized microservices")]
+struct Cli {
+    /// The data dir (default: `.gantry/` beside the pipeline file).
+    #[arg(long, global = true, env = "GANTRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct FileArg {
+    /// The pipeline file.
+    #[arg(short = 'f', long = "file", default_value = "gantry.yaml")]
+    file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validates a pipeline file; prints every error as FILE:LINE:COL: message.
+    Validate {
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Prints the JSON Schema of gantry.yaml.
+    Schema,
+    /// Starts an execution and follows it to the end.
+    Run {
+        #[command(flatten)]
+        file: FileArg,
+        /// Overrides a pipeline variable.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Prints the execution id once started instead of following it.
+        #[arg(long)]
+        no_follow: bool,
+        /// Prints machine-readable JSON instead of the live view.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one execution.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists recent executions, newest first.
+    Executions {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints action logs.
+    Logs {
+        id: String,
+        /// STAGE/ACTION
+        target: Option<String>,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Approves a waiting approval.
+    Approve(Decision),
+    /// Rejects a waiting approval.
+    Reject(Decision),
+    /// Retries a failed stage (its failed actions, or all with --all-actions).
+    Retry {
+        id: String,
+        stage: String,
+        #[arg(long)]
+        all_actions: bool,
+    },
+    /// Stops an execution (waiting for running actions, or abandoning them).
+    Stop {
+        id: String,
+        #[arg(long)]
+        abandon: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Runs the control plane.
+    Server {
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+    },
+    /// Buildspec commands.
+    Buildspec {
+        #[command(subcommand)]
+        command: BuildspecCommand,
+    },
+}
+
+#[derive(Args)]
+struct Decision {
+    id: String,
+    /// STAGE/ACTION
+    target: String,
+    #[arg(long)]
+    comment: Option<String>,
+    /// Who decides (default: $USER).
+    #[arg(long)]
+    by: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BuildspecCommand {
+    /// Runs one buildspec locally, like CodeBuild's local agent.
+    Run {
+        file: PathBuf,
+        /// The source directory (the build's working directory).
+        #[arg(long, default_value = ".")]
+        source: PathBuf,
+        /// Where artifacts are written.
+        #[arg(long, default_value = "gantry-artifacts")]
+        out: PathBuf,
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// A variable whose value is masked in the log.
+        #[arg(long = "secret-env", value_name = "NAME=VALUE")]
+        secret_env: Vec<String>,
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    gantry_spec::duration::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli.command))),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            if let Some(api) = error.downcast_ref::<ApiError>() {
+                for line in &api.errors {
+                    eprintln!("{line}");
+                }
+                eprintln!("error: {} [{}]", api.message, api.code);
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_log_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Server { .. } => "info",
+        _ => "warn",
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let default_file = PathBuf::from("gantry.yaml");
+    let data_dir_for = |file: &Path| data_dir(cli.data_dir.as_deref(), file);
+    match cli.command {
+        Command::Validate { file } => validate(&file.file),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&gantry_spec::pipeline::pipeline_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, vars, no_follow, json } => {
+            run(&data_dir_for(&file.file)?, &file.file, &vars, no_follow, json).await
+        }
+        Command::Status { id, json } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await;
+            conn.close().await;
+            let execution = execution?;
+            if json {
+                println!("{execution}");
+            } else {
+                for line in render::view(&execution, std::io::stdout().is_terminal()) {
+                    println!("{line}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Executions { pipeline, json } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let query = pipeline.map(|p| format!("?pipeline={p}")).unwrap_or_default();
+            let list = conn.client.get(&format!("/api/v1/executions{query}")).await;
+            conn.close().await;
+            let list = list?;
+            if json {
+                println!("{list}");
+            } else {
+                for e in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<20} {:<11} {}",
+                        e["id"].as_str().unwrap_or(""),
+                        e["pipeline"].as_str().unwrap_or(""),
+                        e["status"].as_str().unwrap_or(""),
+                        e["started_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { id, target, follow } => logs(&data_dir_for(&default_file)?, &id, target.as_deref(), follow).await,
+        Command::Approve(d) => decide(&data_dir_for(&default_file)?, d, true).await,
+        Command::Reject(d) => decide(&data_dir_for(&default_file)?, d, false).await,
+        Command::Retry { id, stage, all_actions } => {
+            let body = json!({"stage": stage, "all_actions": all_actions});
+            act_then_follow(&data_dir_for(&default_file)?, &id, &format!("/api/v1/executions/{id}/retry"), body).await
+        }
+        Command::Stop { id, abandon, reason } => {
+            let body = json!({"abandon": abandon, "reason": reason});
+            act_then_follow(&data_dir_for(&default_file)?, &id, &format!("/api/v1/executions/{id}/stop"), body).await
+        }
+        Command::Server { listen } => server(&data_dir_for(&default_file)?, listen).await,
+        Command::Buildspec { command: BuildspecCommand::Run { file, source, out, env, secret_env, timeout, json } } => {
+            buildspec_run(&file, &source, &out, &env, &secret_env, timeout, json).await
+        }
+    }
+}
+
+fn validate(file: &Path) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    match gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text) {
+        Ok(pipeline) => {
+            let actions: usize = pipeline.stages.iter().map(|s| s.actions.len()).sum();
+            println!("{}: valid ({} stages, {actions} actions)", file.display(), pipeline.stages.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for error in &errors {
+                println!("{error}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("{what} {p:?} is not NAME=VALUE"),
+        })
+        .collect()
+}
+
+async fn run(data_dir: &Path, file: &Path, vars: &[String], no_follow: bool, json: bool) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Validate here too, so an invalid file never starts a server.
+    if let Err(errors) = gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text) {
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        bail!("{} is invalid ({} errors); nothing was run", file.display(), errors.len());
+    }
+    let variables: BTreeMap<String, String> = parse_pairs(vars, "--var")?.into_iter().collect();
+    let absolute = std::fs::canonicalize(file).with_context(|| format!("cannot resolve {}", file.display()))?;
+    let conn = Connection::open(data_dir).await?;
+    let started = conn
+        .client
+        .post("/api/v1/executions", &json!({"file": absolute, "text": text, "variables": variables}))
+        .await;
+    let id = match started {
+        Ok(v) => v["id"].as_str().unwrap_or_default().to_string(),
+        Err(error) => {
+            conn.close().await;
+            return Err(error);
+        }
+    };
+    if no_follow && conn.embedded.is_none() {
+        if json {
+            println!("{}", json!({"id": id}));
+        } else {
+            println!("{id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if no_follow {
+        // An embedded server lives only as long as this process, so the
+        // execution is followed anyway; say so instead of silently waiting.
+        eprintln!("note: no server owns {}; following {id} in this process", data_dir.display());
+    }
+    let code = follow(&conn, &id, json).await;
+    conn.close().await;
+    code
+}
+
+/// Follows an execution until it ends; prints the live view or, with `json`,
+/// the final execution JSON. Ctrl-C stops the execution (abandoning running
+/// actions) when this process owns the server.
+async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
+    let tty = std::io::stdout().is_terminal() && !json;
+    let mut view = render::LiveView::new(tty);
+    let mut version = 0;
+    let mut interrupted = false;
+    loop {
+        let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await?;
+        if !json {
+            view.draw(&execution);
+        }
+        let status = execution["status"].as_str().unwrap_or("");
+        if matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded") {
+            if json {
+                println!("{execution}");
+            }
+            return Ok(if status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        let wait = if tty { Duration::from_millis(250) } else { Duration::from_secs(5) };
+        tokio::select! {
+            v = conn.client.changes(version, wait) => version = v?,
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                if conn.embedded.is_some() {
+                    eprintln!("\nstopping {id} (abandoning running actions)…");
+                    let _ = conn.client.post(&format!("/api/v1/executions/{id}/stop"), &json!({"abandon": true, "reason": "interrupted (Ctrl-C)"})).await;
+                } else {
+                    eprintln!("\nstopped following; {id} goes on in the server");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+}
+
+async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Result<ExitCode> {
+    let Some((stage, action)) = d.target.split_once('/') else {
+        bail!("{:?} is not STAGE/ACTION", d.target);
+    };
+    let by = d.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".to_string());
+    let body = json!({
+        "stage": stage, "action": action,
+        "decision": if approve { "Approved" } else { "Rejected" },
+        "comment": d.comment, "by": by,
+    });
+    let conn = Connection::open(data_dir).await?;
+    let result = conn.client.post(&format!("/api/v1/executions/{}/approvals", d.id), &body).await;
+    let code = match result {
+        Ok(_) => {
+            println!("{} {}/{} of {}", if approve { "approved" } else { "rejected" }, stage, action, d.id);
+            if conn.embedded.is_some() {
+                follow(&conn, &d.id, false).await.map(|_| ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Err(error) => {
+            if let Some(api) = error.downcast_ref::<ApiError>()
+                && api.code == "approval.not_waiting"
+            {
+                eprintln!("error: {}", api.message);
+                Ok(ExitCode::FAILURE)
+            } else {
+                Err(error)
+            }
+        }
+    };
+    conn.close().await;
+    code
+}
+
+/// Sends a request about an execution; with an embedded server, keeps it
+/// running until the execution ends or waits for a person again.
+async fn act_then_follow(data_dir: &Path, id: &str, path: &str, body: Value) -> Result<ExitCode> {
+    let conn = Connection::open(data_dir).await?;
+    let result = conn.client.post(path, &body).await;
+    let code = match result {
+        Ok(_) if conn.embedded.is_some() => follow(&conn, id, false).await.map(|_| ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(error) => Err(error),
+    };
+    conn.close().await;
+    code
+}
+
+async fn logs(data_dir: &Path, id: &str, target: Option<&str>, follow: bool) -> Result<ExitCode> {
+    let filter = match target {
+        Some(t) => {
+            let Some((stage, action)) = t.split_once('/') else { bail!("{t:?} is not STAGE/ACTION") };
+            format!("&stage={stage}&action={action}")
+        }
+        None => String::new(),
+    };
+    let conn = Connection::open(data_dir).await?;
+    let result = print_logs(&conn, id, &filter, follow).await;
+    conn.close().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> Result<()> {
+    let mut after = 0i64;
+    let mut version = 0;
+    loop {
+        let page = conn.client.get(&format!("/api/v1/executions/{id}/logs?after={after}{filter}")).await?;
+        let lines = page["lines"].as_array().cloned().unwrap_or_default();
+        for l in &lines {
+            let at = l["at"].as_str().unwrap_or("");
+            let time = at.get(11..23).unwrap_or(at);
+            println!("{time} {}/{} | {}", l["stage"].as_str().unwrap_or(""), l["action"].as_str().unwrap_or(""), l["line"].as_str().unwrap_or(""));
+        }
+        after = page["next"].as_i64().unwrap_or(after);
+        if !lines.is_empty() {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await?;
+        if matches!(execution["status"].as_str(), Some("Succeeded" | "Failed" | "Stopped" | "Superseded")) {
+            return Ok(());
+        }
+        version = conn.client.changes(version, Duration::from_millis(500)).await?;
+    }
+}
+
+async fn server(data_dir: &Path, listen: SocketAddr) -> Result<ExitCode> {
+    let server = gantry_server::RunningServer::start(data_dir, listen).await?;
+    tracing::info!(api = %server.api, data_dir = %data_dir.display(), "gantry server is listening.");
+    eprintln!("gantry server: API {} (data dir {})", server.api, data_dir.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("signal handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("gantry server: shutting down");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct StdoutLog;
+
+impl gantry_build::LogSink for StdoutLog {
+    fn line(&self, line: &str) {
+        use std::io::Write;
+        let mut out = std::io::stderr().lock();
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+async fn buildspec_run(
+    file: &Path,
+    source: &Path,
+    out: &Path,
+    env: &[String],
+    secret_env: &[String],
+    timeout: Duration,
+    json: bool,
+) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (buildspec, warnings) = match gantry_spec::buildspec::parse_buildspec(&file.display().to_string(), &text) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            bail!("{} is invalid ({} errors); nothing was run", file.display(), errors.len());
+        }
+    };
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let source = std::fs::canonicalize(source).with_context(|| format!("cannot resolve {}", source.display()))?;
+    let out = std::fs::canonicalize(out).with_context(|| format!("cannot resolve {}", out.display()))?;
+    let request = gantry_build::BuildRequest {
+        buildspec,
+        source_dir: source,
+        secondary_sources: Vec::new(),
+        env: parse_pairs(env, "--env")?,
+        secrets: parse_pairs(secret_env, "--secret-env")?,
+        build_id: format!("local:{}", std::process::id()),
+        build_number: 1,
+        initiator: "gantry/local".to_string(),
+        resolved_source_version: None,
+        timeout,
+        out_dir: out.clone(),
+        cancel: tokio_util::sync::CancellationToken::new(),
+    };
+    let outcome = gantry_build::run(request, &StdoutLog).await?;
+    if json {
+        println!("{}", gantry_build::outcome_json(&outcome, &out));
+    } else {
+        eprintln!("build {:?}", outcome.status);
+    }
+    Ok(if outcome.status == gantry_build::BuildStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

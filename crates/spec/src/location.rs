@@ -3,7 +3,18 @@
 use std::fmt;
 
 /// A 1-based line and column in a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Location {
     pub line: usize,
     pub col: usize,
@@ -20,7 +31,11 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.location.line, self.location.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.location.line, self.location.col, self.message
+        )
     }
 }
 

@@ -1,1 +1,24 @@
-//! TODO
+//! Persistence for gantry, in the data dir.
+//!
+//! - [`Store`]: one SQLite database (WAL) holding the append-only **event
+//!   log** of every execution, the **queryable state** derived from it (one
+//!   row per execution, rewritten after each event), each execution's
+//!   pipeline **definition** as it was when it started, **action logs** with
+//!   timestamps, and **approval records**.
+//! - [`ArtifactStore`]: content-addressed files. A file's bytes are stored
+//!   once under their SHA-256; an artifact is a manifest (paths, modes,
+//!   digests) stored the same way, so its id is the digest of its manifest and
+//!   identical artifacts share one id. Nothing is ever modified once written.
+//!
+//! The store knows nothing of the engine's types: events and states are JSON
+//! text handed in by the server. That keeps the dependency pointing one way
+//! and lets the event log outlive any one version of the engine's structs.
+//!
+//! Invariant: an event and the state it produced are written in one
+//! transaction, so after a crash the state rows never run ahead of the log.
+
+mod artifacts;
+mod db;
+
+pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
+pub use db::{ApprovalRecord, EventRecord, ExecutionRow, LogLine, Store, StoreError};

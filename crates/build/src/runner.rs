@@ -1,0 +1,495 @@
+//! The phase state machine: runs the buildspec's commands in shell
+//! sessions, decides which phases run, and reads the exported variables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gantry_spec::buildspec::{BuildspecVersion, OnFailure, Phase, PhaseName};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::{SUCCEEDING_VARS, is_shell_name};
+use crate::log::FrameWriter;
+use crate::outcome::{BuildStatus, PhaseOutcome};
+use crate::shell::{Ended, RunAs, ShellSession, ShellSpec};
+use crate::{BuildError, BuildRequest};
+
+/// Why the build stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    TimedOut,
+    Stopped,
+}
+
+impl Interrupt {
+    pub(crate) fn status(self) -> BuildStatus {
+        match self {
+            Interrupt::TimedOut => BuildStatus::TimedOut,
+            Interrupt::Stopped => BuildStatus::Stopped,
+        }
+    }
+}
+
+/// Resolves when the build's deadline passes or it is cancelled.
+async fn interrupted(deadline: Instant, cancel: &CancellationToken) -> Interrupt {
+    tokio::select! {
+        () = tokio::time::sleep_until(deadline) => Interrupt::TimedOut,
+        () = cancel.cancelled() => Interrupt::Stopped,
+    }
+}
+
+/// What the phases did.
+pub(crate) struct Driven {
+    pub(crate) phases: Vec<PhaseOutcome>,
+    pub(crate) interrupted: Option<Interrupt>,
+    /// The first failure.
+    pub(crate) error: Option<BuildError>,
+    /// INSTALL or PRE_BUILD failed and aborted the build: no artifacts.
+    pub(crate) aborted_early: bool,
+    pub(crate) exported: BTreeMap<String, String>,
+}
+
+/// How one command, or one phase, went.
+enum Step {
+    Failed(BuildError),
+    Interrupted(Interrupt),
+}
+
+pub(crate) struct Driver<'a> {
+    pub(crate) req: &'a BuildRequest,
+    pub(crate) env: BTreeMap<OsString, OsString>,
+    pub(crate) frames: FrameWriter,
+    pub(crate) scratch: &'a Path,
+    pub(crate) log_fifo: PathBuf,
+    pub(crate) token: String,
+    pub(crate) deadline: Instant,
+    /// `run-as` names resolved: `None` = the current user, no switch.
+    pub(crate) users: BTreeMap<String, Option<RunAs>>,
+    /// Lines to log before the first phase (warnings found while preparing).
+    pub(crate) notes: Vec<String>,
+    pub(crate) session: Option<ShellSession>,
+    pub(crate) succeeding: bool,
+    /// Whether the current session still needs this phase's
+    /// `CODEBUILD_BUILD_SUCCEEDING` exported.
+    pub(crate) prelude_pending: bool,
+    pub(crate) commands_run: u64,
+}
+
+impl Driver<'_> {
+    pub(crate) async fn drive(mut self) -> Driven {
+        let mut driven = Driven {
+            phases: Vec::new(),
+            interrupted: None,
+            error: None,
+            aborted_early: false,
+            exported: BTreeMap::new(),
+        };
+        for note in std::mem::take(&mut self.notes) {
+            self.frames.container(&note).await;
+        }
+        let bs = &self.req.buildspec;
+        for phase in &bs.phases {
+            let started = Instant::now();
+            let result = self.run_phase(phase).await;
+            let status = match &result {
+                Ok(()) => BuildStatus::Succeeded,
+                Err(Step::Failed(_)) => BuildStatus::Failed,
+                Err(Step::Interrupted(i)) => i.status(),
+            };
+            driven.phases.push(PhaseOutcome {
+                name: phase.name,
+                status,
+                duration: started.elapsed(),
+            });
+            match result {
+                Ok(()) => {}
+                Err(Step::Interrupted(i)) => {
+                    driven.interrupted = Some(i);
+                    driven.error = Some(match i {
+                        Interrupt::TimedOut => BuildError::TimedOut {
+                            after: self.req.timeout,
+                        },
+                        Interrupt::Stopped => BuildError::Stopped,
+                    });
+                    break;
+                }
+                Err(Step::Failed(e)) => {
+                    self.succeeding = false;
+                    driven.error.get_or_insert(e);
+                    // INSTALL and PRE_BUILD failures end the build unless
+                    // CONTINUE; a BUILD failure still runs POST_BUILD.
+                    let aborts = matches!(phase.name, PhaseName::Install | PhaseName::PreBuild)
+                        && phase.on_failure == OnFailure::Abort;
+                    if aborts {
+                        driven.aborted_early = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if driven.interrupted.is_none() {
+            match self.read_exports().await {
+                Ok(vars) => driven.exported = vars,
+                Err(Step::Interrupted(i)) => {
+                    driven.interrupted = Some(i);
+                    driven.error = Some(match i {
+                        Interrupt::TimedOut => BuildError::TimedOut {
+                            after: self.req.timeout,
+                        },
+                        Interrupt::Stopped => BuildError::Stopped,
+                    });
+                }
+                Err(Step::Failed(e)) => {
+                    driven.error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(session) = self.session.take() {
+            session.close().await;
+        }
+        driven
+    }
+
+    async fn run_phase(&mut self, phase: &Phase) -> Result<(), Step> {
+        let name = phase.name.as_str();
+        self.frames
+            .container(&format!("Entering phase {name}"))
+            .await;
+        self.prelude_pending = true;
+        let user = self.phase_user(phase);
+        if self.session.as_ref().is_some_and(|s| s.user != user) {
+            self.frames
+                .container(&format!(
+                    "Phase {name} runs as another user: starting a new shell; \
+                     shell state from earlier phases does not carry over"
+                ))
+                .await;
+            if let Some(session) = self.session.take() {
+                session.close().await;
+            }
+        }
+        let started = Instant::now();
+        let mut failure = None;
+        for command in &phase.commands {
+            match self.run_command(phase.name, command, user.as_ref()).await {
+                Ok(()) => {}
+                Err(Step::Failed(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(Step::Interrupted(i)) => return Err(self.phase_interrupted(name, i).await),
+            }
+        }
+        // `finally` runs whether or not `commands` failed.
+        for command in &phase.finally {
+            match self.run_command(phase.name, command, user.as_ref()).await {
+                Ok(()) => {}
+                Err(Step::Failed(e)) => {
+                    failure.get_or_insert(e);
+                    break;
+                }
+                Err(Step::Interrupted(i)) => return Err(self.phase_interrupted(name, i).await),
+            }
+        }
+        let took = format_duration(started.elapsed());
+        match failure {
+            None => {
+                self.frames
+                    .container(&format!(
+                        "Phase complete: {name} State: SUCCEEDED Duration: {took}"
+                    ))
+                    .await;
+                self.frames
+                    .container("Phase context status code:  Message: ")
+                    .await;
+                Ok(())
+            }
+            Some(e) => {
+                self.frames
+                    .container(&format!(
+                        "Phase complete: {name} State: FAILED Duration: {took}"
+                    ))
+                    .await;
+                let (code, message) = match &e {
+                    BuildError::CommandFailed { command, exit, .. }
+                    | BuildError::ShellExited { command, exit, .. } => (
+                        "COMMAND_EXECUTION_ERROR",
+                        format!(
+                            "Error while executing command: {command}. Reason: exit status {exit}"
+                        ),
+                    ),
+                    other => ("CLIENT_ERROR", other.to_string()),
+                };
+                self.frames
+                    .container(&format!(
+                        "Phase context status code: {code} Message: {message}"
+                    ))
+                    .await;
+                Err(Step::Failed(e))
+            }
+        }
+    }
+
+    async fn phase_interrupted(&mut self, name: &str, i: Interrupt) -> Step {
+        let (state, code, message) = match i {
+            Interrupt::TimedOut => (
+                "TIMED_OUT",
+                "BUILD_TIMED_OUT",
+                format!(
+                    "Build has timed out. Timeout: {}",
+                    format_duration(self.req.timeout)
+                ),
+            ),
+            Interrupt::Stopped => ("STOPPED", "BUILD_STOPPED", "Build was stopped".to_owned()),
+        };
+        self.frames
+            .container(&format!("Phase complete: {name} State: {state}"))
+            .await;
+        self.frames
+            .container(&format!(
+                "Phase context status code: {code} Message: {message}"
+            ))
+            .await;
+        Step::Interrupted(i)
+    }
+
+    fn phase_user(&self, phase: &Phase) -> Option<RunAs> {
+        let name = phase
+            .run_as
+            .as_ref()
+            .or(self.req.buildspec.run_as.as_ref())?;
+        self.users.get(name).cloned().flatten()
+    }
+
+    async fn ensure_session(&mut self, user: Option<&RunAs>) -> std::io::Result<&mut ShellSession> {
+        if self.session.is_none() {
+            let succeeding = if self.succeeding { "1" } else { "0" };
+            let mut env = self.env.clone();
+            for var in SUCCEEDING_VARS {
+                env.insert(var.into(), succeeding.into());
+            }
+            let shell = self.shell_program();
+            let spec = ShellSpec {
+                program: shell,
+                cwd: &self.req.source_dir,
+                env: &env,
+                log_fifo: &self.log_fifo,
+                token: &self.token,
+                user,
+            };
+            self.session = Some(ShellSession::start(&spec).await?);
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no shell"))
+    }
+
+    fn shell_program(&self) -> &str {
+        let shell = self.req.buildspec.shell.trim();
+        if shell.is_empty() { "sh" } else { shell }
+    }
+
+    async fn run_command(
+        &mut self,
+        phase: PhaseName,
+        command: &str,
+        user: Option<&RunAs>,
+    ) -> Result<(), Step> {
+        let phase_name = phase.as_str();
+        self.frames
+            .container(&format!("Running command {command}"))
+            .await;
+        let fresh_per_command = self.req.buildspec.version == BuildspecVersion::V01;
+
+        self.commands_run += 1;
+        let script = self.scratch.join(format!("cmd-{}.sh", self.commands_run));
+        if let Err(e) = std::fs::write(&script, format!("{command}\n")) {
+            return Err(Step::Failed(BuildError::ShellIo {
+                phase: phase_name,
+                source: e,
+            }));
+        }
+        let prelude = if self.prelude_pending {
+            let value = if self.succeeding { "1" } else { "0" };
+            SUCCEEDING_VARS
+                .iter()
+                .map(|v| format!("export {v}={value}\n"))
+                .collect::<String>()
+        } else {
+            String::new()
+        };
+        let shell = self.shell_program().to_owned();
+        let (cancel, deadline) = (self.req.cancel.clone(), self.deadline);
+        let session = match self.ensure_session(user).await {
+            Ok(session) => session,
+            Err(e) => {
+                let _ = std::fs::remove_file(&script);
+                return Err(Step::Failed(BuildError::ShellStart {
+                    phase: phase_name,
+                    shell,
+                    source: e,
+                }));
+            }
+        };
+        let result = tokio::select! {
+            r = session.run(&prelude, &script) => Ok(r),
+            i = interrupted(deadline, &cancel) => Err(i),
+        };
+        let _ = std::fs::remove_file(&script);
+        self.prelude_pending = false;
+        let result = match result {
+            Ok(r) => r,
+            Err(i) => {
+                self.end_session().await;
+                return Err(Step::Interrupted(i));
+            }
+        };
+        let ended = match result {
+            Ok(ended) => ended,
+            Err(e) => {
+                self.end_session().await;
+                return Err(Step::Failed(BuildError::ShellIo {
+                    phase: phase_name,
+                    source: e,
+                }));
+            }
+        };
+        if fresh_per_command {
+            // 0.1: every command has a shell of its own, and its exit
+            // status is the command's, whether it ran `exit` or not.
+            self.end_session().await;
+            let status = match ended {
+                Ended::Exited(s) | Ended::ShellDied(s) => s,
+            };
+            if status == 0 {
+                return Ok(());
+            }
+            self.frames
+                .container(&format!(
+                    "Command did not exit successfully {command} exit status {status}"
+                ))
+                .await;
+            return Err(Step::Failed(BuildError::CommandFailed {
+                phase: phase_name,
+                command: command.to_owned(),
+                exit: status,
+            }));
+        }
+        match ended {
+            Ended::Exited(0) => Ok(()),
+            Ended::Exited(status) => {
+                self.frames
+                    .container(&format!(
+                        "Command did not exit successfully {command} exit status {status}"
+                    ))
+                    .await;
+                Err(Step::Failed(BuildError::CommandFailed {
+                    phase: phase_name,
+                    command: command.to_owned(),
+                    exit: status,
+                }))
+            }
+            Ended::ShellDied(status) => {
+                // The session's state (cwd, variables) is gone. The command
+                // fails even with status 0, since what follows relied on
+                // that state; phases that still run get a fresh shell.
+                self.end_session().await;
+                self.frames
+                    .container(&format!(
+                        "Command did not exit successfully {command} exit status {status}: \
+                         the shell exited; later commands run in a new shell"
+                    ))
+                    .await;
+                Err(Step::Failed(BuildError::ShellExited {
+                    phase: phase_name,
+                    command: command.to_owned(),
+                    exit: status,
+                }))
+            }
+        }
+    }
+
+    async fn end_session(&mut self) {
+        if let Some(mut session) = self.session.take() {
+            session.terminate().await;
+        }
+    }
+
+    /// Reads `env.exported-variables` from the shell (a fresh one if the
+    /// build's shell is gone, which then only knows the initial
+    /// environment). Variables holding parameter-store or secret values are
+    /// never exported (CodeBuild refuses them too), nor are unset ones.
+    async fn read_exports(&mut self) -> Result<BTreeMap<String, String>, Step> {
+        let bs = &self.req.buildspec;
+        if bs.exported_variables.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let secret: BTreeSet<&str> = bs
+            .parameter_store
+            .iter()
+            .chain(&bs.secrets_manager)
+            .chain(&self.req.secrets)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut names = Vec::new();
+        let mut notes = Vec::new();
+        for name in &bs.exported_variables {
+            if !is_shell_name(name) {
+                notes.push(format!(
+                    "Exported variable {name} is not a valid variable name; skipped"
+                ));
+            } else if secret.contains(name.as_str()) {
+                notes.push(format!(
+                    "Exported variable {name} holds a secret; not exported"
+                ));
+            } else {
+                names.push(name.as_str());
+            }
+        }
+        for note in notes {
+            self.frames.container(&note).await;
+        }
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let last_phase = bs.phases.last();
+        let user = last_phase.and_then(|p| self.phase_user(p));
+        let (cancel, deadline) = (self.req.cancel.clone(), self.deadline);
+        let session = self
+            .ensure_session(user.as_ref())
+            .await
+            .map_err(|e| Step::Failed(BuildError::ExportedVariables(e)))?;
+        let result = tokio::select! {
+            r = session.read_variables(&names) => Ok(r),
+            i = interrupted(deadline, &cancel) => Err(i),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(i) => {
+                self.end_session().await;
+                return Err(Step::Interrupted(i));
+            }
+        };
+        match result {
+            Ok(Some(vars)) => Ok(vars.into_iter().collect()),
+            Ok(None) => {
+                self.end_session().await;
+                self.frames
+                    .container("Could not read exported variables: the shell exited")
+                    .await;
+                Ok(BTreeMap::new())
+            }
+            Err(e) => {
+                self.end_session().await;
+                Err(Step::Failed(BuildError::ExportedVariables(e)))
+            }
+        }
+    }
+}
+
+/// `1.234s`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}

@@ -1,0 +1,144 @@
+//! The live view of an execution: stages, actions, statuses, durations, and
+//! the command to type when an approval waits. In a terminal it is redrawn
+//! in place; elsewhere each change is printed once as a line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+fn parse_ts(v: &Value) -> Option<Timestamp> {
+    v.as_str()?.parse().ok()
+}
+
+fn duration(started: &Value, finished: &Value) -> Option<String> {
+    let start = parse_ts(started)?;
+    let end = parse_ts(finished).unwrap_or_else(Timestamp::now);
+    let ms = (end.as_millisecond() - start.as_millisecond()).max(0);
+    Some(if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    })
+}
+
+fn mark(status: Option<&str>, color: bool) -> String {
+    let (symbol, code) = match status {
+        Some("Succeeded") => ("✓", "32"),
+        Some("Failed") => ("✗", "31"),
+        Some("InProgress") => ("▶", "36"),
+        Some("Waiting") => ("⏸", "33"),
+        Some("Stopping") | Some("Stopped") | Some("Abandoned") | Some("Superseded") => ("■", "35"),
+        _ => ("·", "2"),
+    };
+    if color { format!("\x1b[{code}m{symbol}\x1b[0m") } else { symbol.to_string() }
+}
+
+/// The lines of the view.
+pub(crate) fn view(execution: &Value, color: bool) -> Vec<String> {
+    let id = execution["id"].as_str().unwrap_or("?");
+    let status = execution["status"].as_str();
+    let mut lines = vec![format!(
+        "{} {}  {}  {}  {}",
+        mark(status, color),
+        execution["pipeline"].as_str().unwrap_or("?"),
+        id,
+        status.unwrap_or("?"),
+        duration(&execution["started_at"], &execution["finished_at"]).unwrap_or_default()
+    )];
+    if let Some(stage) = execution["waiting_at"].as_str() {
+        lines.push(format!("  waiting to enter stage {stage} (another execution holds it)"));
+    }
+    for stage in execution["stages"].as_array().into_iter().flatten() {
+        let stage_name = stage["name"].as_str().unwrap_or("?");
+        lines.push(format!("  {} {}", mark(stage["status"].as_str(), color), stage_name));
+        for action in stage["actions"].as_array().into_iter().flatten() {
+            let action_status = action["status"].as_str();
+            let name = action["name"].as_str().unwrap_or("?");
+            let mut line = format!("      {} {:<24} {:<10}", mark(action_status, color), name, action_status.unwrap_or(""));
+            if let Some(d) = duration(&action["started_at"], &action["finished_at"]) {
+                line.push_str(&format!(" {d:>7}"));
+            }
+            if action["attempt"].as_u64().unwrap_or(0) > 1 {
+                line.push_str(&format!("  (attempt {})", action["attempt"]));
+            }
+            lines.push(line);
+            if let Some(error) = action["error"].as_str() {
+                for (i, l) in error.lines().take(6).enumerate() {
+                    lines.push(format!("          {}{l}", if i == 0 { "error: " } else { "       " }));
+                }
+            }
+            if action_status == Some("Waiting") {
+                lines.push(format!("          approve: gantry approve {id} {stage_name}/{name}"));
+                lines.push(format!("          reject:  gantry reject {id} {stage_name}/{name}"));
+            }
+        }
+    }
+    lines
+}
+
+/// Draws successive views: in place on a terminal, as change lines otherwise.
+pub(crate) struct LiveView {
+    tty: bool,
+    drawn: usize,
+    seen: BTreeMap<String, String>,
+}
+
+impl LiveView {
+    pub(crate) fn new(tty: bool) -> LiveView {
+        LiveView { tty, drawn: 0, seen: BTreeMap::new() }
+    }
+
+    pub(crate) fn draw(&mut self, execution: &Value) {
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            let lines = view(execution, true);
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+            }
+            for line in &lines {
+                let _ = writeln!(out, "{line}");
+            }
+            self.drawn = lines.len();
+        } else {
+            for (key, line) in changes(execution) {
+                if self.seen.get(&key) != Some(&line) {
+                    let _ = writeln!(out, "{line}");
+                    self.seen.insert(key, line);
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+/// One line per execution and action status, keyed so unchanged ones are not repeated.
+fn changes(execution: &Value) -> Vec<(String, String)> {
+    let id = execution["id"].as_str().unwrap_or("?");
+    let mut out = Vec::new();
+    for stage in execution["stages"].as_array().into_iter().flatten() {
+        let stage_name = stage["name"].as_str().unwrap_or("?");
+        for action in stage["actions"].as_array().into_iter().flatten() {
+            let Some(status) = action["status"].as_str() else { continue };
+            let name = action["name"].as_str().unwrap_or("?");
+            let attempt = action["attempt"].as_u64().unwrap_or(0);
+            let mut line = format!("{stage_name}/{name}: {status}");
+            if let Some(d) = duration(&action["started_at"], &action["finished_at"]).filter(|_| status != "InProgress" && status != "Waiting") {
+                line.push_str(&format!(" in {d}"));
+            }
+            if let Some(error) = action["error"].as_str() {
+                line.push_str(&format!(" ({})", error.lines().next().unwrap_or("")));
+            }
+            if status == "Waiting" {
+                line.push_str(&format!(" — approve with: gantry approve {id} {stage_name}/{name}"));
+            }
+            out.push((format!("{stage_name}/{name}#{attempt}"), line));
+        }
+    }
+    let status = execution["status"].as_str().unwrap_or("?");
+    out.push(("#execution".into(), format!("execution {id}: {status}")));
+    out
+}

@@ -1,0 +1,155 @@
+//! Events go into the engine; commands come out.
+//!
+//! An [`Event`] is a fact the server has recorded (a request from a person, a
+//! result from a runner); the server persists each one in its append-only log
+//! before or after applying it, and replays the log on restart. A [`Command`] is
+//! work the engine asks of the server. Stages and actions are named by their
+//! indices in the execution's [`Plan`](crate::Plan).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExecutionStatus, Plan};
+
+/// The error of the `ActionFailed` a server feeds for each action of
+/// [`Engine::interrupted`](crate::Engine::interrupted) after a restart.
+pub const INTERRUPTED: &str = "interrupted: the server stopped while this action ran";
+
+/// Every event carries `at`, unix milliseconds supplied by the caller: the engine
+/// never reads a clock, so replaying the log reproduces the same times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A new execution of the engine's pipeline.
+    ExecutionRequested {
+        id: String,
+        plan: Plan,
+        #[serde(default)]
+        variables: BTreeMap<String, String>,
+        at: i64,
+    },
+    /// A started approval now waits for a person.
+    ActionWaiting {
+        id: String,
+        stage: usize,
+        action: usize,
+        attempt: u32,
+        at: i64,
+    },
+    /// An action's attempt succeeded; for an approval, a person approved it.
+    ActionSucceeded {
+        id: String,
+        stage: usize,
+        action: usize,
+        attempt: u32,
+        #[serde(default)]
+        output_variables: BTreeMap<String, String>,
+        #[serde(default)]
+        output_artifacts: BTreeMap<String, String>,
+        at: i64,
+    },
+    /// An action's attempt failed; for an approval, a person rejected it or it
+    /// timed out.
+    ActionFailed {
+        id: String,
+        stage: usize,
+        action: usize,
+        attempt: u32,
+        error: String,
+        at: i64,
+    },
+    /// Re-runs a failed or stopped stage: its failed and unfinished actions, or
+    /// with `all_actions` every action from the first group.
+    RetryStage {
+        id: String,
+        stage: usize,
+        all_actions: bool,
+        at: i64,
+    },
+    /// Stops an execution: let running actions finish, or with `abandon` give them
+    /// up at once.
+    Stop {
+        id: String,
+        abandon: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        at: i64,
+    },
+}
+
+impl Event {
+    /// The execution the event is about.
+    pub fn execution_id(&self) -> &str {
+        match self {
+            Event::ExecutionRequested { id, .. }
+            | Event::ActionWaiting { id, .. }
+            | Event::ActionSucceeded { id, .. }
+            | Event::ActionFailed { id, .. }
+            | Event::RetryStage { id, .. }
+            | Event::Stop { id, .. } => id,
+        }
+    }
+
+    pub fn at(&self) -> i64 {
+        match self {
+            Event::ExecutionRequested { at, .. }
+            | Event::ActionWaiting { at, .. }
+            | Event::ActionSucceeded { at, .. }
+            | Event::ActionFailed { at, .. }
+            | Event::RetryStage { at, .. }
+            | Event::Stop { at, .. } => *at,
+        }
+    }
+}
+
+/// Work for the server, in the order it should be done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Run this attempt of the action, then feed `ActionSucceeded` or
+    /// `ActionFailed` with the same attempt (for an approval, first
+    /// `ActionWaiting`).
+    StartAction {
+        id: String,
+        stage: usize,
+        action: usize,
+        attempt: u32,
+    },
+    /// The attempt was abandoned: kill what runs for it (or, for an approval,
+    /// forget its timeout and notification). Its result, if one still comes, will
+    /// be ignored.
+    CancelAction {
+        id: String,
+        stage: usize,
+        action: usize,
+        attempt: u32,
+    },
+    /// The execution reached a terminal status. Emitted once per transition into
+    /// a terminal status (again after a retry, when it ends again).
+    ExecutionFinished { id: String, status: ExecutionStatus },
+}
+
+/// One attempt of one action of one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActionRef {
+    pub id: String,
+    pub stage: usize,
+    pub action: usize,
+    pub attempt: u32,
+}
+
+impl ActionRef {
+    /// The `ActionFailed` that ends this attempt because the server restarted
+    /// while it ran.
+    pub fn interrupted(&self, at: i64) -> Event {
+        Event::ActionFailed {
+            id: self.id.clone(),
+            stage: self.stage,
+            action: self.action,
+            attempt: self.attempt,
+            error: INTERRUPTED.to_string(),
+            at,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `type: build`, `type: test` and `type: shell`: the buildspec runner.
+//!
+//! A `build`/`test` reads its buildspec from the first input artifact; a
+//! `shell` is a buildspec with one build phase made from its `commands`.
+//! The first input is the working directory (`CODEBUILD_SRC_DIR`); every
+//! input is also at `GANTRY_INPUT_<NAME>` / `CODEBUILD_SRC_DIR_<NAME>`.
+
+use std::path::PathBuf;
+
+use gantry_build::{BuildRequest, BuildStatus};
+use gantry_spec::buildspec::parse_buildspec;
+use gantry_spec::pipeline::{ActionKind, ArtifactName};
+
+use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture};
+
+pub struct BuildRunner;
+
+impl ActionRunner for BuildRunner {
+    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+        Box::pin(run(ctx))
+    }
+}
+
+async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
+    let src = ctx.work_dir.join("src");
+    let mut secondary = Vec::new();
+    for (i, (name, artifact)) in ctx.inputs.iter().enumerate() {
+        let dest = if i == 0 { src.clone() } else { ctx.work_dir.join("inputs").join(name.as_str()) };
+        let store = ctx.artifacts.clone();
+        let id = artifact.clone();
+        let target = dest.clone();
+        tokio::task::spawn_blocking(move || store.materialize(&id, &target))
+            .await
+            .map_err(|e| ActionError::new(format!("materializing {name} panicked: {e}")))?
+            .map_err(|e| ActionError::new(format!("input artifact {name}: {e}")))?;
+        if i > 0 {
+            secondary.push((name.to_string(), dest));
+        }
+    }
+    tokio::fs::create_dir_all(&src).await.map_err(|e| ActionError::new(format!("cannot create {}: {e}", src.display())))?;
+
+    let (buildspec, image) = match &ctx.action.kind {
+        ActionKind::Build { buildspec, image } | ActionKind::Test { buildspec, image } => {
+            let path = src.join(buildspec);
+            if !path.starts_with(&src) || buildspec.split('/').any(|c| c == "..") {
+                return Err(ActionError::new(format!("buildspec path {buildspec} leaves the input artifact")));
+            }
+            let text = tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| ActionError::new(format!("cannot read buildspec {buildspec} in the input artifact: {e}")))?;
+            let (spec, warnings) = parse_buildspec(buildspec, &text).map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                ActionError::new(format!("invalid buildspec:\n{}", lines.join("\n")))
+            })?;
+            for warning in warnings {
+                ctx.log.line(&format!("Warning: {warning}"));
+            }
+            (spec, image.clone())
+        }
+        ActionKind::Shell { commands, artifacts, exported_variables, image } => (
+            gantry_build::shell_buildspec(commands.clone(), artifacts.clone(), exported_variables.clone()),
+            image.clone(),
+        ),
+        other => return Err(ActionError::new(format!("internal error: {} is not a build action", other.type_name()))),
+    };
+    if let Some(image) = image {
+        return Err(ActionError::new(format!(
+            "running in a container (image {image}) is not supported yet: remove `image` to run on the host"
+        )));
+    }
+
+    let out_dir = ctx.work_dir.join("out");
+    let request = BuildRequest {
+        buildspec,
+        source_dir: src,
+        secondary_sources: secondary,
+        env: ctx.action.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        secrets: Vec::new(),
+        build_id: format!("{}:{}", ctx.pipeline, ctx.execution_id),
+        build_number: u64::from(ctx.attempt),
+        initiator: format!("gantry/{}", ctx.pipeline),
+        resolved_source_version: ctx.source_revision.clone(),
+        timeout: ctx.timeout,
+        out_dir: out_dir.clone(),
+        cancel: ctx.cancel.clone(),
+    };
+    let outcome = gantry_build::run(request, &ctx.log).await.map_err(|e| ActionError::new(e.to_string()))?;
+    if outcome.status != BuildStatus::Succeeded {
+        let failed: Vec<&str> = outcome
+            .phases
+            .iter()
+            .filter(|p| p.status != BuildStatus::Succeeded)
+            .map(|p| p.name.as_str())
+            .collect();
+        let detail = outcome.error.clone().unwrap_or_else(|| format!("phase {} failed", failed.join(", ")));
+        return Err(ActionError::new(format!("build {:?}: {detail}", outcome.status)));
+    }
+    let mut artifacts: Vec<(ArtifactName, PathBuf)> = Vec::new();
+    for output in &outcome.artifacts {
+        let target = match &output.identifier {
+            None => ctx.action.outputs.first(),
+            Some(identifier) => ctx.action.outputs.iter().find(|o| o.as_str() == identifier),
+        };
+        match target {
+            Some(name) => artifacts.push((name.clone(), output.dir.clone())),
+            None => ctx.log.line(&format!(
+                "Note: artifact {} matches no declared output and is dropped.",
+                output.identifier.as_deref().unwrap_or("(primary)")
+            )),
+        }
+    }
+    for declared in &ctx.action.outputs {
+        if !artifacts.iter().any(|(name, _)| name == declared) {
+            return Err(ActionError::new(format!(
+                "output artifact {declared} is declared but the build produced no artifact for it"
+            )));
+        }
+    }
+    Ok(ActionOutput { variables: outcome.exported_variables, artifacts })
+}

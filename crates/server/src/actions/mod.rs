@@ -1,0 +1,104 @@
+//! What each action type does when the engine starts it.
+//!
+//! The engine knows only that an action started and how it ended. The
+//! control plane resolves the action's `#{...}` references, prepares a work
+//! directory, and hands an [`ActionContext`] to the [`ActionRunner`]
+//! registered for its type. New types (`deploy`, `promote`, `image`) plug in
+//! by registering a runner; neither the engine nor the control plane changes.
+//! Approvals are not runners: they wait for a person, which the control plane
+//! handles without holding a task.
+
+mod build;
+mod source;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use gantry_spec::pipeline::{Action, ArtifactName};
+use gantry_store::ArtifactStore;
+use tokio_util::sync::CancellationToken;
+
+pub use build::BuildRunner;
+pub use source::SourceRunner;
+
+use crate::logs::ActionLog;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything an action needs to run, with its references already resolved.
+pub struct ActionContext {
+    pub execution_id: String,
+    pub pipeline: String,
+    pub stage: String,
+    /// The action as declared, every `#{...}` resolved.
+    pub action: Action,
+    pub attempt: u32,
+    /// A fresh directory owned by this attempt; removed afterwards.
+    pub work_dir: PathBuf,
+    /// The directory of the pipeline file (paths in it are relative to it).
+    pub base_dir: PathBuf,
+    /// The input artifacts, in declared order, with their artifact ids.
+    pub inputs: Vec<(ArtifactName, String)>,
+    /// The commit the execution's source action took, if any.
+    pub source_revision: Option<String>,
+    pub artifacts: ArtifactStore,
+    pub log: ActionLog,
+    pub cancel: CancellationToken,
+    /// The action's timeout (its own or its type's default).
+    pub timeout: std::time::Duration,
+}
+
+/// What a finished action hands back.
+#[derive(Debug, Default)]
+pub struct ActionOutput {
+    /// Output variables, readable by later actions as `#{namespace.NAME}`.
+    pub variables: BTreeMap<String, String>,
+    /// Output artifacts: each declared output name with the directory
+    /// holding its files, imported into the artifact store by the caller.
+    pub artifacts: Vec<(ArtifactName, PathBuf)>,
+}
+
+/// Why an action failed, in words for the person reading the status.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ActionError(pub String);
+
+impl ActionError {
+    pub fn new(message: impl Into<String>) -> ActionError {
+        ActionError(message.into())
+    }
+}
+
+/// Runs one action type.
+pub trait ActionRunner: Send + Sync {
+    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>>;
+}
+
+/// The runners by `type:` name.
+#[derive(Clone, Default)]
+pub struct Runners {
+    by_type: BTreeMap<&'static str, Arc<dyn ActionRunner>>,
+}
+
+impl Runners {
+    /// The runners of the action types this build of gantry knows.
+    pub fn standard() -> Runners {
+        let mut runners = Runners::default();
+        runners.register("source", Arc::new(SourceRunner));
+        runners.register("build", Arc::new(BuildRunner));
+        runners.register("test", Arc::new(BuildRunner));
+        runners.register("shell", Arc::new(BuildRunner));
+        runners
+    }
+
+    pub fn register(&mut self, type_name: &'static str, runner: Arc<dyn ActionRunner>) {
+        self.by_type.insert(type_name, runner);
+    }
+
+    pub fn get(&self, type_name: &str) -> Option<Arc<dyn ActionRunner>> {
+        self.by_type.get(type_name).cloned()
+    }
+}

@@ -1,0 +1,64 @@
+//! Errors of the control plane, each with a stable `code` for the API.
+
+use std::path::Path;
+
+use gantry_engine::EngineError;
+use gantry_spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("execution {0} does not exist")]
+    NotFound(String),
+    #[error("no stage named {0}")]
+    UnknownStage(String),
+    #[error("no action named {0}")]
+    UnknownAction(String),
+    #[error("nothing waits for approval at {0}")]
+    NothingWaiting(String),
+    #[error("the pipeline declares no variable {0}")]
+    UnknownVariable(String),
+    #[error("the pipeline file is invalid ({} errors)", .0.len())]
+    InvalidPipeline(Vec<SpecError>),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] gantry_store::StoreError),
+    #[error(transparent)]
+    Artifacts(#[from] gantry_store::ArtifactError),
+    #[error("the event log is corrupt at event {seq}: {reason}")]
+    CorruptLog { seq: i64, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    pub fn io(path: &Path, source: std::io::Error) -> ControlError {
+        ControlError::Io { path: path.display().to_string(), source }
+    }
+
+    /// A stable identifier of the kind of error, for scripts and the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::NotFound(_) => "execution.not_found",
+            ControlError::UnknownStage(_) => "stage.not_found",
+            ControlError::UnknownAction(_) => "action.not_found",
+            ControlError::NothingWaiting(_) => "approval.not_waiting",
+            ControlError::InvalidPipeline(_) => "pipeline.invalid",
+            ControlError::UnknownVariable(_) => "pipeline.unknown_variable",
+            ControlError::Engine(e) => e.code(),
+            ControlError::Store(_) | ControlError::Artifacts(_) => "store.error",
+            ControlError::CorruptLog { .. } => "store.corrupt_log",
+            ControlError::Io { .. } => "io.error",
+            ControlError::BadRequest(_) => "request.invalid",
+            ControlError::Internal(_) => "internal",
+        }
+    }
+}

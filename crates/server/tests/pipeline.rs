@@ -1,0 +1,310 @@
+//! End-to-end behaviour of the control plane with real processes, a real
+//! git repository and a real SQLite file: the engine's decisions carried out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gantry_server::ControlPlane;
+use serde_json::Value;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    data: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A git repository holding `files` and `gantry.yaml`, committed.
+fn fixture(pipeline: &str, files: &[(&str, &str)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("gantry.yaml"), pipeline).unwrap();
+    for (path, content) in files {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "first commit"]);
+    let data = dir.path().join("data");
+    Fixture { _dir: dir, repo, data }
+}
+
+async fn start(plane: &ControlPlane, fx: &Fixture) -> String {
+    let file = fx.repo.join("gantry.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    plane.start_execution(file, text, BTreeMap::new()).await.unwrap()
+}
+
+async fn view(plane: &ControlPlane, id: &str) -> Value {
+    let (execution, loaded) = plane.execution(id).await.unwrap();
+    gantry_server::view::execution_json(&execution, loaded.as_deref())
+}
+
+/// Waits until `done` holds for the execution's JSON (or fails after 30 s).
+async fn wait_until(plane: &ControlPlane, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut changes = plane.changes();
+    loop {
+        let v = view(plane, id).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+    }
+}
+
+fn terminal(v: &Value) -> bool {
+    matches!(v["status"].as_str(), Some("Succeeded" | "Failed" | "Stopped" | "Superseded"))
+}
+
+fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
+    let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == stage).unwrap();
+    s["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()
+}
+
+fn millis(ts: &Value) -> i64 {
+    ts.as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
+const FLOW: &str = r##"
+version: 1
+name: flow
+variables:
+  GREETING: hello
+stages:
+  - name: Source
+    actions:
+      - name: checkout
+        type: source
+        repository: .
+        outputs: [Src]
+        namespace: Source
+  - name: Build
+    actions:
+      - name: left
+        type: shell
+        inputs: [Src]
+        commands:
+          - sleep 0.6
+          - mkdir -p out && echo "#{variables.GREETING} from $(cat message.txt)" > out/left.txt
+          - export LEFT_DONE=yes
+        outputs: [Left]
+        artifacts: {files: ["out/left.txt"], discard-paths: yes}
+        exported_variables: [LEFT_DONE]
+        namespace: L
+      - name: right
+        type: shell
+        inputs: [Src]
+        commands: ["sleep 0.6"]
+  - name: Check
+    actions:
+      - name: read
+        type: shell
+        inputs: [Left]
+        env:
+          COMMIT: "#{Source.CommitId}"
+          DONE: "#{L.LEFT_DONE}"
+        commands:
+          - grep -q "hello from the repo" left.txt
+          - test "$DONE" = yes
+          - test ${#COMMIT} -eq 40
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_runs_parallel_actions_and_passes_artifacts_and_variables() {
+    let fx = fixture(FLOW, &[("message.txt", "the repo")]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let id = start(&plane, &fx).await;
+    let v = wait_until(&plane, &id, "the end", terminal).await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    let left = action(&v, "Build", "left");
+    let right = action(&v, "Build", "right");
+    // Parallel actions really overlap: each started before the other ended.
+    assert!(millis(&left["started_at"]) < millis(&right["finished_at"]));
+    assert!(millis(&right["started_at"]) < millis(&left["finished_at"]));
+    assert_eq!(left["output_variables"]["LEFT_DONE"], "yes");
+    let checkout = action(&v, "Source", "checkout");
+    assert_eq!(checkout["output_variables"]["CommitMessage"], "first commit");
+    assert_eq!(checkout["output_variables"]["BranchName"], "main");
+    let logs = plane.logs(&id, Some(("Build", "left")), 0, 1000).await.unwrap();
+    assert!(logs.iter().any(|l| l.line.contains("Running command sleep 0.6")), "{logs:?}");
+}
+
+const APPROVAL: &str = r##"
+version: 1
+name: gate
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, repository: ., outputs: [Src], namespace: Source}
+  - name: Approve
+    actions:
+      - name: release
+        type: approval
+        comments: "Ship #{Source.CommitId}?"
+        timeout: 7d
+  - name: After
+    actions:
+      - {name: done, type: shell, inputs: [Src], commands: ["true"]}
+"##;
+
+fn waiting(v: &Value) -> bool {
+    action(v, "Approve", "release")["status"] == "Waiting"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_waits_and_records_who_approved() {
+    let fx = fixture(APPROVAL, &[]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let id = start(&plane, &fx).await;
+    wait_until(&plane, &id, "the approval", waiting).await;
+    assert!(!plane.busy().await, "a waiting approval holds no worker");
+    let not_waiting = plane.decide(&id, "After", "done", true, "ann", None).await.unwrap_err();
+    assert_eq!(not_waiting.code(), "approval.not_waiting");
+    plane.decide(&id, "Approve", "release", true, "ann", Some("looks good".into())).await.unwrap();
+    let v = wait_until(&plane, &id, "the end", terminal).await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    let records = plane.approvals(&id).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].decision.as_str(), records[0].by.as_str()), ("Approved", "ann"));
+    assert_eq!(records[0].comment.as_deref(), Some("looks good"));
+    let logs = plane.logs(&id, Some(("Approve", "release")), 0, 100).await.unwrap();
+    assert!(logs.iter().any(|l| l.line.starts_with("Comments: Ship ") && l.line.len() > 50), "{logs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_approval_fails_the_execution() {
+    let fx = fixture(APPROVAL, &[]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let id = start(&plane, &fx).await;
+    wait_until(&plane, &id, "the approval", waiting).await;
+    plane.decide(&id, "Approve", "release", false, "bob", Some("not today".into())).await.unwrap();
+    let v = wait_until(&plane, &id, "the end", terminal).await;
+    assert_eq!(v["status"], "Failed");
+    assert_eq!(action(&v, "Approve", "release")["error"], "rejected by bob: not today");
+    assert!(action(&v, "After", "done")["status"].is_null());
+}
+
+#[tokio::test]
+async fn an_approval_times_out_as_a_failure() {
+    let fx = fixture(APPROVAL, &[]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let id = start(&plane, &fx).await;
+    wait_until(&plane, &id, "the approval", waiting).await;
+    // Seven days pass in an instant on tokio's clock.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(7 * 24 * 3600 + 1)).await;
+    tokio::time::resume();
+    let v = wait_until(&plane, &id, "the timeout", terminal).await;
+    assert_eq!(v["status"], "Failed");
+    assert_eq!(action(&v, "Approve", "release")["error"], "approval timed out after 7d");
+}
+
+const FLAKY: &str = r##"
+version: 1
+name: flaky
+stages:
+  - name: Work
+    actions:
+      - {name: steady, type: shell, commands: ["true"]}
+      - {name: flaky, type: shell, commands: ["test -f \"$MARKER\""], env: {MARKER: "#{variables.MARKER}"}}
+variables:
+  MARKER: /nonexistent
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stage_is_retried_to_success() {
+    let fx = fixture(FLAKY, &[]);
+    let marker = fx.data.parent().unwrap().join("marker");
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let file = fx.repo.join("gantry.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let vars = BTreeMap::from([("MARKER".to_string(), marker.display().to_string())]);
+    let id = plane.start_execution(file, text, vars).await.unwrap();
+    let v = wait_until(&plane, &id, "the failure", terminal).await;
+    assert_eq!(v["status"], "Failed");
+    assert_eq!(action(&v, "Work", "steady")["status"], "Succeeded");
+    std::fs::write(&marker, "").unwrap();
+    plane.retry(&id, "Work", false).await.unwrap();
+    let v = wait_until(&plane, &id, "the retry", |v| terminal(v) && action(v, "Work", "flaky")["attempt"] == 2).await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    assert_eq!(action(&v, "Work", "steady")["attempt"], 1, "succeeded actions are not re-run");
+}
+
+const BAD: &str = r##"
+version: 1
+name: bad
+stages:
+  - name: Work
+    actions:
+      - {name: missing, type: shell, commands: ["definitely-not-a-command-xyz"]}
+      - name: escape
+        type: shell
+        commands: ["echo secret > ../outside.txt || true", "ln -s /etc/passwd link"]
+        outputs: [Out]
+        artifacts: {files: ["link"]}
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_commands_and_escaping_outputs_fail_their_own_action() {
+    let fx = fixture(BAD, &[]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let id = start(&plane, &fx).await;
+    let v = wait_until(&plane, &id, "the end", terminal).await;
+    assert_eq!(v["status"], "Failed");
+    assert_eq!(action(&v, "Work", "missing")["status"], "Failed");
+    assert_eq!(action(&v, "Work", "escape")["status"], "Failed");
+    let error = action(&v, "Work", "escape")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("link"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_the_interrupted_action_and_keeps_waiting_approvals() {
+    let pipeline = r##"
+version: 1
+name: restart
+stages:
+  - name: Work
+    actions:
+      - {name: long, type: shell, commands: ["sleep 30"]}
+      - {name: gate, type: approval}
+"##;
+    let fx = fixture(pipeline, &[]);
+    let id = {
+        let plane = ControlPlane::open(&fx.data).await.unwrap();
+        let id = start(&plane, &fx).await;
+        wait_until(&plane, &id, "both running", |v| {
+            action(v, "Work", "long")["status"] == "InProgress" && action(v, "Work", "gate")["status"] == "Waiting"
+        })
+        .await;
+        plane.cancel_all().await;
+        id
+    };
+    // A second control plane on the same data dir sees what a restarted
+    // server sees; the first one's results are not recorded after its drop
+    // in a real crash, and the recovery must not wait for them.
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let v = view(&plane, &id).await;
+    let long = action(&v, "Work", "long");
+    assert_ne!(long["status"], "InProgress", "{v:#}");
+    assert_eq!(action(&v, "Work", "gate")["status"], "Waiting");
+    plane.decide(&id, "Work", "gate", true, "ann", None).await.unwrap();
+    let v = wait_until(&plane, &id, "the end", terminal).await;
+    assert_eq!(v["status"], "Failed");
+}

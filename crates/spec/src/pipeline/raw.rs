@@ -1,0 +1,674 @@
+//! Phase one of reading gantry.yaml: the YAML tree decoded into raw types
+//! that say what was written and where, without judging it yet.
+//!
+//! Decoding reports unknown keys, missing required keys and wrong types; the
+//! values themselves (names, artifact wiring, references, ranges) are judged
+//! by `validate`. A value that failed to decode is left out (`None`), and the
+//! `incomplete_*` flags tell the validator which cross-checks would only
+//! produce follow-on noise.
+//!
+//! The same types, through `schemars`, give the JSON Schema that editors use
+//! for completion (`pipeline_schema`). Fields that the decoder keeps optional
+//! only to survive errors are marked required in the schema with `with`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+
+use crate::buildspec::{self, ArtifactsSpec};
+use crate::location::Location;
+use crate::pipeline::ExecutionMode;
+use crate::yaml::{Diagnostics, Fields, Located, Node, Value};
+
+/// Top-level keys of gantry.yaml.
+const PIPELINE_KEYS: &[&str] = &["version", "name", "execution_mode", "variables", "stages"];
+/// Keys formats.md §4 reserves for environments and services.
+const RESERVED_KEYS: &[&str] = &["environments", "services", "include"];
+const STAGE_KEYS: &[&str] = &["name", "actions"];
+/// Keys every action type accepts.
+const ACTION_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "run_order",
+    "inputs",
+    "outputs",
+    "namespace",
+    "timeout",
+];
+/// Keys only some action types accept, by type, in the order `type` lists them.
+const TYPE_KEYS: &[(&str, &[&str])] = &[
+    ("source", &["repository", "branch"]),
+    ("build", &["buildspec", "image", "env"]),
+    ("test", &["buildspec", "image", "env"]),
+    (
+        "shell",
+        &[
+            "commands",
+            "artifacts",
+            "exported_variables",
+            "image",
+            "env",
+        ],
+    ),
+    ("approval", &["review_url", "comments"]),
+];
+/// Types that formats.md announces for later issues.
+const FUTURE_TYPES: &[&str] = &["deploy", "promote", "image"];
+
+/// A scalar given as text, a number or a boolean (`PORT: 8080` is `"8080"`).
+pub(crate) struct ScalarText;
+
+impl JsonSchema for ScalarText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ScalarText".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Text; numbers and booleans are taken as written.",
+            "type": ["string", "number", "boolean"]
+        })
+    }
+}
+
+/// The whole file.
+#[derive(JsonSchema)]
+#[schemars(
+    title = "gantry.yaml",
+    description = "A gantry pipeline: stages of actions that run in order.",
+    deny_unknown_fields
+)]
+pub(crate) struct RawPipeline {
+    /// The file format version; always 1.
+    #[schemars(with = "u32", range(min = 1, max = 1))]
+    pub(crate) version: Option<Located<String>>,
+    /// The pipeline's name.
+    #[schemars(
+        with = "String",
+        length(min = 1, max = 100),
+        pattern(r"^[A-Za-z0-9.@_-]+$")
+    )]
+    pub(crate) name: Option<Located<String>>,
+    /// What a new execution does to one already running: `superseded` (the
+    /// default) lets the newer pass the older at the next stage, `queued` waits,
+    /// `parallel` runs both.
+    pub(crate) execution_mode: Option<Located<ExecutionMode>>,
+    /// Pipeline variables and their default values, used as
+    /// `#{variables.NAME}`; `gantry run --var NAME=VALUE` overrides them.
+    #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
+    pub(crate) variables: Vec<(Located<String>, Located<String>)>,
+    /// The stages, run one after the other.
+    #[schemars(with = "Vec<RawStage>", length(min = 1))]
+    pub(crate) stages: Option<Located<Vec<RawStage>>>,
+    /// Some action's outputs could not be decoded, so "not an output of an
+    /// earlier action" would be guesswork.
+    #[schemars(skip)]
+    pub(crate) incomplete_outputs: bool,
+    /// Some action's namespace could not be decoded.
+    #[schemars(skip)]
+    pub(crate) incomplete_namespaces: bool,
+    /// The `variables` mapping could not be decoded.
+    #[schemars(skip)]
+    pub(crate) incomplete_variables: bool,
+}
+
+/// One stage.
+#[derive(JsonSchema)]
+#[schemars(rename = "Stage", deny_unknown_fields)]
+pub(crate) struct RawStage {
+    /// The stage's name, unique in the pipeline.
+    #[schemars(
+        with = "String",
+        length(min = 1, max = 100),
+        pattern(r"^[A-Za-z0-9.@_-]+$")
+    )]
+    pub(crate) name: Option<Located<String>>,
+    /// The actions; equal `run_order` run in parallel, lower first.
+    #[schemars(with = "Vec<RawAction>", length(min = 1))]
+    pub(crate) actions: Option<Vec<RawAction>>,
+    #[schemars(skip)]
+    pub(crate) location: Location,
+}
+
+/// One action: the keys every type takes, and those of its `type`.
+#[derive(JsonSchema)]
+#[schemars(rename = "Action", deny_unknown_fields)]
+pub(crate) struct RawAction {
+    /// The action's name, unique in its stage.
+    #[schemars(
+        with = "String",
+        length(min = 1, max = 100),
+        pattern(r"^[A-Za-z0-9.@_-]+$")
+    )]
+    pub(crate) name: Option<Located<String>>,
+    /// 1 to 999, default 1. Actions with equal run_order run in parallel;
+    /// higher ones wait for all lower ones to succeed.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 999))]
+    pub(crate) run_order: Option<Located<i128>>,
+    /// Input artifacts, outputs of earlier actions. The first is the working
+    /// directory of build, test and shell actions.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) inputs: Option<Vec<Located<String>>>,
+    /// Output artifacts, unique in the pipeline.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) outputs: Option<Vec<Located<String>>>,
+    /// Makes the action's output variables available as `#{NAMESPACE.NAME}`
+    /// to later actions.
+    #[schemars(
+        with = "Option<String>",
+        length(min = 1, max = 100),
+        pattern(r"^[A-Za-z0-9@_-]+$")
+    )]
+    pub(crate) namespace: Option<Located<String>>,
+    /// How long the action may take: `90s`, `30m`, `2h`, `7d`. Approvals:
+    /// 5m to 60d, default 7d; other actions: default 1h.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9]+[smhd]$"))]
+    pub(crate) timeout: Option<Located<String>>,
+    /// The type and its own keys.
+    #[schemars(flatten)]
+    pub(crate) kind: RawActionKind,
+    #[schemars(skip)]
+    pub(crate) location: Location,
+    /// Where `type:`'s value is (the action itself when it is missing).
+    #[schemars(skip)]
+    pub(crate) type_location: Location,
+}
+
+/// Extra environment variables of build, test and shell actions; values may
+/// hold `#{...}` references.
+type RawEnv = Vec<(Located<String>, Located<String>)>;
+
+#[derive(JsonSchema)]
+#[schemars(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub(crate) enum RawActionKind {
+    /// A snapshot of a git repository at one commit. Output variables:
+    /// CommitId, BranchName, CommitMessage, AuthorDate.
+    Source {
+        /// A path or URL; "." (the default) is the repository holding gantry.yaml.
+        #[schemars(with = "Option<String>")]
+        repository: Option<Located<String>>,
+        /// The branch to take the commit from; default: the current one.
+        #[schemars(with = "Option<String>")]
+        branch: Option<Located<String>>,
+    },
+    /// Runs a buildspec from the first input artifact.
+    Build(RawBuild),
+    /// A build that runs tests (reports expected).
+    Test(RawBuild),
+    /// Inline commands, run like a buildspec with a single build phase.
+    Shell {
+        /// The commands; each item is one command, run in one shell session.
+        #[schemars(with = "Vec<String>", length(min = 1))]
+        commands: Option<Vec<Located<String>>>,
+        /// Which files make up the output artifact, as a buildspec's `artifacts`.
+        #[schemars(with = "Option<RawArtifacts>")]
+        artifacts: Option<Located<ArtifactsSpec>>,
+        /// Variables whose final values become the action's output variables.
+        #[schemars(with = "Option<Vec<String>>")]
+        exported_variables: Vec<Located<String>>,
+        /// Run inside a container of this image instead of on the host.
+        #[schemars(with = "Option<String>")]
+        image: Option<Located<String>>,
+        /// Extra environment variables; values may hold `#{...}` references.
+        #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
+        env: RawEnv,
+    },
+    /// Waits for a person to approve or reject.
+    Approval {
+        /// A page for the reviewer to look at.
+        #[schemars(with = "Option<String>")]
+        review_url: Option<Located<String>>,
+        /// Text shown to the reviewer.
+        #[schemars(with = "Option<String>")]
+        comments: Option<Located<String>>,
+    },
+    /// A missing or unknown `type`: already reported, nothing to validate.
+    #[schemars(skip)]
+    Unknown,
+}
+
+/// The keys of `build` and `test` actions.
+#[derive(JsonSchema)]
+#[schemars(inline)]
+pub(crate) struct RawBuild {
+    /// Path of the buildspec inside the first input artifact; default `buildspec.yml`.
+    #[schemars(with = "Option<String>")]
+    pub(crate) buildspec: Option<Located<String>>,
+    /// Run inside a container of this image instead of on the host.
+    #[schemars(with = "Option<String>")]
+    pub(crate) image: Option<Located<String>>,
+    /// Extra environment variables; values may hold `#{...}` references.
+    #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
+    pub(crate) env: RawEnv,
+}
+
+/// The schema of a `shell` action's `artifacts` (the buildspec keys gantry implements).
+#[derive(JsonSchema)]
+#[schemars(rename = "Artifacts", deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(dead_code)] // Only its schema is used; the decoder builds an ArtifactsSpec.
+pub(crate) struct RawArtifacts {
+    /// Globs relative to base-directory: `**/*`, `dir/*`.
+    files: OneOrMany,
+    /// The artifact's name.
+    name: Option<String>,
+    /// The directory the globs are relative to; it is stripped from the paths.
+    base_directory: Option<String>,
+    /// Flatten the files into the artifact's root.
+    discard_paths: Option<YesNo>,
+    /// Globs of files to leave out.
+    exclude_paths: Option<OneOrMany>,
+    /// Keep symbolic links as links.
+    enable_symlinks: Option<YesNo>,
+}
+
+/// One string or a list of them.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A CodeBuild boolean: `yes`, `no`, `true` or `false`.
+pub(crate) struct YesNo;
+
+impl JsonSchema for YesNo {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "YesNo".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "yes, no, true or false",
+            "anyOf": [
+                {"type": "boolean"},
+                {"enum": ["yes", "no", "true", "false"]}
+            ]
+        })
+    }
+}
+
+/// Decodes the tree of a gantry.yaml; `None` when the top is not a mapping.
+pub(crate) fn decode(diag: &mut Diagnostics<'_>, root: &Node) -> Option<RawPipeline> {
+    let top = diag.map(root, "a pipeline file")?;
+    let mut known = PIPELINE_KEYS.to_vec();
+    known.extend(RESERVED_KEYS);
+    top.deny_unknown(diag, &known, "in a pipeline file");
+    for key in RESERVED_KEYS {
+        if let Some(field) = top.field(key) {
+            diag.error(
+                field.key_node.location,
+                format!("`{key}` is not supported yet (environments and services come with the deploy issue)"),
+            );
+        }
+    }
+    let mut raw = RawPipeline {
+        version: top
+            .required(diag, "version", "(write `version: 1`)")
+            .and_then(|n| diag.string(n, "`version`")),
+        name: top
+            .required(diag, "name", "(the pipeline's name)")
+            .and_then(|n| diag.string(n, "`name`")),
+        execution_mode: top
+            .get("execution_mode")
+            .and_then(|n| decode_execution_mode(diag, n)),
+        variables: Vec::new(),
+        stages: None,
+        incomplete_outputs: false,
+        incomplete_namespaces: false,
+        incomplete_variables: false,
+    };
+    if let Some(node) = top.get("variables") {
+        let (variables, complete) = decode_env_map(diag, node, "`variables`");
+        raw.variables = variables;
+        raw.incomplete_variables = !complete;
+    }
+    if let Some(node) = top.required(diag, "stages", "(the list of stages)") {
+        raw.stages = decode_stages(diag, node, &mut raw).map(|s| Located::new(s, node.location));
+    }
+    Some(raw)
+}
+
+fn decode_execution_mode(
+    diag: &mut Diagnostics<'_>,
+    node: &Node,
+) -> Option<Located<ExecutionMode>> {
+    let text = diag.string(node, "`execution_mode`")?;
+    let mode = match text.as_str() {
+        "superseded" => ExecutionMode::Superseded,
+        "queued" => ExecutionMode::Queued,
+        "parallel" => ExecutionMode::Parallel,
+        other => {
+            diag.error(
+                text.location,
+                format!(
+                    "unknown execution_mode `{other}`; expected one of: superseded, queued, parallel"
+                ),
+            );
+            return None;
+        }
+    };
+    Some(Located::new(mode, text.location))
+}
+
+/// A mapping of names to text (`variables`, `env`): the entries that decoded,
+/// and whether all of them did.
+fn decode_env_map(diag: &mut Diagnostics<'_>, node: &Node, what: &str) -> (RawEnv, bool) {
+    let Some(map) = diag.map_or_empty(node, what) else {
+        return (Vec::new(), false);
+    };
+    let mut out = Vec::with_capacity(map.fields.len());
+    let mut complete = true;
+    for field in &map.fields {
+        let key = Located::new(field.key.clone(), field.key_node.location);
+        match diag.string_or_empty(
+            field.value,
+            &format!("the value of `{}` in {what}", field.key),
+        ) {
+            Some(value) => out.push((key, value)),
+            None => complete = false,
+        }
+    }
+    (out, complete)
+}
+
+fn decode_stages(
+    diag: &mut Diagnostics<'_>,
+    node: &Node,
+    raw: &mut RawPipeline,
+) -> Option<Vec<RawStage>> {
+    let Value::Seq(items) = &node.value else {
+        diag.error(
+            node.location,
+            format!("`stages` must be a list, found {}", node.kind()),
+        );
+        raw.incomplete_outputs = true;
+        raw.incomplete_namespaces = true;
+        return None;
+    };
+    let mut stages = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(fields) = diag.map(item, "a stage") else {
+            raw.incomplete_outputs = true;
+            raw.incomplete_namespaces = true;
+            continue;
+        };
+        fields.deny_unknown(diag, STAGE_KEYS, "in a stage");
+        let name = fields
+            .required(diag, "name", "in a stage")
+            .and_then(|n| diag.string(n, "a stage's `name`"));
+        let actions = fields
+            .required(diag, "actions", "in a stage")
+            .and_then(|n| decode_actions(diag, n, raw));
+        stages.push(RawStage {
+            name,
+            actions,
+            location: fields.location,
+        });
+    }
+    Some(stages)
+}
+
+fn decode_actions(
+    diag: &mut Diagnostics<'_>,
+    node: &Node,
+    raw: &mut RawPipeline,
+) -> Option<Vec<RawAction>> {
+    let Value::Seq(items) = &node.value else {
+        diag.error(
+            node.location,
+            format!("`actions` must be a list, found {}", node.kind()),
+        );
+        raw.incomplete_outputs = true;
+        raw.incomplete_namespaces = true;
+        return None;
+    };
+    let mut actions = Vec::with_capacity(items.len());
+    for item in items {
+        match diag.map(item, "an action") {
+            Some(fields) => actions.push(decode_action(diag, &fields, raw)),
+            None => {
+                raw.incomplete_outputs = true;
+                raw.incomplete_namespaces = true;
+            }
+        }
+    }
+    Some(actions)
+}
+
+/// The `type` of an action, checked against the known ones.
+fn decode_type(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> Option<&'static str> {
+    let known: Vec<&str> = TYPE_KEYS.iter().map(|(t, _)| *t).collect();
+    let context = format!("in an action (one of: {})", known.join(", "));
+    let text = fields
+        .required(diag, "type", &context)
+        .and_then(|n| diag.string(n, "an action's `type`"))?;
+    if let Some((t, _)) = TYPE_KEYS.iter().find(|(t, _)| *t == text.as_str()) {
+        return Some(t);
+    }
+    if FUTURE_TYPES.contains(&text.as_str()) {
+        diag.error(
+            text.location,
+            format!("action type `{}` is not supported yet", text.value),
+        );
+    } else {
+        diag.error(
+            text.location,
+            format!(
+                "unknown action type `{}`; expected one of: {}",
+                text.value,
+                known.join(", ")
+            ),
+        );
+    }
+    None
+}
+
+fn decode_action(
+    diag: &mut Diagnostics<'_>,
+    fields: &Fields<'_>,
+    raw: &mut RawPipeline,
+) -> RawAction {
+    let action_type = decode_type(diag, fields);
+    check_action_keys(diag, fields, action_type);
+
+    let string = |diag: &mut Diagnostics<'_>, key: &str| {
+        fields
+            .get(key)
+            .and_then(|n| diag.string(n, &format!("`{key}`")))
+    };
+    let list = |diag: &mut Diagnostics<'_>, key: &str| {
+        fields
+            .get(key)
+            .map(|n| diag.string_list(n, &format!("`{key}`"), false))
+    };
+
+    let name = fields
+        .required(diag, "name", "in an action")
+        .and_then(|n| diag.string(n, "an action's `name`"));
+    let run_order = fields.get("run_order").and_then(|n| match &n.value {
+        Value::Int(i) => Some(Located::new(*i, n.location)),
+        _ => {
+            let found = n
+                .scalar_text()
+                .map(|t| format!("`{t}`"))
+                .unwrap_or(n.kind().to_owned());
+            diag.error(
+                n.location,
+                format!("`run_order` must be a whole number from 1 to 999, found {found}"),
+            );
+            None
+        }
+    });
+    // An absent list is empty; a list that failed to decode is `None`, so
+    // that the validator does not add "needs an input" to the type error.
+    let inputs = list(diag, "inputs").unwrap_or(Some(Vec::new()));
+    let outputs = list(diag, "outputs").unwrap_or(Some(Vec::new()));
+    if outputs.is_none() {
+        raw.incomplete_outputs = true;
+    }
+    let namespace = string(diag, "namespace");
+    if namespace.is_none() && fields.get("namespace").is_some() {
+        raw.incomplete_namespaces = true;
+    }
+    let timeout = string(diag, "timeout");
+    let env = |diag: &mut Diagnostics<'_>| {
+        fields
+            .get("env")
+            .map(|n| decode_env_map(diag, n, "`env`").0)
+            .unwrap_or_default()
+    };
+
+    let kind = match action_type {
+        Some("source") => RawActionKind::Source {
+            repository: string(diag, "repository"),
+            branch: string(diag, "branch"),
+        },
+        Some(t @ ("build" | "test")) => {
+            let build = RawBuild {
+                buildspec: string(diag, "buildspec"),
+                image: string(diag, "image"),
+                env: env(diag),
+            };
+            if t == "build" {
+                RawActionKind::Build(build)
+            } else {
+                RawActionKind::Test(build)
+            }
+        }
+        Some("shell") => RawActionKind::Shell {
+            commands: list(diag, "commands").unwrap_or(Some(Vec::new())),
+            artifacts: fields.get("artifacts").and_then(|n| {
+                buildspec::decode_artifacts(diag, n).map(|a| Located::new(a, n.location))
+            }),
+            exported_variables: list(diag, "exported_variables")
+                .flatten()
+                .unwrap_or_default(),
+            image: string(diag, "image"),
+            env: env(diag),
+        },
+        Some("approval") => RawActionKind::Approval {
+            review_url: string(diag, "review_url"),
+            comments: string(diag, "comments"),
+        },
+        _ => RawActionKind::Unknown,
+    };
+    let type_location = fields.get("type").map_or(fields.location, |n| n.location);
+    RawAction {
+        name,
+        run_order,
+        inputs,
+        outputs,
+        namespace,
+        timeout,
+        kind,
+        location: fields.location,
+        type_location,
+    }
+}
+
+/// Reports keys that no action takes, and keys that belong to another type.
+fn check_action_keys(diag: &mut Diagnostics<'_>, fields: &Fields<'_>, action_type: Option<&str>) {
+    for field in &fields.fields {
+        let key = field.key.as_str();
+        if ACTION_KEYS.contains(&key) {
+            continue;
+        }
+        let owners: Vec<&str> = TYPE_KEYS
+            .iter()
+            .filter(|(_, keys)| keys.contains(&key))
+            .map(|(t, _)| *t)
+            .collect();
+        let Some(action_type) = action_type else {
+            // Without a known type, only keys that no type takes are certain mistakes.
+            if owners.is_empty() {
+                diag.error(
+                    field.key_node.location,
+                    format!("unknown key `{key}` in an action"),
+                );
+            }
+            continue;
+        };
+        if owners.contains(&action_type) {
+            continue;
+        }
+        let mut known = ACTION_KEYS.to_vec();
+        known.extend(
+            TYPE_KEYS
+                .iter()
+                .find(|(t, _)| *t == action_type)
+                .map_or(&[][..], |(_, k)| *k),
+        );
+        let message = if owners.is_empty() {
+            format!(
+                "unknown key `{key}` in {} `{action_type}` action; expected one of: {}",
+                article(action_type),
+                known.join(", ")
+            )
+        } else {
+            format!(
+                "`{key}` is not a key of {} `{action_type}` action (only of: {})",
+                article(action_type),
+                owners.join(", ")
+            )
+        };
+        diag.error(field.key_node.location, message);
+    }
+}
+
+/// "a" or "an", for messages that name an action type.
+pub(crate) fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::buildspec::ARTIFACT_KEYS;
+
+    fn property_names(schema: &Value) -> BTreeSet<String> {
+        schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn set(keys: &[&str]) -> BTreeSet<String> {
+        keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    /// The schema is derived from the raw types and the decoder has its own
+    /// key lists; this keeps the two describing the same file.
+    #[test]
+    fn schema_and_decoder_know_the_same_keys() {
+        let schema = crate::pipeline::pipeline_schema();
+        let defs = &schema["$defs"];
+        assert_eq!(property_names(&schema), set(PIPELINE_KEYS));
+        assert_eq!(property_names(&defs["Stage"]), set(STAGE_KEYS));
+        // `type` is declared by each variant below, with its value.
+        let mut common = set(ACTION_KEYS);
+        common.remove("type");
+        assert_eq!(property_names(&defs["Action"]), common);
+        assert_eq!(property_names(&defs["Artifacts"]), set(ARTIFACT_KEYS));
+        let variants = defs["Action"]["oneOf"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(variants.len(), TYPE_KEYS.len());
+        for (variant, (type_name, keys)) in variants.iter().zip(TYPE_KEYS) {
+            assert_eq!(variant["properties"]["type"]["const"], *type_name);
+            let mut expected = set(keys);
+            expected.insert("type".to_owned());
+            assert_eq!(property_names(variant), expected, "{type_name}");
+        }
+    }
+}

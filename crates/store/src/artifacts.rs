@@ -1,0 +1,373 @@
+//! The content-addressed artifact store.
+//!
+//! Layout under the root: `blobs/sha256/<2 hex>/<62 hex>` holds file bytes
+//! and artifact manifests alike. A blob is written to a temporary file, hashed
+//! while written, then renamed into place read-only, so a blob that exists is
+//! complete and immutable, and writing the same bytes twice stores them once.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact store IO error at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("artifact {0} does not exist")]
+    NotFound(String),
+    #[error("artifact {id} is corrupt: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error("symlink {path} points outside the artifact ({target})")]
+    SymlinkEscapes { path: String, target: String },
+    #[error("{path} is neither a file, a directory nor a symlink")]
+    UnsupportedFileType { path: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io { path: path.display().to_string(), source }
+}
+
+/// One entry of an artifact's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ArtifactEntry {
+    File { path: String, digest: String, size: u64, executable: bool },
+    Dir { path: String },
+    Symlink { path: String, target: String },
+}
+
+/// An artifact: a tree of files, identified by the digest of its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Artifact {
+    pub id: String,
+    pub entries: Vec<ArtifactEntry>,
+}
+
+impl Artifact {
+    pub fn file_count(&self) -> usize {
+        self.entries.iter().filter(|e| matches!(e, ArtifactEntry::File { .. })).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+impl ArtifactStore {
+    pub fn open(root: impl Into<PathBuf>) -> Result<ArtifactStore, ArtifactError> {
+        let root = root.into();
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        fs::create_dir_all(root.join("tmp")).map_err(io_err(&root))?;
+        Ok(ArtifactStore { root })
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return None;
+        }
+        Some(self.root.join("blobs").join("sha256").join(&hex[..2]).join(&hex[2..]))
+    }
+
+    /// Stores bytes from a reader; returns their digest `sha256:<hex>`.
+    pub fn put_blob(&self, mut reader: impl Read) -> Result<(String, u64), ArtifactError> {
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile_in(&tmp_dir)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(io_err(&tmp.path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.file.write_all(&buf[..n]).map_err(io_err(&tmp.path))?;
+            size += n as u64;
+        }
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let dest = self.blob_path(&digest).ok_or_else(|| ArtifactError::NotFound(digest.clone()))?;
+        if dest.exists() {
+            return Ok((digest, size));
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        tmp.file.sync_all().map_err(io_err(&tmp.path))?;
+        fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o444)).map_err(io_err(&tmp.path))?;
+        fs::rename(&tmp.path, &dest).map_err(io_err(&dest))?;
+        tmp.keep = true;
+        Ok((digest, size))
+    }
+
+    pub fn blob_exists(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_some_and(|p| p.exists())
+    }
+
+    pub fn open_blob(&self, digest: &str) -> Result<fs::File, ArtifactError> {
+        let path = self.blob_path(digest).ok_or_else(|| ArtifactError::NotFound(digest.to_string()))?;
+        fs::File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ArtifactError::NotFound(digest.to_string()),
+            _ => ArtifactError::Io { path: path.display().to_string(), source: e },
+        })
+    }
+
+    /// Stores the tree under `dir` as an artifact. Symlinks are kept as
+    /// symlinks when they stay inside the tree; one that points outside is an
+    /// error, so an artifact can never smuggle in a host path.
+    pub fn import_dir(&self, dir: &Path) -> Result<Artifact, ArtifactError> {
+        let mut entries = Vec::new();
+        self.walk(dir, dir, &mut entries)?;
+        entries.sort_by(|a, b| entry_path(a).cmp(entry_path(b)));
+        let manifest = serde_json::to_vec(&entries).map_err(|e| ArtifactError::Corrupt {
+            id: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (id, _) = self.put_blob(manifest.as_slice())?;
+        Ok(Artifact { id, entries })
+    }
+
+    fn walk(&self, root: &Path, dir: &Path, out: &mut Vec<ArtifactEntry>) -> Result<(), ArtifactError> {
+        let mut children: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(dir))?;
+        children.sort_by_key(|e| e.file_name());
+        for child in children {
+            let path = child.path();
+            let rel = relative(root, &path);
+            let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(io_err(&path))?;
+                let target_str = target.to_string_lossy().into_owned();
+                let parent_rel = Path::new(&rel).parent().unwrap_or(Path::new(""));
+                if !stays_inside(parent_rel, &target) {
+                    return Err(ArtifactError::SymlinkEscapes { path: rel, target: target_str });
+                }
+                out.push(ArtifactEntry::Symlink { path: rel, target: target_str });
+            } else if ft.is_dir() {
+                out.push(ArtifactEntry::Dir { path: rel });
+                self.walk(root, &path, out)?;
+            } else if ft.is_file() {
+                let file = fs::File::open(&path).map_err(io_err(&path))?;
+                let (digest, size) = self.put_blob(file)?;
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                out.push(ArtifactEntry::File { path: rel, digest, size, executable });
+            } else {
+                return Err(ArtifactError::UnsupportedFileType { path: rel });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads an artifact's manifest.
+    pub fn artifact(&self, id: &str) -> Result<Artifact, ArtifactError> {
+        let mut bytes = Vec::new();
+        self.open_blob(id)?.read_to_end(&mut bytes).map_err(io_err(Path::new(id)))?;
+        let entries: Vec<ArtifactEntry> = serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Corrupt {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        for e in &entries {
+            if !is_safe_relative(entry_path(e)) {
+                return Err(ArtifactError::Corrupt { id: id.to_string(), reason: format!("unsafe path {}", entry_path(e)) });
+            }
+        }
+        Ok(Artifact { id: id.to_string(), entries })
+    }
+
+    /// Writes a fresh, writable copy of an artifact into `dest` (created if
+    /// missing), so an action can change its working copy freely.
+    pub fn materialize(&self, id: &str, dest: &Path) -> Result<Artifact, ArtifactError> {
+        let artifact = self.artifact(id)?;
+        fs::create_dir_all(dest).map_err(io_err(dest))?;
+        for entry in &artifact.entries {
+            match entry {
+                ArtifactEntry::Dir { path } => {
+                    let p = dest.join(path);
+                    fs::create_dir_all(&p).map_err(io_err(&p))?;
+                }
+                ArtifactEntry::File { path, digest, executable, .. } => {
+                    let p = dest.join(path);
+                    if let Some(parent) = p.parent() {
+                        fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    let mut src = self.open_blob(digest)?;
+                    let mut out = fs::File::create(&p).map_err(io_err(&p))?;
+                    io::copy(&mut src, &mut out).map_err(io_err(&p))?;
+                    let mode = if *executable { 0o755 } else { 0o644 };
+                    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
+                }
+                ArtifactEntry::Symlink { path, target } => {
+                    let p = dest.join(path);
+                    symlink(target, &p).map_err(io_err(&p))?;
+                }
+            }
+        }
+        Ok(artifact)
+    }
+
+    /// Reads one file of an artifact, e.g. `imagedefinitions.json`.
+    pub fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
+        let artifact = self.artifact(id)?;
+        for entry in &artifact.entries {
+            if let ArtifactEntry::File { path: p, digest, .. } = entry
+                && p == path
+            {
+                let mut bytes = Vec::new();
+                self.open_blob(digest)?.read_to_end(&mut bytes).map_err(io_err(Path::new(p)))?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn entry_path(e: &ArtifactEntry) -> &str {
+    match e {
+        ArtifactEntry::File { path, .. } | ArtifactEntry::Dir { path } | ArtifactEntry::Symlink { path, .. } => path,
+    }
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned()
+}
+
+fn is_safe_relative(path: &str) -> bool {
+    !path.is_empty() && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Whether a symlink at `dir` (relative to the artifact root) with `target`
+/// resolves inside the artifact, judged lexically.
+fn stays_inside(dir: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = dir.components().count() as i64;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+struct TempFile {
+    path: PathBuf,
+    file: fs::File,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn tempfile_in(dir: &Path) -> Result<TempFile, ArtifactError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("blob-{}-{n}", std::process::id()));
+        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok(TempFile { path, file, keep: false }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ArtifactError::Io { path: path.display().to_string(), source: e }),
+        }
+    }
+    Err(ArtifactError::Io { path: dir.display().to_string(), source: io::Error::other("no free temporary name") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let p = dir.path().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, content).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn identical_trees_share_one_id_and_each_content_is_stored_once() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(store_dir.path()).unwrap();
+        let a = store.import_dir(tree(&[("x.txt", "same"), ("d/y.txt", "same")]).path()).unwrap();
+        let b = store.import_dir(tree(&[("x.txt", "same"), ("d/y.txt", "same")]).path()).unwrap();
+        assert_eq!(a.id, b.id);
+        let c = store.import_dir(tree(&[("x.txt", "other")]).path()).unwrap();
+        assert_ne!(a.id, c.id);
+        // One blob for "same", one for "other", and two manifests.
+        let count = walk_count(&store_dir.path().join("blobs"));
+        assert_eq!(count, 4);
+    }
+
+    fn walk_count(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() { walk_count(&e.path()) } else { 1 }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn materialize_gives_a_writable_copy_that_leaves_the_store_untouched() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(store_dir.path()).unwrap();
+        let src = tree(&[("a/b.txt", "hello")]);
+        let art = store.import_dir(src.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        store.materialize(&art.id, out.path()).unwrap();
+        let p = out.path().join("a/b.txt");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "hello");
+        fs::write(&p, "changed").unwrap();
+        assert_eq!(store.read_file(&art.id, "a/b.txt").unwrap().unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_tree_is_refused() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(store_dir.path()).unwrap();
+        let src = tree(&[("a.txt", "x")]);
+        symlink("/etc/passwd", src.path().join("evil")).unwrap();
+        assert!(matches!(store.import_dir(src.path()), Err(ArtifactError::SymlinkEscapes { .. })));
+        let src2 = tree(&[("d/a.txt", "x")]);
+        symlink("../../x", src2.path().join("d/up")).unwrap();
+        assert!(matches!(store.import_dir(src2.path()), Err(ArtifactError::SymlinkEscapes { .. })));
+        let ok = tree(&[("d/a.txt", "x")]);
+        symlink("a.txt", ok.path().join("d/link")).unwrap();
+        assert!(store.import_dir(ok.path()).is_ok());
+    }
+
+    #[test]
+    fn stays_inside_judges_lexically() {
+        assert!(stays_inside(Path::new("d"), Path::new("../a")));
+        assert!(!stays_inside(Path::new("d"), Path::new("../../a")));
+        assert!(!stays_inside(Path::new(""), Path::new("/a")));
+    }
+}

@@ -1,0 +1,428 @@
+//! The SQLite database: event log, execution state, logs, approvals.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the database in {path} is newer than this gantry (schema {found}, known {known})")]
+    SchemaTooNew { path: String, found: i64, known: i64 },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline     TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    body         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_pipeline ON events (pipeline, seq);
+
+CREATE TABLE IF NOT EXISTS executions (
+    id          TEXT PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    state       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_pipeline ON executions (pipeline, started_at);
+
+CREATE TABLE IF NOT EXISTS definitions (
+    execution_id TEXT PRIMARY KEY,
+    definition   TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS logs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    line         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_execution ON logs (execution_id, seq);
+
+CREATE TABLE IF NOT EXISTS approvals (
+    execution_id TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    decision     TEXT NOT NULL,
+    by           TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    comment      TEXT,
+    PRIMARY KEY (execution_id, stage, action, attempt)
+);
+"#;
+
+/// One entry of the event log.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub pipeline: String,
+    pub execution_id: String,
+    pub at: i64,
+    pub body: String,
+}
+
+/// The queryable state of one execution.
+#[derive(Debug, Clone)]
+pub struct ExecutionRow {
+    pub id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// The execution's state as JSON.
+    pub state: String,
+}
+
+/// One line of an action's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub line: String,
+}
+
+/// Who approved or rejected an approval action, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalRecord {
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: i64,
+    /// `Approved` or `Rejected`.
+    pub decision: String,
+    pub by: String,
+    pub at: i64,
+    pub comment: Option<String>,
+}
+
+/// The database of one data dir.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode loses at most the last transactions on power
+            // loss, never consistency; a killed process loses nothing.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let store = Store { pool };
+        store.migrate(path).await?;
+        Ok(store)
+    }
+
+    /// An in-memory database, for tests.
+    pub async fn in_memory() -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: every connection to `:memory:` is its own database.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let store = Store { pool };
+        store.migrate(Path::new(":memory:")).await?;
+        Ok(store)
+    }
+
+    /// The connection pool, for crates that keep their own tables in the
+    /// same database (the parameter store).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self, path: &Path) -> Result<(), StoreError> {
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                path: path.display().to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
+        sqlx::raw_sql("PRAGMA user_version = 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Appends an event and writes the state it produced, in one transaction.
+    /// Returns the event's sequence number.
+    pub async fn record_event(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+        at: i64,
+        body: &str,
+        states: &[ExecutionRow],
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seq = sqlx::query("INSERT INTO events (pipeline, execution_id, at, body) VALUES (?, ?, ?, ?)")
+            .bind(pipeline)
+            .bind(execution_id)
+            .bind(at)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?
+            .last_insert_rowid();
+        for row in states {
+            sqlx::query(
+                "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                     finished_at = excluded.finished_at, state = excluded.state",
+            )
+            .bind(&row.id)
+            .bind(&row.pipeline)
+            .bind(&row.status)
+            .bind(row.started_at)
+            .bind(row.finished_at)
+            .bind(&row.state)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Every event, in order.
+    pub async fn events(&self) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query("SELECT seq, pipeline, execution_id, at, body FROM events ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EventRecord {
+                seq: r.get(0),
+                pipeline: r.get(1),
+                execution_id: r.get(2),
+                at: r.get(3),
+                body: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Saves the pipeline definition an execution runs with.
+    pub async fn put_definition(&self, execution_id: &str, definition: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO definitions (execution_id, definition) VALUES (?, ?)")
+            .bind(execution_id)
+            .bind(definition)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn definition(&self, execution_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT definition FROM definitions WHERE execution_id = ?")
+            .bind(execution_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn execution(&self, id: &str) -> Result<Option<ExecutionRow>, StoreError> {
+        let row = sqlx::query("SELECT id, pipeline, status, started_at, finished_at, state FROM executions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(execution_row))
+    }
+
+    /// Recent executions, newest first.
+    pub async fn executions(&self, pipeline: Option<&str>, limit: i64) -> Result<Vec<ExecutionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline, status, started_at, finished_at, state FROM executions
+             WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(pipeline)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(execution_row).collect())
+    }
+
+    /// Appends log lines (their `seq` is ignored and assigned here).
+    pub async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for l in lines {
+            sqlx::query("INSERT INTO logs (execution_id, stage, action, attempt, at, line) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&l.execution_id)
+                .bind(&l.stage)
+                .bind(&l.action)
+                .bind(l.attempt)
+                .bind(l.at)
+                .bind(&l.line)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Log lines of an execution after `after_seq`, optionally of one action.
+    pub async fn logs(
+        &self,
+        execution_id: &str,
+        stage_action: Option<(&str, &str)>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        let (stage, action) = match stage_action {
+            Some((s, a)) => (Some(s), Some(a)),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT seq, execution_id, stage, action, attempt, at, line FROM logs
+             WHERE execution_id = ?1 AND seq > ?2 AND (?3 IS NULL OR stage = ?3) AND (?4 IS NULL OR action = ?4)
+             ORDER BY seq LIMIT ?5",
+        )
+        .bind(execution_id)
+        .bind(after_seq)
+        .bind(stage)
+        .bind(action)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| LogLine {
+                seq: r.get(0),
+                execution_id: r.get(1),
+                stage: r.get(2),
+                action: r.get(3),
+                attempt: r.get(4),
+                at: r.get(5),
+                line: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO approvals (execution_id, stage, action, attempt, decision, by, at, comment)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.execution_id)
+        .bind(&a.stage)
+        .bind(&a.action)
+        .bind(a.attempt)
+        .bind(&a.decision)
+        .bind(&a.by)
+        .bind(a.at)
+        .bind(&a.comment)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT execution_id, stage, action, attempt, decision, by, at, comment FROM approvals
+             WHERE execution_id = ? ORDER BY at",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ApprovalRecord {
+                execution_id: r.get(0),
+                stage: r.get(1),
+                action: r.get(2),
+                attempt: r.get(3),
+                decision: r.get(4),
+                by: r.get(5),
+                at: r.get(6),
+                comment: r.get(7),
+            })
+            .collect())
+    }
+}
+
+fn execution_row(r: sqlx::sqlite::SqliteRow) -> ExecutionRow {
+    ExecutionRow {
+        id: r.get(0),
+        pipeline: r.get(1),
+        status: r.get(2),
+        started_at: r.get(3),
+        finished_at: r.get(4),
+        state: r.get(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: &str) -> ExecutionRow {
+        ExecutionRow {
+            id: id.into(),
+            pipeline: "p".into(),
+            status: status.into(),
+            started_at: 1,
+            finished_at: None,
+            state: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_and_state_round_trip_through_a_reopened_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gantry.db");
+        {
+            let store = Store::open(&path).await.unwrap();
+            store.record_event("p", "e1", 1, "{\"a\":1}", &[row("e1", "InProgress")]).await.unwrap();
+            store.record_event("p", "e1", 2, "{\"a\":2}", &[row("e1", "Succeeded")]).await.unwrap();
+        }
+        let store = Store::open(&path).await.unwrap();
+        let events = store.events().await.unwrap();
+        assert_eq!(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(), ["{\"a\":1}", "{\"a\":2}"]);
+        assert_eq!(store.execution("e1").await.unwrap().unwrap().status, "Succeeded");
+        assert_eq!(store.executions(Some("p"), 10).await.unwrap().len(), 1);
+        assert!(store.executions(Some("other"), 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn logs_filter_by_action_and_page_by_seq() {
+        let store = Store::in_memory().await.unwrap();
+        let line = |stage: &str, text: &str| LogLine {
+            seq: 0,
+            execution_id: "e".into(),
+            stage: stage.into(),
+            action: "a".into(),
+            attempt: 1,
+            at: 5,
+            line: text.into(),
+        };
+        store.append_logs(&[line("S", "one"), line("T", "two"), line("S", "three")]).await.unwrap();
+        let s = store.logs("e", Some(("S", "a")), 0, 100).await.unwrap();
+        assert_eq!(s.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["one", "three"]);
+        let after = store.logs("e", None, s[0].seq, 100).await.unwrap();
+        assert_eq!(after.len(), 2);
+    }
+}
