@@ -345,6 +345,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_split_after_a_long_line_is_never_cut() {
+        let mark = b"\0MARKMARK\0".to_vec();
+        let mut a = LineAssembler::new(mark.clone(), Masker::default());
+        let mut data = vec![b'x'; MAX_LINE * 2 + 100];
+        data.extend_from_slice(&mark[..4]);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        a.push(&data, &mut |l| got.push(l.to_vec()));
+        a.push(&[&mark[4..], b"[Container] hi\n"].concat(), &mut |l| got.push(l.to_vec()));
+        a.finish(&mut |l| got.push(l.to_vec()));
+        assert_eq!(got.last().unwrap(), b"[Container] hi");
+        let xs: usize = got[..got.len() - 1].iter().map(Vec::len).sum();
+        assert_eq!(xs, MAX_LINE * 2 + 100);
+        assert!(got.iter().all(|l| !l.contains(&0)));
+    }
+
+    #[test]
     fn long_lines_are_cut_outside_secrets() {
         let secret = "s3cr3t-value";
         let mut a = LineAssembler::new(b"\0M\0".to_vec(), Masker::new([secret]));
