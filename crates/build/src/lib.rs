@@ -27,9 +27,22 @@
 //!   the initial environment.
 //! - **Log**: the shell's stdout and stderr and the runner's `[Container]`
 //!   lines share one FIFO, read as complete lines; lines over 64 KiB are
-//!   split. Every line passes through a [`Masker`] before the sink, so a
-//!   secret never reaches it, even when written in pieces. Memory stays
-//!   bounded whatever the build prints.
+//!   split. Runner lines follow CodeBuild: `[Container] 2026/11/29
+//!   00:00:00.000000 Running command <cmd>`, `Entering phase BUILD`,
+//!   `Command did not exit successfully <cmd> exit status 1`, `Phase
+//!   complete: BUILD State: FAILED Duration: 0.012s`, `Phase context status
+//!   code: COMMAND_EXECUTION_ERROR Message: Error while executing command:
+//!   <cmd>. Reason: exit status 1`. Every line passes through a [`Masker`]
+//!   before the sink, so a secret never reaches it, even when written in
+//!   pieces. Memory stays bounded whatever the build prints.
+//! - **Environment**, lowest precedence first: the host's, buildspec
+//!   `env.variables`, [`BuildRequest::secrets`], [`BuildRequest::env`], then
+//!   the built-ins `CODEBUILD_SRC_DIR`, `CODEBUILD_SRC_DIR_<NAME>`,
+//!   `CODEBUILD_RESOLVED_SOURCE_VERSION` (if known), `CODEBUILD_BUILD_ID`,
+//!   `CODEBUILD_BUILD_NUMBER`, `CODEBUILD_START_TIME` (epoch ms),
+//!   `CODEBUILD_INITIATOR`, `CODEBUILD_BUILD_SUCCEEDING` and their
+//!   `GANTRY_*` twins (`GANTRY_SRC_DIR`, `GANTRY_INPUT_<NAME>`, ...), which
+//!   nothing overrides.
 //! - **Secrets**: the caller resolves `env.parameter-store` and
 //!   `env.secrets-manager` into [`BuildRequest::secrets`]; a variable left
 //!   unresolved fails the build before anything runs. Their values are
@@ -48,7 +61,10 @@
 //!   [`TestReport`]; they never change the build's status.
 //! - **Timeout and stop** end the whole process tree: each shell leads its
 //!   own process group, which gets SIGTERM, then SIGKILL after 2 s. Leftover
-//!   background processes are killed the same way at the end of a build.
+//!   background processes are killed the same way at the end of a build, and
+//!   with SIGKILL if the build's future is dropped. The timeout covers the
+//!   phases and the reading of exported variables; the reports and the
+//!   artifact copy that follow are not cut short.
 //! - **`run-as`**: when gantry runs as root, the shell runs with that user's
 //!   uid and gid (and `HOME`, `USER`, `LOGNAME`); a phase whose user differs
 //!   from the previous phase's gets a new shell (state does not carry over).
@@ -333,13 +349,15 @@ async fn finish(
                 reports = summaries;
             }
         }
-        if aborted_early {
-            emitter.container("Phase complete: UPLOAD_ARTIFACTS State: SKIPPED (an earlier phase aborted the build)");
-        } else if req.buildspec.artifacts.is_some() || !req.buildspec.secondary_artifacts.is_empty()
-        {
+        let has_artifacts =
+            req.buildspec.artifacts.is_some() || !req.buildspec.secondary_artifacts.is_empty();
+        if has_artifacts && aborted_early {
+            emitter.container(
+                "Phase complete: UPLOAD_ARTIFACTS State: SKIPPED (an earlier phase aborted the build)",
+            );
+        } else if has_artifacts {
             emitter.container("Entering phase UPLOAD_ARTIFACTS");
-            let result = upload(req, root, out_dir).await;
-            let (outputs, notes, failure) = result;
+            let (outputs, notes, failure) = upload(req, root, out_dir).await;
             for note in notes {
                 emitter.container(&note);
             }

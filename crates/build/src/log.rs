@@ -352,7 +352,9 @@ mod tests {
         data.extend_from_slice(&mark[..4]);
         let mut got: Vec<Vec<u8>> = Vec::new();
         a.push(&data, &mut |l| got.push(l.to_vec()));
-        a.push(&[&mark[4..], b"[Container] hi\n"].concat(), &mut |l| got.push(l.to_vec()));
+        a.push(&[&mark[4..], b"[Container] hi\n"].concat(), &mut |l| {
+            got.push(l.to_vec())
+        });
         a.finish(&mut |l| got.push(l.to_vec()));
         assert_eq!(got.last().unwrap(), b"[Container] hi");
         let xs: usize = got[..got.len() - 1].iter().map(Vec::len).sum();

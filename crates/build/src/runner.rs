@@ -298,6 +298,8 @@ impl Driver<'_> {
         user: Option<&RunAs>,
     ) -> Result<(), Step> {
         let phase_name = phase.as_str();
+        // A YAML block (`|`) ends with a newline that is not worth showing.
+        let command = command.trim_end_matches(['\n', '\r']);
         self.frames
             .container(&format!("Running command {command}"))
             .await;

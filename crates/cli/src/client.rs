@@ -41,21 +41,33 @@ impl Connection {
             if let Some(info) = live_server(data_dir) {
                 let client = Client::new(&info.api);
                 if client.get("/api/v1/health").await.is_ok() {
-                    return Ok(Connection { client, embedded: None });
+                    return Ok(Connection {
+                        client,
+                        embedded: None,
+                    });
                 }
             }
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
             match RunningServer::start(data_dir, listen).await {
                 Ok(server) => {
                     let client = Client::new(&server.api);
-                    return Ok(Connection { client, embedded: Some(server) });
+                    return Ok(Connection {
+                        client,
+                        embedded: Some(server),
+                    });
                 }
                 // Another process holds the data dir; it publishes server.json
                 // as soon as its API listens, so wait for that.
-                Err(error) if tokio::time::Instant::now() < deadline && error.to_string().contains("another gantry server") => {
+                Err(error)
+                    if tokio::time::Instant::now() < deadline
+                        && error.to_string().contains("another gantry server") =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => return Err(error).context(format!("cannot start a server in {}", data_dir.display())),
+                Err(error) => {
+                    return Err(error)
+                        .context(format!("cannot start a server in {}", data_dir.display()));
+                }
             }
         }
     }
@@ -75,40 +87,68 @@ impl Connection {
 
 impl Client {
     pub(crate) fn new(base: &str) -> Client {
-        Client { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub(crate) async fn get(&self, path: &str) -> Result<Value> {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.context("the server did not answer")?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .context("the server did not answer")?;
         decode(response).await
     }
 
     pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let response =
-            self.http.post(format!("{}{path}", self.base)).json(body).send().await.context("the server did not answer")?;
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .context("the server did not answer")?;
         decode(response).await
     }
 
     /// Waits (up to `timeout`) for any change after `version`; returns the new version.
     pub(crate) async fn changes(&self, version: u64, timeout: Duration) -> Result<u64> {
-        let v = self.get(&format!("/api/v1/changes?after={version}&timeout_ms={}", timeout.as_millis())).await?;
+        let v = self
+            .get(&format!(
+                "/api/v1/changes?after={version}&timeout_ms={}",
+                timeout.as_millis()
+            ))
+            .await?;
         Ok(v["version"].as_u64().unwrap_or(version))
     }
 }
 
 async fn decode(response: reqwest::Response) -> Result<Value> {
     let status = response.status();
-    let body: Value = response.json().await.context("the server sent something that is not JSON")?;
+    let body: Value = response
+        .json()
+        .await
+        .context("the server sent something that is not JSON")?;
     if status.is_success() {
         return Ok(body);
     }
     let errors = body["errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     Err(anyhow!(ApiError {
         code: body["code"].as_str().unwrap_or("unknown").to_string(),
-        message: body["message"].as_str().unwrap_or("the server refused the request").to_string(),
+        message: body["message"]
+            .as_str()
+            .unwrap_or("the server refused the request")
+            .to_string(),
         errors,
     }))
 }
@@ -121,8 +161,12 @@ pub(crate) fn data_dir(explicit: Option<&Path>, pipeline_file: &Path) -> Result<
     let file = if pipeline_file.is_absolute() {
         pipeline_file.to_path_buf()
     } else {
-        std::env::current_dir().context("current directory")?.join(pipeline_file)
+        std::env::current_dir()
+            .context("current directory")?
+            .join(pipeline_file)
     };
-    let Some(parent) = file.parent() else { bail!("{} has no directory", file.display()) };
+    let Some(parent) = file.parent() else {
+        bail!("{} has no directory", file.display())
+    };
     Ok(parent.join(".gantry"))
 }

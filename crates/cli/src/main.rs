@@ -18,7 +18,11 @@ use client::{ApiError, Connection, data_dir};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "Self-hosted continuous delivery for containerized microservices")]
+#[command(
+    name = "gantry",
+    version,
+    about = "Self-hosted continuous delivery for containerized microservices"
+)]
 struct Cli {
     /// The data dir (default: `.gantry/` beside the pipeline file).
     #[arg(long, global = true, env = "GANTRY_DATA_DIR")]
@@ -152,12 +156,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli.command))),
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(default_log_filter(&cli.command))
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -193,11 +201,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { file } => validate(&file.file),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&gantry_spec::pipeline::pipeline_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&gantry_spec::pipeline::pipeline_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, vars, no_follow, json } => {
-            run(&data_dir_for(&file.file)?, &file.file, &vars, no_follow, json).await
+        Command::Run {
+            file,
+            vars,
+            no_follow,
+            json,
+        } => {
+            run(
+                &data_dir_for(&file.file)?,
+                &file.file,
+                &vars,
+                no_follow,
+                json,
+            )
+            .await
         }
         Command::Status { id, json } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
@@ -215,7 +238,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Executions { pipeline, json } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
-            let query = pipeline.map(|p| format!("?pipeline={p}")).unwrap_or_default();
+            let query = pipeline
+                .map(|p| format!("?pipeline={p}"))
+                .unwrap_or_default();
             let list = conn.client.get(&format!("/api/v1/executions{query}")).await;
             conn.close().await;
             let list = list?;
@@ -234,30 +259,72 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logs { id, target, follow } => logs(&data_dir_for(&default_file)?, &id, target.as_deref(), follow).await,
+        Command::Logs { id, target, follow } => {
+            logs(
+                &data_dir_for(&default_file)?,
+                &id,
+                target.as_deref(),
+                follow,
+            )
+            .await
+        }
         Command::Approve(d) => decide(&data_dir_for(&default_file)?, d, true).await,
         Command::Reject(d) => decide(&data_dir_for(&default_file)?, d, false).await,
-        Command::Retry { id, stage, all_actions } => {
+        Command::Retry {
+            id,
+            stage,
+            all_actions,
+        } => {
             let body = json!({"stage": stage, "all_actions": all_actions});
-            act_then_follow(&data_dir_for(&default_file)?, &id, &format!("/api/v1/executions/{id}/retry"), body).await
+            act_then_follow(
+                &data_dir_for(&default_file)?,
+                &id,
+                &format!("/api/v1/executions/{id}/retry"),
+                body,
+            )
+            .await
         }
-        Command::Stop { id, abandon, reason } => {
+        Command::Stop {
+            id,
+            abandon,
+            reason,
+        } => {
             let body = json!({"abandon": abandon, "reason": reason});
-            act_then_follow(&data_dir_for(&default_file)?, &id, &format!("/api/v1/executions/{id}/stop"), body).await
+            act_then_follow(
+                &data_dir_for(&default_file)?,
+                &id,
+                &format!("/api/v1/executions/{id}/stop"),
+                body,
+            )
+            .await
         }
         Command::Server { listen } => server(&data_dir_for(&default_file)?, listen).await,
-        Command::Buildspec { command: BuildspecCommand::Run { file, source, out, env, secret_env, timeout, json } } => {
-            buildspec_run(&file, &source, &out, &env, &secret_env, timeout, json).await
-        }
+        Command::Buildspec {
+            command:
+                BuildspecCommand::Run {
+                    file,
+                    source,
+                    out,
+                    env,
+                    secret_env,
+                    timeout,
+                    json,
+                },
+        } => buildspec_run(&file, &source, &out, &env, &secret_env, timeout, json).await,
     }
 }
 
 fn validate(file: &Path) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     match gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text) {
         Ok(pipeline) => {
             let actions: usize = pipeline.stages.iter().map(|s| s.actions.len()).sum();
-            println!("{}: valid ({} stages, {actions} actions)", file.display(), pipeline.stages.len());
+            println!(
+                "{}: valid ({} stages, {actions} actions)",
+                file.display(),
+                pipeline.stages.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -279,21 +346,36 @@ fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-async fn run(data_dir: &Path, file: &Path, vars: &[String], no_follow: bool, json: bool) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+async fn run(
+    data_dir: &Path,
+    file: &Path,
+    vars: &[String],
+    no_follow: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     // Validate here too, so an invalid file never starts a server.
     if let Err(errors) = gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text) {
         for error in &errors {
             eprintln!("{error}");
         }
-        bail!("{} is invalid ({} errors); nothing was run", file.display(), errors.len());
+        bail!(
+            "{} is invalid ({} errors); nothing was run",
+            file.display(),
+            errors.len()
+        );
     }
     let variables: BTreeMap<String, String> = parse_pairs(vars, "--var")?.into_iter().collect();
-    let absolute = std::fs::canonicalize(file).with_context(|| format!("cannot resolve {}", file.display()))?;
+    let absolute = std::fs::canonicalize(file)
+        .with_context(|| format!("cannot resolve {}", file.display()))?;
     let conn = Connection::open(data_dir).await?;
     let started = conn
         .client
-        .post("/api/v1/executions", &json!({"file": absolute, "text": text, "variables": variables}))
+        .post(
+            "/api/v1/executions",
+            &json!({"file": absolute, "text": text, "variables": variables}),
+        )
         .await;
     let id = match started {
         Ok(v) => v["id"].as_str().unwrap_or_default().to_string(),
@@ -313,7 +395,10 @@ async fn run(data_dir: &Path, file: &Path, vars: &[String], no_follow: bool, jso
     if no_follow {
         // An embedded server lives only as long as this process, so the
         // execution is followed anyway; say so instead of silently waiting.
-        eprintln!("note: no server owns {}; following {id} in this process", data_dir.display());
+        eprintln!(
+            "note: no server owns {}; following {id} in this process",
+            data_dir.display()
+        );
     }
     let code = follow(&conn, &id, json).await;
     conn.close().await;
@@ -338,9 +423,17 @@ async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
             if json {
                 println!("{execution}");
             }
-            return Ok(if status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if status == "Succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
-        let wait = if tty { Duration::from_millis(250) } else { Duration::from_secs(5) };
+        let wait = if tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(5)
+        };
         tokio::select! {
             v = conn.client.changes(version, wait) => version = v?,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
@@ -361,17 +454,28 @@ async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Result<ExitCode>
     let Some((stage, action)) = d.target.split_once('/') else {
         bail!("{:?} is not STAGE/ACTION", d.target);
     };
-    let by = d.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".to_string());
+    let by =
+        d.by.or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".to_string());
     let body = json!({
         "stage": stage, "action": action,
         "decision": if approve { "Approved" } else { "Rejected" },
         "comment": d.comment, "by": by,
     });
     let conn = Connection::open(data_dir).await?;
-    let result = conn.client.post(&format!("/api/v1/executions/{}/approvals", d.id), &body).await;
+    let result = conn
+        .client
+        .post(&format!("/api/v1/executions/{}/approvals", d.id), &body)
+        .await;
     let code = match result {
         Ok(_) => {
-            println!("{} {}/{} of {}", if approve { "approved" } else { "rejected" }, stage, action, d.id);
+            println!(
+                "{} {}/{} of {}",
+                if approve { "approved" } else { "rejected" },
+                stage,
+                action,
+                d.id
+            );
             if conn.embedded.is_some() {
                 follow(&conn, &d.id, false).await.map(|_| ExitCode::SUCCESS)
             } else {
@@ -399,7 +503,9 @@ async fn act_then_follow(data_dir: &Path, id: &str, path: &str, body: Value) -> 
     let conn = Connection::open(data_dir).await?;
     let result = conn.client.post(path, &body).await;
     let code = match result {
-        Ok(_) if conn.embedded.is_some() => follow(&conn, id, false).await.map(|_| ExitCode::SUCCESS),
+        Ok(_) if conn.embedded.is_some() => {
+            follow(&conn, id, false).await.map(|_| ExitCode::SUCCESS)
+        }
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => Err(error),
     };
@@ -410,7 +516,9 @@ async fn act_then_follow(data_dir: &Path, id: &str, path: &str, body: Value) -> 
 async fn logs(data_dir: &Path, id: &str, target: Option<&str>, follow: bool) -> Result<ExitCode> {
     let filter = match target {
         Some(t) => {
-            let Some((stage, action)) = t.split_once('/') else { bail!("{t:?} is not STAGE/ACTION") };
+            let Some((stage, action)) = t.split_once('/') else {
+                bail!("{t:?} is not STAGE/ACTION")
+            };
             format!("&stage={stage}&action={action}")
         }
         None => String::new(),
@@ -425,12 +533,22 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
     let mut after = 0i64;
     let mut version = 0;
     loop {
-        let page = conn.client.get(&format!("/api/v1/executions/{id}/logs?after={after}{filter}")).await?;
+        let page = conn
+            .client
+            .get(&format!(
+                "/api/v1/executions/{id}/logs?after={after}{filter}"
+            ))
+            .await?;
         let lines = page["lines"].as_array().cloned().unwrap_or_default();
         for l in &lines {
             let at = l["at"].as_str().unwrap_or("");
             let time = at.get(11..23).unwrap_or(at);
-            println!("{time} {}/{} | {}", l["stage"].as_str().unwrap_or(""), l["action"].as_str().unwrap_or(""), l["line"].as_str().unwrap_or(""));
+            println!(
+                "{time} {}/{} | {}",
+                l["stage"].as_str().unwrap_or(""),
+                l["action"].as_str().unwrap_or(""),
+                l["line"].as_str().unwrap_or("")
+            );
         }
         after = page["next"].as_i64().unwrap_or(after);
         if !lines.is_empty() {
@@ -440,18 +558,29 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
             return Ok(());
         }
         let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await?;
-        if matches!(execution["status"].as_str(), Some("Succeeded" | "Failed" | "Stopped" | "Superseded")) {
+        if matches!(
+            execution["status"].as_str(),
+            Some("Succeeded" | "Failed" | "Stopped" | "Superseded")
+        ) {
             return Ok(());
         }
-        version = conn.client.changes(version, Duration::from_millis(500)).await?;
+        version = conn
+            .client
+            .changes(version, Duration::from_millis(500))
+            .await?;
     }
 }
 
 async fn server(data_dir: &Path, listen: SocketAddr) -> Result<ExitCode> {
     let server = gantry_server::RunningServer::start(data_dir, listen).await?;
     tracing::info!(api = %server.api, data_dir = %data_dir.display(), "gantry server is listening.");
-    eprintln!("gantry server: API {} (data dir {})", server.api, data_dir.display());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("signal handler")?;
+    eprintln!(
+        "gantry server: API {} (data dir {})",
+        server.api,
+        data_dir.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("signal handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -480,22 +609,30 @@ async fn buildspec_run(
     timeout: Duration,
     json: bool,
 ) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (buildspec, warnings) = match gantry_spec::buildspec::parse_buildspec(&file.display().to_string(), &text) {
-        Ok(parsed) => parsed,
-        Err(errors) => {
-            for error in &errors {
-                eprintln!("{error}");
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (buildspec, warnings) =
+        match gantry_spec::buildspec::parse_buildspec(&file.display().to_string(), &text) {
+            Ok(parsed) => parsed,
+            Err(errors) => {
+                for error in &errors {
+                    eprintln!("{error}");
+                }
+                bail!(
+                    "{} is invalid ({} errors); nothing was run",
+                    file.display(),
+                    errors.len()
+                );
             }
-            bail!("{} is invalid ({} errors); nothing was run", file.display(), errors.len());
-        }
-    };
+        };
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let source = std::fs::canonicalize(source).with_context(|| format!("cannot resolve {}", source.display()))?;
-    let out = std::fs::canonicalize(out).with_context(|| format!("cannot resolve {}", out.display()))?;
+    let source = std::fs::canonicalize(source)
+        .with_context(|| format!("cannot resolve {}", source.display()))?;
+    let out =
+        std::fs::canonicalize(out).with_context(|| format!("cannot resolve {}", out.display()))?;
     let request = gantry_build::BuildRequest {
         buildspec,
         source_dir: source,
@@ -516,5 +653,9 @@ async fn buildspec_run(
     } else {
         eprintln!("build {:?}", outcome.status);
     }
-    Ok(if outcome.status == gantry_build::BuildStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if outcome.status == gantry_build::BuildStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -34,7 +34,11 @@ fn mark(status: Option<&str>, color: bool) -> String {
         Some("Stopping") | Some("Stopped") | Some("Abandoned") | Some("Superseded") => ("■", "35"),
         _ => ("·", "2"),
     };
-    if color { format!("\x1b[{code}m{symbol}\x1b[0m") } else { symbol.to_string() }
+    if color {
+        format!("\x1b[{code}m{symbol}\x1b[0m")
+    } else {
+        symbol.to_string()
+    }
 }
 
 /// The lines of the view.
@@ -50,15 +54,26 @@ pub(crate) fn view(execution: &Value, color: bool) -> Vec<String> {
         duration(&execution["started_at"], &execution["finished_at"]).unwrap_or_default()
     )];
     if let Some(stage) = execution["waiting_at"].as_str() {
-        lines.push(format!("  waiting to enter stage {stage} (another execution holds it)"));
+        lines.push(format!(
+            "  waiting to enter stage {stage} (another execution holds it)"
+        ));
     }
     for stage in execution["stages"].as_array().into_iter().flatten() {
         let stage_name = stage["name"].as_str().unwrap_or("?");
-        lines.push(format!("  {} {}", mark(stage["status"].as_str(), color), stage_name));
+        lines.push(format!(
+            "  {} {}",
+            mark(stage["status"].as_str(), color),
+            stage_name
+        ));
         for action in stage["actions"].as_array().into_iter().flatten() {
             let action_status = action["status"].as_str();
             let name = action["name"].as_str().unwrap_or("?");
-            let mut line = format!("      {} {:<24} {:<10}", mark(action_status, color), name, action_status.unwrap_or(""));
+            let mut line = format!(
+                "      {} {:<24} {:<10}",
+                mark(action_status, color),
+                name,
+                action_status.unwrap_or("")
+            );
             if let Some(d) = duration(&action["started_at"], &action["finished_at"]) {
                 line.push_str(&format!(" {d:>7}"));
             }
@@ -68,12 +83,19 @@ pub(crate) fn view(execution: &Value, color: bool) -> Vec<String> {
             lines.push(line);
             if let Some(error) = action["error"].as_str() {
                 for (i, l) in error.lines().take(6).enumerate() {
-                    lines.push(format!("          {}{l}", if i == 0 { "error: " } else { "       " }));
+                    lines.push(format!(
+                        "          {}{l}",
+                        if i == 0 { "error: " } else { "       " }
+                    ));
                 }
             }
             if action_status == Some("Waiting") {
-                lines.push(format!("          approve: gantry approve {id} {stage_name}/{name}"));
-                lines.push(format!("          reject:  gantry reject {id} {stage_name}/{name}"));
+                lines.push(format!(
+                    "          approve: gantry approve {id} {stage_name}/{name}"
+                ));
+                lines.push(format!(
+                    "          reject:  gantry reject {id} {stage_name}/{name}"
+                ));
             }
         }
     }
@@ -89,7 +111,11 @@ pub(crate) struct LiveView {
 
 impl LiveView {
     pub(crate) fn new(tty: bool) -> LiveView {
-        LiveView { tty, drawn: 0, seen: BTreeMap::new() }
+        LiveView {
+            tty,
+            drawn: 0,
+            seen: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn draw(&mut self, execution: &Value) {
@@ -122,23 +148,35 @@ fn changes(execution: &Value) -> Vec<(String, String)> {
     for stage in execution["stages"].as_array().into_iter().flatten() {
         let stage_name = stage["name"].as_str().unwrap_or("?");
         for action in stage["actions"].as_array().into_iter().flatten() {
-            let Some(status) = action["status"].as_str() else { continue };
+            let Some(status) = action["status"].as_str() else {
+                continue;
+            };
             let name = action["name"].as_str().unwrap_or("?");
             let attempt = action["attempt"].as_u64().unwrap_or(0);
             let mut line = format!("{stage_name}/{name}: {status}");
-            if let Some(d) = duration(&action["started_at"], &action["finished_at"]).filter(|_| status != "InProgress" && status != "Waiting") {
+            if let Some(d) = duration(&action["started_at"], &action["finished_at"])
+                .filter(|_| status != "InProgress" && status != "Waiting")
+            {
                 line.push_str(&format!(" in {d}"));
             }
             if let Some(error) = action["error"].as_str() {
                 line.push_str(&format!(" ({})", error.lines().next().unwrap_or("")));
             }
             if status == "Waiting" {
-                line.push_str(&format!(" — approve with: gantry approve {id} {stage_name}/{name}"));
+                line.push_str(&format!(
+                    " — approve with: gantry approve {id} {stage_name}/{name}"
+                ));
             }
             out.push((format!("{stage_name}/{name}#{attempt}"), line));
         }
     }
     let status = execution["status"].as_str().unwrap_or("?");
-    out.push(("#execution".into(), format!("execution {id}: {status}")));
+    let line = format!("execution {id}: {status}");
+    // The execution's own line comes first while it runs and last once it ended.
+    if matches!(status, "InProgress" | "Stopping") {
+        out.insert(0, ("#execution".into(), line));
+    } else {
+        out.push(("#execution".into(), line));
+    }
     out
 }

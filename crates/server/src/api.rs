@@ -26,7 +26,10 @@ pub fn router(plane: ControlPlane) -> Router {
         .route("/api/v1/executions", post(start).get(list))
         .route("/api/v1/executions/{id}", get(status))
         .route("/api/v1/executions/{id}/logs", get(logs))
-        .route("/api/v1/executions/{id}/approvals", get(approvals).post(decide))
+        .route(
+            "/api/v1/executions/{id}/approvals",
+            get(approvals).post(decide),
+        )
         .route("/api/v1/executions/{id}/retry", post(retry))
         .route("/api/v1/executions/{id}/stop", post(stop))
         .with_state(plane)
@@ -43,10 +46,12 @@ impl From<ControlError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self.0 {
-            ControlError::NotFound(_) | ControlError::UnknownStage(_) | ControlError::UnknownAction(_) => {
-                StatusCode::NOT_FOUND
+            ControlError::NotFound(_)
+            | ControlError::UnknownStage(_)
+            | ControlError::UnknownAction(_) => StatusCode::NOT_FOUND,
+            ControlError::InvalidPipeline(_) | ControlError::UnknownVariable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
-            ControlError::InvalidPipeline(_) | ControlError::UnknownVariable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::NothingWaiting(_) | ControlError::Engine(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,10 +96,15 @@ struct StartRequest {
     variables: BTreeMap<String, String>,
 }
 
-async fn start(State(plane): State<ControlPlane>, Json(req): Json<StartRequest>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn start(
+    State(plane): State<ControlPlane>,
+    Json(req): Json<StartRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let text = match req.text {
         Some(text) => text,
-        None => tokio::fs::read_to_string(&req.file).await.map_err(|e| ControlError::io(&req.file, e))?,
+        None => tokio::fs::read_to_string(&req.file)
+            .await
+            .map_err(|e| ControlError::io(&req.file, e))?,
     };
     let id = plane.start_execution(req.file, text, req.variables).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))))
@@ -107,7 +117,9 @@ struct ListQuery {
 }
 
 async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> ApiResult {
-    let executions = plane.executions(q.pipeline.as_deref(), q.limit.unwrap_or(50)).await;
+    let executions = plane
+        .executions(q.pipeline.as_deref(), q.limit.unwrap_or(50))
+        .await;
     let mut out = Vec::new();
     for execution in &executions {
         let loaded = plane.execution(&execution.id).await.and_then(|(_, l)| l);
@@ -117,7 +129,10 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
 }
 
 async fn status(State(plane): State<ControlPlane>, Path(id): Path<String>) -> ApiResult {
-    let (execution, loaded) = plane.execution(&id).await.ok_or(ControlError::NotFound(id))?;
+    let (execution, loaded) = plane
+        .execution(&id)
+        .await
+        .ok_or(ControlError::NotFound(id))?;
     Ok(Json(execution_json(&execution, loaded.as_deref())))
 }
 
@@ -130,13 +145,27 @@ struct LogsQuery {
     limit: Option<i64>,
 }
 
-async fn logs(State(plane): State<ControlPlane>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult {
-    plane.execution(&id).await.ok_or_else(|| ControlError::NotFound(id.clone()))?;
+async fn logs(
+    State(plane): State<ControlPlane>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult {
+    plane
+        .execution(&id)
+        .await
+        .ok_or_else(|| ControlError::NotFound(id.clone()))?;
     let filter = match (&q.stage, &q.action) {
         (Some(s), Some(a)) => Some((s.as_str(), a.as_str())),
         _ => None,
     };
-    let lines = plane.logs(&id, filter, q.after, q.limit.unwrap_or(5000).clamp(1, 50_000)).await?;
+    let lines = plane
+        .logs(
+            &id,
+            filter,
+            q.after,
+            q.limit.unwrap_or(5000).clamp(1, 50_000),
+        )
+        .await?;
     let next = lines.last().map_or(q.after, |l| l.seq);
     let lines: Vec<Value> = lines
         .iter()
@@ -166,14 +195,25 @@ struct DecideRequest {
     by: Option<String>,
 }
 
-async fn decide(State(plane): State<ControlPlane>, Path(id): Path<String>, Json(req): Json<DecideRequest>) -> ApiResult {
+async fn decide(
+    State(plane): State<ControlPlane>,
+    Path(id): Path<String>,
+    Json(req): Json<DecideRequest>,
+) -> ApiResult {
     let approve = match req.decision.as_str() {
         "Approved" => true,
         "Rejected" => false,
-        other => return Err(ControlError::BadRequest(format!("decision must be Approved or Rejected, not {other}")).into()),
+        other => {
+            return Err(ControlError::BadRequest(format!(
+                "decision must be Approved or Rejected, not {other}"
+            ))
+            .into());
+        }
     };
     let by = req.by.unwrap_or_else(|| "anonymous".to_string());
-    plane.decide(&id, &req.stage, &req.action, approve, &by, req.comment).await?;
+    plane
+        .decide(&id, &req.stage, &req.action, approve, &by, req.comment)
+        .await?;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -184,7 +224,11 @@ struct RetryRequest {
     all_actions: bool,
 }
 
-async fn retry(State(plane): State<ControlPlane>, Path(id): Path<String>, Json(req): Json<RetryRequest>) -> ApiResult {
+async fn retry(
+    State(plane): State<ControlPlane>,
+    Path(id): Path<String>,
+    Json(req): Json<RetryRequest>,
+) -> ApiResult {
     plane.retry(&id, &req.stage, req.all_actions).await?;
     Ok(Json(json!({"ok": true})))
 }
@@ -197,7 +241,11 @@ struct StopRequest {
     reason: Option<String>,
 }
 
-async fn stop(State(plane): State<ControlPlane>, Path(id): Path<String>, Json(req): Json<StopRequest>) -> ApiResult {
+async fn stop(
+    State(plane): State<ControlPlane>,
+    Path(id): Path<String>,
+    Json(req): Json<StopRequest>,
+) -> ApiResult {
     plane.stop(&id, req.abandon, req.reason).await?;
     Ok(Json(json!({"ok": true})))
 }

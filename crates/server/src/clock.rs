@@ -8,5 +8,7 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 text for a Unix-millisecond timestamp.
 pub fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }

@@ -74,13 +74,25 @@ impl ControlPlane {
         Self::open_with(data_dir, Runners::standard()).await
     }
 
-    pub async fn open_with(data_dir: &Path, runners: Runners) -> Result<ControlPlane, ControlError> {
+    pub async fn open_with(
+        data_dir: &Path,
+        runners: Runners,
+    ) -> Result<ControlPlane, ControlError> {
         std::fs::create_dir_all(data_dir).map_err(|e| ControlError::io(data_dir, e))?;
-        let data_dir = data_dir.canonicalize().map_err(|e| ControlError::io(data_dir, e))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(|e| ControlError::io(data_dir, e))?;
         let store = Store::open(&data_dir.join("gantry.db")).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
         // Nothing runs yet, so every leftover work directory is garbage from
         // an earlier process.
+        let orphans = crate::orphans::kill_orphans(&data_dir);
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "Killed processes left behind by an earlier server."
+            );
+        }
         let work = data_dir.join("work");
         if work.exists() {
             let _ = tokio::fs::remove_dir_all(&work).await;
@@ -88,10 +100,11 @@ impl ControlPlane {
         let logs = LogWriter::start(store.clone());
         let mut state = State::default();
         for record in store.events().await? {
-            let event: Event = serde_json::from_str(&record.body).map_err(|e| ControlError::CorruptLog {
-                seq: record.seq,
-                reason: e.to_string(),
-            })?;
+            let event: Event =
+                serde_json::from_str(&record.body).map_err(|e| ControlError::CorruptLog {
+                    seq: record.seq,
+                    reason: e.to_string(),
+                })?;
             let engine = state.engines.entry(record.pipeline.clone()).or_default();
             if let Err(error) = engine.apply(event) {
                 // The log only holds events the engine accepted; a refusal
@@ -99,7 +112,9 @@ impl ControlPlane {
                 // server usable; the warning makes it visible.
                 tracing::warn!(seq = record.seq, %error, "Replayed event was refused.");
             }
-            state.pipeline_of.insert(record.execution_id, record.pipeline);
+            state
+                .pipeline_of
+                .insert(record.execution_id, record.pipeline);
         }
         let mut to_load = Vec::new();
         for engine in state.engines.values() {
@@ -113,19 +128,32 @@ impl ControlPlane {
         }
         for id in to_load {
             if let Some(text) = store.definition(&id).await? {
-                let definition: Definition = serde_json::from_str(&text)
-                    .map_err(|e| ControlError::CorruptLog { seq: 0, reason: format!("definition of {id}: {e}") })?;
+                let definition: Definition =
+                    serde_json::from_str(&text).map_err(|e| ControlError::CorruptLog {
+                        seq: 0,
+                        reason: format!("definition of {id}: {e}"),
+                    })?;
                 match definition.load() {
                     Ok(loaded) => {
                         state.loaded.insert(id, Arc::new(loaded));
                     }
-                    Err(errors) => tracing::warn!(execution = %id, errors = errors.len(), "Stored definition is invalid."),
+                    Err(errors) => {
+                        tracing::warn!(execution = %id, errors = errors.len(), "Stored definition is invalid.")
+                    }
                 }
             }
         }
         let (changes, _) = watch::channel(0);
         let plane = ControlPlane {
-            inner: Arc::new(Inner { data_dir, store, artifacts, logs, runners, state: Mutex::new(state), changes }),
+            inner: Arc::new(Inner {
+                data_dir,
+                store,
+                artifacts,
+                logs,
+                runners,
+                state: Mutex::new(state),
+                changes,
+            }),
         };
         plane.recover().await?;
         Ok(plane)
@@ -140,7 +168,10 @@ impl ControlPlane {
                 for action in engine.interrupted() {
                     let names = engine.execution(&action.id).and_then(|e| {
                         let stage = e.stages.get(action.stage)?;
-                        Some((stage.name.clone(), stage.actions.get(action.action)?.name.clone()))
+                        Some((
+                            stage.name.clone(),
+                            stage.actions.get(action.action)?.name.clone(),
+                        ))
                     });
                     interrupted.push((action, names));
                 }
@@ -158,7 +189,10 @@ impl ControlPlane {
         };
         for (action, names) in interrupted {
             if let Some((stage, name)) = names {
-                let log = self.inner.logs.action(&action.id, &stage, &name, action.attempt);
+                let log = self
+                    .inner
+                    .logs
+                    .action(&action.id, &stage, &name, action.attempt);
                 log.line(gantry_engine::INTERRUPTED);
             }
             tracing::warn!(execution = %action.id, stage = action.stage, action = action.action, "Action was interrupted by a restart.");
@@ -205,14 +239,33 @@ impl ControlPlane {
             }
             variables.insert(name, value);
         }
-        let loaded = Loaded { definition: Definition { file, text, variables }, pipeline };
+        let loaded = Loaded {
+            definition: Definition {
+                file,
+                text,
+                variables,
+            },
+            pipeline,
+        };
         let id = uuid::Uuid::now_v7().to_string();
-        let text = serde_json::to_string(&loaded.definition).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let text = serde_json::to_string(&loaded.definition)
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
         self.inner.store.put_definition(&id, &text).await?;
         let plan = plan(&loaded.pipeline);
         let variables = loaded.definition.variables.clone();
-        self.inner.state.lock().await.loaded.insert(id.clone(), Arc::new(loaded));
-        self.submit(Event::ExecutionRequested { id: id.clone(), plan, variables, at: now_ms() }).await?;
+        self.inner
+            .state
+            .lock()
+            .await
+            .loaded
+            .insert(id.clone(), Arc::new(loaded));
+        self.submit(Event::ExecutionRequested {
+            id: id.clone(),
+            plan,
+            variables,
+            at: now_ms(),
+        })
+        .await?;
         Ok(id)
     }
 
@@ -230,19 +283,32 @@ impl ControlPlane {
         let id = event.execution_id().to_string();
         let pipeline = match &event {
             Event::ExecutionRequested { plan, .. } => plan.pipeline.clone(),
-            _ => state.pipeline_of.get(&id).cloned().ok_or_else(|| ControlError::NotFound(id.clone()))?,
+            _ => state
+                .pipeline_of
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| ControlError::NotFound(id.clone()))?,
         };
-        let body = serde_json::to_string(&event).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let body =
+            serde_json::to_string(&event).map_err(|e| ControlError::Internal(e.to_string()))?;
         let at = event.at();
         let waiting = match &event {
-            Event::ActionWaiting { stage, action, attempt, .. } => Some((*stage, *action, *attempt)),
+            Event::ActionWaiting {
+                stage,
+                action,
+                attempt,
+                ..
+            } => Some((*stage, *action, *attempt)),
             _ => None,
         };
         let engine = state.engines.entry(pipeline.clone()).or_default();
         let commands = engine.apply(event)?;
         state.pipeline_of.insert(id.clone(), pipeline.clone());
         let rows = changed_rows(&mut state, &pipeline, &id);
-        self.inner.store.record_event(&pipeline, &id, at, &body, &rows).await?;
+        self.inner
+            .store
+            .record_event(&pipeline, &id, at, &body, &rows)
+            .await?;
         for command in commands {
             self.execute(&mut state, command);
         }
@@ -256,30 +322,56 @@ impl ControlPlane {
 
     fn execute(&self, state: &mut State, command: Command) {
         match command {
-            Command::StartAction { id, stage, action, attempt } => {
+            Command::StartAction {
+                id,
+                stage,
+                action,
+                attempt,
+            } => {
                 let Some(loaded) = state.loaded.get(&id).cloned() else {
                     let plane = self.clone();
                     tokio::spawn(async move {
-                        let error = "the pipeline definition of this execution is missing".to_string();
-                        let event = Event::ActionFailed { id, stage, action, attempt, error, at: now_ms() };
+                        let error =
+                            "the pipeline definition of this execution is missing".to_string();
+                        let event = Event::ActionFailed {
+                            id,
+                            stage,
+                            action,
+                            attempt,
+                            error,
+                            at: now_ms(),
+                        };
                         let _ = plane.submit(event).await;
                     });
                     return;
                 };
                 let is_approval = matches!(
-                    loaded.pipeline.stages.get(stage).and_then(|s| s.actions.get(action)).map(|a| &a.kind),
+                    loaded
+                        .pipeline
+                        .stages
+                        .get(stage)
+                        .and_then(|s| s.actions.get(action))
+                        .map(|a| &a.kind),
                     Some(ActionKind::Approval { .. })
                 );
                 let plane = self.clone();
                 if is_approval {
-                    tokio::spawn(async move { plane.begin_approval(id, stage, action, attempt).await });
+                    tokio::spawn(
+                        async move { plane.begin_approval(id, stage, action, attempt).await },
+                    );
                 } else {
                     let cancel = CancellationToken::new();
-                    state.running.insert((id.clone(), stage, action), cancel.clone());
-                    tokio::spawn(async move { plane.run_action(id, stage, action, attempt, cancel).await });
+                    state
+                        .running
+                        .insert((id.clone(), stage, action), cancel.clone());
+                    tokio::spawn(async move {
+                        plane.run_action(id, stage, action, attempt, cancel).await
+                    });
                 }
             }
-            Command::CancelAction { id, stage, action, .. } => {
+            Command::CancelAction {
+                id, stage, action, ..
+            } => {
                 let key = (id, stage, action);
                 if let Some(cancel) = state.running.remove(&key) {
                     cancel.cancel();
@@ -295,13 +387,24 @@ impl ControlPlane {
     }
 
     async fn begin_approval(&self, id: String, stage: usize, action: usize, attempt: u32) {
-        let Some((loaded, execution)) = self.snapshot(&id).await else { return };
+        let Some((loaded, execution)) = self.snapshot(&id).await else {
+            return;
+        };
         let spec = &loaded.pipeline.stages[stage].actions[action];
-        let log = self.inner.logs.action(&id, loaded.pipeline.stages[stage].name.as_str(), spec.name.as_str(), attempt);
+        let log = self.inner.logs.action(
+            &id,
+            loaded.pipeline.stages[stage].name.as_str(),
+            spec.name.as_str(),
+            attempt,
+        );
         let resolved = resolve_action(spec, |r| lookup(r, &loaded, &execution));
         let event = match resolved {
             Ok(resolved) => {
-                if let ActionKind::Approval { review_url, comments } = &resolved.kind {
+                if let ActionKind::Approval {
+                    review_url,
+                    comments,
+                } = &resolved.kind
+                {
                     log.line("Waiting for approval.");
                     if let Some(url) = review_url {
                         log.line(&format!("Review: {url}"));
@@ -314,11 +417,24 @@ impl ControlPlane {
                     "Approve with: gantry approve {id} {}/{}",
                     loaded.pipeline.stages[stage].name, spec.name
                 ));
-                Event::ActionWaiting { id, stage, action, attempt, at: now_ms() }
+                Event::ActionWaiting {
+                    id,
+                    stage,
+                    action,
+                    attempt,
+                    at: now_ms(),
+                }
             }
             Err(error) => {
                 log.line(&format!("Action failed: {error}"));
-                Event::ActionFailed { id, stage, action, attempt, error, at: now_ms() }
+                Event::ActionFailed {
+                    id,
+                    stage,
+                    action,
+                    attempt,
+                    error,
+                    at: now_ms(),
+                }
             }
         };
         self.inner.logs.flush().await;
@@ -328,23 +444,40 @@ impl ControlPlane {
     }
 
     async fn arm_approval_timer(&self, id: &str, stage: usize, action: usize, attempt: u32) {
-        let Some((loaded, execution)) = self.snapshot(id).await else { return };
-        let timeout = loaded.pipeline.stages[stage].actions[action].timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
-        let started = execution.stages[stage].actions[action].started_at.unwrap_or_else(now_ms);
-        let deadline_ms = started.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        let Some((loaded, execution)) = self.snapshot(id).await else {
+            return;
+        };
+        let timeout = loaded.pipeline.stages[stage].actions[action]
+            .timeout
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        let started = execution.stages[stage].actions[action]
+            .started_at
+            .unwrap_or_else(now_ms);
+        let deadline_ms =
+            started.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         let remaining = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
         let plane = self.clone();
         let id_owned = id.to_string();
         let task = tokio::spawn(async move {
             tokio::time::sleep(remaining).await;
             let error = format!("approval timed out after {}", humanize(timeout));
-            let event = Event::ActionFailed { id: id_owned, stage, action, attempt, error, at: now_ms() };
+            let event = Event::ActionFailed {
+                id: id_owned,
+                stage,
+                action,
+                attempt,
+                error,
+                at: now_ms(),
+            };
             if let Err(error) = plane.submit(event).await {
                 tracing::warn!(%error, "Recording an approval timeout failed.");
             }
         });
         let mut state = self.inner.state.lock().await;
-        if let Some(old) = state.timers.insert((id.to_string(), stage, action), task.abort_handle()) {
+        if let Some(old) = state
+            .timers
+            .insert((id.to_string(), stage, action), task.abort_handle())
+        {
             old.abort();
         }
     }
@@ -358,20 +491,45 @@ impl ControlPlane {
         Some((loaded, execution))
     }
 
-    async fn run_action(&self, id: String, stage: usize, action: usize, attempt: u32, cancel: CancellationToken) {
+    async fn run_action(
+        &self,
+        id: String,
+        stage: usize,
+        action: usize,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) {
         let result = self.perform(&id, stage, action, attempt, cancel).await;
         self.inner.logs.flush().await;
         let at = now_ms();
         let event = match result {
-            Ok((output_variables, output_artifacts)) => {
-                Event::ActionSucceeded { id: id.clone(), stage, action, attempt, output_variables, output_artifacts, at }
-            }
-            Err(error) => Event::ActionFailed { id: id.clone(), stage, action, attempt, error: error.0, at },
+            Ok((output_variables, output_artifacts)) => Event::ActionSucceeded {
+                id: id.clone(),
+                stage,
+                action,
+                attempt,
+                output_variables,
+                output_artifacts,
+                at,
+            },
+            Err(error) => Event::ActionFailed {
+                id: id.clone(),
+                stage,
+                action,
+                attempt,
+                error: error.0,
+                at,
+            },
         };
         if let Err(error) = self.submit(event).await {
             tracing::error!(%error, "Recording an action result failed.");
         }
-        self.inner.state.lock().await.running.remove(&(id, stage, action));
+        self.inner
+            .state
+            .lock()
+            .await
+            .running
+            .remove(&(id, stage, action));
     }
 
     async fn perform(
@@ -382,18 +540,34 @@ impl ControlPlane {
         attempt: u32,
         cancel: CancellationToken,
     ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ActionError> {
-        let (loaded, execution) =
-            self.snapshot(id).await.ok_or_else(|| ActionError::new("internal error: execution not loaded"))?;
+        let (loaded, execution) = self
+            .snapshot(id)
+            .await
+            .ok_or_else(|| ActionError::new("internal error: execution not loaded"))?;
         let stage_spec = &loaded.pipeline.stages[stage];
         let spec = &stage_spec.actions[action];
-        let log = self.inner.logs.action(id, stage_spec.name.as_str(), spec.name.as_str(), attempt);
+        let log = self
+            .inner
+            .logs
+            .action(id, stage_spec.name.as_str(), spec.name.as_str(), attempt);
         log.line(&format!(
             "Starting {} action {}/{} (attempt {attempt})",
             spec.kind.type_name(),
             stage_spec.name,
             spec.name
         ));
-        let result = self.perform_resolved(id, &loaded, &execution, spec, stage_spec.name.as_str(), attempt, &log, cancel).await;
+        let result = self
+            .perform_resolved(
+                id,
+                &loaded,
+                &execution,
+                spec,
+                stage_spec.name.as_str(),
+                attempt,
+                &log,
+                cancel,
+            )
+            .await;
         match &result {
             Ok(_) => log.line("Action succeeded."),
             Err(error) => log.line(&format!("Action failed: {error}")),
@@ -413,24 +587,30 @@ impl ControlPlane {
         log: &crate::logs::ActionLog,
         cancel: CancellationToken,
     ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ActionError> {
-        let resolved = resolve_action(spec, |r| lookup(r, loaded, execution)).map_err(ActionError)?;
+        let resolved =
+            resolve_action(spec, |r| lookup(r, loaded, execution)).map_err(ActionError)?;
         let mut inputs = Vec::new();
         for name in &resolved.inputs {
-            let artifact = find_artifact(execution, name.as_str())
-                .ok_or_else(|| ActionError::new(format!("input artifact {name} was not produced")))?;
+            let artifact = find_artifact(execution, name.as_str()).ok_or_else(|| {
+                ActionError::new(format!("input artifact {name} was not produced"))
+            })?;
             inputs.push((name.clone(), artifact));
         }
         let runner = self
             .inner
             .runners
             .get(resolved.kind.type_name())
-            .ok_or_else(|| ActionError::new(format!("no runner for action type {}", resolved.kind.type_name())))?;
-        let work_dir = self
-            .inner
-            .data_dir
-            .join("work")
-            .join(id)
-            .join(format!("{}-{}-{attempt}", sanitize(stage_name), sanitize(spec.name.as_str())));
+            .ok_or_else(|| {
+                ActionError::new(format!(
+                    "no runner for action type {}",
+                    resolved.kind.type_name()
+                ))
+            })?;
+        let work_dir = self.inner.data_dir.join("work").join(id).join(format!(
+            "{}-{}-{attempt}",
+            sanitize(stage_name),
+            sanitize(spec.name.as_str())
+        ));
         let _ = tokio::fs::remove_dir_all(&work_dir).await;
         tokio::fs::create_dir_all(&work_dir)
             .await
@@ -439,6 +619,7 @@ impl ControlPlane {
             execution_id: id.to_string(),
             pipeline: loaded.pipeline.name.to_string(),
             stage: stage_name.to_string(),
+            owner: self.inner.data_dir.display().to_string(),
             timeout: resolved.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
             action: resolved,
             attempt,
@@ -471,7 +652,11 @@ impl ControlPlane {
                 .await
                 .map_err(|e| ActionError::new(format!("importing artifact {name} panicked: {e}")))?
                 .map_err(|e| ActionError::new(format!("output artifact {name}: {e}")))?;
-            log.line(&format!("Output artifact {name}: {} ({} files)", imported.id, imported.file_count()));
+            log.line(&format!(
+                "Output artifact {name}: {} ({} files)",
+                imported.id,
+                imported.file_count()
+            ));
             artifacts.insert(name.to_string(), imported.id);
         }
         Ok((output.variables, artifacts))
@@ -487,7 +672,10 @@ impl ControlPlane {
         by: &str,
         comment: Option<String>,
     ) -> Result<(), ControlError> {
-        let (_, execution) = self.snapshot(id).await.ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let (_, execution) = self
+            .snapshot(id)
+            .await
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
         let (s, a) = execution
             .locate(stage, action)
             .ok_or_else(|| ControlError::UnknownAction(format!("{stage}/{action}")))?;
@@ -511,7 +699,10 @@ impl ControlPlane {
             })
             .await?;
         let log = self.inner.logs.action(id, stage, action, run.attempt);
-        let said = comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+        let said = comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
         log.line(&format!("{decision} by {by}{said}"));
         self.inner.logs.flush().await;
         let event = if approve {
@@ -535,20 +726,83 @@ impl ControlPlane {
             }
         };
         self.submit(event).await?;
-        if let Some(timer) = self.inner.state.lock().await.timers.remove(&(id.to_string(), s, a)) {
+        if let Some(timer) = self
+            .inner
+            .state
+            .lock()
+            .await
+            .timers
+            .remove(&(id.to_string(), s, a))
+        {
             timer.abort();
         }
         Ok(())
     }
 
-    pub async fn retry(&self, id: &str, stage: &str, all_actions: bool) -> Result<(), ControlError> {
-        let (_, execution) = self.snapshot(id).await.ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        let s = execution.stage_index(stage).ok_or_else(|| ControlError::UnknownStage(stage.to_string()))?;
-        self.submit(Event::RetryStage { id: id.to_string(), stage: s, all_actions, at: now_ms() }).await
+    /// Loads an execution's definition if it is not in memory (only those
+    /// of unfinished executions are loaded at start-up).
+    async fn ensure_loaded(&self, id: &str) -> Result<(), ControlError> {
+        if self.inner.state.lock().await.loaded.contains_key(id) {
+            return Ok(());
+        }
+        let text = self
+            .inner
+            .store
+            .definition(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let definition: Definition =
+            serde_json::from_str(&text).map_err(|e| ControlError::CorruptLog {
+                seq: 0,
+                reason: format!("definition of {id}: {e}"),
+            })?;
+        let loaded = definition.load().map_err(ControlError::InvalidPipeline)?;
+        self.inner
+            .state
+            .lock()
+            .await
+            .loaded
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(loaded));
+        Ok(())
     }
 
-    pub async fn stop(&self, id: &str, abandon: bool, reason: Option<String>) -> Result<(), ControlError> {
-        self.submit(Event::Stop { id: id.to_string(), abandon, reason, at: now_ms() }).await
+    pub async fn retry(
+        &self,
+        id: &str,
+        stage: &str,
+        all_actions: bool,
+    ) -> Result<(), ControlError> {
+        self.ensure_loaded(id).await?;
+        let (_, execution) = self
+            .snapshot(id)
+            .await
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let s = execution
+            .stage_index(stage)
+            .ok_or_else(|| ControlError::UnknownStage(stage.to_string()))?;
+        self.submit(Event::RetryStage {
+            id: id.to_string(),
+            stage: s,
+            all_actions,
+            at: now_ms(),
+        })
+        .await
+    }
+
+    pub async fn stop(
+        &self,
+        id: &str,
+        abandon: bool,
+        reason: Option<String>,
+    ) -> Result<(), ControlError> {
+        self.submit(Event::Stop {
+            id: id.to_string(),
+            abandon,
+            reason,
+            at: now_ms(),
+        })
+        .await
     }
 
     /// One execution with its definition, if it is loaded.
@@ -568,7 +822,11 @@ impl ControlPlane {
             .filter(|(name, _)| pipeline.is_none_or(|p| p == name.as_str()))
             .flat_map(|(_, engine)| engine.executions().cloned())
             .collect();
-        all.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| b.id.cmp(&a.id)));
+        all.sort_by(|a, b| {
+            b.started_at
+                .cmp(&a.started_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         all.truncate(limit);
         all
     }
@@ -580,7 +838,11 @@ impl ControlPlane {
         after: i64,
         limit: i64,
     ) -> Result<Vec<LogLine>, ControlError> {
-        Ok(self.inner.store.logs(id, stage_action, after, limit).await?)
+        Ok(self
+            .inner
+            .store
+            .logs(id, stage_action, after, limit)
+            .await?)
     }
 
     pub async fn approvals(&self, id: &str) -> Result<Vec<ApprovalRecord>, ControlError> {
@@ -591,13 +853,17 @@ impl ControlPlane {
     /// count). An embedded server may stop only when nothing runs.
     pub async fn busy(&self) -> bool {
         let state = self.inner.state.lock().await;
-        state.engines.values().flat_map(|e| e.executions()).any(|execution| {
-            execution
-                .stages
-                .iter()
-                .flat_map(|s| s.actions.iter())
-                .any(|a| a.status == Some(ActionStatus::InProgress))
-        })
+        state
+            .engines
+            .values()
+            .flat_map(|e| e.executions())
+            .any(|execution| {
+                execution
+                    .stages
+                    .iter()
+                    .flat_map(|s| s.actions.iter())
+                    .any(|a| a.status == Some(ActionStatus::InProgress))
+            })
     }
 
     /// Cancels every running action (server shutdown).
@@ -611,14 +877,22 @@ impl ControlPlane {
 
 /// The states that changed since they were last persisted.
 fn changed_rows(state: &mut State, pipeline: &str, event_id: &str) -> Vec<ExecutionRow> {
-    let Some(engine) = state.engines.get(pipeline) else { return Vec::new() };
-    let mut candidates: HashSet<&str> =
-        state.open.keys().filter(|id| state.pipeline_of.get(*id).is_some_and(|p| p == pipeline)).map(String::as_str).collect();
+    let Some(engine) = state.engines.get(pipeline) else {
+        return Vec::new();
+    };
+    let mut candidates: HashSet<&str> = state
+        .open
+        .keys()
+        .filter(|id| state.pipeline_of.get(*id).is_some_and(|p| p == pipeline))
+        .map(String::as_str)
+        .collect();
     candidates.insert(event_id);
     let mut rows = Vec::new();
     let mut updates = Vec::new();
     for id in candidates {
-        let Some(execution) = engine.execution(id) else { continue };
+        let Some(execution) = engine.execution(id) else {
+            continue;
+        };
         let json = serde_json::to_string(execution).unwrap_or_default();
         if state.open.get(id) == Some(&json) {
             continue;
@@ -655,8 +929,19 @@ fn lookup(r: &VarRef, loaded: &Loaded, execution: &Execution) -> Option<String> 
         namespace => {
             for (s, stage) in loaded.pipeline.stages.iter().enumerate() {
                 for (a, action) in stage.actions.iter().enumerate() {
-                    if action.namespace.as_ref().is_some_and(|n| n.as_str() == namespace) {
-                        return execution.stages.get(s)?.actions.get(a)?.output_variables.get(&r.name).cloned();
+                    if action
+                        .namespace
+                        .as_ref()
+                        .is_some_and(|n| n.as_str() == namespace)
+                    {
+                        return execution
+                            .stages
+                            .get(s)?
+                            .actions
+                            .get(a)?
+                            .output_variables
+                            .get(&r.name)
+                            .cloned();
                     }
                 }
             }
@@ -679,7 +964,14 @@ fn source_revision(loaded: &Loaded, execution: &Execution) -> Option<String> {
     for (s, stage) in loaded.pipeline.stages.iter().enumerate() {
         for (a, action) in stage.actions.iter().enumerate() {
             if matches!(action.kind, ActionKind::Source { .. }) {
-                return execution.stages.get(s)?.actions.get(a)?.output_variables.get("CommitId").cloned();
+                return execution
+                    .stages
+                    .get(s)?
+                    .actions
+                    .get(a)?
+                    .output_variables
+                    .get("CommitId")
+                    .cloned();
             }
         }
     }
@@ -687,7 +979,15 @@ fn source_revision(loaded: &Loaded, execution: &Execution) -> Option<String> {
 }
 
 fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `7d`, `90s`: a duration as people write it in gantry files.

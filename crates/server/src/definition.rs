@@ -32,7 +32,10 @@ pub struct Loaded {
 impl Definition {
     pub fn load(self) -> Result<Loaded, Vec<SpecError>> {
         let pipeline = parse_pipeline(&self.file.display().to_string(), &self.text)?;
-        Ok(Loaded { definition: self, pipeline })
+        Ok(Loaded {
+            definition: self,
+            pipeline,
+        })
     }
 
     pub fn base_dir(&self) -> &Path {

@@ -41,7 +41,10 @@ pub enum ControlError {
 
 impl ControlError {
     pub fn io(path: &Path, source: std::io::Error) -> ControlError {
-        ControlError::Io { path: path.display().to_string(), source }
+        ControlError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     /// A stable identifier of the kind of error, for scripts and the API.

@@ -17,6 +17,7 @@ pub mod control;
 pub mod definition;
 pub mod error;
 pub mod logs;
+pub mod orphans;
 mod resolve;
 pub mod server_info;
 pub mod view;
@@ -48,19 +49,32 @@ impl RunningServer {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| ControlError::Internal(format!("cannot listen on {listen}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| ControlError::Internal(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
         let api = format!("http://{addr}");
-        lock.publish(&ServerInfo { pid: std::process::id(), api: api.clone(), registry: None })?;
+        lock.publish(&ServerInfo {
+            pid: std::process::id(),
+            api: api.clone(),
+            registry: None,
+        })?;
         let shutdown = CancellationToken::new();
         let app = api::router(plane.clone());
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await });
             if let Err(error) = serve.await {
                 tracing::error!(%error, "The API server stopped.");
             }
         });
-        Ok(RunningServer { plane, api, shutdown, task, _lock: lock })
+        Ok(RunningServer {
+            plane,
+            api,
+            shutdown,
+            task,
+            _lock: lock,
+        })
     }
 
     /// Stops serving and cancels running actions.

@@ -36,7 +36,11 @@ impl LogWriter {
                         Message::Line(line) => batch.push(line),
                         Message::Flush(done) => waiters.push(done),
                     }
-                    next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
+                    next = if batch.len() < BATCH {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
                 }
                 if let Err(error) = store.append_logs(&batch).await {
                     tracing::error!(%error, lines = batch.len(), "Writing action logs failed.");

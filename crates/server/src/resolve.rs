@@ -7,7 +7,10 @@ use gantry_spec::template::{VarRef, resolve};
 
 /// A copy of `action` with every reference replaced, or the first
 /// reference that has no value.
-pub(crate) fn resolve_action(action: &Action, lookup: impl Fn(&VarRef) -> Option<String>) -> Result<Action, String> {
+pub(crate) fn resolve_action(
+    action: &Action,
+    lookup: impl Fn(&VarRef) -> Option<String>,
+) -> Result<Action, String> {
     let r = |s: &str| resolve(s, &lookup).map_err(|e| e.to_string());
     let opt = |s: &Option<String>| s.as_deref().map(r).transpose();
     let mut out = action.clone();
@@ -15,17 +18,35 @@ pub(crate) fn resolve_action(action: &Action, lookup: impl Fn(&VarRef) -> Option
         *value = r(value)?;
     }
     out.kind = match &action.kind {
-        ActionKind::Source { repository, branch } => ActionKind::Source { repository: r(repository)?, branch: opt(branch)? },
-        ActionKind::Build { buildspec, image } => ActionKind::Build { buildspec: r(buildspec)?, image: opt(image)? },
-        ActionKind::Test { buildspec, image } => ActionKind::Test { buildspec: r(buildspec)?, image: opt(image)? },
-        ActionKind::Shell { commands, artifacts, exported_variables, image } => ActionKind::Shell {
+        ActionKind::Source { repository, branch } => ActionKind::Source {
+            repository: r(repository)?,
+            branch: opt(branch)?,
+        },
+        ActionKind::Build { buildspec, image } => ActionKind::Build {
+            buildspec: r(buildspec)?,
+            image: opt(image)?,
+        },
+        ActionKind::Test { buildspec, image } => ActionKind::Test {
+            buildspec: r(buildspec)?,
+            image: opt(image)?,
+        },
+        ActionKind::Shell {
+            commands,
+            artifacts,
+            exported_variables,
+            image,
+        } => ActionKind::Shell {
             commands: commands.iter().map(|c| r(c)).collect::<Result<_, _>>()?,
             artifacts: match artifacts {
                 Some(a) => Some(ArtifactsSpec {
                     files: a.files.iter().map(|f| r(f)).collect::<Result<_, _>>()?,
                     name: opt(&a.name)?,
                     base_directory: opt(&a.base_directory)?,
-                    exclude_paths: a.exclude_paths.iter().map(|f| r(f)).collect::<Result<_, _>>()?,
+                    exclude_paths: a
+                        .exclude_paths
+                        .iter()
+                        .map(|f| r(f))
+                        .collect::<Result<_, _>>()?,
                     ..a.clone()
                 }),
                 None => None,
@@ -33,9 +54,13 @@ pub(crate) fn resolve_action(action: &Action, lookup: impl Fn(&VarRef) -> Option
             exported_variables: exported_variables.clone(),
             image: opt(image)?,
         },
-        ActionKind::Approval { review_url, comments } => {
-            ActionKind::Approval { review_url: opt(review_url)?, comments: opt(comments)? }
-        }
+        ActionKind::Approval {
+            review_url,
+            comments,
+        } => ActionKind::Approval {
+            review_url: opt(review_url)?,
+            comments: opt(comments)?,
+        },
     };
     Ok(out)
 }

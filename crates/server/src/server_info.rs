@@ -48,7 +48,9 @@ impl DataDirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = live_server(data_dir).map(|i| format!(" (pid {}, {})", i.pid, i.api)).unwrap_or_default();
+                let holder = live_server(data_dir)
+                    .map(|i| format!(" (pid {}, {})", i.pid, i.api))
+                    .unwrap_or_default();
                 return Err(ControlError::Internal(format!(
                     "another gantry server owns {}{holder}",
                     data_dir.display()
@@ -56,13 +58,18 @@ impl DataDirLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(ControlError::io(&path, e)),
         }
-        Ok(DataDirLock { _file: file, info_path: data_dir.join("server.json"), wrote_info: false })
+        Ok(DataDirLock {
+            _file: file,
+            info_path: data_dir.join("server.json"),
+            wrote_info: false,
+        })
     }
 
     /// Writes `server.json` atomically.
     pub fn publish(&mut self, info: &ServerInfo) -> Result<(), ControlError> {
         let tmp = self.info_path.with_extension("json.tmp");
-        let text = serde_json::to_string(info).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string(info).map_err(|e| ControlError::Internal(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(|e| ControlError::io(&tmp, e))?;
         std::fs::rename(&tmp, &self.info_path).map_err(|e| ControlError::io(&self.info_path, e))?;
         self.wrote_info = true;

@@ -19,7 +19,14 @@ fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .status()
         .unwrap();
@@ -41,13 +48,20 @@ fn fixture(pipeline: &str, files: &[(&str, &str)]) -> Fixture {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "first commit"]);
     let data = dir.path().join("data");
-    Fixture { _dir: dir, repo, data }
+    Fixture {
+        _dir: dir,
+        repo,
+        data,
+    }
 }
 
 async fn start(plane: &ControlPlane, fx: &Fixture) -> String {
     let file = fx.repo.join("gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    plane.start_execution(file, text, BTreeMap::new()).await.unwrap()
+    plane
+        .start_execution(file, text, BTreeMap::new())
+        .await
+        .unwrap()
 }
 
 async fn view(plane: &ControlPlane, id: &str) -> Value {
@@ -56,7 +70,12 @@ async fn view(plane: &ControlPlane, id: &str) -> Value {
 }
 
 /// Waits until `done` holds for the execution's JSON (or fails after 30 s).
-async fn wait_until(plane: &ControlPlane, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_until(
+    plane: &ControlPlane,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut changes = plane.changes();
     loop {
@@ -64,22 +83,42 @@ async fn wait_until(plane: &ControlPlane, id: &str, what: &str, done: impl Fn(&V
         if done(&v) {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {v:#}"
+        );
         let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
     }
 }
 
 fn terminal(v: &Value) -> bool {
-    matches!(v["status"].as_str(), Some("Succeeded" | "Failed" | "Stopped" | "Superseded"))
+    matches!(
+        v["status"].as_str(),
+        Some("Succeeded" | "Failed" | "Stopped" | "Superseded")
+    )
 }
 
 fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
-    let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == stage).unwrap();
-    s["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()
+    let s = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .unwrap();
+    s["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
 }
 
 fn millis(ts: &Value) -> i64 {
-    ts.as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    ts.as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_millisecond()
 }
 
 const FLOW: &str = r##"
@@ -140,10 +179,20 @@ async fn a_pipeline_runs_parallel_actions_and_passes_artifacts_and_variables() {
     assert!(millis(&right["started_at"]) < millis(&left["finished_at"]));
     assert_eq!(left["output_variables"]["LEFT_DONE"], "yes");
     let checkout = action(&v, "Source", "checkout");
-    assert_eq!(checkout["output_variables"]["CommitMessage"], "first commit");
+    assert_eq!(
+        checkout["output_variables"]["CommitMessage"],
+        "first commit"
+    );
     assert_eq!(checkout["output_variables"]["BranchName"], "main");
-    let logs = plane.logs(&id, Some(("Build", "left")), 0, 1000).await.unwrap();
-    assert!(logs.iter().any(|l| l.line.contains("Running command sleep 0.6")), "{logs:?}");
+    let logs = plane
+        .logs(&id, Some(("Build", "left")), 0, 1000)
+        .await
+        .unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.line.contains("Running command sleep 0.6")),
+        "{logs:?}"
+    );
 }
 
 const APPROVAL: &str = r##"
@@ -175,17 +224,40 @@ async fn an_approval_waits_and_records_who_approved() {
     let id = start(&plane, &fx).await;
     wait_until(&plane, &id, "the approval", waiting).await;
     assert!(!plane.busy().await, "a waiting approval holds no worker");
-    let not_waiting = plane.decide(&id, "After", "done", true, "ann", None).await.unwrap_err();
+    let not_waiting = plane
+        .decide(&id, "After", "done", true, "ann", None)
+        .await
+        .unwrap_err();
     assert_eq!(not_waiting.code(), "approval.not_waiting");
-    plane.decide(&id, "Approve", "release", true, "ann", Some("looks good".into())).await.unwrap();
+    plane
+        .decide(
+            &id,
+            "Approve",
+            "release",
+            true,
+            "ann",
+            Some("looks good".into()),
+        )
+        .await
+        .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
     assert_eq!(v["status"], "Succeeded", "{v:#}");
     let records = plane.approvals(&id).await.unwrap();
     assert_eq!(records.len(), 1);
-    assert_eq!((records[0].decision.as_str(), records[0].by.as_str()), ("Approved", "ann"));
+    assert_eq!(
+        (records[0].decision.as_str(), records[0].by.as_str()),
+        ("Approved", "ann")
+    );
     assert_eq!(records[0].comment.as_deref(), Some("looks good"));
-    let logs = plane.logs(&id, Some(("Approve", "release")), 0, 100).await.unwrap();
-    assert!(logs.iter().any(|l| l.line.starts_with("Comments: Ship ") && l.line.len() > 50), "{logs:?}");
+    let logs = plane
+        .logs(&id, Some(("Approve", "release")), 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.line.starts_with("Comments: Ship ") && l.line.len() > 50),
+        "{logs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,10 +266,23 @@ async fn a_rejected_approval_fails_the_execution() {
     let plane = ControlPlane::open(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     wait_until(&plane, &id, "the approval", waiting).await;
-    plane.decide(&id, "Approve", "release", false, "bob", Some("not today".into())).await.unwrap();
+    plane
+        .decide(
+            &id,
+            "Approve",
+            "release",
+            false,
+            "bob",
+            Some("not today".into()),
+        )
+        .await
+        .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
     assert_eq!(v["status"], "Failed");
-    assert_eq!(action(&v, "Approve", "release")["error"], "rejected by bob: not today");
+    assert_eq!(
+        action(&v, "Approve", "release")["error"],
+        "rejected by bob: not today"
+    );
     assert!(action(&v, "After", "done")["status"].is_null());
 }
 
@@ -213,7 +298,10 @@ async fn an_approval_times_out_as_a_failure() {
     tokio::time::resume();
     let v = wait_until(&plane, &id, "the timeout", terminal).await;
     assert_eq!(v["status"], "Failed");
-    assert_eq!(action(&v, "Approve", "release")["error"], "approval timed out after 7d");
+    assert_eq!(
+        action(&v, "Approve", "release")["error"],
+        "approval timed out after 7d"
+    );
 }
 
 const FLAKY: &str = r##"
@@ -242,9 +330,16 @@ async fn a_failed_stage_is_retried_to_success() {
     assert_eq!(action(&v, "Work", "steady")["status"], "Succeeded");
     std::fs::write(&marker, "").unwrap();
     plane.retry(&id, "Work", false).await.unwrap();
-    let v = wait_until(&plane, &id, "the retry", |v| terminal(v) && action(v, "Work", "flaky")["attempt"] == 2).await;
+    let v = wait_until(&plane, &id, "the retry", |v| {
+        terminal(v) && action(v, "Work", "flaky")["attempt"] == 2
+    })
+    .await;
     assert_eq!(v["status"], "Succeeded", "{v:#}");
-    assert_eq!(action(&v, "Work", "steady")["attempt"], 1, "succeeded actions are not re-run");
+    assert_eq!(
+        action(&v, "Work", "steady")["attempt"],
+        1,
+        "succeeded actions are not re-run"
+    );
 }
 
 const BAD: &str = r##"
@@ -270,7 +365,10 @@ async fn bad_commands_and_escaping_outputs_fail_their_own_action() {
     assert_eq!(v["status"], "Failed");
     assert_eq!(action(&v, "Work", "missing")["status"], "Failed");
     assert_eq!(action(&v, "Work", "escape")["status"], "Failed");
-    let error = action(&v, "Work", "escape")["error"].as_str().unwrap().to_string();
+    let error = action(&v, "Work", "escape")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.contains("link"), "{error}");
 }
 
@@ -290,7 +388,8 @@ stages:
         let plane = ControlPlane::open(&fx.data).await.unwrap();
         let id = start(&plane, &fx).await;
         wait_until(&plane, &id, "both running", |v| {
-            action(v, "Work", "long")["status"] == "InProgress" && action(v, "Work", "gate")["status"] == "Waiting"
+            action(v, "Work", "long")["status"] == "InProgress"
+                && action(v, "Work", "gate")["status"] == "Waiting"
         })
         .await;
         plane.cancel_all().await;
@@ -304,7 +403,10 @@ stages:
     let long = action(&v, "Work", "long");
     assert_ne!(long["status"], "InProgress", "{v:#}");
     assert_eq!(action(&v, "Work", "gate")["status"], "Waiting");
-    plane.decide(&id, "Work", "gate", true, "ann", None).await.unwrap();
+    plane
+        .decide(&id, "Work", "gate", true, "ann", None)
+        .await
+        .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
     assert_eq!(v["status"], "Failed");
 }

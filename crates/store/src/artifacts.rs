@@ -31,16 +31,29 @@ pub enum ArtifactError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
-    move |source| ArtifactError::Io { path: path.display().to_string(), source }
+    move |source| ArtifactError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// One entry of an artifact's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ArtifactEntry {
-    File { path: String, digest: String, size: u64, executable: bool },
-    Dir { path: String },
-    Symlink { path: String, target: String },
+    File {
+        path: String,
+        digest: String,
+        size: u64,
+        executable: bool,
+    },
+    Dir {
+        path: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 /// An artifact: a tree of files, identified by the digest of its manifest.
@@ -52,7 +65,10 @@ pub struct Artifact {
 
 impl Artifact {
     pub fn file_count(&self) -> usize {
-        self.entries.iter().filter(|e| matches!(e, ArtifactEntry::File { .. })).count()
+        self.entries
+            .iter()
+            .filter(|e| matches!(e, ArtifactEntry::File { .. }))
+            .count()
     }
 }
 
@@ -72,10 +88,20 @@ impl ArtifactStore {
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return None;
         }
-        Some(self.root.join("blobs").join("sha256").join(&hex[..2]).join(&hex[2..]))
+        Some(
+            self.root
+                .join("blobs")
+                .join("sha256")
+                .join(&hex[..2])
+                .join(&hex[2..]),
+        )
     }
 
     /// Stores bytes from a reader; returns their digest `sha256:<hex>`.
@@ -95,7 +121,9 @@ impl ArtifactStore {
             size += n as u64;
         }
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-        let dest = self.blob_path(&digest).ok_or_else(|| ArtifactError::NotFound(digest.clone()))?;
+        let dest = self
+            .blob_path(&digest)
+            .ok_or_else(|| ArtifactError::NotFound(digest.clone()))?;
         if dest.exists() {
             return Ok((digest, size));
         }
@@ -103,7 +131,8 @@ impl ArtifactStore {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         tmp.file.sync_all().map_err(io_err(&tmp.path))?;
-        fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o444)).map_err(io_err(&tmp.path))?;
+        fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o444))
+            .map_err(io_err(&tmp.path))?;
         fs::rename(&tmp.path, &dest).map_err(io_err(&dest))?;
         tmp.keep = true;
         Ok((digest, size))
@@ -114,10 +143,15 @@ impl ArtifactStore {
     }
 
     pub fn open_blob(&self, digest: &str) -> Result<fs::File, ArtifactError> {
-        let path = self.blob_path(digest).ok_or_else(|| ArtifactError::NotFound(digest.to_string()))?;
+        let path = self
+            .blob_path(digest)
+            .ok_or_else(|| ArtifactError::NotFound(digest.to_string()))?;
         fs::File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ArtifactError::NotFound(digest.to_string()),
-            _ => ArtifactError::Io { path: path.display().to_string(), source: e },
+            _ => ArtifactError::Io {
+                path: path.display().to_string(),
+                source: e,
+            },
         })
     }
 
@@ -136,7 +170,12 @@ impl ArtifactStore {
         Ok(Artifact { id, entries })
     }
 
-    fn walk(&self, root: &Path, dir: &Path, out: &mut Vec<ArtifactEntry>) -> Result<(), ArtifactError> {
+    fn walk(
+        &self,
+        root: &Path,
+        dir: &Path,
+        out: &mut Vec<ArtifactEntry>,
+    ) -> Result<(), ArtifactError> {
         let mut children: Vec<_> = fs::read_dir(dir)
             .map_err(io_err(dir))?
             .collect::<Result<_, _>>()
@@ -152,9 +191,15 @@ impl ArtifactStore {
                 let target_str = target.to_string_lossy().into_owned();
                 let parent_rel = Path::new(&rel).parent().unwrap_or(Path::new(""));
                 if !stays_inside(parent_rel, &target) {
-                    return Err(ArtifactError::SymlinkEscapes { path: rel, target: target_str });
+                    return Err(ArtifactError::SymlinkEscapes {
+                        path: rel,
+                        target: target_str,
+                    });
                 }
-                out.push(ArtifactEntry::Symlink { path: rel, target: target_str });
+                out.push(ArtifactEntry::Symlink {
+                    path: rel,
+                    target: target_str,
+                });
             } else if ft.is_dir() {
                 out.push(ArtifactEntry::Dir { path: rel });
                 self.walk(root, &path, out)?;
@@ -162,7 +207,12 @@ impl ArtifactStore {
                 let file = fs::File::open(&path).map_err(io_err(&path))?;
                 let (digest, size) = self.put_blob(file)?;
                 let executable = meta.permissions().mode() & 0o111 != 0;
-                out.push(ArtifactEntry::File { path: rel, digest, size, executable });
+                out.push(ArtifactEntry::File {
+                    path: rel,
+                    digest,
+                    size,
+                    executable,
+                });
             } else {
                 return Err(ArtifactError::UnsupportedFileType { path: rel });
             }
@@ -173,17 +223,26 @@ impl ArtifactStore {
     /// Reads an artifact's manifest.
     pub fn artifact(&self, id: &str) -> Result<Artifact, ArtifactError> {
         let mut bytes = Vec::new();
-        self.open_blob(id)?.read_to_end(&mut bytes).map_err(io_err(Path::new(id)))?;
-        let entries: Vec<ArtifactEntry> = serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Corrupt {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })?;
+        self.open_blob(id)?
+            .read_to_end(&mut bytes)
+            .map_err(io_err(Path::new(id)))?;
+        let entries: Vec<ArtifactEntry> =
+            serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Corrupt {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
         for e in &entries {
             if !is_safe_relative(entry_path(e)) {
-                return Err(ArtifactError::Corrupt { id: id.to_string(), reason: format!("unsafe path {}", entry_path(e)) });
+                return Err(ArtifactError::Corrupt {
+                    id: id.to_string(),
+                    reason: format!("unsafe path {}", entry_path(e)),
+                });
             }
         }
-        Ok(Artifact { id: id.to_string(), entries })
+        Ok(Artifact {
+            id: id.to_string(),
+            entries,
+        })
     }
 
     /// Writes a fresh, writable copy of an artifact into `dest` (created if
@@ -197,7 +256,12 @@ impl ArtifactStore {
                     let p = dest.join(path);
                     fs::create_dir_all(&p).map_err(io_err(&p))?;
                 }
-                ArtifactEntry::File { path, digest, executable, .. } => {
+                ArtifactEntry::File {
+                    path,
+                    digest,
+                    executable,
+                    ..
+                } => {
                     let p = dest.join(path);
                     if let Some(parent) = p.parent() {
                         fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -206,7 +270,8 @@ impl ArtifactStore {
                     let mut out = fs::File::create(&p).map_err(io_err(&p))?;
                     io::copy(&mut src, &mut out).map_err(io_err(&p))?;
                     let mode = if *executable { 0o755 } else { 0o644 };
-                    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
+                    fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                        .map_err(io_err(&p))?;
                 }
                 ArtifactEntry::Symlink { path, target } => {
                     let p = dest.join(path);
@@ -221,11 +286,15 @@ impl ArtifactStore {
     pub fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
         let artifact = self.artifact(id)?;
         for entry in &artifact.entries {
-            if let ArtifactEntry::File { path: p, digest, .. } = entry
+            if let ArtifactEntry::File {
+                path: p, digest, ..
+            } = entry
                 && p == path
             {
                 let mut bytes = Vec::new();
-                self.open_blob(digest)?.read_to_end(&mut bytes).map_err(io_err(Path::new(p)))?;
+                self.open_blob(digest)?
+                    .read_to_end(&mut bytes)
+                    .map_err(io_err(Path::new(p)))?;
                 return Ok(Some(bytes));
             }
         }
@@ -235,16 +304,24 @@ impl ArtifactStore {
 
 fn entry_path(e: &ArtifactEntry) -> &str {
     match e {
-        ArtifactEntry::File { path, .. } | ArtifactEntry::Dir { path } | ArtifactEntry::Symlink { path, .. } => path,
+        ArtifactEntry::File { path, .. }
+        | ArtifactEntry::Dir { path }
+        | ArtifactEntry::Symlink { path, .. } => path,
     }
 }
 
 fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn is_safe_relative(path: &str) -> bool {
-    !path.is_empty() && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Whether a symlink at `dir` (relative to the artifact root) with `target`
@@ -288,13 +365,31 @@ fn tempfile_in(dir: &Path) -> Result<TempFile, ArtifactError> {
     for _ in 0..100 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("blob-{}-{n}", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => return Ok(TempFile { path, file, keep: false }),
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                return Ok(TempFile {
+                    path,
+                    file,
+                    keep: false,
+                });
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(ArtifactError::Io { path: path.display().to_string(), source: e }),
+            Err(e) => {
+                return Err(ArtifactError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
         }
     }
-    Err(ArtifactError::Io { path: dir.display().to_string(), source: io::Error::other("no free temporary name") })
+    Err(ArtifactError::Io {
+        path: dir.display().to_string(),
+        source: io::Error::other("no free temporary name"),
+    })
 }
 
 #[cfg(test)]
@@ -315,10 +410,16 @@ mod tests {
     fn identical_trees_share_one_id_and_each_content_is_stored_once() {
         let store_dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(store_dir.path()).unwrap();
-        let a = store.import_dir(tree(&[("x.txt", "same"), ("d/y.txt", "same")]).path()).unwrap();
-        let b = store.import_dir(tree(&[("x.txt", "same"), ("d/y.txt", "same")]).path()).unwrap();
+        let a = store
+            .import_dir(tree(&[("x.txt", "same"), ("d/y.txt", "same")]).path())
+            .unwrap();
+        let b = store
+            .import_dir(tree(&[("x.txt", "same"), ("d/y.txt", "same")]).path())
+            .unwrap();
         assert_eq!(a.id, b.id);
-        let c = store.import_dir(tree(&[("x.txt", "other")]).path()).unwrap();
+        let c = store
+            .import_dir(tree(&[("x.txt", "other")]).path())
+            .unwrap();
         assert_ne!(a.id, c.id);
         // One blob for "same", one for "other", and two manifests.
         let count = walk_count(&store_dir.path().join("blobs"));
@@ -330,7 +431,11 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                if e.file_type().unwrap().is_dir() { walk_count(&e.path()) } else { 1 }
+                if e.file_type().unwrap().is_dir() {
+                    walk_count(&e.path())
+                } else {
+                    1
+                }
             })
             .sum()
     }
@@ -346,7 +451,10 @@ mod tests {
         let p = out.path().join("a/b.txt");
         assert_eq!(fs::read_to_string(&p).unwrap(), "hello");
         fs::write(&p, "changed").unwrap();
-        assert_eq!(store.read_file(&art.id, "a/b.txt").unwrap().unwrap(), b"hello");
+        assert_eq!(
+            store.read_file(&art.id, "a/b.txt").unwrap().unwrap(),
+            b"hello"
+        );
     }
 
     #[test]
@@ -355,10 +463,16 @@ mod tests {
         let store = ArtifactStore::open(store_dir.path()).unwrap();
         let src = tree(&[("a.txt", "x")]);
         symlink("/etc/passwd", src.path().join("evil")).unwrap();
-        assert!(matches!(store.import_dir(src.path()), Err(ArtifactError::SymlinkEscapes { .. })));
+        assert!(matches!(
+            store.import_dir(src.path()),
+            Err(ArtifactError::SymlinkEscapes { .. })
+        ));
         let src2 = tree(&[("d/a.txt", "x")]);
         symlink("../../x", src2.path().join("d/up")).unwrap();
-        assert!(matches!(store.import_dir(src2.path()), Err(ArtifactError::SymlinkEscapes { .. })));
+        assert!(matches!(
+            store.import_dir(src2.path()),
+            Err(ArtifactError::SymlinkEscapes { .. })
+        ));
         let ok = tree(&[("d/a.txt", "x")]);
         symlink("a.txt", ok.path().join("d/link")).unwrap();
         assert!(store.import_dir(ok.path()).is_ok());

@@ -12,7 +12,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("the database in {path} is newer than this gantry (schema {found}, known {known})")]
-    SchemaTooNew { path: String, found: i64, known: i64 },
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -133,7 +137,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         let store = Store { pool };
         store.migrate(path).await?;
         Ok(store)
@@ -143,7 +150,10 @@ impl Store {
     pub async fn in_memory() -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
         // One connection: every connection to `:memory:` is its own database.
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         let store = Store { pool };
         store.migrate(Path::new(":memory:")).await?;
         Ok(store)
@@ -156,7 +166,9 @@ impl Store {
     }
 
     async fn migrate(&self, path: &Path) -> Result<(), StoreError> {
-        let found: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await?;
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&self.pool)
+            .await?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
                 path: path.display().to_string(),
@@ -165,7 +177,9 @@ impl Store {
             });
         }
         sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
-        sqlx::raw_sql("PRAGMA user_version = 1").execute(&self.pool).await?;
+        sqlx::raw_sql("PRAGMA user_version = 1")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -180,14 +194,16 @@ impl Store {
         states: &[ExecutionRow],
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let seq = sqlx::query("INSERT INTO events (pipeline, execution_id, at, body) VALUES (?, ?, ?, ?)")
-            .bind(pipeline)
-            .bind(execution_id)
-            .bind(at)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
+        let seq = sqlx::query(
+            "INSERT INTO events (pipeline, execution_id, at, body) VALUES (?, ?, ?, ?)",
+        )
+        .bind(pipeline)
+        .bind(execution_id)
+        .bind(at)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
         for row in states {
             sqlx::query(
                 "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state)
@@ -210,9 +226,10 @@ impl Store {
 
     /// Every event, in order.
     pub async fn events(&self) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query("SELECT seq, pipeline, execution_id, at, body FROM events ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT seq, pipeline, execution_id, at, body FROM events ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .into_iter()
             .map(|r| EventRecord {
@@ -226,7 +243,11 @@ impl Store {
     }
 
     /// Saves the pipeline definition an execution runs with.
-    pub async fn put_definition(&self, execution_id: &str, definition: &str) -> Result<(), StoreError> {
+    pub async fn put_definition(
+        &self,
+        execution_id: &str,
+        definition: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT OR REPLACE INTO definitions (execution_id, definition) VALUES (?, ?)")
             .bind(execution_id)
             .bind(definition)
@@ -236,10 +257,12 @@ impl Store {
     }
 
     pub async fn definition(&self, execution_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT definition FROM definitions WHERE execution_id = ?")
-            .bind(execution_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT definition FROM definitions WHERE execution_id = ?")
+                .bind(execution_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn execution(&self, id: &str) -> Result<Option<ExecutionRow>, StoreError> {
@@ -251,7 +274,11 @@ impl Store {
     }
 
     /// Recent executions, newest first.
-    pub async fn executions(&self, pipeline: Option<&str>, limit: i64) -> Result<Vec<ExecutionRow>, StoreError> {
+    pub async fn executions(
+        &self,
+        pipeline: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ExecutionRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, pipeline, status, started_at, finished_at, state FROM executions
              WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
@@ -396,15 +423,33 @@ mod tests {
         let path = dir.path().join("gantry.db");
         {
             let store = Store::open(&path).await.unwrap();
-            store.record_event("p", "e1", 1, "{\"a\":1}", &[row("e1", "InProgress")]).await.unwrap();
-            store.record_event("p", "e1", 2, "{\"a\":2}", &[row("e1", "Succeeded")]).await.unwrap();
+            store
+                .record_event("p", "e1", 1, "{\"a\":1}", &[row("e1", "InProgress")])
+                .await
+                .unwrap();
+            store
+                .record_event("p", "e1", 2, "{\"a\":2}", &[row("e1", "Succeeded")])
+                .await
+                .unwrap();
         }
         let store = Store::open(&path).await.unwrap();
         let events = store.events().await.unwrap();
-        assert_eq!(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(), ["{\"a\":1}", "{\"a\":2}"]);
-        assert_eq!(store.execution("e1").await.unwrap().unwrap().status, "Succeeded");
+        assert_eq!(
+            events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(),
+            ["{\"a\":1}", "{\"a\":2}"]
+        );
+        assert_eq!(
+            store.execution("e1").await.unwrap().unwrap().status,
+            "Succeeded"
+        );
         assert_eq!(store.executions(Some("p"), 10).await.unwrap().len(), 1);
-        assert!(store.executions(Some("other"), 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .executions(Some("other"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -419,9 +464,15 @@ mod tests {
             at: 5,
             line: text.into(),
         };
-        store.append_logs(&[line("S", "one"), line("T", "two"), line("S", "three")]).await.unwrap();
+        store
+            .append_logs(&[line("S", "one"), line("T", "two"), line("S", "three")])
+            .await
+            .unwrap();
         let s = store.logs("e", Some(("S", "a")), 0, 100).await.unwrap();
-        assert_eq!(s.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["one", "three"]);
+        assert_eq!(
+            s.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["one", "three"]
+        );
         let after = store.logs("e", None, s[0].seq, 100).await.unwrap();
         assert_eq!(after.len(), 2);
     }

@@ -16,7 +16,10 @@ use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture};
 pub struct BuildRunner;
 
 impl ActionRunner for BuildRunner {
-    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
         Box::pin(run(ctx))
     }
 }
@@ -25,7 +28,11 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     let src = ctx.work_dir.join("src");
     let mut secondary = Vec::new();
     for (i, (name, artifact)) in ctx.inputs.iter().enumerate() {
-        let dest = if i == 0 { src.clone() } else { ctx.work_dir.join("inputs").join(name.as_str()) };
+        let dest = if i == 0 {
+            src.clone()
+        } else {
+            ctx.work_dir.join("inputs").join(name.as_str())
+        };
         let store = ctx.artifacts.clone();
         let id = artifact.clone();
         let target = dest.clone();
@@ -37,17 +44,23 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             secondary.push((name.to_string(), dest));
         }
     }
-    tokio::fs::create_dir_all(&src).await.map_err(|e| ActionError::new(format!("cannot create {}: {e}", src.display())))?;
+    tokio::fs::create_dir_all(&src)
+        .await
+        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", src.display())))?;
 
     let (buildspec, image) = match &ctx.action.kind {
         ActionKind::Build { buildspec, image } | ActionKind::Test { buildspec, image } => {
             let path = src.join(buildspec);
             if !path.starts_with(&src) || buildspec.split('/').any(|c| c == "..") {
-                return Err(ActionError::new(format!("buildspec path {buildspec} leaves the input artifact")));
+                return Err(ActionError::new(format!(
+                    "buildspec path {buildspec} leaves the input artifact"
+                )));
             }
-            let text = tokio::fs::read_to_string(&path)
-                .await
-                .map_err(|e| ActionError::new(format!("cannot read buildspec {buildspec} in the input artifact: {e}")))?;
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                ActionError::new(format!(
+                    "cannot read buildspec {buildspec} in the input artifact: {e}"
+                ))
+            })?;
             let (spec, warnings) = parse_buildspec(buildspec, &text).map_err(|errors| {
                 let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 ActionError::new(format!("invalid buildspec:\n{}", lines.join("\n")))
@@ -57,11 +70,25 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             }
             (spec, image.clone())
         }
-        ActionKind::Shell { commands, artifacts, exported_variables, image } => (
-            gantry_build::shell_buildspec(commands.clone(), artifacts.clone(), exported_variables.clone()),
+        ActionKind::Shell {
+            commands,
+            artifacts,
+            exported_variables,
+            image,
+        } => (
+            gantry_build::shell_buildspec(
+                commands.clone(),
+                artifacts.clone(),
+                exported_variables.clone(),
+            ),
             image.clone(),
         ),
-        other => return Err(ActionError::new(format!("internal error: {} is not a build action", other.type_name()))),
+        other => {
+            return Err(ActionError::new(format!(
+                "internal error: {} is not a build action",
+                other.type_name()
+            )));
+        }
     };
     if let Some(image) = image {
         return Err(ActionError::new(format!(
@@ -74,7 +101,13 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         buildspec,
         source_dir: src,
         secondary_sources: secondary,
-        env: ctx.action.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: ctx
+            .action
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([(crate::orphans::OWNER_ENV.to_string(), ctx.owner.clone())])
+            .collect(),
         secrets: Vec::new(),
         build_id: format!("{}:{}", ctx.pipeline, ctx.execution_id),
         build_number: u64::from(ctx.attempt),
@@ -84,7 +117,9 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         out_dir: out_dir.clone(),
         cancel: ctx.cancel.clone(),
     };
-    let outcome = gantry_build::run(request, &ctx.log).await.map_err(|e| ActionError::new(e.to_string()))?;
+    let outcome = gantry_build::run(request, &ctx.log)
+        .await
+        .map_err(|e| ActionError::new(e.to_string()))?;
     if outcome.status != BuildStatus::Succeeded {
         let failed: Vec<&str> = outcome
             .phases
@@ -92,8 +127,14 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             .filter(|p| p.status != BuildStatus::Succeeded)
             .map(|p| p.name.as_str())
             .collect();
-        let detail = outcome.error.clone().unwrap_or_else(|| format!("phase {} failed", failed.join(", ")));
-        return Err(ActionError::new(format!("build {:?}: {detail}", outcome.status)));
+        let detail = outcome
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("phase {} failed", failed.join(", ")));
+        return Err(ActionError::new(format!(
+            "build {:?}: {detail}",
+            outcome.status
+        )));
     }
     let mut artifacts: Vec<(ArtifactName, PathBuf)> = Vec::new();
     for output in &outcome.artifacts {
@@ -116,5 +157,8 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             )));
         }
     }
-    Ok(ActionOutput { variables: outcome.exported_variables, artifacts })
+    Ok(ActionOutput {
+        variables: outcome.exported_variables,
+        artifacts,
+    })
 }

@@ -47,6 +47,9 @@ pub struct ActionContext {
     pub artifacts: ArtifactStore,
     pub log: ActionLog,
     pub cancel: CancellationToken,
+    /// The data dir, as the value of `GANTRY_OWNER` for the action's
+    /// processes (see [`crate::orphans`]).
+    pub owner: String,
     /// The action's timeout (its own or its type's default).
     pub timeout: std::time::Duration,
 }
@@ -74,7 +77,10 @@ impl ActionError {
 
 /// Runs one action type.
 pub trait ActionRunner: Send + Sync {
-    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>>;
+    fn run<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>>;
 }
 
 /// The runners by `type:` name.

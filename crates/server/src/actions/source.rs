@@ -16,7 +16,10 @@ use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture};
 pub struct SourceRunner;
 
 impl ActionRunner for SourceRunner {
-    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
         Box::pin(async move {
             let ActionKind::Source { repository, branch } = &ctx.action.kind else {
                 return Err(ActionError::new("internal error: not a source action"));
@@ -34,7 +37,11 @@ fn is_url(repository: &str) -> bool {
     repository.contains("://") || repository.starts_with("git@")
 }
 
-async fn snapshot(ctx: &ActionContext, repository: &str, branch: Option<&str>) -> Result<ActionOutput, ActionError> {
+async fn snapshot(
+    ctx: &ActionContext,
+    repository: &str,
+    branch: Option<&str>,
+) -> Result<ActionOutput, ActionError> {
     let repo: PathBuf = if is_url(repository) {
         let dest = ctx.work_dir.join("clone");
         let mut args = vec!["clone", "--quiet", "--no-checkout", "--single-branch"];
@@ -50,7 +57,10 @@ async fn snapshot(ctx: &ActionContext, repository: &str, branch: Option<&str>) -
         ctx.base_dir.join(repository)
     };
     if !repo.exists() {
-        return Err(ActionError::new(format!("repository {} does not exist", repo.display())));
+        return Err(ActionError::new(format!(
+            "repository {} does not exist",
+            repo.display()
+        )));
     }
     let current_branch = git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?;
     // A local run takes what the person has checked out; a named branch
@@ -59,9 +69,17 @@ async fn snapshot(ctx: &ActionContext, repository: &str, branch: Option<&str>) -
         Some(b) if b != current_branch && !is_url(repository) => format!("refs/heads/{b}"),
         _ => "HEAD".to_string(),
     };
-    let commit = git(&repo, &["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])
-        .await
-        .map_err(|_| ActionError::new(format!("{rev} names no commit in {}", repo.display())))?;
+    let commit = git(
+        &repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .await
+    .map_err(|_| ActionError::new(format!("{rev} names no commit in {}", repo.display())))?;
     let branch_name = match branch {
         Some(b) => b.to_string(),
         None if current_branch == "HEAD" => String::new(),
@@ -72,14 +90,21 @@ async fn snapshot(ctx: &ActionContext, repository: &str, branch: Option<&str>) -
     if rev == "HEAD" && !is_url(repository) {
         let dirty = git(&repo, &["status", "--porcelain", "--untracked-files=no"]).await?;
         if !dirty.is_empty() {
-            ctx.log.line("Note: the working tree has uncommitted changes; they are not part of this run.");
+            ctx.log.line(
+                "Note: the working tree has uncommitted changes; they are not part of this run.",
+            );
         }
     }
     let out = ctx.work_dir.join("snapshot");
-    tokio::fs::create_dir_all(&out).await.map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
+    tokio::fs::create_dir_all(&out)
+        .await
+        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
     archive(&repo, &commit, &out).await?;
     let short: String = commit.chars().take(12).collect();
-    ctx.log.line(&format!("Snapshot of {} at {short} ({branch_name})", repo.display()));
+    ctx.log.line(&format!(
+        "Snapshot of {} at {short} ({branch_name})",
+        repo.display()
+    ));
 
     let repository_name = repo
         .canonicalize()
@@ -93,8 +118,17 @@ async fn snapshot(ctx: &ActionContext, repository: &str, branch: Option<&str>) -
         ("AuthorDate".to_string(), author_date),
         ("RepositoryName".to_string(), repository_name),
     ]);
-    let artifacts = ctx.action.outputs.iter().take(1).map(|name| (name.clone(), out.clone())).collect();
-    Ok(ActionOutput { variables, artifacts })
+    let artifacts = ctx
+        .action
+        .outputs
+        .iter()
+        .take(1)
+        .map(|name| (name.clone(), out.clone()))
+        .collect();
+    Ok(ActionOutput {
+        variables,
+        artifacts,
+    })
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<String, ActionError> {
@@ -142,12 +176,21 @@ async fn archive(repo: &Path, commit: &str, out: &Path) -> Result<(), ActionErro
         .output()
         .await
         .map_err(|e| ActionError::new(format!("cannot run tar: {e}")))?;
-    let git_out = git.wait_with_output().await.map_err(|e| ActionError::new(format!("git archive: {e}")))?;
+    let git_out = git
+        .wait_with_output()
+        .await
+        .map_err(|e| ActionError::new(format!("git archive: {e}")))?;
     if !git_out.status.success() {
-        return Err(ActionError::new(format!("git archive failed: {}", String::from_utf8_lossy(&git_out.stderr).trim())));
+        return Err(ActionError::new(format!(
+            "git archive failed: {}",
+            String::from_utf8_lossy(&git_out.stderr).trim()
+        )));
     }
     if !tar.status.success() {
-        return Err(ActionError::new(format!("tar failed: {}", String::from_utf8_lossy(&tar.stderr).trim())));
+        return Err(ActionError::new(format!(
+            "tar failed: {}",
+            String::from_utf8_lossy(&tar.stderr).trim()
+        )));
     }
     Ok(())
 }

@@ -1,0 +1,418 @@
+//! The `gantry` binary as people and scripts use it: real processes, a real
+//! git repository, a second terminal approving, a server killed with -9.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn gantry() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.env_remove("GANTRY_DATA_DIR").env("GANTRY_LOG", "warn");
+    cmd
+}
+
+struct Repo {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Repo {
+    fn file(&self) -> PathBuf {
+        self.path.join("gantry.yaml")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path.join(".gantry")
+    }
+
+    /// Runs gantry in the repository with its data dir.
+    fn run(&self, args: &[&str]) -> Output {
+        gantry()
+            .current_dir(&self.path)
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        gantry()
+            .current_dir(&self.path)
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn status(&self, id: &str) -> Value {
+        let out = self.run(&["status", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn repo(pipeline: &str) -> Repo {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("gantry.yaml"), pipeline).unwrap();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .current_dir(&path)
+            .args([
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "init"]);
+    Repo { _dir: dir, path }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn last_json(out: &Output) -> Value {
+    let text = stdout(out);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
+    let s = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .unwrap();
+    s["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const SIMPLE: &str = r##"
+version: 1
+name: simple
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src], namespace: Source}
+  - name: Build
+    actions:
+      - name: hello
+        type: shell
+        inputs: [Src]
+        commands: ['echo "commit #{Source.CommitId}"']
+"##;
+
+#[test]
+fn validate_prints_every_error_with_its_location_and_exits_1() {
+    let r = repo(
+        "version: 1\nname: bad name\nstages:\n  - name: S\n    actions:\n      - {name: a, type: nope}\n",
+    );
+    let out = r.run(&["validate", "-f", "gantry.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("gantry.yaml:2:7: invalid pipeline name"),
+        "{text}"
+    );
+    assert!(text.contains("gantry.yaml:6:"), "{text}");
+    let ok = repo(SIMPLE).run(&["validate"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+}
+
+#[test]
+fn an_invalid_file_runs_nothing() {
+    let r = repo("version: 1\nname: x\nstages: []\nbogus: 1\n");
+    let out = r.run(&["run", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !r.data().join("gantry.db").exists(),
+        "nothing may start on an invalid file"
+    );
+}
+
+#[test]
+fn run_json_ends_with_the_execution_json() {
+    let r = repo(SIMPLE);
+    let out = r.run(&["run", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(v["status"], "Succeeded");
+    assert_eq!(v["pipeline"], "simple");
+    assert_eq!(action(&v, "Build", "hello")["status"], "Succeeded");
+    assert!(v["finished_at"].is_string());
+    let id = v["id"].as_str().unwrap();
+    let logs = stdout(&r.run(&["logs", id, "Build/hello"]));
+    let commit = action(&v, "Source", "checkout")["output_variables"]["CommitId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(logs.contains(&format!("commit {commit}")), "{logs}");
+    let list: Value = serde_json::from_str(&stdout(&r.run(&["executions", "--json"]))).unwrap();
+    assert_eq!(list[0]["id"], id);
+}
+
+const GATED: &str = r##"
+version: 1
+name: gated
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src]}
+  - name: Approve
+    actions:
+      - {name: release, type: approval, comments: "ship it?"}
+  - name: Deploy
+    actions:
+      - {name: go, type: shell, inputs: [Src], commands: ["true"]}
+"##;
+
+/// Starts `gantry run` and returns it with the execution id, once the
+/// approval waits.
+fn run_until_approval(r: &Repo) -> (Child, String) {
+    let child = r.spawn(&["run", "--json"]);
+    let mut id = String::new();
+    wait_for("the approval", || {
+        let out = r.run(&["executions", "--json"]);
+        let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return false;
+        };
+        let Some(e) = list.as_array().and_then(|l| l.first()).cloned() else {
+            return false;
+        };
+        id = e["id"].as_str().unwrap_or_default().to_string();
+        action(&e, "Approve", "release")["status"] == "Waiting"
+    });
+    (child, id)
+}
+
+#[test]
+fn an_approval_is_approved_from_a_second_terminal() {
+    let r = repo(GATED);
+    let (child, id) = run_until_approval(&r);
+    let nothing = r.run(&["approve", &id, "Deploy/go"]);
+    assert_eq!(nothing.status.code(), Some(1), "nothing waits at Deploy/go");
+    let out = r.run(&[
+        "approve",
+        &id,
+        "Approve/release",
+        "--comment",
+        "ok",
+        "--by",
+        "ann",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(last_json(&run)["status"], "Succeeded");
+}
+
+#[test]
+fn an_approval_is_rejected_from_a_second_terminal() {
+    let r = repo(GATED);
+    let (child, id) = run_until_approval(&r);
+    let out = r.run(&[
+        "reject",
+        &id,
+        "Approve/release",
+        "--comment",
+        "no",
+        "--by",
+        "bob",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let v = last_json(&run);
+    assert_eq!(v["status"], "Failed");
+    assert_eq!(
+        action(&v, "Approve", "release")["error"],
+        "rejected by bob: no"
+    );
+}
+
+const FLAKY: &str = r##"
+version: 1
+name: flaky
+stages:
+  - name: Work
+    actions:
+      - {name: flaky, type: shell, commands: ['test -f "#{variables.MARKER}"']}
+variables:
+  MARKER: /nonexistent
+"##;
+
+#[test]
+fn a_failed_stage_is_retried_from_the_cli() {
+    let r = repo(FLAKY);
+    let marker = r.path.join("marker");
+    let var = format!("MARKER={}", marker.display());
+    let out = r.run(&["run", "--json", "--var", &var]);
+    assert_eq!(out.status.code(), Some(1));
+    let id = last_json(&out)["id"].as_str().unwrap().to_string();
+    std::fs::write(&marker, "").unwrap();
+    let retry = r.run(&["retry", &id, "Work"]);
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    let v = r.status(&id);
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    assert_eq!(action(&v, "Work", "flaky")["attempt"], 2);
+}
+
+fn server_pid(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("server.json")).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+#[test]
+fn a_server_killed_with_sigkill_restarts_with_nothing_stuck() {
+    let pipeline = r##"
+version: 1
+name: long
+stages:
+  - name: Work
+    actions:
+      - {name: slow, type: shell, commands: ["touch started", "sleep 300"]}
+"##;
+    let r = repo(pipeline);
+    let mut server = r.spawn(&["server", "--listen", "127.0.0.1:0"]);
+    wait_for("server.json", || server_pid(&r.data()).is_some());
+    let out = r.run(&["run", "--no-follow", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = last_json(&out)["id"].as_str().unwrap().to_string();
+    wait_for("the action to start", || {
+        action(&r.status(&id), "Work", "slow")["status"] == "InProgress"
+    });
+    let started = r
+        .data()
+        .join("work")
+        .join(&id)
+        .join("Work-slow-1/src/started");
+    wait_for("the command to run", || started.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // The next command finds no live server, starts one, and that one
+    // recovers: the interrupted action fails, the sleep is killed.
+    let v = r.status(&id);
+    assert_eq!(v["status"], "Failed", "{v:#}");
+    let slow = action(&v, "Work", "slow");
+    assert_eq!(slow["status"], "Failed");
+    assert!(
+        slow["error"].as_str().unwrap().starts_with("interrupted"),
+        "{slow}"
+    );
+    let survivors = Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    let mine: Vec<String> = stdout(&survivors)
+        .lines()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(&r.data().display().to_string()))
+                .unwrap_or(false)
+        })
+        .map(String::from)
+        .collect();
+    assert!(
+        mine.is_empty(),
+        "orphaned build processes survive: {mine:?}"
+    );
+    // And the stage can be retried afterwards.
+    let retry = r.run(&["stop", &id]);
+    assert!(
+        !retry.status.success(),
+        "a failed execution cannot be stopped"
+    );
+}
+
+#[test]
+fn buildspec_run_json_follows_the_contract() {
+    let r = repo(SIMPLE);
+    std::fs::write(
+        r.path.join("buildspec.yml"),
+        "version: 0.2\nenv:\n  exported-variables: [V]\nphases:\n  build:\n    commands:\n      - V=1\n      - echo hi > out.txt\nartifacts:\n  files: [out.txt]\n",
+    )
+    .unwrap();
+    let out = r.run(&[
+        "buildspec",
+        "run",
+        "buildspec.yml",
+        "--out",
+        "dist",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(v["status"], "SUCCEEDED");
+    assert_eq!(v["exported_variables"]["V"], "1");
+    assert_eq!(v["phases"][0]["name"], "BUILD");
+    assert_eq!(v["artifacts"][0], "out.txt");
+    assert!(r.path.join("dist/out.txt").exists());
+}
