@@ -100,7 +100,7 @@ pub use crate::outcome::{
 };
 
 use crate::log::{Emitter, FrameWriter, LineAssembler};
-use crate::runner::{Driven, Driver};
+use crate::runner::{Driven, PhaseRunner};
 use crate::shell::RunAs;
 
 /// Everything a build needs.
@@ -272,7 +272,7 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         sink: logs,
     };
     let finished = CancellationToken::new();
-    let driver = Driver {
+    let runner = PhaseRunner {
         req: &req,
         env: env::base_env(&req, start_ms),
         frames: FrameWriter::new(tx, mark.clone()),
@@ -288,8 +288,8 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         commands_run: 0,
     };
     let drive = async {
-        let driven = driver.drive().await;
-        // The driver (and with it the runner's end of the FIFO) is gone:
+        let driven = runner.run_phases().await;
+        // The phase runner (and with it our end of the FIFO) is gone:
         // the log reader may finish once the shells' ends close too.
         finished.cancel();
         driven

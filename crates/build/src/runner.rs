@@ -57,7 +57,7 @@ enum Step {
     Interrupted(Interrupt),
 }
 
-pub(crate) struct Driver<'a> {
+pub(crate) struct PhaseRunner<'a> {
     pub(crate) req: &'a BuildRequest,
     pub(crate) env: BTreeMap<OsString, OsString>,
     pub(crate) frames: FrameWriter,
@@ -77,8 +77,8 @@ pub(crate) struct Driver<'a> {
     pub(crate) commands_run: u64,
 }
 
-impl Driver<'_> {
-    pub(crate) async fn drive(mut self) -> Driven {
+impl PhaseRunner<'_> {
+    pub(crate) async fn run_phases(mut self) -> Driven {
         let mut driven = Driven {
             phases: Vec::new(),
             interrupted: None,
