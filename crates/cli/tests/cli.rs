@@ -19,10 +19,6 @@ struct Repo {
 }
 
 impl Repo {
-    fn file(&self) -> PathBuf {
-        self.path.join("gantry.yaml")
-    }
-
     fn data(&self) -> PathBuf {
         self.path.join(".gantry")
     }

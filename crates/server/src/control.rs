@@ -460,7 +460,10 @@ impl ControlPlane {
         let id_owned = id.to_string();
         let task = tokio::spawn(async move {
             tokio::time::sleep(remaining).await;
-            let error = format!("approval timed out after {}", humanize(timeout));
+            let error = format!(
+                "approval timed out after {}",
+                gantry_spec::duration::format_duration(timeout)
+            );
             let event = Event::ActionFailed {
                 id: id_owned,
                 stage,
@@ -988,20 +991,6 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `7d`, `90s`: a duration as people write it in gantry files.
-pub fn humanize(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs % 86_400 == 0 && secs > 0 {
-        format!("{}d", secs / 86_400)
-    } else if secs % 3600 == 0 && secs > 0 {
-        format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 && secs > 0 {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{}s", secs)
-    }
 }
 
 /// Resolves a `#{...}` template against an execution (for the API).
