@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub(crate) struct Connection {
     pub(crate) client: Client,
+    /// The data dir this connection is about.
+    pub(crate) data_dir: PathBuf,
     /// The server this process started, if it did.
     pub(crate) embedded: Option<RunningServer>,
 }
@@ -41,20 +43,14 @@ impl Connection {
             if let Some(info) = live_server(data_dir) {
                 let client = Client::new(&info.api);
                 if client.get("/api/v1/health").await.is_ok() {
-                    return Ok(Connection {
-                        client,
-                        embedded: None,
-                    });
+                    return Ok(Connection { client, data_dir: data_dir.to_path_buf(), embedded: None });
                 }
             }
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
             match RunningServer::start(data_dir, listen).await {
                 Ok(server) => {
                     let client = Client::new(&server.api);
-                    return Ok(Connection {
-                        client,
-                        embedded: Some(server),
-                    });
+                    return Ok(Connection { client, data_dir: data_dir.to_path_buf(), embedded: Some(server) });
                 }
                 // Another process holds the data dir; it publishes server.json
                 // as soon as its API listens, so wait for that.

@@ -230,7 +230,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{execution}");
             } else {
-                for line in render::view(&execution, std::io::stdout().is_terminal()) {
+                for line in render::view(&execution, std::io::stdout().is_terminal(), "") {
                     println!("{line}");
                 }
             }
@@ -336,6 +336,20 @@ fn validate(file: &Path) -> Result<ExitCode> {
     }
 }
 
+/// ` --data-dir DIR` when commands typed in the current directory would not
+/// find `dir` by default, so suggested commands work when pasted.
+fn data_dir_hint(dir: &Path) -> String {
+    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+    let dir_abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    if cwd.as_ref().is_some_and(|c| c.join(".gantry") == dir_abs) {
+        return String::new();
+    }
+    let shown = cwd
+        .and_then(|c| dir_abs.strip_prefix(c).ok().map(Path::to_path_buf))
+        .unwrap_or(dir_abs);
+    format!(" --data-dir {}", shown.display())
+}
+
 fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
     pairs
         .iter()
@@ -410,7 +424,7 @@ async fn run(
 /// actions) when this process owns the server.
 async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !json;
-    let mut view = render::LiveView::new(tty);
+    let mut view = render::LiveView::new(tty, data_dir_hint(&conn.data_dir));
     let mut version = 0;
     let mut interrupted = false;
     loop {

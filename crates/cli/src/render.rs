@@ -42,7 +42,8 @@ fn mark(status: Option<&str>, color: bool) -> String {
 }
 
 /// The lines of the view.
-pub(crate) fn view(execution: &Value, color: bool) -> Vec<String> {
+/// `hint` follows `gantry` in every command the view suggests (e.g. ` --data-dir DIR`).
+pub(crate) fn view(execution: &Value, color: bool, hint: &str) -> Vec<String> {
     let id = execution["id"].as_str().unwrap_or("?");
     let status = execution["status"].as_str();
     let mut lines = vec![format!(
@@ -90,12 +91,14 @@ pub(crate) fn view(execution: &Value, color: bool) -> Vec<String> {
                 }
             }
             if action_status == Some("Waiting") {
-                lines.push(format!(
-                    "          approve: gantry approve {id} {stage_name}/{name}"
-                ));
-                lines.push(format!(
-                    "          reject:  gantry reject {id} {stage_name}/{name}"
-                ));
+                if let Some(comments) = action["approval"]["comments"].as_str() {
+                    lines.push(format!("          {comments}"));
+                }
+                if let Some(url) = action["approval"]["review_url"].as_str() {
+                    lines.push(format!("          review: {url}"));
+                }
+                lines.push(format!("          approve: gantry{hint} approve {id} {stage_name}/{name}"));
+                lines.push(format!("          reject:  gantry{hint} reject {id} {stage_name}/{name}"));
             }
         }
     }
@@ -105,14 +108,16 @@ pub(crate) fn view(execution: &Value, color: bool) -> Vec<String> {
 /// Draws successive views: in place on a terminal, as change lines otherwise.
 pub(crate) struct LiveView {
     tty: bool,
+    hint: String,
     drawn: usize,
     seen: BTreeMap<String, String>,
 }
 
 impl LiveView {
-    pub(crate) fn new(tty: bool) -> LiveView {
+    pub(crate) fn new(tty: bool, hint: String) -> LiveView {
         LiveView {
             tty,
+            hint,
             drawn: 0,
             seen: BTreeMap::new(),
         }
@@ -121,7 +126,7 @@ impl LiveView {
     pub(crate) fn draw(&mut self, execution: &Value) {
         let mut out = std::io::stdout().lock();
         if self.tty {
-            let lines = view(execution, true);
+            let lines = view(execution, true, &self.hint);
             if self.drawn > 0 {
                 let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
             }
@@ -130,7 +135,7 @@ impl LiveView {
             }
             self.drawn = lines.len();
         } else {
-            for (key, line) in changes(execution) {
+            for (key, line) in changes(execution, &self.hint) {
                 if self.seen.get(&key) != Some(&line) {
                     let _ = writeln!(out, "{line}");
                     self.seen.insert(key, line);
@@ -142,7 +147,7 @@ impl LiveView {
 }
 
 /// One line per execution and action status, keyed so unchanged ones are not repeated.
-fn changes(execution: &Value) -> Vec<(String, String)> {
+fn changes(execution: &Value, hint: &str) -> Vec<(String, String)> {
     let id = execution["id"].as_str().unwrap_or("?");
     let mut out = Vec::new();
     for stage in execution["stages"].as_array().into_iter().flatten() {
@@ -164,7 +169,7 @@ fn changes(execution: &Value) -> Vec<(String, String)> {
             }
             if status == "Waiting" {
                 line.push_str(&format!(
-                    " — approve with: gantry approve {id} {stage_name}/{name}"
+                    " — approve with: gantry{hint} approve {id} {stage_name}/{name}"
                 ));
             }
             out.push((format!("{stage_name}/{name}#{attempt}"), line));

@@ -6,6 +6,7 @@ use gantry_spec::pipeline::ActionKind;
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
+use crate::control::resolve_in;
 use crate::definition::Loaded;
 
 pub fn execution_json(execution: &Execution, loaded: Option<&Loaded>) -> Value {
@@ -39,8 +40,14 @@ pub fn execution_json(execution: &Execution, loaded: Option<&Loaded>) -> Value {
                     if let Some(spec) = spec {
                         value["type"] = json!(spec.kind.type_name());
                         value["run_order"] = json!(spec.run_order);
-                        if let ActionKind::Approval { .. } = spec.kind {
-                            value["approval"] = json!(true);
+                        if let (ActionKind::Approval { review_url, comments }, Some(loaded)) = (&spec.kind, loaded) {
+                            // What the person is asked, with its references resolved
+                            // against this execution, so they see what they approve.
+                            let resolve = |t: &Option<String>| {
+                                t.as_deref().map(|t| resolve_in(t, loaded, execution).unwrap_or_else(|_| t.to_string()))
+                            };
+                            value["approval"] =
+                                json!({"comments": resolve(comments), "review_url": resolve(review_url)});
                         }
                     }
                     value
