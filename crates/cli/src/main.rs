@@ -3,6 +3,7 @@
 //! Errors are printed once, with their cause chain, by `main`.
 
 mod client;
+mod param;
 mod render;
 
 use std::collections::BTreeMap;
@@ -105,6 +106,11 @@ enum Command {
     Server {
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
+    },
+    /// The parameter store: put, get, list, history, label, delete, rotate-key.
+    Param {
+        #[command(subcommand)]
+        command: param::ParamCommand,
     },
     /// Buildspec commands.
     Buildspec {
@@ -297,6 +303,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 body,
             )
             .await
+        }
+        Command::Param { command } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = param::run(&conn, command).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
         }
         Command::Server { listen } => server(&data_dir_for(&default_file)?, listen).await,
         Command::Buildspec {

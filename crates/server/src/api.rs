@@ -32,6 +32,7 @@ pub fn router(plane: ControlPlane) -> Router {
         )
         .route("/api/v1/executions/{id}/retry", post(retry))
         .route("/api/v1/executions/{id}/stop", post(stop))
+        .merge(crate::api_params::routes())
         .with_state(plane)
 }
 
@@ -53,6 +54,17 @@ impl IntoResponse for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::Param(e) => match e.code() {
+                "param.not_found" | "param.version_not_found" | "param.label_not_found" | "param.unresolved" => {
+                    StatusCode::NOT_FOUND
+                }
+                "param.already_exists" | "param.history_full_with_label" => StatusCode::CONFLICT,
+                "param.wrong_master_key" | "param.decrypt_failed" | "param.encrypt_failed" | "param.randomness"
+                | "param.corrupt" | "param.database" | "param.key_file" | "param.master_key_invalid" => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::BAD_REQUEST,
+            },
             ControlError::NothingWaiting(_) | ControlError::Engine(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -129,11 +141,24 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
 }
 
 async fn status(State(plane): State<ControlPlane>, Path(id): Path<String>) -> ApiResult {
-    let (execution, loaded) = plane
-        .execution(&id)
-        .await
-        .ok_or(ControlError::NotFound(id))?;
-    Ok(Json(execution_json(&execution, loaded.as_deref())))
+    let (execution, loaded) = plane.execution(&id).await.ok_or_else(|| ControlError::NotFound(id.clone()))?;
+    let mut value = execution_json(&execution, loaded.as_deref());
+    // Which parameter versions each action's latest attempt used.
+    let used = plane.store().action_parameters(&id).await.map_err(ControlError::from)?;
+    for stage in value["stages"].as_array_mut().into_iter().flatten() {
+        let stage_name = stage["name"].as_str().unwrap_or_default().to_string();
+        for action in stage["actions"].as_array_mut().into_iter().flatten() {
+            let attempt = action["attempt"].as_i64().unwrap_or(0);
+            let record = used
+                .iter()
+                .find(|(s, a, n, _)| *s == stage_name && action["name"] == a.as_str() && *n == attempt)
+                .and_then(|(_, _, _, body)| serde_json::from_str::<Value>(body).ok());
+            if let Some(record) = record {
+                action["parameters"] = record;
+            }
+        }
+    }
+    Ok(Json(value))
 }
 
 #[derive(Deserialize)]

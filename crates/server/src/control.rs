@@ -32,6 +32,8 @@ use crate::clock::now_ms;
 use crate::definition::{Definition, Loaded, plan};
 use crate::error::ControlError;
 use crate::logs::LogWriter;
+use crate::parameters::KeySource;
+use gantry_params::ParamStore;
 use crate::resolve::resolve_action;
 
 /// Default timeout of every action type but approvals (CodePipeline's 1 h).
@@ -49,6 +51,8 @@ pub struct ControlPlane {
 struct Inner {
     data_dir: PathBuf,
     store: Store,
+    params: Arc<ParamStore>,
+    key_source: KeySource,
     artifacts: ArtifactStore,
     logs: LogWriter,
     runners: Runners,
@@ -83,6 +87,7 @@ impl ControlPlane {
             .canonicalize()
             .map_err(|e| ControlError::io(data_dir, e))?;
         let store = Store::open(&data_dir.join("gantry.db")).await?;
+        let (params, key_source) = crate::parameters::open(&store, &data_dir).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
         // Nothing runs yet, so every leftover work directory is garbage from
         // an earlier process.
@@ -148,6 +153,8 @@ impl ControlPlane {
             inner: Arc::new(Inner {
                 data_dir,
                 store,
+                params,
+                key_source,
                 artifacts,
                 logs,
                 runners,
@@ -214,6 +221,43 @@ impl ControlPlane {
 
     pub fn artifacts(&self) -> &ArtifactStore {
         &self.inner.artifacts
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.inner.params
+    }
+
+    /// Re-encrypts every SecureString version under a new master key. With
+    /// a key file, a new key is generated and the file replaced after the
+    /// database holds only the new key's ciphertexts; with
+    /// `GANTRY_MASTER_KEY`, the caller must name the new key (and then set
+    /// the variable to it). Returns the re-encrypted count and the new key id.
+    pub async fn rotate_master_key(&self, new_key: Option<&str>) -> Result<(usize, String), ControlError> {
+        let key = match (new_key, self.inner.key_source) {
+            (Some(hex), _) => gantry_params::MasterKey::from_hex(hex)?,
+            (None, KeySource::File) => gantry_params::MasterKey::generate()?,
+            (None, KeySource::Environment) => {
+                return Err(ControlError::BadRequest(format!(
+                    "the master key comes from {}: give the new key to rotate to",
+                    gantry_params::MASTER_KEY_ENV
+                )));
+            }
+        };
+        let id = key.id().to_string();
+        let hex = key.to_hex();
+        let rotated = self.inner.params.rotate_key(key).await?;
+        if self.inner.key_source == KeySource::File {
+            let path = self.inner.data_dir.join(gantry_params::MASTER_KEY_FILE);
+            let tmp = path.with_extension("key.new");
+            write_private(&tmp, hex.as_bytes()).map_err(|e| ControlError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| ControlError::io(&path, e))?;
+        }
+        Ok((rotated, id))
+    }
+
+    /// Where the master key came from.
+    pub fn key_source(&self) -> KeySource {
+        self.inner.key_source
     }
 
     /// A receiver that changes whenever any execution changes.
@@ -631,6 +675,8 @@ impl ControlPlane {
             inputs,
             source_revision: source_revision(loaded, execution),
             artifacts: self.inner.artifacts.clone(),
+            params: self.inner.params.clone(),
+            store: self.inner.store.clone(),
             log: log.clone(),
             cancel,
         };
@@ -876,6 +922,15 @@ impl ControlPlane {
             cancel.cancel();
         }
     }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// The states that changed since they were last persisted.

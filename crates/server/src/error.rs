@@ -35,6 +35,8 @@ pub enum ControlError {
     },
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Param(#[from] gantry_params::ParamError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,6 +63,7 @@ impl ControlError {
             ControlError::CorruptLog { .. } => "store.corrupt_log",
             ControlError::Io { .. } => "io.error",
             ControlError::BadRequest(_) => "request.invalid",
+            ControlError::Param(e) => e.code(),
             ControlError::Internal(_) => "internal",
         }
     }

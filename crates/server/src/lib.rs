@@ -12,12 +12,14 @@
 
 pub mod actions;
 pub mod api;
+mod api_params;
 pub mod clock;
 pub mod control;
 pub mod definition;
 pub mod error;
 pub mod logs;
 pub mod orphans;
+pub mod parameters;
 mod resolve;
 pub mod server_info;
 pub mod view;

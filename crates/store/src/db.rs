@@ -57,6 +57,15 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_execution ON logs (execution_id, seq);
 
+CREATE TABLE IF NOT EXISTS action_parameters (
+    execution_id TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (execution_id, stage, action, attempt)
+);
+
 CREATE TABLE IF NOT EXISTS approvals (
     execution_id TEXT NOT NULL,
     stage        TEXT NOT NULL,
@@ -347,6 +356,39 @@ impl Store {
                 line: r.get(6),
             })
             .collect())
+    }
+
+    /// Records which parameters (and versions) an action attempt used, as JSON.
+    pub async fn record_action_parameters(
+        &self,
+        execution_id: &str,
+        stage: &str,
+        action: &str,
+        attempt: i64,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO action_parameters (execution_id, stage, action, attempt, body) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(execution_id)
+        .bind(stage)
+        .bind(action)
+        .bind(attempt)
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `(stage, action, attempt, body)` of every recorded attempt of an execution.
+    pub async fn action_parameters(&self, execution_id: &str) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stage, action, attempt, body FROM action_parameters WHERE execution_id = ? ORDER BY stage, action, attempt",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
     }
 
     pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {

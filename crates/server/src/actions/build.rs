@@ -96,19 +96,32 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         )));
     }
 
+    // Parameters are read now, just before the build, so the build sees the
+    // values current at its start (as CodeBuild does) and records which.
+    let mut resolved = crate::parameters::resolve_env(&ctx.params, &ctx.action.env).await;
+    if let Ok(env) = &mut resolved {
+        match crate::parameters::resolve_buildspec(&ctx.params, &buildspec).await {
+            Ok(more) => {
+                env.secrets.extend(more.secrets);
+                env.records.extend(more.records);
+            }
+            Err(error) => resolved = Err(error),
+        }
+    }
+    let resolved = resolved.map_err(ActionError)?;
+    ctx.record_parameters(&resolved.records).await;
+
     let out_dir = ctx.work_dir.join("out");
     let request = BuildRequest {
         buildspec,
         source_dir: src,
         secondary_sources: secondary,
-        env: ctx
-            .action
+        env: resolved
             .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .into_iter()
             .chain([(crate::orphans::OWNER_ENV.to_string(), ctx.owner.clone())])
             .collect(),
-        secrets: Vec::new(),
+        secrets: resolved.secrets,
         build_id: format!("{}:{}", ctx.pipeline, ctx.execution_id),
         build_number: u64::from(ctx.attempt),
         initiator: format!("gantry/{}", ctx.pipeline),

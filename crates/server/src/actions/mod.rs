@@ -18,10 +18,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use gantry_spec::pipeline::{Action, ArtifactName};
-use gantry_store::ArtifactStore;
+use gantry_params::ParamStore;
+use gantry_store::{ArtifactStore, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use build::BuildRunner;
+
+impl ActionContext {
+    /// Records the parameters this attempt resolved, and logs each one
+    /// (name and version, never the value).
+    pub async fn record_parameters(&self, records: &[crate::parameters::ParamRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        for r in records {
+            self.log.line(&format!(
+                "Parameter {} = {} (version {}{}) from {}",
+                r.var,
+                r.name,
+                r.version,
+                if r.secure { ", SecureString" } else { "" },
+                r.source
+            ));
+        }
+        let body = serde_json::to_string(records).unwrap_or_default();
+        if let Err(error) =
+            self.store.record_action_parameters(&self.execution_id, &self.stage, self.action.name.as_str(), i64::from(self.attempt), &body).await
+        {
+            tracing::error!(%error, "Recording resolved parameters failed.");
+        }
+    }
+}
 pub use source::SourceRunner;
 
 use crate::logs::ActionLog;
@@ -45,6 +72,10 @@ pub struct ActionContext {
     /// The commit the execution's source action took, if any.
     pub source_revision: Option<String>,
     pub artifacts: ArtifactStore,
+    /// The parameter store, for `env.parameter-store` and `{{param:…}}`.
+    pub params: Arc<ParamStore>,
+    /// The database, to record which parameters the attempt used.
+    pub store: Store,
     pub log: ActionLog,
     pub cancel: CancellationToken,
     /// The data dir, as the value of `GANTRY_OWNER` for the action's

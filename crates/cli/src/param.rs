@@ -1,0 +1,212 @@
+//! `gantry param …`: the parameter store from the command line. A value can
+//! come from standard input (`-` or no VALUE), so secrets stay out of shell
+//! history; SecureStrings print as `***` unless `--decrypt` is given.
+
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::client::Connection;
+
+#[derive(Subcommand)]
+pub(crate) enum ParamCommand {
+    /// Creates a parameter, or a new version of it with --overwrite.
+    Put {
+        name: String,
+        /// The value; `-` or absent reads it from standard input.
+        value: Option<String>,
+        /// String, StringList or SecureString.
+        #[arg(long = "type", default_value = "String")]
+        param_type: String,
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reads a parameter: NAME, NAME:VERSION or NAME:LABEL.
+    Get {
+        name: String,
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists parameters under a path.
+    List {
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long)]
+        recursive: bool,
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every kept version of a parameter, oldest first.
+    History {
+        name: String,
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attaches labels to a version: NAME:VERSION LABEL... (NAME alone = latest).
+    Label {
+        target: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes a parameter and all its versions.
+    Delete {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypts every SecureString under a new master key.
+    RotateKey {
+        /// The new key (64 hex characters), read from standard input when `-`.
+        /// Needed when the key comes from GANTRY_MASTER_KEY; otherwise a new
+        /// key is generated and the key file replaced.
+        #[arg(long)]
+        new_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn query(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn read_stdin() -> Result<String> {
+    let mut value = String::new();
+    std::io::stdin().read_to_string(&mut value).context("cannot read the value from standard input")?;
+    // A trailing newline comes from `echo` or the terminal, not from the value.
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}
+
+fn print_param(p: &Value) {
+    let labels = p["labels"].as_array().map(|l| {
+        l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+    });
+    println!(
+        "{}  {}  v{}  {}{}",
+        p["name"].as_str().unwrap_or(""),
+        p["type"].as_str().unwrap_or(""),
+        p["version"],
+        p["value"].as_str().unwrap_or(""),
+        labels.filter(|l| !l.is_empty()).map(|l| format!("  [{l}]")).unwrap_or_default()
+    );
+}
+
+pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> {
+    let by = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
+    match command {
+        ParamCommand::Put { name, value, param_type, overwrite, description, json } => {
+            let value = match value.as_deref() {
+                None | Some("-") => read_stdin()?,
+                Some(v) => v.to_string(),
+            };
+            let body = json!({"name": name, "value": value, "type": param_type, "overwrite": overwrite,
+                              "description": description, "by": by});
+            let out = conn.client.post("/api/v1/params/put", &body).await?;
+            if json {
+                println!("{out}");
+            } else {
+                println!("{} version {}", out["name"].as_str().unwrap_or(""), out["version"]);
+            }
+        }
+        ParamCommand::Get { name, decrypt, json } => {
+            let p = conn.client.get(&format!("/api/v1/params/get?name={}&decrypt={decrypt}", query(&name))).await?;
+            if json {
+                println!("{p}");
+            } else {
+                println!("{}", p["value"].as_str().unwrap_or(""));
+            }
+        }
+        ParamCommand::List { path, recursive, decrypt, json } => {
+            let list = conn
+                .client
+                .get(&format!("/api/v1/params/list?path={}&recursive={recursive}&decrypt={decrypt}", query(&path)))
+                .await?;
+            if json {
+                println!("{list}");
+            } else {
+                list.as_array().into_iter().flatten().for_each(print_param);
+            }
+        }
+        ParamCommand::History { name, decrypt, json } => {
+            let list = conn.client.get(&format!("/api/v1/params/history?name={}&decrypt={decrypt}", query(&name))).await?;
+            if json {
+                println!("{list}");
+            } else {
+                for p in list.as_array().into_iter().flatten() {
+                    print_param(p);
+                    println!("    {} by {}", p["last_modified"].as_str().unwrap_or(""), p["modified_by"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        ParamCommand::Label { target, labels, json } => {
+            let (name, version) = match target.rsplit_once(':') {
+                Some((n, v)) => match v.parse::<u64>() {
+                    Ok(v) => (n.to_string(), Some(v)),
+                    Err(_) => bail!("{target:?}: the part after ':' must be a version number"),
+                },
+                None => (target.clone(), None),
+            };
+            let out = conn.client.post("/api/v1/params/label", &json!({"name": name, "version": version, "labels": labels})).await?;
+            if json {
+                println!("{out}");
+            } else {
+                println!("{} version {}: labelled", out["name"].as_str().unwrap_or(""), out["version"]);
+                for bad in out["invalid_labels"].as_array().into_iter().flatten() {
+                    eprintln!("invalid label: {}", bad.as_str().unwrap_or(""));
+                }
+            }
+            if out["invalid_labels"].as_array().is_some_and(|a| !a.is_empty()) {
+                bail!("some labels are invalid");
+            }
+        }
+        ParamCommand::Delete { name, json } => {
+            let out = conn.client.post("/api/v1/params/delete", &json!({"name": name})).await?;
+            if json {
+                println!("{out}");
+            } else {
+                println!("{} deleted", out["name"].as_str().unwrap_or(""));
+            }
+        }
+        ParamCommand::RotateKey { new_key, json } => {
+            let new_key = match new_key.as_deref() {
+                Some("-") => Some(read_stdin()?),
+                other => other.map(str::to_string),
+            };
+            let out = conn.client.post("/api/v1/params/rotate-key", &json!({"new_key": new_key})).await?;
+            if json {
+                println!("{out}");
+            } else {
+                println!("re-encrypted {} versions; master key is now {}", out["rotated_versions"], out["key_id"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The parameter store's part of the HTTP API. SecureString values leave
+//! the server only when a request asks for decryption; everywhere else they
+//! are `***`. Errors name parameters, never values.
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gantry_params::{ParamName, ParamPath, ParamType, ParamValue, Parameter, PutParameter, Selector};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::ApiError;
+use crate::control::ControlPlane;
+use crate::error::ControlError;
+
+pub(crate) fn routes() -> Router<ControlPlane> {
+    Router::new()
+        .route("/api/v1/params/put", post(put))
+        .route("/api/v1/params/get", get(get_one))
+        .route("/api/v1/params/list", get(list))
+        .route("/api/v1/params/history", get(history))
+        .route("/api/v1/params/label", post(label))
+        .route("/api/v1/params/delete", post(delete))
+        .route("/api/v1/params/rotate-key", post(rotate_key))
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn bad(e: gantry_params::ParamError) -> ApiError {
+    ControlError::Param(e).into()
+}
+
+/// A parameter as JSON; a SecureString read without decryption shows `***`.
+pub(crate) fn param_json(p: &Parameter) -> Value {
+    let value = match &p.value {
+        ParamValue::Plain(v) => json!(v),
+        ParamValue::Secret(s) => json!(s.expose()),
+        ParamValue::Encrypted => json!("***"),
+    };
+    json!({
+        "name": p.name.to_string(),
+        "type": p.param_type.to_string(),
+        "version": p.version,
+        "value": value,
+        "labels": p.labels.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "description": p.description,
+        "last_modified": p.last_modified.to_string(),
+        "modified_by": p.modified_by,
+    })
+}
+
+#[derive(Deserialize)]
+struct PutRequest {
+    name: String,
+    value: String,
+    #[serde(default, rename = "type")]
+    param_type: Option<String>,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn put(State(plane): State<ControlPlane>, Json(req): Json<PutRequest>) -> ApiResult {
+    let name = ParamName::parse(&req.name).map_err(bad)?;
+    let param_type: ParamType = match req.param_type.as_deref() {
+        Some(t) => t.parse().map_err(bad)?,
+        None => ParamType::String,
+    };
+    let by = req.by.unwrap_or_else(|| "anonymous".to_string());
+    let mut put = PutParameter::new(&name, &req.value, param_type, &by).overwrite(req.overwrite);
+    if let Some(d) = req.description.as_deref() {
+        put = put.description(d);
+    }
+    let version = plane.params().put(put).await.map_err(bad)?;
+    Ok(Json(json!({"name": name.to_string(), "version": version})))
+}
+
+#[derive(Deserialize)]
+struct GetQuery {
+    name: String,
+    #[serde(default)]
+    decrypt: bool,
+}
+
+async fn get_one(State(plane): State<ControlPlane>, Query(q): Query<GetQuery>) -> ApiResult {
+    let selector = Selector::parse(&q.name).map_err(bad)?;
+    let p = plane.params().get(&selector, q.decrypt).await.map_err(bad)?;
+    Ok(Json(param_json(&p)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    decrypt: bool,
+}
+
+async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> ApiResult {
+    let path = match q.path.as_deref() {
+        Some(p) if p != "/" => ParamPath::parse(p).map_err(bad)?,
+        _ => ParamPath::root(),
+    };
+    let params = plane.params().list(&path, q.recursive, q.decrypt).await.map_err(bad)?;
+    Ok(Json(Value::Array(params.iter().map(param_json).collect())))
+}
+
+async fn history(State(plane): State<ControlPlane>, Query(q): Query<GetQuery>) -> ApiResult {
+    let name = ParamName::parse(&q.name).map_err(bad)?;
+    let versions = plane.params().history(&name, q.decrypt).await.map_err(bad)?;
+    Ok(Json(Value::Array(versions.iter().map(param_json).collect())))
+}
+
+#[derive(Deserialize)]
+struct LabelRequest {
+    name: String,
+    #[serde(default)]
+    version: Option<u64>,
+    labels: Vec<String>,
+}
+
+async fn label(State(plane): State<ControlPlane>, Json(req): Json<LabelRequest>) -> ApiResult {
+    let name = ParamName::parse(&req.name).map_err(bad)?;
+    let outcome = plane.params().label(&name, req.version, &req.labels).await.map_err(bad)?;
+    let invalid: Vec<String> = outcome.invalid_labels.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({"name": name.to_string(), "version": outcome.version, "invalid_labels": invalid})))
+}
+
+#[derive(Deserialize)]
+struct DeleteRequest {
+    name: String,
+}
+
+async fn delete(State(plane): State<ControlPlane>, Json(req): Json<DeleteRequest>) -> ApiResult {
+    let name = ParamName::parse(&req.name).map_err(bad)?;
+    plane.params().delete(&name).await.map_err(bad)?;
+    Ok(Json(json!({"name": name.to_string(), "deleted": true})))
+}
+
+#[derive(Deserialize)]
+struct RotateRequest {
+    /// The new key (64 hex characters). Required when the current key comes
+    /// from `GANTRY_MASTER_KEY`; otherwise a new key is generated and the key
+    /// file is replaced once every version is re-encrypted.
+    #[serde(default)]
+    new_key: Option<String>,
+}
+
+async fn rotate_key(State(plane): State<ControlPlane>, Json(req): Json<RotateRequest>) -> ApiResult {
+    let rotated = plane.rotate_master_key(req.new_key.as_deref()).await?;
+    Ok(Json(json!({"rotated_versions": rotated.0, "key_id": rotated.1})))
+}
