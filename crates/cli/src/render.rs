@@ -90,6 +90,22 @@ pub(crate) fn view(execution: &Value, color: bool, hint: &str) -> Vec<String> {
                     ));
                 }
             }
+            for report in action["reports"].as_array().into_iter().flatten() {
+                lines.push(format!(
+                    "          tests {}: {} passed, {} failed, {} skipped",
+                    report["group"].as_str().unwrap_or(""),
+                    report["passed"],
+                    report["failed"],
+                    report["skipped"]
+                ));
+                for failure in report["failures"].as_array().into_iter().flatten().take(5) {
+                    lines.push(format!(
+                        "            ✗ {}: {}",
+                        failure["name"].as_str().unwrap_or(""),
+                        failure["message"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                    ));
+                }
+            }
             if action_status == Some("Waiting") {
                 if let Some(comments) = action["approval"]["comments"].as_str() {
                     lines.push(format!("          {comments}"));

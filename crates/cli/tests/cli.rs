@@ -412,3 +412,49 @@ fn buildspec_run_json_follows_the_contract() {
     assert_eq!(v["artifacts"][0], "out.txt");
     assert!(r.path.join("dist/out.txt").exists());
 }
+
+#[test]
+fn test_reports_are_stored_with_the_action_and_shown_by_status() {
+    let pipeline = r##"
+version: 1
+name: tested
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src]}
+  - name: Test
+    actions:
+      - {name: unit, type: test, inputs: [Src], buildspec: tests.yml}
+"##;
+    let r = repo(pipeline);
+    let junit = r#"<?xml version="1.0"?>
+<testsuites><testsuite name="shop" tests="3" failures="1">
+<testcase classname="shop" name="lists products"/>
+<testcase classname="shop" name="opens a product"/>
+<testcase classname="shop" name="places an order"><failure message="expected 201, got 500">trace</failure></testcase>
+</testsuite></testsuites>"#;
+    std::fs::write(r.path.join("junit.xml"), junit).unwrap();
+    std::fs::write(
+        r.path.join("tests.yml"),
+        "version: 0.2\nphases:\n  build:\n    commands: ['echo running tests']\nreports:\n  unit:\n    files: [junit.xml]\n",
+    )
+    .unwrap();
+    let add = Command::new("git").current_dir(&r.path).args(["add", "-A"]).status().unwrap();
+    assert!(add.success());
+    let commit = Command::new("git")
+        .current_dir(&r.path)
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "tests"])
+        .status()
+        .unwrap();
+    assert!(commit.success());
+    let out = r.run(&["run", "--json"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let id = last_json(&out)["id"].as_str().unwrap().to_string();
+    let v = r.status(&id);
+    let report = &action(&v, "Test", "unit")["reports"][0];
+    assert_eq!((report["passed"].as_u64(), report["failed"].as_u64()), (Some(2), Some(1)), "{v:#}");
+    assert_eq!(report["failures"][0]["message"], "expected 201, got 500");
+    let human = stdout(&r.run(&["status", &id]));
+    assert!(human.contains("tests unit: 2 passed, 1 failed, 0 skipped"), "{human}");
+    assert!(human.contains("places an order"), "{human}");
+}

@@ -143,18 +143,17 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
 async fn status(State(plane): State<ControlPlane>, Path(id): Path<String>) -> ApiResult {
     let (execution, loaded) = plane.execution(&id).await.ok_or_else(|| ControlError::NotFound(id.clone()))?;
     let mut value = execution_json(&execution, loaded.as_deref());
-    // Which parameter versions each action's latest attempt used.
-    let used = plane.store().action_parameters(&id).await.map_err(ControlError::from)?;
+    // Details of each action's latest attempt: parameter versions, test reports.
+    let details = plane.store().action_details(&id).await.map_err(ControlError::from)?;
     for stage in value["stages"].as_array_mut().into_iter().flatten() {
         let stage_name = stage["name"].as_str().unwrap_or_default().to_string();
         for action in stage["actions"].as_array_mut().into_iter().flatten() {
             let attempt = action["attempt"].as_i64().unwrap_or(0);
-            let record = used
-                .iter()
-                .find(|(s, a, n, _)| *s == stage_name && action["name"] == a.as_str() && *n == attempt)
-                .and_then(|(_, _, _, body)| serde_json::from_str::<Value>(body).ok());
-            if let Some(record) = record {
-                action["parameters"] = record;
+            let name = action["name"].as_str().unwrap_or_default().to_string();
+            for d in details.iter().filter(|d| d.stage == stage_name && d.action == name && d.attempt == attempt) {
+                if let Ok(body) = serde_json::from_str::<Value>(&d.body) {
+                    action[d.kind.as_str()] = body;
+                }
             }
         }
     }

@@ -57,13 +57,14 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_execution ON logs (execution_id, seq);
 
-CREATE TABLE IF NOT EXISTS action_parameters (
+CREATE TABLE IF NOT EXISTS action_details (
     execution_id TEXT NOT NULL,
     stage        TEXT NOT NULL,
     action       TEXT NOT NULL,
     attempt      INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
     body         TEXT NOT NULL,
-    PRIMARY KEY (execution_id, stage, action, attempt)
+    PRIMARY KEY (execution_id, stage, action, attempt, kind)
 );
 
 CREATE TABLE IF NOT EXISTS approvals (
@@ -112,6 +113,17 @@ pub struct LogLine {
     /// Unix milliseconds.
     pub at: i64,
     pub line: String,
+}
+
+/// A detail of one action attempt, as JSON under a kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionDetail {
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: i64,
+    pub kind: String,
+    pub body: String,
 }
 
 /// Who approved or rejected an approval action, when, and why.
@@ -358,37 +370,44 @@ impl Store {
             .collect())
     }
 
-    /// Records which parameters (and versions) an action attempt used, as JSON.
-    pub async fn record_action_parameters(
-        &self,
-        execution_id: &str,
-        stage: &str,
-        action: &str,
-        attempt: i64,
-        body: &str,
-    ) -> Result<(), StoreError> {
+    /// Records a detail of an action attempt as JSON, under a kind such as
+    /// `parameters` (which versions it used) or `reports` (test results).
+    pub async fn record_action_detail(&self, detail: &ActionDetail) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO action_parameters (execution_id, stage, action, attempt, body) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO action_details (execution_id, stage, action, attempt, kind, body)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
-        .bind(execution_id)
-        .bind(stage)
-        .bind(action)
-        .bind(attempt)
-        .bind(body)
+        .bind(&detail.execution_id)
+        .bind(&detail.stage)
+        .bind(&detail.action)
+        .bind(detail.attempt)
+        .bind(&detail.kind)
+        .bind(&detail.body)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// `(stage, action, attempt, body)` of every recorded attempt of an execution.
-    pub async fn action_parameters(&self, execution_id: &str) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+    /// Every recorded detail of an execution's actions.
+    pub async fn action_details(&self, execution_id: &str) -> Result<Vec<ActionDetail>, StoreError> {
         let rows = sqlx::query(
-            "SELECT stage, action, attempt, body FROM action_parameters WHERE execution_id = ? ORDER BY stage, action, attempt",
+            "SELECT execution_id, stage, action, attempt, kind, body FROM action_details
+             WHERE execution_id = ? ORDER BY stage, action, attempt, kind",
         )
         .bind(execution_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| ActionDetail {
+                execution_id: r.get(0),
+                stage: r.get(1),
+                action: r.get(2),
+                attempt: r.get(3),
+                kind: r.get(4),
+                body: r.get(5),
+            })
+            .collect())
     }
 
     pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {

@@ -21,4 +21,4 @@ mod artifacts;
 mod db;
 
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
-pub use db::{ApprovalRecord, EventRecord, ExecutionRow, LogLine, Store, StoreError};
+pub use db::{ActionDetail, ApprovalRecord, EventRecord, ExecutionRow, LogLine, Store, StoreError};

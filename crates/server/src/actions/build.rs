@@ -133,6 +133,23 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     let outcome = gantry_build::run(request, &ctx.log)
         .await
         .map_err(|e| ActionError::new(e.to_string()))?;
+    if !outcome.reports.is_empty() {
+        let reports: Vec<serde_json::Value> = outcome
+            .reports
+            .iter()
+            .map(|r| {
+                ctx.log.line(&format!(
+                    "Tests {}: {} passed, {} failed, {} skipped",
+                    r.group, r.passed, r.failed, r.skipped
+                ));
+                serde_json::json!({
+                    "group": r.group, "passed": r.passed, "failed": r.failed, "skipped": r.skipped,
+                    "failures": r.failures.iter().map(|f| serde_json::json!({"name": f.name, "message": f.message})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        ctx.record_detail("reports", &reports).await;
+    }
     if outcome.status != BuildStatus::Succeeded {
         let failed: Vec<&str> = outcome
             .phases

@@ -25,6 +25,21 @@ use tokio_util::sync::CancellationToken;
 pub use build::BuildRunner;
 
 impl ActionContext {
+    /// Records a detail of this attempt (shown with the action by the API).
+    pub async fn record_detail(&self, kind: &str, value: &impl serde::Serialize) {
+        let detail = gantry_store::ActionDetail {
+            execution_id: self.execution_id.clone(),
+            stage: self.stage.clone(),
+            action: self.action.name.to_string(),
+            attempt: i64::from(self.attempt),
+            kind: kind.to_string(),
+            body: serde_json::to_string(value).unwrap_or_default(),
+        };
+        if let Err(error) = self.store.record_action_detail(&detail).await {
+            tracing::error!(%error, kind, "Recording an action detail failed.");
+        }
+    }
+
     /// Records the parameters this attempt resolved, and logs each one
     /// (name and version, never the value).
     pub async fn record_parameters(&self, records: &[crate::parameters::ParamRecord]) {
@@ -41,12 +56,7 @@ impl ActionContext {
                 r.source
             ));
         }
-        let body = serde_json::to_string(records).unwrap_or_default();
-        if let Err(error) =
-            self.store.record_action_parameters(&self.execution_id, &self.stage, self.action.name.as_str(), i64::from(self.attempt), &body).await
-        {
-            tracing::error!(%error, "Recording resolved parameters failed.");
-        }
+        self.record_detail("parameters", &records).await;
     }
 }
 pub use source::SourceRunner;
