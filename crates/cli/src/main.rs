@@ -106,6 +106,10 @@ enum Command {
     Server {
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
+        /// Exit after this many seconds with no action running (used by
+        /// `run --no-follow` when it starts a server in the background).
+        #[arg(long, value_name = "SECONDS", hide = true)]
+        idle_exit: Option<u64>,
     },
     /// The parameter store: put, get, list, history, label, delete, rotate-key.
     Param {
@@ -149,6 +153,9 @@ enum BuildspecCommand {
         secret_env: Vec<String>,
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         timeout: Duration,
+        /// Runs the build inside a container of this image (Docker Engine).
+        #[arg(long)]
+        image: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -310,19 +317,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             conn.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Server { listen } => server(&data_dir_for(&default_file)?, listen).await,
-        Command::Buildspec {
-            command:
-                BuildspecCommand::Run {
-                    file,
-                    source,
-                    out,
-                    env,
-                    secret_env,
-                    timeout,
-                    json,
-                },
-        } => buildspec_run(&file, &source, &out, &env, &secret_env, timeout, json).await,
+        Command::Server { listen, idle_exit } => server(&data_dir_for(&default_file)?, listen, idle_exit).await,
+        Command::Buildspec { command } => buildspec_run(command).await,
     }
 }
 
@@ -395,6 +391,11 @@ async fn run(
     let variables: BTreeMap<String, String> = parse_pairs(vars, "--var")?.into_iter().collect();
     let absolute = std::fs::canonicalize(file)
         .with_context(|| format!("cannot resolve {}", file.display()))?;
+    if no_follow && gantry_server::server_info::live_server(data_dir).is_none() {
+        // Nothing would keep an embedded server alive after this command
+        // returns, so start one in the background; it exits once idle.
+        spawn_background_server(data_dir)?;
+    }
     let conn = Connection::open(data_dir).await?;
     let started = conn
         .client
@@ -419,10 +420,10 @@ async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     if no_follow {
-        // An embedded server lives only as long as this process, so the
-        // execution is followed anyway; say so instead of silently waiting.
+        // The background server could not be reached in time and this
+        // process owns the server after all: follow instead of abandoning.
         eprintln!(
-            "note: no server owns {}; following {id} in this process",
+            "note: following {id} in this process (no background server answered for {})",
             data_dir.display()
         );
     }
@@ -597,7 +598,40 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
     }
 }
 
-async fn server(data_dir: &Path, listen: SocketAddr) -> Result<ExitCode> {
+/// Starts `gantry server` detached from this terminal, logging to
+/// `DATA_DIR/server.log`, and waits until it publishes `server.json`.
+fn spawn_background_server(data_dir: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let log_path = data_dir.join("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the gantry executable")?;
+    std::process::Command::new(exe)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["server", "--listen", "127.0.0.1:0", "--idle-exit", "10"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("server log")?)
+        .stderr(log)
+        // Its own process group: Ctrl-C in this terminal must not stop it.
+        .process_group(0)
+        .spawn()
+        .context("cannot start a background server")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gantry_server::server_info::live_server(data_dir).is_none() {
+        if std::time::Instant::now() > deadline {
+            bail!("the background server did not start; see {}", log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+async fn server(data_dir: &Path, listen: SocketAddr, idle_exit: Option<u64>) -> Result<ExitCode> {
     let server = gantry_server::RunningServer::start(data_dir, listen).await?;
     tracing::info!(api = %server.api, data_dir = %data_dir.display(), "gantry server is listening.");
     eprintln!(
@@ -607,9 +641,22 @@ async fn server(data_dir: &Path, listen: SocketAddr) -> Result<ExitCode> {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;
+    let plane = server.plane.clone();
+    let idle = async move {
+        let Some(limit) = idle_exit else { return std::future::pending().await };
+        let mut idle_for = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            idle_for = if plane.busy().await { 0 } else { idle_for + 1 };
+            if idle_for >= limit {
+                return;
+            }
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        () = idle => eprintln!("gantry server: idle for {}s", idle_exit.unwrap_or_default()),
     }
     eprintln!("gantry server: shutting down");
     server.shutdown().await;
@@ -626,15 +673,9 @@ impl gantry_build::LogSink for StdoutLog {
     }
 }
 
-async fn buildspec_run(
-    file: &Path,
-    source: &Path,
-    out: &Path,
-    env: &[String],
-    secret_env: &[String],
-    timeout: Duration,
-    json: bool,
-) -> Result<ExitCode> {
+async fn buildspec_run(command: BuildspecCommand) -> Result<ExitCode> {
+    let BuildspecCommand::Run { file, source, out, env, secret_env, timeout, image, json } = command;
+    let (file, source, out) = (file.as_path(), source.as_path(), out.as_path());
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (buildspec, warnings) =
@@ -663,8 +704,8 @@ async fn buildspec_run(
         buildspec,
         source_dir: source,
         secondary_sources: Vec::new(),
-        env: parse_pairs(env, "--env")?,
-        secrets: parse_pairs(secret_env, "--secret-env")?,
+        env: parse_pairs(&env, "--env")?,
+        secrets: parse_pairs(&secret_env, "--secret-env")?,
         build_id: format!("local:{}", std::process::id()),
         build_number: 1,
         initiator: "gantry/local".to_string(),
@@ -672,6 +713,7 @@ async fn buildspec_run(
         timeout,
         out_dir: out.clone(),
         cancel: tokio_util::sync::CancellationToken::new(),
+        container: image.map(gantry_build::ContainerSpec::new),
     };
     let outcome = gantry_build::run(request, &StdoutLog).await?;
     if json {

@@ -458,3 +458,20 @@ stages:
     assert!(human.contains("tests unit: 2 passed, 1 failed, 0 skipped"), "{human}");
     assert!(human.contains("places an order"), "{human}");
 }
+
+#[test]
+fn run_no_follow_without_a_server_starts_one_in_the_background() {
+    let r = repo(SIMPLE);
+    let started = Instant::now();
+    let out = r.run(&["run", "--no-follow", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = last_json(&out)["id"].as_str().unwrap().to_string();
+    assert_eq!(stdout(&out).lines().count(), 1, "only the id: {}", stdout(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    wait_for("the background run", || r.status(&id)["status"] == "Succeeded");
+    // The background server exits by itself once idle.
+    let pid = server_pid(&r.data());
+    wait_for("the background server to exit", || {
+        pid.is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists()) || !r.data().join("server.json").exists()
+    });
+}

@@ -1,6 +1,8 @@
 //! Resolving `#{namespace.NAME}` in every string field of an action, just
 //! before it starts (CodePipeline resolves variables at the same moment).
 
+use std::collections::BTreeMap;
+
 use gantry_spec::buildspec::ArtifactsSpec;
 use gantry_spec::pipeline::{Action, ActionKind};
 use gantry_spec::template::{VarRef, resolve};
@@ -60,6 +62,77 @@ pub(crate) fn resolve_action(
         } => ActionKind::Approval {
             review_url: opt(review_url)?,
             comments: opt(comments)?,
+        },
+        // Environment and service are names, checked when the project is
+        // assembled; only the file name may hold references.
+        ActionKind::Deploy {
+            environment,
+            service,
+            file,
+        } => ActionKind::Deploy {
+            environment: environment.clone(),
+            service: service.clone(),
+            file: r(file)?,
+        },
+        // The container is a name matched against services; everything else
+        // may hold references (the tag defaults to `#{gantry.ExecutionId}`).
+        ActionKind::Image {
+            context,
+            repository,
+            tag,
+            registry,
+            base,
+            entrypoint,
+            cmd,
+            image_env,
+            workdir,
+            port,
+            labels,
+            user,
+            dest,
+            container,
+        } => {
+            let list = |items: &Option<Vec<String>>| {
+                items
+                    .as_ref()
+                    .map(|items| items.iter().map(|i| r(i)).collect::<Result<Vec<_>, _>>())
+                    .transpose()
+            };
+            let map = |m: &BTreeMap<String, String>| {
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), r(v)?)))
+                    .collect::<Result<BTreeMap<_, _>, String>>()
+            };
+            ActionKind::Image {
+                context: r(context)?,
+                repository: r(repository)?,
+                tag: r(tag)?,
+                registry: opt(registry)?,
+                base: opt(base)?,
+                entrypoint: list(entrypoint)?,
+                cmd: list(cmd)?,
+                image_env: map(image_env)?,
+                workdir: opt(workdir)?,
+                port: *port,
+                labels: map(labels)?,
+                user: opt(user)?,
+                dest: r(dest)?,
+                container: container.clone(),
+            }
+        }
+        ActionKind::Promote {
+            tag,
+            repositories,
+            registry,
+            file,
+        } => ActionKind::Promote {
+            tag: r(tag)?,
+            repositories: repositories
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), r(v)?)))
+                .collect::<Result<_, String>>()?,
+            registry: opt(registry)?,
+            file: r(file)?,
         },
     };
     Ok(out)

@@ -90,11 +90,10 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             )));
         }
     };
-    if let Some(image) = image {
-        return Err(ActionError::new(format!(
-            "running in a container (image {image}) is not supported yet: remove `image` to run on the host"
-        )));
-    }
+    // `image:` runs the build inside a container of that image on the local
+    // Docker Engine, with the source mounted and the engine's socket passed
+    // through, like CodeBuild's privileged builds.
+    let container = image.map(gantry_build::ContainerSpec::new);
 
     // Parameters are read now, just before the build, so the build sees the
     // values current at its start (as CodeBuild does) and records which.
@@ -129,6 +128,7 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         timeout: ctx.timeout,
         out_dir: out_dir.clone(),
         cancel: ctx.cancel.clone(),
+        container,
     };
     let outcome = gantry_build::run(request, &ctx.log)
         .await
