@@ -2,13 +2,24 @@
 //! `s`, `m`, `h` or `d` (`90s`, `30m`, `2h`, `7d`).
 //!
 //! One unit per duration keeps the format obvious to read and to diff; `1h30m`
-//! is written `90m`. Zero is refused because every duration in gantry.yaml is
-//! a timeout, and a zero timeout is always a mistake.
+//! is written `90m`. [`parse_duration`] refuses zero because a zero timeout or
+//! interval is always a mistake; [`parse_duration_or_zero`] is for the few
+//! durations where nothing is a sensible value (a service's `drain` and
+//! health-check `grace_period`).
 
 use std::time::Duration;
 
 /// Parses `90s`, `30m`, `2h` or `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse(s, false)
+}
+
+/// Like [`parse_duration`], but `0s` (zero in any unit) is allowed.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    parse(s, true)
+}
+
+fn parse(s: &str, allow_zero: bool) -> Result<Duration, String> {
     let invalid = || {
         format!(
             "invalid duration `{s}`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)"
@@ -32,7 +43,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let count: u64 = digits
         .parse()
         .map_err(|_| format!("duration `{s}` is too long"))?;
-    if count == 0 {
+    if count == 0 && !allow_zero {
         return Err(format!(
             "invalid duration `{s}`: it must be longer than zero"
         ));
@@ -87,6 +98,17 @@ mod tests {
             "999999999999999999d",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn zero_only_where_allowed() {
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("0m"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
+        for bad in ["0", "", "-1s", "0x"] {
+            assert!(parse_duration_or_zero(bad).is_err(), "{bad:?} was accepted");
         }
     }
 

@@ -3,24 +3,34 @@
 //! `FILE:LINE:COL: message`, and nothing downstream ever sees an unvalidated
 //! string: names are newtypes built only by the validators here.
 //!
-//! - [`pipeline`]: `gantry.yaml`, the pipeline file (formats.md §1).
+//! - [`pipeline`]: the pipeline of `gantry.yaml` (formats.md §1).
+//! - [`environment`] and [`service`]: where services run and what they are
+//!   (formats.md §4), beside the pipeline or in included files.
+//! - [`document`]: one file as a whole ([`parse_document`]) and the files of
+//!   a project put together and checked against each other ([`assemble`]).
 //! - [`buildspec`]: `buildspec.yml`, CodeBuild 0.2 compatible (formats.md §2).
 //! - [`template`]: `#{namespace.NAME}` references inside strings.
 //! - [`duration`]: `90s`, `30m`, `2h`, `7d`.
 //!
-//! Both parsers share one raw layer (`yaml`): serde-saphyr turns the text
+//! The parsers share one raw layer (`yaml`): serde-saphyr turns the text
 //! into a tree of nodes that keep their line and column, and hand-written
 //! decoders walk that tree so that one run reports every unknown key and
 //! wrong type instead of stopping at the first, as a serde derive would.
 //!
 //! Invariant: this crate does no IO and reads no clock. Callers hand it text
-//! and a file name to report errors against.
+//! and a file name to report errors against (and read included files
+//! themselves).
 
 pub mod buildspec;
+pub mod document;
 pub mod duration;
+pub mod environment;
 pub mod location;
+mod names;
 pub mod pipeline;
+pub mod service;
 pub mod template;
 mod yaml;
 
-pub use location::{Location, SpecError};
+pub use document::{Document, Project, assemble, parse_document};
+pub use location::{Located, Location, SpecError};

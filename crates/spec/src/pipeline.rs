@@ -9,64 +9,34 @@
 //! `#{...}` references and per-type rules, and builds a [`Pipeline`] only if
 //! nothing at all was wrong. [`parse_pipeline`] returns every problem of both
 //! phases at once, in file order.
+//!
+//! The same file may also hold environments and services (formats.md §4);
+//! [`crate::document`] reads the whole file, and [`parse_pipeline`] is the
+//! shortcut for a file that must hold a pipeline. Whether a `deploy` action's
+//! environment and service exist is checked when the files of a project are
+//! put together ([`crate::document::assemble`]), since they may be defined
+//! in an included file.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::buildspec::ArtifactsSpec;
 use crate::location::{Location, SpecError};
-use crate::yaml::{self, Diagnostics};
+use crate::names::{EnvironmentName, ServiceName};
 
-mod raw;
-mod validate;
+mod image_ref;
+pub(crate) mod raw;
+pub(crate) mod validate;
 
-macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+/// The file `deploy` and `promote` actions read from their input, and
+/// `image` actions write, unless told otherwise.
+pub const IMAGE_DEFINITIONS: &str = "imagedefinitions.json";
+/// The tag an `image` action gives when it is not told one: unique per
+/// execution, and resolved like any other reference.
+pub const DEFAULT_IMAGE_TAG: &str = "#{gantry.ExecutionId}";
 
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-
-            /// Checks a name written outside a pipeline file (an API call,
-            /// a test); the message says what is allowed.
-            pub fn new(name: &str) -> Result<Self, String> {
-                NameRule::$name.check(name).map(|()| $name(name.to_owned()))
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-name_type!(
-    /// `[A-Za-z0-9.@_-]{1,100}`
-    PipelineName
-);
-name_type!(
-    /// `[A-Za-z0-9.@_-]{1,100}`, unique in the pipeline.
-    StageName
-);
-name_type!(
-    /// `[A-Za-z0-9.@_-]{1,100}`, unique in its stage.
-    ActionName
-);
-name_type!(
-    /// `[A-Za-z0-9_-]{1,100}`, unique in the pipeline.
-    ArtifactName
-);
-name_type!(
-    /// `[A-Za-z0-9@_-]{1,100}`, unique, not an artifact name, not a reserved namespace.
-    Namespace
-);
+use crate::names::NameRule;
+pub use crate::names::{ActionName, ArtifactName, Namespace, PipelineName, StageName};
 
 #[derive(
     Debug,
@@ -95,6 +65,8 @@ pub struct Pipeline {
     /// Pipeline variables with their default values, `#{variables.NAME}`.
     pub variables: BTreeMap<String, String>,
     pub stages: Vec<Stage>,
+    /// Where the pipeline's name is written.
+    pub location: Location,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +123,59 @@ pub enum ActionKind {
         review_url: Option<String>,
         comments: Option<String>,
     },
+    /// Rolls `service` in `environment` to the images that `file` (an
+    /// imagedefinitions.json in the one input artifact) names for its
+    /// container, and waits until the service is healthy. Both names are
+    /// known to exist once the project is assembled.
+    Deploy {
+        environment: EnvironmentName,
+        service: ServiceName,
+        /// Default `imagedefinitions.json`.
+        file: String,
+    },
+    /// Builds an OCI image without Docker: the `context` directory of the
+    /// first input becomes one layer at `dest`, on top of `base`'s layers.
+    /// The image is pushed as `registry/repository:tag`, and the one output
+    /// receives imagedefinitions.json (`[{"name": container, "imageUri": …}]`)
+    /// and imageDetail.json. String fields may hold `#{...}`.
+    Image {
+        /// A relative directory in the first input; default `.`.
+        context: String,
+        /// Such as `shop/catalog`.
+        repository: String,
+        /// Default [`DEFAULT_IMAGE_TAG`].
+        tag: String,
+        /// Host and port; `None` = gantry's embedded registry.
+        registry: Option<String>,
+        /// The image to build on; `None` = an empty file system.
+        base: Option<String>,
+        entrypoint: Option<Vec<String>>,
+        cmd: Option<Vec<String>>,
+        /// The image config's environment (the `image_env` key).
+        image_env: BTreeMap<String, String>,
+        /// Absolute.
+        workdir: Option<String>,
+        /// The exposed port.
+        port: Option<u16>,
+        labels: BTreeMap<String, String>,
+        user: Option<String>,
+        /// Absolute; default `/app`.
+        dest: String,
+        /// The `name` in imagedefinitions.json; default: the action's name.
+        container: String,
+    },
+    /// Copies the images of `file` (in the one input) to a new tag without
+    /// rebuilding them, and writes the new imagedefinitions.json to the one
+    /// output. String fields may hold `#{...}`.
+    Promote {
+        tag: String,
+        /// New repository names by container name; others keep theirs.
+        repositories: BTreeMap<String, String>,
+        /// The target registry; `None` = each image's own.
+        registry: Option<String>,
+        /// Default `imagedefinitions.json`.
+        file: String,
+    },
 }
 
 impl ActionKind {
@@ -162,94 +187,54 @@ impl ActionKind {
             ActionKind::Test { .. } => "test",
             ActionKind::Shell { .. } => "shell",
             ActionKind::Approval { .. } => "approval",
+            ActionKind::Deploy { .. } => "deploy",
+            ActionKind::Image { .. } => "image",
+            ActionKind::Promote { .. } => "promote",
         }
-    }
-}
-
-/// The characters and length a kind of name allows.
-#[derive(Clone, Copy)]
-struct NameRule {
-    what: &'static str,
-    /// Allowed besides ASCII letters and digits.
-    extra: &'static str,
-    max: usize,
-}
-
-#[allow(non_upper_case_globals)] // Named after the name types, so that `name_type!` can pick them.
-impl NameRule {
-    const PipelineName: NameRule = NameRule {
-        what: "pipeline name",
-        extra: ".@_-",
-        max: 100,
-    };
-    const StageName: NameRule = NameRule {
-        what: "stage name",
-        extra: ".@_-",
-        max: 100,
-    };
-    const ActionName: NameRule = NameRule {
-        what: "action name",
-        extra: ".@_-",
-        max: 100,
-    };
-    const ArtifactName: NameRule = NameRule {
-        what: "artifact name",
-        extra: "_-",
-        max: 100,
-    };
-    const Namespace: NameRule = NameRule {
-        what: "namespace",
-        extra: "@_-",
-        max: 100,
-    };
-    /// Pipeline variables, as CodePipeline allows them.
-    const Variable: NameRule = NameRule {
-        what: "variable name",
-        extra: "@_-",
-        max: 128,
-    };
-
-    fn check(self, name: &str) -> Result<(), String> {
-        let length = name.chars().count();
-        let chars_ok = name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || self.extra.contains(c));
-        if (1..=self.max).contains(&length) && chars_ok {
-            return Ok(());
-        }
-        let extra: Vec<String> = self.extra.chars().map(String::from).collect();
-        Err(format!(
-            "invalid {} `{name}`: use 1 to {} characters from A-Z a-z 0-9 {}",
-            self.what,
-            self.max,
-            extra.join(" ")
-        ))
     }
 }
 
 /// Parses and validates a pipeline file. `file` is only used in the errors,
 /// which come all at once, in file order, each as `FILE:LINE:COL: message`.
+/// Environments and services in the file are validated too (a file with
+/// only those is an error here, as it holds no pipeline); use
+/// [`crate::document::parse_document`] to get them.
 pub fn parse_pipeline(file: &str, text: &str) -> Result<Pipeline, Vec<SpecError>> {
-    let root = yaml::parse(file, text).map_err(|e| vec![e])?;
-    let mut diag = Diagnostics::new(file);
-    let pipeline =
-        raw::decode(&mut diag, &root).and_then(|raw| validate::validate(&mut diag, &raw));
-    let (errors, _warnings) = diag.into_sorted();
-    match pipeline {
-        Some(pipeline) if errors.is_empty() => Ok(pipeline),
-        _ => Err(errors),
-    }
+    let document = crate::document::parse(file, text, true)?;
+    // With a pipeline required, a document without one always has errors;
+    // this error only keeps a decoder bug from passing as success.
+    document.pipeline.ok_or_else(|| {
+        vec![SpecError {
+            file: file.to_owned(),
+            location: Location { line: 1, col: 1 },
+            message: "this file holds no pipeline".to_owned(),
+        }]
+    })
 }
 
 /// The JSON Schema of gantry.yaml (draft 2020-12), for editor completion.
-/// It describes the shape; [`parse_pipeline`] remains the judge of the rules
-/// a schema cannot express (artifact wiring, references, unique names).
+/// It describes the shape; [`parse_pipeline`] and
+/// [`crate::document::parse_document`] remain the judges of the rules a
+/// schema cannot express (artifact wiring, references, unique names).
 pub fn pipeline_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let mut schema = generator
-        .into_root_schema_for::<raw::RawPipeline>()
+        .into_root_schema_for::<crate::document::RawFile>()
         .to_value();
     forbid_null(&mut schema);
+    // A file holds a pipeline (`name` and `stages`), or only environments
+    // and services; the derive cannot say "both or neither".
+    if let serde_json::Value::Object(root) = &mut schema {
+        root.insert(
+            "dependentRequired".to_owned(),
+            serde_json::json!({
+                "name": ["stages"],
+                "stages": ["name"],
+                "execution_mode": ["name", "stages"],
+                "variables": ["name", "stages"],
+            }),
+        );
+    }
     schema
 }
 

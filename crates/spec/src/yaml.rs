@@ -6,18 +6,22 @@
 //! serde stops at the first error, and gantry reports all of them at once
 //! (formats.md: "all errors reported at once"). So serde-saphyr only turns
 //! the text into [`Node`]s (aliases, merge keys and budgets are its job), and
-//! the decoders in `pipeline` and `buildspec` walk the tree, noting each
-//! unknown key or wrong type in a [`Diagnostics`] and carrying on.
+//! the decoders in `pipeline`, `environment`, `service` and `buildspec` walk
+//! the tree, noting each unknown key or wrong type in a [`Diagnostics`] and
+//! carrying on.
 //!
 //! Scalars keep their source text: `FOO: 5.10` must become `"5.10"`, not the
 //! float `5.1`, and `O: 0755` must stay `"0755"`.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{MessageFormatter, Spanned};
 
+use crate::duration::{format_duration, parse_duration, parse_duration_or_zero};
+pub(crate) use crate::location::Located;
 use crate::location::{Location, SpecError};
 
 /// One YAML node with the place it is used at (for an alias, the alias).
@@ -251,45 +255,6 @@ impl<'de> Visitor<'de> for RawValueVisitor {
     }
 }
 
-/// A value decoded from the file together with where it was written.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Located<T> {
-    pub(crate) value: T,
-    pub(crate) location: Location,
-}
-
-impl<T> Located<T> {
-    pub(crate) fn new(value: T, location: Location) -> Self {
-        Located { value, location }
-    }
-}
-
-impl Located<String> {
-    pub(crate) fn as_str(&self) -> &str {
-        &self.value
-    }
-}
-
-/// The schema of a located value is the schema of the value: locations exist
-/// only in memory.
-impl<T: schemars::JsonSchema> schemars::JsonSchema for Located<T> {
-    fn inline_schema() -> bool {
-        T::inline_schema()
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        T::schema_name()
-    }
-
-    fn schema_id() -> Cow<'static, str> {
-        T::schema_id()
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        T::json_schema(generator)
-    }
-}
-
 /// Errors (and warnings) found so far in one file.
 pub(crate) struct Diagnostics<'f> {
     file: &'f str,
@@ -433,6 +398,71 @@ impl<'f> Diagnostics<'f> {
                     node.location,
                     format!("{what} must be {expected}, found {}", node.kind()),
                 );
+                None
+            }
+        }
+    }
+
+    /// A whole number from `min` to `max`. Text such as `"8080"` is refused:
+    /// a number in quotes is usually a sign that something else was meant.
+    pub(crate) fn whole_number(
+        &mut self,
+        node: &Node,
+        what: &str,
+        min: i128,
+        max: i128,
+    ) -> Option<Located<i128>> {
+        let Value::Int(value) = node.value else {
+            let found = node
+                .scalar_text()
+                .map_or_else(|| node.kind().to_owned(), |t| format!("`{t}`"));
+            self.error(
+                node.location,
+                format!("{what} must be a whole number from {min} to {max}, found {found}"),
+            );
+            return None;
+        };
+        if !(min..=max).contains(&value) {
+            self.error(
+                node.location,
+                format!("{what} must be from {min} to {max}, found {value}"),
+            );
+            return None;
+        }
+        Some(Located::new(value, node.location))
+    }
+
+    /// A duration (`90s`, `30m`, `2h`, `7d`) from `min` to `max`; zero is
+    /// allowed only when `min` is zero.
+    pub(crate) fn duration(
+        &mut self,
+        node: &Node,
+        what: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Located<Duration>> {
+        let text = self.string(node, what)?;
+        let parsed = if min.is_zero() {
+            parse_duration_or_zero(&text.value)
+        } else {
+            parse_duration(&text.value)
+        };
+        match parsed {
+            Ok(value) if (min..=max).contains(&value) => Some(Located::new(value, text.location)),
+            Ok(value) => {
+                self.error(
+                    text.location,
+                    format!(
+                        "{what} must be from {} to {}, found {}",
+                        format_duration(min),
+                        format_duration(max),
+                        format_duration(value)
+                    ),
+                );
+                None
+            }
+            Err(message) => {
+                self.error(text.location, message);
                 None
             }
         }

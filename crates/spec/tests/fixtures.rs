@@ -1,8 +1,9 @@
-//! Data-driven tests: every file under `tests/fixtures/pipeline/` and
-//! `tests/fixtures/buildspec/` is parsed, and the result is compared with the
-//! checked-in `<file>.expected` beside it: the exact `FILE:LINE:COL: message`
-//! lines for an invalid file, or the parsed value (and warnings) for a valid
-//! one.
+//! Data-driven tests: every file under `tests/fixtures/pipeline/`,
+//! `tests/fixtures/document/` and `tests/fixtures/buildspec/` is parsed (with
+//! `parse_pipeline`, `parse_document` and `parse_buildspec`), and the result
+//! is compared with the checked-in `<file>.expected` beside it: the exact
+//! `FILE:LINE:COL: message` lines for an invalid file, or the parsed value
+//! (and warnings) for a valid one.
 //!
 //! After an intended change, regenerate the expectations with
 //! `UPDATE_EXPECT=1 cargo test -p gantry-spec --test fixtures` and review the
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use common::lines;
 use gantry_spec::buildspec::parse_buildspec;
+use gantry_spec::parse_document;
 use gantry_spec::pipeline::parse_pipeline;
 
 fn fixture_dir(kind: &str) -> PathBuf {
@@ -51,6 +53,13 @@ fn file_name(path: &Path) -> String {
 fn render_pipeline(name: &str, text: &str) -> String {
     match parse_pipeline(name, text) {
         Ok(pipeline) => format!("OK\n{pipeline:#?}\n"),
+        Err(errors) => lines(&errors).iter().map(|l| format!("{l}\n")).collect(),
+    }
+}
+
+fn render_document(name: &str, text: &str) -> String {
+    match parse_document(name, text) {
+        Ok(document) => format!("OK\n{document:#?}\n"),
         Err(errors) => lines(&errors).iter().map(|l| format!("{l}\n")).collect(),
     }
 }
@@ -104,6 +113,11 @@ fn pipeline_fixtures_match_their_expectations() {
 }
 
 #[test]
+fn document_fixtures_match_their_expectations() {
+    check_fixtures("document", render_document);
+}
+
+#[test]
 fn buildspec_fixtures_match_their_expectations() {
     check_fixtures("buildspec", render_buildspec);
 }
@@ -112,7 +126,7 @@ fn buildspec_fixtures_match_their_expectations() {
 /// goes through both parsers without a panic.
 #[test]
 fn truncated_and_mangled_fixtures_never_panic() {
-    for kind in ["pipeline", "buildspec"] {
+    for kind in ["pipeline", "document", "buildspec"] {
         for path in fixtures(kind) {
             let text = fs::read_to_string(&path).expect("fixture");
             // Every third prefix keeps the test fast while still cutting
@@ -134,7 +148,13 @@ fn truncated_and_mangled_fixtures_never_panic() {
                 variants.push(mangled);
             }
             for variant in &variants {
+                // parse_pipeline decodes environments and services too;
+                // parse_document differs only for files without a pipeline,
+                // which only the document fixtures are about.
                 let _ = parse_pipeline("f", variant);
+                if kind == "document" {
+                    let _ = parse_document("f", variant);
+                }
                 let _ = parse_buildspec("f", variant);
             }
         }
@@ -164,6 +184,7 @@ fn hostile_yaml_is_an_error_not_a_crash() {
         "key: \"\\uD800\"\n",
     ] {
         assert!(parse_pipeline("f", text).is_err());
+        assert!(parse_document("f", text).is_err());
         assert!(parse_buildspec("f", text).is_err());
     }
 }

@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{dedent, lines};
+use gantry_spec::environment::EnvironmentName;
 use gantry_spec::pipeline::{ActionKind, ExecutionMode, Pipeline, parse_pipeline};
+use gantry_spec::service::ServiceName;
 
 /// Parses `yaml` (dedented) and compares the errors, in order, with `expected`
 /// (empty = valid).
@@ -166,20 +169,42 @@ fn unknown_top_level_keys() {
 }
 
 #[test]
-fn environments_services_and_include_are_not_supported_yet() {
+fn environments_services_and_include_are_validated_beside_the_pipeline() {
+    check(
+        &with_base(
+            "
+            environments: {staging: {runtime: process}}
+            services:
+              catalog: {image: x, replicas: many}
+            include: [envs.yaml]
+        ",
+        ),
+        &["gantry.yaml:12:33: `replicas` must be a whole number from 0 to 100, found `many`"],
+    );
     check(
         &with_base(
             "
             environments: {staging: {runtime: process}}
             services:
               catalog: {image: x}
-            include: [a.yaml]
+            include: [envs.yaml]
         ",
         ),
+        &[],
+    );
+}
+
+#[test]
+fn a_file_without_a_pipeline_is_an_error_for_parse_pipeline() {
+    check(
+        "
+        version: 1
+        services:
+          catalog: {}
+        ",
         &[
-            "gantry.yaml:10:1: `environments` is not supported yet (environments and services come with the deploy issue)",
-            "gantry.yaml:11:1: `services` is not supported yet (environments and services come with the deploy issue)",
-            "gantry.yaml:13:1: `include` is not supported yet (environments and services come with the deploy issue)",
+            "gantry.yaml:1:1: missing required key `name` (the pipeline's name)",
+            "gantry.yaml:1:1: missing required key `stages` (the list of stages)",
         ],
     );
 }
@@ -906,14 +931,12 @@ fn action_type_is_required_and_known() {
                 actions:
                   - {name: a, inputs: [Src]}
                   - {name: b, type: lambda, commands: [x], colour: blue}
-                  - {name: c, type: deploy}
         ",
         ),
         &[
-            "gantry.yaml:12:9: missing required key `type` in an action (one of: source, build, test, shell, approval)",
-            "gantry.yaml:13:25: unknown action type `lambda`; expected one of: source, build, test, shell, approval",
+            "gantry.yaml:12:9: missing required key `type` in an action (one of: source, build, test, shell, approval, deploy, image, promote)",
+            "gantry.yaml:13:25: unknown action type `lambda`; expected one of: source, build, test, shell, approval, deploy, image, promote",
             "gantry.yaml:13:48: unknown key `colour` in an action",
-            "gantry.yaml:14:25: action type `deploy` is not supported yet",
         ],
     );
 }
@@ -1027,4 +1050,190 @@ fn name_types_can_only_be_built_valid() {
         )
     );
     assert!(Namespace::new("").is_err());
+}
+
+/// BASE with an `image` action that makes `Img` (holding imagedefinitions.json).
+fn with_image(rest: &str) -> String {
+    let image = "
+          - name: Build
+            actions:
+              - {name: catalog, type: image, inputs: [Src], outputs: [Img], repository: shop/catalog}
+    ";
+    format!("{}{}", with_stages(image), {
+        let rest: String = dedent(rest).lines().map(|l| format!("  {l}\n")).collect();
+        rest
+    })
+}
+
+#[test]
+fn deploy_actions() {
+    let p = parse_ok(&with_image(
+        "
+        - name: Staging
+          actions:
+            - {name: d, type: deploy, environment: staging, service: catalog, inputs: [Img]}
+            - {name: e, type: deploy, environment: staging, service: catalog, inputs: [Img], file: out/defs.json, timeout: 20m}
+        ",
+    ));
+    let actions = &p.stages[2].actions;
+    assert_eq!(
+        actions[0].kind,
+        ActionKind::Deploy {
+            environment: EnvironmentName::new("staging").expect("valid"),
+            service: ServiceName::new("catalog").expect("valid"),
+            file: "imagedefinitions.json".into(),
+        }
+    );
+    assert_eq!(actions[0].kind.type_name(), "deploy");
+    assert_eq!(actions[0].timeout, None);
+    assert!(matches!(&actions[1].kind, ActionKind::Deploy { file, .. } if file == "out/defs.json"));
+    assert_eq!(actions[1].timeout, Some(Duration::from_secs(1200)));
+}
+
+#[test]
+fn deploy_action_rules() {
+    check(
+        &with_image(
+            "
+            - name: Staging
+              actions:
+                - {name: a, type: deploy}
+                - {name: b, type: deploy, environment: Staging, service: cat_alog, inputs: [Img, Src], outputs: [X]}
+                - {name: c, type: deploy, environment: staging, service: catalog, inputs: [Img], file: /etc/x.json, image: x}
+                - {name: d, type: deploy, environment: staging, service: catalog, inputs: [Img], file: '#{Nope.X}'}
+            ",
+        ),
+        &[
+            "gantry.yaml:16:9: missing required key `environment` in a `deploy` action",
+            "gantry.yaml:16:9: missing required key `service` in a `deploy` action",
+            "gantry.yaml:16:9: a `deploy` action needs exactly one input artifact (holding imagedefinitions.json), found 0",
+            "gantry.yaml:17:9: a `deploy` action needs exactly one input artifact (holding imagedefinitions.json), found 2",
+            "gantry.yaml:17:46: invalid environment name `Staging`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
+            "gantry.yaml:17:64: invalid service name `cat_alog`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
+            "gantry.yaml:17:104: a `deploy` action has no outputs",
+            "gantry.yaml:18:94: `file` must be a relative path inside the input artifact, found `/etc/x.json`",
+            "gantry.yaml:18:107: `image` is not a key of a `deploy` action (only of: build, test, shell)",
+            "gantry.yaml:19:94: `#{Nope.X}` names an unknown namespace `Nope` (known here: Source, variables, gantry, codepipeline)",
+        ],
+    );
+}
+
+#[test]
+fn image_actions_have_defaults() {
+    let p = parse_ok(&with_image(""));
+    assert_eq!(
+        p.stages[1].actions[0].kind,
+        ActionKind::Image {
+            context: ".".into(),
+            repository: "shop/catalog".into(),
+            tag: "#{gantry.ExecutionId}".into(),
+            registry: None,
+            base: None,
+            entrypoint: None,
+            cmd: None,
+            image_env: BTreeMap::new(),
+            workdir: None,
+            port: None,
+            labels: BTreeMap::new(),
+            user: None,
+            dest: "/app".into(),
+            container: "catalog".into(),
+        }
+    );
+    assert_eq!(p.stages[1].actions[0].kind.type_name(), "image");
+}
+
+#[test]
+fn image_action_rules() {
+    check(
+        &with_stages(
+            "
+              - name: Build
+                actions:
+                  - {name: a, type: image}
+                  - {name: b, type: image, inputs: [Src], outputs: [B1, B2], repository: Shop/Catalog, tag: .bad, registry: 'http://x', base: 'a b'}
+                  - {name: c.d, type: image, inputs: [Src], outputs: [C], repository: 'shop/#{Source.CommitId}', tag: 'v-#{Source.CommitId}'}
+                  - {name: e, type: image, inputs: [Src], outputs: [E], repository: r, context: ../up, workdir: rel, dest: /a/../b, port: 0, container: 'x y'}
+                  - {name: f, type: image, inputs: [Src], outputs: [F], repository: r, image_env: {1A: x}, labels: {'': x}, user: '', env: {A: b}}
+                  - {name: g, type: image, inputs: [Src], outputs: [G], repository: r, tag: '#{Nope.X}', cmd: ['#{Source.Missing}'], entrypoint: x}
+        ",
+        ),
+        &[
+            "gantry.yaml:12:9: missing required key `repository` in an `image` action (such as shop/catalog)",
+            "gantry.yaml:12:9: an `image` action needs at least one input artifact in `inputs`",
+            "gantry.yaml:12:9: an `image` action needs exactly one output artifact (it receives imagedefinitions.json and imageDetail.json), found 0",
+            "gantry.yaml:13:9: an `image` action needs exactly one output artifact (it receives imagedefinitions.json and imageDetail.json), found 2",
+            "gantry.yaml:13:78: invalid repository `Shop/Catalog`: lowercase letters and digits in `/`-separated parts, joined inside a part by `.`, `_`, `__` or `-` (such as shop/catalog)",
+            "gantry.yaml:13:97: invalid tag `.bad`: use 1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with . or -",
+            "gantry.yaml:13:113: invalid registry `http://x`: write a host and an optional port, such as 127.0.0.1:7701 or registry.example.com",
+            "gantry.yaml:13:131: invalid base image `a b`: write an image reference such as debian:bookworm-slim or registry/repository@sha256:…",
+            "gantry.yaml:14:16: the action name `c.d` is not a valid container name for imagedefinitions.json (A-Z a-z 0-9 _ -); set `container`",
+            "gantry.yaml:15:85: `context` must be a relative path inside the first input artifact, found `../up`",
+            "gantry.yaml:15:101: `workdir` must be an absolute path inside the image, found `rel`",
+            "gantry.yaml:15:112: `dest` must be an absolute path inside the image, found `/a/../b`",
+            "gantry.yaml:15:127: `port` must be from 1 to 65535, found 0",
+            "gantry.yaml:15:141: invalid container name `x y`: use 1 to 255 characters from A-Z a-z 0-9 _ -",
+            "gantry.yaml:16:88: invalid variable name `1A`: use letters, digits and _, not starting with a digit",
+            "gantry.yaml:16:105: a label's key cannot be empty",
+            "gantry.yaml:16:119: `user` cannot be empty",
+            "gantry.yaml:16:123: `env` is not a key of an `image` action (only of: build, test, shell)",
+            "gantry.yaml:17:81: `#{Nope.X}` names an unknown namespace `Nope` (known here: Source, variables, gantry, codepipeline)",
+            "gantry.yaml:17:134: `entrypoint` must be a list of strings, found a string",
+        ],
+    );
+}
+
+#[test]
+fn promote_actions() {
+    let p = parse_ok(&with_image(
+        "
+        - name: Release
+          actions:
+            - name: promote
+              type: promote
+              inputs: [Img]
+              outputs: [Release]
+              tag: 'release-#{Source.CommitId}'
+              repositories: {catalog: release/catalog}
+              registry: 127.0.0.1:7702
+        ",
+    ));
+    let mut repositories = BTreeMap::new();
+    repositories.insert("catalog".to_owned(), "release/catalog".to_owned());
+    assert_eq!(
+        p.stages[2].actions[0].kind,
+        ActionKind::Promote {
+            tag: "release-#{Source.CommitId}".into(),
+            repositories,
+            registry: Some("127.0.0.1:7702".into()),
+            file: "imagedefinitions.json".into(),
+        }
+    );
+    assert_eq!(p.stages[2].actions[0].kind.type_name(), "promote");
+}
+
+#[test]
+fn promote_action_rules() {
+    check(
+        &with_image(
+            "
+            - name: Release
+              actions:
+                - {name: a, type: promote}
+                - {name: b, type: promote, inputs: [Img], outputs: [B], tag: 'a:b', repositories: {'c.d': UPPER}, registry: 'x/y', file: ../x}
+                - {name: c, type: promote, inputs: [Img], outputs: [C], tag: '#{variables.TAG}'}
+            ",
+        ),
+        &[
+            "gantry.yaml:16:9: missing required key `tag` in a `promote` action",
+            "gantry.yaml:16:9: a `promote` action needs exactly one input artifact (holding imagedefinitions.json), found 0",
+            "gantry.yaml:16:9: a `promote` action needs exactly one output artifact (it receives the new imagedefinitions.json), found 0",
+            "gantry.yaml:17:68: invalid tag `a:b`: use 1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with . or -",
+            "gantry.yaml:17:90: invalid container name `c.d`: use 1 to 255 characters from A-Z a-z 0-9 _ -",
+            "gantry.yaml:17:97: invalid repository `UPPER`: lowercase letters and digits in `/`-separated parts, joined inside a part by `.`, `_`, `__` or `-` (such as shop/catalog)",
+            "gantry.yaml:17:115: invalid registry `x/y`: write a host and an optional port, such as 127.0.0.1:7701 or registry.example.com",
+            "gantry.yaml:17:128: `file` must be a relative path inside the input artifact, found `../x`",
+            "gantry.yaml:18:68: `#{variables.TAG}` names pipeline variable `TAG`, but `variables` declares none",
+        ],
+    );
 }

@@ -20,10 +20,8 @@ use crate::location::Location;
 use crate::pipeline::ExecutionMode;
 use crate::yaml::{Diagnostics, Fields, Located, Node, Value};
 
-/// Top-level keys of gantry.yaml.
-const PIPELINE_KEYS: &[&str] = &["version", "name", "execution_mode", "variables", "stages"];
-/// Keys formats.md §4 reserves for environments and services.
-const RESERVED_KEYS: &[&str] = &["environments", "services", "include"];
+/// Top-level keys of gantry.yaml that belong to the pipeline.
+pub(crate) const PIPELINE_KEYS: &[&str] = &["name", "execution_mode", "variables", "stages"];
 const STAGE_KEYS: &[&str] = &["name", "actions"];
 /// Keys every action type accepts.
 const ACTION_KEYS: &[&str] = &[
@@ -51,9 +49,28 @@ const TYPE_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("approval", &["review_url", "comments"]),
+    ("deploy", &["environment", "service", "file"]),
+    (
+        "image",
+        &[
+            "context",
+            "repository",
+            "tag",
+            "registry",
+            "base",
+            "entrypoint",
+            "cmd",
+            "image_env",
+            "workdir",
+            "port",
+            "labels",
+            "user",
+            "dest",
+            "container",
+        ],
+    ),
+    ("promote", &["tag", "repositories", "registry", "file"]),
 ];
-/// Types that formats.md announces for later issues.
-const FUTURE_TYPES: &[&str] = &["deploy", "promote", "image"];
 
 /// A scalar given as text, a number or a boolean (`PORT: 8080` is `"8080"`).
 pub(crate) struct ScalarText;
@@ -71,20 +88,16 @@ impl JsonSchema for ScalarText {
     }
 }
 
-/// The whole file.
+/// The pipeline's keys of the file (the rest is in `crate::document`).
+/// `name` and `stages` are required together, which the schema says with
+/// `dependentRequired` (added by `pipeline_schema`).
 #[derive(JsonSchema)]
-#[schemars(
-    title = "gantry.yaml",
-    description = "A gantry pipeline: stages of actions that run in order.",
-    deny_unknown_fields
-)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct RawPipeline {
-    /// The file format version; always 1.
-    #[schemars(with = "u32", range(min = 1, max = 1))]
-    pub(crate) version: Option<Located<String>>,
-    /// The pipeline's name.
+    /// The pipeline's name; with `stages`, absent in a file of only
+    /// environments and services.
     #[schemars(
-        with = "String",
+        with = "Option<String>",
         length(min = 1, max = 100),
         pattern(r"^[A-Za-z0-9.@_-]+$")
     )]
@@ -98,7 +111,7 @@ pub(crate) struct RawPipeline {
     #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
     pub(crate) variables: Vec<(Located<String>, Located<String>)>,
     /// The stages, run one after the other.
-    #[schemars(with = "Vec<RawStage>", length(min = 1))]
+    #[schemars(with = "Option<Vec<RawStage>>", length(min = 1))]
     pub(crate) stages: Option<Located<Vec<RawStage>>>,
     /// Some action's outputs could not be decoded, so "not an output of an
     /// earlier action" would be guesswork.
@@ -222,9 +235,99 @@ pub(crate) enum RawActionKind {
         #[schemars(with = "Option<String>")]
         comments: Option<Located<String>>,
     },
+    /// Rolls a service in an environment to the images named in the input's
+    /// imagedefinitions.json, and waits until it is healthy.
+    Deploy {
+        /// The environment to deploy to.
+        #[schemars(with = "String", pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+        environment: Option<Located<String>>,
+        /// The service to deploy.
+        #[schemars(with = "String", pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+        service: Option<Located<String>>,
+        /// The file in the input artifact; default `imagedefinitions.json`.
+        #[schemars(with = "Option<String>")]
+        file: Option<Located<String>>,
+    },
+    /// Builds an OCI image from a directory of the first input, without
+    /// Docker, pushes it, and writes imagedefinitions.json and
+    /// imageDetail.json to the output.
+    Image(Box<RawImage>),
+    /// Gives the images of the input's imagedefinitions.json a new tag (and
+    /// optionally repository or registry) without rebuilding them, and
+    /// writes the new imagedefinitions.json to the output.
+    Promote {
+        /// The new tag; may hold `#{...}`.
+        #[schemars(with = "String")]
+        tag: Option<Located<String>>,
+        /// New repository names by container name; containers not listed
+        /// keep theirs.
+        #[schemars(with = "Option<BTreeMap<String, String>>")]
+        repositories: RawEnv,
+        /// The registry to copy to (host and port); default: each image's own.
+        #[schemars(with = "Option<String>")]
+        registry: Option<Located<String>>,
+        /// The file in the input artifact; default `imagedefinitions.json`.
+        #[schemars(with = "Option<String>")]
+        file: Option<Located<String>>,
+    },
     /// A missing or unknown `type`: already reported, nothing to validate.
     #[schemars(skip)]
     Unknown,
+}
+
+/// The keys of `image` actions. The image's own environment variables are
+/// `image_env`, since `env` means the variables of the process running an
+/// action everywhere else.
+#[derive(JsonSchema)]
+#[schemars(inline)]
+pub(crate) struct RawImage {
+    /// The directory inside the first input that becomes the image's layer;
+    /// default `.`.
+    #[schemars(with = "Option<String>")]
+    pub(crate) context: Option<Located<String>>,
+    /// The repository, such as `shop/catalog`.
+    #[schemars(with = "String")]
+    pub(crate) repository: Option<Located<String>>,
+    /// The tag; default `#{gantry.ExecutionId}`.
+    #[schemars(with = "Option<String>")]
+    pub(crate) tag: Option<Located<String>>,
+    /// The registry (host and port); default: gantry's embedded one.
+    #[schemars(with = "Option<String>")]
+    pub(crate) registry: Option<Located<String>>,
+    /// The image to build on; default: none (an empty file system).
+    #[schemars(with = "Option<String>")]
+    pub(crate) base: Option<Located<String>>,
+    /// The image's `Entrypoint`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) entrypoint: Option<Vec<Located<String>>>,
+    /// The image's `Cmd`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) cmd: Option<Vec<Located<String>>>,
+    /// The image's environment variables (added to the base's).
+    #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
+    pub(crate) image_env: RawEnv,
+    /// The image's `WorkingDir`; absolute.
+    #[schemars(with = "Option<String>")]
+    pub(crate) workdir: Option<Located<String>>,
+    /// The port the image exposes.
+    #[schemars(with = "Option<u16>", range(min = 1))]
+    pub(crate) port: Option<Located<i128>>,
+    /// The image's labels (merged over the base's).
+    #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
+    pub(crate) labels: RawEnv,
+    /// The image's `User`: `name`, `uid` or `uid:gid`.
+    #[schemars(with = "Option<String>")]
+    pub(crate) user: Option<Located<String>>,
+    /// Where the context goes in the image; absolute, default `/app`.
+    #[schemars(with = "Option<String>")]
+    pub(crate) dest: Option<Located<String>>,
+    /// The name written into imagedefinitions.json; default: the action's name.
+    #[schemars(
+        with = "Option<String>",
+        length(min = 1, max = 255),
+        pattern(r"^[A-Za-z0-9_-]+$")
+    )]
+    pub(crate) container: Option<Located<String>>,
 }
 
 /// The keys of `build` and `test` actions.
@@ -289,24 +392,9 @@ impl JsonSchema for YesNo {
     }
 }
 
-/// Decodes the tree of a gantry.yaml; `None` when the top is not a mapping.
-pub(crate) fn decode(diag: &mut Diagnostics<'_>, root: &Node) -> Option<RawPipeline> {
-    let top = diag.map(root, "a pipeline file")?;
-    let mut known = PIPELINE_KEYS.to_vec();
-    known.extend(RESERVED_KEYS);
-    top.deny_unknown(diag, &known, "in a pipeline file");
-    for key in RESERVED_KEYS {
-        if let Some(field) = top.field(key) {
-            diag.error(
-                field.key_node.location,
-                format!("`{key}` is not supported yet (environments and services come with the deploy issue)"),
-            );
-        }
-    }
+/// Decodes the pipeline's keys of a file's top-level mapping.
+pub(crate) fn decode(diag: &mut Diagnostics<'_>, top: &Fields<'_>) -> RawPipeline {
     let mut raw = RawPipeline {
-        version: top
-            .required(diag, "version", "(write `version: 1`)")
-            .and_then(|n| diag.string(n, "`version`")),
         name: top
             .required(diag, "name", "(the pipeline's name)")
             .and_then(|n| diag.string(n, "`name`")),
@@ -327,7 +415,7 @@ pub(crate) fn decode(diag: &mut Diagnostics<'_>, root: &Node) -> Option<RawPipel
     if let Some(node) = top.required(diag, "stages", "(the list of stages)") {
         raw.stages = decode_stages(diag, node, &mut raw).map(|s| Located::new(s, node.location));
     }
-    Some(raw)
+    raw
 }
 
 fn decode_execution_mode(
@@ -354,7 +442,11 @@ fn decode_execution_mode(
 
 /// A mapping of names to text (`variables`, `env`): the entries that decoded,
 /// and whether all of them did.
-fn decode_env_map(diag: &mut Diagnostics<'_>, node: &Node, what: &str) -> (RawEnv, bool) {
+pub(crate) fn decode_env_map(
+    diag: &mut Diagnostics<'_>,
+    node: &Node,
+    what: &str,
+) -> (RawEnv, bool) {
     let Some(map) = diag.map_or_empty(node, what) else {
         return (Vec::new(), false);
     };
@@ -447,21 +539,14 @@ fn decode_type(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> Option<&'stat
     if let Some((t, _)) = TYPE_KEYS.iter().find(|(t, _)| *t == text.as_str()) {
         return Some(t);
     }
-    if FUTURE_TYPES.contains(&text.as_str()) {
-        diag.error(
-            text.location,
-            format!("action type `{}` is not supported yet", text.value),
-        );
-    } else {
-        diag.error(
-            text.location,
-            format!(
-                "unknown action type `{}`; expected one of: {}",
-                text.value,
-                known.join(", ")
-            ),
-        );
-    }
+    diag.error(
+        text.location,
+        format!(
+            "unknown action type `{}`; expected one of: {}",
+            text.value,
+            known.join(", ")
+        ),
+    );
     None
 }
 
@@ -552,6 +637,56 @@ fn decode_action(
             review_url: string(diag, "review_url"),
             comments: string(diag, "comments"),
         },
+        Some("deploy") => RawActionKind::Deploy {
+            environment: fields
+                .required(diag, "environment", "in a `deploy` action")
+                .and_then(|n| diag.string(n, "`environment`")),
+            service: fields
+                .required(diag, "service", "in a `deploy` action")
+                .and_then(|n| diag.string(n, "`service`")),
+            file: string(diag, "file"),
+        },
+        Some("image") => RawActionKind::Image(Box::new(RawImage {
+            context: string(diag, "context"),
+            repository: fields
+                .required(
+                    diag,
+                    "repository",
+                    "in an `image` action (such as shop/catalog)",
+                )
+                .and_then(|n| diag.string(n, "`repository`")),
+            tag: string(diag, "tag"),
+            registry: string(diag, "registry"),
+            base: string(diag, "base"),
+            entrypoint: list(diag, "entrypoint").flatten(),
+            cmd: list(diag, "cmd").flatten(),
+            image_env: fields
+                .get("image_env")
+                .map(|n| decode_env_map(diag, n, "`image_env`").0)
+                .unwrap_or_default(),
+            workdir: string(diag, "workdir"),
+            port: fields
+                .get("port")
+                .and_then(|n| diag.whole_number(n, "`port`", 1, 65_535)),
+            labels: fields
+                .get("labels")
+                .map(|n| decode_env_map(diag, n, "`labels`").0)
+                .unwrap_or_default(),
+            user: string(diag, "user"),
+            dest: string(diag, "dest"),
+            container: string(diag, "container"),
+        })),
+        Some("promote") => RawActionKind::Promote {
+            tag: fields
+                .required(diag, "tag", "in a `promote` action")
+                .and_then(|n| diag.string(n, "`tag`")),
+            repositories: fields
+                .get("repositories")
+                .map(|n| decode_env_map(diag, n, "`repositories`").0)
+                .unwrap_or_default(),
+            registry: string(diag, "registry"),
+            file: string(diag, "file"),
+        },
         _ => RawActionKind::Unknown,
     };
     let type_location = fields.get("type").map_or(fields.location, |n| n.location);
@@ -634,6 +769,12 @@ mod tests {
 
     use super::*;
     use crate::buildspec::ARTIFACT_KEYS;
+    use crate::document::TOP_KEYS;
+    use crate::environment::decode::{ENVIRONMENT_KEYS, LOAD_BALANCER_KEYS, RULE_KEYS};
+    use crate::service::decode::{
+        CIRCUIT_BREAKER_KEYS, DEPLOYMENT_KEYS, HEALTH_CHECK_KEYS, OVERRIDE_KEYS, RESOURCES_KEYS,
+        SERVICE_KEYS,
+    };
 
     fn property_names(schema: &Value) -> BTreeSet<String> {
         schema["properties"]
@@ -652,8 +793,22 @@ mod tests {
     fn schema_and_decoder_know_the_same_keys() {
         let schema = crate::pipeline::pipeline_schema();
         let defs = &schema["$defs"];
-        assert_eq!(property_names(&schema), set(PIPELINE_KEYS));
+        assert_eq!(property_names(&schema), set(TOP_KEYS));
+        assert!(PIPELINE_KEYS.iter().all(|k| TOP_KEYS.contains(k)));
         assert_eq!(property_names(&defs["Stage"]), set(STAGE_KEYS));
+        for (def, keys) in [
+            ("Environment", ENVIRONMENT_KEYS),
+            ("LoadBalancer", LOAD_BALANCER_KEYS),
+            ("Rule", RULE_KEYS),
+            ("Service", SERVICE_KEYS),
+            ("ServiceOverride", OVERRIDE_KEYS),
+            ("HealthCheck", HEALTH_CHECK_KEYS),
+            ("Deployment", DEPLOYMENT_KEYS),
+            ("CircuitBreaker", CIRCUIT_BREAKER_KEYS),
+            ("Resources", RESOURCES_KEYS),
+        ] {
+            assert_eq!(property_names(&defs[def]), set(keys), "{def}");
+        }
         // `type` is declared by each variant below, with its value.
         let mut common = set(ACTION_KEYS);
         common.remove("type");

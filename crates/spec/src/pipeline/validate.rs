@@ -10,13 +10,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::raw::{RawAction, RawActionKind, RawBuild, RawPipeline};
+use super::image_ref::{
+    check_reference, check_registry, check_repository, check_tag, with_stand_ins,
+};
+use super::raw::{RawAction, RawActionKind, RawBuild, RawImage, RawPipeline};
 use super::{
-    Action, ActionKind, ActionName, ArtifactName, NameRule, Namespace, Pipeline, PipelineName,
-    Stage, StageName,
+    Action, ActionKind, ActionName, ArtifactName, DEFAULT_IMAGE_TAG, NameRule, Namespace, Pipeline,
+    PipelineName, Stage, StageName,
 };
 use crate::duration::{format_duration, parse_duration};
 use crate::location::Location;
+use crate::names::{EnvironmentName, ServiceName};
 use crate::template;
 use crate::yaml::{Diagnostics, Located};
 
@@ -51,20 +55,9 @@ struct Producer {
     exports: Option<Vec<String>>,
 }
 
-pub(super) fn validate(diag: &mut Diagnostics<'_>, raw: &RawPipeline) -> Option<Pipeline> {
+pub(crate) fn validate(diag: &mut Diagnostics<'_>, raw: &RawPipeline) -> Option<Pipeline> {
     let errors_before = diag.errors.len();
 
-    if let Some(version) = &raw.version
-        && version.value.trim() != "1"
-    {
-        diag.error(
-            version.location,
-            format!(
-                "unsupported version `{}`: the only version is 1",
-                version.value
-            ),
-        );
-    }
     let name = raw
         .name
         .as_ref()
@@ -183,6 +176,7 @@ pub(super) fn validate(diag: &mut Diagnostics<'_>, raw: &RawPipeline) -> Option<
         });
     }
     Some(Pipeline {
+        location: raw.name.as_ref().map(|n| n.location)?,
         name: PipelineName(name?),
         execution_mode: raw
             .execution_mode
@@ -205,6 +199,9 @@ fn type_name(kind: &RawActionKind) -> Option<&'static str> {
         RawActionKind::Test(_) => "test",
         RawActionKind::Shell { .. } => "shell",
         RawActionKind::Approval { .. } => "approval",
+        RawActionKind::Deploy { .. } => "deploy",
+        RawActionKind::Image(_) => "image",
+        RawActionKind::Promote { .. } => "promote",
         RawActionKind::Unknown => return None,
     })
 }
@@ -400,6 +397,7 @@ impl Checker<'_> {
             RawActionKind::Shell { env, .. } => self.env(diag, env),
             _ => BTreeMap::new(),
         };
+        let name_location = action.name.as_ref().map(|n| n.location);
         self.references(diag, action, position);
 
         let input_count = action.inputs.as_ref().map(Vec::len);
@@ -503,6 +501,112 @@ impl Checker<'_> {
                     comments: comments.as_ref().map(|c| c.value.clone()),
                 })
             }
+            RawActionKind::Deploy {
+                environment,
+                service,
+                file,
+            } => {
+                exactly_one(
+                    diag,
+                    action,
+                    input_count,
+                    "input",
+                    "deploy",
+                    "holding imagedefinitions.json",
+                );
+                if let Some(first) = action.outputs.as_ref().and_then(|o| o.first()) {
+                    diag.error(first.location, "a `deploy` action has no outputs");
+                }
+                let environment = environment
+                    .as_ref()
+                    .and_then(|e| checked_name(diag, e, NameRule::EnvironmentName))
+                    .map(EnvironmentName);
+                let service = service
+                    .as_ref()
+                    .and_then(|s| checked_name(diag, s, NameRule::ServiceName))
+                    .map(ServiceName);
+                let file = relative_path(diag, file.as_ref(), "file", "the input artifact")
+                    .unwrap_or_else(|| super::IMAGE_DEFINITIONS.to_owned());
+                environment
+                    .zip(service)
+                    .map(|(environment, service)| ActionKind::Deploy {
+                        environment,
+                        service,
+                        file,
+                    })
+            }
+            RawActionKind::Image(image) => {
+                self.needs_input(diag, action, input_count, "image");
+                exactly_one(
+                    diag,
+                    action,
+                    output_count,
+                    "output",
+                    "image",
+                    "it receives imagedefinitions.json and imageDetail.json",
+                );
+                let container = match (&image.container, &name) {
+                    (Some(container), _) => checked_name(diag, container, NameRule::Container),
+                    (None, Some(name)) => match NameRule::Container.check(name) {
+                        Ok(()) => Some(name.clone()),
+                        Err(_) => {
+                            diag.error(
+                                name_location.unwrap_or(action.location),
+                                format!(
+                                    "the action name `{name}` is not a valid container name for imagedefinitions.json (A-Z a-z 0-9 _ -); set `container`"
+                                ),
+                            );
+                            None
+                        }
+                    },
+                    (None, None) => None,
+                };
+                self.image(diag, image, container)
+            }
+            RawActionKind::Promote {
+                tag,
+                repositories,
+                registry,
+                file,
+            } => {
+                exactly_one(
+                    diag,
+                    action,
+                    input_count,
+                    "input",
+                    "promote",
+                    "holding imagedefinitions.json",
+                );
+                exactly_one(
+                    diag,
+                    action,
+                    output_count,
+                    "output",
+                    "promote",
+                    "it receives the new imagedefinitions.json",
+                );
+                if let Some(tag) = tag {
+                    check_shape(diag, tag, "tag", check_tag);
+                }
+                for (container, repository) in repositories {
+                    check_name(diag, container, NameRule::Container);
+                    check_shape(diag, repository, "repository", check_repository);
+                }
+                if let Some(registry) = registry {
+                    check_shape(diag, registry, "registry", check_registry);
+                }
+                let file = relative_path(diag, file.as_ref(), "file", "the input artifact")
+                    .unwrap_or_else(|| super::IMAGE_DEFINITIONS.to_owned());
+                tag.as_ref().map(|tag| ActionKind::Promote {
+                    tag: tag.value.clone(),
+                    repositories: repositories
+                        .iter()
+                        .map(|(k, v)| (k.value.clone(), v.value.clone()))
+                        .collect(),
+                    registry: registry.as_ref().map(|r| r.value.clone()),
+                    file,
+                })
+            }
             RawActionKind::Unknown => None,
         };
 
@@ -532,29 +636,104 @@ impl Checker<'_> {
         if input_count == Some(0) {
             diag.error(
                 action.location,
-                format!("a `{type_name}` action needs at least one input artifact in `inputs`"),
+                format!(
+                    "{} `{type_name}` action needs at least one input artifact in `inputs`",
+                    super::raw::article(type_name)
+                ),
             );
         }
     }
 
     fn build(&self, diag: &mut Diagnostics<'_>, build: &RawBuild) -> (String, Option<String>) {
-        let buildspec = match &build.buildspec {
-            Some(path) => {
-                let escapes = path.value.split('/').any(|part| part == "..");
-                if path.value.is_empty() || path.value.starts_with('/') || escapes {
-                    diag.error(
-                        path.location,
-                        format!(
-                            "`buildspec` must be a relative path inside the first input artifact, found `{}`",
-                            path.value
-                        ),
-                    );
-                }
-                path.value.clone()
-            }
-            None => "buildspec.yml".to_owned(),
-        };
+        let buildspec = relative_path(
+            diag,
+            build.buildspec.as_ref(),
+            "buildspec",
+            "the first input artifact",
+        )
+        .unwrap_or_else(|| "buildspec.yml".to_owned());
         (buildspec, build.image.as_ref().map(|i| i.value.clone()))
+    }
+
+    /// The kind of an `image` action; `container` is `None` when it was refused.
+    fn image(
+        &self,
+        diag: &mut Diagnostics<'_>,
+        image: &RawImage,
+        container: Option<String>,
+    ) -> Option<ActionKind> {
+        let context = relative_path(
+            diag,
+            image.context.as_ref(),
+            "context",
+            "the first input artifact",
+        )
+        .unwrap_or_else(|| ".".to_owned());
+        if let Some(repository) = &image.repository {
+            check_shape(diag, repository, "repository", check_repository);
+        }
+        if let Some(tag) = &image.tag {
+            check_shape(diag, tag, "tag", check_tag);
+        }
+        if let Some(registry) = &image.registry {
+            check_shape(diag, registry, "registry", check_registry);
+        }
+        if let Some(base) = &image.base {
+            check_shape(diag, base, "base image", check_reference);
+        }
+        let image_env = self.env(diag, &image.image_env);
+        for (key, _) in &image.labels {
+            if key.value.is_empty() {
+                diag.error(key.location, "a label's key cannot be empty");
+            }
+        }
+        for (value, key) in [(&image.workdir, "workdir"), (&image.dest, "dest")] {
+            if let Some(path) = value
+                && let Some(text) = with_stand_ins(&path.value)
+                && (!text.starts_with('/') || text.split('/').any(|part| part == ".."))
+            {
+                diag.error(
+                    path.location,
+                    format!(
+                        "`{key}` must be an absolute path inside the image, found `{}`",
+                        path.value
+                    ),
+                );
+            }
+        }
+        if let Some(user) = &image.user
+            && user.value.is_empty()
+        {
+            diag.error(user.location, "`user` cannot be empty");
+        }
+        let strings = |list: &Option<Vec<Located<String>>>| {
+            list.as_ref()
+                .map(|items| items.iter().map(|i| i.value.clone()).collect())
+        };
+        let text = |value: &Option<Located<String>>| value.as_ref().map(|v| v.value.clone());
+        Some(ActionKind::Image {
+            context,
+            repository: image.repository.as_ref()?.value.clone(),
+            tag: text(&image.tag).unwrap_or_else(|| DEFAULT_IMAGE_TAG.to_owned()),
+            registry: text(&image.registry),
+            base: text(&image.base),
+            entrypoint: strings(&image.entrypoint),
+            cmd: strings(&image.cmd),
+            image_env,
+            workdir: text(&image.workdir),
+            port: image
+                .port
+                .as_ref()
+                .and_then(|p| u16::try_from(p.value).ok()),
+            labels: image
+                .labels
+                .iter()
+                .map(|(k, v)| (k.value.clone(), v.value.clone()))
+                .collect(),
+            user: text(&image.user),
+            dest: text(&image.dest).unwrap_or_else(|| "/app".to_owned()),
+            container: container?,
+        })
     }
 
     fn artifact_names(
@@ -752,25 +931,108 @@ fn template_fields(action: &RawAction) -> Vec<Located<String>> {
             fields.extend(review_url.iter().cloned());
             fields.extend(comments.iter().cloned());
         }
+        RawActionKind::Deploy { file, .. } => fields.extend(file.iter().cloned()),
+        RawActionKind::Image(image) => {
+            let single = [
+                &image.context,
+                &image.repository,
+                &image.tag,
+                &image.registry,
+                &image.base,
+                &image.workdir,
+                &image.user,
+                &image.dest,
+            ];
+            fields.extend(single.into_iter().flatten().cloned());
+            fields.extend(image.entrypoint.iter().flatten().cloned());
+            fields.extend(image.cmd.iter().flatten().cloned());
+            fields.extend(env_values(&image.image_env));
+            fields.extend(env_values(&image.labels));
+        }
+        RawActionKind::Promote {
+            tag,
+            repositories,
+            registry,
+            file,
+        } => {
+            fields.extend(tag.iter().cloned());
+            fields.extend(env_values(repositories));
+            fields.extend(registry.iter().cloned());
+            fields.extend(file.iter().cloned());
+        }
         RawActionKind::Unknown => {}
     }
     fields
 }
 
-/// Environment variable names as a POSIX shell accepts them.
-fn check_env_name(diag: &mut Diagnostics<'_>, name: &Located<String>) {
-    let mut chars = name.value.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+/// A relative path inside an input artifact, or `None` when `path` is absent.
+/// An absolute path or one with `..` is reported, and returned all the same
+/// (the error keeps the action from being built).
+fn relative_path(
+    diag: &mut Diagnostics<'_>,
+    path: Option<&Located<String>>,
+    key: &str,
+    inside: &str,
+) -> Option<String> {
+    let path = path?;
+    let escapes = path.value.split('/').any(|part| part == "..");
+    if path.value.is_empty() || path.value.starts_with('/') || escapes {
         diag.error(
-            name.location,
+            path.location,
             format!(
-                "invalid variable name `{}`: use letters, digits and _, not starting with a digit",
-                name.value
+                "`{key}` must be a relative path inside {inside}, found `{}`",
+                path.value
             ),
         );
+    }
+    Some(path.value.clone())
+}
+
+/// Reports a value whose shape `check` refuses once its `#{...}` references
+/// are replaced by stand-ins.
+fn check_shape(
+    diag: &mut Diagnostics<'_>,
+    value: &Located<String>,
+    what: &str,
+    check: fn(&str) -> Result<(), String>,
+) {
+    // A broken template is reported by the reference check.
+    let Some(text) = with_stand_ins(&value.value) else {
+        return;
+    };
+    if let Err(expected) = check(&text) {
+        diag.error(
+            value.location,
+            format!("invalid {what} `{}`: {expected}", value.value),
+        );
+    }
+}
+
+/// Reports an action that does not have exactly one input (or output).
+fn exactly_one(
+    diag: &mut Diagnostics<'_>,
+    action: &RawAction,
+    count: Option<usize>,
+    which: &str,
+    type_name: &str,
+    why: &str,
+) {
+    if let Some(n) = count
+        && n != 1
+    {
+        diag.error(
+            action.location,
+            format!(
+                "{} `{type_name}` action needs exactly one {which} artifact ({why}), found {n}",
+                super::raw::article(type_name)
+            ),
+        );
+    }
+}
+
+/// Environment variable names as a POSIX shell accepts them.
+fn check_env_name(diag: &mut Diagnostics<'_>, name: &Located<String>) {
+    if let Some(problem) = crate::names::variable_name_problem(&name.value) {
+        diag.error(name.location, problem);
     }
 }

@@ -1,0 +1,234 @@
+//! Environments (formats.md §4): where services run — a runtime, an optional
+//! load balancer routing request paths to services as an ALB listener's
+//! path-pattern rules do, and per-environment overrides of service fields.
+//!
+//! A load balancer's rules are kept in ascending priority, the order in
+//! which they are tried; the first whose [`PathPattern`] matches the request
+//! path picks the service. A request that no rule matches gets a 404, as an
+//! ALB's default fixed response. Health-check settings are the services'
+//! (the target group's in AWS), so a load balancer has none of its own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::location::Location;
+pub use crate::names::EnvironmentName;
+use crate::names::ServiceName;
+use crate::service::ServiceOverride;
+
+pub(crate) mod decode;
+
+/// A validated environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: EnvironmentName,
+    pub runtime: RuntimeKind,
+    pub load_balancer: Option<LoadBalancer>,
+    /// Changes to services in this environment, by service name.
+    pub services: BTreeMap<ServiceName, ServiceOverride>,
+    /// Where the environment's name is written.
+    pub location: Location,
+}
+
+/// What runs an environment's replicas.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// The image's program runs on the host, in its unpacked root, without isolation.
+    #[default]
+    Process,
+    /// The local Docker Engine.
+    Docker,
+}
+
+/// One listener and its path rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub listen: SocketAddr,
+    /// In ascending priority; priorities are unique.
+    pub rules: Vec<Rule>,
+    pub location: Location,
+}
+
+impl LoadBalancer {
+    /// The rule that serves `path` (a query string is ignored), if any.
+    pub fn route(&self, path: &str) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.path.matches(path))
+    }
+}
+
+/// Requests whose path matches `path` go to `service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// 1..=50000; lower is tried first.
+    pub priority: u32,
+    pub path: PathPattern,
+    pub service: ServiceName,
+    pub location: Location,
+}
+
+/// An ALB path pattern: at most 128 characters, case-sensitive, `*` matches
+/// any run of characters (none included, `/` included) and `?` exactly one.
+/// The characters allowed are ALB's: `A-Z a-z 0-9 _ - . $ / ~ " ' @ : + &`
+/// and the two wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PathPattern(String);
+
+/// The longest pattern an ALB accepts.
+const MAX_PATTERN: usize = 128;
+
+impl PathPattern {
+    /// Checks a pattern; the message says what is wrong.
+    pub fn new(pattern: &str) -> Result<PathPattern, String> {
+        if pattern.is_empty() {
+            return Err("a path pattern cannot be empty".to_owned());
+        }
+        let length = pattern.chars().count();
+        if length > MAX_PATTERN {
+            return Err(format!(
+                "path pattern `{pattern}` is {length} characters long; the most is {MAX_PATTERN}"
+            ));
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.$/~\"'@:+&*?".contains(c);
+        if let Some(c) = pattern.chars().find(|&c| !allowed(c)) {
+            return Err(format!(
+                "path pattern `{pattern}` holds `{c}`; use A-Z a-z 0-9 _ - . $ / ~ \" ' @ : + & and the wildcards * and ?"
+            ));
+        }
+        Ok(PathPattern(pattern.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a request path matches. Everything from the first `?` on is
+    /// the query string, which path patterns do not see.
+    pub fn matches(&self, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(path, _query)| path);
+        wildcard_match(&self.0, path)
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Glob matching with `*` and `?`, in O(pattern × text) at worst: on a
+/// mismatch it returns to the last `*` and lets it take one more character,
+/// instead of recursing (which a pattern like `*a*a*a*b` would make
+/// exponential).
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    // The last `*` seen, and where in the text it started to match.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, path: &str) -> bool {
+        PathPattern::new(pattern).expect("valid").matches(path)
+    }
+
+    #[test]
+    fn wildcards_behave_as_alb_path_patterns() {
+        assert!(matches("/api/catalog/*", "/api/catalog/1"));
+        assert!(matches("/api/catalog/*", "/api/catalog/1/items"));
+        assert!(!matches("/api/catalog/*", "/api/catalogs"));
+        // `*` matches nothing too.
+        assert!(matches("/api/catalog/*", "/api/catalog/"));
+        assert!(matches("/*", "/"));
+        assert!(matches("*", ""));
+        // `?` is exactly one character.
+        assert!(matches("/v?/x", "/v1/x"));
+        assert!(!matches("/v?/x", "/v/x"));
+        assert!(!matches("/v?/x", "/v12/x"));
+        // Case-sensitive.
+        assert!(!matches("/API/*", "/api/x"));
+        // The query string is not part of the path.
+        assert!(matches("/a", "/a?b=1"));
+        assert!(!matches("/a*b", "/a?b"));
+        assert!(matches("*.jpg", "/img/x.jpg"));
+        assert!(matches("/a*b*c", "/aXbYbZc"));
+        assert!(!matches("/a*b*c", "/aXbYbZ"));
+        assert!(matches("/*", "/é"));
+    }
+
+    #[test]
+    fn hostile_patterns_stay_fast() {
+        let pattern = format!("{}b", "*a".repeat(60));
+        let text = "a".repeat(10_000);
+        assert!(!matches(&pattern, &text));
+    }
+
+    #[test]
+    fn patterns_are_checked() {
+        assert!(PathPattern::new("/api/catalog/*").is_ok());
+        assert!(PathPattern::new("").is_err());
+        assert!(PathPattern::new("/a b").is_err());
+        assert!(PathPattern::new("/a?x").is_ok());
+        assert!(PathPattern::new("/é").is_err());
+        assert!(PathPattern::new(&format!("/{}", "a".repeat(127))).is_ok());
+        assert!(PathPattern::new(&format!("/{}", "a".repeat(128))).is_err());
+    }
+
+    #[test]
+    fn route_picks_the_lowest_priority_rule_that_matches() {
+        let rule = |priority, path: &str, service: &str| Rule {
+            priority,
+            path: PathPattern::new(path).expect("valid"),
+            service: ServiceName(service.into()),
+            location: Location::default(),
+        };
+        let lb = LoadBalancer {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            rules: vec![
+                rule(10, "/api/catalog/*", "catalog"),
+                rule(100, "/*", "bff"),
+            ],
+            location: Location::default(),
+        };
+        let service = |path| lb.route(path).map(|r| r.service.as_str());
+        assert_eq!(service("/api/catalog/7"), Some("catalog"));
+        assert_eq!(service("/api/catalogs"), Some("bff"));
+        assert_eq!(service("nopath"), None);
+    }
+}

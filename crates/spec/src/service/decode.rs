@@ -1,0 +1,654 @@
+//! Reading `services:` (and the per-environment overrides, which take the
+//! same keys but `container`) from the YAML tree, every problem recorded.
+//!
+//! Services have no wiring to check inside one file, so decoding and
+//! validating are one pass: each key is decoded straight into its validated
+//! value. The `Raw*` types here only describe the keys for the JSON Schema;
+//! a test keeps them and the key lists below in step.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+
+use super::{
+    DeploymentOverride, DeploymentStrategy, ENVIRONMENT_PLACEHOLDER, HealthCheckKind,
+    HealthCheckOverride, Part, Resources, Service, ServiceName, ServiceOverride, check_container,
+    check_parameter_name,
+};
+use crate::location::Location;
+use crate::names::{NameRule, variable_name_problem};
+use crate::pipeline::raw::ScalarText;
+use crate::yaml::{Diagnostics, Fields, Located, Node, Value};
+
+/// Keys of a service.
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "container",
+    "image",
+    "command",
+    "port",
+    "replicas",
+    "environment",
+    "secrets",
+    "health_check",
+    "deployment",
+    "resources",
+];
+/// Keys of a service override: all but `container`.
+pub(crate) const OVERRIDE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "port",
+    "replicas",
+    "environment",
+    "secrets",
+    "health_check",
+    "deployment",
+    "resources",
+];
+pub(crate) const HEALTH_CHECK_KEYS: &[&str] = &[
+    "path",
+    "command",
+    "interval",
+    "timeout",
+    "healthy_threshold",
+    "unhealthy_threshold",
+    "grace_period",
+];
+pub(crate) const DEPLOYMENT_KEYS: &[&str] = &[
+    "strategy",
+    "min_healthy_percent",
+    "max_percent",
+    "circuit_breaker",
+    "drain",
+];
+pub(crate) const CIRCUIT_BREAKER_KEYS: &[&str] = &["threshold", "rollback"];
+pub(crate) const RESOURCES_KEYS: &[&str] = &["cpus", "memory"];
+
+/// Docker refuses a memory limit below 6 MiB.
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+/// A service: a task definition and the ECS service that runs it.
+#[derive(JsonSchema)]
+#[schemars(rename = "Service", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used; the decoder builds a Service.
+pub(crate) struct RawService {
+    /// Its name in imagedefinitions.json; default: the service name.
+    #[schemars(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9_-]+$"))]
+    container: Option<String>,
+    #[schemars(flatten)]
+    fields: RawServiceFields,
+}
+
+/// The fields of a service an environment may change.
+#[derive(JsonSchema)]
+#[schemars(rename = "ServiceOverride", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) struct RawServiceFields {
+    /// The image to run before any deploy; deploys replace it.
+    image: Option<String>,
+    /// Overrides the image's entrypoint and cmd.
+    #[schemars(length(min = 1))]
+    command: Option<Vec<String>>,
+    /// The container port, default 8080; the process runtime passes `PORT` instead.
+    #[schemars(range(min = 1))]
+    port: Option<u16>,
+    /// How many replicas run, default 1; 0 stops the service.
+    #[schemars(range(max = 100))]
+    replicas: Option<u32>,
+    /// Plain environment variables.
+    environment: Option<BTreeMap<String, ScalarText>>,
+    /// Environment variables read from the parameter store: variable →
+    /// parameter name, which may hold `${environment}`.
+    secrets: Option<BTreeMap<String, String>>,
+    /// How a replica is known to be healthy.
+    health_check: Option<RawHealthCheck>,
+    /// How a new image replaces the running one.
+    deployment: Option<RawDeployment>,
+    /// Limits; none by default.
+    resources: Option<RawResources>,
+}
+
+/// An HTTP `path` or a `command`, checked every `interval`.
+#[derive(JsonSchema)]
+#[schemars(rename = "HealthCheck", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawHealthCheck {
+    /// `GET` this path on the replica's port (default `/`); 200 to 399 is healthy.
+    #[schemars(pattern(r"^/"))]
+    path: Option<String>,
+    /// Instead of `path`: a program run in the replica; exit 0 is healthy.
+    #[schemars(length(min = 1))]
+    command: Option<Vec<String>>,
+    /// 1s to 5m, default 5s.
+    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    interval: Option<String>,
+    /// 1s to 2m, shorter than the interval, default 2s.
+    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    timeout: Option<String>,
+    /// Successes in a row that make a replica healthy, default 2.
+    #[schemars(range(min = 2, max = 10))]
+    healthy_threshold: Option<u32>,
+    /// Failures in a row that make a replica unhealthy, default 2.
+    #[schemars(range(min = 2, max = 10))]
+    unhealthy_threshold: Option<u32>,
+    /// Failures are ignored this long after a replica starts, default 10s.
+    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    grace_period: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Deployment", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawDeployment {
+    /// `rolling` (default) or `blue_green`.
+    strategy: Option<DeploymentStrategy>,
+    /// Rolling: the share of replicas that stays healthy, default 100.
+    #[schemars(range(max = 100))]
+    min_healthy_percent: Option<u32>,
+    /// Rolling: the share of replicas that may run at once, default 200.
+    #[schemars(range(min = 100, max = 200))]
+    max_percent: Option<u32>,
+    /// When a deployment gives up.
+    circuit_breaker: Option<RawCircuitBreaker>,
+    /// How long a replica leaving the load balancer finishes its requests, default 5s.
+    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    drain: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "CircuitBreaker", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawCircuitBreaker {
+    /// Failed replicas that fail the deployment, default 3.
+    #[schemars(range(min = 1, max = 200))]
+    threshold: Option<u32>,
+    /// Return to the last deployment that succeeded, default true.
+    rollback: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Resources", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawResources {
+    /// CPUs, fractions allowed (0.5).
+    #[schemars(range(min = 0.01, max = 1024.0))]
+    cpus: Option<f64>,
+    /// Bytes, or with a unit: 256Mi, 1Gi (powers of 1024), 512M (powers of 1000).
+    memory: Option<MemorySize>,
+}
+
+/// A memory size: bytes, or a number and a unit.
+struct MemorySize;
+
+impl JsonSchema for MemorySize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MemorySize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes, or a whole number and Ki, Mi, Gi, Ti (powers of 1024) or K, M, G, T (powers of 1000).",
+            "anyOf": [
+                {"type": "integer", "minimum": MIN_MEMORY},
+                {"type": "string", "pattern": "^[0-9]+([KMGT]i?|k)?$"}
+            ]
+        })
+    }
+}
+
+/// Where the parts of a service are written, to point at them from the
+/// rules that involve several fields.
+#[derive(Default)]
+pub(crate) struct Spots {
+    health_check: Option<Location>,
+    deployment: Option<Location>,
+    secrets: Option<Location>,
+}
+
+impl Spots {
+    pub(crate) fn of(&self, part: Part, fallback: Location) -> Location {
+        match part {
+            Part::HealthCheck => self.health_check,
+            Part::Deployment => self.deployment,
+            Part::Secrets => self.secrets,
+        }
+        .unwrap_or(fallback)
+    }
+}
+
+/// Decodes `services:`. The map may be incomplete when there were errors,
+/// which the caller knows from the diagnostics.
+pub(crate) fn decode_services(
+    diag: &mut Diagnostics<'_>,
+    node: &Node,
+) -> BTreeMap<ServiceName, Service> {
+    let mut out = BTreeMap::new();
+    let Some(map) = diag.map_or_empty(node, "`services`") else {
+        return out;
+    };
+    for field in &map.fields {
+        let location = field.key_node.location;
+        let errors_before = diag.errors.len();
+        let name = match NameRule::ServiceName.check(&field.key) {
+            Ok(()) => Some(ServiceName(field.key.clone())),
+            Err(message) => {
+                diag.error(location, message);
+                None
+            }
+        };
+        let Some(fields) = diag.map_or_empty(field.value, &format!("service `{}`", field.key))
+        else {
+            continue;
+        };
+        fields.deny_unknown(diag, SERVICE_KEYS, &format!("in service `{}`", field.key));
+        let container = fields
+            .get("container")
+            .and_then(|n| diag.string(n, "`container`"))
+            .filter(|c| match check_container(&c.value) {
+                Ok(()) => true,
+                Err(message) => {
+                    diag.error(c.location, message);
+                    false
+                }
+            });
+        let (changes, spots) = decode_fields(diag, &fields);
+        let Some(name) = name else {
+            continue;
+        };
+        let mut service = Service::new(name.clone(), location).with_override(&changes);
+        if let Some(container) = container {
+            service.container = container.value;
+        }
+        // With a field already refused, its default stands in for it, and a
+        // rule involving it would only add a confusing second error.
+        if diag.errors.len() == errors_before {
+            for (part, message) in service.problems(None) {
+                diag.error(spots.of(part, location), message);
+            }
+        }
+        out.insert(name, service);
+    }
+    out
+}
+
+/// Decodes one environment's override of a service.
+pub(crate) fn decode_override(
+    diag: &mut Diagnostics<'_>,
+    fields: &Fields<'_>,
+    location: Location,
+    context: &str,
+) -> ServiceOverride {
+    for field in &fields.fields {
+        if field.key == "container" {
+            diag.error(
+                field.key_node.location,
+                "`container` cannot change per environment: the same imagedefinitions.json deploys to every environment",
+            );
+        } else if !OVERRIDE_KEYS.contains(&field.key.as_str()) {
+            diag.error(
+                field.key_node.location,
+                format!(
+                    "unknown key `{}` {context}; expected one of: {}",
+                    field.key,
+                    OVERRIDE_KEYS.join(", ")
+                ),
+            );
+        }
+    }
+    let (mut changes, _spots) = decode_fields(diag, fields);
+    changes.location = location;
+    changes
+}
+
+/// Decodes the keys services and overrides share, each checked on its own.
+fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOverride, Spots) {
+    let mut out = ServiceOverride {
+        location: fields.location,
+        ..ServiceOverride::default()
+    };
+    let mut spots = Spots::default();
+    if let Some(image) = fields.get("image").and_then(|n| diag.string(n, "`image`")) {
+        if image.value.is_empty() || image.value.contains(char::is_whitespace) {
+            diag.error(
+                image.location,
+                format!(
+                    "`image` must be an image reference such as `registry/repository:tag`, found `{}`",
+                    image.value
+                ),
+            );
+        }
+        out.image = Some(image.value);
+    }
+    if let Some(node) = fields.get("command") {
+        out.command = command(diag, node, "`command`");
+    }
+    out.port = fields
+        .get("port")
+        .and_then(|n| diag.whole_number(n, "`port`", 1, 65_535))
+        .and_then(|p| u16::try_from(p.value).ok());
+    out.replicas = fields
+        .get("replicas")
+        .and_then(|n| diag.whole_number(n, "`replicas`", 0, 100))
+        .and_then(|r| u32::try_from(r.value).ok());
+    if let Some(node) = fields.get("environment") {
+        out.environment = variables(diag, node, "`environment`", |diag, n| {
+            diag.string_or_empty(n, "a value of `environment`")
+        });
+    }
+    if let Some(node) = fields.get("secrets") {
+        spots.secrets = Some(node.location);
+        out.secrets = variables(diag, node, "`secrets`", |diag, n| {
+            let name = diag.string(n, "a parameter name in `secrets`")?;
+            match check_secret(&name.value) {
+                Ok(()) => Some(name),
+                Err(problem) => {
+                    diag.error(
+                        name.location,
+                        format!("invalid parameter name `{}`: {problem}", name.value),
+                    );
+                    None
+                }
+            }
+        });
+    }
+    if let Some(node) = fields.get("health_check") {
+        spots.health_check = Some(node.location);
+        if let Some(map) = diag.map(node, "`health_check`") {
+            out.health_check = health_check(diag, &map);
+        }
+    }
+    if let Some(node) = fields.get("deployment") {
+        spots.deployment = Some(node.location);
+        if let Some(map) = diag.map(node, "`deployment`") {
+            out.deployment = deployment(diag, &map);
+        }
+    }
+    if let Some(node) = fields.get("resources")
+        && let Some(map) = diag.map(node, "`resources`")
+    {
+        out.resources = resources(diag, &map);
+    }
+    (out, spots)
+}
+
+/// A program and its arguments: a non-empty list whose first item is not empty.
+fn command(diag: &mut Diagnostics<'_>, node: &Node, what: &str) -> Option<Vec<String>> {
+    let items = diag.string_list(node, what, false)?;
+    if items.first().is_none_or(|program| program.value.is_empty()) {
+        diag.error(
+            node.location,
+            format!("{what} must name a program: a list whose first item is not empty"),
+        );
+        return None;
+    }
+    Some(items.into_iter().map(|i| i.value).collect())
+}
+
+/// A mapping of environment variable names to values, each decoded by `value`.
+fn variables(
+    diag: &mut Diagnostics<'_>,
+    node: &Node,
+    what: &str,
+    value: impl Fn(&mut Diagnostics<'_>, &Node) -> Option<Located<String>>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(map) = diag.map_or_empty(node, what) else {
+        return out;
+    };
+    for field in &map.fields {
+        if let Some(problem) = variable_name_problem(&field.key) {
+            diag.error(field.key_node.location, problem);
+        }
+        if let Some(v) = value(diag, field.value) {
+            out.insert(field.key.clone(), v.value);
+        }
+    }
+    out
+}
+
+/// A secret's parameter name: `${environment}` is the only placeholder, and
+/// the name must be valid with any environment's name in its place.
+fn check_secret(name: &str) -> Result<(), String> {
+    let mut rest = name;
+    while let Some(at) = rest.find("${") {
+        let from = &rest[at..];
+        if !from.starts_with(ENVIRONMENT_PLACEHOLDER) {
+            let shown: String = from.chars().take(30).take_while(|&c| c != '}').collect();
+            return Err(format!(
+                "`{shown}...` is not a placeholder: only `{ENVIRONMENT_PLACEHOLDER}` is replaced"
+            ));
+        }
+        rest = &from[ENVIRONMENT_PLACEHOLDER.len()..];
+    }
+    // "environment" stands for any environment's name: every name is made
+    // of characters a parameter name allows.
+    check_parameter_name(&name.replace(ENVIRONMENT_PLACEHOLDER, "environment"))
+}
+
+fn health_check(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> HealthCheckOverride {
+    map.deny_unknown(diag, HEALTH_CHECK_KEYS, "in `health_check`");
+    let mut out = HealthCheckOverride::default();
+    if let (Some(_), Some(command)) = (map.field("path"), map.field("command")) {
+        diag.error(
+            command.key_node.location,
+            "`health_check` takes `path` (HTTP) or `command`, not both",
+        );
+    }
+    if let Some(path) = map
+        .get("path")
+        .and_then(|n| diag.string(n, "`health_check.path`"))
+    {
+        if !path.value.starts_with('/') || path.value.contains(char::is_whitespace) {
+            diag.error(
+                path.location,
+                format!(
+                    "`health_check.path` must be a URL path starting with `/`, found `{}`",
+                    path.value
+                ),
+            );
+        }
+        out.kind = Some(HealthCheckKind::Http { path: path.value });
+    }
+    if let Some(command) = map
+        .get("command")
+        .and_then(|n| command(diag, n, "`health_check.command`"))
+    {
+        out.kind = Some(HealthCheckKind::Command { command });
+    }
+    let secs = Duration::from_secs;
+    let mut duration = |key: &str, min: Duration, max: Duration| {
+        map.get(key)
+            .and_then(|n| diag.duration(n, &format!("`health_check.{key}`"), min, max))
+            .map(|d| d.value)
+    };
+    out.interval = duration("interval", secs(1), secs(300));
+    out.timeout = duration("timeout", secs(1), secs(120));
+    out.grace_period = duration("grace_period", Duration::ZERO, secs(3600));
+    let mut threshold = |key: &str| {
+        map.get(key)
+            .and_then(|n| diag.whole_number(n, &format!("`health_check.{key}`"), 2, 10))
+            .and_then(|t| u32::try_from(t.value).ok())
+    };
+    out.healthy_threshold = threshold("healthy_threshold");
+    out.unhealthy_threshold = threshold("unhealthy_threshold");
+    out
+}
+
+fn deployment(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> DeploymentOverride {
+    map.deny_unknown(diag, DEPLOYMENT_KEYS, "in `deployment`");
+    let mut out = DeploymentOverride::default();
+    if let Some(text) = map
+        .get("strategy")
+        .and_then(|n| diag.string(n, "`deployment.strategy`"))
+    {
+        out.strategy = match text.as_str() {
+            "rolling" => Some(DeploymentStrategy::Rolling),
+            "blue_green" => Some(DeploymentStrategy::BlueGreen),
+            other => {
+                diag.error(
+                    text.location,
+                    format!(
+                        "unknown deployment strategy `{other}`; expected one of: rolling, blue_green"
+                    ),
+                );
+                None
+            }
+        };
+    }
+    let mut percent = |key: &str, min: i128, max: i128| {
+        map.get(key)
+            .and_then(|n| diag.whole_number(n, &format!("`deployment.{key}`"), min, max))
+            .and_then(|p| u32::try_from(p.value).ok())
+    };
+    out.min_healthy_percent = percent("min_healthy_percent", 0, 100);
+    out.max_percent = percent("max_percent", 100, 200);
+    if out.strategy == Some(DeploymentStrategy::BlueGreen) {
+        // Written beside `blue_green`, these would be silently ignored.
+        for key in ["min_healthy_percent", "max_percent"] {
+            if let Some(field) = map.field(key) {
+                diag.error(
+                    field.key_node.location,
+                    format!(
+                        "`{key}` applies to rolling deployments only: a blue_green deployment starts a full new set of replicas"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(node) = map.get("circuit_breaker")
+        && let Some(breaker) = diag.map(node, "`deployment.circuit_breaker`")
+    {
+        breaker.deny_unknown(diag, CIRCUIT_BREAKER_KEYS, "in `circuit_breaker`");
+        out.circuit_breaker_threshold = breaker
+            .get("threshold")
+            .and_then(|n| diag.whole_number(n, "`circuit_breaker.threshold`", 1, 200))
+            .and_then(|t| u32::try_from(t.value).ok());
+        out.circuit_breaker_rollback = breaker
+            .get("rollback")
+            .and_then(|n| diag.boolean(n, "`circuit_breaker.rollback`"));
+    }
+    out.drain = map
+        .get("drain")
+        .and_then(|n| {
+            diag.duration(
+                n,
+                "`deployment.drain`",
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            )
+        })
+        .map(|d| d.value);
+    out
+}
+
+fn resources(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> Resources {
+    map.deny_unknown(diag, RESOURCES_KEYS, "in `resources`");
+    let mut out = Resources::default();
+    if let Some(node) = map.get("cpus") {
+        let cpus = match node.value {
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) => Some(f),
+            _ => None,
+        };
+        match cpus {
+            Some(cpus) if (0.01..=1024.0).contains(&cpus) => out.cpus = Some(cpus),
+            _ => {
+                let found = node
+                    .scalar_text()
+                    .map_or_else(|| node.kind().to_owned(), |t| format!("`{t}`"));
+                diag.error(
+                    node.location,
+                    format!("`resources.cpus` must be a number from 0.01 to 1024, found {found}"),
+                );
+            }
+        }
+    }
+    if let Some(node) = map.get("memory") {
+        let parsed = match &node.value {
+            Value::Int(i) => u64::try_from(*i).map_err(|_| memory_format(&i.to_string())),
+            Value::Str(s) => parse_memory(s),
+            _ => Err(memory_format(&node.scalar_text().unwrap_or_default())),
+        };
+        match parsed {
+            Ok(bytes) if bytes >= MIN_MEMORY => out.memory = Some(bytes),
+            Ok(_) => diag.error(
+                node.location,
+                format!(
+                    "`resources.memory` must be at least 6Mi (Docker's minimum), found `{}`",
+                    node.scalar_text().unwrap_or_default()
+                ),
+            ),
+            Err(message) => diag.error(node.location, message),
+        }
+    }
+    out
+}
+
+fn memory_format(found: &str) -> String {
+    format!(
+        "invalid memory size `{found}`: write bytes, or a whole number and Ki, Mi, Gi, Ti (powers of 1024) or K, M, G, T (powers of 1000), as in 256Mi"
+    )
+}
+
+/// `256Mi`, `1Gi`, `512M`, `1048576`. Docker's lowercase `m` and `g` mean
+/// powers of 1024 and Kubernetes' `m` means a thousandth, so they are refused
+/// rather than guessed.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1000,
+        "M" => 1000_u64.pow(2),
+        "G" => 1000_u64.pow(3),
+        "T" => 1000_u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(memory_format(text)),
+    };
+    let count: u64 = digits.parse().map_err(|_| memory_format(text))?;
+    count
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("memory size `{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_memory("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_memory("512M"), Ok(512_000_000));
+        assert_eq!(parse_memory("2k"), Ok(2000));
+        assert_eq!(parse_memory("1048576"), Ok(1_048_576));
+        for bad in [
+            "",
+            "Mi",
+            "512m",
+            "1g",
+            "1.5Gi",
+            "-1",
+            "1 Gi",
+            "99999999999999Ti",
+        ] {
+            assert!(parse_memory(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn secret_names_take_only_the_environment_placeholder() {
+        assert_eq!(check_secret("/shop/${environment}/DNS"), Ok(()));
+        assert_eq!(check_secret("PLAIN"), Ok(()));
+        assert!(check_secret("/shop/${env}/DNS").is_err());
+        assert!(check_secret("/shop/${environment").is_err());
+        assert!(check_secret("/aws/${environment}").is_err());
+        assert!(check_secret("${environment}/x").is_err());
+    }
+}
