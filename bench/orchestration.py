@@ -80,7 +80,7 @@ def main():
     print(f"sh -c true on this machine: {true_ms:.2f} ms")
 
     data = os.path.join(tmp, "data")
-    server = subprocess.Popen([GANTRY, "--data-dir", data, "server", "--listen", "127.0.0.1:0"],
+    server = subprocess.Popen([GANTRY, "--data-dir", data, "server", "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         if os.path.exists(os.path.join(data, "server.json")):

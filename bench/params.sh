@@ -7,7 +7,7 @@ cargo build --release -q -p gantry --examples --bins
 cargo build --release -q -p gantry-params --examples
 data=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$data"' EXIT
-target/release/gantry --data-dir "$data" server --listen 127.0.0.1:0 >/dev/null 2>&1 &
+target/release/gantry --data-dir "$data" server --listen 127.0.0.1:0 --registry-listen 127.0.0.1:0 >/dev/null 2>&1 &
 server=$!
 for _ in $(seq 1 100); do [ -f "$data/server.json" ] && break; sleep 0.05; done
 api=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api"])' "$data/server.json")

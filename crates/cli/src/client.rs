@@ -47,7 +47,7 @@ impl Connection {
                 }
             }
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
-            match RunningServer::start(data_dir, listen).await {
+            match RunningServer::start(data_dir, listen, listen).await {
                 Ok(server) => {
                     let client = Client::new(&server.api);
                     return Ok(Connection { client, data_dir: data_dir.to_path_buf(), embedded: Some(server) });

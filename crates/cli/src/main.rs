@@ -106,6 +106,9 @@ enum Command {
     Server {
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
+        /// Where the embedded OCI registry listens.
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        registry_listen: SocketAddr,
         /// Exit after this many seconds with no action running (used by
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]
@@ -317,7 +320,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             conn.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Server { listen, idle_exit } => server(&data_dir_for(&default_file)?, listen, idle_exit).await,
+        Command::Server { listen, registry_listen, idle_exit } => server(&data_dir_for(&default_file)?, listen, registry_listen, idle_exit).await,
         Command::Buildspec { command } => buildspec_run(command).await,
     }
 }
@@ -613,7 +616,7 @@ fn spawn_background_server(data_dir: &Path) -> Result<()> {
     std::process::Command::new(exe)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["server", "--listen", "127.0.0.1:0", "--idle-exit", "10"])
+        .args(["server", "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0", "--idle-exit", "10"])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().context("server log")?)
         .stderr(log)
@@ -631,12 +634,18 @@ fn spawn_background_server(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn server(data_dir: &Path, listen: SocketAddr, idle_exit: Option<u64>) -> Result<ExitCode> {
-    let server = gantry_server::RunningServer::start(data_dir, listen).await?;
+async fn server(
+    data_dir: &Path,
+    listen: SocketAddr,
+    registry_listen: SocketAddr,
+    idle_exit: Option<u64>,
+) -> Result<ExitCode> {
+    let server = gantry_server::RunningServer::start(data_dir, listen, registry_listen).await?;
     tracing::info!(api = %server.api, data_dir = %data_dir.display(), "gantry server is listening.");
     eprintln!(
-        "gantry server: API {} (data dir {})",
+        "gantry server: API {}, registry {} (data dir {})",
         server.api,
+        server.registry,
         data_dir.display()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

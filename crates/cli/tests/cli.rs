@@ -328,7 +328,7 @@ stages:
       - {name: slow, type: shell, commands: ["touch started", "sleep 300"]}
 "##;
     let r = repo(pipeline);
-    let mut server = r.spawn(&["server", "--listen", "127.0.0.1:0"]);
+    let mut server = r.spawn(&["server", "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0"]);
     wait_for("server.json", || server_pid(&r.data()).is_some());
     let out = r.run(&["run", "--no-follow", "--json"]);
     assert!(

@@ -50,6 +50,9 @@ pub struct ControlPlane {
 
 struct Inner {
     data_dir: PathBuf,
+    /// The embedded registry's `host:port`, once it listens.
+    registry: std::sync::OnceLock<String>,
+    images: gantry_images::RegistryClient,
     store: Store,
     params: Arc<ParamStore>,
     key_source: KeySource,
@@ -149,9 +152,13 @@ impl ControlPlane {
             }
         }
         let (changes, _) = watch::channel(0);
+        let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
+            .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
         let plane = ControlPlane {
             inner: Arc::new(Inner {
                 data_dir,
+                registry: std::sync::OnceLock::new(),
+                images,
                 store,
                 params,
                 key_source,
@@ -221,6 +228,19 @@ impl ControlPlane {
 
     pub fn artifacts(&self) -> &ArtifactStore {
         &self.inner.artifacts
+    }
+
+    /// Records where the embedded registry listens (`host:port`).
+    pub fn set_registry(&self, addr: String) {
+        let _ = self.inner.registry.set(addr);
+    }
+
+    pub fn registry(&self) -> Option<&str> {
+        self.inner.registry.get().map(String::as_str)
+    }
+
+    pub fn images(&self) -> &gantry_images::RegistryClient {
+        &self.inner.images
     }
 
     pub fn params(&self) -> &ParamStore {
@@ -675,6 +695,8 @@ impl ControlPlane {
             inputs,
             source_revision: source_revision(loaded, execution),
             artifacts: self.inner.artifacts.clone(),
+            registry: self.inner.registry.get().cloned(),
+            images: self.inner.images.clone(),
             params: self.inner.params.clone(),
             store: self.inner.store.clone(),
             log: log.clone(),

@@ -32,57 +32,63 @@ pub use error::ControlError;
 use server_info::{DataDirLock, ServerInfo};
 use tokio_util::sync::CancellationToken;
 
-/// A server running in this process: its control plane and API address.
-/// Dropping it (after `shutdown`) releases the data dir.
+/// A server running in this process: its control plane, API address and
+/// embedded registry. Dropping it (after `shutdown`) releases the data dir.
 pub struct RunningServer {
     pub plane: ControlPlane,
     pub api: String,
+    /// The embedded registry's `host:port`.
+    pub registry: String,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     _lock: DataDirLock,
 }
 
 impl RunningServer {
     /// Takes the data dir, opens the control plane (replaying and recovering),
-    /// serves the API on `listen`, and publishes `server.json`.
-    pub async fn start(data_dir: &Path, listen: SocketAddr) -> Result<RunningServer, ControlError> {
+    /// serves the API on `listen` and the embedded OCI registry on
+    /// `registry_listen`, and publishes `server.json`.
+    pub async fn start(data_dir: &Path, listen: SocketAddr, registry_listen: SocketAddr) -> Result<RunningServer, ControlError> {
         let mut lock = DataDirLock::acquire(data_dir)?;
         let plane = ControlPlane::open(data_dir).await?;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ControlError::Internal(format!("cannot listen on {addr}: {e}")))
+        };
+        let api_listener = bind(listen).await?;
+        let registry_listener = bind(registry_listen).await?;
+        let api_addr = api_listener.local_addr().map_err(|e| ControlError::Internal(e.to_string()))?;
+        let registry_addr = registry_listener.local_addr().map_err(|e| ControlError::Internal(e.to_string()))?;
+        let registry = gantry_registry::Registry::open(plane.store(), plane.artifacts().clone(), plane.data_dir())
             .await
-            .map_err(|e| ControlError::Internal(format!("cannot listen on {listen}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let api = format!("http://{addr}");
-        lock.publish(&ServerInfo {
-            pid: std::process::id(),
-            api: api.clone(),
-            registry: None,
-        })?;
+            .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
+        plane.set_registry(registry_addr.to_string());
+        let api = format!("http://{api_addr}");
+        lock.publish(&ServerInfo { pid: std::process::id(), api: api.clone(), registry: Some(registry_addr.to_string()) })?;
         let shutdown = CancellationToken::new();
-        let app = api::router(plane.clone());
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "The API server stopped.");
-            }
-        });
-        Ok(RunningServer {
-            plane,
-            api,
-            shutdown,
-            task,
-            _lock: lock,
-        })
+        let mut tasks = Vec::new();
+        for (listener, app, what) in [
+            (api_listener, api::router(plane.clone()), "API"),
+            (registry_listener, gantry_registry::router(registry), "registry"),
+        ] {
+            let token = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, what, "A server stopped.");
+                }
+            }));
+        }
+        Ok(RunningServer { plane, api, registry: registry_addr.to_string(), shutdown, tasks, _lock: lock })
     }
 
     /// Stops serving and cancels running actions.
     pub async fn shutdown(self) {
         self.plane.cancel_all().await;
         self.shutdown.cancel();
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }

@@ -138,6 +138,57 @@ impl ArtifactStore {
         Ok((digest, size))
     }
 
+    /// Moves the file at `path` into the store as the blob `digest`, without
+    /// reading it again. This is for large files that were hashed while they
+    /// arrived (the registry's uploads): re-reading a gigabyte only to hash
+    /// it twice would double the cost of every push. The caller vouches that
+    /// `digest` is the SHA-256 of the file's bytes and that nothing writes to
+    /// the file any more. If the blob already exists the file is removed and
+    /// the stored blob kept. Returns the blob's size.
+    pub fn put_verified_file(&self, path: &Path, digest: &str) -> Result<u64, ArtifactError> {
+        let dest = self
+            .blob_path(digest)
+            .ok_or_else(|| ArtifactError::Corrupt {
+                id: digest.to_string(),
+                reason: "not a sha256 digest".to_string(),
+            })?;
+        let file = fs::File::open(path).map_err(io_err(path))?;
+        let size = file.metadata().map_err(io_err(path))?.len();
+        if dest.exists() {
+            fs::remove_file(path).map_err(io_err(path))?;
+            return Ok(size);
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        // The same guarantee as put_blob: a blob that exists is complete on
+        // disk, even after a power loss.
+        file.sync_all().map_err(io_err(path))?;
+        drop(file);
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444)).map_err(io_err(path))?;
+        match fs::rename(path, &dest) {
+            Ok(()) => Ok(size),
+            // A file on another file system can't be renamed into place:
+            // copy it through the store's own temp dir, which is on ours.
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                let mut tmp = tempfile_in(&self.root.join("tmp"))?;
+                let mut src = fs::File::open(path).map_err(io_err(path))?;
+                io::copy(&mut src, &mut tmp.file).map_err(io_err(&tmp.path))?;
+                tmp.file.sync_all().map_err(io_err(&tmp.path))?;
+                fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o444))
+                    .map_err(io_err(&tmp.path))?;
+                fs::rename(&tmp.path, &dest).map_err(io_err(&dest))?;
+                tmp.keep = true;
+                fs::remove_file(path).map_err(io_err(path))?;
+                Ok(size)
+            }
+            Err(e) => Err(ArtifactError::Io {
+                path: dest.display().to_string(),
+                source: e,
+            }),
+        }
+    }
+
     pub fn blob_exists(&self, digest: &str) -> bool {
         self.blob_path(digest).is_some_and(|p| p.exists())
     }
@@ -476,6 +527,35 @@ mod tests {
         let ok = tree(&[("d/a.txt", "x")]);
         symlink("a.txt", ok.path().join("d/link")).unwrap();
         assert!(store.import_dir(ok.path()).is_ok());
+    }
+
+    #[test]
+    fn put_verified_file_moves_the_file_in_read_only_and_keeps_one_copy() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(store_dir.path()).unwrap();
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(b"layer")));
+        let upload = store_dir.path().join("upload");
+        fs::write(&upload, b"layer").unwrap();
+        assert_eq!(store.put_verified_file(&upload, &digest).unwrap(), 5);
+        assert!(!upload.exists());
+        let mut bytes = Vec::new();
+        store
+            .open_blob(&digest)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(bytes, b"layer");
+        let meta = store.open_blob(&digest).unwrap().metadata().unwrap();
+        assert_eq!(meta.permissions().mode() & 0o222, 0);
+        // The same bytes again: the new file goes away, the blob stays.
+        fs::write(&upload, b"layer").unwrap();
+        assert_eq!(store.put_verified_file(&upload, &digest).unwrap(), 5);
+        assert!(!upload.exists());
+        assert_eq!(walk_count(&store_dir.path().join("blobs")), 1);
+        // A digest that is not sha256 never becomes a path.
+        fs::write(&upload, b"x").unwrap();
+        assert!(store.put_verified_file(&upload, "sha256:../../x").is_err());
+        assert!(upload.exists());
     }
 
     #[test]

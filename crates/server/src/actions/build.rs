@@ -11,7 +11,7 @@ use gantry_build::{BuildRequest, BuildStatus};
 use gantry_spec::buildspec::parse_buildspec;
 use gantry_spec::pipeline::{ActionKind, ArtifactName};
 
-use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture};
+use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, materialize_inputs, secondary_inputs};
 
 pub struct BuildRunner;
 
@@ -25,28 +25,8 @@ impl ActionRunner for BuildRunner {
 }
 
 async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
-    let src = ctx.work_dir.join("src");
-    let mut secondary = Vec::new();
-    for (i, (name, artifact)) in ctx.inputs.iter().enumerate() {
-        let dest = if i == 0 {
-            src.clone()
-        } else {
-            ctx.work_dir.join("inputs").join(name.as_str())
-        };
-        let store = ctx.artifacts.clone();
-        let id = artifact.clone();
-        let target = dest.clone();
-        tokio::task::spawn_blocking(move || store.materialize(&id, &target))
-            .await
-            .map_err(|e| ActionError::new(format!("materializing {name} panicked: {e}")))?
-            .map_err(|e| ActionError::new(format!("input artifact {name}: {e}")))?;
-        if i > 0 {
-            secondary.push((name.to_string(), dest));
-        }
-    }
-    tokio::fs::create_dir_all(&src)
-        .await
-        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", src.display())))?;
+    let src = materialize_inputs(ctx).await?;
+    let secondary = secondary_inputs(ctx);
 
     let (buildspec, image) = match &ctx.action.kind {
         ActionKind::Build { buildspec, image } | ActionKind::Test { buildspec, image } => {

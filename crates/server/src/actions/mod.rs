@@ -9,6 +9,8 @@
 //! handles without holding a task.
 
 mod build;
+mod image;
+mod promote;
 mod source;
 
 use std::collections::BTreeMap;
@@ -23,6 +25,8 @@ use gantry_store::{ArtifactStore, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use build::BuildRunner;
+pub use image::ImageRunner;
+pub use promote::PromoteRunner;
 
 impl ActionContext {
     /// Records a detail of this attempt (shown with the action by the API).
@@ -82,6 +86,10 @@ pub struct ActionContext {
     /// The commit the execution's source action took, if any.
     pub source_revision: Option<String>,
     pub artifacts: ArtifactStore,
+    /// The embedded registry (`host:port`), the default for images.
+    pub registry: Option<String>,
+    /// The client for every registry.
+    pub images: gantry_images::RegistryClient,
     /// The parameter store, for `env.parameter-store` and `{{param:…}}`.
     pub params: Arc<ParamStore>,
     /// The database, to record which parameters the attempt used.
@@ -93,6 +101,46 @@ pub struct ActionContext {
     pub owner: String,
     /// The action's timeout (its own or its type's default).
     pub timeout: std::time::Duration,
+}
+
+/// Materializes the inputs into the work dir: the first at `src/` (the
+/// working directory), the others at `inputs/<name>/`. Returns `src/`.
+pub async fn materialize_inputs(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
+    let src = ctx.work_dir.join("src");
+    for (i, (name, artifact)) in ctx.inputs.iter().enumerate() {
+        let dest = if i == 0 { src.clone() } else { ctx.work_dir.join("inputs").join(name.as_str()) };
+        let store = ctx.artifacts.clone();
+        let id = artifact.clone();
+        tokio::task::spawn_blocking(move || store.materialize(&id, &dest))
+            .await
+            .map_err(|e| ActionError::new(format!("materializing {name} panicked: {e}")))?
+            .map_err(|e| ActionError::new(format!("input artifact {name}: {e}")))?;
+    }
+    tokio::fs::create_dir_all(&src)
+        .await
+        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", src.display())))?;
+    Ok(src)
+}
+
+/// The secondary inputs' directories, as [`materialize_inputs`] placed them.
+pub fn secondary_inputs(ctx: &ActionContext) -> Vec<(String, PathBuf)> {
+    ctx.inputs
+        .iter()
+        .skip(1)
+        .map(|(name, _)| (name.to_string(), ctx.work_dir.join("inputs").join(name.as_str())))
+        .collect()
+}
+
+/// Reads one file of the first input artifact without materializing it.
+pub async fn read_input_file(ctx: &ActionContext, file: &str) -> Result<Vec<u8>, ActionError> {
+    let (name, artifact) = ctx.inputs.first().ok_or_else(|| ActionError::new("the action has no input artifact"))?;
+    let store = ctx.artifacts.clone();
+    let (id, path) = (artifact.clone(), file.to_string());
+    tokio::task::spawn_blocking(move || store.read_file(&id, &path))
+        .await
+        .map_err(|e| ActionError::new(format!("reading {name} panicked: {e}")))?
+        .map_err(|e| ActionError::new(format!("input artifact {name}: {e}")))?
+        .ok_or_else(|| ActionError::new(format!("input artifact {name} holds no {file}")))
 }
 
 /// What a finished action hands back.
@@ -138,6 +186,8 @@ impl Runners {
         runners.register("build", Arc::new(BuildRunner));
         runners.register("test", Arc::new(BuildRunner));
         runners.register("shell", Arc::new(BuildRunner));
+        runners.register("image", Arc::new(ImageRunner));
+        runners.register("promote", Arc::new(PromoteRunner));
         runners
     }
 

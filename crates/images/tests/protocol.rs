@@ -1,0 +1,201 @@
+//! Retry and auth behaviour of the registry client, against a loopback server
+//! scripted to fail the ways registries fail. Needs nothing installed.
+
+mod common;
+
+use common::{Answer, ScriptedServer};
+use gantry_images::{ClientOptions, Credentials, Reference, RegistryError};
+
+fn image(server: &ScriptedServer, name: &str) -> Reference {
+    Reference::parse(&format!("{}/{name}", server.addr)).unwrap()
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_the_registry_recovers() {
+    let server = ScriptedServer::start(|n, _| {
+        if n < 2 {
+            Answer::new(503, r#"{"errors":[{"code":"UNAVAILABLE"}]}"#)
+        } else {
+            Answer::new(200, "{}")
+        }
+    })
+    .await;
+    common::client().ping(&server.addr).await.unwrap();
+    assert_eq!(server.requests(), 3, "two 503s, then the 200");
+}
+
+#[tokio::test]
+async fn server_errors_give_up_after_three_tries_with_the_last_answer() {
+    let server =
+        ScriptedServer::start(|_, _| Answer::new(502, r#"{"errors":[{"code":"BAD_GATEWAY"}]}"#))
+            .await;
+    let app = image(&server, "app:v1");
+    let err = common::client().get_manifest_raw(&app).await.unwrap_err();
+    assert_eq!(server.requests(), 3);
+    let text = err.to_string();
+    assert!(
+        text.contains("502") && text.contains("BAD_GATEWAY") && text.contains(&app.to_string()),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried_and_are_reported_verbatim() {
+    let body =
+        r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+    let server = ScriptedServer::start(move |_, _| Answer::new(403, body)).await;
+    let app = image(&server, "team/app:v1");
+    let err = common::client().list_tags(&app).await.unwrap_err();
+    assert_eq!(server.requests(), 1, "a 4xx is final");
+    assert!(
+        matches!(&err, RegistryError::Status { status: 403, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(body), "{text}");
+    assert!(text.contains(&app.to_string()), "{text}");
+}
+
+#[tokio::test]
+async fn a_missing_manifest_is_reported_as_not_found_naming_the_image() {
+    let server = ScriptedServer::start(|_, _| {
+        Answer::new(404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#)
+    })
+    .await;
+    let app = image(&server, "app:gone");
+    let err = common::client().get_manifest_raw(&app).await.unwrap_err();
+    assert_eq!(err.code(), "manifest_not_found");
+    assert!(
+        err.to_string()
+            .contains(&format!("{}/app:gone", server.addr)),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn connection_refused_is_retried_then_reported_as_unreachable() {
+    // Bind then drop, so the port is very likely closed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = gantry_images::RegistryClient::new(ClientOptions {
+        retry: gantry_images::RetryPolicy {
+            attempts: 3,
+            base_delay: std::time::Duration::from_millis(1),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let err = client.ping(&addr.to_string()).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_docker_token_flow_fetches_a_bearer_token_with_basic_credentials() {
+    // Bind first so the challenge can name this server's own token endpoint.
+    let listener_addr = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let realm_addr = listener_addr.clone();
+    let server = ScriptedServer::start(move |_, request| {
+        let realm = format!("http://{}/token", realm_addr.get().unwrap());
+        if request.path.starts_with("/token") {
+            // "user:secret" in base64.
+            if request.headers.contains("authorization: Basic dXNlcjpzZWNyZXQ=") {
+                Answer::new(200, r#"{"token":"t0k3n"}"#)
+            } else {
+                Answer::new(401, r#"{"details":"bad credentials"}"#)
+            }
+        } else if request.headers.contains("authorization: Bearer t0k3n") {
+            Answer::new(200, r#"{"name":"team/app","tags":["v1","v2"]}"#)
+        } else {
+            Answer::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="{realm}",service="test-registry",scope="repository:team/app:pull""#),
+            )
+        }
+    })
+    .await;
+    listener_addr.set(server.addr.clone()).unwrap();
+    let mut options = ClientOptions::default();
+    options.credentials.insert(
+        server.addr.clone(),
+        Credentials {
+            username: "user".into(),
+            password: "secret".into(),
+        },
+    );
+    let client = gantry_images::RegistryClient::new(options).unwrap();
+    let app = image(&server, "team/app");
+    assert_eq!(client.list_tags(&app).await.unwrap(), ["v1", "v2"]);
+    let seen = server.seen.lock().unwrap().clone();
+    let token_request = seen
+        .iter()
+        .find(|s| s.path.starts_with("/token"))
+        .expect("token request");
+    assert!(
+        token_request.path.contains("service=test-registry"),
+        "{token_request:?}"
+    );
+    assert!(
+        token_request
+            .path
+            .contains("scope=repository%3Ateam%2Fapp%3Apull"),
+        "{token_request:?}"
+    );
+    // The cached token is reused: a second call goes straight through.
+    let before = server.requests();
+    client.list_tags(&app).await.unwrap();
+    assert_eq!(server.requests(), before + 1);
+
+    // Wrong credentials: the realm's refusal is reported, naming the image.
+    let mut options = ClientOptions::default();
+    options.credentials.insert(
+        server.addr.clone(),
+        Credentials {
+            username: "user".into(),
+            password: "wrong".into(),
+        },
+    );
+    let client = gantry_images::RegistryClient::new(options).unwrap();
+    let err = client.list_tags(&app).await.unwrap_err();
+    assert_eq!(err.code(), "registry_auth");
+    assert!(
+        err.to_string().contains("bad credentials") && err.to_string().contains(&app.to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_basic_challenge_is_answered_with_the_registry_credentials() {
+    let server = ScriptedServer::start(|_, request| {
+        if request
+            .headers
+            .contains("authorization: Basic dXNlcjpzZWNyZXQ=")
+        {
+            Answer::new(200, "{}")
+        } else {
+            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
+        }
+    })
+    .await;
+    let mut options = ClientOptions::default();
+    options.credentials.insert(
+        server.addr.clone(),
+        Credentials {
+            username: "user".into(),
+            password: "secret".into(),
+        },
+    );
+    let client = gantry_images::RegistryClient::new(options).unwrap();
+    client.ping(&server.addr).await.unwrap();
+    // Without credentials the 401 is reported as it is.
+    let err = common::client().ping(&server.addr).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Status { status: 401, .. }),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,400 @@
+//! The registry's metadata in gantry's SQLite database: repositories, which
+//! blobs each repository may serve, manifests (their exact bytes), tags and
+//! open uploads. Blob bytes are not here; they live in the artifact store.
+
+use sqlx::{Row as _, SqliteConnection, SqlitePool};
+
+use crate::names::{Digest, RepoName};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS registry_repositories (
+        name       TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    )",
+    // A link makes a blob of the shared store visible in one repository.
+    "CREATE TABLE IF NOT EXISTS registry_blobs (
+        repository TEXT NOT NULL REFERENCES registry_repositories (name),
+        digest     TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        linked_at  INTEGER NOT NULL,
+        PRIMARY KEY (repository, digest)
+    )",
+    "CREATE INDEX IF NOT EXISTS registry_blobs_digest ON registry_blobs (digest)",
+    "CREATE TABLE IF NOT EXISTS registry_manifests (
+        repository TEXT NOT NULL REFERENCES registry_repositories (name),
+        digest     TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        content    BLOB NOT NULL,
+        pushed_at  INTEGER NOT NULL,
+        PRIMARY KEY (repository, digest)
+    )",
+    "CREATE TABLE IF NOT EXISTS registry_tags (
+        repository TEXT NOT NULL,
+        tag        TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (repository, tag),
+        FOREIGN KEY (repository, digest) REFERENCES registry_manifests (repository, digest)
+    )",
+    "CREATE TABLE IF NOT EXISTS registry_uploads (
+        id         TEXT PRIMARY KEY,
+        repository TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    )",
+];
+
+/// A stored manifest.
+#[derive(Debug)]
+pub(crate) struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// What a manifest PUT writes, all in one transaction.
+pub(crate) struct NewManifest<'a> {
+    pub repo: &'a RepoName,
+    pub digest: &'a Digest,
+    pub media_type: &'a str,
+    pub content: &'a [u8],
+    pub tag: Option<&'a str>,
+    /// Blobs found in the store but not yet linked to the repository.
+    pub links: &'a [(Digest, u64)],
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Metadata {
+    pool: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn size_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn db_size(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Metadata {
+    pub(crate) async fn open(pool: SqlitePool) -> Result<Metadata, sqlx::Error> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        for statement in SCHEMA {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Metadata { pool })
+    }
+
+    async fn ensure_repository(
+        conn: &mut SqliteConnection,
+        repo: &RepoName,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO registry_repositories (name, created_at) VALUES (?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now_ms())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_link(
+        conn: &mut SqliteConnection,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO registry_blobs (repository, digest, size, linked_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (repository, digest) DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(db_size(size))
+        .bind(now_ms())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn repository_exists(&self, repo: &RepoName) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM registry_repositories WHERE name = ?")
+                .bind(repo.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Makes a blob of the store visible in `repo`.
+    pub(crate) async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::ensure_repository(&mut tx, repo).await?;
+        Self::insert_link(&mut tx, repo, digest, size).await?;
+        tx.commit().await
+    }
+
+    /// The size of a blob linked to `repo`, or `None` when it isn't linked.
+    pub(crate) async fn blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT size FROM registry_blobs WHERE repository = ? AND digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(size.map(size_of))
+    }
+
+    /// The size of a blob linked to any repository (for a mount that names
+    /// no source repository).
+    pub(crate) async fn blob_size_anywhere(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size FROM registry_blobs WHERE digest = ? LIMIT 1")
+                .bind(digest.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(size.map(size_of))
+    }
+
+    /// Removes a blob's link; the bytes stay in the shared store, where
+    /// other repositories and gantry's artifacts may still use them.
+    pub(crate) async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM registry_blobs WHERE repository = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT media_type, content FROM registry_manifests WHERE repository = ? AND digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(StoredManifest {
+                digest: digest.clone(),
+                media_type: row.try_get("media_type")?,
+                content: row.try_get("content")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn manifest_exists(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM registry_manifests WHERE repository = ? AND digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// The digest a tag points at.
+    pub(crate) async fn tag(
+        &self,
+        repo: &RepoName,
+        tag: &str,
+    ) -> Result<Option<Digest>, sqlx::Error> {
+        let digest: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM registry_tags WHERE repository = ? AND tag = ?")
+                .bind(repo.as_str())
+                .bind(tag)
+                .fetch_optional(&self.pool)
+                .await?;
+        // Only valid digests were ever written; a row that no longer parses
+        // is treated as absent rather than served.
+        Ok(digest.and_then(|d| Digest::parse(&d).ok()))
+    }
+
+    /// Stores a manifest, links the blobs it found in the store, and moves
+    /// the tag, in one transaction: a client sees all of it or none.
+    pub(crate) async fn put_manifest(&self, m: NewManifest<'_>) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::ensure_repository(&mut tx, m.repo).await?;
+        for (digest, size) in m.links {
+            Self::insert_link(&mut tx, m.repo, digest, *size).await?;
+        }
+        let now = now_ms();
+        // Same digest, same bytes: a second PUT of a manifest changes nothing
+        // but its tag.
+        sqlx::query(
+            "INSERT INTO registry_manifests (repository, digest, media_type, content, pushed_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (repository, digest) DO NOTHING",
+        )
+        .bind(m.repo.as_str())
+        .bind(m.digest.as_str())
+        .bind(m.media_type)
+        .bind(m.content)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(tag) = m.tag {
+            sqlx::query(
+                "INSERT INTO registry_tags (repository, tag, digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (repository, tag)
+                 DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(m.repo.as_str())
+            .bind(tag)
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Deletes a manifest and every tag pointing at it.
+    pub(crate) async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM registry_tags WHERE repository = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done =
+            sqlx::query("DELETE FROM registry_manifests WHERE repository = ? AND digest = ?")
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM registry_tags WHERE repository = ? AND tag = ?")
+            .bind(repo.as_str())
+            .bind(tag)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Up to `n` tags of `repo` after `last`, in lexical order.
+    pub(crate) async fn tags(
+        &self,
+        repo: &RepoName,
+        last: &str,
+        n: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT tag FROM registry_tags WHERE repository = ? AND tag > ? ORDER BY tag LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(last)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Up to `n` repository names after `last`, in lexical order.
+    pub(crate) async fn repositories(
+        &self,
+        last: &str,
+        n: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT name FROM registry_repositories WHERE name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(last)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(crate) async fn insert_upload(&self, id: &str, repo: &RepoName) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO registry_uploads (id, repository, started_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(repo.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The repository an upload was started in.
+    pub(crate) async fn upload_repository(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT repository FROM registry_uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub(crate) async fn delete_upload(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM registry_uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Links a completed upload's blob and forgets the upload, together.
+    pub(crate) async fn complete_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::ensure_repository(&mut tx, repo).await?;
+        Self::insert_link(&mut tx, repo, digest, size).await?;
+        sqlx::query("DELETE FROM registry_uploads WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub(crate) async fn upload_ids(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT id FROM registry_uploads")
+            .fetch_all(&self.pool)
+            .await
+    }
+}

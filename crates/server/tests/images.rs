@@ -1,0 +1,119 @@
+//! The `image` and `promote` actions against the embedded registry of a
+//! real server: a daemonless build pinned by digest, reproducible across
+//! runs, and a promotion that keeps the digest.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use gantry_server::RunningServer;
+use serde_json::Value;
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+const PIPELINE: &str = r##"
+version: 1
+name: images
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src], namespace: Source}
+  - name: Build
+    actions:
+      - name: web
+        type: image
+        inputs: [Src]
+        context: site
+        repository: shop/web
+        tag: "build-#{Source.CommitId}"
+        cmd: ["/app/run.sh"]
+        port: 8080
+        outputs: [WebImage]
+        namespace: Web
+  - name: Release
+    actions:
+      - name: promote
+        type: promote
+        inputs: [WebImage]
+        tag: release-1
+        repositories: {web: shop/web-release}
+        outputs: [WebRelease]
+      - name: check
+        type: shell
+        inputs: [WebImage]
+        run_order: 2
+        commands:
+          - 'grep -q web imagedefinitions.json'
+          - 'grep -q "#{Web.ImageDigest}" imagedefinitions.json' 
+"##;
+
+async fn run_to_end(server: &RunningServer, repo: &Path) -> Value {
+    let file = repo.join("gantry.yaml");
+    let id = server
+        .plane
+        .start_execution(file.clone(), std::fs::read_to_string(&file).unwrap(), Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (execution, loaded) = server.plane.execution(&id).await.unwrap();
+        let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
+        if execution.status.is_terminal() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
+    let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == stage).unwrap();
+    s["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_built_without_docker_and_promoted_by_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("site")).unwrap();
+    std::fs::write(repo.join("gantry.yaml"), PIPELINE).unwrap();
+    std::fs::write(repo.join("site/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen).await.unwrap();
+
+    let first = run_to_end(&server, &repo).await;
+    assert_eq!(first["status"], "Succeeded", "{first:#}");
+    let web = action(&first, "Build", "web");
+    let digest = web["output_variables"]["ImageDigest"].as_str().unwrap().to_string();
+    assert!(web["output_variables"]["ImageURI"].as_str().unwrap().ends_with(&digest));
+    assert!(web["output_variables"]["ImageURI"].as_str().unwrap().starts_with(&server.registry));
+    let promoted = action(&first, "Release", "promote");
+    assert_eq!(promoted["output_variables"]["web_ImageDigest"], digest.as_str(), "promotion keeps the digest");
+
+    // The registry serves the release tag at the same digest.
+    let client = gantry_images::RegistryClient::new(Default::default()).unwrap();
+    let release = gantry_images::Reference::parse(&format!("{}/shop/web-release:release-1", server.registry)).unwrap();
+    let found = client.manifest_digest(&release).await.unwrap().unwrap();
+    assert_eq!(found.to_string(), digest);
+
+    // Another commit that does not touch the site: same image, same digest.
+    std::fs::write(repo.join("README"), "docs\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "docs only"]);
+    let second = run_to_end(&server, &repo).await;
+    assert_eq!(second["status"], "Succeeded", "{second:#}");
+    assert_eq!(action(&second, "Build", "web")["output_variables"]["ImageDigest"], digest.as_str());
+    server.shutdown().await;
+}
