@@ -3,6 +3,7 @@
 //! Errors are printed once, with their cause chain, by `main`.
 
 mod client;
+mod deploy;
 mod param;
 mod render;
 
@@ -113,6 +114,40 @@ enum Command {
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]
         idle_exit: Option<u64>,
+    },
+    /// Registers a file's pipeline, environments and services without running anything.
+    Apply {
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Rolls a service to an image, as a deploy action does.
+    Deploy {
+        environment: String,
+        service: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Returns a service to an earlier revision.
+    Rollback {
+        environment: String,
+        service: String,
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Environments: status, list.
+    Env {
+        #[command(subcommand)]
+        command: deploy::EnvCommand,
+    },
+    /// Stops the server that owns the data dir (replicas keep running and
+    /// are re-adopted by the next server, unless --stop-services).
+    Shutdown {
+        #[arg(long)]
+        stop_services: bool,
     },
     /// The parameter store: put, get, list, history, label, delete, rotate-key.
     Param {
@@ -314,6 +349,36 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
+        Command::Apply { file } => {
+            let conn = Connection::open(&data_dir_for(&file.file)?).await?;
+            let result = deploy::apply(&conn, &file.file).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Deploy { environment, service, image, json } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = deploy::deploy(&conn, &environment, &service, &image, json).await;
+            conn.close().await;
+            result.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Rollback { environment, service, to, json } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = deploy::rollback(&conn, &environment, &service, to, json).await;
+            conn.close().await;
+            result.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Env { command } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = deploy::env(&conn, command).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Shutdown { stop_services } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = deploy::shutdown(&conn, stop_services).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
         Command::Param { command } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
             let result = param::run(&conn, command).await;
@@ -394,7 +459,12 @@ async fn run(
     let variables: BTreeMap<String, String> = parse_pairs(vars, "--var")?.into_iter().collect();
     let absolute = std::fs::canonicalize(file)
         .with_context(|| format!("cannot resolve {}", file.display()))?;
-    if no_follow && gantry_server::server_info::live_server(data_dir).is_none() {
+    // Services deployed by this run must stay reachable after it: their
+    // load balancers live in the server, so it must outlive this command.
+    let has_environments = gantry_spec::parse_document(&file.display().to_string(), &text)
+        .map(|d| !d.environments.is_empty() || !d.includes.is_empty())
+        .unwrap_or(false);
+    if (no_follow || has_environments) && gantry_server::server_info::live_server(data_dir).is_none() {
         // Nothing would keep an embedded server alive after this command
         // returns, so start one in the background; it exits once idle.
         spawn_background_server(data_dir)?;
@@ -431,8 +501,24 @@ async fn run(
         );
     }
     let code = follow(&conn, &id, json).await;
+    if has_environments && !json {
+        print_environments(&conn).await;
+    }
     conn.close().await;
     code
+}
+
+/// Where the environments are served, and how to stop the server.
+async fn print_environments(conn: &Connection) {
+    let Ok(list) = conn.client.get("/api/v1/environments").await else { return };
+    for env in list.as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if let Ok(status) = conn.client.get(&format!("/api/v1/environments/{env}")).await {
+            println!("{env}: {}", status["url"].as_str().unwrap_or_default());
+        }
+    }
+    if conn.embedded.is_none() {
+        println!("(served by the gantry server of {}; `gantry shutdown` stops it)", conn.data_dir.display());
+    }
 }
 
 /// Follows an execution until it ends; prints the live view or, with `json`,
@@ -656,15 +742,17 @@ async fn server(
         let mut idle_for = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            idle_for = if plane.busy().await { 0 } else { idle_for + 1 };
+            idle_for = if plane.busy().await || plane.serving().await { 0 } else { idle_for + 1 };
             if idle_for >= limit {
                 return;
             }
         }
     };
+    let asked = server.plane.clone();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        () = asked.shutdown_requested() => eprintln!("gantry server: shutdown requested"),
         () = idle => eprintln!("gantry server: idle for {}s", idle_exit.unwrap_or_default()),
     }
     eprintln!("gantry server: shutting down");

@@ -33,6 +33,7 @@ pub fn router(plane: ControlPlane) -> Router {
         .route("/api/v1/executions/{id}/retry", post(retry))
         .route("/api/v1/executions/{id}/stop", post(stop))
         .merge(crate::api_params::routes())
+        .merge(crate::api_deploy::routes())
         .with_state(plane)
 }
 
@@ -66,6 +67,13 @@ impl IntoResponse for ApiError {
                 _ => StatusCode::BAD_REQUEST,
             },
             ControlError::NothingWaiting(_) | ControlError::Engine(_) => StatusCode::CONFLICT,
+            ControlError::Deploy(e) => match e {
+                gantry_deploy::DeployError::UnknownEnvironment(_)
+                | gantry_deploy::DeployError::UnknownService { .. }
+                | gantry_deploy::DeployError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
+                gantry_deploy::DeployError::Spec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::CONFLICT,
+            },
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut body = json!({"code": self.0.code(), "message": self.0.to_string()});

@@ -50,6 +50,9 @@ pub struct ControlPlane {
 
 struct Inner {
     data_dir: PathBuf,
+    /// Notified when a client asks the server to stop.
+    shutdown: tokio::sync::Notify,
+    deployer: gantry_deploy::Deployer,
     /// The embedded registry's `host:port`, once it listens.
     registry: std::sync::OnceLock<String>,
     images: gantry_images::RegistryClient,
@@ -154,8 +157,12 @@ impl ControlPlane {
         let (changes, _) = watch::channel(0);
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
+        let runtimes = crate::runtimes::open(&data_dir, &images).await;
+        let deployer = gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes).await?;
         let plane = ControlPlane {
             inner: Arc::new(Inner {
+                shutdown: tokio::sync::Notify::new(),
+                deployer,
                 data_dir,
                 registry: std::sync::OnceLock::new(),
                 images,
@@ -228,6 +235,38 @@ impl ControlPlane {
 
     pub fn artifacts(&self) -> &ArtifactStore {
         &self.inner.artifacts
+    }
+
+    /// Asks the process that serves this control plane to shut down.
+    pub fn request_shutdown(&self) {
+        self.inner.shutdown.notify_one();
+    }
+
+    /// Resolves when a client asked for a shutdown.
+    pub async fn shutdown_requested(&self) {
+        self.inner.shutdown.notified().await;
+    }
+
+    pub fn deployer(&self) -> &gantry_deploy::Deployer {
+        &self.inner.deployer
+    }
+
+    /// Registers a file's environments and services (and those of the files
+    /// it includes) with the deployer. A file without any is left alone.
+    pub async fn apply_file(&self, file: &Path, text: &str) -> Result<Vec<String>, ControlError> {
+        let name = file.display().to_string();
+        let document = gantry_spec::parse_document(&name, text).map_err(ControlError::InvalidPipeline)?;
+        if document.environments.is_empty() && document.services.is_empty() && document.includes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut files = vec![(name, text.to_string())];
+        for include in &document.includes {
+            let path = base.join(&include.value);
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| ControlError::io(&path, e))?;
+            files.push((path.display().to_string(), text));
+        }
+        Ok(self.inner.deployer.apply(files).await?)
     }
 
     /// Records where the embedded registry listens (`host:port`).
@@ -303,6 +342,8 @@ impl ControlPlane {
             }
             variables.insert(name, value);
         }
+        // `gantry run` applies the file's environments and services first.
+        self.apply_file(&file, &text).await?;
         let loaded = Loaded {
             definition: Definition {
                 file,
@@ -697,6 +738,7 @@ impl ControlPlane {
             artifacts: self.inner.artifacts.clone(),
             registry: self.inner.registry.get().cloned(),
             images: self.inner.images.clone(),
+            deployer: Some(self.inner.deployer.clone()),
             params: self.inner.params.clone(),
             store: self.inner.store.clone(),
             log: log.clone(),
@@ -935,6 +977,11 @@ impl ControlPlane {
                     .flat_map(|s| s.actions.iter())
                     .any(|a| a.status == Some(ActionStatus::InProgress))
             })
+    }
+
+    /// Whether services run replicas behind this server's load balancers.
+    pub async fn serving(&self) -> bool {
+        self.inner.deployer.serving().await
     }
 
     /// Cancels every running action (server shutdown).

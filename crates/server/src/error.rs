@@ -37,6 +37,8 @@ pub enum ControlError {
     BadRequest(String),
     #[error(transparent)]
     Param(#[from] gantry_params::ParamError),
+    #[error(transparent)]
+    Deploy(#[from] gantry_deploy::DeployError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -64,6 +66,7 @@ impl ControlError {
             ControlError::Io { .. } => "io.error",
             ControlError::BadRequest(_) => "request.invalid",
             ControlError::Param(e) => e.code(),
+            ControlError::Deploy(e) => e.code(),
             ControlError::Internal(_) => "internal",
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod actions;
 pub mod api;
+mod api_deploy;
 mod api_params;
 pub mod clock;
 pub mod control;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod logs;
 pub mod orphans;
 pub mod parameters;
+mod runtimes;
 mod resolve;
 pub mod server_info;
 pub mod view;
@@ -83,9 +85,11 @@ impl RunningServer {
         Ok(RunningServer { plane, api, registry: registry_addr.to_string(), shutdown, tasks, _lock: lock })
     }
 
-    /// Stops serving and cancels running actions.
+    /// Stops serving and cancels running actions. Replicas keep running:
+    /// the next server re-adopts them.
     pub async fn shutdown(self) {
         self.plane.cancel_all().await;
+        self.plane.deployer().shutdown().await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;

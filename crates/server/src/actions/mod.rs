@@ -9,6 +9,7 @@
 //! handles without holding a task.
 
 mod build;
+mod deploy;
 mod image;
 mod promote;
 mod source;
@@ -25,6 +26,7 @@ use gantry_store::{ArtifactStore, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use build::BuildRunner;
+pub use deploy::DeployRunner;
 pub use image::ImageRunner;
 pub use promote::PromoteRunner;
 
@@ -90,6 +92,8 @@ pub struct ActionContext {
     pub registry: Option<String>,
     /// The client for every registry.
     pub images: gantry_images::RegistryClient,
+    /// Environments and services, for `deploy` actions.
+    pub deployer: Option<gantry_deploy::Deployer>,
     /// The parameter store, for `env.parameter-store` and `{{param:…}}`.
     pub params: Arc<ParamStore>,
     /// The database, to record which parameters the attempt used.
@@ -188,6 +192,7 @@ impl Runners {
         runners.register("shell", Arc::new(BuildRunner));
         runners.register("image", Arc::new(ImageRunner));
         runners.register("promote", Arc::new(PromoteRunner));
+        runners.register("deploy", Arc::new(DeployRunner));
         runners
     }
 

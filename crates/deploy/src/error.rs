@@ -1,0 +1,62 @@
+//! Why a deployment or a request about environments failed.
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no environment named {0} has been applied")]
+    UnknownEnvironment(String),
+    #[error("environment {environment} has no service named {service}")]
+    UnknownService { environment: String, service: String },
+    #[error("image {image} does not exist in its registry")]
+    ImageNotFound { image: String },
+    #[error("image {image}: {reason}")]
+    Image { image: String, reason: String },
+    #[error("{0}")]
+    Definitions(String),
+    #[error(
+        "secret {var} of service {service} in environment {environment} reads parameter {parameter}, which cannot be read: {reason}"
+    )]
+    Secret { environment: String, service: String, var: String, parameter: String, reason: String },
+    #[error("the deployment of {service} to {environment} would never progress: {reason}")]
+    Stalled { environment: String, service: String, reason: String },
+    #[error(
+        "circuit breaker: {failures} replica(s) of revision {revision} failed to start or pass health checks (last: {last}); {outcome}"
+    )]
+    CircuitBreaker { revision: u64, failures: u32, last: String, outcome: String },
+    #[error("no revision {revision} of {service} in {environment}")]
+    UnknownRevision { environment: String, service: String, revision: u64 },
+    #[error("{service} in {environment} has no earlier revision to roll back to")]
+    NothingToRollBackTo { environment: String, service: String },
+    #[error("the load balancer of {environment}: {reason}")]
+    LoadBalancer { environment: String, reason: String },
+    #[error("runtime: {0}")]
+    Runtime(String),
+    #[error("the {0} runtime is not available on this server")]
+    RuntimeUnavailable(String),
+    #[error("{0}")]
+    Spec(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl DeployError {
+    /// A stable identifier of the kind of error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeployError::UnknownEnvironment(_) => "deploy.unknown_environment",
+            DeployError::UnknownService { .. } => "deploy.unknown_service",
+            DeployError::ImageNotFound { .. } => "deploy.image_not_found",
+            DeployError::Image { .. } => "deploy.image",
+            DeployError::Definitions(_) => "deploy.image_definitions",
+            DeployError::Secret { .. } => "deploy.secret",
+            DeployError::Stalled { .. } => "deploy.stalled",
+            DeployError::CircuitBreaker { .. } => "deploy.circuit_breaker",
+            DeployError::UnknownRevision { .. } => "deploy.unknown_revision",
+            DeployError::NothingToRollBackTo { .. } => "deploy.nothing_to_roll_back_to",
+            DeployError::LoadBalancer { .. } => "deploy.load_balancer",
+            DeployError::Runtime(_) => "deploy.runtime",
+            DeployError::RuntimeUnavailable(_) => "deploy.runtime_unavailable",
+            DeployError::Spec(_) => "deploy.spec",
+            DeployError::Database(_) => "deploy.database",
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Environments, services and deployments: ECS and ALB, as gantry does them.
+//!
+//! - An **environment** (`staging`, `production`) has a runtime (`process`
+//!   or `docker`) and one load balancer (a [`gantry_proxy::LoadBalancer`])
+//!   whose path rules send requests to services' target groups.
+//! - A **service** is a task definition plus an ECS service: image, port,
+//!   environment, secrets read from the parameter store, health check,
+//!   replica count and deployment settings.
+//! - A **revision** is one immutable version of a service in an
+//!   environment: the definition as applied, the image pinned by digest, and
+//!   every secret pinned to the parameter version read when it was made. A
+//!   replica always runs exactly one revision, so a restart or a rollback
+//!   reproduces it, and an audit can say what ran.
+//! - A **deployment** rolls a service from its current revision to a new
+//!   one: new replicas start within `max_percent`, join the target group
+//!   only once healthy, and old ones are drained and stopped within
+//!   `min_healthy_percent`. A **circuit breaker** counts replicas that exit
+//!   or fail their health checks; at its threshold the deployment fails at
+//!   once and, with rollback on, the previous revision keeps (or gets back)
+//!   every replica.
+//!
+//! Invariants:
+//! - Traffic only reaches replicas that passed their health checks while any
+//!   healthy one exists (the load balancer's rule), and a replica leaves the
+//!   target group (with a drain) before it is stopped. So a rolling deploy,
+//!   and a failed one that rolls back, drop no request.
+//! - One deployment at a time per service (a lock), any number in parallel
+//!   across services.
+//! - Revisions hold no secret value, only parameter names and versions.
+
+mod deployer;
+mod error;
+mod revision;
+mod rollout;
+mod store;
+
+pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes};
+pub use error::DeployError;
+pub use revision::{Revision, SecretRef};

@@ -1,0 +1,131 @@
+//! A revision: one immutable version of a service in an environment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gantry_spec::service::{HealthCheckKind, Service};
+
+/// A secret as a revision keeps it: which parameter, which version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecretRef {
+    pub var: String,
+    pub parameter: String,
+    pub version: u64,
+    pub secure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Revision {
+    pub number: u64,
+    pub environment: String,
+    pub service: String,
+    /// The container name matched in `imagedefinitions.json`.
+    pub container: String,
+    /// `registry/repo@sha256:…`
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub port: u16,
+    pub replicas: u32,
+    pub environment_vars: BTreeMap<String, String>,
+    pub secrets: Vec<SecretRef>,
+    pub health_path: String,
+    pub health_interval_ms: u64,
+    pub health_timeout_ms: u64,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub grace_ms: u64,
+    pub min_healthy_percent: u32,
+    pub max_percent: u32,
+    pub breaker_threshold: u32,
+    pub rollback: bool,
+    pub drain_ms: u64,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// What made it: `deploy action …`, `gantry deploy`, `rollback to 3`.
+    pub cause: String,
+}
+
+impl Revision {
+    /// A revision of `service` running `image`, with secrets pinned.
+    pub fn new(
+        number: u64,
+        environment: &str,
+        service: &Service,
+        image: String,
+        secrets: Vec<SecretRef>,
+        created_at: i64,
+        cause: String,
+    ) -> Result<Revision, String> {
+        let health_path = match &service.health_check.kind {
+            HealthCheckKind::Http { path } => path.clone(),
+            HealthCheckKind::Command { .. } => {
+                return Err(format!(
+                    "service {}: command health checks are not supported yet; use an HTTP `path`",
+                    service.name
+                ));
+            }
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Ok(Revision {
+            number,
+            environment: environment.to_string(),
+            service: service.name.to_string(),
+            container: service.container.clone(),
+            image,
+            command: service.command.clone(),
+            port: service.port,
+            replicas: service.replicas,
+            environment_vars: service.environment.clone(),
+            secrets,
+            health_path,
+            health_interval_ms: ms(service.health_check.interval),
+            health_timeout_ms: ms(service.health_check.timeout),
+            healthy_threshold: service.health_check.healthy_threshold,
+            unhealthy_threshold: service.health_check.unhealthy_threshold,
+            grace_ms: ms(service.health_check.grace_period),
+            min_healthy_percent: service.deployment.min_healthy_percent,
+            max_percent: service.deployment.max_percent,
+            breaker_threshold: service.deployment.circuit_breaker.threshold,
+            rollback: service.deployment.circuit_breaker.rollback,
+            drain_ms: ms(service.deployment.drain),
+            memory: service.resources.memory,
+            cpus: service.resources.cpus,
+            created_at,
+            cause,
+        })
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+
+    pub fn health_check(&self) -> gantry_proxy::HealthCheckConfig {
+        gantry_proxy::HealthCheckConfig {
+            path: self.health_path.clone(),
+            interval: Duration::from_millis(self.health_interval_ms),
+            timeout: Duration::from_millis(self.health_timeout_ms),
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+            grace: Duration::from_millis(self.grace_ms),
+            ..Default::default()
+        }
+    }
+
+    /// How long a new replica may take to turn healthy before it counts as
+    /// failed (a replica that fails its checks fails sooner: the load
+    /// balancer says so as soon as it is Unhealthy).
+    pub fn start_timeout(&self) -> Duration {
+        let checks = u64::from(self.healthy_threshold.max(self.unhealthy_threshold) + 2);
+        Duration::from_millis(self.grace_ms + self.health_interval_ms * checks + self.health_timeout_ms) + Duration::from_secs(10)
+    }
+
+    /// ECS's rounding: the healthy floor rounds up, the ceiling rounds down.
+    pub fn bounds(&self) -> (usize, usize) {
+        let n = self.replicas as usize;
+        let min = (n * self.min_healthy_percent as usize).div_ceil(100);
+        let max = (n * self.max_percent as usize / 100).max(n);
+        (min, max)
+    }
+}

@@ -1,0 +1,189 @@
+//! A rolling deployment of one revision, with the circuit breaker.
+//!
+//! New replicas start in batches that keep the total within `max_percent`;
+//! each joins the target group and counts only once the load balancer finds
+//! it healthy. After each batch, as many old replicas as new healthy ones
+//! are drained and stopped, so the healthy count never drops below
+//! `min_healthy_percent`. A replica that exits, or turns Unhealthy, or stays
+//! unhealthy past its start timeout, is a failure: it is stopped and
+//! replaced, and at the breaker's threshold the deployment stops at once.
+
+use std::sync::Arc;
+
+use gantry_proxy::{Target, TargetGroup};
+use gantry_runtime::{Replica, ReplicaEvent, Runtime};
+
+use crate::deployer::{DeployLog, ReplicaRef, replica_spec};
+use crate::error::DeployError;
+use crate::revision::Revision;
+
+/// What a rollout did, for the caller to record.
+pub(crate) struct RolloutResult {
+    /// The replicas now serving (the new revision's on success).
+    pub(crate) serving: Vec<ReplicaRef>,
+    pub(crate) failures: u32,
+}
+
+/// A rollout stopped by the circuit breaker: the old replicas still
+/// running and registered, the failures counted, the last reason.
+pub(crate) struct Tripped {
+    pub(crate) remaining_old: Vec<ReplicaRef>,
+    pub(crate) failures: u32,
+    pub(crate) last: String,
+}
+
+pub(crate) struct Rollout<'a> {
+    pub(crate) runtime: &'a Arc<dyn Runtime>,
+    pub(crate) group: &'a TargetGroup,
+    pub(crate) revision: &'a Revision,
+    pub(crate) env_vars: &'a [(String, String)],
+    pub(crate) log: &'a dyn DeployLog,
+    /// Without a breaker (a rollback restoring the previous revision) the
+    /// rollout keeps replacing failed replicas up to a hard limit.
+    pub(crate) breaker: bool,
+}
+
+impl Rollout<'_> {
+    pub(crate) async fn run(&self, mut old: Vec<ReplicaRef>) -> Result<Result<RolloutResult, Tripped>, DeployError> {
+        let r = self.revision;
+        let n = r.replicas as usize;
+        let (min_healthy, max_total) = r.bounds();
+        let threshold = if self.breaker { r.breaker_threshold.max(1) } else { 50 };
+        let mut healthy: Vec<ReplicaRef> = Vec::new();
+        let mut failures = 0u32;
+        let mut last_failure = String::new();
+        let mut seq = 0u32;
+        self.log.line(&format!(
+            "Rolling {} replica(s) to revision {} ({}); keep at least {min_healthy} healthy, at most {max_total} running",
+            n, r.number, r.image
+        ));
+        while healthy.len() < n {
+            let room = max_total.saturating_sub(old.len() + healthy.len());
+            if room == 0 {
+                // No room to start one first: stop an old one first, as ECS
+                // does when min_healthy_percent allows it.
+                if !old.is_empty() && old.len() - 1 + healthy.len() >= min_healthy {
+                    let o = old.remove(0);
+                    self.retire(&o).await;
+                    continue;
+                }
+                return Err(DeployError::Stalled {
+                    environment: r.environment.clone(),
+                    service: r.service.clone(),
+                    reason: format!("{} running, at most {max_total}, at least {min_healthy} healthy", old.len() + healthy.len()),
+                });
+            }
+            let batch = room.min(n - healthy.len());
+            let mut starts = Vec::new();
+            for _ in 0..batch {
+                seq += 1;
+                starts.push(self.start_one(seq));
+            }
+            for outcome in futures_util::future::join_all(starts).await {
+                match outcome {
+                    Ok(replica) => healthy.push(replica),
+                    Err(reason) => {
+                        failures += 1;
+                        self.log.line(&format!("Replica failed ({failures}/{threshold}): {reason}"));
+                        last_failure = reason;
+                    }
+                }
+            }
+            if failures >= threshold {
+                self.log.line(&format!("Circuit breaker tripped after {failures} failure(s)."));
+                for replica in &healthy {
+                    self.retire(replica).await;
+                }
+                return Ok(Err(Tripped { remaining_old: old, failures, last: last_failure }));
+            }
+            // One old replica leaves for each new healthy one.
+            while !old.is_empty() && old.len() + healthy.len() > n {
+                let o = old.remove(0);
+                self.retire(&o).await;
+            }
+        }
+        for o in old.drain(..) {
+            self.retire(&o).await;
+        }
+        Ok(Ok(RolloutResult { serving: healthy, failures }))
+    }
+
+    /// Starts one replica and waits until the load balancer finds it
+    /// healthy; on failure it is deregistered and stopped, and the reason
+    /// returned.
+    async fn start_one(&self, seq: u32) -> Result<ReplicaRef, String> {
+        let r = self.revision;
+        let spec = replica_spec(r, seq, self.env_vars);
+        let id = spec.id.clone();
+        // Subscribed before the start, so an exit at once is not missed.
+        let mut events = self.runtime.subscribe();
+        let replica: Replica = match self.runtime.start(spec).await {
+            Ok(replica) => replica,
+            Err(e) => return Err(format!("replica {id} did not start: {e}")),
+        };
+        self.log.line(&format!("Started replica {id} at {}; waiting for its health checks", replica.addr));
+        self.group.register(Target::new(id.clone(), replica.addr));
+        let exited = async {
+            loop {
+                match events.recv().await {
+                    Ok(ReplicaEvent::Exited { id: eid, code, signal }) if eid == id => {
+                        return format!("replica {id} exited (code {code:?}, signal {signal:?})");
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            healthy = self.group.wait_healthy(&id, r.start_timeout()) => healthy.map_err(|e| format!("replica {id}: {e}")),
+            reason = exited => Err(reason),
+        };
+        match outcome {
+            Ok(()) => {
+                self.log.line(&format!("Replica {id} is healthy and takes traffic."));
+                Ok(ReplicaRef { id, revision: r.number, addr: replica.addr })
+            }
+            Err(reason) => {
+                self.group.deregister(&id, std::time::Duration::ZERO).await;
+                let _ = self.runtime.stop(&id, std::time::Duration::from_secs(2)).await;
+                Err(reason)
+            }
+        }
+    }
+
+    /// Starts replicas until `have` reaches the revision's count (restoring
+    /// a service after a restart or a failed deployment). Failures are
+    /// logged and retried a bounded number of times.
+    pub(crate) async fn top_up(&self, mut have: usize) -> Vec<ReplicaRef> {
+        let n = self.revision.replicas as usize;
+        let mut started = Vec::new();
+        let mut seq = 1000;
+        let mut attempts = 0;
+        while have < n && attempts < 10 {
+            seq += 1;
+            attempts += 1;
+            match self.start_one(seq).await {
+                Ok(replica) => {
+                    have += 1;
+                    started.push(replica);
+                }
+                Err(reason) => self.log.line(&format!("Restoring a replica failed: {reason}")),
+            }
+        }
+        started
+    }
+
+    async fn retire(&self, replica: &ReplicaRef) {
+        self.log.line(&format!(
+            "Draining replica {} (revision {}) for up to {:?}, then stopping it",
+            replica.id,
+            replica.revision,
+            self.revision.drain()
+        ));
+        self.group.deregister(&replica.id, self.revision.drain()).await;
+        if let Err(e) = self.runtime.stop(&replica.id, self.revision.drain().max(std::time::Duration::from_secs(2))).await {
+            self.log.line(&format!("Stopping replica {} failed: {e}", replica.id));
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The deployment tables, in the server's database (prefixed `deploy_`).
+
+use gantry_store::Store;
+use sqlx::Row;
+
+use crate::error::DeployError;
+use crate::revision::Revision;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS deploy_project (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    files      TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deploy_revisions (
+    environment TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (environment, service, revision)
+);
+CREATE TABLE IF NOT EXISTS deploy_current (
+    environment TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    PRIMARY KEY (environment, service)
+);
+CREATE TABLE IF NOT EXISTS deploy_deployments (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment   TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    from_revision INTEGER,
+    to_revision   INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    message       TEXT
+);
+"#;
+
+/// One row of a service's deployment history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct DeploymentRecord {
+    pub(crate) id: i64,
+    pub(crate) from_revision: Option<i64>,
+    pub(crate) to_revision: i64,
+    pub(crate) status: String,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) message: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct DeployStore {
+    store: Store,
+}
+
+impl DeployStore {
+    pub(crate) async fn open(store: Store) -> Result<DeployStore, DeployError> {
+        sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
+        Ok(DeployStore { store })
+    }
+
+    pub(crate) async fn save_project(&self, files: &str, at: i64) -> Result<(), DeployError> {
+        sqlx::query("INSERT OR REPLACE INTO deploy_project (id, files, applied_at) VALUES (1, ?, ?)")
+            .bind(files)
+            .bind(at)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn project(&self) -> Result<Option<String>, DeployError> {
+        Ok(sqlx::query_scalar("SELECT files FROM deploy_project WHERE id = 1").fetch_optional(self.store.pool()).await?)
+    }
+
+    pub(crate) async fn save_revision(&self, r: &Revision) -> Result<(), DeployError> {
+        let body = serde_json::to_string(r).map_err(|e| DeployError::Spec(e.to_string()))?;
+        sqlx::query("INSERT INTO deploy_revisions (environment, service, revision, body) VALUES (?, ?, ?, ?)")
+            .bind(&r.environment)
+            .bind(&r.service)
+            .bind(i64::try_from(r.number).unwrap_or(i64::MAX))
+            .bind(body)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn revision(&self, env: &str, service: &str, number: u64) -> Result<Option<Revision>, DeployError> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM deploy_revisions WHERE environment = ? AND service = ? AND revision = ?",
+        )
+        .bind(env)
+        .bind(service)
+        .bind(i64::try_from(number).unwrap_or(i64::MAX))
+        .fetch_optional(self.store.pool())
+        .await?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| DeployError::Spec(format!("stored revision: {e}")))).transpose()
+    }
+
+    pub(crate) async fn last_revision_number(&self, env: &str, service: &str) -> Result<u64, DeployError> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(revision) FROM deploy_revisions WHERE environment = ? AND service = ?",
+        )
+        .bind(env)
+        .bind(service)
+        .fetch_one(self.store.pool())
+        .await?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    pub(crate) async fn set_current(&self, env: &str, service: &str, number: u64) -> Result<(), DeployError> {
+        sqlx::query("INSERT OR REPLACE INTO deploy_current (environment, service, revision) VALUES (?, ?, ?)")
+            .bind(env)
+            .bind(service)
+            .bind(i64::try_from(number).unwrap_or(i64::MAX))
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn clear_current(&self, env: &str) -> Result<(), DeployError> {
+        sqlx::query("DELETE FROM deploy_current WHERE environment = ?").bind(env).execute(self.store.pool()).await?;
+        Ok(())
+    }
+
+    /// `(environment, service, revision)` of every service that runs something.
+    pub(crate) async fn currents(&self) -> Result<Vec<(String, String, u64)>, DeployError> {
+        let rows = sqlx::query("SELECT environment, service, revision FROM deploy_current").fetch_all(self.store.pool()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), u64::try_from(r.get::<i64, _>(2)).unwrap_or(0)))
+            .collect())
+    }
+
+    pub(crate) async fn start_deployment(
+        &self,
+        env: &str,
+        service: &str,
+        from: Option<u64>,
+        to: u64,
+        at: i64,
+    ) -> Result<i64, DeployError> {
+        let id = sqlx::query(
+            "INSERT INTO deploy_deployments (environment, service, from_revision, to_revision, status, started_at)
+             VALUES (?, ?, ?, ?, 'InProgress', ?)",
+        )
+        .bind(env)
+        .bind(service)
+        .bind(from.map(|f| i64::try_from(f).unwrap_or(i64::MAX)))
+        .bind(i64::try_from(to).unwrap_or(i64::MAX))
+        .bind(at)
+        .execute(self.store.pool())
+        .await?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    pub(crate) async fn finish_deployment(&self, id: i64, status: &str, message: Option<&str>, at: i64) -> Result<(), DeployError> {
+        sqlx::query("UPDATE deploy_deployments SET status = ?, message = ?, finished_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(message)
+            .bind(at)
+            .bind(id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Deployments still marked in progress (a server stopped during them).
+    pub(crate) async fn interrupt_unfinished(&self, at: i64) -> Result<u64, DeployError> {
+        let done = sqlx::query(
+            "UPDATE deploy_deployments SET status = 'Interrupted', finished_at = ?,
+               message = 'the server stopped during this deployment' WHERE status = 'InProgress'",
+        )
+        .bind(at)
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn deployments(&self, env: &str, service: &str, limit: i64) -> Result<Vec<DeploymentRecord>, DeployError> {
+        let rows = sqlx::query(
+            "SELECT id, from_revision, to_revision, status, started_at, finished_at, message FROM deploy_deployments
+             WHERE environment = ? AND service = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(env)
+        .bind(service)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeploymentRecord {
+                id: r.get(0),
+                from_revision: r.get(1),
+                to_revision: r.get(2),
+                status: r.get(3),
+                started_at: r.get(4),
+                finished_at: r.get(5),
+                message: r.get(6),
+            })
+            .collect())
+    }
+}

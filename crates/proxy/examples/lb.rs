@@ -1,0 +1,44 @@
+//! gantry's load balancer as a standalone process, for benchmarks: two path
+//! rules (`/api/*` → group `api`, `/*` → group `web`), both groups holding
+//! the one backend given, with an HTTP health check on `/`.
+//!
+//! Usage: `lb LISTEN_ADDR BACKEND_ADDR`; prints `listening on ADDR` once the
+//! backend is healthy in both groups. `GANTRY_LB_WORKERS=N` overrides the
+//! number of worker threads.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gantry_proxy::{HealthCheckConfig, ListenerConfig, LoadBalancer, Rule, Target};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(backend)) = (args.next(), args.next()) else {
+        return Err("usage: lb LISTEN_ADDR BACKEND_ADDR".into());
+    };
+    let listen: SocketAddr = listen.parse()?;
+    let backend: SocketAddr = backend.parse()?;
+    let rules = vec![Rule::new(1, "/api/*", "api"), Rule::new(2, "/*", "web")];
+    // The listener's own worker threads (one per CPU) serve connections;
+    // this runtime only accepts and runs health checks.
+    let mut config = ListenerConfig::default();
+    if let Some(workers) = std::env::var("GANTRY_LB_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        config.workers = workers;
+    }
+    let lb = LoadBalancer::start_with(listen, rules, config).await?;
+    for name in ["api", "web"] {
+        let group = lb.target_group(name);
+        group.set_health_check(HealthCheckConfig {
+            interval: Duration::from_secs(5),
+            healthy_threshold: 1,
+            ..HealthCheckConfig::default()
+        })?;
+        group.register(Target::new("backend", backend));
+        group.wait_healthy("backend", Duration::from_secs(10)).await?;
+    }
+    println!("listening on {}", lb.local_addr());
+    tokio::signal::ctrl_c().await?;
+    lb.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! One proxied request: route it, pick a target, rewrite headers, send it
+//! upstream (retrying once when that is safe), and stream the answer back —
+//! or hand both connections to a tunnel after a protocol upgrade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{
+    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, UPGRADE,
+};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::rule::RouteTable;
+use crate::target_group::{Endpoint, InFlight};
+use crate::upstream::{Lease, UpstreamError, Upstreams};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What a worker needs to forward requests. Each worker has its own, so its
+/// pool of upstream connections is driven by the worker's own thread.
+pub(crate) struct Forwarder {
+    /// Shared by the listener and every worker's forwarder.
+    routes: Arc<ArcSwap<RouteTable>>,
+    upstreams: Arc<Upstreams>,
+    upstream_timeout: Duration,
+    /// Tunnels of upgraded connections live here so shutdown can wait for,
+    /// and end, them.
+    tunnels: TaskTracker,
+    /// Ends tunnels when the listener starts shutting down: an upgraded
+    /// connection has no request boundary at which to stop gracefully.
+    closing: CancellationToken,
+}
+
+enum Failure {
+    Timeout,
+    Upstream(UpstreamError),
+}
+
+impl Forwarder {
+    pub(crate) fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        upstream_timeout: Duration,
+        tunnels: TaskTracker,
+        closing: CancellationToken,
+    ) -> Self {
+        Self {
+            routes,
+            upstreams: Arc::default(),
+            upstream_timeout,
+            tunnels,
+            closing,
+        }
+    }
+
+    /// Never fails: every problem becomes the response ALB would give.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        client_ip: HeaderValue,
+        mut request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        // A tunnel to an arbitrary authority is a forward proxy's job, and
+        // ALB refuses it too.
+        if request.method() == Method::CONNECT {
+            return fixed(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        }
+        let Some(group) = self.routes.load().route(request.uri().path()).cloned() else {
+            return fixed(StatusCode::NOT_FOUND, "no listener rule matches this path\n");
+        };
+        let upgrade = is_upgrade(request.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        add_forwarded(&mut parts.headers, client_ip);
+
+        let Some(first) = group.pick(None) else {
+            return fixed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the target group has no target that can take requests\n",
+            );
+        };
+        // Only a request that is safe to repeat and whose (empty) body can be
+        // rebuilt may go to a second target.
+        let retryable = (parts.method == Method::GET || parts.method == Method::HEAD)
+            && body.is_end_stream();
+        let outcome = if retryable {
+            drop(body);
+            let attempt = upstream_request(
+                parts.method.clone(),
+                parts.headers.clone(),
+                &path_and_query,
+                first.endpoint(),
+                RequestBody::Empty,
+            );
+            match self.send(first.endpoint(), attempt).await {
+                Ok(answered) => Ok((answered, first)),
+                Err(Failure::Timeout) => Err(Failure::Timeout),
+                Err(Failure::Upstream(error)) => {
+                    tracing::debug!(
+                        target_group = %group.name(), target = %first.endpoint().id,
+                        %error, "upstream failed; retrying the idempotent request"
+                    );
+                    // Another target if there is one; the same one only if
+                    // it was reached at all (a pooled connection closing
+                    // under the request), since a refused connect will be
+                    // refused again.
+                    let second = group
+                        .pick(Some(first.endpoint()))
+                        .or_else(|| (!error.is_connect()).then(|| group.pick(None)).flatten());
+                    drop(first);
+                    match second {
+                        None => Err(Failure::Upstream(error)),
+                        Some(second) => {
+                            let attempt = upstream_request(
+                                parts.method,
+                                parts.headers,
+                                &path_and_query,
+                                second.endpoint(),
+                                RequestBody::Empty,
+                            );
+                            self.send(second.endpoint(), attempt)
+                                .await
+                                .map(|answered| (answered, second))
+                        }
+                    }
+                }
+            }
+        } else {
+            let attempt = upstream_request(
+                parts.method,
+                parts.headers,
+                &path_and_query,
+                first.endpoint(),
+                RequestBody::Client(body),
+            );
+            self.send(first.endpoint(), attempt)
+                .await
+                .map(|answered| (answered, first))
+        };
+
+        let ((mut response, lease), in_flight) = match outcome {
+            Ok(answered) => answered,
+            Err(Failure::Timeout) => {
+                tracing::warn!(target_group = %group.name(), timeout = ?self.upstream_timeout, "upstream timed out");
+                return fixed(StatusCode::GATEWAY_TIMEOUT, "the target did not answer in time\n");
+            }
+            Err(Failure::Upstream(error)) => {
+                tracing::warn!(target_group = %group.name(), %error, "upstream request failed");
+                return fixed(StatusCode::BAD_GATEWAY, "the target failed to answer\n");
+            }
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return fixed(
+                    StatusCode::BAD_GATEWAY,
+                    "the target switched protocols without being asked\n",
+                );
+            };
+            // The connection now belongs to the tunnel.
+            drop(lease);
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            strip_hop_by_hop(response.headers_mut(), true);
+            self.tunnels.spawn(tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                in_flight,
+                self.closing.clone(),
+            ));
+            return response.map(|_| ResponseBody::empty());
+        }
+        strip_hop_by_hop(response.headers_mut(), false);
+        response.map(|body| ResponseBody::Upstream {
+            body,
+            lease: Some(lease),
+            _in_flight: in_flight,
+        })
+    }
+
+    /// One attempt, bounded by the upstream timeout from connect to
+    /// response headers.
+    async fn send(
+        &self,
+        target: &Endpoint,
+        request: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        let attempt = self.upstreams.send(target.addr, request);
+        match tokio::time::timeout(self.upstream_timeout, attempt).await {
+            Ok(Ok(answered)) => Ok(answered),
+            Ok(Err(error)) => Err(Failure::Upstream(error)),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+}
+
+/// The request to send upstream, in origin form, with the client's Host
+/// header (or the target's address when the client sent none).
+fn upstream_request(
+    method: Method,
+    mut headers: HeaderMap,
+    path_and_query: &PathAndQuery,
+    target: &Endpoint,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    if !headers.contains_key(HOST) {
+        headers.insert(HOST, target.host.clone());
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = Uri::from(path_and_query.clone());
+    // Upstream connections are always HTTP/1.1 so they can be kept alive,
+    // whatever the client spoke.
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Copies bytes both ways between the upgraded client and upstream
+/// connections until either side closes or the listener shuts down. The
+/// in-flight guard keeps a draining target waiting for the tunnel.
+async fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    in_flight: InFlight,
+    closing: CancellationToken,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "protocol upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(error) = result {
+                tracing::debug!(target = %in_flight.endpoint().id, %error, "upgraded connection ended");
+            }
+        }
+        () = closing.cancelled() => {}
+    }
+}
+
+fn fixed(status: StatusCode, message: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Fixed(Some(Bytes::from_static(
+        message.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_lists(headers, "upgrade")
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus
+/// the `Proxy-*` family, which is addressed to proxies.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.starts_with("proxy-")
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+/// For an upgrade, `Connection: upgrade` and `Upgrade` must reach the other
+/// side, so they are kept.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // The common request has none; finding that out allocates nothing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
+    for name in &doomed {
+        if keep_upgrade && (name == CONNECTION || name == UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Appends this hop to the `X-Forwarded-*` chains, as ALB does for
+/// `X-Forwarded-For`; the original Host header is left untouched.
+fn add_forwarded(headers: &mut HeaderMap, client_ip: HeaderValue) {
+    let host = headers.get(HOST).cloned();
+    append_forwarded(headers, X_FORWARDED_FOR, client_ip);
+    append_forwarded(headers, X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        append_forwarded(headers, X_FORWARDED_HOST, host);
+    }
+}
+
+/// Joins existing values and ours into one comma-separated line, which is
+/// how every framework reads these headers.
+fn append_forwarded(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    match headers.entry(name) {
+        Entry::Vacant(entry) => {
+            entry.insert(value);
+        }
+        Entry::Occupied(mut entry) => {
+            let mut joined = Vec::new();
+            for existing in entry.iter() {
+                joined.extend_from_slice(existing.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(joined) => {
+                    entry.insert(joined);
+                }
+                // Existing values were valid and so is ours, so the join is;
+                // appending a separate line is the harmless fallback anyway.
+                Err(_) => entry.append(value),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for &(name, value) in pairs {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_go() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-session-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-session-hop", "1"),
+            ("proxy-authorization", "secret"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut map, false);
+        assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn upgrades_keep_connection_and_upgrade() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        assert!(is_upgrade(&map));
+        strip_hop_by_hop(&mut map, true);
+        assert_eq!(map["connection"], "upgrade");
+        assert_eq!(map["upgrade"], "websocket");
+        assert!(!map.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_existing_chains() {
+        let mut map = headers(&[
+            ("host", "app.example"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.2"),
+        ]);
+        add_forwarded(&mut map, HeaderValue::from_static("127.0.0.1"));
+        assert_eq!(
+            map["x-forwarded-for"],
+            "203.0.113.7, 198.51.100.2, 127.0.0.1"
+        );
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "app.example");
+        assert_eq!(map["host"], "app.example");
+    }
+}

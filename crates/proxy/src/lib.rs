@@ -1,0 +1,57 @@
+//! gantry's built-in load balancer: an Application Load Balancer in a crate.
+//!
+//! Concepts, named as ALB names them:
+//!
+//! - A [`LoadBalancer`] is one listener (one socket) of one environment. It
+//!   holds an ordered list of [`Rule`]s; a request goes to the target group
+//!   of the first rule, by ascending priority, whose path pattern (`*` = any
+//!   run of characters, `?` = one character, case-sensitive, path only)
+//!   matches. No match gets the default action, a fixed 404; a rule with
+//!   path `*` or `/*` replaces it. Rules are swapped atomically.
+//! - A [`TargetGroup`] is a set of [`Target`]s (address + weight), each with a
+//!   [`Health`]: `Initial` until active HTTP checks pass `healthy_threshold`
+//!   times in a row, `Unhealthy` after `unhealthy_threshold` failures (not
+//!   counting failures within the grace period after registration),
+//!   `Draining` once deregistered. State changes are broadcast as
+//!   [`HealthEvent`]s.
+//! - Selection: smooth weighted round-robin (nginx's algorithm, so weights
+//!   3:1 give exactly 300/100 over 400 requests) among the Healthy targets.
+//!   Only when none is Healthy does the group fail open to its Initial and
+//!   Unhealthy targets, as ALB does: a wrong answer beats a certain 503 when
+//!   the group has nothing better.
+//!
+//! Invariants:
+//!
+//! - A Draining target never gets a new request, and neither does an
+//!   Initial or Unhealthy one while any target of its group is Healthy. This
+//!   is what makes a rolling replacement lossless: register, wait healthy,
+//!   deregister with a drain.
+//! - A target's in-flight count covers the whole exchange, response body
+//!   and upgraded connection included; draining waits for it to reach zero
+//!   (or the deregistration delay to pass).
+//! - Bodies stream in both directions with backpressure; nothing buffers a
+//!   whole message.
+//! - No request makes the proxy panic: every failure is a response. 404: no
+//!   rule matched; 503: the group has no target that may take requests;
+//!   502: the target failed (refused, reset, bad response); 504: no response
+//!   headers within the upstream timeout.
+//! - A GET or HEAD without a body whose target fails at the connection level
+//!   is retried once, on another target when there is one.
+//!
+//! The listener speaks HTTP/1.1 to clients (keep-alive, upgrades such as
+//! websockets) and pools keep-alive HTTP/1.1 connections to targets.
+
+mod body;
+mod error;
+mod forward;
+mod health;
+mod listener;
+mod rule;
+mod target_group;
+mod upstream;
+
+pub use error::ProxyError;
+pub use health::{HealthCheckConfig, StatusMatcher};
+pub use listener::{ListenerConfig, LoadBalancer};
+pub use rule::Rule;
+pub use target_group::{Health, HealthEvent, Target, TargetGroup, TargetStatus};

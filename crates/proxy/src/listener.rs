@@ -1,0 +1,324 @@
+//! The listener: accepts client connections, hands them to its workers, and
+//! owns the rules and target groups.
+//!
+//! Workers are threads with a single-threaded Tokio runtime each, like
+//! nginx's worker processes. A client connection, the requests on it and
+//! the upstream connections they use all live on one worker, so forwarding
+//! a request wakes no other thread. On a multi-threaded runtime the same
+//! proxy spent about a third more CPU per request, most of it in thread
+//! wake-ups and context switches (see `bench/proxy.sh`). Health checks,
+//! drains and the accept loop run on the runtime that started the listener.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ProxyError;
+use crate::forward::Forwarder;
+use crate::rule::{RouteTable, Rule};
+use crate::target_group::TargetGroup;
+
+/// Settings of a listener that are not rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// How long a target may take to send response headers (connect
+    /// included) before the client gets a 504. ALB's idle timeout default.
+    pub upstream_timeout: Duration,
+    /// How long `shutdown` lets in-flight requests finish before it closes
+    /// their connections.
+    pub shutdown_timeout: Duration,
+    /// Worker threads serving connections. Defaults to the number of CPUs.
+    pub workers: NonZeroUsize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+/// One environment's load balancer: a listener, its rules, and the target
+/// groups they forward to. Dropping it without `shutdown` closes every
+/// connection at once.
+pub struct LoadBalancer {
+    local_addr: SocketAddr,
+    routes: Arc<ArcSwap<RouteTable>>,
+    groups: Mutex<HashMap<String, TargetGroup>>,
+    runtime: Handle,
+    /// Graceful phase: stop accepting, finish in-flight requests, end
+    /// tunnels.
+    closing: CancellationToken,
+    /// Health checkers of every group of this listener.
+    checks: CancellationToken,
+    /// Hard stop: drop every connection.
+    stop: CancellationToken,
+    /// Every connection and tunnel, on whichever worker.
+    tasks: TaskTracker,
+    /// Yields `None` once every worker thread has finished.
+    workers_done: mpsc::Receiver<()>,
+    shutdown_timeout: Duration,
+}
+
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+impl LoadBalancer {
+    /// Binds `listen` and serves until `shutdown`, with the default
+    /// [`ListenerConfig`]. Must be called within a Tokio runtime, which then
+    /// runs the accept loop, health checks and drains.
+    pub async fn start(listen: SocketAddr, rules: Vec<Rule>) -> Result<Self, ProxyError> {
+        Self::start_with(listen, rules, ListenerConfig::default()).await
+    }
+
+    pub async fn start_with(
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: ListenerConfig,
+    ) -> Result<Self, ProxyError> {
+        let bind_error = |source| ProxyError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let stop = CancellationToken::new();
+        let closing = stop.child_token();
+        let tasks = TaskTracker::new();
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
+        let (done_tx, workers_done) = mpsc::channel(1);
+        let mut workers = Vec::with_capacity(config.workers.get());
+        for index in 0..config.workers.get() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let worker = Worker {
+                routes: routes.clone(),
+                upstream_timeout: config.upstream_timeout,
+                incoming: rx,
+                tasks: tasks.clone(),
+                closing: closing.clone(),
+                stop: stop.clone(),
+                _done: done_tx.clone(),
+            };
+            if let Err(source) = worker.spawn(index) {
+                // Workers already started end when their channel closes.
+                stop.cancel();
+                tasks.close();
+                return Err(ProxyError::Worker { source });
+            }
+            workers.push(tx);
+        }
+        let lb = Self {
+            local_addr,
+            routes,
+            groups: Mutex::new(HashMap::new()),
+            runtime: Handle::current(),
+            closing: closing.clone(),
+            checks: stop.child_token(),
+            stop,
+            tasks,
+            workers_done,
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        lb.set_rules(rules);
+        tokio::spawn(accept(listener, workers, closing));
+        tracing::info!(addr = %local_addr, workers = config.workers, "load balancer listening");
+        Ok(lb)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Replaces every rule at once. Requests already routed keep their
+    /// target; new ones see only the new rules. Target groups named by the
+    /// rules are created if needed.
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        let resolved = rules
+            .into_iter()
+            .map(|rule| {
+                let group = self.target_group(&rule.target_group);
+                (rule, group)
+            })
+            .collect();
+        self.routes.store(Arc::new(RouteTable::new(resolved)));
+    }
+
+    /// The target group called `name`, created empty on first use.
+    pub fn target_group(&self, name: &str) -> TargetGroup {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups
+            .entry(name.to_owned())
+            .or_insert_with(|| TargetGroup::new(name, self.runtime.clone(), self.checks.clone()))
+            .clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown
+    /// timeout), closes keep-alive and upgraded connections, stops health
+    /// checks, and returns once the worker threads have exited.
+    pub async fn shutdown(mut self) {
+        self.closing.cancel();
+        self.checks.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                addr = %self.local_addr, timeout = ?self.shutdown_timeout,
+                "requests still in flight at the shutdown timeout; closing their connections"
+            );
+            self.stop.cancel();
+            self.tasks.wait().await;
+        }
+        while self.workers_done.recv().await.is_some() {}
+        tracing::info!(addr = %self.local_addr, "load balancer stopped");
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        // Without a graceful shutdown, end everything now; worker threads
+        // then exit on their own.
+        self.stop.cancel();
+        self.tasks.close();
+    }
+}
+
+/// Round-robins accepted connections over the workers until the listener
+/// starts closing; dropping the senders then tells the workers to finish.
+async fn accept(
+    listener: TcpListener,
+    workers: Vec<mpsc::UnboundedSender<Accepted>>,
+    closing: CancellationToken,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            () = closing.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: errors that persist
+                // for a while, so pause instead of spinning on them.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Responses go out in few writes; Nagle would delay the last one.
+        let _ = stream.set_nodelay(true);
+        // Moved to the worker's reactor: deregistered here, registered there.
+        match stream.into_std() {
+            Ok(stream) => {
+                if let Some(worker) = workers.get(next % workers.len()) {
+                    // A worker only goes away at shutdown.
+                    let _ = worker.send((stream, peer));
+                }
+                next = next.wrapping_add(1);
+            }
+            Err(error) => tracing::warn!(%peer, %error, "handing a connection to a worker failed"),
+        }
+    }
+}
+
+struct Worker {
+    routes: Arc<ArcSwap<RouteTable>>,
+    upstream_timeout: Duration,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
+    tasks: TaskTracker,
+    closing: CancellationToken,
+    stop: CancellationToken,
+    /// Dropped when the thread ends, which is how `shutdown` knows.
+    _done: mpsc::Sender<()>,
+}
+
+impl Worker {
+    fn spawn(self, index: usize) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("gantry-lb-{index}"))
+            .spawn(move || runtime.block_on(self.run()))?;
+        Ok(())
+    }
+
+    async fn run(mut self) {
+        let forwarder = Arc::new(Forwarder::new(
+            self.routes.clone(),
+            self.upstream_timeout,
+            self.tasks.clone(),
+            self.closing.clone(),
+        ));
+        while let Some((stream, peer)) = self.incoming.recv().await {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    self.tasks.spawn(serve(
+                        stream,
+                        peer,
+                        forwarder.clone(),
+                        self.closing.clone(),
+                        self.stop.clone(),
+                    ));
+                }
+                Err(error) => tracing::warn!(%peer, %error, "registering a connection failed"),
+            }
+        }
+        // The runtime must outlive every connection it drives, so wait for
+        // all of them (those of other workers end at the same time anyway).
+        self.tasks.wait().await;
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    forwarder: Arc<Forwarder>,
+    closing: CancellationToken,
+    stop: CancellationToken,
+) {
+    // Formatted once per connection rather than once per request.
+    let client_ip = HeaderValue::try_from(peer.ip().to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let service = service_fn(move |request| {
+        let forwarder = forwarder.clone();
+        let client_ip = client_ip.clone();
+        async move { Ok::<_, Infallible>(forwarder.handle(client_ip, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "client connection ended with an error");
+            }
+            return;
+        }
+        () = closing.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = connection => {}
+        () = stop.cancelled() => {}
+    }
+}

@@ -1,0 +1,969 @@
+//! The `docker` runtime: replicas as containers, driven through the docker CLI.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::error::RuntimeError;
+use crate::events::EventHub;
+use crate::replica::{Replica, ReplicaEvent, ReplicaSpec, ReplicaState};
+use crate::restart::{RestartPolicy, Streak};
+use crate::{BoxFuture, OWNER_ENV, Runtime};
+
+/// Containers are named `gantry-<replica id>`.
+const NAME_PREFIX: &str = "gantry-";
+const LABEL_OWNER: &str = "gantry.owner";
+const LABEL_REPLICA: &str = "gantry.replica";
+const LABEL_SPEC: &str = "gantry.spec";
+const LABEL_HOST_PORT: &str = "gantry.host-port";
+/// How long a docker command other than a pull may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many host ports to try when the one picked is taken meanwhile.
+const PORT_TRIES: usize = 5;
+
+/// How a [`DockerRuntime`] reaches Docker and restarts containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerOptions {
+    /// The docker CLI. Default `docker` (found in `PATH`).
+    pub program: PathBuf,
+    /// Marks this runtime's containers (label `gantry.owner`); use something
+    /// unique to the gantry instance, such as its data dir.
+    pub owner: String,
+    /// Backoff for restarts.
+    pub restart: RestartPolicy,
+    /// How often container states are polled. Default 1 s.
+    pub poll_interval: Duration,
+}
+
+impl DockerOptions {
+    /// Defaults for a runtime owning the containers labelled `owner`.
+    pub fn new(owner: impl Into<String>) -> DockerOptions {
+        DockerOptions {
+            program: PathBuf::from("docker"),
+            owner: owner.into(),
+            restart: RestartPolicy::default(),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs replicas as Docker containers, through the docker CLI.
+///
+/// The CLI rather than the Engine API (bollard): it is what an operator uses
+/// to look at the same containers, it reads the user's `~/.docker/config.json`
+/// credentials and contexts (`DOCKER_HOST`) without gantry re-implementing
+/// them, and it adds no HTTP client stack to the binary. Every call is one
+/// short-lived `docker` process with a timeout.
+///
+/// A replica is the container `gantry-<id>`, labelled with its environment,
+/// service, revision, replica id, image digest, its owner (the runtime's
+/// [`DockerOptions::owner`], so two gantry instances on one engine never touch
+/// each other's containers) and its spec (without environment values, which
+/// are read back from the container when it is adopted). It is published on
+/// `127.0.0.1:<host port>`, a port gantry picks, so the address stays the
+/// same across restarts of the container. `PORT` is the spec's port.
+/// Environment values are handed to the CLI through its own environment
+/// (`-e NAME`), so they do not show in a process listing.
+///
+/// Restarts stay in gantry, as in the process runtime, so the same events reach
+/// the circuit breaker: containers run with no restart policy, a watcher polls
+/// `docker ps` every second, and an exited container is started again
+/// (`docker start`, or re-created if it was removed) after the backoff.
+/// Containers outlive gantry; a new runtime adopts the running ones with its
+/// owner label and removes (reporting them as exited) the dead ones.
+///
+/// Dropping it stops watching (no more restarts); containers keep running and a
+/// new runtime with the same owner adopts them.
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+    watcher: tokio::task::AbortHandle,
+}
+
+struct Inner {
+    options: DockerOptions,
+    events: EventHub,
+    slots: Mutex<HashMap<String, Slot>>,
+    next_token: AtomicU64,
+    /// Whether `docker version` has answered once.
+    available: AtomicBool,
+}
+
+struct Slot {
+    replica: Replica,
+    token: u64,
+    stopping: bool,
+    /// A restart is under way: the watcher leaves the container alone.
+    restarting: Option<tokio::task::AbortHandle>,
+    streak: Streak,
+    started: Instant,
+}
+
+/// The `gantry.spec` label: the spec without environment values.
+#[derive(Serialize, Deserialize)]
+struct SpecLabel {
+    spec: ReplicaSpec,
+    env_names: Vec<String>,
+}
+
+/// One line of `docker ps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContainerStatus {
+    replica: String,
+    state: String,
+    exit_code: Option<i32>,
+}
+
+impl ContainerStatus {
+    fn is_running(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "running" | "paused" | "restarting" | "removing"
+        )
+    }
+}
+
+/// Why `docker run` failed.
+enum RunError {
+    /// The host port was taken between picking and publishing it.
+    PortTaken,
+    Other(RuntimeError),
+}
+
+impl DockerRuntime {
+    /// A runtime with these options. Adopts the running containers labelled with
+    /// its owner and removes its dead ones (reporting them as `Exited` to the
+    /// first subscriber). A missing docker is not an error here: `start` reports
+    /// it, and adoption happens once docker answers.
+    pub async fn new(options: DockerOptions) -> Result<DockerRuntime, RuntimeError> {
+        let inner = Arc::new(Inner {
+            options,
+            events: EventHub::new(),
+            slots: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            available: AtomicBool::new(false),
+        });
+        if let Err(e) = inner.poll().await {
+            tracing::warn!(error = %e, "docker did not answer; its containers are adopted once it does");
+        }
+        let watcher = tokio::spawn(watch(inner.clone())).abort_handle();
+        Ok(DockerRuntime { inner, watcher })
+    }
+}
+
+impl Drop for DockerRuntime {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        for slot in self.inner.slots().values_mut() {
+            if let Some(task) = slot.restarting.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn start<'a>(&'a self, spec: ReplicaSpec) -> BoxFuture<'a, Result<Replica, RuntimeError>> {
+        Box::pin(self.inner.start(spec))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.inner.stop(id, grace))
+    }
+
+    fn list<'a>(&'a self) -> BoxFuture<'a, Result<Vec<Replica>, RuntimeError>> {
+        Box::pin(async move {
+            let mut replicas: Vec<Replica> = self
+                .inner
+                .slots()
+                .values()
+                .map(|s| s.replica.clone())
+                .collect();
+            replicas.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(replicas)
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ReplicaEvent> {
+        self.inner.events.subscribe()
+    }
+}
+
+/// Polls container states until the runtime is dropped.
+async fn watch(inner: Arc<Inner>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(inner.options.poll_interval).await;
+        match inner.poll().await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                // Once per outage, not once per second.
+                if !failing {
+                    tracing::warn!(error = %e, "polling docker failed");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `docker ARGS` with `env` added to the CLI's environment; its stdout.
+    async fn docker(
+        &self,
+        args: &[String],
+        env: &[(String, String)],
+        timeout: Option<Duration>,
+    ) -> Result<String, RuntimeError> {
+        let program = &self.options.program;
+        let command_line = format!("{} {}", program.display(), args.join(" "));
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let output = command.output();
+        let output = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, output).await {
+                Ok(output) => output,
+                Err(_) => {
+                    return Err(RuntimeError::Docker {
+                        command: command_line,
+                        stderr: format!("timed out after {limit:?}"),
+                    });
+                }
+            },
+            None => output.await,
+        };
+        let output = output.map_err(|e| RuntimeError::DockerUnavailable {
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                format!("the docker CLI ({}) was not found", program.display())
+            } else {
+                format!("running {}: {e}", program.display())
+            },
+        })?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(RuntimeError::Docker {
+                command: command_line,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// Fails with `DockerUnavailable` unless the CLI and the engine answer.
+    async fn check_docker(&self) -> Result<(), RuntimeError> {
+        if self.available.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let args = strings(["version", "--format", "{{.Server.Version}}"]);
+        match self.docker(&args, &[], Some(Duration::from_secs(30))).await {
+            Ok(_) => {
+                self.available.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(RuntimeError::Docker { stderr, .. }) => {
+                Err(RuntimeError::DockerUnavailable { reason: stderr })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This runtime's containers and their states.
+    async fn containers(&self) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        let args = vec![
+            "ps".to_owned(),
+            "-a".to_owned(),
+            "--no-trunc".to_owned(),
+            "--filter".to_owned(),
+            format!("label={LABEL_OWNER}={}", self.options.owner),
+            "--format".to_owned(),
+            format!("{{{{.Label \"{LABEL_REPLICA}\"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}"),
+        ];
+        let out = self.docker(&args, &[], Some(COMMAND_TIMEOUT)).await?;
+        Ok(out.lines().filter_map(parse_ps_line).collect())
+    }
+
+    /// One look at the containers: restarts exited ones, adopts running ones no
+    /// slot knows, removes dead ones no slot knows.
+    async fn poll(self: &Arc<Self>) -> Result<(), RuntimeError> {
+        let containers = self.containers().await?;
+        self.available.store(true, Ordering::Relaxed);
+        let mut unknown = Vec::new();
+        {
+            let mut slots = self.slots();
+            let by_id: HashMap<&str, &ContainerStatus> =
+                containers.iter().map(|c| (c.replica.as_str(), c)).collect();
+            for (id, slot) in slots.iter_mut() {
+                let quiet = slot.stopping
+                    || slot.restarting.is_some()
+                    || slot.replica.state != ReplicaState::Running;
+                if quiet {
+                    continue;
+                }
+                let code = match by_id.get(id.as_str()) {
+                    Some(status) if status.is_running() => continue,
+                    Some(status) => status.exit_code,
+                    // Removed behind gantry's back: it is re-created.
+                    None => None,
+                };
+                let task = tokio::spawn(restart(self.clone(), id.clone(), slot.token, code));
+                slot.restarting = Some(task.abort_handle());
+            }
+            for container in &containers {
+                if !slots.contains_key(&container.replica) {
+                    unknown.push(container.clone());
+                }
+            }
+        }
+        for container in unknown {
+            self.adopt(&container).await;
+        }
+        Ok(())
+    }
+
+    /// Takes over a running container of this owner that no slot knows; removes a
+    /// dead one, reporting it as exited.
+    async fn adopt(&self, container: &ContainerStatus) {
+        let id = &container.replica;
+        let name = container_name(id);
+        if !container.is_running() {
+            tracing::info!(replica = %id, "removing a dead replica container");
+            if let Err(e) = self
+                .docker(&strings(["rm", "-f", &name]), &[], Some(COMMAND_TIMEOUT))
+                .await
+            {
+                tracing::warn!(replica = %id, error = %e, "could not remove a dead replica container");
+                return;
+            }
+            self.events.emit(ReplicaEvent::Exited {
+                id: id.clone(),
+                code: container.exit_code,
+                signal: None,
+            });
+            return;
+        }
+        let replica = match self.inspect_replica(&name).await {
+            Ok(replica) => replica,
+            Err(e) => {
+                tracing::warn!(replica = %id, error = %e, "cannot adopt a replica container");
+                return;
+            }
+        };
+        let mut slots = self.slots();
+        if slots.contains_key(id) {
+            return;
+        }
+        tracing::info!(replica = %id, addr = %replica.addr, "adopting a running replica container");
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        slots.insert(
+            id.clone(),
+            Slot {
+                replica,
+                token,
+                stopping: false,
+                restarting: None,
+                streak: Streak::default(),
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// Rebuilds a replica from its container's labels and environment.
+    async fn inspect_replica(&self, name: &str) -> Result<Replica, String> {
+        let out = self
+            .docker(&strings(["inspect", name]), &[], Some(COMMAND_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let config = &json[0]["Config"];
+        let label = |key: &str| config["Labels"][key].as_str().map(str::to_owned);
+        let spec_label: SpecLabel =
+            serde_json::from_str(&label(LABEL_SPEC).ok_or("no spec label")?)
+                .map_err(|e| format!("spec label: {e}"))?;
+        let port: u16 = label(LABEL_HOST_PORT)
+            .ok_or("no host-port label")?
+            .parse()
+            .map_err(|e| format!("host-port label: {e}"))?;
+        let container_env: Vec<&str> = config["Env"]
+            .as_array()
+            .map(|vars| vars.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let mut spec = spec_label.spec;
+        spec.env = spec_label
+            .env_names
+            .iter()
+            .filter_map(|name| {
+                let prefix = format!("{name}=");
+                container_env
+                    .iter()
+                    .rev()
+                    .find_map(|var| var.strip_prefix(&prefix))
+                    .map(|value| (name.clone(), value.to_owned()))
+            })
+            .collect();
+        Ok(Replica {
+            id: spec.id.clone(),
+            addr: loopback(port),
+            spec,
+            state: ReplicaState::Running,
+            restarts: 0,
+        })
+    }
+
+    async fn start(self: &Arc<Self>, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
+        spec.validate()?;
+        self.check_docker().await?;
+        let token = self.reserve(&spec)?;
+        // Frees the id if the start fails or its future is dropped midway; a
+        // container created before that is adopted by the watcher.
+        let mut reservation = Reservation {
+            slots: &self.slots,
+            id: spec.id.clone(),
+            token,
+            kept: false,
+        };
+        let replica = self.first_start(&spec, token).await?;
+        reservation.kept = true;
+        Ok(replica)
+    }
+
+    fn reserve(&self, spec: &ReplicaSpec) -> Result<u64, RuntimeError> {
+        let mut slots = self.slots();
+        if slots.contains_key(&spec.id) {
+            return Err(RuntimeError::AlreadyExists {
+                id: spec.id.clone(),
+            });
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        slots.insert(
+            spec.id.clone(),
+            Slot {
+                replica: Replica {
+                    id: spec.id.clone(),
+                    addr: loopback(0),
+                    spec: spec.clone(),
+                    state: ReplicaState::Starting,
+                    restarts: 0,
+                },
+                token,
+                stopping: false,
+                restarting: None,
+                streak: Streak::default(),
+                started: Instant::now(),
+            },
+        );
+        Ok(token)
+    }
+
+    async fn first_start(&self, spec: &ReplicaSpec, token: u64) -> Result<Replica, RuntimeError> {
+        self.pull(spec).await?;
+        let port = self.run_on_free_port(spec).await?;
+        let started = {
+            let mut slots = self.slots();
+            match slots
+                .get_mut(&spec.id)
+                .filter(|s| s.token == token && !s.stopping)
+            {
+                Some(slot) => {
+                    slot.replica.addr = loopback(port);
+                    slot.replica.state = ReplicaState::Running;
+                    slot.started = Instant::now();
+                    self.events.emit(ReplicaEvent::Started {
+                        id: spec.id.clone(),
+                    });
+                    Some(slot.replica.clone())
+                }
+                None => None,
+            }
+        };
+        match started {
+            Some(replica) => Ok(replica),
+            None => {
+                // Stopped meanwhile: the stop could not see the container yet.
+                let name = container_name(&spec.id);
+                let _ = self
+                    .docker(&strings(["rm", "-f", &name]), &[], Some(COMMAND_TIMEOUT))
+                    .await;
+                Err(RuntimeError::StoppedWhileStarting {
+                    id: spec.id.clone(),
+                })
+            }
+        }
+    }
+
+    /// Pulls the image unless the engine has it (a digest names one image for good).
+    async fn pull(&self, spec: &ReplicaSpec) -> Result<(), RuntimeError> {
+        let image = spec.image.to_string();
+        if spec.image.digest().is_some()
+            && self
+                .docker(
+                    &strings(["image", "inspect", "--format", "{{.Id}}", &image]),
+                    &[],
+                    Some(COMMAND_TIMEOUT),
+                )
+                .await
+                .is_ok()
+        {
+            return Ok(());
+        }
+        match self
+            .docker(&strings(["pull", "-q", &image]), &[], None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Docker { stderr, .. }) => Err(RuntimeError::ImagePull {
+                image,
+                reason: stderr,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `docker run` on a free host port, trying another if it was taken meanwhile.
+    async fn run_on_free_port(&self, spec: &ReplicaSpec) -> Result<u16, RuntimeError> {
+        for _ in 0..PORT_TRIES {
+            let port = free_port().map_err(|reason| RuntimeError::PortUnavailable {
+                id: spec.id.clone(),
+                reason,
+            })?;
+            match self.run(spec, port).await {
+                Ok(()) => return Ok(port),
+                Err(RunError::PortTaken) => continue,
+                Err(RunError::Other(e)) => return Err(e),
+            }
+        }
+        Err(RuntimeError::PortUnavailable {
+            id: spec.id.clone(),
+            reason: format!("{PORT_TRIES} host ports were taken before docker could publish them"),
+        })
+    }
+
+    async fn run(&self, spec: &ReplicaSpec, host_port: u16) -> Result<(), RunError> {
+        let run = run_args(spec, &self.options.owner, host_port).map_err(RunError::Other)?;
+        let result = self
+            .docker(&run.args, &run.env, Some(COMMAND_TIMEOUT))
+            .await;
+        let Err(error) = result else {
+            return Ok(());
+        };
+        // A failed run may leave the container created but not started.
+        let name = container_name(&spec.id);
+        let _ = self
+            .docker(&strings(["rm", "-f", &name]), &[], Some(COMMAND_TIMEOUT))
+            .await;
+        match &error {
+            RuntimeError::Docker { stderr, .. } if is_port_conflict(stderr) => {
+                Err(RunError::PortTaken)
+            }
+            RuntimeError::Docker { stderr, .. } if is_missing_program(stderr) => {
+                Err(RunError::Other(RuntimeError::Spawn {
+                    id: spec.id.clone(),
+                    program: spec
+                        .command
+                        .as_ref()
+                        .and_then(|c| c.first().cloned())
+                        .unwrap_or_else(|| "the image's entrypoint".to_owned()),
+                    reason: stderr.clone(),
+                }))
+            }
+            _ => Err(RunError::Other(error)),
+        }
+    }
+
+    /// Starts an exited container again (or re-creates a removed one).
+    async fn start_again(&self, spec: &ReplicaSpec, host_port: u16) -> Result<(), RuntimeError> {
+        let name = container_name(&spec.id);
+        match self
+            .docker(&strings(["start", &name]), &[], Some(COMMAND_TIMEOUT))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Docker { stderr, .. }) if is_no_such_container(&stderr) => {
+                match self.run(spec, host_port).await {
+                    Ok(()) => Ok(()),
+                    Err(RunError::PortTaken) => Err(RuntimeError::PortUnavailable {
+                        id: spec.id.clone(),
+                        reason: format!("host port {host_port} is taken"),
+                    }),
+                    Err(RunError::Other(e)) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let token = {
+            let mut slots = self.slots();
+            let Some(slot) = slots.get_mut(id) else {
+                return Ok(());
+            };
+            slot.stopping = true;
+            slot.replica.state = ReplicaState::Stopped;
+            if let Some(task) = slot.restarting.take() {
+                task.abort();
+            }
+            slot.token
+        };
+        let name = container_name(id);
+        // `docker stop` counts whole seconds; rounding up never cuts the grace short.
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let stop_args = strings(["stop", "-t", &seconds.to_string(), &name]);
+        match self
+            .docker(&stop_args, &[], Some(grace + COMMAND_TIMEOUT))
+            .await
+        {
+            Ok(_) => {}
+            Err(RuntimeError::Docker { stderr, .. }) if is_no_such_container(&stderr) => {}
+            // `rm -f` below kills it anyway.
+            Err(e) => tracing::warn!(replica = %id, error = %e, "docker stop failed"),
+        }
+        match self
+            .docker(&strings(["rm", "-f", &name]), &[], Some(COMMAND_TIMEOUT))
+            .await
+        {
+            Ok(_) => {}
+            Err(RuntimeError::Docker { stderr, .. }) if is_no_such_container(&stderr) => {}
+            // The slot stays (stopping), so stopping again retries.
+            Err(e) => return Err(e),
+        }
+        let removed = {
+            let mut slots = self.slots();
+            match slots.get(id) {
+                Some(slot) if slot.token == token => slots.remove(id).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            self.events
+                .emit(ReplicaEvent::Stopped { id: id.to_owned() });
+        }
+        Ok(())
+    }
+}
+
+/// A `Starting` slot that is removed again unless the start succeeds.
+struct Reservation<'a> {
+    slots: &'a Mutex<HashMap<String, Slot>>,
+    id: String,
+    token: u64,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.get(&self.id).is_some_and(|s| s.token == self.token) {
+            slots.remove(&self.id);
+        }
+    }
+}
+
+/// Reports an exited container and starts it again after the backoff, until a
+/// start succeeds or the replica is stopped.
+async fn restart(inner: Arc<Inner>, id: String, token: u64, mut code: Option<i32>) {
+    loop {
+        let delay = {
+            let mut slots = inner.slots();
+            let Some(slot) = slots
+                .get_mut(&id)
+                .filter(|s| s.token == token && !s.stopping)
+            else {
+                return;
+            };
+            let (attempt, delay) = slot
+                .streak
+                .next(&inner.options.restart, slot.started.elapsed());
+            slot.replica.state = ReplicaState::Exited { code };
+            inner.events.emit(ReplicaEvent::Exited {
+                id: id.clone(),
+                code,
+                signal: None,
+            });
+            slot.replica.state = ReplicaState::Restarting;
+            inner.events.emit(ReplicaEvent::Restarting {
+                id: id.clone(),
+                attempt,
+                delay,
+            });
+            delay
+        };
+        tokio::time::sleep(delay).await;
+        let Some((spec, port)) = inner
+            .slots()
+            .get(&id)
+            .filter(|s| s.token == token && !s.stopping)
+            .map(|s| (s.replica.spec.clone(), s.replica.addr.port()))
+        else {
+            return;
+        };
+        let result = inner.start_again(&spec, port).await;
+        let mut slots = inner.slots();
+        let Some(slot) = slots
+            .get_mut(&id)
+            .filter(|s| s.token == token && !s.stopping)
+        else {
+            return;
+        };
+        slot.started = Instant::now();
+        match result {
+            Ok(()) => {
+                slot.replica.restarts = slot.replica.restarts.saturating_add(1);
+                slot.replica.state = ReplicaState::Running;
+                slot.restarting = None;
+                inner.events.emit(ReplicaEvent::Started { id: id.clone() });
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(replica = %id, error = %e, "restarting a replica container failed");
+                code = None;
+            }
+        }
+    }
+}
+
+/// A `docker run` command line.
+struct RunCommand {
+    args: Vec<String>,
+    /// Values for the `-e NAME` arguments, set in the CLI's own environment.
+    env: Vec<(String, String)>,
+}
+
+/// The `docker run` command for `spec`.
+fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunCommand, RuntimeError> {
+    let mut label_spec = spec.clone();
+    let env_names: Vec<String> = spec
+        .env
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| name != OWNER_ENV && name != "PORT")
+        .collect();
+    label_spec.env = Vec::new();
+    let spec_json = serde_json::to_string(&SpecLabel {
+        spec: label_spec,
+        env_names,
+    })
+    .map_err(|e| RuntimeError::InvalidSpec {
+        id: spec.id.clone(),
+        reason: format!("encoding the spec label: {e}"),
+    })?;
+    let digest = spec
+        .image
+        .digest()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    let mut args = strings(["run", "-d", "--name"]);
+    args.push(container_name(&spec.id));
+    let mut labels = vec![
+        (LABEL_OWNER.to_owned(), owner.to_owned()),
+        ("gantry.environment".to_owned(), spec.environment.clone()),
+        ("gantry.service".to_owned(), spec.service.clone()),
+        ("gantry.revision".to_owned(), spec.revision.to_string()),
+        (LABEL_REPLICA.to_owned(), spec.id.clone()),
+        ("gantry.digest".to_owned(), digest),
+        (LABEL_HOST_PORT.to_owned(), host_port.to_string()),
+        (LABEL_SPEC.to_owned(), spec_json),
+    ];
+    // The caller's labels cannot impersonate gantry's own.
+    labels.extend(
+        spec.labels
+            .iter()
+            .filter(|(key, _)| !key.starts_with("gantry."))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    for (key, value) in labels {
+        args.push("--label".to_owned());
+        args.push(format!("{key}={value}"));
+    }
+    args.push("-p".to_owned());
+    args.push(format!("127.0.0.1:{host_port}:{}", spec.port));
+    let mut cli_env = Vec::new();
+    for (name, value) in &spec.env {
+        if name == OWNER_ENV || name == "PORT" {
+            continue;
+        }
+        args.push("-e".to_owned());
+        if name == "PATH" || name == "HOME" || name.starts_with("DOCKER_") {
+            // These steer the docker CLI itself, so they cannot travel in its environment.
+            args.push(format!("{name}={value}"));
+        } else {
+            args.push(name.clone());
+            cli_env.push((name.clone(), value.clone()));
+        }
+    }
+    // Last, so it wins over a PORT in the spec's environment, as in the process runtime.
+    args.push("-e".to_owned());
+    args.push(format!("PORT={}", spec.port));
+    if let Some(memory) = spec.memory {
+        args.push("--memory".to_owned());
+        args.push(memory.to_string());
+    }
+    if let Some(cpus) = spec.cpus {
+        args.push("--cpus".to_owned());
+        args.push(cpus.to_string());
+    }
+    let command_args = match spec.command.as_deref() {
+        Some([program, rest @ ..]) => {
+            // `--entrypoint` also clears the image's cmd, so the command replaces both.
+            args.push("--entrypoint".to_owned());
+            args.push(program.clone());
+            rest.to_vec()
+        }
+        _ => Vec::new(),
+    };
+    args.push(spec.image.to_string());
+    args.extend(command_args);
+    Ok(RunCommand { args, env: cli_env })
+}
+
+/// Parses `REPLICA\tSTATE\tSTATUS` (`Exited (3) 2 seconds ago`).
+fn parse_ps_line(line: &str) -> Option<ContainerStatus> {
+    let mut parts = line.split('\t');
+    let replica = parts.next()?.trim();
+    let state = parts.next()?.trim();
+    let status = parts.next().unwrap_or_default();
+    if replica.is_empty() {
+        return None;
+    }
+    let exit_code = status
+        .strip_prefix("Exited (")
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|code| code.parse().ok());
+    Some(ContainerStatus {
+        replica: replica.to_owned(),
+        state: state.to_owned(),
+        exit_code,
+    })
+}
+
+fn is_port_conflict(stderr: &str) -> bool {
+    stderr.contains("port is already allocated") || stderr.contains("address already in use")
+}
+
+fn is_missing_program(stderr: &str) -> bool {
+    (stderr.contains("OCI runtime") || stderr.contains("exec:"))
+        && (stderr.contains("executable file not found")
+            || stderr.contains("no such file or directory"))
+}
+
+fn is_no_such_container(stderr: &str) -> bool {
+    stderr.contains("No such container")
+}
+
+fn container_name(id: &str) -> String {
+    format!("{NAME_PREFIX}{id}")
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| e.to_string())
+}
+
+fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::tests::spec;
+
+    #[test]
+    fn ps_lines_give_replica_state_and_exit_code() {
+        assert_eq!(
+            parse_ps_line("r1\texited\tExited (3) 2 seconds ago"),
+            Some(ContainerStatus {
+                replica: "r1".into(),
+                state: "exited".into(),
+                exit_code: Some(3)
+            })
+        );
+        let running = parse_ps_line("r2\trunning\tUp 5 seconds").unwrap();
+        assert!(running.is_running());
+        assert_eq!(running.exit_code, None);
+        assert_eq!(parse_ps_line("\trunning\tUp"), None);
+    }
+
+    #[test]
+    fn run_arguments_carry_labels_port_limits_and_keep_env_values_out_of_argv() {
+        let mut s = spec("r1");
+        s.env = vec![
+            ("SECRET".into(), "hunter2".into()),
+            ("PATH".into(), "/app:/bin".into()),
+            (OWNER_ENV.into(), "/data".into()),
+        ];
+        s.memory = Some(64 * 1024 * 1024);
+        s.cpus = Some(0.5);
+        s.command = Some(vec!["/app/busybox".into(), "httpd".into(), "-f".into()]);
+        s.labels.insert("team".into(), "core".into());
+        s.labels.insert("gantry.replica".into(), "spoof".into());
+        let run = run_args(&s, "/data", 40000).unwrap();
+        let line = run.args.join(" ");
+        assert!(line.starts_with("run -d --name gantry-r1 "), "{line}");
+        for expected in [
+            "--label gantry.owner=/data",
+            "--label gantry.environment=staging",
+            "--label gantry.service=web",
+            "--label gantry.revision=1",
+            "--label gantry.replica=r1",
+            "--label gantry.host-port=40000",
+            "--label team=core",
+            "-p 127.0.0.1:40000:8080",
+            "-e SECRET ",
+            "-e PATH=/app:/bin",
+            "-e PORT=8080",
+            "--memory 67108864",
+            "--cpus 0.5",
+            "--entrypoint /app/busybox",
+        ] {
+            assert!(line.contains(expected), "{expected} missing in {line}");
+        }
+        assert!(line.ends_with(&format!("{} httpd -f", s.image)), "{line}");
+        assert!(!line.contains("hunter2"), "secret values stay out of argv");
+        assert!(!line.contains("--label gantry.replica=spoof"));
+        assert!(!line.contains(OWNER_ENV));
+        assert_eq!(run.env, vec![("SECRET".to_owned(), "hunter2".to_owned())]);
+    }
+
+    #[test]
+    fn docker_error_texts_are_classified() {
+        assert!(is_port_conflict(
+            "Bind for 127.0.0.1:4000 failed: port is already allocated"
+        ));
+        assert!(is_missing_program(
+            "OCI runtime create failed: runc create failed: exec: \"/nope\": stat /nope: no such file or directory: unknown"
+        ));
+        assert!(is_no_such_container(
+            "Error response from daemon: No such container: gantry-x"
+        ));
+    }
+}

@@ -1,0 +1,351 @@
+//! How the process runtime turns an unpacked image and a replica spec into a
+//! program, arguments, environment and working directory (formats.md §4).
+//!
+//! - **Command**: the spec's `command`, else the image's entrypoint followed by
+//!   its cmd.
+//! - **Program**: an absolute path is looked up inside the root; a relative
+//!   path with a `/` inside the root from the working directory; a bare name in
+//!   the image's `PATH` (inside the root), then the host's. Symlinks on the way
+//!   resolve inside the root, so `/bin/sh -> /bin/busybox` works; `argv[0]`
+//!   stays what the image says, which is what multi-call binaries go by.
+//! - **Working directory**: the image's `WorkingDir` inside the root (the root
+//!   when unset), created if missing, as Docker does.
+//! - **Environment**: a clean one, not gantry's: a few host variables that
+//!   describe the user and locale (`HOME`, `USER`, `LOGNAME`, `LANG`, `LC_ALL`,
+//!   `TZ`, `TMPDIR`), then the image's `Env`, then the spec's, then
+//!   `PORT`, `GANTRY_ROOTFS` and `GANTRY_REPLICA` (the runtime's mark, see
+//!   `process.rs`). `PATH` is the winning `PATH` (the spec's, else the
+//!   image's) with each entry mapped into the root, then the host's `PATH`.
+//!   `GANTRY_OWNER` is never passed on: the server kills the processes that
+//!   carry it when it restarts, and replicas are meant to survive that.
+//!
+//! There is no isolation: paths the program opens itself (a script's `#!`
+//! interpreter, an absolute symlink, `/etc/…`) are the host's. The image's
+//! `User` is not applied; the replica runs as gantry's user.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::OWNER_ENV;
+use crate::error::RuntimeError;
+use crate::images::UnpackedImage;
+use crate::replica::ReplicaSpec;
+use crate::unpack::resolve_in_root;
+
+/// The variable holding the replica's port.
+pub(crate) const PORT_ENV: &str = "PORT";
+/// The variable holding the image's root on the host.
+pub(crate) const ROOTFS_ENV: &str = "GANTRY_ROOTFS";
+/// Host variables a replica gets (before the image's and spec's own).
+const HOST_PASSED: [&str; 7] = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// What the replica gets from gantry's own environment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostEnv {
+    /// The host's `PATH`, searched after the image's.
+    pub(crate) path: Option<OsString>,
+    /// The host variables passed on.
+    pub(crate) passed: Vec<(String, OsString)>,
+}
+
+impl HostEnv {
+    /// gantry's environment, as it is now.
+    pub(crate) fn capture() -> HostEnv {
+        HostEnv {
+            path: std::env::var_os("PATH"),
+            passed: HOST_PASSED
+                .iter()
+                .filter_map(|name| Some((name.to_string(), std::env::var_os(name)?)))
+                .collect(),
+        }
+    }
+}
+
+/// A planned process start.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Launch {
+    /// The file to execute, on the host.
+    pub(crate) program: PathBuf,
+    /// `argv[0]`, as the image or command says.
+    pub(crate) arg0: String,
+    /// The other arguments.
+    pub(crate) args: Vec<String>,
+    /// The whole environment.
+    pub(crate) env: Vec<(String, OsString)>,
+    /// The working directory, on the host.
+    pub(crate) cwd: PathBuf,
+}
+
+/// Plans how to run `spec` from `image` on `port`; `extra` variables go last.
+pub(crate) fn plan(
+    image: &UnpackedImage,
+    spec: &ReplicaSpec,
+    port: u16,
+    host: &HostEnv,
+    extra: &[(String, OsString)],
+) -> Result<Launch, RuntimeError> {
+    let root = &image.root;
+    let config = &image.config;
+    let argv: Vec<String> = match &spec.command {
+        Some(command) => command.clone(),
+        None => config
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(config.cmd.iter().flatten())
+            .cloned()
+            .collect(),
+    };
+    let Some((arg0, args)) = argv.split_first() else {
+        return Err(RuntimeError::Spawn {
+            id: spec.id.clone(),
+            program: String::new(),
+            reason: "the image has no entrypoint or cmd, and the service no command".to_owned(),
+        });
+    };
+    let spawn_error = |reason: String| RuntimeError::Spawn {
+        id: spec.id.clone(),
+        program: arg0.clone(),
+        reason,
+    };
+
+    let mut env = Env::default();
+    for (name, value) in &host.passed {
+        env.set(name, value.clone());
+    }
+    for entry in config.env.iter().flatten() {
+        if let Some((name, value)) = entry.split_once('=') {
+            env.set(name, value.into());
+        }
+    }
+    for (name, value) in &spec.env {
+        env.set(name, value.into());
+    }
+    let image_path: Vec<PathBuf> = env
+        .get("PATH")
+        .map(|path| {
+            std::env::split_paths(path)
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let host_path: Vec<PathBuf> = host
+        .path
+        .as_deref()
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    let mapped: Vec<PathBuf> = image_path
+        .iter()
+        .map(|dir| in_root(root, dir))
+        .chain(host_path.iter().cloned())
+        .collect();
+    if !mapped.is_empty() {
+        let joined = std::env::join_paths(&mapped)
+            .map_err(|e| spawn_error(format!("PATH cannot be built: {e}")))?;
+        env.set("PATH", joined);
+    }
+    env.set(PORT_ENV, port.to_string().into());
+    env.set(ROOTFS_ENV, root.as_os_str().to_owned());
+    for (name, value) in extra {
+        env.set(name, value.clone());
+    }
+    env.remove(OWNER_ENV);
+
+    let workdir = Path::new("/").join(config.working_dir.as_deref().unwrap_or("/"));
+    let cwd = resolve_in_root(root, &workdir, true)
+        .map_err(|e| spawn_error(format!("working directory {}: {e}", workdir.display())))?;
+    std::fs::create_dir_all(&cwd)
+        .map_err(|e| spawn_error(format!("working directory {}: {e}", workdir.display())))?;
+
+    let program = if arg0.contains('/') {
+        let in_image = workdir.join(arg0);
+        let program = resolve_in_root(root, &in_image, true)
+            .map_err(|e| spawn_error(format!("{}: {e}", in_image.display())))?;
+        if !program.exists() {
+            return Err(spawn_error(format!(
+                "{} does not exist in the image",
+                in_image.display()
+            )));
+        }
+        if !is_executable(&program) {
+            return Err(spawn_error(format!(
+                "{} is not an executable file",
+                in_image.display()
+            )));
+        }
+        program
+    } else {
+        let in_image = image_path.iter().filter_map(|dir| {
+            resolve_in_root(root, &Path::new("/").join(dir).join(arg0), true).ok()
+        });
+        let on_host = host_path.iter().map(|dir| dir.join(arg0));
+        in_image
+            .chain(on_host)
+            .find(|candidate| is_executable(candidate))
+            .ok_or_else(|| {
+                spawn_error(format!(
+                    "not found in the image's PATH ({}) or the host's",
+                    std::env::join_paths(&image_path)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ))
+            })?
+    };
+    Ok(Launch {
+        program,
+        arg0: arg0.clone(),
+        args: args.to_vec(),
+        env: env.vars,
+        cwd,
+    })
+}
+
+/// `dir` of the image as a host path under `root` (not resolving symlinks: the
+/// program does that when it searches `PATH`).
+fn in_root(root: &Path, dir: &Path) -> PathBuf {
+    let relative: PathBuf = dir
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    root.join(relative)
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// An environment where setting a name again replaces its value in place.
+#[derive(Default)]
+struct Env {
+    vars: Vec<(String, OsString)>,
+}
+
+impl Env {
+    fn set(&mut self, name: &str, value: OsString) {
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some((_, existing)) => *existing = value,
+            None => self.vars.push((name.to_owned(), value)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&OsString> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.vars.retain(|(n, _)| n != name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::RunConfig;
+    use crate::replica::tests::spec;
+
+    fn image(config: RunConfig) -> (tempfile::TempDir, UnpackedImage) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        for file in ["app/server", "usr/bin/busybox"] {
+            std::fs::write(root.join(file), "").unwrap();
+            std::fs::set_permissions(root.join(file), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::write(root.join("app/data"), "").unwrap();
+        std::os::unix::fs::symlink("/usr/bin/busybox", root.join("usr/bin/sh")).unwrap();
+        (dir, UnpackedImage { root, config })
+    }
+
+    fn host() -> HostEnv {
+        HostEnv {
+            path: Some("/usr/bin:/bin".into()),
+            passed: vec![("HOME".into(), "/home/gantry".into())],
+        }
+    }
+
+    fn var<'a>(launch: &'a Launch, name: &str) -> Option<&'a str> {
+        launch
+            .env
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str())
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_run_from_the_root_with_the_contract_environment() {
+        let (_dir, image) = image(RunConfig {
+            entrypoint: Some(vec!["/app/server".into()]),
+            cmd: Some(vec!["--port".into(), "x".into()]),
+            env: Some(vec![
+                "PATH=/usr/bin:/app".into(),
+                "MODE=image".into(),
+                "KEEP=1".into(),
+            ]),
+            working_dir: Some("/app/www".into()),
+            user: None,
+        });
+        let mut s = spec("r1");
+        s.env = vec![
+            ("MODE".into(), "spec".into()),
+            (OWNER_ENV.into(), "/data".into()),
+        ];
+        let launch = plan(&image, &s, 4321, &host(), &[]).unwrap();
+        let root = image.root.display().to_string();
+        assert_eq!(launch.program, image.root.join("app/server"));
+        assert_eq!(launch.arg0, "/app/server");
+        assert_eq!(launch.args, ["--port", "x"]);
+        assert_eq!(launch.cwd, image.root.join("app/www"));
+        assert!(launch.cwd.is_dir(), "a missing WorkingDir is created");
+        assert_eq!(
+            var(&launch, "PATH").unwrap(),
+            format!("{root}/usr/bin:{root}/app:/usr/bin:/bin")
+        );
+        assert_eq!(var(&launch, "PORT"), Some("4321"));
+        assert_eq!(var(&launch, "GANTRY_ROOTFS"), Some(root.as_str()));
+        assert_eq!(
+            var(&launch, "MODE"),
+            Some("spec"),
+            "the spec wins over the image"
+        );
+        assert_eq!(var(&launch, "KEEP"), Some("1"));
+        assert_eq!(var(&launch, "HOME"), Some("/home/gantry"));
+        assert_eq!(
+            var(&launch, OWNER_ENV),
+            None,
+            "GANTRY_OWNER is never passed on"
+        );
+    }
+
+    #[test]
+    fn the_command_overrides_and_bare_names_are_found_in_the_image_path_first() {
+        let (_dir, image) = image(RunConfig {
+            entrypoint: Some(vec!["/app/server".into()]),
+            env: Some(vec!["PATH=/usr/bin".into()]),
+            ..RunConfig::default()
+        });
+        let mut s = spec("r1");
+        s.command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
+        let launch = plan(&image, &s, 1, &host(), &[]).unwrap();
+        // `sh` is a symlink to /usr/bin/busybox, resolved inside the root.
+        assert_eq!(launch.program, image.root.join("usr/bin/busybox"));
+        assert_eq!(launch.arg0, "sh");
+        assert_eq!(launch.cwd, image.root);
+    }
+
+    #[test]
+    fn a_missing_or_non_executable_program_is_a_spawn_error() {
+        let (_dir, image) = image(RunConfig::default());
+        for command in ["/app/nope", "/app/data", "nope-anywhere-xyz"] {
+            let mut s = spec("r1");
+            s.command = Some(vec![command.into()]);
+            let error = plan(&image, &s, 1, &host(), &[]).unwrap_err();
+            assert_eq!(error.code(), "spawn", "{command}");
+            assert!(error.to_string().contains(command), "{error}");
+        }
+        let error = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap_err();
+        assert!(error.to_string().contains("no entrypoint"), "{error}");
+    }
+}

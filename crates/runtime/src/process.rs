@@ -1,0 +1,773 @@
+//! The `process` runtime: replicas as host processes running an unpacked image.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use gantry_images::{Digest, RegistryClient};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::error::RuntimeError;
+use crate::events::EventHub;
+use crate::images::ImageCache;
+use crate::launch::{HostEnv, Launch, plan};
+use crate::replica::{Replica, ReplicaEvent, ReplicaSpec, ReplicaState};
+use crate::restart::{RestartPolicy, Streak};
+use crate::{BoxFuture, Runtime, proc};
+
+/// The variable marking a process as a replica of this data dir.
+const MARK_ENV: &str = "GANTRY_REPLICA";
+/// How often an adopted replica (not gantry's child) is checked.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a replica's log size is checked.
+const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a stopping replica's process group is looked at.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// How long to wait for the kernel to finish a SIGKILLed group.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How a [`ProcessRuntime`] restarts replicas and bounds their logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessOptions {
+    /// Backoff for restarts.
+    pub restart: RestartPolicy,
+    /// A replica's log is rotated (to `<id>.log.1`) beyond this size. Default 10 MiB.
+    pub log_max_bytes: u64,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            restart: RestartPolicy::default(),
+            log_max_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// Runs replicas as host processes, each from its image's unpacked root.
+///
+/// Each replica is its own process group (`process_group(0)`), so stopping it
+/// (SIGTERM to the group, SIGKILL after the grace period) reaches every process
+/// it started, and a terminal's Ctrl-C aimed at gantry does not reach it. Its
+/// output is appended to `DATA_DIR/replicas/<id>.log`, copied to `<id>.log.1`
+/// and truncated when it grows past [`ProcessOptions::log_max_bytes`].
+///
+/// **Persistence.** Every start writes `DATA_DIR/replicas/<id>.json` (spec,
+/// pid, process group, port, the process's start time, restarts); a stop
+/// removes it. A runtime created on the same data dir reads these files: a
+/// replica whose pid is alive *with the recorded start time* is adopted and
+/// watched by polling (it is no longer gantry's child, so it cannot be
+/// waited for); a dead one is reported as exited and its file removed. Every
+/// replica process also carries `GANTRY_REPLICA=DATA_DIR/replicas/<id>` in its
+/// environment, so processes left by a gantry that died between starting a
+/// replica and writing its file are found and killed rather than orphaned.
+///
+/// **Supervision.** A replica that exits without a stop is reported
+/// (`Exited`), its leftover group members are killed (as a container's are
+/// when its first process ends), and it is restarted after a backoff
+/// (`Restarting`, then `Started`), on the same port, so its address never
+/// changes.
+///
+/// **Limits.** Memory and CPU limits in the spec are not enforced: there is no
+/// cgroup set-up here. Use the docker runtime where they matter.
+///
+/// Dropping it stops supervising (no more restarts) but leaves the replicas
+/// running: a new runtime on the same data dir adopts them.
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    replicas_dir: PathBuf,
+    images: ImageCache,
+    host: HostEnv,
+    options: ProcessOptions,
+    events: EventHub,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Distinguishes a replica from a later one with the same id, so a late
+    /// supervisor or start never touches its successor.
+    next_token: AtomicU64,
+}
+
+/// A replica as the runtime tracks it.
+struct Slot {
+    replica: Replica,
+    token: u64,
+    /// The running process, when there is one.
+    process: Option<Proc>,
+    /// A stop was asked for: nothing restarts it any more.
+    stopping: bool,
+    supervisor: Option<tokio::task::AbortHandle>,
+}
+
+/// A process identified across pid reuse. Its pid is its process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Proc {
+    pid: i32,
+    start_time: u64,
+}
+
+/// `DATA_DIR/replicas/<id>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    spec: ReplicaSpec,
+    pid: i32,
+    pgid: i32,
+    port: u16,
+    start_time: u64,
+    restarts: u32,
+}
+
+/// What a supervisor waits on.
+enum Watch {
+    /// gantry's own child: waited for, exit status known.
+    Child(tokio::process::Child),
+    /// A process adopted after a restart of gantry: polled.
+    Adopted(Proc),
+    /// The (re)start failed: counts as an immediate exit.
+    Failed,
+}
+
+impl ProcessRuntime {
+    /// A runtime keeping its roots, state files and logs under `data_dir`, and
+    /// pulling with `client`. Adopts the replicas a previous runtime on this data
+    /// dir left running; reports the dead ones as `Exited` to the first subscriber.
+    pub async fn new(
+        data_dir: impl Into<PathBuf>,
+        client: RegistryClient,
+    ) -> Result<ProcessRuntime, RuntimeError> {
+        ProcessRuntime::with_options(data_dir, client, ProcessOptions::default()).await
+    }
+
+    /// [`new`](Self::new) with explicit options.
+    pub async fn with_options(
+        data_dir: impl Into<PathBuf>,
+        client: RegistryClient,
+        options: ProcessOptions,
+    ) -> Result<ProcessRuntime, RuntimeError> {
+        let data_dir = data_dir.into();
+        std::fs::create_dir_all(&data_dir).map_err(RuntimeError::state("creating", &data_dir))?;
+        // Absolute, because the root becomes a working directory and PATH entries.
+        let data_dir = std::fs::canonicalize(&data_dir)
+            .map_err(RuntimeError::state("resolving", &data_dir))?;
+        let replicas_dir = data_dir.join("replicas");
+        std::fs::create_dir_all(&replicas_dir)
+            .map_err(RuntimeError::state("creating", &replicas_dir))?;
+        let images = ImageCache::open(data_dir.join("rootfs"), client)?;
+        let inner = Arc::new(Inner {
+            replicas_dir,
+            images,
+            host: HostEnv::capture(),
+            options,
+            events: EventHub::new(),
+            slots: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+        });
+        inner.recover()?;
+        Ok(ProcessRuntime { inner })
+    }
+
+    /// Where the replica's output goes.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.inner.log_path(id)
+    }
+
+    /// The root an image with this manifest digest is unpacked into (a pinned
+    /// index's digest names the root of its linux/amd64 image).
+    pub fn image_root(&self, digest: &Digest) -> PathBuf {
+        self.inner.images.root(digest)
+    }
+}
+
+impl Drop for ProcessRuntime {
+    fn drop(&mut self) {
+        for slot in self.inner.slots().values_mut() {
+            if let Some(supervisor) = slot.supervisor.take() {
+                supervisor.abort();
+            }
+        }
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn start<'a>(&'a self, spec: ReplicaSpec) -> BoxFuture<'a, Result<Replica, RuntimeError>> {
+        Box::pin(self.inner.start(spec))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.inner.stop(id, grace))
+    }
+
+    fn list<'a>(&'a self) -> BoxFuture<'a, Result<Vec<Replica>, RuntimeError>> {
+        Box::pin(async move {
+            let mut replicas: Vec<Replica> = self
+                .inner
+                .slots()
+                .values()
+                .map(|s| s.replica.clone())
+                .collect();
+            replicas.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(replicas)
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ReplicaEvent> {
+        self.inner.events.subscribe()
+    }
+}
+
+impl Inner {
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // A panic elsewhere while holding the lock leaves the map usable: every
+        // update to it is a single assignment.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.replicas_dir.join(format!("{id}.log"))
+    }
+
+    fn state_path(&self, id: &str) -> PathBuf {
+        self.replicas_dir.join(format!("{id}.json"))
+    }
+
+    fn mark_prefix(&self) -> String {
+        format!("{}/", self.replicas_dir.display())
+    }
+
+    fn mark(&self, id: &str) -> Vec<(String, OsString)> {
+        vec![(
+            MARK_ENV.to_owned(),
+            format!("{}{id}", self.mark_prefix()).into(),
+        )]
+    }
+
+    /// Adopts live replicas from their state files, forgets dead ones, and kills
+    /// marked processes no state file accounts for.
+    fn recover(self: &Arc<Self>) -> Result<(), RuntimeError> {
+        let entries = std::fs::read_dir(&self.replicas_dir)
+            .map_err(RuntimeError::state("reading", &self.replicas_dir))?;
+        let mut adopted = HashSet::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let state: StateFile = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable replica state file; left alone");
+                    continue;
+                }
+            };
+            let id = state.spec.id.clone();
+            let process = Proc {
+                pid: state.pid,
+                start_time: state.start_time,
+            };
+            if proc::is_alive(process.pid, process.start_time) {
+                tracing::info!(replica = %id, pid = process.pid, "adopting a running replica");
+                let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+                let supervisor = tokio::spawn(supervise(
+                    self.clone(),
+                    id.clone(),
+                    token,
+                    Watch::Adopted(process),
+                    Some(process),
+                ));
+                self.slots().insert(
+                    id.clone(),
+                    Slot {
+                        replica: Replica {
+                            id: id.clone(),
+                            addr: loopback(state.port),
+                            spec: state.spec,
+                            state: ReplicaState::Running,
+                            restarts: state.restarts,
+                        },
+                        token,
+                        process: Some(process),
+                        stopping: false,
+                        supervisor: Some(supervisor.abort_handle()),
+                    },
+                );
+                adopted.insert(id);
+            } else {
+                proc::kill_leftovers(process.pid, process.start_time);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a dead replica's state file");
+                }
+                self.events.emit(ReplicaEvent::Exited {
+                    id,
+                    code: None,
+                    signal: None,
+                });
+            }
+        }
+        for (pid, pgrp, id) in proc::marked(MARK_ENV, &self.mark_prefix()) {
+            if !adopted.contains(&id) {
+                tracing::warn!(replica = %id, pid, pgrp, "killing a replica process no state file accounts for");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(self: &Arc<Self>, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
+        spec.validate()?;
+        let (token, port) = self.reserve(&spec)?;
+        // Frees the id if the start fails or its future is dropped mid-pull.
+        let mut reservation = Reservation {
+            slots: &self.slots,
+            id: spec.id.clone(),
+            token,
+            kept: false,
+        };
+        let replica = self.first_start(spec, token, port).await?;
+        reservation.kept = true;
+        Ok(replica)
+    }
+
+    /// Claims the id and a port with a `Starting` slot, so a second start of the
+    /// same id fails at once and `list` shows the replica while it is pulled.
+    fn reserve(&self, spec: &ReplicaSpec) -> Result<(u64, u16), RuntimeError> {
+        let mut slots = self.slots();
+        if slots.contains_key(&spec.id) || self.state_path(&spec.id).exists() {
+            return Err(RuntimeError::AlreadyExists {
+                id: spec.id.clone(),
+            });
+        }
+        let port = free_port(&slots).map_err(|reason| RuntimeError::PortUnavailable {
+            id: spec.id.clone(),
+            reason,
+        })?;
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        slots.insert(
+            spec.id.clone(),
+            Slot {
+                replica: Replica {
+                    id: spec.id.clone(),
+                    addr: loopback(port),
+                    spec: spec.clone(),
+                    state: ReplicaState::Starting,
+                    restarts: 0,
+                },
+                token,
+                process: None,
+                stopping: false,
+                supervisor: None,
+            },
+        );
+        Ok((token, port))
+    }
+
+    async fn first_start(
+        self: &Arc<Self>,
+        spec: ReplicaSpec,
+        token: u64,
+        port: u16,
+    ) -> Result<Replica, RuntimeError> {
+        let image = self.images.unpacked(&spec.image).await?;
+        let launch = plan(&image, &spec, port, &self.host, &self.mark(&spec.id))?;
+        let mut slots = self.slots();
+        let Some(slot) = slots
+            .get_mut(&spec.id)
+            .filter(|s| s.token == token && !s.stopping)
+        else {
+            return Err(RuntimeError::StoppedWhileStarting { id: spec.id });
+        };
+        let (child, process) = self.spawn(&launch, &slot.replica)?;
+        slot.process = Some(process);
+        slot.replica.state = ReplicaState::Running;
+        self.events.emit(ReplicaEvent::Started {
+            id: spec.id.clone(),
+        });
+        let supervisor = tokio::spawn(supervise(
+            self.clone(),
+            spec.id.clone(),
+            token,
+            Watch::Child(child),
+            Some(process),
+        ));
+        slot.supervisor = Some(supervisor.abort_handle());
+        Ok(slot.replica.clone())
+    }
+
+    /// Starts the process and records it in its state file. Called with the
+    /// slots locked, so a stop cannot slip between the start and the record.
+    fn spawn(
+        &self,
+        launch: &Launch,
+        replica: &Replica,
+    ) -> Result<(tokio::process::Child, Proc), RuntimeError> {
+        let id = &replica.id;
+        let log_path = self.log_path(id);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(RuntimeError::state("opening", &log_path))?;
+        let log_err = log
+            .try_clone()
+            .map_err(RuntimeError::state("opening", &log_path))?;
+        let mut command = tokio::process::Command::new(&launch.program);
+        command
+            .arg0(&launch.arg0)
+            .args(&launch.args)
+            .env_clear()
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
+            .current_dir(&launch.cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own group: stopped as a whole, untouched by signals aimed at gantry's.
+            .process_group(0)
+            // Replicas outlive the runtime object and gantry itself.
+            .kill_on_drop(false);
+        let spawn_error = |reason: String| RuntimeError::Spawn {
+            id: id.clone(),
+            program: launch.arg0.clone(),
+            reason,
+        };
+        let child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
+        let pid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .ok_or_else(|| spawn_error("the process has no pid".to_owned()))?;
+        // The child cannot be reaped before we wait for it, so its stat is readable.
+        let start_time = proc::stat(pid).map(|s| s.start_time).unwrap_or(0);
+        let process = Proc { pid, start_time };
+        let state = StateFile {
+            spec: replica.spec.clone(),
+            pid,
+            pgid: pid,
+            port: replica.addr.port(),
+            start_time,
+            restarts: replica.restarts,
+        };
+        if let Err(e) = self.write_state(&state) {
+            // Unrecorded, it would be an orphan after a restart of gantry.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            return Err(e);
+        }
+        tracing::debug!(replica = %id, pid, program = %launch.program.display(), "spawned replica process");
+        Ok((child, process))
+    }
+
+    fn write_state(&self, state: &StateFile) -> Result<(), RuntimeError> {
+        let path = self.state_path(&state.spec.id);
+        let temp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| RuntimeError::state("encoding", &path)(std::io::Error::other(e)))?;
+        // The state holds the replica's environment, secrets included: only
+        // gantry's user may read it (as with the master key beside it).
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)
+                .map_err(RuntimeError::state("writing", &temp))?;
+            file.write_all(&bytes).map_err(RuntimeError::state("writing", &temp))?;
+        }
+        std::fs::rename(&temp, &path).map_err(RuntimeError::state("renaming to", &path))
+    }
+
+    /// Starts an exited replica again; `None` if it was stopped meanwhile.
+    async fn restart(
+        self: &Arc<Self>,
+        id: &str,
+        token: u64,
+    ) -> Result<Option<(tokio::process::Child, Proc)>, RuntimeError> {
+        let Some((spec, port)) = self
+            .slots()
+            .get(id)
+            .filter(|s| s.token == token && !s.stopping)
+            .map(|s| (s.replica.spec.clone(), s.replica.addr.port()))
+        else {
+            return Ok(None);
+        };
+        let image = self.images.unpacked(&spec.image).await?;
+        let launch = plan(&image, &spec, port, &self.host, &self.mark(id))?;
+        let mut slots = self.slots();
+        let Some(slot) = slots
+            .get_mut(id)
+            .filter(|s| s.token == token && !s.stopping)
+        else {
+            return Ok(None);
+        };
+        slot.replica.restarts = slot.replica.restarts.saturating_add(1);
+        let spawned = self.spawn(&launch, &slot.replica);
+        let (child, process) = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                slot.replica.restarts = slot.replica.restarts.saturating_sub(1);
+                return Err(e);
+            }
+        };
+        slot.process = Some(process);
+        slot.replica.state = ReplicaState::Running;
+        self.events
+            .emit(ReplicaEvent::Started { id: id.to_owned() });
+        Ok(Some((child, process)))
+    }
+
+    /// Waits for the watched process to end: (exit code, signal).
+    async fn wait_exit(&self, id: &str, watch: &mut Watch) -> (Option<i32>, Option<i32>) {
+        match watch {
+            Watch::Child(child) => {
+                let mut log_check = tokio::time::interval_at(
+                    Instant::now() + LOG_CHECK_INTERVAL,
+                    LOG_CHECK_INTERVAL,
+                );
+                loop {
+                    tokio::select! {
+                        status = child.wait() => {
+                            return match status {
+                                Ok(status) => (status.code(), status.signal()),
+                                Err(e) => {
+                                    tracing::warn!(replica = %id, error = %e, "waiting for a replica failed");
+                                    (None, None)
+                                }
+                            };
+                        }
+                        _ = log_check.tick() => self.rotate_log(id),
+                    }
+                }
+            }
+            Watch::Adopted(process) => {
+                let mut next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
+                while proc::is_alive(process.pid, process.start_time) {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    if Instant::now() >= next_log_check {
+                        self.rotate_log(id);
+                        next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
+                    }
+                }
+                // Not gantry's child: its exit status went to its new parent.
+                (None, None)
+            }
+            Watch::Failed => (None, None),
+        }
+    }
+
+    /// Whether the replica was stopped (or replaced by another with its id).
+    fn is_stopping(&self, id: &str, token: u64) -> bool {
+        self.slots()
+            .get(id)
+            .is_none_or(|s| s.token != token || s.stopping)
+    }
+
+    /// Keeps a log bounded: copied to `.log.1` and truncated. The replica keeps
+    /// writing to its open file, which is in append mode, so its next line lands
+    /// at the new end; lines written between copy and truncation are lost.
+    fn rotate_log(&self, id: &str) {
+        let path = self.log_path(id);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        if meta.len() <= self.options.log_max_bytes {
+            return;
+        }
+        let rotated = self.replicas_dir.join(format!("{id}.log.1"));
+        let result = std::fs::copy(&path, &rotated).and_then(|_| {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_len(0))
+        });
+        if let Err(e) = result {
+            tracing::warn!(replica = %id, error = %e, "could not rotate a replica log");
+        }
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let (process, token) = {
+            let mut slots = self.slots();
+            let Some(slot) = slots.get_mut(id) else {
+                return Ok(());
+            };
+            slot.stopping = true;
+            slot.replica.state = ReplicaState::Stopped;
+            (slot.process, slot.token)
+        };
+        if let Some(process) = process {
+            terminate_group(process, grace).await;
+        }
+        let removed = {
+            let mut slots = self.slots();
+            match slots.get(id) {
+                Some(slot) if slot.token == token => slots.remove(id),
+                _ => None,
+            }
+        };
+        if let Some(mut slot) = removed {
+            if let Some(supervisor) = slot.supervisor.take() {
+                supervisor.abort();
+            }
+            let path = self.state_path(id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // The process is gone; a later runtime will find the file's pid dead
+                // and forget it.
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a replica state file")
+                }
+            }
+            self.events
+                .emit(ReplicaEvent::Stopped { id: id.to_owned() });
+        }
+        Ok(())
+    }
+}
+
+/// A `Starting` slot that is removed again unless the start succeeds.
+struct Reservation<'a> {
+    slots: &'a Mutex<HashMap<String, Slot>>,
+    id: String,
+    token: u64,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.get(&self.id).is_some_and(|s| s.token == self.token) {
+            slots.remove(&self.id);
+        }
+    }
+}
+
+/// Watches one replica until it is stopped: on each unrequested exit, reports
+/// it and starts the replica again after the backoff.
+async fn supervise(
+    inner: Arc<Inner>,
+    id: String,
+    token: u64,
+    mut watch: Watch,
+    mut process: Option<Proc>,
+) {
+    let mut streak = Streak::default();
+    let mut started = Instant::now();
+    loop {
+        let (code, signal) = inner.wait_exit(&id, &mut watch).await;
+        if inner.is_stopping(&id, token) {
+            // The stop owns the group now: its children get their grace period.
+            return;
+        }
+        if let Some(process) = process.take() {
+            proc::kill_leftovers(process.pid, process.start_time);
+        }
+        let (attempt, delay) = streak.next(&inner.options.restart, started.elapsed());
+        {
+            let mut slots = inner.slots();
+            let Some(slot) = slots
+                .get_mut(&id)
+                .filter(|s| s.token == token && !s.stopping)
+            else {
+                return;
+            };
+            slot.process = None;
+            slot.replica.state = ReplicaState::Exited { code };
+            inner.events.emit(ReplicaEvent::Exited {
+                id: id.clone(),
+                code,
+                signal,
+            });
+            slot.replica.state = ReplicaState::Restarting;
+            inner.events.emit(ReplicaEvent::Restarting {
+                id: id.clone(),
+                attempt,
+                delay,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        started = Instant::now();
+        match inner.restart(&id, token).await {
+            Ok(Some((child, restarted))) => {
+                watch = Watch::Child(child);
+                process = Some(restarted);
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(replica = %id, error = %e, "restarting a replica failed");
+                watch = Watch::Failed;
+            }
+        }
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after `grace`; returns when the group is gone
+/// (or a bounded while after SIGKILL).
+async fn terminate_group(process: Proc, grace: Duration) {
+    let group = Pid::from_raw(process.pid);
+    // Signals go to the group only while its number is still the replica's.
+    let ours = || match proc::stat(process.pid) {
+        Some(s) => s.start_time == process.start_time,
+        None => true,
+    };
+    let running = || ours() && proc::group_alive(process.pid);
+    if !running() {
+        return;
+    }
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while running() && Instant::now() < deadline {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+    if !running() {
+        return;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let deadline = Instant::now() + KILL_WAIT;
+    while running() && Instant::now() < deadline {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// A loopback port free now and not given to another replica (which may not
+/// have bound it yet). Another program may still take it before the replica
+/// binds it; the replica then fails, and is restarted on the same port.
+fn free_port(slots: &HashMap<String, Slot>) -> Result<u16, String> {
+    let mut last = String::from("no port tried");
+    for _ in 0..32 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port());
+        match port {
+            Ok(port) if !slots.values().any(|s| s.replica.addr.port() == port) => return Ok(port),
+            Ok(port) => last = format!("port {port} belongs to another replica"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,146 @@
+//! Environments and services in the HTTP API: apply, deploy, rollback,
+//! status, and asking the server to shut down.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::ApiError;
+use crate::control::ControlPlane;
+use crate::error::ControlError;
+
+pub(crate) fn routes() -> Router<ControlPlane> {
+    Router::new()
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/environments", get(environments))
+        .route("/api/v1/environments/{env}", get(status))
+        .route("/api/v1/environments/{env}/down", post(down))
+        .route("/api/v1/environments/{env}/services/{service}/deploy", post(deploy))
+        .route("/api/v1/environments/{env}/services/{service}/rollback", post(rollback))
+        .route("/api/v1/shutdown", post(shutdown))
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+#[derive(Deserialize)]
+struct ApplyRequest {
+    file: PathBuf,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+async fn apply(State(plane): State<ControlPlane>, Json(req): Json<ApplyRequest>) -> ApiResult {
+    let text = match req.text {
+        Some(text) => text,
+        None => tokio::fs::read_to_string(&req.file).await.map_err(|e| ControlError::io(&req.file, e))?,
+    };
+    let summary = plane.apply_file(&req.file, &text).await?;
+    Ok(Json(json!({"applied": summary})))
+}
+
+async fn environments(State(plane): State<ControlPlane>) -> ApiResult {
+    Ok(Json(json!(plane.deployer().environments().await)))
+}
+
+async fn status(State(plane): State<ControlPlane>, Path(env): Path<String>) -> ApiResult {
+    Ok(Json(plane.deployer().status(&env).await.map_err(ControlError::from)?))
+}
+
+/// Collects a deployment's log for the response.
+#[derive(Default)]
+struct Collected(Mutex<Vec<String>>);
+
+impl gantry_deploy::DeployLog for Collected {
+    fn line(&self, line: &str) {
+        tracing::info!(message = line);
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(line.to_string());
+        }
+    }
+}
+
+impl Collected {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Deserialize)]
+struct DeployRequest {
+    image: String,
+}
+
+async fn deploy(
+    State(plane): State<ControlPlane>,
+    Path((env, service)): Path<(String, String)>,
+    Json(req): Json<DeployRequest>,
+) -> ApiResult {
+    let log = Collected::default();
+    let result = plane.deployer().deploy(&env, &service, &req.image, "gantry deploy", &log).await;
+    respond(result, &log)
+}
+
+#[derive(Deserialize)]
+struct RollbackRequest {
+    #[serde(default)]
+    to: Option<u64>,
+}
+
+async fn rollback(
+    State(plane): State<ControlPlane>,
+    Path((env, service)): Path<(String, String)>,
+    Json(req): Json<RollbackRequest>,
+) -> ApiResult {
+    let log = Collected::default();
+    let result = plane.deployer().rollback(&env, &service, req.to, &log).await;
+    respond(result, &log)
+}
+
+/// A deployment's answer: its outcome and log, or its error and log.
+fn respond(result: Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployError>, log: &Collected) -> ApiResult {
+    match result {
+        Ok(outcome) => Ok(Json(json!({"status": "Succeeded", "outcome": outcome, "log": log.lines()}))),
+        Err(error) => {
+            let known = matches!(
+                error,
+                gantry_deploy::DeployError::UnknownEnvironment(_)
+                    | gantry_deploy::DeployError::UnknownService { .. }
+                    | gantry_deploy::DeployError::UnknownRevision { .. }
+            );
+            if known {
+                return Err(ControlError::from(error).into());
+            }
+            Ok(Json(json!({
+                "status": "Failed", "code": error.code(), "error": error.to_string(), "log": log.lines(),
+            })))
+        }
+    }
+}
+
+async fn down(State(plane): State<ControlPlane>, Path(env): Path<String>) -> ApiResult {
+    let stopped = plane.deployer().down(&env).await.map_err(ControlError::from)?;
+    Ok(Json(json!({"environment": env, "stopped_replicas": stopped})))
+}
+
+#[derive(Deserialize, Default)]
+struct ShutdownRequest {
+    /// Also stop every service's replicas (they survive a plain shutdown).
+    #[serde(default)]
+    stop_services: bool,
+}
+
+async fn shutdown(State(plane): State<ControlPlane>, Json(req): Json<ShutdownRequest>) -> ApiResult {
+    let mut stopped = 0;
+    if req.stop_services {
+        for env in plane.deployer().environments().await {
+            stopped += plane.deployer().down(&env).await.map_err(ControlError::from)?;
+        }
+    }
+    plane.request_shutdown();
+    Ok(Json(json!({"ok": true, "stopped_replicas": stopped})))
+}

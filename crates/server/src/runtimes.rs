@@ -1,0 +1,25 @@
+//! The runtimes this server offers: `process` always, `docker` when a
+//! Docker Engine answers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gantry_deploy::Runtimes;
+
+pub(crate) async fn open(data_dir: &Path, images: &gantry_images::RegistryClient) -> Runtimes {
+    let mut runtimes = Runtimes::new();
+    match gantry_runtime::ProcessRuntime::new(data_dir, images.clone()).await {
+        Ok(process) => {
+            runtimes.insert("process", Arc::new(process) as Arc<dyn gantry_runtime::Runtime>);
+        }
+        Err(error) => tracing::error!(%error, "The process runtime is not available."),
+    }
+    let options = gantry_runtime::DockerOptions::new(data_dir.display().to_string());
+    match gantry_runtime::DockerRuntime::new(options).await {
+        Ok(docker) => {
+            runtimes.insert("docker", Arc::new(docker) as Arc<dyn gantry_runtime::Runtime>);
+        }
+        Err(error) => tracing::info!(%error, "The docker runtime is not available."),
+    }
+    runtimes
+}
