@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use crate::BuildRequest;
 
@@ -27,15 +28,33 @@ pub(crate) fn is_shell_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Where the build's directories are, as its shells see them: the host
+/// paths in host mode, the mount points in container mode.
+pub(crate) struct BuildPaths {
+    pub(crate) src: PathBuf,
+    /// Secondary inputs: artifact name → directory.
+    pub(crate) inputs: Vec<(String, PathBuf)>,
+}
+
 /// The environment of every shell of the build, except
 /// `CODEBUILD_BUILD_SUCCEEDING`, which changes during the build.
 ///
-/// Precedence, lowest first: the host's environment, buildspec
+/// Precedence, lowest first: the host's environment (host mode only: a
+/// container gets its image's environment instead), buildspec
 /// `env.variables`, `secrets` (parameter-store values resolved by the
 /// caller), the request's `env` (the action's variables), then the
 /// built-ins, which nothing overrides (CodeBuild reserves `CODEBUILD_`).
-pub(crate) fn base_env(req: &BuildRequest, start_time_ms: u128) -> BTreeMap<OsString, OsString> {
-    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+pub(crate) fn base_env(
+    req: &BuildRequest,
+    paths: &BuildPaths,
+    inherit_host: bool,
+    start_time_ms: u128,
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = if inherit_host {
+        std::env::vars_os().collect()
+    } else {
+        BTreeMap::new()
+    };
     let mut set = |k: &str, v: &str| {
         env.insert(k.into(), v.into());
     };
@@ -48,7 +67,7 @@ pub(crate) fn base_env(req: &BuildRequest, start_time_ms: u128) -> BTreeMap<OsSt
     for (k, v) in &req.env {
         set(k, v);
     }
-    let src = req.source_dir.to_string_lossy();
+    let src = paths.src.to_string_lossy();
     let number = req.build_number.to_string();
     let start = start_time_ms.to_string();
     for prefix in ["CODEBUILD", "GANTRY"] {
@@ -61,7 +80,7 @@ pub(crate) fn base_env(req: &BuildRequest, start_time_ms: u128) -> BTreeMap<OsSt
             set(&format!("{prefix}_RESOLVED_SOURCE_VERSION"), version);
         }
     }
-    for (name, dir) in &req.secondary_sources {
+    for (name, dir) in &paths.inputs {
         let name = input_env_name(name);
         let dir = dir.to_string_lossy();
         set(&format!("CODEBUILD_SRC_DIR_{name}"), &dir);

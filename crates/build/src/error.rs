@@ -29,6 +29,18 @@ pub enum BuildError {
     },
     #[error("cannot prepare the build's scratch directory: {0}")]
     Scratch(#[source] std::io::Error),
+    #[error("container mode needs a Docker Engine: {reason}")]
+    DockerUnavailable { reason: String },
+    #[error("cannot start a build container from image `{image}`: {reason}")]
+    ContainerStart { image: String, reason: String },
+    #[error("run-as user `{user}` cannot run in the build container: {reason}")]
+    ContainerRunAs { user: String, reason: String },
+    #[error("input `{name}` directory {path}: {source}")]
+    InputDir {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     // Build failures: reported in the outcome, never returned as `Err`.
     #[error("{phase}: Error while executing command: {command}. Reason: exit status {exit}")]

@@ -7,8 +7,10 @@
 //!   source directory it runs in, inputs, environment, secrets, a timeout
 //!   and a cancellation token. It streams its log to a [`LogSink`] and ends
 //!   with a [`BuildOutcome`]. `Err` means the build could not start (a
-//!   parameter without a value, an unusable `run-as`, an unusable directory);
-//!   every failure after that is an outcome with status `Failed`.
+//!   parameter without a value, an unusable `run-as`, an unusable directory,
+//!   in container mode no engine or no image); every failure after that is
+//!   an outcome with status `Failed`. It runs on this host, or in a
+//!   container (**container mode**, below).
 //! - A **shell session**: in 0.2 one shell process (`env.shell`, `sh` by
 //!   default) runs every command of every phase, fed one command at a time
 //!   on its stdin with the exit status coming back on a separate pipe that
@@ -35,7 +37,8 @@
 //!   <cmd>. Reason: exit status 1`. Every line passes through a [`Masker`]
 //!   before the sink, so a secret never reaches it, even when written in
 //!   pieces. Memory stays bounded whatever the build prints.
-//! - **Environment**, lowest precedence first: the host's, buildspec
+//! - **Environment**, lowest precedence first: the host's (host mode
+//!   only), buildspec
 //!   `env.variables`, [`BuildRequest::secrets`], [`BuildRequest::env`], then
 //!   the built-ins `CODEBUILD_SRC_DIR`, `CODEBUILD_SRC_DIR_<NAME>`,
 //!   `CODEBUILD_RESOLVED_SOURCE_VERSION` (if known), `CODEBUILD_BUILD_ID`,
@@ -60,7 +63,8 @@
 //! - **Reports**: JUnit XML files of each report group are summarised into a
 //!   [`TestReport`]; they never change the build's status.
 //! - **Timeout and stop** end the whole process tree: each shell leads its
-//!   own process group, which gets SIGTERM, then SIGKILL after 2 s. Leftover
+//!   own process group, which gets SIGTERM, then SIGKILL after 2 s (in
+//!   container mode, the container gets `docker kill`). Leftover
 //!   background processes are killed the same way at the end of a build, and
 //!   with SIGKILL if the build's future is dropped. The timeout covers the
 //!   phases and the reading of exported variables; the reports and the
@@ -71,9 +75,38 @@
 //!   When not root, `run-as` naming another user is an error before the build
 //!   starts; naming the current user is accepted and changes nothing.
 //!
+//! - **Container mode** ([`BuildRequest::container`], a [`ContainerSpec`]):
+//!   the same build, with its shells inside one container of an image on
+//!   the local Docker Engine, driven by the docker CLI (see
+//!   `container.rs` for the lifecycle and why the CLI). The source
+//!   directory, the secondary inputs and the command files are mounted at
+//!   the same paths as on the host, so `CODEBUILD_SRC_DIR` and friends keep
+//!   their values; the Docker socket is mounted at `/var/run/docker.sock`
+//!   (by default), so `docker build` and `docker push` in a buildspec work
+//!   as on CodeBuild in privileged mode; the network is the host's by
+//!   default. The shell starts with the image's environment (its `PATH`,
+//!   `HOME`), plus the build's variables; the host's own never enter. The
+//!   image's `ENTRYPOINT` and `CMD` do not run. `run-as` is Docker's
+//!   `--user` (a name the image knows, or `uid[:gid]`), checked before the
+//!   build starts. A fresh shell (0.1, a shell that exited, another user)
+//!   is a new `docker exec` in the same container, so what earlier commands
+//!   installed outside the source directory is still there. Artifacts and
+//!   reports are collected on the host from the mounted source directory.
+//!   A timeout or stop is `docker kill`; at the end the container is
+//!   removed before `run` returns, and a container is labelled
+//!   `gantry.build=<build id>` so leftovers (if gantry was killed mid-start)
+//!   can be found. Without a docker CLI or an engine that answers, `run`
+//!   fails before anything runs ("container mode needs a Docker Engine:
+//!   ..."), and so it does for an image that cannot be pulled or a
+//!   `run-as` user the image lacks. The container's start (with a pull)
+//!   counts against the build's timeout. The mounted socket is
+//!   root-equivalent on the host: container mode gives a build its image's
+//!   tools, not isolation from the host.
+//!
 //! `cache.paths` are not implemented yet: a build with them logs a note.
 
 mod artifacts;
+mod container;
 mod env;
 mod error;
 mod log;
@@ -99,8 +132,10 @@ pub use crate::outcome::{
     ArtifactOutput, BuildOutcome, BuildStatus, PhaseOutcome, TestFailure, TestReport, outcome_json,
 };
 
+use crate::container::{BuildContainer, ContainerPlan, DockerCli};
+use crate::env::BuildPaths;
 use crate::log::{Emitter, FrameWriter, LineAssembler};
-use crate::runner::{Driven, PhaseRunner};
+use crate::runner::{Driven, Interrupt, PhaseRunner};
 use crate::shell::RunAs;
 
 /// Everything a build needs.
@@ -130,6 +165,48 @@ pub struct BuildRequest {
     pub out_dir: PathBuf,
     /// Cancelling it stops the build (status `Stopped`).
     pub cancel: CancellationToken,
+    /// Run the build inside a container of this image (container mode)
+    /// instead of on this host.
+    pub container: Option<ContainerSpec>,
+}
+
+/// Container mode: the build's shells run in a container of `image` on the
+/// local Docker Engine (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerSpec {
+    /// As `docker run` takes it; pulled when missing.
+    pub image: String,
+    /// `--privileged`, like CodeBuild's privileged mode (default false).
+    /// Not needed for `docker build` and `docker push`, which go through
+    /// the mounted socket.
+    pub privileged: bool,
+    /// Mount the engine's socket at `/var/run/docker.sock` (default true),
+    /// so `docker` commands in the buildspec drive the same engine.
+    pub docker_socket: bool,
+    /// `--network`; `None` (the default) is `host`, so a build reaches
+    /// what the host reaches, as a process of host mode does.
+    pub network: Option<String>,
+    /// The docker CLI (default `docker`, found on `PATH`).
+    pub docker_cli: PathBuf,
+    /// Variables for the docker CLI itself, over gantry's own environment
+    /// (`DOCKER_HOST`, `DOCKER_CONFIG`, ...). They never reach the build.
+    pub docker_env: Vec<(String, String)>,
+}
+
+impl ContainerSpec {
+    /// `image` with the defaults: not privileged, Docker socket mounted,
+    /// host network, `docker` from `PATH`.
+    pub fn new(image: impl Into<String>) -> ContainerSpec {
+        ContainerSpec {
+            image: image.into(),
+            privileged: false,
+            docker_socket: true,
+            network: None,
+            docker_cli: PathBuf::from("docker"),
+            docker_env: Vec::new(),
+        }
+    }
 }
 
 impl BuildRequest {
@@ -149,6 +226,7 @@ impl BuildRequest {
             timeout: Duration::from_secs(3600),
             out_dir,
             cancel: CancellationToken::new(),
+            container: None,
         }
     }
 }
@@ -197,7 +275,13 @@ pub fn shell_buildspec(
 /// Runs a build to its end (see the crate docs for the semantics).
 pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, BuildError> {
     check_parameters(&req)?;
-    let users = resolve_users(&req.buildspec)?;
+    // In a container, `run-as` names the image's users: Docker resolves
+    // them when the container has started.
+    let users = if req.container.is_some() {
+        BTreeMap::new()
+    } else {
+        resolve_users(&req.buildspec)?
+    };
     let root = req
         .source_dir
         .canonicalize()
@@ -233,6 +317,18 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(BuildError::Scratch)?;
     }
+    // A container sees only this directory of the scratch space, readable
+    // by whatever user the image runs as.
+    let commands_dir = if req.container.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch.path().join("commands");
+        std::fs::create_dir(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)))
+            .map_err(BuildError::Scratch)?;
+        dir
+    } else {
+        scratch.path().to_path_buf()
+    };
     let token = random_token();
     let log_fifo = scratch.path().join("log");
     nix::unistd::mkfifo(&log_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -271,17 +367,69 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         masker: &masker,
         sink: logs,
     };
+    let (paths, mut container) = match &req.container {
+        None => (
+            BuildPaths {
+                src: req.source_dir.clone(),
+                inputs: req.secondary_sources.clone(),
+            },
+            None,
+        ),
+        Some(spec) => {
+            let started = start_container(
+                &req,
+                spec,
+                &root,
+                &commands_dir,
+                scratch.path(),
+                &token,
+                deadline,
+            )
+            .await?;
+            match started {
+                Started::Ready {
+                    paths,
+                    container,
+                    notes: more,
+                } => {
+                    notes.extend(more);
+                    (paths, Some(container))
+                }
+                Started::Interrupted(i) => {
+                    emitter.container(&format!(
+                        "Build {} while its container was starting",
+                        match i {
+                            Interrupt::TimedOut => "timed out",
+                            Interrupt::Stopped => "was stopped",
+                        }
+                    ));
+                    let driven = Driven {
+                        phases: Vec::new(),
+                        interrupted: Some(i),
+                        error: Some(i.error(req.timeout)),
+                        aborted_early: false,
+                        exported: BTreeMap::new(),
+                    };
+                    return Ok(finish(&req, driven, &root, &out_dir, &masker, &emitter).await);
+                }
+            }
+        }
+    };
+
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(0u64);
     let finished = CancellationToken::new();
     let runner = PhaseRunner {
         req: &req,
-        env: env::base_env(&req, start_ms),
+        env: env::base_env(&req, &paths, container.is_none(), start_ms),
         frames: FrameWriter::new(tx, mark.clone()),
-        scratch: scratch.path(),
+        commands_dir: &commands_dir,
+        src_dir: paths.src.clone(),
         log_fifo: log_fifo.clone(),
         token,
         deadline,
         users,
         notes,
+        container: container.as_deref().map(|c| (c, synced_rx)),
         session: None,
         succeeding: true,
         prelude_pending: true,
@@ -299,10 +447,183 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         LineAssembler::new(mark, masker.clone()),
         &emitter,
         &finished,
+        &synced_tx,
     );
     let (driven, ()) = tokio::join!(drive, pump);
+    if let Some(container) = &mut container {
+        // Removed at the end of the phases already; this only waits for
+        // the `docker run` client to notice.
+        container.remove().await;
+        container.reap().await;
+    }
 
     Ok(finish(&req, driven, &root, &out_dir, &masker, &emitter).await)
+}
+
+/// How starting a build's container ended.
+enum Started {
+    /// Running, with the build's paths as its shells see them and lines
+    /// for the log.
+    Ready {
+        paths: BuildPaths,
+        container: Box<BuildContainer>,
+        notes: Vec<String>,
+    },
+    /// The deadline passed or the build was stopped first (a long pull).
+    Interrupted(Interrupt),
+}
+
+/// Checks the engine, starts the container with the build's mounts, and
+/// checks that the image knows every `run-as` user. Errors mean the build
+/// could not start; nothing is left running after one.
+async fn start_container(
+    req: &BuildRequest,
+    spec: &ContainerSpec,
+    root: &Path,
+    commands_dir: &Path,
+    scratch: &Path,
+    token: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Started, BuildError> {
+    let mut notes = Vec::new();
+    let src = container::container_path(&req.source_dir, root);
+    let mut inputs = Vec::new();
+    let mut input_mounts = Vec::new();
+    for (name, dir) in &req.secondary_sources {
+        // Docker would create a missing bind source as an empty
+        // directory owned by root; better to say it is missing.
+        let canonical = dir.canonicalize().map_err(|e| BuildError::InputDir {
+            name: name.clone(),
+            path: dir.clone(),
+            source: e,
+        })?;
+        let target = container::container_path(dir, &canonical);
+        inputs.push((name.clone(), target.clone()));
+        input_mounts.push((canonical, target));
+    }
+
+    let docker = DockerCli::new(spec);
+    let socket = if spec.docker_socket {
+        let socket = docker.socket_path();
+        if socket.is_none() {
+            notes.push(
+                "The Docker socket is not mounted: DOCKER_HOST does not name a unix:// socket"
+                    .to_owned(),
+            );
+        }
+        socket
+    } else {
+        None
+    };
+    let shell = shell_program(&req.buildspec).to_owned();
+    let plan = ContainerPlan {
+        name: container::container_name(&req.build_id, &token[..12]),
+        build_id: req.build_id.clone(),
+        image: spec.image.clone(),
+        shell: shell.clone(),
+        workdir: src.clone(),
+        mounts: container::mounts(root, &src, &input_mounts, commands_dir, socket.as_deref()),
+        network: spec.network.clone().unwrap_or_else(|| "host".to_owned()),
+        privileged: spec.privileged,
+        stderr_file: scratch.join("docker-run.log"),
+    };
+    // The engine check runs alongside the start, which it would otherwise
+    // delay by a round trip; its verdict comes first all the same, so a
+    // missing engine is reported as such and not as a failed `docker run`.
+    // Both are bounded by the build's deadline (a hung engine, a long pull).
+    let mut start = Box::pin(BuildContainer::start(&plan, &docker));
+    let mut early = None;
+    let check = docker.check_engine();
+    let interrupt = runner::interrupted(deadline, &req.cancel);
+    tokio::pin!(check, interrupt);
+    let checked = loop {
+        tokio::select! {
+            v = &mut check => break Ok(v),
+            r = &mut start, if early.is_none() => early = Some(r),
+            i = &mut interrupt => break Err(i),
+        }
+    };
+    /// Why the start went no further.
+    enum Halt {
+        Interrupted(Interrupt),
+        Failed(BuildError),
+    }
+    let outcome = match checked {
+        Ok(Ok(version)) => match early.take() {
+            Some(r) => Ok(r.map(|c| (c, version))),
+            None => tokio::select! {
+                r = &mut start => Ok(r.map(|c| (c, version))),
+                i = &mut interrupt => Err(Halt::Interrupted(i)),
+            },
+        },
+        Ok(Err(e)) => Err(Halt::Failed(e)),
+        Err(i) => Err(Halt::Interrupted(i)),
+    };
+    let (started, version) = match outcome {
+        // A failed start cleaned up after itself.
+        Ok(r) => r?,
+        Err(halt) => {
+            let early = match early {
+                Some(r) => Some(r),
+                // Interrupted mid-start: give the start a moment to end,
+                // so a container it is about to create can be removed.
+                None => tokio::time::timeout(shell::KILL_GRACE, &mut start)
+                    .await
+                    .ok(),
+            };
+            drop(start);
+            match early {
+                Some(Ok(started)) => {
+                    started.remove().await;
+                }
+                // The `docker run` client died with its future; a
+                // container it had created would stay. Bounded: the
+                // engine may be why we stopped; then it is removed in the
+                // background, or by whoever looks for the build's label.
+                _ => {
+                    let removal = docker.force_remove(&plan.name);
+                    if tokio::time::timeout(shell::KILL_GRACE, removal)
+                        .await
+                        .is_err()
+                    {
+                        docker.force_remove_detached(&plan.name);
+                    }
+                }
+            }
+            return match halt {
+                Halt::Interrupted(i) => Ok(Started::Interrupted(i)),
+                Halt::Failed(e) => Err(e),
+            };
+        }
+    };
+    let mut users: Vec<&String> = req
+        .buildspec
+        .run_as
+        .iter()
+        .chain(
+            req.buildspec
+                .phases
+                .iter()
+                .filter_map(|p| p.run_as.as_ref()),
+        )
+        .collect();
+    users.sort();
+    users.dedup();
+    for user in users {
+        if let Err(e) = started.check_user(&shell, user).await {
+            started.remove().await;
+            return Err(e);
+        }
+    }
+    notes.push(format!(
+        "Running in container {} of image {} (Docker Engine {version})",
+        plan.name, spec.image
+    ));
+    Ok(Started::Ready {
+        paths: BuildPaths { src, inputs },
+        container: Box::new(started),
+        notes,
+    })
 }
 
 /// Reports and artifacts, then the outcome.
@@ -467,6 +788,12 @@ fn is_plain_name(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `env.shell`, `sh` when empty.
+pub(crate) fn shell_program(bs: &Buildspec) -> &str {
+    let shell = bs.shell.trim();
+    if shell.is_empty() { "sh" } else { shell }
 }
 
 /// Every parameter-store and secrets-manager variable must have a value.

@@ -7,11 +7,17 @@
 //! command's output, which sits earlier in the same pipe) and lets the
 //! reader end a partial output line before a runner line. The child never
 //! sees the token, so it cannot forge runner lines.
+//!
+//! A container shell also writes *sync records* into the log (see
+//! `shell.rs`): the same mark with its closing NUL replaced by `\x01`,
+//! then a number. They are never shown; the reader publishes the highest
+//! number seen, and everything before a record has been emitted by then.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::LogSink;
@@ -99,6 +105,10 @@ pub(crate) struct LineAssembler {
     /// Bytes before this index hold neither `\n` nor a mark (`>= start`).
     scanned: usize,
     mark: Vec<u8>,
+    /// `mark` with `\x01` for its last byte: a sync record follows.
+    sync_mark: Vec<u8>,
+    /// The highest sync record number seen.
+    synced: u64,
     masker: Masker,
     /// Bytes kept past a cut so a secret or a mark spanning it is seen whole.
     overlap: usize,
@@ -107,14 +117,25 @@ pub(crate) struct LineAssembler {
 impl LineAssembler {
     pub(crate) fn new(mark: Vec<u8>, masker: Masker) -> LineAssembler {
         let overlap = masker.longest().max(mark.len()) + 4;
+        let mut sync_mark = mark.clone();
+        if let Some(last) = sync_mark.last_mut() {
+            *last = 0x01;
+        }
         LineAssembler {
             pending: Vec::new(),
             start: 0,
             scanned: 0,
             mark,
+            sync_mark,
+            synced: 0,
             masker,
             overlap,
         }
+    }
+
+    /// The highest sync record number seen so far.
+    pub(crate) fn synced(&self) -> u64 {
+        self.synced
     }
 
     pub(crate) fn push(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8])) {
@@ -164,10 +185,12 @@ impl LineAssembler {
                 self.consume(at + 1);
                 continue;
             }
-            // A NUL: the start of a runner line, or just a NUL in the output.
+            // A NUL: the start of a runner line or sync record, or just a
+            // NUL in the output.
             let rest = &self.pending[at..];
             if rest.len() < self.mark.len() {
-                if self.mark.starts_with(rest) && !at_eof {
+                let maybe = self.mark.starts_with(rest) || self.sync_mark.starts_with(rest);
+                if maybe && !at_eof {
                     // Possibly a mark whose end has not arrived yet.
                     self.scanned = at;
                     if self.cut_long_line(at, out) {
@@ -178,7 +201,8 @@ impl LineAssembler {
                 self.scanned = at + 1;
                 continue;
             }
-            if !rest.starts_with(&self.mark) {
+            let sync = rest.starts_with(&self.sync_mark);
+            if !sync && !rest.starts_with(&self.mark) {
                 self.scanned = at + 1;
                 continue;
             }
@@ -196,7 +220,16 @@ impl LineAssembler {
                 // end it here rather than glue the two together.
                 out(&self.pending[self.start..at]);
             }
-            out(&self.pending[body..end]);
+            if sync {
+                let number = std::str::from_utf8(&self.pending[body..end])
+                    .ok()
+                    .and_then(|n| n.trim().parse::<u64>().ok());
+                if let Some(n) = number {
+                    self.synced = self.synced.max(n);
+                }
+            } else {
+                out(&self.pending[body..end]);
+            }
             self.consume((end + 1).min(self.pending.len()));
         }
     }
@@ -269,12 +302,14 @@ impl FrameWriter {
 
 /// Reads the log FIFO until every writer closed it, or until `finished`
 /// plus a short drain (a background process that left the build's process
-/// group may hold it open forever), emitting masked lines.
+/// group may hold it open forever), emitting masked lines and publishing
+/// the sync records seen to `synced`.
 pub(crate) async fn pump(
     mut rx: pipe::Receiver,
     mut assembler: LineAssembler,
     emitter: &Emitter<'_>,
     finished: &CancellationToken,
+    synced: &watch::Sender<u64>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let drain = tokio::time::sleep(Duration::MAX);
@@ -285,7 +320,12 @@ pub(crate) async fn pump(
         tokio::select! {
             read = rx.read(&mut buf) => match read {
                 Ok(0) => break,
-                Ok(n) => assembler.push(&buf[..n], &mut out),
+                Ok(n) => {
+                    assembler.push(&buf[..n], &mut out);
+                    if assembler.synced() > *synced.borrow() {
+                        synced.send_replace(assembler.synced());
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             },
@@ -335,6 +375,25 @@ mod tests {
         let mut a = LineAssembler::new(b"\0MARK\0".to_vec(), Masker::default());
         let got = lines(&mut a, &[b"partial\0MA", b"RK\0[Container] x\nnext\n"]);
         assert_eq!(got, ["partial", "[Container] x", "next"]);
+    }
+
+    #[test]
+    fn sync_records_are_counted_not_shown_and_end_a_partial_line() {
+        let mut a = LineAssembler::new(b"\0MARK\0".to_vec(), Masker::default());
+        let got = lines(
+            &mut a,
+            &[b"out\npartial\0MA", b"RK\x017\n", b"\0MARK\x013\nnext\n"],
+        );
+        assert_eq!(got, ["out", "partial", "next"]);
+        assert_eq!(a.synced(), 7);
+    }
+
+    #[test]
+    fn a_forged_sync_record_is_output() {
+        let mut a = LineAssembler::new(b"\0MARK\0".to_vec(), Masker::default());
+        let got = lines(&mut a, &[b"\0MASK\x019\n"]);
+        assert_eq!(got, ["\0MASK\x019"]);
+        assert_eq!(a.synced(), 0);
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_spec::buildspec::{BuildspecVersion, OnFailure, Phase, PhaseName};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::container::BuildContainer;
 use crate::env::{SUCCEEDING_VARS, is_shell_name};
 use crate::log::FrameWriter;
 use crate::outcome::{BuildStatus, PhaseOutcome};
-use crate::shell::{Ended, RunAs, ShellSession, ShellSpec};
+use crate::shell::{Ended, Launch, RunAs, ShellSession, ShellSpec};
 use crate::{BuildError, BuildRequest};
 
 /// Why the build stopped before its end.
@@ -30,10 +32,18 @@ impl Interrupt {
             Interrupt::Stopped => BuildStatus::Stopped,
         }
     }
+
+    /// The build's error; `timeout` is the build's.
+    pub(crate) fn error(self, timeout: Duration) -> BuildError {
+        match self {
+            Interrupt::TimedOut => BuildError::TimedOut { after: timeout },
+            Interrupt::Stopped => BuildError::Stopped,
+        }
+    }
 }
 
 /// Resolves when the build's deadline passes or it is cancelled.
-async fn interrupted(deadline: Instant, cancel: &CancellationToken) -> Interrupt {
+pub(crate) async fn interrupted(deadline: Instant, cancel: &CancellationToken) -> Interrupt {
     tokio::select! {
         () = tokio::time::sleep_until(deadline) => Interrupt::TimedOut,
         () = cancel.cancelled() => Interrupt::Stopped,
@@ -61,12 +71,19 @@ pub(crate) struct PhaseRunner<'a> {
     pub(crate) req: &'a BuildRequest,
     pub(crate) env: BTreeMap<OsString, OsString>,
     pub(crate) frames: FrameWriter,
-    pub(crate) scratch: &'a Path,
+    /// Where command files are written (seen at the same path by shells).
+    pub(crate) commands_dir: &'a Path,
+    /// The shells' working directory, `CODEBUILD_SRC_DIR`.
+    pub(crate) src_dir: PathBuf,
     pub(crate) log_fifo: PathBuf,
     pub(crate) token: String,
     pub(crate) deadline: Instant,
-    /// `run-as` names resolved: `None` = the current user, no switch.
+    /// Host mode: `run-as` names resolved, `None` = the current user, no
+    /// switch. Empty in container mode, where Docker resolves names.
     pub(crate) users: BTreeMap<String, Option<RunAs>>,
+    /// Container mode: the build's container, and the log reader's count
+    /// of sync records.
+    pub(crate) container: Option<(&'a BuildContainer, watch::Receiver<u64>)>,
     /// Lines to log before the first phase (warnings found while preparing).
     pub(crate) notes: Vec<String>,
     pub(crate) session: Option<ShellSession>,
@@ -107,12 +124,7 @@ impl PhaseRunner<'_> {
                 Ok(()) => {}
                 Err(Step::Interrupted(i)) => {
                     driven.interrupted = Some(i);
-                    driven.error = Some(match i {
-                        Interrupt::TimedOut => BuildError::TimedOut {
-                            after: self.req.timeout,
-                        },
-                        Interrupt::Stopped => BuildError::Stopped,
-                    });
+                    driven.error = Some(i.error(self.req.timeout));
                     break;
                 }
                 Err(Step::Failed(e)) => {
@@ -134,16 +146,25 @@ impl PhaseRunner<'_> {
                 Ok(vars) => driven.exported = vars,
                 Err(Step::Interrupted(i)) => {
                     driven.interrupted = Some(i);
-                    driven.error = Some(match i {
-                        Interrupt::TimedOut => BuildError::TimedOut {
-                            after: self.req.timeout,
-                        },
-                        Interrupt::Stopped => BuildError::Stopped,
-                    });
+                    driven.error = Some(i.error(self.req.timeout));
                 }
                 Err(Step::Failed(e)) => {
                     driven.error.get_or_insert(e);
                 }
+            }
+        }
+        if let Some((container, _)) = self.container {
+            // Whatever still runs in the container (background jobs) ends
+            // with the build, as on CodeBuild; removing the container first
+            // also spares the session's close Docker's wait for streams
+            // that such jobs hold open.
+            if let Some(why) = container.remove().await {
+                self.frames
+                    .container(&format!(
+                        "Could not remove container {}: {why}",
+                        container.name
+                    ))
+                    .await;
             }
         }
         if let Some(session) = self.session.take() {
@@ -173,7 +194,7 @@ impl PhaseRunner<'_> {
         let started = Instant::now();
         let mut failure = None;
         for command in &phase.commands {
-            match self.run_command(phase.name, command, user.as_ref()).await {
+            match self.run_command(phase.name, command, user.as_deref()).await {
                 Ok(()) => {}
                 Err(Step::Failed(e)) => {
                     failure = Some(e);
@@ -184,7 +205,7 @@ impl PhaseRunner<'_> {
         }
         // `finally` runs whether or not `commands` failed.
         for command in &phase.finally {
-            match self.run_command(phase.name, command, user.as_ref()).await {
+            match self.run_command(phase.name, command, user.as_deref()).await {
                 Ok(()) => {}
                 Err(Step::Failed(e)) => {
                     failure.get_or_insert(e);
@@ -255,29 +276,48 @@ impl PhaseRunner<'_> {
         Step::Interrupted(i)
     }
 
-    fn phase_user(&self, phase: &Phase) -> Option<RunAs> {
+    /// The user a phase's shell is switched to, by `run-as` name (`None`:
+    /// no switch).
+    fn phase_user(&self, phase: &Phase) -> Option<String> {
         let name = phase
             .run_as
             .as_ref()
             .or(self.req.buildspec.run_as.as_ref())?;
-        self.users.get(name).cloned().flatten()
+        if self.container.is_some() {
+            return Some(name.clone());
+        }
+        self.users
+            .get(name)
+            .and_then(|u| u.as_ref())
+            .map(|u| u.name.clone())
     }
 
-    async fn ensure_session(&mut self, user: Option<&RunAs>) -> std::io::Result<&mut ShellSession> {
+    async fn ensure_session(&mut self, user: Option<&str>) -> std::io::Result<&mut ShellSession> {
         if self.session.is_none() {
             let succeeding = if self.succeeding { "1" } else { "0" };
             let mut env = self.env.clone();
             for var in SUCCEEDING_VARS {
                 env.insert(var.into(), succeeding.into());
             }
-            let shell = self.shell_program();
+            let launch = match &self.container {
+                Some((container, synced)) => Launch::Container {
+                    container,
+                    user,
+                    synced: synced.clone(),
+                },
+                None => Launch::Host {
+                    user: user
+                        .and_then(|name| self.users.get(name))
+                        .and_then(Option::as_ref),
+                },
+            };
             let spec = ShellSpec {
-                program: shell,
-                cwd: &self.req.source_dir,
+                program: self.shell_program(),
+                cwd: &self.src_dir,
                 env: &env,
                 log_fifo: &self.log_fifo,
                 token: &self.token,
-                user,
+                launch,
             };
             self.session = Some(ShellSession::start(&spec).await?);
         }
@@ -287,15 +327,14 @@ impl PhaseRunner<'_> {
     }
 
     fn shell_program(&self) -> &str {
-        let shell = self.req.buildspec.shell.trim();
-        if shell.is_empty() { "sh" } else { shell }
+        crate::shell_program(&self.req.buildspec)
     }
 
     async fn run_command(
         &mut self,
         phase: PhaseName,
         command: &str,
-        user: Option<&RunAs>,
+        user: Option<&str>,
     ) -> Result<(), Step> {
         let phase_name = phase.as_str();
         // A YAML block (`|`) ends with a newline that is not worth showing.
@@ -306,8 +345,9 @@ impl PhaseRunner<'_> {
         let fresh_per_command = self.req.buildspec.version == BuildspecVersion::V01;
 
         self.commands_run += 1;
-        let script = self.scratch.join(format!("cmd-{}.sh", self.commands_run));
-        if let Err(e) = std::fs::write(&script, format!("{command}\n")) {
+        let seq = self.commands_run;
+        let script = self.commands_dir.join(format!("cmd-{seq}.sh"));
+        if let Err(e) = write_script(&script, command) {
             return Err(Step::Failed(BuildError::ShellIo {
                 phase: phase_name,
                 source: e,
@@ -324,19 +364,17 @@ impl PhaseRunner<'_> {
         };
         let shell = self.shell_program().to_owned();
         let (cancel, deadline) = (self.req.cancel.clone(), self.deadline);
-        let session = match self.ensure_session(user).await {
-            Ok(session) => session,
-            Err(e) => {
-                let _ = std::fs::remove_file(&script);
-                return Err(Step::Failed(BuildError::ShellStart {
-                    phase: phase_name,
-                    shell,
-                    source: e,
-                }));
-            }
+        // Starting a container shell talks to the engine, so it is bounded
+        // by the deadline too.
+        let work = async {
+            let session = self.ensure_session(user).await.map_err(|e| (true, e))?;
+            session
+                .run(&prelude, &script, seq)
+                .await
+                .map_err(|e| (false, e))
         };
         let result = tokio::select! {
-            r = session.run(&prelude, &script) => Ok(r),
+            r = work => Ok(r),
             i = interrupted(deadline, &cancel) => Err(i),
         };
         let _ = std::fs::remove_file(&script);
@@ -344,13 +382,21 @@ impl PhaseRunner<'_> {
         let result = match result {
             Ok(r) => r,
             Err(i) => {
+                self.interrupt_container().await;
                 self.end_session().await;
                 return Err(Step::Interrupted(i));
             }
         };
         let ended = match result {
             Ok(ended) => ended,
-            Err(e) => {
+            Err((true, e)) => {
+                return Err(Step::Failed(BuildError::ShellStart {
+                    phase: phase_name,
+                    shell,
+                    source: e,
+                }));
+            }
+            Err((false, e)) => {
                 self.end_session().await;
                 return Err(Step::Failed(BuildError::ShellIo {
                     phase: phase_name,
@@ -419,6 +465,15 @@ impl PhaseRunner<'_> {
         }
     }
 
+    /// On a timeout or stop, kills everything in the container at once:
+    /// ending the local `docker exec` client would leave its processes
+    /// running.
+    async fn interrupt_container(&self) {
+        if let Some((container, _)) = self.container {
+            container.kill().await;
+        }
+    }
+
     /// Reads `env.exported-variables` from the shell (a fresh one if the
     /// build's shell is gone, which then only knows the initial
     /// environment). Variables holding parameter-store or secret values are
@@ -456,20 +511,20 @@ impl PhaseRunner<'_> {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let last_phase = bs.phases.last();
-        let user = last_phase.and_then(|p| self.phase_user(p));
+        let user = bs.phases.last().and_then(|p| self.phase_user(p));
         let (cancel, deadline) = (self.req.cancel.clone(), self.deadline);
-        let session = self
-            .ensure_session(user.as_ref())
-            .await
-            .map_err(|e| Step::Failed(BuildError::ExportedVariables(e)))?;
+        let work = async {
+            let session = self.ensure_session(user.as_deref()).await?;
+            session.read_variables(&names).await
+        };
         let result = tokio::select! {
-            r = session.read_variables(&names) => Ok(r),
+            r = work => Ok(r),
             i = interrupted(deadline, &cancel) => Err(i),
         };
         let result = match result {
             Ok(r) => r,
             Err(i) => {
+                self.interrupt_container().await;
                 self.end_session().await;
                 return Err(Step::Interrupted(i));
             }
@@ -489,6 +544,15 @@ impl PhaseRunner<'_> {
             }
         }
     }
+}
+
+/// Writes a command file readable by any user: a shell running as a
+/// `run-as` user, or as a container's user, reads it.
+fn write_script(path: &Path, command: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{command}\n"))?;
+    // Explicitly, since the umask may be stricter.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
 /// `1.234s`.

@@ -20,6 +20,22 @@
 //!
 //! The shell runs in its own process group, so the whole tree a command
 //! starts can be signalled at once.
+//!
+//! In container mode the process we start is `docker exec -i` (see
+//! `container.rs`); its stdin, stdout and stderr are the shell's, so the
+//! protocol is unchanged, with two additions:
+//!
+//! - the build's variables are sent as `export` lines before anything else
+//!   (the exec'd shell starts with the image's environment), followed by a
+//!   status record, so a shell that cannot start fails here, by name;
+//! - Docker carries the container's stdout and stderr on separate streams,
+//!   so a status record can overtake the command's last output on its way
+//!   to the log. After each command the shell therefore also writes a *sync
+//!   record* (`\0TOKEN\x01<n>`) to the log stream, through fd 4, a copy of
+//!   its original stderr hidden from commands like fd 3. The log reader
+//!   counts these records, and [`ShellSession::run`] returns only once the
+//!   command's own record went past, so the next `[Container]` line comes
+//!   after the command's output, as in host mode.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -32,6 +48,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
+
+use crate::container::BuildContainer;
+use crate::env::is_shell_name;
 
 /// How long processes get between SIGTERM and SIGKILL.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -39,6 +59,11 @@ pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bytes the status channel may carry for one request (exported variables
 /// are the only large payload; CodePipeline caps them at 120 KiB).
 const MAX_STATUS_PAYLOAD: usize = 1024 * 1024;
+
+/// How long a container session waits for a command's sync record in the
+/// log. It only ever waits for output already in flight; should the record
+/// be lost, the build goes on with the log possibly out of order.
+const SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// The Unix user a shell runs as (`run-as`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +80,32 @@ pub(crate) struct ShellSpec<'a> {
     pub(crate) env: &'a BTreeMap<OsString, OsString>,
     pub(crate) log_fifo: &'a Path,
     pub(crate) token: &'a str,
-    pub(crate) user: Option<&'a RunAs>,
+    pub(crate) launch: Launch<'a>,
+}
+
+/// Where the shell runs.
+pub(crate) enum Launch<'a> {
+    /// On this host, as the current user or `user`.
+    Host { user: Option<&'a RunAs> },
+    /// In the build's container (`docker exec`), as the image's user or
+    /// `user` (`--user`); `synced` is the count of sync records the log
+    /// reader has seen.
+    Container {
+        container: &'a BuildContainer,
+        user: Option<&'a str>,
+        synced: watch::Receiver<u64>,
+    },
+}
+
+impl Launch<'_> {
+    /// The user the shell was switched to, by `run-as` name (`None`: no
+    /// switch). A phase with another user needs another shell.
+    pub(crate) fn user_name(&self) -> Option<String> {
+        match self {
+            Launch::Host { user } => user.map(|u| u.name.clone()),
+            Launch::Container { user, .. } => user.map(str::to_owned),
+        }
+    }
 }
 
 /// How a command ended.
@@ -75,7 +125,10 @@ pub(crate) struct ShellSession {
     buf: Vec<u8>,
     marker: Vec<u8>,
     pgid: Option<Pid>,
-    pub(crate) user: Option<RunAs>,
+    /// See [`Launch::user_name`].
+    pub(crate) user: Option<String>,
+    /// Container mode: the log reader's count of sync records.
+    synced: Option<watch::Receiver<u64>>,
 }
 
 impl ShellSession {
@@ -83,23 +136,23 @@ impl ShellSession {
         let log = std::fs::OpenOptions::new()
             .write(true)
             .open(spec.log_fifo)?;
-        let mut command = Command::new(spec.program);
+        let user = spec.launch.user_name();
+        let (mut command, exports, synced) = match &spec.launch {
+            Launch::Host { user } => (host_command(spec, *user), String::new(), None),
+            Launch::Container {
+                container,
+                user,
+                synced,
+            } => {
+                let (command, exports) = container_command(spec, container, *user);
+                (command, exports, Some(synced.clone()))
+            }
+        };
         command
-            .env_clear()
-            .envs(spec.env)
-            .current_dir(spec.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .process_group(0);
-        if let Some(user) = spec.user {
-            command
-                .uid(user.uid)
-                .gid(user.gid)
-                .env("HOME", &user.home)
-                .env("USER", &user.name)
-                .env("LOGNAME", &user.name);
-        }
         let mut child = command.spawn()?;
         let pgid = child
             .id()
@@ -115,9 +168,27 @@ impl ShellSession {
             buf: Vec::new(),
             marker: format!("{} ", spec.token).into_bytes(),
             pgid,
-            user: spec.user.cloned(),
+            user,
+            synced,
         };
-        session.send("exec 3>&1 1>&2\n").await?;
+        if session.synced.is_none() {
+            session.send("exec 3>&1 1>&2\n").await?;
+            return Ok(session);
+        }
+        // Container: set the variables, then prove the shell answers.
+        let text = format!("exec 3>&1 1>&2 4>&2\n{exports}{}", session.status_line());
+        let answered = match session.send(&text).await {
+            Ok(()) => session.next_record().await?.is_some(),
+            Err(_) => false,
+        };
+        if !answered {
+            let code = session.exit_code().await;
+            session.terminate().await;
+            return Err(io::Error::other(format!(
+                "the shell did not start in the container (docker exec exit status {code}; \
+                 the log shows Docker's reason)"
+            )));
+        }
         Ok(session)
     }
 
@@ -132,19 +203,53 @@ impl ShellSession {
 
     /// Runs the command stored in `script`, after `prelude` (shell text run
     /// in the session first, such as exports).
-    pub(crate) async fn run(&mut self, prelude: &str, script: &Path) -> io::Result<Ended> {
-        let text = format!(
-            "{prelude}command . {} 3>&- </dev/null\n{}",
-            sh_quote(&script.to_string_lossy()),
-            self.status_line()
-        );
+    /// `seq` numbers the command's sync record (container mode); it must
+    /// grow from one command to the next within a build.
+    pub(crate) async fn run(
+        &mut self,
+        prelude: &str,
+        script: &Path,
+        seq: u64,
+    ) -> io::Result<Ended> {
+        let script = sh_quote(&script.to_string_lossy());
+        let text = if self.synced.is_some() {
+            format!(
+                "{prelude}command . {script} 3>&- 4>&- </dev/null\n{}{}",
+                self.status_line(),
+                self.sync_line(seq)
+            )
+        } else {
+            format!(
+                "{prelude}command . {script} 3>&- </dev/null\n{}",
+                self.status_line()
+            )
+        };
         if self.send(&text).await.is_err() {
             // The shell is gone (its stdin is closed): report how it ended.
             return Ok(Ended::ShellDied(self.exit_code().await));
         }
         match self.next_record().await? {
-            Some((_, status)) => Ok(Ended::Exited(status)),
+            Some((_, status)) => {
+                self.await_sync(seq).await;
+                Ok(Ended::Exited(status))
+            }
             None => Ok(Ended::ShellDied(self.exit_code().await)),
+        }
+    }
+
+    /// `printf` writing sync record `seq` to the log stream: the token's
+    /// mark with its closing NUL replaced by `\x01` (see `log.rs`).
+    fn sync_line(&self, seq: u64) -> String {
+        format!(
+            "printf '\\000%s\\001%d\\n' {} {seq} >&4\n",
+            String::from_utf8_lossy(&self.marker).trim_end()
+        )
+    }
+
+    /// Waits until the log reader has seen sync record `seq`.
+    async fn await_sync(&mut self, seq: u64) {
+        if let Some(synced) = &mut self.synced {
+            let _ = tokio::time::timeout(SYNC_WAIT, synced.wait_for(|&n| n >= seq)).await;
         }
     }
 
@@ -242,6 +347,12 @@ impl ShellSession {
     pub(crate) async fn terminate(&mut self) {
         let Some(pgid) = self.pgid else { return };
         self.stdin = None;
+        if self.synced.is_some() {
+            // Killing a `docker exec` client leaves its shell running in
+            // the container; closing its input ends an idle shell. A busy
+            // one is the container's to kill (timeout, stop, end of build).
+            let _ = tokio::time::timeout(KILL_GRACE, self.child.wait()).await;
+        }
         if group_alive(pgid) {
             let _ = killpg(pgid, Signal::SIGTERM);
             let deadline = tokio::time::Instant::now() + KILL_GRACE;
@@ -265,6 +376,54 @@ impl Drop for ShellSession {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
     }
+}
+
+/// The shell on this host, with exactly the build's environment.
+fn host_command(spec: &ShellSpec<'_>, user: Option<&RunAs>) -> Command {
+    let mut command = Command::new(spec.program);
+    command.env_clear().envs(spec.env).current_dir(spec.cwd);
+    if let Some(user) = user {
+        command
+            .uid(user.uid)
+            .gid(user.gid)
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
+    command
+}
+
+/// `docker exec` of the shell, and the `export` lines that give it the
+/// build's variables. Names a shell cannot export (`a.b`) go through
+/// `--env NAME`, valued from the client's environment, so no value ever
+/// appears on a command line.
+fn container_command(
+    spec: &ShellSpec<'_>,
+    container: &BuildContainer,
+    user: Option<&str>,
+) -> (Command, String) {
+    let mut exports = String::new();
+    let mut passed = Vec::new();
+    for (name, value) in spec.env {
+        match name.to_str() {
+            // `command` keeps a failing export (a name the shell holds
+            // read-only, like bash's `UID`) from ending a POSIX shell; the
+            // shell keeps its own value, as when it inherits the name.
+            Some(n) if is_shell_name(n) => {
+                exports.push_str(&format!(
+                    "command export {n}={} 2>/dev/null\n",
+                    sh_quote(&value.to_string_lossy())
+                ));
+            }
+            // An empty name or one holding `=` cannot be a variable.
+            _ if name.is_empty() || name.to_string_lossy().contains('=') => {}
+            _ => passed.push((name, value)),
+        }
+    }
+    let names: Vec<&std::ffi::OsStr> = passed.iter().map(|(n, _)| n.as_os_str()).collect();
+    let mut command = container.exec_command(spec.program, spec.cwd, user, &names);
+    command.envs(passed);
+    (command, exports)
 }
 
 pub(crate) fn status_code(status: ExitStatus) -> i32 {

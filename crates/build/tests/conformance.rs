@@ -6,13 +6,19 @@
 //! - `request.json` (optional): `env`, `secrets` (objects), `secondary_sources`
 //!   (name → directory relative to the case's temporary directory, created
 //!   empty), `build_id`, `build_number`, `initiator`, `resolved_source_version`,
-//!   `timeout_secs`;
+//!   `timeout_secs`, and `container`: `false` for a case that cannot run in
+//!   the test image (it has no bash), or an object for a container-only
+//!   case: `privileged`, `docker_socket`, `network` set the
+//!   [`ContainerSpec`];
 //! - `expected.json`: `outcome` is matched against `outcome_json` (objects:
 //!   every expected key must match, other keys are ignored; arrays: same
 //!   length, items matched the same way), `error_contains` is a substring
 //!   of the error, `log_contains` are substrings found on log lines *in
 //!   that order*, `log_lacks` substrings found on no line, `out_files` maps
 //!   paths in the output directory to their exact content.
+//!
+//! Every case runs on the host, and again in a container of the test image
+//! (`in_container::*`) when `GANTRY_TEST_DOCKER=1`.
 
 mod support;
 
@@ -20,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_build::{BuildRequest, outcome_json};
+use gantry_build::{BuildRequest, ContainerSpec, outcome_json};
 use serde_json::Value;
 
 fn cases_dir() -> PathBuf {
@@ -86,8 +92,49 @@ fn pairs(v: Option<&Value>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-async fn check(case: &str) {
+/// Where a case runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Host,
+    Container,
+}
+
+async fn check(case: &str, mode: Mode) {
     let dir = cases_dir().join(case);
+    let request: Option<Value> = std::fs::read_to_string(dir.join("request.json"))
+        .ok()
+        .map(|text| serde_json::from_str(&text).unwrap());
+    let container = request.as_ref().and_then(|r| r.get("container"));
+    let container = match (mode, container) {
+        (Mode::Host, Some(Value::Object(_))) => {
+            eprintln!("{case}: container-only case");
+            return;
+        }
+        (Mode::Host, _) => None,
+        (Mode::Container, Some(Value::Bool(false))) => {
+            eprintln!("{case}: host-only case");
+            return;
+        }
+        (Mode::Container, _) if !support::docker_tests_enabled() => {
+            eprintln!("{case}: skipped, set GANTRY_TEST_DOCKER=1 to run it in a container");
+            return;
+        }
+        (Mode::Container, options) => {
+            let mut spec = ContainerSpec::new(support::test_image());
+            if let Some(o) = options {
+                if let Some(v) = o.get("privileged").and_then(Value::as_bool) {
+                    spec.privileged = v;
+                }
+                if let Some(v) = o.get("docker_socket").and_then(Value::as_bool) {
+                    spec.docker_socket = v;
+                }
+                if let Some(v) = o.get("network").and_then(Value::as_str) {
+                    spec.network = Some(v.to_owned());
+                }
+            }
+            Some(spec)
+        }
+    };
     let text = std::fs::read_to_string(dir.join("buildspec.yml")).unwrap();
     let (buildspec, _warnings) = gantry_spec::buildspec::parse_buildspec("buildspec.yml", &text)
         .unwrap_or_else(|errors| panic!("{case}: buildspec does not parse: {errors:?}"));
@@ -102,8 +149,8 @@ async fn check(case: &str) {
     }
     let out = tmp.path().join("out");
     let mut req = BuildRequest::new(buildspec, src, out.clone());
-    if let Ok(text) = std::fs::read_to_string(dir.join("request.json")) {
-        let r: Value = serde_json::from_str(&text).unwrap();
+    req.container = container;
+    if let Some(r) = request {
         req.env = pairs(r.get("env"));
         req.secrets = pairs(r.get("secrets"));
         for (name, rel) in pairs(r.get("secondary_sources")) {
@@ -161,9 +208,14 @@ async fn check(case: &str) {
             Err(e) => problems.push(format!("out/{rel}: {e}")),
         }
     }
+    let where_ = if mode == Mode::Host {
+        "host"
+    } else {
+        "container"
+    };
     assert!(
         problems.is_empty(),
-        "case {case}:\n  {}\noutcome: {json:#}\nlog:\n{}",
+        "case {case} ({where_}):\n  {}\noutcome: {json:#}\nlog:\n{}",
         problems.join("\n  "),
         log.join("\n")
     );
@@ -174,9 +226,20 @@ macro_rules! cases {
         $(
             #[tokio::test]
             async fn $name() {
-                check($dir).await;
+                check($dir, Mode::Host).await;
             }
         )*
+
+        /// The same cases in a container (`GANTRY_TEST_DOCKER=1`).
+        mod in_container {
+            use super::{Mode, check};
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    check($dir, Mode::Container).await;
+                }
+            )*
+        }
 
         #[test]
         fn every_case_directory_has_a_test() {
@@ -216,4 +279,7 @@ cases! {
     artifacts_dotdot_pattern_is_rejected => "artifacts-dotdot",
     artifacts_are_uploaded_when_build_failed => "artifacts-after-failed-build",
     junit_reports_are_summarised_and_masked => "reports-junit",
+    container_has_the_docker_socket => "container-docker-socket",
+    container_without_the_docker_socket => "container-no-docker-socket",
+    container_runs_in_the_image_environment => "container-image-environment",
 }
