@@ -9,14 +9,24 @@ use std::time::Duration;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let api = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:7700".to_string());
+    let api = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:7700".to_string());
     let rate: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let seconds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
     let client = reqwest::Client::new();
     let url = format!("{api}/api/v1/params/get?name=/bench/SERVICE_DNS");
     // Warm the connection pool.
     for _ in 0..50 {
-        client.get(&url).send().await.expect("server answers").bytes().await.ok();
+        client
+            .get(&url)
+            .send()
+            .await
+            .expect("server answers")
+            .bytes()
+            .await
+            .ok();
     }
     let total = rate * seconds;
     let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));

@@ -43,14 +43,22 @@ impl Connection {
             if let Some(info) = live_server(data_dir) {
                 let client = Client::new(&info.api);
                 if client.get("/api/v1/health").await.is_ok() {
-                    return Ok(Connection { client, data_dir: data_dir.to_path_buf(), embedded: None });
+                    return Ok(Connection {
+                        client,
+                        data_dir: data_dir.to_path_buf(),
+                        embedded: None,
+                    });
                 }
             }
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
             match RunningServer::start(data_dir, listen, listen).await {
                 Ok(server) => {
                     let client = Client::new(&server.api);
-                    return Ok(Connection { client, data_dir: data_dir.to_path_buf(), embedded: Some(server) });
+                    return Ok(Connection {
+                        client,
+                        data_dir: data_dir.to_path_buf(),
+                        embedded: Some(server),
+                    });
                 }
                 // Another process holds the data dir; it publishes server.json
                 // as soon as its API listens, so wait for that.

@@ -27,9 +27,14 @@ pub(crate) enum EnvCommand {
 }
 
 pub(crate) async fn apply(conn: &Connection, file: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let absolute = std::fs::canonicalize(file).with_context(|| format!("cannot resolve {}", file.display()))?;
-    let out = conn.client.post("/api/v1/apply", &json!({"file": absolute, "text": text})).await?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let absolute = std::fs::canonicalize(file)
+        .with_context(|| format!("cannot resolve {}", file.display()))?;
+    let out = conn
+        .client
+        .post("/api/v1/apply", &json!({"file": absolute, "text": text}))
+        .await?;
     let applied = out["applied"].as_array().cloned().unwrap_or_default();
     if applied.is_empty() {
         println!("{}: no environments or services", file.display());
@@ -49,24 +54,45 @@ fn print_deployment(out: &Value, json: bool) -> bool {
             println!("{}", line.as_str().unwrap_or_default());
         }
         if let Some(error) = out["error"].as_str() {
-            eprintln!("error: {error} [{}]", out["code"].as_str().unwrap_or_default());
+            eprintln!(
+                "error: {error} [{}]",
+                out["code"].as_str().unwrap_or_default()
+            );
         }
     }
     out["status"] == "Succeeded"
 }
 
-pub(crate) async fn deploy(conn: &Connection, env: &str, service: &str, image: &str, json: bool) -> Result<bool> {
+pub(crate) async fn deploy(
+    conn: &Connection,
+    env: &str,
+    service: &str,
+    image: &str,
+    json: bool,
+) -> Result<bool> {
     let out = conn
         .client
-        .post(&format!("/api/v1/environments/{env}/services/{service}/deploy"), &json!({"image": image}))
+        .post(
+            &format!("/api/v1/environments/{env}/services/{service}/deploy"),
+            &json!({"image": image}),
+        )
         .await?;
     Ok(print_deployment(&out, json))
 }
 
-pub(crate) async fn rollback(conn: &Connection, env: &str, service: &str, to: Option<u64>, json: bool) -> Result<bool> {
+pub(crate) async fn rollback(
+    conn: &Connection,
+    env: &str,
+    service: &str,
+    to: Option<u64>,
+    json: bool,
+) -> Result<bool> {
     let out = conn
         .client
-        .post(&format!("/api/v1/environments/{env}/services/{service}/rollback"), &json!({"to": to}))
+        .post(
+            &format!("/api/v1/environments/{env}/services/{service}/rollback"),
+            &json!({"to": to}),
+        )
         .await?;
     Ok(print_deployment(&out, json))
 }
@@ -74,8 +100,17 @@ pub(crate) async fn rollback(conn: &Connection, env: &str, service: &str, to: Op
 pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
     match command {
         EnvCommand::Down { environment } => {
-            let out = conn.client.post(&format!("/api/v1/environments/{environment}/down"), &json!({})).await?;
-            println!("{environment}: stopped {} replica(s)", out["stopped_replicas"]);
+            let out = conn
+                .client
+                .post(
+                    &format!("/api/v1/environments/{environment}/down"),
+                    &json!({}),
+                )
+                .await?;
+            println!(
+                "{environment}: stopped {} replica(s)",
+                out["stopped_replicas"]
+            );
         }
         EnvCommand::List { json } => {
             let list = conn.client.get("/api/v1/environments").await?;
@@ -88,7 +123,10 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
             }
         }
         EnvCommand::Status { environment, json } => {
-            let status = conn.client.get(&format!("/api/v1/environments/{environment}")).await?;
+            let status = conn
+                .client
+                .get(&format!("/api/v1/environments/{environment}"))
+                .await?;
             if json {
                 println!("{status}");
                 return Ok(());
@@ -100,7 +138,9 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
                 status["url"].as_str().unwrap_or_default()
             );
             for s in status["services"].as_array().into_iter().flatten() {
-                let revision = s["revision"].as_u64().map_or("-".to_string(), |r| r.to_string());
+                let revision = s["revision"]
+                    .as_u64()
+                    .map_or("-".to_string(), |r| r.to_string());
                 println!(
                     "  {}  revision {revision}  {}/{} replicas  {}",
                     s["name"].as_str().unwrap_or_default(),
@@ -121,7 +161,10 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
                         "      last deployment: revision {} {}{}",
                         d["to_revision"],
                         d["status"].as_str().unwrap_or_default(),
-                        d["message"].as_str().map(|m| format!(" ({m})")).unwrap_or_default()
+                        d["message"]
+                            .as_str()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -134,7 +177,10 @@ pub(crate) async fn shutdown(conn: &Connection, stop_services: bool) -> Result<(
     if conn.embedded.is_some() && !stop_services {
         bail!("no server runs for this data dir");
     }
-    let out = conn.client.post("/api/v1/shutdown", &json!({"stop_services": stop_services})).await?;
+    let out = conn
+        .client
+        .post("/api/v1/shutdown", &json!({"stop_services": stop_services}))
+        .await?;
     if stop_services {
         println!("stopped {} replica(s)", out["stopped_replicas"]);
     }

@@ -355,17 +355,39 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             conn.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Deploy { environment, service, image, json } => {
+        Command::Deploy {
+            environment,
+            service,
+            image,
+            json,
+        } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
             let result = deploy::deploy(&conn, &environment, &service, &image, json).await;
             conn.close().await;
-            result.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            result.map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
         }
-        Command::Rollback { environment, service, to, json } => {
+        Command::Rollback {
+            environment,
+            service,
+            to,
+            json,
+        } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
             let result = deploy::rollback(&conn, &environment, &service, to, json).await;
             conn.close().await;
-            result.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            result.map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
         }
         Command::Env { command } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
@@ -385,7 +407,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             conn.close().await;
             result.map(|()| ExitCode::SUCCESS)
         }
-        Command::Server { listen, registry_listen, idle_exit } => server(&data_dir_for(&default_file)?, listen, registry_listen, idle_exit).await,
+        Command::Server {
+            listen,
+            registry_listen,
+            idle_exit,
+        } => {
+            server(
+                &data_dir_for(&default_file)?,
+                listen,
+                registry_listen,
+                idle_exit,
+            )
+            .await
+        }
         Command::Buildspec { command } => buildspec_run(command).await,
     }
 }
@@ -415,7 +449,9 @@ fn validate(file: &Path) -> Result<ExitCode> {
 /// ` --data-dir DIR` when commands typed in the current directory would not
 /// find `dir` by default, so suggested commands work when pasted.
 fn data_dir_hint(dir: &Path) -> String {
-    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| d.canonicalize().ok());
     let dir_abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     if cwd.as_ref().is_some_and(|c| c.join(".gantry") == dir_abs) {
         return String::new();
@@ -464,7 +500,9 @@ async fn run(
     let has_environments = gantry_spec::parse_document(&file.display().to_string(), &text)
         .map(|d| !d.environments.is_empty() || !d.includes.is_empty())
         .unwrap_or(false);
-    if (no_follow || has_environments) && gantry_server::server_info::live_server(data_dir).is_none() {
+    if (no_follow || has_environments)
+        && gantry_server::server_info::live_server(data_dir).is_none()
+    {
         // Nothing would keep an embedded server alive after this command
         // returns, so start one in the background; it exits once idle.
         spawn_background_server(data_dir)?;
@@ -510,14 +548,28 @@ async fn run(
 
 /// Where the environments are served, and how to stop the server.
 async fn print_environments(conn: &Connection) {
-    let Ok(list) = conn.client.get("/api/v1/environments").await else { return };
-    for env in list.as_array().into_iter().flatten().filter_map(Value::as_str) {
-        if let Ok(status) = conn.client.get(&format!("/api/v1/environments/{env}")).await {
+    let Ok(list) = conn.client.get("/api/v1/environments").await else {
+        return;
+    };
+    for env in list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if let Ok(status) = conn
+            .client
+            .get(&format!("/api/v1/environments/{env}"))
+            .await
+        {
             println!("{env}: {}", status["url"].as_str().unwrap_or_default());
         }
     }
     if conn.embedded.is_none() {
-        println!("(served by the gantry server of {}; `gantry shutdown` stops it)", conn.data_dir.display());
+        println!(
+            "(served by the gantry server of {}; `gantry shutdown` stops it)",
+            conn.data_dir.display()
+        );
     }
 }
 
@@ -691,7 +743,8 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
 /// `DATA_DIR/server.log`, and waits until it publishes `server.json`.
 fn spawn_background_server(data_dir: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let log_path = data_dir.join("server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -702,7 +755,15 @@ fn spawn_background_server(data_dir: &Path) -> Result<()> {
     std::process::Command::new(exe)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["server", "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0", "--idle-exit", "10"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--idle-exit",
+            "10",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().context("server log")?)
         .stderr(log)
@@ -713,7 +774,10 @@ fn spawn_background_server(data_dir: &Path) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while gantry_server::server_info::live_server(data_dir).is_none() {
         if std::time::Instant::now() > deadline {
-            bail!("the background server did not start; see {}", log_path.display());
+            bail!(
+                "the background server did not start; see {}",
+                log_path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -738,11 +802,17 @@ async fn server(
         .context("signal handler")?;
     let plane = server.plane.clone();
     let idle = async move {
-        let Some(limit) = idle_exit else { return std::future::pending().await };
+        let Some(limit) = idle_exit else {
+            return std::future::pending().await;
+        };
         let mut idle_for = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            idle_for = if plane.busy().await || plane.serving().await { 0 } else { idle_for + 1 };
+            idle_for = if plane.busy().await || plane.serving().await {
+                0
+            } else {
+                idle_for + 1
+            };
             if idle_for >= limit {
                 return;
             }
@@ -771,7 +841,16 @@ impl gantry_build::LogSink for StdoutLog {
 }
 
 async fn buildspec_run(command: BuildspecCommand) -> Result<ExitCode> {
-    let BuildspecCommand::Run { file, source, out, env, secret_env, timeout, image, json } = command;
+    let BuildspecCommand::Run {
+        file,
+        source,
+        out,
+        env,
+        secret_env,
+        timeout,
+        image,
+        json,
+    } = command;
     let (file, source, out) = (file.as_path(), source.as_path(), out.as_path());
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;

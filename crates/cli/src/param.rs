@@ -94,7 +94,9 @@ fn query(value: &str) -> String {
 
 fn read_stdin() -> Result<String> {
     let mut value = String::new();
-    std::io::stdin().read_to_string(&mut value).context("cannot read the value from standard input")?;
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("cannot read the value from standard input")?;
     // A trailing newline comes from `echo` or the terminal, not from the value.
     if value.ends_with('\n') {
         value.pop();
@@ -107,7 +109,10 @@ fn read_stdin() -> Result<String> {
 
 fn print_param(p: &Value) {
     let labels = p["labels"].as_array().map(|l| {
-        l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+        l.iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
     });
     println!(
         "{}  {}  v{}  {}{}",
@@ -115,14 +120,24 @@ fn print_param(p: &Value) {
         p["type"].as_str().unwrap_or(""),
         p["version"],
         p["value"].as_str().unwrap_or(""),
-        labels.filter(|l| !l.is_empty()).map(|l| format!("  [{l}]")).unwrap_or_default()
+        labels
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("  [{l}]"))
+            .unwrap_or_default()
     );
 }
 
 pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> {
     let by = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
     match command {
-        ParamCommand::Put { name, value, param_type, overwrite, description, json } => {
+        ParamCommand::Put {
+            name,
+            value,
+            param_type,
+            overwrite,
+            description,
+            json,
+        } => {
             let value = match value.as_deref() {
                 None | Some("-") => read_stdin()?,
                 Some(v) => v.to_string(),
@@ -133,21 +148,43 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
             if json {
                 println!("{out}");
             } else {
-                println!("{} version {}", out["name"].as_str().unwrap_or(""), out["version"]);
+                println!(
+                    "{} version {}",
+                    out["name"].as_str().unwrap_or(""),
+                    out["version"]
+                );
             }
         }
-        ParamCommand::Get { name, decrypt, json } => {
-            let p = conn.client.get(&format!("/api/v1/params/get?name={}&decrypt={decrypt}", query(&name))).await?;
+        ParamCommand::Get {
+            name,
+            decrypt,
+            json,
+        } => {
+            let p = conn
+                .client
+                .get(&format!(
+                    "/api/v1/params/get?name={}&decrypt={decrypt}",
+                    query(&name)
+                ))
+                .await?;
             if json {
                 println!("{p}");
             } else {
                 println!("{}", p["value"].as_str().unwrap_or(""));
             }
         }
-        ParamCommand::List { path, recursive, decrypt, json } => {
+        ParamCommand::List {
+            path,
+            recursive,
+            decrypt,
+            json,
+        } => {
             let list = conn
                 .client
-                .get(&format!("/api/v1/params/list?path={}&recursive={recursive}&decrypt={decrypt}", query(&path)))
+                .get(&format!(
+                    "/api/v1/params/list?path={}&recursive={recursive}&decrypt={decrypt}",
+                    query(&path)
+                ))
                 .await?;
             if json {
                 println!("{list}");
@@ -155,18 +192,36 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 list.as_array().into_iter().flatten().for_each(print_param);
             }
         }
-        ParamCommand::History { name, decrypt, json } => {
-            let list = conn.client.get(&format!("/api/v1/params/history?name={}&decrypt={decrypt}", query(&name))).await?;
+        ParamCommand::History {
+            name,
+            decrypt,
+            json,
+        } => {
+            let list = conn
+                .client
+                .get(&format!(
+                    "/api/v1/params/history?name={}&decrypt={decrypt}",
+                    query(&name)
+                ))
+                .await?;
             if json {
                 println!("{list}");
             } else {
                 for p in list.as_array().into_iter().flatten() {
                     print_param(p);
-                    println!("    {} by {}", p["last_modified"].as_str().unwrap_or(""), p["modified_by"].as_str().unwrap_or(""));
+                    println!(
+                        "    {} by {}",
+                        p["last_modified"].as_str().unwrap_or(""),
+                        p["modified_by"].as_str().unwrap_or("")
+                    );
                 }
             }
         }
-        ParamCommand::Label { target, labels, json } => {
+        ParamCommand::Label {
+            target,
+            labels,
+            json,
+        } => {
             let (name, version) = match target.rsplit_once(':') {
                 Some((n, v)) => match v.parse::<u64>() {
                     Ok(v) => (n.to_string(), Some(v)),
@@ -174,21 +229,37 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 },
                 None => (target.clone(), None),
             };
-            let out = conn.client.post("/api/v1/params/label", &json!({"name": name, "version": version, "labels": labels})).await?;
+            let out = conn
+                .client
+                .post(
+                    "/api/v1/params/label",
+                    &json!({"name": name, "version": version, "labels": labels}),
+                )
+                .await?;
             if json {
                 println!("{out}");
             } else {
-                println!("{} version {}: labelled", out["name"].as_str().unwrap_or(""), out["version"]);
+                println!(
+                    "{} version {}: labelled",
+                    out["name"].as_str().unwrap_or(""),
+                    out["version"]
+                );
                 for bad in out["invalid_labels"].as_array().into_iter().flatten() {
                     eprintln!("invalid label: {}", bad.as_str().unwrap_or(""));
                 }
             }
-            if out["invalid_labels"].as_array().is_some_and(|a| !a.is_empty()) {
+            if out["invalid_labels"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
                 bail!("some labels are invalid");
             }
         }
         ParamCommand::Delete { name, json } => {
-            let out = conn.client.post("/api/v1/params/delete", &json!({"name": name})).await?;
+            let out = conn
+                .client
+                .post("/api/v1/params/delete", &json!({"name": name}))
+                .await?;
             if json {
                 println!("{out}");
             } else {
@@ -200,11 +271,18 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 Some("-") => Some(read_stdin()?),
                 other => other.map(str::to_string),
             };
-            let out = conn.client.post("/api/v1/params/rotate-key", &json!({"new_key": new_key})).await?;
+            let out = conn
+                .client
+                .post("/api/v1/params/rotate-key", &json!({"new_key": new_key}))
+                .await?;
             if json {
                 println!("{out}");
             } else {
-                println!("re-encrypted {} versions; master key is now {}", out["rotated_versions"], out["key_id"].as_str().unwrap_or(""));
+                println!(
+                    "re-encrypted {} versions; master key is now {}",
+                    out["rotated_versions"],
+                    out["key_id"].as_str().unwrap_or("")
+                );
             }
         }
     }

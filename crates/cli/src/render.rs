@@ -102,7 +102,12 @@ pub(crate) fn view(execution: &Value, color: bool, hint: &str) -> Vec<String> {
                     lines.push(format!(
                         "            ✗ {}: {}",
                         failure["name"].as_str().unwrap_or(""),
-                        failure["message"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                        failure["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .lines()
+                            .next()
+                            .unwrap_or("")
                     ));
                 }
             }
@@ -113,8 +118,12 @@ pub(crate) fn view(execution: &Value, color: bool, hint: &str) -> Vec<String> {
                 if let Some(url) = action["approval"]["review_url"].as_str() {
                     lines.push(format!("          review: {url}"));
                 }
-                lines.push(format!("          approve: gantry{hint} approve {id} {stage_name}/{name}"));
-                lines.push(format!("          reject:  gantry{hint} reject {id} {stage_name}/{name}"));
+                lines.push(format!(
+                    "          approve: gantry{hint} approve {id} {stage_name}/{name}"
+                ));
+                lines.push(format!(
+                    "          reject:  gantry{hint} reject {id} {stage_name}/{name}"
+                ));
             }
         }
     }

@@ -328,7 +328,13 @@ stages:
       - {name: slow, type: shell, commands: ["touch started", "sleep 300"]}
 "##;
     let r = repo(pipeline);
-    let mut server = r.spawn(&["server", "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0"]);
+    let mut server = r.spawn(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--registry-listen",
+        "127.0.0.1:0",
+    ]);
     wait_for("server.json", || server_pid(&r.data()).is_some());
     let out = r.run(&["run", "--no-follow", "--json"]);
     assert!(
@@ -439,11 +445,23 @@ stages:
         "version: 0.2\nphases:\n  build:\n    commands: ['echo running tests']\nreports:\n  unit:\n    files: [junit.xml]\n",
     )
     .unwrap();
-    let add = Command::new("git").current_dir(&r.path).args(["add", "-A"]).status().unwrap();
+    let add = Command::new("git")
+        .current_dir(&r.path)
+        .args(["add", "-A"])
+        .status()
+        .unwrap();
     assert!(add.success());
     let commit = Command::new("git")
         .current_dir(&r.path)
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "tests"])
+        .args([
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "tests",
+        ])
         .status()
         .unwrap();
     assert!(commit.success());
@@ -452,10 +470,17 @@ stages:
     let id = last_json(&out)["id"].as_str().unwrap().to_string();
     let v = r.status(&id);
     let report = &action(&v, "Test", "unit")["reports"][0];
-    assert_eq!((report["passed"].as_u64(), report["failed"].as_u64()), (Some(2), Some(1)), "{v:#}");
+    assert_eq!(
+        (report["passed"].as_u64(), report["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{v:#}"
+    );
     assert_eq!(report["failures"][0]["message"], "expected 201, got 500");
     let human = stdout(&r.run(&["status", &id]));
-    assert!(human.contains("tests unit: 2 passed, 1 failed, 0 skipped"), "{human}");
+    assert!(
+        human.contains("tests unit: 2 passed, 1 failed, 0 skipped"),
+        "{human}"
+    );
     assert!(human.contains("places an order"), "{human}");
 }
 
@@ -464,14 +489,26 @@ fn run_no_follow_without_a_server_starts_one_in_the_background() {
     let r = repo(SIMPLE);
     let started = Instant::now();
     let out = r.run(&["run", "--no-follow", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = last_json(&out)["id"].as_str().unwrap().to_string();
-    assert_eq!(stdout(&out).lines().count(), 1, "only the id: {}", stdout(&out));
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "only the id: {}",
+        stdout(&out)
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
-    wait_for("the background run", || r.status(&id)["status"] == "Succeeded");
+    wait_for("the background run", || {
+        r.status(&id)["status"] == "Succeeded"
+    });
     // The background server exits by itself once idle.
     let pid = server_pid(&r.data());
     wait_for("the background server to exit", || {
-        pid.is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists()) || !r.data().join("server.json").exists()
+        pid.is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists())
+            || !r.data().join("server.json").exists()
     });
 }

@@ -47,7 +47,11 @@ impl Dir {
 
     fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.gantry(args, stdin);
-        assert!(out.status.success(), "gantry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gantry {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -61,26 +65,81 @@ const SECRET: &str = "correct-horse-battery-staple";
 #[test]
 fn put_get_list_history_label_and_delete() {
     let d = dir(None);
-    d.ok(&["param", "put", "/shop/staging/SERVICE_DNS", "http://127.0.0.1:18080"], None);
-    d.ok(&["param", "put", "/shop/staging/DB_PASSWORD", "--type", "SecureString"], Some(&format!("{SECRET}\n")));
-    assert_eq!(d.ok(&["param", "get", "/shop/staging/DB_PASSWORD"], None).trim(), "***");
-    assert_eq!(d.ok(&["param", "get", "/shop/staging/DB_PASSWORD", "--decrypt"], None).trim(), SECRET);
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/shop/staging/SERVICE_DNS",
+            "http://127.0.0.1:18080",
+        ],
+        None,
+    );
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/shop/staging/DB_PASSWORD",
+            "--type",
+            "SecureString",
+        ],
+        Some(&format!("{SECRET}\n")),
+    );
+    assert_eq!(
+        d.ok(&["param", "get", "/shop/staging/DB_PASSWORD"], None)
+            .trim(),
+        "***"
+    );
+    assert_eq!(
+        d.ok(
+            &["param", "get", "/shop/staging/DB_PASSWORD", "--decrypt"],
+            None
+        )
+        .trim(),
+        SECRET
+    );
     let listed = d.ok(&["param", "list", "--path", "/shop", "--recursive"], None);
-    assert!(listed.contains("SERVICE_DNS") && listed.contains("***") && !listed.contains(SECRET), "{listed}");
+    assert!(
+        listed.contains("SERVICE_DNS") && listed.contains("***") && !listed.contains(SECRET),
+        "{listed}"
+    );
 
     let exists = d.gantry(&["param", "put", "/shop/staging/SERVICE_DNS", "x"], None);
     assert_eq!(exists.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&exists.stderr).contains("param.already_exists"));
-    d.ok(&["param", "put", "/shop/staging/SERVICE_DNS", "http://v2", "--overwrite"], None);
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/shop/staging/SERVICE_DNS",
+            "http://v2",
+            "--overwrite",
+        ],
+        None,
+    );
     let history = d.json(&["param", "history", "/shop/staging/SERVICE_DNS", "--json"]);
     assert_eq!(history.as_array().unwrap().len(), 2);
     assert_eq!(history[1]["version"], 2);
 
-    d.ok(&["param", "label", "/shop/staging/SERVICE_DNS:1", "stable"], None);
-    assert_eq!(d.ok(&["param", "get", "/shop/staging/SERVICE_DNS:stable"], None).trim(), "http://127.0.0.1:18080");
-    assert_eq!(d.ok(&["param", "get", "/shop/staging/SERVICE_DNS:2"], None).trim(), "http://v2");
+    d.ok(
+        &["param", "label", "/shop/staging/SERVICE_DNS:1", "stable"],
+        None,
+    );
+    assert_eq!(
+        d.ok(&["param", "get", "/shop/staging/SERVICE_DNS:stable"], None)
+            .trim(),
+        "http://127.0.0.1:18080"
+    );
+    assert_eq!(
+        d.ok(&["param", "get", "/shop/staging/SERVICE_DNS:2"], None)
+            .trim(),
+        "http://v2"
+    );
     let missing = d.gantry(&["param", "get", "/shop/staging/SERVICE_DNS:7"], None);
-    assert_eq!(missing.status.code(), Some(1), "a missing version is an error, not a fallback");
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "a missing version is an error, not a fallback"
+    );
 
     let bad = d.gantry(&["param", "put", "/aws/x", "v"], None);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("param.invalid_name"));
@@ -89,30 +148,47 @@ fn put_get_list_history_label_and_delete() {
     assert!(String::from_utf8_lossy(&too_big.stderr).contains("param.value_too_large"));
 
     d.ok(&["param", "delete", "/shop/staging/SERVICE_DNS"], None);
-    assert!(!d.gantry(&["param", "get", "/shop/staging/SERVICE_DNS"], None).status.success());
+    assert!(
+        !d.gantry(&["param", "get", "/shop/staging/SERVICE_DNS"], None)
+            .status
+            .success()
+    );
 
     let db = std::fs::read(d.path.join(".gantry/gantry.db")).unwrap();
     let wal = std::fs::read(d.path.join(".gantry/gantry.db-wal")).unwrap_or_default();
     for bytes in [db, wal] {
-        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "plaintext secret in the database file");
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "plaintext secret in the database file"
+        );
     }
 }
 
 #[test]
 fn rotating_the_master_key_keeps_secrets_readable() {
     let d = dir(None);
-    d.ok(&["param", "put", "/s", SECRET, "--type", "SecureString"], None);
+    d.ok(
+        &["param", "put", "/s", SECRET, "--type", "SecureString"],
+        None,
+    );
     let key_file = d.path.join(".gantry/params-master.key");
     let before = std::fs::read_to_string(&key_file).unwrap();
     d.ok(&["param", "rotate-key"], None);
     let after = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(before, after);
-    assert_eq!(d.ok(&["param", "get", "/s", "--decrypt"], None).trim(), SECRET);
+    assert_eq!(
+        d.ok(&["param", "get", "/s", "--decrypt"], None).trim(),
+        SECRET
+    );
     // The old key no longer opens anything: a server started with it refuses.
     std::fs::write(&key_file, before).unwrap();
     let refused = d.gantry(&["param", "get", "/s", "--decrypt"], None);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("master key"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("master key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 const PIPELINE: &str = r##"
@@ -139,43 +215,113 @@ stages:
 #[test]
 fn a_pipeline_uses_pinned_parameters_and_masks_secure_strings() {
     let d = dir(Some(PIPELINE));
-    d.ok(&["param", "put", "/shop/staging/SERVICE_DNS", "http://old"], None);
-    d.ok(&["param", "put", "/shop/staging/SERVICE_DNS", "http://new", "--overwrite"], None);
-    d.ok(&["param", "label", "/shop/staging/SERVICE_DNS:1", "stable"], None);
-    d.ok(&["param", "put", "/shop/staging/DB_PASSWORD", SECRET, "--type", "SecureString"], None);
+    d.ok(
+        &["param", "put", "/shop/staging/SERVICE_DNS", "http://old"],
+        None,
+    );
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/shop/staging/SERVICE_DNS",
+            "http://new",
+            "--overwrite",
+        ],
+        None,
+    );
+    d.ok(
+        &["param", "label", "/shop/staging/SERVICE_DNS:1", "stable"],
+        None,
+    );
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/shop/staging/DB_PASSWORD",
+            SECRET,
+            "--type",
+            "SecureString",
+        ],
+        None,
+    );
     let out = d.gantry(&["run", "--json"], None);
-    assert_eq!(out.status.code(), Some(1), "the missing parameter fails its action");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the missing parameter fails its action"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     let actions = v["stages"][0]["actions"].as_array().unwrap();
     assert_eq!(actions[0]["status"], "Succeeded", "{v:#}");
     assert_eq!(actions[1]["status"], "Failed");
     let error = actions[1]["error"].as_str().unwrap();
-    assert!(error.contains("/shop/staging/NOPE") && error.contains("env X"), "{error}");
+    assert!(
+        error.contains("/shop/staging/NOPE") && error.contains("env X"),
+        "{error}"
+    );
     let id = v["id"].as_str().unwrap();
     let logs = d.ok(&["logs", id], None);
-    assert!(logs.contains("dns is http://old"), "pinned to the label: {logs}");
+    assert!(
+        logs.contains("dns is http://old"),
+        "pinned to the label: {logs}"
+    );
     assert!(logs.contains("password is ***"), "{logs}");
-    assert!(logs.contains("Parameter DNS = /shop/staging/SERVICE_DNS (version 1)"), "{logs}");
+    assert!(
+        logs.contains("Parameter DNS = /shop/staging/SERVICE_DNS (version 1)"),
+        "{logs}"
+    );
     assert!(!logs.contains(SECRET));
     let status = d.json(&["status", id, "--json"]);
-    let params = status["stages"][0]["actions"][0]["parameters"].as_array().cloned().unwrap_or_default();
-    let dns = params.iter().find(|p| p["var"] == "DNS").unwrap_or_else(|| panic!("{status:#}"));
-    assert_eq!((dns["name"].as_str(), dns["version"].as_u64()), (Some("/shop/staging/SERVICE_DNS"), Some(1)));
+    let params = status["stages"][0]["actions"][0]["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let dns = params
+        .iter()
+        .find(|p| p["var"] == "DNS")
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(
+        (dns["name"].as_str(), dns["version"].as_u64()),
+        (Some("/shop/staging/SERVICE_DNS"), Some(1))
+    );
     let password = params.iter().find(|p| p["var"] == "PASSWORD").unwrap();
     assert_eq!(password["secure"], true);
     let db = std::fs::read(d.path.join(".gantry/gantry.db")).unwrap();
     let wal = std::fs::read(d.path.join(".gantry/gantry.db-wal")).unwrap_or_default();
     for bytes in [db, wal] {
-        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "plaintext secret in the database file");
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "plaintext secret in the database file"
+        );
     }
 }
 
 #[test]
 fn a_buildspec_reads_the_parameter_store_and_masks_every_value() {
     let d = dir(None);
-    d.ok(&["param", "put", "/ci/TOKEN", SECRET, "--type", "SecureString"], None);
-    d.ok(&["param", "put", "/ci/CREDS", r#"{"user":"robot","pass":"hunter2-hunter2"}"#, "--type", "SecureString"], None);
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/ci/TOKEN",
+            SECRET,
+            "--type",
+            "SecureString",
+        ],
+        None,
+    );
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/ci/CREDS",
+            r#"{"user":"robot","pass":"hunter2-hunter2"}"#,
+            "--type",
+            "SecureString",
+        ],
+        None,
+    );
     std::fs::write(
         d.path.join("buildspec.yml"),
         "version: 0.2\nenv:\n  parameter-store:\n    TOKEN: /ci/TOKEN\n  secrets-manager:\n    PASS: /ci/CREDS:pass\nphases:\n  build:\n    commands:\n      - echo token=$TOKEN pass=$PASS\n      - test \"$PASS\" = hunter2-hunter2\n",
@@ -194,20 +340,27 @@ stages:
 "##;
     std::fs::write(d.path.join("gantry.yaml"), pipeline).unwrap();
     let git = |args: &[&str]| {
-        assert!(Command::new("git")
-            .current_dir(&d.path)
-            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
+        assert!(
+            Command::new("git")
+                .current_dir(&d.path)
+                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        );
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "gantry.yaml", "buildspec.yml"]);
     git(&["commit", "-q", "-m", "init"]);
     let out = d.gantry(&["run", "--json"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     let logs = d.ok(&["logs", v["id"].as_str().unwrap(), "Build/build"], None);
     assert!(logs.contains("token=*** pass=***"), "{logs}");
     assert!(!logs.contains(SECRET) && !logs.contains("hunter2-hunter2"));

@@ -95,14 +95,25 @@ struct ServiceState {
 
 impl EnvState {
     async fn service(&self, name: &str) -> Arc<ServiceState> {
-        self.services.lock().await.entry(name.to_string()).or_default().clone()
+        self.services
+            .lock()
+            .await
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 }
 
 /// The replica spec of a revision's `seq`-th replica.
 pub(crate) fn replica_spec(r: &Revision, seq: u32, env: &[(String, String)]) -> ReplicaSpec {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
-    let id = format!("{}-{}-r{}-{seq}-{}", r.environment, r.service, r.number, &suffix[suffix.len() - 6..]);
+    let id = format!(
+        "{}-{}-r{}-{seq}-{}",
+        r.environment,
+        r.service,
+        r.number,
+        &suffix[suffix.len() - 6..]
+    );
     let image = Reference::parse(&r.image).unwrap_or_else(|_| {
         // Revisions are only made from parsed references; this keeps the
         // runtime's error (an image that does not exist) as the outcome.
@@ -126,7 +137,12 @@ pub(crate) fn replica_spec(r: &Revision, seq: u32, env: &[(String, String)]) -> 
 fn rules_of(env: &Environment) -> Vec<Rule> {
     env.load_balancer
         .as_ref()
-        .map(|lb| lb.rules.iter().map(|r| Rule::new(r.priority, r.path.as_str(), r.service.as_str())).collect())
+        .map(|lb| {
+            lb.rules
+                .iter()
+                .map(|r| Rule::new(r.priority, r.path.as_str(), r.service.as_str()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -144,14 +160,23 @@ impl Deployer {
         if interrupted > 0 {
             tracing::warn!(interrupted, "Deployments were interrupted by a restart.");
         }
-        let deployer =
-            Deployer { inner: Arc::new(Inner { db, params, images, runtimes, state: Mutex::new(State::default()) }) };
+        let deployer = Deployer {
+            inner: Arc::new(Inner {
+                db,
+                params,
+                images,
+                runtimes,
+                state: Mutex::new(State::default()),
+            }),
+        };
         if let Some(files) = deployer.inner.db.project().await? {
-            let files: Vec<(String, String)> =
-                serde_json::from_str(&files).map_err(|e| DeployError::Spec(format!("stored project: {e}")))?;
+            let files: Vec<(String, String)> = serde_json::from_str(&files)
+                .map_err(|e| DeployError::Spec(format!("stored project: {e}")))?;
             match deployer.install(&files).await {
                 Ok(_) => deployer.readopt().await?,
-                Err(error) => tracing::error!(%error, "The applied environments could not be restored."),
+                Err(error) => {
+                    tracing::error!(%error, "The applied environments could not be restored.")
+                }
             }
         }
         Ok(deployer)
@@ -179,7 +204,12 @@ impl Deployer {
             return Err(DeployError::Spec(errors.join("\n")));
         }
         let project = assemble(documents).map_err(|e| {
-            DeployError::Spec(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+            DeployError::Spec(
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
         })?;
         let mut state = self.inner.state.lock().await;
         let mut summary = Vec::new();
@@ -199,20 +229,26 @@ impl Deployer {
                     summary.push(format!("environment {name}: rules updated"));
                 }
                 None => {
-                    let listen = env.load_balancer.as_ref().map_or_else(
-                        || SocketAddr::from(([127, 0, 0, 1], 0)),
-                        |lb| lb.listen,
-                    );
-                    let lb = LoadBalancer::start(listen, rules_of(env)).await.map_err(|e| DeployError::LoadBalancer {
-                        environment: name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    let listen = env
+                        .load_balancer
+                        .as_ref()
+                        .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |lb| lb.listen);
+                    let lb = LoadBalancer::start(listen, rules_of(env))
+                        .await
+                        .map_err(|e| DeployError::LoadBalancer {
+                            environment: name.clone(),
+                            reason: e.to_string(),
+                        })?;
                     let runtime = self.inner.runtimes.get(runtime_name(env.runtime)).cloned();
                     summary.push(format!(
                         "environment {name}: load balancer on {}, runtime {}{}",
                         lb.local_addr(),
                         runtime_name(env.runtime),
-                        if runtime.is_none() { " (not available on this server)" } else { "" }
+                        if runtime.is_none() {
+                            " (not available on this server)"
+                        } else {
+                            ""
+                        }
                     ));
                     state.environments.insert(
                         name.clone(),
@@ -237,22 +273,45 @@ impl Deployer {
     /// deployments, and starts replicas that are missing.
     async fn readopt(&self) -> Result<(), DeployError> {
         let currents = self.inner.db.currents().await?;
-        let environments: Vec<Arc<EnvState>> = self.inner.state.lock().await.environments.values().cloned().collect();
+        let environments: Vec<Arc<EnvState>> = self
+            .inner
+            .state
+            .lock()
+            .await
+            .environments
+            .values()
+            .cloned()
+            .collect();
         for env in environments {
-            let Some(runtime) = env.runtime.clone() else { continue };
-            let running = runtime.list().await.map_err(|e| DeployError::Runtime(e.to_string()))?;
+            let Some(runtime) = env.runtime.clone() else {
+                continue;
+            };
+            let running = runtime
+                .list()
+                .await
+                .map_err(|e| DeployError::Runtime(e.to_string()))?;
             for (env_name, service, number) in currents.iter().filter(|(e, _, _)| *e == env.name) {
-                let Some(revision) = self.inner.db.revision(env_name, service, *number).await? else { continue };
+                let Some(revision) = self.inner.db.revision(env_name, service, *number).await?
+                else {
+                    continue;
+                };
                 let state = env.service(service).await;
                 let group = env.lb.target_group(service);
                 if let Err(e) = group.set_health_check(revision.health_check()) {
                     tracing::warn!(%e, service, "Health check settings refused.");
                 }
                 let mut replicas = Vec::new();
-                for replica in running.iter().filter(|r| r.spec.environment == env.name && r.spec.service == *service) {
+                for replica in running
+                    .iter()
+                    .filter(|r| r.spec.environment == env.name && r.spec.service == *service)
+                {
                     if replica.spec.revision == *number {
                         group.register(Target::new(replica.id.clone(), replica.addr));
-                        replicas.push(ReplicaRef { id: replica.id.clone(), revision: *number, addr: replica.addr });
+                        replicas.push(ReplicaRef {
+                            id: replica.id.clone(),
+                            revision: *number,
+                            addr: replica.addr,
+                        });
                     }
                 }
                 tracing::info!(environment = %env.name, service, revision = number, replicas = replicas.len(), "Re-adopted replicas.");
@@ -272,26 +331,43 @@ impl Deployer {
             // Replicas of this environment that no current revision claims
             // are leftovers of an interrupted deployment.
             for replica in running.iter().filter(|r| r.spec.environment == env.name) {
-                let claimed = currents
-                    .iter()
-                    .any(|(e, s, n)| *e == env.name && *s == replica.spec.service && *n == replica.spec.revision);
+                let claimed = currents.iter().any(|(e, s, n)| {
+                    *e == env.name && *s == replica.spec.service && *n == replica.spec.revision
+                });
                 if !claimed {
                     tracing::warn!(replica = %replica.id, "Stopping a replica no revision claims.");
-                    let _ = runtime.stop(&replica.id, std::time::Duration::from_secs(2)).await;
+                    let _ = runtime
+                        .stop(&replica.id, std::time::Duration::from_secs(2))
+                        .await;
                 }
             }
         }
         Ok(())
     }
 
-    async fn top_up(&self, env: &Arc<EnvState>, service: &str, revision: &Revision) -> Result<(), DeployError> {
+    async fn top_up(
+        &self,
+        env: &Arc<EnvState>,
+        service: &str,
+        revision: &Revision,
+    ) -> Result<(), DeployError> {
         let state = env.service(service).await;
         let _guard = state.deploying.lock().await;
-        let runtime = env.runtime.clone().ok_or_else(|| DeployError::RuntimeUnavailable("?".into()))?;
+        let runtime = env
+            .runtime
+            .clone()
+            .ok_or_else(|| DeployError::RuntimeUnavailable("?".into()))?;
         let env_vars = self.replica_env(revision).await?;
         let group = env.lb.target_group(service);
         let log = TracingLog;
-        let rollout = Rollout { runtime: &runtime, group: &group, revision, env_vars: &env_vars, log: &log, breaker: false };
+        let rollout = Rollout {
+            runtime: &runtime,
+            group: &group,
+            revision,
+            env_vars: &env_vars,
+            log: &log,
+            breaker: false,
+        };
         let existing = state.replicas.lock().await.clone();
         let restored = rollout.top_up(existing.len()).await;
         state.replicas.lock().await.extend(restored);
@@ -301,9 +377,14 @@ impl Deployer {
     /// The environment variables of a revision's replicas: its plain
     /// environment, its secrets read at their pinned versions, and gantry's.
     async fn replica_env(&self, r: &Revision) -> Result<Vec<(String, String)>, DeployError> {
-        let mut env: Vec<(String, String)> = r.environment_vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = r
+            .environment_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for secret in &r.secrets {
-            let selector = Selector::parse(&format!("{}:{}", secret.parameter, secret.version)).map_err(|e| secret_error(r, secret, e))?;
+            let selector = Selector::parse(&format!("{}:{}", secret.parameter, secret.version))
+                .map_err(|e| secret_error(r, secret, e))?;
             let resolved = self
                 .inner
                 .params
@@ -322,27 +403,47 @@ impl Deployer {
 
     async fn environment(&self, name: &str) -> Result<(Arc<EnvState>, Arc<Project>), DeployError> {
         let state = self.inner.state.lock().await;
-        let env = state.environments.get(name).cloned().ok_or_else(|| DeployError::UnknownEnvironment(name.to_string()))?;
-        let project = state.project.clone().ok_or_else(|| DeployError::UnknownEnvironment(name.to_string()))?;
+        let env = state
+            .environments
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DeployError::UnknownEnvironment(name.to_string()))?;
+        let project = state
+            .project
+            .clone()
+            .ok_or_else(|| DeployError::UnknownEnvironment(name.to_string()))?;
         Ok((env, project))
     }
 
     /// Pins an image reference to its digest, asking its registry.
     async fn pin(&self, image: &str) -> Result<String, DeployError> {
-        let reference = Reference::parse(image).map_err(|e| DeployError::Image { image: image.to_string(), reason: e.to_string() })?;
+        let reference = Reference::parse(image).map_err(|e| DeployError::Image {
+            image: image.to_string(),
+            reason: e.to_string(),
+        })?;
         if reference.digest().is_some() {
             // Still make sure it exists: a deploy of a missing image must
             // fail before anything stops.
             return match self.inner.images.manifest_digest(&reference).await {
                 Ok(Some(_)) => Ok(reference.to_string()),
-                Ok(None) => Err(DeployError::ImageNotFound { image: image.to_string() }),
-                Err(e) => Err(DeployError::Image { image: image.to_string(), reason: e.to_string() }),
+                Ok(None) => Err(DeployError::ImageNotFound {
+                    image: image.to_string(),
+                }),
+                Err(e) => Err(DeployError::Image {
+                    image: image.to_string(),
+                    reason: e.to_string(),
+                }),
             };
         }
         match self.inner.images.manifest_digest(&reference).await {
             Ok(Some(digest)) => Ok(reference.with_digest(&digest).to_string()),
-            Ok(None) => Err(DeployError::ImageNotFound { image: image.to_string() }),
-            Err(e) => Err(DeployError::Image { image: image.to_string(), reason: e.to_string() }),
+            Ok(None) => Err(DeployError::ImageNotFound {
+                image: image.to_string(),
+            }),
+            Err(e) => Err(DeployError::Image {
+                image: image.to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -357,12 +458,16 @@ impl Deployer {
         log: &dyn DeployLog,
     ) -> Result<DeployOutcome, DeployError> {
         let (env, project) = self.environment(environment).await?;
-        let env_name = gantry_spec::environment::EnvironmentName::new(environment).map_err(DeployError::Spec)?;
-        let service_name = gantry_spec::service::ServiceName::new(service).map_err(DeployError::Spec)?;
-        let spec = project.service_in(&env_name, &service_name).ok_or_else(|| DeployError::UnknownService {
-            environment: environment.to_string(),
-            service: service.to_string(),
-        })?;
+        let env_name = gantry_spec::environment::EnvironmentName::new(environment)
+            .map_err(DeployError::Spec)?;
+        let service_name =
+            gantry_spec::service::ServiceName::new(service).map_err(DeployError::Spec)?;
+        let spec = project
+            .service_in(&env_name, &service_name)
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: environment.to_string(),
+                service: service.to_string(),
+            })?;
         let pinned = self.pin(image).await?;
         log.line(&format!("Image {image} is {pinned}"));
         let mut secrets = Vec::new();
@@ -374,26 +479,52 @@ impl Deployer {
                 parameter: parameter.clone(),
                 reason: e.to_string(),
             })?;
-            let resolved = self.inner.params.resolve(&[(var.as_str(), selector)]).await.map_err(|e| DeployError::Secret {
-                environment: environment.to_string(),
-                service: service.to_string(),
-                var: var.clone(),
-                parameter: parameter.clone(),
-                reason: match &e {
-                    gantry_params::ParamError::Unresolved { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                },
-            })?;
+            let resolved = self
+                .inner
+                .params
+                .resolve(&[(var.as_str(), selector)])
+                .await
+                .map_err(|e| DeployError::Secret {
+                    environment: environment.to_string(),
+                    service: service.to_string(),
+                    var: var.clone(),
+                    parameter: parameter.clone(),
+                    reason: match &e {
+                        gantry_params::ParamError::Unresolved { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    },
+                })?;
             for r in resolved {
-                log.line(&format!("Secret {var} = {} (version {})", r.name, r.version));
-                secrets.push(SecretRef { var: var.clone(), parameter: r.name.to_string(), version: r.version, secure: r.secret });
+                log.line(&format!(
+                    "Secret {var} = {} (version {})",
+                    r.name, r.version
+                ));
+                secrets.push(SecretRef {
+                    var: var.clone(),
+                    parameter: r.name.to_string(),
+                    version: r.version,
+                    secure: r.secret,
+                });
             }
         }
         let state = env.service(service).await;
         let _guard = state.deploying.lock().await;
-        let number = self.inner.db.last_revision_number(environment, service).await? + 1;
-        let revision = Revision::new(number, environment, &spec, pinned, secrets, now_ms(), cause.to_string())
-            .map_err(DeployError::Spec)?;
+        let number = self
+            .inner
+            .db
+            .last_revision_number(environment, service)
+            .await?
+            + 1;
+        let revision = Revision::new(
+            number,
+            environment,
+            &spec,
+            pinned,
+            secrets,
+            now_ms(),
+            cause.to_string(),
+        )
+        .map_err(DeployError::Spec)?;
         self.roll(&env, &state, revision, log).await
     }
 
@@ -427,14 +558,31 @@ impl Deployer {
                     })?
             }
         };
-        let old = self.inner.db.revision(environment, service, target).await?.ok_or(DeployError::UnknownRevision {
-            environment: environment.to_string(),
-            service: service.to_string(),
-            revision: target,
-        })?;
-        let number = self.inner.db.last_revision_number(environment, service).await? + 1;
-        let revision = Revision { number, created_at: now_ms(), cause: format!("rollback to revision {target}"), ..old };
-        log.line(&format!("Rolling back {service} in {environment} to revision {target} as revision {number}"));
+        let old = self
+            .inner
+            .db
+            .revision(environment, service, target)
+            .await?
+            .ok_or(DeployError::UnknownRevision {
+                environment: environment.to_string(),
+                service: service.to_string(),
+                revision: target,
+            })?;
+        let number = self
+            .inner
+            .db
+            .last_revision_number(environment, service)
+            .await?
+            + 1;
+        let revision = Revision {
+            number,
+            created_at: now_ms(),
+            cause: format!("rollback to revision {target}"),
+            ..old
+        };
+        log.line(&format!(
+            "Rolling back {service} in {environment} to revision {target} as revision {number}"
+        ));
         self.roll(&env, &state, revision, log).await
     }
 
@@ -445,26 +593,47 @@ impl Deployer {
         revision: Revision,
         log: &dyn DeployLog,
     ) -> Result<DeployOutcome, DeployError> {
-        let runtime = env.runtime.clone().ok_or_else(|| DeployError::RuntimeUnavailable(env.name.clone()))?;
+        let runtime = env
+            .runtime
+            .clone()
+            .ok_or_else(|| DeployError::RuntimeUnavailable(env.name.clone()))?;
         let env_vars = self.replica_env(&revision).await?;
         self.inner.db.save_revision(&revision).await?;
         let previous = state.current.lock().await.clone();
         let deployment = self
             .inner
             .db
-            .start_deployment(&revision.environment, &revision.service, previous.as_ref().map(|p| p.number), revision.number, now_ms())
+            .start_deployment(
+                &revision.environment,
+                &revision.service,
+                previous.as_ref().map(|p| p.number),
+                revision.number,
+                now_ms(),
+            )
             .await?;
         let group = env.lb.target_group(&revision.service);
-        group.set_health_check(revision.health_check()).map_err(|e| DeployError::LoadBalancer {
-            environment: env.name.clone(),
-            reason: e.to_string(),
-        })?;
+        group
+            .set_health_check(revision.health_check())
+            .map_err(|e| DeployError::LoadBalancer {
+                environment: env.name.clone(),
+                reason: e.to_string(),
+            })?;
         let old = state.replicas.lock().await.clone();
-        let rollout = Rollout { runtime: &runtime, group: &group, revision: &revision, env_vars: &env_vars, log, breaker: true };
+        let rollout = Rollout {
+            runtime: &runtime,
+            group: &group,
+            revision: &revision,
+            env_vars: &env_vars,
+            log,
+            breaker: true,
+        };
         let result = match rollout.run(old).await {
             Ok(result) => result,
             Err(error) => {
-                self.inner.db.finish_deployment(deployment, "Failed", Some(&error.to_string()), now_ms()).await?;
+                self.inner
+                    .db
+                    .finish_deployment(deployment, "Failed", Some(&error.to_string()), now_ms())
+                    .await?;
                 return Err(error);
             }
         };
@@ -472,10 +641,23 @@ impl Deployer {
             Ok(done) => {
                 *state.replicas.lock().await = done.serving.clone();
                 *state.current.lock().await = Some(revision.clone());
-                self.inner.db.set_current(&revision.environment, &revision.service, revision.number).await?;
-                let message = format!("{} replica(s) healthy; {} replaced on the way", done.serving.len(), done.failures);
-                self.inner.db.finish_deployment(deployment, "Succeeded", Some(&message), now_ms()).await?;
-                log.line(&format!("Deployment of revision {} succeeded: {message}", revision.number));
+                self.inner
+                    .db
+                    .set_current(&revision.environment, &revision.service, revision.number)
+                    .await?;
+                let message = format!(
+                    "{} replica(s) healthy; {} replaced on the way",
+                    done.serving.len(),
+                    done.failures
+                );
+                self.inner
+                    .db
+                    .finish_deployment(deployment, "Succeeded", Some(&message), now_ms())
+                    .await?;
+                log.line(&format!(
+                    "Deployment of revision {} succeeded: {message}",
+                    revision.number
+                ));
                 Ok(DeployOutcome {
                     environment: revision.environment.clone(),
                     service: revision.service.clone(),
@@ -494,59 +676,110 @@ impl Deployer {
                             tracing::warn!(%e, "Restoring health check settings failed.");
                         }
                         let prev_env = self.replica_env(prev).await?;
-                        let restore = Rollout { runtime: &runtime, group: &group, revision: prev, env_vars: &prev_env, log, breaker: false };
+                        let restore = Rollout {
+                            runtime: &runtime,
+                            group: &group,
+                            revision: prev,
+                            env_vars: &prev_env,
+                            log,
+                            breaker: false,
+                        };
                         serving.extend(restore.top_up(serving.len()).await);
-                        format!("rolled back: revision {} keeps serving with {} replica(s)", prev.number, serving.len())
+                        format!(
+                            "rolled back: revision {} keeps serving with {} replica(s)",
+                            prev.number,
+                            serving.len()
+                        )
                     }
                     (Some(prev), false) => format!(
                         "rollback is off: revision {} serves with the {} replica(s) left",
                         prev.number,
                         serving.len()
                     ),
-                    (None, _) => "nothing to roll back to: this was the service's first deployment".to_string(),
+                    (None, _) => "nothing to roll back to: this was the service's first deployment"
+                        .to_string(),
                 };
-                log.line(&format!("Deployment of revision {} failed; {outcome}", revision.number));
+                log.line(&format!(
+                    "Deployment of revision {} failed; {outcome}",
+                    revision.number
+                ));
                 *state.replicas.lock().await = serving;
-                let status = if previous.is_some() && revision.rollback { "RolledBack" } else { "Failed" };
+                let status = if previous.is_some() && revision.rollback {
+                    "RolledBack"
+                } else {
+                    "Failed"
+                };
                 let error = DeployError::CircuitBreaker {
                     revision: revision.number,
                     failures: tripped.failures,
                     last: tripped.last,
                     outcome,
                 };
-                self.inner.db.finish_deployment(deployment, status, Some(&error.to_string()), now_ms()).await?;
+                self.inner
+                    .db
+                    .finish_deployment(deployment, status, Some(&error.to_string()), now_ms())
+                    .await?;
                 Err(error)
             }
         }
     }
 
     /// The container name of a service (its name in `imagedefinitions.json`).
-    pub async fn container_of(&self, environment: &str, service: &str) -> Result<String, DeployError> {
+    pub async fn container_of(
+        &self,
+        environment: &str,
+        service: &str,
+    ) -> Result<String, DeployError> {
         let (_, project) = self.environment(environment).await?;
         project
             .services
             .iter()
             .find(|(name, _)| name.as_str() == service)
             .map(|(_, s)| s.container.clone())
-            .ok_or_else(|| DeployError::UnknownService { environment: environment.to_string(), service: service.to_string() })
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: environment.to_string(),
+                service: service.to_string(),
+            })
     }
 
     /// The environments applied, by name.
     pub async fn environments(&self) -> Vec<String> {
-        self.inner.state.lock().await.environments.keys().cloned().collect()
+        self.inner
+            .state
+            .lock()
+            .await
+            .environments
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Where an environment's load balancer listens.
     pub async fn load_balancer(&self, environment: &str) -> Option<SocketAddr> {
-        self.inner.state.lock().await.environments.get(environment).map(|e| e.lb.local_addr())
+        self.inner
+            .state
+            .lock()
+            .await
+            .environments
+            .get(environment)
+            .map(|e| e.lb.local_addr())
     }
 
     /// Whether any service runs replicas (a server that hosts services is
     /// not idle).
     pub async fn serving(&self) -> bool {
-        let environments: Vec<Arc<EnvState>> = self.inner.state.lock().await.environments.values().cloned().collect();
+        let environments: Vec<Arc<EnvState>> = self
+            .inner
+            .state
+            .lock()
+            .await
+            .environments
+            .values()
+            .cloned()
+            .collect();
         for env in environments {
-            let services: Vec<Arc<ServiceState>> = env.services.lock().await.values().cloned().collect();
+            let services: Vec<Arc<ServiceState>> =
+                env.services.lock().await.values().cloned().collect();
             for s in services {
                 if !s.replicas.lock().await.is_empty() {
                     return true;
@@ -580,7 +813,9 @@ impl Deployer {
                 })
                 .collect();
             let deployments = self.inner.db.deployments(environment, &name, 10).await?;
-            let digest = current.as_ref().and_then(|c| c.image.split_once('@').map(|(_, d)| d.to_string()));
+            let digest = current
+                .as_ref()
+                .and_then(|c| c.image.split_once('@').map(|(_, d)| d.to_string()));
             services.push(json!({
                 "name": name,
                 "revision": current.as_ref().map(|c| c.number),
@@ -606,18 +841,31 @@ impl Deployer {
     /// history, so a later deploy or rollback can bring them back.
     pub async fn down(&self, environment: &str) -> Result<usize, DeployError> {
         let (env, _) = self.environment(environment).await?;
-        let services: Vec<(String, Arc<ServiceState>)> =
-            env.services.lock().await.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let services: Vec<(String, Arc<ServiceState>)> = env
+            .services
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut stopped = 0;
         for (name, state) in services {
             let _guard = state.deploying.lock().await;
-            let drain = state.current.lock().await.as_ref().map(Revision::drain).unwrap_or_default();
+            let drain = state
+                .current
+                .lock()
+                .await
+                .as_ref()
+                .map(Revision::drain)
+                .unwrap_or_default();
             let replicas = std::mem::take(&mut *state.replicas.lock().await);
             let group = env.lb.target_group(&name);
             for r in replicas {
                 group.deregister(&r.id, drain).await;
                 if let Some(runtime) = &env.runtime
-                    && let Err(e) = runtime.stop(&r.id, drain.max(std::time::Duration::from_secs(2))).await
+                    && let Err(e) = runtime
+                        .stop(&r.id, drain.max(std::time::Duration::from_secs(2)))
+                        .await
                 {
                     tracing::warn!(%e, replica = %r.id, "Stopping a replica failed.");
                 }
@@ -633,11 +881,15 @@ impl Deployer {
     /// re-adopts them.
     pub async fn shutdown(&self) {
         let environments: Vec<Arc<EnvState>> =
-            std::mem::take(&mut self.inner.state.lock().await.environments).into_values().collect();
+            std::mem::take(&mut self.inner.state.lock().await.environments)
+                .into_values()
+                .collect();
         for env in environments {
             match Arc::try_unwrap(env) {
                 Ok(env) => env.lb.shutdown().await,
-                Err(env) => tracing::warn!(environment = %env.name, "Load balancer still in use at shutdown."),
+                Err(env) => {
+                    tracing::warn!(environment = %env.name, "Load balancer still in use at shutdown.")
+                }
             }
         }
     }

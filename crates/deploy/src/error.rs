@@ -5,7 +5,10 @@ pub enum DeployError {
     #[error("no environment named {0} has been applied")]
     UnknownEnvironment(String),
     #[error("environment {environment} has no service named {service}")]
-    UnknownService { environment: String, service: String },
+    UnknownService {
+        environment: String,
+        service: String,
+    },
     #[error("image {image} does not exist in its registry")]
     ImageNotFound { image: String },
     #[error("image {image}: {reason}")]
@@ -15,17 +18,39 @@ pub enum DeployError {
     #[error(
         "secret {var} of service {service} in environment {environment} reads parameter {parameter}, which cannot be read: {reason}"
     )]
-    Secret { environment: String, service: String, var: String, parameter: String, reason: String },
+    Secret {
+        environment: String,
+        service: String,
+        var: String,
+        parameter: String,
+        reason: String,
+    },
     #[error("the deployment of {service} to {environment} would never progress: {reason}")]
-    Stalled { environment: String, service: String, reason: String },
+    Stalled {
+        environment: String,
+        service: String,
+        reason: String,
+    },
     #[error(
         "circuit breaker: {failures} replica(s) of revision {revision} failed to start or pass health checks (last: {last}); {outcome}"
     )]
-    CircuitBreaker { revision: u64, failures: u32, last: String, outcome: String },
+    CircuitBreaker {
+        revision: u64,
+        failures: u32,
+        last: String,
+        outcome: String,
+    },
     #[error("no revision {revision} of {service} in {environment}")]
-    UnknownRevision { environment: String, service: String, revision: u64 },
+    UnknownRevision {
+        environment: String,
+        service: String,
+        revision: u64,
+    },
     #[error("{service} in {environment} has no earlier revision to roll back to")]
-    NothingToRollBackTo { environment: String, service: String },
+    NothingToRollBackTo {
+        environment: String,
+        service: String,
+    },
     #[error("the load balancer of {environment}: {reason}")]
     LoadBalancer { environment: String, reason: String },
     #[error("runtime: {0}")]

@@ -34,6 +34,9 @@ pub struct Revision {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub grace_ms: u64,
+    /// `rolling` or `blue_green`.
+    #[serde(default)]
+    pub blue_green: bool,
     pub min_healthy_percent: u32,
     pub max_percent: u32,
     pub breaker_threshold: u32,
@@ -85,6 +88,10 @@ impl Revision {
             healthy_threshold: service.health_check.healthy_threshold,
             unhealthy_threshold: service.health_check.unhealthy_threshold,
             grace_ms: ms(service.health_check.grace_period),
+            blue_green: matches!(
+                service.deployment.strategy,
+                gantry_spec::service::DeploymentStrategy::BlueGreen
+            ),
             min_healthy_percent: service.deployment.min_healthy_percent,
             max_percent: service.deployment.max_percent,
             breaker_threshold: service.deployment.circuit_breaker.threshold,
@@ -118,7 +125,9 @@ impl Revision {
     /// balancer says so as soon as it is Unhealthy).
     pub fn start_timeout(&self) -> Duration {
         let checks = u64::from(self.healthy_threshold.max(self.unhealthy_threshold) + 2);
-        Duration::from_millis(self.grace_ms + self.health_interval_ms * checks + self.health_timeout_ms) + Duration::from_secs(10)
+        Duration::from_millis(
+            self.grace_ms + self.health_interval_ms * checks + self.health_timeout_ms,
+        ) + Duration::from_secs(10)
     }
 
     /// ECS's rounding: the healthy floor rounds up, the ceiling rounds down.

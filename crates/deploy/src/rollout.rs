@@ -44,11 +44,99 @@ pub(crate) struct Rollout<'a> {
 }
 
 impl Rollout<'_> {
-    pub(crate) async fn run(&self, mut old: Vec<ReplicaRef>) -> Result<Result<RolloutResult, Tripped>, DeployError> {
+    pub(crate) async fn run(
+        &self,
+        old: Vec<ReplicaRef>,
+    ) -> Result<Result<RolloutResult, Tripped>, DeployError> {
+        if self.revision.blue_green && !old.is_empty() {
+            return self.blue_green(old).await;
+        }
+        self.rolling(old).await
+    }
+
+    /// Blue/green: the full green set starts beside blue with weight 0 (in
+    /// the target group, health-checked, sent nothing); once every green
+    /// replica is healthy, traffic switches at once and blue drains.
+    async fn blue_green(
+        &self,
+        old: Vec<ReplicaRef>,
+    ) -> Result<Result<RolloutResult, Tripped>, DeployError> {
+        let r = self.revision;
+        let n = r.replicas as usize;
+        let threshold = if self.breaker {
+            r.breaker_threshold.max(1)
+        } else {
+            50
+        };
+        self.log.line(&format!(
+            "Blue/green: starting {n} green replica(s) of revision {} beside {} blue",
+            r.number,
+            old.len()
+        ));
+        let mut green: Vec<ReplicaRef> = Vec::new();
+        let mut failures = 0u32;
+        let mut last = String::new();
+        let mut seq = 0u32;
+        while green.len() < n {
+            let mut starts = Vec::new();
+            for _ in green.len()..n {
+                seq += 1;
+                starts.push(self.start_one_weighted(seq, 0));
+            }
+            for outcome in futures_util::future::join_all(starts).await {
+                match outcome {
+                    Ok(replica) => green.push(replica),
+                    Err(reason) => {
+                        failures += 1;
+                        self.log.line(&format!(
+                            "Green replica failed ({failures}/{threshold}): {reason}"
+                        ));
+                        last = reason;
+                    }
+                }
+            }
+            if failures >= threshold {
+                self.log.line(&format!(
+                    "Circuit breaker tripped after {failures} failure(s); blue keeps all traffic."
+                ));
+                for replica in &green {
+                    self.retire(replica).await;
+                }
+                return Ok(Err(Tripped {
+                    remaining_old: old,
+                    failures,
+                    last,
+                }));
+            }
+        }
+        for replica in &green {
+            if let Err(e) = self.group.set_weight(&replica.id, 1) {
+                self.log
+                    .line(&format!("Could not give traffic to {}: {e}", replica.id));
+            }
+        }
+        self.log.line("Traffic switched to green; draining blue.");
+        for o in &old {
+            self.retire(o).await;
+        }
+        Ok(Ok(RolloutResult {
+            serving: green,
+            failures,
+        }))
+    }
+
+    async fn rolling(
+        &self,
+        mut old: Vec<ReplicaRef>,
+    ) -> Result<Result<RolloutResult, Tripped>, DeployError> {
         let r = self.revision;
         let n = r.replicas as usize;
         let (min_healthy, max_total) = r.bounds();
-        let threshold = if self.breaker { r.breaker_threshold.max(1) } else { 50 };
+        let threshold = if self.breaker {
+            r.breaker_threshold.max(1)
+        } else {
+            50
+        };
         let mut healthy: Vec<ReplicaRef> = Vec::new();
         let mut failures = 0u32;
         let mut last_failure = String::new();
@@ -70,7 +158,10 @@ impl Rollout<'_> {
                 return Err(DeployError::Stalled {
                     environment: r.environment.clone(),
                     service: r.service.clone(),
-                    reason: format!("{} running, at most {max_total}, at least {min_healthy} healthy", old.len() + healthy.len()),
+                    reason: format!(
+                        "{} running, at most {max_total}, at least {min_healthy} healthy",
+                        old.len() + healthy.len()
+                    ),
                 });
             }
             let batch = room.min(n - healthy.len());
@@ -84,17 +175,25 @@ impl Rollout<'_> {
                     Ok(replica) => healthy.push(replica),
                     Err(reason) => {
                         failures += 1;
-                        self.log.line(&format!("Replica failed ({failures}/{threshold}): {reason}"));
+                        self.log.line(&format!(
+                            "Replica failed ({failures}/{threshold}): {reason}"
+                        ));
                         last_failure = reason;
                     }
                 }
             }
             if failures >= threshold {
-                self.log.line(&format!("Circuit breaker tripped after {failures} failure(s)."));
+                self.log.line(&format!(
+                    "Circuit breaker tripped after {failures} failure(s)."
+                ));
                 for replica in &healthy {
                     self.retire(replica).await;
                 }
-                return Ok(Err(Tripped { remaining_old: old, failures, last: last_failure }));
+                return Ok(Err(Tripped {
+                    remaining_old: old,
+                    failures,
+                    last: last_failure,
+                }));
             }
             // One old replica leaves for each new healthy one.
             while !old.is_empty() && old.len() + healthy.len() > n {
@@ -105,13 +204,22 @@ impl Rollout<'_> {
         for o in old.drain(..) {
             self.retire(&o).await;
         }
-        Ok(Ok(RolloutResult { serving: healthy, failures }))
+        Ok(Ok(RolloutResult {
+            serving: healthy,
+            failures,
+        }))
     }
 
     /// Starts one replica and waits until the load balancer finds it
     /// healthy; on failure it is deregistered and stopped, and the reason
     /// returned.
     async fn start_one(&self, seq: u32) -> Result<ReplicaRef, String> {
+        self.start_one_weighted(seq, 1).await
+    }
+
+    /// As `start_one`, registering the replica with `weight` (0 = checked
+    /// but sent nothing, for blue/green).
+    async fn start_one_weighted(&self, seq: u32, weight: u32) -> Result<ReplicaRef, String> {
         let r = self.revision;
         let spec = replica_spec(r, seq, self.env_vars);
         let id = spec.id.clone();
@@ -121,17 +229,27 @@ impl Rollout<'_> {
             Ok(replica) => replica,
             Err(e) => return Err(format!("replica {id} did not start: {e}")),
         };
-        self.log.line(&format!("Started replica {id} at {}; waiting for its health checks", replica.addr));
-        self.group.register(Target::new(id.clone(), replica.addr));
+        self.log.line(&format!(
+            "Started replica {id} at {}; waiting for its health checks",
+            replica.addr
+        ));
+        self.group
+            .register(Target::new(id.clone(), replica.addr).with_weight(weight));
         let exited = async {
             loop {
                 match events.recv().await {
-                    Ok(ReplicaEvent::Exited { id: eid, code, signal }) if eid == id => {
+                    Ok(ReplicaEvent::Exited {
+                        id: eid,
+                        code,
+                        signal,
+                    }) if eid == id => {
                         return format!("replica {id} exited (code {code:?}, signal {signal:?})");
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
                 }
             }
         };
@@ -141,12 +259,20 @@ impl Rollout<'_> {
         };
         match outcome {
             Ok(()) => {
-                self.log.line(&format!("Replica {id} is healthy and takes traffic."));
-                Ok(ReplicaRef { id, revision: r.number, addr: replica.addr })
+                self.log
+                    .line(&format!("Replica {id} is healthy and takes traffic."));
+                Ok(ReplicaRef {
+                    id,
+                    revision: r.number,
+                    addr: replica.addr,
+                })
             }
             Err(reason) => {
                 self.group.deregister(&id, std::time::Duration::ZERO).await;
-                let _ = self.runtime.stop(&id, std::time::Duration::from_secs(2)).await;
+                let _ = self
+                    .runtime
+                    .stop(&id, std::time::Duration::from_secs(2))
+                    .await;
                 Err(reason)
             }
         }
@@ -168,7 +294,9 @@ impl Rollout<'_> {
                     have += 1;
                     started.push(replica);
                 }
-                Err(reason) => self.log.line(&format!("Restoring a replica failed: {reason}")),
+                Err(reason) => self
+                    .log
+                    .line(&format!("Restoring a replica failed: {reason}")),
             }
         }
         started
@@ -181,9 +309,19 @@ impl Rollout<'_> {
             replica.revision,
             self.revision.drain()
         ));
-        self.group.deregister(&replica.id, self.revision.drain()).await;
-        if let Err(e) = self.runtime.stop(&replica.id, self.revision.drain().max(std::time::Duration::from_secs(2))).await {
-            self.log.line(&format!("Stopping replica {} failed: {e}", replica.id));
+        self.group
+            .deregister(&replica.id, self.revision.drain())
+            .await;
+        if let Err(e) = self
+            .runtime
+            .stop(
+                &replica.id,
+                self.revision.drain().max(std::time::Duration::from_secs(2)),
+            )
+            .await
+        {
+            self.log
+                .line(&format!("Stopping replica {} failed: {e}", replica.id));
         }
     }
 }

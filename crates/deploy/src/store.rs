@@ -62,16 +62,22 @@ impl DeployStore {
     }
 
     pub(crate) async fn save_project(&self, files: &str, at: i64) -> Result<(), DeployError> {
-        sqlx::query("INSERT OR REPLACE INTO deploy_project (id, files, applied_at) VALUES (1, ?, ?)")
-            .bind(files)
-            .bind(at)
-            .execute(self.store.pool())
-            .await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO deploy_project (id, files, applied_at) VALUES (1, ?, ?)",
+        )
+        .bind(files)
+        .bind(at)
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
     pub(crate) async fn project(&self) -> Result<Option<String>, DeployError> {
-        Ok(sqlx::query_scalar("SELECT files FROM deploy_project WHERE id = 1").fetch_optional(self.store.pool()).await?)
+        Ok(
+            sqlx::query_scalar("SELECT files FROM deploy_project WHERE id = 1")
+                .fetch_optional(self.store.pool())
+                .await?,
+        )
     }
 
     pub(crate) async fn save_revision(&self, r: &Revision) -> Result<(), DeployError> {
@@ -86,7 +92,12 @@ impl DeployStore {
         Ok(())
     }
 
-    pub(crate) async fn revision(&self, env: &str, service: &str, number: u64) -> Result<Option<Revision>, DeployError> {
+    pub(crate) async fn revision(
+        &self,
+        env: &str,
+        service: &str,
+        number: u64,
+    ) -> Result<Option<Revision>, DeployError> {
         let body: Option<String> = sqlx::query_scalar(
             "SELECT body FROM deploy_revisions WHERE environment = ? AND service = ? AND revision = ?",
         )
@@ -95,10 +106,17 @@ impl DeployStore {
         .bind(i64::try_from(number).unwrap_or(i64::MAX))
         .fetch_optional(self.store.pool())
         .await?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| DeployError::Spec(format!("stored revision: {e}")))).transpose()
+        body.map(|b| {
+            serde_json::from_str(&b).map_err(|e| DeployError::Spec(format!("stored revision: {e}")))
+        })
+        .transpose()
     }
 
-    pub(crate) async fn last_revision_number(&self, env: &str, service: &str) -> Result<u64, DeployError> {
+    pub(crate) async fn last_revision_number(
+        &self,
+        env: &str,
+        service: &str,
+    ) -> Result<u64, DeployError> {
         let n: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(revision) FROM deploy_revisions WHERE environment = ? AND service = ?",
         )
@@ -109,7 +127,12 @@ impl DeployStore {
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
-    pub(crate) async fn set_current(&self, env: &str, service: &str, number: u64) -> Result<(), DeployError> {
+    pub(crate) async fn set_current(
+        &self,
+        env: &str,
+        service: &str,
+        number: u64,
+    ) -> Result<(), DeployError> {
         sqlx::query("INSERT OR REPLACE INTO deploy_current (environment, service, revision) VALUES (?, ?, ?)")
             .bind(env)
             .bind(service)
@@ -120,16 +143,27 @@ impl DeployStore {
     }
 
     pub(crate) async fn clear_current(&self, env: &str) -> Result<(), DeployError> {
-        sqlx::query("DELETE FROM deploy_current WHERE environment = ?").bind(env).execute(self.store.pool()).await?;
+        sqlx::query("DELETE FROM deploy_current WHERE environment = ?")
+            .bind(env)
+            .execute(self.store.pool())
+            .await?;
         Ok(())
     }
 
     /// `(environment, service, revision)` of every service that runs something.
     pub(crate) async fn currents(&self) -> Result<Vec<(String, String, u64)>, DeployError> {
-        let rows = sqlx::query("SELECT environment, service, revision FROM deploy_current").fetch_all(self.store.pool()).await?;
+        let rows = sqlx::query("SELECT environment, service, revision FROM deploy_current")
+            .fetch_all(self.store.pool())
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.get(0), r.get(1), u64::try_from(r.get::<i64, _>(2)).unwrap_or(0)))
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    u64::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+                )
+            })
             .collect())
     }
 
@@ -156,14 +190,22 @@ impl DeployStore {
         Ok(id)
     }
 
-    pub(crate) async fn finish_deployment(&self, id: i64, status: &str, message: Option<&str>, at: i64) -> Result<(), DeployError> {
-        sqlx::query("UPDATE deploy_deployments SET status = ?, message = ?, finished_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(message)
-            .bind(at)
-            .bind(id)
-            .execute(self.store.pool())
-            .await?;
+    pub(crate) async fn finish_deployment(
+        &self,
+        id: i64,
+        status: &str,
+        message: Option<&str>,
+        at: i64,
+    ) -> Result<(), DeployError> {
+        sqlx::query(
+            "UPDATE deploy_deployments SET status = ?, message = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(message)
+        .bind(at)
+        .bind(id)
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
@@ -179,7 +221,12 @@ impl DeployStore {
         Ok(done.rows_affected())
     }
 
-    pub(crate) async fn deployments(&self, env: &str, service: &str, limit: i64) -> Result<Vec<DeploymentRecord>, DeployError> {
+    pub(crate) async fn deployments(
+        &self,
+        env: &str,
+        service: &str,
+        limit: i64,
+    ) -> Result<Vec<DeploymentRecord>, DeployError> {
         let rows = sqlx::query(
             "SELECT id, from_revision, to_revision, status, started_at, finished_at, message FROM deploy_deployments
              WHERE environment = ? AND service = ? ORDER BY id DESC LIMIT ?",

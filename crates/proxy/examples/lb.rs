@@ -23,7 +23,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The listener's own worker threads (one per CPU) serve connections;
     // this runtime only accepts and runs health checks.
     let mut config = ListenerConfig::default();
-    if let Some(workers) = std::env::var("GANTRY_LB_WORKERS").ok().and_then(|w| w.parse().ok()) {
+    if let Some(workers) = std::env::var("GANTRY_LB_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
         config.workers = workers;
     }
     let lb = LoadBalancer::start_with(listen, rules, config).await?;
@@ -35,7 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..HealthCheckConfig::default()
         })?;
         group.register(Target::new("backend", backend));
-        group.wait_healthy("backend", Duration::from_secs(10)).await?;
+        group
+            .wait_healthy("backend", Duration::from_secs(10))
+            .await?;
     }
     println!("listening on {}", lb.local_addr());
     tokio::signal::ctrl_c().await?;

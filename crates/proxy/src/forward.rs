@@ -76,7 +76,10 @@ impl Forwarder {
             return fixed(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
         let Some(group) = self.routes.load().route(request.uri().path()).cloned() else {
-            return fixed(StatusCode::NOT_FOUND, "no listener rule matches this path\n");
+            return fixed(
+                StatusCode::NOT_FOUND,
+                "no listener rule matches this path\n",
+            );
         };
         let upgrade = is_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -97,8 +100,8 @@ impl Forwarder {
         };
         // Only a request that is safe to repeat and whose (empty) body can be
         // rebuilt may go to a second target.
-        let retryable = (parts.method == Method::GET || parts.method == Method::HEAD)
-            && body.is_end_stream();
+        let retryable =
+            (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream();
         let outcome = if retryable {
             drop(body);
             let attempt = upstream_request(
@@ -158,7 +161,10 @@ impl Forwarder {
             Ok(answered) => answered,
             Err(Failure::Timeout) => {
                 tracing::warn!(target_group = %group.name(), timeout = ?self.upstream_timeout, "upstream timed out");
-                return fixed(StatusCode::GATEWAY_TIMEOUT, "the target did not answer in time\n");
+                return fixed(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the target did not answer in time\n",
+                );
             }
             Err(Failure::Upstream(error)) => {
                 tracing::warn!(target_group = %group.name(), %error, "upstream request failed");
@@ -383,7 +389,10 @@ mod tests {
             ("accept", "*/*"),
         ]);
         strip_hop_by_hop(&mut map, false);
-        assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+        assert_eq!(
+            map.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["accept"]
+        );
     }
 
     #[test]

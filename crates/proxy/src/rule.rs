@@ -188,7 +188,12 @@ mod tests {
     fn literal_patterns_match_exactly_and_case_sensitively() {
         check(
             "/api",
-            &[("/api", true), ("/API", false), ("/api/", false), ("/ap", false)],
+            &[
+                ("/api", true),
+                ("/API", false),
+                ("/api/", false),
+                ("/ap", false),
+            ],
         );
     }
 
@@ -214,10 +219,7 @@ mod tests {
             ],
         );
         check("*/edit", &[("/doc/1/edit", true), ("/doc/1/view", false)]);
-        check(
-            "/a**b",
-            &[("/ab", true), ("/axxb", true), ("/axxc", false)],
-        );
+        check("/a**b", &[("/ab", true), ("/axxb", true), ("/axxc", false)]);
     }
 
     #[test]

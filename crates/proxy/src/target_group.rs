@@ -163,7 +163,8 @@ impl Endpoint {
             SocketAddr::V4(a) => a.to_string(),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         };
-        let host = HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let host =
+            HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Self {
             id,
             addr,
@@ -248,10 +249,7 @@ impl TargetGroup {
         }
         let endpoint = Arc::new(Endpoint::new(target.id, target.addr));
         let (health, checker) = match &state.health_check {
-            Some(config) => (
-                Health::Initial,
-                Some(self.start_checker(&endpoint, config)),
-            ),
+            Some(config) => (Health::Initial, Some(self.start_checker(&endpoint, config))),
             None => (Health::Healthy, None),
         };
         tracing::info!(
@@ -290,7 +288,11 @@ impl TargetGroup {
     /// then gone from the group. Requests still running at the deadline are
     /// not cut: whoever stops the backend ends them. The drain runs even if
     /// the future is dropped. An unknown id resolves at once.
-    pub fn deregister(&self, id: &str, drain: Duration) -> impl Future<Output = ()> + Send + 'static {
+    pub fn deregister(
+        &self,
+        id: &str,
+        drain: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let removed = {
             let mut state = self.inner.lock();
             let active = state
@@ -450,7 +452,11 @@ impl TargetGroup {
         Some(InFlight::new(entry.endpoint.clone()))
     }
 
-    fn start_checker(&self, endpoint: &Arc<Endpoint>, config: &Arc<HealthCheckConfig>) -> DropGuard {
+    fn start_checker(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        config: &Arc<HealthCheckConfig>,
+    ) -> DropGuard {
         let token = self.inner.checks.child_token();
         let guard = token.clone().drop_guard();
         self.inner.runtime.spawn(run_checker(
@@ -567,7 +573,8 @@ impl GroupInner {
                     return;
                 }
                 entry.failures = entry.failures.saturating_add(1);
-                if entry.health != Health::Unhealthy && entry.failures >= config.unhealthy_threshold {
+                if entry.health != Health::Unhealthy && entry.failures >= config.unhealthy_threshold
+                {
                     self.transition(entry, Health::Unhealthy, Some(reason));
                 }
             }
@@ -576,7 +583,9 @@ impl GroupInner {
 
     fn remove(&self, endpoint: &Arc<Endpoint>) {
         let mut state = self.lock();
-        state.targets.retain(|e| !Arc::ptr_eq(&e.endpoint, endpoint));
+        state
+            .targets
+            .retain(|e| !Arc::ptr_eq(&e.endpoint, endpoint));
         endpoint.removed.send_replace(true);
         self.changes.send_replace(());
         tracing::info!(target_group = %self.name, target = %endpoint.id, "target deregistered");
@@ -641,7 +650,11 @@ mod tests {
 
     fn picks(group: &TargetGroup, n: usize) -> String {
         (0..n)
-            .map(|_| group.pick(None).map_or('-', |g| g.endpoint().id.chars().next().unwrap_or('?')))
+            .map(|_| {
+                group
+                    .pick(None)
+                    .map_or('-', |g| g.endpoint().id.chars().next().unwrap_or('?'))
+            })
             .collect()
     }
 
@@ -662,7 +675,10 @@ mod tests {
         g.register(Target::new("b", addr(2)).with_weight(0));
         assert_eq!(picks(&g, 3), "aaa");
         let drained = g.deregister("a", Duration::from_secs(10));
-        assert!(g.pick(None).is_none(), "only a draining and a weight-0 target are left");
+        assert!(
+            g.pick(None).is_none(),
+            "only a draining and a weight-0 target are left"
+        );
         drained.await;
         assert_eq!(g.targets().len(), 1);
     }

@@ -70,7 +70,10 @@ async fn deregister_resolves_at_the_drain_timeout_without_cutting_the_request() 
     let started = Instant::now();
     group.deregister("old", Duration::from_millis(200)).await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(1200), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_millis(1200),
+        "{waited:?}"
+    );
     assert!(group.targets().is_empty());
     // Nothing is left to take new requests.
     assert_eq!(
@@ -90,7 +93,10 @@ async fn no_request_fails_while_targets_are_replaced_under_load() {
     group.set_health_check(fast_health_check()).unwrap();
     let mut current = Backend::start("v0").await;
     group.register(Target::new("v0", current.addr));
-    group.wait_healthy("v0", Duration::from_secs(10)).await.unwrap();
+    group
+        .wait_healthy("v0", Duration::from_secs(10))
+        .await
+        .unwrap();
 
     let addr = lb.local_addr();
     let done = Arc::new(AtomicBool::new(false));
@@ -103,7 +109,11 @@ async fn no_request_fails_while_targets_are_replaced_under_load() {
             // Bounded both ways: stops when the replacements are done, and
             // after 20,000 requests whatever happens.
             while !done.load(SeqCst) && answers.len() < 20_000 {
-                let path = if answers.len() % 10 == 0 { "/slow/20" } else { "/" };
+                let path = if answers.len() % 10 == 0 {
+                    "/slow/20"
+                } else {
+                    "/"
+                };
                 let answer = get(&client, addr, path).await;
                 answers.push((answer.status, answer.backend().to_owned()));
             }
@@ -115,7 +125,10 @@ async fn no_request_fails_while_targets_are_replaced_under_load() {
         let id = format!("v{version}");
         let next = Backend::start(&id).await;
         group.register(Target::new(&id, next.addr));
-        group.wait_healthy(&id, Duration::from_secs(10)).await.unwrap();
+        group
+            .wait_healthy(&id, Duration::from_secs(10))
+            .await
+            .unwrap();
         let old_id = current.name.clone();
         group.deregister(&old_id, Duration::from_secs(10)).await;
         // Killed after the drain, like a stopped container: any request the
@@ -129,7 +142,11 @@ async fn no_request_fails_while_targets_are_replaced_under_load() {
     let mut served_by = std::collections::BTreeSet::new();
     for client in clients {
         for (status, backend) in client.await.unwrap() {
-            assert_eq!(status, StatusCode::OK, "a request failed during replacement");
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "a request failed during replacement"
+            );
             served_by.insert(backend);
             total += 1;
         }

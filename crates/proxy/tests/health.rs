@@ -88,8 +88,14 @@ async fn an_unhealthy_target_gets_no_traffic_while_a_healthy_one_exists() {
     group.set_health_check(fast_health_check()).unwrap();
     group.register(Target::new("a", a.addr));
     group.register(Target::new("b", b.addr));
-    group.wait_healthy("a", Duration::from_secs(10)).await.unwrap();
-    group.wait_healthy("b", Duration::from_secs(10)).await.unwrap();
+    group
+        .wait_healthy("a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    group
+        .wait_healthy("b", Duration::from_secs(10))
+        .await
+        .unwrap();
 
     let mut events = group.subscribe();
     b.set_healthy(false);
@@ -115,7 +121,10 @@ async fn initial_targets_get_no_traffic_while_a_healthy_one_exists() {
     let group = lb.target_group("web");
     group.set_health_check(fast_health_check()).unwrap();
     group.register(Target::new("old", old.addr));
-    group.wait_healthy("old", Duration::from_secs(10)).await.unwrap();
+    group
+        .wait_healthy("old", Duration::from_secs(10))
+        .await
+        .unwrap();
     group.register(Target::new("new", new.addr));
     let client = client();
     for _ in 0..20 {
@@ -136,11 +145,17 @@ async fn with_no_healthy_target_the_group_fails_open() {
     group.set_health_check(fast_health_check()).unwrap();
     group.register(Target::new("a", backend.addr));
     // Initial: better to try it than to answer 503.
-    assert_eq!(get(&client(), lb.local_addr(), "/").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&client(), lb.local_addr(), "/").await.status,
+        StatusCode::OK
+    );
     let _ = group.wait_healthy("a", Duration::from_secs(10)).await;
     assert_eq!(group.targets()[0].health, Health::Unhealthy);
     // Unhealthy and alone: still tried, as ALB does.
-    assert_eq!(get(&client(), lb.local_addr(), "/").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&client(), lb.local_addr(), "/").await.status,
+        StatusCode::OK
+    );
     lb.shutdown().await;
 }
 
@@ -159,7 +174,11 @@ async fn wait_healthy_fails_fast_when_the_target_turns_unhealthy() {
         .unwrap_err();
     assert_eq!(error.code(), "target_unhealthy");
     assert!(error.to_string().contains("status 503"), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     lb.shutdown().await;
 }
 
@@ -194,7 +213,10 @@ async fn failures_within_the_grace_period_do_not_count() {
     group.register(Target::new("slow", slow.addr));
     tokio::time::sleep(Duration::from_millis(300)).await;
     slow.set_healthy(true);
-    group.wait_healthy("slow", Duration::from_secs(10)).await.unwrap();
+    group
+        .wait_healthy("slow", Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(
         next_event(&mut events).await,
         ("slow".to_owned(), Health::Initial, Health::Healthy)
@@ -244,6 +266,9 @@ async fn invalid_health_checks_are_refused_with_every_problem() {
         .unwrap_err();
     assert_eq!(error.code(), "invalid_health_check");
     let text = error.to_string();
-    assert!(text.contains("must start with '/'") && text.contains("interval"), "{text}");
+    assert!(
+        text.contains("must start with '/'") && text.contains("interval"),
+        "{text}"
+    );
     lb.shutdown().await;
 }

@@ -31,7 +31,8 @@ async fn rules_are_tried_by_ascending_priority_with_star_and_question_mark() {
     let mut backends = Vec::new();
     for name in ["api", "admin", "img", "exact"] {
         let backend = Backend::start(name).await;
-        lb.target_group(name).register(Target::new(name, backend.addr));
+        lb.target_group(name)
+            .register(Target::new(name, backend.addr));
         backends.push(backend);
     }
     let client = client();
@@ -63,9 +64,13 @@ async fn unmatched_paths_get_the_default_404_until_a_catch_all_rule_exists() {
         .await
         .unwrap();
     let web = Backend::start("web").await;
-    lb.target_group("web").register(Target::new("web", web.addr));
+    lb.target_group("web")
+        .register(Target::new("web", web.addr));
     let client = client();
-    assert_eq!(get(&client, lb.local_addr(), "/").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&client, lb.local_addr(), "/").await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // Swapped atomically: the very next request sees the new rules.
     lb.set_rules(vec![
@@ -124,7 +129,8 @@ async fn forwarded_headers_are_appended_host_kept_and_hop_by_hop_headers_removed
         .await
         .unwrap();
     let web = Backend::start("web").await;
-    lb.target_group("web").register(Target::new("web", web.addr));
+    lb.target_group("web")
+        .register(Target::new("web", web.addr));
     let request = Request::get(format!("http://{}/headers", lb.local_addr()))
         .header("host", "app.example")
         .header("x-forwarded-for", "203.0.113.7")
@@ -175,7 +181,10 @@ async fn websocket_upgrade_echoes_through_the_proxy() {
         .unwrap();
     let head = read_head(&mut socket).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
 
     for message in ["hello", "through the load balancer", "bye"] {
         socket.write_all(message.as_bytes()).await.unwrap();
@@ -214,7 +223,8 @@ async fn a_slow_target_gets_504_at_the_upstream_timeout() {
         .await
         .unwrap();
     let web = Backend::start("web").await;
-    lb.target_group("web").register(Target::new("web", web.addr));
+    lb.target_group("web")
+        .register(Target::new("web", web.addr));
     let started = Instant::now();
     let answer = get(&client(), lb.local_addr(), "/slow/5000").await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
@@ -250,7 +260,10 @@ async fn a_failing_only_target_gives_502_and_a_body_is_never_replayed() {
     let group = lb.target_group("web");
     group.register(Target::new("dead", dead_addr().await));
     let client = client();
-    assert_eq!(get(&client, lb.local_addr(), "/").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        get(&client, lb.local_addr(), "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
 
     let live = Backend::start("live").await;
     group.register(Target::new("live", live.addr));

@@ -45,11 +45,15 @@ async fn peak_growth<F: std::future::Future<Output = ()>>(work: F) -> u64 {
 }
 
 async fn proxy() -> (LoadBalancer, Backend, SocketAddr) {
-    let lb = LoadBalancer::start(SocketAddr::from(([127, 0, 0, 1], 0)), vec![Rule::new(1, "*", "web")])
-        .await
-        .unwrap();
+    let lb = LoadBalancer::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec![Rule::new(1, "*", "web")],
+    )
+    .await
+    .unwrap();
     let backend = Backend::start("web").await;
-    lb.target_group("web").register(Target::new("web", backend.addr));
+    lb.target_group("web")
+        .register(Target::new("web", backend.addr));
     let addr = lb.local_addr();
     (lb, backend, addr)
 }
@@ -65,7 +69,10 @@ async fn a_1_gib_download_and_upload_stream_with_bounded_memory() {
             .unwrap();
         let response = client.request(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-length"], GIB.to_string().as_str());
+        assert_eq!(
+            response.headers()["content-length"],
+            GIB.to_string().as_str()
+        );
         let mut body = response.into_body();
         let mut received: u64 = 0;
         while let Some(frame) = body.frame().await {

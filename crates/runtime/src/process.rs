@@ -489,7 +489,8 @@ impl Inner {
                 .mode(0o600)
                 .open(&temp)
                 .map_err(RuntimeError::state("writing", &temp))?;
-            file.write_all(&bytes).map_err(RuntimeError::state("writing", &temp))?;
+            file.write_all(&bytes)
+                .map_err(RuntimeError::state("writing", &temp))?;
         }
         std::fs::rename(&temp, &path).map_err(RuntimeError::state("renaming to", &path))
     }

@@ -56,14 +56,19 @@ impl IntoResponse for ApiError {
             }
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::Param(e) => match e.code() {
-                "param.not_found" | "param.version_not_found" | "param.label_not_found" | "param.unresolved" => {
-                    StatusCode::NOT_FOUND
-                }
+                "param.not_found"
+                | "param.version_not_found"
+                | "param.label_not_found"
+                | "param.unresolved" => StatusCode::NOT_FOUND,
                 "param.already_exists" | "param.history_full_with_label" => StatusCode::CONFLICT,
-                "param.wrong_master_key" | "param.decrypt_failed" | "param.encrypt_failed" | "param.randomness"
-                | "param.corrupt" | "param.database" | "param.key_file" | "param.master_key_invalid" => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                "param.wrong_master_key"
+                | "param.decrypt_failed"
+                | "param.encrypt_failed"
+                | "param.randomness"
+                | "param.corrupt"
+                | "param.database"
+                | "param.key_file"
+                | "param.master_key_invalid" => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },
             ControlError::NothingWaiting(_) | ControlError::Engine(_) => StatusCode::CONFLICT,
@@ -149,16 +154,26 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
 }
 
 async fn status(State(plane): State<ControlPlane>, Path(id): Path<String>) -> ApiResult {
-    let (execution, loaded) = plane.execution(&id).await.ok_or_else(|| ControlError::NotFound(id.clone()))?;
+    let (execution, loaded) = plane
+        .execution(&id)
+        .await
+        .ok_or_else(|| ControlError::NotFound(id.clone()))?;
     let mut value = execution_json(&execution, loaded.as_deref());
     // Details of each action's latest attempt: parameter versions, test reports.
-    let details = plane.store().action_details(&id).await.map_err(ControlError::from)?;
+    let details = plane
+        .store()
+        .action_details(&id)
+        .await
+        .map_err(ControlError::from)?;
     for stage in value["stages"].as_array_mut().into_iter().flatten() {
         let stage_name = stage["name"].as_str().unwrap_or_default().to_string();
         for action in stage["actions"].as_array_mut().into_iter().flatten() {
             let attempt = action["attempt"].as_i64().unwrap_or(0);
             let name = action["name"].as_str().unwrap_or_default().to_string();
-            for d in details.iter().filter(|d| d.stage == stage_name && d.action == name && d.attempt == attempt) {
+            for d in details
+                .iter()
+                .filter(|d| d.stage == stage_name && d.action == name && d.attempt == attempt)
+            {
                 if let Ok(body) = serde_json::from_str::<Value>(&d.body) {
                     action[d.kind.as_str()] = body;
                 }

@@ -20,8 +20,14 @@ pub(crate) fn routes() -> Router<ControlPlane> {
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(status))
         .route("/api/v1/environments/{env}/down", post(down))
-        .route("/api/v1/environments/{env}/services/{service}/deploy", post(deploy))
-        .route("/api/v1/environments/{env}/services/{service}/rollback", post(rollback))
+        .route(
+            "/api/v1/environments/{env}/services/{service}/deploy",
+            post(deploy),
+        )
+        .route(
+            "/api/v1/environments/{env}/services/{service}/rollback",
+            post(rollback),
+        )
         .route("/api/v1/shutdown", post(shutdown))
 }
 
@@ -37,7 +43,9 @@ struct ApplyRequest {
 async fn apply(State(plane): State<ControlPlane>, Json(req): Json<ApplyRequest>) -> ApiResult {
     let text = match req.text {
         Some(text) => text,
-        None => tokio::fs::read_to_string(&req.file).await.map_err(|e| ControlError::io(&req.file, e))?,
+        None => tokio::fs::read_to_string(&req.file)
+            .await
+            .map_err(|e| ControlError::io(&req.file, e))?,
     };
     let summary = plane.apply_file(&req.file, &text).await?;
     Ok(Json(json!({"applied": summary})))
@@ -48,7 +56,13 @@ async fn environments(State(plane): State<ControlPlane>) -> ApiResult {
 }
 
 async fn status(State(plane): State<ControlPlane>, Path(env): Path<String>) -> ApiResult {
-    Ok(Json(plane.deployer().status(&env).await.map_err(ControlError::from)?))
+    Ok(Json(
+        plane
+            .deployer()
+            .status(&env)
+            .await
+            .map_err(ControlError::from)?,
+    ))
 }
 
 /// Collects a deployment's log for the response.
@@ -81,7 +95,10 @@ async fn deploy(
     Json(req): Json<DeployRequest>,
 ) -> ApiResult {
     let log = Collected::default();
-    let result = plane.deployer().deploy(&env, &service, &req.image, "gantry deploy", &log).await;
+    let result = plane
+        .deployer()
+        .deploy(&env, &service, &req.image, "gantry deploy", &log)
+        .await;
     respond(result, &log)
 }
 
@@ -97,14 +114,22 @@ async fn rollback(
     Json(req): Json<RollbackRequest>,
 ) -> ApiResult {
     let log = Collected::default();
-    let result = plane.deployer().rollback(&env, &service, req.to, &log).await;
+    let result = plane
+        .deployer()
+        .rollback(&env, &service, req.to, &log)
+        .await;
     respond(result, &log)
 }
 
 /// A deployment's answer: its outcome and log, or its error and log.
-fn respond(result: Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployError>, log: &Collected) -> ApiResult {
+fn respond(
+    result: Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployError>,
+    log: &Collected,
+) -> ApiResult {
     match result {
-        Ok(outcome) => Ok(Json(json!({"status": "Succeeded", "outcome": outcome, "log": log.lines()}))),
+        Ok(outcome) => Ok(Json(
+            json!({"status": "Succeeded", "outcome": outcome, "log": log.lines()}),
+        )),
         Err(error) => {
             let known = matches!(
                 error,
@@ -123,8 +148,14 @@ fn respond(result: Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployErr
 }
 
 async fn down(State(plane): State<ControlPlane>, Path(env): Path<String>) -> ApiResult {
-    let stopped = plane.deployer().down(&env).await.map_err(ControlError::from)?;
-    Ok(Json(json!({"environment": env, "stopped_replicas": stopped})))
+    let stopped = plane
+        .deployer()
+        .down(&env)
+        .await
+        .map_err(ControlError::from)?;
+    Ok(Json(
+        json!({"environment": env, "stopped_replicas": stopped}),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -134,11 +165,18 @@ struct ShutdownRequest {
     stop_services: bool,
 }
 
-async fn shutdown(State(plane): State<ControlPlane>, Json(req): Json<ShutdownRequest>) -> ApiResult {
+async fn shutdown(
+    State(plane): State<ControlPlane>,
+    Json(req): Json<ShutdownRequest>,
+) -> ApiResult {
     let mut stopped = 0;
     if req.stop_services {
         for env in plane.deployer().environments().await {
-            stopped += plane.deployer().down(&env).await.map_err(ControlError::from)?;
+            stopped += plane
+                .deployer()
+                .down(&env)
+                .await
+                .map_err(ControlError::from)?;
         }
     }
     plane.request_shutdown();

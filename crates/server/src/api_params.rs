@@ -5,7 +5,9 @@
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gantry_params::{ParamName, ParamPath, ParamType, ParamValue, Parameter, PutParameter, Selector};
+use gantry_params::{
+    ParamName, ParamPath, ParamType, ParamValue, Parameter, PutParameter, Selector,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -87,7 +89,11 @@ struct GetQuery {
 
 async fn get_one(State(plane): State<ControlPlane>, Query(q): Query<GetQuery>) -> ApiResult {
     let selector = Selector::parse(&q.name).map_err(bad)?;
-    let p = plane.params().get(&selector, q.decrypt).await.map_err(bad)?;
+    let p = plane
+        .params()
+        .get(&selector, q.decrypt)
+        .await
+        .map_err(bad)?;
     Ok(Json(param_json(&p)))
 }
 
@@ -106,14 +112,24 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
         Some(p) if p != "/" => ParamPath::parse(p).map_err(bad)?,
         _ => ParamPath::root(),
     };
-    let params = plane.params().list(&path, q.recursive, q.decrypt).await.map_err(bad)?;
+    let params = plane
+        .params()
+        .list(&path, q.recursive, q.decrypt)
+        .await
+        .map_err(bad)?;
     Ok(Json(Value::Array(params.iter().map(param_json).collect())))
 }
 
 async fn history(State(plane): State<ControlPlane>, Query(q): Query<GetQuery>) -> ApiResult {
     let name = ParamName::parse(&q.name).map_err(bad)?;
-    let versions = plane.params().history(&name, q.decrypt).await.map_err(bad)?;
-    Ok(Json(Value::Array(versions.iter().map(param_json).collect())))
+    let versions = plane
+        .params()
+        .history(&name, q.decrypt)
+        .await
+        .map_err(bad)?;
+    Ok(Json(Value::Array(
+        versions.iter().map(param_json).collect(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -126,9 +142,19 @@ struct LabelRequest {
 
 async fn label(State(plane): State<ControlPlane>, Json(req): Json<LabelRequest>) -> ApiResult {
     let name = ParamName::parse(&req.name).map_err(bad)?;
-    let outcome = plane.params().label(&name, req.version, &req.labels).await.map_err(bad)?;
-    let invalid: Vec<String> = outcome.invalid_labels.iter().map(ToString::to_string).collect();
-    Ok(Json(json!({"name": name.to_string(), "version": outcome.version, "invalid_labels": invalid})))
+    let outcome = plane
+        .params()
+        .label(&name, req.version, &req.labels)
+        .await
+        .map_err(bad)?;
+    let invalid: Vec<String> = outcome
+        .invalid_labels
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok(Json(
+        json!({"name": name.to_string(), "version": outcome.version, "invalid_labels": invalid}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -151,7 +177,12 @@ struct RotateRequest {
     new_key: Option<String>,
 }
 
-async fn rotate_key(State(plane): State<ControlPlane>, Json(req): Json<RotateRequest>) -> ApiResult {
+async fn rotate_key(
+    State(plane): State<ControlPlane>,
+    Json(req): Json<RotateRequest>,
+) -> ApiResult {
     let rotated = plane.rotate_master_key(req.new_key.as_deref()).await?;
-    Ok(Json(json!({"rotated_versions": rotated.0, "key_id": rotated.1})))
+    Ok(Json(
+        json!({"rotated_versions": rotated.0, "key_id": rotated.1}),
+    ))
 }

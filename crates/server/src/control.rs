@@ -33,8 +33,8 @@ use crate::definition::{Definition, Loaded, plan};
 use crate::error::ControlError;
 use crate::logs::LogWriter;
 use crate::parameters::KeySource;
-use gantry_params::ParamStore;
 use crate::resolve::resolve_action;
+use gantry_params::ParamStore;
 
 /// Default timeout of every action type but approvals (CodePipeline's 1 h).
 const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -158,7 +158,9 @@ impl ControlPlane {
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
         let runtimes = crate::runtimes::open(&data_dir, &images).await;
-        let deployer = gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes).await?;
+        let deployer =
+            gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes)
+                .await?;
         let plane = ControlPlane {
             inner: Arc::new(Inner {
                 shutdown: tokio::sync::Notify::new(),
@@ -255,15 +257,21 @@ impl ControlPlane {
     /// it includes) with the deployer. A file without any is left alone.
     pub async fn apply_file(&self, file: &Path, text: &str) -> Result<Vec<String>, ControlError> {
         let name = file.display().to_string();
-        let document = gantry_spec::parse_document(&name, text).map_err(ControlError::InvalidPipeline)?;
-        if document.environments.is_empty() && document.services.is_empty() && document.includes.is_empty() {
+        let document =
+            gantry_spec::parse_document(&name, text).map_err(ControlError::InvalidPipeline)?;
+        if document.environments.is_empty()
+            && document.services.is_empty()
+            && document.includes.is_empty()
+        {
             return Ok(Vec::new());
         }
         let base = file.parent().unwrap_or(Path::new("."));
         let mut files = vec![(name, text.to_string())];
         for include in &document.includes {
             let path = base.join(&include.value);
-            let text = tokio::fs::read_to_string(&path).await.map_err(|e| ControlError::io(&path, e))?;
+            let text = tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| ControlError::io(&path, e))?;
             files.push((path.display().to_string(), text));
         }
         Ok(self.inner.deployer.apply(files).await?)
@@ -291,7 +299,10 @@ impl ControlPlane {
     /// database holds only the new key's ciphertexts; with
     /// `GANTRY_MASTER_KEY`, the caller must name the new key (and then set
     /// the variable to it). Returns the re-encrypted count and the new key id.
-    pub async fn rotate_master_key(&self, new_key: Option<&str>) -> Result<(usize, String), ControlError> {
+    pub async fn rotate_master_key(
+        &self,
+        new_key: Option<&str>,
+    ) -> Result<(usize, String), ControlError> {
         let key = match (new_key, self.inner.key_source) {
             (Some(hex), _) => gantry_params::MasterKey::from_hex(hex)?,
             (None, KeySource::File) => gantry_params::MasterKey::generate()?,
@@ -502,7 +513,7 @@ impl ControlPlane {
             spec.name.as_str(),
             attempt,
         );
-        let resolved = resolve_action(spec, |r| lookup(r, &loaded, &execution));
+        let resolved = resolve_action(spec, |r| lookup(r, &loaded, &execution, self.registry()));
         let event = match resolved {
             Ok(resolved) => {
                 if let ActionKind::Approval {
@@ -695,8 +706,8 @@ impl ControlPlane {
         log: &crate::logs::ActionLog,
         cancel: CancellationToken,
     ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ActionError> {
-        let resolved =
-            resolve_action(spec, |r| lookup(r, loaded, execution)).map_err(ActionError)?;
+        let resolved = resolve_action(spec, |r| lookup(r, loaded, execution, self.registry()))
+            .map_err(ActionError)?;
         let mut inputs = Vec::new();
         for name in &resolved.inputs {
             let artifact = find_artifact(execution, name.as_str()).ok_or_else(|| {
@@ -997,7 +1008,12 @@ impl ControlPlane {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -1045,12 +1061,18 @@ fn changed_rows(state: &mut State, pipeline: &str, event_id: &str) -> Vec<Execut
 }
 
 /// The value of a `#{namespace.NAME}` reference for an execution.
-fn lookup(r: &VarRef, loaded: &Loaded, execution: &Execution) -> Option<String> {
+fn lookup(
+    r: &VarRef,
+    loaded: &Loaded,
+    execution: &Execution,
+    registry: Option<&str>,
+) -> Option<String> {
     match r.namespace.as_str() {
         "variables" => loaded.definition.variables.get(&r.name).cloned(),
         "gantry" | "codepipeline" => match r.name.as_str() {
             "ExecutionId" | "PipelineExecutionId" => Some(execution.id.clone()),
             "PipelineName" => Some(execution.pipeline.clone()),
+            "Registry" => registry.map(str::to_string),
             _ => None,
         },
         namespace => {
@@ -1119,5 +1141,5 @@ fn sanitize(name: &str) -> String {
 
 /// Resolves a `#{...}` template against an execution (for the API).
 pub fn resolve_in(text: &str, loaded: &Loaded, execution: &Execution) -> Result<String, String> {
-    resolve(text, |r| lookup(r, loaded, execution)).map_err(|e| e.to_string())
+    resolve(text, |r| lookup(r, loaded, execution, None)).map_err(|e| e.to_string())
 }

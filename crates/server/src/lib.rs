@@ -21,8 +21,8 @@ pub mod error;
 pub mod logs;
 pub mod orphans;
 pub mod parameters;
-mod runtimes;
 mod resolve;
+mod runtimes;
 pub mod server_info;
 pub mod view;
 
@@ -50,7 +50,11 @@ impl RunningServer {
     /// Takes the data dir, opens the control plane (replaying and recovering),
     /// serves the API on `listen` and the embedded OCI registry on
     /// `registry_listen`, and publishes `server.json`.
-    pub async fn start(data_dir: &Path, listen: SocketAddr, registry_listen: SocketAddr) -> Result<RunningServer, ControlError> {
+    pub async fn start(
+        data_dir: &Path,
+        listen: SocketAddr,
+        registry_listen: SocketAddr,
+    ) -> Result<RunningServer, ControlError> {
         let mut lock = DataDirLock::acquire(data_dir)?;
         let plane = ControlPlane::open(data_dir).await?;
         let bind = |addr: SocketAddr| async move {
@@ -60,29 +64,53 @@ impl RunningServer {
         };
         let api_listener = bind(listen).await?;
         let registry_listener = bind(registry_listen).await?;
-        let api_addr = api_listener.local_addr().map_err(|e| ControlError::Internal(e.to_string()))?;
-        let registry_addr = registry_listener.local_addr().map_err(|e| ControlError::Internal(e.to_string()))?;
-        let registry = gantry_registry::Registry::open(plane.store(), plane.artifacts().clone(), plane.data_dir())
-            .await
-            .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let registry_addr = registry_listener
+            .local_addr()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let registry = gantry_registry::Registry::open(
+            plane.store(),
+            plane.artifacts().clone(),
+            plane.data_dir(),
+        )
+        .await
+        .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
         plane.set_registry(registry_addr.to_string());
         let api = format!("http://{api_addr}");
-        lock.publish(&ServerInfo { pid: std::process::id(), api: api.clone(), registry: Some(registry_addr.to_string()) })?;
+        lock.publish(&ServerInfo {
+            pid: std::process::id(),
+            api: api.clone(),
+            registry: Some(registry_addr.to_string()),
+        })?;
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         for (listener, app, what) in [
             (api_listener, api::router(plane.clone()), "API"),
-            (registry_listener, gantry_registry::router(registry), "registry"),
+            (
+                registry_listener,
+                gantry_registry::router(registry),
+                "registry",
+            ),
         ] {
             let token = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await });
                 if let Err(error) = serve.await {
                     tracing::error!(%error, what, "A server stopped.");
                 }
             }));
         }
-        Ok(RunningServer { plane, api, registry: registry_addr.to_string(), shutdown, tasks, _lock: lock })
+        Ok(RunningServer {
+            plane,
+            api,
+            registry: registry_addr.to_string(),
+            shutdown,
+            tasks,
+            _lock: lock,
+        })
     }
 
     /// Stops serving and cancels running actions. Replicas keep running:

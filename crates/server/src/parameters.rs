@@ -33,7 +33,10 @@ pub enum KeySource {
 /// Opens the parameter store of a data dir and checks that the master key
 /// opens what is stored: a wrong key stops the server with a clear error
 /// instead of failing later, one secret at a time.
-pub async fn open(store: &gantry_store::Store, data_dir: &Path) -> Result<(Arc<ParamStore>, KeySource), ControlError> {
+pub async fn open(
+    store: &gantry_store::Store,
+    data_dir: &Path,
+) -> Result<(Arc<ParamStore>, KeySource), ControlError> {
     let source = match std::env::var(MASTER_KEY_ENV) {
         Ok(v) if !v.trim().is_empty() => KeySource::Environment,
         _ => KeySource::File,
@@ -77,7 +80,10 @@ async fn fetch(
     if refs.is_empty() {
         return Ok(());
     }
-    let resolved = params.resolve(&refs).await.map_err(|e| describe(&e, source))?;
+    let resolved = params
+        .resolve(&refs)
+        .await
+        .map_err(|e| describe(&e, source))?;
     for r in resolved {
         out.push((source.to_string(), r));
     }
@@ -86,7 +92,11 @@ async fn fetch(
 
 fn describe(error: &ParamError, source: &str) -> String {
     match error {
-        ParamError::Unresolved { var, selector, source: cause } => {
+        ParamError::Unresolved {
+            var,
+            selector,
+            source: cause,
+        } => {
             format!("parameter {selector} (for variable {var} in {source}) cannot be read: {cause}")
         }
         other => format!("{source}: {other}"),
@@ -97,7 +107,10 @@ fn describe(error: &ParamError, source: &str) -> String {
 /// into secret variables for the runner. `secrets-manager` references are
 /// `name[:json-key[:version-stage[:version-id]]]`: the parameter's value is
 /// JSON when a key is given; stage and id are not modelled and are refused.
-pub async fn resolve_buildspec(params: &ParamStore, buildspec: &Buildspec) -> Result<Resolved, String> {
+pub async fn resolve_buildspec(
+    params: &ParamStore,
+    buildspec: &Buildspec,
+) -> Result<Resolved, String> {
     let mut out = Resolved::default();
     let mut fetched = Vec::new();
     let ps = "buildspec env.parameter-store";
@@ -134,7 +147,9 @@ pub async fn resolve_buildspec(params: &ParamStore, buildspec: &Buildspec) -> Re
                 .map_err(|_| format!("{sm}: {} is not JSON, so it has no key {key}", r.name))?;
             value = match &json[key] {
                 serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Null => return Err(format!("{sm}: {} has no key {key}", r.name)),
+                serde_json::Value::Null => {
+                    return Err(format!("{sm}: {} has no key {key}", r.name));
+                }
                 other => other.to_string(),
             };
         }
@@ -155,7 +170,10 @@ const CLOSE: &str = "}}";
 
 /// Replaces `{{param:SELECTOR}}` in action env values. Values that took a
 /// SecureString are returned in `secrets` (and masked); the others in `env`.
-pub async fn resolve_env(params: &ParamStore, env: &BTreeMap<String, String>) -> Result<Resolved, String> {
+pub async fn resolve_env(
+    params: &ParamStore,
+    env: &BTreeMap<String, String>,
+) -> Result<Resolved, String> {
     let mut out = Resolved::default();
     for (var, value) in env {
         if !value.contains(OPEN) {
@@ -168,7 +186,9 @@ pub async fn resolve_env(params: &ParamStore, env: &BTreeMap<String, String>) ->
         while let Some(start) = rest.find(OPEN) {
             result.push_str(&rest[..start]);
             let after = &rest[start + OPEN.len()..];
-            let end = after.find(CLOSE).ok_or_else(|| format!("env {var}: unterminated {OPEN}"))?;
+            let end = after
+                .find(CLOSE)
+                .ok_or_else(|| format!("env {var}: unterminated {OPEN}"))?;
             let sel = selector(after[..end].trim(), var, "env")?;
             let resolved = params
                 .resolve(&[(var.as_str(), sel)])

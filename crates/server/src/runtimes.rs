@@ -10,14 +10,20 @@ pub(crate) async fn open(data_dir: &Path, images: &gantry_images::RegistryClient
     let mut runtimes = Runtimes::new();
     match gantry_runtime::ProcessRuntime::new(data_dir, images.clone()).await {
         Ok(process) => {
-            runtimes.insert("process", Arc::new(process) as Arc<dyn gantry_runtime::Runtime>);
+            runtimes.insert(
+                "process",
+                Arc::new(process) as Arc<dyn gantry_runtime::Runtime>,
+            );
         }
         Err(error) => tracing::error!(%error, "The process runtime is not available."),
     }
     let options = gantry_runtime::DockerOptions::new(data_dir.display().to_string());
     match gantry_runtime::DockerRuntime::new(options).await {
         Ok(docker) => {
-            runtimes.insert("docker", Arc::new(docker) as Arc<dyn gantry_runtime::Runtime>);
+            runtimes.insert(
+                "docker",
+                Arc::new(docker) as Arc<dyn gantry_runtime::Runtime>,
+            );
         }
         Err(error) => tracing::info!(%error, "The docker runtime is not available."),
     }

@@ -16,7 +16,10 @@ use serde_json::Value;
 
 fn busybox() -> PathBuf {
     let path = PathBuf::from("/bin/busybox");
-    assert!(path.exists(), "these tests need Debian's busybox-static: apt-get install busybox-static");
+    assert!(
+        path.exists(),
+        "these tests need Debian's busybox-static: apt-get install busybox-static"
+    );
     path
 }
 
@@ -33,8 +36,17 @@ async fn push_image(registry: &str, tag: &str, body: &str, healthy: bool, crash:
     }
     let mut spec = ImageSpec::new(&site);
     spec.workdir = Some("/app".into());
-    let script = if crash { "exit 3" } else { "exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www" };
-    spec.entrypoint = Some(vec!["/app/busybox".into(), "sh".into(), "-c".into(), script.into()]);
+    let script = if crash {
+        "exit 3"
+    } else {
+        "exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www"
+    };
+    spec.entrypoint = Some(vec![
+        "/app/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+    ]);
     let target = Reference::parse(&format!("{registry}/test/web:{tag}")).unwrap();
     let client = RegistryClient::new(Default::default()).unwrap();
     let result = build_image(&spec, &target, &client).await.unwrap();
@@ -42,7 +54,11 @@ async fn push_image(registry: &str, tag: &str, body: &str, healthy: bool, crash:
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn project(port: u16, extra: &str) -> String {
@@ -82,20 +98,41 @@ impl Env {
         let server = start(&data).await;
         let file = dir.path().join("env.yaml");
         std::fs::write(&file, project(port, extra)).unwrap();
-        server.plane.apply_file(&file, &std::fs::read_to_string(&file).unwrap()).await.unwrap();
-        Env { _dir: dir, data, server: Some(server), port }
+        server
+            .plane
+            .apply_file(&file, &std::fs::read_to_string(&file).unwrap())
+            .await
+            .unwrap();
+        Env {
+            _dir: dir,
+            data,
+            server: Some(server),
+            port,
+        }
     }
 
     fn server(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }
 
-    async fn deploy(&self, image: &str) -> Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployError> {
-        self.server().plane.deployer().deploy("staging", "web", image, "test", &Quiet).await
+    async fn deploy(
+        &self,
+        image: &str,
+    ) -> Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployError> {
+        self.server()
+            .plane
+            .deployer()
+            .deploy("staging", "web", image, "test", &Quiet)
+            .await
     }
 
     async fn status(&self) -> Value {
-        self.server().plane.deployer().status("staging").await.unwrap()
+        self.server()
+            .plane
+            .deployer()
+            .status("staging")
+            .await
+            .unwrap()
     }
 
     async fn get(&self) -> Result<String, String> {
@@ -112,7 +149,10 @@ impl Drop for Env {
             if String::from_utf8_lossy(&environ).contains(&marker)
                 && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
             {
-                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
             }
         }
     }
@@ -133,7 +173,9 @@ impl gantry_deploy::DeployLog for Quiet {
 
 async fn get(port: u16) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .await
@@ -144,7 +186,11 @@ async fn get(port: u16) -> Result<String, String> {
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
     if response.starts_with("HTTP/1.1 200") {
-        Ok(response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+        Ok(response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string())
     } else {
         Err(response.lines().next().unwrap_or_default().to_string())
     }
@@ -182,13 +228,22 @@ impl Load {
             }
             errors
         });
-        Load { stop, ok, failed, task }
+        Load {
+            stop,
+            ok,
+            failed,
+            task,
+        }
     }
 
     async fn finish(self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let errors = self.task.await.unwrap();
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed), errors)
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
     }
 }
 
@@ -207,13 +262,22 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     assert_eq!(outcome.revision, 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, failed, errors) = load.finish().await;
-    assert_eq!(failed, 0, "requests failed during a rolling deploy: {errors:?}");
+    assert_eq!(
+        failed, 0,
+        "requests failed during a rolling deploy: {errors:?}"
+    );
     assert!(ok > 20, "the load ran ({ok} requests)");
     assert_eq!(env.get().await.unwrap(), "two");
     let status = env.status().await;
     assert_eq!(status["services"][0]["revision"], 2);
-    assert_eq!(status["services"][0]["digest"].as_str(), v2.split_once('@').map(|(_, d)| d));
-    assert_eq!(status["services"][0]["replicas"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        status["services"][0]["digest"].as_str(),
+        v2.split_once('@').map(|(_, d)| d)
+    );
+    assert_eq!(
+        status["services"][0]["replicas"].as_array().unwrap().len(),
+        2
+    );
 
     // A revision whose health check fails: the breaker trips, v2 keeps serving.
     let broken = push_image(&registry, "broken", "three", false, false).await;
@@ -224,8 +288,14 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     let (ok, failed, errors) = load.finish().await;
     assert_eq!(error.code(), "deploy.circuit_breaker", "{error}");
     assert!(error.to_string().contains("rolled back"), "{error}");
-    assert!(took < Duration::from_secs(30), "the breaker fails fast ({took:?})");
-    assert_eq!(failed, 0, "requests failed during a failed deploy: {errors:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the breaker fails fast ({took:?})"
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed during a failed deploy: {errors:?}"
+    );
     assert!(ok > 0);
     assert_eq!(env.get().await.unwrap(), "two");
     assert_eq!(env.status().await["services"][0]["revision"], 2);
@@ -244,7 +314,13 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     assert!(error.to_string().contains("test/web:nope"));
 
     // Manual rollback returns to revision 1's image as a new revision.
-    let outcome = env.server().plane.deployer().rollback("staging", "web", Some(1), &Quiet).await.unwrap();
+    let outcome = env
+        .server()
+        .plane
+        .deployer()
+        .rollback("staging", "web", Some(1), &Quiet)
+        .await
+        .unwrap();
     assert_eq!(env.get().await.unwrap(), "one");
     assert!(outcome.revision > 2);
 }
@@ -281,7 +357,10 @@ async fn replicas_survive_a_server_restart_and_a_killed_one_is_healed() {
     assert_eq!(before, after);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while env.get().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the load balancer came back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load balancer came back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -291,14 +370,24 @@ async fn replicas_survive_a_server_restart_and_a_killed_one_is_healed() {
     let victim = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .find(|e| String::from_utf8_lossy(&std::fs::read(e.path().join("environ")).unwrap_or_default()).contains(&marker))
+        .find(|e| {
+            String::from_utf8_lossy(&std::fs::read(e.path().join("environ")).unwrap_or_default())
+                .contains(&marker)
+        })
         .map(|e| e.file_name().to_string_lossy().to_string())
         .expect("the replica's process");
-    std::process::Command::new("kill").arg("-9").arg(&victim).status().unwrap();
+    std::process::Command::new("kill")
+        .arg("-9")
+        .arg(&victim)
+        .status()
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (ok, failed, errors) = load.finish().await;
     assert!(ok > 0);
-    assert!(failed <= 2, "only requests in flight to the killed replica may fail: {errors:?}");
+    assert!(
+        failed <= 2,
+        "only requests in flight to the killed replica may fail: {errors:?}"
+    );
     assert_eq!(env.get().await.unwrap(), "one");
 }
 
@@ -310,7 +399,11 @@ async fn a_listener_port_already_taken_is_a_clear_error() {
     let server = start(&dir.path().join("data")).await;
     let file = dir.path().join("env.yaml");
     std::fs::write(&file, project(port, "")).unwrap();
-    let error = server.plane.apply_file(&file, &std::fs::read_to_string(&file).unwrap()).await.unwrap_err();
+    let error = server
+        .plane
+        .apply_file(&file, &std::fs::read_to_string(&file).unwrap())
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains(&port.to_string()), "{error}");
     server.shutdown().await;
 }
@@ -318,7 +411,9 @@ async fn a_listener_port_already_taken_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_definitions_deploy_on_the_docker_runtime() {
     if std::env::var("GANTRY_TEST_DOCKER").as_deref() != Ok("1") {
-        eprintln!("skipped the_same_definitions_deploy_on_the_docker_runtime: set GANTRY_TEST_DOCKER=1 to run it");
+        eprintln!(
+            "skipped the_same_definitions_deploy_on_the_docker_runtime: set GANTRY_TEST_DOCKER=1 to run it"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -326,29 +421,112 @@ async fn the_same_definitions_deploy_on_the_docker_runtime() {
     let server = start(&data).await;
     let port = free_port();
     let file = dir.path().join("env.yaml");
-    std::fs::write(&file, project(port, "").replace("runtime: process", "runtime: docker")).unwrap();
-    server.plane.apply_file(&file, &std::fs::read_to_string(&file).unwrap()).await.unwrap();
+    std::fs::write(
+        &file,
+        project(port, "").replace("runtime: process", "runtime: docker"),
+    )
+    .unwrap();
+    server
+        .plane
+        .apply_file(&file, &std::fs::read_to_string(&file).unwrap())
+        .await
+        .unwrap();
     let deployer = server.plane.deployer();
     let v1 = push_image(&server.registry, "v1", "one", true, false).await;
-    deployer.deploy("staging", "web", &v1, "test", &Quiet).await.unwrap();
+    deployer
+        .deploy("staging", "web", &v1, "test", &Quiet)
+        .await
+        .unwrap();
     assert_eq!(get(port).await.unwrap(), "one");
     let v2 = push_image(&server.registry, "v2", "two", true, false).await;
     let load = Load::start(port);
-    deployer.deploy("staging", "web", &v2, "test", &Quiet).await.unwrap();
+    deployer
+        .deploy("staging", "web", &v2, "test", &Quiet)
+        .await
+        .unwrap();
     let (ok, failed, errors) = load.finish().await;
     assert_eq!(failed, 0, "{errors:?}");
     assert!(ok > 0);
     assert_eq!(get(port).await.unwrap(), "two");
     let status = deployer.status("staging").await.unwrap();
     assert_eq!(status["runtime"], "docker");
-    let id = status["services"][0]["replicas"][0]["id"].as_str().unwrap().to_string();
+    let id = status["services"][0]["replicas"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let labels = std::process::Command::new("docker")
-        .args(["ps", "--filter", &format!("label=gantry.replica={id}"), "--format", "{{.Labels}}"])
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=gantry.replica={id}"),
+            "--format",
+            "{{.Labels}}",
+        ])
         .output()
         .unwrap();
     let labels = String::from_utf8_lossy(&labels.stdout).to_string();
-    assert!(labels.contains("gantry.environment=staging") && labels.contains("gantry.service=web"), "{labels}");
+    assert!(
+        labels.contains("gantry.environment=staging") && labels.contains("gantry.service=web"),
+        "{labels}"
+    );
     let stopped = deployer.down("staging").await.unwrap();
     assert_eq!(stopped, 2);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_switches_all_traffic_at_once_after_green_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data")).await;
+    let port = free_port();
+    let file = dir.path().join("env.yaml");
+    let text = project(port, "").replace(
+        "deployment: {min_healthy_percent: 100, max_percent: 200, drain: 1s,",
+        "deployment: {strategy: blue_green, drain: 1s,",
+    );
+    std::fs::write(&file, &text).unwrap();
+    server.plane.apply_file(&file, &text).await.unwrap();
+    let deployer = server.plane.deployer();
+    let v1 = push_image(&server.registry, "v1", "one", true, false).await;
+    deployer
+        .deploy("staging", "web", &v1, "test", &Quiet)
+        .await
+        .unwrap();
+    let v2 = push_image(&server.registry, "v2", "two", true, false).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, out) = (stop.clone(), seen.clone());
+    let reader = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if s.load(Ordering::Relaxed) {
+                break;
+            }
+            let body = get(port).await.unwrap_or_else(|e| format!("error: {e}"));
+            out.lock().unwrap().push(body);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    deployer
+        .deploy("staging", "web", &v2, "test", &Quiet)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|b| b == "one" || b == "two"),
+        "only answers, no errors: {seen:?}"
+    );
+    let first_two = seen
+        .iter()
+        .position(|b| b == "two")
+        .expect("green took over");
+    assert!(first_two > 0, "blue served while green started");
+    assert!(
+        seen[first_two..].iter().all(|b| b == "two"),
+        "no answer from blue after the switch"
+    );
+    let _ = deployer.down("staging").await;
     server.shutdown().await;
 }

@@ -6,13 +6,21 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use gantry_images::Reference;
 use gantry_server::RunningServer;
 use serde_json::Value;
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .status()
         .unwrap()
@@ -60,7 +68,11 @@ async fn run_to_end(server: &RunningServer, repo: &Path) -> Value {
     let file = repo.join("gantry.yaml");
     let id = server
         .plane
-        .start_execution(file.clone(), std::fs::read_to_string(&file).unwrap(), Default::default())
+        .start_execution(
+            file.clone(),
+            std::fs::read_to_string(&file).unwrap(),
+            Default::default(),
+        )
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -76,8 +88,18 @@ async fn run_to_end(server: &RunningServer, repo: &Path) -> Value {
 }
 
 fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
-    let s = v["stages"].as_array().unwrap().iter().find(|s| s["name"] == stage).unwrap();
-    s["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()
+    let s = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .unwrap();
+    s["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,20 +113,41 @@ async fn an_image_is_built_without_docker_and_promoted_by_digest() {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "one"]);
     let listen = "127.0.0.1:0".parse().unwrap();
-    let server = RunningServer::start(&dir.path().join("data"), listen, listen).await.unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
 
     let first = run_to_end(&server, &repo).await;
     assert_eq!(first["status"], "Succeeded", "{first:#}");
     let web = action(&first, "Build", "web");
-    let digest = web["output_variables"]["ImageDigest"].as_str().unwrap().to_string();
-    assert!(web["output_variables"]["ImageURI"].as_str().unwrap().ends_with(&digest));
-    assert!(web["output_variables"]["ImageURI"].as_str().unwrap().starts_with(&server.registry));
+    let digest = web["output_variables"]["ImageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        web["output_variables"]["ImageURI"]
+            .as_str()
+            .unwrap()
+            .ends_with(&digest)
+    );
+    assert!(
+        web["output_variables"]["ImageURI"]
+            .as_str()
+            .unwrap()
+            .starts_with(&server.registry)
+    );
     let promoted = action(&first, "Release", "promote");
-    assert_eq!(promoted["output_variables"]["web_ImageDigest"], digest.as_str(), "promotion keeps the digest");
+    assert_eq!(
+        promoted["output_variables"]["web_ImageDigest"],
+        digest.as_str(),
+        "promotion keeps the digest"
+    );
 
     // The registry serves the release tag at the same digest.
     let client = gantry_images::RegistryClient::new(Default::default()).unwrap();
-    let release = gantry_images::Reference::parse(&format!("{}/shop/web-release:release-1", server.registry)).unwrap();
+    let release =
+        gantry_images::Reference::parse(&format!("{}/shop/web-release:release-1", server.registry))
+            .unwrap();
     let found = client.manifest_digest(&release).await.unwrap().unwrap();
     assert_eq!(found.to_string(), digest);
 
@@ -114,6 +157,165 @@ async fn an_image_is_built_without_docker_and_promoted_by_digest() {
     git(&repo, &["commit", "-q", "-m", "docs only"]);
     let second = run_to_end(&server, &repo).await;
     assert_eq!(second["status"], "Succeeded", "{second:#}");
-    assert_eq!(action(&second, "Build", "web")["output_variables"]["ImageDigest"], digest.as_str());
+    assert_eq!(
+        action(&second, "Build", "web")["output_variables"]["ImageDigest"],
+        digest.as_str()
+    );
+    server.shutdown().await;
+}
+
+/// Starts Debian's docker-registry on a free port; returns it and its address.
+fn docker_registry(dir: &Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+            dir.join("storage").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry (Debian package docker-registry)");
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_promoted_from_the_embedded_registry_to_an_external_one() {
+    if std::env::var("GANTRY_TEST_REGISTRY").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped a_release_is_promoted_from_the_embedded_registry_to_an_external_one: set GANTRY_TEST_REGISTRY=1 to run it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut external, external_addr) = docker_registry(dir.path());
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("site")).unwrap();
+    let pipeline = PIPELINE.replace(
+        "        repositories: {web: shop/web-release}\n",
+        &format!("        registry: {external_addr}\n"),
+    );
+    std::fs::write(repo.join("gantry.yaml"), pipeline).unwrap();
+    std::fs::write(repo.join("site/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
+    let v = run_to_end(&server, &repo).await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    let digest = action(&v, "Build", "web")["output_variables"]["ImageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let promoted = action(&v, "Release", "promote");
+    assert_eq!(
+        promoted["output_variables"]["web_ImageDigest"],
+        digest.as_str()
+    );
+    assert!(
+        promoted["output_variables"]["web_ImageURI"]
+            .as_str()
+            .unwrap()
+            .starts_with(&external_addr)
+    );
+    let inspect = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{external_addr}/shop/web:release-1"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        digest,
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    server.shutdown().await;
+    let _ = external.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buildspec_builds_and_pushes_with_docker_to_the_embedded_registry() {
+    if std::env::var("GANTRY_TEST_DOCKER").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped a_buildspec_builds_and_pushes_with_docker_to_the_embedded_registry: set GANTRY_TEST_DOCKER=1 to run it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("app")).unwrap();
+    std::fs::copy("/bin/busybox", repo.join("app/busybox")).unwrap();
+    std::fs::write(
+        repo.join("app/Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"echo\", \"hi\"]\n",
+    )
+    .unwrap();
+    let pipeline = r##"
+version: 1
+name: docker-path
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src]}
+  - name: Build
+    actions:
+      - name: docker
+        type: shell
+        inputs: [Src]
+        env: {IMAGE: "#{gantry.Registry}/shop/docker-built:#{gantry.ExecutionId}"}
+        commands:
+          - docker build -q -t "$IMAGE" app
+          - docker push "$IMAGE"
+          - printf '[{"name":"app","imageUri":"%s"}]' "$IMAGE" > imagedefinitions.json
+        outputs: [Defs]
+        artifacts: {files: [imagedefinitions.json]}
+"##;
+    std::fs::write(repo.join("gantry.yaml"), pipeline).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
+    let v = run_to_end(&server, &repo).await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    let image = Reference::parse(&format!(
+        "{}/shop/docker-built:{}",
+        server.registry,
+        v["id"].as_str().unwrap()
+    ))
+    .unwrap();
+    let client = gantry_images::RegistryClient::new(Default::default()).unwrap();
+    assert!(
+        client.manifest_digest(&image).await.unwrap().is_some(),
+        "docker push reached the embedded registry"
+    );
     server.shutdown().await;
 }

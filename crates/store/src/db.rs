@@ -389,7 +389,10 @@ impl Store {
     }
 
     /// Every recorded detail of an execution's actions.
-    pub async fn action_details(&self, execution_id: &str) -> Result<Vec<ActionDetail>, StoreError> {
+    pub async fn action_details(
+        &self,
+        execution_id: &str,
+    ) -> Result<Vec<ActionDetail>, StoreError> {
         let rows = sqlx::query(
             "SELECT execution_id, stage, action, attempt, kind, body FROM action_details
              WHERE execution_id = ? ORDER BY stage, action, attempt, kind",

@@ -158,13 +158,19 @@ async fn answer(
         });
         let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        response.headers_mut().insert("upgrade", "websocket".parse().unwrap());
-        response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
         return response;
     }
     if let Some(bytes) = path.strip_prefix("/big/") {
         let mut response = Response::new(Either::Right(Zeros::new(bytes.parse().unwrap_or(0))));
-        response.headers_mut().insert("x-backend", name.parse().unwrap());
+        response
+            .headers_mut()
+            .insert("x-backend", name.parse().unwrap());
         return response;
     }
     if path == "/upload" {
@@ -184,7 +190,9 @@ async fn answer(
 fn text(status: StatusCode, backend: &str, body: &str) -> Response<TestBody> {
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(body.to_owned()))));
     *response.status_mut() = status;
-    response.headers_mut().insert("x-backend", backend.parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-backend", backend.parse().unwrap());
     response
 }
 
@@ -253,7 +261,12 @@ pub async fn send(client: &Client<HttpConnector, TestBody>, request: Request<Tes
     let response = client.request(request).await.expect("the proxy answers");
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("a whole body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a whole body")
+        .to_bytes();
     Answer {
         status,
         headers,

@@ -11,7 +11,10 @@ use gantry_build::{BuildRequest, BuildStatus};
 use gantry_spec::buildspec::parse_buildspec;
 use gantry_spec::pipeline::{ActionKind, ArtifactName};
 
-use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, materialize_inputs, secondary_inputs};
+use super::{
+    ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, materialize_inputs,
+    secondary_inputs,
+};
 
 pub struct BuildRunner;
 

@@ -12,7 +12,10 @@ use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, r
 pub struct DeployRunner;
 
 impl ActionRunner for DeployRunner {
-    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
         Box::pin(async move {
             tokio::select! {
                 result = run(ctx) => result,
@@ -30,17 +33,25 @@ impl gantry_deploy::DeployLog for crate::logs::ActionLog {
 }
 
 async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
-    let ActionKind::Deploy { environment, service, file } = &ctx.action.kind else {
+    let ActionKind::Deploy {
+        environment,
+        service,
+        file,
+    } = &ctx.action.kind
+    else {
         return Err(ActionError::new("internal error: not a deploy action"));
     };
-    let deployer = ctx.deployer.as_ref().ok_or_else(|| ActionError::new("this server has no deployer"))?;
+    let deployer = ctx
+        .deployer
+        .as_ref()
+        .ok_or_else(|| ActionError::new("this server has no deployer"))?;
     let container = deployer
         .container_of(environment.as_str(), service.as_str())
         .await
         .map_err(|e| ActionError::new(e.to_string()))?;
     let bytes = read_input_file(ctx, file).await?;
-    let definitions =
-        gantry_images::parse_image_definitions(&bytes).map_err(|e| ActionError::new(format!("{file}: {e}")))?;
+    let definitions = gantry_images::parse_image_definitions(&bytes)
+        .map_err(|e| ActionError::new(format!("{file}: {e}")))?;
     let Some(definition) = definitions.iter().find(|d| d.name == container) else {
         let names: Vec<&str> = definitions.iter().map(|d| d.name.as_str()).collect();
         return Err(ActionError::new(format!(
@@ -48,14 +59,26 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             names.join(", ")
         )));
     };
-    let cause = format!("deploy action {}/{} of execution {}", ctx.stage, ctx.action.name, ctx.execution_id);
+    let cause = format!(
+        "deploy action {}/{} of execution {}",
+        ctx.stage, ctx.action.name, ctx.execution_id
+    );
     let outcome = deployer
-        .deploy(environment.as_str(), service.as_str(), &definition.image_uri, &cause, &ctx.log)
+        .deploy(
+            environment.as_str(),
+            service.as_str(),
+            &definition.image_uri,
+            &cause,
+            &ctx.log,
+        )
         .await
         .map_err(|e| ActionError::new(e.to_string()))?;
     let variables = BTreeMap::from([
         ("Revision".to_string(), outcome.revision.to_string()),
         ("ImageURI".to_string(), outcome.image.clone()),
     ]);
-    Ok(ActionOutput { variables, artifacts: Vec::new() })
+    Ok(ActionOutput {
+        variables,
+        artifacts: Vec::new(),
+    })
 }

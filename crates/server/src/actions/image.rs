@@ -10,12 +10,17 @@ use std::collections::BTreeMap;
 use gantry_images::{ImageDefinition, ImageDetail, ImageSpec, Reference, build_image};
 use gantry_spec::pipeline::ActionKind;
 
-use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, materialize_inputs};
+use super::{
+    ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, materialize_inputs,
+};
 
 pub struct ImageRunner;
 
 impl ActionRunner for ImageRunner {
-    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
         Box::pin(async move {
             tokio::select! {
                 result = run(ctx) => result,
@@ -49,33 +54,51 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     let src = materialize_inputs(ctx).await?;
     let context_dir = src.join(context);
     if !context_dir.starts_with(&src) || context.split('/').any(|c| c == "..") {
-        return Err(ActionError::new(format!("context {context} leaves the input artifact")));
+        return Err(ActionError::new(format!(
+            "context {context} leaves the input artifact"
+        )));
     }
     if !context_dir.exists() {
-        return Err(ActionError::new(format!("context {context} does not exist in the input artifact")));
+        return Err(ActionError::new(format!(
+            "context {context} does not exist in the input artifact"
+        )));
     }
-    let registry = registry.clone().or_else(|| ctx.registry.clone()).ok_or_else(|| {
-        ActionError::new("no registry: name one with `registry:` or run gantry with its embedded registry")
-    })?;
+    let registry = registry
+        .clone()
+        .or_else(|| ctx.registry.clone())
+        .ok_or_else(|| {
+            ActionError::new(
+                "no registry: name one with `registry:` or run gantry with its embedded registry",
+            )
+        })?;
     let target = Reference::parse(&format!("{registry}/{repository}:{tag}"))
         .map_err(|e| ActionError::new(format!("image name {registry}/{repository}:{tag}: {e}")))?;
     let mut spec = ImageSpec::new(&context_dir);
     spec.dest = dest.clone();
     spec.base = match base {
-        Some(b) => Some(Reference::parse(b).map_err(|e| ActionError::new(format!("base image {b}: {e}")))?),
+        Some(b) => Some(
+            Reference::parse(b).map_err(|e| ActionError::new(format!("base image {b}: {e}")))?,
+        ),
         None => None,
     };
     spec.entrypoint = entrypoint.clone();
     spec.cmd = cmd.clone();
-    spec.env = image_env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    spec.env = image_env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     spec.workdir = workdir.clone();
     spec.exposed_ports = port.iter().map(|p| p.to_string()).collect();
     spec.labels = labels.clone();
     spec.user = user.clone();
     // No revision label is added: an image must depend only on its inputs,
     // so a commit that does not touch a service leaves its digest unchanged.
-    ctx.log.line(&format!("Building image {target} from {context} (no Docker daemon)"));
-    let result = build_image(&spec, &target, &ctx.images).await.map_err(|e| ActionError::new(e.to_string()))?;
+    ctx.log.line(&format!(
+        "Building image {target} from {context} (no Docker daemon)"
+    ));
+    let result = build_image(&spec, &target, &ctx.registry_client().await?)
+        .await
+        .map_err(|e| ActionError::new(e.to_string()))?;
     ctx.log.line(&format!(
         "Image {} ({} bytes): {} blobs uploaded, {} mounted, {} already present{}",
         result.reference,
@@ -83,15 +106,24 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         result.uploaded_blobs,
         result.mounted_blobs,
         result.skipped_blobs,
-        if result.manifest_pushed { "" } else { "; the tag already named this digest" }
+        if result.manifest_pushed {
+            ""
+        } else {
+            "; the tag already named this digest"
+        }
     ));
 
     let out = ctx.work_dir.join("image-out");
-    tokio::fs::create_dir_all(&out).await.map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
+    tokio::fs::create_dir_all(&out)
+        .await
+        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
     let pinned = target.with_digest(&result.digest);
     let definitions = vec![ImageDefinition::new(container.clone(), &pinned)];
-    gantry_images::write_image_definitions(&out.join(gantry_images::IMAGE_DEFINITIONS_FILE), &definitions)
-        .map_err(|e| ActionError::new(e.to_string()))?;
+    gantry_images::write_image_definitions(
+        &out.join(gantry_images::IMAGE_DEFINITIONS_FILE),
+        &definitions,
+    )
+    .map_err(|e| ActionError::new(e.to_string()))?;
     let mut detail = ImageDetail::new(&target, &result.digest, Some(result.size));
     detail.image_tags = vec![tag.clone()];
     gantry_images::write_image_detail(&out.join(gantry_images::IMAGE_DETAIL_FILE), &detail)
@@ -101,8 +133,20 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         ("ImageURI".to_string(), pinned.to_string()),
         ("ImageDigest".to_string(), result.digest.to_string()),
         ("ImageTag".to_string(), tag.clone()),
-        ("RepositoryName".to_string(), target.repository().to_string()),
+        (
+            "RepositoryName".to_string(),
+            target.repository().to_string(),
+        ),
     ]);
-    let artifacts = ctx.action.outputs.iter().take(1).map(|name| (name.clone(), out.clone())).collect();
-    Ok(ActionOutput { variables, artifacts })
+    let artifacts = ctx
+        .action
+        .outputs
+        .iter()
+        .take(1)
+        .map(|name| (name.clone(), out.clone()))
+        .collect();
+    Ok(ActionOutput {
+        variables,
+        artifacts,
+    })
 }

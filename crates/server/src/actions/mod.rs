@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use gantry_spec::pipeline::{Action, ArtifactName};
 use gantry_params::ParamStore;
+use gantry_spec::pipeline::{Action, ArtifactName};
 use gantry_store::{ArtifactStore, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,54 @@ pub use deploy::DeployRunner;
 pub use image::ImageRunner;
 pub use promote::PromoteRunner;
 
+/// Where registry credentials live in the parameter store:
+/// `/gantry/registries/<host>/username` and `…/password`, with `:` in the
+/// host written as `_` (`127.0.0.1_5000`), since parameter names have no `:`.
+pub const REGISTRY_CREDENTIALS_PATH: &str = "/gantry/registries";
+
 impl ActionContext {
+    /// A registry client with the credentials kept in the parameter store
+    /// (read now, so a rotated password applies to the next action).
+    pub async fn registry_client(&self) -> Result<gantry_images::RegistryClient, ActionError> {
+        let path = gantry_params::ParamPath::parse(REGISTRY_CREDENTIALS_PATH)
+            .map_err(|e| ActionError::new(e.to_string()))?;
+        let params = self
+            .params
+            .list(&path, true, true)
+            .await
+            .map_err(|e| ActionError::new(format!("registry credentials: {e}")))?;
+        if params.is_empty() {
+            return Ok(self.images.clone());
+        }
+        let mut found: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+        for p in &params {
+            let name = p.name.to_string();
+            let rest = name
+                .trim_start_matches(REGISTRY_CREDENTIALS_PATH)
+                .trim_start_matches('/');
+            let Some((host, key)) = rest.rsplit_once('/') else {
+                continue;
+            };
+            let entry = found.entry(host.replace('_', ":")).or_default();
+            let value = p.value.expose().map(str::to_string);
+            match key {
+                "username" => entry.0 = value,
+                "password" => entry.1 = value,
+                _ => {}
+            }
+        }
+        let mut options = gantry_images::ClientOptions::default();
+        for (host, (user, password)) in found {
+            if let (Some(username), Some(password)) = (user, password) {
+                options
+                    .credentials
+                    .insert(host, gantry_images::Credentials { username, password });
+            }
+        }
+        gantry_images::RegistryClient::new(options)
+            .map_err(|e| ActionError::new(format!("registry client: {e}")))
+    }
+
     /// Records a detail of this attempt (shown with the action by the API).
     pub async fn record_detail(&self, kind: &str, value: &impl serde::Serialize) {
         let detail = gantry_store::ActionDetail {
@@ -112,7 +159,11 @@ pub struct ActionContext {
 pub async fn materialize_inputs(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
     let src = ctx.work_dir.join("src");
     for (i, (name, artifact)) in ctx.inputs.iter().enumerate() {
-        let dest = if i == 0 { src.clone() } else { ctx.work_dir.join("inputs").join(name.as_str()) };
+        let dest = if i == 0 {
+            src.clone()
+        } else {
+            ctx.work_dir.join("inputs").join(name.as_str())
+        };
         let store = ctx.artifacts.clone();
         let id = artifact.clone();
         tokio::task::spawn_blocking(move || store.materialize(&id, &dest))
@@ -131,13 +182,21 @@ pub fn secondary_inputs(ctx: &ActionContext) -> Vec<(String, PathBuf)> {
     ctx.inputs
         .iter()
         .skip(1)
-        .map(|(name, _)| (name.to_string(), ctx.work_dir.join("inputs").join(name.as_str())))
+        .map(|(name, _)| {
+            (
+                name.to_string(),
+                ctx.work_dir.join("inputs").join(name.as_str()),
+            )
+        })
         .collect()
 }
 
 /// Reads one file of the first input artifact without materializing it.
 pub async fn read_input_file(ctx: &ActionContext, file: &str) -> Result<Vec<u8>, ActionError> {
-    let (name, artifact) = ctx.inputs.first().ok_or_else(|| ActionError::new("the action has no input artifact"))?;
+    let (name, artifact) = ctx
+        .inputs
+        .first()
+        .ok_or_else(|| ActionError::new("the action has no input artifact"))?;
     let store = ctx.artifacts.clone();
     let (id, path) = (artifact.clone(), file.to_string());
     tokio::task::spawn_blocking(move || store.read_file(&id, &path))

@@ -14,7 +14,10 @@ use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, r
 pub struct PromoteRunner;
 
 impl ActionRunner for PromoteRunner {
-    fn run<'a>(&'a self, ctx: &'a ActionContext) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+    ) -> BoxFuture<'a, Result<ActionOutput, ActionError>> {
         Box::pin(async move {
             tokio::select! {
                 result = run(ctx) => result,
@@ -26,16 +29,25 @@ impl ActionRunner for PromoteRunner {
 }
 
 async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
-    let ActionKind::Promote { tag, repositories, registry, file } = &ctx.action.kind else {
+    let ActionKind::Promote {
+        tag,
+        repositories,
+        registry,
+        file,
+    } = &ctx.action.kind
+    else {
         return Err(ActionError::new("internal error: not a promote action"));
     };
     let bytes = read_input_file(ctx, file).await?;
-    let definitions =
-        gantry_images::parse_image_definitions(&bytes).map_err(|e| ActionError::new(format!("{file}: {e}")))?;
+    let definitions = gantry_images::parse_image_definitions(&bytes)
+        .map_err(|e| ActionError::new(format!("{file}: {e}")))?;
+    let client = ctx.registry_client().await?;
     let mut promoted = Vec::new();
     let mut variables = BTreeMap::new();
     for definition in &definitions {
-        let src = definition.reference().map_err(|e| ActionError::new(format!("{file}: {}: {e}", definition.name)))?;
+        let src = definition
+            .reference()
+            .map_err(|e| ActionError::new(format!("{file}: {}: {e}", definition.name)))?;
         let expected = src.digest().map(ToString::to_string);
         let mut dst = src.clone();
         if let Some(registry) = registry {
@@ -43,25 +55,57 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
                 .map_err(|e| ActionError::new(format!("target registry {registry}: {e}")))?;
         }
         if let Some(repository) = repositories.get(&definition.name) {
-            dst = dst.with_repository(repository).map_err(|e| ActionError::new(format!("repository {repository}: {e}")))?;
+            dst = dst
+                .with_repository(repository)
+                .map_err(|e| ActionError::new(format!("repository {repository}: {e}")))?;
         }
-        let dst = dst.with_tag(tag).map_err(|e| ActionError::new(format!("tag {tag}: {e}")))?;
-        ctx.log.line(&format!("Promoting {} ({}) to {dst}", definition.name, src));
-        let result = promote(&ctx.images, &src, &dst, expected.as_deref())
+        let dst = dst
+            .with_tag(tag)
+            .map_err(|e| ActionError::new(format!("tag {tag}: {e}")))?;
+        ctx.log
+            .line(&format!("Promoting {} ({}) to {dst}", definition.name, src));
+        let result = promote(&client, &src, &dst, expected.as_deref())
             .await
             .map_err(|e| ActionError::new(format!("{}: {e}", definition.name)))?;
         ctx.log.line(&format!(
             "Promoted {} as {} — digest unchanged; blobs: {} mounted, {} copied, {} already there",
-            definition.name, result.reference, result.mounted_blobs, result.copied_blobs, result.skipped_blobs
+            definition.name,
+            result.reference,
+            result.mounted_blobs,
+            result.copied_blobs,
+            result.skipped_blobs
         ));
-        variables.insert(format!("{}_ImageURI", definition.name), result.reference.to_string());
-        variables.insert(format!("{}_ImageDigest", definition.name), result.digest.to_string());
-        promoted.push(ImageDefinition::new(definition.name.clone(), &result.reference));
+        variables.insert(
+            format!("{}_ImageURI", definition.name),
+            result.reference.to_string(),
+        );
+        variables.insert(
+            format!("{}_ImageDigest", definition.name),
+            result.digest.to_string(),
+        );
+        promoted.push(ImageDefinition::new(
+            definition.name.clone(),
+            &result.reference,
+        ));
     }
     let out = ctx.work_dir.join("promote-out");
-    tokio::fs::create_dir_all(&out).await.map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
-    gantry_images::write_image_definitions(&out.join(gantry_images::IMAGE_DEFINITIONS_FILE), &promoted)
-        .map_err(|e| ActionError::new(e.to_string()))?;
-    let artifacts = ctx.action.outputs.iter().take(1).map(|name| (name.clone(), out.clone())).collect();
-    Ok(ActionOutput { variables, artifacts })
+    tokio::fs::create_dir_all(&out)
+        .await
+        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
+    gantry_images::write_image_definitions(
+        &out.join(gantry_images::IMAGE_DEFINITIONS_FILE),
+        &promoted,
+    )
+    .map_err(|e| ActionError::new(e.to_string()))?;
+    let artifacts = ctx
+        .action
+        .outputs
+        .iter()
+        .take(1)
+        .map(|name| (name.clone(), out.clone()))
+        .collect();
+    Ok(ActionOutput {
+        variables,
+        artifacts,
+    })
 }

@@ -28,8 +28,12 @@ use crate::yaml::{Diagnostics, Located};
 const RESERVED_NAMESPACES: &[&str] = &["variables", "gantry", "codepipeline"];
 
 /// The names the `gantry` and `codepipeline` namespaces resolve.
-pub(crate) const EXECUTION_VARIABLES: &[&str] =
-    &["ExecutionId", "PipelineExecutionId", "PipelineName"];
+pub(crate) const EXECUTION_VARIABLES: &[&str] = &[
+    "ExecutionId",
+    "PipelineExecutionId",
+    "PipelineName",
+    "Registry",
+];
 const APPROVAL_MIN: Duration = Duration::from_secs(5 * 60);
 const APPROVAL_MAX: Duration = Duration::from_secs(60 * 86_400);
 
