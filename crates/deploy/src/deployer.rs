@@ -525,6 +525,26 @@ impl Deployer {
             cause.to_string(),
         )
         .map_err(DeployError::Spec)?;
+        // Build once, deploy once: the same image with the same definition and
+        // parameter versions, already serving in full, is left alone.
+        let current = state.current.lock().await.clone();
+        let serving: Vec<String> = state.replicas.lock().await.iter().map(|r| r.id.clone()).collect();
+        if let Some(current) = current
+            && current.same_as(&revision)
+            && serving.len() >= current.replicas as usize
+        {
+            log.line(&format!(
+                "Unchanged: {service} in {environment} already runs {} (revision {}) with the same definition and parameters; nothing to deploy",
+                current.image, current.number
+            ));
+            return Ok(DeployOutcome {
+                environment: environment.to_string(),
+                service: service.to_string(),
+                revision: current.number,
+                image: current.image.clone(),
+                replicas: serving,
+            });
+        }
         self.roll(&env, &state, revision, log).await
     }
 

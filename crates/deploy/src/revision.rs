@@ -104,6 +104,14 @@ impl Revision {
         })
     }
 
+    /// Whether `other` would run exactly what this revision runs: the same
+    /// image, definition and parameter versions (number, time and cause
+    /// aside).
+    pub fn same_as(&self, other: &Revision) -> bool {
+        let strip = |r: &Revision| Revision { number: 0, created_at: 0, cause: String::new(), ..r.clone() };
+        strip(self) == strip(other)
+    }
+
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
     }

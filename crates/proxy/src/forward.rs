@@ -426,3 +426,20 @@ mod tests {
         assert_eq!(map["host"], "app.example");
     }
 }
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    #[tokio::test]
+    async fn sizes() {
+        let up: Arc<Upstreams> = Arc::default();
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let req = Request::new(RequestBody::Empty);
+        eprintln!("request {}", std::mem::size_of_val(&req));
+        let f = up.send(addr, req);
+        eprintln!("upstreams.send {}", std::mem::size_of_val(&f));
+        let t = tokio::time::timeout(Duration::from_secs(1), f);
+        eprintln!("timeout(send) {}", std::mem::size_of_val(&t));
+        eprintln!("parts {}", std::mem::size_of::<http::request::Parts>());
+        eprintln!("headermap {}", std::mem::size_of::<HeaderMap>());
+    }
+}

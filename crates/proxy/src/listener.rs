@@ -301,7 +301,10 @@ async fn serve(
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let client_ip = client_ip.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(client_ip, request).await) }
+        let fut = async move { Ok::<_, Infallible>(forwarder.handle(client_ip, request).await) };
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| eprintln!("handle future size: {}", std::mem::size_of_val(&fut)));
+        fut
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

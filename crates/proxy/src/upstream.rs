@@ -134,7 +134,9 @@ impl Upstreams {
                 Attempt::Failed(error) => return Err(error),
             }
         }
-        let mut sender = connect(addr).await?;
+        // Boxed: the connect and handshake state is large, and every
+        // request's future would otherwise carry (and move) room for it.
+        let mut sender = Box::pin(connect(addr)).await?;
         match exchange(&mut sender, request).await {
             Attempt::Answered(response) => Ok((response, self.lease(sender, addr))),
             Attempt::Unsent(_) => Err(UpstreamError::Closed),

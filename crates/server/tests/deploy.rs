@@ -254,6 +254,11 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     let v1 = push_image(&registry, "v1", "one", true, false).await;
     env.deploy(&v1).await.unwrap();
     assert_eq!(env.get().await.unwrap(), "one");
+    // The same image again is left alone: no new revision, same replicas.
+    let replicas = env.status().await["services"][0]["replicas"].clone();
+    let again = env.deploy(&v1).await.unwrap();
+    assert_eq!(again.revision, 1);
+    assert_eq!(env.status().await["services"][0]["replicas"], replicas);
 
     let v2 = push_image(&registry, "v2", "two", true, false).await;
     let load = Load::start(env.port);

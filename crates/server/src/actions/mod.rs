@@ -150,6 +150,8 @@ pub struct ActionContext {
     /// The data dir, as the value of `GANTRY_OWNER` for the action's
     /// processes (see [`crate::orphans`]).
     pub owner: String,
+    /// A directory kept between runs of the pipeline (`GANTRY_CACHE_DIR`).
+    pub cache_dir: PathBuf,
     /// The action's timeout (its own or its type's default).
     pub timeout: std::time::Duration,
 }
