@@ -131,6 +131,7 @@ pub(crate) fn replica_spec(r: &Revision, seq: u32, env: &[(String, String)]) -> 
         memory: r.memory,
         cpus: r.cpus,
         labels: BTreeMap::new(),
+        host_network: r.host_network,
     }
 }
 
@@ -525,6 +526,10 @@ impl Deployer {
             cause.to_string(),
         )
         .map_err(DeployError::Spec)?;
+        let revision = Revision {
+            host_network: env.spec.lock().await.network == gantry_spec::environment::Network::Host,
+            ..revision
+        };
         // Build once, deploy once: the same image with the same definition and
         // parameter versions, already serving in full, is left alone.
         let current = state.current.lock().await.clone();

@@ -44,6 +44,9 @@ pub struct Revision {
     pub drain_ms: u64,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
+    /// Docker replicas share the host's network (`network: host`).
+    #[serde(default)]
+    pub host_network: bool,
     /// Unix milliseconds.
     pub created_at: i64,
     /// What made it: `deploy action …`, `gantry deploy`, `rollback to 3`.
@@ -99,6 +102,7 @@ impl Revision {
             drain_ms: ms(service.deployment.drain),
             memory: service.resources.memory,
             cpus: service.resources.cpus,
+            host_network: false,
             created_at,
             cause,
         })

@@ -798,8 +798,17 @@ fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunComman
         args.push("--label".to_owned());
         args.push(format!("{key}={value}"));
     }
-    args.push("-p".to_owned());
-    args.push(format!("127.0.0.1:{host_port}:{}", spec.port));
+    // With the host's network the replica listens on its host port itself;
+    // otherwise docker publishes the service's port there, on loopback only.
+    let container_port = if spec.host_network {
+        args.push("--network".to_owned());
+        args.push("host".to_owned());
+        host_port
+    } else {
+        args.push("-p".to_owned());
+        args.push(format!("127.0.0.1:{host_port}:{}", spec.port));
+        spec.port
+    };
     let mut cli_env = Vec::new();
     for (name, value) in &spec.env {
         if name == OWNER_ENV || name == "PORT" {
@@ -816,7 +825,7 @@ fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunComman
     }
     // Last, so it wins over a PORT in the spec's environment, as in the process runtime.
     args.push("-e".to_owned());
-    args.push(format!("PORT={}", spec.port));
+    args.push(format!("PORT={container_port}"));
     if let Some(memory) = spec.memory {
         args.push("--memory".to_owned());
         args.push(memory.to_string());

@@ -39,6 +39,10 @@ pub struct ReplicaSpec {
     pub cpus: Option<f64>,
     /// Extra labels (docker: container labels; process: kept with the replica).
     pub labels: BTreeMap<String, String>,
+    /// Docker only: share the host's network instead of publishing `port`;
+    /// the replica then gets its own port in `PORT`, as process replicas do.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 impl ReplicaSpec {
@@ -193,6 +197,7 @@ pub(crate) mod tests {
             memory: None,
             cpus: None,
             labels: BTreeMap::new(),
+            host_network: false,
         }
     }
 

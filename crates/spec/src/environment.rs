@@ -24,6 +24,8 @@ pub(crate) mod decode;
 pub struct Environment {
     pub name: EnvironmentName,
     pub runtime: RuntimeKind,
+    /// How docker replicas are networked; `Bridge` unless `network: host`.
+    pub network: Network,
     pub load_balancer: Option<LoadBalancer>,
     /// Changes to services in this environment, by service name.
     pub services: BTreeMap<ServiceName, ServiceOverride>,
@@ -50,6 +52,20 @@ pub enum RuntimeKind {
     Process,
     /// The local Docker Engine.
     Docker,
+}
+
+/// How an environment's docker containers are networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Each container in its own network namespace, its `port` published on
+    /// 127.0.0.1; `PORT` is the service's port.
+    #[default]
+    Bridge,
+    /// Containers share the host's network, as process replicas do: each
+    /// replica gets its own port (in `PORT`), and `127.0.0.1` addresses
+    /// (such as the environment's load balancer) are reachable from inside.
+    Host,
 }
 
 /// One listener and its path rules.

@@ -200,6 +200,7 @@ pub fn spec(id: &str, image: &Reference) -> ReplicaSpec {
         memory: None,
         cpus: None,
         labels: BTreeMap::new(),
+        host_network: false,
     }
 }
 

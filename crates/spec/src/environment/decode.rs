@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::{Environment, EnvironmentName, LoadBalancer, PathPattern, Rule, RuntimeKind};
+use super::{Environment, EnvironmentName, LoadBalancer, Network, PathPattern, Rule, RuntimeKind};
 use crate::location::Location;
 use crate::names::{ByLabel, NameRule, ServiceName};
 use crate::service::decode::{RawServiceFields, decode_override};
 use crate::yaml::{Diagnostics, Fields, Node, Value};
 
-pub(crate) const ENVIRONMENT_KEYS: &[&str] = &["runtime", "load_balancer", "services"];
+pub(crate) const ENVIRONMENT_KEYS: &[&str] = &["runtime", "network", "load_balancer", "services"];
 pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "rules"];
 pub(crate) const RULE_KEYS: &[&str] = &["priority", "path", "service"];
 /// Runtimes formats.md announces for later.
@@ -28,6 +28,8 @@ const FUTURE_RUNTIMES: &[&str] = &["swarm", "kubernetes"];
 pub(crate) struct RawEnvironment {
     /// `process` (default: on the host, no isolation) or `docker`.
     runtime: Option<RuntimeKind>,
+    /// `bridge` (default) or `host`: how docker containers are networked.
+    network: Option<Network>,
     /// A listener that routes request paths to services.
     load_balancer: Option<RawLoadBalancer>,
     /// Changes to service fields in this environment, by service name.
@@ -92,6 +94,7 @@ pub(crate) fn decode_environments(
             .get("runtime")
             .and_then(|n| runtime(diag, n))
             .unwrap_or_default();
+        let network = fields.get("network").and_then(|n| network(diag, n, runtime)).unwrap_or_default();
         let load_balancer = fields
             .get("load_balancer")
             .and_then(|n| load_balancer(diag, n));
@@ -105,6 +108,7 @@ pub(crate) fn decode_environments(
                 Environment {
                     name,
                     runtime,
+                    network,
                     load_balancer,
                     services,
                     location,
@@ -113,6 +117,23 @@ pub(crate) fn decode_environments(
         }
     }
     out
+}
+
+fn network(diag: &mut Diagnostics<'_>, node: &Node, runtime: RuntimeKind) -> Option<Network> {
+    let text = diag.string(node, "`network`")?;
+    let network = match text.as_str() {
+        "bridge" => Network::Bridge,
+        "host" => Network::Host,
+        other => {
+            diag.error(text.location, format!("unknown network `{other}`; expected one of: bridge, host"));
+            return None;
+        }
+    };
+    if runtime != RuntimeKind::Docker {
+        diag.error(text.location, "`network` applies to the docker runtime only".to_string());
+        return None;
+    }
+    Some(network)
 }
 
 fn runtime(diag: &mut Diagnostics<'_>, node: &Node) -> Option<RuntimeKind> {
