@@ -3,6 +3,7 @@
 //! Errors are printed once, with their cause chain, by `main`.
 
 mod client;
+mod demo;
 mod deploy;
 mod param;
 mod render;
@@ -114,6 +115,21 @@ enum Command {
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]
         idle_exit: Option<u64>,
+    },
+    /// Runs the seed's whole system: the sample shop's eight-step pipeline.
+    Demo {
+        /// Approve the release without waiting for a person.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Stop the services and exit when the pipeline ends.
+        #[arg(long)]
+        exit: bool,
+        /// The last line is the execution JSON.
+        #[arg(long)]
+        json: bool,
+        /// Then change one backend, commit, and run again (build once, visibly).
+        #[arg(long)]
+        second_run: bool,
     },
     /// Registers a file's pipeline, environments and services without running anything.
     Apply {
@@ -348,6 +364,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 body,
             )
             .await
+        }
+        Command::Demo { auto_approve, exit, json, second_run } => {
+            demo::run(demo::DemoOptions { data_dir: cli.data_dir.clone(), auto_approve, exit, json, second_run }).await
         }
         Command::Apply { file } => {
             let conn = Connection::open(&data_dir_for(&file.file)?).await?;

@@ -1,0 +1,353 @@
+//! `gantry demo`: the seed's whole system on this machine, in one command.
+//!
+//! It copies the sample shop (`examples/shop`) into a fresh git repository
+//! inside a throwaway data dir, sets the per-environment parameters, starts
+//! a server in this process, and runs the shop's eight-step pipeline: build
+//! the backends' images once, deploy them and the BFF to staging, run the
+//! browser E2E tests, wait for approval, promote the tested digests, deploy
+//! to production in parallel. It uses the Docker runtime when a Docker
+//! Engine answers, else the process runtime, and says which.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::client::{Client, Connection};
+use crate::render::LiveView;
+
+pub(crate) struct DemoOptions {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) auto_approve: bool,
+    pub(crate) exit: bool,
+    pub(crate) json: bool,
+    /// After the first run, change one backend, commit, run again.
+    pub(crate) second_run: bool,
+}
+
+/// The shop's sources in this checkout of gantry.
+fn shop_source() -> Result<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");
+    path.canonicalize()
+        .with_context(|| format!("the sample shop is not at {}: run gantry demo from a gantry checkout", path.display()))
+}
+
+fn free_port(preferred: u16) -> u16 {
+    if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        return preferred;
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(preferred)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // Build outputs are not sources.
+        if matches!(name.to_str(), Some("target" | "dist" | "reports")) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if entry.file_type()?.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).with_context(|| format!("cannot copy {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("git")
+        .current_dir(repo)
+        .args(["-c", "user.name=gantry demo", "-c", "user.email=demo@gantry.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn docker_answers() -> bool {
+    std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn browser_available() -> bool {
+    Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists()
+}
+
+fn say(json: bool, text: &str) {
+    // With --json, stdout carries only the final execution JSON.
+    if json {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
+pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> {
+    let shop = shop_source()?;
+    let data_dir = match &options.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("gantry-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let repo = data_dir.join("shop-repo");
+    let json = options.json;
+
+    let staging_port = free_port(18080);
+    let production_port = free_port(if staging_port == 18081 { 18082 } else { 18081 });
+    let docker = docker_answers();
+    let browser = browser_available();
+    say(json, &format!("gantry demo: data dir {}", data_dir.display()));
+    say(
+        json,
+        &format!(
+            "runtime: {} ({})",
+            if docker { "docker" } else { "process" },
+            if docker { "a Docker Engine answers" } else { "no Docker Engine answers; services run as host processes" }
+        ),
+    );
+    say(
+        json,
+        if browser {
+            "E2E: headless Chromium through chromedriver"
+        } else {
+            "E2E: no chromium/chromedriver here, so the same scenario runs over plain HTTP (install them with: apt-get install chromium chromium-driver)"
+        },
+    );
+
+    // The shop in a repository of its own, with the pipeline adjusted to this
+    // machine (ports, runtime).
+    if !repo.join(".git").exists() {
+        copy_tree(&shop, &repo.join("examples/shop"))?;
+        let file = repo.join("examples/shop/gantry.yaml");
+        let mut text = std::fs::read_to_string(&file)?;
+        text = text.replace("127.0.0.1:18080", &format!("127.0.0.1:{staging_port}"));
+        text = text.replace("127.0.0.1:18081", &format!("127.0.0.1:{production_port}"));
+        if docker {
+            // Host networking: the BFF reaches the load balancer on 127.0.0.1.
+            text = text.replace("    runtime: process\n", "    runtime: docker\n    network: host\n");
+        }
+        std::fs::write(&file, text)?;
+        git(&repo, &["init", "-q", "-b", "main"])?;
+        git(&repo, &["add", "-A"])?;
+        git(&repo, &["commit", "-q", "-m", "The shop: catalog, orders, bff"])?;
+    }
+    let pipeline = repo.join("examples/shop/gantry.yaml");
+
+    let listen = "127.0.0.1:0".parse().context("loopback")?;
+    let server = gantry_server::RunningServer::start(&data_dir, listen, listen).await?;
+    let client = Client::new(&server.api);
+    let conn = Connection { client: client.clone(), data_dir: data_dir.clone(), embedded: Some(server) };
+    let result = drive(&conn, &options, &pipeline, &repo, staging_port, production_port, browser).await;
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
+            stop(&conn).await;
+            return Err(error);
+        }
+    };
+    if !options.exit {
+        say(json, "Serving until Ctrl-C (or `gantry shutdown --data-dir …`).");
+        let plane = conn.embedded.as_ref().map(|s| s.plane.clone());
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = async { if let Some(p) = &plane { p.shutdown_requested().await } else { std::future::pending().await } } => {}
+        }
+    }
+    stop(&conn).await;
+    Ok(code)
+}
+
+/// Stops the demo's services and its server.
+async fn stop(conn: &Connection) {
+    if let Some(server) = &conn.embedded {
+        for env in server.plane.deployer().environments().await {
+            let _ = server.plane.deployer().down(&env).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    conn: &Connection,
+    options: &DemoOptions,
+    pipeline: &Path,
+    repo: &Path,
+    staging_port: u16,
+    production_port: u16,
+    browser: bool,
+) -> Result<std::process::ExitCode> {
+    let json = options.json;
+    let client = &conn.client;
+    for (env, port) in [("staging", staging_port), ("production", production_port)] {
+        client
+            .post(
+                "/api/v1/params/put",
+                &json!({"name": format!("/shop/{env}/SERVICE_DNS"), "value": format!("http://127.0.0.1:{port}"),
+                        "type": "String", "overwrite": true, "by": "gantry demo",
+                        "description": format!("the {env} load balancer, as the BFF reaches it")}),
+            )
+            .await?;
+    }
+    let variables = BTreeMap::from([("E2E_MODE".to_string(), if browser { "browser" } else { "http" }.to_string())]);
+    let execution = run_once(conn, options, pipeline, &variables).await?;
+    let mut ok = execution["status"] == "Succeeded";
+    if ok {
+        report(conn, json).await?;
+    }
+    if ok && options.second_run {
+        say(json, "\nSecond run: one backend changes (catalog's first product), nothing else does.");
+        let lib = repo.join("examples/shop/catalog/src/lib.rs");
+        let text = std::fs::read_to_string(&lib)?;
+        let changed = text.replacen("price_cents: 1299", "price_cents: 1199", 1);
+        if changed == text {
+            bail!("could not change the catalog for the second run");
+        }
+        std::fs::write(&lib, changed)?;
+        git(repo, &["commit", "-qam", "catalog: espresso beans on sale"])?;
+        let before = digests(client).await?;
+        let second = run_once(conn, options, pipeline, &variables).await?;
+        ok = second["status"] == "Succeeded";
+        let after = digests(client).await?;
+        for (service, digest) in &after {
+            let was = before.get(service).cloned().unwrap_or_default();
+            say(
+                json,
+                &if *digest == was {
+                    format!("  {service}: same digest {digest}: built identically, promoted as is, deploy skipped (already running)")
+                } else {
+                    format!("  {service}: new digest {digest} (was {was}): its code changed, so it was built, tested and deployed")
+                },
+            );
+        }
+        if ok {
+            report(conn, json).await?;
+        }
+        if json {
+            println!("{second}");
+        }
+    } else if json {
+        println!("{execution}");
+    }
+    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+}
+
+/// Production digests by service.
+async fn digests(client: &Client) -> Result<BTreeMap<String, String>> {
+    let status = client.get("/api/v1/environments/production").await?;
+    Ok(status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["digest"].as_str()?.to_string())))
+        .collect())
+}
+
+/// Starts the pipeline and follows it to the end, approving when asked to.
+async fn run_once(
+    conn: &Connection,
+    options: &DemoOptions,
+    pipeline: &Path,
+    variables: &BTreeMap<String, String>,
+) -> Result<Value> {
+    let client = &conn.client;
+    let text = std::fs::read_to_string(pipeline)?;
+    let started = client
+        .post("/api/v1/executions", &json!({"file": pipeline, "text": text, "variables": variables}))
+        .await?;
+    let id = started["id"].as_str().unwrap_or_default().to_string();
+    let tty = std::io::stdout().is_terminal() && !options.json;
+    let hint = format!(" --data-dir {}", conn.data_dir.display());
+    let mut view = LiveView::new(tty, hint.clone());
+    let mut version = 0;
+    let mut told = false;
+    let started_at = tokio::time::Instant::now();
+    let mut waited = Duration::ZERO;
+    loop {
+        let execution = client.get(&format!("/api/v1/executions/{id}")).await?;
+        if !options.json {
+            view.draw(&execution);
+        }
+        let status = execution["status"].as_str().unwrap_or_default();
+        if matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded") {
+            let total = started_at.elapsed().saturating_sub(waited);
+            say(options.json, &format!("pipeline {status} in {:.1}s (not counting the approval wait)", total.as_secs_f64()));
+            return Ok(execution);
+        }
+        let waiting = execution["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["actions"].as_array().into_iter().flatten().map(move |a| (s["name"].clone(), a.clone())))
+            .find(|(_, a)| a["status"] == "Waiting");
+        if let Some((stage, action)) = waiting {
+            let target = format!("{}/{}", stage.as_str().unwrap_or_default(), action["name"].as_str().unwrap_or_default());
+            if options.auto_approve {
+                say(options.json, &format!("auto-approving {target}"));
+                client
+                    .post(
+                        &format!("/api/v1/executions/{id}/approvals"),
+                        &json!({"stage": stage, "action": action["name"], "decision": "Approved",
+                                "comment": "approved by gantry demo --auto-approve", "by": "gantry demo"}),
+                    )
+                    .await?;
+            } else if !told {
+                told = true;
+                say(
+                    options.json,
+                    &format!("Waiting for your approval. In another terminal:\n  gantry{hint} approve {id} {target}"),
+                );
+            }
+        }
+        let wait_start = tokio::time::Instant::now();
+        version = client.changes(version, Duration::from_millis(if tty { 250 } else { 2000 })).await?;
+        if waiting_now(&execution) {
+            waited += wait_start.elapsed();
+        }
+    }
+}
+
+fn waiting_now(execution: &Value) -> bool {
+    execution["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["actions"].as_array().into_iter().flatten())
+        .any(|a| a["status"] == "Waiting")
+}
+
+/// Where staging and production are, and what they run.
+async fn report(conn: &Connection, json: bool) -> Result<()> {
+    let client = &conn.client;
+    for env in ["staging", "production"] {
+        let status = client.get(&format!("/api/v1/environments/{env}")).await?;
+        say(json, &format!("{env}: {}", status["url"].as_str().unwrap_or_default()));
+        for s in status["services"].as_array().into_iter().flatten() {
+            say(
+                json,
+                &format!(
+                    "  {:<8} revision {}  {} replica(s)  {}",
+                    s["name"].as_str().unwrap_or_default(),
+                    s["revision"],
+                    s["replicas"].as_array().map_or(0, Vec::len),
+                    s["digest"].as_str().unwrap_or_default()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
