@@ -40,10 +40,13 @@ stages:
 YAML
 git init -q -b main && git add -A && git -c user.name=b -c user.email=b@b commit -qm v1
 "$gantry" --data-dir "$work/data" run --json > /dev/null
-deploy_time() { python3 -c 'import json,sys; from datetime import datetime as d
-e=json.loads(sys.stdin.read().strip().splitlines()[-1]); a=e["stages"][2]["actions"][0]
-t=lambda s: d.fromisoformat(s.replace("Z","+00:00")).timestamp()
-print(f"deploy action {a[\"status\"]} in {t(a[\"finished_at\"])-t(a[\"started_at\"]):.2f}s")'; }
+deploy_time() { python3 -c '
+import json, sys
+from datetime import datetime
+e = json.loads(sys.stdin.read().strip().splitlines()[-1])
+a = e["stages"][2]["actions"][0]
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+print("deploy action %s in %.2fs" % (a["status"], t(a["finished_at"]) - t(a["started_at"])))'; }
 under_load() {
   local label=$1
   wrk -t2 -c16 -d14s --latency "http://127.0.0.1:$port/" > "$work/wrk.txt" &
