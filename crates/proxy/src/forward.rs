@@ -2,6 +2,7 @@
 //! upstream (retrying once when that is safe), and stream the answer back —
 //! or hand both connections to a tunnel after a protocol upgrade.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +12,20 @@ use http::header::{
     CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, UPGRADE,
 };
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::rule::RouteTable;
-use crate::target_group::{Endpoint, InFlight};
-use crate::upstream::{Lease, UpstreamError, Upstreams};
+use crate::target_group::InFlight;
+use crate::upstream::{UpstreamError, UpstreamRequest, Upstreams};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -65,21 +68,26 @@ impl Forwarder {
     }
 
     /// Never fails: every problem becomes the response ALB would give.
+    /// Returns a `Result` only because hyper's service must; doing so here
+    /// rather than in a wrapping future keeps each request's future smaller.
     pub(crate) async fn handle(
         self: Arc<Self>,
         client_ip: HeaderValue,
         mut request: Request<Incoming>,
-    ) -> Response<ResponseBody> {
+    ) -> Result<Response<ResponseBody>, Infallible> {
         // A tunnel to an arbitrary authority is a forward proxy's job, and
         // ALB refuses it too.
         if request.method() == Method::CONNECT {
-            return fixed(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+            return Ok(fixed(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported\n",
+            ));
         }
         let Some(group) = self.routes.load().route(request.uri().path()).cloned() else {
-            return fixed(
+            return Ok(fixed(
                 StatusCode::NOT_FOUND,
                 "no listener rule matches this path\n",
-            );
+            ));
         };
         let upgrade = is_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -93,170 +101,134 @@ impl Forwarder {
         add_forwarded(&mut parts.headers, client_ip);
 
         let Some(first) = group.pick(None) else {
-            return fixed(
+            return Ok(fixed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the target group has no target that can take requests\n",
-            );
+            ));
         };
-        // Only a request that is safe to repeat and whose (empty) body can be
-        // rebuilt may go to a second target.
+        // Only a request that is safe to repeat and has no body (so nothing
+        // of it is lost with the first attempt) may go to a second target.
         let retryable =
             (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream();
-        let outcome = if retryable {
-            drop(body);
-            let attempt = upstream_request(
-                parts.method.clone(),
-                parts.headers.clone(),
-                &path_and_query,
-                first.endpoint(),
-                RequestBody::Empty,
+        let mut client_body = (!retryable).then_some(body);
+        let mut target = first;
+        let mut last = !retryable;
+        let outcome = loop {
+            let request = UpstreamRequest {
+                method: &parts.method,
+                path_and_query: &path_and_query,
+                headers: &parts.headers,
+                default_host: &target.endpoint().host,
+            };
+            // Bounded from connect to response head, as ALB's idle timeout
+            // bounds a target that accepts and then says nothing.
+            let attempt = self.upstreams.send(
+                target.endpoint().addr,
+                &request,
+                client_body.take(),
+                self.upstream_timeout,
             );
-            match self.send(first.endpoint(), attempt).await {
-                Ok(answered) => Ok((answered, first)),
-                Err(Failure::Timeout) => Err(Failure::Timeout),
-                Err(Failure::Upstream(error)) => {
+            match attempt.await {
+                Ok(answer) => break Ok((answer, target)),
+                // A timed-out request may still be running on the target;
+                // trying it elsewhere would double the wait and the work.
+                Err(UpstreamError::Timeout) => break Err(Failure::Timeout),
+                Err(error) if !last => {
                     tracing::debug!(
-                        target_group = %group.name(), target = %first.endpoint().id,
+                        target_group = %group.name(), target = %target.endpoint().id,
                         %error, "upstream failed; retrying the idempotent request"
                     );
                     // Another target if there is one; the same one only if
                     // it was reached at all (a pooled connection closing
                     // under the request), since a refused connect will be
                     // refused again.
-                    let second = group
-                        .pick(Some(first.endpoint()))
+                    let next = group
+                        .pick(Some(target.endpoint()))
                         .or_else(|| (!error.is_connect()).then(|| group.pick(None)).flatten());
-                    drop(first);
-                    match second {
-                        None => Err(Failure::Upstream(error)),
-                        Some(second) => {
-                            let attempt = upstream_request(
-                                parts.method,
-                                parts.headers,
-                                &path_and_query,
-                                second.endpoint(),
-                                RequestBody::Empty,
-                            );
-                            self.send(second.endpoint(), attempt)
-                                .await
-                                .map(|answered| (answered, second))
+                    match next {
+                        Some(next) => {
+                            target = next;
+                            last = true;
                         }
+                        None => break Err(Failure::Upstream(error)),
                     }
                 }
+                Err(error) => break Err(Failure::Upstream(error)),
             }
-        } else {
-            let attempt = upstream_request(
-                parts.method,
-                parts.headers,
-                &path_and_query,
-                first.endpoint(),
-                RequestBody::Client(body),
-            );
-            self.send(first.endpoint(), attempt)
-                .await
-                .map(|answered| (answered, first))
         };
 
-        let ((mut response, lease), in_flight) = match outcome {
+        let (mut answer, in_flight) = match outcome {
             Ok(answered) => answered,
             Err(Failure::Timeout) => {
                 tracing::warn!(target_group = %group.name(), timeout = ?self.upstream_timeout, "upstream timed out");
-                return fixed(
+                return Ok(fixed(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the target did not answer in time\n",
-                );
+                ));
             }
             Err(Failure::Upstream(error)) => {
                 tracing::warn!(target_group = %group.name(), %error, "upstream request failed");
-                return fixed(StatusCode::BAD_GATEWAY, "the target failed to answer\n");
+                return Ok(fixed(
+                    StatusCode::BAD_GATEWAY,
+                    "the target failed to answer\n",
+                ));
             }
         };
 
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some((upstream, early)) = answer.take_upgraded() {
             let Some(client_upgrade) = client_upgrade else {
-                return fixed(
+                return Ok(fixed(
                     StatusCode::BAD_GATEWAY,
                     "the target switched protocols without being asked\n",
-                );
+                ));
             };
-            // The connection now belongs to the tunnel.
-            drop(lease);
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let mut response = answer.response;
             strip_hop_by_hop(response.headers_mut(), true);
             self.tunnels.spawn(tunnel(
                 client_upgrade,
-                upstream_upgrade,
+                upstream,
+                early,
                 in_flight,
                 self.closing.clone(),
             ));
-            return response.map(|_| ResponseBody::empty());
+            return Ok(response.map(|_| ResponseBody::empty()));
         }
+        let mut response = answer.response;
         strip_hop_by_hop(response.headers_mut(), false);
-        response.map(|body| ResponseBody::Upstream {
+        Ok(response.map(|body| ResponseBody::Upstream {
             body,
-            lease: Some(lease),
             _in_flight: in_flight,
-        })
-    }
-
-    /// One attempt, bounded by the upstream timeout from connect to
-    /// response headers.
-    async fn send(
-        &self,
-        target: &Endpoint,
-        request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
-        let attempt = self.upstreams.send(target.addr, request);
-        match tokio::time::timeout(self.upstream_timeout, attempt).await {
-            Ok(Ok(answered)) => Ok(answered),
-            Ok(Err(error)) => Err(Failure::Upstream(error)),
-            Err(_) => Err(Failure::Timeout),
-        }
+        }))
     }
 }
 
-/// The request to send upstream, in origin form, with the client's Host
-/// header (or the target's address when the client sent none).
-fn upstream_request(
-    method: Method,
-    mut headers: HeaderMap,
-    path_and_query: &PathAndQuery,
-    target: &Endpoint,
-    body: RequestBody,
-) -> Request<RequestBody> {
-    if !headers.contains_key(HOST) {
-        headers.insert(HOST, target.host.clone());
-    }
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = Uri::from(path_and_query.clone());
-    // Upstream connections are always HTTP/1.1 so they can be kept alive,
-    // whatever the client spoke.
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    request
-}
-
-/// Copies bytes both ways between the upgraded client and upstream
-/// connections until either side closes or the listener shuts down. The
-/// in-flight guard keeps a draining target waiting for the tunnel.
+/// Copies bytes both ways between the upgraded client connection and the
+/// target's socket until either side closes or the listener shuts down.
+/// `early` is what the target sent right after its 101. The in-flight guard
+/// keeps a draining target waiting for the tunnel.
 async fn tunnel(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    mut upstream: TcpStream,
+    early: Bytes,
     in_flight: InFlight,
     closing: CancellationToken,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+    let client = match client.await {
+        Ok(client) => client,
         Err(error) => {
             tracing::debug!(%error, "protocol upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    let relay = async {
+        if !early.is_empty() {
+            client.write_all(&early).await?;
+        }
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    };
     tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+        result = relay => {
             if let Err(error) = result {
                 tracing::debug!(target = %in_flight.endpoint().id, %error, "upgraded connection ended");
             }
@@ -424,22 +396,5 @@ mod tests {
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-host"], "app.example");
         assert_eq!(map["host"], "app.example");
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    use super::*;
-    #[tokio::test]
-    async fn sizes() {
-        let up: Arc<Upstreams> = Arc::default();
-        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let req = Request::new(RequestBody::Empty);
-        eprintln!("request {}", std::mem::size_of_val(&req));
-        let f = up.send(addr, req);
-        eprintln!("upstreams.send {}", std::mem::size_of_val(&f));
-        let t = tokio::time::timeout(Duration::from_secs(1), f);
-        eprintln!("timeout(send) {}", std::mem::size_of_val(&t));
-        eprintln!("parts {}", std::mem::size_of::<http::request::Parts>());
-        eprintln!("headermap {}", std::mem::size_of::<HeaderMap>());
     }
 }

@@ -13,7 +13,8 @@
 //!   times in a row, `Unhealthy` after `unhealthy_threshold` failures (not
 //!   counting failures within the grace period after registration),
 //!   `Draining` once deregistered. State changes are broadcast as
-//!   [`HealthEvent`]s.
+//!   [`HealthEvent`]s. A group without a health check trusts its targets:
+//!   they are Healthy from registration.
 //! - Selection: smooth weighted round-robin (nginx's algorithm, so weights
 //!   3:1 give exactly 300/100 over 400 requests) among the Healthy targets.
 //!   Only when none is Healthy does the group fail open to its Initial and
@@ -30,18 +31,35 @@
 //!   and upgraded connection included; draining waits for it to reach zero
 //!   (or the deregistration delay to pass).
 //! - Bodies stream in both directions with backpressure; nothing buffers a
-//!   whole message.
+//!   whole message. The two hops agree on where each message ends: a
+//!   response with both `Transfer-Encoding` and `Content-Length` loses the
+//!   latter, conflicting lengths are a 502, and unclear framing ends the
+//!   upstream connection rather than reusing it.
 //! - No request makes the proxy panic: every failure is a response. 404: no
 //!   rule matched; 503: the group has no target that may take requests;
 //!   502: the target failed (refused, reset, bad response); 504: no response
 //!   headers within the upstream timeout.
-//! - A GET or HEAD without a body whose target fails at the connection level
-//!   is retried once, on another target when there is one.
+//! - A GET or HEAD without a body whose target fails at the connection
+//!   level (refused, reset, closed without answering) is retried once, on
+//!   another target when there is one. A timeout is not retried. Failures
+//!   do not count toward a target's health: only active checks move it.
 //!
-//! The listener speaks HTTP/1.1 to clients (keep-alive, upgrades such as
-//! websockets) and pools keep-alive HTTP/1.1 connections to targets.
+//! How it runs. The listener speaks HTTP/1.1 to clients (keep-alive,
+//! upgrades such as websockets; no HTTP/2) through hyper, on worker threads
+//! with a single-threaded runtime each (`listener.rs` says why), and talks
+//! to targets over pooled keep-alive HTTP/1.1 connections with a small
+//! client of its own (`upstream.rs`, framing in `codec.rs`), which is what
+//! brought it level with nginx on `bench/proxy.sh`. Health checks, drains
+//! and the accept loop run on the runtime that started the listener.
+//!
+//! Module map: `rule` (path patterns, route table), `target_group`
+//! (membership, health state, selection, draining), `health` (check
+//! configuration and probe), `listener` (sockets, workers, shutdown),
+//! `forward` (one request: headers, retry, upgrade), `upstream` (pool and
+//! exchange), `codec` (HTTP/1.1 framing), `body` (the response body type).
 
 mod body;
+mod codec;
 mod error;
 mod forward;
 mod health;

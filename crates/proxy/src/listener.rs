@@ -10,17 +10,20 @@
 //! drains and the accept loop run on the runtime that started the listener.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -63,9 +66,11 @@ pub struct LoadBalancer {
     routes: Arc<ArcSwap<RouteTable>>,
     groups: Mutex<HashMap<String, TargetGroup>>,
     runtime: Handle,
-    /// Graceful phase: stop accepting, finish in-flight requests, end
-    /// tunnels.
+    /// Graceful phase: stop accepting, end tunnels.
     closing: CancellationToken,
+    /// Graceful phase, as client connections see it: finish the request in
+    /// flight, then close.
+    draining: Arc<Draining>,
     /// Health checkers of every group of this listener.
     checks: CancellationToken,
     /// Hard stop: drop every connection.
@@ -103,6 +108,7 @@ impl LoadBalancer {
         let tasks = TaskTracker::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
         let (done_tx, workers_done) = mpsc::channel(1);
+        let draining = Arc::new(Draining::default());
         let mut workers = Vec::with_capacity(config.workers.get());
         for index in 0..config.workers.get() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -112,6 +118,7 @@ impl LoadBalancer {
                 incoming: rx,
                 tasks: tasks.clone(),
                 closing: closing.clone(),
+                draining: draining.clone(),
                 stop: stop.clone(),
                 _done: done_tx.clone(),
             };
@@ -129,6 +136,7 @@ impl LoadBalancer {
             groups: Mutex::new(HashMap::new()),
             runtime: Handle::current(),
             closing: closing.clone(),
+            draining,
             checks: stop.child_token(),
             stop,
             tasks,
@@ -173,6 +181,7 @@ impl LoadBalancer {
     /// checks, and returns once the worker threads have exited.
     pub async fn shutdown(mut self) {
         self.closing.cancel();
+        self.draining.start();
         self.checks.cancel();
         self.tasks.close();
         if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait())
@@ -195,6 +204,7 @@ impl Drop for LoadBalancer {
     fn drop(&mut self) {
         // Without a graceful shutdown, end everything now; worker threads
         // then exit on their own.
+        self.draining.start();
         self.stop.cancel();
         self.tasks.close();
     }
@@ -245,6 +255,7 @@ struct Worker {
     incoming: mpsc::UnboundedReceiver<Accepted>,
     tasks: TaskTracker,
     closing: CancellationToken,
+    draining: Arc<Draining>,
     stop: CancellationToken,
     /// Dropped when the thread ends, which is how `shutdown` knows.
     _done: mpsc::Sender<()>,
@@ -275,7 +286,7 @@ impl Worker {
                         stream,
                         peer,
                         forwarder.clone(),
-                        self.closing.clone(),
+                        self.draining.watch(),
                         self.stop.clone(),
                     ));
                 }
@@ -288,40 +299,140 @@ impl Worker {
     }
 }
 
+/// How long a client connection may go without starting a request (an idle
+/// keep-alive connection, or a head trickling in byte by byte) before it is
+/// closed; between one and two times this, in fact. hyper's own header-read
+/// timeout does the same with a fresh timer per request; one timer per
+/// connection, pushed on when it fires, costs less (see `upstream.rs`).
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     forwarder: Arc<Forwarder>,
-    closing: CancellationToken,
+    mut draining: DrainingWatch,
     stop: CancellationToken,
 ) {
     // Formatted once per connection rather than once per request.
     let client_ip = HeaderValue::try_from(peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let service = service_fn(move |request| {
-        let forwarder = forwarder.clone();
-        let client_ip = client_ip.clone();
-        let fut = async move { Ok::<_, Infallible>(forwarder.handle(client_ip, request).await) };
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| eprintln!("handle future size: {}", std::mem::size_of_val(&fut)));
-        fut
+    let requests = Arc::new(AtomicU64::new(0));
+    let service = service_fn({
+        let requests = requests.clone();
+        move |request| {
+            requests.fetch_add(1, Relaxed);
+            forwarder.clone().handle(client_ip.clone(), request)
+        }
     });
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
+    let mut connection = pin!(connection);
+    let mut stopped = pin!(stop.cancelled());
+    let mut idle = pin!(tokio::time::sleep(CLIENT_IDLE_TIMEOUT));
+    let mut requests_seen = 0;
+    let mut graceful = false;
+    // One future rather than a `select!`, so the shutdown signals cost an
+    // atomic load per wake-up instead of a poll of each: the hard stop is
+    // only watched once the graceful phase has begun.
+    let result = poll_fn(|cx| {
+        if !graceful && idle.as_mut().poll(cx).is_ready() {
+            let started = requests.load(Relaxed);
+            if started == requests_seen {
+                // Closes at once if no request is in progress, else after
+                // the current one.
+                connection.as_mut().graceful_shutdown();
+                graceful = true;
+            } else {
+                requests_seen = started;
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + CLIENT_IDLE_TIMEOUT);
+                // Registers the reset timer with this task.
+                let _ = idle.as_mut().poll(cx);
             }
-            return;
         }
-        () = closing.cancelled() => connection.as_mut().graceful_shutdown(),
+        if !graceful && draining.poll_started(cx) {
+            connection.as_mut().graceful_shutdown();
+            graceful = true;
+        }
+        if graceful && stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
     }
-    tokio::select! {
-        _ = connection => {}
-        () = stop.cancelled() => {}
+}
+
+/// The start of a graceful shutdown, as client connections see it.
+/// Checking it is one atomic load per wake-up of a connection; polling a
+/// `CancellationToken` there took a lock every time, which showed in
+/// profiles at tens of thousands of requests per second.
+#[derive(Default)]
+struct Draining {
+    started: AtomicBool,
+    /// Connections to wake when it starts, by id.
+    waiting: Mutex<HashMap<u64, Waker>>,
+    next_id: AtomicU64,
+}
+
+impl Draining {
+    fn start(&self) {
+        self.started.store(true, SeqCst);
+        let waiting: Vec<Waker> = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, waker)| waker)
+            .collect();
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+
+    fn watch(self: &Arc<Self>) -> DrainingWatch {
+        DrainingWatch {
+            draining: self.clone(),
+            id: self.next_id.fetch_add(1, SeqCst),
+            registered: false,
+        }
+    }
+}
+
+struct DrainingWatch {
+    draining: Arc<Draining>,
+    id: u64,
+    registered: bool,
+}
+
+impl DrainingWatch {
+    /// True once draining has started. The first call registers the task
+    /// to be woken then; a task's waker does not change, so once is enough.
+    fn poll_started(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.registered {
+            self.registered = true;
+            self.draining
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.id, cx.waker().clone());
+        }
+        // Read after registering, so a start between the two is not missed.
+        self.draining.started.load(SeqCst)
+    }
+}
+
+impl Drop for DrainingWatch {
+    fn drop(&mut self) {
+        if self.registered {
+            self.draining
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.id);
+        }
     }
 }

@@ -373,7 +373,7 @@ impl TargetGroup {
     /// Unhealthy (which only happens after its grace period) or draining,
     /// rather than waiting out `timeout`, so a deploy can roll back early.
     pub async fn wait_healthy(&self, id: &str, timeout: Duration) -> Result<(), ProxyError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = later(Instant::now(), timeout);
         let mut changes = self.inner.changes.subscribe();
         loop {
             // Mark the current version seen before reading the state, so a
@@ -565,7 +565,7 @@ impl GroupInner {
             Err(reason) => {
                 entry.successes = 0;
                 entry.last_failure = Some(reason.clone());
-                if Instant::now() < entry.registered_at + config.grace {
+                if Instant::now() < later(entry.registered_at, config.grace) {
                     tracing::debug!(
                         target_group = %self.name, target = %endpoint.id, %reason,
                         "health check failed within the grace period"
@@ -617,8 +617,16 @@ async fn run_checker(
     }
 }
 
+/// `start + duration`, saturating: durations come from callers, and
+/// `Duration::MAX` means "never" rather than a panic.
+pub(crate) fn later(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 async fn wait_drained(endpoint: &Endpoint, drain: Duration) {
-    let deadline = Instant::now() + drain;
+    let deadline = later(Instant::now(), drain);
     loop {
         // Created before the count is read: a notify between the read and
         // the await still wakes it.

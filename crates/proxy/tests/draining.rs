@@ -155,3 +155,30 @@ async fn no_request_fails_while_targets_are_replaced_under_load() {
     assert!(served_by.len() >= 5, "served by {served_by:?}");
     lb.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let lb = LoadBalancer::start(any_addr(), vec![Rule::new(1, "*", "web")])
+        .await
+        .unwrap();
+    let web = Backend::start("web").await;
+    let group = lb.target_group("web");
+    group.register(Target::new("web", web.addr));
+    let addr = lb.local_addr();
+    let slow = tokio::spawn(async move { get(&client(), addr, "/slow/500").await });
+    while group.targets()[0].in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    lb.shutdown().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "shutdown waited for the request"
+    );
+    let answer = slow.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}

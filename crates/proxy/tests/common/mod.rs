@@ -32,12 +32,14 @@ pub type TestBody = Either<Full<Bytes>, Zeros>;
 /// `/health` (200, or 503 after `set_healthy(false)`), `/slow/MS`,
 /// `/headers` (the request headers it got, one `name: value` per line),
 /// `/ws` (a protocol upgrade that echoes bytes), `/big/BYTES` (a streamed
-/// body of zeros) and `/upload` (counts the request body's bytes).
+/// body of zeros with a Content-Length), `/chunked/BYTES` (the same, sent
+/// chunked) and `/upload` (counts the request body's bytes).
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     healthy: Arc<AtomicBool>,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -48,14 +50,16 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let healthy = Arc::new(AtomicBool::new(true));
         let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let (name2, healthy2, hits2, stop2, tasks2) = (
+        let (name2, healthy2, hits2, stop2, tasks2, connections2) = (
             name.to_owned(),
             healthy.clone(),
             hits.clone(),
             stop.clone(),
             tasks.clone(),
+            connections.clone(),
         );
         tasks.spawn(async move {
             loop {
@@ -66,6 +70,7 @@ impl Backend {
                         Err(_) => continue,
                     },
                 };
+                connections2.fetch_add(1, SeqCst);
                 let (name, healthy, hits, stop) =
                     (name2.clone(), healthy2.clone(), hits2.clone(), stop2.clone());
                 tasks2.spawn(async move {
@@ -90,9 +95,15 @@ impl Backend {
             addr,
             healthy,
             hits,
+            connections,
             stop,
             tasks,
         }
+    }
+
+    /// TCP connections accepted so far, health checks' included.
+    pub fn connections(&self) -> usize {
+        self.connections.load(SeqCst)
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -173,6 +184,14 @@ async fn answer(
             .insert("x-backend", name.parse().unwrap());
         return response;
     }
+    if let Some(bytes) = path.strip_prefix("/chunked/") {
+        let body = Zeros::new(bytes.parse().unwrap_or(0)).without_length();
+        let mut response = Response::new(Either::Right(body));
+        response
+            .headers_mut()
+            .insert("x-backend", name.parse().unwrap());
+        return response;
+    }
     if path == "/upload" {
         let mut body = request.into_body();
         let mut total: u64 = 0;
@@ -201,6 +220,7 @@ fn text(status: StatusCode, backend: &str, body: &str) -> Response<TestBody> {
 pub struct Zeros {
     remaining: u64,
     chunk: Bytes,
+    sized: bool,
 }
 
 impl Zeros {
@@ -208,7 +228,14 @@ impl Zeros {
         Self {
             remaining: len,
             chunk: Bytes::from(vec![0u8; 64 * 1024]),
+            sized: true,
         }
+    }
+
+    /// Hides the length, so hyper sends the body chunked.
+    pub fn without_length(mut self) -> Self {
+        self.sized = false;
+        self
     }
 }
 
@@ -234,7 +261,11 @@ impl Body for Zeros {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        if self.sized {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
     }
 }
 
