@@ -31,20 +31,29 @@ pub(crate) struct DemoOptions {
 /// The shop's sources in this checkout of gantry.
 fn shop_source() -> Result<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");
-    path.canonicalize()
-        .with_context(|| format!("the sample shop is not at {}: run gantry demo from a gantry checkout", path.display()))
+    path.canonicalize().with_context(|| {
+        format!(
+            "the sample shop is not at {}: run gantry demo from a gantry checkout",
+            path.display()
+        )
+    })
 }
 
 fn free_port(preferred: u16) -> u16 {
     if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
         return preferred;
     }
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(preferred)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(preferred)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name();
         // Build outputs are not sources.
@@ -64,12 +73,23 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 pub(crate) fn git(repo: &Path, args: &[&str]) -> Result<String> {
     let out = std::process::Command::new("git")
         .current_dir(repo)
-        .args(["-c", "user.name=gantry demo", "-c", "user.email=demo@gantry.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=gantry demo",
+            "-c",
+            "user.email=demo@gantry.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .context("cannot run git")?;
     if !out.status.success() {
-        bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -102,7 +122,8 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("gantry-demo-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let repo = data_dir.join("shop-repo");
     let json = options.json;
@@ -111,13 +132,20 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
     let production_port = free_port(if staging_port == 18081 { 18082 } else { 18081 });
     let docker = docker_answers();
     let browser = browser_available();
-    say(json, &format!("gantry demo: data dir {}", data_dir.display()));
+    say(
+        json,
+        &format!("gantry demo: data dir {}", data_dir.display()),
+    );
     say(
         json,
         &format!(
             "runtime: {} ({})",
             if docker { "docker" } else { "process" },
-            if docker { "a Docker Engine answers" } else { "no Docker Engine answers; services run as host processes" }
+            if docker {
+                "a Docker Engine answers"
+            } else {
+                "no Docker Engine answers; services run as host processes"
+            }
         ),
     );
     say(
@@ -139,20 +167,39 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
         text = text.replace("127.0.0.1:18081", &format!("127.0.0.1:{production_port}"));
         if docker {
             // Host networking: the BFF reaches the load balancer on 127.0.0.1.
-            text = text.replace("    runtime: process\n", "    runtime: docker\n    network: host\n");
+            text = text.replace(
+                "    runtime: process\n",
+                "    runtime: docker\n    network: host\n",
+            );
         }
         std::fs::write(&file, text)?;
         git(&repo, &["init", "-q", "-b", "main"])?;
         git(&repo, &["add", "-A"])?;
-        git(&repo, &["commit", "-q", "-m", "The shop: catalog, orders, bff"])?;
+        git(
+            &repo,
+            &["commit", "-q", "-m", "The shop: catalog, orders, bff"],
+        )?;
     }
     let pipeline = repo.join("examples/shop/gantry.yaml");
 
     let listen = "127.0.0.1:0".parse().context("loopback")?;
     let server = gantry_server::RunningServer::start(&data_dir, listen, listen).await?;
     let client = Client::new(&server.api);
-    let conn = Connection { client: client.clone(), data_dir: data_dir.clone(), embedded: Some(server) };
-    let result = drive(&conn, &options, &pipeline, &repo, staging_port, production_port, browser).await;
+    let conn = Connection {
+        client: client.clone(),
+        data_dir: data_dir.clone(),
+        embedded: Some(server),
+    };
+    let result = drive(
+        &conn,
+        &options,
+        &pipeline,
+        &repo,
+        staging_port,
+        production_port,
+        browser,
+    )
+    .await;
     let code = match result {
         Ok(code) => code,
         Err(error) => {
@@ -161,7 +208,10 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
         }
     };
     if !options.exit {
-        say(json, "Serving until Ctrl-C (or `gantry shutdown --data-dir …`).");
+        say(
+            json,
+            "Serving until Ctrl-C (or `gantry shutdown --data-dir …`).",
+        );
         let plane = conn.embedded.as_ref().map(|s| s.plane.clone());
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -203,14 +253,20 @@ async fn drive(
             )
             .await?;
     }
-    let variables = BTreeMap::from([("E2E_MODE".to_string(), if browser { "browser" } else { "http" }.to_string())]);
+    let variables = BTreeMap::from([(
+        "E2E_MODE".to_string(),
+        if browser { "browser" } else { "http" }.to_string(),
+    )]);
     let execution = run_once(conn, options, pipeline, &variables).await?;
     let mut ok = execution["status"] == "Succeeded";
     if ok {
         report(conn, json).await?;
     }
     if ok && options.second_run {
-        say(json, "\nSecond run: one backend changes (catalog's first product), nothing else does.");
+        say(
+            json,
+            "\nSecond run: one backend changes (catalog's first product), nothing else does.",
+        );
         let lib = repo.join("examples/shop/catalog/src/lib.rs");
         let text = std::fs::read_to_string(&lib)?;
         let changed = text.replacen("price_cents: 1299", "price_cents: 1199", 1);
@@ -228,9 +284,13 @@ async fn drive(
             say(
                 json,
                 &if *digest == was {
-                    format!("  {service}: same digest {digest}: built identically, promoted as is, deploy skipped (already running)")
+                    format!(
+                        "  {service}: same digest {digest}: built identically, promoted as is, deploy skipped (already running)"
+                    )
                 } else {
-                    format!("  {service}: new digest {digest} (was {was}): its code changed, so it was built, tested and deployed")
+                    format!(
+                        "  {service}: new digest {digest} (was {was}): its code changed, so it was built, tested and deployed"
+                    )
                 },
             );
         }
@@ -243,7 +303,11 @@ async fn drive(
     } else if json {
         println!("{execution}");
     }
-    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 /// Production digests by service.
@@ -253,7 +317,12 @@ async fn digests(client: &Client) -> Result<BTreeMap<String, String>> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["digest"].as_str()?.to_string())))
+        .filter_map(|s| {
+            Some((
+                s["name"].as_str()?.to_string(),
+                s["digest"].as_str()?.to_string(),
+            ))
+        })
         .collect())
 }
 
@@ -267,7 +336,10 @@ async fn run_once(
     let client = &conn.client;
     let text = std::fs::read_to_string(pipeline)?;
     let started = client
-        .post("/api/v1/executions", &json!({"file": pipeline, "text": text, "variables": variables}))
+        .post(
+            "/api/v1/executions",
+            &json!({"file": pipeline, "text": text, "variables": variables}),
+        )
         .await?;
     let id = started["id"].as_str().unwrap_or_default().to_string();
     let tty = std::io::stdout().is_terminal() && !options.json;
@@ -285,17 +357,33 @@ async fn run_once(
         let status = execution["status"].as_str().unwrap_or_default();
         if matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded") {
             let total = started_at.elapsed().saturating_sub(waited);
-            say(options.json, &format!("pipeline {status} in {:.1}s (not counting the approval wait)", total.as_secs_f64()));
+            say(
+                options.json,
+                &format!(
+                    "pipeline {status} in {:.1}s (not counting the approval wait)",
+                    total.as_secs_f64()
+                ),
+            );
             return Ok(execution);
         }
         let waiting = execution["stages"]
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|s| s["actions"].as_array().into_iter().flatten().map(move |a| (s["name"].clone(), a.clone())))
+            .flat_map(|s| {
+                s["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |a| (s["name"].clone(), a.clone()))
+            })
             .find(|(_, a)| a["status"] == "Waiting");
         if let Some((stage, action)) = waiting {
-            let target = format!("{}/{}", stage.as_str().unwrap_or_default(), action["name"].as_str().unwrap_or_default());
+            let target = format!(
+                "{}/{}",
+                stage.as_str().unwrap_or_default(),
+                action["name"].as_str().unwrap_or_default()
+            );
             if options.auto_approve {
                 say(options.json, &format!("auto-approving {target}"));
                 client
@@ -309,12 +397,16 @@ async fn run_once(
                 told = true;
                 say(
                     options.json,
-                    &format!("Waiting for your approval. In another terminal:\n  gantry{hint} approve {id} {target}"),
+                    &format!(
+                        "Waiting for your approval. In another terminal:\n  gantry{hint} approve {id} {target}"
+                    ),
                 );
             }
         }
         let wait_start = tokio::time::Instant::now();
-        version = client.changes(version, Duration::from_millis(if tty { 250 } else { 2000 })).await?;
+        version = client
+            .changes(version, Duration::from_millis(if tty { 250 } else { 2000 }))
+            .await?;
         if waiting_now(&execution) {
             waited += wait_start.elapsed();
         }
@@ -335,7 +427,10 @@ async fn report(conn: &Connection, json: bool) -> Result<()> {
     let client = &conn.client;
     for env in ["staging", "production"] {
         let status = client.get(&format!("/api/v1/environments/{env}")).await?;
-        say(json, &format!("{env}: {}", status["url"].as_str().unwrap_or_default()));
+        say(
+            json,
+            &format!("{env}: {}", status["url"].as_str().unwrap_or_default()),
+        );
         for s in status["services"].as_array().into_iter().flatten() {
             say(
                 json,

@@ -365,8 +365,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
-        Command::Demo { auto_approve, exit, json, second_run } => {
-            demo::run(demo::DemoOptions { data_dir: cli.data_dir.clone(), auto_approve, exit, json, second_run }).await
+        Command::Demo {
+            auto_approve,
+            exit,
+            json,
+            second_run,
+        } => {
+            demo::run(demo::DemoOptions {
+                data_dir: cli.data_dir.clone(),
+                auto_approve,
+                exit,
+                json,
+                second_run,
+            })
+            .await
         }
         Command::Apply { file } => {
             let conn = Connection::open(&data_dir_for(&file.file)?).await?;

@@ -13,26 +13,53 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn gantry(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gantry")).arg("--data-dir").arg(data).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn json(data: &Path, args: &[&str]) -> Value {
     let out = gantry(data, args);
-    assert!(out.status.success(), "gantry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gantry {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn http_get(url: &str) -> (u16, String) {
     let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 /// The demo process; on a failed assertion it is stopped with its services,
@@ -58,7 +85,12 @@ fn digests(status: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s["digest"].as_str().unwrap_or_default().to_string()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["digest"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -81,7 +113,10 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut demo = Demo { child: demo, data: data.clone() };
+    let mut demo = Demo {
+        child: demo,
+        data: data.clone(),
+    };
     let stdout = demo.child.stdout.take().unwrap();
     let mut execution = Value::Null;
     for line in BufReader::new(stdout).lines() {
@@ -99,54 +134,121 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
 
     let staging = json(&data, &["env", "status", "staging", "--json"]);
     let production = json(&data, &["env", "status", "production", "--json"]);
-    assert_eq!(digests(&staging), digests(&production), "production runs exactly the digests staging tested");
+    assert_eq!(
+        digests(&staging),
+        digests(&production),
+        "production runs exactly the digests staging tested"
+    );
     assert_eq!(digests(&production).len(), 3);
 
-    let staging_dns = String::from_utf8(gantry(&data, &["param", "get", "/shop/staging/SERVICE_DNS"]).stdout).unwrap();
-    let production_dns = String::from_utf8(gantry(&data, &["param", "get", "/shop/production/SERVICE_DNS"]).stdout).unwrap();
-    assert_ne!(staging_dns.trim(), production_dns.trim(), "staging and production read different SERVICE_DNS values");
+    let staging_dns =
+        String::from_utf8(gantry(&data, &["param", "get", "/shop/staging/SERVICE_DNS"]).stdout)
+            .unwrap();
+    let production_dns =
+        String::from_utf8(gantry(&data, &["param", "get", "/shop/production/SERVICE_DNS"]).stdout)
+            .unwrap();
+    assert_ne!(
+        staging_dns.trim(),
+        production_dns.trim(),
+        "staging and production read different SERVICE_DNS values"
+    );
 
     let (code, page) = http_get(production["url"].as_str().unwrap());
     assert_eq!(code, 200, "{page}");
-    assert!(page.contains(r#"id="catalog-environment">production<"#), "the production page shows production data: {page}");
+    assert!(
+        page.contains(r#"id="catalog-environment">production<"#),
+        "the production page shows production data: {page}"
+    );
     let dns = format!(r#"id="service-dns">{}<"#, production_dns.trim());
-    assert!(page.contains(&dns), "the production BFF reads production's SERVICE_DNS: {page}");
+    assert!(
+        page.contains(&dns),
+        "the production BFF reads production's SERVICE_DNS: {page}"
+    );
     let (_, staging_page) = http_get(staging["url"].as_str().unwrap());
-    assert!(staging_page.contains(r#"id="catalog-environment">staging<"#), "{staging_page}");
+    assert!(
+        staging_page.contains(r#"id="catalog-environment">staging<"#),
+        "{staging_page}"
+    );
 
     // A broken commit: the orders service's health check fails. It stops at
     // staging, never reaches the approval, and the previous revision serves.
     let repo = data.join("shop-repo");
     let file = repo.join("examples/shop/gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let broken = text.replacen("  orders:\n    port: 8080\n", "  orders:\n    port: 8080\n    environment: {FAIL_HEALTH: \"1\"}\n", 1);
+    let broken = text.replacen(
+        "  orders:\n    port: 8080\n",
+        "  orders:\n    port: 8080\n    environment: {FAIL_HEALTH: \"1\"}\n",
+        1,
+    );
     assert_ne!(broken, text);
     std::fs::write(&file, broken).unwrap();
     let git = |args: &[&str]| {
-        assert!(Command::new("git")
-            .current_dir(&repo)
-            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
+        assert!(
+            Command::new("git")
+                .current_dir(&repo)
+                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        );
     };
     git(&["commit", "-qam", "orders: broken health check"]);
-    let orders_before = staging["services"].as_array().unwrap().iter().find(|s| s["name"] == "orders").unwrap()["revision"].clone();
-    let out = gantry(&data, &["run", "-f", file.to_str().unwrap(), "--json", "--var", "E2E_MODE=http"]);
+    let orders_before = staging["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "orders")
+        .unwrap()["revision"]
+        .clone();
+    let out = gantry(
+        &data,
+        &[
+            "run",
+            "-f",
+            file.to_str().unwrap(),
+            "--json",
+            "--var",
+            "E2E_MODE=http",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    let failed: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    let stage = |name: &str| failed["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    let failed: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let stage = |name: &str| {
+        failed["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(stage("StagingBackends")["status"], "Failed", "{failed:#}");
-    assert!(stage("Approval")["status"].is_null(), "never reaches approval");
+    assert!(
+        stage("Approval")["status"].is_null(),
+        "never reaches approval"
+    );
     let staging = json(&data, &["env", "status", "staging", "--json"]);
-    let orders = staging["services"].as_array().unwrap().iter().find(|s| s["name"] == "orders").unwrap();
-    assert_eq!(orders["revision"], orders_before, "the previous staging revision keeps serving");
+    let orders = staging["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "orders")
+        .unwrap();
+    assert_eq!(
+        orders["revision"], orders_before,
+        "the previous staging revision keeps serving"
+    );
     let (code, _) = http_get(&format!("{}api/orders", staging["url"].as_str().unwrap()));
     assert_eq!(code, 200);
 
     let out = gantry(&data, &["shutdown", "--stop-services"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = demo.child.try_wait().unwrap() {

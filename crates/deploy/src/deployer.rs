@@ -533,7 +533,13 @@ impl Deployer {
         // Build once, deploy once: the same image with the same definition and
         // parameter versions, already serving in full, is left alone.
         let current = state.current.lock().await.clone();
-        let serving: Vec<String> = state.replicas.lock().await.iter().map(|r| r.id.clone()).collect();
+        let serving: Vec<String> = state
+            .replicas
+            .lock()
+            .await
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
         if let Some(current) = current
             && current.same_as(&revision)
             && serving.len() >= current.replicas as usize

@@ -112,7 +112,12 @@ impl Revision {
     /// image, definition and parameter versions (number, time and cause
     /// aside).
     pub fn same_as(&self, other: &Revision) -> bool {
-        let strip = |r: &Revision| Revision { number: 0, created_at: 0, cause: String::new(), ..r.clone() };
+        let strip = |r: &Revision| Revision {
+            number: 0,
+            created_at: 0,
+            cause: String::new(),
+            ..r.clone()
+        };
         strip(self) == strip(other)
     }
 

@@ -739,7 +739,11 @@ impl ControlPlane {
             pipeline: loaded.pipeline.name.to_string(),
             stage: stage_name.to_string(),
             owner: self.inner.data_dir.display().to_string(),
-            cache_dir: self.inner.data_dir.join("cache").join(sanitize(loaded.pipeline.name.as_str())),
+            cache_dir: self
+                .inner
+                .data_dir
+                .join("cache")
+                .join(sanitize(loaded.pipeline.name.as_str())),
             timeout: resolved.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
             action: resolved,
             attempt,

@@ -101,11 +101,14 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         env: resolved
             .env
             .into_iter()
-.chain([
+            .chain([
                 (crate::orphans::OWNER_ENV.to_string(), ctx.owner.clone()),
                 // A directory that outlives the build, per pipeline, for
                 // compiler caches and the like (CodeBuild's local cache).
-                ("GANTRY_CACHE_DIR".to_string(), ctx.cache_dir.display().to_string()),
+                (
+                    "GANTRY_CACHE_DIR".to_string(),
+                    ctx.cache_dir.display().to_string(),
+                ),
             ])
             .collect(),
         secrets: resolved.secrets,

@@ -94,7 +94,10 @@ pub(crate) fn decode_environments(
             .get("runtime")
             .and_then(|n| runtime(diag, n))
             .unwrap_or_default();
-        let network = fields.get("network").and_then(|n| network(diag, n, runtime)).unwrap_or_default();
+        let network = fields
+            .get("network")
+            .and_then(|n| network(diag, n, runtime))
+            .unwrap_or_default();
         let load_balancer = fields
             .get("load_balancer")
             .and_then(|n| load_balancer(diag, n));
@@ -125,12 +128,18 @@ fn network(diag: &mut Diagnostics<'_>, node: &Node, runtime: RuntimeKind) -> Opt
         "bridge" => Network::Bridge,
         "host" => Network::Host,
         other => {
-            diag.error(text.location, format!("unknown network `{other}`; expected one of: bridge, host"));
+            diag.error(
+                text.location,
+                format!("unknown network `{other}`; expected one of: bridge, host"),
+            );
             return None;
         }
     };
     if runtime != RuntimeKind::Docker {
-        diag.error(text.location, "`network` applies to the docker runtime only".to_string());
+        diag.error(
+            text.location,
+            "`network` applies to the docker runtime only".to_string(),
+        );
         return None;
     }
     Some(network)
