@@ -319,3 +319,53 @@ stages:
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_image_definitions_name_no_container_of_the_service_fails_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pipeline = format!(
+        r##"
+version: 1
+name: mismatch
+environments:
+  staging:
+    load_balancer: {{listen: "127.0.0.1:{port}", rules: [{{priority: 10, path: "/*", service: web}}]}}
+services:
+  web: {{container: web}}
+stages:
+  - name: Build
+    actions:
+      - name: defs
+        type: shell
+        commands: ["printf '[{{\"name\":\"other\",\"imageUri\":\"127.0.0.1:1/x@sha256:%064d\"}}]' 0 > imagedefinitions.json"]
+        outputs: [Defs]
+        artifacts: {{files: [imagedefinitions.json]}}
+  - name: Deploy
+    actions:
+      - {{name: web, type: deploy, environment: staging, service: web, inputs: [Defs]}}
+"##
+    );
+    std::fs::write(repo.join("gantry.yaml"), pipeline).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
+    let v = run_to_end(&server, &repo).await;
+    assert_eq!(v["status"], "Failed", "{v:#}");
+    let error = action(&v, "Deploy", "web")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("no image for container web") && error.contains("other"),
+        "{error}"
+    );
+    server.shutdown().await;
+}
