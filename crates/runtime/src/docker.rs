@@ -205,6 +205,11 @@ async fn watch(inner: Arc<Inner>) {
     let mut failing = false;
     loop {
         tokio::time::sleep(inner.options.poll_interval).await;
+        // Nothing to watch, nothing to ask: each poll starts the docker CLI,
+        // which costs tens of milliseconds of CPU that builds need.
+        if inner.slots().is_empty() {
+            continue;
+        }
         match inner.poll().await {
             Ok(()) => failing = false,
             Err(e) => {
