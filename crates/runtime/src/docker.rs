@@ -201,23 +201,28 @@ impl Runtime for DockerRuntime {
 }
 
 /// Polls container states until the runtime is dropped.
+///
+/// Each poll starts the docker CLI (tens of milliseconds of CPU), so the
+/// watcher asks only when there is something to learn: while it watches
+/// containers, or until docker has answered once (the containers of an
+/// earlier gantry are adopted then). While docker does not answer, polls
+/// back off up to 30 times the interval.
 async fn watch(inner: Arc<Inner>) {
-    let mut failing = false;
+    let mut failures: u32 = 0;
     loop {
-        tokio::time::sleep(inner.options.poll_interval).await;
-        // Nothing to watch, nothing to ask: each poll starts the docker CLI,
-        // which costs tens of milliseconds of CPU that builds need.
-        if inner.slots().is_empty() {
+        let backoff = 1u32 << failures.min(5);
+        tokio::time::sleep(inner.options.poll_interval * backoff.min(30)).await;
+        if inner.slots().is_empty() && inner.available.load(Ordering::Relaxed) {
             continue;
         }
         match inner.poll().await {
-            Ok(()) => failing = false,
+            Ok(()) => failures = 0,
             Err(e) => {
-                // Once per outage, not once per second.
-                if !failing {
+                // Once per outage, not once per poll.
+                if failures == 0 {
                     tracing::warn!(error = %e, "polling docker failed");
                 }
-                failing = true;
+                failures = failures.saturating_add(1);
             }
         }
     }
