@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestRegistry, docker_tests_enabled};
+use common::{ImageName, TestRegistry, docker_tests_enabled};
 use gantry_images::{ImageSpec, Reference, build_image, promote};
 
 fn docker(args: &[&str]) -> String {

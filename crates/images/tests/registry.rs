@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestRegistry, registry_tests_enabled, sample_context, skopeo_digest};
+use common::{ImageName, TestRegistry, registry_tests_enabled, sample_context, skopeo_digest};
 use gantry_images::manifest::{OCI_INDEX, OCI_MANIFEST};
 use gantry_images::{
     ClientOptions, Digest, ImageSpec, PromoteError, RegistryClient, RegistryError, build_image,

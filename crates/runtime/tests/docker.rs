@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ContainerGuard, INDEX, TestRegistry, client, docker, docker_tests_enabled, http_get,
+    ContainerGuard, INDEX, ImageName, TestRegistry, client, docker, docker_tests_enabled, http_get,
     next_event_of, spec, unique, wait_event, wait_http, wait_until, web_image,
 };
 use gantry_images::Digest;

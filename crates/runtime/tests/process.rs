@@ -7,8 +7,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{
-    DataDir, INDEX, SERVE, TestRegistry, busybox_context, client, http_get, is_dead, next_event_of,
-    registry_tests_enabled, spec, wait_event, wait_http, wait_until, web_image, write_files,
+    DataDir, INDEX, ImageName, SERVE, TestRegistry, busybox_context, client, http_get, is_dead,
+    next_event_of, registry_tests_enabled, spec, wait_event, wait_http, wait_until, web_image,
+    write_files,
 };
 use gantry_images::manifest::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use gantry_images::{Digest, ImageSpec, build_image};

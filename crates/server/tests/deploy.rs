@@ -415,10 +415,7 @@ async fn a_listener_port_already_taken_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_definitions_deploy_on_the_docker_runtime() {
-    if std::env::var("GANTRY_TEST_DOCKER").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped the_same_definitions_deploy_on_the_docker_runtime: set GANTRY_TEST_DOCKER=1 to run it"
-        );
+    if !gantry_testkit::docker_tests_enabled("the_same_definitions_deploy_on_the_docker_runtime") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

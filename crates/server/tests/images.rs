@@ -164,49 +164,16 @@ async fn an_image_is_built_without_docker_and_promoted_by_digest() {
     server.shutdown().await;
 }
 
-/// Starts Debian's docker-registry on a free port; returns it and its address.
-fn docker_registry(dir: &Path) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-            dir.join("storage").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("docker-registry (Debian package docker-registry)");
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_is_promoted_from_the_embedded_registry_to_an_external_one() {
-    if std::env::var("GANTRY_TEST_REGISTRY").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped a_release_is_promoted_from_the_embedded_registry_to_an_external_one: set GANTRY_TEST_REGISTRY=1 to run it"
-        );
+    if !gantry_testkit::registry_tests_enabled(
+        "a_release_is_promoted_from_the_embedded_registry_to_an_external_one",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (mut external, external_addr) = docker_registry(dir.path());
+    let external = gantry_testkit::TestRegistry::start();
+    let external_addr = external.addr.clone();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(repo.join("site")).unwrap();
     let pipeline = PIPELINE.replace(
@@ -256,15 +223,13 @@ async fn a_release_is_promoted_from_the_embedded_registry_to_an_external_one() {
         String::from_utf8_lossy(&inspect.stderr)
     );
     server.shutdown().await;
-    let _ = external.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buildspec_builds_and_pushes_with_docker_to_the_embedded_registry() {
-    if std::env::var("GANTRY_TEST_DOCKER").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped a_buildspec_builds_and_pushes_with_docker_to_the_embedded_registry: set GANTRY_TEST_DOCKER=1 to run it"
-        );
+    if !gantry_testkit::docker_tests_enabled(
+        "a_buildspec_builds_and_pushes_with_docker_to_the_embedded_registry",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,128 +1,28 @@
 //! Test support: real `docker-registry` instances, a scriptable HTTP server for
 //! retry and auth behaviour, and gates on environment variables.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_images::{ClientOptions, Digest, Reference, RegistryClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Whether the tests needing `docker-registry` should run; prints why not.
-pub fn registry_tests_enabled(test: &str) -> bool {
-    gate("GANTRY_TEST_REGISTRY", test)
+pub use gantry_testkit::{TestRegistry, docker_tests_enabled, registry_tests_enabled};
+
+/// `registry.image("name")`: `ADDR/name` of a test registry, parsed.
+pub trait ImageName {
+    fn image(&self, name: &str) -> Reference;
 }
 
-/// Whether the tests needing dockerd should run; prints why not.
-pub fn docker_tests_enabled(test: &str) -> bool {
-    gate("GANTRY_TEST_DOCKER", test)
-}
-
-fn gate(var: &str, test: &str) -> bool {
-    if std::env::var(var).as_deref() == Ok("1") {
-        true
-    } else {
-        println!("skipped {test}: set {var}=1 to run it");
-        false
-    }
-}
-
-/// A `docker-registry` on a free loopback port, storing into a temp dir, killed on drop.
-pub struct TestRegistry {
-    pub addr: String,
-    child: Child,
-    pub dir: tempfile::TempDir,
-}
-
-impl TestRegistry {
-    pub fn start() -> TestRegistry {
-        TestRegistry::start_with_tls(None)
-    }
-
-    /// With `Some((cert, key))` the registry serves HTTPS with that certificate.
-    pub fn start_with_tls(tls: Option<(&Path, &Path)>) -> TestRegistry {
-        let mut last_log = String::new();
-        // A free port can be taken between finding it and the registry binding it;
-        // a few tries make that race harmless.
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = free_port();
-            let storage = dir.path().join("storage");
-            let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}{}}}\n",
-                    storage.display(),
-                    match tls {
-                        Some((cert, key)) => format!(", tls: {{certificate: {}, key: {}}}", cert.display(), key.display()),
-                        None => String::new(),
-                    }
-                ),
-            )
-            .expect("write registry config");
-            let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry (apt-get install docker-registry)");
-            let addr = format!("127.0.0.1:{port}");
-            let up = if tls.is_some() {
-                wait_for_port(&addr, &mut child)
-            } else {
-                wait_for_v2(&addr, &mut child)
-            };
-            if up {
-                return TestRegistry { addr, child, dir };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
-        }
-        panic!("docker-registry did not start:\n{last_log}");
-    }
-
-    /// `ADDR/name` parsed.
-    pub fn image(&self, name: &str) -> Reference {
+impl ImageName for TestRegistry {
+    fn image(&self, name: &str) -> Reference {
         Reference::parse(&format!("{}/{name}", self.addr)).expect("test reference")
     }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_for_port(addr: &str, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it, made with
@@ -190,29 +90,6 @@ pub fn test_certificates() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     ]);
     let (ca, cert, key) = (p("ca.pem"), p("server.pem"), p("server.key"));
     (dir, ca, cert, key)
-}
-
-fn wait_for_v2(addr: &str, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let request = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).is_ok()
-                && stream.read_to_string(&mut answer).is_ok()
-                && answer.starts_with("HTTP/1.1 200")
-            {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 pub fn client() -> RegistryClient {

@@ -2,7 +2,7 @@
 //! `gantry_images::build_image`, a tiny HTTP client, event helpers, and guards
 //! that leave no replica process or container behind when a test fails.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -19,110 +19,23 @@ use tokio::sync::broadcast;
 /// What the web image's index page says.
 pub const INDEX: &str = "hello from gantry\n";
 
-/// Whether the tests needing `docker-registry` should run; prints why not.
-pub fn registry_tests_enabled(test: &str) -> bool {
-    gate("GANTRY_TEST_REGISTRY", test)
-}
+use gantry_testkit::gate;
+pub use gantry_testkit::{TestRegistry, registry_tests_enabled};
 
 /// Whether the tests needing dockerd (and the registry) should run.
 pub fn docker_tests_enabled(test: &str) -> bool {
     gate("GANTRY_TEST_DOCKER", test) && gate("GANTRY_TEST_REGISTRY", test)
 }
 
-fn gate(var: &str, test: &str) -> bool {
-    if std::env::var(var).as_deref() == Ok("1") {
-        true
-    } else {
-        println!("skipped {test}: set {var}=1 to run it");
-        false
-    }
+/// `registry.image("name")`: `ADDR/name` of a test registry, parsed.
+pub trait ImageName {
+    fn image(&self, name: &str) -> Reference;
 }
 
-/// A `docker-registry` on a free loopback port, storing into a temp dir, killed on drop.
-pub struct TestRegistry {
-    pub addr: String,
-    child: Child,
-    pub dir: tempfile::TempDir,
-}
-
-impl TestRegistry {
-    pub fn start() -> TestRegistry {
-        let mut last_log = String::new();
-        // A free port can be taken between finding it and the registry binding it;
-        // a few tries make that race harmless.
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = free_port();
-            let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                    dir.path().join("storage").display(),
-                ),
-            )
-            .expect("write registry config");
-            let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                .spawn()
-                .expect("start docker-registry (apt-get install docker-registry)");
-            let addr = format!("127.0.0.1:{port}");
-            if wait_for_v2(&addr, &mut child) {
-                return TestRegistry { addr, child, dir };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
-        }
-        panic!("docker-registry did not start:\n{last_log}");
-    }
-
-    /// `ADDR/name` parsed.
-    pub fn image(&self, name: &str) -> Reference {
+impl ImageName for TestRegistry {
+    fn image(&self, name: &str) -> Reference {
         Reference::parse(&format!("{}/{name}", self.addr)).expect("test reference")
     }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_for_v2(addr: &str, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let request = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).is_ok()
-                && stream.read_to_string(&mut answer).is_ok()
-                && answer.starts_with("HTTP/1.1 200")
-            {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 pub fn client() -> RegistryClient {
