@@ -105,7 +105,11 @@ impl EnvState {
 }
 
 /// The replica spec of a revision's `seq`-th replica.
-pub(crate) fn replica_spec(r: &Revision, seq: u32, env: &[(String, String)]) -> ReplicaSpec {
+pub(crate) fn replica_spec(
+    r: &Revision,
+    seq: u32,
+    env: &[(String, String)],
+) -> Result<ReplicaSpec, String> {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let id = format!(
         "{}-{}-r{}-{seq}-{}",
@@ -114,12 +118,9 @@ pub(crate) fn replica_spec(r: &Revision, seq: u32, env: &[(String, String)]) -> 
         r.number,
         &suffix[suffix.len() - 6..]
     );
-    let image = Reference::parse(&r.image).unwrap_or_else(|_| {
-        // Revisions are only made from parsed references; this keeps the
-        // runtime's error (an image that does not exist) as the outcome.
-        Reference::parse("invalid.invalid/invalid:invalid").expect("a constant valid reference")
-    });
-    ReplicaSpec {
+    let image = Reference::parse(&r.image)
+        .map_err(|e| format!("revision {} names image {}: {e}", r.number, r.image))?;
+    Ok(ReplicaSpec {
         id,
         environment: r.environment.clone(),
         service: r.service.clone(),
@@ -132,7 +133,7 @@ pub(crate) fn replica_spec(r: &Revision, seq: u32, env: &[(String, String)]) -> 
         cpus: r.cpus,
         labels: BTreeMap::new(),
         host_network: r.host_network,
-    }
+    })
 }
 
 fn rules_of(env: &Environment) -> Vec<Rule> {

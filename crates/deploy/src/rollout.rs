@@ -221,7 +221,7 @@ impl Rollout<'_> {
     /// but sent nothing, for blue/green).
     async fn start_one_weighted(&self, seq: u32, weight: u32) -> Result<ReplicaRef, String> {
         let r = self.revision;
-        let spec = replica_spec(r, seq, self.env_vars);
+        let spec = replica_spec(r, seq, self.env_vars)?;
         let id = spec.id.clone();
         // Subscribed before the start, so an exit at once is not missed.
         let mut events = self.runtime.subscribe();
