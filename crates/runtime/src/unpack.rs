@@ -19,6 +19,11 @@
 //!   writable by their owner until every layer is in, because a later layer may
 //!   write into a directory an earlier one made read-only; their own modes are
 //!   applied last, deepest first. Owners are not changed (that needs root).
+//!   A later entry may have put a symlink where such a directory was (or
+//!   where one of its ancestors was), so the final modes are set through
+//!   handles opened component by component without following any symlink:
+//!   a mode meant for the image never lands on a host file. A directory that
+//!   a later entry replaced or whited out keeps no saved mode.
 //!
 //! Device files are skipped: creating them needs privileges, and a process on
 //! the host uses the host's `/dev` anyway.
@@ -92,17 +97,49 @@ impl Unpacker {
     }
 
     /// Gives every directory the layers made its own mode, deepest first so a
-    /// read-only parent does not block its children.
+    /// read-only parent does not block its children. Each directory is opened
+    /// from the root without following symlinks (see the module doc); one
+    /// that is no longer a directory there was replaced, and is skipped.
     pub(crate) fn finish(self) -> Result<(), String> {
+        let root = File::open(&self.root)
+            .map_err(|e| format!("opening the root {}: {e}", self.root.display()))?;
         for (dir, mode) in self.dir_modes.iter().rev() {
-            match fs::set_permissions(dir, fs::Permissions::from_mode(*mode)) {
-                Ok(()) => {}
-                // A later layer replaced or deleted it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("setting the mode of {}: {e}", dir.display())),
-            }
+            let Ok(relative) = dir.strip_prefix(&self.root) else {
+                continue;
+            };
+            let handle = match open_dir_beneath(&root, relative) {
+                Ok(handle) => handle,
+                Err(e) if is_replaced(&e) => continue,
+                Err(e) => return Err(format!("opening {}: {e}", dir.display())),
+            };
+            handle
+                .set_permissions(fs::Permissions::from_mode(*mode))
+                .map_err(|e| format!("setting the mode of {}: {e}", dir.display()))?;
         }
         Ok(())
+    }
+
+    /// Removes whatever is at `path` and forgets the saved modes of the
+    /// directories that went with it.
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        self.forget(path);
+        remove_any(path)
+    }
+
+    /// Drops the saved modes of `path` and everything below it.
+    fn forget(&mut self, path: &Path) {
+        // Paths order component by component, so `path`'s descendants
+        // follow it directly.
+        let gone: Vec<PathBuf> = self
+            .dir_modes
+            .range(path.to_path_buf()..)
+            .map(|(dir, _)| dir)
+            .take_while(|dir| dir.starts_with(path))
+            .cloned()
+            .collect();
+        for dir in gone {
+            self.dir_modes.remove(&dir);
+        }
     }
 
     fn whiteout(&mut self, path: &Path) -> io::Result<()> {
@@ -115,7 +152,7 @@ impl Unpacker {
                 Err(e) => return Err(e),
             };
             for entry in entries {
-                remove_any(&entry?.path())?;
+                self.remove(&entry?.path())?;
             }
             return Ok(());
         }
@@ -127,7 +164,7 @@ impl Unpacker {
         if hidden.is_empty() || hidden == "." || hidden == ".." {
             return Err(io::Error::other("names no file"));
         }
-        remove_any(&parent.join(hidden))
+        self.remove(&parent.join(hidden))
     }
 
     fn write<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &Path) -> io::Result<()> {
@@ -149,7 +186,7 @@ impl Unpacker {
                 match existing {
                     Some(meta) if meta.is_dir() => {}
                     Some(_) => {
-                        remove_any(&dest)?;
+                        self.remove(&dest)?;
                         fs::create_dir(&dest)?;
                     }
                     None => fs::create_dir(&dest)?,
@@ -160,7 +197,7 @@ impl Unpacker {
             }
             EntryType::Regular | EntryType::Continuous => {
                 if existing.is_some() {
-                    remove_any(&dest)?;
+                    self.remove(&dest)?;
                 }
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -176,7 +213,7 @@ impl Unpacker {
                     .link_name()?
                     .ok_or_else(|| io::Error::other("symlink without a target"))?;
                 if existing.is_some() {
-                    remove_any(&dest)?;
+                    self.remove(&dest)?;
                 }
                 std::os::unix::fs::symlink(target, &dest)?;
             }
@@ -194,7 +231,7 @@ impl Unpacker {
                     return Ok(());
                 }
                 if existing.is_some() {
-                    remove_any(&dest)?;
+                    self.remove(&dest)?;
                 }
                 fs::hard_link(&source, &dest)?;
             }
@@ -272,6 +309,37 @@ fn is_whiteout(path: &Path) -> bool {
     path.file_name()
         .and_then(OsStr::to_str)
         .is_some_and(|name| name.starts_with(WHITEOUT_PREFIX))
+}
+
+/// The directory at `relative` below `root`, opened one component at a time
+/// with `O_NOFOLLOW`: a symlink anywhere on the way is an error (`ELOOP`),
+/// never followed, so the handle is always inside the root.
+fn open_dir_beneath(root: &File, relative: &Path) -> io::Result<File> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    use std::os::fd::OwnedFd;
+
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut current = OwnedFd::from(root.try_clone()?);
+    for component in relative.components() {
+        let Component::Normal(name) = component else {
+            return Err(io::Error::other(format!(
+                "{} is not a plain relative path",
+                relative.display()
+            )));
+        };
+        current = openat(&current, name, flags, Mode::empty()).map_err(io::Error::from)?;
+    }
+    Ok(File::from(current))
+}
+
+/// Whether opening a saved directory failed because something else took its
+/// place: it is gone, a symlink (`ELOOP` under `O_NOFOLLOW`) or not a
+/// directory.
+fn is_replaced(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::NotFound
+        || error.kind() == io::ErrorKind::NotADirectory
+        || error.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32)
 }
 
 /// Removes a file, symlink or directory tree; an absent path is fine.
@@ -556,6 +624,65 @@ pub(crate) mod tests {
         );
         // Let the temp dir be removed.
         fs::set_permissions(root.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_does_not_pass_its_mode_to_the_target() {
+        // The attack from the security review: a layer makes `d` a directory,
+        // a later one puts a symlink to a host file in its place. Setting the
+        // saved mode of `d` at the end must not reach the host file.
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("params-master.key");
+        fs::write(&secret, "key").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        let deep = outside.path().join("deep");
+        fs::create_dir(&deep).unwrap();
+        fs::create_dir(deep.join("b")).unwrap();
+        fs::set_permissions(deep.join("b"), fs::Permissions::from_mode(0o700)).unwrap();
+        let lower = layer_tar(&[
+            Item::Dir("d/", 0o755),
+            Item::Dir("a/", 0o755),
+            Item::Dir("a/b/", 0o777),
+        ]);
+        let upper = layer_tar(&[
+            Item::Symlink("d", secret.to_str().unwrap()),
+            // An ancestor replaced: `a/b` would now name `deep/b` outside.
+            Item::Symlink("a", deep.to_str().unwrap()),
+        ]);
+        let (_dir, root, result) = unpack(&[lower, upper]);
+        result.unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            mode(&secret),
+            0o600,
+            "the file outside the root kept its mode"
+        );
+        assert_eq!(
+            mode(&deep.join("b")),
+            0o700,
+            "the directory outside kept its mode"
+        );
+        assert!(fs::symlink_metadata(root.join("d")).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_file_or_whited_out_keeps_no_saved_mode() {
+        let lower = layer_tar(&[Item::Dir("d/", 0o555), Item::Dir("w/", 0o555)]);
+        let upper = layer_tar(&[
+            Item::File("d", "now a file", 0o640),
+            Item::File(".wh.w", "", 0o644),
+            // `w` comes back as an implicit parent, with no mode of its own.
+            Item::File("w/x", "x", 0o644),
+        ]);
+        let (_dir, root, result) = unpack(&[lower, upper]);
+        result.unwrap();
+        let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("d"), 0o640, "the file keeps its own mode");
+        assert_ne!(
+            mode("w"),
+            0o555,
+            "the whited-out directory's mode is not applied"
+        );
     }
 
     #[test]
