@@ -111,7 +111,7 @@ impl ApprovalPolicy {
         }
         let by_role = self.roles.is_empty() && self.users.is_empty()
             || self.roles.iter().any(|r| who.has_role(*r));
-        let by_name = self.users.iter().any(|u| *u == who.name);
+        let by_name = self.users.contains(&who.name);
         if !(by_role || by_name) {
             let mut allowed: Vec<String> = self.roles.iter().map(|r| format!("role {r}")).collect();
             allowed.extend(self.users.iter().map(|u| format!("user {u}")));
