@@ -18,6 +18,7 @@ pub mod clock;
 pub mod control;
 pub mod definition;
 pub mod error;
+pub mod listen;
 pub mod logs;
 pub mod orphans;
 pub mod parameters;
