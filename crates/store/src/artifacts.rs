@@ -207,8 +207,9 @@ impl ArtifactStore {
     }
 
     /// Stores the tree under `dir` as an artifact. Symlinks are kept as
-    /// symlinks when they stay inside the tree; one that points outside is an
-    /// error, so an artifact can never smuggle in a host path.
+    /// symlinks when they stay inside the tree, resolved for real (through
+    /// the other links of the tree, see [`resolves_inside`]); one that points
+    /// outside is an error, so an artifact can never smuggle in a host path.
     pub fn import_dir(&self, dir: &Path) -> Result<Artifact, ArtifactError> {
         let mut entries = Vec::new();
         self.walk(dir, dir, &mut entries)?;
@@ -240,8 +241,7 @@ impl ArtifactStore {
             if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(io_err(&path))?;
                 let target_str = target.to_string_lossy().into_owned();
-                let parent_rel = Path::new(&rel).parent().unwrap_or(Path::new(""));
-                if !stays_inside(parent_rel, &target) {
+                if !resolves_inside(root, Path::new(&rel)) {
                     return Err(ArtifactError::SymlinkEscapes {
                         path: rel,
                         target: target_str,
@@ -375,22 +375,67 @@ fn is_safe_relative(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Whether a symlink at `dir` (relative to the artifact root) with `target`
-/// resolves inside the artifact, judged lexically.
-fn stays_inside(dir: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
+/// Linux's limit on symlinks followed while resolving one path.
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// Whether the symlink `link` (relative to `root`) resolves inside `root`.
+///
+/// The target is resolved the way the kernel will resolve it once the
+/// artifact is materialized: component by component from the link's
+/// directory, following every symlink met on the way (each must itself stay
+/// inside). Judging the text alone is not enough: with `a/s1 -> ..`, the
+/// target `a/s1/..` reads as `a` but is the root's parent. An absolute
+/// target, `..` above the root, or more than [`MAX_SYMLINK_HOPS`] links (a
+/// loop) count as leaving. Components that do not exist (a dangling link)
+/// are taken as plain names.
+fn resolves_inside(root: &Path, link: &Path) -> bool {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+
+    fn names(path: &Path) -> Option<VecDeque<OsString>> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(Some(name.to_os_string())),
+                Component::ParentDir => Some(Some(OsString::from(".."))),
+                Component::CurDir => None,
+                Component::RootDir | Component::Prefix(_) => Some(None),
+            })
+            .collect()
     }
-    let mut depth: i64 = dir.components().count() as i64;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
+
+    let mut resolved: Vec<OsString> = link
+        .parent()
+        .and_then(names)
+        .map(Vec::from)
+        .unwrap_or_default();
+    let mut pending = VecDeque::from([link.file_name().map(OsString::from).unwrap_or_default()]);
+    let mut hops = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            if resolved.pop().is_none() {
+                return false;
+            }
+            continue;
         }
-        if depth < 0 {
-            return false;
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&name);
+        match fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return false;
+                }
+                let Ok(target) = fs::read_link(&candidate) else {
+                    return false;
+                };
+                let Some(mut next) = names(&target) else {
+                    return false;
+                };
+                next.extend(pending);
+                pending = next;
+            }
+            _ => resolved.push(name),
         }
     }
     true
@@ -530,6 +575,46 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_escaping_through_another_symlink_is_refused() {
+        // The attack from the security review: `a/s1 -> ..` is the root, so
+        // `x -> a/s1/..` is the root's parent, while `a/s1/..` reads as `a`.
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(store_dir.path()).unwrap();
+        let src = tree(&[("a/file", "x")]);
+        symlink("..", src.path().join("a/s1")).unwrap();
+        symlink("a/s1/..", src.path().join("x")).unwrap();
+        match store.import_dir(src.path()) {
+            Err(ArtifactError::SymlinkEscapes { path, .. }) => assert_eq!(path, "x"),
+            other => panic!("expected SymlinkEscapes, got {other:?}"),
+        }
+        // A link to a directory that is itself a link, going one level deeper
+        // each time, climbs out step by step.
+        let chain = tree(&[("d/e/f", "x")]);
+        symlink(".", chain.path().join("d/here")).unwrap();
+        symlink("d/here/here/../..", chain.path().join("up")).unwrap();
+        assert!(matches!(
+            store.import_dir(chain.path()),
+            Err(ArtifactError::SymlinkEscapes { .. })
+        ));
+        // Links through links that stay inside, and dangling ones inside, are kept.
+        let ok = tree(&[("a/file", "x"), ("b/c/file", "y")]);
+        symlink("../b/c", ok.path().join("a/s1")).unwrap();
+        symlink("a/s1/..", ok.path().join("x")).unwrap();
+        symlink("a/s1/../../a/file", ok.path().join("y")).unwrap();
+        symlink("not-yet/there", ok.path().join("dangling")).unwrap();
+        let artifact = store.import_dir(ok.path()).unwrap();
+        assert!(artifact.entries.contains(&ArtifactEntry::Symlink {
+            path: "x".into(),
+            target: "a/s1/..".into()
+        }));
+        // A loop is refused rather than followed forever.
+        let looped = tree(&[("a", "x")]);
+        symlink("l2", looped.path().join("l1")).unwrap();
+        symlink("l1", looped.path().join("l2")).unwrap();
+        assert!(store.import_dir(looped.path()).is_err());
+    }
+
+    #[test]
     fn put_verified_file_moves_the_file_in_read_only_and_keeps_one_copy() {
         let store_dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(store_dir.path()).unwrap();
@@ -559,9 +644,13 @@ mod tests {
     }
 
     #[test]
-    fn stays_inside_judges_lexically() {
-        assert!(stays_inside(Path::new("d"), Path::new("../a")));
-        assert!(!stays_inside(Path::new("d"), Path::new("../../a")));
-        assert!(!stays_inside(Path::new(""), Path::new("/a")));
+    fn resolution_follows_links_and_stops_at_the_root() {
+        let dir = tree(&[("d/a", "x")]);
+        symlink("../d/a", dir.path().join("d/up")).unwrap();
+        symlink("../../a", dir.path().join("d/out")).unwrap();
+        symlink("/a", dir.path().join("abs")).unwrap();
+        assert!(resolves_inside(dir.path(), Path::new("d/up")));
+        assert!(!resolves_inside(dir.path(), Path::new("d/out")));
+        assert!(!resolves_inside(dir.path(), Path::new("abs")));
     }
 }
