@@ -36,11 +36,27 @@ pub(crate) struct BuildPaths {
     pub(crate) inputs: Vec<(String, PathBuf)>,
 }
 
+/// The variables a host build takes from the environment of the process
+/// running it (besides every `LC_*`): the ones describing the user, the
+/// locale and the terminal. Nothing else passes: that process is gantry's
+/// server, whose environment holds `GANTRY_MASTER_KEY`, `GANTRY_TOKEN` and
+/// whatever else its operator set for it, and a build prints what it sees.
+pub(crate) const HOST_PASSED: [&str; 9] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TERM", "TMPDIR", "SHELL",
+];
+
+/// Whether a host build inherits the variable `name` (see [`HOST_PASSED`]).
+pub(crate) fn host_passes(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| HOST_PASSED.contains(&n) || n.starts_with("LC_"))
+}
+
 /// The environment of every shell of the build, except
 /// `CODEBUILD_BUILD_SUCCEEDING`, which changes during the build.
 ///
-/// Precedence, lowest first: the host's environment (host mode only: a
-/// container gets its image's environment instead), buildspec
+/// Precedence, lowest first: the host's variables of [`HOST_PASSED`] and
+/// `LC_*` (host mode only: a container gets its image's environment
+/// instead), buildspec
 /// `env.variables`, `secrets` (parameter-store values resolved by the
 /// caller), the request's `env` (the action's variables), then the
 /// built-ins, which nothing overrides (CodeBuild reserves `CODEBUILD_`).
@@ -51,7 +67,9 @@ pub(crate) fn base_env(
     start_time_ms: u128,
 ) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = if inherit_host {
-        std::env::vars_os().collect()
+        std::env::vars_os()
+            .filter(|(name, _)| host_passes(name))
+            .collect()
     } else {
         BTreeMap::new()
     };
@@ -101,6 +119,21 @@ mod tests {
     fn input_names_keep_only_shell_safe_characters() {
         assert_eq!(input_env_name("Source-Artifact.v2"), "Source_Artifact_v2");
         assert_eq!(input_env_name("Plain_1"), "Plain_1");
+    }
+
+    #[test]
+    fn only_the_users_locale_and_terminal_pass_from_the_host() {
+        for name in ["PATH", "HOME", "LC_ALL", "LC_TIME", "TERM", "SHELL"] {
+            assert!(host_passes(name.as_ref()), "{name}");
+        }
+        for name in [
+            "GANTRY_MASTER_KEY",
+            "GANTRY_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "DOCKER_HOST",
+        ] {
+            assert!(!host_passes(name.as_ref()), "{name}");
+        }
     }
 
     #[test]

@@ -37,8 +37,10 @@
 //!   <cmd>. Reason: exit status 1`. Every line passes through a [`Masker`]
 //!   before the sink, so a secret never reaches it, even when written in
 //!   pieces. Memory stays bounded whatever the build prints.
-//! - **Environment**, lowest precedence first: the host's (host mode
-//!   only), buildspec
+//! - **Environment**, lowest precedence first: a few of the host's (host
+//!   mode only: `PATH`, `HOME`, `USER`, `LOGNAME`, `LANG`, `LC_*`, `TZ`,
+//!   `TERM`, `TMPDIR`, `SHELL`; nothing else of the server's environment,
+//!   so never `GANTRY_MASTER_KEY` or `GANTRY_TOKEN`), buildspec
 //!   `env.variables`, [`BuildRequest::secrets`], [`BuildRequest::env`], then
 //!   the built-ins `CODEBUILD_SRC_DIR`, `CODEBUILD_SRC_DIR_<NAME>`,
 //!   `CODEBUILD_RESOLVED_SOURCE_VERSION` (if known), `CODEBUILD_BUILD_ID`,
@@ -50,7 +52,9 @@
 //!   `env.secrets-manager` into [`BuildRequest::secrets`]; a variable left
 //!   unresolved fails the build before anything runs. Their values are
 //!   masked as `***` in the log, the error text, test failure messages and
-//!   exported variables; values shorter than 3 bytes are not masked.
+//!   exported variables; values shorter than 3 bytes are not masked. Values
+//!   registered with [`mask_everywhere`] (the master key) are masked in
+//!   every build the same way.
 //! - **Exported variables** are read from the shell after the last phase,
 //!   also when the build failed (not when it timed out or was stopped).
 //!   Unset ones are absent; ones holding secrets are never exported.
@@ -127,7 +131,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::env::input_env_name;
 pub use crate::error::BuildError;
-pub use crate::mask::{MASK, Masker};
+pub use crate::mask::{MASK, Masker, mask_everywhere};
 pub use crate::outcome::{
     ArtifactOutput, BuildOutcome, BuildStatus, PhaseOutcome, TestFailure, TestReport, outcome_json,
 };
@@ -306,7 +310,12 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
             source: e,
         })?;
 
-    let masker = Masker::new(req.secrets.iter().map(|(_, v)| v));
+    let masker = Masker::new(
+        req.secrets
+            .iter()
+            .map(|(_, v)| v.clone())
+            .chain(mask::masked_everywhere()),
+    );
     let scratch = tempfile::Builder::new()
         .prefix("gantry-build-")
         .tempdir()

@@ -1,9 +1,35 @@
 //! Secret masking: every occurrence of a secret value becomes `***`.
 
 use std::borrow::Cow;
+use std::sync::{Mutex, PoisonError};
 
 /// What a masked secret is replaced with, as CodeBuild does.
 pub const MASK: &str = "***";
+
+/// Values every build of this process masks (see [`mask_everywhere`]).
+static EVERYWHERE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Masks `value` in the log, the error text and the test reports of every
+/// build this process starts from now on, as if each build had it among its
+/// secrets (it is not set as a variable). This is for values the process
+/// itself holds that no build may ever show, such as the parameter store's
+/// master key: a build could find them elsewhere (a file readable by
+/// gantry's user), and then at least the log does not keep them.
+pub fn mask_everywhere(value: impl Into<String>) {
+    let value = value.into();
+    let mut values = EVERYWHERE.lock().unwrap_or_else(PoisonError::into_inner);
+    if !values.contains(&value) {
+        values.push(value);
+    }
+}
+
+/// The values registered with [`mask_everywhere`].
+pub(crate) fn masked_everywhere() -> Vec<String> {
+    EVERYWHERE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
 
 /// Replaces secret values by [`MASK`] in text.
 ///
