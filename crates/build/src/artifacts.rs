@@ -6,7 +6,11 @@
 //! everything below it. Nothing outside the source directory is ever read:
 //! absolute patterns, `..`, a base directory resolving outside it, and a
 //! selected symbolic link pointing outside it are errors. Symbolic links to
-//! directories are not followed (no loops, no escapes).
+//! directories are not followed (no loops, no escapes). With
+//! `enable-symlinks`, a link is copied as a link, and must also stay inside
+//! the artifact once written there: its root may be a base directory, and
+//! a target like `a/s1/..` goes wherever the link `a/s1` leads, so each
+//! written link is resolved for real, through the artifact's other links.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -217,7 +221,79 @@ pub(crate) fn copy(
         }
         written.push(s.dest.clone());
     }
+    // Only now are all the links in place that a link's target may go through.
+    for s in selected.iter().filter(|s| s.link.is_some()) {
+        if !resolves_inside(dest_dir, Path::new(&s.dest)) {
+            let _ = std::fs::remove_file(dest_dir.join(&s.dest));
+            return Err(BuildError::SymlinkLeavesArtifact {
+                artifact: artifact.to_owned(),
+                path: s.dest.clone(),
+            });
+        }
+    }
     Ok(written)
+}
+
+/// Linux's limit on symlinks followed while resolving one path.
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// Whether the symlink `link` (relative to `root`) resolves inside `root`:
+/// resolved component by component from the link's directory, following
+/// every symlink on the way, as the kernel will. An absolute target, `..`
+/// above the root or more than [`MAX_SYMLINK_HOPS`] links (a loop) count as
+/// leaving; components that do not exist are taken as plain names. (The
+/// artifact store checks the same on import; the crates share no code.)
+fn resolves_inside(root: &Path, link: &Path) -> bool {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+
+    fn names(path: &Path) -> Option<VecDeque<OsString>> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(Some(name.to_os_string())),
+                Component::ParentDir => Some(Some(OsString::from(".."))),
+                Component::CurDir => None,
+                Component::RootDir | Component::Prefix(_) => Some(None),
+            })
+            .collect()
+    }
+
+    let mut resolved: Vec<OsString> = link
+        .parent()
+        .and_then(names)
+        .map(Vec::from)
+        .unwrap_or_default();
+    let mut pending = VecDeque::from([link.file_name().map(OsString::from).unwrap_or_default()]);
+    let mut hops = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            if resolved.pop().is_none() {
+                return false;
+            }
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&name);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return false;
+                }
+                let Ok(target) = std::fs::read_link(&candidate) else {
+                    return false;
+                };
+                let Some(mut next) = names(&target) else {
+                    return false;
+                };
+                next.extend(pending);
+                pending = next;
+            }
+            _ => resolved.push(name),
+        }
+    }
+    true
 }
 
 /// The relative path `text` denotes, or `None` if it is absolute or climbs

@@ -87,6 +87,8 @@ pub enum BuildError {
     },
     #[error("artifact {artifact}: `{path}` is outside the source directory")]
     PathEscapes { artifact: String, path: String },
+    #[error("artifact {artifact}: symbolic link `{path}` points outside the artifact")]
+    SymlinkLeavesArtifact { artifact: String, path: String },
     #[error("artifact {artifact}: `{path}` is a broken symbolic link")]
     BrokenSymlink { artifact: String, path: String },
     #[error("artifact {artifact}: two files end up as `{path}` (discard-paths)")]
