@@ -52,14 +52,24 @@
 //! brought it level with nginx on `bench/proxy.sh`. Health checks, drains
 //! and the accept loop run on the runtime that started the listener.
 //!
+//! Client connections are held to limits (`connections.rs` says how): a
+//! new connection must send its first request head within the header-read
+//! timeout and later ones within the idle timeout, and at the connection
+//! limit the oldest connection without a request head (else the oldest
+//! idle one) is closed to make room. A slow-header flood thus costs its own
+//! connections; real clients and the health checks keep working. The soft
+//! open-file limit is raised to the hard one at the first listener's start.
+//!
 //! Module map: `rule` (path patterns, route table), `target_group`
 //! (membership, health state, selection, draining), `health` (check
-//! configuration and probe), `listener` (sockets, workers, shutdown),
+//! configuration and probe), `listener` (sockets, workers, timeouts,
+//! shutdown), `connections` (connection limits and eviction),
 //! `forward` (one request: headers, retry, upgrade), `upstream` (pool and
 //! exchange), `codec` (HTTP/1.1 framing), `body` (the response body type).
 
 mod body;
 mod codec;
+mod connections;
 mod error;
 mod forward;
 mod health;

@@ -10,11 +10,12 @@
 //! drains and the accept loop run on the runtime that started the listener.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -30,6 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::ResponseBody;
+use crate::connections::{Admitted, ClientConnections, Registration, RequestGuard};
 use crate::error::ProxyError;
 use crate::forward::Forwarder;
 use crate::rule::{RouteTable, Rule};
@@ -46,6 +49,19 @@ pub struct ListenerConfig {
     pub shutdown_timeout: Duration,
     /// Worker threads serving connections. Defaults to the number of CPUs.
     pub workers: NonZeroUsize,
+    /// How long a new connection may take to send its first request head
+    /// before it is closed. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// How long a connection may go without starting a request once it has
+    /// sent one (idle keep-alive, or the next head trickling in) before it
+    /// is closed: between one and two times this. Default 60 s, ALB's.
+    pub idle_timeout: Duration,
+    /// Client connections open at once. At the limit the oldest connection
+    /// that has not sent a request head, else the oldest idle one, is
+    /// closed to make room; a new connection is refused only when every
+    /// open one has a request in flight. The process also caps all its
+    /// listeners together by its open-file limit. Default 10,000.
+    pub max_connections: usize,
 }
 
 impl Default for ListenerConfig {
@@ -54,6 +70,9 @@ impl Default for ListenerConfig {
             upstream_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             workers: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -82,7 +101,7 @@ pub struct LoadBalancer {
     shutdown_timeout: Duration,
 }
 
-type Accepted = (std::net::TcpStream, SocketAddr);
+type Accepted = (std::net::TcpStream, SocketAddr, Registration);
 
 impl LoadBalancer {
     /// Binds `listen` and serves until `shutdown`, with the default
@@ -115,6 +134,10 @@ impl LoadBalancer {
             let worker = Worker {
                 routes: routes.clone(),
                 upstream_timeout: config.upstream_timeout,
+                timeouts: ClientTimeouts {
+                    header_read: config.header_read_timeout,
+                    idle: config.idle_timeout,
+                },
                 incoming: rx,
                 tasks: tasks.clone(),
                 closing: closing.clone(),
@@ -144,7 +167,8 @@ impl LoadBalancer {
             shutdown_timeout: config.shutdown_timeout,
         };
         lb.set_rules(rules);
-        tokio::spawn(accept(listener, workers, closing));
+        let connections = Arc::new(ClientConnections::new(config.max_connections));
+        tokio::spawn(accept(listener, workers, connections, closing));
         tracing::info!(addr = %local_addr, workers = config.workers, "load balancer listening");
         Ok(lb)
     }
@@ -212,12 +236,19 @@ impl Drop for LoadBalancer {
 
 /// Round-robins accepted connections over the workers until the listener
 /// starts closing; dropping the senders then tells the workers to finish.
+/// Nothing here waits on a connection: a connection beyond the limits
+/// either displaces an older one or is closed at once.
 async fn accept(
     listener: TcpListener,
     workers: Vec<mpsc::UnboundedSender<Accepted>>,
+    connections: Arc<ClientConnections>,
     closing: CancellationToken,
 ) {
     let mut next = 0;
+    // Warnings at most every 10 s, so a flood does not flood the log too.
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut evicted = 0u64;
+    let mut refused = 0u64;
     loop {
         let accepted = tokio::select! {
             () = closing.cancelled() => return,
@@ -233,6 +264,29 @@ async fn accept(
                 continue;
             }
         };
+        let registration = match connections.admit() {
+            Some((registration, Admitted::Freely)) => registration,
+            Some((registration, Admitted::ByEviction)) => {
+                evicted += 1;
+                registration
+            }
+            None => {
+                refused += 1;
+                drop(stream);
+                continue;
+            }
+        };
+        if evicted + refused > 0
+            && last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                evicted,
+                refused,
+                "connection limit reached: closed idle or slow-header connections to make room, refused new ones when all were busy"
+            );
+            last_warning = Some(tokio::time::Instant::now());
+            (evicted, refused) = (0, 0);
+        }
         // Responses go out in few writes; Nagle would delay the last one.
         let _ = stream.set_nodelay(true);
         // Moved to the worker's reactor: deregistered here, registered there.
@@ -240,7 +294,7 @@ async fn accept(
             Ok(stream) => {
                 if let Some(worker) = workers.get(next % workers.len()) {
                     // A worker only goes away at shutdown.
-                    let _ = worker.send((stream, peer));
+                    let _ = worker.send((stream, peer, registration));
                 }
                 next = next.wrapping_add(1);
             }
@@ -252,6 +306,7 @@ async fn accept(
 struct Worker {
     routes: Arc<ArcSwap<RouteTable>>,
     upstream_timeout: Duration,
+    timeouts: ClientTimeouts,
     incoming: mpsc::UnboundedReceiver<Accepted>,
     tasks: TaskTracker,
     closing: CancellationToken,
@@ -279,12 +334,14 @@ impl Worker {
             self.tasks.clone(),
             self.closing.clone(),
         ));
-        while let Some((stream, peer)) = self.incoming.recv().await {
+        while let Some((stream, peer, registration)) = self.incoming.recv().await {
             match TcpStream::from_std(stream) {
                 Ok(stream) => {
                     self.tasks.spawn(serve(
                         stream,
                         peer,
+                        registration,
+                        self.timeouts,
                         forwarder.clone(),
                         self.draining.watch(),
                         self.stop.clone(),
@@ -299,16 +356,26 @@ impl Worker {
     }
 }
 
-/// How long a client connection may go without starting a request (an idle
-/// keep-alive connection, or a head trickling in byte by byte) before it is
-/// closed; between one and two times this, in fact. hyper's own header-read
-/// timeout does the same with a fresh timer per request; one timer per
-/// connection, pushed on when it fires, costs less (see `upstream.rs`).
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+#[derive(Clone, Copy)]
+struct ClientTimeouts {
+    header_read: Duration,
+    idle: Duration,
+}
 
+/// Serves one client connection until it ends, times out, is evicted or
+/// the listener stops.
+///
+/// One timer per connection, pushed on when it fires, watches both
+/// timeouts: hyper's own header-read timeout does the same with a fresh
+/// timer per request, which costs more (see `upstream.rs`). A connection
+/// with nothing in flight is dropped outright when it times out or is
+/// evicted: hyper's graceful shutdown would wait for a head that is still
+/// trickling in.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    registration: Registration,
+    timeouts: ClientTimeouts,
     forwarder: Arc<Forwarder>,
     mut draining: DrainingWatch,
     stop: CancellationToken,
@@ -316,12 +383,19 @@ async fn serve(
     // Formatted once per connection rather than once per request.
     let client_ip = HeaderValue::try_from(peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let requests = Arc::new(AtomicU64::new(0));
+    let state = registration.connection.clone();
     let service = service_fn({
-        let requests = requests.clone();
+        let state = state.clone();
         move |request| {
-            requests.fetch_add(1, Relaxed);
-            forwarder.clone().handle(client_ip.clone(), request)
+            let guard = state.begin_request();
+            let response = forwarder.clone().handle(client_ip.clone(), request);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(response.map(|body| Counted {
+                    body,
+                    _request: guard,
+                }))
+            }
         }
     });
     let connection = http1::Builder::new()
@@ -329,29 +403,34 @@ async fn serve(
         .with_upgrades();
     let mut connection = pin!(connection);
     let mut stopped = pin!(stop.cancelled());
-    let mut idle = pin!(tokio::time::sleep(CLIENT_IDLE_TIMEOUT));
+    let mut timer = pin!(tokio::time::sleep(timeouts.header_read));
     let mut requests_seen = 0;
     let mut graceful = false;
+    let mut eviction_registered = false;
     // One future rather than a `select!`, so the shutdown signals cost an
     // atomic load per wake-up instead of a poll of each: the hard stop is
     // only watched once the graceful phase has begun.
     let result = poll_fn(|cx| {
-        if !graceful && idle.as_mut().poll(cx).is_ready() {
-            let started = requests.load(Relaxed);
-            if started == requests_seen {
-                // Closes at once if no request is in progress, else after
-                // the current one.
-                connection.as_mut().graceful_shutdown();
-                graceful = true;
-            } else {
-                requests_seen = started;
-                idle.as_mut()
-                    .reset(tokio::time::Instant::now() + CLIENT_IDLE_TIMEOUT);
-                // Registers the reset timer with this task.
-                let _ = idle.as_mut().poll(cx);
+        if !graceful && timer.as_mut().poll(cx).is_ready() {
+            let started = state.requests();
+            if started == requests_seen && state.in_flight() == 0 {
+                // No request head completed in a whole period.
+                return Poll::Ready(Ok(()));
             }
+            requests_seen = started;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeouts.idle);
+            // Registers the reset timer with this task.
+            let _ = timer.as_mut().poll(cx);
         }
-        if !graceful && draining.poll_started(cx) {
+        if !graceful
+            && (draining.poll_started(cx) || state.poll_evicted(cx, &mut eviction_registered))
+        {
+            if state.in_flight() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // Closes after the response in flight.
             connection.as_mut().graceful_shutdown();
             graceful = true;
         }
@@ -363,6 +442,34 @@ async fn serve(
     .await;
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+    drop(registration);
+}
+
+/// A response body that keeps its request counted as in flight on its
+/// connection until the body is done.
+struct Counted {
+    body: ResponseBody,
+    _request: RequestGuard,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
