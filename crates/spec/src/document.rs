@@ -188,6 +188,14 @@ fn includes(diag: &mut Diagnostics<'_>, node: &Node) -> Vec<Located<String>> {
                     item.value
                 ),
             );
+        } else if item.value.split(['/', '\\']).any(|part| part == "..") {
+            diag.error(
+                item.location,
+                format!(
+                    "`include` stays inside this file's directory tree, found `{}` (no `..`)",
+                    item.value
+                ),
+            );
         } else if let Some(first) = seen.get(item.as_str()) {
             diag.error(
                 item.location,

@@ -122,6 +122,9 @@ pub enum ActionKind {
     Approval {
         review_url: Option<String>,
         comments: Option<String>,
+        /// Who may decide, and how many must approve; `None`: one decision
+        /// by any approver.
+        policy: Option<ApprovalPolicy>,
     },
     /// Rolls `service` in `environment` to the images that `file` (an
     /// imagedefinitions.json in the one input artifact) names for its
@@ -266,4 +269,22 @@ fn forbid_null(value: &mut serde_json::Value) {
         }
     }
     object.values_mut().for_each(forbid_null);
+}
+
+/// An approval action's `policy:`: who may decide and how many distinct
+/// approvals are needed. Role names are checked here; the server maps them
+/// onto its roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPolicy {
+    /// Only holders of one of these roles may decide; empty: any approver.
+    pub roles: Vec<String>,
+    /// These users may decide too (they still need the approver role).
+    pub users: Vec<String>,
+    /// Distinct approvals needed, 1..=20; one rejection rejects.
+    pub required: u32,
+    /// Whether whoever started the execution or authored its commit may
+    /// approve it. Default: no.
+    pub allow_self_approval: bool,
+    /// Whether a decision needs a comment. Default: no.
+    pub require_comment: bool,
 }

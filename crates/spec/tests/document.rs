@@ -504,6 +504,16 @@ fn includes_are_relative_paths_listed_once() {
     check(
         "
         version: 1
+        include: [../../etc/shadow, envs/../../x.yaml]
+        ",
+        &[
+            "gantry.yaml:2:11: `include` stays inside this file's directory tree, found `../../etc/shadow` (no `..`)",
+            "gantry.yaml:2:29: `include` stays inside this file's directory tree, found `envs/../../x.yaml` (no `..`)",
+        ],
+    );
+    check(
+        "
+        version: 1
         include: a.yaml
         ",
         &["gantry.yaml:2:10: `include` must be a list of strings, found a string"],

@@ -882,6 +882,7 @@ fn approval_actions() {
         ActionKind::Approval {
             review_url: Some("http://127.0.0.1:18080/".into()),
             comments: Some("Staging runs #{Source.CommitId}".into()),
+            policy: None,
         }
     );
     check(
@@ -1234,6 +1235,61 @@ fn promote_action_rules() {
             "gantry.yaml:17:115: invalid registry `x/y`: write a host and an optional port, such as 127.0.0.1:7701 or registry.example.com",
             "gantry.yaml:17:128: `file` must be a relative path inside the input artifact, found `../x`",
             "gantry.yaml:18:68: `#{variables.TAG}` names pipeline variable `TAG`, but `variables` declares none",
+        ],
+    );
+}
+
+#[test]
+fn approval_policies_name_roles_users_and_counts() {
+    let p = parse_ok(&with_stages(
+        "
+          - name: Approve
+            actions:
+              - name: release
+                type: approval
+                policy:
+                  roles: [approver]
+                  users: [alice]
+                  required: 2
+                  require_comment: yes
+              - {name: plain, type: approval}
+    ",
+    ));
+    let ActionKind::Approval { policy, .. } = &p.stages[1].actions[0].kind else {
+        panic!("not an approval")
+    };
+    let policy = policy.as_ref().expect("a policy");
+    assert_eq!(policy.roles, ["approver"]);
+    assert_eq!(policy.users, ["alice"]);
+    assert_eq!(policy.required, 2);
+    assert!(policy.require_comment);
+    assert!(
+        !policy.allow_self_approval,
+        "self-approval is off by default"
+    );
+    let ActionKind::Approval { policy, .. } = &p.stages[1].actions[1].kind else {
+        panic!("not an approval")
+    };
+    assert!(policy.is_none());
+    check(
+        &with_stages(
+            "
+              - name: Approve
+                actions:
+                  - name: a
+                    type: approval
+                    policy: {roles: [root], required: 0, self: true}
+                  - name: b
+                    type: approval
+                    policy: {users: [alice], required: 2, allow_self_approval: maybe}
+        ",
+        ),
+        &[
+            "gantry.yaml:14:26: unknown role `root` (roles: viewer, operator, approver, secrets, admin)",
+            "gantry.yaml:14:43: `policy.required` must be from 1 to 20, found 0",
+            "gantry.yaml:14:46: unknown key `self` in an approval's `policy`; expected one of: roles, users, required, allow_self_approval, require_comment",
+            "gantry.yaml:17:44: `policy.required` is 2 but only 1 users may decide",
+            "gantry.yaml:17:68: `policy.allow_self_approval` must be yes, no, true or false, found `maybe`",
         ],
     );
 }

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 
 use crate::buildspec::{self, ArtifactsSpec};
 use crate::location::Location;
-use crate::pipeline::ExecutionMode;
+use crate::pipeline::{ApprovalPolicy, ExecutionMode};
 use crate::yaml::{Diagnostics, Fields, Located, Node, Value};
 
 /// Top-level keys of gantry.yaml that belong to the pipeline.
@@ -48,7 +48,7 @@ const TYPE_KEYS: &[(&str, &[&str])] = &[
             "env",
         ],
     ),
-    ("approval", &["review_url", "comments"]),
+    ("approval", &["review_url", "comments", "policy"]),
     ("deploy", &["environment", "service", "file"]),
     (
         "image",
@@ -234,6 +234,10 @@ pub(crate) enum RawActionKind {
         /// Text shown to the reviewer.
         #[schemars(with = "Option<String>")]
         comments: Option<Located<String>>,
+        /// Who may decide and how many approvals are needed. Without it, one
+        /// decision by any approver.
+        #[schemars(with = "Option<RawApprovalPolicy>")]
+        policy: Option<Located<ApprovalPolicy>>,
     },
     /// Rolls a service in an environment to the images named in the input's
     /// imagedefinitions.json, and waits until it is healthy.
@@ -636,6 +640,9 @@ fn decode_action(
         Some("approval") => RawActionKind::Approval {
             review_url: string(diag, "review_url"),
             comments: string(diag, "comments"),
+            policy: fields
+                .get("policy")
+                .and_then(|n| decode_policy(diag, n).map(|p| Located::new(p, n.location))),
         },
         Some("deploy") => RawActionKind::Deploy {
             environment: fields
@@ -826,4 +833,90 @@ mod tests {
             assert_eq!(property_names(variant), expected, "{type_name}");
         }
     }
+}
+
+/// The keys of an approval's `policy`.
+const POLICY_KEYS: &[&str] = &[
+    "roles",
+    "users",
+    "required",
+    "allow_self_approval",
+    "require_comment",
+];
+/// The roles a policy may name (the server's roles).
+const POLICY_ROLES: &[&str] = &["viewer", "operator", "approver", "secrets", "admin"];
+
+/// Who may decide an approval.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) struct RawApprovalPolicy {
+    /// Only holders of one of these roles may decide (admins always may).
+    /// Default: any approver.
+    roles: Option<Vec<String>>,
+    /// These users may decide too; they still need the approver role.
+    users: Option<Vec<String>>,
+    /// Distinct approvals needed (N of M); one rejection rejects. Default 1.
+    #[schemars(range(min = 1, max = 20))]
+    required: Option<u32>,
+    /// Whether whoever started the execution, or authored its commit, may
+    /// approve it. Default false.
+    allow_self_approval: Option<bool>,
+    /// Whether approving or rejecting needs a comment. Default false.
+    require_comment: Option<bool>,
+}
+
+fn decode_policy(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ApprovalPolicy> {
+    let fields = diag.map(node, "`policy`")?;
+    fields.deny_unknown(diag, POLICY_KEYS, "in an approval's `policy`");
+    let list = |diag: &mut Diagnostics<'_>, key: &str| {
+        fields
+            .get(key)
+            .and_then(|n| diag.string_list(n, &format!("`policy.{key}`"), false))
+            .unwrap_or_default()
+    };
+    let roles = list(diag, "roles");
+    for role in &roles {
+        if !POLICY_ROLES.contains(&role.as_str()) {
+            diag.error(
+                role.location,
+                format!(
+                    "unknown role `{}` (roles: {})",
+                    role.value,
+                    POLICY_ROLES.join(", ")
+                ),
+            );
+        }
+    }
+    let users = list(diag, "users");
+    let required = fields
+        .get("required")
+        .and_then(|n| diag.whole_number(n, "`policy.required`", 1, 20))
+        .map_or(1, |r| r.value);
+    if roles.is_empty()
+        && !users.is_empty()
+        && usize::try_from(required).is_ok_and(|r| r > users.len())
+        && let Some(n) = fields.get("required")
+    {
+        diag.error(
+            n.location,
+            format!(
+                "`policy.required` is {required} but only {} users may decide",
+                users.len()
+            ),
+        );
+    }
+    let flag = |diag: &mut Diagnostics<'_>, key: &str| {
+        fields
+            .get(key)
+            .and_then(|n| diag.boolean(n, &format!("`policy.{key}`")))
+            .unwrap_or(false)
+    };
+    Some(ApprovalPolicy {
+        roles: roles.into_iter().map(|r| r.value).collect(),
+        users: users.into_iter().map(|u| u.value).collect(),
+        required: u32::try_from(required).unwrap_or(1),
+        allow_self_approval: flag(diag, "allow_self_approval"),
+        require_comment: flag(diag, "require_comment"),
+    })
 }

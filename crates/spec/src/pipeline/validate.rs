@@ -482,6 +482,7 @@ impl Checker<'_> {
             RawActionKind::Approval {
                 review_url,
                 comments,
+                policy,
             } => {
                 if let Some(first) = action.inputs.as_ref().and_then(|i| i.first()) {
                     diag.error(first.location, "an `approval` action takes no inputs");
@@ -503,6 +504,7 @@ impl Checker<'_> {
                 Some(ActionKind::Approval {
                     review_url: review_url.as_ref().map(|u| u.value.clone()),
                     comments: comments.as_ref().map(|c| c.value.clone()),
+                    policy: policy.as_ref().map(|p| p.value.clone()),
                 })
             }
             RawActionKind::Deploy {
@@ -931,6 +933,7 @@ fn template_fields(action: &RawAction) -> Vec<Located<String>> {
         RawActionKind::Approval {
             review_url,
             comments,
+            ..
         } => {
             fields.extend(review_url.iter().cloned());
             fields.extend(comments.iter().cloned());
