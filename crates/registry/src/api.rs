@@ -1,33 +1,47 @@
-//! The HTTP layer: one catch-all route under `/v2/` whose path is parsed
-//! from the right (names have any number of segments), then a handler per
-//! endpoint of the OCI Distribution API.
+//! The HTTP layer: one catch-all route under `/v2` whose path is parsed
+//! from the right (names have any number of segments); every request is
+//! authorized for what its endpoint needs before a handler per endpoint of
+//! the OCI Distribution API runs, and mutations are audited after it.
+
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::any;
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::Registry;
+use crate::auth::{AuthDenied, Presented, RegistryAccess, RegistryAuditRecord};
 use crate::error::{ApiError, ErrorCode, RegistryError};
-use crate::manifest::{self, MAX_MANIFEST_SIZE};
-use crate::metadata::NewManifest;
+use crate::manifest;
+use crate::metadata::{LinkError, NewManifest, QuotaExceeded, Quotas, UploadsFull};
 use crate::names::{Digest, Reference, RepoName, Route, parse_route, query_pairs};
 use crate::uploads::{self, Appender};
 
 const API_VERSION: &str = "Docker-Distribution-API-Version";
 const CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const UPLOAD_UUID: &str = "Docker-Upload-UUID";
+const MOUNT_BLOB: &str = "registry.mount_blob";
+/// The `service` of the token flow's challenges.
+const SERVICE: &str = "gantry";
+/// The largest form body `POST /v2/token` reads.
+const MAX_TOKEN_FORM: usize = 64 * 1024;
+/// How many repositories holding a blob are asked about before a link of
+/// it from the shared store is refused (see [`may_link`]).
+const MAX_LINK_SOURCES: i64 = 16;
 
 /// The router serving `/v2/…`. Every response carries
-/// `Docker-Distribution-API-Version: registry/2.0`.
+/// `Docker-Distribution-API-Version: registry/2.0`. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` to have client
+/// addresses in audit records.
 pub fn router(registry: Registry) -> Router {
     Router::new()
-        .route("/v2", get(base))
-        .route("/v2/", get(base))
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
         .with_state(registry)
         .layer(axum::middleware::map_response(
@@ -40,14 +54,531 @@ pub fn router(registry: Registry) -> Router {
         ))
 }
 
-async fn base() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+/// Who sent a request, as far as the registry can tell.
+struct Caller {
+    presented: Presented,
+    remote: Option<SocketAddr>,
+    /// `scheme://host` of the registry as the client addressed it, for the
+    /// token realm; `None` when the `Host` header is unusable.
+    origin: Option<String>,
+}
+
+impl Caller {
+    fn of(parts: &request::Parts) -> Caller {
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            // The host is echoed into a quoted challenge: only a plain
+            // `host[:port]` or `[v6]:port` may go there.
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            });
+        let scheme = parts.uri.scheme_str().unwrap_or("http");
+        Caller {
+            presented: Presented::from_headers(&parts.headers),
+            remote,
+            origin: host.map(|h| format!("{scheme}://{h}")),
+        }
+    }
+}
+
+/// An authorized caller: who they are and the secret to ask about more.
+struct Grant {
+    principal: String,
+    secret: String,
+}
+
+/// What an endpoint needs, with the repository name validated.
+enum Need {
+    Base,
+    Catalog,
+    Pull(RepoName),
+    Push(RepoName),
+    Delete(RepoName),
+}
+
+impl Need {
+    fn access(&self) -> RegistryAccess<'_> {
+        match self {
+            Need::Base => RegistryAccess::Base,
+            Need::Catalog => RegistryAccess::Catalog,
+            Need::Pull(r) => RegistryAccess::Pull {
+                repository: r.as_str(),
+            },
+            Need::Push(r) => RegistryAccess::Push {
+                repository: r.as_str(),
+            },
+            Need::Delete(r) => RegistryAccess::Delete {
+                repository: r.as_str(),
+            },
+        }
+    }
+
+    /// The scope a token for this need is asked for, as Docker spells it.
+    fn scope(&self) -> Option<String> {
+        match self {
+            Need::Base => None,
+            Need::Catalog => Some("registry:catalog:*".to_string()),
+            Need::Pull(r) => Some(format!("repository:{r}:pull")),
+            Need::Push(r) => Some(format!("repository:{r}:pull,push")),
+            Need::Delete(r) => Some(format!("repository:{r}:delete")),
+        }
+    }
+}
+
+/// When an endpoint's outcome goes to the audit log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// A mutation: every outcome.
+    Always,
+    /// A step of a mutation (opening or appending to an upload): refusals.
+    Errors,
+    /// A read.
+    Never,
+}
+
+/// The audit identity of a request: what it does to what.
+struct Action {
+    name: &'static str,
+    target: String,
+    record: Record,
+}
+
+/// What a route and method need, and how they are audited; `None` for a
+/// method the endpoint does not support.
+fn classify(
+    route: &Route,
+    method: &Method,
+    q: Option<&str>,
+) -> Result<Option<(Need, Action)>, ApiError> {
+    let get = method == Method::GET || method == Method::HEAD;
+    let action = |name, target: String, record| Action {
+        name,
+        target,
+        record,
+    };
+    Ok(Some(match route {
+        Route::Catalog if method == Method::GET => (
+            Need::Catalog,
+            action("registry.catalog", "_catalog".into(), Record::Never),
+        ),
+        Route::Blob { name, digest } if get => (
+            Need::Pull(RepoName::parse(name)?),
+            action(
+                "registry.pull_blob",
+                format!("{name}@{digest}"),
+                Record::Never,
+            ),
+        ),
+        Route::Blob { name, digest } if method == Method::DELETE => (
+            Need::Delete(RepoName::parse(name)?),
+            action(
+                "registry.delete_blob",
+                format!("{name}@{digest}"),
+                Record::Always,
+            ),
+        ),
+        Route::UploadStart { name } if method == Method::POST => {
+            let repo = RepoName::parse(name)?;
+            let a = if let Some(d) = query(q, "mount") {
+                action(MOUNT_BLOB, format!("{name}@{d}"), Record::Always)
+            } else if let Some(d) = query(q, "digest") {
+                action("registry.push_blob", format!("{name}@{d}"), Record::Always)
+            } else {
+                action("registry.start_upload", name.clone(), Record::Errors)
+            };
+            (Need::Push(repo), a)
+        }
+        Route::Upload { name, .. } if method == Method::PUT => {
+            let d = query(q, "digest").unwrap_or_default();
+            (
+                Need::Push(RepoName::parse(name)?),
+                action("registry.push_blob", format!("{name}@{d}"), Record::Always),
+            )
+        }
+        Route::Upload { name, .. }
+            if method == Method::PATCH || method == Method::GET || method == Method::DELETE =>
+        {
+            (
+                Need::Push(RepoName::parse(name)?),
+                action("registry.upload", name.clone(), Record::Errors),
+            )
+        }
+        Route::Manifest { name, reference } if get => (
+            Need::Pull(RepoName::parse(name)?),
+            action(
+                "registry.pull_manifest",
+                manifest_target(name, reference),
+                Record::Never,
+            ),
+        ),
+        Route::Manifest { name, reference } if method == Method::PUT => (
+            Need::Push(RepoName::parse(name)?),
+            action(
+                "registry.push_manifest",
+                manifest_target(name, reference),
+                Record::Always,
+            ),
+        ),
+        Route::Manifest { name, reference } if method == Method::DELETE => (
+            Need::Delete(RepoName::parse(name)?),
+            action(
+                "registry.delete_manifest",
+                manifest_target(name, reference),
+                Record::Always,
+            ),
+        ),
+        Route::Tags { name } if method == Method::GET => (
+            Need::Pull(RepoName::parse(name)?),
+            action("registry.list_tags", name.clone(), Record::Never),
+        ),
+        _ => return Ok(None),
+    }))
+}
+
+/// `repo:tag`, or `repo@sha256:…` for a digest.
+fn manifest_target(name: &str, reference: &str) -> String {
+    if reference.contains(':') {
+        format!("{name}@{reference}")
+    } else {
+        format!("{name}:{reference}")
+    }
+}
+
+/// Authorizes `need` for the caller: the secret they presented, or the one
+/// a registry token of theirs stands for.
+async fn authorize(registry: &Registry, caller: &Caller, need: &Need) -> Result<Grant, AuthDenied> {
+    let Presented::Secret(presented) = &caller.presented else {
+        return Err(AuthDenied::Unauthenticated);
+    };
+    let secret = registry
+        .inner
+        .tokens
+        .resolve(presented)
+        .ok_or(AuthDenied::Unauthenticated)?;
+    let principal = registry
+        .inner
+        .auth
+        .authorize(&secret, need.access())
+        .await?;
+    Ok(Grant { principal, secret })
+}
+
+/// The answer to a refused request: `401` with a challenge that sends
+/// Docker's token flow to `/v2/token`, or `403 DENIED`.
+fn denied(caller: &Caller, need: &Need, why: AuthDenied) -> ApiError {
+    match why {
+        AuthDenied::Unauthenticated => {
+            let challenge = match &caller.origin {
+                Some(origin) => {
+                    let mut c = format!(r#"Bearer realm="{origin}/v2/token",service="{SERVICE}""#);
+                    if let Some(scope) = need.scope() {
+                        c.push_str(&format!(r#",scope="{scope}""#));
+                    }
+                    c
+                }
+                // Without a usable Host there is no absolute realm to name;
+                // Basic needs none.
+                None => format!(r#"Basic realm="{SERVICE}""#),
+            };
+            let message = match caller.presented {
+                Presented::None => "authentication required",
+                _ => "invalid or expired credentials",
+            };
+            let error = ApiError::new(ErrorCode::Unauthorized, message);
+            match HeaderValue::from_str(&challenge) {
+                Ok(value) => error.with_header(header::WWW_AUTHENTICATE, value),
+                Err(_) => error,
+            }
+        }
+        AuthDenied::Forbidden => {
+            let what = match need {
+                Need::Base => "the registry".to_string(),
+                Need::Catalog => "the catalog".to_string(),
+                Need::Pull(r) => format!("pulling from {r}"),
+                Need::Push(r) => format!("pushing to {r}"),
+                Need::Delete(r) => format!("deleting in {r}"),
+            };
+            ApiError::new(ErrorCode::Denied, format!("access denied: {what}"))
+        }
+    }
+}
+
+fn audit(
+    registry: &Registry,
+    caller: &Caller,
+    principal: Option<&str>,
+    action: &Action,
+    outcome: String,
+) {
+    registry.inner.auth.audit(RegistryAuditRecord {
+        principal: principal.map(str::to_string),
+        action: action.name.to_string(),
+        target: action.target.clone(),
+        remote: caller.remote,
+        outcome,
+    });
+}
+
+/// An error's outcome in the audit log: `registry.` and its code.
+fn outcome_of(code: ErrorCode) -> String {
+    format!("registry.{}", code.as_str().to_ascii_lowercase())
 }
 
 async fn dispatch(State(registry): State<Registry>, request: Request) -> Response {
-    match handle(&registry, request).await {
+    let (parts, body) = request.into_parts();
+    let caller = Caller::of(&parts);
+    let path = parts.uri.path();
+    let rest = path
+        .strip_prefix("/v2/")
+        .or_else(|| path.strip_prefix("/v2"))
+        .unwrap_or("");
+    if rest == "token" && parts.method == Method::POST {
+        let action = Action {
+            name: "registry.token",
+            target: "/v2/".into(),
+            record: Record::Never,
+        };
+        return token_form(&registry, &caller, &action, body).await;
+    }
+    if rest.is_empty() || rest == "token" {
+        let action = Action {
+            name: if rest.is_empty() {
+                "registry.base"
+            } else {
+                "registry.token"
+            },
+            target: "/v2/".into(),
+            record: Record::Never,
+        };
+        let grant = match authorize(&registry, &caller, &Need::Base).await {
+            Ok(grant) => grant,
+            Err(why) => {
+                return refuse(&registry, &caller, &Need::Base, &action, &parts.method, why);
+            }
+        };
+        return match (rest.is_empty(), &parts.method) {
+            (true, &Method::GET | &Method::HEAD) => {
+                ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+            }
+            (false, &Method::GET) => issue_token(&registry, &grant.secret),
+            _ => ApiError::new(
+                ErrorCode::Unsupported,
+                format!("{} is not supported on {path}", parts.method),
+            )
+            .into_response(),
+        };
+    }
+    match handle(&registry, &caller, rest, &parts, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    registry: &Registry,
+    caller: &Caller,
+    rest: &str,
+    parts: &request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = parts.uri.query();
+    let method = &parts.method;
+    let Some(route) = parse_route(rest) else {
+        // Who may not use the registry learns nothing about its endpoints.
+        let action = Action {
+            name: "registry.unknown",
+            target: parts.uri.path().to_string(),
+            record: Record::Never,
+        };
+        if let Err(why) = authorize(registry, caller, &Need::Base).await {
+            return Ok(refuse(registry, caller, &Need::Base, &action, method, why));
+        }
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("no registry endpoint at {}", parts.uri.path()),
+        )
+        .with_status(StatusCode::NOT_FOUND));
+    };
+    let Some((need, action)) = classify(&route, method, q)? else {
+        let action = Action {
+            name: "registry.unknown",
+            target: parts.uri.path().to_string(),
+            record: Record::Never,
+        };
+        if let Err(why) = authorize(registry, caller, &Need::Base).await {
+            return Ok(refuse(registry, caller, &Need::Base, &action, method, why));
+        }
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("{method} is not supported on {}", parts.uri.path()),
+        ));
+    };
+    let grant = match authorize(registry, caller, &need).await {
+        Ok(grant) => grant,
+        Err(why) => return Ok(refuse(registry, caller, &need, &action, method, why)),
+    };
+    let result = endpoint(registry, &grant, route, parts, body).await;
+    let outcome = match &result {
+        // A mount that fell back to an upload session linked nothing.
+        Ok(response) if response.status() == StatusCode::ACCEPTED && action.name == MOUNT_BLOB => {
+            None
+        }
+        Ok(response) if response.status().is_success() => Some("ok".to_string()),
+        Ok(response) => Some(format!("http.{}", response.status().as_u16())),
+        Err(e) => Some(outcome_of(e.code)),
+    };
+    let record = match action.record {
+        Record::Always => outcome,
+        Record::Errors => outcome.filter(|o| o != "ok"),
+        Record::Never => None,
+    };
+    if let Some(outcome) = record {
+        audit(registry, caller, Some(&grant.principal), &action, outcome);
+    }
+    result
+}
+
+/// Runs the endpoint an authorized request addresses.
+async fn endpoint(
+    registry: &Registry,
+    grant: &Grant,
+    route: Route,
+    parts: &request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = parts.uri.query();
+    let method = &parts.method;
+    let head = method == Method::HEAD;
+    match route {
+        Route::Catalog => catalog(registry, q).await,
+        Route::Blob { name, digest } if method == Method::DELETE => {
+            delete_blob(registry, &name, &digest).await
+        }
+        Route::Blob { name, digest } => {
+            get_blob(registry, &name, &digest, head, &parts.headers).await
+        }
+        Route::UploadStart { name } => {
+            start_upload(registry, grant, &name, q, &parts.headers, body).await
+        }
+        Route::Upload { name, id } if method == Method::PATCH => {
+            patch_upload(registry, &name, &id, &parts.headers, body).await
+        }
+        Route::Upload { name, id } if method == Method::PUT => {
+            put_upload(registry, &name, &id, q, &parts.headers, body).await
+        }
+        Route::Upload { name, id } if method == Method::DELETE => {
+            cancel_upload(registry, &name, &id).await
+        }
+        Route::Upload { name, id } => upload_status(registry, &name, &id).await,
+        Route::Manifest { name, reference } if method == Method::PUT => {
+            put_manifest(registry, grant, &name, &reference, &parts.headers, body).await
+        }
+        Route::Manifest { name, reference } if method == Method::DELETE => {
+            delete_manifest(registry, &name, &reference).await
+        }
+        Route::Manifest { name, reference } => {
+            get_manifest(registry, &name, &reference, head).await
+        }
+        Route::Tags { name } => tags(registry, &name, q).await,
+    }
+}
+
+/// Answers a refused request, recording it when credentials were presented
+/// or the request meant to change something. A client's first, anonymous
+/// `GET /v2/` or pull is the token flow's normal start, not an incident.
+fn refuse(
+    registry: &Registry,
+    caller: &Caller,
+    need: &Need,
+    action: &Action,
+    method: &Method,
+    why: AuthDenied,
+) -> Response {
+    let reading = method == Method::GET || method == Method::HEAD;
+    if caller.presented != Presented::None || !reading {
+        audit(registry, caller, None, action, why.code().to_string());
+    }
+    denied(caller, need, why).into_response()
+}
+
+/// `GET /v2/token`: a fresh registry token standing for the caller's
+/// secret, in the shape Docker's token flow expects.
+fn issue_token(registry: &Registry, secret: &str) -> Response {
+    let Some(issued) = registry.inner.tokens.issue(secret) else {
+        return ApiError::new(
+            ErrorCode::TooManyRequests,
+            "too many registry tokens outstanding",
+        )
+        .into_response();
+    };
+    let body = serde_json::json!({
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in.as_secs(),
+        "issued_at": jiff::Timestamp::now().to_string(),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /v2/token`, the OAuth2 form some clients use: a `password` grant
+/// is authorized with its password like a Basic password.
+async fn token_form(registry: &Registry, caller: &Caller, action: &Action, body: Body) -> Response {
+    let form = match read_limited(body, MAX_TOKEN_FORM).await {
+        Ok(Some(form)) => form,
+        Ok(None) => {
+            return ApiError::new(ErrorCode::Unsupported, "token request too large")
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    let form = String::from_utf8_lossy(&form);
+    let pairs = query_pairs(Some(&form));
+    let field = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some("password"), Some(password)) = (field("grant_type"), field("password")) else {
+        return ApiError::new(
+            ErrorCode::Unsupported,
+            "only the password grant is supported",
+        )
+        .with_status(StatusCode::BAD_REQUEST)
+        .into_response();
+    };
+    let form_caller = Caller {
+        presented: Presented::Secret(password.to_string()),
+        remote: caller.remote,
+        origin: caller.origin.clone(),
+    };
+    match authorize(registry, &form_caller, &Need::Base).await {
+        Ok(grant) => issue_token(registry, &grant.secret),
+        Err(why) => refuse(
+            registry,
+            &form_caller,
+            &Need::Base,
+            action,
+            &Method::POST,
+            why,
+        ),
     }
 }
 
@@ -78,57 +609,53 @@ fn query(request_query: Option<&str>, key: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-async fn handle(registry: &Registry, request: Request) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let rest = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
-    let Some(route) = parse_route(rest) else {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            format!("no registry endpoint at {}", parts.uri.path()),
-        )
-        .with_status(StatusCode::NOT_FOUND));
-    };
-    let q = parts.uri.query();
-    let method = parts.method;
-    let head = method == Method::HEAD;
-    match route {
-        Route::Catalog if method == Method::GET => catalog(registry, q).await,
-        Route::Blob { name, digest } if method == Method::GET || head => {
-            get_blob(registry, &name, &digest, head, &parts.headers).await
-        }
-        Route::Blob { name, digest } if method == Method::DELETE => {
-            delete_blob(registry, &name, &digest).await
-        }
-        Route::UploadStart { name } if method == Method::POST => {
-            start_upload(registry, &name, q, body).await
-        }
-        Route::Upload { name, id } if method == Method::PATCH => {
-            patch_upload(registry, &name, &id, &parts.headers, body).await
-        }
-        Route::Upload { name, id } if method == Method::PUT => {
-            put_upload(registry, &name, &id, q, body).await
-        }
-        Route::Upload { name, id } if method == Method::GET => {
-            upload_status(registry, &name, &id).await
-        }
-        Route::Upload { name, id } if method == Method::DELETE => {
-            cancel_upload(registry, &name, &id).await
-        }
-        Route::Manifest { name, reference } if method == Method::GET || head => {
-            get_manifest(registry, &name, &reference, head).await
-        }
-        Route::Manifest { name, reference } if method == Method::PUT => {
-            put_manifest(registry, &name, &reference, &parts.headers, body).await
-        }
-        Route::Manifest { name, reference } if method == Method::DELETE => {
-            delete_manifest(registry, &name, &reference).await
-        }
-        Route::Tags { name } if method == Method::GET => tags(registry, &name, q).await,
-        _ => Err(ApiError::new(
-            ErrorCode::Unsupported,
-            format!("{method} is not supported on {}", parts.uri.path()),
-        )),
+fn quotas(registry: &Registry) -> Quotas {
+    Quotas {
+        repository: registry.inner.limits.repository_quota,
+        total: registry.inner.limits.total_quota,
     }
+}
+
+fn quota_exceeded(e: &QuotaExceeded) -> ApiError {
+    ApiError::new(ErrorCode::Denied, e.to_string())
+}
+
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> ApiError {
+        match e {
+            LinkError::Database(e) => e.into(),
+            LinkError::Quota(q) => quota_exceeded(&q),
+        }
+    }
+}
+
+/// Whether the caller may link `digest`, found in the shared store, into a
+/// repository without uploading it. Knowing a digest must not be a way to
+/// read another repository's blob: when repositories hold it, the caller
+/// must be allowed to pull from one of them. A blob no repository holds was
+/// written by gantry itself (a build's layer) and may be linked.
+async fn may_link(registry: &Registry, grant: &Grant, digest: &Digest) -> Result<bool, ApiError> {
+    let holders = registry
+        .inner
+        .metadata
+        .repositories_with_blob(digest, MAX_LINK_SOURCES)
+        .await?;
+    if holders.is_empty() {
+        return Ok(true);
+    }
+    for holder in &holders {
+        let access = RegistryAccess::Pull { repository: holder };
+        if registry
+            .inner
+            .auth
+            .authorize(&grant.secret, access)
+            .await
+            .is_ok()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn blob_unknown(digest: &Digest) -> ApiError {
@@ -291,8 +818,10 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
 
 async fn start_upload(
     registry: &Registry,
+    grant: &Grant,
     name: &str,
     q: Option<&str>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let repo = RepoName::parse(name)?;
@@ -300,48 +829,182 @@ async fn start_upload(
     if let Some(mount) = query(q, "mount") {
         let digest = Digest::parse(&mount)?;
         let found = match query(q, "from") {
+            // Mounting reads the source: the caller must be allowed to
+            // pull from it. If not, the mount quietly becomes an upload,
+            // which tells the caller nothing about the source.
             Some(from) => {
                 let from = RepoName::parse(&from)?;
-                inner.metadata.blob_size(&from, &digest).await?
+                let access = RegistryAccess::Pull {
+                    repository: from.as_str(),
+                };
+                if inner.auth.authorize(&grant.secret, access).await.is_ok() {
+                    inner.metadata.blob_size(&from, &digest).await?
+                } else {
+                    None
+                }
             }
             // OCI 1.1 lets a client mount without naming the source; any
-            // repository holding the blob will do.
-            None => inner.metadata.blob_size_anywhere(&digest).await?,
+            // repository holding the blob that the caller may pull from
+            // will do.
+            None if may_link(registry, grant, &digest).await? => {
+                inner.metadata.blob_size_anywhere(&digest).await?
+            }
+            None => None,
         };
         if let Some(size) = found
             && inner.artifacts.blob_exists(digest.as_str())
         {
-            inner.metadata.link_blob(&repo, &digest, size).await?;
+            inner
+                .metadata
+                .link_blob(&repo, &digest, size, quotas(registry))
+                .await?;
             return Ok(blob_created(&repo, &digest));
         }
         // The specification's fallback: an ordinary upload session.
     } else if let Some(expected) = query(q, "digest") {
         // A monolithic upload: the whole blob in this request's body.
         let expected = Digest::parse(&expected)?;
+        refuse_oversized(registry, headers, 0)?;
+        check_quota(
+            registry,
+            &repo,
+            &expected,
+            declared_length(headers).unwrap_or(0),
+        )
+        .await?;
         let id = create_upload(registry, &repo).await?;
         let Some(appender) = inner.uploads.writer(id).await? else {
             return Err(upload_unknown());
         };
         return finish_upload(registry, &repo, appender, body, &expected).await;
     }
+    // A repository already over its quota gets no session to fill.
+    if let Some(limit) = inner.limits.repository_quota
+        && let Err(e) = inner
+            .metadata
+            .check_quotas(
+                &repo,
+                &[],
+                Quotas {
+                    repository: Some(limit),
+                    total: None,
+                },
+            )
+            .await?
+    {
+        return Err(quota_exceeded(&e));
+    }
     let id = create_upload(registry, &repo).await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, &repo, id, 0))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Refuses a chunk whose declared length would take an upload holding
+/// `len` bytes over the blob size limit, before a byte of it is read.
+fn refuse_oversized(registry: &Registry, headers: &HeaderMap, len: u64) -> Result<(), ApiError> {
+    let max = registry.inner.limits.max_blob_size;
+    match declared_length(headers) {
+        Some(n) if len.saturating_add(n) > max => Err(uploads::blob_too_large(max)),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses early a blob of `size` bytes that could not be linked into
+/// `repo` within the quotas. The link itself checks again.
+async fn check_quota(
+    registry: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), ApiError> {
+    match registry
+        .inner
+        .metadata
+        .check_quotas(repo, &[(digest.clone(), size)], quotas(registry))
+        .await?
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(quota_exceeded(&e)),
+    }
 }
 
 async fn create_upload(registry: &Registry, repo: &RepoName) -> Result<uuid::Uuid, ApiError> {
     let inner = &registry.inner;
     let id = inner.uploads.create()?;
-    if let Err(e) = inner
+    let limits = &inner.limits;
+    let inserted = inner
         .metadata
-        .insert_upload(&id.hyphenated().to_string(), repo)
-        .await
-    {
-        if let Some(appender) = inner.uploads.writer(id).await? {
-            inner.uploads.discard(appender).await?;
-        }
-        return Err(e.into());
+        .insert_upload(
+            &id.hyphenated().to_string(),
+            repo,
+            limits.max_uploads,
+            limits.max_uploads_per_repository,
+        )
+        .await;
+    let refused = match inserted {
+        Ok(Ok(())) => return Ok(id),
+        Ok(Err(UploadsFull::Registry { limit })) => ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("too many open uploads: the registry allows {limit}; finish or cancel some"),
+        ),
+        Ok(Err(UploadsFull::Repository { repo, limit })) => ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "too many open uploads: repository {repo} allows {limit}; finish or cancel some"
+            ),
+        ),
+        Err(e) => e.into(),
+    };
+    if let Some(appender) = inner.uploads.writer(id).await? {
+        inner.uploads.discard(appender).await?;
     }
-    Ok(id)
+    Err(refused)
+}
+
+/// Ends an upload that failed for good: its bytes and its row go.
+async fn discard_upload(registry: &Registry, id: uuid::Uuid) -> Result<(), ApiError> {
+    let inner = &registry.inner;
+    if let Some(appender) = inner.uploads.writer(id).await? {
+        inner.uploads.discard(appender).await?;
+    }
+    inner
+        .metadata
+        .delete_upload(&id.hyphenated().to_string())
+        .await?;
+    Ok(())
+}
+
+/// Appends a request body to an upload within the blob size limit; an
+/// upload that would grow beyond it is discarded.
+async fn append(
+    registry: &Registry,
+    appender: Appender,
+    headers: &HeaderMap,
+    body: Body,
+    start: Option<u64>,
+) -> Result<Appender, ApiError> {
+    let id = appender.id();
+    let max = registry.inner.limits.max_blob_size;
+    let result = match refuse_oversized(registry, headers, appender.len()) {
+        Ok(()) => appender.append(body, start, max).await,
+        Err(e) => {
+            drop(appender);
+            Err(e)
+        }
+    };
+    match result {
+        Err(e) if e.code == ErrorCode::SizeInvalid => {
+            discard_upload(registry, id).await?;
+            Err(e)
+        }
+        other => other,
+    }
 }
 
 fn upload_unknown() -> ApiError {
@@ -398,7 +1061,7 @@ async fn patch_upload(
     let Some(appender) = registry.inner.uploads.writer(id).await? else {
         return Err(upload_unknown());
     };
-    let appender = appender.append(body, start).await?;
+    let appender = append(registry, appender, headers, body, start).await?;
     Ok(upload_accepted(
         StatusCode::ACCEPTED,
         &repo,
@@ -412,6 +1075,7 @@ async fn put_upload(
     name: &str,
     id: &str,
     q: Option<&str>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let repo = RepoName::parse(name)?;
@@ -426,7 +1090,8 @@ async fn put_upload(
     let Some(appender) = registry.inner.uploads.writer(id).await? else {
         return Err(upload_unknown());
     };
-    finish_upload(registry, &repo, appender, body, &expected).await
+    let appender = append(registry, appender, headers, body, None).await?;
+    finish_upload(registry, &repo, appender, Body::empty(), &expected).await
 }
 
 /// Appends the final chunk, checks the digest of the whole upload and, if
@@ -442,7 +1107,7 @@ async fn finish_upload(
     let inner = &registry.inner;
     let id = appender.id();
     let key = id.hyphenated().to_string();
-    let appender = appender.append(body, None).await?;
+    let appender = append(registry, appender, &HeaderMap::new(), body, None).await?;
     let (appender, actual) = appender.digest().await?;
     if &actual != expected {
         inner.uploads.discard(appender).await?;
@@ -456,14 +1121,27 @@ async fn finish_upload(
             "actual": actual.as_str(),
         })));
     }
+    // Checked before the bytes move into the store, so a refused blob
+    // leaves nothing behind; the link checks again, atomically.
+    if let Err(e) = check_quota(registry, repo, expected, appender.len()).await {
+        inner.uploads.discard(appender).await?;
+        inner.metadata.delete_upload(&key).await?;
+        return Err(e);
+    }
     let size = inner
         .uploads
         .commit(appender, expected, &inner.artifacts)
         .await?;
-    inner
+    if let Err(e) = inner
         .metadata
-        .complete_upload(&key, repo, expected, size)
-        .await?;
+        .complete_upload(&key, repo, expected, size, quotas(registry))
+        .await
+    {
+        // Another push won the race for the quota. The bytes stay in the
+        // shared store, unlinked, like those of a deleted blob.
+        inner.metadata.delete_upload(&key).await?;
+        return Err(e.into());
+    }
     tracing::debug!(repository = %repo, digest = %expected, size, "blob pushed");
     Ok(blob_created(repo, expected))
 }
@@ -547,10 +1225,10 @@ async fn get_manifest(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         ErrorCode::ManifestInvalid,
-        format!("manifest is larger than {MAX_MANIFEST_SIZE} bytes"),
+        format!("manifest is larger than the registry's limit of {limit} bytes"),
     )
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
@@ -576,6 +1254,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, ApiEr
 
 async fn put_manifest(
     registry: &Registry,
+    grant: &Grant,
     name: &str,
     reference: &str,
     headers: &HeaderMap,
@@ -583,15 +1262,12 @@ async fn put_manifest(
 ) -> Result<Response, ApiError> {
     let repo = RepoName::parse(name)?;
     let reference = Reference::parse(reference)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
-        return Err(too_large());
+    let limit = registry.inner.limits.max_manifest_size;
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
     }
-    let Some(bytes) = read_limited(body, MAX_MANIFEST_SIZE).await? else {
-        return Err(too_large());
+    let Some(bytes) = read_limited(body, limit).await? else {
+        return Err(too_large(limit));
     };
     let digest = Digest::of(&bytes);
     if let Reference::Digest(claimed) = &reference
@@ -614,7 +1290,18 @@ async fn put_manifest(
             continue;
         }
         // A blob already in the store (pushed to another repository, or
-        // written by gantry itself) needs no upload: link it.
+        // written by gantry itself) needs no upload: link it, if the caller
+        // could have read it anyway.
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("blob {blob} referenced by the manifest is unknown"),
+            )
+            .with_detail(serde_json::json!({ "digest": blob.as_str() }))
+        };
+        if !may_link(registry, grant, blob).await? {
+            return Err(unknown());
+        }
         let artifacts = inner.artifacts.clone();
         let key = blob.as_str().to_string();
         let size = tokio::task::spawn_blocking(move || {
@@ -628,13 +1315,7 @@ async fn put_manifest(
         .map_err(RegistryError::from)?;
         match size {
             Some(size) => links.push((blob.clone(), size)),
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("blob {blob} referenced by the manifest is unknown"),
-                )
-                .with_detail(serde_json::json!({ "digest": blob.as_str() })));
-            }
+            None => return Err(unknown()),
         }
     }
     for child in &parsed.children {
@@ -652,14 +1333,17 @@ async fn put_manifest(
     };
     inner
         .metadata
-        .put_manifest(NewManifest {
-            repo: &repo,
-            digest: &digest,
-            media_type: parsed.media_type,
-            content: &bytes,
-            tag,
-            links: &links,
-        })
+        .put_manifest(
+            NewManifest {
+                repo: &repo,
+                digest: &digest,
+                media_type: parsed.media_type,
+                content: &bytes,
+                tag,
+                links: &links,
+            },
+            quotas(registry),
+        )
         .await?;
     tracing::info!(repository = %repo, tag = tag.unwrap_or(""), digest = %digest, "manifest pushed");
     Ok(empty(

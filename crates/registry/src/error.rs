@@ -38,6 +38,7 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> Regist
 pub(crate) enum ErrorCode {
     BlobUnknown,
     BlobUploadInvalid,
+    Denied,
     BlobUploadUnknown,
     DigestInvalid,
     ManifestBlobUnknown,
@@ -45,6 +46,9 @@ pub(crate) enum ErrorCode {
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
+    SizeInvalid,
+    TooManyRequests,
+    Unauthorized,
     Unsupported,
     Unknown,
 }
@@ -56,12 +60,16 @@ impl ErrorCode {
             ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
             ErrorCode::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
             ErrorCode::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            ErrorCode::Denied => "DENIED",
             ErrorCode::DigestInvalid => "DIGEST_INVALID",
             ErrorCode::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
             ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
             ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Unknown => "UNKNOWN",
         }
@@ -75,6 +83,9 @@ impl ErrorCode {
             | ErrorCode::ManifestUnknown
             | ErrorCode::NameUnknown => StatusCode::NOT_FOUND,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Denied => StatusCode::FORBIDDEN,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

@@ -35,20 +35,41 @@
 //!   are never deleted here: other repositories and gantry's artifacts may
 //!   share them (garbage collection is future work).
 //!
-//! There is no authentication: the registry is meant to listen on loopback
-//! next to the control plane. Put it behind an authenticating proxy before
-//! exposing it.
+//! # Authentication and limits
+//!
+//! Every `/v2` request is authorized by the server's [`RegistryAuth`]: the
+//! request's secret (a gantry API token, sent as `Bearer` or as the password
+//! of `Basic`) and what the request wants ([`RegistryAccess`]: pull, push or
+//! delete on a repository, the catalog, or the base endpoint) go to
+//! [`RegistryAuth::authorize`]. Without credentials, or with bad ones, the
+//! answer is `401 UNAUTHORIZED` with a `WWW-Authenticate: Bearer` challenge
+//! naming `/v2/token`, where Docker's token flow trades Basic credentials for
+//! a five-minute registry token (see the `auth` module); a refused access is
+//! `403 DENIED`, and nothing changes. Mutations and refusals are reported to
+//! [`RegistryAuth::audit`]. The registry ships no allow-all implementation.
+//!
+//! [`RegistryLimits`] caps blob and manifest sizes, the bytes a repository
+//! and the whole registry may link, and the number of open uploads; uploads
+//! untouched for `upload_idle_timeout` are swept by a background task that
+//! [`Registry::open`] starts and that stops when the registry is dropped.
 //!
 //! ```no_run
-//! # async fn demo(store: gantry_store::Store, artifacts: gantry_store::ArtifactStore) {
+//! # async fn demo(store: gantry_store::Store, artifacts: gantry_store::ArtifactStore,
+//! #               auth: std::sync::Arc<dyn gantry_registry::RegistryAuth>) {
+//! use gantry_registry::{Registry, RegistryLimits, RegistryOptions};
 //! let data_dir = std::path::Path::new("/var/lib/gantry");
-//! let registry = gantry_registry::Registry::open(&store, artifacts, data_dir).await.unwrap();
+//! let options = RegistryOptions { auth, limits: RegistryLimits::default() };
+//! let registry = Registry::open(&store, artifacts, data_dir, options).await.unwrap();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await.unwrap();
-//! axum::serve(listener, gantry_registry::router(registry)).await.unwrap();
+//! // `ConnectInfo` gives the audit log the client's address.
+//! let app = gantry_registry::router(registry)
+//!     .into_make_service_with_connect_info::<std::net::SocketAddr>();
+//! axum::serve(listener, app).await.unwrap();
 //! # }
 //! ```
 
 mod api;
+mod auth;
 mod error;
 mod manifest;
 mod metadata;
@@ -56,21 +77,78 @@ mod names;
 mod uploads;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use gantry_store::ArtifactStore;
 
 pub use api::router;
+pub use auth::{AuthDenied, AuthFuture, RegistryAccess, RegistryAuditRecord, RegistryAuth};
 pub use error::RegistryError;
 
+use auth::Tokens;
 use metadata::Metadata;
 use uploads::Uploads;
 
-/// Uploads untouched for this long are considered abandoned and removed
-/// when the registry opens. A day leaves room for a slow client on a bad
-/// link, and nothing legitimate pauses an upload longer.
-const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// How the registry decides who may do what, and how much it holds.
+#[derive(Clone)]
+pub struct RegistryOptions {
+    /// Authorizes every request and receives the audit records.
+    pub auth: Arc<dyn RegistryAuth>,
+    /// Sizes, quotas and upload caps.
+    pub limits: RegistryLimits,
+}
+
+impl std::fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resource caps. Each is answered with an OCI error naming the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// The largest blob an upload may grow to; more is answered
+    /// `413 SIZE_INVALID` while streaming and the upload is discarded.
+    pub max_blob_size: u64,
+    /// The largest manifest accepted (`413 MANIFEST_INVALID` beyond).
+    pub max_manifest_size: usize,
+    /// Bytes of blobs one repository may link; `None` for no limit.
+    /// Exceeding it is answered `403 DENIED`.
+    pub repository_quota: Option<u64>,
+    /// Bytes of distinct blobs all repositories together may link; `None`
+    /// for no limit.
+    pub total_quota: Option<u64>,
+    /// Open upload sessions in the whole registry; one more is answered
+    /// `429 TOOMANYREQUESTS`.
+    pub max_uploads: usize,
+    /// Open upload sessions in one repository.
+    pub max_uploads_per_repository: usize,
+    /// An upload no request touched for this long is abandoned: the
+    /// sweeper removes it (and [`Registry::open`] removes such uploads
+    /// left by an earlier run).
+    pub upload_idle_timeout: Duration,
+    /// How often the sweeper looks for abandoned uploads and expired
+    /// registry tokens.
+    pub sweep_interval: Duration,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            max_blob_size: 10 * 1024 * 1024 * 1024,
+            max_manifest_size: manifest::MAX_MANIFEST_SIZE,
+            repository_quota: None,
+            total_quota: None,
+            max_uploads: 1000,
+            max_uploads_per_repository: 100,
+            upload_idle_timeout: Duration::from_secs(60 * 60),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The registry: metadata in gantry's database, blobs in its artifact store,
 /// uploads in progress under the data dir. Cheap to clone.
@@ -83,38 +161,104 @@ struct Inner {
     metadata: Metadata,
     artifacts: ArtifactStore,
     uploads: Uploads,
+    auth: Arc<dyn RegistryAuth>,
+    limits: RegistryLimits,
+    tokens: Tokens,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("uploads", &self.inner.uploads)
+            .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl Registry {
     /// Opens the registry of a data dir: creates its `registry_` tables if
-    /// needed and removes abandoned uploads.
+    /// needed, removes abandoned uploads, and starts the sweeper: a task on
+    /// the current tokio runtime that every `limits.sweep_interval` removes
+    /// uploads idle for `limits.upload_idle_timeout` and forgets expired
+    /// registry tokens. The sweeper holds only a weak reference and ends
+    /// once every clone of the registry (and its router) is dropped.
     pub async fn open(
         store: &gantry_store::Store,
         artifacts: ArtifactStore,
         data_dir: &Path,
+        options: RegistryOptions,
     ) -> Result<Registry, RegistryError> {
         let metadata = Metadata::open(store.pool().clone()).await?;
         let uploads = Uploads::open(data_dir.join("registry").join("uploads"))?;
         let known = metadata.upload_ids().await?;
-        let remaining = uploads.clean(&known, ABANDONED_UPLOAD_AGE)?;
+        let remaining = uploads.clean(&known, options.limits.upload_idle_timeout)?;
         for id in known.iter().filter(|id| !remaining.contains(id)) {
             metadata.delete_upload(id).await?;
         }
         tracing::debug!(dir = %uploads.dir().display(), open_uploads = remaining.len(), "registry opened");
-        Ok(Registry {
+        let registry = Registry {
             inner: Arc::new(Inner {
                 metadata,
                 artifacts,
                 uploads,
+                auth: options.auth,
+                limits: options.limits,
+                tokens: Tokens::default(),
             }),
-        })
+        };
+        tokio::spawn(sweep_periodically(Arc::downgrade(&registry.inner)));
+        Ok(registry)
+    }
+
+    /// Removes uploads idle for longer than `limits.upload_idle_timeout`
+    /// and forgets expired registry tokens; the sweeper calls this every
+    /// `limits.sweep_interval`. Returns how many uploads were removed.
+    pub async fn sweep(&self) -> Result<usize, RegistryError> {
+        let inner = &self.inner;
+        inner.tokens.sweep();
+        let mut removed = 0;
+        for id in inner.uploads.idle(inner.limits.upload_idle_timeout)? {
+            // An upload a request is writing to right now is not abandoned,
+            // whatever its file's age says: it is skipped until next time.
+            if let Some(appender) = inner.uploads.try_writer(id).await? {
+                if !appender.idle_for(inner.limits.upload_idle_timeout) {
+                    continue;
+                }
+                tracing::info!(upload = %id, "removing abandoned registry upload");
+                inner.uploads.discard(appender).await?;
+                removed += 1;
+            }
+            inner
+                .metadata
+                .delete_upload(&id.hyphenated().to_string())
+                .await?;
+        }
+        // A row whose file is gone (removed by hand, or a crash between the
+        // two) would count against the upload caps forever.
+        for id in inner.metadata.upload_ids().await? {
+            if uploads::parse_id(&id).is_none_or(|uuid| inner.uploads.size(uuid).is_none()) {
+                inner.metadata.delete_upload(&id).await?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+async fn sweep_periodically(registry: Weak<Inner>) {
+    let Some(interval) = registry.upgrade().map(|inner| inner.limits.sweep_interval) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; open has just cleaned.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = registry.upgrade() else {
+            return;
+        };
+        if let Err(e) = (Registry { inner }).sweep().await {
+            tracing::warn!(error = %e, "sweeping registry uploads failed; trying again later");
+        }
     }
 }

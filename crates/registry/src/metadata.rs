@@ -62,6 +62,73 @@ pub(crate) struct NewManifest<'a> {
     pub links: &'a [(Digest, u64)],
 }
 
+/// Byte quotas a new link must fit in; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Quotas {
+    pub repository: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// A link refused because it would take a quota over its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QuotaExceeded {
+    Repository {
+        repo: String,
+        held: u64,
+        limit: u64,
+        adding: u64,
+    },
+    Total {
+        held: u64,
+        limit: u64,
+        adding: u64,
+    },
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaExceeded::Repository {
+                repo,
+                held,
+                limit,
+                adding,
+            } => write!(
+                f,
+                "quota exceeded: repository {repo} holds {held} of {limit} bytes, and this adds {adding}"
+            ),
+            QuotaExceeded::Total {
+                held,
+                limit,
+                adding,
+            } => write!(
+                f,
+                "quota exceeded: the registry holds {held} of {limit} bytes, and this adds {adding}"
+            ),
+        }
+    }
+}
+
+/// Why a new upload session was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UploadsFull {
+    Registry { limit: usize },
+    Repository { repo: String, limit: usize },
+}
+
+/// A write that adds links: the database failed, or a quota refused it.
+#[derive(Debug)]
+pub(crate) enum LinkError {
+    Database(sqlx::Error),
+    Quota(QuotaExceeded),
+}
+
+impl From<sqlx::Error> for LinkError {
+    fn from(e: sqlx::Error) -> LinkError {
+        LinkError::Database(e)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Metadata {
     pool: SqlitePool,
@@ -140,11 +207,110 @@ impl Metadata {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-    ) -> Result<(), sqlx::Error> {
+        quotas: Quotas,
+    ) -> Result<(), LinkError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::check_quotas_in(&mut tx, repo, &[(digest.clone(), size)], quotas)
+            .await?
+            .map_err(LinkError::Quota)?;
         Self::ensure_repository(&mut tx, repo).await?;
         Self::insert_link(&mut tx, repo, digest, size).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
+    }
+
+    /// Whether linking `new` into `repo` fits the quotas. The writes that
+    /// link check again inside their transaction; this early check spares
+    /// a client uploading bytes that could never be linked.
+    pub(crate) async fn check_quotas(
+        &self,
+        repo: &RepoName,
+        new: &[(Digest, u64)],
+        quotas: Quotas,
+    ) -> Result<Result<(), QuotaExceeded>, sqlx::Error> {
+        if quotas.repository.is_none() && quotas.total.is_none() {
+            return Ok(Ok(()));
+        }
+        let mut conn = self.pool.acquire().await?;
+        Self::check_quotas_in(&mut conn, repo, new, quotas).await
+    }
+
+    /// Only bytes a link adds count: a blob already linked to `repo` adds
+    /// nothing to its quota, and a blob linked anywhere adds nothing to the
+    /// total (the store holds it once). So pushing content again always
+    /// works, even over a quota lowered since.
+    async fn check_quotas_in(
+        conn: &mut SqliteConnection,
+        repo: &RepoName,
+        new: &[(Digest, u64)],
+        quotas: Quotas,
+    ) -> Result<Result<(), QuotaExceeded>, sqlx::Error> {
+        if quotas.repository.is_none() && quotas.total.is_none() {
+            return Ok(Ok(()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut repo_adding, mut total_adding) = (0u64, 0u64);
+        for (digest, size) in new {
+            if !seen.insert(digest) {
+                continue;
+            }
+            let in_repo: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM registry_blobs WHERE repository = ? AND digest = ?",
+            )
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            if in_repo.is_some() {
+                continue;
+            }
+            repo_adding += size;
+            let anywhere: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM registry_blobs WHERE digest = ? LIMIT 1")
+                    .bind(digest.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if anywhere.is_none() {
+                total_adding += size;
+            }
+        }
+        if let Some(limit) = quotas.repository
+            && repo_adding > 0
+        {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(size), 0) FROM registry_blobs WHERE repository = ?",
+            )
+            .bind(repo.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+            let held = size_of(held);
+            if held.saturating_add(repo_adding) > limit {
+                return Ok(Err(QuotaExceeded::Repository {
+                    repo: repo.to_string(),
+                    held,
+                    limit,
+                    adding: repo_adding,
+                }));
+            }
+        }
+        if let Some(limit) = quotas.total
+            && total_adding > 0
+        {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(size), 0) FROM
+                 (SELECT MAX(size) AS size FROM registry_blobs GROUP BY digest)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let held = size_of(held);
+            if held.saturating_add(total_adding) > limit {
+                return Ok(Err(QuotaExceeded::Total {
+                    held,
+                    limit,
+                    adding: total_adding,
+                }));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// The size of a blob linked to `repo`, or `None` when it isn't linked.
@@ -175,6 +341,21 @@ impl Metadata {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(size.map(size_of))
+    }
+
+    /// Up to `n` repositories a blob is linked to.
+    pub(crate) async fn repositories_with_blob(
+        &self,
+        digest: &Digest,
+        n: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT repository FROM registry_blobs WHERE digest = ? ORDER BY repository LIMIT ?",
+        )
+        .bind(digest.as_str())
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Removes a blob's link; the bytes stay in the shared store, where
@@ -248,8 +429,15 @@ impl Metadata {
 
     /// Stores a manifest, links the blobs it found in the store, and moves
     /// the tag, in one transaction: a client sees all of it or none.
-    pub(crate) async fn put_manifest(&self, m: NewManifest<'_>) -> Result<(), sqlx::Error> {
+    pub(crate) async fn put_manifest(
+        &self,
+        m: NewManifest<'_>,
+        quotas: Quotas,
+    ) -> Result<(), LinkError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::check_quotas_in(&mut tx, m.repo, m.links, quotas)
+            .await?
+            .map_err(LinkError::Quota)?;
         Self::ensure_repository(&mut tx, m.repo).await?;
         for (digest, size) in m.links {
             Self::insert_link(&mut tx, m.repo, digest, *size).await?;
@@ -282,7 +470,7 @@ impl Metadata {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     /// Deletes a manifest and every tag pointing at it.
@@ -348,14 +536,41 @@ impl Metadata {
         .await
     }
 
-    pub(crate) async fn insert_upload(&self, id: &str, repo: &RepoName) -> Result<(), sqlx::Error> {
+    /// Records a new upload session unless the registry already holds
+    /// `max_total` open uploads, or `repo` holds `max_per_repository`.
+    pub(crate) async fn insert_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        max_total: usize,
+        max_per_repository: usize,
+    ) -> Result<Result<(), UploadsFull>, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registry_uploads")
+            .fetch_one(&mut *tx)
+            .await?;
+        if usize::try_from(total).unwrap_or(usize::MAX) >= max_total {
+            return Ok(Err(UploadsFull::Registry { limit: max_total }));
+        }
+        let in_repo: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM registry_uploads WHERE repository = ?")
+                .bind(repo.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        if usize::try_from(in_repo).unwrap_or(usize::MAX) >= max_per_repository {
+            return Ok(Err(UploadsFull::Repository {
+                repo: repo.to_string(),
+                limit: max_per_repository,
+            }));
+        }
         sqlx::query("INSERT INTO registry_uploads (id, repository, started_at) VALUES (?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     /// The repository an upload was started in.
@@ -381,15 +596,19 @@ impl Metadata {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-    ) -> Result<(), sqlx::Error> {
+        quotas: Quotas,
+    ) -> Result<(), LinkError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Self::check_quotas_in(&mut tx, repo, &[(digest.clone(), size)], quotas)
+            .await?
+            .map_err(LinkError::Quota)?;
         Self::ensure_repository(&mut tx, repo).await?;
         Self::insert_link(&mut tx, repo, digest, size).await?;
         sqlx::query("DELETE FROM registry_uploads WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     pub(crate) async fn upload_ids(&self) -> Result<Vec<String>, sqlx::Error> {

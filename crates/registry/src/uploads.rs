@@ -20,6 +20,7 @@ use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use futures_util::StreamExt as _;
@@ -124,6 +125,14 @@ impl Uploads {
         if session.closed {
             return Ok(None);
         }
+        self.open_appender(id, session).await
+    }
+
+    async fn open_appender(
+        &self,
+        id: Uuid,
+        session: OwnedMutexGuard<Session>,
+    ) -> Result<Option<Appender>, RegistryError> {
         let path = self.path(id);
         tokio::task::spawn_blocking(move || {
             let file = match fs::OpenOptions::new().read(true).append(true).open(&path) {
@@ -141,6 +150,33 @@ impl Uploads {
             }))
         })
         .await?
+    }
+
+    /// Like [`Uploads::writer`], but `None` at once when a request holds
+    /// the upload's lock.
+    pub(crate) async fn try_writer(&self, id: Uuid) -> Result<Option<Appender>, RegistryError> {
+        let Ok(session) = self.session(id).try_lock_owned() else {
+            return Ok(None);
+        };
+        if session.closed {
+            return Ok(None);
+        }
+        self.open_appender(id, session).await
+    }
+
+    /// The uploads whose file was last written more than `max_age` ago.
+    pub(crate) fn idle(&self, max_age: Duration) -> Result<Vec<Uuid>, RegistryError> {
+        let mut idle = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let Some(id) = entry.file_name().to_str().and_then(parse_id) else {
+                continue;
+            };
+            if entry.metadata().ok().is_some_and(|m| idle_for(&m, max_age)) {
+                idle.push(id);
+            }
+        }
+        Ok(idle)
     }
 
     /// Ends an upload without keeping its bytes.
@@ -182,9 +218,9 @@ impl Uploads {
     pub(crate) fn clean(
         &self,
         keep: &[String],
-        max_age: std::time::Duration,
+        max_age: Duration,
     ) -> Result<Vec<String>, RegistryError> {
-        let now = std::time::SystemTime::now();
+        let now = SystemTime::now();
         let mut remaining = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
@@ -208,6 +244,15 @@ impl Uploads {
         }
         Ok(remaining)
     }
+}
+
+/// Whether a file was last modified more than `max_age` ago.
+fn idle_for(metadata: &fs::Metadata, max_age: Duration) -> bool {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > max_age)
 }
 
 /// An open upload, holding its lock: appends blocks and computes the digest.
@@ -244,6 +289,11 @@ impl Appender {
 
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether the upload's file was last written more than `max_age` ago.
+    pub(crate) fn idle_for(&self, max_age: Duration) -> bool {
+        self.file.metadata().is_ok_and(|m| idle_for(&m, max_age))
     }
 
     /// Hashes any bytes of the file the hasher has not seen yet.
@@ -290,7 +340,15 @@ impl Appender {
     /// upload exactly where it stands (a `Content-Range` from the client);
     /// anything else is answered 416 with the upload's true range. Writes
     /// of one block overlap with receiving the next.
-    pub(crate) async fn append(self, body: Body, start: Option<u64>) -> Result<Appender, ApiError> {
+    /// The upload may not grow beyond `max_len` bytes: the first chunk that
+    /// would take it further ends the request with `413 SIZE_INVALID`,
+    /// before that chunk is written (the caller discards the upload).
+    pub(crate) async fn append(
+        self,
+        body: Body,
+        start: Option<u64>,
+        max_len: u64,
+    ) -> Result<Appender, ApiError> {
         if let Some(start) = start
             && start != self.len
         {
@@ -305,14 +363,22 @@ impl Appender {
             .with_header(axum::http::header::RANGE, crate::api::range_value(self.len)));
         }
         let mut stream = body.into_data_stream();
+        let mut received = self.len;
         let mut writer = Writer::Idle(self);
         let mut buf = Vec::with_capacity(BLOCK);
         let mut interrupted = None;
+        let mut too_large = false;
         loop {
             let end = match stream.next().await {
                 Some(Ok(bytes)) => {
-                    buf.extend_from_slice(&bytes);
-                    false
+                    received += bytes.len() as u64;
+                    if received > max_len {
+                        too_large = true;
+                        true
+                    } else {
+                        buf.extend_from_slice(&bytes);
+                        false
+                    }
                 }
                 Some(Err(e)) => {
                     interrupted = Some(e);
@@ -335,6 +401,9 @@ impl Appender {
             }
         }
         let appender = writer.settle().await?;
+        if too_large {
+            return Err(blob_too_large(max_len));
+        }
         if let Some(e) = interrupted {
             return Err(ApiError::new(
                 ErrorCode::BlobUploadInvalid,
@@ -353,4 +422,14 @@ impl Appender {
         })
         .await?
     }
+}
+
+/// The answer to an upload that grew beyond the registry's blob size limit.
+pub(crate) fn blob_too_large(max_len: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::SizeInvalid,
+        format!("blob is larger than the registry's limit of {max_len} bytes"),
+    )
+    .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+    .with_detail(serde_json::json!({ "limit": max_len }))
 }

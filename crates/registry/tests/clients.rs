@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use gantry_registry::{Registry, router};
+mod common;
+
+use common::StaticTokens;
+use gantry_registry::{Registry, RegistryLimits, router};
 use gantry_store::{ArtifactStore, Store};
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -35,10 +38,14 @@ async fn serve() -> (tempfile::TempDir, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("gantry.db")).await.unwrap();
     let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
-    let registry = Registry::open(&store, artifacts, dir.path()).await.unwrap();
+    let options = StaticTokens::new().options(RegistryLimits::default());
+    let registry = Registry::open(&store, artifacts, dir.path(), options)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(registry)).await });
+    let app = router(registry).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
     (dir, addr)
 }
 
