@@ -878,21 +878,17 @@ async fn start_upload(
         };
         return finish_upload(registry, &repo, appender, body, &expected).await;
     }
-    // A repository already over its quota gets no session to fill.
-    if let Some(limit) = inner.limits.repository_quota
-        && let Err(e) = inner
-            .metadata
-            .check_quotas(
-                &repo,
-                &[],
-                Quotas {
-                    repository: Some(limit),
-                    total: None,
-                },
-            )
-            .await?
-    {
-        return Err(quota_exceeded(&e));
+    // A repository with no room left gets no session to fill.
+    if let Some(limit) = inner.limits.repository_quota {
+        let held = inner.metadata.repository_bytes(&repo).await?;
+        if held >= limit {
+            return Err(quota_exceeded(&QuotaExceeded::Repository {
+                repo: repo.to_string(),
+                held,
+                limit,
+                adding: 0,
+            }));
+        }
     }
     let id = create_upload(registry, &repo).await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, &repo, id, 0))

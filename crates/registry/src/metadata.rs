@@ -87,24 +87,37 @@ pub(crate) enum QuotaExceeded {
 
 impl std::fmt::Display for QuotaExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
+        let adding = match self {
             QuotaExceeded::Repository {
-                repo,
-                held,
-                limit,
-                adding,
-            } => write!(
-                f,
-                "quota exceeded: repository {repo} holds {held} of {limit} bytes, and this adds {adding}"
-            ),
-            QuotaExceeded::Total {
-                held,
-                limit,
-                adding,
-            } => write!(
-                f,
-                "quota exceeded: the registry holds {held} of {limit} bytes, and this adds {adding}"
-            ),
+                repo, held, limit, ..
+            } => {
+                write!(
+                    f,
+                    "quota exceeded: repository {repo} holds {held} of {limit} bytes"
+                )?;
+                self.adding()
+            }
+            QuotaExceeded::Total { held, limit, .. } => {
+                write!(
+                    f,
+                    "quota exceeded: the registry holds {held} of {limit} bytes"
+                )?;
+                self.adding()
+            }
+        };
+        if adding > 0 {
+            write!(f, ", and this would add {adding}")?;
+        }
+        Ok(())
+    }
+}
+
+impl QuotaExceeded {
+    fn adding(&self) -> u64 {
+        match self {
+            QuotaExceeded::Repository { adding, .. } | QuotaExceeded::Total { adding, .. } => {
+                *adding
+            }
         }
     }
 }
@@ -232,6 +245,17 @@ impl Metadata {
         }
         let mut conn = self.pool.acquire().await?;
         Self::check_quotas_in(&mut conn, repo, new, quotas).await
+    }
+
+    /// The bytes of the blobs linked to `repo`.
+    pub(crate) async fn repository_bytes(&self, repo: &RepoName) -> Result<u64, sqlx::Error> {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM registry_blobs WHERE repository = ?",
+        )
+        .bind(repo.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(size_of(held))
     }
 
     /// Only bytes a link adds count: a blob already linked to `repo` adds
