@@ -1,11 +1,14 @@
 //! The registry against real clients, over a real socket:
 //!
 //! - `GANTRY_TEST_DOCKER=1`: `docker build` (from scratch, with the host's
-//!   static busybox), `docker push`, `rmi`, `pull` and `run`.
+//!   static busybox), refused `docker push` and `login` without the token,
+//!   `docker login -p TOKEN` (the token flow), `push`, `rmi`, `pull` and
+//!   `run`, and the audit record of the push.
 //! - `GANTRY_TEST_REGISTRY=1`: skopeo copies an OCI layout (an image and a
 //!   multi-platform index) in, between repositories, out to a `dir:`, and to
 //!   and from Debian's `docker-registry` (distribution 2.8), checking that
-//!   digests never change.
+//!   digests never change, with `--src-creds`/`--dest-creds x:TOKEN`; and
+//!   is refused without them.
 //!
 //! Without the variable each test says it was skipped and passes: these
 //! need dockerd, skopeo and docker-registry, which a plain `cargo test`
@@ -17,67 +20,122 @@ use std::process::Stdio;
 
 mod common;
 
-use common::StaticTokens;
+use std::sync::Arc;
+
+use common::{StaticTokens, TOKEN};
 use gantry_registry::{Registry, RegistryLimits, router};
 use gantry_store::{ArtifactStore, Store};
+use gantry_testkit::{docker_tests_enabled, registry_tests_enabled};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::process::Command;
 
-fn enabled(var: &str, test: &str) -> bool {
-    if std::env::var(var).as_deref() == Ok("1") {
-        true
-    } else {
-        eprintln!("skipped {test}: set {var}=1 to run it");
-        false
-    }
+/// A registry served on 127.0.0.1 with a random port; its address and the
+/// test auth, which knows [`TOKEN`] and records audit records.
+struct Served {
+    _dir: tempfile::TempDir,
+    addr: SocketAddr,
+    auth: Arc<StaticTokens>,
 }
 
-/// Serves a fresh registry on 127.0.0.1 with a random port.
-async fn serve() -> (tempfile::TempDir, SocketAddr) {
+async fn serve() -> Served {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("gantry.db")).await.unwrap();
     let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
-    let options = StaticTokens::new().options(RegistryLimits::default());
-    let registry = Registry::open(&store, artifacts, dir.path(), options)
-        .await
-        .unwrap();
+    let auth = StaticTokens::new();
+    let registry = Registry::open(
+        &store,
+        artifacts,
+        dir.path(),
+        auth.options(RegistryLimits::default()),
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(registry).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (dir, addr)
+    Served {
+        _dir: dir,
+        addr,
+        auth,
+    }
 }
 
 /// Runs a command; panics with its output when it fails. Returns stdout.
 async fn run(program: &str, args: &[&str]) -> String {
+    try_run(program, args)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// Runs a command; its stdout, or what it said when it failed. Docker keeps
+/// its logins in `DOCKER_CONFIG`, which the tests point at a temp dir.
+async fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", docker_config())
         .stdin(Stdio::null())
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{program} {} failed ({}):\n{stdout}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{program} {} failed ({}):\n{stdout}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A docker config dir of this test process, so `docker login` touches no
+/// user's credentials.
+fn docker_config() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pushes_pulls_and_runs_an_image() {
-    if !enabled(
-        "GANTRY_TEST_DOCKER",
-        "docker_pushes_pulls_and_runs_an_image",
-    ) {
+    if !docker_tests_enabled("docker_pushes_pulls_and_runs_an_image") {
         return;
     }
-    let (_dir, addr) = serve().await;
+    let served = serve().await;
+    let addr = served.addr;
+    let registry = addr.to_string();
+    // Before logging in, docker is refused.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nLABEL x=1\n").unwrap();
+    let refused = format!("{addr}/test/refused:1");
+    run(
+        "docker",
+        &["build", "-q", "-t", &refused, ctx.path().to_str().unwrap()],
+    )
+    .await;
+    let failure = try_run("docker", &["push", &refused]).await.unwrap_err();
+    assert!(
+        failure.contains("no basic auth credentials") || failure.contains("unauthorized"),
+        "{failure}"
+    );
+    run("docker", &["rmi", &refused]).await;
+    // `docker login` goes through the token flow with the gantry token as
+    // the password; the user name is ignored.
+    let failure = try_run(
+        "docker",
+        &["login", &registry, "-u", "anyone", "-p", "wrong"],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        failure.contains("unauthorized") || failure.contains("401"),
+        "{failure}"
+    );
+    run("docker", &["login", &registry, "-u", "anyone", "-p", TOKEN]).await;
     let ctx = tempfile::tempdir().unwrap();
     std::fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
     std::fs::write(
@@ -108,6 +166,17 @@ async fn docker_pushes_pulls_and_runs_an_image() {
 
     let catalog: Value = get_json(addr, "/v2/_catalog").await;
     assert_eq!(catalog, json!({"repositories": ["copy/tiny", "test/tiny"]}));
+    let records = served.auth.records();
+    assert!(
+        records.iter().any(|r| r.action == "registry.push_manifest"
+            && r.target == "test/tiny:1"
+            && r.principal.as_deref() == Some("tester")
+            && r.outcome == "ok"
+            && r.remote.is_some_and(|a| a.ip().is_loopback())),
+        "{records:#?}"
+    );
+    assert!(!format!("{records:?}").contains(TOKEN));
+    run("docker", &["logout", &registry]).await;
 }
 
 /// A GET through a raw socket: enough HTTP/1.0 for a small JSON answer,
@@ -116,7 +185,10 @@ async fn get_json(addr: SocketAddr, path: &str) -> Value {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let mut response = String::new();
@@ -194,23 +266,52 @@ fn oci_layout(dir: &Path) -> (PathBuf, Vec<u8>) {
     (layout, tar.stdout)
 }
 
-async fn skopeo_copy(src: &str, dest: &str, all: bool) {
+/// `x:TOKEN`: skopeo sends it only to a registry that challenges, so the
+/// unauthenticated peer registry is not bothered by it.
+fn creds() -> String {
+    format!("x:{TOKEN}")
+}
+
+fn skopeo_copy_args<'a>(src: &'a str, dest: &'a str, all: bool, creds: &'a str) -> Vec<&'a str> {
     let mut args = vec![
         "copy",
         "--quiet",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
     ];
+    if src.starts_with("docker://") {
+        args.extend(["--src-creds", creds]);
+    }
+    if dest.starts_with("docker://") {
+        args.extend(["--dest-creds", creds]);
+    }
     if all {
         args.push("--all");
     }
     args.extend([src, dest]);
-    run("skopeo", &args).await;
+    args
+}
+
+async fn skopeo_copy(src: &str, dest: &str, all: bool) {
+    let creds = creds();
+    run("skopeo", &skopeo_copy_args(src, dest, all, &creds)).await;
 }
 
 /// The digest of an image's manifest as skopeo sees it.
 async fn skopeo_digest(image: &str) -> String {
-    let raw = run("skopeo", &["inspect", "--raw", "--tls-verify=false", image]).await;
+    let creds = creds();
+    let raw = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            image,
+        ],
+    )
+    .await;
     format!(
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(raw.as_bytes()))
@@ -263,13 +364,11 @@ impl DockerRegistry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_through_the_registry_without_changing_digests() {
-    if !enabled(
-        "GANTRY_TEST_REGISTRY",
-        "skopeo_copies_through_the_registry_without_changing_digests",
-    ) {
+    if !registry_tests_enabled("skopeo_copies_through_the_registry_without_changing_digests") {
         return;
     }
-    let (_dir, addr) = serve().await;
+    let served = serve().await;
+    let addr = served.addr;
     let work = tempfile::tempdir().unwrap();
     let (layout, layer_tar) = oci_layout(work.path());
     let layout = layout.to_str().unwrap();
@@ -289,7 +388,13 @@ async fn skopeo_copies_through_the_registry_without_changing_digests() {
     let inspected: Value = serde_json::from_str(
         &run(
             "skopeo",
-            &["inspect", "--tls-verify=false", &ours("other/tiny:2")],
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                &creds(),
+                &ours("other/tiny:2"),
+            ],
         )
         .await,
     )
@@ -334,4 +439,55 @@ async fn skopeo_copies_through_the_registry_without_changing_digests() {
 
     let tags: Value = get_json(addr, "/v2/back/multi/tags/list").await;
     assert_eq!(tags, json!({"name": "back/multi", "tags": ["1"]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_needs_a_gantry_token_to_push() {
+    if !registry_tests_enabled("skopeo_needs_a_gantry_token_to_push") {
+        return;
+    }
+    let served = serve().await;
+    let work = tempfile::tempdir().unwrap();
+    let (layout, _) = oci_layout(work.path());
+    let src = format!("oci:{}:v1", layout.display());
+    let dest = format!("docker://{}/team/app:1", served.addr);
+    let anonymous = [
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        src.as_str(),
+        dest.as_str(),
+    ];
+    let failure = try_run("skopeo", &anonymous).await.unwrap_err();
+    assert!(
+        failure.contains("401") || failure.contains("unauthorized"),
+        "{failure}"
+    );
+    let wrong = "x:not-the-token";
+    let failure = try_run("skopeo", &skopeo_copy_args(&src, &dest, false, wrong))
+        .await
+        .unwrap_err();
+    assert!(
+        failure.contains("401") || failure.contains("unauthorized"),
+        "{failure}"
+    );
+    assert!(!failure.contains(TOKEN));
+    skopeo_copy(&src, &dest, false).await;
+    skopeo_digest(&dest).await;
+
+    let records = served.auth.records();
+    let pushed: Vec<_> = records
+        .iter()
+        .filter(|r| r.outcome == "ok")
+        .map(|r| r.action.as_str())
+        .collect();
+    assert!(pushed.contains(&"registry.push_manifest"), "{records:#?}");
+    assert!(pushed.contains(&"registry.push_blob"), "{records:#?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.outcome == "auth.unauthenticated" && r.principal.is_none()),
+        "{records:#?}"
+    );
+    assert!(!format!("{records:?}").contains(TOKEN));
 }
