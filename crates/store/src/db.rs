@@ -370,6 +370,39 @@ impl Store {
             .collect())
     }
 
+    /// Deletes the log lines of finished executions that finished before
+    /// `finished_before` (Unix ms), or that are not among the newest
+    /// `keep_per_pipeline` executions of their pipeline (running ones
+    /// count among the newest but keep their logs). Returns how many lines
+    /// went. One statement per execution, so a writer never waits long.
+    pub async fn prune_logs(
+        &self,
+        finished_before: i64,
+        keep_per_pipeline: i64,
+    ) -> Result<u64, StoreError> {
+        let doomed: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM (
+                 SELECT id, finished_at, ROW_NUMBER() OVER (
+                     PARTITION BY pipeline ORDER BY started_at DESC, id DESC) AS newest
+                 FROM executions)
+             WHERE finished_at IS NOT NULL AND (finished_at < ?1 OR newest > ?2)
+               AND EXISTS (SELECT 1 FROM logs WHERE logs.execution_id = id)",
+        )
+        .bind(finished_before)
+        .bind(keep_per_pipeline)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deleted = 0;
+        for id in doomed {
+            deleted += sqlx::query("DELETE FROM logs WHERE execution_id = ?")
+                .bind(&id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
     /// Records a detail of an action attempt as JSON, under a kind such as
     /// `parameters` (which versions it used) or `reports` (test results).
     pub async fn record_action_detail(&self, detail: &ActionDetail) -> Result<(), StoreError> {
@@ -539,5 +572,61 @@ mod tests {
         );
         let after = store.logs("e", None, s[0].seq, 100).await.unwrap();
         assert_eq!(after.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn prune_logs_deletes_old_and_surplus_finished_executions_only() {
+        let store = Store::in_memory().await.unwrap();
+        // Pipeline p: e1..e4 started in that order; e4 still runs. q: one old one.
+        let executions = [
+            ("p", "e1", 10, Some(20)),
+            ("p", "e2", 30, Some(40)),
+            ("p", "e3", 50, Some(1_000)),
+            ("p", "e4", 60, None),
+            ("q", "f1", 5, Some(6)),
+        ];
+        for (pipeline, id, started_at, finished_at) in executions {
+            let row = ExecutionRow {
+                id: id.into(),
+                pipeline: pipeline.into(),
+                status: "x".into(),
+                started_at,
+                finished_at,
+                state: "{}".into(),
+            };
+            store
+                .record_event(pipeline, id, started_at, "{}", &[row])
+                .await
+                .unwrap();
+            let lines: Vec<LogLine> = (0..3)
+                .map(|i| LogLine {
+                    seq: 0,
+                    execution_id: id.into(),
+                    stage: "S".into(),
+                    action: "a".into(),
+                    attempt: 1,
+                    at: started_at,
+                    line: format!("{id} {i}"),
+                })
+                .collect();
+            store.append_logs(&lines).await.unwrap();
+        }
+        let remaining = async |id: &str| store.logs(id, None, 0, 100).await.unwrap().len();
+
+        // Keep the newest 3 per pipeline; nothing is old enough by age.
+        assert_eq!(store.prune_logs(0, 3).await.unwrap(), 3);
+        assert_eq!(remaining("e1").await, 0);
+        for id in ["e2", "e3", "e4", "f1"] {
+            assert_eq!(remaining(id).await, 3, "{id}");
+        }
+        // By age: finished before 100 goes (e2, f1); e3 finished later and
+        // e4 runs.
+        assert_eq!(store.prune_logs(100, 3).await.unwrap(), 6);
+        assert_eq!(remaining("e3").await, 3);
+        assert_eq!(remaining("e4").await, 3);
+        // Keeping only one: e4 runs, so it keeps its logs anyway.
+        assert_eq!(store.prune_logs(0, 1).await.unwrap(), 3);
+        assert_eq!(remaining("e4").await, 3);
+        assert_eq!(store.prune_logs(0, 1).await.unwrap(), 0);
     }
 }
