@@ -9,9 +9,13 @@
 //!   Uploads are retried as a whole (a new upload session), because a failed
 //!   `PATCH` leaves the session's offset unknown.
 //! - **Auth**: a `401` with `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
-//!   sends the client to the realm (with basic credentials when it has them) for a
-//!   token, cached per registry and scope; a `Basic` challenge is answered with the
-//!   registry's credentials.
+//!   sends the client to the realm for a token, cached per registry and scope; a
+//!   `Basic` challenge is answered with the registry's credentials. The registry
+//!   names the realm, so a registry could name any host: credentials go to a realm
+//!   only over HTTPS or on the registry's own host and port, and otherwise the
+//!   token is asked for anonymously. Tokens and credentials are only ever added to
+//!   requests to the registry itself, and a redirect to another origin (a storage
+//!   host) drops the `Authorization` header.
 //! - **Transport**: plain HTTP for loopback registries and those listed as
 //!   insecure; HTTPS (rustls, platform roots) otherwise.
 //!
@@ -23,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use reqwest::header::{
@@ -240,6 +244,9 @@ pub struct RegistryClient {
 struct Inner {
     http: reqwest::Client,
     options: ClientOptions,
+    /// Credentials per registry: those of `options`, and any given later by
+    /// [`RegistryClient::set_credentials`] (seen by every clone).
+    credentials: RwLock<HashMap<String, Credentials>>,
     /// Bearer tokens by (registry, scope), and registries that asked for Basic.
     auth: Mutex<AuthCache>,
 }
@@ -293,10 +300,25 @@ impl RegistryClient {
         Ok(RegistryClient {
             inner: Arc::new(Inner {
                 http,
+                credentials: RwLock::new(options.credentials.clone()),
                 options,
                 auth: Mutex::new(AuthCache::default()),
             }),
         })
+    }
+
+    /// Sets the credentials for `registry` (as references spell it, e.g.
+    /// `127.0.0.1:5000`), replacing any it had, for this client and every clone
+    /// of it. Tokens obtained with earlier credentials are forgotten.
+    pub fn set_credentials(&self, registry: &str, credentials: Credentials) {
+        self.inner
+            .credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(registry.to_owned(), credentials);
+        lock(&self.inner.auth)
+            .tokens
+            .retain(|(r, _), _| r != registry);
     }
 
     /// The base URL of a registry's API, `http(s)://host/v2/`.
@@ -988,8 +1010,28 @@ impl RegistryClient {
         Ok(request)
     }
 
-    fn credentials(&self, registry: &str) -> Option<&Credentials> {
-        self.inner.options.credentials.get(registry)
+    fn credentials(&self, registry: &str) -> Option<Credentials> {
+        self.inner
+            .credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(registry)
+            .cloned()
+    }
+
+    /// Whether a registry's credentials may be sent to the token realm `realm`:
+    /// only over HTTPS, where the realm's host is who its certificate says, or to
+    /// the registry's own host and port, which has them anyway. A plain-HTTP realm
+    /// elsewhere could be anyone on the path, or a host the registry was tricked
+    /// into naming.
+    fn may_send_credentials(&self, registry: &str, realm: &Url) -> bool {
+        if realm.scheme() == "https" {
+            return true;
+        }
+        self.base_url(registry).is_ok_and(|base| {
+            base.host_str() == realm.host_str()
+                && base.port_or_known_default() == realm.port_or_known_default()
+        })
     }
 
     /// The Docker token flow: GET the realm with service and scopes (and basic
@@ -1031,7 +1073,13 @@ impl RegistryClient {
                 query.append_pair("scope", scope);
             }
         }
-        let credentials = self.credentials(call.image.registry()).cloned();
+        let registry = call.image.registry();
+        let credentials = self
+            .credentials(registry)
+            .filter(|_| self.may_send_credentials(registry, &url));
+        if credentials.is_none() && self.credentials(registry).is_some() {
+            tracing::warn!(image = %call.image, realm = %challenge.realm, "the registry's token realm is plain HTTP on another host: asking it for a token without credentials");
+        }
         let token_call = Call {
             image: call.image,
             what: format!("token from {}", challenge.realm),
@@ -1351,6 +1399,24 @@ mod tests {
             client.base_url("docker.io").unwrap().as_str(),
             "https://registry-1.docker.io/v2/"
         );
+    }
+
+    #[test]
+    fn credentials_go_to_https_realms_and_to_the_registry_itself() {
+        let client = RegistryClient::new(ClientOptions::default()).unwrap();
+        let may = |registry: &str, realm: &str| {
+            client.may_send_credentials(registry, &Url::parse(realm).unwrap())
+        };
+        assert!(may("docker.io", "https://auth.docker.io/token"));
+        assert!(may("127.0.0.1:5000", "https://auth.example/token"));
+        assert!(may("127.0.0.1:5000", "http://127.0.0.1:5000/v2/token"));
+        assert!(!may("127.0.0.1:5000", "http://127.0.0.1:5001/token"));
+        assert!(!may("127.0.0.1:5000", "http://evil.example:5000/token"));
+        assert!(!may("127.0.0.1", "http://127.0.0.1:8080/token"));
+        assert!(may("127.0.0.1", "http://127.0.0.1/token"));
+        // An HTTPS registry's realm on its own host but over plain HTTP is
+        // another origin an attacker on the path could answer.
+        assert!(!may("ghcr.io", "http://ghcr.io/token"));
     }
 
     #[test]

@@ -199,3 +199,100 @@ async fn a_basic_challenge_is_answered_with_the_registry_credentials() {
         "{err:?}"
     );
 }
+
+fn with_credentials(registry: &str) -> gantry_images::RegistryClient {
+    let mut options = ClientOptions::default();
+    options.credentials.insert(
+        registry.to_owned(),
+        Credentials {
+            username: "user".into(),
+            password: "secret".into(),
+        },
+    );
+    gantry_images::RegistryClient::new(options).unwrap()
+}
+
+fn carries_authorization(seen: &common::Seen) -> bool {
+    seen.headers.to_ascii_lowercase().contains("authorization:")
+}
+
+#[tokio::test]
+async fn credentials_never_go_to_a_plain_http_realm_on_another_host() {
+    // The realm: another host (another port of loopback is another origin),
+    // plain HTTP. It hands out an anonymous token to anyone.
+    let realm = ScriptedServer::start(|_, _| Answer::new(200, r#"{"token":"anonymous"}"#)).await;
+    let realm_url = format!("http://{}/token", realm.addr);
+    let registry = ScriptedServer::start(move |_, request| {
+        if request.headers.contains("authorization: Bearer anonymous") {
+            Answer::new(200, r#"{"name":"team/app","tags":["v1"]}"#)
+        } else {
+            Answer::new(401, "{}").header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="{realm_url}",service="elsewhere""#),
+            )
+        }
+    })
+    .await;
+    let client = with_credentials(&registry.addr);
+    let app = image(&registry, "team/app");
+    assert_eq!(client.list_tags(&app).await.unwrap(), ["v1"]);
+    let asked = realm.seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(!carries_authorization(&asked[0]), "{asked:?}");
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_carries_no_credentials() {
+    let storage =
+        ScriptedServer::start(|_, _| Answer::new(200, r#"{"name":"team/app","tags":["v1"]}"#))
+            .await;
+    let target = format!("http://{}/storage/tags", storage.addr);
+    let registry = ScriptedServer::start(move |_, request| {
+        if request
+            .headers
+            .contains("authorization: Basic dXNlcjpzZWNyZXQ=")
+        {
+            Answer::new(307, "").header("Location", &target)
+        } else {
+            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
+        }
+    })
+    .await;
+    let client = with_credentials(&registry.addr);
+    let app = image(&registry, "team/app");
+    assert_eq!(client.list_tags(&app).await.unwrap(), ["v1"]);
+    let fetched = storage.seen.lock().unwrap().clone();
+    assert_eq!(fetched.len(), 1, "the redirect was not followed");
+    assert!(!carries_authorization(&fetched[0]), "{fetched:?}");
+}
+
+#[tokio::test]
+async fn credentials_set_later_reach_every_clone_of_the_client() {
+    let server = ScriptedServer::start(|_, request| {
+        if request
+            .headers
+            .contains("authorization: Basic dXNlcjpzZWNyZXQ=")
+        {
+            Answer::new(200, "{}")
+        } else {
+            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
+        }
+    })
+    .await;
+    let client = common::client();
+    let clone = client.clone();
+    let err = clone.ping(&server.addr).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Status { status: 401, .. }),
+        "{err:?}"
+    );
+    client.set_credentials(
+        &server.addr,
+        Credentials {
+            username: "user".into(),
+            password: "secret".into(),
+        },
+    );
+    clone.ping(&server.addr).await.unwrap();
+    client.ping(&server.addr).await.unwrap();
+}
