@@ -41,6 +41,11 @@ pub struct DockerOptions {
     pub restart: RestartPolicy,
     /// How often container states are polled. Default 1 s.
     pub poll_interval: Duration,
+    /// A docker config directory (`docker --config DIR`) for every command,
+    /// holding the credentials of the registries replicas pull from (the
+    /// embedded one's token); `None` (the default): the CLI's own
+    /// (`~/.docker`, or `DOCKER_CONFIG`).
+    pub config_dir: Option<PathBuf>,
 }
 
 impl DockerOptions {
@@ -51,6 +56,7 @@ impl DockerOptions {
             owner: owner.into(),
             restart: RestartPolicy::default(),
             poll_interval: Duration::from_secs(1),
+            config_dir: None,
         }
     }
 }
@@ -243,6 +249,9 @@ impl Inner {
         let program = &self.options.program;
         let command_line = format!("{} {}", program.display(), args.join(" "));
         let mut command = tokio::process::Command::new(program);
+        if let Some(dir) = &self.options.config_dir {
+            command.arg("--config").arg(dir);
+        }
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -769,7 +778,7 @@ fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunComman
         .env
         .iter()
         .map(|(name, _)| name.clone())
-        .filter(|name| name != OWNER_ENV && name != "PORT")
+        .filter(|name| passed_on(name))
         .collect();
     label_spec.env = Vec::new();
     let spec_json = serde_json::to_string(&SpecLabel {
@@ -819,9 +828,13 @@ fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunComman
         args.push(format!("127.0.0.1:{host_port}:{}", spec.port));
         spec.port
     };
+    if let Some(user) = spec.user() {
+        args.push("--user".to_owned());
+        args.push(user.to_owned());
+    }
     let mut cli_env = Vec::new();
     for (name, value) in &spec.env {
-        if name == OWNER_ENV || name == "PORT" {
+        if !passed_on(name) {
             continue;
         }
         args.push("-e".to_owned());
@@ -856,6 +869,16 @@ fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunComman
     args.push(spec.image.to_string());
     args.extend(command_args);
     Ok(RunCommand { args, env: cli_env })
+}
+
+/// Whether a spec's variable goes into the container: not `PORT` (the
+/// runtime's), not `GANTRY_OWNER`, and never the server's secrets, as in the
+/// process runtime.
+fn passed_on(name: &str) -> bool {
+    !matches!(
+        name,
+        OWNER_ENV | "PORT" | "GANTRY_MASTER_KEY" | "GANTRY_TOKEN"
+    )
 }
 
 /// Parses `REPLICA\tSTATE\tSTATUS` (`Exited (3) 2 seconds ago`).
@@ -971,6 +994,21 @@ mod tests {
         assert!(!line.contains("--label gantry.replica=spoof"));
         assert!(!line.contains(OWNER_ENV));
         assert_eq!(run.env, vec![("SECRET".to_owned(), "hunter2".to_owned())]);
+        assert!(!line.contains("--user"), "the image's user by default");
+    }
+
+    #[test]
+    fn a_user_runs_the_container_as_that_user_and_server_secrets_stay_out() {
+        let mut s = spec("r1").with_user(Some("65534:65534".into()));
+        s.env = vec![
+            ("GANTRY_MASTER_KEY".into(), "k".into()),
+            ("GANTRY_TOKEN".into(), "t".into()),
+        ];
+        let run = run_args(&s, "/data", 40000).unwrap();
+        let line = run.args.join(" ");
+        assert!(line.contains("--user 65534:65534"), "{line}");
+        assert!(!line.contains("GANTRY_MASTER_KEY") && !line.contains("GANTRY_TOKEN"));
+        assert!(run.env.is_empty());
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl ImageCache {
     /// The cache in `dir` (created); removes unpacks a dead gantry left behind.
     pub(crate) fn open(dir: PathBuf, client: RegistryClient) -> Result<ImageCache, RuntimeError> {
         std::fs::create_dir_all(&dir).map_err(RuntimeError::state("creating", &dir))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(RuntimeError::state("setting the mode of", &dir))?;
+        }
         let entries = std::fs::read_dir(&dir).map_err(RuntimeError::state("reading", &dir))?;
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
@@ -236,6 +241,13 @@ impl ImageCache {
             image: name.clone(),
             reason,
         })?;
+        // Readable by a replica's own user (a service's `user:`), writable by
+        // gantry's only, whatever the umask.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&temp_root, std::fs::Permissions::from_mode(0o755))
+                .map_err(RuntimeError::state("setting the mode of", &temp_root))?;
+        }
 
         let config_json = serde_json::to_vec(&config).map_err(|e| RuntimeError::Unpack {
             image: name.clone(),

@@ -17,11 +17,20 @@
 //!   `process.rs`). `PATH` is the winning `PATH` (the spec's, else the
 //!   image's) with each entry mapped into the root, then the host's `PATH`.
 //!   `GANTRY_OWNER` is never passed on: the server kills the processes that
-//!   carry it when it restarts, and replicas are meant to survive that.
+//!   carry it when it restarts, and replicas are meant to survive that. Nor
+//!   are `GANTRY_MASTER_KEY` and `GANTRY_TOKEN`, the server's secrets, even
+//!   when a spec or an image names them.
+//! - **User**: the spec's [`ReplicaSpec::user`] (a name or `uid[:gid]`, a
+//!   name looked up in the host's user database); the replica then runs with
+//!   that uid and gid, no supplementary groups, and the user's `HOME`,
+//!   `USER` and `LOGNAME` instead of gantry's. Running as another user needs
+//!   gantry to run as root, and the user must be able to reach the unpacked
+//!   root: `DATA_DIR` must be traversable (`chmod o+x`). Without `user`, the
+//!   replica runs as gantry's user.
 //!
 //! There is no isolation: paths the program opens itself (a script's `#!`
 //! interpreter, an absolute symlink, `/etc/…`) are the host's. The image's
-//! `User` is not applied; the replica runs as gantry's user.
+//! `User` is not applied.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -39,6 +48,8 @@ pub(crate) const PORT_ENV: &str = "PORT";
 pub(crate) const ROOTFS_ENV: &str = "GANTRY_ROOTFS";
 /// Host variables a replica gets (before the image's and spec's own).
 const HOST_PASSED: [&str; 7] = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+/// The server's secrets: never in a replica's environment, whoever sets them.
+const NEVER_PASSED: [&str; 2] = ["GANTRY_MASTER_KEY", "GANTRY_TOKEN"];
 
 /// What the replica gets from gantry's own environment.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +86,43 @@ pub(crate) struct Launch {
     pub(crate) env: Vec<(String, OsString)>,
     /// The working directory, on the host.
     pub(crate) cwd: PathBuf,
+    /// The uid and gid to run as; `None`: gantry's own.
+    pub(crate) ids: Option<(u32, u32)>,
+}
+
+/// A user to run as: uid, gid, and for a user the host knows, its name and home.
+pub(crate) type Account = (u32, u32, Option<(String, PathBuf)>);
+
+/// The account of `user`, a name or `uid[:gid]`; a uid without a gid takes
+/// its user's primary group, or the group of the same number for a uid the
+/// host does not know.
+pub(crate) fn resolve_user(user: &str) -> Result<Account, String> {
+    use nix::unistd::{Uid, User};
+    let lookup = |found: Result<Option<User>, nix::Error>| {
+        found.map_err(|e| format!("reading the user database: {e}"))
+    };
+    let (uid, gid) = match user.split_once(':') {
+        Some((uid, gid)) => (uid.parse::<u32>().ok(), gid.parse::<u32>().ok()),
+        None => (user.parse::<u32>().ok(), None),
+    };
+    match uid {
+        Some(uid) => {
+            let known = lookup(User::from_uid(Uid::from_raw(uid)))?;
+            let gid = gid
+                .or_else(|| known.as_ref().map(|u| u.gid.as_raw()))
+                .unwrap_or(uid);
+            Ok((uid, gid, known.map(|u| (u.name, u.dir))))
+        }
+        None => {
+            let known = lookup(User::from_name(user))?
+                .ok_or_else(|| format!("user {user} does not exist on this host"))?;
+            Ok((
+                known.uid.as_raw(),
+                known.gid.as_raw(),
+                Some((known.name, known.dir)),
+            ))
+        }
+    }
 }
 
 /// Plans how to run `spec` from `image` on `port`; `extra` variables go last.
@@ -110,9 +158,29 @@ pub(crate) fn plan(
         reason,
     };
 
+    let mut ids = None;
     let mut env = Env::default();
     for (name, value) in &host.passed {
         env.set(name, value.clone());
+    }
+    if let Some(user) = spec.user() {
+        let (uid, gid, known) = resolve_user(user).map_err(&spawn_error)?;
+        let current = nix::unistd::geteuid().as_raw();
+        if uid != current && current != 0 {
+            return Err(spawn_error(format!(
+                "running as user {user} needs gantry to run as root (it runs as uid {current})"
+            )));
+        }
+        ids = Some((uid, gid));
+        // gantry's own HOME and names would be wrong for that user.
+        for name in ["HOME", "USER", "LOGNAME"] {
+            env.remove(name);
+        }
+        if let Some((name, home)) = known {
+            env.set("HOME", home.into_os_string());
+            env.set("USER", name.clone().into());
+            env.set("LOGNAME", name.into());
+        }
     }
     for entry in config.env.iter().flatten() {
         if let Some((name, value)) = entry.split_once('=') {
@@ -151,6 +219,9 @@ pub(crate) fn plan(
         env.set(name, value.clone());
     }
     env.remove(OWNER_ENV);
+    for name in NEVER_PASSED {
+        env.remove(name);
+    }
 
     let workdir = Path::new("/").join(config.working_dir.as_deref().unwrap_or("/"));
     let cwd = resolve_in_root(root, &workdir, true)
@@ -198,6 +269,7 @@ pub(crate) fn plan(
         args: args.to_vec(),
         env: env.vars,
         cwd,
+        ids,
     })
 }
 
@@ -317,6 +389,50 @@ mod tests {
             None,
             "GANTRY_OWNER is never passed on"
         );
+        assert_eq!(launch.ids, None);
+    }
+
+    #[test]
+    fn the_servers_secrets_never_reach_a_replica() {
+        let (_dir, image) = image(RunConfig {
+            entrypoint: Some(vec!["/app/server".into()]),
+            env: Some(vec!["GANTRY_TOKEN=from-the-image".into()]),
+            ..RunConfig::default()
+        });
+        let mut s = spec("r1");
+        s.env = vec![("GANTRY_MASTER_KEY".into(), "from-the-spec".into())];
+        let mut host = host();
+        host.passed
+            .push(("GANTRY_MASTER_KEY".into(), "from-the-host".into()));
+        let launch = plan(&image, &s, 1, &host, &[]).unwrap();
+        assert_eq!(var(&launch, "GANTRY_MASTER_KEY"), None);
+        assert_eq!(var(&launch, "GANTRY_TOKEN"), None);
+    }
+
+    #[test]
+    fn a_user_gives_its_ids_and_home() {
+        let (_dir, image) = image(RunConfig {
+            entrypoint: Some(vec!["/app/server".into()]),
+            ..RunConfig::default()
+        });
+        let root = nix::unistd::geteuid().is_root();
+        let s = spec("r1").with_user(Some("nobody".into()));
+        match plan(&image, &s, 1, &host(), &[]) {
+            Ok(launch) => {
+                assert!(root);
+                let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+                assert_eq!(launch.ids, Some((nobody.uid.as_raw(), nobody.gid.as_raw())));
+                assert_eq!(var(&launch, "USER"), Some("nobody"));
+                assert_ne!(var(&launch, "HOME"), Some("/home/gantry"));
+            }
+            Err(error) => {
+                assert!(!root, "{error}");
+                assert!(error.to_string().contains("needs gantry to run as root"));
+            }
+        }
+        let s = spec("r1").with_user(Some("no-such-user-gantry".into()));
+        let error = plan(&image, &s, 1, &host(), &[]).unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
     }
 
     #[test]

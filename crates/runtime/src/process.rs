@@ -164,6 +164,13 @@ impl ProcessRuntime {
         let replicas_dir = data_dir.join("replicas");
         std::fs::create_dir_all(&replicas_dir)
             .map_err(RuntimeError::state("creating", &replicas_dir))?;
+        // State files hold environments (secrets included), logs what
+        // replicas print: gantry's user only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&replicas_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(RuntimeError::state("setting the mode of", &replicas_dir))?;
+        }
         let images = ImageCache::open(data_dir.join("rootfs"), client)?;
         let inner = Arc::new(Inner {
             replicas_dir,
@@ -387,6 +394,13 @@ impl Inner {
     ) -> Result<Replica, RuntimeError> {
         let image = self.images.unpacked(&spec.image).await?;
         let launch = plan(&image, &spec, port, &self.host, &self.mark(&spec.id))?;
+        if launch.ids.is_none() && nix::unistd::geteuid().is_root() {
+            tracing::warn!(
+                replica = %spec.id,
+                service = %spec.service,
+                "The replica runs as root: give the service a `user:` to run it as another user."
+            );
+        }
         let mut slots = self.slots();
         let Some(slot) = slots
             .get_mut(&spec.id)
@@ -420,11 +434,19 @@ impl Inner {
     ) -> Result<(tokio::process::Child, Proc), RuntimeError> {
         let id = &replica.id;
         let log_path = self.log_path(id);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(RuntimeError::state("opening", &log_path))?;
+        let log = {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&log_path)
+                .map_err(RuntimeError::state("opening", &log_path))?;
+            // A log an older gantry created with a laxer mode is made private too.
+            log.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(RuntimeError::state("setting the mode of", &log_path))?;
+            log
+        };
         let log_err = log
             .try_clone()
             .map_err(RuntimeError::state("opening", &log_path))?;
@@ -442,12 +464,22 @@ impl Inner {
             .process_group(0)
             // Replicas outlive the runtime object and gantry itself.
             .kill_on_drop(false);
+        if let Some((uid, gid)) = launch.ids {
+            // std drops the supplementary groups too when root sets a uid.
+            command.uid(uid).gid(gid);
+        }
         let spawn_error = |reason: String| RuntimeError::Spawn {
             id: id.clone(),
             program: launch.arg0.clone(),
             reason,
         };
-        let child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
+        let child = command.spawn().map_err(|e| match launch.ids {
+            Some((uid, _)) if e.kind() == std::io::ErrorKind::PermissionDenied => spawn_error(format!(
+                "{e}: uid {uid} cannot reach {} (the data dir must be traversable by it: chmod o+x)",
+                launch.program.display()
+            )),
+            _ => spawn_error(e.to_string()),
+        })?;
         let pid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())

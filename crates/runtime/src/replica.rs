@@ -45,7 +45,27 @@ pub struct ReplicaSpec {
     pub host_network: bool,
 }
 
+/// The label holding the user a replica runs as (see [`ReplicaSpec::user`]).
+pub const USER_LABEL: &str = "gantry.user";
+
 impl ReplicaSpec {
+    /// The user the replica runs as, as a service's `user:` says: a user
+    /// name or `uid[:gid]`; `None` runs it as gantry's own user (the process
+    /// runtime) or the image's (docker). Kept in the label [`USER_LABEL`],
+    /// so the spec keeps its shape.
+    pub fn user(&self) -> Option<&str> {
+        self.labels.get(USER_LABEL).map(String::as_str)
+    }
+
+    /// This spec running as `user` (see [`ReplicaSpec::user`]).
+    pub fn with_user(mut self, user: Option<String>) -> ReplicaSpec {
+        match user {
+            Some(user) => self.labels.insert(USER_LABEL.to_owned(), user),
+            None => self.labels.remove(USER_LABEL),
+        };
+        self
+    }
+
     /// Checks what a runtime relies on: an id fit for file and container
     /// names, a non-empty command, environment names without `=` or NUL.
     pub(crate) fn validate(&self) -> Result<(), RuntimeError> {
@@ -84,12 +104,37 @@ impl ReplicaSpec {
         if self.port == 0 {
             return Err(invalid("port must be 1-65535".to_owned()));
         }
+        if let Some(user) = self.user()
+            && !is_user(user)
+        {
+            return Err(invalid(format!(
+                "user {user:?}: expected a user name or uid[:gid]"
+            )));
+        }
         if let Some(cpus) = self.cpus
             && !(cpus.is_finite() && cpus > 0.0)
         {
             return Err(invalid(format!("cpus {cpus}: must be a positive number")));
         }
         Ok(())
+    }
+}
+
+/// A user name (`[A-Za-z_][A-Za-z0-9_.-]*`, at most 32 characters) or
+/// `uid[:gid]`.
+fn is_user(user: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    let name = |s: &str| {
+        s.len() <= 32
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    match user.split_once(':') {
+        Some((uid, gid)) => number(uid) && number(gid),
+        None => number(user) || name(user),
     }
 }
 

@@ -15,7 +15,9 @@
 //!   read twice: first its whiteouts are applied, then its entries written.
 //! - **Modes are kept**, except setuid and setgid (the files belong to gantry's
 //!   user; a setuid bit would only grant that user's rights to whoever runs
-//!   the file, which is nothing an image should ask for). Directories stay
+//!   the file, which is nothing an image should ask for) and write access for
+//!   others (any local user could change what a replica runs; a replica's
+//!   `/tmp` is the host's anyway). Directories stay
 //!   writable by their owner until every layer is in, because a later layer may
 //!   write into a directory an earlier one made read-only; their own modes are
 //!   applied last, deepest first. Owners are not changed (that needs root).
@@ -44,8 +46,9 @@ const MAX_SYMLINK_HOPS: u32 = 40;
 const OPAQUE: &str = ".wh..wh..opq";
 /// The prefix of a whiteout file.
 const WHITEOUT_PREFIX: &str = ".wh.";
-/// The permission bits kept on files: no setuid, no setgid (see the module doc).
-const KEPT_MODE_BITS: u32 = 0o1777;
+/// The permission bits kept: no setuid, no setgid, not writable by others
+/// (see the module doc).
+const KEPT_MODE_BITS: u32 = 0o1775;
 
 /// Applies layers to one root; [`Unpacker::finish`] sets directory modes.
 pub(crate) struct Unpacker {
@@ -490,11 +493,15 @@ pub(crate) mod tests {
             Item::Symlink("app/latest", "data.txt"),
             Item::HardLink("app/copy", "app/data.txt"),
             Item::File("implicit/dir/file", "x", 0o644),
+            Item::Dir("tmp/", 0o1777),
+            Item::File("tmp/open", "x", 0o666),
         ]));
         let (_dir, root, result) = unpack(&[layer]);
         result.unwrap();
         let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode("app/run"), 0o755, "setuid is dropped");
+        assert_eq!(mode("tmp"), 0o1775, "nothing is writable by others");
+        assert_eq!(mode("tmp/open"), 0o664);
         assert_eq!(mode("app/data.txt"), 0o640);
         assert_eq!(mode("app"), 0o755);
         assert_eq!(

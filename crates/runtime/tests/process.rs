@@ -552,3 +552,71 @@ async fn a_growing_log_is_rotated() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_user_runs_as_that_user_with_private_logs() {
+    if !registry_tests_enabled("a_replica_with_a_user_runs_as_that_user_with_private_logs") {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: running as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    let registry = TestRegistry::start();
+    let client = client();
+    let image = web_image(&registry, &client, "web-user").await;
+    let data = DataDir::new();
+    // The user must be able to reach the unpacked root inside the data dir.
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let runtime = ProcessRuntime::new(data.path(), client).await.unwrap();
+    let replica = runtime
+        .start(spec("as-nobody", &image).with_user(Some("nobody".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_http(replica.addr, "/", STARTUP).await,
+        (200, INDEX.to_owned())
+    );
+    let pid = data.recorded_pid("as-nobody");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    assert!(
+        ids("Uid:").iter().all(|&u| u == nobody.uid.as_raw()),
+        "{status}"
+    );
+    assert!(
+        ids("Gid:").iter().all(|&g| g == nobody.gid.as_raw()),
+        "{status}"
+    );
+    assert!(
+        ids("Groups:").is_empty(),
+        "no supplementary groups: {status}"
+    );
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&runtime.log_path("as-nobody")), 0o600);
+    assert_eq!(mode(&data.path().join("replicas/as-nobody.json")), 0o600);
+    assert_eq!(mode(&data.path().join("replicas")), 0o700);
+    let root = runtime.image_root(image.digest().unwrap());
+    assert_eq!(
+        mode(&root) & 0o022,
+        0,
+        "the root is writable by gantry only"
+    );
+    runtime
+        .stop("as-nobody", Duration::from_secs(5))
+        .await
+        .unwrap();
+}
