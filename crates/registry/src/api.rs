@@ -81,7 +81,18 @@ impl Caller {
                     && h.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
             });
-        let scheme = parts.uri.scheme_str().unwrap_or("http");
+        // Behind a proxy that terminates TLS the client spoke HTTPS, and its
+        // token request must too. The header can only mislead the client
+        // that sent it, about the registry it already talks to.
+        let forwarded_https = parts
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+        let scheme = if forwarded_https {
+            "https"
+        } else {
+            parts.uri.scheme_str().unwrap_or("http")
+        };
         Caller {
             presented: Presented::from_headers(&parts.headers),
             remote,
@@ -174,7 +185,7 @@ fn classify(
             Need::Pull(RepoName::parse(name)?),
             action(
                 "registry.pull_blob",
-                format!("{name}@{digest}"),
+                blob_target(name, digest),
                 Record::Never,
             ),
         ),
@@ -182,16 +193,16 @@ fn classify(
             Need::Delete(RepoName::parse(name)?),
             action(
                 "registry.delete_blob",
-                format!("{name}@{digest}"),
+                blob_target(name, digest),
                 Record::Always,
             ),
         ),
         Route::UploadStart { name } if method == Method::POST => {
             let repo = RepoName::parse(name)?;
             let a = if let Some(d) = query(q, "mount") {
-                action(MOUNT_BLOB, format!("{name}@{d}"), Record::Always)
+                action(MOUNT_BLOB, blob_target(name, &d), Record::Always)
             } else if let Some(d) = query(q, "digest") {
-                action("registry.push_blob", format!("{name}@{d}"), Record::Always)
+                action("registry.push_blob", blob_target(name, &d), Record::Always)
             } else {
                 action("registry.start_upload", name.clone(), Record::Errors)
             };
@@ -201,7 +212,7 @@ fn classify(
             let d = query(q, "digest").unwrap_or_default();
             (
                 Need::Push(RepoName::parse(name)?),
-                action("registry.push_blob", format!("{name}@{d}"), Record::Always),
+                action("registry.push_blob", blob_target(name, &d), Record::Always),
             )
         }
         Route::Upload { name, .. }
@@ -246,11 +257,32 @@ fn classify(
 
 /// `repo:tag`, or `repo@sha256:…` for a digest.
 fn manifest_target(name: &str, reference: &str) -> String {
+    let reference = printable(reference);
     if reference.contains(':') {
         format!("{name}@{reference}")
     } else {
         format!("{name}:{reference}")
     }
+}
+
+fn blob_target(name: &str, digest: &str) -> String {
+    format!("{name}@{}", printable(digest))
+}
+
+/// A client-chosen reference as it may appear in an audit record: the
+/// characters of tags and digests, at most 100 of them. (Names are
+/// validated before they get here; references only later.)
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-:".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// Authorizes `need` for the caller: the secret they presented, or the one

@@ -62,6 +62,19 @@ async fn requests_without_credentials_get_a_bearer_challenge_and_store_nothing()
         r.header("www-authenticate"),
         format!(r#"{CHALLENGE_REALM},scope="repository:test/tiny:pull""#)
     );
+    let r = f
+        .send_exactly(
+            "HEAD",
+            "/v2/",
+            &[("x-forwarded-proto", "https")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.header("www-authenticate")
+            .starts_with(r#"Bearer realm="https://registry.test:5000/v2/token""#)
+    );
     for uri in ["/v2/_catalog", "/v2/a/elsewhere", "/v2/token"] {
         let r = f.send_exactly("GET", uri, &[], Body::empty()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}");
