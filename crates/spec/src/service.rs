@@ -65,6 +65,10 @@ pub struct Service {
     pub image: Option<String>,
     /// Overrides the image's entrypoint and cmd.
     pub command: Option<Vec<String>>,
+    /// The user replicas run as: a user name or `uid[:gid]`
+    /// (`[A-Za-z_][A-Za-z0-9_.-]{0,31}`, or digits); `None`: gantry's own
+    /// user (process runtime) or the image's (docker).
+    pub user: Option<String>,
     /// The container port (the process runtime passes `PORT` instead).
     pub port: u16,
     /// How many replicas to run; 0 stops the service.
@@ -162,6 +166,7 @@ pub struct Resources {
 pub struct ServiceOverride {
     pub image: Option<String>,
     pub command: Option<Vec<String>>,
+    pub user: Option<String>,
     pub port: Option<u16>,
     pub replicas: Option<u32>,
     pub environment: BTreeMap<String, String>,
@@ -241,6 +246,7 @@ impl Service {
             name,
             image: None,
             command: None,
+            user: None,
             port: DEFAULT_PORT,
             replicas: 1,
             environment: BTreeMap::new(),
@@ -263,6 +269,7 @@ impl Service {
         let mut out = self.clone();
         set(&mut out.image, &changes.image.clone().map(Some));
         set(&mut out.command, &changes.command.clone().map(Some));
+        set(&mut out.user, &changes.user.clone().map(Some));
         set(&mut out.port, &changes.port);
         set(&mut out.replicas, &changes.replicas);
         out.environment.extend(changes.environment.clone());

@@ -334,7 +334,33 @@ fn service_fields_are_checked_each_on_its_own() {
             "gantry.yaml:11:62: `health_check.interval` must be from 1s to 5m, found 6m",
             "gantry.yaml:12:23: `resources.cpus` must be a number from 0.01 to 1024, found `2000`",
             "gantry.yaml:12:37: `resources.memory` must be at least 6Mi (Docker's minimum), found `5Mi`",
-            "gantry.yaml:13:5: unknown key `replica` in service `catalog`; expected one of: container, image, command, port, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:13:5: unknown key `replica` in service `catalog`; expected one of: container, image, command, user, port, replicas, environment, secrets, health_check, deployment, resources",
+        ],
+    );
+}
+
+#[test]
+fn a_services_user_is_a_name_or_uid_and_gid() {
+    check(
+        "
+        version: 1
+        services:
+          a: {user: nobody}
+          b: {user: '1000'}
+          c: {user: '1000:1000'}
+          d: {user: 'root; rm -rf /'}
+          e: {user: 'app:'}
+          f: {user: [x]}
+        environments:
+          staging:
+            services:
+              a: {user: '-x'}
+        ",
+        &[
+            "gantry.yaml:6:13: `user` must be a user name or uid[:gid] (such as `app` or `1000:1000`), found `root; rm -rf /`",
+            "gantry.yaml:7:13: `user` must be a user name or uid[:gid] (such as `app` or `1000:1000`), found `app:`",
+            "gantry.yaml:8:13: `user` must be a string, found a list",
+            "gantry.yaml:12:17: `user` must be a user name or uid[:gid] (such as `app` or `1000:1000`), found `-x`",
         ],
     );
 }
@@ -466,7 +492,7 @@ fn overrides_take_the_service_keys_but_container() {
         &[
             "gantry.yaml:5:17: `container` cannot change per environment: the same imagedefinitions.json deploys to every environment",
             "gantry.yaml:5:41: `replicas` must be from 0 to 100, found 500",
-            "gantry.yaml:5:46: unknown key `colour` in the override of service `catalog` in environment `staging`; expected one of: image, command, port, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:5:46: unknown key `colour` in the override of service `catalog` in environment `staging`; expected one of: image, command, user, port, replicas, environment, secrets, health_check, deployment, resources",
             "gantry.yaml:6:7: invalid service name `Bad`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
             "gantry.yaml:7:13: the override of service `list` in environment `staging` must be a mapping, found a list",
         ],

@@ -26,6 +26,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "container",
     "image",
     "command",
+    "user",
     "port",
     "replicas",
     "environment",
@@ -38,6 +39,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
 pub(crate) const OVERRIDE_KEYS: &[&str] = &[
     "image",
     "command",
+    "user",
     "port",
     "replicas",
     "environment",
@@ -90,6 +92,10 @@ pub(crate) struct RawServiceFields {
     /// Overrides the image's entrypoint and cmd.
     #[schemars(length(min = 1))]
     command: Option<Vec<String>>,
+    /// The user replicas run as: a user name or uid[:gid]; default: gantry's
+    /// own user (process runtime) or the image's (docker).
+    #[schemars(pattern(r"^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}(:[0-9]{1,10})?)$"))]
+    user: Option<String>,
     /// The container port, default 8080; the process runtime passes `PORT` instead.
     #[schemars(range(min = 1))]
     port: Option<u16>,
@@ -323,6 +329,19 @@ fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOve
     if let Some(node) = fields.get("command") {
         out.command = command(diag, node, "`command`");
     }
+    if let Some(user) = fields.get("user").and_then(|n| diag.string(n, "`user`")) {
+        if is_user(&user.value) {
+            out.user = Some(user.value);
+        } else {
+            diag.error(
+                user.location,
+                format!(
+                    "`user` must be a user name or uid[:gid] (such as `app` or `1000:1000`), found `{}`",
+                    user.value
+                ),
+            );
+        }
+    }
     out.port = fields
         .get("port")
         .and_then(|n| diag.whole_number(n, "`port`", 1, 65_535))
@@ -370,6 +389,24 @@ fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOve
         out.resources = resources(diag, &map);
     }
     (out, spots)
+}
+
+/// A user name (`[A-Za-z_][A-Za-z0-9_.-]*`, at most 32 characters) or
+/// `uid[:gid]`, as `docker run --user` and the process runtime take it.
+fn is_user(user: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    let name = |s: &str| {
+        s.len() <= 32
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    match user.split_once(':') {
+        Some((uid, gid)) => number(uid) && number(gid),
+        None => number(user) || name(user),
+    }
 }
 
 /// A program and its arguments: a non-empty list whose first item is not empty.
