@@ -5,6 +5,7 @@
 //! The first input is the working directory (`CODEBUILD_SRC_DIR`); every
 //! input is also at `GANTRY_INPUT_<NAME>` / `CODEBUILD_SRC_DIR_<NAME>`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use gantry_build::{BuildRequest, BuildStatus};
@@ -80,7 +81,18 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
 
     // Parameters are read now, just before the build, so the build sees the
     // values current at its start (as CodeBuild does) and records which.
-    let mut resolved = crate::parameters::resolve_env(&ctx.params, &ctx.action.env).await;
+    // The values of `#{…}` references in commands are data: they skip the
+    // `{{param:…}}` resolution (a commit message must not read a parameter).
+    let (references, declared): (BTreeMap<String, String>, BTreeMap<String, String>) = ctx
+        .action
+        .env
+        .clone()
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(crate::resolve::REF_ENV_PREFIX));
+    let mut resolved = crate::parameters::resolve_env(&ctx.params, &declared).await;
+    if let Ok(env) = &mut resolved {
+        env.env.extend(references);
+    }
     if let Ok(env) = &mut resolved {
         match crate::parameters::resolve_buildspec(&ctx.params, &buildspec).await {
             Ok(more) => {

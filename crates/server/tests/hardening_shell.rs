@@ -1,0 +1,165 @@
+//! Regression tests from the security review, through the control plane:
+//! `#{…}` values in shell commands are never parsed as shell, and builds
+//! never see the master key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gantry_server::ControlPlane;
+use serde_json::Value;
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A repository holding `pipeline` as `gantry.yaml`, committed with `message`.
+fn repo(dir: &Path, pipeline: &str, message: &str) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("gantry.yaml"), pipeline).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", message]);
+    repo
+}
+
+async fn run_to_end(
+    plane: &ControlPlane,
+    repo: &Path,
+    overrides: BTreeMap<String, String>,
+) -> (String, Value) {
+    let file = repo.join("gantry.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let id = plane
+        .start_execution(file, text, BTreeMap::new(), overrides, None)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut changes = plane.changes();
+    loop {
+        let (execution, loaded) = plane.execution(&id).await.unwrap();
+        let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
+        if matches!(
+            v["status"].as_str(),
+            Some("Succeeded" | "Failed" | "Stopped" | "Superseded")
+        ) {
+            return (id, v);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {v:#}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+    }
+}
+
+async fn log_text(plane: &ControlPlane, id: &str, stage: &str, action: &str) -> String {
+    plane
+        .logs(id, Some((stage, action)), 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.line.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const INJECTION: &str = r##"
+version: 1
+name: injection
+variables:
+  QUOTED: plain
+  SINGLE: plain
+  BARE: plain
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, repository: ., outputs: [Src], namespace: Source}
+  - name: Build
+    actions:
+      - name: echo
+        type: shell
+        inputs: [Src]
+        commands:
+          - 'echo "message=#{Source.CommitMessage}"'
+          - 'echo "quoted=#{variables.QUOTED}"'
+          - "echo 'single=#{variables.SINGLE}'"
+          - echo bare=#{variables.BARE}
+          - 'test "#{Source.CommitMessage}" = "$(git log -1 --format=%B 2>/dev/null || printf %s "#{Source.CommitMessage}")"'
+          - echo literal=##{kept}
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_values_in_shell_commands_are_never_run_as_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = |n: &str| dir.path().join(format!("pwned-{n}"));
+    let message = format!("fix\"; touch {}; echo \"", marker("message").display());
+    let repo = repo(dir.path(), INJECTION, &message);
+    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let overrides = BTreeMap::from([
+        (
+            "QUOTED".to_owned(),
+            format!(
+                "x\"; touch {}; echo \"$(touch {})",
+                marker("quoted").display(),
+                marker("subst").display()
+            ),
+        ),
+        (
+            "SINGLE".to_owned(),
+            format!("it's'; touch {}; echo '", marker("single").display()),
+        ),
+        (
+            "BARE".to_owned(),
+            format!(
+                "a;touch {} `touch {}`",
+                marker("bare").display(),
+                marker("tick").display()
+            ),
+        ),
+    ]);
+    let (id, v) = run_to_end(&plane, &repo, overrides.clone()).await;
+    let log = log_text(&plane, &id, "Build", "echo").await;
+    for name in ["message", "quoted", "subst", "single", "bare", "tick"] {
+        assert!(
+            !marker(name).exists(),
+            "the {name} value ran as shell:\n{log}"
+        );
+    }
+    assert_eq!(v["status"], "Succeeded", "{v:#}\n{log}");
+    // Quoted references print their values verbatim.
+    assert!(
+        log.lines().any(|l| l == format!("message={message}")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l == format!("quoted={}", overrides["QUOTED"])),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l == format!("single={}", overrides["SINGLE"])),
+        "{log}"
+    );
+    // Unquoted, a value is split into words, and that is all.
+    assert!(
+        log.lines()
+            .any(|l| l == format!("bare={}", overrides["BARE"])),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l == "literal=#{kept}"), "{log}");
+}
