@@ -42,9 +42,30 @@ pub async fn open(
         _ => KeySource::File,
     };
     let key = MasterKey::load_or_create(data_dir)?;
+    mask_master_key(&key);
     let params = ParamStore::open(store.pool().clone(), key).await?;
     params.check_master_key().await?;
     Ok((Arc::new(params), source))
+}
+
+/// Makes every build mask the master key, in the forms a build could print
+/// it: as stored (hex) and as `GANTRY_MASTER_KEY` holds it.
+///
+/// Builds never get `GANTRY_MASTER_KEY` (a host build's environment is an
+/// allowlist, see `gantry_build`), and the server cannot remove it from its
+/// own environment (`std::env::remove_var` is unsafe, and unsafe code is
+/// forbidden), so every process gantry starts is given an explicit
+/// environment instead. A build running as gantry's user can still read
+/// `params-master.key`; masking keeps the key out of the log even then.
+/// Call it again with a rotated key.
+pub fn mask_master_key(key: &MasterKey) {
+    gantry_build::mask_everywhere(key.to_hex().as_str());
+    if let Ok(value) = std::env::var(MASTER_KEY_ENV) {
+        let value = value.trim();
+        if !value.is_empty() {
+            gantry_build::mask_everywhere(value);
+        }
+    }
 }
 
 /// One parameter an action used.
