@@ -17,7 +17,12 @@ pub(crate) async fn open(data_dir: &Path, images: &gantry_images::RegistryClient
         }
         Err(error) => tracing::error!(%error, "The process runtime is not available."),
     }
-    let options = gantry_runtime::DockerOptions::new(data_dir.display().to_string());
+    let mut options = gantry_runtime::DockerOptions::new(data_dir.display().to_string());
+    // The credentials for the embedded registry, when the server wrote them.
+    let docker_config = data_dir.join("docker-config");
+    if docker_config.is_dir() {
+        options.config_dir = Some(docker_config);
+    }
     match gantry_runtime::DockerRuntime::new(options).await {
         Ok(docker) => {
             runtimes.insert(
