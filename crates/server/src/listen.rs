@@ -78,6 +78,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let tls = options.tls.clone().map(TlsAcceptor::from);
     let tasks = TaskTracker::new();
+    // Cancelled when the shutdown timeout has passed: drops connections.
+    let hard_stop = CancellationToken::new();
     let mut refused_logged = false;
     let mut accept_errors = 0u32;
     loop {
@@ -117,7 +119,10 @@ pub async fn serve(
             app.clone(),
             options.clone(),
             tls.clone(),
-            shutdown.clone(),
+            Stops {
+                graceful: shutdown.clone(),
+                hard: hard_stop.clone(),
+            },
             permit,
         ));
     }
@@ -128,8 +133,19 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(%addr, "Requests still in flight at the shutdown timeout; closing their connections.");
+        hard_stop.cancel();
+        tasks.wait().await;
     }
     Ok(())
+}
+
+/// The two phases of a shutdown, as a connection sees them.
+#[derive(Clone)]
+struct Stops {
+    /// Finish the request in flight, then close.
+    graceful: CancellationToken,
+    /// The shutdown timeout has passed: close now.
+    hard: CancellationToken,
 }
 
 async fn connection(
@@ -138,16 +154,16 @@ async fn connection(
     app: Router,
     options: ServeOptions,
     tls: Option<TlsAcceptor>,
-    shutdown: CancellationToken,
+    stops: Stops,
     _permit: OwnedSemaphorePermit,
 ) {
     match tls {
-        None => http(stream, peer, app, &options, shutdown).await,
+        None => http(stream, peer, app, &options, stops).await,
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(options.tls_handshake_timeout, acceptor.accept(stream));
             let stream = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = stops.graceful.cancelled() => return,
                 result = handshake => match result {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
@@ -160,18 +176,13 @@ async fn connection(
                     }
                 },
             };
-            http(stream, peer, app, &options, shutdown).await;
+            http(stream, peer, app, &options, stops).await;
         }
     }
 }
 
-async fn http<S>(
-    stream: S,
-    peer: SocketAddr,
-    app: Router,
-    options: &ServeOptions,
-    shutdown: CancellationToken,
-) where
+async fn http<S>(stream: S, peer: SocketAddr, app: Router, options: &ServeOptions, stops: Stops)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
@@ -189,10 +200,13 @@ async fn http<S>(
     );
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
+        () = stops.graceful.cancelled() => {
             // Closes an idle connection now, a busy one after its response.
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = stops.hard.cancelled() => Ok(()),
+            }
         }
     };
     if let Err(error) = result {

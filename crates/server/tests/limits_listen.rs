@@ -233,3 +233,37 @@ fn load_tls_errors_name_the_file_and_hold_no_key_material() {
     let error = load_tls(&not_a_cert, &bad_key).unwrap_err();
     assert!(error.contains("not-a-cert.pem"), "{error}");
 }
+
+#[tokio::test]
+async fn shutdown_closes_a_request_still_running_at_the_shutdown_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let app = Router::new().route(
+        "/forever",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late"
+        }),
+    );
+    let options = ServeOptions {
+        shutdown_timeout: Duration::from_millis(200),
+        ..ServeOptions::default()
+    };
+    let task = tokio::spawn(serve(listener, app, options, shutdown.clone()));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("serve returns after the shutdown timeout")
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was closed");
+}
