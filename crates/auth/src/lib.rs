@@ -41,5 +41,5 @@ pub use approval::{ApprovalPolicy, ChangeAuthors, PolicyRefusal, Tally, Vote};
 pub use audit::{AuditQuery, AuditRecord};
 pub use error::AuthError;
 pub use grant::{Grant, Identity, Permission, Role, Target};
-pub use store::{ADMIN_USER, Auth, NewToken, TokenInfo, User};
+pub use store::{ADMIN_USER, Audience, Auth, NewToken, TokenInfo, User};
 pub use token::{Secret, TOKEN_PREFIX};

@@ -76,6 +76,18 @@ pub struct NewToken {
 struct Ephemeral {
     identity: Identity,
     expires_at_ms: i64,
+    /// Honoured by the registry only, never by the API (a build's token
+    /// pushes images; it must not start pipelines).
+    registry_only: bool,
+}
+
+/// Who a token is meant for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The HTTP API (and the registry).
+    Api,
+    /// The embedded registry only.
+    Registry,
 }
 
 #[derive(Default)]
@@ -180,13 +192,25 @@ impl Auth {
         self.inner.cache.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Who `secret` is, or why it is not accepted.
+    /// Who `secret` is to the API, or why it is not accepted.
     pub fn authenticate(&self, secret: &str, now_ms: i64) -> Result<Identity, AuthError> {
+        self.authenticate_for(secret, now_ms, Audience::Api)
+    }
+
+    /// Who `secret` is to `audience`, or why it is not accepted.
+    pub fn authenticate_for(
+        &self,
+        secret: &str,
+        now_ms: i64,
+        audience: Audience,
+    ) -> Result<Identity, AuthError> {
         let hash = Secret::new(secret).hash();
         let cache = self.read();
         if let Some(ephemeral) = cache.ephemeral.get(&hash) {
             return if ephemeral.expires_at_ms <= now_ms {
                 Err(AuthError::ExpiredToken)
+            } else if ephemeral.registry_only && audience == Audience::Api {
+                Err(AuthError::InvalidToken)
             } else {
                 Ok(ephemeral.identity.clone())
             };
@@ -205,15 +229,31 @@ impl Auth {
         Ok(user.identity())
     }
 
-    /// A token that lives in memory only, for `ttl_ms`: a build's registry
-    /// token, the server's own. Revoke it with [`Auth::forget_ephemeral`].
+    /// A token that lives in memory only, for `ttl_ms`, for `audience`: a
+    /// build's registry token, the server's own. Revoke it with
+    /// [`Auth::forget_ephemeral`].
     pub fn issue_ephemeral(
         &self,
         identity: Identity,
+        audience: Audience,
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<Secret, AuthError> {
         let secret = Secret::generate()?;
+        self.register_ephemeral(&secret, identity, audience, ttl_ms, now_ms);
+        Ok(secret)
+    }
+
+    /// Like [`Auth::issue_ephemeral`] with a secret made earlier (the
+    /// server writes its own into a docker config before the store opens).
+    pub fn register_ephemeral(
+        &self,
+        secret: &Secret,
+        identity: Identity,
+        audience: Audience,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) {
         let mut cache = self.write();
         cache.ephemeral.retain(|_, e| e.expires_at_ms > now_ms);
         cache.ephemeral.insert(
@@ -221,9 +261,9 @@ impl Auth {
             Ephemeral {
                 identity,
                 expires_at_ms: now_ms.saturating_add(ttl_ms),
+                registry_only: audience == Audience::Registry,
             },
         );
-        Ok(secret)
     }
 
     pub fn forget_ephemeral(&self, secret: &Secret) {

@@ -2,7 +2,9 @@
 //! until they expire or are revoked, survive a reopen, and are never stored
 //! in the clear; the audit log refuses rewrites.
 
-use gantry_auth::{AuditQuery, AuditRecord, Auth, AuthError, Grant, Permission, Role, Target};
+use gantry_auth::{
+    Audience, AuditQuery, AuditRecord, Auth, AuthError, Grant, Permission, Role, Target,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 async fn pool(path: &std::path::Path) -> sqlx::SqlitePool {
@@ -118,10 +120,24 @@ async fn ephemeral_tokens_live_in_memory_until_their_deadline() {
         email: None,
         grants: grants(&["operator"]),
     };
-    let secret = auth.issue_ephemeral(identity, 100, 0).unwrap();
+    let secret = auth
+        .issue_ephemeral(identity.clone(), Audience::Api, 100, 0)
+        .unwrap();
     assert_eq!(
         auth.authenticate(secret.expose(), 99).unwrap().name,
         "build"
+    );
+    // A registry-only token is refused by the API and accepted by the registry.
+    let push = auth
+        .issue_ephemeral(identity, Audience::Registry, 100, 0)
+        .unwrap();
+    assert!(matches!(
+        auth.authenticate(push.expose(), 1),
+        Err(AuthError::InvalidToken)
+    ));
+    assert!(
+        auth.authenticate_for(push.expose(), 1, Audience::Registry)
+            .is_ok()
     );
     assert!(matches!(
         auth.authenticate(secret.expose(), 100),
@@ -134,6 +150,7 @@ async fn ephemeral_tokens_live_in_memory_until_their_deadline() {
                 email: None,
                 grants: vec![],
             },
+            Audience::Api,
             100,
             0,
         )

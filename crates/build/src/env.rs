@@ -51,6 +51,15 @@ pub(crate) fn host_passes(name: &std::ffi::OsStr) -> bool {
         .is_some_and(|n| HOST_PASSED.contains(&n) || n.starts_with("LC_"))
 }
 
+/// The variables of this process that a child of gantry's may see (see
+/// [`HOST_PASSED`]): for host builds and for the tools the server runs
+/// itself (git), which start from a cleared environment plus these.
+pub fn passed_host_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| host_passes(name))
+        .collect()
+}
+
 /// The environment of every shell of the build, except
 /// `CODEBUILD_BUILD_SUCCEEDING`, which changes during the build.
 ///

@@ -129,7 +129,7 @@ use gantry_spec::buildspec::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use crate::env::input_env_name;
+pub use crate::env::{input_env_name, passed_host_env};
 pub use crate::error::BuildError;
 pub use crate::mask::{MASK, Masker, mask_everywhere};
 pub use crate::outcome::{

@@ -133,7 +133,8 @@ pub(crate) fn replica_spec(
         cpus: r.cpus,
         labels: BTreeMap::new(),
         host_network: r.host_network,
-    })
+    }
+    .with_user(r.user.clone()))
 }
 
 fn rules_of(env: &Environment) -> Vec<Rule> {

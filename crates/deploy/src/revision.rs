@@ -47,6 +47,10 @@ pub struct Revision {
     /// Docker replicas share the host's network (`network: host`).
     #[serde(default)]
     pub host_network: bool,
+    /// The user replicas run as (a name or `uid[:gid]`); `None`: the
+    /// server's user.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Unix milliseconds.
     pub created_at: i64,
     /// What made it: `deploy action …`, `gantry deploy`, `rollback to 3`.
@@ -103,6 +107,7 @@ impl Revision {
             memory: service.resources.memory,
             cpus: service.resources.cpus,
             host_network: false,
+            user: service.user.clone(),
             created_at,
             cause,
         })

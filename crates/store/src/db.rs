@@ -11,6 +11,8 @@ use sqlx::{Row, SqlitePool};
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("cannot make {path} private: {reason}")]
+    Permissions { path: String, reason: String },
     #[error("the database in {path} is newer than this gantry (schema {found}, known {known})")]
     SchemaTooNew {
         path: String,
@@ -65,6 +67,19 @@ CREATE TABLE IF NOT EXISTS action_details (
     kind         TEXT NOT NULL,
     body         TEXT NOT NULL,
     PRIMARY KEY (execution_id, stage, action, attempt, kind)
+);
+
+CREATE TABLE IF NOT EXISTS approval_votes (
+    execution_id TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    by           TEXT NOT NULL,
+    decision     TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    comment      TEXT,
+    binding      TEXT NOT NULL,
+    PRIMARY KEY (execution_id, stage, action, attempt, by)
 );
 
 CREATE TABLE IF NOT EXISTS approvals (
@@ -140,6 +155,23 @@ pub struct ApprovalRecord {
     pub comment: Option<String>,
 }
 
+/// One person's decision on an approval, with what they were shown
+/// (`binding`: the commits, image digests and parameter versions, as JSON).
+/// An approval that needs N approvals has up to N of these per attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalVote {
+    pub execution_id: String,
+    pub stage: String,
+    pub action: String,
+    pub attempt: i64,
+    pub by: String,
+    /// `Approved` or `Rejected`.
+    pub decision: String,
+    pub at: i64,
+    pub comment: Option<String>,
+    pub binding: String,
+}
+
 /// The database of one data dir.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -149,6 +181,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database file at `path`.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        // The database holds logs and the audit trail: owner only. SQLite
+        // gives its -wal and -shm files the database file's mode, so making
+        // the file 0600 before the first connection covers all three.
+        private_file(path).map_err(|e| StoreError::Permissions {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -464,6 +503,64 @@ impl Store {
         Ok(())
     }
 
+    /// Records one person's decision; a second decision by the same person
+    /// on the same attempt is refused by the primary key.
+    pub async fn record_vote(&self, v: &ApprovalVote) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO approval_votes
+               (execution_id, stage, action, attempt, by, decision, at, comment, binding)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&v.execution_id)
+        .bind(&v.stage)
+        .bind(&v.action)
+        .bind(v.attempt)
+        .bind(&v.by)
+        .bind(&v.decision)
+        .bind(v.at)
+        .bind(&v.comment)
+        .bind(&v.binding)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The decisions on one approval attempt, oldest first.
+    pub async fn votes(
+        &self,
+        execution_id: &str,
+        stage: &str,
+        action: &str,
+        attempt: i64,
+    ) -> Result<Vec<ApprovalVote>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT execution_id, stage, action, attempt, by, decision, at, comment, binding
+             FROM approval_votes
+             WHERE execution_id = ? AND stage = ? AND action = ? AND attempt = ?
+             ORDER BY at, by",
+        )
+        .bind(execution_id)
+        .bind(stage)
+        .bind(action)
+        .bind(attempt)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ApprovalVote {
+                execution_id: r.get(0),
+                stage: r.get(1),
+                action: r.get(2),
+                attempt: r.get(3),
+                by: r.get(4),
+                decision: r.get(5),
+                at: r.get(6),
+                comment: r.get(7),
+                binding: r.get(8),
+            })
+            .collect())
+    }
+
     pub async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT execution_id, stage, action, attempt, decision, by, at, comment FROM approvals
@@ -497,6 +594,30 @@ fn execution_row(r: sqlx::sqlite::SqliteRow) -> ExecutionRow {
         finished_at: r.get(4),
         state: r.get(5),
     }
+}
+
+/// Creates `path` with mode 0600 if it does not exist, and makes an
+/// existing file 0600. In-memory databases are left alone.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        match std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

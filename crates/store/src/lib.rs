@@ -4,7 +4,8 @@
 //!   log** of every execution, the **queryable state** derived from it (one
 //!   row per execution, rewritten after each event), each execution's
 //!   pipeline **definition** as it was when it started, **action logs** with
-//!   timestamps, and **approval records**.
+//!   timestamps, and **approval records** (each person's vote, and the
+//!   decision). The database file and its -wal/-shm are mode 0600.
 //! - [`ArtifactStore`]: content-addressed files. A file's bytes are stored
 //!   once under their SHA-256; an artifact is a manifest (paths, modes,
 //!   digests) stored the same way, so its id is the digest of its manifest and
@@ -21,4 +22,7 @@ mod artifacts;
 mod db;
 
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
-pub use db::{ActionDetail, ApprovalRecord, EventRecord, ExecutionRow, LogLine, Store, StoreError};
+pub use db::{
+    ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, Store,
+    StoreError,
+};
