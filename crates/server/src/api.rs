@@ -1,12 +1,14 @@
-//! The HTTP JSON API. Thin: each handler parses its input, calls the
-//! control plane, and maps the answer. Errors are `{"code", "message"}` with
-//! a stable `code` (and `errors` for an invalid pipeline file).
+//! The HTTP JSON API. Thin: each handler parses its input, checks the
+//! caller's role ([`Caller::require`]), calls the control plane, and maps the
+//! answer. Errors are `{"code", "message"}` with a stable `code` (and
+//! `errors` for an invalid pipeline file). Every route sits behind
+//! [`crate::guard::check`]: host, origin, token, audit.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,11 +19,30 @@ use serde_json::{Value, json};
 use crate::clock::rfc3339;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
+use crate::guard::{AuditNote, Caller, Guard, HostPolicy};
 use crate::view::execution_json;
+use gantry_auth::{Permission, Target};
 
-pub fn router(plane: ControlPlane) -> Router {
+/// The API with its trust boundary: every route checks the host, the
+/// origin and the token (see [`crate::guard`]) and audits what changes.
+pub fn router(plane: ControlPlane, hosts: HostPolicy) -> Router {
+    let guard = Guard {
+        auth: plane.auth().clone(),
+        hosts: std::sync::Arc::new(hosts),
+    };
+    routes(plane).layer(axum::middleware::from_fn_with_state(
+        guard,
+        crate::guard::check,
+    ))
+}
+
+fn routes(plane: ControlPlane) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route(
+            "/api/v1/executions/{id}/approvals/{stage}/{action}",
+            get(approval),
+        )
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/executions", post(start).get(list))
         .route("/api/v1/executions/{id}", get(status))
@@ -34,6 +55,7 @@ pub fn router(plane: ControlPlane) -> Router {
         .route("/api/v1/executions/{id}/stop", post(stop))
         .merge(crate::api_params::routes())
         .merge(crate::api_deploy::routes())
+        .merge(crate::api_auth::routes())
         .with_state(plane)
 }
 
@@ -42,6 +64,12 @@ pub struct ApiError(ControlError);
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         ApiError(e)
+    }
+}
+
+impl From<gantry_auth::AuthError> for ApiError {
+    fn from(e: gantry_auth::AuthError) -> Self {
+        ApiError(ControlError::Auth(e))
     }
 }
 
@@ -71,7 +99,29 @@ impl IntoResponse for ApiError {
                 | "param.master_key_invalid" => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },
-            ControlError::NothingWaiting(_) | ControlError::Engine(_) => StatusCode::CONFLICT,
+            ControlError::NothingWaiting(_)
+            | ControlError::Engine(_)
+            | ControlError::Superseded(_)
+            | ControlError::ApprovalChanged(..) => StatusCode::CONFLICT,
+            ControlError::TextRequired | ControlError::MissingInclude { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ControlError::Auth(e) => match e {
+                e if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+                gantry_auth::AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
+                gantry_auth::AuthError::UserNotFound(_)
+                | gantry_auth::AuthError::TokenNotFound(_) => StatusCode::NOT_FOUND,
+                gantry_auth::AuthError::UserExists(_) => StatusCode::CONFLICT,
+                gantry_auth::AuthError::InvalidGrant(_)
+                | gantry_auth::AuthError::InvalidName(_)
+                | gantry_auth::AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ControlError::Policy(e) => match e {
+                gantry_auth::PolicyRefusal::CommentRequired => StatusCode::BAD_REQUEST,
+                gantry_auth::PolicyRefusal::AlreadyDecided(_) => StatusCode::CONFLICT,
+                _ => StatusCode::FORBIDDEN,
+            },
             ControlError::Deploy(e) => match e {
                 gantry_deploy::DeployError::UnknownEnvironment(_)
                 | gantry_deploy::DeployError::UnknownService { .. }
@@ -85,14 +135,19 @@ impl IntoResponse for ApiError {
         if let ControlError::InvalidPipeline(errors) = &self.0 {
             body["errors"] = json!(errors.iter().map(ToString::to_string).collect::<Vec<_>>());
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(crate::guard::ErrorCode(self.0.code()));
+        response
     }
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-async fn health(State(plane): State<ControlPlane>) -> Json<Value> {
-    Json(json!({"ok": true, "pid": std::process::id(), "data_dir": plane.data_dir()}))
+/// Liveness, answered without a token: it says only that the server is up.
+async fn health() -> Json<Value> {
+    Json(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]
@@ -104,35 +159,95 @@ struct ChangesQuery {
 }
 
 /// Long poll: answers once anything changed after version `after`.
-async fn changes(State(plane): State<ControlPlane>, Query(q): Query<ChangesQuery>) -> Json<Value> {
+async fn changes(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
     let mut rx = plane.changes();
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(25_000).min(60_000));
     let _ = tokio::time::timeout(timeout, rx.wait_for(|v| *v > q.after)).await;
     let version = *rx.borrow();
-    Json(json!({"version": version}))
+    Ok(Json(json!({"version": version})))
 }
 
 #[derive(Deserialize)]
 struct StartRequest {
+    /// The file's name: where errors point and what `.` paths in it mean.
+    /// The server never reads it.
     file: PathBuf,
-    #[serde(default)]
     text: Option<String>,
+    /// The text of each file `include:` names.
+    #[serde(default)]
+    includes: BTreeMap<String, String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
 }
 
+/// Checks that `caller` may operate every environment of a project (a
+/// file and its includes), and returns their names.
+pub(crate) fn require_environments(
+    caller: &Caller,
+    file: &std::path::Path,
+    text: &str,
+    includes: &BTreeMap<String, String>,
+) -> Result<Vec<String>, ApiError> {
+    let mut environments = Vec::new();
+    for (name, text) in crate::control::project_files(file, text, includes)? {
+        let document =
+            gantry_spec::parse_document(&name, &text).map_err(ControlError::InvalidPipeline)?;
+        environments.extend(document.environments.keys().map(ToString::to_string));
+    }
+    for env in &environments {
+        caller.require(Permission::Operate, Target::environment(env))?;
+    }
+    Ok(environments)
+}
+
 async fn start(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<StartRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let text = match req.text {
-        Some(text) => text,
-        None => tokio::fs::read_to_string(&req.file)
-            .await
-            .map_err(|e| ControlError::io(&req.file, e))?,
-    };
-    let id = plane.start_execution(req.file, text, req.variables).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
+    let text = req.text.ok_or(ControlError::TextRequired)?;
+    let pipeline = gantry_spec::pipeline::parse_pipeline(&req.file.display().to_string(), &text)
+        .map_err(ControlError::InvalidPipeline)?;
+    let name = pipeline.name.to_string();
+    caller.require(Permission::Operate, Target::pipeline(&name))?;
+    require_environments(&caller, &req.file, &text, &req.includes)?;
+    let id = plane
+        .start_execution(
+            req.file,
+            text,
+            req.includes,
+            req.variables,
+            Some(caller.identity.name.clone()),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Extension(AuditNote(format!("pipeline {name}, execution {id}"))),
+        Json(json!({"id": id})),
+    ))
+}
+
+/// The pipeline of an execution, for scoped grants, once the caller is known
+/// to hold `role` at all (so a caller without it learns nothing).
+async fn pipeline_of(
+    plane: &ControlPlane,
+    caller: &Caller,
+    role: gantry_auth::Role,
+    id: &str,
+) -> Result<String, ApiError> {
+    if !caller.identity.has_role(role) {
+        caller.require(Permission::Operate, Target::any())?;
+    }
+    let (execution, _) = plane
+        .execution(id)
+        .await
+        .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+    Ok(execution.pipeline)
 }
 
 #[derive(Deserialize)]
@@ -141,7 +256,12 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
     let executions = plane
         .executions(q.pipeline.as_deref(), q.limit.unwrap_or(50))
         .await;
@@ -153,7 +273,12 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
     Ok(Json(Value::Array(out)))
 }
 
-async fn status(State(plane): State<ControlPlane>, Path(id): Path<String>) -> ApiResult {
+async fn status(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
     let (execution, loaded) = plane
         .execution(&id)
         .await
@@ -194,9 +319,11 @@ struct LogsQuery {
 
 async fn logs(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
     plane
         .execution(&id)
         .await
@@ -221,13 +348,30 @@ async fn logs(
     Ok(Json(json!({"lines": lines, "next": next})))
 }
 
-async fn approvals(State(plane): State<ControlPlane>, Path(id): Path<String>) -> ApiResult {
+async fn approvals(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
     let records = plane.approvals(&id).await?;
     let records: Vec<Value> = records
         .iter()
         .map(|r| json!({"stage": r.stage, "action": r.action, "attempt": r.attempt, "decision": r.decision, "by": r.by, "at": rfc3339(r.at), "comment": r.comment}))
         .collect();
     Ok(Json(Value::Array(records)))
+}
+
+/// One approval action: what it waits for (its binding and fingerprint),
+/// its policy, and the votes so far.
+async fn approval(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path((id, stage, action)): Path<(String, String, String)>,
+) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
+    let view = plane.approval(&id, &stage, &action).await?;
+    Ok(Json(json!(view)))
 }
 
 #[derive(Deserialize)]
@@ -238,15 +382,23 @@ struct DecideRequest {
     decision: String,
     #[serde(default)]
     comment: Option<String>,
+    /// Ignored: the decision is recorded under the caller's identity.
+    /// Accepted so that older clients keep working.
     #[serde(default)]
+    #[allow(dead_code)]
     by: Option<String>,
+    /// The fingerprint of what the decider was shown; when given and the
+    /// approval now waits for something else, the decision is refused.
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 async fn decide(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<DecideRequest>,
-) -> ApiResult {
+) -> Result<(Extension<AuditNote>, Json<Value>), ApiError> {
     let approve = match req.decision.as_str() {
         "Approved" => true,
         "Rejected" => false,
@@ -257,11 +409,34 @@ async fn decide(
             .into());
         }
     };
-    let by = req.by.unwrap_or_else(|| "anonymous".to_string());
-    plane
-        .decide(&id, &req.stage, &req.action, approve, &by, req.comment)
+    // Whoever holds no approver grant at all is refused before anything
+    // about the execution is looked up; the policy checks the scope.
+    if !caller.identity.has_role(gantry_auth::Role::Approver) {
+        caller.require(Permission::Approve, Target::any())?;
+    }
+    if req.comment.as_ref().is_some_and(|c| c.len() > 4096) {
+        return Err(ControlError::BadRequest("a comment holds at most 4096 bytes".into()).into());
+    }
+    let outcome = plane
+        .decide(
+            &id,
+            &caller.identity,
+            crate::control::Decision {
+                stage: &req.stage,
+                action: &req.action,
+                approve,
+                comment: req.comment,
+                expected: req.fingerprint.as_deref(),
+            },
+        )
         .await?;
-    Ok(Json(json!({"ok": true})))
+    Ok((
+        Extension(AuditNote(format!(
+            "{} {}/{} of {id}: {}",
+            req.decision, req.stage, req.action, outcome.status
+        ))),
+        Json(json!({"ok": true, "by": caller.identity.name, "outcome": outcome})),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -273,9 +448,12 @@ struct RetryRequest {
 
 async fn retry(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<RetryRequest>,
 ) -> ApiResult {
+    let pipeline = pipeline_of(&plane, &caller, gantry_auth::Role::Operator, &id).await?;
+    caller.require(Permission::Operate, Target::pipeline(&pipeline))?;
     plane.retry(&id, &req.stage, req.all_actions).await?;
     Ok(Json(json!({"ok": true})))
 }
@@ -290,9 +468,12 @@ struct StopRequest {
 
 async fn stop(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<StopRequest>,
 ) -> ApiResult {
+    let pipeline = pipeline_of(&plane, &caller, gantry_auth::Role::Operator, &id).await?;
+    caller.require(Permission::Operate, Target::pipeline(&pipeline))?;
     plane.stop(&id, req.abandon, req.reason).await?;
     Ok(Json(json!({"ok": true})))
 }

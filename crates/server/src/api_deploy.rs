@@ -1,10 +1,12 @@
 //! Environments and services in the HTTP API: apply, deploy, rollback,
-//! status, and asking the server to shut down.
+//! status, and asking the server to shut down. Changing an environment
+//! needs an operator grant that covers it; shutting down needs admin.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -13,6 +15,8 @@ use serde_json::{Value, json};
 use crate::api::ApiError;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
+use crate::guard::Caller;
+use gantry_auth::{Permission, Target};
 
 pub(crate) fn routes() -> Router<ControlPlane> {
     Router::new()
@@ -35,27 +39,39 @@ type ApiResult = Result<Json<Value>, ApiError>;
 
 #[derive(Deserialize)]
 struct ApplyRequest {
+    /// The file's name, for errors; the server never reads it.
     file: PathBuf,
-    #[serde(default)]
     text: Option<String>,
+    /// The text of each file `include:` names.
+    #[serde(default)]
+    includes: BTreeMap<String, String>,
 }
 
-async fn apply(State(plane): State<ControlPlane>, Json(req): Json<ApplyRequest>) -> ApiResult {
-    let text = match req.text {
-        Some(text) => text,
-        None => tokio::fs::read_to_string(&req.file)
-            .await
-            .map_err(|e| ControlError::io(&req.file, e))?,
-    };
-    let summary = plane.apply_file(&req.file, &text).await?;
+async fn apply(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<ApplyRequest>,
+) -> ApiResult {
+    let text = req.text.ok_or(ControlError::TextRequired)?;
+    crate::api::require_environments(&caller, &req.file, &text, &req.includes)?;
+    let summary = plane.apply_file(&req.file, &text, &req.includes).await?;
     Ok(Json(json!({"applied": summary})))
 }
 
-async fn environments(State(plane): State<ControlPlane>) -> ApiResult {
+async fn environments(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
     Ok(Json(json!(plane.deployer().environments().await)))
 }
 
-async fn status(State(plane): State<ControlPlane>, Path(env): Path<String>) -> ApiResult {
+async fn status(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(env): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::Read, Target::any())?;
     Ok(Json(
         plane
             .deployer()
@@ -91,9 +107,11 @@ struct DeployRequest {
 
 async fn deploy(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Path((env, service)): Path<(String, String)>,
     Json(req): Json<DeployRequest>,
 ) -> ApiResult {
+    caller.require(Permission::Operate, Target::environment(&env))?;
     let log = Collected::default();
     let result = plane
         .deployer()
@@ -110,9 +128,11 @@ struct RollbackRequest {
 
 async fn rollback(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Path((env, service)): Path<(String, String)>,
     Json(req): Json<RollbackRequest>,
 ) -> ApiResult {
+    caller.require(Permission::Operate, Target::environment(&env))?;
     let log = Collected::default();
     let result = plane
         .deployer()
@@ -147,7 +167,12 @@ fn respond(
     }
 }
 
-async fn down(State(plane): State<ControlPlane>, Path(env): Path<String>) -> ApiResult {
+async fn down(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(env): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::Operate, Target::environment(&env))?;
     let stopped = plane
         .deployer()
         .down(&env)
@@ -167,8 +192,10 @@ struct ShutdownRequest {
 
 async fn shutdown(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<ShutdownRequest>,
 ) -> ApiResult {
+    caller.require(Permission::Admin, Target::any())?;
     let mut stopped = 0;
     if req.stop_services {
         for env in plane.deployer().environments().await {

@@ -1,8 +1,10 @@
 //! The parameter store's part of the HTTP API. SecureString values leave
-//! the server only when a request asks for decryption; everywhere else they
-//! are `***`. Errors name parameters, never values.
+//! the server only when a request asks for decryption and the caller holds
+//! a grant that covers the parameter (`secrets:path=…` or admin); such reads
+//! are audited. Everywhere else they are `***`. Errors name parameters,
+//! never values. Writing needs the operator role; rotating the key, admin.
 
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gantry_params::{
@@ -14,6 +16,8 @@ use serde_json::{Value, json};
 use crate::api::ApiError;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
+use crate::guard::{AuditNote, AuditRead, Caller};
+use gantry_auth::{Permission, Target};
 
 pub(crate) fn routes() -> Router<ControlPlane> {
     Router::new()
@@ -61,23 +65,57 @@ struct PutRequest {
     overwrite: bool,
     #[serde(default)]
     description: Option<String>,
+    /// Ignored: versions are recorded as modified by the caller's identity.
     #[serde(default)]
+    #[allow(dead_code)]
     by: Option<String>,
 }
 
-async fn put(State(plane): State<ControlPlane>, Json(req): Json<PutRequest>) -> ApiResult {
+type Audited = Result<(Extension<AuditNote>, Json<Value>), ApiError>;
+
+fn note(text: String, body: Value) -> (Extension<AuditNote>, Json<Value>) {
+    (Extension(AuditNote(text)), Json(body))
+}
+
+async fn put(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<PutRequest>,
+) -> Audited {
     let name = ParamName::parse(&req.name).map_err(bad)?;
+    caller.require(Permission::Operate, Target::parameter(name.as_ref()))?;
     let param_type: ParamType = match req.param_type.as_deref() {
         Some(t) => t.parse().map_err(bad)?,
         None => ParamType::String,
     };
-    let by = req.by.unwrap_or_else(|| "anonymous".to_string());
+    let by = caller.identity.name.clone();
     let mut put = PutParameter::new(&name, &req.value, param_type, &by).overwrite(req.overwrite);
     if let Some(d) = req.description.as_deref() {
         put = put.description(d);
     }
     let version = plane.params().put(put).await.map_err(bad)?;
-    Ok(Json(json!({"name": name.to_string(), "version": version})))
+    Ok(note(
+        format!("parameter {name} version {version}"),
+        json!({"name": name.to_string(), "version": version}),
+    ))
+}
+
+/// A read that reveals SecureString values needs a grant covering `name`
+/// and is audited.
+fn require_decrypt(caller: &Caller, name: &str) -> Result<(), ApiError> {
+    caller.require(Permission::Decrypt, Target::parameter(name))?;
+    Ok(())
+}
+
+/// Answers a read, marking it for the audit log when it decrypted.
+fn read_answer(decrypt: bool, what: String, body: Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = Json(body).into_response();
+    if decrypt {
+        response.extensions_mut().insert(AuditRead);
+        response.extensions_mut().insert(AuditNote(what));
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -87,14 +125,27 @@ struct GetQuery {
     decrypt: bool,
 }
 
-async fn get_one(State(plane): State<ControlPlane>, Query(q): Query<GetQuery>) -> ApiResult {
+async fn get_one(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<GetQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
     let selector = Selector::parse(&q.name).map_err(bad)?;
+    let name = selector.name.to_string();
+    if q.decrypt {
+        require_decrypt(&caller, &name)?;
+    }
     let p = plane
         .params()
         .get(&selector, q.decrypt)
         .await
         .map_err(bad)?;
-    Ok(Json(param_json(&p)))
+    Ok(read_answer(
+        q.decrypt && p.param_type == ParamType::SecureString,
+        format!("decrypted parameter {name}"),
+        param_json(&p),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -107,7 +158,12 @@ struct ListQuery {
     decrypt: bool,
 }
 
-async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
     let path = match q.path.as_deref() {
         Some(p) if p != "/" => ParamPath::parse(p).map_err(bad)?,
         _ => ParamPath::root(),
@@ -117,19 +173,46 @@ async fn list(State(plane): State<ControlPlane>, Query(q): Query<ListQuery>) -> 
         .list(&path, q.recursive, q.decrypt)
         .await
         .map_err(bad)?;
-    Ok(Json(Value::Array(params.iter().map(param_json).collect())))
+    let mut revealed = Vec::new();
+    for p in params
+        .iter()
+        .filter(|p| p.param_type == ParamType::SecureString)
+    {
+        if q.decrypt {
+            require_decrypt(&caller, p.name.as_ref())?;
+            revealed.push(p.name.to_string());
+        }
+    }
+    Ok(read_answer(
+        !revealed.is_empty(),
+        format!("decrypted parameters {}", revealed.join(", ")),
+        Value::Array(params.iter().map(param_json).collect()),
+    ))
 }
 
-async fn history(State(plane): State<ControlPlane>, Query(q): Query<GetQuery>) -> ApiResult {
+async fn history(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<GetQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
     let name = ParamName::parse(&q.name).map_err(bad)?;
+    if q.decrypt {
+        require_decrypt(&caller, name.as_ref())?;
+    }
     let versions = plane
         .params()
         .history(&name, q.decrypt)
         .await
         .map_err(bad)?;
-    Ok(Json(Value::Array(
-        versions.iter().map(param_json).collect(),
-    )))
+    let secret = versions
+        .iter()
+        .any(|p| p.param_type == ParamType::SecureString);
+    Ok(read_answer(
+        q.decrypt && secret,
+        format!("decrypted history of parameter {name}"),
+        Value::Array(versions.iter().map(param_json).collect()),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -140,8 +223,13 @@ struct LabelRequest {
     labels: Vec<String>,
 }
 
-async fn label(State(plane): State<ControlPlane>, Json(req): Json<LabelRequest>) -> ApiResult {
+async fn label(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<LabelRequest>,
+) -> Audited {
     let name = ParamName::parse(&req.name).map_err(bad)?;
+    caller.require(Permission::Operate, Target::parameter(name.as_ref()))?;
     let outcome = plane
         .params()
         .label(&name, req.version, &req.labels)
@@ -152,7 +240,8 @@ async fn label(State(plane): State<ControlPlane>, Json(req): Json<LabelRequest>)
         .iter()
         .map(ToString::to_string)
         .collect();
-    Ok(Json(
+    Ok(note(
+        format!("parameter {name} version {} labels", outcome.version),
         json!({"name": name.to_string(), "version": outcome.version, "invalid_labels": invalid}),
     ))
 }
@@ -162,10 +251,18 @@ struct DeleteRequest {
     name: String,
 }
 
-async fn delete(State(plane): State<ControlPlane>, Json(req): Json<DeleteRequest>) -> ApiResult {
+async fn delete(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<DeleteRequest>,
+) -> Audited {
     let name = ParamName::parse(&req.name).map_err(bad)?;
+    caller.require(Permission::Operate, Target::parameter(name.as_ref()))?;
     plane.params().delete(&name).await.map_err(bad)?;
-    Ok(Json(json!({"name": name.to_string(), "deleted": true})))
+    Ok(note(
+        format!("parameter {name}"),
+        json!({"name": name.to_string(), "deleted": true}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -179,8 +276,10 @@ struct RotateRequest {
 
 async fn rotate_key(
     State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<RotateRequest>,
 ) -> ApiResult {
+    caller.require(Permission::Admin, Target::any())?;
     let rotated = plane.rotate_master_key(req.new_key.as_deref()).await?;
     Ok(Json(
         json!({"rotated_versions": rotated.0, "key_id": rotated.1}),

@@ -36,6 +36,9 @@ use crate::parameters::KeySource;
 use crate::resolve::resolve_action;
 use gantry_params::ParamStore;
 
+mod approvals;
+pub use approvals::{ApprovalBinding, ApprovalView, Decision, DecisionOutcome};
+
 /// Default timeout of every action type but approvals (CodePipeline's 1 h).
 const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default approval timeout (CodePipeline's 7 days).
@@ -59,11 +62,14 @@ struct Inner {
     store: Store,
     params: Arc<ParamStore>,
     key_source: KeySource,
+    auth: gantry_auth::Auth,
     artifacts: ArtifactStore,
     logs: LogWriter,
     runners: Runners,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    /// Serialises approval decisions (see `approvals`).
+    decisions: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -94,6 +100,7 @@ impl ControlPlane {
             .map_err(|e| ControlError::io(data_dir, e))?;
         let store = Store::open(&data_dir.join("gantry.db")).await?;
         let (params, key_source) = crate::parameters::open(&store, &data_dir).await?;
+        let auth = gantry_auth::Auth::open(store.pool().clone()).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
         // Nothing runs yet, so every leftover work directory is garbage from
         // an earlier process.
@@ -171,11 +178,13 @@ impl ControlPlane {
                 store,
                 params,
                 key_source,
+                auth,
                 artifacts,
                 logs,
                 runners,
                 state: Mutex::new(state),
                 changes,
+                decisions: Mutex::new(()),
             }),
         };
         plane.recover().await?;
@@ -253,26 +262,27 @@ impl ControlPlane {
         &self.inner.deployer
     }
 
+    /// Users, tokens and the audit log.
+    pub fn auth(&self) -> &gantry_auth::Auth {
+        &self.inner.auth
+    }
+
     /// Registers a file's environments and services (and those of the files
-    /// it includes) with the deployer. A file without any is left alone.
-    pub async fn apply_file(&self, file: &Path, text: &str) -> Result<Vec<String>, ControlError> {
-        let name = file.display().to_string();
-        let document =
-            gantry_spec::parse_document(&name, text).map_err(ControlError::InvalidPipeline)?;
-        if document.environments.is_empty()
-            && document.services.is_empty()
-            && document.includes.is_empty()
-        {
-            return Ok(Vec::new());
-        }
-        let base = file.parent().unwrap_or(Path::new("."));
-        let mut files = vec![(name, text.to_string())];
-        for include in &document.includes {
-            let path = base.join(&include.value);
-            let text = tokio::fs::read_to_string(&path)
-                .await
-                .map_err(|e| ControlError::io(&path, e))?;
-            files.push((path.display().to_string(), text));
+    /// it includes, whose text the client sent) with the deployer. A file
+    /// without any is left alone.
+    pub async fn apply_file(
+        &self,
+        file: &Path,
+        text: &str,
+        includes: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, ControlError> {
+        let files = project_files(file, text, includes)?;
+        if files.len() == 1 {
+            let document = gantry_spec::parse_document(&files[0].0, text)
+                .map_err(ControlError::InvalidPipeline)?;
+            if document.environments.is_empty() && document.services.is_empty() {
+                return Ok(Vec::new());
+            }
         }
         Ok(self.inner.deployer.apply(files).await?)
     }
@@ -315,6 +325,7 @@ impl ControlPlane {
         };
         let id = key.id().to_string();
         let hex = key.to_hex();
+        crate::parameters::mask_master_key(&key);
         let rotated = self.inner.params.rotate_key(key).await?;
         if self.inner.key_source == KeySource::File {
             let path = self.inner.data_dir.join(gantry_params::MASTER_KEY_FILE);
@@ -342,7 +353,9 @@ impl ControlPlane {
         &self,
         file: PathBuf,
         text: String,
+        includes: BTreeMap<String, String>,
         overrides: BTreeMap<String, String>,
+        started_by: Option<String>,
     ) -> Result<String, ControlError> {
         let pipeline = gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text)
             .map_err(ControlError::InvalidPipeline)?;
@@ -354,12 +367,14 @@ impl ControlPlane {
             variables.insert(name, value);
         }
         // `gantry run` applies the file's environments and services first.
-        self.apply_file(&file, &text).await?;
+        self.apply_file(&file, &text, &includes).await?;
         let loaded = Loaded {
             definition: Definition {
                 file,
                 text,
                 variables,
+                includes,
+                started_by,
             },
             pipeline,
         };
@@ -519,6 +534,7 @@ impl ControlPlane {
                 if let ActionKind::Approval {
                     review_url,
                     comments,
+                    ..
                 } = &resolved.kind
                 {
                     log.line("Waiting for approval.");
@@ -734,6 +750,31 @@ impl ControlPlane {
         tokio::fs::create_dir_all(&work_dir)
             .await
             .map_err(|e| ActionError::new(format!("cannot create {}: {e}", work_dir.display())))?;
+        // A registry-only token for this attempt, so its image pushes and
+        // `docker push` in builds reach the embedded registry; it lives no
+        // longer than the action may run.
+        let timeout = resolved.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT);
+        let registry_login = self.inner.registry.get().and_then(|registry| {
+            let identity = gantry_auth::Identity {
+                name: format!(
+                    "action:{}/{id}/{stage_name}/{}",
+                    loaded.pipeline.name, resolved.name
+                ),
+                email: None,
+                grants: vec![gantry_auth::Grant::new(gantry_auth::Role::Operator)],
+            };
+            let ttl = i64::try_from(timeout.as_millis())
+                .unwrap_or(i64::MAX / 2)
+                .saturating_add(600_000);
+            self.inner
+                .auth
+                .issue_ephemeral(identity, gantry_auth::Audience::Registry, ttl, now_ms())
+                .ok()
+                .map(|token| crate::actions::RegistryLogin {
+                    registry: registry.clone(),
+                    token,
+                })
+        });
         let ctx = ActionContext {
             execution_id: id.to_string(),
             pipeline: loaded.pipeline.name.to_string(),
@@ -744,7 +785,7 @@ impl ControlPlane {
                 .data_dir
                 .join("cache")
                 .join(sanitize(loaded.pipeline.name.as_str())),
-            timeout: resolved.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
+            timeout,
             action: resolved,
             attempt,
             work_dir: work_dir.clone(),
@@ -759,8 +800,12 @@ impl ControlPlane {
             store: self.inner.store.clone(),
             log: log.clone(),
             cancel,
+            registry_login,
         };
         let result = runner.run(&ctx).await;
+        if let Some(login) = &ctx.registry_login {
+            self.inner.auth.forget_ephemeral(&login.token);
+        }
         let result = match result {
             Ok(output) => self.import_outputs(output, log).await,
             Err(error) => Err(error),
@@ -791,81 +836,18 @@ impl ControlPlane {
         Ok((output.variables, artifacts))
     }
 
-    /// Approves or rejects a waiting approval.
-    pub async fn decide(
-        &self,
-        id: &str,
-        stage: &str,
-        action: &str,
-        approve: bool,
-        by: &str,
-        comment: Option<String>,
-    ) -> Result<(), ControlError> {
-        let (_, execution) = self
-            .snapshot(id)
-            .await
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        let (s, a) = execution
-            .locate(stage, action)
-            .ok_or_else(|| ControlError::UnknownAction(format!("{stage}/{action}")))?;
-        let run = &execution.stages[s].actions[a];
-        if run.status != Some(ActionStatus::Waiting) {
-            return Err(ControlError::NothingWaiting(format!("{stage}/{action}")));
-        }
-        let decision = if approve { "Approved" } else { "Rejected" };
-        let at = now_ms();
-        self.inner
-            .store
-            .record_approval(&ApprovalRecord {
-                execution_id: id.to_string(),
-                stage: stage.to_string(),
-                action: action.to_string(),
-                attempt: i64::from(run.attempt),
-                decision: decision.to_string(),
-                by: by.to_string(),
-                at,
-                comment: comment.clone(),
-            })
-            .await?;
-        let log = self.inner.logs.action(id, stage, action, run.attempt);
-        let said = comment
-            .as_deref()
-            .map(|c| format!(": {c}"))
-            .unwrap_or_default();
-        log.line(&format!("{decision} by {by}{said}"));
-        self.inner.logs.flush().await;
-        let event = if approve {
-            Event::ActionSucceeded {
-                id: id.to_string(),
-                stage: s,
-                action: a,
-                attempt: run.attempt,
-                output_variables: BTreeMap::new(),
-                output_artifacts: BTreeMap::new(),
-                at,
-            }
-        } else {
-            Event::ActionFailed {
-                id: id.to_string(),
-                stage: s,
-                action: a,
-                attempt: run.attempt,
-                error: format!("rejected by {by}{said}"),
-                at,
-            }
-        };
-        self.submit(event).await?;
-        if let Some(timer) = self
-            .inner
-            .state
-            .lock()
-            .await
-            .timers
-            .remove(&(id.to_string(), s, a))
+    /// Stops the timeout timer of an approval that was decided.
+    async fn cancel_approval_timer(&self, id: &str, stage: usize, action: usize) {
+        if let Some(timer) =
+            self.inner
+                .state
+                .lock()
+                .await
+                .timers
+                .remove(&(id.to_string(), stage, action))
         {
             timer.abort();
         }
-        Ok(())
     }
 
     /// Loads an execution's definition if it is not in memory (only those
@@ -1147,4 +1129,32 @@ fn sanitize(name: &str) -> String {
 /// Resolves a `#{...}` template against an execution (for the API).
 pub fn resolve_in(text: &str, loaded: &Loaded, execution: &Execution) -> Result<String, String> {
     resolve(text, |r| lookup(r, loaded, execution, None)).map_err(|e| e.to_string())
+}
+
+/// A file and the files it includes, as `(name, text)` pairs for the
+/// deployer, from the texts a client sent. An include the client did not
+/// send is an error: the server never reads a path a request names.
+pub fn project_files(
+    file: &Path,
+    text: &str,
+    includes: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ControlError> {
+    let name = file.display().to_string();
+    let document =
+        gantry_spec::parse_document(&name, text).map_err(ControlError::InvalidPipeline)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut files = vec![(name.clone(), text.to_string())];
+    for include in &document.includes {
+        let Some(included) = includes.get(&include.value) else {
+            return Err(ControlError::MissingInclude {
+                file: name,
+                include: include.value.clone(),
+            });
+        };
+        files.push((
+            base.join(&include.value).display().to_string(),
+            included.clone(),
+        ));
+    }
+    Ok(files)
 }

@@ -20,6 +20,14 @@ pub struct Definition {
     pub text: String,
     /// Pipeline variables after `--var` overrides.
     pub variables: BTreeMap<String, String>,
+    /// The text of each file `include:` names, by the name written there.
+    /// Clients send it: the server never reads a file a request names.
+    #[serde(default)]
+    pub includes: BTreeMap<String, String>,
+    /// The identity that started the execution (approval policies may
+    /// forbid it to approve).
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 /// A definition with its validated pipeline.

@@ -39,6 +39,20 @@ pub enum ControlError {
     Param(#[from] gantry_params::ParamError),
     #[error(transparent)]
     Deploy(#[from] gantry_deploy::DeployError),
+    #[error(transparent)]
+    Auth(#[from] gantry_auth::AuthError),
+    #[error(transparent)]
+    Policy(#[from] gantry_auth::PolicyRefusal),
+    #[error("execution {0} was superseded by a newer one; its approval can no longer be decided")]
+    Superseded(String),
+    #[error(
+        "what {0} waits for has changed since it was shown (expected {1}); look again and decide"
+    )]
+    ApprovalChanged(String, String),
+    #[error("the API takes the file's text (`text`), never a path on the server")]
+    TextRequired,
+    #[error("{file} includes {include}: send its text in `includes`")]
+    MissingInclude { file: String, include: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -67,6 +81,12 @@ impl ControlError {
             ControlError::BadRequest(_) => "request.invalid",
             ControlError::Param(e) => e.code(),
             ControlError::Deploy(e) => e.code(),
+            ControlError::Auth(e) => e.code(),
+            ControlError::Policy(e) => e.code(),
+            ControlError::Superseded(_) => "approval.superseded",
+            ControlError::ApprovalChanged(..) => "approval.changed",
+            ControlError::TextRequired => "request.text_required",
+            ControlError::MissingInclude { .. } => "request.missing_include",
             ControlError::Internal(_) => "internal",
         }
     }

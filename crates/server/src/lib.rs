@@ -4,7 +4,8 @@
 //! - [`control::ControlPlane`]: the only owner of executions' state. Every
 //!   change is an engine event, persisted before its commands run.
 //! - [`actions`]: what each action type does; new types register a runner.
-//! - [`api`]: the HTTP JSON API (`router(plane)`), testable without sockets.
+//! - [`api`]: the HTTP JSON API (`router(plane, hosts)`), testable without
+//!   sockets, behind [`guard`]: host and origin checks, tokens, roles, audit.
 //! - [`server_info`]: `server.json` and the data dir lock.
 //! - [`view`]: the execution JSON contract.
 //!
@@ -12,12 +13,14 @@
 
 pub mod actions;
 pub mod api;
+mod api_auth;
 mod api_deploy;
 mod api_params;
 pub mod clock;
 pub mod control;
 pub mod definition;
 pub mod error;
+pub mod guard;
 pub mod listen;
 pub mod logs;
 pub mod orphans;
@@ -47,6 +50,45 @@ pub struct RunningServer {
     _lock: DataDirLock,
 }
 
+/// How a server listens and whom it answers.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The API's address (default 127.0.0.1:7700).
+    pub listen: SocketAddr,
+    /// The embedded registry's address (default 127.0.0.1:7701).
+    pub registry_listen: SocketAddr,
+    /// URLs the server is reached by besides its own addresses
+    /// (`https://gantry.example.com`): their hosts are accepted in `Host`,
+    /// their origins in `Origin`.
+    pub public_urls: Vec<String>,
+    /// A certificate chain and private key (PEM) to serve TLS with.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Serve plain HTTP on a non-loopback address anyway (a warning).
+    pub insecure_http: bool,
+}
+
+impl ServerOptions {
+    /// Loopback listeners on the given addresses, no TLS.
+    pub fn local(listen: SocketAddr, registry_listen: SocketAddr) -> ServerOptions {
+        ServerOptions {
+            listen,
+            registry_listen,
+            public_urls: Vec::new(),
+            tls: None,
+            insecure_http: false,
+        }
+    }
+}
+
+/// The file, in the data dir, holding a token of the `admin` user (0600).
+/// The CLI on this machine reads it, so one person needs no setup.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The docker config dir the server writes for its Docker runtime: it
+/// holds the server's own credentials for the embedded registry.
+pub const DOCKER_CONFIG_DIR: &str = "docker-config";
+/// The user name that goes with gantry tokens in Basic credentials.
+pub const REGISTRY_USER: &str = "gantry";
+
 impl RunningServer {
     /// Takes the data dir, opens the control plane (replaying and recovering),
     /// serves the API on `listen` and the embedded OCI registry on
@@ -56,50 +98,111 @@ impl RunningServer {
         listen: SocketAddr,
         registry_listen: SocketAddr,
     ) -> Result<RunningServer, ControlError> {
+        Self::start_with(data_dir, ServerOptions::local(listen, registry_listen)).await
+    }
+
+    /// [`RunningServer::start`] with every option.
+    pub async fn start_with(
+        data_dir: &Path,
+        options: ServerOptions,
+    ) -> Result<RunningServer, ControlError> {
+        let tls = match &options.tls {
+            Some((cert, key)) => Some(listen::load_tls(cert, key).map_err(ControlError::Internal)?),
+            None => None,
+        };
+        for addr in [options.listen, options.registry_listen] {
+            if !addr.ip().is_loopback() && tls.is_none() {
+                if !options.insecure_http {
+                    return Err(ControlError::Internal(format!(
+                        "{addr} is not a loopback address: serve it with --tls-cert and --tls-key, \
+                         or accept plain HTTP with --insecure-http"
+                    )));
+                }
+                tracing::warn!(%addr, "Serving plain HTTP on a non-loopback address (--insecure-http): tokens cross the network in the clear.");
+            }
+        }
+        let hosts = guard::HostPolicy::with_public_urls(&options.public_urls)
+            .map_err(ControlError::Internal)?;
         let mut lock = DataDirLock::acquire(data_dir)?;
-        let plane = ControlPlane::open(data_dir).await?;
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| ControlError::Internal(format!("cannot listen on {addr}: {e}")))
         };
-        let api_listener = bind(listen).await?;
-        let registry_listener = bind(registry_listen).await?;
+        let api_listener = bind(options.listen).await?;
+        let registry_listener = bind(options.registry_listen).await?;
         let api_addr = api_listener
             .local_addr()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         let registry_addr = registry_listener
             .local_addr()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
+        // The server's own registry credentials exist before the control
+        // plane opens, so that its Docker runtime finds them at once.
+        let own = gantry_auth::Secret::generate()?;
+        write_docker_config(data_dir, &registry_addr.to_string(), &own)?;
+        let plane = ControlPlane::open(data_dir).await?;
+        plane.auth().register_ephemeral(
+            &own,
+            gantry_auth::Identity {
+                name: "gantry-server".to_string(),
+                email: None,
+                grants: vec![gantry_auth::Grant::new(gantry_auth::Role::Operator)],
+            },
+            gantry_auth::Audience::Registry,
+            i64::MAX / 2,
+            clock::now_ms(),
+        );
+        plane.images().set_credentials(
+            &registry_addr.to_string(),
+            gantry_images::Credentials {
+                username: REGISTRY_USER.to_string(),
+                password: own.expose().to_string(),
+            },
+        );
+        ensure_admin_token(&plane).await?;
         let registry = gantry_registry::Registry::open(
             plane.store(),
             plane.artifacts().clone(),
             plane.data_dir(),
+            gantry_registry::RegistryOptions {
+                auth: std::sync::Arc::new(guard::RegistryGuard {
+                    auth: plane.auth().clone(),
+                }),
+                limits: gantry_registry::RegistryLimits::default(),
+            },
         )
         .await
         .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
         plane.set_registry(registry_addr.to_string());
-        let api = format!("http://{api_addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let api = format!("{scheme}://{api_addr}");
         lock.publish(&ServerInfo {
             pid: std::process::id(),
             api: api.clone(),
             registry: Some(registry_addr.to_string()),
         })?;
         let shutdown = CancellationToken::new();
+        let guard_state = guard::Guard {
+            auth: plane.auth().clone(),
+            hosts: std::sync::Arc::new(hosts.clone()),
+        };
+        let registry_app = gantry_registry::router(registry).layer(
+            axum::middleware::from_fn_with_state(guard_state, guard::check_registry_host),
+        );
+        let serve_options = listen::ServeOptions {
+            tls,
+            ..listen::ServeOptions::default()
+        };
         let mut tasks = Vec::new();
         for (listener, app, what) in [
-            (api_listener, api::router(plane.clone()), "API"),
-            (
-                registry_listener,
-                gantry_registry::router(registry),
-                "registry",
-            ),
+            (api_listener, api::router(plane.clone(), hosts), "API"),
+            (registry_listener, registry_app, "registry"),
         ] {
             let token = shutdown.clone();
+            let options = serve_options.clone();
             tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await });
-                if let Err(error) = serve.await {
+                if let Err(error) = listen::serve(listener, app, options, token).await {
                     tracing::error!(%error, what, "A server stopped.");
                 }
             }));
@@ -124,4 +227,66 @@ impl RunningServer {
             let _ = task.await;
         }
     }
+}
+
+/// Makes sure `DATA_DIR/admin.token` holds a valid admin token, writing a
+/// new one (mode 0600, owner only) when it is missing or no longer valid.
+async fn ensure_admin_token(plane: &ControlPlane) -> Result<(), ControlError> {
+    let path = plane.data_dir().join(ADMIN_TOKEN_FILE);
+    let existing = std::fs::read_to_string(&path).ok();
+    if let Some(secret) = plane
+        .auth()
+        .ensure_admin_token(existing.as_deref(), clock::now_ms())
+        .await?
+    {
+        write_private(&path, secret.expose().as_bytes())?;
+        tracing::info!(path = %path.display(), "Wrote a new admin token.");
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read, atomically.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| ControlError::io(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| ControlError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ControlError::io(path, e))
+}
+
+/// The docker config (`DATA_DIR/docker-config/config.json`, 0600) that
+/// lets the Docker runtime pull from the embedded registry with the
+/// server's own token.
+fn write_docker_config(
+    data_dir: &Path,
+    registry: &str,
+    secret: &gantry_auth::Secret,
+) -> Result<(), ControlError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = data_dir.join(DOCKER_CONFIG_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| ControlError::io(&dir, e))?;
+    write_private(
+        &dir.join("config.json"),
+        docker_config_json(registry, secret.expose()).as_bytes(),
+    )
+}
+
+/// A docker `config.json` with Basic credentials for one registry.
+pub fn docker_config_json(registry: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{token}"));
+    serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string()
 }

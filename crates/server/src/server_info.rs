@@ -38,6 +38,12 @@ impl DataDirLock {
     /// Takes the lock, or says which server holds it.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, ControlError> {
         std::fs::create_dir_all(data_dir).map_err(|e| ControlError::io(data_dir, e))?;
+        // The data dir holds the master key, tokens and logs: owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| ControlError::io(data_dir, e))?;
+        }
         let path = data_dir.join("server.lock");
         let file = File::options()
             .create(true)

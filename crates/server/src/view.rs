@@ -40,7 +40,7 @@ pub fn execution_json(execution: &Execution, loaded: Option<&Loaded>) -> Value {
                     if let Some(spec) = spec {
                         value["type"] = json!(spec.kind.type_name());
                         value["run_order"] = json!(spec.run_order);
-                        if let (ActionKind::Approval { review_url, comments }, Some(loaded)) = (&spec.kind, loaded) {
+                        if let (ActionKind::Approval { review_url, comments, .. }, Some(loaded)) = (&spec.kind, loaded) {
                             // What the person is asked, with its references resolved
                             // against this execution, so they see what they approve.
                             let resolve = |t: &Option<String>| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use gantry_images::{ImageSpec, Reference, RegistryClient, build_image};
+use gantry_images::{ImageSpec, Reference, build_image};
 use gantry_server::RunningServer;
 use serde_json::Value;
 
@@ -25,7 +25,16 @@ fn busybox() -> PathBuf {
 
 /// Pushes a web image whose index says `body` and whose /health answers
 /// when `healthy`; `crash` makes the entrypoint exit at once.
-async fn push_image(registry: &str, tag: &str, body: &str, healthy: bool, crash: bool) -> String {
+/// Builds a busybox httpd image and pushes it to `server`'s registry with
+/// the server's own client (which holds its registry credentials).
+async fn push_image(
+    server: &RunningServer,
+    tag: &str,
+    body: &str,
+    healthy: bool,
+    crash: bool,
+) -> String {
+    let registry = &server.registry;
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
     std::fs::create_dir_all(site.join("www")).unwrap();
@@ -48,8 +57,9 @@ async fn push_image(registry: &str, tag: &str, body: &str, healthy: bool, crash:
         script.into(),
     ]);
     let target = Reference::parse(&format!("{registry}/test/web:{tag}")).unwrap();
-    let client = RegistryClient::new(Default::default()).unwrap();
-    let result = build_image(&spec, &target, &client).await.unwrap();
+    let result = build_image(&spec, &target, server.plane.images())
+        .await
+        .unwrap();
     target.with_digest(&result.digest).to_string()
 }
 
@@ -100,7 +110,11 @@ impl Env {
         std::fs::write(&file, project(port, extra)).unwrap();
         server
             .plane
-            .apply_file(&file, &std::fs::read_to_string(&file).unwrap())
+            .apply_file(
+                &file,
+                &std::fs::read_to_string(&file).unwrap(),
+                &Default::default(),
+            )
             .await
             .unwrap();
         Env {
@@ -251,7 +265,7 @@ impl Load {
 async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     let env = Env::new("").await;
     let registry = env.server().registry.clone();
-    let v1 = push_image(&registry, "v1", "one", true, false).await;
+    let v1 = push_image(env.server(), "v1", "one", true, false).await;
     env.deploy(&v1).await.unwrap();
     assert_eq!(env.get().await.unwrap(), "one");
     // The same image again is left alone: no new revision, same replicas.
@@ -260,7 +274,7 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     assert_eq!(again.revision, 1);
     assert_eq!(env.status().await["services"][0]["replicas"], replicas);
 
-    let v2 = push_image(&registry, "v2", "two", true, false).await;
+    let v2 = push_image(env.server(), "v2", "two", true, false).await;
     let load = Load::start(env.port);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcome = env.deploy(&v2).await.unwrap();
@@ -285,7 +299,7 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     );
 
     // A revision whose health check fails: the breaker trips, v2 keeps serving.
-    let broken = push_image(&registry, "broken", "three", false, false).await;
+    let broken = push_image(env.server(), "broken", "three", false, false).await;
     let load = Load::start(env.port);
     let started = tokio::time::Instant::now();
     let error = env.deploy(&broken).await.unwrap_err();
@@ -306,7 +320,7 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     assert_eq!(env.status().await["services"][0]["revision"], 2);
 
     // An entrypoint that exits at once fails the same way, at once.
-    let crash = push_image(&registry, "crash", "four", true, true).await;
+    let crash = push_image(env.server(), "crash", "four", true, true).await;
     let error = env.deploy(&crash).await.unwrap_err();
     assert_eq!(error.code(), "deploy.circuit_breaker", "{error}");
     assert!(error.to_string().contains("exited"), "{error}");
@@ -333,7 +347,7 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_fails_the_deploy_naming_the_parameter() {
     let env = Env::new("    secrets: {TOKEN: \"/app/${environment}/TOKEN\"}\n").await;
-    let v1 = push_image(&env.server().registry, "v1", "one", true, false).await;
+    let v1 = push_image(env.server(), "v1", "one", true, false).await;
     let error = env.deploy(&v1).await.unwrap_err();
     assert_eq!(error.code(), "deploy.secret", "{error}");
     assert!(error.to_string().contains("/app/staging/TOKEN"), "{error}");
@@ -342,7 +356,7 @@ async fn a_missing_secret_fails_the_deploy_naming_the_parameter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_survive_a_server_restart_and_a_killed_one_is_healed() {
     let mut env = Env::new("").await;
-    let v1 = push_image(&env.server().registry, "v1", "one", true, false).await;
+    let v1 = push_image(env.server(), "v1", "one", true, false).await;
     env.deploy(&v1).await.unwrap();
     let before: Vec<String> = env.status().await["services"][0]["replicas"]
         .as_array()
@@ -406,7 +420,11 @@ async fn a_listener_port_already_taken_is_a_clear_error() {
     std::fs::write(&file, project(port, "")).unwrap();
     let error = server
         .plane
-        .apply_file(&file, &std::fs::read_to_string(&file).unwrap())
+        .apply_file(
+            &file,
+            &std::fs::read_to_string(&file).unwrap(),
+            &Default::default(),
+        )
         .await
         .unwrap_err();
     assert!(error.to_string().contains(&port.to_string()), "{error}");
@@ -430,17 +448,21 @@ async fn the_same_definitions_deploy_on_the_docker_runtime() {
     .unwrap();
     server
         .plane
-        .apply_file(&file, &std::fs::read_to_string(&file).unwrap())
+        .apply_file(
+            &file,
+            &std::fs::read_to_string(&file).unwrap(),
+            &Default::default(),
+        )
         .await
         .unwrap();
     let deployer = server.plane.deployer();
-    let v1 = push_image(&server.registry, "v1", "one", true, false).await;
+    let v1 = push_image(&server, "v1", "one", true, false).await;
     deployer
         .deploy("staging", "web", &v1, "test", &Quiet)
         .await
         .unwrap();
     assert_eq!(get(port).await.unwrap(), "one");
-    let v2 = push_image(&server.registry, "v2", "two", true, false).await;
+    let v2 = push_image(&server, "v2", "two", true, false).await;
     let load = Load::start(port);
     deployer
         .deploy("staging", "web", &v2, "test", &Quiet)
@@ -487,14 +509,18 @@ async fn blue_green_switches_all_traffic_at_once_after_green_is_healthy() {
         "deployment: {strategy: blue_green, drain: 1s,",
     );
     std::fs::write(&file, &text).unwrap();
-    server.plane.apply_file(&file, &text).await.unwrap();
+    server
+        .plane
+        .apply_file(&file, &text, &Default::default())
+        .await
+        .unwrap();
     let deployer = server.plane.deployer();
-    let v1 = push_image(&server.registry, "v1", "one", true, false).await;
+    let v1 = push_image(&server, "v1", "one", true, false).await;
     deployer
         .deploy("staging", "web", &v1, "test", &Quiet)
         .await
         .unwrap();
-    let v2 = push_image(&server.registry, "v2", "two", true, false).await;
+    let v2 = push_image(&server, "v2", "two", true, false).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let (s, out) = (stop.clone(), seen.clone());

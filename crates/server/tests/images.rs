@@ -72,6 +72,8 @@ async fn run_to_end(server: &RunningServer, repo: &Path) -> Value {
             file.clone(),
             std::fs::read_to_string(&file).unwrap(),
             Default::default(),
+            Default::default(),
+            None,
         )
         .await
         .unwrap();
@@ -144,7 +146,7 @@ async fn an_image_is_built_without_docker_and_promoted_by_digest() {
     );
 
     // The registry serves the release tag at the same digest.
-    let client = gantry_images::RegistryClient::new(Default::default()).unwrap();
+    let client = server.plane.images().clone();
     let release =
         gantry_images::Reference::parse(&format!("{}/shop/web-release:release-1", server.registry))
             .unwrap();
@@ -277,7 +279,7 @@ stages:
         v["id"].as_str().unwrap()
     ))
     .unwrap();
-    let client = gantry_images::RegistryClient::new(Default::default()).unwrap();
+    let client = server.plane.images().clone();
     assert!(
         client.manifest_digest(&image).await.unwrap().is_some(),
         "docker push reached the embedded registry"

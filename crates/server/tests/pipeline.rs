@@ -59,7 +59,7 @@ async fn start(plane: &ControlPlane, fx: &Fixture) -> String {
     let file = fx.repo.join("gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     plane
-        .start_execution(file, text, BTreeMap::new())
+        .start_execution(file, text, BTreeMap::new(), BTreeMap::new(), None)
         .await
         .unwrap()
 }
@@ -225,18 +225,15 @@ async fn an_approval_waits_and_records_who_approved() {
     wait_until(&plane, &id, "the approval", waiting).await;
     assert!(!plane.busy().await, "a waiting approval holds no worker");
     let not_waiting = plane
-        .decide(&id, "After", "done", true, "ann", None)
+        .decide(&id, &approver("ann"), decision("After", "done", true, None))
         .await
         .unwrap_err();
     assert_eq!(not_waiting.code(), "approval.not_waiting");
     plane
         .decide(
             &id,
-            "Approve",
-            "release",
-            true,
-            "ann",
-            Some("looks good".into()),
+            &approver("ann"),
+            decision("Approve", "release", true, Some("looks good".into())),
         )
         .await
         .unwrap();
@@ -269,11 +266,8 @@ async fn a_rejected_approval_fails_the_execution() {
     plane
         .decide(
             &id,
-            "Approve",
-            "release",
-            false,
-            "bob",
-            Some("not today".into()),
+            &approver("bob"),
+            decision("Approve", "release", false, Some("not today".into())),
         )
         .await
         .unwrap();
@@ -324,7 +318,10 @@ async fn a_failed_stage_is_retried_to_success() {
     let file = fx.repo.join("gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let vars = BTreeMap::from([("MARKER".to_string(), marker.display().to_string())]);
-    let id = plane.start_execution(file, text, vars).await.unwrap();
+    let id = plane
+        .start_execution(file, text, BTreeMap::new(), vars, None)
+        .await
+        .unwrap();
     let v = wait_until(&plane, &id, "the failure", terminal).await;
     assert_eq!(v["status"], "Failed");
     assert_eq!(action(&v, "Work", "steady")["status"], "Succeeded");
@@ -405,9 +402,33 @@ stages:
     assert_eq!(action(&v, "Work", "long")["status"], "Failed", "{v:#}");
     assert_eq!(action(&v, "Work", "gate")["status"], "Waiting");
     plane
-        .decide(&id, "Work", "gate", true, "ann", None)
+        .decide(&id, &approver("ann"), decision("Work", "gate", true, None))
         .await
         .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
     assert_eq!(v["status"], "Failed");
+}
+
+/// An identity holding the approver role, as the API would pass it.
+fn approver(name: &str) -> gantry_auth::Identity {
+    gantry_auth::Identity {
+        name: name.into(),
+        email: None,
+        grants: vec![gantry_auth::Grant::new(gantry_auth::Role::Approver)],
+    }
+}
+
+fn decision<'a>(
+    stage: &'a str,
+    action: &'a str,
+    approve: bool,
+    comment: Option<String>,
+) -> gantry_server::control::Decision<'a> {
+    gantry_server::control::Decision {
+        stage,
+        action,
+        approve,
+        comment,
+        expected: None,
+    }
 }

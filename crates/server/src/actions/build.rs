@@ -102,8 +102,21 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             Err(error) => resolved = Err(error),
         }
     }
-    let resolved = resolved.map_err(ActionError)?;
+    let mut resolved = resolved.map_err(ActionError)?;
     ctx.record_parameters(&resolved.records).await;
+    // `docker push #{gantry.Registry}/…` in a host build authenticates with
+    // this attempt's registry-only token, through a docker config of its
+    // own; the token is masked like every secret.
+    if let Some(login) = &ctx.registry_login {
+        let dir = login.docker_config(&ctx.work_dir)?;
+        resolved
+            .env
+            .push(("DOCKER_CONFIG".to_string(), dir.display().to_string()));
+        resolved.secrets.push((
+            "GANTRY_REGISTRY_TOKEN".to_string(),
+            login.token.expose().to_string(),
+        ));
+    }
 
     let out_dir = ctx.work_dir.join("out");
     let request = BuildRequest {

@@ -47,6 +47,8 @@ impl ActionContext {
             .await
             .map_err(|e| ActionError::new(format!("registry credentials: {e}")))?;
         if params.is_empty() {
+            // The shared client already holds the server's own credentials
+            // for the embedded registry.
             return Ok(self.images.clone());
         }
         let mut found: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
@@ -67,6 +69,11 @@ impl ActionContext {
             }
         }
         let mut options = gantry_images::ClientOptions::default();
+        if let Some(login) = &self.registry_login {
+            options
+                .credentials
+                .insert(login.registry.clone(), login.credentials());
+        }
         for (host, (user, password)) in found {
             if let (Some(username), Some(password)) = (user, password) {
                 options
@@ -154,6 +161,44 @@ pub struct ActionContext {
     pub cache_dir: PathBuf,
     /// The action's timeout (its own or its type's default).
     pub timeout: std::time::Duration,
+    /// This attempt's credentials for the embedded registry.
+    pub registry_login: Option<RegistryLogin>,
+}
+
+/// A registry-only token for the embedded registry, issued for one action
+/// attempt and forgotten when it ends (see `ControlPlane::run_action`).
+#[derive(Clone)]
+pub struct RegistryLogin {
+    /// The embedded registry's `host:port`.
+    pub registry: String,
+    pub token: gantry_auth::Secret,
+}
+
+impl RegistryLogin {
+    pub fn credentials(&self) -> gantry_images::Credentials {
+        gantry_images::Credentials {
+            username: crate::REGISTRY_USER.to_string(),
+            password: self.token.expose().to_string(),
+        }
+    }
+
+    /// Writes a docker config dir holding this login (0700/0600) under
+    /// `work_dir`, for `docker push` in builds; returns the dir.
+    pub fn docker_config(&self, work_dir: &std::path::Path) -> Result<PathBuf, ActionError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = work_dir.join(".docker");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| ActionError::new(format!("cannot create {}: {e}", dir.display())))?;
+        crate::write_private(
+            &dir.join("config.json"),
+            crate::docker_config_json(&self.registry, self.token.expose()).as_bytes(),
+        )
+        .map_err(|e| ActionError::new(e.to_string()))?;
+        Ok(dir)
+    }
 }
 
 /// Materializes the inputs into the work dir: the first at `src/` (the

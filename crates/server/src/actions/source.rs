@@ -86,7 +86,12 @@ async fn snapshot(
         None => current_branch.clone(),
     };
     let message = git(&repo, &["log", "-1", "--format=%B", &commit]).await?;
-    let author_date = git(&repo, &["log", "-1", "--format=%aI", &commit]).await?;
+    // One git call for the author's date, e-mail and name (unit-separated).
+    let author = git(&repo, &["log", "-1", "--format=%aI%x1f%ae%x1f%an", &commit]).await?;
+    let mut author = author.split('\u{1f}').map(str::to_string);
+    let author_date = author.next().unwrap_or_default();
+    let author_email = author.next().unwrap_or_default();
+    let author_name = author.next().unwrap_or_default();
     if rev == "HEAD" && !is_url(repository) {
         let dirty = git(&repo, &["status", "--porcelain", "--untracked-files=no"]).await?;
         if !dirty.is_empty() {
@@ -116,6 +121,8 @@ async fn snapshot(
         ("BranchName".to_string(), branch_name),
         ("CommitMessage".to_string(), message),
         ("AuthorDate".to_string(), author_date),
+        ("AuthorEmail".to_string(), author_email),
+        ("AuthorName".to_string(), author_name),
         ("RepositoryName".to_string(), repository_name),
     ]);
     let artifacts = ctx
@@ -132,7 +139,7 @@ async fn snapshot(
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<String, ActionError> {
-    let output = Command::new("git")
+    let output = git_command()
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -152,7 +159,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, ActionError> {
 }
 
 async fn archive(repo: &Path, commit: &str, out: &Path) -> Result<(), ActionError> {
-    let mut git = Command::new("git")
+    let mut git = git_command()
         .arg("-C")
         .arg(repo)
         .args(["archive", "--format=tar", commit])
@@ -193,4 +200,13 @@ async fn archive(repo: &Path, commit: &str, out: &Path) -> Result<(), ActionErro
         )));
     }
     Ok(())
+}
+
+/// `git`, started from a cleared environment plus the variables every
+/// child of gantry's may see: the server's own (`GANTRY_MASTER_KEY`, …)
+/// never reach it.
+fn git_command() -> Command {
+    let mut command = Command::new("git");
+    command.env_clear().envs(gantry_build::passed_host_env());
+    command
 }

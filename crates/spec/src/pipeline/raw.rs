@@ -195,7 +195,7 @@ type RawEnv = Vec<(Located<String>, Located<String>)>;
 #[schemars(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub(crate) enum RawActionKind {
     /// A snapshot of a git repository at one commit. Output variables:
-    /// CommitId, BranchName, CommitMessage, AuthorDate.
+    /// CommitId, BranchName, CommitMessage, AuthorDate, AuthorEmail, AuthorName.
     Source {
         /// A path or URL; "." (the default) is the repository holding gantry.yaml.
         #[schemars(with = "Option<String>")]

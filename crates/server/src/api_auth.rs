@@ -1,0 +1,253 @@
+//! Identities in the HTTP API: who am I, users, tokens, and the audit log.
+//!
+//! Users and the audit log are admin's. Anyone may list, create and revoke
+//! their own tokens (a token never carries more than its user's grants);
+//! tokens of others are admin's. A token's value is in exactly one answer:
+//! the one that created it.
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+use gantry_auth::{AuditQuery, Grant, Permission, Target};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::ApiError;
+use crate::clock::now_ms;
+use crate::control::ControlPlane;
+use crate::error::ControlError;
+use crate::guard::{AuditNote, Caller};
+
+pub(crate) fn routes() -> Router<ControlPlane> {
+    Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/users", get(users).post(add_user))
+        .route("/api/v1/users/{name}", delete(remove_user))
+        .route("/api/v1/users/{name}/grants", put(set_grants))
+        .route("/api/v1/tokens", get(tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/audit", get(audit))
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+type Audited = Result<(Extension<AuditNote>, Json<Value>), ApiError>;
+
+fn admin(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(Permission::Admin, Target::any())?;
+    Ok(())
+}
+
+async fn whoami(Extension(caller): Extension<Caller>) -> ApiResult {
+    Ok(Json(json!(caller.identity)))
+}
+
+async fn users(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
+    admin(&caller)?;
+    Ok(Json(json!(plane.auth().users())))
+}
+
+fn parse_grants(grants: &[String]) -> Result<Vec<Grant>, ApiError> {
+    grants
+        .iter()
+        .map(|g| g.parse::<Grant>().map_err(ApiError::from))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+}
+
+async fn add_user(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<NewUser>,
+) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
+    admin(&caller)?;
+    let grants = parse_grants(&req.grants)?;
+    let user = plane
+        .auth()
+        .add_user(&req.name, req.email.as_deref(), grants, now_ms())
+        .await?;
+    let note = format!(
+        "user {} ({})",
+        user.name,
+        user.grants
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok((
+        StatusCode::CREATED,
+        Extension(AuditNote(note)),
+        Json(json!(user)),
+    ))
+}
+
+async fn remove_user(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Audited {
+    admin(&caller)?;
+    let revoked = plane.auth().remove_user(&name, now_ms()).await?;
+    Ok((
+        Extension(AuditNote(format!("user {name}, {revoked} tokens revoked"))),
+        Json(json!({"name": name, "removed": true, "revoked_tokens": revoked})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct GrantsRequest {
+    grants: Vec<String>,
+}
+
+async fn set_grants(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(req): Json<GrantsRequest>,
+) -> Audited {
+    admin(&caller)?;
+    let grants = parse_grants(&req.grants)?;
+    let user = plane.auth().set_grants(&name, grants).await?;
+    Ok((
+        Extension(AuditNote(format!("user {name} grants {:?}", req.grants))),
+        Json(json!(user)),
+    ))
+}
+
+#[derive(Deserialize)]
+struct TokensQuery {
+    user: Option<String>,
+}
+
+async fn tokens(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<TokensQuery>,
+) -> ApiResult {
+    let own = caller.identity.name.clone();
+    let user = match q.user {
+        Some(user) if user != own => {
+            admin(&caller)?;
+            Some(user)
+        }
+        Some(user) => Some(user),
+        // Everyone's tokens for an admin, one's own for everyone else.
+        None if caller.identity.allows(Permission::Admin, &Target::any()) => None,
+        None => Some(own),
+    };
+    Ok(Json(json!(plane.auth().tokens(user.as_deref()))))
+}
+
+#[derive(Deserialize)]
+struct NewTokenRequest {
+    /// Whose token; default the caller.
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    /// How long it lives: `90s`, `30m`, `12h`, `90d`; default forever.
+    #[serde(default)]
+    expires_in: Option<String>,
+}
+
+async fn create_token(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<NewTokenRequest>,
+) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
+    let user = req.user.unwrap_or_else(|| caller.identity.name.clone());
+    if user != caller.identity.name {
+        admin(&caller)?;
+    }
+    if plane.auth().user(&user).is_none() {
+        // An identity without a user (a build's ephemeral token) cannot mint
+        // lasting tokens.
+        return Err(gantry_auth::AuthError::UserNotFound(user).into());
+    }
+    let now = now_ms();
+    let expires_at = match req.expires_in.as_deref() {
+        None => None,
+        Some(text) => {
+            let d = gantry_spec::duration::parse_duration(text)
+                .map_err(|e| ControlError::BadRequest(format!("expires_in: {e}")))?;
+            Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        }
+    };
+    let token = plane
+        .auth()
+        .create_token(&user, req.description.as_deref(), expires_at, now)
+        .await?;
+    let note = format!("token {} for {user}", token.info.id);
+    Ok((
+        StatusCode::CREATED,
+        Extension(AuditNote(note)),
+        Json(json!({"token": token.secret.expose(), "info": token.info})),
+    ))
+}
+
+async fn revoke_token(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Audited {
+    let token = plane
+        .auth()
+        .token(&id)
+        .ok_or_else(|| gantry_auth::AuthError::TokenNotFound(id.clone()))?;
+    if token.user != caller.identity.name {
+        admin(&caller)?;
+    }
+    let token = plane.auth().revoke_token(&id, now_ms()).await?;
+    Ok((
+        Extension(AuditNote(format!("token {id} of {}", token.user))),
+        Json(json!(token)),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AuditParams {
+    /// Unix milliseconds, or a duration back from now (`1h`, `7d`).
+    since: Option<String>,
+    principal: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(plane): State<ControlPlane>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditParams>,
+) -> ApiResult {
+    admin(&caller)?;
+    let since_ms = match q.since.as_deref() {
+        None => None,
+        Some(text) => Some(match text.parse::<i64>() {
+            Ok(ms) => ms,
+            Err(_) => {
+                let d = gantry_spec::duration::parse_duration(text)
+                    .map_err(|e| ControlError::BadRequest(format!("since: {e}")))?;
+                now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            }
+        }),
+    };
+    let records = plane
+        .auth()
+        .audit_log(&AuditQuery {
+            since_ms,
+            principal: q.principal,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(Json(json!(records)))
+}

@@ -1,0 +1,358 @@
+//! Deciding approvals: the policy of the approval action, the identity of
+//! whoever decides (never a name from a request body), and what they were
+//! shown.
+//!
+//! What an approval waits for is summed up in its **binding**: the commit of
+//! each source, each image digest, every output artifact (an
+//! imagedefinitions.json's id is the digest of the digests it names) and the
+//! parameter versions recorded by the actions before it. Its fingerprint is
+//! shown with the approval; a decision that names a fingerprint is refused
+//! when the approval now waits for something else, so nobody approves a
+//! change they did not see. Every vote is stored with the binding it saw.
+
+use std::collections::BTreeMap;
+
+use gantry_auth::{ApprovalPolicy, ChangeAuthors, Identity, Role, Tally, Vote};
+use gantry_engine::{ActionStatus, Event, Execution, ExecutionStatus};
+use gantry_spec::pipeline::ActionKind;
+use gantry_store::{ApprovalRecord, ApprovalVote};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::ControlPlane;
+use crate::clock::now_ms;
+use crate::definition::Loaded;
+use crate::error::ControlError;
+
+/// What an approval waits for, as shown to whoever decides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ApprovalBinding {
+    /// `Stage/action` of each source → the commit it pinned.
+    pub commits: BTreeMap<String, String>,
+    /// `Stage/action` of each image action → the image digest it built.
+    pub images: BTreeMap<String, String>,
+    /// `Stage/action` → output artifact name → artifact id.
+    pub artifacts: BTreeMap<String, BTreeMap<String, String>>,
+    /// `Stage/action` → the parameter versions it resolved.
+    pub parameters: BTreeMap<String, serde_json::Value>,
+}
+
+impl ApprovalBinding {
+    /// A short, stable digest of the binding.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
+/// An approval's state for whoever may decide it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    pub stage: String,
+    pub action: String,
+    pub attempt: u32,
+    pub status: Option<ActionStatus>,
+    pub binding: ApprovalBinding,
+    pub fingerprint: String,
+    pub policy: ApprovalPolicy,
+    pub votes: Vec<ApprovalVote>,
+    pub started_by: Option<String>,
+}
+
+/// One person's decision, as asked.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    pub stage: &'a str,
+    pub action: &'a str,
+    pub approve: bool,
+    pub comment: Option<String>,
+    /// The fingerprint of what the decider was shown, if they name it.
+    pub expected: Option<&'a str>,
+}
+
+/// The outcome of one decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionOutcome {
+    /// `Approved`, `Rejected`, or `Pending` while more approvals are needed.
+    pub status: &'static str,
+    pub approvals: u32,
+    pub required: u32,
+}
+
+/// The policy of an approval action: its `policy:` block, or one decision
+/// by any approver.
+fn policy_of(kind: &ActionKind) -> ApprovalPolicy {
+    match kind {
+        ActionKind::Approval {
+            policy: Some(p), ..
+        } => ApprovalPolicy {
+            roles: p
+                .roles
+                .iter()
+                .filter_map(|r| r.parse::<Role>().ok())
+                .collect(),
+            users: p.users.clone(),
+            required: p.required,
+            allow_self_approval: p.allow_self_approval,
+            require_comment: p.require_comment,
+        },
+        _ => ApprovalPolicy::single_approver(),
+    }
+}
+
+impl ControlPlane {
+    async fn binding(
+        &self,
+        loaded: &Loaded,
+        execution: &Execution,
+        upto: usize,
+    ) -> Result<ApprovalBinding, ControlError> {
+        let mut binding = ApprovalBinding::default();
+        let details = self.store().action_details(&execution.id).await?;
+        for (s, stage) in execution.stages.iter().enumerate().take(upto) {
+            for (a, run) in stage.actions.iter().enumerate() {
+                if run.status != Some(ActionStatus::Succeeded) {
+                    continue;
+                }
+                let key = format!("{}/{}", stage.name, run.name);
+                match &loaded.pipeline.stages[s].actions[a].kind {
+                    ActionKind::Source { .. } => {
+                        if let Some(commit) = run.output_variables.get("CommitId") {
+                            binding.commits.insert(key.clone(), commit.clone());
+                        }
+                    }
+                    ActionKind::Image { .. } => {
+                        if let Some(digest) = run.output_variables.get("ImageDigest") {
+                            binding.images.insert(key.clone(), digest.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                if !run.output_artifacts.is_empty() {
+                    binding
+                        .artifacts
+                        .insert(key.clone(), run.output_artifacts.clone());
+                }
+                for d in details.iter().filter(|d| {
+                    d.stage == stage.name
+                        && d.action == run.name
+                        && d.attempt == i64::from(run.attempt)
+                        && d.kind == "parameters"
+                }) {
+                    if let Ok(value) = serde_json::from_str(&d.body) {
+                        binding.parameters.insert(key.clone(), value);
+                    }
+                }
+            }
+        }
+        Ok(binding)
+    }
+
+    /// An approval action's binding, policy and votes.
+    pub async fn approval(
+        &self,
+        id: &str,
+        stage: &str,
+        action: &str,
+    ) -> Result<ApprovalView, ControlError> {
+        let (loaded, execution) = self
+            .snapshot(id)
+            .await
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let (s, a) = execution
+            .locate(stage, action)
+            .ok_or_else(|| ControlError::UnknownAction(format!("{stage}/{action}")))?;
+        let spec = &loaded.pipeline.stages[s].actions[a];
+        if !matches!(spec.kind, ActionKind::Approval { .. }) {
+            return Err(ControlError::BadRequest(format!(
+                "{stage}/{action} is not an approval"
+            )));
+        }
+        let run = &execution.stages[s].actions[a];
+        let binding = self.binding(&loaded, &execution, s).await?;
+        let votes = self
+            .store()
+            .votes(id, stage, action, i64::from(run.attempt))
+            .await?;
+        Ok(ApprovalView {
+            stage: stage.to_string(),
+            action: action.to_string(),
+            attempt: run.attempt,
+            status: run.status,
+            fingerprint: binding.fingerprint(),
+            binding,
+            policy: policy_of(&spec.kind),
+            votes,
+            started_by: loaded.definition.started_by.clone(),
+        })
+    }
+
+    /// Approves or rejects a waiting approval as `who`, under the action's
+    /// policy. With `expected`, refuses when the approval's fingerprint
+    /// differs (it waits for something other than what was shown).
+    pub async fn decide(
+        &self,
+        id: &str,
+        who: &Identity,
+        decision: Decision<'_>,
+    ) -> Result<DecisionOutcome, ControlError> {
+        let Decision {
+            stage,
+            action,
+            approve,
+            comment,
+            expected,
+        } = decision;
+        // One decision at a time, so two approvers deciding at once are
+        // counted in order and only the deciding vote ends the wait.
+        let _one_at_a_time = self.inner.decisions.lock().await;
+        let (loaded, execution) = self
+            .snapshot(id)
+            .await
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        if execution.status == ExecutionStatus::Superseded {
+            return Err(ControlError::Superseded(id.to_string()));
+        }
+        let (s, a) = execution
+            .locate(stage, action)
+            .ok_or_else(|| ControlError::UnknownAction(format!("{stage}/{action}")))?;
+        let run = &execution.stages[s].actions[a];
+        if run.status != Some(ActionStatus::Waiting) {
+            return Err(ControlError::NothingWaiting(format!("{stage}/{action}")));
+        }
+        let spec = &loaded.pipeline.stages[s].actions[a];
+        let policy = policy_of(&spec.kind);
+        let binding = self.binding(&loaded, &execution, s).await?;
+        let fingerprint = binding.fingerprint();
+        if let Some(expected) = expected
+            && expected != fingerprint
+        {
+            return Err(ControlError::ApprovalChanged(
+                format!("{stage}/{action}"),
+                expected.to_string(),
+            ));
+        }
+        let attempt = i64::from(run.attempt);
+        let recorded = self.store().votes(id, stage, action, attempt).await?;
+        let mut votes: Vec<Vote> = recorded
+            .iter()
+            .map(|v| Vote {
+                by: v.by.clone(),
+                approve: v.decision == "Approved",
+            })
+            .collect();
+        let commit_authors: Vec<String> = execution
+            .stages
+            .iter()
+            .flat_map(|st| st.actions.iter())
+            .filter_map(|r| r.output_variables.get("AuthorEmail").cloned())
+            .collect();
+        let authors = ChangeAuthors {
+            started_by: loaded.definition.started_by.as_deref(),
+            commit_authors: &commit_authors,
+        };
+        policy.check(
+            who,
+            &loaded.pipeline.name.to_string(),
+            &authors,
+            &votes,
+            approve,
+            comment.as_deref(),
+        )?;
+        let decision = if approve { "Approved" } else { "Rejected" };
+        let at = now_ms();
+        self.store()
+            .record_vote(&ApprovalVote {
+                execution_id: id.to_string(),
+                stage: stage.to_string(),
+                action: action.to_string(),
+                attempt,
+                by: who.name.clone(),
+                decision: decision.to_string(),
+                at,
+                comment: comment.clone(),
+                binding: serde_json::to_string(&binding).unwrap_or_default(),
+            })
+            .await?;
+        votes.push(Vote {
+            by: who.name.clone(),
+            approve,
+        });
+        let log = self.inner.logs.action(id, stage, action, run.attempt);
+        let said = comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        let tally = policy.tally(&votes);
+        let (status, approvals, required) = match tally {
+            Tally::Pending {
+                approvals,
+                required,
+            } => {
+                log.line(&format!(
+                    "Approved by {} ({approvals} of {required} approvals){said}",
+                    who.name
+                ));
+                self.inner.logs.flush().await;
+                return Ok(DecisionOutcome {
+                    status: "Pending",
+                    approvals,
+                    required,
+                });
+            }
+            Tally::Approved => ("Approved", votes.len(), policy.required.max(1)),
+            Tally::Rejected => (
+                "Rejected",
+                votes.iter().filter(|v| v.approve).count(),
+                policy.required.max(1),
+            ),
+        };
+        let deciders: Vec<&str> = votes
+            .iter()
+            .filter(|v| v.approve == approve)
+            .map(|v| v.by.as_str())
+            .collect();
+        let by = deciders.join(", ");
+        self.store()
+            .record_approval(&ApprovalRecord {
+                execution_id: id.to_string(),
+                stage: stage.to_string(),
+                action: action.to_string(),
+                attempt,
+                decision: decision.to_string(),
+                by: by.clone(),
+                at,
+                comment: comment.clone(),
+            })
+            .await?;
+        log.line(&format!("{decision} by {by}{said}"));
+        self.inner.logs.flush().await;
+        let event = if approve {
+            Event::ActionSucceeded {
+                id: id.to_string(),
+                stage: s,
+                action: a,
+                attempt: run.attempt,
+                output_variables: BTreeMap::new(),
+                output_artifacts: BTreeMap::new(),
+                at,
+            }
+        } else {
+            Event::ActionFailed {
+                id: id.to_string(),
+                stage: s,
+                action: a,
+                attempt: run.attempt,
+                error: format!("rejected by {by}{said}"),
+                at,
+            }
+        };
+        self.submit(event).await?;
+        self.cancel_approval_timer(id, s, a).await;
+        Ok(DecisionOutcome {
+            status,
+            approvals: u32::try_from(approvals).unwrap_or(u32::MAX),
+            required,
+        })
+    }
+}

@@ -1,0 +1,977 @@
+//! The API's trust boundary, attacked as the security review did: DNS
+//! rebinding, missing and bad tokens, roles that do not allow a route,
+//! client-named server files, names in request bodies posing as
+//! identities, and approval policies. Every case checks that nothing
+//! changed and that the attempt is in the audit log. In-process (`oneshot`),
+//! with a real SQLite store and a real git repository.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use gantry_auth::{AuditQuery, Grant};
+use gantry_server::ControlPlane;
+use gantry_server::guard::HostPolicy;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    plane: ControlPlane,
+    app: axum::Router,
+    now: i64,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Carol",
+            "-c",
+            "user.email=carol@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+async fn fixture(pipeline: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("gantry.yaml"), pipeline).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "first commit"]);
+    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let app = gantry_server::api::router(plane.clone(), HostPolicy::default());
+    Fixture {
+        _dir: dir,
+        repo,
+        plane,
+        app,
+        now: gantry_server::clock::now_ms(),
+    }
+}
+
+impl Fixture {
+    /// A user with `grants` and a token of theirs.
+    async fn user(&self, name: &str, email: Option<&str>, grants: &[&str]) -> String {
+        let grants: Vec<Grant> = grants.iter().map(|g| g.parse().unwrap()).collect();
+        self.plane
+            .auth()
+            .add_user(name, email, grants, self.now)
+            .await
+            .unwrap();
+        self.plane
+            .auth()
+            .create_token(name, None, None, self.now)
+            .await
+            .unwrap()
+            .secret
+            .expose()
+            .to_string()
+    }
+
+    /// Sends a request; returns the status and the JSON body (or Null).
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        host: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(v) => {
+                request = request.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, token, "127.0.0.1:7700", body).await
+    }
+
+    async fn audit(&self) -> Vec<gantry_auth::AuditRecord> {
+        self.plane
+            .auth()
+            .audit_log(&AuditQuery::default())
+            .await
+            .unwrap()
+    }
+
+    async fn start(&self, token: &str) -> String {
+        let file = self.repo.join("gantry.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/executions",
+                Some(token),
+                Some(json!({"file": file, "text": text})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut changes = self.plane.changes();
+        loop {
+            let (execution, loaded) = self.plane.execution(id).await.unwrap();
+            let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {v:#}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+        }
+    }
+}
+
+fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
+    v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .and_then(|s| {
+            s["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == name)
+        })
+        .unwrap()
+}
+
+const SHELL_ONLY: &str = r##"
+version: 1
+name: shop
+stages:
+  - name: Work
+    actions:
+      - {name: echo, type: shell, commands: ["true"]}
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_name_is_refused_even_with_a_valid_token_and_changes_nothing() {
+    let fx = fixture(SHELL_ONLY).await;
+    let admin = fx.user("root", None, &["admin"]).await;
+    let put = json!({"name": "/x/secret", "value": "v", "type": "SecureString"});
+    for host in [
+        "evil.example",
+        "evil.example:7700",
+        "127.0.0.1.evil.example",
+    ] {
+        let (status, body) = fx
+            .send(
+                "POST",
+                "/api/v1/params/put",
+                Some(&admin),
+                host,
+                Some(put.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}: {body}");
+        assert_eq!(body["code"], "auth.misdirected_host");
+    }
+    // Nothing was stored, and each attempt is in the audit log.
+    let (status, _) = fx
+        .call(
+            "GET",
+            "/api/v1/params/get?name=/x/secret",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let refused = fx
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == "auth.misdirected_host")
+        .count();
+    assert_eq!(refused, 3);
+    // Names given with --public-url are accepted.
+    let app = gantry_server::api::router(
+        fx.plane.clone(),
+        HostPolicy::with_public_urls(&["https://gantry.example.com".into()]).unwrap(),
+    );
+    let response = app
+        .oneshot(
+            Request::get("/api/v1/whoami")
+                .header("host", "gantry.example.com")
+                .header("authorization", format!("Bearer {admin}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_web_origin_is_refused() {
+    let fx = fixture(SHELL_ONLY).await;
+    let admin = fx.user("root", None, &["admin"]).await;
+    let request = |origin: &str| {
+        Request::post("/api/v1/executions")
+            .header("host", "127.0.0.1:7700")
+            .header("origin", origin)
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"file": "x", "text": SHELL_ONLY}).to_string(),
+            ))
+            .unwrap()
+    };
+    let response = fx
+        .app
+        .clone()
+        .oneshot(request("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(fx.plane.executions(None, 10).await.is_empty());
+    let response = fx
+        .app
+        .clone()
+        .oneshot(request("http://127.0.0.1:7700"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "same origin is fine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_wrong_expired_and_revoked_tokens_are_refused_with_stable_codes() {
+    let fx = fixture(SHELL_ONLY).await;
+    let admin = fx.user("root", None, &["admin"]).await;
+    let expiring = fx
+        .plane
+        .auth()
+        .create_token("root", None, Some(fx.now + 1), fx.now)
+        .await
+        .unwrap();
+    let revoked = fx
+        .plane
+        .auth()
+        .create_token("root", None, None, fx.now)
+        .await
+        .unwrap();
+    fx.plane
+        .auth()
+        .revoke_token(&revoked.info.id, fx.now)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let body = json!({"file": "/tmp/x.yaml", "text": SHELL_ONLY});
+    for (token, code) in [
+        (None, "auth.missing_token"),
+        (Some("gantry_nope"), "auth.invalid_token"),
+        (Some(expiring.secret.expose()), "auth.expired_token"),
+        (Some(revoked.secret.expose()), "auth.revoked_token"),
+    ] {
+        let (status, answer) = fx
+            .call("POST", "/api/v1/executions", token, Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{code}");
+        assert_eq!(answer["code"], code);
+        // The answer never echoes the token.
+        if let Some(token) = token {
+            assert!(!answer.to_string().contains(token));
+        }
+    }
+    assert!(
+        fx.plane.executions(None, 10).await.is_empty(),
+        "nothing started"
+    );
+    let audit = fx.audit().await;
+    for code in [
+        "auth.missing_token",
+        "auth.invalid_token",
+        "auth.expired_token",
+        "auth.revoked_token",
+    ] {
+        assert!(audit.iter().any(|r| r.outcome == code), "{code} audited");
+    }
+    let text = serde_json::to_string(&audit).unwrap();
+    for token in [
+        admin.as_str(),
+        expiring.secret.expose(),
+        revoked.secret.expose(),
+    ] {
+        assert!(!text.contains(token), "a token in the audit log");
+    }
+    // The liveness probe alone needs no token, and says nothing else.
+    let (status, health) = fx.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!((status, health), (StatusCode::OK, json!({"ok": true})));
+}
+
+/// What a route needs: `None` = any authenticated caller.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Needs {
+    Read,
+    Operate,
+    Approve,
+    Admin,
+    Decrypt,
+    Anyone,
+}
+
+/// Every route of the API (a test below checks that no route is missing),
+/// with a request that exercises it and what it needs.
+fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Needs)> {
+    let pipeline = json!({"file": file, "text": SHELL_ONLY});
+    vec![
+        (
+            "GET",
+            "/api/v1/changes?timeout_ms=1".into(),
+            None,
+            Needs::Read,
+        ),
+        ("GET", "/api/v1/executions".into(), None, Needs::Read),
+        (
+            "POST",
+            "/api/v1/executions".into(),
+            Some(pipeline.clone()),
+            Needs::Operate,
+        ),
+        ("GET", format!("/api/v1/executions/{id}"), None, Needs::Read),
+        (
+            "GET",
+            format!("/api/v1/executions/{id}/logs"),
+            None,
+            Needs::Read,
+        ),
+        (
+            "GET",
+            format!("/api/v1/executions/{id}/approvals"),
+            None,
+            Needs::Read,
+        ),
+        (
+            "GET",
+            format!("/api/v1/executions/{id}/approvals/A/b"),
+            None,
+            Needs::Read,
+        ),
+        (
+            "POST",
+            format!("/api/v1/executions/{id}/approvals"),
+            Some(json!({"stage": "A", "action": "b", "decision": "Approved"})),
+            Needs::Approve,
+        ),
+        (
+            "POST",
+            format!("/api/v1/executions/{id}/retry"),
+            Some(json!({"stage": "Work"})),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            format!("/api/v1/executions/{id}/stop"),
+            Some(json!({})),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/params/put".into(),
+            Some(json!({"name": "/m/p", "value": "v", "overwrite": true})),
+            Needs::Operate,
+        ),
+        (
+            "GET",
+            "/api/v1/params/get?name=/m/p".into(),
+            None,
+            Needs::Read,
+        ),
+        (
+            "GET",
+            "/api/v1/params/get?name=/m/s&decrypt=true".into(),
+            None,
+            Needs::Decrypt,
+        ),
+        ("GET", "/api/v1/params/list".into(), None, Needs::Read),
+        (
+            "GET",
+            "/api/v1/params/history?name=/m/p".into(),
+            None,
+            Needs::Read,
+        ),
+        (
+            "POST",
+            "/api/v1/params/label".into(),
+            Some(json!({"name": "/m/p", "labels": ["x"]})),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/params/delete".into(),
+            Some(json!({"name": "/m/gone"})),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/params/rotate-key".into(),
+            Some(json!({"new_key": "zz"})),
+            Needs::Admin,
+        ),
+        (
+            "POST",
+            "/api/v1/apply".into(),
+            Some(pipeline),
+            Needs::Anyone,
+        ),
+        ("GET", "/api/v1/environments".into(), None, Needs::Read),
+        (
+            "GET",
+            "/api/v1/environments/staging".into(),
+            None,
+            Needs::Read,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/down".into(),
+            Some(json!({})),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/services/web/deploy".into(),
+            Some(json!({"image": "r/x:1"})),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/services/web/rollback".into(),
+            Some(json!({})),
+            Needs::Operate,
+        ),
+        ("GET", "/api/v1/whoami".into(), None, Needs::Anyone),
+        ("GET", "/api/v1/users".into(), None, Needs::Admin),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            Some(json!({"name": "new-user", "grants": ["viewer"]})),
+            Needs::Admin,
+        ),
+        (
+            "PUT",
+            "/api/v1/users/nobody-here/grants".into(),
+            Some(json!({"grants": ["viewer"]})),
+            Needs::Admin,
+        ),
+        (
+            "DELETE",
+            "/api/v1/users/nobody-here".into(),
+            None,
+            Needs::Admin,
+        ),
+        ("GET", "/api/v1/tokens?user=root".into(), None, Needs::Admin),
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            Some(json!({"user": "root"})),
+            Needs::Admin,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tokens/tok_000000000000".into(),
+            None,
+            Needs::Anyone,
+        ),
+        ("GET", "/api/v1/audit".into(), None, Needs::Admin),
+        // Last: it asks the server to stop.
+        (
+            "POST",
+            "/api/v1/shutdown".into(),
+            Some(json!({})),
+            Needs::Admin,
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_the_role_of_every_kind_of_caller() {
+    let fx = fixture(SHELL_ONLY).await;
+    let file = fx.repo.join("gantry.yaml");
+    let admin = fx.user("root", None, &["admin"]).await;
+    // A real execution, so that routes about one reach their role check.
+    let id = fx.start(&admin).await;
+    fx.wait_for(&id, "the end", |v| v["status"] != "InProgress")
+        .await;
+    fx.call(
+        "POST",
+        "/api/v1/params/put",
+        Some(&admin),
+        Some(json!({"name": "/m/s", "value": "hidden", "type": "SecureString"})),
+    )
+    .await;
+    // Each kind of caller, and what it may do.
+    let callers: Vec<(&str, Vec<&str>, &[Needs])> = vec![
+        ("viewer", vec!["viewer"], &[Needs::Read, Needs::Anyone]),
+        (
+            "operator",
+            vec!["operator"],
+            &[Needs::Read, Needs::Operate, Needs::Anyone],
+        ),
+        (
+            "approver",
+            vec!["approver"],
+            &[Needs::Read, Needs::Approve, Needs::Anyone],
+        ),
+        (
+            "secrets",
+            vec!["secrets"],
+            &[Needs::Read, Needs::Decrypt, Needs::Anyone],
+        ),
+        // An operator of another environment and pipeline operates neither.
+        (
+            "elsewhere",
+            vec!["operator:env=production", "operator:pipeline=other"],
+            &[Needs::Read, Needs::Anyone],
+        ),
+    ];
+    let mut tokens = Vec::new();
+    for (name, grants, allowed) in &callers {
+        tokens.push((*name, fx.user(name, None, grants).await, *allowed));
+    }
+    tokens.push((
+        "root",
+        admin.clone(),
+        &[
+            Needs::Read,
+            Needs::Operate,
+            Needs::Approve,
+            Needs::Decrypt,
+            Needs::Admin,
+            Needs::Anyone,
+        ],
+    ));
+    for (name, token, allowed) in &tokens {
+        for (method, path, body, needs) in routes(&file, &id) {
+            let (status, answer) = fx.call(method, &path, Some(token), body.clone()).await;
+            // `apply` of a file without environments needs nothing more.
+            let may = allowed.contains(&needs);
+            if may {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{name} may {method} {path}, got {status}: {answer}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{name} may not {method} {path}: {answer}"
+                );
+            }
+            // Without a token, every route but health is refused.
+            let (status, _) = fx.call(method, &path, None, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+    }
+    // Every refusal is in the audit log.
+    let forbidden = fx
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == "auth.forbidden" || r.outcome == "approval.not_allowed")
+        .count();
+    assert!(forbidden > 20, "{forbidden} refusals audited");
+}
+
+#[test]
+fn the_role_matrix_names_every_route_the_api_serves() {
+    let sources = [
+        include_str!("../src/api.rs"),
+        include_str!("../src/api_params.rs"),
+        include_str!("../src/api_deploy.rs"),
+        include_str!("../src/api_auth.rs"),
+    ];
+    let tested: Vec<String> = routes(Path::new("x"), "some-id")
+        .into_iter()
+        .map(|(_, path, _, _)| path.split('?').next().unwrap().to_string())
+        .collect();
+    for source in sources {
+        for line in source.lines() {
+            let Some(start) = line.find(".route(\"") else {
+                continue;
+            };
+            let rest = &line[start + 8..];
+            let route = &rest[..rest.find('"').unwrap()];
+            if route == "/api/v1/health" {
+                continue;
+            }
+            // `{id}`-style segments match any concrete segment.
+            let pattern: Vec<&str> = route.split('/').collect();
+            let covered = tested.iter().any(|t| {
+                let segments: Vec<&str> = t.split('/').collect();
+                segments.len() == pattern.len()
+                    && pattern
+                        .iter()
+                        .zip(&segments)
+                        .all(|(p, s)| p.starts_with('{') || p == s)
+            });
+            assert!(covered, "route {route} is not in the role matrix");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_strings_are_revealed_only_to_a_covering_grant_and_audited() {
+    let fx = fixture(SHELL_ONLY).await;
+    let admin = fx.user("root", None, &["admin"]).await;
+    for name in ["/shop/staging/DB", "/shop/production/DB"] {
+        fx.call(
+            "POST",
+            "/api/v1/params/put",
+            Some(&admin),
+            Some(json!({"name": name, "value": "s3cr3t-value", "type": "SecureString"})),
+        )
+        .await;
+    }
+    let staging = fx
+        .user("stager", None, &["secrets:path=/shop/staging"])
+        .await;
+    let operator = fx.user("op", None, &["operator"]).await;
+    let (status, p) = fx
+        .call(
+            "GET",
+            "/api/v1/params/get?name=/shop/staging/DB&decrypt=true",
+            Some(&staging),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, p["value"].as_str()),
+        (StatusCode::OK, Some("s3cr3t-value"))
+    );
+    for (token, name) in [
+        (&staging, "/shop/production/DB"),
+        (&operator, "/shop/staging/DB"),
+    ] {
+        let (status, p) = fx
+            .call(
+                "GET",
+                &format!("/api/v1/params/get?name={name}&decrypt=true"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{p}");
+        assert!(!p.to_string().contains("s3cr3t-value"));
+    }
+    // Without decryption anyone reads ***.
+    let (_, p) = fx
+        .call(
+            "GET",
+            "/api/v1/params/get?name=/shop/staging/DB",
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(p["value"], "***");
+    let (status, list) = fx
+        .call(
+            "GET",
+            "/api/v1/params/list?path=/shop&recursive=true&decrypt=true",
+            Some(&staging),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a list revealing production: {list}"
+    );
+    let audit = fx.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.principal.as_deref() == Some("stager")
+                && r.outcome == "ok"
+                && r.target.as_deref() == Some("decrypted parameter /shop/staging/DB")),
+        "{audit:#?}"
+    );
+    assert!(
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains("s3cr3t-value")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_never_reads_a_file_a_request_names() {
+    let fx = fixture(SHELL_ONLY).await;
+    let admin = fx.user("root", None, &["admin"]).await;
+    for path in ["/api/v1/executions", "/api/v1/apply"] {
+        let (status, body) = fx
+            .call(
+                "POST",
+                path,
+                Some(&admin),
+                Some(json!({"file": "/etc/shadow"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["code"], "request.text_required");
+        assert!(!body.to_string().contains("root:"), "{body}");
+    }
+    // An include is text the client sends; one it does not send is an
+    // error naming it, and `..` never leaves the file's directory tree.
+    let with_include = "version: 1\ninclude: [envs.yaml]\n";
+    let (status, body) = fx
+        .call(
+            "POST",
+            "/api/v1/apply",
+            Some(&admin),
+            Some(json!({"file": "/etc/gantry.yaml", "text": with_include})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "request.missing_include");
+    let escaping = "version: 1\ninclude: [../../etc/shadow]\n";
+    let (status, body) = fx
+        .call(
+            "POST",
+            "/api/v1/apply",
+            Some(&admin),
+            Some(json!({"file": "/srv/p/gantry.yaml", "text": escaping})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("directory tree"),
+        "{body}"
+    );
+}
+
+const GATED: &str = r##"
+version: 1
+name: gate
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, repository: ., outputs: [Src], namespace: Source}
+  - name: Approve
+    actions:
+      - name: release
+        type: approval
+        policy:
+          roles: [approver]
+          required: 2
+          require_comment: true
+  - name: After
+    actions:
+      - {name: done, type: shell, commands: ["true"]}
+"##;
+
+fn waiting(v: &Value) -> bool {
+    action(v, "Approve", "release")["status"] == "Waiting"
+}
+
+async fn decide(
+    fx: &Fixture,
+    id: &str,
+    token: &str,
+    decision: &str,
+    comment: Option<&str>,
+) -> (StatusCode, Value) {
+    fx.call(
+        "POST",
+        &format!("/api/v1/executions/{id}/approvals"),
+        Some(token),
+        Some(json!({
+            "stage": "Approve", "action": "release", "decision": decision,
+            "comment": comment, "by": "somebody-else",
+        })),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_n_distinct_approvers_with_comments_and_never_the_starter_or_the_author() {
+    let fx = fixture(GATED).await;
+    let starter = fx.user("sam", None, &["operator", "approver"]).await;
+    let author = fx
+        .user("carol", Some("carol@example.com"), &["approver"])
+        .await;
+    let ann = fx.user("ann", None, &["approver"]).await;
+    let bob = fx.user("bob", None, &["approver"]).await;
+    let viewer = fx.user("vic", None, &["viewer"]).await;
+    let id = fx.start(&starter).await;
+    fx.wait_for(&id, "the approval", waiting).await;
+
+    // What the approval waits for: the commit, by fingerprint.
+    let (status, shown) = fx
+        .call(
+            "GET",
+            &format!("/api/v1/executions/{id}/approvals/Approve/release"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["binding"]["commits"].as_object().unwrap().len(), 1);
+    assert_eq!(shown["policy"]["required"], 2);
+
+    for (token, comment, code) in [
+        (&viewer, Some("ok"), "auth.forbidden"),
+        (&starter, Some("ok"), "approval.self_approval"),
+        (&author, Some("ok"), "approval.self_approval"),
+        (&ann, None, "approval.comment_required"),
+    ] {
+        let (status, body) = decide(&fx, &id, token, "Approved", comment).await;
+        assert!(status.is_client_error(), "{code}: {body}");
+        assert_eq!(body["code"], code);
+    }
+    // A fingerprint of something else is refused.
+    let (status, body) = fx
+        .call(
+            "POST",
+            &format!("/api/v1/executions/{id}/approvals"),
+            Some(&ann),
+            Some(
+                json!({"stage": "Approve", "action": "release", "decision": "Approved",
+                        "comment": "ok", "fingerprint": "0000000000000000"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("approval.changed"))
+    );
+
+    let (status, body) = decide(&fx, &id, &ann, "Approved", Some("ship it")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["by"], "ann", "the identity, never the body's name");
+    assert_eq!(body["outcome"]["status"], "Pending");
+    let (status, body) = decide(&fx, &id, &ann, "Approved", Some("again")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("approval.already_decided"))
+    );
+    assert!(waiting(&fx.wait_for(&id, "still waiting", |_| true).await));
+
+    let (status, body) = decide(&fx, &id, &bob, "Approved", Some("agreed")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"]["status"], "Approved");
+    let v = fx
+        .wait_for(&id, "the end", |v| v["status"] != "InProgress")
+        .await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    let records = fx.plane.approvals(&id).await.unwrap();
+    assert_eq!(records[0].by, "ann, bob");
+    let view = fx.plane.approval(&id, "Approve", "release").await.unwrap();
+    let voters: Vec<&str> = view.votes.iter().map(|v| v.by.as_str()).collect();
+    assert_eq!(voters, ["ann", "bob"]);
+    assert!(view.votes.iter().all(|v| v.binding.contains("commits")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rejection_rejects_and_a_finished_approval_takes_no_decision() {
+    let fx = fixture(GATED).await;
+    let sam = fx.user("sam", None, &["operator"]).await;
+    let ann = fx.user("ann", None, &["approver"]).await;
+    let bob = fx.user("bob", None, &["approver"]).await;
+    let id = fx.start(&sam).await;
+    fx.wait_for(&id, "the approval", waiting).await;
+    let (status, body) = decide(&fx, &id, &ann, "Rejected", Some("no")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = fx
+        .wait_for(&id, "the end", |v| v["status"] != "InProgress")
+        .await;
+    assert_eq!(v["status"], "Failed");
+    assert_eq!(
+        action(&v, "Approve", "release")["error"],
+        "rejected by ann: no"
+    );
+    let (status, body) = decide(&fx, &id, &bob, "Approved", Some("late")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("approval.not_waiting"))
+    );
+}
+
+const SUPERSEDED: &str = r##"
+version: 1
+name: gate
+stages:
+  - name: Approve
+    actions:
+      - {name: release, type: approval}
+  - name: After
+    actions:
+      - {name: done, type: shell, commands: ["true"]}
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_a_superseded_execution_is_refused() {
+    let fx = fixture(SUPERSEDED).await;
+    let sam = fx.user("sam", None, &["operator", "approver"]).await;
+    // The first holds the approval stage; the second waits to enter it
+    // and is superseded by the third, as in CodePipeline's superseded mode.
+    let first = fx.start(&sam).await;
+    fx.wait_for(&first, "the first approval", waiting).await;
+    let second = fx.start(&sam).await;
+    let third = fx.start(&sam).await;
+    let superseded = |v: &Value| v["status"] == "Superseded";
+    fx.wait_for(&second, "the second to be superseded", superseded)
+        .await;
+    let (status, body) = decide(&fx, &second, &sam, "Approved", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "approval.superseded");
+    let (status, body) = decide(&fx, &first, &sam, "Approved", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    fx.wait_for(&third, "the third approval", waiting).await;
+}
