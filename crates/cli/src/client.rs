@@ -1,7 +1,12 @@
 //! Talking to the server that owns a data dir, or to one started in this
-//! process when none runs. The CLI always speaks HTTP, even to its own
-//! embedded server, so both cases take one code path, and `gantry approve`
-//! from a second terminal reaches an embedded server the same way.
+//! process when none runs, or to a remote one (`--server URL`). The CLI
+//! always speaks HTTP, even to its own embedded server, so every case takes
+//! one code path, and `gantry approve` from a second terminal reaches an
+//! embedded server the same way.
+//!
+//! Every request carries a token: `GANTRY_TOKEN`; else, for a remote
+//! server, the one `gantry login URL` stored; else, for the server of the
+//! data dir, `DATA_DIR/admin.token` (readable by its owner only).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,36 @@ use anyhow::{Context, Result, anyhow, bail};
 use gantry_server::RunningServer;
 use gantry_server::server_info::live_server;
 use serde_json::Value;
+
+/// The variable that holds a token for every command.
+pub(crate) const TOKEN_ENV: &str = "GANTRY_TOKEN";
+
+/// The server named by `--server` / `GANTRY_SERVER`, set once by `main`.
+static REMOTE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Makes every connection go to `url` instead of the data dir's server.
+pub(crate) fn set_remote(url: Option<String>) {
+    let _ = REMOTE.set(url.map(|u| u.trim_end_matches('/').to_string()));
+}
+
+fn remote() -> Option<&'static str> {
+    REMOTE.get().and_then(Option::as_deref)
+}
+
+/// The token for a server: `GANTRY_TOKEN`, or `fallback` (the stored
+/// login, or the data dir's admin token).
+fn token_for(fallback: impl FnOnce() -> Option<String>) -> Option<String> {
+    std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(fallback)
+        .map(|t| t.trim().to_string())
+}
+
+/// The admin token a server wrote into its data dir.
+pub(crate) fn admin_token(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(gantry_server::ADMIN_TOKEN_FILE)).ok()
+}
 
 pub(crate) struct Connection {
     pub(crate) client: Client,
@@ -23,6 +58,7 @@ pub(crate) struct Connection {
 #[derive(Clone)]
 pub(crate) struct Client {
     base: String,
+    token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -36,12 +72,24 @@ pub(crate) struct ApiError {
 }
 
 impl Connection {
-    /// Uses the live server of `data_dir`, or starts one in this process.
+    /// Uses the remote server (`--server`), or the live server of
+    /// `data_dir`, or starts one in this process.
     pub(crate) async fn open(data_dir: &Path) -> Result<Connection> {
+        if let Some(url) = remote() {
+            let token = token_for(|| crate::login::stored_token(url));
+            if token.is_none() {
+                bail!("no token for {url}: run `gantry login {url}` or set {TOKEN_ENV}");
+            }
+            return Ok(Connection {
+                client: Client::new(url, token),
+                data_dir: data_dir.to_path_buf(),
+                embedded: None,
+            });
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(info) = live_server(data_dir) {
-                let client = Client::new(&info.api);
+                let client = Client::new(&info.api, token_for(|| admin_token(data_dir)));
                 if client.get("/api/v1/health").await.is_ok() {
                     return Ok(Connection {
                         client,
@@ -53,7 +101,7 @@ impl Connection {
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
             match RunningServer::start(data_dir, listen, listen).await {
                 Ok(server) => {
-                    let client = Client::new(&server.api);
+                    let client = Client::new(&server.api, token_for(|| admin_token(data_dir)));
                     return Ok(Connection {
                         client,
                         data_dir: data_dir.to_path_buf(),
@@ -90,32 +138,50 @@ impl Connection {
 }
 
 impl Client {
-    pub(crate) fn new(base: &str) -> Client {
+    pub(crate) fn new(base: &str, token: Option<String>) -> Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
+            token,
             http: reqwest::Client::new(),
         }
     }
 
-    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = request
             .send()
             .await
-            .context("the server did not answer")?;
+            .with_context(|| format!("the server at {} did not answer", self.base))?;
         decode(response).await
     }
 
+    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
     pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
+        self.send(self.request(reqwest::Method::POST, path).json(body))
             .await
-            .context("the server did not answer")?;
-        decode(response).await
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
+            .await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     /// Waits (up to `timeout`) for any change after `version`; returns the new version.

@@ -184,7 +184,7 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
 
     let listen = "127.0.0.1:0".parse().context("loopback")?;
     let server = gantry_server::RunningServer::start(&data_dir, listen, listen).await?;
-    let client = Client::new(&server.api);
+    let client = Client::new(&server.api, crate::client::admin_token(&data_dir));
     let conn = Connection {
         client: client.clone(),
         data_dir: data_dir.clone(),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -27,13 +27,13 @@ pub(crate) enum EnvCommand {
 }
 
 pub(crate) async fn apply(conn: &Connection, file: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let absolute = std::fs::canonicalize(file)
-        .with_context(|| format!("cannot resolve {}", file.display()))?;
+    let project = crate::project::ProjectFiles::read(file)?;
     let out = conn
         .client
-        .post("/api/v1/apply", &json!({"file": absolute, "text": text}))
+        .post(
+            "/api/v1/apply",
+            &json!({"file": project.file, "text": project.text, "includes": project.includes}),
+        )
         .await?;
     let applied = out["applied"].as_array().cloned().unwrap_or_default();
     if applied.is_empty() {

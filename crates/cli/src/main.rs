@@ -5,8 +5,11 @@
 mod client;
 mod demo;
 mod deploy;
+mod login;
 mod param;
+mod project;
 mod render;
+mod users;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -30,6 +33,10 @@ struct Cli {
     /// The data dir (default: `.gantry/` beside the pipeline file).
     #[arg(long, global = true, env = "GANTRY_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Talk to this server (`https://gantry.example.com:7700`) instead of
+    /// the data dir's; the token comes from GANTRY_TOKEN or `gantry login`.
+    #[arg(long, global = true, env = "GANTRY_SERVER", value_name = "URL")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -111,6 +118,19 @@ enum Command {
         /// Where the embedded OCI registry listens.
         #[arg(long, default_value = "127.0.0.1:7701")]
         registry_listen: SocketAddr,
+        /// A URL the server is reached by (its host is accepted in `Host`
+        /// headers); repeatable.
+        #[arg(long = "public-url", value_name = "URL")]
+        public_urls: Vec<String>,
+        /// The certificate chain (PEM) to serve TLS with.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP on a non-loopback address (tokens travel in the clear).
+        #[arg(long)]
+        insecure_http: bool,
         /// Exit after this many seconds with no action running (used by
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]
@@ -175,6 +195,33 @@ enum Command {
         #[command(subcommand)]
         command: BuildspecCommand,
     },
+    /// Users and their grants (admin).
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
+    /// API tokens: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: users::TokenCommand,
+    },
+    /// Checks a token against a server and keeps it for `--server URL`
+    /// (reads it from GANTRY_TOKEN or standard input).
+    Login { url: String },
+    /// Who the token in use belongs to.
+    Whoami,
+    /// The audit log: every change and every refused request (admin).
+    Audit {
+        /// Only entries since: a duration back from now (1h, 7d) or Unix ms.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -184,8 +231,9 @@ struct Decision {
     target: String,
     #[arg(long)]
     comment: Option<String>,
-    /// Who decides (default: $USER).
-    #[arg(long)]
+    /// Ignored: a decision is recorded under the identity of the token in
+    /// use (kept so that older scripts keep working).
+    #[arg(long, hide = true)]
     by: Option<String>,
 }
 
@@ -263,6 +311,7 @@ fn default_log_filter(command: &Command) -> &'static str {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    client::set_remote(cli.server.clone());
     let default_file = PathBuf::from("gantry.yaml");
     let data_dir_for = |file: &Path| data_dir(cli.data_dir.as_deref(), file);
     match cli.command {
@@ -441,17 +490,52 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Server {
             listen,
             registry_listen,
+            public_urls,
+            tls_cert,
+            tls_key,
+            insecure_http,
             idle_exit,
         } => {
-            server(
-                &data_dir_for(&default_file)?,
+            let options = gantry_server::ServerOptions {
                 listen,
                 registry_listen,
-                idle_exit,
-            )
-            .await
+                public_urls,
+                tls: tls_cert.zip(tls_key),
+                insecure_http,
+            };
+            server(&data_dir_for(&default_file)?, options, idle_exit).await
         }
         Command::Buildspec { command } => buildspec_run(command).await,
+        Command::User { command } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = users::user(&conn, command).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Token { command } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = users::token(&conn, command).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Whoami => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = users::whoami(&conn).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            since,
+            principal,
+            limit,
+            json,
+        } => {
+            let conn = Connection::open(&data_dir_for(&default_file)?).await?;
+            let result = users::audit(&conn, since, principal, limit, json).await;
+            conn.close().await;
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Login { url } => login::login(&url).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -524,8 +608,7 @@ async fn run(
         );
     }
     let variables: BTreeMap<String, String> = parse_pairs(vars, "--var")?.into_iter().collect();
-    let absolute = std::fs::canonicalize(file)
-        .with_context(|| format!("cannot resolve {}", file.display()))?;
+    let project = project::ProjectFiles::with_text(file, text.clone())?;
     // Services deployed by this run must stay reachable after it: their
     // load balancers live in the server, so it must outlive this command.
     let has_environments = gantry_spec::parse_document(&file.display().to_string(), &text)
@@ -543,7 +626,10 @@ async fn run(
         .client
         .post(
             "/api/v1/executions",
-            &json!({"file": absolute, "text": text, "variables": variables}),
+            &json!({
+                "file": project.file, "text": project.text,
+                "includes": project.includes, "variables": variables,
+            }),
         )
         .await;
     let id = match started {
@@ -653,27 +739,56 @@ async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Result<ExitCode>
     let Some((stage, action)) = d.target.split_once('/') else {
         bail!("{:?} is not STAGE/ACTION", d.target);
     };
-    let by =
-        d.by.or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "unknown".to_string());
+    if d.by.is_some() {
+        eprintln!("note: --by is ignored; the decision is recorded under your token's identity");
+    }
+    let conn = Connection::open(data_dir).await?;
+    // What the approval waits for, shown before deciding; the decision names
+    // its fingerprint so that it cannot apply to anything else.
+    let shown = conn
+        .client
+        .get(&format!(
+            "/api/v1/executions/{}/approvals/{stage}/{action}",
+            d.id
+        ))
+        .await;
+    let fingerprint = match &shown {
+        Ok(view) => {
+            for line in render::binding(view) {
+                eprintln!("{line}");
+            }
+            view["fingerprint"].as_str().map(str::to_string)
+        }
+        Err(_) => None,
+    };
     let body = json!({
         "stage": stage, "action": action,
         "decision": if approve { "Approved" } else { "Rejected" },
-        "comment": d.comment, "by": by,
+        "comment": d.comment, "fingerprint": fingerprint,
     });
-    let conn = Connection::open(data_dir).await?;
     let result = conn
         .client
         .post(&format!("/api/v1/executions/{}/approvals", d.id), &body)
         .await;
     let code = match result {
-        Ok(_) => {
+        Ok(answer) => {
+            let outcome = &answer["outcome"];
+            let pending = outcome["status"].as_str() == Some("Pending");
             println!(
-                "{} {}/{} of {}",
+                "{} {}/{} of {} as {}{}",
                 if approve { "approved" } else { "rejected" },
                 stage,
                 action,
-                d.id
+                d.id,
+                answer["by"].as_str().unwrap_or("?"),
+                if pending {
+                    format!(
+                        " ({} of {} approvals; waiting for more)",
+                        outcome["approvals"], outcome["required"]
+                    )
+                } else {
+                    String::new()
+                }
             );
             if conn.embedded.is_some() {
                 follow(&conn, &d.id, false).await.map(|_| ExitCode::SUCCESS)
@@ -683,7 +798,10 @@ async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Result<ExitCode>
         }
         Err(error) => {
             if let Some(api) = error.downcast_ref::<ApiError>()
-                && api.code == "approval.not_waiting"
+                && matches!(
+                    api.code.as_str(),
+                    "approval.not_waiting" | "approval.superseded"
+                )
             {
                 eprintln!("error: {}", api.message);
                 Ok(ExitCode::FAILURE)
@@ -817,11 +935,10 @@ fn spawn_background_server(data_dir: &Path) -> Result<()> {
 
 async fn server(
     data_dir: &Path,
-    listen: SocketAddr,
-    registry_listen: SocketAddr,
+    options: gantry_server::ServerOptions,
     idle_exit: Option<u64>,
 ) -> Result<ExitCode> {
-    let server = gantry_server::RunningServer::start(data_dir, listen, registry_listen).await?;
+    let server = gantry_server::RunningServer::start_with(data_dir, options).await?;
     tracing::info!(api = %server.api, data_dir = %data_dir.display(), "gantry server is listening.");
     eprintln!(
         "gantry server: API {}, registry {} (data dir {})",

@@ -210,3 +210,36 @@ fn changes(execution: &Value, hint: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// What an approval waits for, for the person deciding it: the commits,
+/// image digests, parameter versions, its policy and the votes so far.
+pub(crate) fn binding(view: &Value) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{}/{} waits for (fingerprint {}):",
+        view["stage"].as_str().unwrap_or(""),
+        view["action"].as_str().unwrap_or(""),
+        view["fingerprint"].as_str().unwrap_or("?")
+    )];
+    let binding = &view["binding"];
+    for (label, key) in [("commit", "commits"), ("image", "images")] {
+        for (at, value) in binding[key].as_object().into_iter().flatten() {
+            lines.push(format!("  {label} {} ({at})", value.as_str().unwrap_or("")));
+        }
+    }
+    for (at, records) in binding["parameters"].as_object().into_iter().flatten() {
+        for r in records.as_array().into_iter().flatten() {
+            lines.push(format!(
+                "  parameter {} version {} ({at})",
+                r["name"].as_str().unwrap_or(""),
+                r["version"]
+            ));
+        }
+    }
+    let policy = &view["policy"];
+    let required = policy["required"].as_u64().unwrap_or(1);
+    let votes = view["votes"].as_array().map_or(0, Vec::len);
+    if required > 1 || votes > 0 {
+        lines.push(format!("  approvals: {votes} of {required}"));
+    }
+    lines
+}

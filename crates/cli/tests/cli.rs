@@ -9,7 +9,10 @@ use serde_json::Value;
 
 fn gantry() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
-    cmd.env_remove("GANTRY_DATA_DIR").env("GANTRY_LOG", "warn");
+    cmd.env_remove("GANTRY_DATA_DIR")
+        .env_remove("GANTRY_TOKEN")
+        .env_remove("GANTRY_SERVER")
+        .env("GANTRY_LOG", "warn");
     cmd
 }
 
@@ -32,6 +35,40 @@ impl Repo {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// Runs gantry with another identity's token.
+    fn run_as(&self, token: &str, args: &[&str]) -> Output {
+        gantry()
+            .current_dir(&self.path)
+            .env("GANTRY_TOKEN", token)
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Adds a user with `grants` (as the data dir's admin) and returns a
+    /// token of theirs.
+    fn user(&self, name: &str, grants: &[&str]) -> String {
+        let mut args = vec!["user", "add", name];
+        for g in grants {
+            args.extend(["--grant", g]);
+        }
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = self.run(&["token", "create", "--user", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out).trim().to_string()
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -227,20 +264,27 @@ fn an_approval_is_approved_from_a_second_terminal() {
     let (child, id) = run_until_approval(&r);
     let nothing = r.run(&["approve", &id, "Deploy/go"]);
     assert_eq!(nothing.status.code(), Some(1), "nothing waits at Deploy/go");
-    let out = r.run(&[
-        "approve",
-        &id,
-        "Approve/release",
-        "--comment",
-        "ok",
-        "--by",
-        "ann",
-    ]);
+    // A name in the request is not an identity: a viewer claiming to be
+    // an approver is refused, and nothing changes.
+    let viewer = r.user("vic", &["viewer"]);
+    let refused = r.run_as(&viewer, &["approve", &id, "Approve/release", "--by", "ann"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("auth.forbidden"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let ann = r.user("ann", &["approver"]);
+    let out = r.run_as(
+        &ann,
+        &["approve", &id, "Approve/release", "--comment", "ok"],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout(&out).contains("as ann"), "{}", stdout(&out));
     let run = child.wait_with_output().unwrap();
     assert_eq!(
         run.status.code(),
@@ -255,15 +299,8 @@ fn an_approval_is_approved_from_a_second_terminal() {
 fn an_approval_is_rejected_from_a_second_terminal() {
     let r = repo(GATED);
     let (child, id) = run_until_approval(&r);
-    let out = r.run(&[
-        "reject",
-        &id,
-        "Approve/release",
-        "--comment",
-        "no",
-        "--by",
-        "bob",
-    ]);
+    let bob = r.user("bob", &["approver"]);
+    let out = r.run_as(&bob, &["reject", &id, "Approve/release", "--comment", "no"]);
     assert!(
         out.status.success(),
         "{}",
