@@ -12,5 +12,5 @@ server=$!
 for _ in $(seq 1 100); do [ -f "$data/server.json" ] && break; sleep 0.05; done
 api=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api"])' "$data/server.json")
 target/release/gantry --data-dir "$data" param put /bench/SERVICE_DNS http://127.0.0.1:18080 >/dev/null
-target/release/examples/bench_params_api "$api" 1000 10
+GANTRY_TOKEN=$(cat "$data/admin.token") target/release/examples/bench_params_api "$api" 1000 10
 target/release/examples/bench_params

@@ -114,7 +114,12 @@ echo "image: $manifest_digest, $((TOTAL / 1000000)) MB in ${LAYERS} layers"
 
 echo "== starting both registries"
 EMB_PORT=$(free_port)
-"$SERVE" "$WORK/gantry" "127.0.0.1:$EMB_PORT" >"$WORK/gantry.log" 2>&1 &
+# The embedded registry needs a token (the peer runs without auth); docker
+# logs in with it through a config dir of this run's own.
+TOKEN="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export DOCKER_CONFIG="$WORK/docker-config"
+mkdir -p "$DOCKER_CONFIG"
+GANTRY_REGISTRY_TOKEN="$TOKEN" "$SERVE" "$WORK/gantry" "127.0.0.1:$EMB_PORT" >"$WORK/gantry.log" 2>&1 &
 PIDS+=($!)
 PEER_PORT=$(free_port)
 mkdir -p "$WORK/peer"
@@ -131,8 +136,10 @@ wait_port "$PEER_PORT"
 EMB="127.0.0.1:$EMB_PORT"
 PEER="127.0.0.1:$PEER_PORT"
 echo "gantry registry on $EMB, docker-registry on $PEER"
+echo "$TOKEN" | docker login "$EMB" -u gantry --password-stdin >/dev/null
 
-SKOPEO=(skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false)
+SKOPEO=(skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false
+    --src-creds "gantry:$TOKEN" --dest-creds "gantry:$TOKEN")
 timed() { # timed LABEL BYTES COMMAND...
     local label=$1 bytes=$2 start end
     shift 2
@@ -175,7 +182,7 @@ done
 # skopeo's copies must keep the manifest digest (docker's push re-writes the
 # manifest as Docker schema 2, so its digest differs by design).
 for ref in "$EMB/bench/big:1" "$EMB/bench/copy:1" "$PEER/bench/big:1" "$PEER/bench/copy:1" "$EMB/bench/docker:1"; do
-    d=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$ref")
+    d=$(skopeo inspect --tls-verify=false --creds "gantry:$TOKEN" --format '{{.Digest}}' "docker://$ref")
     echo "digest of $ref: $d"
 done
 echo "gantry data dir: $(du -sm "$WORK/gantry" | cut -f1) MB; docker-registry: $(du -sm "$WORK/peer" | cut -f1) MB"

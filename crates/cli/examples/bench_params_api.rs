@@ -15,7 +15,19 @@ async fn main() {
         .unwrap_or_else(|| "http://127.0.0.1:7700".to_string());
     let rate: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let seconds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let client = reqwest::Client::new();
+    // The server's admin token (bench/params.sh passes DATA_DIR/admin.token).
+    let token = std::env::var("GANTRY_TOKEN").unwrap_or_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     let url = format!("{api}/api/v1/params/get?name=/bench/SERVICE_DNS");
     // Warm the connection pool.
     for _ in 0..50 {

@@ -36,7 +36,11 @@ pub fn router(plane: ControlPlane, hosts: HostPolicy) -> Router {
     ))
 }
 
-fn routes(plane: ControlPlane) -> Router {
+/// The API's routes WITHOUT the trust boundary. Every handler expects the
+/// [`Caller`] that [`crate::guard::check`] puts into the request, and
+/// refuses without one; serve [`router`], never this. Public for the
+/// benchmark that measures what the boundary costs (`bench/auth.sh`).
+pub fn routes(plane: ControlPlane) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route(
