@@ -234,67 +234,7 @@ pub(crate) fn copy(
     Ok(written)
 }
 
-/// Linux's limit on symlinks followed while resolving one path.
-const MAX_SYMLINK_HOPS: u32 = 40;
-
-/// Whether the symlink `link` (relative to `root`) resolves inside `root`:
-/// resolved component by component from the link's directory, following
-/// every symlink on the way, as the kernel will. An absolute target, `..`
-/// above the root or more than [`MAX_SYMLINK_HOPS`] links (a loop) count as
-/// leaving; components that do not exist are taken as plain names. (The
-/// artifact store checks the same on import; the crates share no code.)
-fn resolves_inside(root: &Path, link: &Path) -> bool {
-    use std::collections::VecDeque;
-    use std::ffi::OsString;
-
-    fn names(path: &Path) -> Option<VecDeque<OsString>> {
-        path.components()
-            .filter_map(|c| match c {
-                Component::Normal(name) => Some(Some(name.to_os_string())),
-                Component::ParentDir => Some(Some(OsString::from(".."))),
-                Component::CurDir => None,
-                Component::RootDir | Component::Prefix(_) => Some(None),
-            })
-            .collect()
-    }
-
-    let mut resolved: Vec<OsString> = link
-        .parent()
-        .and_then(names)
-        .map(Vec::from)
-        .unwrap_or_default();
-    let mut pending = VecDeque::from([link.file_name().map(OsString::from).unwrap_or_default()]);
-    let mut hops = 0;
-    while let Some(name) = pending.pop_front() {
-        if name == ".." {
-            if resolved.pop().is_none() {
-                return false;
-            }
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&resolved);
-        candidate.push(&name);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return false;
-                }
-                let Ok(target) = std::fs::read_link(&candidate) else {
-                    return false;
-                };
-                let Some(mut next) = names(&target) else {
-                    return false;
-                };
-                next.extend(pending);
-                pending = next;
-            }
-            _ => resolved.push(name),
-        }
-    }
-    true
-}
+use gantry_confine::resolves_inside;
 
 /// The relative path `text` denotes, or `None` if it is absolute or climbs
 /// with `..`.

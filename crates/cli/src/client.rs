@@ -32,6 +32,11 @@ fn remote() -> Option<&'static str> {
     REMOTE.get().and_then(Option::as_deref)
 }
 
+/// Whether commands go to a remote server (`--server`).
+pub(crate) fn is_remote() -> bool {
+    remote().is_some()
+}
+
 /// The token for a server: `GANTRY_TOKEN`, or `fallback` (the stored
 /// login, or the data dir's admin token).
 fn token_for(fallback: impl FnOnce() -> Option<String>) -> Option<String> {
@@ -87,15 +92,23 @@ impl Connection {
             });
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut unanswered = None;
         loop {
             if let Some(info) = live_server(data_dir) {
-                let client = Client::new(&info.api, token_for(|| admin_token(data_dir)));
-                if client.get("/api/v1/health").await.is_ok() {
-                    return Ok(Connection {
-                        client,
-                        data_dir: data_dir.to_path_buf(),
-                        embedded: None,
-                    });
+                let client = Client::with_ca(
+                    &info.api,
+                    token_for(|| admin_token(data_dir)),
+                    info.tls_cert.as_deref(),
+                );
+                match client.get("/api/v1/health").await {
+                    Ok(_) => {
+                        return Ok(Connection {
+                            client,
+                            data_dir: data_dir.to_path_buf(),
+                            embedded: None,
+                        });
+                    }
+                    Err(error) => unanswered = Some(error),
                 }
             }
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
@@ -117,6 +130,11 @@ impl Connection {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
+                    // The server that holds the data dir did not answer:
+                    // say why, rather than that it holds the data dir.
+                    if let Some(unanswered) = unanswered {
+                        return Err(unanswered);
+                    }
                     return Err(error)
                         .context(format!("cannot start a server in {}", data_dir.display()));
                 }
@@ -139,10 +157,16 @@ impl Connection {
 
 impl Client {
     pub(crate) fn new(base: &str, token: Option<String>) -> Client {
+        Self::with_ca(base, token, None)
+    }
+
+    /// A client that also trusts the certificate in `ca` (the one a local
+    /// server published in `server.json`).
+    pub(crate) fn with_ca(base: &str, token: Option<String>, ca: Option<&Path>) -> Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http: http_client(ca),
         }
     }
 
@@ -194,6 +218,38 @@ impl Client {
             .await?;
         Ok(v["version"].as_u64().unwrap_or(version))
     }
+}
+
+/// The variable naming a PEM file of extra trusted certificates, for a
+/// server whose certificate no system root signs (a self-signed one).
+pub(crate) const CA_CERT_ENV: &str = "GANTRY_CA_CERT";
+
+/// An HTTP client that also trusts the certificates in `GANTRY_CA_CERT`
+/// and in `ca`. A file that cannot be read or parsed is reported, and the
+/// other roots are used.
+fn http_client(ca: Option<&Path>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder();
+    let extra = std::env::var_os(CA_CERT_ENV)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(ca.map(Path::to_path_buf));
+    for path in extra {
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(certificates) => {
+                for certificate in certificates {
+                    builder = builder.add_root_certificate(certificate);
+                }
+            }
+            Err(error) => eprintln!(
+                "warning: {CA_CERT_ENV}={}: {error}",
+                std::path::Path::new(&path).display()
+            ),
+        }
+    }
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
 async fn decode(response: reqwest::Response) -> Result<Value> {

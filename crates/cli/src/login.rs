@@ -47,7 +47,7 @@ pub(crate) fn stored_token(url: &str) -> Option<String> {
 }
 
 fn store(url: &str, token: &str) -> Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let path = credentials_path().context("no HOME or XDG_CONFIG_HOME to keep the token in")?;
     let dir = path.parent().context("credentials path")?;
     std::fs::DirBuilder::new()
@@ -62,16 +62,10 @@ fn store(url: &str, token: &str) -> Result<PathBuf> {
             token: token.to_string(),
         },
     );
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(serde_json::to_string_pretty(&credentials)?.as_bytes())?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    gantry_server::write_private(
+        &path,
+        serde_json::to_string_pretty(&credentials)?.as_bytes(),
+    )?;
     Ok(path)
 }
 

@@ -615,6 +615,7 @@ async fn run(
         .map(|d| !d.environments.is_empty() || !d.includes.is_empty())
         .unwrap_or(false);
     if (no_follow || has_environments)
+        && !client::is_remote()
         && gantry_server::server_info::live_server(data_dir).is_none()
     {
         // Nothing would keep an embedded server alive after this command

@@ -549,3 +549,137 @@ fn run_no_follow_without_a_server_starts_one_in_the_background() {
             || !r.data().join("server.json").exists()
     });
 }
+
+/// A self-signed certificate for 127.0.0.1, made with openssl.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            // A server certificate, not a CA: rustls refuses a CA as end entity.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl req");
+    (cert, key)
+}
+
+#[test]
+fn a_remote_cli_logs_in_over_tls_and_acts_as_its_user() {
+    let r = repo(
+        "version: 1\nname: remote\nstages:\n  - name: S\n    actions:\n      - {name: a, type: shell, commands: [\"true\"]}\n",
+    );
+    let (cert, key) = self_signed(&r.path);
+    let mut server = r.spawn(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--registry-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    wait_for("server.json", || server_pid(&r.data()).is_some());
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.data().join("server.json")).unwrap())
+            .unwrap();
+    let url = info["api"].as_str().unwrap().to_string();
+    assert!(url.starts_with("https://"), "{url}");
+    let ops = r.user("ops", &["operator"]);
+    let config = r.path.join("config");
+    // Elsewhere: no data dir, only the URL, the CA and a token.
+    let remote = |args: &[&str], token: Option<&str>, stdin: Option<&str>| {
+        let mut cmd = gantry();
+        cmd.current_dir(&r.path)
+            .env("XDG_CONFIG_HOME", &config)
+            .env("GANTRY_CA_CERT", &cert)
+            .arg("--server")
+            .arg(&url)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(token) = token {
+            cmd.env("GANTRY_TOKEN", token);
+        }
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    };
+    let no_token = remote(&["executions"], None, None);
+    assert_eq!(no_token.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("gantry login"));
+    let login = remote(&["login", &url], None, Some(&format!("{ops}\n")));
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let stored = config.join("gantry/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let me = remote(&["whoami"], None, None);
+    assert!(stdout(&me).starts_with("ops (operator)"), "{}", stdout(&me));
+    // The operator may run a pipeline but not read the audit log.
+    let run = remote(&["run", "--json"], None, None);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let audit = remote(&["audit"], None, None);
+    assert_eq!(audit.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&audit.stderr).contains("auth.forbidden"));
+    // Without the CA the certificate is not trusted.
+    let mut untrusted = gantry();
+    let out = untrusted
+        .env("GANTRY_TOKEN", &ops)
+        .args(["--server", &url, "whoami"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // The admin reads who did what, from where.
+    let audit = r.run(&["audit", "--json"]);
+    let records: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["principal"] == "ops"
+                && e["action"] == "POST /api/v1/executions"
+                && e["outcome"] == "ok"
+                && e["remote"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("127.0.0.1:"))),
+        "{records:#}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

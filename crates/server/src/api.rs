@@ -165,7 +165,7 @@ struct ChangesQuery {
 /// Long poll: answers once anything changed after version `after`.
 async fn changes(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
@@ -211,7 +211,7 @@ pub(crate) fn require_environments(
 
 async fn start(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<StartRequest>,
 ) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
     let text = req.text.ok_or(ControlError::TextRequired)?;
@@ -262,7 +262,7 @@ struct ListQuery {
 
 async fn list(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     caller.require(Permission::Read, Target::any())?;
@@ -279,7 +279,7 @@ async fn list(
 
 async fn status(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
     caller.require(Permission::Read, Target::any())?;
@@ -323,7 +323,7 @@ struct LogsQuery {
 
 async fn logs(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult {
@@ -354,7 +354,7 @@ async fn logs(
 
 async fn approvals(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
     caller.require(Permission::Read, Target::any())?;
@@ -370,7 +370,7 @@ async fn approvals(
 /// its policy, and the votes so far.
 async fn approval(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, stage, action)): Path<(String, String, String)>,
 ) -> ApiResult {
     caller.require(Permission::Read, Target::any())?;
@@ -399,7 +399,7 @@ struct DecideRequest {
 
 async fn decide(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<DecideRequest>,
 ) -> Result<(Extension<AuditNote>, Json<Value>), ApiError> {
@@ -452,7 +452,7 @@ struct RetryRequest {
 
 async fn retry(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<RetryRequest>,
 ) -> ApiResult {
@@ -472,7 +472,7 @@ struct StopRequest {
 
 async fn stop(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<StopRequest>,
 ) -> ApiResult {

@@ -38,14 +38,11 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn whoami(Extension(caller): Extension<Caller>) -> ApiResult {
+async fn whoami(caller: Caller) -> ApiResult {
     Ok(Json(json!(caller.identity)))
 }
 
-async fn users(
-    State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult {
+async fn users(State(plane): State<ControlPlane>, caller: Caller) -> ApiResult {
     admin(&caller)?;
     Ok(Json(json!(plane.auth().users())))
 }
@@ -68,7 +65,7 @@ struct NewUser {
 
 async fn add_user(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<NewUser>,
 ) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
     admin(&caller)?;
@@ -95,7 +92,7 @@ async fn add_user(
 
 async fn remove_user(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Audited {
     admin(&caller)?;
@@ -113,7 +110,7 @@ struct GrantsRequest {
 
 async fn set_grants(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<GrantsRequest>,
 ) -> Audited {
@@ -133,7 +130,7 @@ struct TokensQuery {
 
 async fn tokens(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<TokensQuery>,
 ) -> ApiResult {
     let own = caller.identity.name.clone();
@@ -164,7 +161,7 @@ struct NewTokenRequest {
 
 async fn create_token(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<NewTokenRequest>,
 ) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
     let user = req.user.unwrap_or_else(|| caller.identity.name.clone());
@@ -199,7 +196,7 @@ async fn create_token(
 
 async fn revoke_token(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Audited {
     let token = plane
@@ -226,7 +223,7 @@ struct AuditParams {
 
 async fn audit(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<AuditParams>,
 ) -> ApiResult {
     admin(&caller)?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -49,7 +49,7 @@ struct ApplyRequest {
 
 async fn apply(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<ApplyRequest>,
 ) -> ApiResult {
     let text = req.text.ok_or(ControlError::TextRequired)?;
@@ -58,17 +58,14 @@ async fn apply(
     Ok(Json(json!({"applied": summary})))
 }
 
-async fn environments(
-    State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult {
+async fn environments(State(plane): State<ControlPlane>, caller: Caller) -> ApiResult {
     caller.require(Permission::Read, Target::any())?;
     Ok(Json(json!(plane.deployer().environments().await)))
 }
 
 async fn status(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(env): Path<String>,
 ) -> ApiResult {
     caller.require(Permission::Read, Target::any())?;
@@ -107,7 +104,7 @@ struct DeployRequest {
 
 async fn deploy(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((env, service)): Path<(String, String)>,
     Json(req): Json<DeployRequest>,
 ) -> ApiResult {
@@ -128,7 +125,7 @@ struct RollbackRequest {
 
 async fn rollback(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((env, service)): Path<(String, String)>,
     Json(req): Json<RollbackRequest>,
 ) -> ApiResult {
@@ -169,7 +166,7 @@ fn respond(
 
 async fn down(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(env): Path<String>,
 ) -> ApiResult {
     caller.require(Permission::Operate, Target::environment(&env))?;
@@ -192,7 +189,7 @@ struct ShutdownRequest {
 
 async fn shutdown(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<ShutdownRequest>,
 ) -> ApiResult {
     caller.require(Permission::Admin, Target::any())?;

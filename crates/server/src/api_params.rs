@@ -79,7 +79,7 @@ fn note(text: String, body: Value) -> (Extension<AuditNote>, Json<Value>) {
 
 async fn put(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<PutRequest>,
 ) -> Audited {
     let name = ParamName::parse(&req.name).map_err(bad)?;
@@ -127,7 +127,7 @@ struct GetQuery {
 
 async fn get_one(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Permission::Read, Target::any())?;
@@ -160,7 +160,7 @@ struct ListQuery {
 
 async fn list(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Permission::Read, Target::any())?;
@@ -192,7 +192,7 @@ async fn list(
 
 async fn history(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<GetQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Permission::Read, Target::any())?;
@@ -225,7 +225,7 @@ struct LabelRequest {
 
 async fn label(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<LabelRequest>,
 ) -> Audited {
     let name = ParamName::parse(&req.name).map_err(bad)?;
@@ -253,7 +253,7 @@ struct DeleteRequest {
 
 async fn delete(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<DeleteRequest>,
 ) -> Audited {
     let name = ParamName::parse(&req.name).map_err(bad)?;
@@ -276,7 +276,7 @@ struct RotateRequest {
 
 async fn rotate_key(
     State(plane): State<ControlPlane>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(req): Json<RotateRequest>,
 ) -> ApiResult {
     caller.require(Permission::Admin, Target::any())?;

@@ -181,6 +181,10 @@ impl RunningServer {
             pid: std::process::id(),
             api: api.clone(),
             registry: Some(registry_addr.to_string()),
+            tls_cert: options
+                .tls
+                .as_ref()
+                .and_then(|(cert, _)| std::fs::canonicalize(cert).ok()),
         })?;
         let shutdown = CancellationToken::new();
         let guard_state = guard::Guard {
@@ -245,8 +249,8 @@ async fn ensure_admin_token(plane: &ControlPlane) -> Result<(), ControlError> {
     Ok(())
 }
 
-/// Writes a file only its owner can read, atomically.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
+/// Writes a file only its owner can read (0600), atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -11,10 +11,14 @@ use crate::error::ControlError;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerInfo {
     pub pid: u32,
-    /// `http://ADDR:PORT`
+    /// `http://ADDR:PORT`, or `https://…` when the server serves TLS.
     pub api: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
+    /// The certificate the API serves (PEM path), so that the CLI on this
+    /// machine trusts it without setup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
 }
 
 /// The server described by `server.json`, if its process is alive.

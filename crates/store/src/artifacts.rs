@@ -375,71 +375,7 @@ fn is_safe_relative(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Linux's limit on symlinks followed while resolving one path.
-const MAX_SYMLINK_HOPS: u32 = 40;
-
-/// Whether the symlink `link` (relative to `root`) resolves inside `root`.
-///
-/// The target is resolved the way the kernel will resolve it once the
-/// artifact is materialized: component by component from the link's
-/// directory, following every symlink met on the way (each must itself stay
-/// inside). Judging the text alone is not enough: with `a/s1 -> ..`, the
-/// target `a/s1/..` reads as `a` but is the root's parent. An absolute
-/// target, `..` above the root, or more than [`MAX_SYMLINK_HOPS`] links (a
-/// loop) count as leaving. Components that do not exist (a dangling link)
-/// are taken as plain names.
-fn resolves_inside(root: &Path, link: &Path) -> bool {
-    use std::collections::VecDeque;
-    use std::ffi::OsString;
-
-    fn names(path: &Path) -> Option<VecDeque<OsString>> {
-        path.components()
-            .filter_map(|c| match c {
-                Component::Normal(name) => Some(Some(name.to_os_string())),
-                Component::ParentDir => Some(Some(OsString::from(".."))),
-                Component::CurDir => None,
-                Component::RootDir | Component::Prefix(_) => Some(None),
-            })
-            .collect()
-    }
-
-    let mut resolved: Vec<OsString> = link
-        .parent()
-        .and_then(names)
-        .map(Vec::from)
-        .unwrap_or_default();
-    let mut pending = VecDeque::from([link.file_name().map(OsString::from).unwrap_or_default()]);
-    let mut hops = 0;
-    while let Some(name) = pending.pop_front() {
-        if name == ".." {
-            if resolved.pop().is_none() {
-                return false;
-            }
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&resolved);
-        candidate.push(&name);
-        match fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return false;
-                }
-                let Ok(target) = fs::read_link(&candidate) else {
-                    return false;
-                };
-                let Some(mut next) = names(&target) else {
-                    return false;
-                };
-                next.extend(pending);
-                pending = next;
-            }
-            _ => resolved.push(name),
-        }
-    }
-    true
-}
+use gantry_confine::resolves_inside;
 
 struct TempFile {
     path: PathBuf,
