@@ -249,7 +249,7 @@ async fn ensure_admin_token(plane: &ControlPlane) -> Result<(), ControlError> {
     Ok(())
 }
 
-/// Writes a file only its owner can read (0600), atomically.
+/// Writes a file only its owner can read (0600), atomically (by rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -261,8 +261,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| ControlError::io(&tmp, e))?;
+    // No fsync: these files are small and re-creatable (a lost admin
+    // token is replaced at the next start), and an action writes one per
+    // attempt, where a sync would cost milliseconds.
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
         .map_err(|e| ControlError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| ControlError::io(path, e))
 }
