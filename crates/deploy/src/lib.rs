@@ -28,10 +28,14 @@
 //!   across services.
 //! - Revisions hold no secret value, only parameter names and versions.
 
+mod apply;
 mod deployer;
+mod deployment;
 mod error;
+mod readopt;
 mod revision;
 mod rollout;
+mod status;
 mod store;
 
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes};

@@ -8,14 +8,58 @@
 //! unhealthy past its start timeout, is a failure: it is stopped and
 //! replaced, and at the breaker's threshold the deployment stops at once.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gantry_images::Reference;
 use gantry_proxy::{Target, TargetGroup};
-use gantry_runtime::{Replica, ReplicaEvent, Runtime};
+use gantry_runtime::{Replica, ReplicaEvent, ReplicaSpec, Runtime};
 
-use crate::deployer::{DeployLog, ReplicaRef, replica_spec};
+use crate::deployer::DeployLog;
 use crate::error::DeployError;
 use crate::revision::Revision;
+
+/// A running replica as the deployer tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReplicaRef {
+    pub(crate) id: String,
+    pub(crate) revision: u64,
+    pub(crate) addr: SocketAddr,
+}
+
+/// The replica spec of a revision's `seq`-th replica.
+pub(crate) fn replica_spec(
+    r: &Revision,
+    seq: u32,
+    env: &[(String, String)],
+) -> Result<ReplicaSpec, String> {
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let id = format!(
+        "{}-{}-r{}-{seq}-{}",
+        r.environment,
+        r.service,
+        r.number,
+        &suffix[suffix.len() - 6..]
+    );
+    let image = Reference::parse(&r.image)
+        .map_err(|e| format!("revision {} names image {}: {e}", r.number, r.image))?;
+    Ok(ReplicaSpec {
+        id,
+        environment: r.environment.clone(),
+        service: r.service.clone(),
+        revision: r.number,
+        image,
+        command: r.command.clone(),
+        env: env.to_vec(),
+        port: r.port,
+        memory: r.memory,
+        cpus: r.cpus,
+        labels: BTreeMap::new(),
+        host_network: r.host_network,
+    }
+    .with_user(r.user.clone()))
+}
 
 /// What a rollout did, for the caller to record.
 pub(crate) struct RolloutResult {
