@@ -41,3 +41,5 @@ mod store;
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes};
 pub use error::DeployError;
 pub use revision::{Revision, SecretRef};
+pub use status::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
+pub use store::DeploymentRecord;

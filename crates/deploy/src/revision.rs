@@ -6,12 +6,17 @@ use std::time::Duration;
 use gantry_spec::service::{HealthCheckKind, Service};
 
 /// A secret as a revision keeps it: which parameter, which version.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// (Fields in alphabetical order: see [`crate::DeploymentRecord`].)
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct SecretRef {
-    pub var: String,
     pub parameter: String,
-    pub version: u64,
+    /// Whether the parameter is a SecureString.
     pub secure: bool,
+    /// The environment variable it fills.
+    pub var: String,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,16 +1,74 @@
 //! Status: what `gantry env status` shows and `GET /api/v1/environments/{env}`
 //! returns: each service's current revision, image and digest, parameter
 //! versions, replicas with their health, and recent deployments.
+//!
+//! The JSON is a contract. Fields are declared in alphabetical order because
+//! that is the order the JSON had when it was built as a `serde_json::Value`
+//! (whose map sorts its keys), so the typed structs serialize to the same
+//! bytes; `tests::status_json_keeps_its_field_names` pins them.
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::deployer::{Deployer, runtime_name};
 use crate::error::DeployError;
+use crate::revision::SecretRef;
+use crate::store::DeploymentRecord;
+
+/// One environment: its runtime, its load balancer and its services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EnvironmentStatus {
+    pub environment: String,
+    /// Where the load balancer listens (`127.0.0.1:8080`).
+    pub load_balancer: String,
+    /// `process` or `docker`.
+    pub runtime: String,
+    /// In the order of the project's services.
+    pub services: Vec<ServiceStatus>,
+    /// `http://` + the load balancer's address + `/`.
+    pub url: String,
+}
+
+/// One service: its current revision (all `None` before its first
+/// deployment), its replicas and its last ten deployments, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServiceStatus {
+    pub deployments: Vec<DeploymentRecord>,
+    /// The current revision's replica count.
+    pub desired: Option<u32>,
+    /// The image's digest (`sha256:…`).
+    pub digest: Option<String>,
+    /// `registry/repo@sha256:…`
+    pub image: Option<String>,
+    pub name: String,
+    /// The secrets the current revision reads, with their pinned versions.
+    pub parameters: Vec<SecretRef>,
+    pub replicas: Vec<ReplicaStatus>,
+    /// The current revision's number.
+    pub revision: Option<u64>,
+}
+
+/// One replica the service runs, with its health as the load balancer
+/// sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReplicaStatus {
+    pub addr: String,
+    /// `initial`, `healthy`, `unhealthy` or `draining`; `None` when the
+    /// replica is not in its target group.
+    pub health: Option<String>,
+    pub id: String,
+    /// Why its latest health check failed, if the latest one did.
+    pub last_failure: Option<String>,
+    pub revision: u64,
+}
 
 impl Deployer {
     /// Services, revisions, images, replicas and their health, and recent
     /// deployments of one environment.
-    pub async fn status(&self, environment: &str) -> Result<Value, DeployError> {
+    pub async fn environment_status(
+        &self,
+        environment: &str,
+    ) -> Result<EnvironmentStatus, DeployError> {
         let (env, project) = self.environment(environment).await?;
         let spec = env.spec.lock().await.clone();
         let mut services = Vec::new();
@@ -20,38 +78,151 @@ impl Deployer {
             let current = state.current.lock().await.clone();
             let replicas = state.replicas.lock().await.clone();
             let targets = env.lb.target_group(&name).targets();
-            let replica_json: Vec<Value> = replicas
+            let replicas = replicas
                 .iter()
                 .map(|r| {
                     let target = targets.iter().find(|t| t.id == r.id);
-                    json!({
-                        "id": r.id, "revision": r.revision, "addr": r.addr.to_string(),
-                        "health": target.map(|t| t.health.to_string()),
-                        "last_failure": target.and_then(|t| t.last_failure.clone()),
-                    })
+                    ReplicaStatus {
+                        addr: r.addr.to_string(),
+                        health: target.map(|t| t.health.to_string()),
+                        id: r.id.clone(),
+                        last_failure: target.and_then(|t| t.last_failure.clone()),
+                        revision: r.revision,
+                    }
                 })
                 .collect();
             let deployments = self.inner.db.deployments(environment, &name, 10).await?;
-            let digest = current
-                .as_ref()
-                .and_then(|c| c.image.split_once('@').map(|(_, d)| d.to_string()));
-            services.push(json!({
-                "name": name,
-                "revision": current.as_ref().map(|c| c.number),
-                "image": current.as_ref().map(|c| c.image.clone()),
-                "digest": digest,
-                "desired": current.as_ref().map(|c| c.replicas),
-                "parameters": current.as_ref().map(|c| c.secrets.clone()).unwrap_or_default(),
-                "replicas": replica_json,
-                "deployments": deployments,
-            }));
+            services.push(ServiceStatus {
+                deployments,
+                desired: current.as_ref().map(|c| c.replicas),
+                digest: current
+                    .as_ref()
+                    .and_then(|c| c.image.split_once('@').map(|(_, d)| d.to_string())),
+                image: current.as_ref().map(|c| c.image.clone()),
+                name,
+                parameters: current
+                    .as_ref()
+                    .map(|c| c.secrets.clone())
+                    .unwrap_or_default(),
+                replicas,
+                revision: current.as_ref().map(|c| c.number),
+            });
         }
-        Ok(json!({
-            "environment": environment,
-            "runtime": runtime_name(spec.runtime),
-            "load_balancer": env.lb.local_addr().to_string(),
-            "url": format!("http://{}/", env.lb.local_addr()),
-            "services": services,
-        }))
+        let addr = env.lb.local_addr();
+        Ok(EnvironmentStatus {
+            environment: environment.to_string(),
+            load_balancer: addr.to_string(),
+            runtime: runtime_name(spec.runtime).to_string(),
+            services,
+            url: format!("http://{addr}/"),
+        })
+    }
+
+    /// [`Deployer::environment_status`] as JSON, for callers that index it.
+    pub async fn status(&self, environment: &str) -> Result<Value, DeployError> {
+        let status = self.environment_status(environment).await?;
+        serde_json::to_value(status).map_err(|e| DeployError::Spec(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn example() -> EnvironmentStatus {
+        EnvironmentStatus {
+            environment: "staging".into(),
+            load_balancer: "127.0.0.1:8080".into(),
+            runtime: "process".into(),
+            services: vec![ServiceStatus {
+                deployments: vec![DeploymentRecord {
+                    finished_at: Some(20),
+                    from_revision: Some(1),
+                    id: 7,
+                    message: Some("2 replica(s) healthy; 0 replaced on the way".into()),
+                    started_at: 10,
+                    status: "Succeeded".into(),
+                    to_revision: 2,
+                }],
+                desired: Some(2),
+                digest: Some("sha256:abc".into()),
+                image: Some("127.0.0.1:5000/web@sha256:abc".into()),
+                name: "web".into(),
+                parameters: vec![SecretRef {
+                    parameter: "/shop/db-password".into(),
+                    secure: true,
+                    var: "DB_PASSWORD".into(),
+                    version: 3,
+                }],
+                replicas: vec![ReplicaStatus {
+                    addr: "127.0.0.1:40001".into(),
+                    health: Some("healthy".into()),
+                    id: "staging-web-r2-1-abcdef".into(),
+                    last_failure: None,
+                    revision: 2,
+                }],
+                revision: Some(2),
+            }],
+            url: "http://127.0.0.1:8080/".into(),
+        }
+    }
+
+    /// The JSON as the deployer built it with `json!` before it had types:
+    /// the contract of `gantry env status --json` and the API.
+    fn contract() -> Value {
+        json!({
+            "environment": "staging",
+            "runtime": "process",
+            "load_balancer": "127.0.0.1:8080",
+            "url": "http://127.0.0.1:8080/",
+            "services": [{
+                "name": "web",
+                "revision": 2,
+                "image": "127.0.0.1:5000/web@sha256:abc",
+                "digest": "sha256:abc",
+                "desired": 2,
+                "parameters": [{"var": "DB_PASSWORD", "parameter": "/shop/db-password", "version": 3, "secure": true}],
+                "replicas": [{
+                    "id": "staging-web-r2-1-abcdef", "revision": 2, "addr": "127.0.0.1:40001",
+                    "health": "healthy", "last_failure": null,
+                }],
+                "deployments": [{
+                    "id": 7, "from_revision": 1, "to_revision": 2, "status": "Succeeded",
+                    "started_at": 10, "finished_at": 20,
+                    "message": "2 replica(s) healthy; 0 replaced on the way",
+                }],
+            }],
+        })
+    }
+
+    #[test]
+    fn status_json_keeps_its_field_names() {
+        let typed = serde_json::to_string(&example()).unwrap();
+        // Same value, and the same bytes as the untyped JSON was sent.
+        assert_eq!(serde_json::to_value(example()).unwrap(), contract());
+        assert_eq!(typed, serde_json::to_string(&contract()).unwrap());
+        let back: EnvironmentStatus = serde_json::from_str(&typed).unwrap();
+        assert_eq!(back, example());
+    }
+
+    #[test]
+    fn a_service_never_deployed_shows_nulls_and_empty_lists() {
+        let status = ServiceStatus {
+            deployments: vec![],
+            desired: None,
+            digest: None,
+            image: None,
+            name: "web".into(),
+            parameters: vec![],
+            replicas: vec![],
+            revision: None,
+        };
+        assert_eq!(
+            serde_json::to_value(status).unwrap(),
+            json!({"name": "web", "revision": null, "image": null, "digest": null,
+                   "desired": null, "parameters": [], "replicas": [], "deployments": []})
+        );
     }
 }

@@ -38,16 +38,24 @@ CREATE TABLE IF NOT EXISTS deploy_deployments (
 );
 "#;
 
-/// One row of a service's deployment history.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct DeploymentRecord {
-    pub(crate) id: i64,
-    pub(crate) from_revision: Option<i64>,
-    pub(crate) to_revision: i64,
-    pub(crate) status: String,
-    pub(crate) started_at: i64,
-    pub(crate) finished_at: Option<i64>,
-    pub(crate) message: Option<String>,
+/// One row of a service's deployment history, as `env status` shows it.
+/// Fields are in alphabetical order, the order the JSON had when it was
+/// built as a `serde_json::Value`, so the bytes stay the same.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct DeploymentRecord {
+    /// Unix milliseconds; `None` while it runs.
+    pub finished_at: Option<i64>,
+    pub from_revision: Option<i64>,
+    pub id: i64,
+    /// Why it ended as it did (the circuit breaker's reason, say).
+    pub message: Option<String>,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// `InProgress`, `Succeeded`, `Failed`, `RolledBack` or `Interrupted`.
+    pub status: String,
+    pub to_revision: i64,
 }
 
 #[derive(Clone)]
