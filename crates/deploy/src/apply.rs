@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use gantry_proxy::{LoadBalancer, Rule};
+use gantry_proxy::Rule;
 use gantry_spec::environment::Environment;
 use gantry_spec::{assemble, parse_document};
 use tokio::sync::Mutex;
@@ -82,7 +82,10 @@ impl Deployer {
                         .load_balancer
                         .as_ref()
                         .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |lb| lb.listen);
-                    let lb = LoadBalancer::start(listen, rules_of(env))
+                    let lb = self
+                        .inner
+                        .balancers
+                        .start(listen, rules_of(env))
                         .await
                         .map_err(|e| DeployError::LoadBalancer {
                             environment: name.clone(),

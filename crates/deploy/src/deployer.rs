@@ -11,17 +11,18 @@ use std::sync::Arc;
 
 use gantry_images::RegistryClient;
 use gantry_params::ParamStore;
-use gantry_proxy::LoadBalancer;
 use gantry_runtime::Runtime;
 use gantry_spec::Project;
 use gantry_spec::environment::{Environment, RuntimeKind};
 use gantry_store::Store;
 use tokio::sync::Mutex;
 
+use crate::deployment::ImageRegistry;
 use crate::error::DeployError;
 use crate::revision::Revision;
 use crate::rollout::ReplicaRef;
 use crate::store::DeployStore;
+use crate::traffic::{Balancer, LoadBalancers, ProxyLoadBalancers};
 
 /// Where a deployment tells what it does, step by step.
 pub trait DeployLog: Send + Sync {
@@ -60,7 +61,8 @@ pub struct Deployer {
 pub(crate) struct Inner {
     pub(crate) db: DeployStore,
     pub(crate) params: Arc<ParamStore>,
-    pub(crate) images: RegistryClient,
+    pub(crate) images: Arc<dyn ImageRegistry>,
+    pub(crate) balancers: Arc<dyn LoadBalancers>,
     pub(crate) runtimes: Runtimes,
     pub(crate) state: Mutex<State>,
 }
@@ -74,7 +76,7 @@ pub(crate) struct State {
 pub(crate) struct EnvState {
     pub(crate) name: String,
     pub(crate) spec: Mutex<Environment>,
-    pub(crate) lb: LoadBalancer,
+    pub(crate) lb: Box<dyn Balancer>,
     pub(crate) runtime: Option<Arc<dyn Runtime>>,
     pub(crate) services: Mutex<BTreeMap<String, Arc<ServiceState>>>,
 }
@@ -107,6 +109,25 @@ impl Deployer {
         images: RegistryClient,
         runtimes: Runtimes,
     ) -> Result<Deployer, DeployError> {
+        Deployer::open_with(
+            store,
+            params,
+            Arc::new(images),
+            Arc::new(ProxyLoadBalancers),
+            runtimes,
+        )
+        .await
+    }
+
+    /// [`Deployer::open`] with the image registry and the load balancers
+    /// chosen by the caller (fakes, in tests).
+    pub(crate) async fn open_with(
+        store: Store,
+        params: Arc<ParamStore>,
+        images: Arc<dyn ImageRegistry>,
+        balancers: Arc<dyn LoadBalancers>,
+        runtimes: Runtimes,
+    ) -> Result<Deployer, DeployError> {
         let db = DeployStore::open(store).await?;
         let interrupted = db.interrupt_unfinished(now_ms()).await?;
         if interrupted > 0 {
@@ -117,6 +138,7 @@ impl Deployer {
                 db,
                 params,
                 images,
+                balancers,
                 runtimes,
                 state: Mutex::new(State::default()),
             }),

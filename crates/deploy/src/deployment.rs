@@ -6,13 +6,37 @@
 
 use std::sync::Arc;
 
-use gantry_images::Reference;
+use gantry_images::{Digest, Reference, RegistryClient};
 use gantry_params::Selector;
+use gantry_runtime::BoxFuture;
 
 use crate::deployer::{DeployLog, DeployOutcome, Deployer, EnvState, ServiceState, now_ms};
 use crate::error::DeployError;
 use crate::revision::{Revision, SecretRef};
 use crate::rollout::Rollout;
+
+/// Where images are looked up to pin them by digest: the registry client,
+/// or a fake in tests.
+pub(crate) trait ImageRegistry: Send + Sync {
+    /// The digest of the manifest `image` names, or `None` if it is absent.
+    fn manifest_digest<'a>(
+        &'a self,
+        image: &'a Reference,
+    ) -> BoxFuture<'a, Result<Option<Digest>, String>>;
+}
+
+impl ImageRegistry for RegistryClient {
+    fn manifest_digest<'a>(
+        &'a self,
+        image: &'a Reference,
+    ) -> BoxFuture<'a, Result<Option<Digest>, String>> {
+        Box::pin(async move {
+            RegistryClient::manifest_digest(self, image)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
 
 impl Deployer {
     /// The environment variables of a revision's replicas: its plain
@@ -281,7 +305,7 @@ impl Deployer {
         let old = state.replicas.lock().await.clone();
         let rollout = Rollout {
             runtime: &runtime,
-            group: &group,
+            group: &*group,
             revision: &revision,
             env_vars: &env_vars,
             log,
@@ -338,7 +362,7 @@ impl Deployer {
                         let prev_env = self.replica_env(prev).await?;
                         let restore = Rollout {
                             runtime: &runtime,
-                            group: &group,
+                            group: &*group,
                             revision: prev,
                             env_vars: &prev_env,
                             log,

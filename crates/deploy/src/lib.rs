@@ -37,6 +37,7 @@ mod revision;
 mod rollout;
 mod status;
 mod store;
+mod traffic;
 
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes};
 pub use error::DeployError;

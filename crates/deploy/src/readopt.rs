@@ -108,7 +108,7 @@ impl Deployer {
         let log = TracingLog;
         let rollout = Rollout {
             runtime: &runtime,
-            group: &group,
+            group: &*group,
             revision,
             env_vars: &env_vars,
             log: &log,

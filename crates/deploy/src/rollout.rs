@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gantry_images::Reference;
-use gantry_proxy::{Target, TargetGroup};
+use gantry_proxy::Target;
 use gantry_runtime::{Replica, ReplicaEvent, ReplicaSpec, Runtime};
 
 use crate::deployer::DeployLog;
 use crate::error::DeployError;
 use crate::revision::Revision;
+use crate::traffic::Targets;
 
 /// A running replica as the deployer tracks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +79,7 @@ pub(crate) struct Tripped {
 
 pub(crate) struct Rollout<'a> {
     pub(crate) runtime: &'a Arc<dyn Runtime>,
-    pub(crate) group: &'a TargetGroup,
+    pub(crate) group: &'a dyn Targets,
     pub(crate) revision: &'a Revision,
     pub(crate) env_vars: &'a [(String, String)],
     pub(crate) log: &'a dyn DeployLog,

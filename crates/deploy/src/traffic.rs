@@ -1,0 +1,124 @@
+//! Traffic: an environment's load balancer and its services' target groups,
+//! reduced to what a deployment needs of them — register a replica, change
+//! its weight, drain it, learn when it is healthy.
+//!
+//! The real implementation is `gantry_proxy`'s: active HTTP health checks
+//! decide health, on the proxy's timers. The deployer holds these traits
+//! rather than the proxy's types so that its rules (rollout order, the
+//! circuit breaker, rollback, blue/green, re-adoption) can be tested with
+//! a fake whose replicas turn healthy or unhealthy on command, on tokio's
+//! paused clock (`crate::tests::fake`). The proxy's own tests cover its
+//! health checks; the server's deploy tests cover the two together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_proxy::{
+    HealthCheckConfig, LoadBalancer, ProxyError, Rule, Target, TargetGroup, TargetStatus,
+};
+use gantry_runtime::BoxFuture;
+
+/// Starts an environment's load balancer.
+pub(crate) trait LoadBalancers: Send + Sync {
+    fn start(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>>;
+}
+
+/// One environment's load balancer: path rules to services' target groups.
+pub(crate) trait Balancer: Send + Sync {
+    fn local_addr(&self) -> SocketAddr;
+    /// Replaces the path rules at once.
+    fn set_rules(&self, rules: Vec<Rule>);
+    /// The target group of a service, created empty on first use.
+    fn target_group(&self, service: &str) -> Arc<dyn Targets>;
+    /// Stops listening; in-flight requests finish.
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// A service's target group, as [`gantry_proxy::TargetGroup`] documents it.
+pub(crate) trait Targets: Send + Sync {
+    /// Adds a replica: Initial (no traffic while a Healthy one exists) until
+    /// it passes its health checks.
+    fn register(&self, target: Target);
+    fn set_weight(&self, id: &str, weight: u32) -> Result<(), ProxyError>;
+    /// Sends the replica no new request at once; resolves once its
+    /// in-flight requests finished or `drain` passed.
+    fn deregister(&self, id: &str, drain: Duration) -> BoxFuture<'static, ()>;
+    fn set_health_check(&self, config: HealthCheckConfig) -> Result<(), ProxyError>;
+    fn targets(&self) -> Vec<TargetStatus>;
+    /// Resolves once the replica is Healthy; fails as soon as it is
+    /// Unhealthy or draining, or after `timeout`.
+    fn wait_healthy<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProxyError>>;
+}
+
+/// The real load balancers: `gantry_proxy` listeners.
+pub(crate) struct ProxyLoadBalancers;
+
+impl LoadBalancers for ProxyLoadBalancers {
+    fn start(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        Box::pin(async move {
+            let lb = LoadBalancer::start(listen, rules).await?;
+            Ok(Box::new(lb) as Box<dyn Balancer>)
+        })
+    }
+}
+
+impl Balancer for LoadBalancer {
+    fn local_addr(&self) -> SocketAddr {
+        LoadBalancer::local_addr(self)
+    }
+
+    fn set_rules(&self, rules: Vec<Rule>) {
+        LoadBalancer::set_rules(self, rules);
+    }
+
+    fn target_group(&self, service: &str) -> Arc<dyn Targets> {
+        Arc::new(LoadBalancer::target_group(self, service))
+    }
+
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(LoadBalancer::shutdown(*self))
+    }
+}
+
+impl Targets for TargetGroup {
+    fn register(&self, target: Target) {
+        TargetGroup::register(self, target);
+    }
+
+    fn set_weight(&self, id: &str, weight: u32) -> Result<(), ProxyError> {
+        TargetGroup::set_weight(self, id, weight)
+    }
+
+    fn deregister(&self, id: &str, drain: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(TargetGroup::deregister(self, id, drain))
+    }
+
+    fn set_health_check(&self, config: HealthCheckConfig) -> Result<(), ProxyError> {
+        TargetGroup::set_health_check(self, config)
+    }
+
+    fn targets(&self) -> Vec<TargetStatus> {
+        TargetGroup::targets(self)
+    }
+
+    fn wait_healthy<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProxyError>> {
+        Box::pin(TargetGroup::wait_healthy(self, id, timeout))
+    }
+}
