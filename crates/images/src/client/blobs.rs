@@ -45,6 +45,21 @@ enum UploadSource<'a> {
     },
 }
 
+impl UploadSource<'_> {
+    /// The body of the closing `PUT` when the source fits in one and can be read
+    /// again (bytes, or a file up to `chunk_size`), with its length; `None` for a
+    /// chunked file or another registry's blob.
+    fn whole_body(&self, chunk_size: u64) -> std::io::Result<Option<(Body, u64)>> {
+        Ok(match self {
+            UploadSource::Bytes(bytes) => Some((Body::from(bytes.to_vec()), bytes.len() as u64)),
+            UploadSource::File { path, size } if *size <= chunk_size => {
+                Some((file_body(path, 0, *size)?, *size))
+            }
+            _ => None,
+        })
+    }
+}
+
 impl RegistryClient {
     /// Whether the repository of `image` holds blob `digest`.
     pub async fn blob_exists(
@@ -53,7 +68,7 @@ impl RegistryClient {
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
         let call = self.call(image, format!("HEAD blob {digest}"), false);
-        let url = self.url(&call, &format!("{}/blobs/{digest}", image.repository()))?;
+        let url = self.blob_url(&call, digest)?;
         let response = self
             .execute(&call, true, || Ok(self.request(Method::HEAD, url.clone())))
             .await?;
@@ -77,11 +92,7 @@ impl RegistryClient {
         W: AsyncWrite + Unpin + ?Sized,
     {
         let call = self.call(image, format!("GET blob {digest}"), false);
-        let url = self.url(&call, &format!("{}/blobs/{digest}", image.repository()))?;
-        let response = self
-            .execute(&call, true, || Ok(self.request(Method::GET, url.clone())))
-            .await?;
-        let mut response = expect(&call, response, &[StatusCode::OK]).await?;
+        let mut response = self.open_blob(&call, digest).await?;
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         while let Some(chunk) = response
@@ -215,6 +226,20 @@ impl RegistryClient {
         self.upload_retrying(&call, digest, &source).await
     }
 
+    /// The URL of blob `digest` in the call's repository.
+    fn blob_url(&self, call: &Call<'_>, digest: &Digest) -> Result<Url, RegistryError> {
+        self.url(call, &format!("{}/blobs/{digest}", call.image.repository()))
+    }
+
+    /// Starts the download of blob `digest`: the answer, its body not yet read.
+    async fn open_blob(&self, call: &Call<'_>, digest: &Digest) -> Result<Response, RegistryError> {
+        let url = self.blob_url(call, digest)?;
+        let response = self
+            .execute(call, true, || Ok(self.request(Method::GET, url.clone())))
+            .await?;
+        expect(call, response, &[StatusCode::OK]).await
+    }
+
     /// Runs a whole upload (session, body, close), starting it over on a
     /// transient failure.
     async fn upload_retrying(
@@ -242,22 +267,17 @@ impl RegistryClient {
             })
             .await?;
         let response = expect(call, response, &[StatusCode::ACCEPTED]).await?;
-        let mut location = location(call, &start_url, &response)?;
+        let mut session = location(call, &start_url, &response)?;
 
         let chunk_size = self.inner.options.chunk_size.max(1);
         let final_body: Option<(Body, u64)> = match source {
-            UploadSource::Bytes(bytes) => Some((Body::from(bytes.to_vec()), bytes.len() as u64)),
-            UploadSource::File { path, size } if *size <= chunk_size => Some((
-                file_body(path, 0, *size).map_err(|e| call.io_error(e))?,
-                *size,
-            )),
-            UploadSource::File { path, size } => {
+            UploadSource::File { path, size } if *size > chunk_size => {
                 let mut offset = 0u64;
                 while offset < *size {
                     let len = chunk_size.min(size - offset);
                     let body = file_body(path, offset, len).map_err(|e| call.io_error(e))?;
                     let mut body = Some(body);
-                    let patch_url = location.clone();
+                    let patch_url = session.clone();
                     let response = self
                         .execute(call, false, || {
                             // A chunk body is a one-shot stream; the only reason to build
@@ -282,26 +302,23 @@ impl RegistryClient {
                         &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT],
                     )
                     .await?;
-                    location = self::location(call, &patch_url, &response)?;
+                    session = location(call, &patch_url, &response)?;
                     offset += len;
                 }
                 None
             }
             UploadSource::Blob { from, digest, size } => {
                 let get_call = self.call(from, format!("GET blob {digest}"), false);
-                let url = self.url(&get_call, &format!("{}/blobs/{digest}", from.repository()))?;
-                let response = self
-                    .execute(&get_call, true, || {
-                        Ok(self.request(Method::GET, url.clone()))
-                    })
-                    .await?;
-                let response = expect(&get_call, response, &[StatusCode::OK]).await?;
+                let response = self.open_blob(&get_call, digest).await?;
                 let len = response.content_length().unwrap_or(*size);
                 Some((Body::wrap_stream(response.bytes_stream()), len))
             }
+            _ => source
+                .whole_body(chunk_size)
+                .map_err(|e| call.io_error(e))?,
         };
 
-        let mut put_url = location.clone();
+        let mut put_url = session.clone();
         put_url
             .query_pairs_mut()
             .append_pair("digest", digest.as_str());
@@ -311,19 +328,17 @@ impl RegistryClient {
                 let request = self
                     .request(Method::PUT, put_url.clone())
                     .header(CONTENT_TYPE, "application/octet-stream");
-                Ok(match body.take() {
+                // Either the chunks went by PATCH, or this is a rebuild after a 401
+                // and the one-shot body is gone; a rebuilt stream is reopened.
+                let body = match body.take() {
+                    Some(body) => Some(body),
+                    None => source
+                        .whole_body(chunk_size)
+                        .map_err(|e| call.io_error(e))?,
+                };
+                Ok(match body {
                     Some((body, len)) => request.header(CONTENT_LENGTH, len).body(body),
-                    // Either the chunks went by PATCH, or this is a rebuild after a 401
-                    // and the one-shot body is gone; a rebuilt stream is reopened.
-                    None => match source {
-                        UploadSource::File { path, size } if *size <= chunk_size => request
-                            .header(CONTENT_LENGTH, *size)
-                            .body(file_body(path, 0, *size).map_err(|e| call.io_error(e))?),
-                        UploadSource::Bytes(bytes) => request
-                            .header(CONTENT_LENGTH, bytes.len())
-                            .body(bytes.to_vec()),
-                        _ => request.header(CONTENT_LENGTH, 0),
-                    },
+                    None => request.header(CONTENT_LENGTH, 0),
                 })
             })
             .await?;

@@ -8,13 +8,16 @@
 //! stored is checked against the digest the registry says it stored.
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LINK};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, Response, StatusCode, Url};
 
 use super::answer::{expect, header_str, read_capped, status_error};
-use super::{RegistryClient, RegistryError};
+use super::{Call, RegistryClient, RegistryError};
 use crate::digest::Digest;
 use crate::manifest::{MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
 use crate::reference::Reference;
+
+/// The header in which a registry names a manifest's digest.
+const CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// A manifest exactly as the registry stored it.
 #[derive(Debug, Clone)]
@@ -31,29 +34,14 @@ impl RegistryClient {
     /// Fetches the manifest `image` names (by digest if pinned, else by tag), as bytes.
     pub async fn get_manifest_raw(&self, image: &Reference) -> Result<RawManifest, RegistryError> {
         let call = self.call(image, "GET manifest".to_owned(), false);
-        let url = self.url(
-            &call,
-            &format!(
-                "{}/manifests/{}",
-                image.repository(),
-                image.manifest_reference()
-            ),
-        )?;
-        let response = self
-            .execute(&call, true, || {
-                Ok(self
-                    .request(Method::GET, url.clone())
-                    .header(ACCEPT, MANIFEST_ACCEPT))
-            })
-            .await?;
+        let response = self.request_manifest(&call, Method::GET).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::ManifestNotFound {
                 image: image.to_string(),
             });
         }
         let response = expect(&call, response, &[StatusCode::OK]).await?;
-        let header_digest =
-            header_str(response.headers(), "docker-content-digest").map(str::to_owned);
+        let header_digest = header_str(response.headers(), CONTENT_DIGEST).map(str::to_owned);
         let content_type = header_str(response.headers(), CONTENT_TYPE.as_str()).map(str::to_owned);
         let bytes = read_capped(&call, response, MAX_MANIFEST_BYTES).await?;
         let digest = Digest::of(&bytes);
@@ -96,14 +84,7 @@ impl RegistryClient {
         {
             return Err(call.digest_mismatch(pinned.to_string(), digest.to_string()));
         }
-        let url = self.url(
-            &call,
-            &format!(
-                "{}/manifests/{}",
-                image.repository(),
-                image.manifest_reference()
-            ),
-        )?;
+        let url = self.manifest_url(&call)?;
         let body = bytes.to_vec();
         let response = self
             .execute(&call, true, || {
@@ -114,7 +95,7 @@ impl RegistryClient {
             })
             .await?;
         let response = expect(&call, response, &[StatusCode::CREATED, StatusCode::OK]).await?;
-        if let Some(stored) = header_str(response.headers(), "docker-content-digest")
+        if let Some(stored) = header_str(response.headers(), CONTENT_DIGEST)
             && stored.starts_with("sha256:")
             && stored != digest.as_str()
         {
@@ -129,25 +110,11 @@ impl RegistryClient {
         image: &Reference,
     ) -> Result<Option<Digest>, RegistryError> {
         let call = self.call(image, "HEAD manifest".to_owned(), false);
-        let url = self.url(
-            &call,
-            &format!(
-                "{}/manifests/{}",
-                image.repository(),
-                image.manifest_reference()
-            ),
-        )?;
-        let response = self
-            .execute(&call, true, || {
-                Ok(self
-                    .request(Method::HEAD, url.clone())
-                    .header(ACCEPT, MANIFEST_ACCEPT))
-            })
-            .await?;
+        let response = self.request_manifest(&call, Method::HEAD).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
-                match header_str(response.headers(), "docker-content-digest").map(Digest::parse) {
+                match header_str(response.headers(), CONTENT_DIGEST).map(Digest::parse) {
                     Some(Ok(digest)) => Ok(Some(digest)),
                     // Without a usable header the only way to know is to hash the manifest.
                     _ => match self.get_manifest_raw(image).await {
@@ -191,6 +158,32 @@ impl RegistryClient {
             }
         }
         Err(call.protocol("tag list pagination did not end".to_owned()))
+    }
+
+    /// The URL of the manifest the call's image names: by digest if pinned, else by tag.
+    fn manifest_url(&self, call: &Call<'_>) -> Result<Url, RegistryError> {
+        let image = call.image;
+        let path = format!(
+            "{}/manifests/{}",
+            image.repository(),
+            image.manifest_reference()
+        );
+        self.url(call, &path)
+    }
+
+    /// A `GET` or `HEAD` of the call's manifest, accepting every manifest kind.
+    async fn request_manifest(
+        &self,
+        call: &Call<'_>,
+        method: Method,
+    ) -> Result<Response, RegistryError> {
+        let url = self.manifest_url(call)?;
+        self.execute(call, true, || {
+            Ok(self
+                .request(method.clone(), url.clone())
+                .header(ACCEPT, MANIFEST_ACCEPT))
+        })
+        .await
     }
 }
 
