@@ -63,6 +63,7 @@ mod proc;
 mod process;
 mod replica;
 mod restart;
+mod table;
 mod unpack;
 
 use std::future::Future;

@@ -1,30 +1,27 @@
 //! The `process` runtime: replicas as host processes running an unpacked image.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_images::{Digest, RegistryClient};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::error::RuntimeError;
-use crate::events::EventHub;
 use crate::images::ImageCache;
 use crate::launch::{HostEnv, Launch, plan};
+use crate::proc;
 use crate::replica::{Replica, ReplicaEvent, ReplicaSpec, ReplicaState};
-use crate::restart::{RestartPolicy, Streak};
-use crate::{BoxFuture, Runtime, proc};
+use crate::restart::RestartPolicy;
+use crate::table::{Driver, Port, ReplicaTable, loopback};
 
 /// The variable marking a process as a replica of this data dir.
 const MARK_ENV: &str = "GANTRY_REPLICA";
@@ -93,27 +90,14 @@ struct Inner {
     images: ImageCache,
     host: HostEnv,
     options: ProcessOptions,
-    events: EventHub,
-    slots: Mutex<HashMap<String, Slot>>,
-    /// Distinguishes a replica from a later one with the same id, so a late
-    /// supervisor or start never touches its successor.
-    next_token: AtomicU64,
-}
-
-/// A replica as the runtime tracks it.
-struct Slot {
-    replica: Replica,
-    token: u64,
-    /// The running process, when there is one.
-    process: Option<Proc>,
-    /// A stop was asked for: nothing restarts it any more.
-    stopping: bool,
-    supervisor: Option<tokio::task::AbortHandle>,
+    /// Each slot's handle is its running process, when there is one; its
+    /// task is its supervisor.
+    table: ReplicaTable<Option<Proc>>,
 }
 
 /// A process identified across pid reuse. Its pid is its process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Proc {
+pub(crate) struct Proc {
     pid: i32,
     start_time: u64,
 }
@@ -177,9 +161,7 @@ impl ProcessRuntime {
             images,
             host: HostEnv::capture(),
             options,
-            events: EventHub::new(),
-            slots: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(1),
+            table: ReplicaTable::new(),
         });
         inner.recover()?;
         Ok(ProcessRuntime { inner })
@@ -199,52 +181,28 @@ impl ProcessRuntime {
 
 impl Drop for ProcessRuntime {
     fn drop(&mut self) {
-        for slot in self.inner.slots().values_mut() {
-            if let Some(supervisor) = slot.supervisor.take() {
-                supervisor.abort();
-            }
-        }
+        self.inner.table.abort_tasks();
     }
 }
 
-impl Runtime for ProcessRuntime {
-    fn kind(&self) -> &'static str {
-        "process"
+impl Driver for ProcessRuntime {
+    type Handle = Option<Proc>;
+    const KIND: &'static str = "process";
+
+    fn table(&self) -> &ReplicaTable<Option<Proc>> {
+        &self.inner.table
     }
 
-    fn start<'a>(&'a self, spec: ReplicaSpec) -> BoxFuture<'a, Result<Replica, RuntimeError>> {
-        Box::pin(self.inner.start(spec))
+    async fn start_replica(&self, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
+        self.inner.start(spec).await
     }
 
-    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.inner.stop(id, grace))
-    }
-
-    fn list<'a>(&'a self) -> BoxFuture<'a, Result<Vec<Replica>, RuntimeError>> {
-        Box::pin(async move {
-            let mut replicas: Vec<Replica> = self
-                .inner
-                .slots()
-                .values()
-                .map(|s| s.replica.clone())
-                .collect();
-            replicas.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(replicas)
-        })
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<ReplicaEvent> {
-        self.inner.events.subscribe()
+    async fn stop_replica(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.inner.stop(id, grace).await
     }
 }
 
 impl Inner {
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        // A panic elsewhere while holding the lock leaves the map usable: every
-        // update to it is a single assignment.
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn log_path(&self, id: &str) -> PathBuf {
         self.replicas_dir.join(format!("{id}.log"))
     }
@@ -292,37 +250,26 @@ impl Inner {
             };
             if proc::is_alive(process.pid, process.start_time) {
                 tracing::info!(replica = %id, pid = process.pid, "adopting a running replica");
-                let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-                let supervisor = tokio::spawn(supervise(
-                    self.clone(),
-                    id.clone(),
-                    token,
-                    Watch::Adopted(process),
-                    Some(process),
-                ));
-                self.slots().insert(
-                    id.clone(),
-                    Slot {
-                        replica: Replica {
-                            id: id.clone(),
-                            addr: loopback(state.port),
-                            spec: state.spec,
-                            state: ReplicaState::Running,
-                            restarts: state.restarts,
-                        },
-                        token,
-                        process: Some(process),
-                        stopping: false,
-                        supervisor: Some(supervisor.abort_handle()),
-                    },
-                );
+                let replica = Replica {
+                    id: id.clone(),
+                    addr: loopback(state.port),
+                    spec: state.spec,
+                    state: ReplicaState::Running,
+                    restarts: state.restarts,
+                };
+                self.table.adopt(replica, Some(process), |token| {
+                    let watch = Watch::Adopted(process);
+                    let supervisor =
+                        supervise(self.clone(), id.clone(), token, watch, Some(process));
+                    Some(tokio::spawn(supervisor).abort_handle())
+                });
                 adopted.insert(id);
             } else {
                 proc::kill_leftovers(process.pid, process.start_time);
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove a dead replica's state file");
                 }
-                self.events.emit(ReplicaEvent::Exited {
+                self.table.emit(ReplicaEvent::Exited {
                     id,
                     code: None,
                     signal: None,
@@ -340,50 +287,17 @@ impl Inner {
 
     async fn start(self: &Arc<Self>, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
         spec.validate()?;
-        let (token, port) = self.reserve(&spec)?;
-        // Frees the id if the start fails or its future is dropped mid-pull.
-        let mut reservation = Reservation {
-            slots: &self.slots,
-            id: spec.id.clone(),
-            token,
-            kept: false,
-        };
-        let replica = self.first_start(spec, token, port).await?;
-        reservation.kept = true;
-        Ok(replica)
-    }
-
-    /// Claims the id and a port with a `Starting` slot, so a second start of the
-    /// same id fails at once and `list` shows the replica while it is pulled.
-    fn reserve(&self, spec: &ReplicaSpec) -> Result<(u64, u16), RuntimeError> {
-        let mut slots = self.slots();
-        if slots.contains_key(&spec.id) || self.state_path(&spec.id).exists() {
-            return Err(RuntimeError::AlreadyExists {
-                id: spec.id.clone(),
-            });
+        // A state file no replica accounts for (unreadable at start-up) keeps its id taken.
+        if self.state_path(&spec.id).exists() {
+            return Err(RuntimeError::AlreadyExists { id: spec.id });
         }
-        let port = free_port(&slots).map_err(|reason| RuntimeError::PortUnavailable {
-            id: spec.id.clone(),
-            reason,
-        })?;
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        slots.insert(
-            spec.id.clone(),
-            Slot {
-                replica: Replica {
-                    id: spec.id.clone(),
-                    addr: loopback(port),
-                    spec: spec.clone(),
-                    state: ReplicaState::Starting,
-                    restarts: 0,
-                },
-                token,
-                process: None,
-                stopping: false,
-                supervisor: None,
-            },
-        );
-        Ok((token, port))
+        // Frees the id if the start fails or its future is dropped mid-pull.
+        let reservation = self.table.reserve(&spec, Port::PickNow)?;
+        let replica = self
+            .first_start(spec, reservation.token(), reservation.port())
+            .await?;
+        reservation.keep();
+        Ok(replica)
     }
 
     async fn first_start(
@@ -401,28 +315,15 @@ impl Inner {
                 "The replica runs as root: give the service a `user:` to run it as another user."
             );
         }
-        let mut slots = self.slots();
-        let Some(slot) = slots
-            .get_mut(&spec.id)
-            .filter(|s| s.token == token && !s.stopping)
-        else {
-            return Err(RuntimeError::StoppedWhileStarting { id: spec.id });
-        };
-        let (child, process) = self.spawn(&launch, &slot.replica)?;
-        slot.process = Some(process);
-        slot.replica.state = ReplicaState::Running;
-        self.events.emit(ReplicaEvent::Started {
-            id: spec.id.clone(),
+        let started = self.table.started(&spec.id, token, |slot| {
+            let (child, process) = self.spawn(&launch, &slot.replica)?;
+            slot.handle = Some(process);
+            let watch = Watch::Child(child);
+            let supervisor = supervise(self.clone(), spec.id.clone(), token, watch, Some(process));
+            slot.task = Some(tokio::spawn(supervisor).abort_handle());
+            Ok(slot.replica.clone())
         });
-        let supervisor = tokio::spawn(supervise(
-            self.clone(),
-            spec.id.clone(),
-            token,
-            Watch::Child(child),
-            Some(process),
-        ));
-        slot.supervisor = Some(supervisor.abort_handle());
-        Ok(slot.replica.clone())
+        started.unwrap_or(Err(RuntimeError::StoppedWhileStarting { id: spec.id }))
     }
 
     /// Starts the process and records it in its state file. Called with the
@@ -533,37 +434,20 @@ impl Inner {
         id: &str,
         token: u64,
     ) -> Result<Option<(tokio::process::Child, Proc)>, RuntimeError> {
-        let Some((spec, port)) = self
-            .slots()
-            .get(id)
-            .filter(|s| s.token == token && !s.stopping)
-            .map(|s| (s.replica.spec.clone(), s.replica.addr.port()))
-        else {
+        let Some((spec, port)) = self.table.live(id, token, |s| {
+            (s.replica.spec.clone(), s.replica.addr.port())
+        }) else {
             return Ok(None);
         };
         let image = self.images.unpacked(&spec.image).await?;
         let launch = plan(&image, &spec, port, &self.host, &self.mark(id))?;
-        let mut slots = self.slots();
-        let Some(slot) = slots
-            .get_mut(id)
-            .filter(|s| s.token == token && !s.stopping)
-        else {
-            return Ok(None);
-        };
-        slot.replica.restarts = slot.replica.restarts.saturating_add(1);
-        let spawned = self.spawn(&launch, &slot.replica);
-        let (child, process) = match spawned {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                slot.replica.restarts = slot.replica.restarts.saturating_sub(1);
-                return Err(e);
-            }
-        };
-        slot.process = Some(process);
-        slot.replica.state = ReplicaState::Running;
-        self.events
-            .emit(ReplicaEvent::Started { id: id.to_owned() });
-        Ok(Some((child, process)))
+        let restarted = self.table.restarted(id, token, |slot| {
+            // The state file records the restart count, one more already.
+            let (child, process) = self.spawn(&launch, &slot.replica)?;
+            slot.handle = Some(process);
+            Ok((child, process))
+        });
+        restarted.transpose()
     }
 
     /// Waits for the watched process to end: (exit code, signal).
@@ -605,13 +489,6 @@ impl Inner {
         }
     }
 
-    /// Whether the replica was stopped (or replaced by another with its id).
-    fn is_stopping(&self, id: &str, token: u64) -> bool {
-        self.slots()
-            .get(id)
-            .is_none_or(|s| s.token != token || s.stopping)
-    }
-
     /// Keeps a log bounded: copied to `.log.1` and truncated. The replica keeps
     /// writing to its open file, which is in append mode, so its next line lands
     /// at the new end; lines written between copy and truncation are lost.
@@ -636,29 +513,17 @@ impl Inner {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let (process, token) = {
-            let mut slots = self.slots();
-            let Some(slot) = slots.get_mut(id) else {
-                return Ok(());
-            };
-            slot.stopping = true;
-            slot.replica.state = ReplicaState::Stopped;
-            (slot.process, slot.token)
+        let Some(stopping) = self.table.begin_stop(id) else {
+            return Ok(());
         };
-        if let Some(process) = process {
+        if let Some(process) = stopping.handle {
             terminate_group(process, grace).await;
         }
-        let removed = {
-            let mut slots = self.slots();
-            match slots.get(id) {
-                Some(slot) if slot.token == token => slots.remove(id),
-                _ => None,
-            }
-        };
-        if let Some(mut slot) = removed {
-            if let Some(supervisor) = slot.supervisor.take() {
-                supervisor.abort();
-            }
+        // The supervisor saw the exit as asked for; it must not act any more.
+        if let Some(supervisor) = stopping.task {
+            supervisor.abort();
+        }
+        self.table.forget(id, stopping.token, || {
             let path = self.state_path(id);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -669,30 +534,8 @@ impl Inner {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove a replica state file")
                 }
             }
-            self.events
-                .emit(ReplicaEvent::Stopped { id: id.to_owned() });
-        }
+        });
         Ok(())
-    }
-}
-
-/// A `Starting` slot that is removed again unless the start succeeds.
-struct Reservation<'a> {
-    slots: &'a Mutex<HashMap<String, Slot>>,
-    id: String,
-    token: u64,
-    kept: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if self.kept {
-            return;
-        }
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.get(&self.id).is_some_and(|s| s.token == self.token) {
-            slots.remove(&self.id);
-        }
     }
 }
 
@@ -705,42 +548,22 @@ async fn supervise(
     mut watch: Watch,
     mut process: Option<Proc>,
 ) {
-    let mut streak = Streak::default();
-    let mut started = Instant::now();
     loop {
-        let (code, signal) = inner.wait_exit(&id, &mut watch).await;
-        if inner.is_stopping(&id, token) {
+        let exit = inner.wait_exit(&id, &mut watch).await;
+        if inner.table.is_stopping(&id, token) {
             // The stop owns the group now: its children get their grace period.
             return;
         }
         if let Some(process) = process.take() {
             proc::kill_leftovers(process.pid, process.start_time);
         }
-        let (attempt, delay) = streak.next(&inner.options.restart, started.elapsed());
-        {
-            let mut slots = inner.slots();
-            let Some(slot) = slots
-                .get_mut(&id)
-                .filter(|s| s.token == token && !s.stopping)
-            else {
-                return;
-            };
-            slot.process = None;
-            slot.replica.state = ReplicaState::Exited { code };
-            inner.events.emit(ReplicaEvent::Exited {
-                id: id.clone(),
-                code,
-                signal,
-            });
-            slot.replica.state = ReplicaState::Restarting;
-            inner.events.emit(ReplicaEvent::Restarting {
-                id: id.clone(),
-                attempt,
-                delay,
-            });
-        }
+        let policy = &inner.options.restart;
+        let Some(delay) = inner.table.exited(&id, token, exit, policy, |slot| {
+            slot.handle = None;
+        }) else {
+            return;
+        };
         tokio::time::sleep(delay).await;
-        started = Instant::now();
         match inner.restart(&id, token).await {
             Ok(Some((child, restarted))) => {
                 watch = Watch::Child(child);
@@ -781,26 +604,4 @@ async fn terminate_group(process: Proc, grace: Duration) {
     while running() && Instant::now() < deadline {
         tokio::time::sleep(STOP_POLL).await;
     }
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-/// A loopback port free now and not given to another replica (which may not
-/// have bound it yet). Another program may still take it before the replica
-/// binds it; the replica then fails, and is restarted on the same port.
-fn free_port(slots: &HashMap<String, Slot>) -> Result<u16, String> {
-    let mut last = String::from("no port tried");
-    for _ in 0..32 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port());
-        match port {
-            Ok(port) if !slots.values().any(|s| s.replica.addr.port() == port) => return Ok(port),
-            Ok(port) => last = format!("port {port} belongs to another replica"),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
 }
