@@ -4,10 +4,45 @@
 mod common;
 
 use common::{Answer, ScriptedServer};
-use gantry_images::{ClientOptions, Credentials, Reference, RegistryError};
+use gantry_images::{ClientOptions, Credentials, Reference, RegistryClient, RegistryError};
 
 fn image(server: &ScriptedServer, name: &str) -> Reference {
     Reference::parse(&format!("{}/{name}", server.addr)).unwrap()
+}
+
+/// `user:secret`, as a Basic `Authorization` header carries it.
+const USER_SECRET_BASIC: &str = "authorization: Basic dXNlcjpzZWNyZXQ=";
+
+/// A client holding the credentials `user` / `password` for `registry`.
+fn with_credentials(registry: &str, password: &str) -> RegistryClient {
+    let mut options = ClientOptions::default();
+    options.credentials.insert(
+        registry.to_owned(),
+        Credentials {
+            username: "user".into(),
+            password: password.into(),
+        },
+    );
+    RegistryClient::new(options).unwrap()
+}
+
+/// A registry that challenges for Basic credentials and gives `authorized()`
+/// to requests carrying `user:secret`.
+async fn basic_auth_registry(
+    authorized: impl Fn() -> Answer + Send + Sync + 'static,
+) -> ScriptedServer {
+    ScriptedServer::start(move |_, request| {
+        if request.headers.contains(USER_SECRET_BASIC) {
+            authorized()
+        } else {
+            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
+        }
+    })
+    .await
+}
+
+fn carries_authorization(seen: &common::Seen) -> bool {
+    seen.headers.to_ascii_lowercase().contains("authorization:")
 }
 
 #[tokio::test]
@@ -80,7 +115,7 @@ async fn connection_refused_is_retried_then_reported_as_unreachable() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let client = gantry_images::RegistryClient::new(ClientOptions {
+    let client = RegistryClient::new(ClientOptions {
         retry: gantry_images::RetryPolicy {
             attempts: 3,
             base_delay: std::time::Duration::from_millis(1),
@@ -103,8 +138,7 @@ async fn the_docker_token_flow_fetches_a_bearer_token_with_basic_credentials() {
     let server = ScriptedServer::start(move |_, request| {
         let realm = format!("http://{}/token", realm_addr.get().unwrap());
         if request.path.starts_with("/token") {
-            // "user:secret" in base64.
-            if request.headers.contains("authorization: Basic dXNlcjpzZWNyZXQ=") {
+            if request.headers.contains(USER_SECRET_BASIC) {
                 Answer::new(200, r#"{"token":"t0k3n"}"#)
             } else {
                 Answer::new(401, r#"{"details":"bad credentials"}"#)
@@ -120,15 +154,7 @@ async fn the_docker_token_flow_fetches_a_bearer_token_with_basic_credentials() {
     })
     .await;
     listener_addr.set(server.addr.clone()).unwrap();
-    let mut options = ClientOptions::default();
-    options.credentials.insert(
-        server.addr.clone(),
-        Credentials {
-            username: "user".into(),
-            password: "secret".into(),
-        },
-    );
-    let client = gantry_images::RegistryClient::new(options).unwrap();
+    let client = with_credentials(&server.addr, "secret");
     let app = image(&server, "team/app");
     assert_eq!(client.list_tags(&app).await.unwrap(), ["v1", "v2"]);
     let seen = server.seen.lock().unwrap().clone();
@@ -152,15 +178,7 @@ async fn the_docker_token_flow_fetches_a_bearer_token_with_basic_credentials() {
     assert_eq!(server.requests(), before + 1);
 
     // Wrong credentials: the realm's refusal is reported, naming the image.
-    let mut options = ClientOptions::default();
-    options.credentials.insert(
-        server.addr.clone(),
-        Credentials {
-            username: "user".into(),
-            password: "wrong".into(),
-        },
-    );
-    let client = gantry_images::RegistryClient::new(options).unwrap();
+    let client = with_credentials(&server.addr, "wrong");
     let err = client.list_tags(&app).await.unwrap_err();
     assert_eq!(err.code(), "registry_auth");
     assert!(
@@ -171,26 +189,8 @@ async fn the_docker_token_flow_fetches_a_bearer_token_with_basic_credentials() {
 
 #[tokio::test]
 async fn a_basic_challenge_is_answered_with_the_registry_credentials() {
-    let server = ScriptedServer::start(|_, request| {
-        if request
-            .headers
-            .contains("authorization: Basic dXNlcjpzZWNyZXQ=")
-        {
-            Answer::new(200, "{}")
-        } else {
-            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
-        }
-    })
-    .await;
-    let mut options = ClientOptions::default();
-    options.credentials.insert(
-        server.addr.clone(),
-        Credentials {
-            username: "user".into(),
-            password: "secret".into(),
-        },
-    );
-    let client = gantry_images::RegistryClient::new(options).unwrap();
+    let server = basic_auth_registry(|| Answer::new(200, "{}")).await;
+    let client = with_credentials(&server.addr, "secret");
     client.ping(&server.addr).await.unwrap();
     // Without credentials the 401 is reported as it is.
     let err = common::client().ping(&server.addr).await.unwrap_err();
@@ -198,22 +198,6 @@ async fn a_basic_challenge_is_answered_with_the_registry_credentials() {
         matches!(err, RegistryError::Status { status: 401, .. }),
         "{err:?}"
     );
-}
-
-fn with_credentials(registry: &str) -> gantry_images::RegistryClient {
-    let mut options = ClientOptions::default();
-    options.credentials.insert(
-        registry.to_owned(),
-        Credentials {
-            username: "user".into(),
-            password: "secret".into(),
-        },
-    );
-    gantry_images::RegistryClient::new(options).unwrap()
-}
-
-fn carries_authorization(seen: &common::Seen) -> bool {
-    seen.headers.to_ascii_lowercase().contains("authorization:")
 }
 
 #[tokio::test]
@@ -233,7 +217,7 @@ async fn credentials_never_go_to_a_plain_http_realm_on_another_host() {
         }
     })
     .await;
-    let client = with_credentials(&registry.addr);
+    let client = with_credentials(&registry.addr, "secret");
     let app = image(&registry, "team/app");
     assert_eq!(client.list_tags(&app).await.unwrap(), ["v1"]);
     let asked = realm.seen.lock().unwrap().clone();
@@ -247,18 +231,9 @@ async fn a_redirect_to_another_host_carries_no_credentials() {
         ScriptedServer::start(|_, _| Answer::new(200, r#"{"name":"team/app","tags":["v1"]}"#))
             .await;
     let target = format!("http://{}/storage/tags", storage.addr);
-    let registry = ScriptedServer::start(move |_, request| {
-        if request
-            .headers
-            .contains("authorization: Basic dXNlcjpzZWNyZXQ=")
-        {
-            Answer::new(307, "").header("Location", &target)
-        } else {
-            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
-        }
-    })
-    .await;
-    let client = with_credentials(&registry.addr);
+    let registry =
+        basic_auth_registry(move || Answer::new(307, "").header("Location", &target)).await;
+    let client = with_credentials(&registry.addr, "secret");
     let app = image(&registry, "team/app");
     assert_eq!(client.list_tags(&app).await.unwrap(), ["v1"]);
     let fetched = storage.seen.lock().unwrap().clone();
@@ -268,17 +243,7 @@ async fn a_redirect_to_another_host_carries_no_credentials() {
 
 #[tokio::test]
 async fn credentials_set_later_reach_every_clone_of_the_client() {
-    let server = ScriptedServer::start(|_, request| {
-        if request
-            .headers
-            .contains("authorization: Basic dXNlcjpzZWNyZXQ=")
-        {
-            Answer::new(200, "{}")
-        } else {
-            Answer::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="registry""#)
-        }
-    })
-    .await;
+    let server = basic_auth_registry(|| Answer::new(200, "{}")).await;
     let client = common::client();
     let clone = client.clone();
     let err = clone.ping(&server.addr).await.unwrap_err();

@@ -168,4 +168,40 @@ mod tests {
         assert_eq!(policy.delay(2), Duration::from_millis(800));
         assert!(policy.delay(100) >= Duration::from_millis(200));
     }
+
+    #[test]
+    fn only_server_errors_and_lost_connections_are_transient() {
+        let status = |status| RegistryError::Status {
+            image: "r/app".into(),
+            what: "GET manifest".into(),
+            status,
+            body: String::new(),
+        };
+        for (error, transient) in [
+            (status(500), true),
+            (status(502), true),
+            (status(503), true),
+            (status(400), false),
+            (status(401), false),
+            (status(404), false),
+            (status(429), false),
+            (
+                RegistryError::ManifestNotFound {
+                    image: "r/app".into(),
+                },
+                false,
+            ),
+            (
+                RegistryError::DigestMismatch {
+                    image: "r/app".into(),
+                    what: "GET manifest".into(),
+                    expected: "sha256:a".into(),
+                    actual: "sha256:b".into(),
+                },
+                false,
+            ),
+        ] {
+            assert_eq!(error.is_transient(), transient, "{error}");
+        }
+    }
 }
