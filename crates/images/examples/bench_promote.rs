@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use flate2::{Compression, GzBuilder};
 use gantry_images::manifest::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, canonical_json};
-use gantry_images::{ClientOptions, Digest, Reference, RegistryClient, promote};
+use gantry_images::{ClientOptions, Digest, PromoteResult, Reference, RegistryClient, promote};
 use sha2::{Digest as _, Sha256};
 
 struct Registry {
@@ -202,6 +202,20 @@ fn run(program: &str, args: &[&str]) -> Result<Duration, String> {
     Ok(start.elapsed())
 }
 
+/// Promotes `src` (expected at `digest`) to `to`, and how long it took.
+async fn timed_promote(
+    client: &RegistryClient,
+    src: &Reference,
+    to: &Reference,
+    digest: &Digest,
+) -> (PromoteResult, Duration) {
+    let started = Instant::now();
+    let result = promote(client, src, to, Some(digest.as_str()))
+        .await
+        .unwrap_or_else(|e| panic!("promote {src} to {to}: {e}"));
+    (result, started.elapsed())
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
@@ -283,16 +297,7 @@ async fn main() {
         let _ = std::fs::remove_file(path);
     }
 
-    let started = Instant::now();
-    let same = promote(
-        &client,
-        &src,
-        &a.image("prod/app:v1"),
-        Some(digest.as_str()),
-    )
-    .await
-    .expect("promote within registry");
-    let within = started.elapsed();
+    let (same, within) = timed_promote(&client, &src, &a.image("prod/app:v1"), &digest).await;
     assert_eq!(same.digest, digest);
     println!(
         "(a) gantry promote, same registry       {}  (mounted {}, copied {}, skipped {}) target < 0.1 s: {}",
@@ -307,31 +312,14 @@ async fn main() {
         }
     );
 
-    let started = Instant::now();
-    let again = promote(
-        &client,
-        &src,
-        &a.image("prod/app:v1"),
-        Some(digest.as_str()),
-    )
-    .await
-    .expect("promote again");
+    let (again, elapsed) = timed_promote(&client, &src, &a.image("prod/app:v1"), &digest).await;
     println!(
         "    gantry promote again (all present)  {}  (skipped {})",
-        secs(started.elapsed()),
+        secs(elapsed),
         again.skipped_blobs
     );
 
-    let started = Instant::now();
-    let across = promote(
-        &client,
-        &src,
-        &b.image("prod/app:v1"),
-        Some(digest.as_str()),
-    )
-    .await
-    .expect("promote across registries");
-    let copy = started.elapsed();
+    let (across, copy) = timed_promote(&client, &src, &b.image("prod/app:v1"), &digest).await;
     assert_eq!(across.digest, digest);
     println!(
         "(b) gantry promote, second registry     {}  (copied {}, {:.0} MiB/s)",
