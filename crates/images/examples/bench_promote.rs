@@ -328,31 +328,30 @@ async fn main() {
         total as f64 / 1048576.0 / copy.as_secs_f64()
     );
 
-    match run(
-        "skopeo",
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            &format!("docker://{src}"),
-            &format!("docker://{}", a.image("skopeo/app:v1")),
-        ],
-    ) {
-        Ok(t) => println!("(c) skopeo copy, same registry          {}", secs(t)),
-        Err(e) => println!("(c) skopeo copy, same registry          failed: {e}"),
-    }
-    match run(
-        "skopeo",
-        &[
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            &format!("docker://{src}"),
-            &format!("docker://{}", b.image("skopeo/app:v1")),
-        ],
-    ) {
-        Ok(t) => println!("    skopeo copy, second registry        {}", secs(t)),
-        Err(e) => println!("    skopeo copy, second registry        failed: {e}"),
+    for (label, to) in [
+        (
+            "(c) skopeo copy, same registry       ",
+            a.image("skopeo/app:v1"),
+        ),
+        (
+            "    skopeo copy, second registry     ",
+            b.image("skopeo/app:v1"),
+        ),
+    ] {
+        let copied = run(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{src}"),
+                &format!("docker://{to}"),
+            ],
+        );
+        match copied {
+            Ok(t) => println!("{label}   {}", secs(t)),
+            Err(e) => println!("{label}   failed: {e}"),
+        }
     }
 
     if run("docker", &["info"]).is_ok() {
