@@ -1,22 +1,20 @@
 //! The `docker` runtime: replicas as containers, driven through the docker CLI.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
-use tokio::time::Instant;
 
+use crate::OWNER_ENV;
 use crate::error::RuntimeError;
-use crate::events::EventHub;
 use crate::replica::{Replica, ReplicaEvent, ReplicaSpec, ReplicaState};
-use crate::restart::{RestartPolicy, Streak};
-use crate::{BoxFuture, OWNER_ENV, Runtime};
+use crate::restart::RestartPolicy;
+use crate::table::{Driver, Port, ReplicaTable, loopback};
 
 /// Containers are named `gantry-<replica id>`.
 const NAME_PREFIX: &str = "gantry-";
@@ -90,26 +88,16 @@ impl DockerOptions {
 /// new runtime with the same owner adopts them.
 pub struct DockerRuntime {
     inner: Arc<Inner>,
-    watcher: tokio::task::AbortHandle,
 }
 
 struct Inner {
     options: DockerOptions,
-    events: EventHub,
-    slots: Mutex<HashMap<String, Slot>>,
-    next_token: AtomicU64,
+    /// A slot's task is its restart, while one is under way: the watcher
+    /// leaves the container alone meanwhile. Its handle is nothing: the
+    /// container's name comes from the replica id.
+    table: ReplicaTable<()>,
     /// Whether `docker version` has answered once.
     available: AtomicBool,
-}
-
-struct Slot {
-    replica: Replica,
-    token: u64,
-    stopping: bool,
-    /// A restart is under way: the watcher leaves the container alone.
-    restarting: Option<tokio::task::AbortHandle>,
-    streak: Streak,
-    started: Instant,
 }
 
 /// The `gantry.spec` label: the spec without environment values.
@@ -151,58 +139,38 @@ impl DockerRuntime {
     pub async fn new(options: DockerOptions) -> Result<DockerRuntime, RuntimeError> {
         let inner = Arc::new(Inner {
             options,
-            events: EventHub::new(),
-            slots: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(1),
+            table: ReplicaTable::new(),
             available: AtomicBool::new(false),
         });
         if let Err(e) = inner.poll().await {
             tracing::warn!(error = %e, "docker did not answer; its containers are adopted once it does");
         }
         let watcher = tokio::spawn(watch(inner.clone())).abort_handle();
-        Ok(DockerRuntime { inner, watcher })
+        inner.table.add_watcher(watcher);
+        Ok(DockerRuntime { inner })
     }
 }
 
 impl Drop for DockerRuntime {
     fn drop(&mut self) {
-        self.watcher.abort();
-        for slot in self.inner.slots().values_mut() {
-            if let Some(task) = slot.restarting.take() {
-                task.abort();
-            }
-        }
+        self.inner.table.abort_tasks();
     }
 }
 
-impl Runtime for DockerRuntime {
-    fn kind(&self) -> &'static str {
-        "docker"
+impl Driver for DockerRuntime {
+    type Handle = ();
+    const KIND: &'static str = "docker";
+
+    fn table(&self) -> &ReplicaTable<()> {
+        &self.inner.table
     }
 
-    fn start<'a>(&'a self, spec: ReplicaSpec) -> BoxFuture<'a, Result<Replica, RuntimeError>> {
-        Box::pin(self.inner.start(spec))
+    async fn start_replica(&self, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
+        self.inner.start(spec).await
     }
 
-    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.inner.stop(id, grace))
-    }
-
-    fn list<'a>(&'a self) -> BoxFuture<'a, Result<Vec<Replica>, RuntimeError>> {
-        Box::pin(async move {
-            let mut replicas: Vec<Replica> = self
-                .inner
-                .slots()
-                .values()
-                .map(|s| s.replica.clone())
-                .collect();
-            replicas.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(replicas)
-        })
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<ReplicaEvent> {
-        self.inner.events.subscribe()
+    async fn stop_replica(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.inner.stop(id, grace).await
     }
 }
 
@@ -218,7 +186,7 @@ async fn watch(inner: Arc<Inner>) {
     loop {
         let backoff = 1u32 << failures.min(5);
         tokio::time::sleep(inner.options.poll_interval * backoff.min(30)).await;
-        if inner.slots().is_empty() && inner.available.load(Ordering::Relaxed) {
+        if inner.table.lock().is_empty() && inner.available.load(Ordering::Relaxed) {
             continue;
         }
         match inner.poll().await {
@@ -235,10 +203,6 @@ async fn watch(inner: Arc<Inner>) {
 }
 
 impl Inner {
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Runs `docker ARGS` with `env` added to the CLI's environment; its stdout.
     async fn docker(
         &self,
@@ -329,12 +293,12 @@ impl Inner {
         self.available.store(true, Ordering::Relaxed);
         let mut unknown = Vec::new();
         {
-            let mut slots = self.slots();
+            let mut slots = self.table.lock();
             let by_id: HashMap<&str, &ContainerStatus> =
                 containers.iter().map(|c| (c.replica.as_str(), c)).collect();
             for (id, slot) in slots.iter_mut() {
                 let quiet = slot.stopping
-                    || slot.restarting.is_some()
+                    || slot.task.is_some()
                     || slot.replica.state != ReplicaState::Running;
                 if quiet {
                     continue;
@@ -346,7 +310,7 @@ impl Inner {
                     None => None,
                 };
                 let task = tokio::spawn(restart(self.clone(), id.clone(), slot.token, code));
-                slot.restarting = Some(task.abort_handle());
+                slot.task = Some(task.abort_handle());
             }
             for container in &containers {
                 if !slots.contains_key(&container.replica) {
@@ -374,7 +338,7 @@ impl Inner {
                 tracing::warn!(replica = %id, error = %e, "could not remove a dead replica container");
                 return;
             }
-            self.events.emit(ReplicaEvent::Exited {
+            self.table.emit(ReplicaEvent::Exited {
                 id: id.clone(),
                 code: container.exit_code,
                 signal: None,
@@ -388,23 +352,10 @@ impl Inner {
                 return;
             }
         };
-        let mut slots = self.slots();
-        if slots.contains_key(id) {
-            return;
+        let addr = replica.addr;
+        if self.table.adopt(replica, (), |_| None) {
+            tracing::info!(replica = %id, %addr, "adopted a running replica container");
         }
-        tracing::info!(replica = %id, addr = %replica.addr, "adopting a running replica container");
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        slots.insert(
-            id.clone(),
-            Slot {
-                replica,
-                token,
-                stopping: false,
-                restarting: None,
-                streak: Streak::default(),
-                started: Instant::now(),
-            },
-        );
     }
 
     /// Rebuilds a replica from its container's labels and environment.
@@ -449,74 +400,27 @@ impl Inner {
         })
     }
 
-    async fn start(self: &Arc<Self>, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
+    async fn start(&self, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
         spec.validate()?;
         self.check_docker().await?;
-        let token = self.reserve(&spec)?;
         // Frees the id if the start fails or its future is dropped midway; a
         // container created before that is adopted by the watcher.
-        let mut reservation = Reservation {
-            slots: &self.slots,
-            id: spec.id.clone(),
-            token,
-            kept: false,
-        };
-        let replica = self.first_start(&spec, token).await?;
-        reservation.kept = true;
+        let reservation = self.table.reserve(&spec, Port::Later)?;
+        let replica = self.first_start(&spec, reservation.token()).await?;
+        reservation.keep();
         Ok(replica)
-    }
-
-    fn reserve(&self, spec: &ReplicaSpec) -> Result<u64, RuntimeError> {
-        let mut slots = self.slots();
-        if slots.contains_key(&spec.id) {
-            return Err(RuntimeError::AlreadyExists {
-                id: spec.id.clone(),
-            });
-        }
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        slots.insert(
-            spec.id.clone(),
-            Slot {
-                replica: Replica {
-                    id: spec.id.clone(),
-                    addr: loopback(0),
-                    spec: spec.clone(),
-                    state: ReplicaState::Starting,
-                    restarts: 0,
-                },
-                token,
-                stopping: false,
-                restarting: None,
-                streak: Streak::default(),
-                started: Instant::now(),
-            },
-        );
-        Ok(token)
     }
 
     async fn first_start(&self, spec: &ReplicaSpec, token: u64) -> Result<Replica, RuntimeError> {
         self.pull(spec).await?;
         let port = self.run_on_free_port(spec).await?;
-        let started = {
-            let mut slots = self.slots();
-            match slots
-                .get_mut(&spec.id)
-                .filter(|s| s.token == token && !s.stopping)
-            {
-                Some(slot) => {
-                    slot.replica.addr = loopback(port);
-                    slot.replica.state = ReplicaState::Running;
-                    slot.started = Instant::now();
-                    self.events.emit(ReplicaEvent::Started {
-                        id: spec.id.clone(),
-                    });
-                    Some(slot.replica.clone())
-                }
-                None => None,
-            }
-        };
+        let started = self.table.started(&spec.id, token, |slot| {
+            slot.replica.addr = loopback(port);
+            Ok::<_, Infallible>(slot.replica.clone())
+        });
         match started {
-            Some(replica) => Ok(replica),
+            Some(Ok(replica)) => Ok(replica),
+            Some(Err(never)) => match never {},
             None => {
                 // Stopped meanwhile: the stop could not see the container yet.
                 let name = container_name(&spec.id);
@@ -561,10 +465,13 @@ impl Inner {
     /// `docker run` on a free host port, trying another if it was taken meanwhile.
     async fn run_on_free_port(&self, spec: &ReplicaSpec) -> Result<u16, RuntimeError> {
         for _ in 0..PORT_TRIES {
-            let port = free_port().map_err(|reason| RuntimeError::PortUnavailable {
-                id: spec.id.clone(),
-                reason,
-            })?;
+            let port = self
+                .table
+                .free_port()
+                .map_err(|reason| RuntimeError::PortUnavailable {
+                    id: spec.id.clone(),
+                    reason,
+                })?;
             match self.run(spec, port).await {
                 Ok(()) => return Ok(port),
                 Err(RunError::PortTaken) => continue,
@@ -632,18 +539,13 @@ impl Inner {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let token = {
-            let mut slots = self.slots();
-            let Some(slot) = slots.get_mut(id) else {
-                return Ok(());
-            };
-            slot.stopping = true;
-            slot.replica.state = ReplicaState::Stopped;
-            if let Some(task) = slot.restarting.take() {
-                task.abort();
-            }
-            slot.token
+        let Some(stopping) = self.table.begin_stop(id) else {
+            return Ok(());
         };
+        // A restart under way would start the container again.
+        if let Some(task) = stopping.task {
+            task.abort();
+        }
         let name = container_name(id);
         // `docker stop` counts whole seconds; rounding up never cuts the grace short.
         let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
@@ -666,97 +568,37 @@ impl Inner {
             // The slot stays (stopping), so stopping again retries.
             Err(e) => return Err(e),
         }
-        let removed = {
-            let mut slots = self.slots();
-            match slots.get(id) {
-                Some(slot) if slot.token == token => slots.remove(id).is_some(),
-                _ => false,
-            }
-        };
-        if removed {
-            self.events
-                .emit(ReplicaEvent::Stopped { id: id.to_owned() });
-        }
+        self.table.forget(id, stopping.token, || {});
         Ok(())
-    }
-}
-
-/// A `Starting` slot that is removed again unless the start succeeds.
-struct Reservation<'a> {
-    slots: &'a Mutex<HashMap<String, Slot>>,
-    id: String,
-    token: u64,
-    kept: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if self.kept {
-            return;
-        }
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.get(&self.id).is_some_and(|s| s.token == self.token) {
-            slots.remove(&self.id);
-        }
     }
 }
 
 /// Reports an exited container and starts it again after the backoff, until a
 /// start succeeds or the replica is stopped.
 async fn restart(inner: Arc<Inner>, id: String, token: u64, mut code: Option<i32>) {
+    let policy = &inner.options.restart;
     loop {
-        let delay = {
-            let mut slots = inner.slots();
-            let Some(slot) = slots
-                .get_mut(&id)
-                .filter(|s| s.token == token && !s.stopping)
-            else {
-                return;
-            };
-            let (attempt, delay) = slot
-                .streak
-                .next(&inner.options.restart, slot.started.elapsed());
-            slot.replica.state = ReplicaState::Exited { code };
-            inner.events.emit(ReplicaEvent::Exited {
-                id: id.clone(),
-                code,
-                signal: None,
-            });
-            slot.replica.state = ReplicaState::Restarting;
-            inner.events.emit(ReplicaEvent::Restarting {
-                id: id.clone(),
-                attempt,
-                delay,
-            });
-            delay
+        let exit = (code, None);
+        let Some(delay) = inner.table.exited(&id, token, exit, policy, |_| {}) else {
+            return;
         };
         tokio::time::sleep(delay).await;
-        let Some((spec, port)) = inner
-            .slots()
-            .get(&id)
-            .filter(|s| s.token == token && !s.stopping)
-            .map(|s| (s.replica.spec.clone(), s.replica.addr.port()))
-        else {
+        let Some((spec, port)) = inner.table.live(&id, token, |s| {
+            (s.replica.spec.clone(), s.replica.addr.port())
+        }) else {
             return;
         };
         let result = inner.start_again(&spec, port).await;
-        let mut slots = inner.slots();
-        let Some(slot) = slots
-            .get_mut(&id)
-            .filter(|s| s.token == token && !s.stopping)
-        else {
-            return;
-        };
-        slot.started = Instant::now();
-        match result {
-            Ok(()) => {
-                slot.replica.restarts = slot.replica.restarts.saturating_add(1);
-                slot.replica.state = ReplicaState::Running;
-                slot.restarting = None;
-                inner.events.emit(ReplicaEvent::Started { id: id.clone() });
-                return;
+        let restarted = inner.table.restarted(&id, token, |slot| {
+            if result.is_ok() {
+                // Done: the watcher looks after the container again.
+                slot.task = None;
             }
-            Err(e) => {
+            result
+        });
+        match restarted {
+            Some(Ok(())) | None => return,
+            Some(Err(e)) => {
                 tracing::warn!(replica = %id, error = %e, "restarting a replica container failed");
                 code = None;
             }
@@ -917,17 +759,6 @@ fn is_no_such_container(stderr: &str) -> bool {
 
 fn container_name(id: &str) -> String {
     format!("{NAME_PREFIX}{id}")
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| e.to_string())
 }
 
 fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
