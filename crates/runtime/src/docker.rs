@@ -1,4 +1,9 @@
 //! The `docker` runtime: replicas as containers, driven through the docker CLI.
+//!
+//! This file holds only what is docker's own: the `docker run` command line,
+//! pulling, publishing a host port, reading container states (as JSON), the
+//! watcher that restarts and adopts containers. Slots, reservations, listing,
+//! events and the restart backoff are the shared [`ReplicaTable`]'s.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -81,6 +86,8 @@ impl DockerOptions {
 /// the circuit breaker: containers run with no restart policy, a watcher polls
 /// `docker ps` every second, and an exited container is started again
 /// (`docker start`, or re-created if it was removed) after the backoff.
+/// What docker says is read as JSON (`--format '{{json .}}'`, and
+/// `docker inspect`'s `State` for exit codes), never from its human text.
 /// Containers outlive gantry; a new runtime adopts the running ones with its
 /// owner label and removes (reporting them as exited) the dead ones.
 ///
@@ -107,12 +114,14 @@ struct SpecLabel {
     env_names: Vec<String>,
 }
 
-/// One line of `docker ps`.
+/// One of this runtime's containers, from a line of
+/// `docker ps --format '{{json .}}'`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ContainerStatus {
     replica: String,
+    /// Docker's state: `created`, `running`, `paused`, `restarting`,
+    /// `removing`, `exited` or `dead`.
     state: String,
-    exit_code: Option<i32>,
 }
 
 impl ContainerStatus {
@@ -122,6 +131,36 @@ impl ContainerStatus {
             "running" | "paused" | "restarting" | "removing"
         )
     }
+}
+
+/// The fields of a `docker ps --format '{{json .}}'` line gantry reads.
+/// `Labels` is not among them: docker joins labels with commas, and the
+/// `gantry.spec` label holds commas itself; the name says the replica.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PsLine {
+    /// The container's names, joined with commas.
+    names: String,
+    state: String,
+}
+
+/// The fields of `docker inspect --format '{{json .State}}'` gantry reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectState {
+    status: String,
+    exit_code: i32,
+}
+
+/// The fields of `docker inspect --format '{{json .Config}}'` gantry reads.
+/// Docker writes `null` for an empty map or list.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectConfig {
+    #[serde(default)]
+    labels: Option<HashMap<String, String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
 }
 
 /// Why `docker run` failed.
@@ -280,10 +319,28 @@ impl Inner {
             "--filter".to_owned(),
             format!("label={LABEL_OWNER}={}", self.options.owner),
             "--format".to_owned(),
-            format!("{{{{.Label \"{LABEL_REPLICA}\"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}"),
+            "{{json .}}".to_owned(),
         ];
         let out = self.docker(&args, &[], Some(COMMAND_TIMEOUT)).await?;
         Ok(out.lines().filter_map(parse_ps_line).collect())
+    }
+
+    /// The exit code of the replica's container, from its structured state;
+    /// `None` unless it has exited (or when docker cannot say).
+    async fn exit_code(&self, id: &str) -> Option<i32> {
+        let args = strings([
+            "inspect",
+            "--format",
+            "{{json .State}}",
+            &container_name(id),
+        ]);
+        match self.docker(&args, &[], Some(COMMAND_TIMEOUT)).await {
+            Ok(out) => parse_exit_code(&out),
+            Err(e) => {
+                tracing::debug!(replica = %id, error = %e, "cannot read a container's exit code");
+                None
+            }
+        }
     }
 
     /// One look at the containers: restarts exited ones, adopts running ones no
@@ -303,13 +360,13 @@ impl Inner {
                 if quiet {
                     continue;
                 }
-                let code = match by_id.get(id.as_str()) {
+                let exited = match by_id.get(id.as_str()) {
                     Some(status) if status.is_running() => continue,
-                    Some(status) => status.exit_code,
+                    Some(_) => true,
                     // Removed behind gantry's back: it is re-created.
-                    None => None,
+                    None => false,
                 };
-                let task = tokio::spawn(restart(self.clone(), id.clone(), slot.token, code));
+                let task = tokio::spawn(restart(self.clone(), id.clone(), slot.token, exited));
                 slot.task = Some(task.abort_handle());
             }
             for container in &containers {
@@ -331,6 +388,7 @@ impl Inner {
         let name = container_name(id);
         if !container.is_running() {
             tracing::info!(replica = %id, "removing a dead replica container");
+            let code = self.exit_code(id).await;
             if let Err(e) = self
                 .docker(&strings(["rm", "-f", &name]), &[], Some(COMMAND_TIMEOUT))
                 .await
@@ -340,7 +398,7 @@ impl Inner {
             }
             self.table.emit(ReplicaEvent::Exited {
                 id: id.clone(),
-                code: container.exit_code,
+                code,
                 signal: None,
             });
             return;
@@ -360,24 +418,23 @@ impl Inner {
 
     /// Rebuilds a replica from its container's labels and environment.
     async fn inspect_replica(&self, name: &str) -> Result<Replica, String> {
+        let args = strings(["inspect", "--format", "{{json .Config}}", name]);
         let out = self
-            .docker(&strings(["inspect", name]), &[], Some(COMMAND_TIMEOUT))
+            .docker(&args, &[], Some(COMMAND_TIMEOUT))
             .await
             .map_err(|e| e.to_string())?;
-        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-        let config = &json[0]["Config"];
-        let label = |key: &str| config["Labels"][key].as_str().map(str::to_owned);
+        let config: InspectConfig =
+            serde_json::from_str(out.trim()).map_err(|e| format!("docker inspect: {e}"))?;
+        let labels = config.labels.unwrap_or_default();
         let spec_label: SpecLabel =
-            serde_json::from_str(&label(LABEL_SPEC).ok_or("no spec label")?)
+            serde_json::from_str(labels.get(LABEL_SPEC).ok_or("no spec label")?)
                 .map_err(|e| format!("spec label: {e}"))?;
-        let port: u16 = label(LABEL_HOST_PORT)
+        let port: u16 = labels
+            .get(LABEL_HOST_PORT)
             .ok_or("no host-port label")?
             .parse()
             .map_err(|e| format!("host-port label: {e}"))?;
-        let container_env: Vec<&str> = config["Env"]
-            .as_array()
-            .map(|vars| vars.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
+        let container_env = config.env.unwrap_or_default();
         let mut spec = spec_label.spec;
         spec.env = spec_label
             .env_names
@@ -387,7 +444,7 @@ impl Inner {
                 container_env
                     .iter()
                     .rev()
-                    .find_map(|var| var.strip_prefix(&prefix))
+                    .find_map(|var| var.strip_prefix(prefix.as_str()))
                     .map(|value| (name.clone(), value.to_owned()))
             })
             .collect();
@@ -575,7 +632,12 @@ impl Inner {
 
 /// Reports an exited container and starts it again after the backoff, until a
 /// start succeeds or the replica is stopped.
-async fn restart(inner: Arc<Inner>, id: String, token: u64, mut code: Option<i32>) {
+/// `exited`: the container is there, exited (not removed).
+async fn restart(inner: Arc<Inner>, id: String, token: u64, exited: bool) {
+    let mut code = match exited {
+        true => inner.exit_code(&id).await,
+        false => None,
+    };
     let policy = &inner.options.restart;
     loop {
         let exit = (code, None);
@@ -723,24 +785,32 @@ fn passed_on(name: &str) -> bool {
     )
 }
 
-/// Parses `REPLICA\tSTATE\tSTATUS` (`Exited (3) 2 seconds ago`).
+/// One of this runtime's containers from a `docker ps` JSON line; `None` for a
+/// line that is not JSON or a container not named `gantry-<id>`.
 fn parse_ps_line(line: &str) -> Option<ContainerStatus> {
-    let mut parts = line.split('\t');
-    let replica = parts.next()?.trim();
-    let state = parts.next()?.trim();
-    let status = parts.next().unwrap_or_default();
-    if replica.is_empty() {
-        return None;
-    }
-    let exit_code = status
-        .strip_prefix("Exited (")
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|code| code.parse().ok());
+    let line: PsLine = match serde_json::from_str(line) {
+        Ok(line) => line,
+        Err(e) => {
+            tracing::warn!(error = %e, %line, "cannot read a line of docker ps");
+            return None;
+        }
+    };
+    let replica = line
+        .names
+        .split(',')
+        .find_map(|name| name.trim_start_matches('/').strip_prefix(NAME_PREFIX))
+        .filter(|id| !id.is_empty())?;
     Some(ContainerStatus {
         replica: replica.to_owned(),
-        state: state.to_owned(),
-        exit_code,
+        state: line.state,
     })
+}
+
+/// The exit code in `docker inspect`'s JSON `State`, if the container exited.
+fn parse_exit_code(state: &str) -> Option<i32> {
+    let state: InspectState = serde_json::from_str(state.trim()).ok()?;
+    // A container that never ran (`created`) has ExitCode 0 too.
+    matches!(state.status.as_str(), "exited" | "dead").then_some(state.exit_code)
 }
 
 fn is_port_conflict(stderr: &str) -> bool {
@@ -771,19 +841,36 @@ mod tests {
     use crate::replica::tests::spec;
 
     #[test]
-    fn ps_lines_give_replica_state_and_exit_code() {
+    fn ps_json_lines_give_replica_and_state_and_inspect_gives_the_exit_code() {
+        // As docker 20.10 prints them; the spec label's commas are why
+        // `Labels` is not read.
+        let exited = r#"{"Command":"\"sh -c 'exit 3'\"","ID":"5311","Labels":"gantry.owner=o,gantry.replica=r1,gantry.spec={\"a\":1,\"b\":2}","Names":"gantry-r1","State":"exited","Status":"Exited (3) 1 second ago"}"#;
         assert_eq!(
-            parse_ps_line("r1\texited\tExited (3) 2 seconds ago"),
+            parse_ps_line(exited),
             Some(ContainerStatus {
                 replica: "r1".into(),
                 state: "exited".into(),
-                exit_code: Some(3)
             })
         );
-        let running = parse_ps_line("r2\trunning\tUp 5 seconds").unwrap();
+        let running =
+            parse_ps_line(r#"{"Names":"gantry-r2","State":"running","Status":"Up 5 seconds"}"#)
+                .unwrap();
         assert!(running.is_running());
-        assert_eq!(running.exit_code, None);
-        assert_eq!(parse_ps_line("\trunning\tUp"), None);
+        assert_eq!(
+            parse_ps_line(r#"{"Names":"other","State":"running"}"#),
+            None
+        );
+        assert_eq!(
+            parse_ps_line(r#"{"Names":"gantry-","State":"running"}"#),
+            None
+        );
+        assert_eq!(parse_ps_line("r2\trunning\tUp 5 seconds"), None);
+
+        let state = r#"{"Status":"exited","Running":false,"Paused":false,"Restarting":false,"OOMKilled":false,"Dead":false,"Pid":0,"ExitCode":3,"Error":"","StartedAt":"2026-12-04T18:09:38.344514002Z","FinishedAt":"2026-12-04T18:09:38.350653243Z"}"#;
+        assert_eq!(parse_exit_code(&format!("{state}\n")), Some(3));
+        let created = r#"{"Status":"created","ExitCode":0}"#;
+        assert_eq!(parse_exit_code(created), None);
+        assert_eq!(parse_exit_code("Exited (3)"), None);
     }
 
     #[test]

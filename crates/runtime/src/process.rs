@@ -1,4 +1,10 @@
 //! The `process` runtime: replicas as host processes running an unpacked image.
+//!
+//! This file holds only what is the process runtime's own: spawning a replica
+//! in its process group, its state file and log, supervising (waiting for a
+//! child, polling an adopted process), re-adoption at start-up and stopping a
+//! group. Slots, reservations, listing, events and the restart backoff are the
+//! shared [`ReplicaTable`]'s.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
