@@ -18,6 +18,12 @@
 //! - [`DockerRuntime`] (`docker`): runs the image as a container through the
 //!   `docker` CLI, published on `127.0.0.1`, with memory and CPU limits.
 //!
+//! Both keep their replicas in one kind of table (`table.rs`: slots by id,
+//! reservations while a start pulls, listing, events, the restart backoff,
+//! abort of their tasks on drop), and both get [`Runtime`] from one impl over
+//! the table's `Driver` trait; each runtime's file holds only how it starts,
+//! stops, watches and re-adopts a replica.
+//!
 //! # Invariants
 //!
 //! - **A replica outlives gantry.** Replicas run in their own process group (or
