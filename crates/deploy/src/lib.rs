@@ -37,6 +37,8 @@ mod revision;
 mod rollout;
 mod status;
 mod store;
+#[cfg(test)]
+mod tests;
 mod traffic;
 
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes};
