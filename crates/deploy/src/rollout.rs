@@ -160,7 +160,16 @@ impl Rollout<'_> {
                     .line(&format!("Could not give traffic to {}: {e}", replica.id));
             }
         }
+        // Every blue replica leaves the group before any drain is awaited
+        // (deregistering stops new requests at once), so once green takes
+        // traffic no request reaches blue; one at a time, the last blue
+        // replicas would share traffic with green for the earlier drains.
+        let drains: Vec<_> = old
+            .iter()
+            .map(|o| self.group.deregister(&o.id, r.drain()))
+            .collect();
         self.log.line("Traffic switched to green; draining blue.");
+        futures_util::future::join_all(drains).await;
         for o in &old {
             self.retire(o).await;
         }

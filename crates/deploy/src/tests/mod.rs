@@ -330,6 +330,17 @@ async fn blue_green_switches_traffic_only_once_every_green_replica_is_healthy() 
     );
     assert!(last_healthy < first_switch, "{steps:?}");
     assert!(last_switch < first_blue_leaves, "{steps:?}");
+    // Blue leaves all at once: every blue replica is out of the group
+    // before the first one stops.
+    let last_blue_leaves = steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Deregistered(id) if blue.contains(id)))
+        .unwrap();
+    let first_blue_stops = first(
+        steps,
+        |s| matches!(s, Step::Stopped(id) if blue.contains(id)),
+    );
+    assert!(last_blue_leaves < first_blue_stops, "{steps:?}");
     assert_eq!(world.min_serving["web"], 3, "traffic never dropped below 3");
     assert_eq!(world.running(1), Vec::<String>::new());
 }
