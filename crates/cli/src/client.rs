@@ -194,6 +194,33 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// `GET path`, read as the API's type for it.
+    pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let value = self.get(path).await?;
+        serde_json::from_value(value).with_context(|| {
+            format!("the server's answer to GET {path} is not what this gantry knows")
+        })
+    }
+
+    /// `POST path` with a typed body, the answer read as `T`.
+    pub(crate) async fn post_as<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let value = self
+            .send(self.request(reqwest::Method::POST, path).json(body))
+            .await?;
+        serde_json::from_value(value).with_context(|| {
+            format!("the server's answer to POST {path} is not what this gantry knows")
+        })
+    }
+
+    /// One execution.
+    pub(crate) async fn execution(&self, id: &str) -> Result<gantry_api::ExecutionView> {
+        self.get_as(&format!("/api/v1/executions/{id}")).await
+    }
+
     pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.send(self.request(reqwest::Method::POST, path).json(body))
             .await

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use gantry_api::ExecutionView;
+use serde_json::json;
 
 use crate::client::{Client, Connection};
 use crate::render::LiveView;
@@ -258,7 +259,7 @@ async fn drive(
         if browser { "browser" } else { "http" }.to_string(),
     )]);
     let execution = run_once(conn, options, pipeline, &variables).await?;
-    let mut ok = execution["status"] == "Succeeded";
+    let mut ok = execution.status == "Succeeded";
     if ok {
         report(conn, json).await?;
     }
@@ -277,7 +278,7 @@ async fn drive(
         git(repo, &["commit", "-qam", "catalog: espresso beans on sale"])?;
         let before = digests(client).await?;
         let second = run_once(conn, options, pipeline, &variables).await?;
-        ok = second["status"] == "Succeeded";
+        ok = second.status == "Succeeded";
         let after = digests(client).await?;
         for (service, digest) in &after {
             let was = before.get(service).cloned().unwrap_or_default();
@@ -298,10 +299,10 @@ async fn drive(
             report(conn, json).await?;
         }
         if json {
-            println!("{second}");
+            println!("{}", serde_json::to_string(&second)?);
         }
     } else if json {
-        println!("{execution}");
+        println!("{}", serde_json::to_string(&execution)?);
     }
     Ok(if ok {
         std::process::ExitCode::SUCCESS
@@ -332,16 +333,17 @@ async fn run_once(
     options: &DemoOptions,
     pipeline: &Path,
     variables: &BTreeMap<String, String>,
-) -> Result<Value> {
+) -> Result<ExecutionView> {
     let client = &conn.client;
     let text = std::fs::read_to_string(pipeline)?;
-    let started = client
-        .post(
-            "/api/v1/executions",
-            &json!({"file": pipeline, "text": text, "variables": variables}),
-        )
-        .await?;
-    let id = started["id"].as_str().unwrap_or_default().to_string();
+    let request = gantry_api::StartRequest {
+        file: pipeline.to_path_buf(),
+        text: Some(text),
+        includes: BTreeMap::new(),
+        variables: variables.clone(),
+    };
+    let started: gantry_api::Started = client.post_as("/api/v1/executions", &request).await?;
+    let id = started.id;
     let tty = std::io::stdout().is_terminal() && !options.json;
     let hint = format!(" --data-dir {}", conn.data_dir.display());
     let mut view = LiveView::new(tty, hint.clone());
@@ -350,12 +352,12 @@ async fn run_once(
     let started_at = tokio::time::Instant::now();
     let mut waited = Duration::ZERO;
     loop {
-        let execution = client.get(&format!("/api/v1/executions/{id}")).await?;
+        let execution = client.execution(&id).await?;
         if !options.json {
             view.draw(&execution);
         }
-        let status = execution["status"].as_str().unwrap_or_default();
-        if matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded") {
+        let status = execution.status.as_str();
+        if execution.is_finished() {
             let total = started_at.elapsed().saturating_sub(waited);
             say(
                 options.json,
@@ -366,32 +368,20 @@ async fn run_once(
             );
             return Ok(execution);
         }
-        let waiting = execution["stages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| {
-                s["actions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(move |a| (s["name"].clone(), a.clone()))
-            })
-            .find(|(_, a)| a["status"] == "Waiting");
-        if let Some((stage, action)) = waiting {
-            let target = format!(
-                "{}/{}",
-                stage.as_str().unwrap_or_default(),
-                action["name"].as_str().unwrap_or_default()
-            );
+        if let Some((stage, action)) = waiting_now(&execution) {
+            let target = format!("{stage}/{action}");
             if options.auto_approve {
                 say(options.json, &format!("auto-approving {target}"));
-                client
-                    .post(
-                        &format!("/api/v1/executions/{id}/approvals"),
-                        &json!({"stage": stage, "action": action["name"], "decision": "Approved",
-                                "comment": "approved by gantry demo --auto-approve", "by": "gantry demo"}),
-                    )
+                let decision = gantry_api::DecideRequest {
+                    stage,
+                    action,
+                    decision: "Approved".to_string(),
+                    comment: Some("approved by gantry demo --auto-approve".to_string()),
+                    by: None,
+                    fingerprint: None,
+                };
+                let _: gantry_api::DecisionAnswer = client
+                    .post_as(&format!("/api/v1/executions/{id}/approvals"), &decision)
                     .await?;
             } else if !told {
                 told = true;
@@ -407,19 +397,20 @@ async fn run_once(
         version = client
             .changes(version, Duration::from_millis(if tty { 250 } else { 2000 }))
             .await?;
-        if waiting_now(&execution) {
+        if waiting_now(&execution).is_some() {
             waited += wait_start.elapsed();
         }
     }
 }
 
-fn waiting_now(execution: &Value) -> bool {
-    execution["stages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["actions"].as_array().into_iter().flatten())
-        .any(|a| a["status"] == "Waiting")
+/// The stage and action of the approval the execution waits at, if any.
+fn waiting_now(execution: &ExecutionView) -> Option<(String, String)> {
+    execution.stages.iter().find_map(|s| {
+        s.actions
+            .iter()
+            .find(|a| a.status.as_deref() == Some("Waiting"))
+            .map(|a| (s.name.clone(), a.name.clone()))
+    })
 }
 
 /// Where staging and production are, and what they run.

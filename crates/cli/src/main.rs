@@ -340,11 +340,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { id, json } => {
             let conn = Connection::open(&data_dir_for(&default_file)?).await?;
-            let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await;
+            let execution = conn.client.execution(&id).await;
             conn.close().await;
             let execution = execution?;
             if json {
-                println!("{execution}");
+                println!("{}", serde_json::to_string(&execution)?);
             } else {
                 for line in render::view(&execution, std::io::stdout().is_terminal(), "") {
                     println!("{line}");
@@ -357,19 +357,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let query = pipeline
                 .map(|p| format!("?pipeline={p}"))
                 .unwrap_or_default();
-            let list = conn.client.get(&format!("/api/v1/executions{query}")).await;
+            let list = conn
+                .client
+                .get_as::<Vec<gantry_api::ExecutionView>>(&format!("/api/v1/executions{query}"))
+                .await;
             conn.close().await;
             let list = list?;
             if json {
-                println!("{list}");
+                println!("{}", serde_json::to_string(&list)?);
             } else {
-                for e in list.as_array().into_iter().flatten() {
+                for e in &list {
                     println!(
                         "{}  {:<20} {:<11} {}",
-                        e["id"].as_str().unwrap_or(""),
-                        e["pipeline"].as_str().unwrap_or(""),
-                        e["status"].as_str().unwrap_or(""),
-                        e["started_at"].as_str().unwrap_or("")
+                        e.id, e.pipeline, e.status, e.started_at
                     );
                 }
             }
@@ -623,18 +623,18 @@ async fn run(
         spawn_background_server(data_dir)?;
     }
     let conn = Connection::open(data_dir).await?;
+    let request = gantry_api::StartRequest {
+        file: project.file,
+        text: Some(project.text),
+        includes: project.includes,
+        variables,
+    };
     let started = conn
         .client
-        .post(
-            "/api/v1/executions",
-            &json!({
-                "file": project.file, "text": project.text,
-                "includes": project.includes, "variables": variables,
-            }),
-        )
+        .post_as::<_, gantry_api::Started>("/api/v1/executions", &request)
         .await;
     let id = match started {
-        Ok(v) => v["id"].as_str().unwrap_or_default().to_string(),
+        Ok(started) => started.id,
         Err(error) => {
             conn.close().await;
             return Err(error);
@@ -700,16 +700,15 @@ async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
     let mut version = 0;
     let mut interrupted = false;
     loop {
-        let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await?;
+        let execution = conn.client.execution(id).await?;
         if !json {
             view.draw(&execution);
         }
-        let status = execution["status"].as_str().unwrap_or("");
-        if matches!(status, "Succeeded" | "Failed" | "Stopped" | "Superseded") {
+        if execution.is_finished() {
             if json {
-                println!("{execution}");
+                println!("{}", serde_json::to_string(&execution)?);
             }
-            return Ok(if status == "Succeeded" {
+            return Ok(if execution.status == "Succeeded" {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -726,7 +725,11 @@ async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
                 interrupted = true;
                 if conn.embedded.is_some() {
                     eprintln!("\nstopping {id} (abandoning running actions)…");
-                    let _ = conn.client.post(&format!("/api/v1/executions/{id}/stop"), &json!({"abandon": true, "reason": "interrupted (Ctrl-C)"})).await;
+                    let stop = gantry_api::StopRequest {
+                        abandon: true,
+                        reason: Some("interrupted (Ctrl-C)".to_string()),
+                    };
+                    let _ = conn.client.post_as::<_, Value>(&format!("/api/v1/executions/{id}/stop"), &stop).await;
                 } else {
                     eprintln!("\nstopped following; {id} goes on in the server");
                     return Ok(ExitCode::FAILURE);
@@ -851,35 +854,24 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
     let mut after = 0i64;
     let mut version = 0;
     loop {
-        let page = conn
+        let page: gantry_api::LogsPage = conn
             .client
-            .get(&format!(
+            .get_as(&format!(
                 "/api/v1/executions/{id}/logs?after={after}{filter}"
             ))
             .await?;
-        let lines = page["lines"].as_array().cloned().unwrap_or_default();
-        for l in &lines {
-            let at = l["at"].as_str().unwrap_or("");
-            let time = at.get(11..23).unwrap_or(at);
-            println!(
-                "{time} {}/{} | {}",
-                l["stage"].as_str().unwrap_or(""),
-                l["action"].as_str().unwrap_or(""),
-                l["line"].as_str().unwrap_or("")
-            );
+        for l in &page.lines {
+            let time = l.at.get(11..23).unwrap_or(&l.at);
+            println!("{time} {}/{} | {}", l.stage, l.action, l.line);
         }
-        after = page["next"].as_i64().unwrap_or(after);
-        if !lines.is_empty() {
+        after = page.next;
+        if !page.lines.is_empty() {
             continue;
         }
         if !follow {
             return Ok(());
         }
-        let execution = conn.client.get(&format!("/api/v1/executions/{id}")).await?;
-        if matches!(
-            execution["status"].as_str(),
-            Some("Succeeded" | "Failed" | "Stopped" | "Superseded")
-        ) {
+        if conn.client.execution(id).await?.is_finished() {
             return Ok(());
         }
         version = conn

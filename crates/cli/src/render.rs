@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use gantry_api::ExecutionView;
 use jiff::Timestamp;
 use serde_json::Value;
 
-fn parse_ts(v: &Value) -> Option<Timestamp> {
-    v.as_str()?.parse().ok()
+fn parse_ts(v: Option<&str>) -> Option<Timestamp> {
+    v?.parse().ok()
 }
 
-fn duration(started: &Value, finished: &Value) -> Option<String> {
+fn duration(started: Option<&str>, finished: Option<&str>) -> Option<String> {
     let start = parse_ts(started)?;
     let end = parse_ts(finished).unwrap_or_else(Timestamp::now);
     let ms = (end.as_millisecond() - start.as_millisecond()).max(0);
@@ -43,46 +44,50 @@ fn mark(status: Option<&str>, color: bool) -> String {
 
 /// The lines of the view.
 /// `hint` follows `gantry` in every command the view suggests (e.g. ` --data-dir DIR`).
-pub(crate) fn view(execution: &Value, color: bool, hint: &str) -> Vec<String> {
-    let id = execution["id"].as_str().unwrap_or("?");
-    let status = execution["status"].as_str();
+pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<String> {
+    let id = &execution.id;
+    let status = execution.status.as_str();
     let mut lines = vec![format!(
         "{} {}  {}  {}  {}",
-        mark(status, color),
-        execution["pipeline"].as_str().unwrap_or("?"),
+        mark(Some(status), color),
+        execution.pipeline,
         id,
-        status.unwrap_or("?"),
-        duration(&execution["started_at"], &execution["finished_at"]).unwrap_or_default()
+        status,
+        duration(
+            Some(&execution.started_at),
+            execution.finished_at.as_deref()
+        )
+        .unwrap_or_default()
     )];
-    if let Some(stage) = execution["waiting_at"].as_str() {
+    if let Some(stage) = &execution.waiting_at {
         lines.push(format!(
             "  waiting to enter stage {stage} (another execution holds it)"
         ));
     }
-    for stage in execution["stages"].as_array().into_iter().flatten() {
-        let stage_name = stage["name"].as_str().unwrap_or("?");
+    for stage in &execution.stages {
+        let stage_name = &stage.name;
         lines.push(format!(
             "  {} {}",
-            mark(stage["status"].as_str(), color),
+            mark(stage.status.as_deref(), color),
             stage_name
         ));
-        for action in stage["actions"].as_array().into_iter().flatten() {
-            let action_status = action["status"].as_str();
-            let name = action["name"].as_str().unwrap_or("?");
+        for action in &stage.actions {
+            let action_status = action.status.as_deref();
+            let name = &action.name;
             let mut line = format!(
                 "      {} {:<24} {:<10}",
                 mark(action_status, color),
                 name,
                 action_status.unwrap_or("")
             );
-            if let Some(d) = duration(&action["started_at"], &action["finished_at"]) {
+            if let Some(d) = duration(action.started_at.as_deref(), action.finished_at.as_deref()) {
                 line.push_str(&format!(" {d:>7}"));
             }
-            if action["attempt"].as_u64().unwrap_or(0) > 1 {
-                line.push_str(&format!("  (attempt {})", action["attempt"]));
+            if action.attempt > 1 {
+                line.push_str(&format!("  (attempt {})", action.attempt));
             }
             lines.push(line);
-            if let Some(error) = action["error"].as_str() {
+            if let Some(error) = &action.error {
                 for (i, l) in error.lines().take(6).enumerate() {
                     lines.push(format!(
                         "          {}{l}",
@@ -90,33 +95,27 @@ pub(crate) fn view(execution: &Value, color: bool, hint: &str) -> Vec<String> {
                     ));
                 }
             }
-            for report in action["reports"].as_array().into_iter().flatten() {
+            for report in action.reports.iter().flatten() {
                 lines.push(format!(
                     "          tests {}: {} passed, {} failed, {} skipped",
-                    report["group"].as_str().unwrap_or(""),
-                    report["passed"],
-                    report["failed"],
-                    report["skipped"]
+                    report.group, report.passed, report.failed, report.skipped
                 ));
-                for failure in report["failures"].as_array().into_iter().flatten().take(5) {
+                for failure in report.failures.iter().take(5) {
                     lines.push(format!(
                         "            ✗ {}: {}",
-                        failure["name"].as_str().unwrap_or(""),
-                        failure["message"]
-                            .as_str()
-                            .unwrap_or("")
-                            .lines()
-                            .next()
-                            .unwrap_or("")
+                        failure.name,
+                        failure.message.lines().next().unwrap_or("")
                     ));
                 }
             }
             if action_status == Some("Waiting") {
-                if let Some(comments) = action["approval"]["comments"].as_str() {
-                    lines.push(format!("          {comments}"));
-                }
-                if let Some(url) = action["approval"]["review_url"].as_str() {
-                    lines.push(format!("          review: {url}"));
+                if let Some(approval) = &action.approval {
+                    if let Some(comments) = &approval.comments {
+                        lines.push(format!("          {comments}"));
+                    }
+                    if let Some(url) = &approval.review_url {
+                        lines.push(format!("          review: {url}"));
+                    }
                 }
                 lines.push(format!(
                     "          approve: gantry{hint} approve {id} {stage_name}/{name}"
@@ -148,7 +147,7 @@ impl LiveView {
         }
     }
 
-    pub(crate) fn draw(&mut self, execution: &Value) {
+    pub(crate) fn draw(&mut self, execution: &ExecutionView) {
         let mut out = std::io::stdout().lock();
         if self.tty {
             let lines = view(execution, true, &self.hint);
@@ -172,24 +171,23 @@ impl LiveView {
 }
 
 /// One line per execution and action status, keyed so unchanged ones are not repeated.
-fn changes(execution: &Value, hint: &str) -> Vec<(String, String)> {
-    let id = execution["id"].as_str().unwrap_or("?");
+fn changes(execution: &ExecutionView, hint: &str) -> Vec<(String, String)> {
+    let id = &execution.id;
     let mut out = Vec::new();
-    for stage in execution["stages"].as_array().into_iter().flatten() {
-        let stage_name = stage["name"].as_str().unwrap_or("?");
-        for action in stage["actions"].as_array().into_iter().flatten() {
-            let Some(status) = action["status"].as_str() else {
+    for stage in &execution.stages {
+        let stage_name = &stage.name;
+        for action in &stage.actions {
+            let Some(status) = action.status.as_deref() else {
                 continue;
             };
-            let name = action["name"].as_str().unwrap_or("?");
-            let attempt = action["attempt"].as_u64().unwrap_or(0);
+            let name = &action.name;
             let mut line = format!("{stage_name}/{name}: {status}");
-            if let Some(d) = duration(&action["started_at"], &action["finished_at"])
+            if let Some(d) = duration(action.started_at.as_deref(), action.finished_at.as_deref())
                 .filter(|_| status != "InProgress" && status != "Waiting")
             {
                 line.push_str(&format!(" in {d}"));
             }
-            if let Some(error) = action["error"].as_str() {
+            if let Some(error) = &action.error {
                 line.push_str(&format!(" ({})", error.lines().next().unwrap_or("")));
             }
             if status == "Waiting" {
@@ -197,10 +195,10 @@ fn changes(execution: &Value, hint: &str) -> Vec<(String, String)> {
                     " — approve with: gantry{hint} approve {id} {stage_name}/{name}"
                 ));
             }
-            out.push((format!("{stage_name}/{name}#{attempt}"), line));
+            out.push((format!("{stage_name}/{name}#{}", action.attempt), line));
         }
     }
-    let status = execution["status"].as_str().unwrap_or("?");
+    let status = execution.status.as_str();
     let line = format!("execution {id}: {status}");
     // The execution's own line comes first while it runs and last once it ended.
     if matches!(status, "InProgress" | "Stopping") {

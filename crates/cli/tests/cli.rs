@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gantry_api::ExecutionView;
 use serde_json::Value;
 
 fn gantry() -> Command {
@@ -83,7 +84,7 @@ impl Repo {
             .unwrap()
     }
 
-    fn status(&self, id: &str) -> Value {
+    fn status(&self, id: &str) -> ExecutionView {
         let out = self.run(&["status", id, "--json"]);
         assert!(
             out.status.success(),
@@ -132,19 +133,9 @@ fn last_json(out: &Output) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
-    let s = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap();
-    s["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap()
+/// The execution JSON on the last line of `run --json`.
+fn last_execution(out: &Output) -> ExecutionView {
+    serde_json::from_value(last_json(out)).unwrap()
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -208,20 +199,21 @@ fn run_json_ends_with_the_execution_json() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = last_json(&out);
-    assert_eq!(v["status"], "Succeeded");
-    assert_eq!(v["pipeline"], "simple");
-    assert_eq!(action(&v, "Build", "hello")["status"], "Succeeded");
-    assert!(v["finished_at"].is_string());
-    let id = v["id"].as_str().unwrap();
+    let v = last_execution(&out);
+    assert_eq!(v.status, "Succeeded");
+    assert_eq!(v.pipeline, "simple");
+    assert_eq!(
+        v.action("Build", "hello").unwrap().status.as_deref(),
+        Some("Succeeded")
+    );
+    assert!(v.finished_at.is_some());
+    let id = v.id.as_str();
     let logs = stdout(&r.run(&["logs", id, "Build/hello"]));
-    let commit = action(&v, "Source", "checkout")["output_variables"]["CommitId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let commit = v.action("Source", "checkout").unwrap().output_variables["CommitId"].clone();
     assert!(logs.contains(&format!("commit {commit}")), "{logs}");
-    let list: Value = serde_json::from_str(&stdout(&r.run(&["executions", "--json"]))).unwrap();
-    assert_eq!(list[0]["id"], id);
+    let list: Vec<ExecutionView> =
+        serde_json::from_str(&stdout(&r.run(&["executions", "--json"]))).unwrap();
+    assert_eq!(list[0].id, id);
 }
 
 const GATED: &str = r##"
@@ -246,14 +238,14 @@ fn run_until_approval(r: &Repo) -> (Child, String) {
     let mut id = String::new();
     wait_for("the approval", || {
         let out = r.run(&["executions", "--json"]);
-        let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) else {
+        let Ok(list) = serde_json::from_slice::<Vec<ExecutionView>>(&out.stdout) else {
             return false;
         };
-        let Some(e) = list.as_array().and_then(|l| l.first()).cloned() else {
+        let Some(e) = list.into_iter().next() else {
             return false;
         };
-        id = e["id"].as_str().unwrap_or_default().to_string();
-        action(&e, "Approve", "release")["status"] == "Waiting"
+        id = e.id.clone();
+        e.action("Approve", "release").unwrap().status.as_deref() == Some("Waiting")
     });
     (child, id)
 }
@@ -308,11 +300,11 @@ fn an_approval_is_rejected_from_a_second_terminal() {
     );
     let run = child.wait_with_output().unwrap();
     assert_eq!(run.status.code(), Some(1));
-    let v = last_json(&run);
-    assert_eq!(v["status"], "Failed");
+    let v = last_execution(&run);
+    assert_eq!(v.status, "Failed");
     assert_eq!(
-        action(&v, "Approve", "release")["error"],
-        "rejected by bob: no"
+        v.action("Approve", "release").unwrap().error.as_deref(),
+        Some("rejected by bob: no")
     );
 }
 
@@ -343,8 +335,8 @@ fn a_failed_stage_is_retried_from_the_cli() {
         String::from_utf8_lossy(&retry.stderr)
     );
     let v = r.status(&id);
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
-    assert_eq!(action(&v, "Work", "flaky")["attempt"], 2);
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
+    assert_eq!(v.action("Work", "flaky").unwrap().attempt, 2);
 }
 
 fn server_pid(data: &Path) -> Option<u32> {
@@ -381,7 +373,12 @@ stages:
     );
     let id = last_json(&out)["id"].as_str().unwrap().to_string();
     wait_for("the action to start", || {
-        action(&r.status(&id), "Work", "slow")["status"] == "InProgress"
+        r.status(&id)
+            .action("Work", "slow")
+            .unwrap()
+            .status
+            .as_deref()
+            == Some("InProgress")
     });
     let started = r
         .data()
@@ -395,12 +392,12 @@ stages:
     // The next command finds no live server, starts one, and that one
     // recovers: the interrupted action fails, the sleep is killed.
     let v = r.status(&id);
-    assert_eq!(v["status"], "Failed", "{v:#}");
-    let slow = action(&v, "Work", "slow");
-    assert_eq!(slow["status"], "Failed");
+    assert_eq!(v.status, "Failed", "{v:#?}");
+    let slow = v.action("Work", "slow").unwrap();
+    assert_eq!(slow.status.as_deref(), Some("Failed"));
     assert!(
-        slow["error"].as_str().unwrap().starts_with("interrupted"),
-        "{slow}"
+        slow.error.as_deref().unwrap().starts_with("interrupted"),
+        "{slow:?}"
     );
     let survivors = Command::new("pgrep")
         .args(["-f", "sleep 300"])
@@ -506,13 +503,9 @@ stages:
     assert!(out.status.success(), "{}", stdout(&out));
     let id = last_json(&out)["id"].as_str().unwrap().to_string();
     let v = r.status(&id);
-    let report = &action(&v, "Test", "unit")["reports"][0];
-    assert_eq!(
-        (report["passed"].as_u64(), report["failed"].as_u64()),
-        (Some(2), Some(1)),
-        "{v:#}"
-    );
-    assert_eq!(report["failures"][0]["message"], "expected 201, got 500");
+    let report = &v.action("Test", "unit").unwrap().reports.as_ref().unwrap()[0];
+    assert_eq!((report.passed, report.failed), (2, 1), "{v:#?}");
+    assert_eq!(report.failures[0].message, "expected 201, got 500");
     let human = stdout(&r.run(&["status", &id]));
     assert!(
         human.contains("tests unit: 2 passed, 1 failed, 0 skipped"),
@@ -539,9 +532,7 @@ fn run_no_follow_without_a_server_starts_one_in_the_background() {
         stdout(&out)
     );
     assert!(started.elapsed() < Duration::from_secs(20));
-    wait_for("the background run", || {
-        r.status(&id)["status"] == "Succeeded"
-    });
+    wait_for("the background run", || r.status(&id).status == "Succeeded");
     // The background server exits by itself once idle.
     let pid = server_pid(&r.data());
     wait_for("the background server to exit", || {

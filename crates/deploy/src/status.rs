@@ -8,7 +8,6 @@
 //! bytes; `tests::status_json_keeps_its_field_names` pins them.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::deployer::{Deployer, runtime_name};
 use crate::error::DeployError;
@@ -117,17 +116,11 @@ impl Deployer {
             url: format!("http://{addr}/"),
         })
     }
-
-    /// [`Deployer::environment_status`] as JSON, for callers that index it.
-    pub async fn status(&self, environment: &str) -> Result<Value, DeployError> {
-        let status = self.environment_status(environment).await?;
-        serde_json::to_value(status).map_err(|e| DeployError::Spec(e.to_string()))
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 

@@ -5,7 +5,6 @@
 //! [`crate::guard::check`]: host, origin, token, audit.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::{Extension, Path, Query, State};
@@ -20,7 +19,11 @@ use crate::clock::rfc3339;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller, Guard, HostPolicy};
-use crate::view::execution_json;
+use crate::view::{add_details, execution_view};
+use gantry_api::{
+    DecideRequest, ExecutionView, LogLineView, LogsPage, RetryRequest, StartRequest, Started,
+    StopRequest,
+};
 use gantry_auth::{Permission, Target};
 
 /// The API with its trust boundary: every route checks the host, the
@@ -135,10 +138,16 @@ impl IntoResponse for ApiError {
             },
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut body = json!({"code": self.0.code(), "message": self.0.to_string()});
-        if let ControlError::InvalidPipeline(errors) = &self.0 {
-            body["errors"] = json!(errors.iter().map(ToString::to_string).collect::<Vec<_>>());
-        }
+        let body = gantry_api::ErrorBody {
+            code: self.0.code().to_string(),
+            message: self.0.to_string(),
+            errors: match &self.0 {
+                ControlError::InvalidPipeline(errors) => {
+                    errors.iter().map(ToString::to_string).collect()
+                }
+                _ => Vec::new(),
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         response
             .extensions_mut()
@@ -176,19 +185,6 @@ async fn changes(
     Ok(Json(json!({"version": version})))
 }
 
-#[derive(Deserialize)]
-struct StartRequest {
-    /// The file's name: where errors point and what `.` paths in it mean.
-    /// The server never reads it.
-    file: PathBuf,
-    text: Option<String>,
-    /// The text of each file `include:` names.
-    #[serde(default)]
-    includes: BTreeMap<String, String>,
-    #[serde(default)]
-    variables: BTreeMap<String, String>,
-}
-
 /// Checks that `caller` may operate every environment of a project (a
 /// file and its includes), and returns their names.
 pub(crate) fn require_environments(
@@ -213,7 +209,7 @@ async fn start(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Json(req): Json<StartRequest>,
-) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditNote>, Json<Started>), ApiError> {
     let text = req.text.ok_or(ControlError::TextRequired)?;
     let pipeline = gantry_spec::pipeline::parse_pipeline(&req.file.display().to_string(), &text)
         .map_err(ControlError::InvalidPipeline)?;
@@ -232,7 +228,7 @@ async fn start(
     Ok((
         StatusCode::CREATED,
         Extension(AuditNote(format!("pipeline {name}, execution {id}"))),
-        Json(json!({"id": id})),
+        Json(Started { id }),
     ))
 }
 
@@ -264,7 +260,7 @@ async fn list(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> ApiResult {
+) -> Result<Json<Vec<ExecutionView>>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let executions = plane
         .executions(q.pipeline.as_deref(), q.limit.unwrap_or(50))
@@ -272,44 +268,30 @@ async fn list(
     let mut out = Vec::new();
     for execution in &executions {
         let loaded = plane.execution(&execution.id).await.and_then(|(_, l)| l);
-        out.push(execution_json(execution, loaded.as_deref()));
+        out.push(execution_view(execution, loaded.as_deref()));
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
 async fn status(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Json<ExecutionView>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let (execution, loaded) = plane
         .execution(&id)
         .await
         .ok_or_else(|| ControlError::NotFound(id.clone()))?;
-    let mut value = execution_json(&execution, loaded.as_deref());
+    let mut view = execution_view(&execution, loaded.as_deref());
     // Details of each action's latest attempt: parameter versions, test reports.
     let details = plane
         .store()
         .action_details(&id)
         .await
         .map_err(ControlError::from)?;
-    for stage in value["stages"].as_array_mut().into_iter().flatten() {
-        let stage_name = stage["name"].as_str().unwrap_or_default().to_string();
-        for action in stage["actions"].as_array_mut().into_iter().flatten() {
-            let attempt = action["attempt"].as_i64().unwrap_or(0);
-            let name = action["name"].as_str().unwrap_or_default().to_string();
-            for d in details
-                .iter()
-                .filter(|d| d.stage == stage_name && d.action == name && d.attempt == attempt)
-            {
-                if let Ok(body) = serde_json::from_str::<Value>(&d.body) {
-                    action[d.kind.as_str()] = body;
-                }
-            }
-        }
-    }
-    Ok(Json(value))
+    add_details(&mut view, &details);
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]
@@ -326,7 +308,7 @@ async fn logs(
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> ApiResult {
+) -> Result<Json<LogsPage>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     plane
         .execution(&id)
@@ -345,11 +327,18 @@ async fn logs(
         )
         .await?;
     let next = lines.last().map_or(q.after, |l| l.seq);
-    let lines: Vec<Value> = lines
-        .iter()
-        .map(|l| json!({"seq": l.seq, "stage": l.stage, "action": l.action, "attempt": l.attempt, "at": rfc3339(l.at), "line": l.line}))
+    let lines = lines
+        .into_iter()
+        .map(|l| LogLineView {
+            seq: l.seq,
+            at: rfc3339(l.at),
+            stage: l.stage,
+            action: l.action,
+            attempt: l.attempt,
+            line: l.line,
+        })
         .collect();
-    Ok(Json(json!({"lines": lines, "next": next})))
+    Ok(Json(LogsPage { lines, next }))
 }
 
 async fn approvals(
@@ -378,31 +367,12 @@ async fn approval(
     Ok(Json(json!(view)))
 }
 
-#[derive(Deserialize)]
-struct DecideRequest {
-    stage: String,
-    action: String,
-    /// `Approved` or `Rejected`.
-    decision: String,
-    #[serde(default)]
-    comment: Option<String>,
-    /// Ignored: the decision is recorded under the caller's identity.
-    /// Accepted so that older clients keep working.
-    #[serde(default)]
-    #[allow(dead_code)]
-    by: Option<String>,
-    /// The fingerprint of what the decider was shown; when given and the
-    /// approval now waits for something else, the decision is refused.
-    #[serde(default)]
-    fingerprint: Option<String>,
-}
-
 async fn decide(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<DecideRequest>,
-) -> Result<(Extension<AuditNote>, Json<Value>), ApiError> {
+) -> Result<(Extension<AuditNote>, Json<gantry_api::DecisionAnswer>), ApiError> {
     let approve = match req.decision.as_str() {
         "Approved" => true,
         "Rejected" => false,
@@ -439,15 +409,12 @@ async fn decide(
             "{} {}/{} of {id}: {}",
             req.decision, req.stage, req.action, outcome.status
         ))),
-        Json(json!({"ok": true, "by": caller.identity.name, "outcome": outcome})),
+        Json(gantry_api::DecisionAnswer {
+            ok: true,
+            by: caller.identity.name.clone(),
+            outcome,
+        }),
     ))
-}
-
-#[derive(Deserialize)]
-struct RetryRequest {
-    stage: String,
-    #[serde(default)]
-    all_actions: bool,
 }
 
 async fn retry(
@@ -460,14 +427,6 @@ async fn retry(
     caller.require(Permission::Operate, Target::pipeline(&pipeline))?;
     plane.retry(&id, &req.stage, req.all_actions).await?;
     Ok(Json(json!({"ok": true})))
-}
-
-#[derive(Deserialize)]
-struct StopRequest {
-    #[serde(default)]
-    abandon: bool,
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 async fn stop(

@@ -2,8 +2,6 @@
 //! status, and asking the server to shut down. Changing an environment
 //! needs an operator grant that covers it; shutting down needs admin.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use axum::extract::{Path, State};
@@ -16,6 +14,7 @@ use crate::api::ApiError;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::Caller;
+use gantry_api::ApplyRequest;
 use gantry_auth::{Permission, Target};
 
 pub(crate) fn routes() -> Router<ControlPlane> {
@@ -37,16 +36,6 @@ pub(crate) fn routes() -> Router<ControlPlane> {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-#[derive(Deserialize)]
-struct ApplyRequest {
-    /// The file's name, for errors; the server never reads it.
-    file: PathBuf,
-    text: Option<String>,
-    /// The text of each file `include:` names.
-    #[serde(default)]
-    includes: BTreeMap<String, String>,
-}
-
 async fn apply(
     State(plane): State<ControlPlane>,
     caller: Caller,
@@ -67,12 +56,12 @@ async fn status(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(env): Path<String>,
-) -> ApiResult {
+) -> Result<Json<gantry_deploy::EnvironmentStatus>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     Ok(Json(
         plane
             .deployer()
-            .status(&env)
+            .environment_status(&env)
             .await
             .map_err(ControlError::from)?,
     ))

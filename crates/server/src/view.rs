@@ -1,70 +1,117 @@
-//! The execution JSON of formats.md §3 (`status --json`, the API, the last
-//! line of `run --json`). Field names here are a contract.
+//! The execution JSON of docs/formats.md §3 (`status --json`, the API, the
+//! last line of `run --json`), built as the typed [`ExecutionView`] of the
+//! `gantry-api` crate, whose field names are the contract.
 
+use gantry_api::{ActionView, ApprovalPrompt, ExecutionView, StageView};
 use gantry_engine::Execution;
 use gantry_spec::pipeline::ActionKind;
-use serde_json::{Value, json};
+use gantry_store::ActionDetail;
 
 use crate::clock::rfc3339;
 use crate::control::resolve_in;
 use crate::definition::Loaded;
 
-pub fn execution_json(execution: &Execution, loaded: Option<&Loaded>) -> Value {
+/// The view of `execution`; `loaded` (its definition) adds each action's
+/// type, run order and, for approvals, what the person is asked.
+pub fn execution_view(execution: &Execution, loaded: Option<&Loaded>) -> ExecutionView {
     let ts = |t: Option<i64>| t.map(rfc3339);
-    let variables: serde_json::Map<String, Value> = execution
-        .variables
-        .iter()
-        .map(|(k, v)| (format!("variables.{k}"), Value::String(v.clone())))
-        .collect();
-    let stages: Vec<Value> = execution
+    let stages = execution
         .stages
         .iter()
         .enumerate()
-        .map(|(s, stage)| {
-            let actions: Vec<Value> = stage
+        .map(|(s, stage)| StageView {
+            name: stage.name.clone(),
+            status: stage.status.map(|st| st.as_str().to_string()),
+            actions: stage
                 .actions
                 .iter()
                 .enumerate()
                 .map(|(a, action)| {
                     let spec = loaded.and_then(|l| l.pipeline.stages.get(s)?.actions.get(a));
-                    let mut value = json!({
-                        "name": action.name,
-                        "status": action.status.map(|st| st.as_str()),
-                        "attempt": action.attempt,
-                        "started_at": ts(action.started_at),
-                        "finished_at": ts(action.finished_at),
-                        "error": action.error,
-                        "output_variables": action.output_variables,
-                        "output_artifacts": action.output_artifacts,
-                    });
-                    if let Some(spec) = spec {
-                        value["type"] = json!(spec.kind.type_name());
-                        value["run_order"] = json!(spec.run_order);
-                        if let (ActionKind::Approval { review_url, comments, .. }, Some(loaded)) = (&spec.kind, loaded) {
-                            // What the person is asked, with its references resolved
-                            // against this execution, so they see what they approve.
+                    let approval = match (spec.map(|s| &s.kind), loaded) {
+                        (
+                            Some(ActionKind::Approval {
+                                review_url,
+                                comments,
+                                ..
+                            }),
+                            Some(loaded),
+                        ) => {
+                            // What the person is asked, with its references
+                            // resolved against this execution, so they see
+                            // what they approve.
                             let resolve = |t: &Option<String>| {
-                                t.as_deref().map(|t| resolve_in(t, loaded, execution).unwrap_or_else(|_| t.to_string()))
+                                t.as_deref().map(|t| {
+                                    resolve_in(t, loaded, execution)
+                                        .unwrap_or_else(|_| t.to_string())
+                                })
                             };
-                            value["approval"] =
-                                json!({"comments": resolve(comments), "review_url": resolve(review_url)});
+                            Some(ApprovalPrompt {
+                                comments: resolve(comments),
+                                review_url: resolve(review_url),
+                            })
                         }
+                        _ => None,
+                    };
+                    ActionView {
+                        name: action.name.clone(),
+                        status: action.status.map(|st| st.as_str().to_string()),
+                        attempt: action.attempt,
+                        started_at: ts(action.started_at),
+                        finished_at: ts(action.finished_at),
+                        error: action.error.clone(),
+                        output_variables: action.output_variables.clone(),
+                        output_artifacts: action.output_artifacts.clone(),
+                        action_type: spec.map(|s| s.kind.type_name().to_string()),
+                        run_order: spec.map(|s| s.run_order),
+                        approval,
+                        parameters: None,
+                        reports: None,
                     }
-                    value
                 })
-                .collect();
-            json!({"name": stage.name, "status": stage.status.map(|st| st.as_str()), "actions": actions})
+                .collect(),
         })
         .collect();
-    json!({
-        "id": execution.id,
-        "pipeline": execution.pipeline,
-        "status": execution.status.as_str(),
-        "started_at": rfc3339(execution.started_at),
-        "finished_at": ts(execution.finished_at),
-        "variables": variables,
-        "waiting_at": execution.waiting_at.and_then(|s| execution.stages.get(s)).map(|s| s.name.clone()),
-        "stop_reason": execution.stop_reason,
-        "stages": stages,
-    })
+    ExecutionView {
+        id: execution.id.clone(),
+        pipeline: execution.pipeline.clone(),
+        status: execution.status.as_str().to_string(),
+        started_at: rfc3339(execution.started_at),
+        finished_at: ts(execution.finished_at),
+        variables: execution
+            .variables
+            .iter()
+            .map(|(k, v)| (format!("variables.{k}"), v.clone()))
+            .collect(),
+        waiting_at: execution
+            .waiting_at
+            .and_then(|s| execution.stages.get(s))
+            .map(|s| s.name.clone()),
+        stop_reason: execution.stop_reason.clone(),
+        stages,
+    }
+}
+
+/// Adds each action's details of its latest attempt (parameter versions,
+/// test reports) to `view`. A detail that no longer reads is left out.
+pub fn add_details(view: &mut ExecutionView, details: &[ActionDetail]) {
+    for stage in &mut view.stages {
+        for action in &mut stage.actions {
+            let attempt = i64::from(action.attempt);
+            for d in details.iter().filter(|d| {
+                d.stage == stage.name && d.action == action.name && d.attempt == attempt
+            }) {
+                match d.kind.as_str() {
+                    "parameters" => action.parameters = serde_json::from_str(&d.body).ok(),
+                    "reports" => action.reports = serde_json::from_str(&d.body).ok(),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The execution JSON as a value (for callers that still index into it).
+pub fn execution_json(execution: &Execution, loaded: Option<&Loaded>) -> serde_json::Value {
+    serde_json::to_value(execution_view(execution, loaded)).unwrap_or_default()
 }

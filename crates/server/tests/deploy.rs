@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use gantry_images::{ImageSpec, Reference, build_image};
 use gantry_server::RunningServer;
-use serde_json::Value;
 
 fn busybox() -> PathBuf {
     let path = PathBuf::from("/bin/busybox");
@@ -140,13 +139,16 @@ impl Env {
             .await
     }
 
-    async fn status(&self) -> Value {
+    /// The staging environment's one service.
+    async fn service(&self) -> gantry_deploy::ServiceStatus {
         self.server()
             .plane
             .deployer()
-            .status("staging")
+            .environment_status("staging")
             .await
             .unwrap()
+            .services
+            .remove(0)
     }
 
     async fn get(&self) -> Result<String, String> {
@@ -269,10 +271,10 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     env.deploy(&v1).await.unwrap();
     assert_eq!(env.get().await.unwrap(), "one");
     // The same image again is left alone: no new revision, same replicas.
-    let replicas = env.status().await["services"][0]["replicas"].clone();
+    let replicas = env.service().await.replicas;
     let again = env.deploy(&v1).await.unwrap();
     assert_eq!(again.revision, 1);
-    assert_eq!(env.status().await["services"][0]["replicas"], replicas);
+    assert_eq!(env.service().await.replicas, replicas);
 
     let v2 = push_image(env.server(), "v2", "two", true, false).await;
     let load = Load::start(env.port);
@@ -287,16 +289,13 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     );
     assert!(ok > 20, "the load ran ({ok} requests)");
     assert_eq!(env.get().await.unwrap(), "two");
-    let status = env.status().await;
-    assert_eq!(status["services"][0]["revision"], 2);
+    let service = env.service().await;
+    assert_eq!(service.revision, Some(2));
     assert_eq!(
-        status["services"][0]["digest"].as_str(),
+        service.digest.as_deref(),
         v2.split_once('@').map(|(_, d)| d)
     );
-    assert_eq!(
-        status["services"][0]["replicas"].as_array().unwrap().len(),
-        2
-    );
+    assert_eq!(service.replicas.len(), 2);
 
     // A revision whose health check fails: the breaker trips, v2 keeps serving.
     let broken = push_image(env.server(), "broken", "three", false, false).await;
@@ -317,7 +316,7 @@ async fn a_rolling_deploy_and_a_failed_one_drop_no_request() {
     );
     assert!(ok > 0);
     assert_eq!(env.get().await.unwrap(), "two");
-    assert_eq!(env.status().await["services"][0]["revision"], 2);
+    assert_eq!(env.service().await.revision, Some(2));
 
     // An entrypoint that exits at once fails the same way, at once.
     let crash = push_image(env.server(), "crash", "four", true, true).await;
@@ -358,20 +357,22 @@ async fn replicas_survive_a_server_restart_and_a_killed_one_is_healed() {
     let mut env = Env::new("").await;
     let v1 = push_image(env.server(), "v1", "one", true, false).await;
     env.deploy(&v1).await.unwrap();
-    let before: Vec<String> = env.status().await["services"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
+    let before: Vec<String> = env
+        .service()
+        .await
+        .replicas
+        .into_iter()
+        .map(|r| r.id)
         .collect();
     env.server.take().unwrap().shutdown().await;
     // The replicas still run; a new server re-adopts them, no duplicate.
     env.server = Some(start(&env.data).await);
-    let after: Vec<String> = env.status().await["services"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
+    let after: Vec<String> = env
+        .service()
+        .await
+        .replicas
+        .into_iter()
+        .map(|r| r.id)
         .collect();
     assert_eq!(before, after);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -472,12 +473,9 @@ async fn the_same_definitions_deploy_on_the_docker_runtime() {
     assert_eq!(failed, 0, "{errors:?}");
     assert!(ok > 0);
     assert_eq!(get(port).await.unwrap(), "two");
-    let status = deployer.status("staging").await.unwrap();
-    assert_eq!(status["runtime"], "docker");
-    let id = status["services"][0]["replicas"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.runtime, "docker");
+    let id = status.services[0].replicas[0].id.clone();
     let labels = std::process::Command::new("docker")
         .args([
             "ps",

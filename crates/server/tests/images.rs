@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use gantry_api::ExecutionView;
 use gantry_images::Reference;
 use gantry_server::RunningServer;
-use serde_json::Value;
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
@@ -64,7 +64,7 @@ stages:
           - 'grep -q "#{Web.ImageDigest}" imagedefinitions.json' 
 "##;
 
-async fn run_to_end(server: &RunningServer, repo: &Path) -> Value {
+async fn run_to_end(server: &RunningServer, repo: &Path) -> ExecutionView {
     let file = repo.join("gantry.yaml");
     let id = server
         .plane
@@ -80,28 +80,13 @@ async fn run_to_end(server: &RunningServer, repo: &Path) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (execution, loaded) = server.plane.execution(&id).await.unwrap();
-        let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
+        let v = gantry_server::view::execution_view(&execution, loaded.as_deref());
         if execution.status.is_terminal() {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        assert!(tokio::time::Instant::now() < deadline, "{v:#?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
-    let s = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap();
-    s["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,28 +105,14 @@ async fn an_image_is_built_without_docker_and_promoted_by_digest() {
         .unwrap();
 
     let first = run_to_end(&server, &repo).await;
-    assert_eq!(first["status"], "Succeeded", "{first:#}");
-    let web = action(&first, "Build", "web");
-    let digest = web["output_variables"]["ImageDigest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        web["output_variables"]["ImageURI"]
-            .as_str()
-            .unwrap()
-            .ends_with(&digest)
-    );
-    assert!(
-        web["output_variables"]["ImageURI"]
-            .as_str()
-            .unwrap()
-            .starts_with(&server.registry)
-    );
-    let promoted = action(&first, "Release", "promote");
+    assert_eq!(first.status, "Succeeded", "{first:#?}");
+    let web = first.action("Build", "web").unwrap();
+    let digest = web.output_variables["ImageDigest"].to_string();
+    assert!(web.output_variables["ImageURI"].ends_with(&digest));
+    assert!(web.output_variables["ImageURI"].starts_with(&server.registry));
+    let promoted = first.action("Release", "promote").unwrap();
     assert_eq!(
-        promoted["output_variables"]["web_ImageDigest"],
-        digest.as_str(),
+        promoted.output_variables["web_ImageDigest"], digest,
         "promotion keeps the digest"
     );
 
@@ -158,10 +129,10 @@ async fn an_image_is_built_without_docker_and_promoted_by_digest() {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "docs only"]);
     let second = run_to_end(&server, &repo).await;
-    assert_eq!(second["status"], "Succeeded", "{second:#}");
+    assert_eq!(second.status, "Succeeded", "{second:#?}");
     assert_eq!(
-        action(&second, "Build", "web")["output_variables"]["ImageDigest"],
-        digest.as_str()
+        second.action("Build", "web").unwrap().output_variables["ImageDigest"],
+        digest
     );
     server.shutdown().await;
 }
@@ -192,22 +163,11 @@ async fn a_release_is_promoted_from_the_embedded_registry_to_an_external_one() {
         .await
         .unwrap();
     let v = run_to_end(&server, &repo).await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
-    let digest = action(&v, "Build", "web")["output_variables"]["ImageDigest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let promoted = action(&v, "Release", "promote");
-    assert_eq!(
-        promoted["output_variables"]["web_ImageDigest"],
-        digest.as_str()
-    );
-    assert!(
-        promoted["output_variables"]["web_ImageURI"]
-            .as_str()
-            .unwrap()
-            .starts_with(&external_addr)
-    );
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
+    let digest = v.action("Build", "web").unwrap().output_variables["ImageDigest"].to_string();
+    let promoted = v.action("Release", "promote").unwrap();
+    assert_eq!(promoted.output_variables["web_ImageDigest"], digest);
+    assert!(promoted.output_variables["web_ImageURI"].starts_with(&external_addr));
     let inspect = Command::new("skopeo")
         .args([
             "inspect",
@@ -272,13 +232,9 @@ stages:
         .await
         .unwrap();
     let v = run_to_end(&server, &repo).await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
-    let image = Reference::parse(&format!(
-        "{}/shop/docker-built:{}",
-        server.registry,
-        v["id"].as_str().unwrap()
-    ))
-    .unwrap();
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
+    let image =
+        Reference::parse(&format!("{}/shop/docker-built:{}", server.registry, v.id)).unwrap();
     let client = server.plane.images().clone();
     assert!(
         client.manifest_digest(&image).await.unwrap().is_some(),
@@ -325,9 +281,12 @@ stages:
         .await
         .unwrap();
     let v = run_to_end(&server, &repo).await;
-    assert_eq!(v["status"], "Failed", "{v:#}");
-    let error = action(&v, "Deploy", "web")["error"]
-        .as_str()
+    assert_eq!(v.status, "Failed", "{v:#?}");
+    let error = v
+        .action("Deploy", "web")
+        .unwrap()
+        .error
+        .as_deref()
         .unwrap()
         .to_string();
     assert!(

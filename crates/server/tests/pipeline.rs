@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use gantry_api::ExecutionView;
 use gantry_server::ControlPlane;
-use serde_json::Value;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -64,9 +64,9 @@ async fn start(plane: &ControlPlane, fx: &Fixture) -> String {
         .unwrap()
 }
 
-async fn view(plane: &ControlPlane, id: &str) -> Value {
+async fn view(plane: &ControlPlane, id: &str) -> ExecutionView {
     let (execution, loaded) = plane.execution(id).await.unwrap();
-    gantry_server::view::execution_json(&execution, loaded.as_deref())
+    gantry_server::view::execution_view(&execution, loaded.as_deref())
 }
 
 /// Waits until `done` holds for the execution's JSON (or fails after 30 s).
@@ -74,8 +74,8 @@ async fn wait_until(
     plane: &ControlPlane,
     id: &str,
     what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
+    done: impl Fn(&ExecutionView) -> bool,
+) -> ExecutionView {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut changes = plane.changes();
     loop {
@@ -85,36 +85,18 @@ async fn wait_until(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {v:#}"
+            "timed out waiting for {what}: {v:#?}"
         );
         let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
     }
 }
 
-fn terminal(v: &Value) -> bool {
-    matches!(
-        v["status"].as_str(),
-        Some("Succeeded" | "Failed" | "Stopped" | "Superseded")
-    )
+fn terminal(v: &ExecutionView) -> bool {
+    v.is_finished()
 }
 
-fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
-    let s = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap();
-    s["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap()
-}
-
-fn millis(ts: &Value) -> i64 {
-    ts.as_str()
+fn millis(ts: &Option<String>) -> i64 {
+    ts.as_deref()
         .unwrap()
         .parse::<jiff::Timestamp>()
         .unwrap()
@@ -171,19 +153,16 @@ async fn a_pipeline_runs_parallel_actions_and_passes_artifacts_and_variables() {
     let plane = ControlPlane::open(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     let v = wait_until(&plane, &id, "the end", terminal).await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
-    let left = action(&v, "Build", "left");
-    let right = action(&v, "Build", "right");
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
+    let left = v.action("Build", "left").unwrap();
+    let right = v.action("Build", "right").unwrap();
     // Parallel actions really overlap: each started before the other ended.
-    assert!(millis(&left["started_at"]) < millis(&right["finished_at"]));
-    assert!(millis(&right["started_at"]) < millis(&left["finished_at"]));
-    assert_eq!(left["output_variables"]["LEFT_DONE"], "yes");
-    let checkout = action(&v, "Source", "checkout");
-    assert_eq!(
-        checkout["output_variables"]["CommitMessage"],
-        "first commit"
-    );
-    assert_eq!(checkout["output_variables"]["BranchName"], "main");
+    assert!(millis(&left.started_at) < millis(&right.finished_at));
+    assert!(millis(&right.started_at) < millis(&left.finished_at));
+    assert_eq!(left.output_variables["LEFT_DONE"], "yes");
+    let checkout = v.action("Source", "checkout").unwrap();
+    assert_eq!(checkout.output_variables["CommitMessage"], "first commit");
+    assert_eq!(checkout.output_variables["BranchName"], "main");
     let logs = plane
         .logs(&id, Some(("Build", "left")), 0, 1000)
         .await
@@ -213,8 +192,8 @@ stages:
       - {name: done, type: shell, inputs: [Src], commands: ["true"]}
 "##;
 
-fn waiting(v: &Value) -> bool {
-    action(v, "Approve", "release")["status"] == "Waiting"
+fn waiting(v: &ExecutionView) -> bool {
+    v.action("Approve", "release").unwrap().status.as_deref() == Some("Waiting")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +217,7 @@ async fn an_approval_waits_and_records_who_approved() {
         .await
         .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
     let records = plane.approvals(&id).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(
@@ -272,12 +251,12 @@ async fn a_rejected_approval_fails_the_execution() {
         .await
         .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
-    assert_eq!(v["status"], "Failed");
+    assert_eq!(v.status, "Failed");
     assert_eq!(
-        action(&v, "Approve", "release")["error"],
-        "rejected by bob: not today"
+        v.action("Approve", "release").unwrap().error.as_deref(),
+        Some("rejected by bob: not today")
     );
-    assert!(action(&v, "After", "done")["status"].is_null());
+    assert!(v.action("After", "done").unwrap().status.is_none());
 }
 
 #[tokio::test]
@@ -291,10 +270,10 @@ async fn an_approval_times_out_as_a_failure() {
     tokio::time::advance(Duration::from_secs(7 * 24 * 3600 + 1)).await;
     tokio::time::resume();
     let v = wait_until(&plane, &id, "the timeout", terminal).await;
-    assert_eq!(v["status"], "Failed");
+    assert_eq!(v.status, "Failed");
     assert_eq!(
-        action(&v, "Approve", "release")["error"],
-        "approval timed out after 7d"
+        v.action("Approve", "release").unwrap().error.as_deref(),
+        Some("approval timed out after 7d")
     );
 }
 
@@ -323,17 +302,20 @@ async fn a_failed_stage_is_retried_to_success() {
         .await
         .unwrap();
     let v = wait_until(&plane, &id, "the failure", terminal).await;
-    assert_eq!(v["status"], "Failed");
-    assert_eq!(action(&v, "Work", "steady")["status"], "Succeeded");
+    assert_eq!(v.status, "Failed");
+    assert_eq!(
+        v.action("Work", "steady").unwrap().status.as_deref(),
+        Some("Succeeded")
+    );
     std::fs::write(&marker, "").unwrap();
     plane.retry(&id, "Work", false).await.unwrap();
     let v = wait_until(&plane, &id, "the retry", |v| {
-        terminal(v) && action(v, "Work", "flaky")["attempt"] == 2
+        terminal(v) && v.action("Work", "flaky").unwrap().attempt == 2
     })
     .await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
     assert_eq!(
-        action(&v, "Work", "steady")["attempt"],
+        v.action("Work", "steady").unwrap().attempt,
         1,
         "succeeded actions are not re-run"
     );
@@ -359,11 +341,20 @@ async fn bad_commands_and_escaping_outputs_fail_their_own_action() {
     let plane = ControlPlane::open(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     let v = wait_until(&plane, &id, "the end", terminal).await;
-    assert_eq!(v["status"], "Failed");
-    assert_eq!(action(&v, "Work", "missing")["status"], "Failed");
-    assert_eq!(action(&v, "Work", "escape")["status"], "Failed");
-    let error = action(&v, "Work", "escape")["error"]
-        .as_str()
+    assert_eq!(v.status, "Failed");
+    assert_eq!(
+        v.action("Work", "missing").unwrap().status.as_deref(),
+        Some("Failed")
+    );
+    assert_eq!(
+        v.action("Work", "escape").unwrap().status.as_deref(),
+        Some("Failed")
+    );
+    let error = v
+        .action("Work", "escape")
+        .unwrap()
+        .error
+        .as_deref()
         .unwrap()
         .to_string();
     assert!(error.contains("link"), "{error}");
@@ -385,8 +376,8 @@ stages:
         let plane = ControlPlane::open(&fx.data).await.unwrap();
         let id = start(&plane, &fx).await;
         wait_until(&plane, &id, "both running", |v| {
-            action(v, "Work", "long")["status"] == "InProgress"
-                && action(v, "Work", "gate")["status"] == "Waiting"
+            v.action("Work", "long").unwrap().status.as_deref() == Some("InProgress")
+                && v.action("Work", "gate").unwrap().status.as_deref() == Some("Waiting")
         })
         .await;
         plane.cancel_all().await;
@@ -399,14 +390,21 @@ stages:
     // the approval still waits for a person.
     let plane = ControlPlane::open(&fx.data).await.unwrap();
     let v = view(&plane, &id).await;
-    assert_eq!(action(&v, "Work", "long")["status"], "Failed", "{v:#}");
-    assert_eq!(action(&v, "Work", "gate")["status"], "Waiting");
+    assert_eq!(
+        v.action("Work", "long").unwrap().status.as_deref(),
+        Some("Failed"),
+        "{v:#?}"
+    );
+    assert_eq!(
+        v.action("Work", "gate").unwrap().status.as_deref(),
+        Some("Waiting")
+    );
     plane
         .decide(&id, &approver("ann"), decision("Work", "gate", true, None))
         .await
         .unwrap();
     let v = wait_until(&plane, &id, "the end", terminal).await;
-    assert_eq!(v["status"], "Failed");
+    assert_eq!(v.status, "Failed");
 }
 
 /// An identity holding the approver role, as the API would pass it.

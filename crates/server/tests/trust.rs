@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use gantry_api::ExecutionView;
 use gantry_auth::{AuditQuery, Grant};
 use gantry_server::ControlPlane;
 use gantry_server::guard::HostPolicy;
@@ -153,38 +154,27 @@ impl Fixture {
         body["id"].as_str().unwrap().to_string()
     }
 
-    async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&ExecutionView) -> bool,
+    ) -> ExecutionView {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut changes = self.plane.changes();
         loop {
             let (execution, loaded) = self.plane.execution(id).await.unwrap();
-            let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
+            let v = gantry_server::view::execution_view(&execution, loaded.as_deref());
             if done(&v) {
                 return v;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {v:#}"
+                "timed out waiting for {what}: {v:#?}"
             );
             let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
         }
     }
-}
-
-fn action<'a>(v: &'a Value, stage: &str, name: &str) -> &'a Value {
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .and_then(|s| {
-            s["actions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["name"] == name)
-        })
-        .unwrap()
 }
 
 const SHELL_ONLY: &str = r##"
@@ -545,7 +535,7 @@ async fn every_route_checks_the_role_of_every_kind_of_caller() {
     let admin = fx.user("root", None, &["admin"]).await;
     // A real execution, so that routes about one reach their role check.
     let id = fx.start(&admin).await;
-    fx.wait_for(&id, "the end", |v| v["status"] != "InProgress")
+    fx.wait_for(&id, "the end", |v| v.status != "InProgress")
         .await;
     fx.call(
         "POST",
@@ -816,8 +806,8 @@ stages:
       - {name: done, type: shell, commands: ["true"]}
 "##;
 
-fn waiting(v: &Value) -> bool {
-    action(v, "Approve", "release")["status"] == "Waiting"
+fn waiting(v: &ExecutionView) -> bool {
+    v.action("Approve", "release").unwrap().status.as_deref() == Some("Waiting")
 }
 
 async fn decide(
@@ -907,9 +897,9 @@ async fn two_of_n_distinct_approvers_with_comments_and_never_the_starter_or_the_
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["outcome"]["status"], "Approved");
     let v = fx
-        .wait_for(&id, "the end", |v| v["status"] != "InProgress")
+        .wait_for(&id, "the end", |v| v.status != "InProgress")
         .await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
     let records = fx.plane.approvals(&id).await.unwrap();
     assert_eq!(records[0].by, "ann, bob");
     let view = fx.plane.approval(&id, "Approve", "release").await.unwrap();
@@ -929,12 +919,12 @@ async fn one_rejection_rejects_and_a_finished_approval_takes_no_decision() {
     let (status, body) = decide(&fx, &id, &ann, "Rejected", Some("no")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v = fx
-        .wait_for(&id, "the end", |v| v["status"] != "InProgress")
+        .wait_for(&id, "the end", |v| v.status != "InProgress")
         .await;
-    assert_eq!(v["status"], "Failed");
+    assert_eq!(v.status, "Failed");
     assert_eq!(
-        action(&v, "Approve", "release")["error"],
-        "rejected by ann: no"
+        v.action("Approve", "release").unwrap().error.as_deref(),
+        Some("rejected by ann: no")
     );
     let (status, body) = decide(&fx, &id, &bob, "Approved", Some("late")).await;
     assert_eq!(
@@ -965,7 +955,7 @@ async fn a_decision_on_a_superseded_execution_is_refused() {
     fx.wait_for(&first, "the first approval", waiting).await;
     let second = fx.start(&sam).await;
     let third = fx.start(&sam).await;
-    let superseded = |v: &Value| v["status"] == "Superseded";
+    let superseded = |v: &ExecutionView| v.status == "Superseded";
     fx.wait_for(&second, "the second to be superseded", superseded)
         .await;
     let (status, body) = decide(&fx, &second, &sam, "Approved", None).await;

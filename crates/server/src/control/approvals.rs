@@ -70,14 +70,7 @@ pub struct Decision<'a> {
     pub expected: Option<&'a str>,
 }
 
-/// The outcome of one decision.
-#[derive(Debug, Clone, Serialize)]
-pub struct DecisionOutcome {
-    /// `Approved`, `Rejected`, or `Pending` while more approvals are needed.
-    pub status: &'static str,
-    pub approvals: u32,
-    pub required: u32,
-}
+pub use gantry_api::DecisionOutcome;
 
 /// The policy of an approval action: its `policy:` block, or one decision
 /// by any approver.
@@ -295,7 +288,7 @@ impl ControlPlane {
                 ));
                 self.inner.logs.flush().await;
                 return Ok(DecisionOutcome {
-                    status: "Pending",
+                    status: "Pending".to_string(),
                     approvals,
                     required,
                 });
@@ -350,7 +343,7 @@ impl ControlPlane {
         self.submit(event).await?;
         self.cancel_approval_timer(id, s, a).await;
         Ok(DecisionOutcome {
-            status,
+            status: status.to_string(),
             approvals: u32::try_from(approvals).unwrap_or(u32::MAX),
             required,
         })
