@@ -305,3 +305,22 @@ impl DeployLog for TracingLog {
         tracing::info!(message = line);
     }
 }
+
+/// Whether the project applied to `store` has an environment on the docker
+/// runtime: only then must a server adopt docker's containers before it
+/// opens the deployer (a server whose environments all run processes, or
+/// that has none, need not wait for the docker CLI).
+pub async fn uses_docker(store: &Store) -> Result<bool, DeployError> {
+    let Some(files) = DeployStore::open(store.clone()).await?.project().await? else {
+        return Ok(false);
+    };
+    let files: Vec<(String, String)> = serde_json::from_str(&files)
+        .map_err(|e| DeployError::Spec(format!("stored project: {e}")))?;
+    Ok(files.iter().any(|(file, text)| {
+        gantry_spec::parse_document(file, text).is_ok_and(|doc| {
+            doc.environments
+                .values()
+                .any(|env| env.runtime == RuntimeKind::Docker)
+        })
+    }))
+}

@@ -41,7 +41,7 @@ mod store;
 mod tests;
 mod traffic;
 
-pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes};
+pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes, uses_docker};
 pub use error::DeployError;
 pub use revision::{Revision, SecretRef};
 pub use status::{EnvironmentStatus, ReplicaStatus, ServiceStatus};

@@ -49,6 +49,11 @@ pub struct DockerOptions {
     /// embedded one's token); `None` (the default): the CLI's own
     /// (`~/.docker`, or `DOCKER_CONFIG`).
     pub config_dir: Option<PathBuf>,
+    /// Whether [`DockerRuntime::new`] waits for docker's first answer, so
+    /// that containers of an earlier server are known (adopted) when it
+    /// returns. Default true; a server with no docker environment turns it
+    /// off and does not wait for the docker CLI to start (tens of ms).
+    pub adopt_at_start: bool,
 }
 
 impl DockerOptions {
@@ -60,6 +65,7 @@ impl DockerOptions {
             restart: RestartPolicy::default(),
             poll_interval: Duration::from_secs(1),
             config_dir: None,
+            adopt_at_start: true,
         }
     }
 }
@@ -181,7 +187,9 @@ impl DockerRuntime {
             table: ReplicaTable::new(),
             available: AtomicBool::new(false),
         });
-        if let Err(e) = inner.poll().await {
+        if inner.options.adopt_at_start
+            && let Err(e) = inner.poll().await
+        {
             tracing::warn!(error = %e, "docker did not answer; its containers are adopted once it does");
         }
         let watcher = tokio::spawn(watch(inner.clone())).abort_handle();

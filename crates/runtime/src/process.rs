@@ -282,12 +282,19 @@ impl Inner {
                 });
             }
         }
-        for (pid, pgrp, id) in proc::marked(MARK_ENV, &self.mark_prefix()) {
-            if !adopted.contains(&id) {
-                tracing::warn!(replica = %id, pid, pgrp, "killing a replica process no state file accounts for");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        // Processes of replicas whose state file was lost are found by their
+        // mark in /proc: a scan of every process's environment, so it runs
+        // beside start-up rather than before it (their ids are no one's,
+        // so nothing started meanwhile can be mistaken for them).
+        let prefix = self.mark_prefix();
+        tokio::task::spawn_blocking(move || {
+            for (pid, pgrp, id) in proc::marked(MARK_ENV, &prefix) {
+                if !adopted.contains(&id) {
+                    tracing::warn!(replica = %id, pid, pgrp, "killing a replica process no state file accounts for");
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
             }
-        }
+        });
         Ok(())
     }
 

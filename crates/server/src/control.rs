@@ -103,15 +103,20 @@ impl ControlPlane {
         let auth = gantry_auth::Auth::open(store.pool().clone()).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
         // Nothing runs yet, so every leftover work directory is garbage from
-        // an earlier process.
-        let orphans = crate::orphans::kill_orphans(&data_dir);
-        if orphans > 0 {
-            tracing::warn!(
-                orphans,
-                "Killed processes left behind by an earlier server."
-            );
-        }
+        // an earlier process, and processes of its actions may live on. An
+        // attempt's work directory lives as long as the attempt, so without
+        // one no action can have been interrupted, and /proc is not scanned.
         let work = data_dir.join("work");
+        let interrupted = std::fs::read_dir(&work).is_ok_and(|mut d| d.next().is_some());
+        if interrupted {
+            let orphans = crate::orphans::kill_orphans(&data_dir);
+            if orphans > 0 {
+                tracing::warn!(
+                    orphans,
+                    "Killed processes left behind by an earlier server."
+                );
+            }
+        }
         if work.exists() {
             let _ = tokio::fs::remove_dir_all(&work).await;
         }
@@ -164,7 +169,8 @@ impl ControlPlane {
         let (changes, _) = watch::channel(0);
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
-        let runtimes = crate::runtimes::open(&data_dir, &images).await;
+        let adopt_docker = gantry_deploy::uses_docker(&store).await.unwrap_or(true);
+        let runtimes = crate::runtimes::open(&data_dir, &images, adopt_docker).await;
         let deployer =
             gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes)
                 .await?;

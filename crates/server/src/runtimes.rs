@@ -6,7 +6,14 @@ use std::sync::Arc;
 
 use gantry_deploy::Runtimes;
 
-pub(crate) async fn open(data_dir: &Path, images: &gantry_images::RegistryClient) -> Runtimes {
+/// The runtimes of a server. `adopt_docker`: wait for docker's containers
+/// to be known before returning (the applied project has a docker
+/// environment whose replicas the deployer re-adopts next).
+pub(crate) async fn open(
+    data_dir: &Path,
+    images: &gantry_images::RegistryClient,
+    adopt_docker: bool,
+) -> Runtimes {
     let mut runtimes = Runtimes::new();
     match gantry_runtime::ProcessRuntime::new(data_dir, images.clone()).await {
         Ok(process) => {
@@ -23,6 +30,7 @@ pub(crate) async fn open(data_dir: &Path, images: &gantry_images::RegistryClient
     if docker_config.is_dir() {
         options.config_dir = Some(docker_config);
     }
+    options.adopt_at_start = adopt_docker;
     match gantry_runtime::DockerRuntime::new(options).await {
         Ok(docker) => {
             runtimes.insert(

@@ -231,7 +231,7 @@ impl RegistryClient {
         };
         let response = self
             .send_retrying(&token_call, true, &mut || {
-                let request = self.inner.http.get(url.clone());
+                let request = self.http().get(url.clone());
                 Ok(match &credentials {
                     Some(c) => request.basic_auth(&c.username, Some(&c.password)),
                     None => request,

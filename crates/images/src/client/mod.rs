@@ -85,7 +85,9 @@ pub struct RegistryClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    http: std::sync::OnceLock<reqwest::Client>,
+    /// Extra trusted roots, for the client built on first use.
+    roots: Vec<reqwest::Certificate>,
     options: ClientOptions,
     /// Credentials and cached tokens, seen by every clone.
     auth: auth::AuthState,
@@ -113,9 +115,10 @@ impl RegistryClient {
             })?;
             roots.extend(certificates);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .tls_certs_merge(roots)
+        // A certificate the TLS stack refuses is refused here, up front;
+        // building with these roots only loads no system roots, so it is cheap.
+        reqwest::Client::builder()
+            .tls_certs_only(roots.clone())
             .build()
             .map_err(|source| RegistryError::Unreachable {
                 image: "(client)".to_owned(),
@@ -125,7 +128,8 @@ impl RegistryClient {
             })?;
         Ok(RegistryClient {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::OnceLock::new(),
+                roots,
                 auth: auth::AuthState::new(options.credentials.clone()),
                 options,
             }),
@@ -202,7 +206,23 @@ impl RegistryClient {
     }
 
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        self.inner.http.request(method, url)
+        self.http().request(method, url)
+    }
+
+    /// The HTTP client, built on first use: building it loads the system's
+    /// root certificates (~150 files), which a server that never talks to a
+    /// registry over HTTPS (or a short-lived CLI command) should not pay.
+    fn http(&self) -> &reqwest::Client {
+        self.inner.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(self.inner.options.connect_timeout)
+                .tls_certs_merge(self.inner.roots.clone())
+                .build()
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "Building the registry HTTP client failed; using the defaults.");
+                    reqwest::Client::new()
+                })
+        })
     }
 
     /// Sends a request built by `build`, answering an auth challenge once and,
