@@ -27,7 +27,14 @@ struct Fixture {
 }
 
 fn git(dir: &Path, args: &[&str]) {
+    // The author is part of the test (policies match it), so it is set here
+    // whatever the environment says (scripts/test exports GIT_AUTHOR_*,
+    // which beats `-c user.email`).
     let status = Command::new("git")
+        .env("GIT_AUTHOR_NAME", "Carol")
+        .env("GIT_AUTHOR_EMAIL", "carol@example.com")
+        .env("GIT_COMMITTER_NAME", "Carol")
+        .env("GIT_COMMITTER_EMAIL", "carol@example.com")
         .arg("-C")
         .arg(dir)
         .args([
