@@ -71,6 +71,15 @@ pub enum PolicyRefusal {
 }
 
 impl PolicyRefusal {
+    /// The HTTP status an API answers this refusal with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            PolicyRefusal::NotAllowed { .. } | PolicyRefusal::SelfApproval { .. } => 403,
+            PolicyRefusal::CommentRequired => 400,
+            PolicyRefusal::AlreadyDecided(_) => 409,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             PolicyRefusal::NotAllowed { .. } => "approval.not_allowed",

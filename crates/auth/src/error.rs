@@ -56,6 +56,23 @@ impl AuthError {
         }
     }
 
+    /// The HTTP status an API answers this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AuthError::MissingToken
+            | AuthError::InvalidToken
+            | AuthError::ExpiredToken
+            | AuthError::RevokedToken => 401,
+            AuthError::Forbidden { .. } => 403,
+            AuthError::UserNotFound(_) | AuthError::TokenNotFound(_) => 404,
+            AuthError::UserExists(_) => 409,
+            AuthError::InvalidGrant(_) | AuthError::InvalidName(_) | AuthError::BadRequest(_) => {
+                400
+            }
+            AuthError::Randomness(_) | AuthError::Database(_) | AuthError::Corrupt(_) => 500,
+        }
+    }
+
     /// Whether the caller failed to authenticate (HTTP 401), as opposed to
     /// being refused (403) or sending a bad request.
     pub fn is_unauthenticated(&self) -> bool {

@@ -84,4 +84,27 @@ impl DeployError {
             DeployError::Database(_) => "deploy.database",
         }
     }
+
+    /// The HTTP status an API answers this error with: 404 for an unknown
+    /// environment, service or revision, 422 for an invalid project, 500 for
+    /// a broken store, 409 for a deployment that could not be carried out.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DeployError::UnknownEnvironment(_)
+            | DeployError::UnknownService { .. }
+            | DeployError::UnknownRevision { .. } => 404,
+            DeployError::Spec(_) => 422,
+            DeployError::Database(_) => 500,
+            DeployError::ImageNotFound { .. }
+            | DeployError::Image { .. }
+            | DeployError::Definitions(_)
+            | DeployError::Secret { .. }
+            | DeployError::Stalled { .. }
+            | DeployError::CircuitBreaker { .. }
+            | DeployError::NothingToRollBackTo { .. }
+            | DeployError::LoadBalancer { .. }
+            | DeployError::Runtime(_)
+            | DeployError::RuntimeUnavailable(_) => 409,
+        }
+    }
 }

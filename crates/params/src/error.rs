@@ -227,6 +227,36 @@ impl ParamError {
         }
     }
 
+    /// The HTTP status an API answers this error with: 404 for what does
+    /// not exist, 409 for a conflict with what does, 500 for a broken store
+    /// or key, 400 for the rest (the request was wrong).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::NotFound { .. }
+            | Self::VersionNotFound { .. }
+            | Self::LabelNotFound { .. }
+            | Self::Unresolved { .. } => 404,
+            Self::AlreadyExists { .. } | Self::HistoryFullWithLabel { .. } => 409,
+            Self::WrongMasterKey { .. }
+            | Self::DecryptionFailed { .. }
+            | Self::EncryptionFailed { .. }
+            | Self::MasterKeyInvalid { .. }
+            | Self::KeyFile { .. }
+            | Self::Randomness(_)
+            | Self::Corrupt { .. }
+            | Self::Database(_) => 500,
+            Self::InvalidName { .. }
+            | Self::InvalidPath { .. }
+            | Self::InvalidSelector { .. }
+            | Self::LabelInvalid { .. }
+            | Self::TooManyLabels { .. }
+            | Self::InvalidType { .. }
+            | Self::ValueTooLarge { .. }
+            | Self::ValueEmpty { .. }
+            | Self::DescriptionTooLong { .. } => 400,
+        }
+    }
+
     /// True for the three "no such thing" errors, so callers (and `get_many`) can tell a
     /// missing parameter from a broken store.
     pub fn is_not_found(&self) -> bool {

@@ -82,62 +82,8 @@ impl From<gantry_auth::AuthError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            ControlError::NotFound(_)
-            | ControlError::UnknownStage(_)
-            | ControlError::UnknownAction(_) => StatusCode::NOT_FOUND,
-            ControlError::InvalidPipeline(_) | ControlError::UnknownVariable(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::Param(e) => match e.code() {
-                "param.not_found"
-                | "param.version_not_found"
-                | "param.label_not_found"
-                | "param.unresolved" => StatusCode::NOT_FOUND,
-                "param.already_exists" | "param.history_full_with_label" => StatusCode::CONFLICT,
-                "param.wrong_master_key"
-                | "param.decrypt_failed"
-                | "param.encrypt_failed"
-                | "param.randomness"
-                | "param.corrupt"
-                | "param.database"
-                | "param.key_file"
-                | "param.master_key_invalid" => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            },
-            ControlError::NothingWaiting(_)
-            | ControlError::Engine(_)
-            | ControlError::Superseded(_)
-            | ControlError::ApprovalChanged(..) => StatusCode::CONFLICT,
-            ControlError::TextRequired | ControlError::MissingInclude { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            ControlError::Auth(e) => match e {
-                e if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
-                gantry_auth::AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
-                gantry_auth::AuthError::UserNotFound(_)
-                | gantry_auth::AuthError::TokenNotFound(_) => StatusCode::NOT_FOUND,
-                gantry_auth::AuthError::UserExists(_) => StatusCode::CONFLICT,
-                gantry_auth::AuthError::InvalidGrant(_)
-                | gantry_auth::AuthError::InvalidName(_)
-                | gantry_auth::AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ControlError::Policy(e) => match e {
-                gantry_auth::PolicyRefusal::CommentRequired => StatusCode::BAD_REQUEST,
-                gantry_auth::PolicyRefusal::AlreadyDecided(_) => StatusCode::CONFLICT,
-                _ => StatusCode::FORBIDDEN,
-            },
-            ControlError::Deploy(e) => match e {
-                gantry_deploy::DeployError::UnknownEnvironment(_)
-                | gantry_deploy::DeployError::UnknownService { .. }
-                | gantry_deploy::DeployError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
-                gantry_deploy::DeployError::Spec(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                _ => StatusCode::CONFLICT,
-            },
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = gantry_api::ErrorBody {
             code: self.0.code().to_string(),
             message: self.0.to_string(),

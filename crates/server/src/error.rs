@@ -65,6 +65,33 @@ impl ControlError {
         }
     }
 
+    /// The HTTP status an API answers this error with; errors of other
+    /// crates say their own.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ControlError::NotFound(_)
+            | ControlError::UnknownStage(_)
+            | ControlError::UnknownAction(_) => 404,
+            ControlError::InvalidPipeline(_) | ControlError::UnknownVariable(_) => 422,
+            ControlError::BadRequest(_)
+            | ControlError::TextRequired
+            | ControlError::MissingInclude { .. } => 400,
+            ControlError::NothingWaiting(_)
+            | ControlError::Engine(_)
+            | ControlError::Superseded(_)
+            | ControlError::ApprovalChanged(..) => 409,
+            ControlError::Param(e) => e.http_status(),
+            ControlError::Deploy(e) => e.http_status(),
+            ControlError::Auth(e) => e.http_status(),
+            ControlError::Policy(e) => e.http_status(),
+            ControlError::Store(_)
+            | ControlError::Artifacts(_)
+            | ControlError::CorruptLog { .. }
+            | ControlError::Io { .. }
+            | ControlError::Internal(_) => 500,
+        }
+    }
+
     /// A stable identifier of the kind of error, for scripts and the API.
     pub fn code(&self) -> &'static str {
         match self {
@@ -87,7 +114,7 @@ impl ControlError {
             ControlError::ApprovalChanged(..) => "approval.changed",
             ControlError::TextRequired => "request.text_required",
             ControlError::MissingInclude { .. } => "request.missing_include",
-            ControlError::Internal(_) => "internal",
+            ControlError::Internal(_) => "server.internal",
         }
     }
 }
