@@ -1,0 +1,110 @@
+//! `gantry status`, `gantry executions` and `gantry logs`: read-only views
+//! of executions (one execution's live view or JSON, the newest executions,
+//! action logs, optionally followed until the execution ends).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::client::Connection;
+use crate::render;
+
+/// Shows one execution: the view, or its JSON.
+pub(crate) async fn status(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
+    let conn = Connection::open(data_dir).await?;
+    let execution = conn.client.execution(id).await;
+    conn.close().await;
+    let execution = execution?;
+    if json {
+        println!("{}", serde_json::to_string(&execution)?);
+    } else {
+        for line in render::view(&execution, std::io::stdout().is_terminal(), "") {
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lists recent executions, newest first, optionally of one pipeline.
+pub(crate) async fn executions(
+    data_dir: &Path,
+    pipeline: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let conn = Connection::open(data_dir).await?;
+    let query = pipeline
+        .map(|p| format!("?pipeline={p}"))
+        .unwrap_or_default();
+    let list = conn
+        .client
+        .get_as::<Vec<gantry_api::ExecutionView>>(&format!("/api/v1/executions{query}"))
+        .await;
+    conn.close().await;
+    let list = list?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+    } else {
+        for e in &list {
+            println!(
+                "{}  {:<20} {:<11} {}",
+                e.id, e.pipeline, e.status, e.started_at
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn logs(
+    data_dir: &Path,
+    id: &str,
+    target: Option<&str>,
+    follow: bool,
+) -> Result<ExitCode> {
+    let filter = match target {
+        Some(t) => {
+            let Some((stage, action)) = t.split_once('/') else {
+                bail!("{t:?} is not STAGE/ACTION")
+            };
+            format!("&stage={stage}&action={action}")
+        }
+        None => String::new(),
+    };
+    let conn = Connection::open(data_dir).await?;
+    let result = print_logs(&conn, id, &filter, follow).await;
+    conn.close().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> Result<()> {
+    let mut after = 0i64;
+    let mut version = 0;
+    loop {
+        let page: gantry_api::LogsPage = conn
+            .client
+            .get_as(&format!(
+                "/api/v1/executions/{id}/logs?after={after}{filter}"
+            ))
+            .await?;
+        for l in &page.lines {
+            let time = l.at.get(11..23).unwrap_or(&l.at);
+            println!("{time} {}/{} | {}", l.stage, l.action, l.line);
+        }
+        after = page.next;
+        if !page.lines.is_empty() {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        if conn.client.execution(id).await?.is_finished() {
+            return Ok(());
+        }
+        version = conn
+            .client
+            .changes(version, Duration::from_millis(500))
+            .await?;
+    }
+}
