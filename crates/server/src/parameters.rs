@@ -186,6 +186,7 @@ pub async fn resolve_buildspec(
     Ok(out)
 }
 
+pub(crate) const PARAM_OPEN: &str = OPEN;
 const OPEN: &str = "{{param:";
 const CLOSE: &str = "}}";
 
@@ -196,9 +197,12 @@ pub async fn resolve_env(
     env: &BTreeMap<String, String>,
 ) -> Result<Resolved, String> {
     let mut out = Resolved::default();
+    // A `{{param:` brought by a `#{…}` value was marked by
+    // `resolve_action`: it is text, never a reference (unmarked below).
+    let unmark = |text: &str| text.replace(crate::resolve::PARAM_ESCAPED, OPEN);
     for (var, value) in env {
         if !value.contains(OPEN) {
-            out.env.push((var.clone(), value.clone()));
+            out.env.push((var.clone(), unmark(value)));
             continue;
         }
         let mut result = String::new();
@@ -229,6 +233,7 @@ pub async fn resolve_env(
             rest = &after[end + CLOSE.len()..];
         }
         result.push_str(rest);
+        let result = unmark(&result);
         if secret {
             out.secrets.push((var.clone(), result));
         } else {

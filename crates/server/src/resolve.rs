@@ -38,6 +38,11 @@ use gantry_spec::template::{VarRef, references, resolve};
 /// The prefix of the variables that carry `#{…}` values into shell commands.
 pub(crate) const REF_ENV_PREFIX: &str = "GANTRY_REF_";
 
+/// Marks a `{{param:` that came from a `#{…}` value (see `resolve_action`).
+pub(crate) const PARAM_MARK: char = '\u{E002}';
+/// `{{param:` as it stands in an env value when a `#{…}` value brought it.
+pub(crate) const PARAM_ESCAPED: &str = "{{\u{E002}param:";
+
 /// A copy of `action` with every reference replaced, or the first
 /// reference that has no value.
 pub(crate) fn resolve_action(
@@ -52,8 +57,18 @@ pub(crate) fn resolve_action(
             "env {name}: names starting with {REF_ENV_PREFIX} are reserved for the #{{…}} values of commands"
         ));
     }
+    // `{{param:…}}` is resolved after this, in what the file wrote: a
+    // `#{…}` value (a commit message, a `--var`) that holds one must stay
+    // text, or it could read any parameter. It is marked here and unmarked
+    // by `parameters::resolve_env`.
     for value in out.env.values_mut() {
-        *value = r(value)?;
+        if value.contains(PARAM_MARK) {
+            return Err("an env value holds the character U+E002".to_string());
+        }
+        *value = resolve(value, |reference| {
+            lookup(reference).map(|v| v.replace(crate::parameters::PARAM_OPEN, PARAM_ESCAPED))
+        })
+        .map_err(|e| e.to_string())?;
     }
     out.kind = match &action.kind {
         ActionKind::Source { repository, branch } => ActionKind::Source {

@@ -163,3 +163,48 @@ async fn reference_values_in_shell_commands_are_never_run_as_shell() {
     );
     assert!(log.lines().any(|l| l == "literal=#{kept}"), "{log}");
 }
+
+const PARAM_IN_A_VALUE: &str = r##"
+version: 1
+name: leak
+variables:
+  MSG: "harmless"
+stages:
+  - name: Work
+    actions:
+      - name: print
+        type: shell
+        env: {M: "#{variables.MSG}", DNS: "{{param:/app/public}}"}
+        commands: ['test "$DNS" = http://lb', 'echo "M=[$M]"']
+"##;
+
+/// A `{{param:…}}` that arrives inside a `#{…}` value (a commit message, a
+/// `--var`) is text: only what the pipeline file itself writes reads a
+/// parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_param_reference_inside_a_reference_value_stays_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path(), PARAM_IN_A_VALUE, "init");
+    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    for (name, value, kind) in [
+        ("/app/public", "http://lb", gantry_params::ParamType::String),
+        (
+            "/app/secret",
+            "s3cr3t",
+            gantry_params::ParamType::SecureString,
+        ),
+    ] {
+        let name = gantry_params::ParamName::parse(name).unwrap();
+        plane
+            .params()
+            .put(gantry_params::PutParameter::new(&name, value, kind, "test"))
+            .await
+            .unwrap();
+    }
+    let overrides = BTreeMap::from([("MSG".to_string(), "{{param:/app/secret}}".to_string())]);
+    let (id, v) = run_to_end(&plane, &repo, overrides).await;
+    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    let log = log_text(&plane, &id, "Work", "print").await;
+    assert!(log.contains("M=[{{param:/app/secret}}]"), "{log}");
+    assert!(!log.contains("s3cr3t") && !log.contains("M=[***]"), "{log}");
+}
