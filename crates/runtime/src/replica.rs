@@ -105,7 +105,7 @@ impl ReplicaSpec {
             return Err(invalid("port must be 1-65535".to_owned()));
         }
         if let Some(user) = self.user()
-            && !is_user(user)
+            && !gantry_spec::service::is_user(user)
         {
             return Err(invalid(format!(
                 "user {user:?}: expected a user name or uid[:gid]"
@@ -117,24 +117,6 @@ impl ReplicaSpec {
             return Err(invalid(format!("cpus {cpus}: must be a positive number")));
         }
         Ok(())
-    }
-}
-
-/// A user name (`[A-Za-z_][A-Za-z0-9_.-]*`, at most 32 characters) or
-/// `uid[:gid]`.
-fn is_user(user: &str) -> bool {
-    let number = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
-    let name = |s: &str| {
-        s.len() <= 32
-            && s.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    };
-    match user.split_once(':') {
-        Some((uid, gid)) => number(uid) && number(gid),
-        None => number(user) || name(user),
     }
 }
 

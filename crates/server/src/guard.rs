@@ -147,9 +147,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Caller, Response> {
-        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            refusal(StatusCode::UNAUTHORIZED, &AuthError::MissingToken).into_response()
-        })
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| unauthenticated(&AuthError::MissingToken))
     }
 }
 
@@ -167,22 +169,15 @@ pub struct ErrorCode(pub &'static str);
 #[derive(Debug, Clone)]
 pub struct AuditRead;
 
-fn refusal(
-    status: StatusCode,
-    error: &AuthError,
-) -> (StatusCode, HeaderMap, axum::Json<serde_json::Value>) {
-    let mut headers = HeaderMap::new();
-    if status == StatusCode::UNAUTHORIZED {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"gantry\""),
-        );
-    }
-    (
-        status,
-        headers,
-        axum::Json(serde_json::json!({"code": error.code(), "message": error.to_string()})),
-    )
+/// The answer to a request that failed to authenticate: 401 with a
+/// Bearer challenge and the error's code.
+fn unauthenticated(error: &AuthError) -> Response {
+    let mut response = coded(StatusCode::UNAUTHORIZED, error.code(), error.to_string());
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"gantry\""),
+    );
+    response
 }
 
 fn coded(status: StatusCode, code: &'static str, message: String) -> Response {
@@ -259,6 +254,37 @@ fn host_header(request: &Request) -> Option<String> {
         .or_else(|| request.uri().authority().map(|a| a.to_string()))
 }
 
+/// Appends an entry to the audit log; a failure to write it is logged (the
+/// request it describes has been answered either way).
+async fn append_audit(
+    auth: &Auth,
+    principal: Option<String>,
+    remote: Option<SocketAddr>,
+    action: String,
+    target: Option<String>,
+    outcome: &str,
+) {
+    let record = AuditRecord {
+        seq: 0,
+        at_ms: now_ms(),
+        principal,
+        remote: remote.map(|r| r.to_string()),
+        action,
+        target,
+        outcome: outcome.to_string(),
+    };
+    if let Err(error) = auth.audit(&record).await {
+        tracing::error!(%error, "Writing the audit log failed.");
+    }
+}
+
+fn peer(request: &Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
 /// The registry's middleware: host and origin (its tokens are checked by
 /// the registry itself, through [`RegistryGuard`]).
 pub async fn check_registry_host(
@@ -269,21 +295,8 @@ pub async fn check_registry_host(
     if let Some((response, code)) =
         refuse_foreign(&guard.hosts, &request, host_header(&request).as_deref())
     {
-        let record = AuditRecord {
-            seq: 0,
-            at_ms: now_ms(),
-            principal: None,
-            remote: request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.to_string()),
-            action: format!("registry {} {}", request.method(), request.uri().path()),
-            target: None,
-            outcome: code.to_string(),
-        };
-        if let Err(error) = guard.auth.audit(&record).await {
-            tracing::error!(%error, "Writing the audit log failed.");
-        }
+        let action = format!("registry {} {}", request.method(), request.uri().path());
+        append_audit(&guard.auth, None, peer(&request), action, None, code).await;
         return response;
     }
     next.run(request).await
@@ -291,30 +304,19 @@ pub async fn check_registry_host(
 
 /// The middleware: host, origin, token, then the handler, then the audit.
 pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
-    let remote = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let remote = peer(&request);
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let action = format!("{method} {path}");
     let host = host_header(&request);
-    let audit = |principal: Option<String>, outcome: &str, target: Option<String>| {
-        let record = AuditRecord {
-            seq: 0,
-            at_ms: now_ms(),
+    let audit = |principal: Option<String>, outcome: &'static str, target: Option<String>| {
+        append_audit(
+            &guard.auth,
             principal,
-            remote: remote.map(|r| r.to_string()),
-            action: action.clone(),
+            remote,
+            format!("{method} {path}"),
             target,
-            outcome: outcome.to_string(),
-        };
-        let auth = guard.auth.clone();
-        async move {
-            if let Err(error) = auth.audit(&record).await {
-                tracing::error!(%error, "Writing the audit log failed.");
-            }
-        }
+            outcome,
+        )
     };
     if let Some((response, code)) = refuse_foreign(&guard.hosts, &request, host.as_deref()) {
         audit(None, code, None).await;
@@ -331,9 +333,7 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
         Ok(identity) => identity,
         Err(error) => {
             audit(None, error.code(), None).await;
-            let mut response = refusal(StatusCode::UNAUTHORIZED, &error).into_response();
-            response.extensions_mut().insert(ErrorCode(error.code()));
-            return response;
+            return unauthenticated(&error);
         }
     };
     let principal = identity.name.clone();
@@ -402,18 +402,15 @@ impl gantry_registry::RegistryAuth for RegistryGuard {
     fn audit(&self, record: gantry_registry::RegistryAuditRecord) {
         let auth = self.auth.clone();
         tokio::spawn(async move {
-            let entry = AuditRecord {
-                seq: 0,
-                at_ms: now_ms(),
-                principal: record.principal,
-                remote: record.remote.map(|r| r.to_string()),
-                action: record.action,
-                target: Some(record.target),
-                outcome: record.outcome,
-            };
-            if let Err(error) = auth.audit(&entry).await {
-                tracing::error!(%error, "Writing the audit log failed.");
-            }
+            append_audit(
+                &auth,
+                record.principal,
+                record.remote,
+                record.action,
+                Some(record.target),
+                &record.outcome,
+            )
+            .await;
         });
     }
 }

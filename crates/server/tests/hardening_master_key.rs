@@ -2,6 +2,7 @@
 //! parameter store's master key, whether the server read it from
 //! `GANTRY_MASTER_KEY` or from `params-master.key`.
 
+use gantry_testkit::git;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -32,18 +33,6 @@ fn rerun_with_env(name: &str, env: &[(&str, &str)]) -> bool {
         String::from_utf8_lossy(&output.stderr)
     );
     true
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
 }
 
 /// Runs a pipeline whose shell action prints its environment, the key file

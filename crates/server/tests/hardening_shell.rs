@@ -2,31 +2,13 @@
 //! `#{…}` values in shell commands are never parsed as shell, and builds
 //! never see the master key.
 
+use gantry_testkit::git;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use gantry_server::ControlPlane;
 use serde_json::Value;
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
 
 /// A repository holding `pipeline` as `gantry.yaml`, committed with `message`.
 fn repo(dir: &Path, pipeline: &str, message: &str) -> PathBuf {

@@ -2,6 +2,7 @@
 //! real server: a daemonless build pinned by digest, reproducible across
 //! runs, and a promotion that keeps the digest.
 
+use gantry_testkit::git;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -9,24 +10,6 @@ use std::time::Duration;
 use gantry_api::ExecutionView;
 use gantry_images::Reference;
 use gantry_server::RunningServer;
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
-}
 
 const PIPELINE: &str = r##"
 version: 1

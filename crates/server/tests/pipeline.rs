@@ -1,9 +1,9 @@
 //! End-to-end behaviour of the control plane with real processes, a real
 //! git repository and a real SQLite file: the engine's decisions carried out.
 
+use gantry_testkit::git;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gantry_api::ExecutionView;
@@ -13,24 +13,6 @@ struct Fixture {
     _dir: tempfile::TempDir,
     repo: PathBuf,
     data: PathBuf,
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
 }
 
 /// A git repository holding `files` and `gantry.yaml`, committed.

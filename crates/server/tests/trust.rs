@@ -6,7 +6,6 @@
 //! with a real SQLite store and a real git repository.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,29 +25,9 @@ struct Fixture {
     now: i64,
 }
 
+/// Commits as Carol: approval policies match the commit author.
 fn git(dir: &Path, args: &[&str]) {
-    // The author is part of the test (policies match it), so it is set here
-    // whatever the environment says (scripts/test exports GIT_AUTHOR_*,
-    // which beats `-c user.email`).
-    let status = Command::new("git")
-        .env("GIT_AUTHOR_NAME", "Carol")
-        .env("GIT_AUTHOR_EMAIL", "carol@example.com")
-        .env("GIT_COMMITTER_NAME", "Carol")
-        .env("GIT_COMMITTER_EMAIL", "carol@example.com")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=Carol",
-            "-c",
-            "user.email=carol@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
+    gantry_testkit::git_as(dir, ("Carol", "carol@example.com"), args);
 }
 
 async fn fixture(pipeline: &str) -> Fixture {

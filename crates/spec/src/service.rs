@@ -48,6 +48,7 @@ pub use crate::names::ServiceName;
 use crate::names::{EnvironmentName, NameRule};
 
 pub(crate) mod decode;
+pub use decode::is_user;
 
 /// The default container port.
 pub const DEFAULT_PORT: u16 = 8080;

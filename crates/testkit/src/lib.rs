@@ -138,3 +138,27 @@ fn wait_for_v2(addr: &str, child: &mut Child) -> bool {
     }
     false
 }
+
+/// Runs `git -C dir ARGS` as the author "Test <test@example.com>", without
+/// signing, and asserts it succeeded: the one way the tests make commits.
+pub fn git(dir: &Path, args: &[&str]) {
+    git_as(dir, ("Test", "test@example.com"), args);
+}
+
+/// [`git`] as another author. The identity is set through the environment,
+/// which beats a `GIT_AUTHOR_*` the test runner may export (scripts/test
+/// does) as well as any `user.*` config.
+pub fn git_as(dir: &Path, (name, email): (&str, &str), args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .env("GIT_AUTHOR_NAME", name)
+        .env("GIT_AUTHOR_EMAIL", email)
+        .env("GIT_COMMITTER_NAME", name)
+        .env("GIT_COMMITTER_EMAIL", email)
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} in {}", dir.display());
+}

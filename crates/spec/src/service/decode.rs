@@ -393,7 +393,8 @@ fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOve
 
 /// A user name (`[A-Za-z_][A-Za-z0-9_.-]*`, at most 32 characters) or
 /// `uid[:gid]`, as `docker run --user` and the process runtime take it.
-fn is_user(user: &str) -> bool {
+/// The runtimes check replica specs with it too.
+pub fn is_user(user: &str) -> bool {
     let number = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
     let name = |s: &str| {
         s.len() <= 32
