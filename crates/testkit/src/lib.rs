@@ -2,10 +2,13 @@
 //! the environment variables that turn heavy tests on, and a real Debian
 //! `docker-registry` on a free loopback port.
 
+use std::io::{Read, Write};
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use gantry_clock::blocking_poll;
 
 /// Whether the tests needing `docker-registry` should run; prints why not.
 pub fn registry_tests_enabled(test: &str) -> bool {
@@ -103,40 +106,30 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(addr: &str, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
+    blocking_poll(Duration::from_secs(20), Duration::from_millis(50), || {
         if let Ok(Some(_)) = child.try_wait() {
-            return false;
+            return Some(false);
         }
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+        std::net::TcpStream::connect(addr).is_ok().then_some(true)
+    })
+    .unwrap_or(false)
 }
 
 fn wait_for_v2(addr: &str, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
+    blocking_poll(Duration::from_secs(20), Duration::from_millis(50), || {
         if let Ok(Some(_)) = child.try_wait() {
-            return false;
+            return Some(false);
         }
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let request = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).is_ok()
-                && stream.read_to_string(&mut answer).is_ok()
-                && answer.starts_with("HTTP/1.1 200")
-            {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        (stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200"))
+        .then_some(true)
+    })
+    .unwrap_or(false)
 }
 
 /// Runs `git -C dir ARGS` as the author "Test <test@example.com>", without
