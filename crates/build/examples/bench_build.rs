@@ -8,9 +8,10 @@
 //! Run: `cargo run --release -p gantry-build --example bench_build`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_build::{BuildRequest, BuildStatus, LogSink, run, shell_buildspec};
+use gantry_clock::Instant;
 use gantry_spec::buildspec::{OnFailure, Phase, PhaseName};
 
 struct Counter(AtomicUsize);

@@ -12,9 +12,10 @@
 //! `cargo run --release -p gantry-build --example bench_container -- IMAGE`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_build::{BuildRequest, BuildStatus, ContainerSpec, LogSink, run, shell_buildspec};
+use gantry_clock::Instant;
 use gantry_spec::buildspec::{OnFailure, Phase, PhaseName};
 
 struct Counter(AtomicUsize);

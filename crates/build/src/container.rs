@@ -167,14 +167,14 @@ impl DockerCli {
             let _ = std::thread::Builder::new()
                 .name("gantry-container-rm".to_owned())
                 .spawn(move || {
-                    let until = std::time::Instant::now() + 2 * DOCKER_OP_TIMEOUT;
-                    while matches!(child.try_wait(), Ok(None)) {
-                        if std::time::Instant::now() > until {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
+                    let exited = gantry_clock::blocking_poll(
+                        2 * DOCKER_OP_TIMEOUT,
+                        Duration::from_millis(100),
+                        || (!matches!(child.try_wait(), Ok(None))).then_some(()),
+                    );
+                    if exited.is_none() {
+                        let _ = child.kill();
+                        let _ = child.wait();
                     }
                 });
         }

@@ -73,7 +73,7 @@ pub(crate) fn base_env(
     req: &BuildRequest,
     paths: &BuildPaths,
     inherit_host: bool,
-    start_time_ms: u128,
+    start_time_ms: i64,
 ) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = if inherit_host {
         std::env::vars_os()

@@ -122,7 +122,7 @@ mod shell;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use gantry_spec::buildspec::{
     ArtifactsSpec, Buildspec, BuildspecVersion, OnFailure, Phase, PhaseName,
@@ -350,10 +350,7 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         .map_err(BuildError::Scratch)?;
     let mark = format!("\0{token}\0").into_bytes();
 
-    let start_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let start_ms = gantry_clock::now_ms();
     let now = tokio::time::Instant::now();
     let deadline = now
         .checked_add(req.timeout)
@@ -860,7 +857,7 @@ fn random_token() -> String {
     use std::hash::{BuildHasher, RandomState};
     let seed = (
         std::process::id(),
-        SystemTime::now(),
+        gantry_clock::now(),
         std::thread::current().id(),
     );
     let a = RandomState::new().hash_one(seed);

@@ -34,7 +34,7 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// A `[Container] 2026/11/29 00:00:00.000000 ` prefixed line, as CodeBuild
 /// prints its own messages.
 pub(crate) fn container_line(text: &str) -> String {
-    format!("[Container] {} {text}", timestamp(SystemTime::now()))
+    format!("[Container] {} {text}", timestamp(gantry_clock::now()))
 }
 
 /// `YYYY/MM/DD HH:MM:SS.ffffff` in UTC.

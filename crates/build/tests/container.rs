@@ -9,9 +9,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_build::{BuildError, BuildRequest, BuildStatus, ContainerSpec, run};
+use gantry_clock::Instant;
 use gantry_spec::buildspec::PhaseName;
 use support::{
     Lines, TEST_DOCKER_IMAGE, TEST_IMAGE, build, containers_of, docker_tests_enabled, phase,

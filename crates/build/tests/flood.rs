@@ -5,9 +5,10 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_build::{BuildStatus, LogSink, run};
+use gantry_clock::Instant;
 use gantry_spec::buildspec::PhaseName;
 use support::{phase, request, spec};
 

@@ -6,24 +6,20 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_build::{BuildError, BuildStatus, outcome_json, run, shell_buildspec};
+use gantry_clock::Instant;
 use gantry_spec::buildspec::{ArtifactsSpec, PhaseName};
 use serde_json::json;
 use support::{Lines, build, phase, process_gone, request, spec};
 
 fn read_pid(path: &std::path::Path) -> u32 {
     // The pid files are written by the build; wait until they are complete.
-    for _ in 0..200 {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no pid in {}", path.display());
+    gantry_clock::blocking_poll(Duration::from_secs(2), Duration::from_millis(10), || {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
+    .unwrap_or_else(|| panic!("no pid in {}", path.display()))
 }
 
 /// A command leaving a child and a grandchild sleeping, with pid files.
