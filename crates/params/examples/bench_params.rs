@@ -3,11 +3,12 @@
 //!
 //!     cargo run --release -p gantry-params --example bench_params
 //!
-//! Measuring real elapsed time is the point here, so this uses `std::time::Instant`
-//! (the library itself reads time only through its `Clock`).
+//! Measuring real elapsed time is the point here: `gantry_clock::Instant` is real time
+//! in a runtime that isn't paused (the library itself reads time only through its `Clock`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use gantry_clock::Instant;
 use gantry_params::{MasterKey, ParamName, ParamStore, ParamType, PutParameter, Selector};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 

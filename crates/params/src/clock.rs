@@ -9,13 +9,15 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
 
-/// The system's wall clock.
+/// The system's wall clock, read through gantry-clock like every other
+/// wall-clock read of gantry.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        Timestamp::now()
+        // Only a clock set outside jiff's range (years -9999..=9999) fails.
+        Timestamp::try_from(gantry_clock::now()).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 }
 
