@@ -556,7 +556,9 @@ fn issue_token(registry: &Registry, secret: &str) -> Response {
         "token": issued.token,
         "access_token": issued.token,
         "expires_in": issued.expires_in.as_secs(),
-        "issued_at": jiff::Timestamp::now().to_string(),
+        "issued_at": jiff::Timestamp::try_from(gantry_clock::now())
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
     });
     (
         [

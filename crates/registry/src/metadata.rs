@@ -147,12 +147,6 @@ pub(crate) struct Metadata {
     pool: SqlitePool,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn size_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -180,7 +174,7 @@ impl Metadata {
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(repo.as_str())
-        .bind(now_ms())
+        .bind(gantry_clock::now_ms())
         .execute(conn)
         .await?;
         Ok(())
@@ -199,7 +193,7 @@ impl Metadata {
         .bind(repo.as_str())
         .bind(digest.as_str())
         .bind(db_size(size))
-        .bind(now_ms())
+        .bind(gantry_clock::now_ms())
         .execute(conn)
         .await?;
         Ok(())
@@ -466,7 +460,7 @@ impl Metadata {
         for (digest, size) in m.links {
             Self::insert_link(&mut tx, m.repo, digest, *size).await?;
         }
-        let now = now_ms();
+        let now = gantry_clock::now_ms();
         // Same digest, same bytes: a second PUT of a manifest changes nothing
         // but its tag.
         sqlx::query(
@@ -590,7 +584,7 @@ impl Metadata {
         sqlx::query("INSERT INTO registry_uploads (id, repository, started_at) VALUES (?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
-            .bind(now_ms())
+            .bind(gantry_clock::now_ms())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::StreamExt as _;
@@ -220,7 +220,7 @@ impl Uploads {
         keep: &[String],
         max_age: Duration,
     ) -> Result<Vec<String>, RegistryError> {
-        let now = SystemTime::now();
+        let now = gantry_clock::now();
         let mut remaining = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
@@ -251,7 +251,7 @@ fn idle_for(metadata: &fs::Metadata, max_age: Duration) -> bool {
     metadata
         .modified()
         .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .and_then(|t| gantry_clock::now().duration_since(t).ok())
         .is_some_and(|age| age > max_age)
 }
 

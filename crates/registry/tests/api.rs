@@ -198,7 +198,7 @@ async fn abandoned_uploads_are_removed_when_the_registry_opens() {
         .write(true)
         .open(&old_file)
         .unwrap()
-        .set_modified(std::time::SystemTime::now() - two_days)
+        .set_modified(gantry_clock::now() - two_days)
         .unwrap();
     // A stray file no upload owns goes too.
     std::fs::write(f.uploads_dir().join("stray"), b"x").unwrap();
