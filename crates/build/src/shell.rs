@@ -380,7 +380,7 @@ impl Drop for ShellSession {
 
 /// The shell on this host, with exactly the build's environment.
 fn host_command(spec: &ShellSpec<'_>, user: Option<&RunAs>) -> Command {
-    let mut command = Command::new(spec.program);
+    let mut command = Command::new(program_path(spec.program, spec.env));
     command.env_clear().envs(spec.env).current_dir(spec.cwd);
     if let Some(user) = user {
         command
@@ -391,6 +391,37 @@ fn host_command(spec: &ShellSpec<'_>, user: Option<&RunAs>) -> Command {
             .env("LOGNAME", &user.name);
     }
     command
+}
+
+/// Where `program` is, looked up in the build's own `PATH` as the shell's
+/// `exec` would look it up (unchanged when it names a path or is not
+/// found, so the spawn fails as it would have). Given a path, std starts
+/// the shell with `posix_spawn` (a vfork) instead of a fork that copies
+/// the server's page tables: a fork cost more than the rest of starting
+/// the shell (issue 17's per-action overhead).
+fn program_path(program: &str, env: &BTreeMap<OsString, OsString>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.into();
+    }
+    let path = env
+        .get(std::ffi::OsStr::new("PATH"))
+        .cloned()
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    for dir in std::env::split_paths(&path) {
+        if dir.as_os_str().is_empty() {
+            // An empty entry means the child's working directory: leave
+            // that lookup to exec.
+            break;
+        }
+        let candidate = dir.join(program);
+        if std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return candidate;
+        }
+    }
+    program.into()
 }
 
 /// `docker exec` of the shell, and the `export` lines that give it the
@@ -476,4 +507,27 @@ fn group_alive(pgid: Pid) -> bool {
 /// `'text'` for sh, with embedded quotes escaped.
 pub(crate) fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(path: &str) -> BTreeMap<OsString, OsString> {
+        BTreeMap::from([(OsString::from("PATH"), OsString::from(path))])
+    }
+
+    #[test]
+    fn the_shell_is_found_in_the_builds_own_path() {
+        assert_eq!(
+            program_path("sh", &env("/nonexistent:/bin")),
+            Path::new("/bin/sh")
+        );
+        // Not found, or a path already: left to exec, which fails or
+        // runs it as before.
+        assert_eq!(program_path("sh", &env("/nonexistent")), Path::new("sh"));
+        assert_eq!(program_path("/bin/sh", &env("")), Path::new("/bin/sh"));
+        // An empty entry is the child's working directory: exec decides.
+        assert_eq!(program_path("sh", &env(":/bin")), Path::new("sh"));
+    }
 }
