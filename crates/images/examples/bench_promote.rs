@@ -17,9 +17,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flate2::{Compression, GzBuilder};
+use gantry_clock::Instant;
 use gantry_images::manifest::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, canonical_json};
 use gantry_images::{ClientOptions, Digest, PromoteResult, Reference, RegistryClient, promote};
 use sha2::{Digest as _, Sha256};
@@ -55,14 +56,11 @@ impl Registry {
             .spawn()
             .expect("docker-registry");
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry on {addr} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let up =
+            gantry_clock::blocking_poll(Duration::from_secs(20), Duration::from_millis(50), || {
+                std::net::TcpStream::connect(&addr).ok()
+            });
+        assert!(up.is_some(), "docker-registry on {addr} did not start");
         Registry { addr, child }
     }
 

@@ -417,8 +417,14 @@ mod tests {
         let (first, digests) = layer_bytes(context.path(), "/app", 0);
         // New mtimes and a new inode order must not matter.
         fs::remove_file(context.path().join("b.txt")).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(context.path().join("b.txt"), "bee").unwrap();
+        let touched = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        fs::File::options()
+            .write(true)
+            .open(context.path().join("b.txt"))
+            .unwrap()
+            .set_modified(touched)
+            .unwrap();
         let (second, again) = layer_bytes(context.path(), "/app", 0);
         assert_eq!(first, second);
         assert_eq!(digests, again);
