@@ -1,0 +1,348 @@
+//! Environments and services: applying a project, an environment's status,
+//! deploying and rolling back a service, stopping an environment, and
+//! shutting the server down.
+//!
+//! Answers declare their fields in alphabetical order, the order the JSON
+//! had when the server built it as a `serde_json::Value` (a sorted map), so
+//! they keep their bytes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v1/apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApplyRequest {
+    pub file: PathBuf,
+    pub text: Option<String>,
+    #[serde(default)]
+    pub includes: BTreeMap<String, String>,
+}
+
+/// What `apply` registered, one line per pipeline, environment or service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Applied {
+    pub applied: Vec<String>,
+}
+
+/// `GET /api/v1/environments/{env}` and `gantry env status --json`: one
+/// environment, its runtime, its load balancer and its services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentStatus {
+    pub environment: String,
+    /// Where the load balancer listens (`127.0.0.1:8080`).
+    pub load_balancer: String,
+    /// `process` or `docker`.
+    pub runtime: String,
+    /// In the order of the project's services.
+    pub services: Vec<ServiceStatus>,
+    /// `http://` + the load balancer's address + `/`.
+    pub url: String,
+}
+
+/// One service: its current revision (all null before its first
+/// deployment), its replicas and its last ten deployments, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceStatus {
+    pub deployments: Vec<DeploymentRecord>,
+    /// The current revision's replica count.
+    pub desired: Option<u32>,
+    /// The image's digest (`sha256:…`).
+    pub digest: Option<String>,
+    /// `registry/repo@sha256:…`
+    pub image: Option<String>,
+    pub name: String,
+    /// The secrets the current revision reads, with their pinned versions.
+    pub parameters: Vec<SecretRef>,
+    pub replicas: Vec<ReplicaStatus>,
+    /// The current revision's number.
+    pub revision: Option<u64>,
+}
+
+/// One replica a service runs, with its health as the load balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicaStatus {
+    pub addr: String,
+    /// `initial`, `healthy`, `unhealthy` or `draining`; null when the
+    /// replica is not in its target group.
+    pub health: Option<String>,
+    pub id: String,
+    /// Why its latest health check failed, if the latest one did.
+    pub last_failure: Option<String>,
+    pub revision: u64,
+}
+
+/// One row of a service's deployment history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentRecord {
+    /// Unix milliseconds; null while it runs.
+    pub finished_at: Option<i64>,
+    pub from_revision: Option<i64>,
+    pub id: i64,
+    /// Why it ended as it did (the circuit breaker's reason, say).
+    pub message: Option<String>,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// `InProgress`, `Succeeded`, `Failed`, `RolledBack` or `Interrupted`.
+    pub status: String,
+    pub to_revision: i64,
+}
+
+/// A secret a revision reads: which parameter, which version; never its
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretRef {
+    pub parameter: String,
+    /// Whether the parameter is a SecureString.
+    pub secure: bool,
+    /// The environment variable it fills.
+    pub var: String,
+    pub version: u64,
+}
+
+/// `POST /api/v1/environments/{env}/services/{service}/deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeployRequest {
+    /// An image reference; the deployment pins it by digest.
+    pub image: String,
+}
+
+/// `POST /api/v1/environments/{env}/services/{service}/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RollbackRequest {
+    /// The revision to return to; default the one before the current.
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+/// What a successful deployment left running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeployOutcome {
+    pub environment: String,
+    /// `registry/repo@sha256:…`
+    pub image: String,
+    /// The ids of the replicas it runs.
+    pub replicas: Vec<String>,
+    pub revision: u64,
+    pub service: String,
+}
+
+/// The answer to a deploy or a rollback: how it ended, and its log. A
+/// deployment that failed (and was rolled back or not) is an answer, not an
+/// error: it is `Failed` with the error's code; an unknown environment,
+/// service or revision is an error answer.
+///
+/// Written with its keys in alphabetical order (`status` last), as the
+/// answer was when the server built it as a `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(tag = "status")]
+pub enum DeploymentAnswer {
+    Succeeded {
+        log: Vec<String>,
+        outcome: DeployOutcome,
+    },
+    Failed {
+        /// The deployment error's code (`deploy.circuit_breaker`).
+        code: String,
+        error: String,
+        log: Vec<String>,
+    },
+}
+
+impl DeploymentAnswer {
+    pub fn succeeded(&self) -> bool {
+        matches!(self, DeploymentAnswer::Succeeded { .. })
+    }
+
+    /// What the deployment did, step by step.
+    pub fn log(&self) -> &[String] {
+        match self {
+            DeploymentAnswer::Succeeded { log, .. } | DeploymentAnswer::Failed { log, .. } => log,
+        }
+    }
+}
+
+impl Serialize for DeploymentAnswer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            DeploymentAnswer::Succeeded { log, outcome } => {
+                map.serialize_entry("log", log)?;
+                map.serialize_entry("outcome", outcome)?;
+                map.serialize_entry("status", "Succeeded")?;
+            }
+            DeploymentAnswer::Failed { code, error, log } => {
+                map.serialize_entry("code", code)?;
+                map.serialize_entry("error", error)?;
+                map.serialize_entry("log", log)?;
+                map.serialize_entry("status", "Failed")?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// `POST /api/v1/environments/{env}/down`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentDown {
+    pub environment: String,
+    pub stopped_replicas: u64,
+}
+
+/// `POST /api/v1/shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ShutdownRequest {
+    /// Also stop every service's replicas (they survive a plain shutdown).
+    #[serde(default)]
+    pub stop_services: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShutdownAnswer {
+    pub ok: bool,
+    pub stopped_replicas: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::tests::same_bytes;
+
+    fn status() -> EnvironmentStatus {
+        EnvironmentStatus {
+            environment: "staging".into(),
+            load_balancer: "127.0.0.1:8080".into(),
+            runtime: "process".into(),
+            services: vec![ServiceStatus {
+                deployments: vec![DeploymentRecord {
+                    finished_at: Some(20),
+                    from_revision: Some(1),
+                    id: 7,
+                    message: Some("2 replica(s) healthy; 0 replaced on the way".into()),
+                    started_at: 10,
+                    status: "Succeeded".into(),
+                    to_revision: 2,
+                }],
+                desired: Some(2),
+                digest: Some("sha256:abc".into()),
+                image: Some("127.0.0.1:5000/web@sha256:abc".into()),
+                name: "web".into(),
+                parameters: vec![SecretRef {
+                    parameter: "/shop/db-password".into(),
+                    secure: true,
+                    var: "DB_PASSWORD".into(),
+                    version: 3,
+                }],
+                replicas: vec![ReplicaStatus {
+                    addr: "127.0.0.1:40001".into(),
+                    health: Some("healthy".into()),
+                    id: "staging-web-r2-1-abcdef".into(),
+                    last_failure: None,
+                    revision: 2,
+                }],
+                revision: Some(2),
+            }],
+            url: "http://127.0.0.1:8080/".into(),
+        }
+    }
+
+    /// The contract of `gantry env status --json`, as the deployer built it
+    /// with `json!` before it had types.
+    #[test]
+    fn environment_status_keeps_its_bytes() {
+        same_bytes(
+            &status(),
+            json!({
+                "environment": "staging",
+                "runtime": "process",
+                "load_balancer": "127.0.0.1:8080",
+                "url": "http://127.0.0.1:8080/",
+                "services": [{
+                    "name": "web", "revision": 2, "image": "127.0.0.1:5000/web@sha256:abc",
+                    "digest": "sha256:abc", "desired": 2,
+                    "parameters": [{"var": "DB_PASSWORD", "parameter": "/shop/db-password", "version": 3, "secure": true}],
+                    "replicas": [{
+                        "id": "staging-web-r2-1-abcdef", "revision": 2, "addr": "127.0.0.1:40001",
+                        "health": "healthy", "last_failure": null,
+                    }],
+                    "deployments": [{
+                        "id": 7, "from_revision": 1, "to_revision": 2, "status": "Succeeded",
+                        "started_at": 10, "finished_at": 20,
+                        "message": "2 replica(s) healthy; 0 replaced on the way",
+                    }],
+                }],
+            }),
+        );
+    }
+
+    #[test]
+    fn deployment_answers_keep_their_bytes() {
+        let outcome = DeployOutcome {
+            environment: "staging".into(),
+            image: "r/web@sha256:abc".into(),
+            replicas: vec!["r1".into()],
+            revision: 2,
+            service: "web".into(),
+        };
+        same_bytes(
+            &DeploymentAnswer::Succeeded {
+                log: vec!["started r1".into()],
+                outcome,
+            },
+            json!({"status": "Succeeded", "log": ["started r1"], "outcome": {
+                "environment": "staging", "service": "web", "revision": 2,
+                "image": "r/web@sha256:abc", "replicas": ["r1"]}}),
+        );
+        same_bytes(
+            &DeploymentAnswer::Failed {
+                code: "deploy.circuit_breaker".into(),
+                error: "3 replicas failed".into(),
+                log: vec![],
+            },
+            json!({"status": "Failed", "code": "deploy.circuit_breaker",
+                   "error": "3 replicas failed", "log": []}),
+        );
+    }
+
+    /// The hand-written `Serialize` writes what the derived schema says:
+    /// one shape per `status`.
+    #[test]
+    fn the_deployment_answers_schema_tells_the_shapes_apart_by_status() {
+        let schema = serde_json::to_value(schemars::schema_for!(DeploymentAnswer)).unwrap();
+        let shapes = schema["oneOf"].as_array().unwrap();
+        let statuses: Vec<&serde_json::Value> = shapes
+            .iter()
+            .map(|s| &s["properties"]["status"]["const"])
+            .collect();
+        assert_eq!(statuses, [&json!("Succeeded"), &json!("Failed")]);
+    }
+
+    #[test]
+    fn other_environment_answers_keep_their_bytes() {
+        same_bytes(
+            &Applied {
+                applied: vec!["environment staging".into()],
+            },
+            json!({"applied": ["environment staging"]}),
+        );
+        same_bytes(
+            &EnvironmentDown {
+                environment: "staging".into(),
+                stopped_replicas: 2,
+            },
+            json!({"environment": "staging", "stopped_replicas": 2}),
+        );
+        same_bytes(
+            &ShutdownAnswer {
+                ok: true,
+                stopped_replicas: 0,
+            },
+            json!({"ok": true, "stopped_replicas": 0}),
+        );
+    }
+}
