@@ -6,11 +6,12 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, client, fast_health_check, get};
 use gantry_proxy::{Health, LoadBalancer, Rule, Target};
 use http::StatusCode;
+use tokio::time::Instant;
 
 fn any_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

@@ -5,13 +5,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, client, fast_health_check, get};
 use gantry_proxy::{Health, ListenerConfig, LoadBalancer, Rule, Target};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 fn any_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Backend, client, dead_addr, get, send};
@@ -14,6 +14,7 @@ use http::{Request, StatusCode};
 use http_body_util::{Either, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 fn any_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

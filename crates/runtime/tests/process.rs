@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
     DataDir, INDEX, ImageName, SERVE, TestRegistry, busybox_context, client, http_get, is_dead,
@@ -18,6 +18,7 @@ use gantry_runtime::{
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::time::Instant;
 
 const STARTUP: Duration = Duration::from_secs(20);
 

@@ -9,12 +9,13 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_images::{ClientOptions, ImageSpec, Reference, RegistryClient, build_image};
 use gantry_runtime::{ReplicaEvent, ReplicaSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 /// What the web image's index page says.
 pub const INDEX: &str = "hello from gantry\n";
@@ -158,7 +159,7 @@ pub async fn wait_event(
     within: Duration,
     matches: impl Fn(&ReplicaEvent) -> bool,
 ) -> ReplicaEvent {
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = Instant::now() + within;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
             .await
