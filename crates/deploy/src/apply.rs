@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gantry_clock::now_ms;
 use gantry_proxy::Rule;
 use gantry_spec::environment::Environment;
 use gantry_spec::{assemble, parse_document};
 use tokio::sync::Mutex;
 
-use crate::deployer::{Deployer, EnvState, now_ms, runtime_name};
+use crate::deployer::{Deployer, EnvState, runtime_name};
 use crate::error::DeployError;
 
 fn rules_of(env: &Environment) -> Vec<Rule> {

@@ -39,10 +39,6 @@ pub(crate) fn runtime_name(kind: RuntimeKind) -> &'static str {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
 /// What a successful deployment left running.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeployOutcome {
@@ -129,7 +125,7 @@ impl Deployer {
         runtimes: Runtimes,
     ) -> Result<Deployer, DeployError> {
         let db = DeployStore::open(store).await?;
-        let interrupted = db.interrupt_unfinished(now_ms()).await?;
+        let interrupted = db.interrupt_unfinished(gantry_clock::now_ms()).await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "Deployments were interrupted by a restart.");
         }

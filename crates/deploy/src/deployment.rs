@@ -6,11 +6,12 @@
 
 use std::sync::Arc;
 
+use gantry_clock::now_ms;
 use gantry_images::{Digest, Reference, RegistryClient};
 use gantry_params::Selector;
 use gantry_runtime::BoxFuture;
 
-use crate::deployer::{DeployLog, DeployOutcome, Deployer, EnvState, ServiceState, now_ms};
+use crate::deployer::{DeployLog, DeployOutcome, Deployer, EnvState, ServiceState};
 use crate::error::DeployError;
 use crate::revision::{Revision, SecretRef};
 use crate::rollout::Rollout;
