@@ -130,26 +130,68 @@ pub enum Command {
     ExecutionFinished { id: String, status: ExecutionStatus },
 }
 
-/// One attempt of one action of one execution.
+/// One attempt of one action of one execution: what a [`Command`] asks to
+/// run or cancel, and what the result events name. The events and commands
+/// keep their own flat fields (their JSON is the event log's format); this is
+/// the one value a server passes around for an attempt, and the events it
+/// reports about the attempt are built from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ActionRef {
+    /// The execution's id.
     pub id: String,
+    /// The stage's index in the execution's plan.
     pub stage: usize,
+    /// The action's index in its stage.
     pub action: usize,
+    /// The attempt's number, from 1.
     pub attempt: u32,
 }
 
 impl ActionRef {
-    /// The `ActionFailed` that ends this attempt because the server restarted
-    /// while it ran.
-    pub fn interrupted(&self, at: i64) -> Event {
+    /// The `ActionWaiting` of this attempt: an approval now waits for a person.
+    pub fn waiting(&self, at: i64) -> Event {
+        Event::ActionWaiting {
+            id: self.id.clone(),
+            stage: self.stage,
+            action: self.action,
+            attempt: self.attempt,
+            at,
+        }
+    }
+
+    /// The `ActionSucceeded` of this attempt, with its outputs.
+    pub fn succeeded(
+        &self,
+        output_variables: BTreeMap<String, String>,
+        output_artifacts: BTreeMap<String, String>,
+        at: i64,
+    ) -> Event {
+        Event::ActionSucceeded {
+            id: self.id.clone(),
+            stage: self.stage,
+            action: self.action,
+            attempt: self.attempt,
+            output_variables,
+            output_artifacts,
+            at,
+        }
+    }
+
+    /// The `ActionFailed` of this attempt.
+    pub fn failed(&self, error: impl Into<String>, at: i64) -> Event {
         Event::ActionFailed {
             id: self.id.clone(),
             stage: self.stage,
             action: self.action,
             attempt: self.attempt,
-            error: INTERRUPTED.to_string(),
+            error: error.into(),
             at,
         }
+    }
+
+    /// The `ActionFailed` that ends this attempt because the server restarted
+    /// while it ran.
+    pub fn interrupted(&self, at: i64) -> Event {
+        self.failed(INTERRUPTED, at)
     }
 }

@@ -9,42 +9,40 @@
 //! log's order is the order the engine saw, and replaying it on start-up
 //! rebuilds exactly the state the previous process had.
 //!
-//! Recovery: after the replay, every action that was `InProgress` is failed
-//! with an "interrupted" error (it may have half-run; running it again
-//! silently could repeat side effects), and every approval still waiting gets
-//! its timeout timer back. Nothing is left stuck `InProgress`.
+//! This file holds the plane's state, `submit` and the commands, and what
+//! the API asks of it. The rest has one module per concept: `replay`
+//! rebuilds the state from the log at start-up and recovers interrupted
+//! work; `attempts` runs one attempt of an action; `resolution` tells what
+//! `#{...}` references, input artifacts and included files stand for;
+//! `approvals` makes an approval wait, times it out and decides it. An
+//! attempt is named everywhere by the engine's [`ActionRef`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use gantry_engine::{ActionStatus, Command, Engine, Event, Execution};
-use gantry_spec::pipeline::{Action, ActionKind};
-use gantry_spec::template::{VarRef, resolve};
+use gantry_engine::{ActionRef, ActionStatus, Command, Engine, Event, Execution};
+use gantry_params::ParamStore;
+use gantry_spec::pipeline::ActionKind;
 use gantry_store::{ApprovalRecord, ArtifactStore, ExecutionRow, LogLine, Store};
 use tokio::sync::{Mutex, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::{ActionContext, ActionError, ActionOutput, BoxFuture, Runners};
+use crate::actions::{BoxFuture, Runners};
 use crate::clock::now_ms;
 use crate::definition::{Definition, Loaded, plan};
 use crate::error::ControlError;
 use crate::logs::LogWriter;
 use crate::parameters::KeySource;
-use crate::resolve::resolve_action;
-use gantry_params::ParamStore;
 
 mod approvals;
+mod attempts;
+mod replay;
+mod resolution;
+
 pub use approvals::{ApprovalBinding, ApprovalView, Decision, DecisionOutcome};
-
-/// Default timeout of every action type but approvals (CodePipeline's 1 h).
-const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Default approval timeout (CodePipeline's 7 days).
-const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-
-type ActionKey = (String, usize, usize);
+pub use resolution::{project_files, resolve_in};
 
 #[derive(Clone)]
 pub struct ControlPlane {
@@ -77,8 +75,11 @@ struct State {
     engines: HashMap<String, Engine>,
     pipeline_of: HashMap<String, String>,
     loaded: HashMap<String, Arc<Loaded>>,
-    running: HashMap<ActionKey, CancellationToken>,
-    timers: HashMap<ActionKey, AbortHandle>,
+    /// The attempts that run, to cancel them. Keyed by attempt, so the late
+    /// end of an abandoned attempt never drops the entry of its retry.
+    running: HashMap<ActionRef, CancellationToken>,
+    /// The timeout timers of the approvals that wait, by attempt.
+    timers: HashMap<ActionRef, AbortHandle>,
     /// Executions whose last persisted state was not terminal, with that
     /// state's JSON: only these can change, so only these are re-serialised.
     open: HashMap<String, String>,
@@ -102,70 +103,9 @@ impl ControlPlane {
         let (params, key_source) = crate::parameters::open(&store, &data_dir).await?;
         let auth = gantry_auth::Auth::open(store.pool().clone()).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
-        // Nothing runs yet, so every leftover work directory is garbage from
-        // an earlier process, and processes of its actions may live on. An
-        // attempt's work directory lives as long as the attempt, so without
-        // one no action can have been interrupted, and /proc is not scanned.
-        let work = data_dir.join("work");
-        let interrupted = std::fs::read_dir(&work).is_ok_and(|mut d| d.next().is_some());
-        if interrupted {
-            let orphans = crate::orphans::kill_orphans(&data_dir);
-            if orphans > 0 {
-                tracing::warn!(
-                    orphans,
-                    "Killed processes left behind by an earlier server."
-                );
-            }
-        }
-        if work.exists() {
-            let _ = tokio::fs::remove_dir_all(&work).await;
-        }
+        replay::clear_interrupted_work(&data_dir).await;
         let logs = LogWriter::start(store.clone());
-        let mut state = State::default();
-        for record in store.events().await? {
-            let event: Event =
-                serde_json::from_str(&record.body).map_err(|e| ControlError::CorruptLog {
-                    seq: record.seq,
-                    reason: e.to_string(),
-                })?;
-            let engine = state.engines.entry(record.pipeline.clone()).or_default();
-            if let Err(error) = engine.apply(event) {
-                // The log only holds events the engine accepted; a refusal
-                // here means the engine's rules changed. Skipping keeps the
-                // server usable; the warning makes it visible.
-                tracing::warn!(seq = record.seq, %error, "Replayed event was refused.");
-            }
-            state
-                .pipeline_of
-                .insert(record.execution_id, record.pipeline);
-        }
-        let mut to_load = Vec::new();
-        for engine in state.engines.values() {
-            for execution in engine.executions() {
-                if !execution.status.is_terminal() {
-                    let json = serde_json::to_string(execution).unwrap_or_default();
-                    state.open.insert(execution.id.clone(), json);
-                    to_load.push(execution.id.clone());
-                }
-            }
-        }
-        for id in to_load {
-            if let Some(text) = store.definition(&id).await? {
-                let definition: Definition =
-                    serde_json::from_str(&text).map_err(|e| ControlError::CorruptLog {
-                        seq: 0,
-                        reason: format!("definition of {id}: {e}"),
-                    })?;
-                match definition.load() {
-                    Ok(loaded) => {
-                        state.loaded.insert(id, Arc::new(loaded));
-                    }
-                    Err(errors) => {
-                        tracing::warn!(execution = %id, errors = errors.len(), "Stored definition is invalid.")
-                    }
-                }
-            }
-        }
+        let state = State::replay(&store).await?;
         let (changes, _) = watch::channel(0);
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
@@ -195,51 +135,6 @@ impl ControlPlane {
         };
         plane.recover().await?;
         Ok(plane)
-    }
-
-    async fn recover(&self) -> Result<(), ControlError> {
-        let (interrupted, waiting) = {
-            let state = self.inner.state.lock().await;
-            let mut interrupted = Vec::new();
-            let mut waiting = Vec::new();
-            for engine in state.engines.values() {
-                for action in engine.interrupted() {
-                    let names = engine.execution(&action.id).and_then(|e| {
-                        let stage = e.stages.get(action.stage)?;
-                        Some((
-                            stage.name.clone(),
-                            stage.actions.get(action.action)?.name.clone(),
-                        ))
-                    });
-                    interrupted.push((action, names));
-                }
-                for execution in engine.executions() {
-                    for (s, stage) in execution.stages.iter().enumerate() {
-                        for (a, action) in stage.actions.iter().enumerate() {
-                            if action.status == Some(ActionStatus::Waiting) {
-                                waiting.push((execution.id.clone(), s, a, action.attempt));
-                            }
-                        }
-                    }
-                }
-            }
-            (interrupted, waiting)
-        };
-        for (action, names) in interrupted {
-            if let Some((stage, name)) = names {
-                let log = self
-                    .inner
-                    .logs
-                    .action(&action.id, &stage, &name, action.attempt);
-                log.line(gantry_engine::INTERRUPTED);
-            }
-            tracing::warn!(execution = %action.id, stage = action.stage, action = action.action, "Action was interrupted by a restart.");
-            self.submit(action.interrupted(now_ms())).await?;
-        }
-        for (id, s, a, attempt) in waiting {
-            self.arm_approval_timer(&id, s, a, attempt).await;
-        }
-        Ok(())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -431,11 +326,17 @@ impl ControlPlane {
         let at = event.at();
         let waiting = match &event {
             Event::ActionWaiting {
+                id,
                 stage,
                 action,
                 attempt,
                 ..
-            } => Some((*stage, *action, *attempt)),
+            } => Some(ActionRef {
+                id: id.clone(),
+                stage: *stage,
+                action: *action,
+                attempt: *attempt,
+            }),
             _ => None,
         };
         let engine = state.engines.entry(pipeline.clone()).or_default();
@@ -450,8 +351,8 @@ impl ControlPlane {
             self.execute(&mut state, command);
         }
         drop(state);
-        if let Some((s, a, attempt)) = waiting {
-            self.arm_approval_timer(&id, s, a, attempt).await;
+        if let Some(approval) = waiting {
+            self.arm_approval_timer(&approval).await;
         }
         self.inner.changes.send_modify(|n| *n += 1);
         Ok(())
@@ -465,20 +366,17 @@ impl ControlPlane {
                 action,
                 attempt,
             } => {
-                let Some(loaded) = state.loaded.get(&id).cloned() else {
-                    let plane = self.clone();
+                let attempt = ActionRef {
+                    id,
+                    stage,
+                    action,
+                    attempt,
+                };
+                let plane = self.clone();
+                let Some(loaded) = state.loaded.get(&attempt.id).cloned() else {
                     tokio::spawn(async move {
-                        let error =
-                            "the pipeline definition of this execution is missing".to_string();
-                        let event = Event::ActionFailed {
-                            id,
-                            stage,
-                            action,
-                            attempt,
-                            error,
-                            at: now_ms(),
-                        };
-                        let _ = plane.submit(event).await;
+                        let error = "the pipeline definition of this execution is missing";
+                        let _ = plane.submit(attempt.failed(error, now_ms())).await;
                     });
                     return;
                 };
@@ -491,135 +389,36 @@ impl ControlPlane {
                         .map(|a| &a.kind),
                     Some(ActionKind::Approval { .. })
                 );
-                let plane = self.clone();
                 if is_approval {
-                    tokio::spawn(
-                        async move { plane.begin_approval(id, stage, action, attempt).await },
-                    );
+                    tokio::spawn(async move { plane.begin_approval(attempt).await });
                 } else {
                     let cancel = CancellationToken::new();
-                    state
-                        .running
-                        .insert((id.clone(), stage, action), cancel.clone());
-                    tokio::spawn(async move {
-                        plane.run_action(id, stage, action, attempt, cancel).await
-                    });
+                    state.running.insert(attempt.clone(), cancel.clone());
+                    tokio::spawn(async move { plane.run_action(attempt, cancel).await });
                 }
             }
             Command::CancelAction {
-                id, stage, action, ..
+                id,
+                stage,
+                action,
+                attempt,
             } => {
-                let key = (id, stage, action);
-                if let Some(cancel) = state.running.remove(&key) {
+                let attempt = ActionRef {
+                    id,
+                    stage,
+                    action,
+                    attempt,
+                };
+                if let Some(cancel) = state.running.remove(&attempt) {
                     cancel.cancel();
                 }
-                if let Some(timer) = state.timers.remove(&key) {
+                if let Some(timer) = state.timers.remove(&attempt) {
                     timer.abort();
                 }
             }
             Command::ExecutionFinished { id, status } => {
                 tracing::info!(execution = %id, %status, "Execution finished.");
             }
-        }
-    }
-
-    async fn begin_approval(&self, id: String, stage: usize, action: usize, attempt: u32) {
-        let Some((loaded, execution)) = self.snapshot(&id).await else {
-            return;
-        };
-        let spec = &loaded.pipeline.stages[stage].actions[action];
-        let log = self.inner.logs.action(
-            &id,
-            loaded.pipeline.stages[stage].name.as_str(),
-            spec.name.as_str(),
-            attempt,
-        );
-        let resolved = resolve_action(spec, |r| lookup(r, &loaded, &execution, self.registry()));
-        let event = match resolved {
-            Ok(resolved) => {
-                if let ActionKind::Approval {
-                    review_url,
-                    comments,
-                    ..
-                } = &resolved.kind
-                {
-                    log.line("Waiting for approval.");
-                    if let Some(url) = review_url {
-                        log.line(&format!("Review: {url}"));
-                    }
-                    if let Some(comments) = comments {
-                        log.line(&format!("Comments: {comments}"));
-                    }
-                }
-                log.line(&format!(
-                    "Approve with: gantry approve {id} {}/{}",
-                    loaded.pipeline.stages[stage].name, spec.name
-                ));
-                Event::ActionWaiting {
-                    id,
-                    stage,
-                    action,
-                    attempt,
-                    at: now_ms(),
-                }
-            }
-            Err(error) => {
-                log.line(&format!("Action failed: {error}"));
-                Event::ActionFailed {
-                    id,
-                    stage,
-                    action,
-                    attempt,
-                    error,
-                    at: now_ms(),
-                }
-            }
-        };
-        self.inner.logs.flush().await;
-        if let Err(error) = self.submit(event).await {
-            tracing::error!(%error, "Recording an approval wait failed.");
-        }
-    }
-
-    async fn arm_approval_timer(&self, id: &str, stage: usize, action: usize, attempt: u32) {
-        let Some((loaded, execution)) = self.snapshot(id).await else {
-            return;
-        };
-        let timeout = loaded.pipeline.stages[stage].actions[action]
-            .timeout
-            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
-        let started = execution.stages[stage].actions[action]
-            .started_at
-            .unwrap_or_else(now_ms);
-        let deadline_ms =
-            started.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-        let remaining = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
-        let plane = self.clone();
-        let id_owned = id.to_string();
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(remaining).await;
-            let error = format!(
-                "approval timed out after {}",
-                gantry_spec::duration::format_duration(timeout)
-            );
-            let event = Event::ActionFailed {
-                id: id_owned,
-                stage,
-                action,
-                attempt,
-                error,
-                at: now_ms(),
-            };
-            if let Err(error) = plane.submit(event).await {
-                tracing::warn!(%error, "Recording an approval timeout failed.");
-            }
-        });
-        let mut state = self.inner.state.lock().await;
-        if let Some(old) = state
-            .timers
-            .insert((id.to_string(), stage, action), task.abort_handle())
-        {
-            old.abort();
         }
     }
 
@@ -630,230 +429,6 @@ impl ControlPlane {
         let pipeline = state.pipeline_of.get(id)?;
         let execution = state.engines.get(pipeline)?.execution(id)?.clone();
         Some((loaded, execution))
-    }
-
-    async fn run_action(
-        &self,
-        id: String,
-        stage: usize,
-        action: usize,
-        attempt: u32,
-        cancel: CancellationToken,
-    ) {
-        let result = self.perform(&id, stage, action, attempt, cancel).await;
-        self.inner.logs.flush().await;
-        let at = now_ms();
-        let event = match result {
-            Ok((output_variables, output_artifacts)) => Event::ActionSucceeded {
-                id: id.clone(),
-                stage,
-                action,
-                attempt,
-                output_variables,
-                output_artifacts,
-                at,
-            },
-            Err(error) => Event::ActionFailed {
-                id: id.clone(),
-                stage,
-                action,
-                attempt,
-                error: error.0,
-                at,
-            },
-        };
-        if let Err(error) = self.submit(event).await {
-            tracing::error!(%error, "Recording an action result failed.");
-        }
-        self.inner
-            .state
-            .lock()
-            .await
-            .running
-            .remove(&(id, stage, action));
-    }
-
-    async fn perform(
-        &self,
-        id: &str,
-        stage: usize,
-        action: usize,
-        attempt: u32,
-        cancel: CancellationToken,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ActionError> {
-        let (loaded, execution) = self
-            .snapshot(id)
-            .await
-            .ok_or_else(|| ActionError::new("internal error: execution not loaded"))?;
-        let stage_spec = &loaded.pipeline.stages[stage];
-        let spec = &stage_spec.actions[action];
-        let log = self
-            .inner
-            .logs
-            .action(id, stage_spec.name.as_str(), spec.name.as_str(), attempt);
-        log.line(&format!(
-            "Starting {} action {}/{} (attempt {attempt})",
-            spec.kind.type_name(),
-            stage_spec.name,
-            spec.name
-        ));
-        let result = self
-            .perform_resolved(
-                id,
-                &loaded,
-                &execution,
-                spec,
-                stage_spec.name.as_str(),
-                attempt,
-                &log,
-                cancel,
-            )
-            .await;
-        match &result {
-            Ok(_) => log.line("Action succeeded."),
-            Err(error) => log.line(&format!("Action failed: {error}")),
-        }
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn perform_resolved(
-        &self,
-        id: &str,
-        loaded: &Loaded,
-        execution: &Execution,
-        spec: &Action,
-        stage_name: &str,
-        attempt: u32,
-        log: &crate::logs::ActionLog,
-        cancel: CancellationToken,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ActionError> {
-        let resolved = resolve_action(spec, |r| lookup(r, loaded, execution, self.registry()))
-            .map_err(ActionError)?;
-        let mut inputs = Vec::new();
-        for name in &resolved.inputs {
-            let artifact = find_artifact(execution, name.as_str()).ok_or_else(|| {
-                ActionError::new(format!("input artifact {name} was not produced"))
-            })?;
-            inputs.push((name.clone(), artifact));
-        }
-        let runner = self
-            .inner
-            .runners
-            .get(resolved.kind.type_name())
-            .ok_or_else(|| {
-                ActionError::new(format!(
-                    "no runner for action type {}",
-                    resolved.kind.type_name()
-                ))
-            })?;
-        let work_dir = self.inner.data_dir.join("work").join(id).join(format!(
-            "{}-{}-{attempt}",
-            sanitize(stage_name),
-            sanitize(spec.name.as_str())
-        ));
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
-        tokio::fs::create_dir_all(&work_dir)
-            .await
-            .map_err(|e| ActionError::new(format!("cannot create {}: {e}", work_dir.display())))?;
-        // A registry-only token for this attempt, so its image pushes and
-        // `docker push` in builds reach the embedded registry; it lives no
-        // longer than the action may run.
-        let timeout = resolved.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT);
-        let registry_login = self.inner.registry.get().and_then(|registry| {
-            let identity = gantry_auth::Identity {
-                name: format!(
-                    "action:{}/{id}/{stage_name}/{}",
-                    loaded.pipeline.name, resolved.name
-                ),
-                email: None,
-                grants: vec![gantry_auth::Grant::new(gantry_auth::Role::Operator)],
-            };
-            let ttl = i64::try_from(timeout.as_millis())
-                .unwrap_or(i64::MAX / 2)
-                .saturating_add(600_000);
-            self.inner
-                .auth
-                .issue_ephemeral(identity, gantry_auth::Audience::Registry, ttl, now_ms())
-                .ok()
-                .map(|token| crate::actions::RegistryLogin {
-                    registry: registry.clone(),
-                    token,
-                })
-        });
-        let ctx = ActionContext {
-            execution_id: id.to_string(),
-            pipeline: loaded.pipeline.name.to_string(),
-            stage: stage_name.to_string(),
-            owner: self.inner.data_dir.display().to_string(),
-            cache_dir: self
-                .inner
-                .data_dir
-                .join("cache")
-                .join(sanitize(loaded.pipeline.name.as_str())),
-            timeout,
-            action: resolved,
-            attempt,
-            work_dir: work_dir.clone(),
-            base_dir: loaded.definition.base_dir().to_path_buf(),
-            inputs,
-            source_revision: source_revision(loaded, execution),
-            artifacts: self.inner.artifacts.clone(),
-            registry: self.inner.registry.get().cloned(),
-            images: self.inner.images.clone(),
-            deployer: Some(self.inner.deployer.clone()),
-            params: self.inner.params.clone(),
-            store: self.inner.store.clone(),
-            log: log.clone(),
-            cancel,
-            registry_login,
-        };
-        let result = runner.run(&ctx).await;
-        if let Some(login) = &ctx.registry_login {
-            self.inner.auth.forget_ephemeral(&login.token);
-        }
-        let result = match result {
-            Ok(output) => self.import_outputs(output, log).await,
-            Err(error) => Err(error),
-        };
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
-        result
-    }
-
-    async fn import_outputs(
-        &self,
-        output: ActionOutput,
-        log: &crate::logs::ActionLog,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ActionError> {
-        let mut artifacts = BTreeMap::new();
-        for (name, dir) in output.artifacts {
-            let store = self.inner.artifacts.clone();
-            let imported = tokio::task::spawn_blocking(move || store.import_dir(&dir))
-                .await
-                .map_err(|e| ActionError::new(format!("importing artifact {name} panicked: {e}")))?
-                .map_err(|e| ActionError::new(format!("output artifact {name}: {e}")))?;
-            log.line(&format!(
-                "Output artifact {name}: {} ({} files)",
-                imported.id,
-                imported.file_count()
-            ));
-            artifacts.insert(name.to_string(), imported.id);
-        }
-        Ok((output.variables, artifacts))
-    }
-
-    /// Stops the timeout timer of an approval that was decided.
-    async fn cancel_approval_timer(&self, id: &str, stage: usize, action: usize) {
-        if let Some(timer) =
-            self.inner
-                .state
-                .lock()
-                .await
-                .timers
-                .remove(&(id.to_string(), stage, action))
-        {
-            timer.abort();
-        }
     }
 
     /// Loads an execution's definition if it is not in memory (only those
@@ -868,11 +443,7 @@ impl ControlPlane {
             .definition(id)
             .await?
             .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        let definition: Definition =
-            serde_json::from_str(&text).map_err(|e| ControlError::CorruptLog {
-                seq: 0,
-                reason: format!("definition of {id}: {e}"),
-            })?;
+        let definition = replay::parse_definition(id, &text)?;
         let loaded = definition.load().map_err(ControlError::InvalidPipeline)?;
         self.inner
             .state
@@ -1051,116 +622,4 @@ fn changed_rows(state: &mut State, pipeline: &str, event_id: &str) -> Vec<Execut
         }
     }
     rows
-}
-
-/// The value of a `#{namespace.NAME}` reference for an execution.
-fn lookup(
-    r: &VarRef,
-    loaded: &Loaded,
-    execution: &Execution,
-    registry: Option<&str>,
-) -> Option<String> {
-    match r.namespace.as_str() {
-        "variables" => loaded.definition.variables.get(&r.name).cloned(),
-        "gantry" | "codepipeline" => match r.name.as_str() {
-            "ExecutionId" | "PipelineExecutionId" => Some(execution.id.clone()),
-            "PipelineName" => Some(execution.pipeline.clone()),
-            "Registry" => registry.map(str::to_string),
-            _ => None,
-        },
-        namespace => {
-            for (s, stage) in loaded.pipeline.stages.iter().enumerate() {
-                for (a, action) in stage.actions.iter().enumerate() {
-                    if action
-                        .namespace
-                        .as_ref()
-                        .is_some_and(|n| n.as_str() == namespace)
-                    {
-                        return execution
-                            .stages
-                            .get(s)?
-                            .actions
-                            .get(a)?
-                            .output_variables
-                            .get(&r.name)
-                            .cloned();
-                    }
-                }
-            }
-            None
-        }
-    }
-}
-
-/// The artifact id of an output, from whichever action of the execution made it.
-fn find_artifact(execution: &Execution, name: &str) -> Option<String> {
-    execution
-        .stages
-        .iter()
-        .flat_map(|s| s.actions.iter())
-        .find_map(|a| a.output_artifacts.get(name).cloned())
-}
-
-/// The commit the execution's first source action took.
-fn source_revision(loaded: &Loaded, execution: &Execution) -> Option<String> {
-    for (s, stage) in loaded.pipeline.stages.iter().enumerate() {
-        for (a, action) in stage.actions.iter().enumerate() {
-            if matches!(action.kind, ActionKind::Source { .. }) {
-                return execution
-                    .stages
-                    .get(s)?
-                    .actions
-                    .get(a)?
-                    .output_variables
-                    .get("CommitId")
-                    .cloned();
-            }
-        }
-    }
-    None
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Resolves a `#{...}` template against an execution (for the API).
-pub fn resolve_in(text: &str, loaded: &Loaded, execution: &Execution) -> Result<String, String> {
-    resolve(text, |r| lookup(r, loaded, execution, None)).map_err(|e| e.to_string())
-}
-
-/// A file and the files it includes, as `(name, text)` pairs for the
-/// deployer, from the texts a client sent. An include the client did not
-/// send is an error: the server never reads a path a request names.
-pub fn project_files(
-    file: &Path,
-    text: &str,
-    includes: &BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, ControlError> {
-    let name = file.display().to_string();
-    let document =
-        gantry_spec::parse_document(&name, text).map_err(ControlError::InvalidPipeline)?;
-    let base = file.parent().unwrap_or(Path::new("."));
-    let mut files = vec![(name.clone(), text.to_string())];
-    for include in &document.includes {
-        let Some(included) = includes.get(&include.value) else {
-            return Err(ControlError::MissingInclude {
-                file: name,
-                include: include.value.clone(),
-            });
-        };
-        files.push((
-            base.join(&include.value).display().to_string(),
-            included.clone(),
-        ));
-    }
-    Ok(files)
 }

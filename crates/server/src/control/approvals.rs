@@ -1,6 +1,12 @@
-//! Deciding approvals: the policy of the approval action, the identity of
-//! whoever decides (never a name from a request body), and what they were
-//! shown.
+//! Approvals: waiting for a person, timing out, and deciding under the
+//! action's policy, as the identity of whoever decides (never a name from a
+//! request body), bound to what they were shown.
+//!
+//! An approval's attempt holds no task: it logs how to approve and submits
+//! `ActionWaiting`, which arms a timer that fails the attempt at its timeout
+//! (7 days unless the action says otherwise). A decision or a cancelled
+//! attempt stops the timer; a restarted server arms the timers again (see
+//! `replay`).
 //!
 //! What an approval waits for is summed up in its **binding**: the commit of
 //! each source, each image digest, every output artifact (an
@@ -11,18 +17,23 @@
 //! change they did not see. Every vote is stored with the binding it saw.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use gantry_auth::{ApprovalPolicy, ChangeAuthors, Identity, Role, Tally, Vote};
-use gantry_engine::{ActionStatus, Event, Execution, ExecutionStatus};
+use gantry_engine::{ActionRef, ActionStatus, Execution, ExecutionStatus};
 use gantry_spec::pipeline::ActionKind;
 use gantry_store::{ApprovalRecord, ApprovalVote};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::ControlPlane;
+use super::resolution::resolved_action;
 use crate::clock::now_ms;
 use crate::definition::Loaded;
 use crate::error::ControlError;
+
+/// Default approval timeout (CodePipeline's 7 days).
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What an approval waits for, as shown to whoever decides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -94,6 +105,94 @@ fn policy_of(kind: &ActionKind) -> ApprovalPolicy {
 }
 
 impl ControlPlane {
+    /// Starts an approval's attempt: resolves it, logs how to approve it and
+    /// submits `ActionWaiting` (or `ActionFailed` when it does not resolve).
+    pub(super) async fn begin_approval(&self, approval: ActionRef) {
+        let Some((loaded, execution)) = self.snapshot(&approval.id).await else {
+            return;
+        };
+        let stage = &loaded.pipeline.stages[approval.stage];
+        let spec = &stage.actions[approval.action];
+        let log = self.inner.logs.action(
+            &approval.id,
+            stage.name.as_str(),
+            spec.name.as_str(),
+            approval.attempt,
+        );
+        let resolved = resolved_action(spec, &loaded, &execution, self.registry());
+        let event = match resolved {
+            Ok(resolved) => {
+                if let ActionKind::Approval {
+                    review_url,
+                    comments,
+                    ..
+                } = &resolved.kind
+                {
+                    log.line("Waiting for approval.");
+                    if let Some(url) = review_url {
+                        log.line(&format!("Review: {url}"));
+                    }
+                    if let Some(comments) = comments {
+                        log.line(&format!("Comments: {comments}"));
+                    }
+                }
+                log.line(&format!(
+                    "Approve with: gantry approve {} {}/{}",
+                    approval.id, stage.name, spec.name
+                ));
+                approval.waiting(now_ms())
+            }
+            Err(error) => {
+                log.line(&format!("Action failed: {error}"));
+                approval.failed(error, now_ms())
+            }
+        };
+        self.inner.logs.flush().await;
+        if let Err(error) = self.submit(event).await {
+            tracing::error!(%error, "Recording an approval wait failed.");
+        }
+    }
+
+    /// Arms the timer that fails a waiting approval at its timeout, counted
+    /// from when the attempt started.
+    pub(super) async fn arm_approval_timer(&self, approval: &ActionRef) {
+        let Some((loaded, execution)) = self.snapshot(&approval.id).await else {
+            return;
+        };
+        let timeout = loaded.pipeline.stages[approval.stage].actions[approval.action]
+            .timeout
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        let started = execution.stages[approval.stage].actions[approval.action]
+            .started_at
+            .unwrap_or_else(now_ms);
+        let deadline_ms =
+            started.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        let remaining = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
+        let plane = self.clone();
+        let timed_out = approval.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(remaining).await;
+            let error = format!(
+                "approval timed out after {}",
+                gantry_spec::duration::format_duration(timeout)
+            );
+            if let Err(error) = plane.submit(timed_out.failed(error, now_ms())).await {
+                tracing::warn!(%error, "Recording an approval timeout failed.");
+            }
+        });
+        let mut state = self.inner.state.lock().await;
+        if let Some(old) = state.timers.insert(approval.clone(), task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Stops the timeout timer of an approval that was decided.
+    async fn cancel_approval_timer(&self, approval: &ActionRef) {
+        if let Some(timer) = self.inner.state.lock().await.timers.remove(approval) {
+            timer.abort();
+        }
+    }
+
     async fn binding(
         &self,
         loaded: &Loaded,
@@ -320,28 +419,19 @@ impl ControlPlane {
             .await?;
         log.line(&format!("{decision} by {by}{said}"));
         self.inner.logs.flush().await;
+        let approval = ActionRef {
+            id: id.to_string(),
+            stage: s,
+            action: a,
+            attempt: run.attempt,
+        };
         let event = if approve {
-            Event::ActionSucceeded {
-                id: id.to_string(),
-                stage: s,
-                action: a,
-                attempt: run.attempt,
-                output_variables: BTreeMap::new(),
-                output_artifacts: BTreeMap::new(),
-                at,
-            }
+            approval.succeeded(BTreeMap::new(), BTreeMap::new(), at)
         } else {
-            Event::ActionFailed {
-                id: id.to_string(),
-                stage: s,
-                action: a,
-                attempt: run.attempt,
-                error: format!("rejected by {by}{said}"),
-                at,
-            }
+            approval.failed(format!("rejected by {by}{said}"), at)
         };
         self.submit(event).await?;
-        self.cancel_approval_timer(id, s, a).await;
+        self.cancel_approval_timer(&approval).await;
         Ok(DecisionOutcome {
             status: status.to_string(),
             approvals: u32::try_from(approvals).unwrap_or(u32::MAX),
