@@ -68,7 +68,7 @@ async fn main() {
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let dir = std::env::temp_dir().join(format!("gantry-bench-auth-{}", std::process::id()));
     let plane = ControlPlane::open(&dir).await.unwrap();
-    let now = gantry_server::clock::now_ms();
+    let now = gantry_clock::now_ms();
     plane
         .auth()
         .add_user("bench", None, vec![Grant::new(Role::Admin)], now)

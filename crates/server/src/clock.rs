@@ -1,10 +1,9 @@
-//! The wall clock, read in one place. Timers use `tokio::time` so tests can
-//! pause and advance time; timestamps recorded in events come from here.
+//! The control plane's times: events, rows and the audit log are stamped
+//! with the Unix milliseconds of `gantry_clock::now_ms` (re-exported here),
+//! and shown to people and tools as RFC 3339 text. Timers use `tokio::time`
+//! so tests can pause and advance time.
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
+pub use gantry_clock::now_ms;
 
 /// RFC 3339 text for a Unix-millisecond timestamp, always with three
 /// fractional digits, so the text has one shape for people and tools.

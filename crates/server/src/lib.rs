@@ -151,7 +151,7 @@ impl RunningServer {
             },
             gantry_auth::Audience::Registry,
             i64::MAX / 2,
-            clock::now_ms(),
+            gantry_clock::now_ms(),
         );
         plane.images().set_credentials(
             &registry_addr.to_string(),
@@ -240,7 +240,7 @@ async fn ensure_admin_token(plane: &ControlPlane) -> Result<(), ControlError> {
     let existing = std::fs::read_to_string(&path).ok();
     if let Some(secret) = plane
         .auth()
-        .ensure_admin_token(existing.as_deref(), clock::now_ms())
+        .ensure_admin_token(existing.as_deref(), gantry_clock::now_ms())
         .await?
     {
         write_private(&path, secret.expose().as_bytes())?;

@@ -1,10 +1,11 @@
 //! Action logs stay bounded: a flood keeps its head, a line saying what was
 //! cut, and its tail; long lines are cut; old executions' logs are deleted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_server::logs::{LogLimits, LogWriter};
 use gantry_store::{ExecutionRow, LogLine, Store};
+use tokio::time::Instant;
 
 async fn all_lines(store: &Store, execution: &str) -> Vec<LogLine> {
     let mut lines = Vec::new();
@@ -134,7 +135,7 @@ async fn a_log_within_its_limits_is_kept_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_at_start_deletes_logs_of_old_and_surplus_executions() {
     let store = Store::in_memory().await.unwrap();
-    let now = gantry_server::clock::now_ms();
+    let now = gantry_clock::now_ms();
     let day = 24 * 3600 * 1000;
     // (id, started, finished): old finished 40 days ago; three recent ones.
     let executions = [
