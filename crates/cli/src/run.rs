@@ -121,6 +121,9 @@ async fn print_environments(conn: &Connection) {
     }
 }
 
+/// The shortest time between two fetches of the followed execution.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Follows an execution until it ends; prints the live view or, with `json`,
 /// the final execution JSON. Ctrl-C stops the execution (abandoning running
 /// actions) when this process owns the server.
@@ -149,8 +152,16 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
         } else {
             Duration::from_secs(5)
         };
+        // At most one view every FOLLOW_INTERVAL: changes in between are
+        // coalesced, so a fast pipeline is not slowed by its own follower
+        // fetching the whole view after each action.
+        let next_fetch = tokio::time::Instant::now() + FOLLOW_INTERVAL;
         tokio::select! {
-            v = conn.client.changes(version, wait) => version = v?,
+            v = async {
+                let v = conn.client.changes(version, wait).await;
+                tokio::time::sleep_until(next_fetch).await;
+                v
+            } => version = v?,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 if conn.embedded.is_some() {

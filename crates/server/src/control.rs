@@ -343,9 +343,16 @@ impl ControlPlane {
         let commands = engine.apply(event)?;
         state.pipeline_of.insert(id.clone(), pipeline.clone());
         let rows = changed_rows(&mut state, &pipeline, &id);
+        // With the lines the action logged before it, in one transaction.
         self.inner
-            .store
-            .record_event(&pipeline, &id, at, &body, &rows)
+            .logs
+            .commit(gantry_store::NewEvent {
+                pipeline,
+                execution_id: id.clone(),
+                at,
+                body,
+                states: rows,
+            })
             .await?;
         for command in commands {
             self.execute(&mut state, command);

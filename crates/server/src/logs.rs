@@ -16,13 +16,16 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use gantry_store::{LogLine, Store};
+use gantry_store::{LogLine, NewEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
 
 const CHANNEL_CAPACITY: usize = 8192;
 const BATCH: usize = 2000;
+/// How long lines may wait for more before they are written, when nobody
+/// waits for them. `gantry logs --follow` shows lines this much later.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Bounds on what action logs keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +67,9 @@ enum Message {
     /// sent after it can come between.
     Lines(Vec<LogLine>),
     Flush(oneshot::Sender<()>),
+    /// An engine event to append after every line sent before it, in the
+    /// same transaction; answers the event's sequence number.
+    Commit(NewEvent, oneshot::Sender<Result<i64, StoreError>>),
 }
 
 /// The handle every action's log goes through.
@@ -80,39 +86,56 @@ impl LogWriter {
     }
 
     /// Starts the writer task, and the retention task beside it.
+    ///
+    /// The writer is the store's one writer of logs and engine events. It
+    /// lets lines gather for up to `LINGER` (a build's output comes in
+    /// bursts), but a flush or an event is written at once, with the lines
+    /// before it: an action's lines and the event that ends it are one
+    /// transaction.
     pub fn start_with(store: Store, limits: LogLimits) -> LogWriter {
         let (tx, mut rx) = mpsc::channel::<Message>(CHANNEL_CAPACITY);
         tokio::spawn(retention(store.clone(), limits.clone(), tx.downgrade()));
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut waiters = Vec::new();
+            let mut batch = Batch::default();
             while let Some(first) = rx.recv().await {
-                let mut next = Some(first);
-                while let Some(message) = next {
-                    match message {
-                        Message::Line(line) => batch.push(line),
-                        Message::Lines(lines) => batch.extend(lines),
-                        Message::Flush(done) => waiters.push(done),
+                batch.add(first);
+                let linger = tokio::time::sleep(LINGER);
+                tokio::pin!(linger);
+                while !batch.urgent() && batch.lines.len() < BATCH {
+                    tokio::select! {
+                        biased;
+                        message = rx.recv() => match message {
+                            Some(message) => batch.add(message),
+                            None => break,
+                        },
+                        () = &mut linger => break,
                     }
-                    next = if batch.len() < BATCH {
-                        rx.try_recv().ok()
-                    } else {
-                        None
-                    };
                 }
-                if let Err(error) = store.append_logs(&batch).await {
-                    tracing::error!(%error, lines = batch.len(), "Writing action logs failed.");
+                // Whatever else is already queued goes in the same write.
+                while batch.lines.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(message) => batch.add(message),
+                        Err(_) => break,
+                    }
                 }
-                batch.clear();
-                for done in waiters.drain(..) {
-                    let _ = done.send(());
-                }
+                batch.write(&store).await;
             }
         });
         LogWriter {
             tx,
             limits: Arc::new(limits),
         }
+    }
+
+    /// Appends an engine event after every line sent before this call, in
+    /// one transaction with them.
+    pub async fn commit(&self, event: NewEvent) -> Result<i64, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Message::Commit(event, done))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
     }
 
     pub fn action(&self, execution_id: &str, stage: &str, action: &str, attempt: u32) -> ActionLog {
@@ -136,6 +159,52 @@ impl LogWriter {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).await.is_ok() {
             let _ = wait.await;
+        }
+    }
+}
+
+/// What the writer holds between two writes.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<LogLine>,
+    events: Vec<(NewEvent, oneshot::Sender<Result<i64, StoreError>>)>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn add(&mut self, message: Message) {
+        match message {
+            Message::Line(line) => self.lines.push(line),
+            Message::Lines(lines) => self.lines.extend(lines),
+            Message::Flush(done) => self.flushes.push(done),
+            Message::Commit(event, done) => self.events.push((event, done)),
+        }
+    }
+
+    /// Someone waits for this batch: no lingering.
+    fn urgent(&self) -> bool {
+        !self.events.is_empty() || !self.flushes.is_empty()
+    }
+
+    /// One transaction for all of it; answers every waiter.
+    async fn write(&mut self, store: &Store) {
+        let (events, answers): (Vec<NewEvent>, Vec<_>) = self.events.drain(..).unzip();
+        match store.write_batch(&self.lines, &events).await {
+            Ok(seqs) => {
+                for (answer, seq) in answers.into_iter().zip(seqs) {
+                    let _ = answer.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, lines = self.lines.len(), events = events.len(), "Writing action logs and events failed.");
+                for answer in answers {
+                    let _ = answer.send(Err(StoreError::WriteFailed(error.to_string())));
+                }
+            }
+        }
+        self.lines.clear();
+        for done in self.flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }

@@ -19,6 +19,14 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// A batch of writes failed (the cause is logged once, where it
+    /// happened; each waiter of the batch gets this).
+    #[error("writing to the database failed: {0}")]
+    WriteFailed(String),
+    /// The task that writes logs and events has stopped (the server is
+    /// shutting down).
+    #[error("the store's writer has stopped")]
+    Closed,
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -116,6 +124,23 @@ pub struct ExecutionRow {
     /// The execution's state as JSON.
     pub state: String,
 }
+
+/// An event to append ([`Store::write_batch`]), with the execution rows
+/// it changed.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub pipeline: String,
+    pub execution_id: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The event as JSON.
+    pub body: String,
+    pub states: Vec<ExecutionRow>,
+}
+
+/// Rows one multi-row INSERT carries: 6 values each stays far below
+/// SQLite's limit of 32,766 bound values per statement.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// One line of an action's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,35 +278,80 @@ impl Store {
         body: &str,
         states: &[ExecutionRow],
     ) -> Result<i64, StoreError> {
+        let event = NewEvent {
+            pipeline: pipeline.to_string(),
+            execution_id: execution_id.to_string(),
+            at,
+            body: body.to_string(),
+            states: states.to_vec(),
+        };
+        let seqs = self.write_batch(&[], std::slice::from_ref(&event)).await?;
+        Ok(seqs[0])
+    }
+
+    /// Writes log lines, then events with the states they produced, in
+    /// one transaction, and returns the events' sequence numbers. The
+    /// control plane commits each engine event together with the log
+    /// lines its action wrote before it: one transaction, not two, and
+    /// multi-row statements, because every statement is a round trip to
+    /// SQLite's thread (issue 17's per-action overhead).
+    pub async fn write_batch(
+        &self,
+        lines: &[LogLine],
+        events: &[NewEvent],
+    ) -> Result<Vec<i64>, StoreError> {
+        if lines.is_empty() && events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
-        let seq = sqlx::query(
-            "INSERT INTO events (pipeline, execution_id, at, body) VALUES (?, ?, ?, ?)",
-        )
-        .bind(pipeline)
-        .bind(execution_id)
-        .bind(at)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
-        for row in states {
-            sqlx::query(
-                "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state)
-                 VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
-                     finished_at = excluded.finished_at, state = excluded.state",
+        for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO logs (execution_id, stage, action, attempt, at, line) ",
+            );
+            insert.push_values(chunk, |mut row, l| {
+                row.push_bind(&l.execution_id)
+                    .push_bind(&l.stage)
+                    .push_bind(&l.action)
+                    .push_bind(l.attempt)
+                    .push_bind(l.at)
+                    .push_bind(&l.line);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = sqlx::query(
+                "INSERT INTO events (pipeline, execution_id, at, body) VALUES (?, ?, ?, ?)",
             )
-            .bind(&row.id)
-            .bind(&row.pipeline)
-            .bind(&row.status)
-            .bind(row.started_at)
-            .bind(row.finished_at)
-            .bind(&row.state)
+            .bind(&event.pipeline)
+            .bind(&event.execution_id)
+            .bind(event.at)
+            .bind(&event.body)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .last_insert_rowid();
+            seqs.push(seq);
+            for chunk in event.states.chunks(ROWS_PER_STATEMENT) {
+                let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state) ",
+                );
+                upsert.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.id)
+                        .push_bind(&r.pipeline)
+                        .push_bind(&r.status)
+                        .push_bind(r.started_at)
+                        .push_bind(r.finished_at)
+                        .push_bind(&r.state);
+                });
+                upsert.push(
+                    " ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                     finished_at = excluded.finished_at, state = excluded.state",
+                );
+                upsert.build().execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
-        Ok(seq)
+        Ok(seqs)
     }
 
     /// Every event, in order.
@@ -352,23 +422,7 @@ impl Store {
 
     /// Appends log lines (their `seq` is ignored and assigned here).
     pub async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for l in lines {
-            sqlx::query("INSERT INTO logs (execution_id, stage, action, attempt, at, line) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(&l.execution_id)
-                .bind(&l.stage)
-                .bind(&l.action)
-                .bind(l.attempt)
-                .bind(l.at)
-                .bind(&l.line)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write_batch(lines, &[]).await.map(drop)
     }
 
     /// Log lines of an execution after `after_seq`, optionally of one action.

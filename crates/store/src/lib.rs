@@ -23,6 +23,6 @@ mod db;
 
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
 pub use db::{
-    ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, Store,
-    StoreError,
+    ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, NewEvent,
+    Store, StoreError,
 };

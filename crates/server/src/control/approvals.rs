@@ -147,7 +147,6 @@ impl ControlPlane {
                 approval.failed(error, now_ms())
             }
         };
-        self.inner.logs.flush().await;
         if let Err(error) = self.submit(event).await {
             tracing::error!(%error, "Recording an approval wait failed.");
         }

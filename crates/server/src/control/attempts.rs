@@ -36,7 +36,7 @@ impl ControlPlane {
     /// entry in the running attempts, which it removes when it ends.
     pub(super) async fn run_action(&self, attempt: ActionRef, cancel: CancellationToken) {
         let result = self.perform(&attempt, cancel).await;
-        self.inner.logs.flush().await;
+        // No flush: the result's event is committed with the lines before it.
         let at = now_ms();
         let event = match result {
             Ok((output_variables, output_artifacts)) => {
