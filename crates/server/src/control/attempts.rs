@@ -120,8 +120,7 @@ impl ControlPlane {
             stage_name,
             spec.name.as_str(),
         );
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
-        tokio::fs::create_dir_all(&work_dir)
+        fresh_dir(work_dir.clone())
             .await
             .map_err(|e| ActionError::new(format!("cannot create {}: {e}", work_dir.display())))?;
         let timeout = resolved.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT);
@@ -167,7 +166,8 @@ impl ControlPlane {
             Ok(output) => self.import_outputs(output, log).await,
             Err(error) => Err(error),
         };
-        let _ = tokio::fs::remove_dir_all(&work_dir).await;
+        // Off the result's path: the engine need not wait for the unlinks.
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir));
         result
     }
 
@@ -241,6 +241,25 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Makes `dir` an empty directory, in one trip to the blocking pool. An
+/// attempt's directory exists already only if an earlier server left it.
+async fn fresh_dir(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_dir_all(&dir)?;
+                std::fs::create_dir(&dir)
+            }
+            other => other,
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]
