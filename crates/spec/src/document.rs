@@ -5,8 +5,8 @@
 //! [`parse_document`]: it applies every rule that one file can be judged by
 //! and reports every problem as `FILE:LINE:COL: message`. A file holds a
 //! pipeline when it has any pipeline key (`name`, `stages`,
-//! `execution_mode`, `variables`) or no environments, services or includes
-//! at all; then `name` and `stages` are required. `version: 1` is required
+//! `execution_mode`, `variables`, `triggers`, `notifications`) or no
+//! environments, services or includes at all; then `name` and `stages` are required. `version: 1` is required
 //! in every file.
 //!
 //! The rules that need every file are [`assemble`]'s: at most one pipeline,
@@ -39,6 +39,8 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "execution_mode",
     "variables",
     "stages",
+    "triggers",
+    "notifications",
     "environments",
     "services",
     "include",

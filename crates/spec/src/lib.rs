@@ -8,6 +8,9 @@
 //!   (formats.md §4), beside the pipeline or in included files.
 //! - [`document`]: one file as a whole ([`parse_document`]) and the files of
 //!   a project put together and checked against each other ([`assemble`]).
+//! - [`trigger`]: what starts a pipeline by itself (git pushes and pull
+//!   requests, schedules, other pipelines), and [`notification`]: where its
+//!   events are sent (formats.md §7).
 //! - [`buildspec`]: `buildspec.yml`, CodeBuild 0.2 compatible (formats.md §2).
 //! - [`template`]: `#{namespace.NAME}` references inside strings.
 //! - [`duration`]: `90s`, `30m`, `2h`, `7d`.
@@ -27,9 +30,11 @@ pub mod duration;
 pub mod environment;
 pub mod location;
 mod names;
+pub mod notification;
 pub mod pipeline;
 pub mod service;
 pub mod template;
+pub mod trigger;
 mod yaml;
 
 pub use document::{Document, Project, assemble, parse_document};

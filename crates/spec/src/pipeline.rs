@@ -23,6 +23,8 @@ use std::time::Duration;
 use crate::buildspec::ArtifactsSpec;
 use crate::location::{Location, SpecError};
 use crate::names::{EnvironmentName, ServiceName};
+use crate::notification::Notification;
+use crate::trigger::Trigger;
 
 mod image_ref;
 pub(crate) mod raw;
@@ -65,6 +67,10 @@ pub struct Pipeline {
     /// Pipeline variables with their default values, `#{variables.NAME}`.
     pub variables: BTreeMap<String, String>,
     pub stages: Vec<Stage>,
+    /// What starts the pipeline by itself; empty: only people and the API do.
+    pub triggers: Vec<Trigger>,
+    /// Where events of its executions are sent.
+    pub notifications: Vec<Notification>,
     /// Where the pipeline's name is written.
     pub location: Location,
 }
@@ -235,6 +241,8 @@ pub fn pipeline_schema() -> serde_json::Value {
                 "stages": ["name"],
                 "execution_mode": ["name", "stages"],
                 "variables": ["name", "stages"],
+                "triggers": ["name", "stages"],
+                "notifications": ["name", "stages"],
             }),
         );
     }

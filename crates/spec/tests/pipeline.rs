@@ -159,11 +159,11 @@ fn unknown_top_level_keys() {
     check(
         &with_base(
             "
-            triggers: []
+            schedule: []
         ",
         ),
         &[
-            "gantry.yaml:10:1: unknown key `triggers` in a pipeline file; expected one of: version, name, execution_mode, variables, stages, environments, services, include",
+            "gantry.yaml:10:1: unknown key `schedule` in a pipeline file; expected one of: version, name, execution_mode, variables, stages, triggers, notifications, environments, services, include",
         ],
     );
 }

@@ -17,11 +17,22 @@ use schemars::JsonSchema;
 
 use crate::buildspec::{self, ArtifactsSpec};
 use crate::location::Location;
+use crate::notification::Notification;
+use crate::notification::decode::{RawNotification, decode_notifications};
 use crate::pipeline::{ApprovalPolicy, ExecutionMode};
+use crate::trigger::Trigger;
+use crate::trigger::decode::{PipelineContext, RawTrigger, SourceAction, decode_triggers};
 use crate::yaml::{Diagnostics, Fields, Located, Node, Value};
 
 /// Top-level keys of gantry.yaml that belong to the pipeline.
-pub(crate) const PIPELINE_KEYS: &[&str] = &["name", "execution_mode", "variables", "stages"];
+pub(crate) const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "execution_mode",
+    "variables",
+    "stages",
+    "triggers",
+    "notifications",
+];
 const STAGE_KEYS: &[&str] = &["name", "actions"];
 /// Keys every action type accepts.
 const ACTION_KEYS: &[&str] = &[
@@ -113,6 +124,15 @@ pub(crate) struct RawPipeline {
     /// The stages, run one after the other.
     #[schemars(with = "Option<Vec<RawStage>>", length(min = 1))]
     pub(crate) stages: Option<Located<Vec<RawStage>>>,
+    /// What starts the pipeline by itself: pushes and pull requests (`git`),
+    /// a cron `schedule`, or another `pipeline` ending. Without triggers, a
+    /// pipeline runs only when started.
+    #[schemars(with = "Option<Vec<RawTrigger>>")]
+    pub(crate) triggers: Vec<Trigger>,
+    /// Where events of the pipeline's executions, approvals and deployments
+    /// are sent.
+    #[schemars(with = "Option<Vec<RawNotification>>")]
+    pub(crate) notifications: Vec<Notification>,
     /// Some action's outputs could not be decoded, so "not an output of an
     /// earlier action" would be guesswork.
     #[schemars(skip)]
@@ -407,6 +427,8 @@ pub(crate) fn decode(diag: &mut Diagnostics<'_>, top: &Fields<'_>) -> RawPipelin
             .and_then(|n| decode_execution_mode(diag, n)),
         variables: Vec::new(),
         stages: None,
+        triggers: Vec::new(),
+        notifications: Vec::new(),
         incomplete_outputs: false,
         incomplete_namespaces: false,
         incomplete_variables: false,
@@ -419,7 +441,38 @@ pub(crate) fn decode(diag: &mut Diagnostics<'_>, top: &Fields<'_>) -> RawPipelin
     if let Some(node) = top.required(diag, "stages", "(the list of stages)") {
         raw.stages = decode_stages(diag, node, &mut raw).map(|s| Located::new(s, node.location));
     }
+    if let Some(node) = top.get("triggers") {
+        let context = PipelineContext {
+            sources: first_stage_sources(&raw),
+            pipeline: raw.name.as_ref().map(|n| n.as_str()),
+        };
+        raw.triggers = decode_triggers(diag, node, &context);
+    }
+    if let Some(node) = top.get("notifications") {
+        raw.notifications = decode_notifications(diag, node);
+    }
     raw
+}
+
+/// The source actions of the first stage, or `None` when the first stage
+/// did not decode whole (then a trigger's `source` is not judged).
+fn first_stage_sources(raw: &RawPipeline) -> Option<Vec<SourceAction>> {
+    let stages = &raw.stages.as_ref()?.value;
+    let Some(first) = stages.first() else {
+        return Some(Vec::new());
+    };
+    let mut sources = Vec::new();
+    for action in first.actions.as_ref()? {
+        match &action.kind {
+            RawActionKind::Source { branch, .. } => sources.push(SourceAction {
+                name: action.name.as_ref()?.value.clone(),
+                branch: branch.as_ref().map(|b| b.value.clone()),
+            }),
+            RawActionKind::Unknown => return None,
+            _ => {}
+        }
+    }
+    Some(sources)
 }
 
 fn decode_execution_mode(

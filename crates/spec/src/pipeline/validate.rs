@@ -189,6 +189,8 @@ pub(crate) fn validate(diag: &mut Diagnostics<'_>, raw: &RawPipeline) -> Option<
             .unwrap_or_default(),
         variables,
         stages,
+        triggers: raw.triggers.clone(),
+        notifications: raw.notifications.clone(),
     })
 }
 
