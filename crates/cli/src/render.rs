@@ -14,9 +14,9 @@ fn parse_ts(v: Option<&str>) -> Option<Timestamp> {
 }
 
 fn duration(started: Option<&str>, finished: Option<&str>) -> Option<String> {
-    let start = parse_ts(started)?;
-    let end = parse_ts(finished).unwrap_or_else(Timestamp::now);
-    let ms = (end.as_millisecond() - start.as_millisecond()).max(0);
+    let start = parse_ts(started)?.as_millisecond();
+    let end = parse_ts(finished).map_or_else(gantry_clock::now_ms, |t| t.as_millisecond());
+    let ms = (end - start).max(0);
     Some(if ms < 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else if ms < 3_600_000 {

@@ -50,7 +50,7 @@ pub(crate) async fn run(
     {
         // Nothing would keep an embedded server alive after this command
         // returns, so start one in the background; it exits once idle.
-        spawn_background_server(data_dir)?;
+        spawn_background_server(data_dir).await?;
     }
     let conn = Connection::open(data_dir).await?;
     let request = gantry_api::StartRequest {
@@ -182,7 +182,7 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
 
 /// Starts `gantry server` detached from this terminal, logging to
 /// `DATA_DIR/server.log`, and waits until it publishes `server.json`.
-fn spawn_background_server(data_dir: &Path) -> Result<()> {
+async fn spawn_background_server(data_dir: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -212,15 +212,15 @@ fn spawn_background_server(data_dir: &Path) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("cannot start a background server")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while gantry_server::server_info::live_server(data_dir).is_none() {
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             bail!(
                 "the background server did not start; see {}",
                 log_path.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

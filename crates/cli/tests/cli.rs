@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_api::ExecutionView;
+use gantry_clock::Instant;
 use serde_json::Value;
 
 fn gantry() -> Command {
@@ -139,11 +140,11 @@ fn last_execution(out: &Output) -> ExecutionView {
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ready =
+        gantry_clock::blocking_poll(Duration::from_secs(60), Duration::from_millis(100), || {
+            check().then_some(())
+        });
+    assert!(ready.is_some(), "timed out waiting for {what}");
 }
 
 const SIMPLE: &str = r##"
@@ -346,6 +347,23 @@ fn server_pid(data: &Path) -> Option<u32> {
         .map(|p| p as u32)
 }
 
+/// The pids of the `sleep 300` processes started by builds of `r`'s data dir.
+fn sleepers(r: &Repo) -> Vec<String> {
+    let found = Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    stdout(&found)
+        .lines()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(&r.data().display().to_string()))
+                .unwrap_or(false)
+        })
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn a_server_killed_with_sigkill_restarts_with_nothing_stuck() {
     let pipeline = r##"
@@ -386,7 +404,8 @@ stages:
         .join(&id)
         .join("Work-slow-1/src/started");
     wait_for("the command to run", || started.exists());
-    std::thread::sleep(Duration::from_millis(200));
+    // The kill must find the build's `sleep` running, or the test proves nothing.
+    wait_for("the sleep to start", || !sleepers(&r).is_empty());
     server.kill().unwrap();
     server.wait().unwrap();
     // The next command finds no live server, starts one, and that one
@@ -399,19 +418,7 @@ stages:
         slow.error.as_deref().unwrap().starts_with("interrupted"),
         "{slow:?}"
     );
-    let survivors = Command::new("pgrep")
-        .args(["-f", "sleep 300"])
-        .output()
-        .unwrap();
-    let mine: Vec<String> = stdout(&survivors)
-        .lines()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(&r.data().display().to_string()))
-                .unwrap_or(false)
-        })
-        .map(String::from)
-        .collect();
+    let mine = sleepers(&r);
     assert!(
         mine.is_empty(),
         "orphaned build processes survive: {mine:?}"

@@ -8,8 +8,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use gantry_clock::Instant;
 use serde_json::Value;
 
 fn gantry(data: &Path, args: &[&str]) -> std::process::Output {
@@ -73,7 +74,12 @@ impl Drop for Demo {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = gantry(&self.data, &["shutdown", "--stop-services"]);
-            std::thread::sleep(Duration::from_secs(2));
+            // It exits once its services are stopped; killed only if it doesn't.
+            let _ = gantry_clock::blocking_poll(
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+                || self.child.try_wait().ok().flatten(),
+            );
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -249,13 +255,9 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = demo.child.try_wait().unwrap() {
-            assert!(status.success());
-            break;
-        }
-        assert!(Instant::now() < deadline, "the demo stops when asked");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let status =
+        gantry_clock::blocking_poll(Duration::from_secs(60), Duration::from_millis(200), || {
+            demo.child.try_wait().unwrap()
+        });
+    assert!(status.expect("the demo stops when asked").success());
 }
