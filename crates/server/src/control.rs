@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use gantry_clock::now_ms;
 use gantry_engine::{ActionRef, ActionStatus, Command, Engine, Event, Execution};
 use gantry_params::ParamStore;
 use gantry_spec::pipeline::ActionKind;
@@ -30,7 +31,6 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{BoxFuture, Runners};
-use crate::clock::now_ms;
 use crate::definition::{Definition, Loaded, plan};
 use crate::error::ControlError;
 use crate::logs::LogWriter;

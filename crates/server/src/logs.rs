@@ -16,10 +16,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use gantry_clock::now_ms;
 use gantry_store::{LogLine, NewEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::clock::now_ms;
 
 const CHANNEL_CAPACITY: usize = 8192;
 const BATCH: usize = 2000;

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gantry_auth::{ApprovalPolicy, ChangeAuthors, Identity, Role, Tally, Vote};
+use gantry_clock::now_ms;
 use gantry_engine::{ActionRef, ActionStatus, Execution, ExecutionStatus};
 use gantry_spec::pipeline::ActionKind;
 use gantry_store::{ApprovalRecord, ApprovalVote};
@@ -28,7 +29,6 @@ use sha2::{Digest, Sha256};
 
 use super::ControlPlane;
 use super::resolution::resolved_action;
-use crate::clock::now_ms;
 use crate::definition::Loaded;
 use crate::error::ControlError;
 

@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gantry_clock::now_ms;
 use gantry_engine::{ActionRef, Execution};
 use tokio_util::sync::CancellationToken;
 
 use super::ControlPlane;
 use super::resolution::{find_artifact, resolved_action, source_revision};
 use crate::actions::{ActionContext, ActionError, ActionOutput, RegistryLogin};
-use crate::clock::now_ms;
 use crate::definition::Loaded;
 use crate::logs::ActionLog;
 

@@ -17,11 +17,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use gantry_clock::now_ms;
 use gantry_engine::Event;
 use gantry_store::Store;
 
 use super::{ControlPlane, State};
-use crate::clock::now_ms;
 use crate::definition::Definition;
 use crate::error::ControlError;
 
