@@ -10,11 +10,11 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use gantry_auth::{AuditQuery, Grant, Permission, Target};
+use gantry_clock::now_ms;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::ApiError;
-use crate::clock::now_ms;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller};

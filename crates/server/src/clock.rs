@@ -1,9 +1,7 @@
-//! The control plane's times: events, rows and the audit log are stamped
-//! with the Unix milliseconds of `gantry_clock::now_ms` (re-exported here),
-//! and shown to people and tools as RFC 3339 text. Timers use `tokio::time`
-//! so tests can pause and advance time.
-
-pub use gantry_clock::now_ms;
+//! How the control plane writes its times. Events, rows and the audit log
+//! carry Unix milliseconds read from `gantry_clock::now_ms` (timers use
+//! `tokio::time`, so tests can pause and advance them); people and tools see
+//! those stamps as RFC 3339 text of one shape.
 
 /// RFC 3339 text for a Unix-millisecond timestamp, always with three
 /// fractional digits, so the text has one shape for people and tools.
