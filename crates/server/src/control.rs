@@ -343,8 +343,15 @@ impl ControlPlane {
         let commands = engine.apply(event)?;
         state.pipeline_of.insert(id.clone(), pipeline.clone());
         let rows = changed_rows(&mut state, &pipeline, &id);
-        // With the lines the action logged before it, in one transaction.
-        self.inner
+        // Queued under the lock, so the log holds events in the engine's
+        // order, with the lines the action logged before it; written after
+        // the lock is released, so events that arrive meanwhile share the
+        // transaction. The commands run before the event is durable: a
+        // crash in between leaves the event's action to be recovered as
+        // interrupted and what the commands started to be reaped as
+        // orphans, as for a crash a moment earlier.
+        let committed = self
+            .inner
             .logs
             .commit(gantry_store::NewEvent {
                 pipeline,
@@ -358,6 +365,7 @@ impl ControlPlane {
             self.execute(&mut state, command);
         }
         drop(state);
+        committed.written().await?;
         if let Some(approval) = waiting {
             self.arm_approval_timer(&approval).await;
         }

@@ -126,15 +126,18 @@ impl LogWriter {
         }
     }
 
-    /// Appends an engine event after every line sent before this call, in
-    /// one transaction with them.
-    pub async fn commit(&self, event: NewEvent) -> Result<i64, StoreError> {
+    /// Queues an engine event after every line sent before this call, to
+    /// be written in one transaction with them (and with whatever other
+    /// events are queued by then: a group commit). Events are written in
+    /// the order they are queued; await the answer to know this one is
+    /// in the store.
+    pub async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Message::Commit(event, done))
             .await
             .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        Ok(Committed(wait))
     }
 
     pub fn action(&self, execution_id: &str, stage: &str, action: &str, attempt: u32) -> ActionLog {
@@ -159,6 +162,17 @@ impl LogWriter {
         if self.tx.send(Message::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
+    }
+}
+
+/// An event queued by [`LogWriter::commit`]; resolves to its sequence
+/// number once it is in the store.
+pub struct Committed(oneshot::Receiver<Result<i64, StoreError>>);
+
+impl Committed {
+    /// Waits until the event is in the store.
+    pub async fn written(self) -> Result<i64, StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -433,6 +447,63 @@ mod tests {
         assert_eq!(bytes(12), "12 bytes");
         assert_eq!(bytes(64 << 10), "64.0 KiB");
         assert_eq!(bytes(98 << 20), "98.0 MiB");
+    }
+
+    fn event(body: &str) -> NewEvent {
+        NewEvent {
+            pipeline: "p".into(),
+            execution_id: "e".into(),
+            at: 0,
+            body: body.into(),
+            states: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_is_written_after_the_lines_sent_before_it() {
+        let store = Store::in_memory().await.unwrap();
+        let writer = LogWriter::start(store.clone());
+        let log = writer.action("e", "S", "a", 1);
+        log.line("one");
+        log.line("two");
+        let first = writer.commit(event("done")).await.unwrap();
+        let second = writer.commit(event("again")).await.unwrap();
+        let (first, second) = (
+            first.written().await.unwrap(),
+            second.written().await.unwrap(),
+        );
+        assert_eq!(second, first + 1);
+        let lines: Vec<String> = store
+            .logs("e", None, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(lines, ["one", "two"]);
+        let bodies: Vec<String> = store
+            .events()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(bodies, ["done", "again"]);
+    }
+
+    #[tokio::test]
+    async fn lines_nobody_waits_for_are_written_all_the_same() {
+        let store = Store::in_memory().await.unwrap();
+        let writer = LogWriter::start(store.clone());
+        writer.action("e", "S", "a", 1).line("alone");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.logs("e", None, 0, 10).await.unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the line was never written"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]

@@ -319,36 +319,48 @@ impl Store {
             insert.build().execute(&mut *tx).await?;
         }
         let mut seqs = Vec::with_capacity(events.len());
-        for event in events {
-            let seq = sqlx::query(
-                "INSERT INTO events (pipeline, execution_id, at, body) VALUES (?, ?, ?, ?)",
-            )
-            .bind(&event.pipeline)
-            .bind(&event.execution_id)
-            .bind(event.at)
-            .bind(&event.body)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-            seqs.push(seq);
-            for chunk in event.states.chunks(ROWS_PER_STATEMENT) {
-                let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state) ",
-                );
-                upsert.push_values(chunk, |mut row, r| {
-                    row.push_bind(&r.id)
-                        .push_bind(&r.pipeline)
-                        .push_bind(&r.status)
-                        .push_bind(r.started_at)
-                        .push_bind(r.finished_at)
-                        .push_bind(&r.state);
-                });
-                upsert.push(
-                    " ON CONFLICT (id) DO UPDATE SET status = excluded.status,
-                     finished_at = excluded.finished_at, state = excluded.state",
-                );
-                upsert.build().execute(&mut *tx).await?;
+        // An execution's row is written once, with the newest state: the
+        // states of one transaction's earlier events would be overwritten
+        // in it anyway.
+        let mut newest: Vec<&ExecutionRow> = Vec::new();
+        for row in events.iter().rev().flat_map(|e| e.states.iter().rev()) {
+            if !newest.iter().any(|r| r.id == row.id) {
+                newest.push(row);
             }
+        }
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO events (pipeline, execution_id, at, body) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.pipeline)
+                    .push_bind(&e.execution_id)
+                    .push_bind(e.at)
+                    .push_bind(&e.body);
+            });
+            // One statement's rows get consecutive sequence numbers: the
+            // transaction is the only writer.
+            let last = insert.build().execute(&mut *tx).await?.last_insert_rowid();
+            let first = last - i64::try_from(chunk.len()).unwrap_or(0) + 1;
+            seqs.extend(first..=last);
+        }
+        for chunk in newest.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state) ",
+            );
+            upsert.push_values(chunk, |mut row, r| {
+                row.push_bind(&r.id)
+                    .push_bind(&r.pipeline)
+                    .push_bind(&r.status)
+                    .push_bind(r.started_at)
+                    .push_bind(r.finished_at)
+                    .push_bind(&r.state);
+            });
+            upsert.push(
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                 finished_at = excluded.finished_at, state = excluded.state",
+            );
+            upsert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(seqs)
@@ -721,6 +733,71 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    fn event(execution: &str, body: &str, states: Vec<ExecutionRow>) -> NewEvent {
+        NewEvent {
+            pipeline: "p".into(),
+            execution_id: execution.into(),
+            at: 1,
+            body: body.into(),
+            states,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_lines_then_events_in_order_and_each_rows_newest_state() {
+        let store = Store::in_memory().await.unwrap();
+        let first = store
+            .record_event("p", "e0", 1, "first", &[])
+            .await
+            .unwrap();
+        let lines: Vec<LogLine> = (0..1200)
+            .map(|i| LogLine {
+                seq: 0,
+                execution_id: "e1".into(),
+                stage: "S".into(),
+                action: "a".into(),
+                attempt: 1,
+                at: i,
+                line: format!("line {i}"),
+            })
+            .collect();
+        let events = [
+            event("e1", "one", vec![row("e1", "InProgress")]),
+            event(
+                "e2",
+                "two",
+                vec![row("e2", "InProgress"), row("e1", "Failed")],
+            ),
+            event("e1", "three", vec![row("e1", "Succeeded")]),
+        ];
+        let seqs = store.write_batch(&lines, &events).await.unwrap();
+        assert_eq!(seqs, [first + 1, first + 2, first + 3]);
+        let bodies: Vec<String> = store
+            .events()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(bodies, ["first", "one", "two", "three"]);
+        assert_eq!(
+            store.execution("e1").await.unwrap().unwrap().status,
+            "Succeeded"
+        );
+        assert_eq!(
+            store.execution("e2").await.unwrap().unwrap().status,
+            "InProgress"
+        );
+        // More lines than one statement carries, all there, in order.
+        let stored = store.logs("e1", None, 0, 5000).await.unwrap();
+        assert_eq!(stored.len(), 1200);
+        assert!(
+            stored
+                .windows(2)
+                .all(|w| w[0].seq < w[1].seq && w[0].at < w[1].at)
         );
     }
 
