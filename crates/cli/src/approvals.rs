@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use serde_json::json;
+use gantry_api::{ApprovalView, DecideRequest, DecisionAnswer};
 
 use crate::args::Decision;
 use crate::client::{ApiError, Connection};
@@ -26,7 +26,7 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
     // its fingerprint so that it cannot apply to anything else.
     let shown = conn
         .client
-        .get(&format!(
+        .get::<ApprovalView>(&format!(
             "/api/v1/executions/{}/approvals/{stage}/{action}",
             d.id
         ))
@@ -36,34 +36,37 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
             for line in render::binding(view) {
                 eprintln!("{line}");
             }
-            view["fingerprint"].as_str().map(str::to_string)
+            Some(view.fingerprint.clone())
         }
         Err(_) => None,
     };
-    let body = json!({
-        "stage": stage, "action": action,
-        "decision": if approve { "Approved" } else { "Rejected" },
-        "comment": d.comment, "fingerprint": fingerprint,
-    });
-    let result = conn
+    let request = DecideRequest {
+        stage: stage.to_string(),
+        action: action.to_string(),
+        decision: if approve { "Approved" } else { "Rejected" }.to_string(),
+        comment: d.comment,
+        by: None,
+        fingerprint,
+    };
+    let result: Result<DecisionAnswer> = conn
         .client
-        .post(&format!("/api/v1/executions/{}/approvals", d.id), &body)
+        .post(&format!("/api/v1/executions/{}/approvals", d.id), &request)
         .await;
     let code = match result {
         Ok(answer) => {
-            let outcome = &answer["outcome"];
-            let pending = outcome["status"].as_str() == Some("Pending");
+            let outcome = &answer.outcome;
+            let pending = outcome.status == "Pending";
             println!(
                 "{} {}/{} of {} as {}{}",
                 if approve { "approved" } else { "rejected" },
                 stage,
                 action,
                 d.id,
-                answer["by"].as_str().unwrap_or("?"),
+                answer.by,
                 if pending {
                     format!(
                         " ({} of {} approvals; waiting for more)",
-                        outcome["approvals"], outcome["required"]
+                        outcome.approvals, outcome.required
                     )
                 } else {
                     String::new()
@@ -76,13 +79,13 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
             }
         }
         Err(error) => {
-            if let Some(api) = error.downcast_ref::<ApiError>()
+            if let Some(ApiError(body)) = error.downcast_ref::<ApiError>()
                 && matches!(
-                    api.code.as_str(),
+                    body.code.as_str(),
                     "approval.not_waiting" | "approval.superseded"
                 )
             {
-                eprintln!("error: {}", api.message);
+                eprintln!("error: {}", body.message);
                 Ok(ExitCode::FAILURE)
             } else {
                 Err(error)

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use gantry_api::ErrorBody;
 use gantry_server::RunningServer;
 use gantry_server::server_info::live_server;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The variable that holds a token for every command.
 pub(crate) const TOKEN_ENV: &str = "GANTRY_TOKEN";
@@ -69,12 +71,8 @@ pub(crate) struct Client {
 
 /// An error the API answered with: its stable code and message.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub(crate) struct ApiError {
-    pub(crate) code: String,
-    pub(crate) message: String,
-    pub(crate) errors: Vec<String>,
-}
+#[error("{}", .0.message)]
+pub(crate) struct ApiError(pub(crate) ErrorBody);
 
 impl Connection {
     /// Uses the remote server (`--server`), or the live server of
@@ -100,7 +98,7 @@ impl Connection {
                     token_for(|| admin_token(data_dir)),
                     info.tls_cert.as_deref(),
                 );
-                match client.get("/api/v1/health").await {
+                match client.get::<gantry_api::Ack>("/api/v1/health").await {
                     Ok(_) => {
                         return Ok(Connection {
                             client,
@@ -182,68 +180,81 @@ impl Client {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    /// Sends `method path` (with `body`), and reads the answer as the API's
+    /// type for it, or its error answer as an [`ApiError`].
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        let mut request = self.request(method.clone(), path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         let response = request
             .send()
             .await
             .with_context(|| format!("the server at {} did not answer", self.base))?;
-        decode(response).await
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.request(reqwest::Method::GET, path)).await
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("the server's answer to {method} {path} was cut off"))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!("the server's answer to {method} {path} is not what this gantry knows")
+            });
+        }
+        let error = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            ErrorBody::new(
+                "unknown",
+                format!("the server refused {method} {path} ({status})"),
+            )
+        });
+        Err(anyhow!(ApiError(error)))
     }
 
     /// `GET path`, read as the API's type for it.
-    pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let value = self.get(path).await?;
-        serde_json::from_value(value).with_context(|| {
-            format!("the server's answer to GET {path} is not what this gantry knows")
-        })
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(reqwest::Method::GET, path, None::<&()>).await
     }
 
     /// `POST path` with a typed body, the answer read as `T`.
-    pub(crate) async fn post_as<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
-        body: &B,
+        body: &(impl Serialize + ?Sized),
     ) -> Result<T> {
-        let value = self
-            .send(self.request(reqwest::Method::POST, path).json(body))
-            .await?;
-        serde_json::from_value(value).with_context(|| {
-            format!("the server's answer to POST {path} is not what this gantry knows")
-        })
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub(crate) async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(reqwest::Method::DELETE, path, None::<&()>).await
     }
 
     /// One execution.
     pub(crate) async fn execution(&self, id: &str) -> Result<gantry_api::ExecutionView> {
-        self.get_as(&format!("/api/v1/executions/{id}")).await
-    }
-
-    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(self.request(reqwest::Method::POST, path).json(body))
-            .await
-    }
-
-    pub(crate) async fn put(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(self.request(reqwest::Method::PUT, path).json(body))
-            .await
-    }
-
-    pub(crate) async fn delete(&self, path: &str) -> Result<Value> {
-        self.send(self.request(reqwest::Method::DELETE, path)).await
+        self.get(&format!("/api/v1/executions/{id}")).await
     }
 
     /// Waits (up to `timeout`) for any change after `version`; returns the new version.
     pub(crate) async fn changes(&self, version: u64, timeout: Duration) -> Result<u64> {
-        let v = self
+        let changes: gantry_api::Changes = self
             .get(&format!(
                 "/api/v1/changes?after={version}&timeout_ms={}",
                 timeout.as_millis()
             ))
             .await?;
-        Ok(v["version"].as_u64().unwrap_or(version))
+        Ok(changes.version)
     }
 }
 
@@ -279,33 +290,6 @@ fn http_client(base: &str, ca: Option<&Path>) -> reqwest::Client {
         builder.tls_certs_only(certificates)
     };
     builder.build().unwrap_or_else(|_| reqwest::Client::new())
-}
-
-async fn decode(response: reqwest::Response) -> Result<Value> {
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .context("the server sent something that is not JSON")?;
-    if status.is_success() {
-        return Ok(body);
-    }
-    let errors = body["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Err(anyhow!(ApiError {
-        code: body["code"].as_str().unwrap_or("unknown").to_string(),
-        message: body["message"]
-            .as_str()
-            .unwrap_or("the server refused the request")
-            .to_string(),
-        errors,
-    }))
 }
 
 /// The data dir: `--data-dir`, `GANTRY_DATA_DIR`, or `.gantry/` beside the pipeline file.

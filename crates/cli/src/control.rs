@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::{Value, json};
+use gantry_api::{Ack, RetryRequest, StopRequest};
+use serde::Serialize;
 
 use crate::client::Connection;
 use crate::run::follow;
@@ -18,12 +19,12 @@ pub(crate) async fn retry(
     stage: String,
     all_actions: bool,
 ) -> Result<ExitCode> {
-    let body = json!({"stage": stage, "all_actions": all_actions});
+    let body = RetryRequest { stage, all_actions };
     act_then_follow(
         data_dir,
         id,
         &format!("/api/v1/executions/{id}/retry"),
-        body,
+        &body,
     )
     .await
 }
@@ -35,15 +36,26 @@ pub(crate) async fn stop(
     abandon: bool,
     reason: Option<String>,
 ) -> Result<ExitCode> {
-    let body = json!({"abandon": abandon, "reason": reason});
-    act_then_follow(data_dir, id, &format!("/api/v1/executions/{id}/stop"), body).await
+    let body = StopRequest { abandon, reason };
+    act_then_follow(
+        data_dir,
+        id,
+        &format!("/api/v1/executions/{id}/stop"),
+        &body,
+    )
+    .await
 }
 
 /// Sends a request about an execution; with an embedded server, keeps it
 /// running until the execution ends or waits for a person again.
-async fn act_then_follow(data_dir: &Path, id: &str, path: &str, body: Value) -> Result<ExitCode> {
+async fn act_then_follow(
+    data_dir: &Path,
+    id: &str,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<ExitCode> {
     let conn = Connection::open(data_dir).await?;
-    let result = conn.client.post(path, &body).await;
+    let result: Result<Ack> = conn.client.post(path, body).await;
     let code = match result {
         Ok(_) if conn.embedded.is_some() => {
             follow(&conn, id, false).await.map(|_| ExitCode::SUCCESS)

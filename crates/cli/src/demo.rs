@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gantry_api::ExecutionView;
-use serde_json::json;
+use gantry_api::{EnvironmentStatus, ExecutionView};
 
 use crate::client::{Client, Connection};
 use crate::render::LiveView;
@@ -245,14 +244,15 @@ async fn drive(
     let json = options.json;
     let client = &conn.client;
     for (env, port) in [("staging", staging_port), ("production", production_port)] {
-        client
-            .post(
-                "/api/v1/params/put",
-                &json!({"name": format!("/shop/{env}/SERVICE_DNS"), "value": format!("http://127.0.0.1:{port}"),
-                        "type": "String", "overwrite": true, "by": "gantry demo",
-                        "description": format!("the {env} load balancer, as the BFF reaches it")}),
-            )
-            .await?;
+        let put = gantry_api::PutParameterRequest {
+            name: format!("/shop/{env}/SERVICE_DNS"),
+            value: format!("http://127.0.0.1:{port}"),
+            param_type: Some("String".to_string()),
+            overwrite: true,
+            description: Some(format!("the {env} load balancer, as the BFF reaches it")),
+            by: Some("gantry demo".to_string()),
+        };
+        let _: gantry_api::ParameterPut = client.post("/api/v1/params/put", &put).await?;
     }
     let variables = BTreeMap::from([(
         "E2E_MODE".to_string(),
@@ -313,17 +313,11 @@ async fn drive(
 
 /// Production digests by service.
 async fn digests(client: &Client) -> Result<BTreeMap<String, String>> {
-    let status = client.get("/api/v1/environments/production").await?;
-    Ok(status["services"]
-        .as_array()
+    let status: EnvironmentStatus = client.get("/api/v1/environments/production").await?;
+    Ok(status
+        .services
         .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            Some((
-                s["name"].as_str()?.to_string(),
-                s["digest"].as_str()?.to_string(),
-            ))
-        })
+        .filter_map(|s| Some((s.name, s.digest?)))
         .collect())
 }
 
@@ -342,7 +336,7 @@ async fn run_once(
         includes: BTreeMap::new(),
         variables: variables.clone(),
     };
-    let started: gantry_api::Started = client.post_as("/api/v1/executions", &request).await?;
+    let started: gantry_api::Started = client.post("/api/v1/executions", &request).await?;
     let id = started.id;
     let tty = std::io::stdout().is_terminal() && !options.json;
     let hint = format!(" --data-dir {}", conn.data_dir.display());
@@ -381,7 +375,7 @@ async fn run_once(
                     fingerprint: None,
                 };
                 let _: gantry_api::DecisionAnswer = client
-                    .post_as(&format!("/api/v1/executions/{id}/approvals"), &decision)
+                    .post(&format!("/api/v1/executions/{id}/approvals"), &decision)
                     .await?;
             } else if !told {
                 told = true;
@@ -417,20 +411,17 @@ fn waiting_now(execution: &ExecutionView) -> Option<(String, String)> {
 async fn report(conn: &Connection, json: bool) -> Result<()> {
     let client = &conn.client;
     for env in ["staging", "production"] {
-        let status = client.get(&format!("/api/v1/environments/{env}")).await?;
-        say(
-            json,
-            &format!("{env}: {}", status["url"].as_str().unwrap_or_default()),
-        );
-        for s in status["services"].as_array().into_iter().flatten() {
+        let status: EnvironmentStatus = client.get(&format!("/api/v1/environments/{env}")).await?;
+        say(json, &format!("{env}: {}", status.url));
+        for s in &status.services {
             say(
                 json,
                 &format!(
                     "  {:<8} revision {}  {} replica(s)  {}",
-                    s["name"].as_str().unwrap_or_default(),
-                    s["revision"],
-                    s["replicas"].as_array().map_or(0, Vec::len),
-                    s["digest"].as_str().unwrap_or_default()
+                    s.name,
+                    s.revision.map_or("null".to_string(), |r| r.to_string()),
+                    s.replicas.len(),
+                    s.digest.as_deref().unwrap_or_default()
                 ),
             );
         }

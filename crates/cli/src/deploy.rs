@@ -5,9 +5,13 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use gantry_api::{
+    Applied, ApplyRequest, DeployRequest, DeploymentAnswer, EnvironmentDown, EnvironmentStatus,
+    RollbackRequest, ShutdownAnswer, ShutdownRequest,
+};
 
 use crate::client::Connection;
+use crate::render::print_json;
 
 #[derive(Subcommand)]
 pub(crate) enum EnvCommand {
@@ -28,39 +32,34 @@ pub(crate) enum EnvCommand {
 
 pub(crate) async fn apply(conn: &Connection, file: &Path) -> Result<()> {
     let project = crate::project::ProjectFiles::read(file)?;
-    let out = conn
-        .client
-        .post(
-            "/api/v1/apply",
-            &json!({"file": project.file, "text": project.text, "includes": project.includes}),
-        )
-        .await?;
-    let applied = out["applied"].as_array().cloned().unwrap_or_default();
-    if applied.is_empty() {
+    let request = ApplyRequest {
+        file: project.file,
+        text: Some(project.text),
+        includes: project.includes,
+    };
+    let out: Applied = conn.client.post("/api/v1/apply", &request).await?;
+    if out.applied.is_empty() {
         println!("{}: no environments or services", file.display());
     }
-    for line in applied {
-        println!("{}", line.as_str().unwrap_or_default());
+    for line in &out.applied {
+        println!("{line}");
     }
     Ok(())
 }
 
 /// Prints a deployment's answer; returns whether it succeeded.
-fn print_deployment(out: &Value, json: bool) -> bool {
+fn print_deployment(out: &DeploymentAnswer, json: bool) -> Result<bool> {
     if json {
-        println!("{out}");
+        print_json(out)?;
     } else {
-        for line in out["log"].as_array().into_iter().flatten() {
-            println!("{}", line.as_str().unwrap_or_default());
+        for line in out.log() {
+            println!("{line}");
         }
-        if let Some(error) = out["error"].as_str() {
-            eprintln!(
-                "error: {error} [{}]",
-                out["code"].as_str().unwrap_or_default()
-            );
+        if let DeploymentAnswer::Failed { code, error, .. } = out {
+            eprintln!("error: {error} [{code}]");
         }
     }
-    out["status"] == "Succeeded"
+    Ok(out.succeeded())
 }
 
 pub(crate) async fn deploy(
@@ -74,10 +73,12 @@ pub(crate) async fn deploy(
         .client
         .post(
             &format!("/api/v1/environments/{env}/services/{service}/deploy"),
-            &json!({"image": image}),
+            &DeployRequest {
+                image: image.to_string(),
+            },
         )
         .await?;
-    Ok(print_deployment(&out, json))
+    print_deployment(&out, json)
 }
 
 pub(crate) async fn rollback(
@@ -91,78 +92,71 @@ pub(crate) async fn rollback(
         .client
         .post(
             &format!("/api/v1/environments/{env}/services/{service}/rollback"),
-            &json!({"to": to}),
+            &RollbackRequest { to },
         )
         .await?;
-    Ok(print_deployment(&out, json))
+    print_deployment(&out, json)
 }
 
 pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
     match command {
         EnvCommand::Down { environment } => {
-            let out = conn
+            let out: EnvironmentDown = conn
                 .client
                 .post(
                     &format!("/api/v1/environments/{environment}/down"),
-                    &json!({}),
+                    // The route takes no body; older servers want an object.
+                    &serde_json::Map::new(),
                 )
                 .await?;
-            println!(
-                "{environment}: stopped {} replica(s)",
-                out["stopped_replicas"]
-            );
+            println!("{environment}: stopped {} replica(s)", out.stopped_replicas);
         }
         EnvCommand::List { json } => {
-            let list = conn.client.get("/api/v1/environments").await?;
+            let list: Vec<String> = conn.client.get("/api/v1/environments").await?;
             if json {
-                println!("{list}");
+                print_json(&list)?;
             } else {
-                for e in list.as_array().into_iter().flatten() {
-                    println!("{}", e.as_str().unwrap_or_default());
+                for e in &list {
+                    println!("{e}");
                 }
             }
         }
         EnvCommand::Status { environment, json } => {
-            let status = conn
+            let status: EnvironmentStatus = conn
                 .client
                 .get(&format!("/api/v1/environments/{environment}"))
                 .await?;
             if json {
-                println!("{status}");
-                return Ok(());
+                return print_json(&status);
             }
             println!(
                 "{}  runtime {}  load balancer {}",
-                status["environment"].as_str().unwrap_or_default(),
-                status["runtime"].as_str().unwrap_or_default(),
-                status["url"].as_str().unwrap_or_default()
+                status.environment, status.runtime, status.url
             );
-            for s in status["services"].as_array().into_iter().flatten() {
-                let revision = s["revision"]
-                    .as_u64()
-                    .map_or("-".to_string(), |r| r.to_string());
+            for s in &status.services {
+                let revision = s.revision.map_or("-".to_string(), |r| r.to_string());
                 println!(
                     "  {}  revision {revision}  {}/{} replicas  {}",
-                    s["name"].as_str().unwrap_or_default(),
-                    s["replicas"].as_array().map_or(0, Vec::len),
-                    s["desired"].as_u64().unwrap_or(0),
-                    s["image"].as_str().unwrap_or("(not deployed)")
+                    s.name,
+                    s.replicas.len(),
+                    s.desired.unwrap_or(0),
+                    s.image.as_deref().unwrap_or("(not deployed)")
                 );
-                for r in s["replicas"].as_array().into_iter().flatten() {
+                for r in &s.replicas {
                     println!(
                         "      {}  {}  {}",
-                        r["id"].as_str().unwrap_or_default(),
-                        r["addr"].as_str().unwrap_or_default(),
-                        r["health"].as_str().unwrap_or("unknown")
+                        r.id,
+                        r.addr,
+                        r.health.as_deref().unwrap_or("unknown")
                     );
                 }
-                if let Some(d) = s["deployments"].as_array().and_then(|d| d.first()) {
+                if let Some(d) = s.deployments.first() {
                     println!(
                         "      last deployment: revision {} {}{}",
-                        d["to_revision"],
-                        d["status"].as_str().unwrap_or_default(),
-                        d["message"]
-                            .as_str()
+                        d.to_revision,
+                        d.status,
+                        d.message
+                            .as_deref()
                             .map(|m| format!(" ({m})"))
                             .unwrap_or_default()
                     );
@@ -177,12 +171,12 @@ pub(crate) async fn shutdown(conn: &Connection, stop_services: bool) -> Result<(
     if conn.embedded.is_some() && !stop_services {
         bail!("no server runs for this data dir");
     }
-    let out = conn
+    let out: ShutdownAnswer = conn
         .client
-        .post("/api/v1/shutdown", &json!({"stop_services": stop_services}))
+        .post("/api/v1/shutdown", &ShutdownRequest { stop_services })
         .await?;
     if stop_services {
-        println!("stopped {} replica(s)", out["stopped_replicas"]);
+        println!("stopped {} replica(s)", out.stopped_replicas);
     }
     println!("the server is shutting down");
     Ok(())

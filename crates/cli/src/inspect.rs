@@ -40,7 +40,7 @@ pub(crate) async fn executions(
         .unwrap_or_default();
     let list = conn
         .client
-        .get_as::<Vec<gantry_api::ExecutionView>>(&format!("/api/v1/executions{query}"))
+        .get::<Vec<gantry_api::ExecutionView>>(&format!("/api/v1/executions{query}"))
         .await;
     conn.close().await;
     let list = list?;
@@ -84,7 +84,7 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
     loop {
         let page: gantry_api::LogsPage = conn
             .client
-            .get_as(&format!(
+            .get(&format!(
                 "/api/v1/executions/{id}/logs?after={after}{filter}"
             ))
             .await?;

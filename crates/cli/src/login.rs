@@ -96,11 +96,11 @@ pub(crate) async fn login(url: &str) -> Result<()> {
         );
     }
     let client = Client::new(url, Some(token.to_string()));
-    let me = client.get("/api/v1/whoami").await?;
+    let me: gantry_api::IdentityView = client.get("/api/v1/whoami").await?;
     let path = store(url, token)?;
     println!(
         "logged in to {url} as {} (token kept in {})",
-        me["name"].as_str().unwrap_or("?"),
+        me.name,
         path.display()
     );
     Ok(())

@@ -58,11 +58,11 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
-            if let Some(api) = error.downcast_ref::<ApiError>() {
-                for line in &api.errors {
+            if let Some(ApiError(body)) = error.downcast_ref::<ApiError>() {
+                for line in &body.errors {
                     eprintln!("{line}");
                 }
-                eprintln!("error: {} [{}]", api.message, api.code);
+                eprintln!("error: {} [{}]", body.message, body.code);
             } else {
                 eprintln!("error: {error:#}");
             }

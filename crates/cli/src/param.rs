@@ -6,9 +6,13 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use gantry_api::{
+    DeleteParameterRequest, KeyRotated, LabelParameterRequest, ParameterDeleted, ParameterLabelled,
+    ParameterPut, ParameterView, PutParameterRequest, RotateKeyRequest,
+};
 
 use crate::client::Connection;
+use crate::render::print_json;
 
 #[derive(Subcommand)]
 pub(crate) enum ParamCommand {
@@ -107,23 +111,15 @@ fn read_stdin() -> Result<String> {
     Ok(value)
 }
 
-fn print_param(p: &Value) {
-    let labels = p["labels"].as_array().map(|l| {
-        l.iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(",")
-    });
+fn print_param(p: &ParameterView) {
+    let labels = if p.labels.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", p.labels.join(","))
+    };
     println!(
-        "{}  {}  v{}  {}{}",
-        p["name"].as_str().unwrap_or(""),
-        p["type"].as_str().unwrap_or(""),
-        p["version"],
-        p["value"].as_str().unwrap_or(""),
-        labels
-            .filter(|l| !l.is_empty())
-            .map(|l| format!("  [{l}]"))
-            .unwrap_or_default()
+        "{}  {}  v{}  {}{labels}",
+        p.name, p.param_type, p.version, p.value
     );
 }
 
@@ -142,17 +138,19 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 None | Some("-") => read_stdin()?,
                 Some(v) => v.to_string(),
             };
-            let body = json!({"name": name, "value": value, "type": param_type, "overwrite": overwrite,
-                              "description": description, "by": by});
-            let out = conn.client.post("/api/v1/params/put", &body).await?;
+            let body = PutParameterRequest {
+                name,
+                value,
+                param_type: Some(param_type),
+                overwrite,
+                description,
+                by: Some(by),
+            };
+            let out: ParameterPut = conn.client.post("/api/v1/params/put", &body).await?;
             if json {
-                println!("{out}");
+                print_json(&out)?;
             } else {
-                println!(
-                    "{} version {}",
-                    out["name"].as_str().unwrap_or(""),
-                    out["version"]
-                );
+                println!("{} version {}", out.name, out.version);
             }
         }
         ParamCommand::Get {
@@ -160,7 +158,7 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
             decrypt,
             json,
         } => {
-            let p = conn
+            let p: ParameterView = conn
                 .client
                 .get(&format!(
                     "/api/v1/params/get?name={}&decrypt={decrypt}",
@@ -168,9 +166,9 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 ))
                 .await?;
             if json {
-                println!("{p}");
+                print_json(&p)?;
             } else {
-                println!("{}", p["value"].as_str().unwrap_or(""));
+                println!("{}", p.value);
             }
         }
         ParamCommand::List {
@@ -179,7 +177,7 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
             decrypt,
             json,
         } => {
-            let list = conn
+            let list: Vec<ParameterView> = conn
                 .client
                 .get(&format!(
                     "/api/v1/params/list?path={}&recursive={recursive}&decrypt={decrypt}",
@@ -187,9 +185,9 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 ))
                 .await?;
             if json {
-                println!("{list}");
+                print_json(&list)?;
             } else {
-                list.as_array().into_iter().flatten().for_each(print_param);
+                list.iter().for_each(print_param);
             }
         }
         ParamCommand::History {
@@ -197,7 +195,7 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
             decrypt,
             json,
         } => {
-            let list = conn
+            let list: Vec<ParameterView> = conn
                 .client
                 .get(&format!(
                     "/api/v1/params/history?name={}&decrypt={decrypt}",
@@ -205,15 +203,11 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 ))
                 .await?;
             if json {
-                println!("{list}");
+                print_json(&list)?;
             } else {
-                for p in list.as_array().into_iter().flatten() {
+                for p in &list {
                     print_param(p);
-                    println!(
-                        "    {} by {}",
-                        p["last_modified"].as_str().unwrap_or(""),
-                        p["modified_by"].as_str().unwrap_or("")
-                    );
+                    println!("    {} by {}", p.last_modified, p.modified_by);
                 }
             }
         }
@@ -229,41 +223,38 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 },
                 None => (target.clone(), None),
             };
-            let out = conn
+            let out: ParameterLabelled = conn
                 .client
                 .post(
                     "/api/v1/params/label",
-                    &json!({"name": name, "version": version, "labels": labels}),
+                    &LabelParameterRequest {
+                        name,
+                        version,
+                        labels,
+                    },
                 )
                 .await?;
             if json {
-                println!("{out}");
+                print_json(&out)?;
             } else {
-                println!(
-                    "{} version {}: labelled",
-                    out["name"].as_str().unwrap_or(""),
-                    out["version"]
-                );
-                for bad in out["invalid_labels"].as_array().into_iter().flatten() {
-                    eprintln!("invalid label: {}", bad.as_str().unwrap_or(""));
+                println!("{} version {}: labelled", out.name, out.version);
+                for bad in &out.invalid_labels {
+                    eprintln!("invalid label: {bad}");
                 }
             }
-            if out["invalid_labels"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-            {
+            if !out.invalid_labels.is_empty() {
                 bail!("some labels are invalid");
             }
         }
         ParamCommand::Delete { name, json } => {
-            let out = conn
+            let out: ParameterDeleted = conn
                 .client
-                .post("/api/v1/params/delete", &json!({"name": name}))
+                .post("/api/v1/params/delete", &DeleteParameterRequest { name })
                 .await?;
             if json {
-                println!("{out}");
+                print_json(&out)?;
             } else {
-                println!("{} deleted", out["name"].as_str().unwrap_or(""));
+                println!("{} deleted", out.name);
             }
         }
         ParamCommand::RotateKey { new_key, json } => {
@@ -271,17 +262,16 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 Some("-") => Some(read_stdin()?),
                 other => other.map(str::to_string),
             };
-            let out = conn
+            let out: KeyRotated = conn
                 .client
-                .post("/api/v1/params/rotate-key", &json!({"new_key": new_key}))
+                .post("/api/v1/params/rotate-key", &RotateKeyRequest { new_key })
                 .await?;
             if json {
-                println!("{out}");
+                print_json(&out)?;
             } else {
                 println!(
                     "re-encrypted {} versions; master key is now {}",
-                    out["rotated_versions"],
-                    out["key_id"].as_str().unwrap_or("")
+                    out.rotated_versions, out.key_id
                 );
             }
         }

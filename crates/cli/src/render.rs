@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use gantry_api::ExecutionView;
+use gantry_api::{ApprovalView, ExecutionView};
 use jiff::Timestamp;
-use serde_json::Value;
 
 fn parse_ts(v: Option<&str>) -> Option<Timestamp> {
     v?.parse().ok()
@@ -211,33 +210,36 @@ fn changes(execution: &ExecutionView, hint: &str) -> Vec<(String, String)> {
 
 /// What an approval waits for, for the person deciding it: the commits,
 /// image digests, parameter versions, its policy and the votes so far.
-pub(crate) fn binding(view: &Value) -> Vec<String> {
+pub(crate) fn binding(view: &ApprovalView) -> Vec<String> {
     let mut lines = vec![format!(
         "{}/{} waits for (fingerprint {}):",
-        view["stage"].as_str().unwrap_or(""),
-        view["action"].as_str().unwrap_or(""),
-        view["fingerprint"].as_str().unwrap_or("?")
+        view.stage, view.action, view.fingerprint
     )];
-    let binding = &view["binding"];
-    for (label, key) in [("commit", "commits"), ("image", "images")] {
-        for (at, value) in binding[key].as_object().into_iter().flatten() {
-            lines.push(format!("  {label} {} ({at})", value.as_str().unwrap_or("")));
+    let binding = &view.binding;
+    for (label, pinned) in [("commit", &binding.commits), ("image", &binding.images)] {
+        for (at, value) in pinned {
+            lines.push(format!("  {label} {value} ({at})"));
         }
     }
-    for (at, records) in binding["parameters"].as_object().into_iter().flatten() {
-        for r in records.as_array().into_iter().flatten() {
+    for (at, records) in &binding.parameters {
+        for r in records {
             lines.push(format!(
                 "  parameter {} version {} ({at})",
-                r["name"].as_str().unwrap_or(""),
-                r["version"]
+                r.name, r.version
             ));
         }
     }
-    let policy = &view["policy"];
-    let required = policy["required"].as_u64().unwrap_or(1);
-    let votes = view["votes"].as_array().map_or(0, Vec::len);
+    let required = view.policy.required;
+    let votes = view.votes.len();
     if required > 1 || votes > 0 {
         lines.push(format!("  approvals: {votes} of {required}"));
     }
     lines
+}
+
+/// Prints an API answer as one line of JSON, for `--json`: the bytes the
+/// server sent, since the answer's type writes its fields in their order.
+pub(crate) fn print_json(answer: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(answer)?);
+    Ok(())
 }

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
 
 use crate::args::parse_pairs;
 use crate::client::{self, Connection};
@@ -61,7 +60,7 @@ pub(crate) async fn run(
     };
     let started = conn
         .client
-        .post_as::<_, gantry_api::Started>("/api/v1/executions", &request)
+        .post::<gantry_api::Started>("/api/v1/executions", &request)
         .await;
     let id = match started {
         Ok(started) => started.id,
@@ -72,7 +71,7 @@ pub(crate) async fn run(
     };
     if no_follow && conn.embedded.is_none() {
         if json {
-            println!("{}", json!({"id": id}));
+            render::print_json(&gantry_api::Started { id })?;
         } else {
             println!("{id}");
         }
@@ -96,21 +95,16 @@ pub(crate) async fn run(
 
 /// Where the environments are served, and how to stop the server.
 async fn print_environments(conn: &Connection) {
-    let Ok(list) = conn.client.get("/api/v1/environments").await else {
+    let Ok(list) = conn.client.get::<Vec<String>>("/api/v1/environments").await else {
         return;
     };
-    for env in list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    for env in list {
         if let Ok(status) = conn
             .client
-            .get(&format!("/api/v1/environments/{env}"))
+            .get::<gantry_api::EnvironmentStatus>(&format!("/api/v1/environments/{env}"))
             .await
         {
-            println!("{env}: {}", status["url"].as_str().unwrap_or_default());
+            println!("{env}: {}", status.url);
         }
     }
     if conn.embedded.is_none() {
@@ -170,7 +164,7 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
                         abandon: true,
                         reason: Some("interrupted (Ctrl-C)".to_string()),
                     };
-                    let _ = conn.client.post_as::<_, Value>(&format!("/api/v1/executions/{id}/stop"), &stop).await;
+                    let _ = conn.client.post::<gantry_api::Ack>(&format!("/api/v1/executions/{id}/stop"), &stop).await;
                 } else {
                     eprintln!("\nstopped following; {id} goes on in the server");
                     return Ok(ExitCode::FAILURE);

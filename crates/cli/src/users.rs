@@ -3,9 +3,13 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{Value, json};
+use gantry_api::{
+    AuditRecordView, CreatedToken, GrantsRequest, IdentityView, NewTokenRequest, NewUserRequest,
+    TokenView, UserRemoved, UserView,
+};
 
 use crate::client::Connection;
+use crate::render::print_json;
 
 #[derive(Subcommand)]
 pub(crate) enum UserCommand {
@@ -60,11 +64,10 @@ pub(crate) enum TokenCommand {
     Revoke { id: String },
 }
 
-fn time(ms: &Value) -> String {
-    ms.as_i64()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+fn time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
-        .unwrap_or_else(|| "-".to_string())
+        .unwrap_or_else(|_| "-".to_string())
 }
 
 pub(crate) async fn user(conn: &Connection, command: UserCommand) -> Result<()> {
@@ -74,50 +77,49 @@ pub(crate) async fn user(conn: &Connection, command: UserCommand) -> Result<()> 
             grants,
             email,
         } => {
-            let user = conn
+            let user: UserView = conn
                 .client
                 .post(
                     "/api/v1/users",
-                    &json!({"name": name, "grants": grants, "email": email}),
+                    &NewUserRequest {
+                        name,
+                        email,
+                        grants,
+                    },
                 )
                 .await?;
-            println!("added user {}", user["name"].as_str().unwrap_or(&name));
+            println!("added user {}", user.name);
         }
         UserCommand::List { json } => {
-            let users = conn.client.get("/api/v1/users").await?;
+            let users: Vec<UserView> = conn.client.get("/api/v1/users").await?;
             if json {
-                println!("{users}");
+                print_json(&users)?;
             } else {
-                for u in users.as_array().into_iter().flatten() {
-                    let grants: Vec<&str> = u["grants"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                for u in &users {
                     println!(
                         "{:<20} {:<28} {}",
-                        u["name"].as_str().unwrap_or(""),
-                        u["email"].as_str().unwrap_or("-"),
-                        grants.join(" ")
+                        u.name,
+                        u.email.as_deref().unwrap_or("-"),
+                        u.grants.join(" ")
                     );
                 }
             }
         }
         UserCommand::Grant { name, grants } => {
-            conn.client
+            let user: UserView = conn
+                .client
                 .put(
                     &format!("/api/v1/users/{name}/grants"),
-                    &json!({"grants": grants}),
+                    &GrantsRequest { grants },
                 )
                 .await?;
-            println!("{name}: {}", grants.join(" "));
+            println!("{name}: {}", user.grants.join(" "));
         }
         UserCommand::Remove { name } => {
-            let out = conn.client.delete(&format!("/api/v1/users/{name}")).await?;
+            let out: UserRemoved = conn.client.delete(&format!("/api/v1/users/{name}")).await?;
             println!(
                 "removed user {name} ({} tokens revoked)",
-                out["revoked_tokens"].as_u64().unwrap_or(0)
+                out.revoked_tokens
             );
         }
     }
@@ -132,51 +134,52 @@ pub(crate) async fn token(conn: &Connection, command: TokenCommand) -> Result<()
             expires_in,
             json,
         } => {
-            let out = conn
+            let out: CreatedToken = conn
                 .client
                 .post(
                     "/api/v1/tokens",
-                    &json!({"user": user, "description": description, "expires_in": expires_in}),
+                    &NewTokenRequest {
+                        user,
+                        description,
+                        expires_in,
+                    },
                 )
                 .await?;
             if json {
-                println!("{out}");
+                print_json(&out)?;
             } else {
                 eprintln!(
                     "token {} for {} (shown once; keep it safe):",
-                    out["info"]["id"].as_str().unwrap_or(""),
-                    out["info"]["user"].as_str().unwrap_or("")
+                    out.info.id, out.info.user
                 );
-                println!("{}", out["token"].as_str().unwrap_or(""));
+                println!("{}", out.token);
             }
         }
         TokenCommand::List { user, json } => {
             let query = user.map(|u| format!("?user={u}")).unwrap_or_default();
-            let tokens = conn.client.get(&format!("/api/v1/tokens{query}")).await?;
+            let tokens: Vec<TokenView> = conn.client.get(&format!("/api/v1/tokens{query}")).await?;
             if json {
-                println!("{tokens}");
+                print_json(&tokens)?;
             } else {
-                for t in tokens.as_array().into_iter().flatten() {
-                    let state = if !t["revoked_at_ms"].is_null() {
-                        "revoked".to_string()
-                    } else if !t["expires_at_ms"].is_null() {
-                        format!("expires {}", time(&t["expires_at_ms"]))
-                    } else {
-                        "active".to_string()
+                for t in &tokens {
+                    let state = match (t.revoked_at_ms, t.expires_at_ms) {
+                        (Some(_), _) => "revoked".to_string(),
+                        (None, Some(expires)) => format!("expires {}", time(expires)),
+                        (None, None) => "active".to_string(),
                     };
                     println!(
                         "{}  {:<16} {:<24} {}  {}",
-                        t["id"].as_str().unwrap_or(""),
-                        t["user"].as_str().unwrap_or(""),
+                        t.id,
+                        t.user,
                         state,
-                        time(&t["created_at_ms"]),
-                        t["description"].as_str().unwrap_or("")
+                        time(t.created_at_ms),
+                        t.description.as_deref().unwrap_or("")
                     );
                 }
             }
         }
         TokenCommand::Revoke { id } => {
-            conn.client.delete(&format!("/api/v1/tokens/{id}")).await?;
+            let _: TokenView = conn.client.delete(&format!("/api/v1/tokens/{id}")).await?;
             println!("revoked {id}");
         }
     }
@@ -205,37 +208,30 @@ pub(crate) async fn audit(
     } else {
         format!("/api/v1/audit?{}", query.join("&"))
     };
-    let records = conn.client.get(&path).await?;
+    let records: Vec<AuditRecordView> = conn.client.get(&path).await?;
     if json {
-        println!("{records}");
-        return Ok(());
+        return print_json(&records);
     }
-    for r in records.as_array().into_iter().flatten() {
+    for r in &records {
         println!(
             "{}  {:<16} {:<22} {:<40} {:<28} {}",
-            time(&r["at_ms"]),
-            r["principal"].as_str().unwrap_or("-"),
-            r["remote"].as_str().unwrap_or("-"),
-            r["action"].as_str().unwrap_or(""),
-            r["outcome"].as_str().unwrap_or(""),
-            r["target"].as_str().unwrap_or("")
+            time(r.at_ms),
+            r.principal.as_deref().unwrap_or("-"),
+            r.remote.as_deref().unwrap_or("-"),
+            r.action,
+            r.outcome,
+            r.target.as_deref().unwrap_or("")
         );
     }
     Ok(())
 }
 
 pub(crate) async fn whoami(conn: &Connection) -> Result<()> {
-    let me = conn.client.get("/api/v1/whoami").await?;
-    let grants: Vec<&str> = me["grants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let me: IdentityView = conn.client.get("/api/v1/whoami").await?;
     println!(
         "{} ({}) at {}",
-        me["name"].as_str().unwrap_or("?"),
-        grants.join(" "),
+        me.name,
+        me.grants.join(" "),
         conn.client.base()
     );
     Ok(())

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
 use crate::control::ControlPlane;
@@ -21,8 +20,8 @@ use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller, Guard, HostPolicy};
 use crate::view::{add_details, execution_view};
 use gantry_api::{
-    DecideRequest, ExecutionView, LogLineView, LogsPage, RetryRequest, StartRequest, Started,
-    StopRequest,
+    Ack, ApprovalRecordView, Changes, DecideRequest, ExecutionView, LogLineView, LogsPage,
+    RetryRequest, StartRequest, Started, StopRequest,
 };
 use gantry_auth::{Permission, Target};
 
@@ -102,11 +101,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
 /// Liveness, answered without a token: it says only that the server is up.
-async fn health() -> Json<Value> {
-    Json(json!({"ok": true}))
+async fn health() -> Json<Ack> {
+    Json(Ack::OK)
 }
 
 #[derive(Deserialize)]
@@ -122,13 +119,13 @@ async fn changes(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Query(q): Query<ChangesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changes>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let mut rx = plane.changes();
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(25_000).min(60_000));
     let _ = tokio::time::timeout(timeout, rx.wait_for(|v| *v > q.after)).await;
     let version = *rx.borrow();
-    Ok(Json(json!({"version": version})))
+    Ok(Json(Changes { version }))
 }
 
 /// Checks that `caller` may operate every environment of a project (a
@@ -291,14 +288,22 @@ async fn approvals(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> Result<Json<Vec<ApprovalRecordView>>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let records = plane.approvals(&id).await?;
-    let records: Vec<Value> = records
-        .iter()
-        .map(|r| json!({"stage": r.stage, "action": r.action, "attempt": r.attempt, "decision": r.decision, "by": r.by, "at": rfc3339(r.at), "comment": r.comment}))
+    let records = records
+        .into_iter()
+        .map(|r| ApprovalRecordView {
+            action: r.action,
+            at: rfc3339(r.at),
+            attempt: r.attempt,
+            by: r.by,
+            comment: r.comment,
+            decision: r.decision,
+            stage: r.stage,
+        })
         .collect();
-    Ok(Json(Value::Array(records)))
+    Ok(Json(records))
 }
 
 /// One approval action: what it waits for (its binding and fingerprint),
@@ -307,10 +312,62 @@ async fn approval(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path((id, stage, action)): Path<(String, String, String)>,
-) -> ApiResult {
+) -> Result<Json<gantry_api::ApprovalView>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let view = plane.approval(&id, &stage, &action).await?;
-    Ok(Json(json!(view)))
+    Ok(Json(approval_view(view)))
+}
+
+/// The control plane's view of an approval, as the API shows it.
+fn approval_view(view: crate::control::ApprovalView) -> gantry_api::ApprovalView {
+    let binding = view.binding;
+    gantry_api::ApprovalView {
+        action: view.action,
+        attempt: view.attempt,
+        binding: gantry_api::ApprovalBinding {
+            artifacts: binding.artifacts,
+            commits: binding.commits,
+            images: binding.images,
+            // Stored as the recorded JSON; one that no longer reads is
+            // left out, as the execution view leaves it out.
+            parameters: binding
+                .parameters
+                .into_iter()
+                .filter_map(|(at, records)| Some((at, serde_json::from_value(records).ok()?)))
+                .collect(),
+        },
+        fingerprint: view.fingerprint,
+        policy: gantry_api::ApprovalPolicyView {
+            allow_self_approval: view.policy.allow_self_approval,
+            require_comment: view.policy.require_comment,
+            required: view.policy.required,
+            roles: view
+                .policy
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            users: view.policy.users,
+        },
+        stage: view.stage,
+        started_by: view.started_by,
+        status: view.status.map(|s| s.as_str().to_string()),
+        votes: view
+            .votes
+            .into_iter()
+            .map(|v| gantry_api::ApprovalVoteView {
+                action: v.action,
+                at: v.at,
+                attempt: v.attempt,
+                binding: v.binding,
+                by: v.by,
+                comment: v.comment,
+                decision: v.decision,
+                execution_id: v.execution_id,
+                stage: v.stage,
+            })
+            .collect(),
+    }
 }
 
 async fn decide(
@@ -368,11 +425,11 @@ async fn retry(
     caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<RetryRequest>,
-) -> ApiResult {
+) -> Result<Json<Ack>, ApiError> {
     let pipeline = pipeline_of(&plane, &caller, gantry_auth::Role::Operator, &id).await?;
     caller.require(Permission::Operate, Target::pipeline(&pipeline))?;
     plane.retry(&id, &req.stage, req.all_actions).await?;
-    Ok(Json(json!({"ok": true})))
+    Ok(Json(Ack::OK))
 }
 
 async fn stop(
@@ -380,9 +437,9 @@ async fn stop(
     caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<StopRequest>,
-) -> ApiResult {
+) -> Result<Json<Ack>, ApiError> {
     let pipeline = pipeline_of(&plane, &caller, gantry_auth::Role::Operator, &id).await?;
     caller.require(Permission::Operate, Target::pipeline(&pipeline))?;
     plane.stop(&id, req.abandon, req.reason).await?;
-    Ok(Json(json!({"ok": true})))
+    Ok(Json(Ack::OK))
 }

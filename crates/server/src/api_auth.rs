@@ -9,12 +9,15 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
-use gantry_auth::{AuditQuery, Grant, Permission, Target};
-use gantry_clock::now_ms;
+use gantry_api::{
+    AuditRecordView, CreatedToken, GrantsRequest, IdentityView, NewTokenRequest, NewUserRequest,
+    TokenView, UserRemoved, UserView,
+};
+use gantry_auth::{AuditQuery, Grant, Identity, Permission, Target, TokenInfo, User};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::api::ApiError;
+use crate::clock::now_ms;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller};
@@ -30,21 +33,57 @@ pub(crate) fn routes() -> Router<ControlPlane> {
         .route("/api/v1/audit", get(audit))
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-type Audited = Result<(Extension<AuditNote>, Json<Value>), ApiError>;
+type Audited<T> = Result<(Extension<AuditNote>, Json<T>), ApiError>;
 
 fn admin(caller: &Caller) -> Result<(), ApiError> {
     caller.require(Permission::Admin, Target::any())?;
     Ok(())
 }
 
-async fn whoami(caller: Caller) -> ApiResult {
-    Ok(Json(json!(caller.identity)))
+fn grant_texts(grants: &[Grant]) -> Vec<String> {
+    grants.iter().map(ToString::to_string).collect()
 }
 
-async fn users(State(plane): State<ControlPlane>, caller: Caller) -> ApiResult {
+fn identity_view(identity: &Identity) -> IdentityView {
+    IdentityView {
+        email: identity.email.clone(),
+        grants: grant_texts(&identity.grants),
+        name: identity.name.clone(),
+    }
+}
+
+fn user_view(user: User) -> UserView {
+    UserView {
+        created_at_ms: user.created_at_ms,
+        email: user.email,
+        grants: grant_texts(&user.grants),
+        name: user.name,
+    }
+}
+
+fn token_view(token: TokenInfo) -> TokenView {
+    TokenView {
+        created_at_ms: token.created_at_ms,
+        description: token.description,
+        expires_at_ms: token.expires_at_ms,
+        id: token.id,
+        revoked_at_ms: token.revoked_at_ms,
+        user: token.user,
+    }
+}
+
+async fn whoami(caller: Caller) -> Json<IdentityView> {
+    Json(identity_view(&caller.identity))
+}
+
+async fn users(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<Vec<UserView>>, ApiError> {
     admin(&caller)?;
-    Ok(Json(json!(plane.auth().users())))
+    Ok(Json(
+        plane.auth().users().into_iter().map(user_view).collect(),
+    ))
 }
 
 fn parse_grants(grants: &[String]) -> Result<Vec<Grant>, ApiError> {
@@ -54,20 +93,11 @@ fn parse_grants(grants: &[String]) -> Result<Vec<Grant>, ApiError> {
         .collect()
 }
 
-#[derive(Deserialize)]
-struct NewUser {
-    name: String,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    grants: Vec<String>,
-}
-
 async fn add_user(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<NewUser>,
-) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
+    Json(req): Json<NewUserRequest>,
+) -> Result<(StatusCode, Extension<AuditNote>, Json<UserView>), ApiError> {
     admin(&caller)?;
     let grants = parse_grants(&req.grants)?;
     let user = plane
@@ -86,7 +116,7 @@ async fn add_user(
     Ok((
         StatusCode::CREATED,
         Extension(AuditNote(note)),
-        Json(json!(user)),
+        Json(user_view(user)),
     ))
 }
 
@@ -94,18 +124,17 @@ async fn remove_user(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Audited {
+) -> Audited<UserRemoved> {
     admin(&caller)?;
     let revoked = plane.auth().remove_user(&name, now_ms()).await?;
     Ok((
         Extension(AuditNote(format!("user {name}, {revoked} tokens revoked"))),
-        Json(json!({"name": name, "removed": true, "revoked_tokens": revoked})),
+        Json(UserRemoved {
+            name,
+            removed: true,
+            revoked_tokens: revoked as u64,
+        }),
     ))
-}
-
-#[derive(Deserialize)]
-struct GrantsRequest {
-    grants: Vec<String>,
 }
 
 async fn set_grants(
@@ -113,13 +142,13 @@ async fn set_grants(
     caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<GrantsRequest>,
-) -> Audited {
+) -> Audited<UserView> {
     admin(&caller)?;
     let grants = parse_grants(&req.grants)?;
     let user = plane.auth().set_grants(&name, grants).await?;
     Ok((
         Extension(AuditNote(format!("user {name} grants {:?}", req.grants))),
-        Json(json!(user)),
+        Json(user_view(user)),
     ))
 }
 
@@ -132,7 +161,7 @@ async fn tokens(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Query(q): Query<TokensQuery>,
-) -> ApiResult {
+) -> Result<Json<Vec<TokenView>>, ApiError> {
     let own = caller.identity.name.clone();
     let user = match q.user {
         Some(user) if user != own => {
@@ -144,26 +173,15 @@ async fn tokens(
         None if caller.identity.allows(Permission::Admin, &Target::any()) => None,
         None => Some(own),
     };
-    Ok(Json(json!(plane.auth().tokens(user.as_deref()))))
-}
-
-#[derive(Deserialize)]
-struct NewTokenRequest {
-    /// Whose token; default the caller.
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    /// How long it lives: `90s`, `30m`, `12h`, `90d`; default forever.
-    #[serde(default)]
-    expires_in: Option<String>,
+    let tokens = plane.auth().tokens(user.as_deref());
+    Ok(Json(tokens.into_iter().map(token_view).collect()))
 }
 
 async fn create_token(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Json(req): Json<NewTokenRequest>,
-) -> Result<(StatusCode, Extension<AuditNote>, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditNote>, Json<CreatedToken>), ApiError> {
     let user = req.user.unwrap_or_else(|| caller.identity.name.clone());
     if user != caller.identity.name {
         admin(&caller)?;
@@ -190,7 +208,10 @@ async fn create_token(
     Ok((
         StatusCode::CREATED,
         Extension(AuditNote(note)),
-        Json(json!({"token": token.secret.expose(), "info": token.info})),
+        Json(CreatedToken {
+            token: token.secret.expose().to_string(),
+            info: token_view(token.info),
+        }),
     ))
 }
 
@@ -198,7 +219,7 @@ async fn revoke_token(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Audited {
+) -> Audited<TokenView> {
     let token = plane
         .auth()
         .token(&id)
@@ -209,7 +230,7 @@ async fn revoke_token(
     let token = plane.auth().revoke_token(&id, now_ms()).await?;
     Ok((
         Extension(AuditNote(format!("token {id} of {}", token.user))),
-        Json(json!(token)),
+        Json(token_view(token)),
     ))
 }
 
@@ -225,7 +246,7 @@ async fn audit(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Query(q): Query<AuditParams>,
-) -> ApiResult {
+) -> Result<Json<Vec<AuditRecordView>>, ApiError> {
     admin(&caller)?;
     let since_ms = match q.since.as_deref() {
         None => None,
@@ -246,5 +267,18 @@ async fn audit(
             limit: q.limit,
         })
         .await?;
-    Ok(Json(json!(records)))
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| AuditRecordView {
+                action: r.action,
+                at_ms: r.at_ms,
+                outcome: r.outcome,
+                principal: r.principal,
+                remote: r.remote,
+                seq: r.seq,
+                target: r.target,
+            })
+            .collect(),
+    ))
 }

@@ -7,14 +7,15 @@ use std::sync::Mutex;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::api::ApiError;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::Caller;
-use gantry_api::ApplyRequest;
+use gantry_api::{
+    Applied, ApplyRequest, DeployRequest, DeploymentAnswer, EnvironmentDown, EnvironmentStatus,
+    RollbackRequest, ShutdownAnswer, ShutdownRequest,
+};
 use gantry_auth::{Permission, Target};
 
 pub(crate) fn routes() -> Router<ControlPlane> {
@@ -34,37 +35,93 @@ pub(crate) fn routes() -> Router<ControlPlane> {
         .route("/api/v1/shutdown", post(shutdown))
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
 async fn apply(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Json(req): Json<ApplyRequest>,
-) -> ApiResult {
+) -> Result<Json<Applied>, ApiError> {
     let text = req.text.ok_or(ControlError::TextRequired)?;
     crate::api::require_environments(&caller, &req.file, &text, &req.includes)?;
     let summary = plane.apply_file(&req.file, &text, &req.includes).await?;
-    Ok(Json(json!({"applied": summary})))
+    Ok(Json(Applied { applied: summary }))
 }
 
-async fn environments(State(plane): State<ControlPlane>, caller: Caller) -> ApiResult {
+/// The names of the environments applied to the server.
+async fn environments(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<Vec<String>>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
-    Ok(Json(json!(plane.deployer().environments().await)))
+    Ok(Json(plane.deployer().environments().await))
 }
 
 async fn status(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(env): Path<String>,
-) -> Result<Json<gantry_deploy::EnvironmentStatus>, ApiError> {
+) -> Result<Json<EnvironmentStatus>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
-    Ok(Json(
-        plane
-            .deployer()
-            .environment_status(&env)
-            .await
-            .map_err(ControlError::from)?,
-    ))
+    let status = plane
+        .deployer()
+        .environment_status(&env)
+        .await
+        .map_err(ControlError::from)?;
+    Ok(Json(environment_status(status)))
+}
+
+/// The deployer's status of an environment, as the API shows it.
+fn environment_status(status: gantry_deploy::EnvironmentStatus) -> EnvironmentStatus {
+    EnvironmentStatus {
+        environment: status.environment,
+        load_balancer: status.load_balancer,
+        runtime: status.runtime,
+        services: status
+            .services
+            .into_iter()
+            .map(|s| gantry_api::ServiceStatus {
+                deployments: s
+                    .deployments
+                    .into_iter()
+                    .map(|d| gantry_api::DeploymentRecord {
+                        finished_at: d.finished_at,
+                        from_revision: d.from_revision,
+                        id: d.id,
+                        message: d.message,
+                        started_at: d.started_at,
+                        status: d.status,
+                        to_revision: d.to_revision,
+                    })
+                    .collect(),
+                desired: s.desired,
+                digest: s.digest,
+                image: s.image,
+                name: s.name,
+                parameters: s
+                    .parameters
+                    .into_iter()
+                    .map(|p| gantry_api::SecretRef {
+                        parameter: p.parameter,
+                        secure: p.secure,
+                        var: p.var,
+                        version: p.version,
+                    })
+                    .collect(),
+                replicas: s
+                    .replicas
+                    .into_iter()
+                    .map(|r| gantry_api::ReplicaStatus {
+                        addr: r.addr,
+                        health: r.health,
+                        id: r.id,
+                        last_failure: r.last_failure,
+                        revision: r.revision,
+                    })
+                    .collect(),
+                revision: s.revision,
+            })
+            .collect(),
+        url: status.url,
+    }
 }
 
 /// Collects a deployment's log for the response.
@@ -86,17 +143,12 @@ impl Collected {
     }
 }
 
-#[derive(Deserialize)]
-struct DeployRequest {
-    image: String,
-}
-
 async fn deploy(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path((env, service)): Path<(String, String)>,
     Json(req): Json<DeployRequest>,
-) -> ApiResult {
+) -> Result<Json<DeploymentAnswer>, ApiError> {
     caller.require(Permission::Operate, Target::environment(&env))?;
     let log = Collected::default();
     let result = plane
@@ -106,18 +158,12 @@ async fn deploy(
     respond(result, &log)
 }
 
-#[derive(Deserialize)]
-struct RollbackRequest {
-    #[serde(default)]
-    to: Option<u64>,
-}
-
 async fn rollback(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path((env, service)): Path<(String, String)>,
     Json(req): Json<RollbackRequest>,
-) -> ApiResult {
+) -> Result<Json<DeploymentAnswer>, ApiError> {
     caller.require(Permission::Operate, Target::environment(&env))?;
     let log = Collected::default();
     let result = plane
@@ -131,11 +177,18 @@ async fn rollback(
 fn respond(
     result: Result<gantry_deploy::DeployOutcome, gantry_deploy::DeployError>,
     log: &Collected,
-) -> ApiResult {
+) -> Result<Json<DeploymentAnswer>, ApiError> {
     match result {
-        Ok(outcome) => Ok(Json(
-            json!({"status": "Succeeded", "outcome": outcome, "log": log.lines()}),
-        )),
+        Ok(outcome) => Ok(Json(DeploymentAnswer::Succeeded {
+            log: log.lines(),
+            outcome: gantry_api::DeployOutcome {
+                environment: outcome.environment,
+                image: outcome.image,
+                replicas: outcome.replicas,
+                revision: outcome.revision,
+                service: outcome.service,
+            },
+        })),
         Err(error) => {
             let known = matches!(
                 error,
@@ -146,9 +199,11 @@ fn respond(
             if known {
                 return Err(ControlError::from(error).into());
             }
-            Ok(Json(json!({
-                "status": "Failed", "code": error.code(), "error": error.to_string(), "log": log.lines(),
-            })))
+            Ok(Json(DeploymentAnswer::Failed {
+                code: error.code().to_string(),
+                error: error.to_string(),
+                log: log.lines(),
+            }))
         }
     }
 }
@@ -157,30 +212,24 @@ async fn down(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Path(env): Path<String>,
-) -> ApiResult {
+) -> Result<Json<EnvironmentDown>, ApiError> {
     caller.require(Permission::Operate, Target::environment(&env))?;
     let stopped = plane
         .deployer()
         .down(&env)
         .await
         .map_err(ControlError::from)?;
-    Ok(Json(
-        json!({"environment": env, "stopped_replicas": stopped}),
-    ))
-}
-
-#[derive(Deserialize, Default)]
-struct ShutdownRequest {
-    /// Also stop every service's replicas (they survive a plain shutdown).
-    #[serde(default)]
-    stop_services: bool,
+    Ok(Json(EnvironmentDown {
+        environment: env,
+        stopped_replicas: stopped as u64,
+    }))
 }
 
 async fn shutdown(
     State(plane): State<ControlPlane>,
     caller: Caller,
     Json(req): Json<ShutdownRequest>,
-) -> ApiResult {
+) -> Result<Json<ShutdownAnswer>, ApiError> {
     caller.require(Permission::Admin, Target::any())?;
     let mut stopped = 0;
     if req.stop_services {
@@ -193,5 +242,8 @@ async fn shutdown(
         }
     }
     plane.request_shutdown();
-    Ok(Json(json!({"ok": true, "stopped_replicas": stopped})))
+    Ok(Json(ShutdownAnswer {
+        ok: true,
+        stopped_replicas: stopped as u64,
+    }))
 }

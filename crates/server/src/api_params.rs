@@ -7,11 +7,14 @@
 use axum::extract::{Extension, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gantry_api::{
+    DeleteParameterRequest, KeyRotated, LabelParameterRequest, ParameterDeleted, ParameterLabelled,
+    ParameterPut, ParameterView, PutParameterRequest, RotateKeyRequest,
+};
 use gantry_params::{
     ParamName, ParamPath, ParamType, ParamValue, Parameter, PutParameter, Selector,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
 use crate::control::ControlPlane;
@@ -30,58 +33,41 @@ pub(crate) fn routes() -> Router<ControlPlane> {
         .route("/api/v1/params/rotate-key", post(rotate_key))
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
 fn bad(e: gantry_params::ParamError) -> ApiError {
     ControlError::Param(e).into()
 }
 
-/// A parameter as JSON; a SecureString read without decryption shows `***`.
-pub(crate) fn param_json(p: &Parameter) -> Value {
+/// A parameter as the API shows it; a SecureString read without
+/// decryption shows `***`.
+fn parameter_view(p: &Parameter) -> ParameterView {
     let value = match &p.value {
-        ParamValue::Plain(v) => json!(v),
-        ParamValue::Secret(s) => json!(s.expose()),
-        ParamValue::Encrypted => json!("***"),
+        ParamValue::Plain(v) => v.clone(),
+        ParamValue::Secret(s) => s.expose().to_string(),
+        ParamValue::Encrypted => "***".to_string(),
     };
-    json!({
-        "name": p.name.to_string(),
-        "type": p.param_type.to_string(),
-        "version": p.version,
-        "value": value,
-        "labels": p.labels.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "description": p.description,
-        "last_modified": p.last_modified.to_string(),
-        "modified_by": p.modified_by,
-    })
+    ParameterView {
+        description: p.description.clone(),
+        labels: p.labels.iter().map(ToString::to_string).collect(),
+        last_modified: p.last_modified.to_string(),
+        modified_by: p.modified_by.clone(),
+        name: p.name.to_string(),
+        param_type: p.param_type.to_string(),
+        value,
+        version: p.version,
+    }
 }
 
-#[derive(Deserialize)]
-struct PutRequest {
-    name: String,
-    value: String,
-    #[serde(default, rename = "type")]
-    param_type: Option<String>,
-    #[serde(default)]
-    overwrite: bool,
-    #[serde(default)]
-    description: Option<String>,
-    /// Ignored: versions are recorded as modified by the caller's identity.
-    #[serde(default)]
-    #[allow(dead_code)]
-    by: Option<String>,
-}
+type Audited<T> = Result<(Extension<AuditNote>, Json<T>), ApiError>;
 
-type Audited = Result<(Extension<AuditNote>, Json<Value>), ApiError>;
-
-fn note(text: String, body: Value) -> (Extension<AuditNote>, Json<Value>) {
+fn note<T>(text: String, body: T) -> (Extension<AuditNote>, Json<T>) {
     (Extension(AuditNote(text)), Json(body))
 }
 
 async fn put(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<PutRequest>,
-) -> Audited {
+    Json(req): Json<PutParameterRequest>,
+) -> Audited<ParameterPut> {
     let name = ParamName::parse(&req.name).map_err(bad)?;
     caller.require(Permission::Operate, Target::parameter(name.as_ref()))?;
     let param_type: ParamType = match req.param_type.as_deref() {
@@ -96,7 +82,10 @@ async fn put(
     let version = plane.params().put(put).await.map_err(bad)?;
     Ok(note(
         format!("parameter {name} version {version}"),
-        json!({"name": name.to_string(), "version": version}),
+        ParameterPut {
+            name: name.to_string(),
+            version,
+        },
     ))
 }
 
@@ -108,7 +97,7 @@ fn require_decrypt(caller: &Caller, name: &str) -> Result<(), ApiError> {
 }
 
 /// Answers a read, marking it for the audit log when it decrypted.
-fn read_answer(decrypt: bool, what: String, body: Value) -> axum::response::Response {
+fn read_answer(decrypt: bool, what: String, body: impl Serialize) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut response = Json(body).into_response();
     if decrypt {
@@ -144,7 +133,7 @@ async fn get_one(
     Ok(read_answer(
         q.decrypt && p.param_type == ParamType::SecureString,
         format!("decrypted parameter {name}"),
-        param_json(&p),
+        parameter_view(&p),
     ))
 }
 
@@ -186,7 +175,7 @@ async fn list(
     Ok(read_answer(
         !revealed.is_empty(),
         format!("decrypted parameters {}", revealed.join(", ")),
-        Value::Array(params.iter().map(param_json).collect()),
+        params.iter().map(parameter_view).collect::<Vec<_>>(),
     ))
 }
 
@@ -211,23 +200,15 @@ async fn history(
     Ok(read_answer(
         q.decrypt && secret,
         format!("decrypted history of parameter {name}"),
-        Value::Array(versions.iter().map(param_json).collect()),
+        versions.iter().map(parameter_view).collect::<Vec<_>>(),
     ))
-}
-
-#[derive(Deserialize)]
-struct LabelRequest {
-    name: String,
-    #[serde(default)]
-    version: Option<u64>,
-    labels: Vec<String>,
 }
 
 async fn label(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<LabelRequest>,
-) -> Audited {
+    Json(req): Json<LabelParameterRequest>,
+) -> Audited<ParameterLabelled> {
     let name = ParamName::parse(&req.name).map_err(bad)?;
     caller.require(Permission::Operate, Target::parameter(name.as_ref()))?;
     let outcome = plane
@@ -242,46 +223,40 @@ async fn label(
         .collect();
     Ok(note(
         format!("parameter {name} version {} labels", outcome.version),
-        json!({"name": name.to_string(), "version": outcome.version, "invalid_labels": invalid}),
+        ParameterLabelled {
+            invalid_labels: invalid,
+            name: name.to_string(),
+            version: outcome.version,
+        },
     ))
-}
-
-#[derive(Deserialize)]
-struct DeleteRequest {
-    name: String,
 }
 
 async fn delete(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<DeleteRequest>,
-) -> Audited {
+    Json(req): Json<DeleteParameterRequest>,
+) -> Audited<ParameterDeleted> {
     let name = ParamName::parse(&req.name).map_err(bad)?;
     caller.require(Permission::Operate, Target::parameter(name.as_ref()))?;
     plane.params().delete(&name).await.map_err(bad)?;
     Ok(note(
         format!("parameter {name}"),
-        json!({"name": name.to_string(), "deleted": true}),
+        ParameterDeleted {
+            deleted: true,
+            name: name.to_string(),
+        },
     ))
-}
-
-#[derive(Deserialize)]
-struct RotateRequest {
-    /// The new key (64 hex characters). Required when the current key comes
-    /// from `GANTRY_MASTER_KEY`; otherwise a new key is generated and the key
-    /// file is replaced once every version is re-encrypted.
-    #[serde(default)]
-    new_key: Option<String>,
 }
 
 async fn rotate_key(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<RotateRequest>,
-) -> ApiResult {
+    Json(req): Json<RotateKeyRequest>,
+) -> Result<Json<KeyRotated>, ApiError> {
     caller.require(Permission::Admin, Target::any())?;
     let rotated = plane.rotate_master_key(req.new_key.as_deref()).await?;
-    Ok(Json(
-        json!({"rotated_versions": rotated.0, "key_id": rotated.1}),
-    ))
+    Ok(Json(KeyRotated {
+        key_id: rotated.1,
+        rotated_versions: rotated.0 as u64,
+    }))
 }

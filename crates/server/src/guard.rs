@@ -24,7 +24,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use gantry_auth::{AuditRecord, Auth, AuthError, Identity, Permission, Target};
-use gantry_clock::now_ms;
+
+use crate::clock::now_ms;
 
 /// Where requests may come from: the host names the API answers to.
 #[derive(Debug, Clone, Default)]
@@ -182,7 +183,7 @@ fn unauthenticated(error: &AuthError) -> Response {
 fn coded(status: StatusCode, code: &'static str, message: String) -> Response {
     let mut response = (
         status,
-        axum::Json(serde_json::json!({"code": code, "message": message})),
+        axum::Json(gantry_api::ErrorBody::new(code, message)),
     )
         .into_response();
     response.extensions_mut().insert(ErrorCode(code));

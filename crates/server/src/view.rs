@@ -110,8 +110,3 @@ pub fn add_details(view: &mut ExecutionView, details: &[ActionDetail]) {
         }
     }
 }
-
-/// The execution JSON as a value (for callers that still index into it).
-pub fn execution_json(execution: &Execution, loaded: Option<&Loaded>) -> serde_json::Value {
-    serde_json::to_value(execution_view(execution, loaded)).unwrap_or_default()
-}

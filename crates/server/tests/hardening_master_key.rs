@@ -79,12 +79,12 @@ stages:
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (execution, loaded) = plane.execution(&id).await.unwrap();
-        let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
-        if matches!(v["status"].as_str(), Some("Succeeded" | "Failed")) {
-            assert_eq!(v["status"], "Succeeded", "{v:#}");
+        let v = gantry_server::view::execution_view(&execution, loaded.as_deref());
+        if matches!(v.status.as_str(), "Succeeded" | "Failed") {
+            assert_eq!(v.status, "Succeeded", "{v:#?}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {v:#}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {v:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     plane

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gantry_api::ExecutionView;
 use gantry_server::ControlPlane;
-use serde_json::Value;
 
 /// A repository holding `pipeline` as `gantry.yaml`, committed with `message`.
 fn repo(dir: &Path, pipeline: &str, message: &str) -> PathBuf {
@@ -25,7 +25,7 @@ async fn run_to_end(
     plane: &ControlPlane,
     repo: &Path,
     overrides: BTreeMap<String, String>,
-) -> (String, Value) {
+) -> (String, ExecutionView) {
     let file = repo.join("gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let id = plane
@@ -36,14 +36,11 @@ async fn run_to_end(
     let mut changes = plane.changes();
     loop {
         let (execution, loaded) = plane.execution(&id).await.unwrap();
-        let v = gantry_server::view::execution_json(&execution, loaded.as_deref());
-        if matches!(
-            v["status"].as_str(),
-            Some("Succeeded" | "Failed" | "Stopped" | "Superseded")
-        ) {
+        let v = gantry_server::view::execution_view(&execution, loaded.as_deref());
+        if v.is_finished() {
             return (id, v);
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {v:#}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {v:#?}");
         let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
     }
 }
@@ -121,7 +118,7 @@ async fn reference_values_in_shell_commands_are_never_run_as_shell() {
             "the {name} value ran as shell:\n{log}"
         );
     }
-    assert_eq!(v["status"], "Succeeded", "{v:#}\n{log}");
+    assert_eq!(v.status, "Succeeded", "{v:#?}\n{log}");
     // Quoted references print their values verbatim.
     assert!(
         log.lines().any(|l| l == format!("message={message}")),
@@ -185,7 +182,7 @@ async fn a_param_reference_inside_a_reference_value_stays_text() {
     }
     let overrides = BTreeMap::from([("MSG".to_string(), "{{param:/app/secret}}".to_string())]);
     let (id, v) = run_to_end(&plane, &repo, overrides).await;
-    assert_eq!(v["status"], "Succeeded", "{v:#}");
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
     let log = log_text(&plane, &id, "Work", "print").await;
     assert!(log.contains("M=[{{param:/app/secret}}]"), "{log}");
     assert!(!log.contains("s3cr3t") && !log.contains("M=[***]"), "{log}");

@@ -10,11 +10,18 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use gantry_api::ExecutionView;
+use gantry_api::{
+    ApplyRequest, ApprovalView, DecideRequest, DecisionAnswer, DeleteParameterRequest,
+    DeployRequest, ErrorBody, ExecutionView, GrantsRequest, LabelParameterRequest, NewTokenRequest,
+    NewUserRequest, ParameterView, PutParameterRequest, RetryRequest, RollbackRequest,
+    RotateKeyRequest, ShutdownRequest, StartRequest, Started, StopRequest,
+};
 use gantry_auth::{AuditQuery, Grant};
 use gantry_server::ControlPlane;
 use gantry_server::guard::HostPolicy;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tower::ServiceExt;
 
 struct Fixture {
@@ -23,6 +30,53 @@ struct Fixture {
     plane: ControlPlane,
     app: axum::Router,
     now: i64,
+}
+
+/// A request body, written from its API type.
+fn body(request: &impl Serialize) -> Option<Value> {
+    Some(serde_json::to_value(request).unwrap())
+}
+
+/// `POST /api/v1/executions` of `text`, named `file`.
+fn start_request(file: impl Into<PathBuf>, text: &str) -> StartRequest {
+    StartRequest {
+        file: file.into(),
+        text: Some(text.to_string()),
+        includes: Default::default(),
+        variables: Default::default(),
+    }
+}
+
+/// `POST /api/v1/params/put` of a new parameter.
+fn put_request(name: &str, value: &str, param_type: Option<&str>) -> PutParameterRequest {
+    PutParameterRequest {
+        name: name.to_string(),
+        value: value.to_string(),
+        param_type: param_type.map(str::to_string),
+        overwrite: false,
+        description: None,
+        by: None,
+    }
+}
+
+/// An answer's body: read as its API type, or shown as text.
+struct Reply(Vec<u8>);
+
+impl Reply {
+    fn read<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.0).unwrap_or_else(|e| panic!("{e}: {self}"))
+    }
+
+    /// The code of an error answer.
+    fn code(&self) -> String {
+        self.read::<ErrorBody>().code
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
 }
 
 /// Commits as Carol: approval policies match the commit author.
@@ -45,7 +99,7 @@ async fn fixture(pipeline: &str) -> Fixture {
         repo,
         plane,
         app,
-        now: gantry_clock::now_ms(),
+        now: gantry_server::clock::now_ms(),
     }
 }
 
@@ -68,7 +122,7 @@ impl Fixture {
             .to_string()
     }
 
-    /// Sends a request; returns the status and the JSON body (or Null).
+    /// Sends a request; returns the status and the body.
     async fn send(
         &self,
         method: &str,
@@ -76,7 +130,7 @@ impl Fixture {
         token: Option<&str>,
         host: &str,
         body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    ) -> (StatusCode, Reply) {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -101,10 +155,7 @@ impl Fixture {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, Reply(bytes.to_vec()))
     }
 
     async fn call(
@@ -113,7 +164,7 @@ impl Fixture {
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    ) -> (StatusCode, Reply) {
         self.send(method, path, token, "127.0.0.1:7700", body).await
     }
 
@@ -128,16 +179,16 @@ impl Fixture {
     async fn start(&self, token: &str) -> String {
         let file = self.repo.join("gantry.yaml");
         let text = std::fs::read_to_string(&file).unwrap();
-        let (status, body) = self
+        let (status, answer) = self
             .call(
                 "POST",
                 "/api/v1/executions",
                 Some(token),
-                Some(json!({"file": file, "text": text})),
+                body(&start_request(file, &text)),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_string()
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer.read::<Started>().id
     }
 
     async fn wait_for(
@@ -176,7 +227,7 @@ stages:
 async fn a_rebound_host_name_is_refused_even_with_a_valid_token_and_changes_nothing() {
     let fx = fixture(SHELL_ONLY).await;
     let admin = fx.user("root", None, &["admin"]).await;
-    let put = json!({"name": "/x/secret", "value": "v", "type": "SecureString"});
+    let put = body(&put_request("/x/secret", "v", Some("SecureString")));
     for host in [
         "evil.example",
         "evil.example:7700",
@@ -188,11 +239,11 @@ async fn a_rebound_host_name_is_refused_even_with_a_valid_token_and_changes_noth
                 "/api/v1/params/put",
                 Some(&admin),
                 host,
-                Some(put.clone()),
+                put.clone(),
             )
             .await;
         assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}: {body}");
-        assert_eq!(body["code"], "auth.misdirected_host");
+        assert_eq!(body.code(), "auth.misdirected_host");
     }
     // Nothing was stored, and each attempt is in the audit log.
     let (status, _) = fx
@@ -240,7 +291,7 @@ async fn a_foreign_web_origin_is_refused() {
             .header("authorization", format!("Bearer {admin}"))
             .header("content-type", "application/json")
             .body(Body::from(
-                json!({"file": "x", "text": SHELL_ONLY}).to_string(),
+                serde_json::to_string(&start_request("x", SHELL_ONLY)).unwrap(),
             ))
             .unwrap()
     };
@@ -287,7 +338,7 @@ async fn missing_wrong_expired_and_revoked_tokens_are_refused_with_stable_codes(
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let body = json!({"file": "/tmp/x.yaml", "text": SHELL_ONLY});
+    let start = body(&start_request("/tmp/x.yaml", SHELL_ONLY));
     for (token, code) in [
         (None, "auth.missing_token"),
         (Some("gantry_nope"), "auth.invalid_token"),
@@ -295,10 +346,10 @@ async fn missing_wrong_expired_and_revoked_tokens_are_refused_with_stable_codes(
         (Some(revoked.secret.expose()), "auth.revoked_token"),
     ] {
         let (status, answer) = fx
-            .call("POST", "/api/v1/executions", token, Some(body.clone()))
+            .call("POST", "/api/v1/executions", token, start.clone())
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{code}");
-        assert_eq!(answer["code"], code);
+        assert_eq!(answer.code(), code);
         // The answer never echoes the token.
         if let Some(token) = token {
             assert!(!answer.to_string().contains(token));
@@ -327,7 +378,10 @@ async fn missing_wrong_expired_and_revoked_tokens_are_refused_with_stable_codes(
     }
     // The liveness probe alone needs no token, and says nothing else.
     let (status, health) = fx.call("GET", "/api/v1/health", None, None).await;
-    assert_eq!((status, health), (StatusCode::OK, json!({"ok": true})));
+    assert_eq!(
+        (status, health.to_string()),
+        (StatusCode::OK, r#"{"ok":true}"#.to_string())
+    );
 }
 
 /// What a route needs: `None` = any authenticated caller.
@@ -344,7 +398,12 @@ enum Needs {
 /// Every route of the API (a test below checks that no route is missing),
 /// with a request that exercises it and what it needs.
 fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Needs)> {
-    let pipeline = json!({"file": file, "text": SHELL_ONLY});
+    let pipeline = start_request(file, SHELL_ONLY);
+    let apply = ApplyRequest {
+        file: pipeline.file.clone(),
+        text: pipeline.text.clone(),
+        includes: Default::default(),
+    };
     vec![
         (
             "GET",
@@ -356,7 +415,7 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             "/api/v1/executions".into(),
-            Some(pipeline.clone()),
+            body(&pipeline),
             Needs::Operate,
         ),
         ("GET", format!("/api/v1/executions/{id}"), None, Needs::Read),
@@ -381,25 +440,38 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             format!("/api/v1/executions/{id}/approvals"),
-            Some(json!({"stage": "A", "action": "b", "decision": "Approved"})),
+            body(&DecideRequest {
+                stage: "A".into(),
+                action: "b".into(),
+                decision: "Approved".into(),
+                comment: None,
+                by: None,
+                fingerprint: None,
+            }),
             Needs::Approve,
         ),
         (
             "POST",
             format!("/api/v1/executions/{id}/retry"),
-            Some(json!({"stage": "Work"})),
+            body(&RetryRequest {
+                stage: "Work".into(),
+                all_actions: false,
+            }),
             Needs::Operate,
         ),
         (
             "POST",
             format!("/api/v1/executions/{id}/stop"),
-            Some(json!({})),
+            body(&StopRequest::default()),
             Needs::Operate,
         ),
         (
             "POST",
             "/api/v1/params/put".into(),
-            Some(json!({"name": "/m/p", "value": "v", "overwrite": true})),
+            body(&PutParameterRequest {
+                overwrite: true,
+                ..put_request("/m/p", "v", None)
+            }),
             Needs::Operate,
         ),
         (
@@ -424,27 +496,30 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             "/api/v1/params/label".into(),
-            Some(json!({"name": "/m/p", "labels": ["x"]})),
+            body(&LabelParameterRequest {
+                name: "/m/p".into(),
+                version: None,
+                labels: vec!["x".into()],
+            }),
             Needs::Operate,
         ),
         (
             "POST",
             "/api/v1/params/delete".into(),
-            Some(json!({"name": "/m/gone"})),
+            body(&DeleteParameterRequest {
+                name: "/m/gone".into(),
+            }),
             Needs::Operate,
         ),
         (
             "POST",
             "/api/v1/params/rotate-key".into(),
-            Some(json!({"new_key": "zz"})),
+            body(&RotateKeyRequest {
+                new_key: Some("zz".into()),
+            }),
             Needs::Admin,
         ),
-        (
-            "POST",
-            "/api/v1/apply".into(),
-            Some(pipeline),
-            Needs::Anyone,
-        ),
+        ("POST", "/api/v1/apply".into(), body(&apply), Needs::Anyone),
         ("GET", "/api/v1/environments".into(), None, Needs::Read),
         (
             "GET",
@@ -455,19 +530,21 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             "/api/v1/environments/staging/down".into(),
-            Some(json!({})),
+            body(&serde_json::Map::new()),
             Needs::Operate,
         ),
         (
             "POST",
             "/api/v1/environments/staging/services/web/deploy".into(),
-            Some(json!({"image": "r/x:1"})),
+            body(&DeployRequest {
+                image: "r/x:1".into(),
+            }),
             Needs::Operate,
         ),
         (
             "POST",
             "/api/v1/environments/staging/services/web/rollback".into(),
-            Some(json!({})),
+            body(&RollbackRequest::default()),
             Needs::Operate,
         ),
         ("GET", "/api/v1/whoami".into(), None, Needs::Anyone),
@@ -475,13 +552,19 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             "/api/v1/users".into(),
-            Some(json!({"name": "new-user", "grants": ["viewer"]})),
+            body(&NewUserRequest {
+                name: "new-user".into(),
+                email: None,
+                grants: vec!["viewer".into()],
+            }),
             Needs::Admin,
         ),
         (
             "PUT",
             "/api/v1/users/nobody-here/grants".into(),
-            Some(json!({"grants": ["viewer"]})),
+            body(&GrantsRequest {
+                grants: vec!["viewer".into()],
+            }),
             Needs::Admin,
         ),
         (
@@ -494,7 +577,10 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             "/api/v1/tokens".into(),
-            Some(json!({"user": "root"})),
+            body(&NewTokenRequest {
+                user: Some("root".into()),
+                ..NewTokenRequest::default()
+            }),
             Needs::Admin,
         ),
         (
@@ -508,7 +594,7 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         (
             "POST",
             "/api/v1/shutdown".into(),
-            Some(json!({})),
+            body(&ShutdownRequest::default()),
             Needs::Admin,
         ),
     ]
@@ -527,7 +613,7 @@ async fn every_route_checks_the_role_of_every_kind_of_caller() {
         "POST",
         "/api/v1/params/put",
         Some(&admin),
-        Some(json!({"name": "/m/s", "value": "hidden", "type": "SecureString"})),
+        body(&put_request("/m/s", "hidden", Some("SecureString"))),
     )
     .await;
     // Each kind of caller, and what it may do.
@@ -649,7 +735,7 @@ async fn secure_strings_are_revealed_only_to_a_covering_grant_and_audited() {
             "POST",
             "/api/v1/params/put",
             Some(&admin),
-            Some(json!({"name": name, "value": "s3cr3t-value", "type": "SecureString"})),
+            body(&put_request(name, "s3cr3t-value", Some("SecureString"))),
         )
         .await;
     }
@@ -665,10 +751,8 @@ async fn secure_strings_are_revealed_only_to_a_covering_grant_and_audited() {
             None,
         )
         .await;
-    assert_eq!(
-        (status, p["value"].as_str()),
-        (StatusCode::OK, Some("s3cr3t-value"))
-    );
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p.read::<ParameterView>().value, "s3cr3t-value");
     for (token, name) in [
         (&staging, "/shop/production/DB"),
         (&operator, "/shop/staging/DB"),
@@ -693,7 +777,7 @@ async fn secure_strings_are_revealed_only_to_a_covering_grant_and_audited() {
             None,
         )
         .await;
-    assert_eq!(p["value"], "***");
+    assert_eq!(p.read::<ParameterView>().value, "***");
     let (status, list) = fx
         .call(
             "GET",
@@ -727,47 +811,56 @@ async fn secure_strings_are_revealed_only_to_a_covering_grant_and_audited() {
 async fn the_api_never_reads_a_file_a_request_names() {
     let fx = fixture(SHELL_ONLY).await;
     let admin = fx.user("root", None, &["admin"]).await;
-    for path in ["/api/v1/executions", "/api/v1/apply"] {
-        let (status, body) = fx
-            .call(
-                "POST",
-                path,
-                Some(&admin),
-                Some(json!({"file": "/etc/shadow"})),
-            )
-            .await;
+    let no_text = StartRequest {
+        text: None,
+        ..start_request("/etc/shadow", "")
+    };
+    let apply_no_text = ApplyRequest {
+        file: "/etc/shadow".into(),
+        text: None,
+        includes: Default::default(),
+    };
+    for (path, request) in [
+        ("/api/v1/executions", body(&no_text)),
+        ("/api/v1/apply", body(&apply_no_text)),
+    ] {
+        let (status, body) = fx.call("POST", path, Some(&admin), request).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(body["code"], "request.text_required");
+        assert_eq!(body.code(), "request.text_required");
         assert!(!body.to_string().contains("root:"), "{body}");
     }
     // An include is text the client sends; one it does not send is an
     // error naming it, and `..` never leaves the file's directory tree.
+    let apply = |file: &str, text: &str| {
+        body(&ApplyRequest {
+            file: file.into(),
+            text: Some(text.to_string()),
+            includes: Default::default(),
+        })
+    };
     let with_include = "version: 1\ninclude: [envs.yaml]\n";
     let (status, body) = fx
         .call(
             "POST",
             "/api/v1/apply",
             Some(&admin),
-            Some(json!({"file": "/etc/gantry.yaml", "text": with_include})),
+            apply("/etc/gantry.yaml", with_include),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["code"], "request.missing_include");
+    assert_eq!(body.code(), "request.missing_include");
     let escaping = "version: 1\ninclude: [../../etc/shadow]\n";
     let (status, body) = fx
         .call(
             "POST",
             "/api/v1/apply",
             Some(&admin),
-            Some(json!({"file": "/srv/p/gantry.yaml", "text": escaping})),
+            apply("/srv/p/gantry.yaml", escaping),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
-        body["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("directory tree"),
+        body.read::<ErrorBody>().errors[0].contains("directory tree"),
         "{body}"
     );
 }
@@ -802,17 +895,27 @@ async fn decide(
     token: &str,
     decision: &str,
     comment: Option<&str>,
-) -> (StatusCode, Value) {
+) -> (StatusCode, Reply) {
     fx.call(
         "POST",
         &format!("/api/v1/executions/{id}/approvals"),
         Some(token),
-        Some(json!({
-            "stage": "Approve", "action": "release", "decision": decision,
-            "comment": comment, "by": "somebody-else",
-        })),
+        body(&decision_request(decision, comment)),
     )
     .await
+}
+
+/// A decision on `Approve/release`, naming somebody else as its author
+/// (the server records the token's identity instead).
+fn decision_request(decision: &str, comment: Option<&str>) -> DecideRequest {
+    DecideRequest {
+        stage: "Approve".into(),
+        action: "release".into(),
+        decision: decision.into(),
+        comment: comment.map(str::to_string),
+        by: Some("somebody-else".into()),
+        fingerprint: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -838,8 +941,9 @@ async fn two_of_n_distinct_approvers_with_comments_and_never_the_starter_or_the_
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{shown}");
-    assert_eq!(shown["binding"]["commits"].as_object().unwrap().len(), 1);
-    assert_eq!(shown["policy"]["required"], 2);
+    let shown: ApprovalView = shown.read();
+    assert_eq!(shown.binding.commits.len(), 1);
+    assert_eq!(shown.policy.required, 2);
 
     for (token, comment, code) in [
         (&viewer, Some("ok"), "auth.forbidden"),
@@ -849,7 +953,7 @@ async fn two_of_n_distinct_approvers_with_comments_and_never_the_starter_or_the_
     ] {
         let (status, body) = decide(&fx, &id, token, "Approved", comment).await;
         assert!(status.is_client_error(), "{code}: {body}");
-        assert_eq!(body["code"], code);
+        assert_eq!(body.code(), code);
     }
     // A fingerprint of something else is refused.
     let (status, body) = fx
@@ -857,31 +961,33 @@ async fn two_of_n_distinct_approvers_with_comments_and_never_the_starter_or_the_
             "POST",
             &format!("/api/v1/executions/{id}/approvals"),
             Some(&ann),
-            Some(
-                json!({"stage": "Approve", "action": "release", "decision": "Approved",
-                        "comment": "ok", "fingerprint": "0000000000000000"}),
-            ),
+            body(&DecideRequest {
+                fingerprint: Some("0000000000000000".into()),
+                by: None,
+                ..decision_request("Approved", Some("ok"))
+            }),
         )
         .await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("approval.changed"))
+        (status, body.code().as_str()),
+        (StatusCode::CONFLICT, "approval.changed")
     );
 
     let (status, body) = decide(&fx, &id, &ann, "Approved", Some("ship it")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["by"], "ann", "the identity, never the body's name");
-    assert_eq!(body["outcome"]["status"], "Pending");
+    let answer: DecisionAnswer = body.read();
+    assert_eq!(answer.by, "ann", "the identity, never the body's name");
+    assert_eq!(answer.outcome.status, "Pending");
     let (status, body) = decide(&fx, &id, &ann, "Approved", Some("again")).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("approval.already_decided"))
+        (status, body.code().as_str()),
+        (StatusCode::CONFLICT, "approval.already_decided")
     );
     assert!(waiting(&fx.wait_for(&id, "still waiting", |_| true).await));
 
     let (status, body) = decide(&fx, &id, &bob, "Approved", Some("agreed")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["outcome"]["status"], "Approved");
+    assert_eq!(body.read::<DecisionAnswer>().outcome.status, "Approved");
     let v = fx
         .wait_for(&id, "the end", |v| v.status != "InProgress")
         .await;
@@ -914,8 +1020,8 @@ async fn one_rejection_rejects_and_a_finished_approval_takes_no_decision() {
     );
     let (status, body) = decide(&fx, &id, &bob, "Approved", Some("late")).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("approval.not_waiting"))
+        (status, body.code().as_str()),
+        (StatusCode::CONFLICT, "approval.not_waiting")
     );
 }
 
@@ -946,7 +1052,7 @@ async fn a_decision_on_a_superseded_execution_is_refused() {
         .await;
     let (status, body) = decide(&fx, &second, &sam, "Approved", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["code"], "approval.superseded");
+    assert_eq!(body.code(), "approval.superseded");
     let (status, body) = decide(&fx, &first, &sam, "Approved", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     fx.wait_for(&third, "the third approval", waiting).await;

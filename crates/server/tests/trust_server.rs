@@ -28,7 +28,7 @@ async fn the_data_dir_and_its_secrets_are_readable_by_their_owner_only() {
     server
         .plane
         .auth()
-        .add_user("u", None, vec![], gantry_clock::now_ms())
+        .add_user("u", None, vec![], gantry_server::clock::now_ms())
         .await
         .unwrap();
     assert_eq!(mode(&data), 0o700, "the data dir");
@@ -105,7 +105,7 @@ async fn the_registry_and_the_api_want_a_token_and_their_own_host_name() {
             .unwrap();
         assert_eq!(rebound.status(), 421, "{url}");
     }
-    let me: serde_json::Value = http
+    let me: gantry_api::IdentityView = http
         .get(&api)
         .bearer_auth(&token)
         .send()
@@ -114,7 +114,7 @@ async fn the_registry_and_the_api_want_a_token_and_their_own_host_name() {
         .json()
         .await
         .unwrap();
-    assert_eq!(me["name"], "admin");
+    assert_eq!(me.name, "admin");
     server.shutdown().await;
 }
 
