@@ -161,7 +161,16 @@ mod tests {
                 )]),
                 commits: BTreeMap::from([("Source/checkout".into(), "c0ffee".into())]),
                 images: BTreeMap::new(),
-                parameters: BTreeMap::new(),
+                parameters: BTreeMap::from([(
+                    "Build/web".into(),
+                    vec![ParameterUse {
+                        name: "/shop/db".into(),
+                        secure: true,
+                        source: "env".into(),
+                        var: "DB".into(),
+                        version: 2,
+                    }],
+                )]),
             },
             fingerprint: "0123456789abcdef".into(),
             policy: ApprovalPolicyView {
@@ -191,7 +200,9 @@ mod tests {
             json!({
                 "stage": "Approve", "action": "release", "attempt": 1, "status": "Waiting",
                 "binding": {"commits": {"Source/checkout": "c0ffee"}, "images": {},
-                            "artifacts": {"Source/checkout": {"Src": "sha256:a"}}, "parameters": {}},
+                            "artifacts": {"Source/checkout": {"Src": "sha256:a"}},
+                            "parameters": {"Build/web": [{"var": "DB", "name": "/shop/db", "version": 2,
+                                                          "secure": true, "source": "env"}]}},
                 "fingerprint": "0123456789abcdef",
                 "policy": {"roles": ["approver"], "users": [], "required": 2,
                            "allow_self_approval": false, "require_comment": true},

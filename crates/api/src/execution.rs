@@ -90,15 +90,17 @@ pub struct ApprovalPrompt {
 }
 
 /// A parameter an action read: its name and version, never its value.
+/// (Fields in alphabetical order: it is also part of an approval's
+/// binding, which was written as a `serde_json::Value`.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ParameterUse {
-    /// The environment variable it fed.
-    pub var: String,
     pub name: String,
-    pub version: u64,
     pub secure: bool,
     /// Where the reference was written (`env`, `buildspec env.parameter-store`).
     pub source: String,
+    /// The environment variable it fed.
+    pub var: String,
+    pub version: u64,
 }
 
 /// One JUnit report group of a build.
