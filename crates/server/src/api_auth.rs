@@ -14,10 +14,10 @@ use gantry_api::{
     TokenView, UserRemoved, UserView,
 };
 use gantry_auth::{AuditQuery, Grant, Identity, Permission, Target, TokenInfo, User};
+use gantry_clock::now_ms;
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::clock::now_ms;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller};

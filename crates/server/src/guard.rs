@@ -24,8 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use gantry_auth::{AuditRecord, Auth, AuthError, Identity, Permission, Target};
-
-use crate::clock::now_ms;
+use gantry_clock::now_ms;
 
 /// Where requests may come from: the host names the API answers to.
 #[derive(Debug, Clone, Default)]

@@ -99,7 +99,7 @@ async fn fixture(pipeline: &str) -> Fixture {
         repo,
         plane,
         app,
-        now: gantry_server::clock::now_ms(),
+        now: gantry_clock::now_ms(),
     }
 }
 

@@ -28,7 +28,7 @@ async fn the_data_dir_and_its_secrets_are_readable_by_their_owner_only() {
     server
         .plane
         .auth()
-        .add_user("u", None, vec![], gantry_server::clock::now_ms())
+        .add_user("u", None, vec![], gantry_clock::now_ms())
         .await
         .unwrap();
     assert_eq!(mode(&data), 0o700, "the data dir");
