@@ -262,6 +262,9 @@ impl Store {
             });
         }
         sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
+        sqlx::raw_sql(crate::triggers::SCHEMA)
+            .execute(&self.pool)
+            .await?;
         sqlx::raw_sql("PRAGMA user_version = 1")
             .execute(&self.pool)
             .await?;

@@ -6,6 +6,10 @@
 //!   pipeline **definition** as it was when it started, **action logs** with
 //!   timestamps, and **approval records** (each person's vote, and the
 //!   decision). The database file and its -wal/-shm are mode 0600.
+//!   It also keeps what the trigger runtime needs across restarts
+//!   (`triggers`): **registered pipelines**, each trigger's **state**, the
+//!   **dedup keys** of what already started a pipeline, and the webhook
+//!   **delivery ids** already seen.
 //! - [`ArtifactStore`]: content-addressed files. A file's bytes are stored
 //!   once under their SHA-256; an artifact is a manifest (paths, modes,
 //!   digests) stored the same way, so its id is the digest of its manifest and
@@ -20,9 +24,11 @@
 
 mod artifacts;
 mod db;
+mod triggers;
 
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
 pub use db::{
     ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, NewEvent,
     Store, StoreError,
 };
+pub use triggers::{RegisteredPipeline, TriggerOutcome, TriggerState};
