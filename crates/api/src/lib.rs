@@ -11,9 +11,13 @@
 //!   it, the decisions so far.
 //! - [`params`]: the parameter store.
 //! - [`identity`]: whoami, users, tokens, the audit log.
+//! - [`trigger`]: the triggers of registered pipelines, and the webhook
+//!   endpoint's answers.
 //! - [`environment`]: apply, environment status, deploy, rollback, down,
 //!   shutdown.
-//! - [`error`]: [`ErrorBody`], every error answer, with its stable `code`.
+//! - [`error`]: [`ErrorBody`], every error answer, with its stable `code`
+//!   and, for the few legacy codes, their canonical names
+//!   ([`LEGACY_CODES`]).
 //!
 //! Answers that were built as `serde_json::Value` before they had types
 //! declare their fields in alphabetical order: that is the order a `Value`
@@ -30,6 +34,7 @@ pub mod error;
 pub mod execution;
 pub mod identity;
 pub mod params;
+pub mod trigger;
 
 pub use approval::*;
 pub use environment::*;
@@ -37,6 +42,7 @@ pub use error::*;
 pub use execution::*;
 pub use identity::*;
 pub use params::*;
+pub use trigger::*;
 
 #[cfg(test)]
 mod tests {

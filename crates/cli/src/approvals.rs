@@ -81,7 +81,7 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
         Err(error) => {
             if let Some(ApiError(body)) = error.downcast_ref::<ApiError>()
                 && matches!(
-                    body.code.as_str(),
+                    body.canonical(),
                     "approval.not_waiting" | "approval.superseded"
                 )
             {

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
                 for line in &body.errors {
                     eprintln!("{line}");
                 }
-                eprintln!("error: {} [{}]", body.message, body.code);
+                eprintln!("error: {} [{}]", body.message, body.canonical());
             } else {
                 eprintln!("error: {error:#}");
             }

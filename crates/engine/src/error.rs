@@ -63,22 +63,25 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// A stable code for API errors; the message may change, the code does not.
+    /// A stable `area.snake_case` code for API errors; the message may
+    /// change, the code does not. (Before this scheme the API answered
+    /// `invalid_plan`, `not_stoppable`, …; `/api/v1` still does, see
+    /// `gantry_api::LEGACY_CODES`.)
     pub fn code(&self) -> &'static str {
         match self {
-            EngineError::InvalidPlan { .. } => "invalid_plan",
-            EngineError::WrongPipeline { .. } => "wrong_pipeline",
-            EngineError::DuplicateExecution { .. } => "duplicate_execution",
-            EngineError::UnknownExecution { .. } => "unknown_execution",
-            EngineError::UnknownStage { .. } => "unknown_stage",
-            EngineError::UnknownAction { .. } => "unknown_action",
-            EngineError::NotAnApproval { .. } => "not_an_approval",
-            EngineError::ApprovalNotWaiting { .. } => "approval_not_waiting",
-            EngineError::NotStoppable { .. } => "not_stoppable",
-            EngineError::ExecutionNotRetryable { .. } => "execution_not_retryable",
-            EngineError::StageNotRetryable { .. } => "stage_not_retryable",
-            EngineError::NewerExecutionEntered { .. } => "newer_execution_entered",
-            EngineError::StageBusy { .. } => "stage_busy",
+            EngineError::InvalidPlan { .. } => "pipeline.invalid_plan",
+            EngineError::WrongPipeline { .. } => "execution.wrong_pipeline",
+            EngineError::DuplicateExecution { .. } => "execution.duplicate",
+            EngineError::UnknownExecution { .. } => "execution.not_found",
+            EngineError::UnknownStage { .. } => "stage.not_found",
+            EngineError::UnknownAction { .. } => "action.not_found",
+            EngineError::NotAnApproval { .. } => "action.not_an_approval",
+            EngineError::ApprovalNotWaiting { .. } => "approval.not_waiting",
+            EngineError::NotStoppable { .. } => "execution.not_stoppable",
+            EngineError::ExecutionNotRetryable { .. } => "execution.not_retryable",
+            EngineError::StageNotRetryable { .. } => "stage.not_retryable",
+            EngineError::NewerExecutionEntered { .. } => "stage.newer_execution_entered",
+            EngineError::StageBusy { .. } => "stage.busy",
         }
     }
 }

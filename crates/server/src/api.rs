@@ -1,7 +1,8 @@
 //! The HTTP JSON API. Thin: each handler parses its input, checks the
 //! caller's role ([`Caller::require`]), calls the control plane, and maps the
-//! answer. Errors are `{"code", "message"}` with a stable `code` (and
-//! `errors` for an invalid pipeline file). Every route sits behind
+//! answer. Errors are [`gantry_api::ErrorBody`]: `{"code", "message"}` with
+//! a stable `code` (and `errors` for an invalid pipeline file, and
+//! `canonical_code` beside a legacy `code`). Every route sits behind
 //! [`crate::guard::check`]: host, origin, token, audit.
 
 use std::collections::BTreeMap;
@@ -83,8 +84,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // A legacy code stays in `code` (clients match it), the canonical
+        // one goes beside it.
+        let canonical = self.0.code();
+        let code = self.0.legacy_code().unwrap_or(canonical);
         let body = gantry_api::ErrorBody {
-            code: self.0.code().to_string(),
+            code: code.to_string(),
+            canonical_code: (code != canonical).then(|| canonical.to_string()),
             message: self.0.to_string(),
             errors: match &self.0 {
                 ControlError::InvalidPipeline(errors) => {
@@ -96,7 +102,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         response
             .extensions_mut()
-            .insert(crate::guard::ErrorCode(self.0.code()));
+            .insert(crate::guard::ErrorCode(code));
         response
     }
 }

@@ -92,7 +92,19 @@ impl ControlError {
         }
     }
 
-    /// A stable identifier of the kind of error, for scripts and the API.
+    /// The code `/api/v1` answers in `code` for an engine refusal that had
+    /// a code before the `area.snake_case` scheme (`not_stoppable`); the
+    /// API then gives [`Self::code`] as `canonical_code`. `None` for every
+    /// other error: its `code` is canonical.
+    pub fn legacy_code(&self) -> Option<&'static str> {
+        match self {
+            ControlError::Engine(e) => gantry_api::legacy_code(e.code()),
+            _ => None,
+        }
+    }
+
+    /// A stable `area.snake_case` identifier of the kind of error, for
+    /// scripts and the API.
     pub fn code(&self) -> &'static str {
         match self {
             ControlError::NotFound(_) => "execution.not_found",
