@@ -11,6 +11,8 @@
 //!   it, the decisions so far.
 //! - [`params`]: the parameter store.
 //! - [`identity`]: whoami, users, tokens, the audit log.
+//! - [`trigger`]: the triggers of registered pipelines, and the webhook
+//!   endpoint's answers.
 //! - [`environment`]: apply, environment status, deploy, rollback, down,
 //!   shutdown.
 //! - [`error`]: [`ErrorBody`], every error answer, with its stable `code`
@@ -32,6 +34,7 @@ pub mod error;
 pub mod execution;
 pub mod identity;
 pub mod params;
+pub mod trigger;
 
 pub use approval::*;
 pub use environment::*;
@@ -39,6 +42,7 @@ pub use error::*;
 pub use execution::*;
 pub use identity::*;
 pub use params::*;
+pub use trigger::*;
 
 #[cfg(test)]
 mod tests {
