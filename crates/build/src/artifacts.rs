@@ -201,6 +201,7 @@ pub(crate) fn copy(
         path: path.to_owned(),
         source: e,
     };
+    std::fs::create_dir_all(dest_dir).map_err(|e| io("", e))?;
     let mut written = Vec::with_capacity(selected.len());
     for s in selected {
         let dest = dest_dir.join(&s.dest);

@@ -165,8 +165,13 @@ pub struct BuildRequest {
     /// The source commit, `CODEBUILD_RESOLVED_SOURCE_VERSION` (unset if unknown).
     pub resolved_source_version: Option<String>,
     pub timeout: Duration,
-    /// Where artifacts are written (created if missing).
+    /// Where artifacts are written (created when the first one is).
     pub out_dir: PathBuf,
+    /// A directory the caller owns (and removes) for the build's private
+    /// files: the log FIFO and command files. `None`: a temporary one.
+    /// The server passes the attempt's work directory, which saves making
+    /// and removing a directory per build.
+    pub scratch_dir: Option<PathBuf>,
     /// Cancelling it stops the build (status `Stopped`).
     pub cancel: CancellationToken,
     /// Run the build inside a container of this image (container mode)
@@ -229,6 +234,7 @@ impl BuildRequest {
             resolved_source_version: None,
             timeout: Duration::from_secs(3600),
             out_dir,
+            scratch_dir: None,
             cancel: CancellationToken::new(),
             container: None,
         }
@@ -303,12 +309,10 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
             path: req.source_dir.clone(),
             source: e,
         })?;
-    let out_dir = std::fs::create_dir_all(&req.out_dir)
-        .and_then(|()| req.out_dir.canonicalize())
-        .map_err(|e| BuildError::OutDir {
-            path: req.out_dir.clone(),
-            source: e,
-        })?;
+    let out_dir = out_dir_path(&req.out_dir).map_err(|e| BuildError::OutDir {
+        path: req.out_dir.clone(),
+        source: e,
+    })?;
 
     let masker = Masker::new(
         req.secrets
@@ -316,10 +320,15 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
             .map(|(_, v)| v.clone())
             .chain(mask::masked_everywhere()),
     );
-    let scratch = tempfile::Builder::new()
-        .prefix("gantry-build-")
-        .tempdir()
-        .map_err(BuildError::Scratch)?;
+    let scratch = match &req.scratch_dir {
+        Some(dir) => Scratch::Given(dir.clone()),
+        None => Scratch::Temp(
+            tempfile::Builder::new()
+                .prefix("gantry-build-")
+                .tempdir()
+                .map_err(BuildError::Scratch)?,
+        ),
+    };
     if users.values().any(Option::is_some) {
         // Shells running as another user read their command files here.
         use std::os::unix::fs::PermissionsExt;
@@ -468,13 +477,50 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
     Ok(outcome)
 }
 
-/// Drops the scratch directory on the blocking pool: removing a directory
-/// can wait on the disk (on ext4 mounted with `discard`, one `rmdir` took
-/// 2.3 ms here, more than the rest of a `true` build), and nothing needs
-/// to wait for it. A runtime waits for its blocking tasks when it shuts
-/// down, so the directory is gone before the process exits.
-fn remove_later(scratch: tempfile::TempDir) {
-    tokio::task::spawn_blocking(move || drop(scratch));
+/// Where a build keeps its FIFO and command files.
+enum Scratch {
+    /// The caller's ([`BuildRequest::scratch_dir`]).
+    Given(PathBuf),
+    /// Ours, removed at the end.
+    Temp(tempfile::TempDir),
+}
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        match self {
+            Scratch::Given(dir) => dir,
+            Scratch::Temp(dir) => dir.path(),
+        }
+    }
+}
+
+/// Drops a temporary scratch directory on the blocking pool: removing a
+/// directory can wait on the disk (on ext4 mounted with `discard`, one
+/// `rmdir` took 2.3 ms here, more than the rest of a `true` build), and
+/// nothing needs to wait for it. A runtime waits for its blocking tasks
+/// when it shuts down, so the directory is gone before the process exits.
+fn remove_later(scratch: Scratch) {
+    if let Scratch::Temp(dir) = scratch {
+        tokio::task::spawn_blocking(move || drop(dir));
+    }
+}
+
+/// The absolute path of the artifacts' directory, which is made only when
+/// an artifact is written (most builds write none, and every directory
+/// made and removed costs). Its parent is made now, to resolve it.
+fn out_dir_path(out_dir: &Path) -> std::io::Result<PathBuf> {
+    if let Ok(dir) = out_dir.canonicalize() {
+        return Ok(dir);
+    }
+    let name = out_dir.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no directory name")
+    })?;
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)?;
+    Ok(parent.canonicalize()?.join(name))
 }
 
 /// How starting a build's container ended.

@@ -348,3 +348,22 @@ async fn outcome_json_is_the_buildspec_run_contract() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_given_scratch_dir_holds_the_builds_files_and_is_left_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let mut req = request(
+        dir.path(),
+        spec(vec![phase(PhaseName::Build, &["echo hello"])]),
+    );
+    req.scratch_dir = Some(scratch.clone());
+    let (outcome, lines) = build(req).await;
+    assert_eq!(outcome.status, BuildStatus::Succeeded);
+    assert!(lines.text().contains("hello"));
+    // The FIFO was made there, and the directory is still the caller's.
+    assert!(scratch.join("log").exists());
+    // No artifact, so no artifacts' directory.
+    assert!(!dir.path().join("out").exists());
+}

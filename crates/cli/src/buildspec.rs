@@ -66,6 +66,7 @@ pub(crate) async fn run(command: BuildspecCommand) -> Result<ExitCode> {
         resolved_source_version: None,
         timeout,
         out_dir: out.clone(),
+        scratch_dir: None,
         cancel: tokio_util::sync::CancellationToken::new(),
         container: image.map(gantry_build::ContainerSpec::new),
     };
