@@ -143,6 +143,9 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         resolved_source_version: ctx.source_revision.clone(),
         timeout: ctx.timeout,
         out_dir: out_dir.clone(),
+        // The work dir is the attempt's, removed with it: no directory of
+        // the build's own.
+        scratch_dir: Some(ctx.work_dir.clone()),
         cancel: ctx.cancel.clone(),
         container,
     };

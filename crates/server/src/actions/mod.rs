@@ -163,6 +163,9 @@ pub struct ActionContext {
     pub timeout: std::time::Duration,
     /// This attempt's credentials for the embedded registry.
     pub registry_login: Option<RegistryLogin>,
+    /// Notifications of the execution (deploy actions tell of failed and
+    /// rolled-back deployments).
+    pub notices: crate::notify::Notices,
 }
 
 /// A registry-only token for the embedded registry, issued for one action
@@ -182,22 +185,17 @@ impl RegistryLogin {
         }
     }
 
-    /// Writes a docker config dir holding this login (0700/0600) under
-    /// `work_dir`, for `docker push` in builds; returns the dir.
+    /// Writes a docker config holding this login (`config.json`, 0600)
+    /// into `work_dir`, which then serves as `DOCKER_CONFIG` for `docker
+    /// push` in builds (a directory of its own would cost a `mkdir` and an
+    /// `rmdir` per attempt); returns the dir.
     pub fn docker_config(&self, work_dir: &std::path::Path) -> Result<PathBuf, ActionError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = work_dir.join(".docker");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| ActionError::new(format!("cannot create {}: {e}", dir.display())))?;
         crate::write_private(
-            &dir.join("config.json"),
+            &work_dir.join("config.json"),
             crate::docker_config_json(&self.registry, self.token.expose()).as_bytes(),
         )
         .map_err(|e| ActionError::new(e.to_string()))?;
-        Ok(dir)
+        Ok(work_dir.to_path_buf())
     }
 }
 
