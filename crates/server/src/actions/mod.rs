@@ -163,9 +163,6 @@ pub struct ActionContext {
     pub timeout: std::time::Duration,
     /// This attempt's credentials for the embedded registry.
     pub registry_login: Option<RegistryLogin>,
-    /// Notifications of the execution (deploy actions tell of failed and
-    /// rolled-back deployments).
-    pub notices: crate::notify::Notices,
 }
 
 /// A registry-only token for the embedded registry, issued for one action
