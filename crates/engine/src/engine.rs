@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use crate::execution::Request;
 use crate::{
     ActionRef, ActionRun, ActionStatus, Command, EngineError, Event, Execution, ExecutionMode,
-    ExecutionStatus, Plan, StageStatus,
+    ExecutionStatus, StageStatus,
 };
 
 /// All executions of one pipeline. See the crate documentation for the rules.
@@ -71,8 +72,19 @@ impl Engine {
                 id,
                 plan,
                 variables,
+                trigger,
+                source_revisions,
                 at,
-            } => self.request(id, plan, variables, at, &mut out)?,
+            } => {
+                let request = Request {
+                    id,
+                    plan,
+                    variables,
+                    trigger,
+                    source_revisions,
+                };
+                self.request(request, at, &mut out)?;
+            }
             Event::ActionWaiting {
                 id,
                 stage,
@@ -240,28 +252,25 @@ impl Engine {
 
     fn request(
         &mut self,
-        id: String,
-        plan: Plan,
-        variables: BTreeMap<String, String>,
+        request: Request,
         at: i64,
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
-        plan.validate()?;
-        if self.by_id.contains_key(&id) {
-            return Err(EngineError::DuplicateExecution { id });
+        request.plan.validate()?;
+        if self.by_id.contains_key(&request.id) {
+            return Err(EngineError::DuplicateExecution { id: request.id });
         }
         if let Some(first) = self.executions.first()
-            && first.pipeline != plan.pipeline
+            && first.pipeline != request.plan.pipeline
         {
             return Err(EngineError::WrongPipeline {
                 expected: first.pipeline.clone(),
-                found: plan.pipeline,
+                found: request.plan.pipeline,
             });
         }
         let x = self.executions.len();
-        self.by_id.insert(id.clone(), x);
-        self.executions
-            .push(Execution::new(id, plan, variables, at));
+        self.by_id.insert(request.id.clone(), x);
+        self.executions.push(Execution::new(request, at));
         self.want_stage(x, 0, at, out);
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExecutionStatus, Plan};
+use crate::{ExecutionStatus, Plan, Trigger};
 
 /// The error of the `ActionFailed` a server feeds for each action of
 /// [`Engine::interrupted`](crate::Engine::interrupted) after a restart.
@@ -21,12 +21,21 @@ pub const INTERRUPTED: &str = "interrupted: the server stopped while this action
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// A new execution of the engine's pipeline.
+    /// A new execution of the engine's pipeline. `trigger` and
+    /// `source_revisions` came later: events logged before them read as
+    /// `None` and no pins.
     ExecutionRequested {
         id: String,
         plan: Plan,
         #[serde(default)]
         variables: BTreeMap<String, String>,
+        /// What started it (`None` in logs older than triggers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<Trigger>,
+        /// Source action name → the commit it must take. A source action
+        /// without a pin takes its branch head when it runs.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        source_revisions: BTreeMap<String, String>,
         at: i64,
     },
     /// A started approval now waits for a person.

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Plan;
+use crate::{Plan, Trigger};
 
 /// The status of a whole execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,6 +120,15 @@ impl fmt::Display for ActionStatus {
     }
 }
 
+/// What an `ExecutionRequested` event asks for.
+pub(crate) struct Request {
+    pub(crate) id: String,
+    pub(crate) plan: Plan,
+    pub(crate) variables: BTreeMap<String, String>,
+    pub(crate) trigger: Option<Trigger>,
+    pub(crate) source_revisions: BTreeMap<String, String>,
+}
+
 /// One run of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Execution {
@@ -139,6 +148,13 @@ pub struct Execution {
     pub waiting_at: Option<usize>,
     /// The reason given with the last stop, if any.
     pub stop_reason: Option<String>,
+    /// What started it; `None` for executions older than triggers.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+    /// The commits its source actions are pinned to, by source action name
+    /// (CodePipeline's `sourceRevisions`), as requested.
+    #[serde(default)]
+    pub source_revisions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,12 +180,14 @@ pub struct ActionRun {
 }
 
 impl Execution {
-    pub(crate) fn new(
-        id: String,
-        plan: Plan,
-        variables: BTreeMap<String, String>,
-        at: i64,
-    ) -> Execution {
+    pub(crate) fn new(request: Request, at: i64) -> Execution {
+        let Request {
+            id,
+            plan,
+            variables,
+            trigger,
+            source_revisions,
+        } = request;
         let stages = plan
             .stages
             .iter()
@@ -203,6 +221,8 @@ impl Execution {
             stages,
             waiting_at: None,
             stop_reason: None,
+            trigger,
+            source_revisions,
         }
     }
 

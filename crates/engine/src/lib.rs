@@ -20,6 +20,10 @@
 //!   again on restart (and discards the commands of the replay). Then
 //!   [`Engine::interrupted`] lists the attempts that were running, which the
 //!   server fails with [`ActionRef::interrupted`].
+//! - A [`Trigger`] says what started an execution (a person, a webhook, a
+//!   poll, a schedule, another pipeline); `ExecutionRequested` may pin
+//!   source actions to commits. The engine stores both on the execution and
+//!   never acts on them.
 //! - An [`Execution`] is the read-only view of one run: statuses, attempts, times,
 //!   errors and outputs, in the JSON shape of formats.md §3.
 //!
@@ -91,12 +95,14 @@ mod error;
 mod event;
 mod execution;
 mod plan;
+mod trigger;
 
 pub use engine::Engine;
 pub use error::EngineError;
 pub use event::{ActionRef, Command, Event, INTERRUPTED};
 pub use execution::{ActionRun, ActionStatus, Execution, ExecutionStatus, StageRun, StageStatus};
 pub use plan::{ActionPlan, ExecutionMode, Plan, StagePlan};
+pub use trigger::{Trigger, TriggerType};
 
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gantry_clock::now_ms;
-use gantry_engine::{ActionRef, ActionStatus, Command, Engine, Event, Execution};
+use gantry_engine::{ActionRef, ActionStatus, Command, Engine, Event, Execution, Trigger};
 use gantry_params::ParamStore;
 use gantry_spec::pipeline::ActionKind;
 use gantry_store::{ApprovalRecord, ArtifactStore, ExecutionRow, LogLine, Store};
@@ -247,9 +247,11 @@ impl ControlPlane {
         self.inner.changes.subscribe()
     }
 
-    /// Starts an execution of a pipeline definition.
+    /// Starts an execution of a pipeline definition, by a person.
     /// `overrides` replace pipeline variables' defaults (`--var NAME=VALUE`);
-    /// naming a variable the pipeline does not declare is an error.
+    /// naming a variable the pipeline does not declare is an error. The
+    /// execution's trigger is `manual`, by `started_by`; its source actions
+    /// take their branch heads.
     pub async fn start_execution(
         &self,
         file: PathBuf,
@@ -258,6 +260,55 @@ impl ControlPlane {
         overrides: BTreeMap<String, String>,
         started_by: Option<String>,
     ) -> Result<String, ControlError> {
+        let trigger = Trigger::manual(started_by.clone());
+        let start = Start {
+            file,
+            text,
+            includes,
+            overrides,
+            started_by,
+            trigger,
+            pins: BTreeMap::new(),
+        };
+        self.start(start).await
+    }
+
+    /// Starts an execution that something other than a person asked for
+    /// (a webhook, a poll, a schedule, another pipeline): `trigger` says
+    /// what, and `pins` (source action name → commit) the commit each
+    /// named source action must take; a source action without a pin takes
+    /// its branch head when it runs. A pin must name a source action of the
+    /// first stage and be a commit id (4 to 64 hexadecimal digits).
+    pub async fn start_triggered(
+        &self,
+        file: PathBuf,
+        text: String,
+        includes: BTreeMap<String, String>,
+        trigger: Trigger,
+        pins: BTreeMap<String, String>,
+    ) -> Result<String, ControlError> {
+        let start = Start {
+            file,
+            text,
+            includes,
+            overrides: BTreeMap::new(),
+            started_by: None,
+            trigger,
+            pins,
+        };
+        self.start(start).await
+    }
+
+    async fn start(&self, start: Start) -> Result<String, ControlError> {
+        let Start {
+            file,
+            text,
+            includes,
+            overrides,
+            started_by,
+            trigger,
+            pins,
+        } = start;
         let pipeline = gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text)
             .map_err(ControlError::InvalidPipeline)?;
         let mut variables = pipeline.variables.clone();
@@ -267,6 +318,7 @@ impl ControlPlane {
             }
             variables.insert(name, value);
         }
+        check_pins(&pipeline, &pins)?;
         // `gantry run` applies the file's environments and services first.
         self.apply_file(&file, &text, &includes).await?;
         let loaded = Loaded {
@@ -295,6 +347,8 @@ impl ControlPlane {
             id: id.clone(),
             plan,
             variables,
+            trigger: Some(trigger),
+            source_revisions: pins,
             at: now_ms(),
         })
         .await?;
@@ -581,6 +635,42 @@ impl ControlPlane {
             cancel.cancel();
         }
     }
+}
+
+/// What starting an execution takes (see `ControlPlane::start_execution`
+/// and `ControlPlane::start_triggered`).
+struct Start {
+    file: PathBuf,
+    text: String,
+    includes: BTreeMap<String, String>,
+    overrides: BTreeMap<String, String>,
+    started_by: Option<String>,
+    trigger: Trigger,
+    pins: BTreeMap<String, String>,
+}
+
+/// Refuses pins that name no source action of the first stage, or that are
+/// not commit ids.
+fn check_pins(
+    pipeline: &gantry_spec::pipeline::Pipeline,
+    pins: &BTreeMap<String, String>,
+) -> Result<(), ControlError> {
+    for (action, commit) in pins {
+        let is_source = pipeline.stages.first().is_some_and(|stage| {
+            stage
+                .actions
+                .iter()
+                .any(|a| a.name.as_str() == action && matches!(a.kind, ActionKind::Source { .. }))
+        });
+        if !is_source {
+            return Err(ControlError::BadRequest(format!(
+                "{action:?} is not a source action of the first stage: it cannot be pinned"
+            )));
+        }
+        crate::mirror::check_commit(commit)
+            .map_err(|e| ControlError::BadRequest(format!("the pin of {action}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Writes a file only its owner can read.

@@ -6,6 +6,9 @@
 //! - [`actions`]: what each action type does; new types register a runner.
 //! - [`api`]: the HTTP JSON API (`router(plane, hosts)`), testable without
 //!   sockets, behind [`guard`]: host and origin checks, tokens, roles, audit.
+//! - [`mirror`]: one bare mirror per git repository URL, fetched with
+//!   credentials from the parameter store; what source actions and
+//!   triggers read.
 //! - [`server_info`]: `server.json` and the data dir lock.
 //! - [`view`]: the execution JSON contract.
 //!
@@ -25,6 +28,7 @@ pub mod listen;
 pub mod logs;
 pub mod orphans;
 pub mod parameters;
+pub mod mirror;
 mod resolve;
 mod runtimes;
 pub mod server_info;

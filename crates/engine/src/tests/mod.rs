@@ -75,6 +75,8 @@ impl Harness {
             id,
             plan,
             variables: BTreeMap::new(),
+            trigger: None,
+            source_revisions: BTreeMap::new(),
             at,
         })
     }

@@ -157,6 +157,8 @@ impl Driver {
                 id: format!("e{}", self.engine.executions().len()),
                 plan: self.plan.clone(),
                 variables: BTreeMap::new(),
+                trigger: None,
+                source_revisions: BTreeMap::new(),
                 at,
             },
             Op::Complete { pick, outcome } => {

@@ -663,6 +663,8 @@ fn invalid_plans_and_duplicate_ids_are_refused() {
             id,
             plan,
             variables: BTreeMap::new(),
+            trigger: None,
+            source_revisions: BTreeMap::new(),
             at,
         }
     };
@@ -719,12 +721,16 @@ fn replaying_the_same_events_gives_the_same_state() {
             id: "e1".into(),
             plan: p.clone(),
             variables: BTreeMap::new(),
+            trigger: None,
+            source_revisions: BTreeMap::new(),
             at: 1,
         },
         Event::ExecutionRequested {
             id: "e2".into(),
             plan: p.clone(),
             variables: BTreeMap::new(),
+            trigger: None,
+            source_revisions: BTreeMap::new(),
             at: 2,
         },
         succeeded("e1", 0, 0, 1)(3),
