@@ -44,5 +44,5 @@ mod traffic;
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes, uses_docker};
 pub use error::DeployError;
 pub use revision::{Revision, SecretRef};
-pub use status::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
+pub use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
 pub use store::DeploymentRecord;

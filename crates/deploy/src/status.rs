@@ -2,63 +2,40 @@
 //! returns: each service's current revision, image and digest, parameter
 //! versions, replicas with their health, and recent deployments.
 //!
-//! The JSON is a contract. Fields are declared in alphabetical order because
-//! that is the order the JSON had when it was built as a `serde_json::Value`
-//! (whose map sorts its keys), so the typed structs serialize to the same
-//! bytes; `tests::status_json_keeps_its_field_names` pins them.
+//! The answer's types are the API's (`gantry_api::EnvironmentStatus` and
+//! friends), defined once there; the JSON is a contract, which
+//! `tests::status_json_keeps_its_field_names` pins.
 
-use serde::{Deserialize, Serialize};
+use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
 
 use crate::deployer::{Deployer, runtime_name};
 use crate::error::DeployError;
 use crate::revision::SecretRef;
 use crate::store::DeploymentRecord;
 
-/// One environment: its runtime, its load balancer and its services.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct EnvironmentStatus {
-    pub environment: String,
-    /// Where the load balancer listens (`127.0.0.1:8080`).
-    pub load_balancer: String,
-    /// `process` or `docker`.
-    pub runtime: String,
-    /// In the order of the project's services.
-    pub services: Vec<ServiceStatus>,
-    /// `http://` + the load balancer's address + `/`.
-    pub url: String,
+impl From<DeploymentRecord> for gantry_api::DeploymentRecord {
+    fn from(d: DeploymentRecord) -> Self {
+        gantry_api::DeploymentRecord {
+            finished_at: d.finished_at,
+            from_revision: d.from_revision,
+            id: d.id,
+            message: d.message,
+            started_at: d.started_at,
+            status: d.status,
+            to_revision: d.to_revision,
+        }
+    }
 }
 
-/// One service: its current revision (all `None` before its first
-/// deployment), its replicas and its last ten deployments, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ServiceStatus {
-    pub deployments: Vec<DeploymentRecord>,
-    /// The current revision's replica count.
-    pub desired: Option<u32>,
-    /// The image's digest (`sha256:…`).
-    pub digest: Option<String>,
-    /// `registry/repo@sha256:…`
-    pub image: Option<String>,
-    pub name: String,
-    /// The secrets the current revision reads, with their pinned versions.
-    pub parameters: Vec<SecretRef>,
-    pub replicas: Vec<ReplicaStatus>,
-    /// The current revision's number.
-    pub revision: Option<u64>,
-}
-
-/// One replica the service runs, with its health as the load balancer
-/// sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ReplicaStatus {
-    pub addr: String,
-    /// `initial`, `healthy`, `unhealthy` or `draining`; `None` when the
-    /// replica is not in its target group.
-    pub health: Option<String>,
-    pub id: String,
-    /// Why its latest health check failed, if the latest one did.
-    pub last_failure: Option<String>,
-    pub revision: u64,
+impl From<SecretRef> for gantry_api::SecretRef {
+    fn from(p: SecretRef) -> Self {
+        gantry_api::SecretRef {
+            parameter: p.parameter,
+            secure: p.secure,
+            var: p.var,
+            version: p.version,
+        }
+    }
 }
 
 impl Deployer {
@@ -92,7 +69,7 @@ impl Deployer {
                 .collect();
             let deployments = self.inner.db.deployments(environment, &name, 10).await?;
             services.push(ServiceStatus {
-                deployments,
+                deployments: deployments.into_iter().map(Into::into).collect(),
                 desired: current.as_ref().map(|c| c.replicas),
                 digest: current
                     .as_ref()
@@ -101,7 +78,7 @@ impl Deployer {
                 name,
                 parameters: current
                     .as_ref()
-                    .map(|c| c.secrets.clone())
+                    .map(|c| c.secrets.iter().cloned().map(Into::into).collect())
                     .unwrap_or_default(),
                 replicas,
                 revision: current.as_ref().map(|c| c.number),
@@ -130,7 +107,7 @@ mod tests {
             load_balancer: "127.0.0.1:8080".into(),
             runtime: "process".into(),
             services: vec![ServiceStatus {
-                deployments: vec![DeploymentRecord {
+                deployments: vec![gantry_api::DeploymentRecord {
                     finished_at: Some(20),
                     from_revision: Some(1),
                     id: 7,
@@ -143,7 +120,7 @@ mod tests {
                 digest: Some("sha256:abc".into()),
                 image: Some("127.0.0.1:5000/web@sha256:abc".into()),
                 name: "web".into(),
-                parameters: vec![SecretRef {
+                parameters: vec![gantry_api::SecretRef {
                     parameter: "/shop/db-password".into(),
                     secure: true,
                     var: "DB_PASSWORD".into(),

@@ -66,62 +66,7 @@ async fn status(
         .environment_status(&env)
         .await
         .map_err(ControlError::from)?;
-    Ok(Json(environment_status(status)))
-}
-
-/// The deployer's status of an environment, as the API shows it.
-fn environment_status(status: gantry_deploy::EnvironmentStatus) -> EnvironmentStatus {
-    EnvironmentStatus {
-        environment: status.environment,
-        load_balancer: status.load_balancer,
-        runtime: status.runtime,
-        services: status
-            .services
-            .into_iter()
-            .map(|s| gantry_api::ServiceStatus {
-                deployments: s
-                    .deployments
-                    .into_iter()
-                    .map(|d| gantry_api::DeploymentRecord {
-                        finished_at: d.finished_at,
-                        from_revision: d.from_revision,
-                        id: d.id,
-                        message: d.message,
-                        started_at: d.started_at,
-                        status: d.status,
-                        to_revision: d.to_revision,
-                    })
-                    .collect(),
-                desired: s.desired,
-                digest: s.digest,
-                image: s.image,
-                name: s.name,
-                parameters: s
-                    .parameters
-                    .into_iter()
-                    .map(|p| gantry_api::SecretRef {
-                        parameter: p.parameter,
-                        secure: p.secure,
-                        var: p.var,
-                        version: p.version,
-                    })
-                    .collect(),
-                replicas: s
-                    .replicas
-                    .into_iter()
-                    .map(|r| gantry_api::ReplicaStatus {
-                        addr: r.addr,
-                        health: r.health,
-                        id: r.id,
-                        last_failure: r.last_failure,
-                        revision: r.revision,
-                    })
-                    .collect(),
-                revision: s.revision,
-            })
-            .collect(),
-        url: status.url,
-    }
+    Ok(Json(status))
 }
 
 /// Collects a deployment's log for the response.
