@@ -315,6 +315,8 @@ impl Engine {
             self.advance(x, stage, at, out);
         } else {
             run.status = Some(ActionStatus::Waiting);
+            let name = self.executions[x].plan.stages[stage].name.clone();
+            self.supersede_waiting_holder(&name, at, out);
         }
         Ok(())
     }
@@ -354,6 +356,9 @@ impl Engine {
             }
         }
         self.advance(x, stage, at, out);
+        // An approval beside the action that ended may be all that is left.
+        let name = self.executions[x].plan.stages[stage].name.clone();
+        self.supersede_waiting_holder(&name, at, out);
         Ok(())
     }
 
@@ -508,8 +513,8 @@ impl Engine {
             return;
         }
         // In Superseded mode the newest waiting execution replaces the older
-        // ones; an execution inside a stage is never superseded, since only the
-        // queue in front of the stage is touched.
+        // ones; an execution inside a stage is superseded only when it waits
+        // there for approvals and the newer one's plan says so (below).
         let superseded: Vec<usize> = if mode == ExecutionMode::Superseded {
             lock.inbound.drain(..).collect()
         } else {
@@ -520,6 +525,80 @@ impl Engine {
         for y in superseded {
             self.finish(y, ExecutionStatus::Superseded, at, out);
         }
+        let name = self.executions[x].plan.stages[k].name.clone();
+        self.supersede_waiting_holder(&name, at, out);
+    }
+
+    /// The rule for approvals of `Plan::supersede_approvals`: the execution
+    /// waiting in front of stage `name` replaces the stage's holder when the
+    /// holder is older, in `Superseded` mode too, and only waits there for
+    /// people (an approval waits; nothing runs or failed). The holder's waiting
+    /// approvals are abandoned with the reason, the stage is `Stopped`, the
+    /// holder ends `Superseded`, and the waiting execution enters. Called
+    /// whenever one of those conditions may have become true: an execution
+    /// came to wait, an approval began to wait, an action beside it ended.
+    fn supersede_waiting_holder(&mut self, name: &str, at: i64, out: &mut Vec<Command>) {
+        let Some(lock) = self.locks.get(name) else {
+            return;
+        };
+        let (Some(holder), Some(&newer)) = (lock.holder, lock.inbound.back()) else {
+            return;
+        };
+        let (h, n) = (&self.executions[holder], &self.executions[newer]);
+        let applies = newer > holder
+            && n.plan.mode == ExecutionMode::Superseded
+            && n.plan.supersede_approvals
+            && h.plan.mode == ExecutionMode::Superseded
+            && h.status == ExecutionStatus::InProgress;
+        let Some(k) = h
+            .current_stage()
+            .filter(|&k| applies && h.stages[k].name == name)
+        else {
+            return;
+        };
+        let actions = &h.stages[k].actions;
+        let waits = actions
+            .iter()
+            .any(|a| a.status == Some(ActionStatus::Waiting));
+        // A stage where something failed fails when its approvals end: it
+        // is left to do so (and stays retryable) rather than superseded.
+        let runs_or_failed = actions.iter().any(|a| {
+            matches!(
+                a.status,
+                Some(ActionStatus::InProgress | ActionStatus::Failed | ActionStatus::Abandoned)
+            )
+        });
+        if !waits || runs_or_failed {
+            return;
+        }
+        let reason = format!(
+            "superseded by execution {}, a newer revision that reached this stage: \
+             this approval can no longer be given",
+            n.id
+        );
+        let h = &mut self.executions[holder];
+        for (a, run) in h.stages[k].actions.iter_mut().enumerate() {
+            if run.status == Some(ActionStatus::Waiting) {
+                run.status = Some(ActionStatus::Abandoned);
+                run.finished_at = Some(at);
+                run.error = Some(reason.clone());
+                out.push(Command::CancelAction {
+                    id: h.id.clone(),
+                    stage: k,
+                    action: a,
+                    attempt: run.attempt,
+                });
+            }
+        }
+        // Releasing the stage lets the newer execution in.
+        self.settle(
+            holder,
+            k,
+            ExecutionStatus::Superseded,
+            StageStatus::Stopped,
+            at,
+            out,
+        );
     }
 
     fn enter(&mut self, x: usize, k: usize, at: i64, out: &mut Vec<Command>) {

@@ -48,14 +48,26 @@
 //! wants a held stage (its first stage, or the next one after finishing a stage,
 //! whose lock it gives up when leaving) waits in front of it as the stage's
 //! "inbound" execution. In `Superseded` mode a newer execution coming to wait
-//! there ends the older waiting one as `Superseded`; superseding happens only in
-//! front of a stage, never to an execution inside one, so an execution waiting on
-//! an approval keeps its stage. In `Queued` mode the waiting executions enter one
+//! there ends the older waiting one as `Superseded`; superseding happens in
+//! front of a stage, and to an execution inside one only under the rule for
+//! approvals below. In `Queued` mode the waiting executions enter one
 //! by one in arrival order. When the holder leaves the stage (it succeeded, failed
 //! or stopped), the first waiting execution enters. `Parallel` executions take no
 //! locks. If a pipeline changes mode between executions, each execution follows
 //! its own plan's mode: a `Parallel` one ignores locks, and a `Superseded` one
 //! that comes to wait supersedes whatever waits in front of the stage.
+//!
+//! The rule for approvals (issue 11; a plan's `supersede_approvals`, which
+//! the server sets for every new `Superseded` execution): an older execution
+//! that holds a stage only to wait for approvals there (an approval waits,
+//! nothing runs, nothing failed) is superseded by a newer execution waiting
+//! in front of it, as soon as both are true. Its waiting approvals are
+//! abandoned (a `CancelAction` each) with an error naming the newer
+//! execution, the stage is `Stopped`, the execution ends `Superseded`, and the
+//! newer one enters. So nobody approves an old revision once a newer one has
+//! reached the approval (CodePipeline keeps the old one, complaint #3).
+//! Plans logged before the rule lack the field and keep their stage, so old
+//! event logs replay as they ran.
 //!
 //! # Retry and stop
 //!
@@ -84,6 +96,9 @@
 //! - A terminal execution has no running or waiting action, and changes status
 //!   again only through `RetryStage`.
 //! - In `Superseded` and `Queued` mode no two executions are inside one stage.
+//! - A `Superseded` execution never entered the stage it was superseded at,
+//!   or (under the rule for approvals) left it `Stopped` with an abandoned
+//!   approval and no failure.
 //! - The actions the commands started and did not cancel are exactly the actions
 //!   the engine sees running or waiting; every `StartAction` names a real action.
 //! - If the server keeps completing the started actions, every execution ends.

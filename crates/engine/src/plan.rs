@@ -41,6 +41,14 @@ pub struct Plan {
     #[serde(default)]
     pub mode: ExecutionMode,
     pub stages: Vec<StagePlan>,
+    /// In `Superseded` mode, whether this execution, waiting in front of a
+    /// stage that an older one holds only to wait for approvals, replaces
+    /// it there (issue 11: an approval of an old revision can no longer be
+    /// given once a newer one is ready to be approved). Plans logged before
+    /// this rule lack the field and keep CodePipeline's rule, under which
+    /// an approval keeps its stage; so old event logs replay as they ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supersede_approvals: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

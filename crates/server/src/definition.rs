@@ -60,6 +60,9 @@ pub fn plan(pipeline: &Pipeline) -> Plan {
             ExecutionMode::Queued => gantry_engine::ExecutionMode::Queued,
             ExecutionMode::Parallel => gantry_engine::ExecutionMode::Parallel,
         },
+        // Issue 11: a newer revision supersedes an older one waiting at an
+        // approval (Superseded mode only; the engine ignores it otherwise).
+        supersede_approvals: true,
         stages: pipeline
             .stages
             .iter()

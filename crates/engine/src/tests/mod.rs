@@ -16,6 +16,7 @@ fn plan(mode: ExecutionMode, stages: &[(&str, &[ActionSketch<'_>])]) -> Plan {
     Plan {
         pipeline: "shop".to_string(),
         mode,
+        supersede_approvals: false,
         stages: stages
             .iter()
             .map(|(name, actions)| StagePlan {

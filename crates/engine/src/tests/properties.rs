@@ -63,9 +63,11 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
         Just(ExecutionMode::Queued),
         Just(ExecutionMode::Parallel),
     ];
-    (prop::collection::vec(stage, 1..=5), mode).prop_map(|(stages, mode)| Plan {
+    let rules = (prop::collection::vec(stage, 1..=5), mode, any::<bool>());
+    rules.prop_map(|(stages, mode, supersede_approvals)| Plan {
         pipeline: "shop".to_string(),
         mode,
+        supersede_approvals,
         stages: stages
             .into_iter()
             .enumerate()
@@ -560,9 +562,32 @@ fn check_execution(e: &crate::Execution) {
                         e.id
                     );
                 }
-                ExecutionStatus::Superseded => {
-                    assert!(statuses[reached..].iter().all(Option::is_none))
-                }
+                ExecutionStatus::Superseded => match statuses.get(reached).copied().flatten() {
+                    // Superseded in front of a stage: it never entered it.
+                    None => assert!(statuses[reached..].iter().all(Option::is_none)),
+                    // Superseded while its approvals waited (the plan's
+                    // `supersede_approvals`): the stage is Stopped, and
+                    // nothing in it failed or ran on.
+                    Some(status) => {
+                        assert!(
+                            e.plan.supersede_approvals,
+                            "{} superseded inside a stage",
+                            e.id
+                        );
+                        assert_eq!(status, StageStatus::Stopped);
+                        let actions = &e.stages[reached].actions;
+                        assert!(
+                            actions
+                                .iter()
+                                .any(|a| a.status == Some(ActionStatus::Abandoned))
+                                && !actions
+                                    .iter()
+                                    .any(|a| a.status == Some(ActionStatus::Failed)),
+                            "{} superseded without an abandoned approval, or with a failure",
+                            e.id
+                        );
+                    }
+                },
                 _ => {}
             }
         }

@@ -205,6 +205,134 @@ fn an_approval_waiting_inside_a_stage_keeps_it_locked() {
     );
 }
 
+/// Build, then a Gate holding an approval, with issue 11's rule for
+/// approvals (`supersede_approvals`) in `mode`.
+fn gated(mode: crate::ExecutionMode, gate: &[(&str, u32, bool)]) -> crate::Plan {
+    let mut p = plan(mode, &[("Build", &[("build", 1, false)]), ("Gate", gate)]);
+    p.supersede_approvals = true;
+    p
+}
+
+#[test]
+fn a_newer_execution_supersedes_an_older_one_waiting_at_an_approval() {
+    let mut h = Harness::new();
+    let p = gated(Superseded, &[("approve", 1, true)]);
+    h.request("e1", &p);
+    h.succeed("e1", 0, 0, 1);
+    h.wait("e1", 1, 0, 1);
+    h.request("e2", &p);
+    // e2 reaching the Gate ends e1's wait there: its approval is abandoned
+    // (cancelled), e1 ends Superseded, and e2 enters.
+    assert_eq!(
+        h.succeed("e2", 0, 0, 1),
+        vec![
+            cancel("e1", 1, 0, 1),
+            finished("e1", E::Superseded),
+            start("e2", 1, 0, 1)
+        ]
+    );
+    assert_eq!(stage_status(&h, "e1", 1), Some(S::Stopped));
+    assert_eq!(action_status(&h, "e1", 1, 0), Some(A::Abandoned));
+    let error = h.engine.execution("e1").unwrap().stages[1].actions[0]
+        .error
+        .clone()
+        .unwrap();
+    assert!(error.contains("superseded by execution e2"), "{error}");
+    // The old approval can no longer be decided; a late decision is ignored.
+    assert!(matches!(
+        h.engine.pending_approval("e1", 1, 0),
+        Err(EngineError::ApprovalNotWaiting { .. })
+    ));
+    assert_eq!(h.succeed("e1", 1, 0, 1), vec![]);
+    assert_eq!(status(&h, "e1"), E::Superseded);
+    // e1 cannot be retried: it was superseded, not failed.
+    assert!(h.retry("e1", 1, false).is_err());
+}
+
+#[test]
+fn an_approval_that_begins_to_wait_behind_a_newer_execution_is_superseded_at_once() {
+    let mut h = Harness::new();
+    let p = gated(Superseded, &[("approve", 1, true)]);
+    h.request("e1", &p);
+    h.succeed("e1", 0, 0, 1); // e1's approval started, not waiting yet.
+    h.request("e2", &p);
+    assert_eq!(h.succeed("e2", 0, 0, 1), vec![]);
+    assert_eq!(h.engine.execution("e2").unwrap().waiting_at, Some(1));
+    assert_eq!(
+        h.wait("e1", 1, 0, 1),
+        vec![
+            cancel("e1", 1, 0, 1),
+            finished("e1", E::Superseded),
+            start("e2", 1, 0, 1)
+        ]
+    );
+}
+
+#[test]
+fn an_approval_beside_a_running_action_is_superseded_once_the_action_succeeds() {
+    let mut h = Harness::new();
+    let p = gated(Superseded, &[("smoke", 1, false), ("approve", 1, true)]);
+    h.request("e1", &p);
+    h.succeed("e1", 0, 0, 1);
+    h.wait("e1", 1, 1, 1);
+    h.request("e2", &p);
+    // The smoke test still runs: e1 keeps the Gate.
+    assert_eq!(h.succeed("e2", 0, 0, 1), vec![]);
+    assert_eq!(
+        h.succeed("e1", 1, 0, 1),
+        vec![
+            cancel("e1", 1, 1, 1),
+            finished("e1", E::Superseded),
+            start("e2", 1, 0, 1),
+            start("e2", 1, 1, 1)
+        ]
+    );
+}
+
+#[test]
+fn a_stage_that_failed_beside_a_waiting_approval_is_not_superseded() {
+    let mut h = Harness::new();
+    let p = gated(Superseded, &[("smoke", 1, false), ("approve", 1, true)]);
+    h.request("e1", &p);
+    h.succeed("e1", 0, 0, 1);
+    h.wait("e1", 1, 1, 1);
+    h.request("e2", &p);
+    h.succeed("e2", 0, 0, 1);
+    // The Gate fails once its approval ends, and stays retryable.
+    assert_eq!(h.fail("e1", 1, 0, 1), vec![]);
+    assert_eq!(
+        h.fail("e1", 1, 1, 1),
+        vec![
+            finished("e1", E::Failed),
+            start("e2", 1, 0, 1),
+            start("e2", 1, 1, 1)
+        ]
+    );
+}
+
+#[test]
+fn approvals_are_never_superseded_in_queued_mode_or_by_older_plans() {
+    for p in [
+        gated(Queued, &[("approve", 1, true)]),
+        plan(
+            Superseded,
+            &[
+                ("Build", &[("build", 1, false)]),
+                ("Gate", &[("approve", 1, true)]),
+            ],
+        ),
+    ] {
+        let mut h = Harness::new();
+        h.request("e1", &p);
+        h.succeed("e1", 0, 0, 1);
+        h.wait("e1", 1, 0, 1);
+        h.request("e2", &p);
+        assert_eq!(h.succeed("e2", 0, 0, 1), vec![]);
+        assert_eq!(action_status(&h, "e1", 1, 0), Some(A::Waiting));
+        assert_eq!(h.engine.execution("e2").unwrap().waiting_at, Some(1));
+    }
+}
+
 #[test]
 fn queued_executions_enter_in_arrival_order_and_are_never_superseded() {
     let mut h = Harness::new();
