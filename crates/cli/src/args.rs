@@ -165,6 +165,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lists every trigger of every registered pipeline: what it watches,
+    /// its last event, commit, result and error.
+    Triggers {
+        #[arg(long)]
+        json: bool,
+    },
     /// Environments: status, list.
     Env {
         #[command(subcommand)]

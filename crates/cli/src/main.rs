@@ -6,8 +6,8 @@
 //! hands the command to `dispatch`, which calls the module of its command
 //! group: `run`, `inspect` (status, executions, logs), `approvals`,
 //! `control` (retry, stop), `server`, `buildspec`, `validate` (and schema),
-//! `deploy` (apply, deploy, rollback, env, shutdown), `param`, `users` (user,
-//! token, whoami, audit), `login` and `demo`. `client` is how every command
+//! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
+//! `users` (user, token, whoami, audit), `login` and `demo`. `client` is how every command
 //! reaches a server; `render` draws executions.
 
 mod approvals;
@@ -24,6 +24,7 @@ mod project;
 mod render;
 mod run;
 mod server;
+mod triggers;
 mod users;
 mod validate;
 
@@ -157,6 +158,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         })
         .await
         .map(exit_code),
+        Command::Triggers { json } => with_connection(&default_dir()?, async |conn| {
+            triggers::list(conn, json).await
+        })
+        .await
+        .map(success),
         Command::Env { command } => with_connection(&default_dir()?, async |conn| {
             deploy::env(conn, command).await
         })
