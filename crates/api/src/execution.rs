@@ -24,6 +24,29 @@ pub struct ExecutionView {
     pub waiting_at: Option<String>,
     pub stop_reason: Option<String>,
     pub stages: Vec<StageView>,
+    /// What started it (CodePipeline's `trigger`); null for executions
+    /// started before gantry recorded it.
+    #[serde(default)]
+    pub trigger: Option<ExecutionTrigger>,
+    /// Source action name → the commit it is pinned to, or took when it
+    /// ran (CodePipeline's `sourceRevisions`). Empty until a source action
+    /// ran, unless a trigger pinned one.
+    #[serde(default)]
+    pub source_revisions: BTreeMap<String, String>,
+}
+
+/// What started an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionTrigger {
+    /// `manual`, `webhook`, `poll`, `schedule` or `pipeline`.
+    #[serde(rename = "type")]
+    pub trigger_type: String,
+    /// What exactly: the user, the webhook's provider and delivery id, the
+    /// polled ref, the schedule and its fire time, the upstream execution.
+    pub detail: String,
+    /// The identity that started it, when a person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl ExecutionView {
@@ -215,7 +238,9 @@ mod tests {
              "started_at": "2026-01-01T00:00:01Z", "finished_at": "2026-01-01T00:00:02Z", "error": null,
              "output_variables": {"IMAGE_TAG": "t"}, "output_artifacts": {},
              "type": "build", "run_order": 1,
-             "reports": [{"group": "unit", "passed": 2, "failed": 0, "skipped": 0, "failures": []}]}]}]}"#;
+             "reports": [{"group": "unit", "passed": 2, "failed": 0, "skipped": 0, "failures": []}]}]}],
+         "trigger": {"type": "webhook", "detail": "github delivery 72d3162e"},
+         "source_revisions": {"checkout": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"}}"#;
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
         let view: ExecutionView = serde_json::from_value(value.clone()).unwrap();
         assert_eq!(
@@ -225,6 +250,18 @@ mod tests {
             "t"
         );
         assert_eq!(serde_json::to_value(&view).unwrap(), value);
+    }
+
+    /// An answer of a server older than triggers still reads: no trigger,
+    /// no source revisions.
+    #[test]
+    fn an_execution_without_trigger_fields_reads() {
+        let text = r#"{"id": "e1", "pipeline": "shop", "status": "Succeeded",
+         "started_at": "2026-01-01T00:00:00Z", "finished_at": null, "variables": {},
+         "waiting_at": null, "stop_reason": null, "stages": []}"#;
+        let view: ExecutionView = serde_json::from_str(text).unwrap();
+        assert_eq!(view.trigger, None);
+        assert!(view.source_revisions.is_empty());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::actions::{BoxFuture, Runners};
 use crate::definition::{Definition, Loaded, plan};
 use crate::error::ControlError;
 use crate::logs::LogWriter;
+use crate::mirror::Mirrors;
 use crate::parameters::KeySource;
 
 mod approvals;
@@ -68,6 +69,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Serialises approval decisions (see `approvals`).
     decisions: Mutex<()>,
+    /// The mirrors of git repositories (source actions).
+    mirrors: Mirrors,
 }
 
 #[derive(Default)]
@@ -114,6 +117,7 @@ impl ControlPlane {
         let deployer =
             gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes)
                 .await?;
+        let mirrors = Mirrors::new(&data_dir);
         let plane = ControlPlane {
             inner: Arc::new(Inner {
                 shutdown: tokio::sync::Notify::new(),
@@ -131,6 +135,7 @@ impl ControlPlane {
                 state: Mutex::new(state),
                 changes,
                 decisions: Mutex::new(()),
+                mirrors,
             }),
         };
         plane.recover().await?;

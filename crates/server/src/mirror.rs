@@ -236,6 +236,12 @@ impl Repository {
         if text.starts_with('-') {
             return Err(invalid("it starts with `-`"));
         }
+        if let Some((helper, _)) = text.split_once("::")
+            && !helper.contains('/')
+        {
+            // git's `<transport>::<address>` runs a remote helper.
+            return Err(invalid(&format!("the transport {helper:?} is not allowed")));
+        }
         if let Some((scheme, rest)) = text.split_once("://") {
             let scheme = match scheme.to_ascii_lowercase().as_str() {
                 "file" => Scheme::File,
@@ -697,7 +703,10 @@ impl RepoCredentials {
     }
 }
 
-/// The mirrors of one data dir. Cheap to clone: clones share the locks.
+/// The mirrors of one data dir. Cheap to clone. Fetch locks are per mirror
+/// directory and shared by every `Mirrors` of the process, so two values
+/// made for one data dir (source actions', triggers') never fetch into one
+/// mirror at once.
 #[derive(Clone)]
 pub struct Mirrors {
     inner: Arc<MirrorsInner>,
@@ -706,9 +715,12 @@ pub struct Mirrors {
 struct MirrorsInner {
     /// `DATA_DIR/mirrors`.
     root: PathBuf,
-    /// One lock per mirror directory, taken for its fetches.
-    locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// One lock per mirror directory, taken for its fetches (one entry per
+/// repository this process fetched).
+type FetchLocks = std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+static FETCH_LOCKS: std::sync::LazyLock<FetchLocks> = std::sync::LazyLock::new(Default::default);
 
 impl Mirrors {
     /// The mirrors under `DATA_DIR/mirrors/` (created on first fetch).
@@ -716,7 +728,6 @@ impl Mirrors {
         Mirrors {
             inner: Arc::new(MirrorsInner {
                 root: data_dir.join("mirrors"),
-                locks: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -743,9 +754,7 @@ impl Mirrors {
     }
 
     fn lock_for(&self, dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .inner
-            .locks
+        let mut locks = FETCH_LOCKS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         locks.entry(dir.to_path_buf()).or_default().clone()
@@ -783,6 +792,48 @@ impl Mirrors {
         let out = call.run().await;
         drop(auth);
         Ok(parse_ls_remote(&String::from_utf8_lossy(&out?)))
+    }
+
+    /// The branch the repository's `HEAD` names: its default branch.
+    pub async fn default_branch(
+        &self,
+        url: &str,
+        creds: &RepoCredentials,
+    ) -> Result<String, MirrorError> {
+        let repository = Repository::parse(url)?;
+        let target: OsString = match &repository {
+            Repository::Local(path) => path.clone().into_os_string(),
+            Repository::Remote(remote) => remote.as_str().into(),
+        };
+        let auth = self.auth_env(&repository, creds).await?;
+        let call = GitCall {
+            repository: url,
+            operation: "ls-remote",
+            dir: None,
+            args: vec![
+                "ls-remote".into(),
+                "--symref".into(),
+                "--".into(),
+                target,
+                "HEAD".into(),
+            ],
+            env: auth.env.clone(),
+            timeout: LS_REMOTE_TIMEOUT,
+            masker: creds.masker(),
+            remote: true,
+        };
+        let out = call.run().await;
+        drop(auth);
+        String::from_utf8_lossy(&out?)
+            .lines()
+            .find_map(|line| {
+                let (target, name) = line.strip_prefix("ref: ")?.split_once('\t')?;
+                (name == "HEAD").then(|| target.strip_prefix("refs/heads/").map(str::to_string))?
+            })
+            .ok_or_else(|| MirrorError::BranchNotFound {
+                repository: url.to_string(),
+                branch: "HEAD".to_string(),
+            })
     }
 
     /// Brings the repository's mirror up to date (creating it on first

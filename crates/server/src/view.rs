@@ -2,7 +2,9 @@
 //! last line of `run --json`), built as the typed [`ExecutionView`] of the
 //! `gantry-api` crate, whose field names are the contract.
 
-use gantry_api::{ActionView, ApprovalPrompt, ExecutionView, StageView};
+use std::collections::BTreeMap;
+
+use gantry_api::{ActionView, ApprovalPrompt, ExecutionTrigger, ExecutionView, StageView};
 use gantry_engine::Execution;
 use gantry_spec::pipeline::ActionKind;
 use gantry_store::ActionDetail;
@@ -89,7 +91,40 @@ pub fn execution_view(execution: &Execution, loaded: Option<&Loaded>) -> Executi
             .map(|s| s.name.clone()),
         stop_reason: execution.stop_reason.clone(),
         stages,
+        trigger: execution.trigger.as_ref().map(|t| ExecutionTrigger {
+            trigger_type: t.kind.as_str().to_string(),
+            detail: t.detail.clone(),
+            by: t.by.clone(),
+        }),
+        source_revisions: source_revisions(execution, loaded),
     }
+}
+
+/// Each source action's commit: the one it took (`CommitId`) once it ran,
+/// else the one it is pinned to.
+fn source_revisions(execution: &Execution, loaded: Option<&Loaded>) -> BTreeMap<String, String> {
+    let mut revisions = execution.source_revisions.clone();
+    let Some(first) = execution.stages.first() else {
+        return revisions;
+    };
+    for (a, action) in first.actions.iter().enumerate() {
+        let is_source = match loaded {
+            Some(loaded) => loaded
+                .pipeline
+                .stages
+                .first()
+                .and_then(|s| s.actions.get(a))
+                .is_some_and(|spec| matches!(spec.kind, ActionKind::Source { .. })),
+            // Without the definition, a source is what outputs a commit.
+            None => true,
+        };
+        if let Some(commit) = action.output_variables.get("CommitId")
+            && is_source
+        {
+            revisions.insert(action.name.clone(), commit.clone());
+        }
+    }
+    revisions
 }
 
 /// Adds each action's details of its latest attempt (parameter versions,

@@ -163,6 +163,13 @@ pub struct ActionContext {
     pub timeout: std::time::Duration,
     /// This attempt's credentials for the embedded registry.
     pub registry_login: Option<RegistryLogin>,
+    /// The mirrors of git repositories, for `source` actions.
+    pub mirrors: crate::mirror::Mirrors,
+    /// What started the execution (`None` for executions older than
+    /// triggers).
+    pub trigger: Option<gantry_engine::Trigger>,
+    /// The commit the execution pins this action to (source actions).
+    pub pinned_commit: Option<String>,
 }
 
 /// A registry-only token for the embedded registry, issued for one action

@@ -3,6 +3,16 @@
 //! Uses the `git` program, which every machine that has a repository has.
 //! The snapshot is `git archive` of the commit, so it holds exactly what was
 //! committed: uncommitted changes are not part of a run (the log says so).
+//!
+//! Which commit: the one the execution is pinned to, when a trigger pinned
+//! this action (see `ControlPlane::start_triggered`); else the branch head,
+//! resolved once when the action starts and output as `CommitId`. A URL
+//! repository is read through its mirror ([`crate::mirror`]), fetched
+//! first; a local path is read in place, and without a pin keeps what it
+//! always did: the checked-out `HEAD`, or the tip of a named branch other
+//! than the current one. A pinned commit the repository no longer has
+//! (force-pushed away before gantry fetched it) fails the action: it never
+//! runs another commit in its place.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +22,7 @@ use gantry_spec::pipeline::ActionKind;
 use tokio::process::Command;
 
 use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture};
+use crate::mirror::{MirrorError, RepoCredentials, Repository, resolve_repository};
 
 pub struct SourceRunner;
 
@@ -33,8 +44,13 @@ impl ActionRunner for SourceRunner {
     }
 }
 
-fn is_url(repository: &str) -> bool {
-    repository.contains("://") || repository.starts_with("git@")
+/// The commit to snapshot, where to read it, and what to call its branch.
+struct Resolved {
+    repo: PathBuf,
+    commit: String,
+    branch_name: String,
+    repository_name: String,
+    commit_url: Option<String>,
 }
 
 async fn snapshot(
@@ -42,35 +58,186 @@ async fn snapshot(
     repository: &str,
     branch: Option<&str>,
 ) -> Result<ActionOutput, ActionError> {
-    let repo: PathBuf = if is_url(repository) {
-        let dest = ctx.work_dir.join("clone");
-        let mut args = vec!["clone", "--quiet", "--no-checkout", "--single-branch"];
-        if let Some(b) = branch {
-            args.extend(["--branch", b]);
+    let location = resolve_repository(&ctx.base_dir, repository);
+    let pin = ctx.pinned_commit.as_deref();
+    let resolved = match Repository::parse(&location).map_err(mirror_error)? {
+        Repository::Remote(remote) => {
+            let creds = RepoCredentials::from_params(&ctx.params, &location)
+                .await
+                .map_err(mirror_error)?;
+            remote_commit(ctx, &location, branch, pin, &creds)
+                .await
+                .map(|(repo, commit, branch_name)| Resolved {
+                    commit_url: remote.commit_url(&commit),
+                    repository_name: repository_name(remote.as_str()),
+                    repo,
+                    commit,
+                    branch_name,
+                })?
         }
-        let dest_str = dest.display().to_string();
-        args.extend(["--", repository, &dest_str]);
-        ctx.log.line(&format!("Cloning {repository}"));
-        git(&ctx.work_dir, &args).await?;
-        dest
-    } else {
-        ctx.base_dir.join(repository)
+        Repository::Local(path) => {
+            let (commit, branch_name) = match pin {
+                Some(pin) => (pinned_commit(ctx, &path, &location, pin).await?, {
+                    match branch {
+                        Some(b) => b.to_string(),
+                        None => current_branch(&path).await.unwrap_or_default(),
+                    }
+                }),
+                None => local_head(ctx, &path, branch).await?,
+            };
+            let repository_name = path
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            Resolved {
+                repo: path,
+                commit,
+                branch_name,
+                repository_name: repository_name
+                    .strip_suffix(".git")
+                    .map(str::to_string)
+                    .unwrap_or(repository_name),
+                commit_url: None,
+            }
+        }
     };
+    let Resolved {
+        repo,
+        commit,
+        branch_name,
+        repository_name,
+        commit_url,
+    } = resolved;
+    let info = ctx
+        .mirrors
+        .commit_info(&repo, &commit)
+        .await
+        .map_err(mirror_error)?;
+    let out = ctx.work_dir.join("snapshot");
+    ctx.mirrors
+        .archive(&repo, &commit, &out)
+        .await
+        .map_err(mirror_error)?;
+    let short: String = commit.chars().take(12).collect();
+    ctx.log.line(&format!(
+        "Snapshot of {location} at {short} ({branch_name})"
+    ));
+
+    let mut variables = BTreeMap::from([
+        ("CommitId".to_string(), commit),
+        ("BranchName".to_string(), branch_name),
+        ("CommitMessage".to_string(), info.message),
+        ("AuthorDate".to_string(), info.author_date),
+        ("AuthorEmail".to_string(), info.author_email),
+        ("AuthorName".to_string(), info.author_name),
+        ("RepositoryName".to_string(), repository_name),
+    ]);
+    if let Some(url) = commit_url {
+        variables.insert("CommitUrl".to_string(), url);
+    }
+    if let Some(trigger) = &ctx.trigger {
+        variables.insert("TriggerType".to_string(), trigger.kind.as_str().to_string());
+        variables.insert("TriggerDetail".to_string(), trigger.detail.clone());
+    }
+    let artifacts = ctx
+        .action
+        .outputs
+        .iter()
+        .take(1)
+        .map(|name| (name.clone(), out.clone()))
+        .collect();
+    Ok(ActionOutput {
+        variables,
+        artifacts,
+    })
+}
+
+/// Fetches a URL repository's mirror and picks the commit: the pin, or the
+/// branch's head (the remote's default branch when none is named).
+async fn remote_commit(
+    ctx: &ActionContext,
+    url: &str,
+    branch: Option<&str>,
+    pin: Option<&str>,
+    creds: &RepoCredentials,
+) -> Result<(PathBuf, String, String), ActionError> {
+    ctx.log.line(&format!("Fetching {url}"));
+    let repo = ctx.mirrors.fetch(url, creds).await.map_err(mirror_error)?;
+    if let Some(pin) = pin {
+        if !ctx.mirrors.has_commit(&repo, pin).await {
+            // No branch or tag holds it any more: ask for it by id, which
+            // servers that allow it answer.
+            let _ = ctx.mirrors.fetch_commit(url, creds, pin).await;
+        }
+        let commit = pinned_commit(ctx, &repo, url, pin).await?;
+        let branch_name = branch.unwrap_or_default().to_string();
+        return Ok((repo, commit, branch_name));
+    }
+    let branch = match branch {
+        Some(b) => b.to_string(),
+        None => ctx
+            .mirrors
+            .default_branch(url, creds)
+            .await
+            .map_err(mirror_error)?,
+    };
+    let commit = ctx
+        .mirrors
+        .branch_head(&repo, &branch)
+        .await
+        .map_err(mirror_error)?;
+    Ok((repo, commit, branch))
+}
+
+/// The full id of the commit the execution is pinned to, or the error
+/// that says it is gone.
+async fn pinned_commit(
+    ctx: &ActionContext,
+    repo: &Path,
+    location: &str,
+    pin: &str,
+) -> Result<String, ActionError> {
+    match ctx.mirrors.full_commit(repo, pin).await {
+        Ok(commit) => {
+            let by = ctx
+                .trigger
+                .as_ref()
+                .map(|t| format!(" by its {} trigger", t.kind))
+                .unwrap_or_default();
+            ctx.log
+                .line(&format!("The execution is pinned to commit {commit}{by}."));
+            Ok(commit)
+        }
+        Err(MirrorError::CommitNotFound { .. }) => Err(ActionError::new(format!(
+            "the execution is pinned to commit {pin}, which {location} no longer has \
+             (force-pushed away or deleted before gantry fetched it); it does not run \
+             another commit instead"
+        ))),
+        Err(e) => Err(mirror_error(e)),
+    }
+}
+
+/// A local repository without a pin: what the person has checked out, or
+/// the tip of a named branch other than the current one.
+async fn local_head(
+    ctx: &ActionContext,
+    repo: &Path,
+    branch: Option<&str>,
+) -> Result<(String, String), ActionError> {
     if !repo.exists() {
         return Err(ActionError::new(format!(
             "repository {} does not exist",
             repo.display()
         )));
     }
-    let current_branch = git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?;
-    // A local run takes what the person has checked out; a named branch
-    // other than the current one is taken at its tip.
+    let current_branch = git(repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?;
     let rev = match branch {
-        Some(b) if b != current_branch && !is_url(repository) => format!("refs/heads/{b}"),
+        Some(b) if b != current_branch => format!("refs/heads/{b}"),
         _ => "HEAD".to_string(),
     };
     let commit = git(
-        &repo,
+        repo,
         &[
             "rev-parse",
             "--verify",
@@ -85,57 +252,37 @@ async fn snapshot(
         None if current_branch == "HEAD" => String::new(),
         None => current_branch.clone(),
     };
-    let message = git(&repo, &["log", "-1", "--format=%B", &commit]).await?;
-    // One git call for the author's date, e-mail and name (unit-separated).
-    let author = git(&repo, &["log", "-1", "--format=%aI%x1f%ae%x1f%an", &commit]).await?;
-    let mut author = author.split('\u{1f}').map(str::to_string);
-    let author_date = author.next().unwrap_or_default();
-    let author_email = author.next().unwrap_or_default();
-    let author_name = author.next().unwrap_or_default();
-    if rev == "HEAD" && !is_url(repository) {
-        let dirty = git(&repo, &["status", "--porcelain", "--untracked-files=no"]).await?;
-        if !dirty.is_empty() {
-            ctx.log.line(
-                "Note: the working tree has uncommitted changes; they are not part of this run.",
-            );
+    if rev == "HEAD" {
+        // A bare repository has no working tree to be dirty.
+        let bare = git(repo, &["rev-parse", "--is-bare-repository"]).await?;
+        if bare != "true" {
+            let dirty = git(repo, &["status", "--porcelain", "--untracked-files=no"]).await?;
+            if !dirty.is_empty() {
+                ctx.log.line(
+                    "Note: the working tree has uncommitted changes; they are not part of this run.",
+                );
+            }
         }
     }
-    let out = ctx.work_dir.join("snapshot");
-    tokio::fs::create_dir_all(&out)
-        .await
-        .map_err(|e| ActionError::new(format!("cannot create {}: {e}", out.display())))?;
-    archive(&repo, &commit, &out).await?;
-    let short: String = commit.chars().take(12).collect();
-    ctx.log.line(&format!(
-        "Snapshot of {} at {short} ({branch_name})",
-        repo.display()
-    ));
+    Ok((commit, branch_name))
+}
 
-    let repository_name = repo
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let variables = BTreeMap::from([
-        ("CommitId".to_string(), commit),
-        ("BranchName".to_string(), branch_name),
-        ("CommitMessage".to_string(), message),
-        ("AuthorDate".to_string(), author_date),
-        ("AuthorEmail".to_string(), author_email),
-        ("AuthorName".to_string(), author_name),
-        ("RepositoryName".to_string(), repository_name),
-    ]);
-    let artifacts = ctx
-        .action
-        .outputs
-        .iter()
-        .take(1)
-        .map(|name| (name.clone(), out.clone()))
-        .collect();
-    Ok(ActionOutput {
-        variables,
-        artifacts,
-    })
+async fn current_branch(repo: &Path) -> Option<String> {
+    let name = git(repo, &["rev-parse", "--abbrev-ref", "HEAD"])
+        .await
+        .ok()?;
+    (name != "HEAD").then_some(name)
+}
+
+/// The last part of a URL's path, without `.git`.
+fn repository_name(url: &str) -> String {
+    let path = url.trim_end_matches('/');
+    let last = path.rsplit(['/', ':']).next().unwrap_or(path);
+    last.strip_suffix(".git").unwrap_or(last).to_string()
+}
+
+fn mirror_error(error: MirrorError) -> ActionError {
+    ActionError::new(error.to_string())
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<String, ActionError> {
@@ -158,50 +305,6 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, ActionError> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-async fn archive(repo: &Path, commit: &str, out: &Path) -> Result<(), ActionError> {
-    let mut git = git_command()
-        .arg("-C")
-        .arg(repo)
-        .args(["archive", "--format=tar", commit])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ActionError::new(format!("cannot run git archive: {e}")))?;
-    let stdout: Stdio = git
-        .stdout
-        .take()
-        .ok_or_else(|| ActionError::new("git archive has no output"))?
-        .try_into()
-        .map_err(|e| ActionError::new(format!("cannot pipe git archive: {e}")))?;
-    let tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(out)
-        .stdin(stdout)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| ActionError::new(format!("cannot run tar: {e}")))?;
-    let git_out = git
-        .wait_with_output()
-        .await
-        .map_err(|e| ActionError::new(format!("git archive: {e}")))?;
-    if !git_out.status.success() {
-        return Err(ActionError::new(format!(
-            "git archive failed: {}",
-            String::from_utf8_lossy(&git_out.stderr).trim()
-        )));
-    }
-    if !tar.status.success() {
-        return Err(ActionError::new(format!(
-            "tar failed: {}",
-            String::from_utf8_lossy(&tar.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
 /// `git`, started from a cleared environment plus the variables every
 /// child of gantry's may see: the server's own (`GANTRY_MASTER_KEY`, …)
 /// never reach it.
@@ -209,4 +312,17 @@ fn git_command() -> Command {
     let mut command = Command::new("git");
     command.env_clear().envs(gantry_build::passed_host_env());
     command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_name;
+
+    #[test]
+    fn repository_names_come_from_the_url_path() {
+        assert_eq!(repository_name("https://github.com/acme/shop.git"), "shop");
+        assert_eq!(repository_name("git@github.com:acme/shop.git"), "shop");
+        assert_eq!(repository_name("git@host:shop"), "shop");
+        assert_eq!(repository_name("file:///srv/git/shop.git/"), "shop");
+    }
 }

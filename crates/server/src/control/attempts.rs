@@ -157,6 +157,9 @@ impl ControlPlane {
             log: log.clone(),
             cancel,
             registry_login,
+            mirrors: self.inner.mirrors.clone(),
+            trigger: execution.trigger.clone(),
+            pinned_commit: execution.source_revisions.get(spec.name.as_str()).cloned(),
         };
         let result = runner.run(&ctx).await;
         if let Some(login) = &ctx.registry_login {
