@@ -579,3 +579,54 @@ fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// An event log written before executions had triggers and pins replays:
+/// the old execution shows no trigger and no revisions, and is recovered
+/// as any interrupted one; a new execution's trigger and pins survive a
+/// reopen of the data dir.
+#[tokio::test]
+async fn an_event_log_from_before_triggers_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = bare_repo(dir.path(), "app", "app.txt", "version A\n");
+    let a = head(&work);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = dir.path().join("gantry.yaml");
+    let text = pipeline(&[("app", bare.to_str().unwrap())]);
+    {
+        // What a server before triggers wrote: a definition without
+        // `includes` and `started_by`, and an `execution_requested` event
+        // without `trigger` and `source_revisions`.
+        let store = gantry_store::Store::open(&data.join("gantry.db"))
+            .await
+            .unwrap();
+        let definition = serde_json::json!({"file": file, "text": text, "variables": {}});
+        store
+            .put_definition("old", &definition.to_string())
+            .await
+            .unwrap();
+        let event = r#"{"type": "execution_requested", "id": "old", "variables": {}, "at": 1000,
+            "plan": {"pipeline": "pinned", "mode": "superseded", "stages": [
+              {"name": "Source", "actions": [{"name": "app", "run_order": 1, "is_approval": false}]},
+              {"name": "Build", "actions": [{"name": "show", "run_order": 1, "is_approval": false}]}]}}"#;
+        store
+            .record_event("pinned", "old", 1000, event, &[])
+            .await
+            .unwrap();
+    }
+    let new = {
+        let plane = ControlPlane::open(&data).await.unwrap();
+        let v = view(&plane, "old").await;
+        assert_eq!(v.trigger, None);
+        assert!(v.source_revisions.is_empty());
+        assert_eq!(v.status, "Failed", "recovered as interrupted: {v:#?}");
+        let id = start_pinned(&plane, dir.path(), &text, &[("app", &a)]).await;
+        assert_eq!(finish(&plane, &id).await.status, "Succeeded");
+        id
+    };
+    let plane = ControlPlane::open(&data).await.unwrap();
+    let v = view(&plane, &new).await;
+    assert_eq!(v.trigger.unwrap().trigger_type, "webhook");
+    assert_eq!(v.source_revisions["app"], a);
+    assert_eq!(view(&plane, "old").await.trigger, None);
+}
