@@ -24,6 +24,9 @@ pub(crate) async fn status(data_dir: &Path, id: &str, json: bool) -> Result<Exit
         for line in render::view(&execution, std::io::stdout().is_terminal(), "") {
             println!("{line}");
         }
+        for line in origin(&execution) {
+            println!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -48,13 +51,37 @@ pub(crate) async fn executions(
         println!("{}", serde_json::to_string(&list)?);
     } else {
         for e in &list {
+            let trigger = e.trigger.as_ref().map_or("", |t| t.trigger_type.as_str());
             println!(
-                "{}  {:<20} {:<11} {}",
+                "{}  {:<20} {:<11} {}  {trigger}",
                 e.id, e.pipeline, e.status, e.started_at
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What started an execution and the commits its sources took, for
+/// `gantry status`: `started by webhook (github delivery …)` and
+/// `source checkout at 0d1a26e67d8f`.
+fn origin(execution: &gantry_api::ExecutionView) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(t) = &execution.trigger {
+        let mut line = format!("  started by {}", t.trigger_type);
+        match (&t.by, t.detail.as_str()) {
+            (Some(by), detail) if detail.is_empty() || detail == by => {
+                line.push_str(&format!(" ({by})"));
+            }
+            (_, "") => {}
+            (_, detail) => line.push_str(&format!(" ({detail})")),
+        }
+        lines.push(line);
+    }
+    for (action, commit) in &execution.source_revisions {
+        let short: String = commit.chars().take(12).collect();
+        lines.push(format!("  source {action} at {short}"));
+    }
+    lines
 }
 
 pub(crate) async fn logs(

@@ -215,6 +215,22 @@ fn run_json_ends_with_the_execution_json() {
     let list: Vec<ExecutionView> =
         serde_json::from_str(&stdout(&r.run(&["executions", "--json"]))).unwrap();
     assert_eq!(list[0].id, id);
+
+    // What started it, and the commit its source took.
+    let trigger = list[0].trigger.as_ref().expect("a trigger");
+    assert_eq!(
+        (trigger.trigger_type.as_str(), trigger.by.as_deref()),
+        ("manual", Some("admin"))
+    );
+    assert_eq!(list[0].source_revisions["checkout"], commit);
+    let text = stdout(&r.run(&["status", id]));
+    assert!(text.contains("started by manual (admin)"), "{text}");
+    assert!(
+        text.contains(&format!("source checkout at {}", &commit[..12])),
+        "{text}"
+    );
+    let text = stdout(&r.run(&["executions"]));
+    assert!(text.lines().next().unwrap().ends_with("manual"), "{text}");
 }
 
 const GATED: &str = r##"
