@@ -10,7 +10,9 @@
 //!   the test image (it has no bash), or an object for a container-only
 //!   case: `privileged`, `docker_socket`, `network` set the
 //!   [`ContainerSpec`];
-//! - `expected.json`: `outcome` is matched against `outcome_json` (objects:
+//! - `expected.json`: `warnings` (optional) are the parser's warnings, one
+//!   substring each, in order (`[]`: none); `outcome` is matched against
+//!   `outcome_json` (objects:
 //!   every expected key must match, other keys are ignored; arrays: same
 //!   length, items matched the same way), `error_contains` is a substring
 //!   of the error, `log_contains` are substrings found on log lines *in
@@ -136,10 +138,16 @@ async fn check(case: &str, mode: Mode) {
         }
     };
     let text = std::fs::read_to_string(dir.join("buildspec.yml")).unwrap();
-    let (buildspec, _warnings) = gantry_spec::buildspec::parse_buildspec("buildspec.yml", &text)
+    let (buildspec, warnings) = gantry_spec::buildspec::parse_buildspec("buildspec.yml", &text)
         .unwrap_or_else(|errors| panic!("{case}: buildspec does not parse: {errors:?}"));
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    if let Some(want) = expected.get("warnings") {
+        let want = strings(Some(want));
+        let got: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let same = want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| g.contains(w));
+        assert!(same, "{case}: warnings {got:#?}, expected {want:#?}");
+    }
 
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
@@ -282,4 +290,6 @@ cases! {
     container_has_the_docker_socket => "container-docker-socket",
     container_without_the_docker_socket => "container-no-docker-socket",
     container_runs_in_the_image_environment => "container-image-environment",
+    version_0_1_names_environment_variables_and_plaintext => "version-0.1-environment-variables",
+    artifacts_type_is_accepted_with_a_warning => "artifacts-type-is-ignored",
 }

@@ -15,8 +15,11 @@
 //! Leniencies that real-world files rely on: a single string where a list of
 //! globs is expected (`files: '**/*'`), numbers and booleans as variable
 //! values (`FOO: 5` is `"5"`, as written), `version` as the number `0.2` or
-//! the string `"0.2"`, and a key left empty (all its items commented out)
-//! meaning an empty list.
+//! the string `"0.2"`, a key left empty (all its items commented out)
+//! meaning an empty list, version 0.1's names `environment_variables` and
+//! `plaintext` for `env` and `variables` (in either version; a warning in
+//! 0.2), and `artifacts.type`, dropped in 0.2 but still written by CodeStar's
+//! templates (a warning).
 
 use crate::location::SpecError;
 use crate::yaml::{self, Diagnostics, Fields, Node};
@@ -154,6 +157,7 @@ const TOP_KEYS: &[&str] = &[
     "version",
     "run-as",
     "env",
+    "environment_variables",
     "proxy",
     "batch",
     "phases",
@@ -164,6 +168,7 @@ const TOP_KEYS: &[&str] = &[
 const ENV_KEYS: &[&str] = &[
     "shell",
     "variables",
+    "plaintext",
     "parameter-store",
     "secrets-manager",
     "exported-variables",
@@ -243,7 +248,7 @@ fn decode_buildspec(diag: &mut Diagnostics<'_>, root: &Node) -> Option<Buildspec
         secondary_artifacts: Vec::new(),
         cache_paths: Vec::new(),
     };
-    if let Some(env) = top.get("env") {
+    if let Some(env) = env_section(diag, &top, buildspec.version) {
         decode_env(diag, env, &mut buildspec);
     }
     if let Some(phases) = top.get("phases") {
@@ -319,6 +324,38 @@ fn string_map(diag: &mut Diagnostics<'_>, node: &Node, what: &str) -> Vec<(Strin
     out
 }
 
+/// `env`, or `environment_variables`, its name in version 0.1 (CodeBuild's
+/// version table: "`environment_variables` has been renamed to `env`").
+/// Either name is read in either version; the old one in a 0.2 file is
+/// worth a warning, and both at once are an error.
+fn env_section<'n>(
+    diag: &mut Diagnostics<'_>,
+    top: &Fields<'n>,
+    version: BuildspecVersion,
+) -> Option<&'n Node> {
+    let old = top.field("environment_variables");
+    match (top.get("env"), old) {
+        (Some(_), Some(old)) => {
+            diag.error(
+                old.key_node.location,
+                "`environment_variables` is the 0.1 name of `env`; write only one of them",
+            );
+            top.get("env")
+        }
+        (Some(env), None) => Some(env),
+        (None, Some(old)) => {
+            if version == BuildspecVersion::V02 {
+                diag.warn(
+                    old.key_node.location,
+                    "`environment_variables` is the version 0.1 name of `env`; read as `env`",
+                );
+            }
+            Some(old.value)
+        }
+        (None, None) => None,
+    }
+}
+
 fn decode_env(diag: &mut Diagnostics<'_>, node: &Node, buildspec: &mut Buildspec) {
     let Some(env) = diag.map_or_empty(node, "`env`") else {
         return;
@@ -333,8 +370,23 @@ fn decode_env(diag: &mut Diagnostics<'_>, node: &Node, buildspec: &mut Buildspec
     if let Some(shell) = env.get("shell").and_then(|n| diag.string(n, "`env.shell`")) {
         buildspec.shell = shell.value;
     }
-    if let Some(n) = env.get("variables") {
-        buildspec.variables = string_map(diag, n, "`env.variables`");
+    // `plaintext` is the 0.1 name of `variables`.
+    match (env.get("variables"), env.field("plaintext")) {
+        (Some(_), Some(old)) => diag.error(
+            old.key_node.location,
+            "`plaintext` is the 0.1 name of `variables`; write only one of them",
+        ),
+        (Some(n), None) => buildspec.variables = string_map(diag, n, "`env.variables`"),
+        (None, Some(old)) => {
+            if buildspec.version == BuildspecVersion::V02 {
+                diag.warn(
+                    old.key_node.location,
+                    "`plaintext` is the version 0.1 name of `variables`; read as `variables`",
+                );
+            }
+            buildspec.variables = string_map(diag, old.value, "`env.plaintext`");
+        }
+        (None, None) => {}
     }
     if let Some(n) = env.get("parameter-store") {
         buildspec.parameter_store = string_map(diag, n, "`env.parameter-store`");
@@ -465,9 +517,10 @@ fn decode_all_artifacts(diag: &mut Diagnostics<'_>, node: &Node, buildspec: &mut
         return;
     };
     let mut known = ARTIFACT_KEYS.to_vec();
-    known.extend(["s3-prefix", "secondary-artifacts"]);
+    known.extend(["s3-prefix", "secondary-artifacts", "type"]);
     fields.deny_unknown(diag, &known, "in `artifacts`");
     ignored(diag, &fields, "s3-prefix", "artifacts.s3-prefix");
+    dropped_type(diag, &fields, "artifacts.type");
 
     let secondary = fields.get("secondary-artifacts");
     if let Some(secondary) = secondary.and_then(|n| diag.map(n, "`artifacts.secondary-artifacts`"))
@@ -478,7 +531,7 @@ fn decode_all_artifacts(diag: &mut Diagnostics<'_>, node: &Node, buildspec: &mut
                 continue;
             };
             let mut known = ARTIFACT_KEYS.to_vec();
-            known.push("s3-prefix");
+            known.extend(["s3-prefix", "type"]);
             spec.deny_unknown(diag, &known, &format!("in {what}"));
             ignored(
                 diag,
@@ -486,6 +539,7 @@ fn decode_all_artifacts(diag: &mut Diagnostics<'_>, node: &Node, buildspec: &mut
                 "s3-prefix",
                 &format!("{}.s3-prefix", field.key),
             );
+            dropped_type(diag, &spec, &format!("{}.type", field.key));
             if let Some(artifact) = decode_artifact_fields(diag, &spec, &what) {
                 buildspec
                     .secondary_artifacts
@@ -501,6 +555,21 @@ fn decode_all_artifacts(diag: &mut Diagnostics<'_>, node: &Node, buildspec: &mut
         .any(|f| ARTIFACT_KEYS.contains(&f.key.as_str()));
     if secondary.is_none() || primary_keys {
         buildspec.artifacts = decode_artifact_fields(diag, &fields, "`artifacts`");
+    }
+}
+
+/// `artifacts.type` (`zip`, `none`) was dropped from the buildspec in 0.2,
+/// but CodeStar's templates still write it and CodeBuild still takes it:
+/// accepted with any value, and reported.
+fn dropped_type(diag: &mut Diagnostics<'_>, fields: &Fields<'_>, shown_as: &str) {
+    if let Some(field) = fields.field("type") {
+        diag.warn(
+            field.key_node.location,
+            format!(
+                "`{shown_as}` is ignored by gantry (not part of buildspec 0.2; \
+                 an artifact is a directory of files)"
+            ),
+        );
     }
 }
 

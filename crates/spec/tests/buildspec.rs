@@ -162,6 +162,63 @@ fn env_keys() {
 }
 
 #[test]
+fn version_0_1_names_of_env_and_variables_are_read() {
+    let b = parse_ok(
+        "
+        version: 0.1
+        environment_variables:
+          plaintext:
+            JAVA_HOME: /usr/lib/jvm/java-8-openjdk-amd64
+            STAGE: prod
+        ",
+    );
+    assert_eq!(b.version, BuildspecVersion::V01);
+    assert_eq!(
+        b.variables,
+        [
+            (
+                "JAVA_HOME".to_owned(),
+                "/usr/lib/jvm/java-8-openjdk-amd64".to_owned()
+            ),
+            ("STAGE".to_owned(), "prod".to_owned()),
+        ]
+    );
+    // Silent in 0.1, where they are the names; a note in 0.2.
+    check(
+        "
+        version: 0.1
+        environment_variables:
+          plaintext: {A: b}
+        ",
+        &[],
+    );
+    check(
+        "
+        version: 0.2
+        environment_variables:
+          plaintext: {A: b}
+        ",
+        &[
+            "warning: buildspec.yml:2:1: `environment_variables` is the version 0.1 name of `env`; read as `env`",
+            "warning: buildspec.yml:3:3: `plaintext` is the version 0.1 name of `variables`; read as `variables`",
+        ],
+    );
+    check(
+        "
+        version: 0.1
+        env:
+          variables: {A: b}
+          plaintext: {A: c}
+        environment_variables: {}
+        ",
+        &[
+            "buildspec.yml:4:3: `plaintext` is the 0.1 name of `variables`; write only one of them",
+            "buildspec.yml:5:1: `environment_variables` is the 0.1 name of `env`; write only one of them",
+        ],
+    );
+}
+
+#[test]
 fn booleans_are_yes_no_true_false() {
     for (text, value) in [
         ("yes", true),
@@ -437,6 +494,24 @@ fn artifacts() {
 }
 
 #[test]
+fn artifacts_type_from_codestar_templates_is_a_warning() {
+    check(
+        "
+        version: 0.2
+        artifacts:
+          type: zip
+          files: [template-export.yml]
+          secondary-artifacts:
+            Site: {type: zip, files: site}
+        ",
+        &[
+            "warning: buildspec.yml:3:3: `artifacts.type` is ignored by gantry (not part of buildspec 0.2; an artifact is a directory of files)",
+            "warning: buildspec.yml:6:12: `Site.type` is ignored by gantry (not part of buildspec 0.2; an artifact is a directory of files)",
+        ],
+    );
+}
+
+#[test]
 fn secondary_artifacts_alone_leave_no_primary_artifact() {
     let b = parse_ok(
         "
@@ -465,7 +540,7 @@ fn artifact_errors() {
         ",
         &[
             "buildspec.yml:4:10: `files` of `artifacts` must list at least one glob",
-            "buildspec.yml:5:3: unknown key `packaging` in `artifacts`; expected one of: files, name, base-directory, discard-paths, exclude-paths, enable-symlinks, s3-prefix, secondary-artifacts",
+            "buildspec.yml:5:3: unknown key `packaging` in `artifacts`; expected one of: files, name, base-directory, discard-paths, exclude-paths, enable-symlinks, s3-prefix, secondary-artifacts, type",
             "buildspec.yml:7:8: missing required key `files` in secondary artifact `A`",
             "buildspec.yml:8:8: secondary artifact `B` must be a mapping, found a string",
         ],
@@ -488,11 +563,11 @@ fn unknown_keys_and_wrong_types_everywhere_all_at_once() {
           dirs: [x]
         ",
         &[
-            "buildspec.yml:2:1: unknown key `environment` in a buildspec; expected one of: version, run-as, env, proxy, batch, phases, reports, artifacts, cache",
+            "buildspec.yml:2:1: unknown key `environment` in a buildspec; expected one of: version, run-as, env, environment_variables, proxy, batch, phases, reports, artifacts, cache",
             "buildspec.yml:4:14: `env.variables` must be a mapping, found a list",
             "buildspec.yml:5:24: the value of `X` in `env.parameter-store` must be a string, found a list",
             "buildspec.yml:6:23: `env.exported-variables` must be a list of strings, found a string",
-            "buildspec.yml:7:3: unknown key `colour` in `env`; expected one of: shell, variables, parameter-store, secrets-manager, exported-variables, git-credential-helper",
+            "buildspec.yml:7:3: unknown key `colour` in `env`; expected one of: shell, variables, plaintext, parameter-store, secrets-manager, exported-variables, git-credential-helper",
             "buildspec.yml:9:10: `cache.paths` must be a list of strings or one string, found a mapping",
             "buildspec.yml:10:3: unknown key `dirs` in `cache`; expected one of: paths, key, fallback-keys, action",
         ],
