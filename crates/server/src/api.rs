@@ -63,6 +63,7 @@ pub fn routes(plane: ControlPlane) -> Router {
         .merge(crate::api_params::routes())
         .merge(crate::api_deploy::routes())
         .merge(crate::api_auth::routes())
+        .merge(crate::api_triggers::routes())
         .with_state(plane)
 }
 

@@ -42,7 +42,24 @@ async fn apply(
 ) -> Result<Json<Applied>, ApiError> {
     let text = req.text.ok_or(ControlError::TextRequired)?;
     crate::api::require_environments(&caller, &req.file, &text, &req.includes)?;
-    let summary = plane.apply_file(&req.file, &text, &req.includes).await?;
+    // Registering a pipeline's triggers lets it start by itself later: the
+    // caller must be allowed to start it.
+    let pipeline = gantry_spec::parse_document(&req.file.display().to_string(), &text)
+        .map_err(ControlError::InvalidPipeline)?
+        .pipeline;
+    if let Some(pipeline) = &pipeline {
+        caller.require(
+            Permission::Operate,
+            Target::pipeline(pipeline.name.as_str()),
+        )?;
+    }
+    let mut summary = plane.apply_file(&req.file, &text, &req.includes).await?;
+    if let Some(line) = plane
+        .register_triggers(&req.file, &text, &req.includes, Some(&caller.identity.name))
+        .await?
+    {
+        summary.push(line);
+    }
     Ok(Json(Applied { applied: summary }))
 }
 

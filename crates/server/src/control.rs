@@ -69,6 +69,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Serialises approval decisions (see `approvals`).
     decisions: Mutex<()>,
+    /// The armed triggers of registered pipelines (see `crate::triggers`).
+    triggers: crate::triggers::Triggers,
     /// The mirrors of git repositories (source actions).
     mirrors: Mirrors,
 }
@@ -135,6 +137,7 @@ impl ControlPlane {
                 state: Mutex::new(state),
                 changes,
                 decisions: Mutex::new(()),
+                triggers: crate::triggers::Triggers::default(),
                 mirrors,
             }),
         };
@@ -171,6 +174,16 @@ impl ControlPlane {
     /// Users, tokens and the audit log.
     pub fn auth(&self) -> &gantry_auth::Auth {
         &self.inner.auth
+    }
+
+    /// The armed triggers of registered pipelines.
+    pub(crate) fn triggers(&self) -> &crate::triggers::Triggers {
+        &self.inner.triggers
+    }
+
+    /// The mirrors of git repositories.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.inner.mirrors
     }
 
     /// Registers a file's environments and services (and those of the files
@@ -491,6 +504,9 @@ impl ControlPlane {
                 }
             }
             Command::ExecutionFinished { id, status } => {
+                if let Some(pipeline) = state.pipeline_of.get(&id) {
+                    self.trigger_downstream(pipeline, &id, status);
+                }
                 tracing::info!(execution = %id, %status, "Execution finished.");
             }
         }

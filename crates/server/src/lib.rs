@@ -19,6 +19,7 @@ pub mod api;
 mod api_auth;
 mod api_deploy;
 mod api_params;
+mod api_triggers;
 pub mod clock;
 pub mod control;
 pub mod definition;
@@ -32,6 +33,7 @@ pub mod parameters;
 mod resolve;
 mod runtimes;
 pub mod server_info;
+pub mod triggers;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -179,6 +181,14 @@ impl RunningServer {
         .await
         .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
         plane.set_registry(registry_addr.to_string());
+        // Registered pipelines watch for their triggers again.
+        let armed = plane.arm_triggers().await?;
+        if armed > 0 {
+            tracing::info!(
+                pipelines = armed,
+                "Armed the triggers of registered pipelines."
+            );
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         let api = format!("{scheme}://{api_addr}");
         lock.publish(&ServerInfo {
@@ -228,6 +238,7 @@ impl RunningServer {
     /// Stops serving and cancels running actions. Replicas keep running:
     /// the next server re-adopts them.
     pub async fn shutdown(self) {
+        self.plane.disarm_triggers();
         self.plane.cancel_all().await;
         self.plane.deployer().shutdown().await;
         self.shutdown.cancel();
