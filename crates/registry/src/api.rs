@@ -18,13 +18,20 @@ use crate::Registry;
 use crate::auth::{AuthDenied, Presented, RegistryAccess, RegistryAuditRecord};
 use crate::error::{ApiError, ErrorCode, RegistryError};
 use crate::manifest;
-use crate::metadata::{LinkError, NewManifest, QuotaExceeded, Quotas, UploadsFull};
+use crate::metadata::{LinkError, NewManifest, QuotaExceeded, Quotas, Referrer, UploadsFull};
 use crate::names::{Digest, Reference, RepoName, Route, parse_route, query_pairs};
 use crate::uploads::{self, Appender};
 
 const API_VERSION: &str = "Docker-Distribution-API-Version";
 const CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const UPLOAD_UUID: &str = "Docker-Upload-UUID";
+/// Tells a client that pushed a manifest with a `subject` that the registry
+/// indexed it, so the client need not maintain a referrers tag.
+const OCI_SUBJECT: &str = "OCI-Subject";
+const OCI_FILTERS_APPLIED: &str = "OCI-Filters-Applied";
+/// The most descriptors one page of a referrers list holds; a client may
+/// ask for fewer with `n`.
+const MAX_REFERRERS_PAGE: i64 = 1000;
 const MOUNT_BLOB: &str = "registry.mount_blob";
 /// The `service` of the token flow's challenges.
 const SERVICE: &str = "gantry";
@@ -251,8 +258,36 @@ fn classify(
             Need::Pull(RepoName::parse(name)?),
             action("registry.list_tags", name.clone(), Record::Never),
         ),
+        Route::Referrers { name, digest } if method == Method::GET => (
+            Need::Pull(RepoName::parse(name)?),
+            action(
+                "registry.list_referrers",
+                blob_target(name, digest),
+                Record::Never,
+            ),
+        ),
         _ => return Ok(None),
     }))
+}
+
+/// The methods an endpoint supports, for the `Allow` header of a 405.
+fn allowed_methods(route: &Route) -> &'static str {
+    match route {
+        Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => "GET",
+        Route::Blob { .. } => "GET, HEAD, DELETE",
+        Route::UploadStart { .. } => "POST",
+        Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
+        Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+    }
+}
+
+/// `405 UNSUPPORTED` with the `Allow` header HTTP requires of it.
+fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("{method} is not supported on {path}"),
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static(allow))
 }
 
 /// `repo:tag`, or `repo@sha256:…` for a digest.
@@ -402,11 +437,8 @@ async fn dispatch(State(registry): State<Registry>, request: Request) -> Respons
                 ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
             }
             (false, &Method::GET) => issue_token(&registry, &grant.secret),
-            _ => ApiError::new(
-                ErrorCode::Unsupported,
-                format!("{} is not supported on {path}", parts.method),
-            )
-            .into_response(),
+            (true, _) => method_not_allowed(&parts.method, path, "GET, HEAD").into_response(),
+            (false, _) => method_not_allowed(&parts.method, path, "GET, POST").into_response(),
         };
     }
     match handle(&registry, &caller, rest, &parts, body).await {
@@ -449,9 +481,10 @@ async fn handle(
         if let Err(why) = authorize(registry, caller, &Need::Base).await {
             return Ok(refuse(registry, caller, &Need::Base, &action, method, why));
         }
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            format!("{method} is not supported on {}", parts.uri.path()),
+        return Err(method_not_allowed(
+            method,
+            parts.uri.path(),
+            allowed_methods(&route),
         ));
     };
     let grant = match authorize(registry, caller, &need).await {
@@ -521,6 +554,7 @@ async fn endpoint(
             get_manifest(registry, &name, &reference, head).await
         }
         Route::Tags { name } => tags(registry, &name, q).await,
+        Route::Referrers { name, digest } => referrers(registry, &name, &digest, q).await,
     }
 }
 
@@ -1225,10 +1259,12 @@ async fn get_manifest(
     head: bool,
 ) -> Result<Response, ApiError> {
     let repo = RepoName::parse(name)?;
-    let parsed = Reference::parse(reference)?;
     let metadata = &registry.inner.metadata;
-    let found = match resolve(registry, &repo, &parsed).await? {
-        Some(digest) => metadata.manifest(&repo, &digest).await?,
+    let found = match Reference::lookup(reference)? {
+        Some(parsed) => match resolve(registry, &repo, &parsed).await? {
+            Some(digest) => metadata.manifest(&repo, &digest).await?,
+            None => None,
+        },
         None => None,
     };
     let Some(manifest) = found else {
@@ -1361,6 +1397,7 @@ async fn put_manifest(
         Reference::Tag(t) => Some(t.as_str()),
         Reference::Digest(_) => None,
     };
+    let referrer = Referrer::of(&parsed);
     inner
         .metadata
         .put_manifest(
@@ -1371,18 +1408,20 @@ async fn put_manifest(
                 content: &bytes,
                 tag,
                 links: &links,
+                referrer: referrer.as_ref(),
             },
             quotas(registry),
         )
         .await?;
     tracing::info!(repository = %repo, tag = tag.unwrap_or(""), digest = %digest, "manifest pushed");
-    Ok(empty(
-        StatusCode::CREATED,
-        &[
-            ("Location", format!("/v2/{repo}/manifests/{digest}")),
-            (CONTENT_DIGEST, digest.to_string()),
-        ],
-    ))
+    let mut headers = vec![
+        ("Location", format!("/v2/{repo}/manifests/{digest}")),
+        (CONTENT_DIGEST, digest.to_string()),
+    ];
+    if let Some(referrer) = &referrer {
+        headers.push((OCI_SUBJECT, referrer.subject.to_string()));
+    }
+    Ok(empty(StatusCode::CREATED, &headers))
 }
 
 async fn delete_manifest(
@@ -1392,11 +1431,12 @@ async fn delete_manifest(
 ) -> Result<Response, ApiError> {
     let repo = RepoName::parse(name)?;
     let metadata = &registry.inner.metadata;
-    let deleted = match Reference::parse(reference)? {
-        Reference::Digest(d) => metadata.delete_manifest(&repo, &d).await?,
+    let deleted = match Reference::lookup(reference)? {
+        Some(Reference::Digest(d)) => metadata.delete_manifest(&repo, &d).await?,
         // Deleting by tag removes the tag; the manifest stays reachable by
         // digest and through other tags.
-        Reference::Tag(t) => metadata.delete_tag(&repo, t.as_str()).await?,
+        Some(Reference::Tag(t)) => metadata.delete_tag(&repo, t.as_str()).await?,
+        None => false,
     };
     if deleted {
         Ok(empty(StatusCode::ACCEPTED, &[]))
@@ -1419,11 +1459,30 @@ fn page(q: Option<&str>) -> Result<(Option<i64>, String), ApiError> {
     Ok((n, query(q, "last").unwrap_or_default()))
 }
 
-/// A JSON list answer, with a `Link` to the next page when this one is full.
+/// Cuts a list fetched with one item more than the page holds down to the
+/// page; says whether anything follows it.
+fn page_of(mut items: Vec<String>, n: Option<i64>) -> (Vec<String>, bool) {
+    let Some(n) = n.and_then(|n| usize::try_from(n).ok()) else {
+        return (items, false);
+    };
+    let more = items.len() > n;
+    items.truncate(n);
+    (items, more)
+}
+
+/// One more than `n`, the rows to fetch to learn whether a page of `n` is
+/// the last.
+fn fetch_count(n: Option<i64>) -> i64 {
+    n.map_or(i64::MAX, |n| n.saturating_add(1))
+}
+
+/// A JSON list answer, with a `Link` to the next page when `more` follow
+/// this one (and never for `n=0`, which the specification forbids).
 fn list_response(
     path: &str,
     n: Option<i64>,
     items: &[String],
+    more: bool,
     body: serde_json::Value,
 ) -> Response {
     let mut response = (
@@ -1431,8 +1490,7 @@ fn list_response(
         body.to_string(),
     )
         .into_response();
-    if let (Some(n), Some(last)) = (n, items.last())
-        && i64::try_from(items.len()).is_ok_and(|len| len == n)
+    if let (true, Some(n), Some(last)) = (more, n, items.last())
         && let Ok(link) =
             HeaderValue::from_str(&format!("<{path}?n={n}&last={last}>; rel=\"next\""))
     {
@@ -1451,25 +1509,118 @@ async fn tags(registry: &Registry, name: &str, q: Option<&str>) -> Result<Respon
         ));
     }
     let (n, last) = page(q)?;
-    let tags = metadata.tags(&repo, &last, n.unwrap_or(i64::MAX)).await?;
+    let (tags, more) = page_of(metadata.tags(&repo, &last, fetch_count(n)).await?, n);
     let body = serde_json::json!({ "name": repo.as_str(), "tags": tags });
     Ok(list_response(
         &format!("/v2/{repo}/tags/list"),
         n,
         &tags,
+        more,
         body,
     ))
 }
 
 async fn catalog(registry: &Registry, q: Option<&str>) -> Result<Response, ApiError> {
     let (n, last) = page(q)?;
-    let repositories = registry
+    let fetched = registry
         .inner
         .metadata
-        .repositories(&last, n.unwrap_or(i64::MAX))
+        .repositories(&last, fetch_count(n))
         .await?;
+    let (repositories, more) = page_of(fetched, n);
     let body = serde_json::json!({ "repositories": repositories });
-    Ok(list_response("/v2/_catalog", n, &repositories, body))
+    Ok(list_response("/v2/_catalog", n, &repositories, more, body))
+}
+
+/// `GET /v2/<name>/referrers/<digest>`: an image index of the manifests
+/// in `name` whose subject is `digest`, filtered by `artifactType` when
+/// asked. Never a 404, not even for an unknown repository: a client takes
+/// a 404 to mean the registry has no referrers API and falls back to the
+/// referrers tag. Pages hold at most `n` (at most 1000) descriptors and
+/// the manifest size limit's worth of JSON; a `Link` names the next one.
+async fn referrers(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    q: Option<&str>,
+) -> Result<Response, ApiError> {
+    let repo = RepoName::parse(name)?;
+    let subject = Digest::parse(digest)?;
+    let artifact_type = query(q, "artifactType").filter(|t| !t.is_empty());
+    let (n, last) = page(q)?;
+    let n = n.map_or(MAX_REFERRERS_PAGE, |n| n.min(MAX_REFERRERS_PAGE));
+    let rows = registry
+        .inner
+        .metadata
+        .referrers(&repo, &subject, artifact_type.as_deref(), &last, n + 1)
+        .await?;
+    let budget = registry.inner.limits.max_manifest_size;
+    let mut manifests = Vec::new();
+    let mut used = 0;
+    let mut more = false;
+    for row in rows {
+        if i64::try_from(manifests.len()).is_ok_and(|len| len >= n) {
+            more = true;
+            break;
+        }
+        let mut descriptor = serde_json::json!({
+            "mediaType": row.media_type,
+            "digest": row.digest,
+            "size": row.size,
+        });
+        if let Some(t) = row.artifact_type {
+            descriptor["artifactType"] = t.into();
+        }
+        if let Some(a) = row
+            .annotations
+            .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+        {
+            descriptor["annotations"] = a;
+        }
+        used += descriptor.to_string().len() + 1;
+        if used > budget && !manifests.is_empty() {
+            more = true;
+            break;
+        }
+        manifests.push((row.digest, descriptor));
+    }
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_INDEX,
+        "manifests": manifests.iter().map(|(_, d)| d).collect::<Vec<_>>(),
+    });
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, manifest::OCI_INDEX);
+    if artifact_type.is_some() {
+        response = response.header(OCI_FILTERS_APPLIED, "artifactType");
+    }
+    if let (true, Some((last, _))) = (more, manifests.last()) {
+        let mut link = format!("</v2/{repo}/referrers/{subject}?n={n}&last={last}");
+        // The next page keeps the filter.
+        if let Some(t) = &artifact_type {
+            link.push_str("&artifactType=");
+            link.push_str(&percent_encode(t));
+        }
+        link.push_str(">; rel=\"next\"");
+        response = response.header(header::LINK, link);
+    }
+    Ok(response
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// Percent-encodes everything but unreserved characters, for a query value.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

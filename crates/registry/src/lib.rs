@@ -17,6 +17,11 @@
 //! - A **manifest** (OCI image manifest or index, Docker schema 2 manifest
 //!   or manifest list) is stored byte-exact in SQLite, keyed by the digest of
 //!   those bytes; a **tag** points at one manifest of its repository.
+//! - A **referrer** is a manifest whose `subject` names another manifest
+//!   (a signature or an SBOM of an image). Referrers are indexed when they
+//!   are pushed (`registry_referrers`) and listed by
+//!   `GET /v2/<name>/referrers/<digest>`, the OCI 1.1 referrers API; the
+//!   subject need not exist, so clients may push in either order.
 //!
 //! # Invariants
 //!

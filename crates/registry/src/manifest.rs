@@ -21,12 +21,21 @@ pub(crate) const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 const GENERIC_TYPES: &[&str] = &["", "application/json", "application/octet-stream"];
 
 /// A manifest that passed validation: its media type, the blobs it
-/// references (config and layers) and the manifests it references (index).
+/// references (config and layers), the manifests it references (index),
+/// and what the referrers API lists about it when it has a `subject`.
 #[derive(Debug)]
 pub(crate) struct ParsedManifest {
     pub media_type: &'static str,
     pub blobs: Vec<Digest>,
     pub children: Vec<Digest>,
+    /// The manifest this one refers to (a signature's image, say). It need
+    /// not exist: the specification lets referrers be pushed first.
+    pub subject: Option<Digest>,
+    /// The `artifactType` a referrers list gives it: its own, else (for an
+    /// image manifest) its config's media type; none for an index without.
+    pub artifact_type: Option<String>,
+    /// Its `annotations`, when they are a JSON object.
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -37,13 +46,28 @@ struct RawManifest {
     config: Option<Descriptor>,
     layers: Option<Vec<Descriptor>>,
     manifests: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    // Read leniently: a manifest accepted before referrers existed must
+    // still be accepted, whatever these two hold.
+    artifact_type: Option<serde_json::Value>,
+    annotations: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Descriptor {
     digest: String,
+    media_type: Option<serde_json::Value>,
     #[serde(default)]
     urls: Vec<String>,
+}
+
+/// A non-empty string, or nothing.
+fn text(value: Option<&serde_json::Value>) -> Option<String> {
+    value
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -95,6 +119,12 @@ pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedMa
         Digest::parse(&d.digest)
             .map_err(|_| invalid(format!("unsupported digest {:?} in manifest", d.digest)))
     };
+    let subject = raw.subject.as_ref().map(digest_of).transpose()?;
+    let annotations = match raw.annotations {
+        Some(serde_json::Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    let artifact_type = text(raw.artifact_type.as_ref());
     match media_type {
         OCI_INDEX | DOCKER_LIST => {
             let Some(manifests) = raw.manifests else {
@@ -104,12 +134,16 @@ pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedMa
                 media_type,
                 blobs: Vec::new(),
                 children: manifests.iter().map(digest_of).collect::<Result<_, _>>()?,
+                subject,
+                artifact_type,
+                annotations,
             })
         }
         _ => {
             let (Some(config), Some(layers)) = (raw.config, raw.layers) else {
                 return Err(invalid("an image manifest needs config and layers"));
             };
+            let artifact_type = artifact_type.or_else(|| text(config.media_type.as_ref()));
             let mut blobs = vec![digest_of(&config)?];
             for layer in &layers {
                 let digest = digest_of(layer)?;
@@ -123,6 +157,9 @@ pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedMa
                 media_type,
                 blobs,
                 children: Vec::new(),
+                subject,
+                artifact_type,
+                annotations,
             })
         }
     }
@@ -168,6 +205,32 @@ mod tests {
         ] {
             assert!(parse(bad.as_bytes(), None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_subject_artifact_type_and_annotations_are_read_for_referrers() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/x.sbom","digest":"{D}"}},
+               "layers":[],"subject":{{"digest":"{D}"}},"annotations":{{"k":"v"}}}}"#
+        );
+        let parsed = parse(m.as_bytes(), None).unwrap();
+        assert_eq!(parsed.subject.unwrap().as_str(), D);
+        // Without its own artifactType, an image manifest's is its config's.
+        assert_eq!(parsed.artifact_type.as_deref(), Some("application/x.sbom"));
+        assert_eq!(parsed.annotations.unwrap()["k"], "v");
+
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],
+               "subject":{{"digest":"{D}"}},"annotations":"not an object"}}"#
+        );
+        let parsed = parse(index.as_bytes(), None).unwrap();
+        assert_eq!(parsed.artifact_type, None);
+        assert!(parsed.annotations.is_none());
+
+        let bad = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{D}"}},"layers":[],"subject":{{"digest":"md5:x"}}}}"#
+        );
+        assert!(parse(bad.as_bytes(), None).is_err());
     }
 
     #[test]

@@ -43,6 +43,55 @@ const SCHEMA: &[&str] = &[
     )",
 ];
 
+/// The referrers index: one row per manifest with a `subject`, holding
+/// what the referrers API lists about it. Created (and filled from the
+/// manifests already stored) when a registry first opens a database
+/// without it.
+const REFERRERS_TABLE: &str = "CREATE TABLE registry_referrers (
+        repository    TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        digest        TEXT NOT NULL,
+        media_type    TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        artifact_type TEXT,
+        annotations   TEXT,
+        PRIMARY KEY (repository, subject, digest),
+        FOREIGN KEY (repository, digest) REFERENCES registry_manifests (repository, digest)
+    )";
+
+/// What the referrers API lists about a manifest with a `subject`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Referrer {
+    pub subject: Digest,
+    pub artifact_type: Option<String>,
+    /// A JSON object, as text.
+    pub annotations: Option<String>,
+}
+
+impl Referrer {
+    /// The referrer entry of a parsed manifest, if it has a subject.
+    pub(crate) fn of(parsed: &crate::manifest::ParsedManifest) -> Option<Referrer> {
+        Some(Referrer {
+            subject: parsed.subject.clone()?,
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed
+                .annotations
+                .as_ref()
+                .map(|a| serde_json::Value::Object(a.clone()).to_string()),
+        })
+    }
+}
+
+/// A row of a referrers list.
+#[derive(Debug, Clone)]
+pub(crate) struct ReferrerRow {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
 /// A stored manifest.
 #[derive(Debug)]
 pub(crate) struct StoredManifest {
@@ -60,6 +109,8 @@ pub(crate) struct NewManifest<'a> {
     pub tag: Option<&'a str>,
     /// Blobs found in the store but not yet linked to the repository.
     pub links: &'a [(Digest, u64)],
+    /// Its entry in the referrers index, when it has a subject.
+    pub referrer: Option<&'a Referrer>,
 }
 
 /// Byte quotas a new link must fit in; `None` is no limit.
@@ -161,8 +212,123 @@ impl Metadata {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
+        let has_referrers: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'registry_referrers'",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if has_referrers.is_none() {
+            sqlx::query(REFERRERS_TABLE).execute(&mut *tx).await?;
+            sqlx::query(
+                "CREATE INDEX registry_referrers_digest ON registry_referrers (repository, digest)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            Self::index_existing_referrers(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(Metadata { pool })
+    }
+
+    /// Enabling the referrers API on a registry that already holds
+    /// manifests: the specification wants those listed in a referrers-tag
+    /// index listed, and allows every stored manifest with a subject; all
+    /// of them are. A manifest that no longer parses is left out.
+    async fn index_existing_referrers(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT repository, digest, media_type, content FROM registry_manifests")
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut indexed = 0;
+        for row in rows {
+            let media_type: String = row.try_get("media_type")?;
+            let content: Vec<u8> = row.try_get("content")?;
+            let Ok(parsed) = crate::manifest::parse(&content, Some(&media_type)) else {
+                continue;
+            };
+            let Some(referrer) = Referrer::of(&parsed) else {
+                continue;
+            };
+            let repository: String = row.try_get("repository")?;
+            let digest: String = row.try_get("digest")?;
+            Self::insert_referrer(
+                &mut *conn,
+                &repository,
+                &digest,
+                &media_type,
+                content.len(),
+                &referrer,
+            )
+            .await?;
+            indexed += 1;
+        }
+        if indexed > 0 {
+            tracing::info!(indexed, "indexed the referrers of stored manifests");
+        }
+        Ok(())
+    }
+
+    async fn insert_referrer(
+        conn: &mut SqliteConnection,
+        repository: &str,
+        digest: &str,
+        media_type: &str,
+        size: usize,
+        referrer: &Referrer,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO registry_referrers
+               (repository, subject, digest, media_type, size, artifact_type, annotations)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (repository, subject, digest) DO NOTHING",
+        )
+        .bind(repository)
+        .bind(referrer.subject.as_str())
+        .bind(digest)
+        .bind(media_type)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(referrer.artifact_type.as_deref())
+        .bind(referrer.annotations.as_deref())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Up to `n` manifests of `repo` whose subject is `subject`, after the
+    /// digest `last`, in digest order; only those of `artifact_type` when
+    /// one is given.
+    pub(crate) async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        last: &str,
+        n: i64,
+    ) -> Result<Vec<ReferrerRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM registry_referrers
+             WHERE repository = ?1 AND subject = ?2 AND digest > ?3
+               AND (?4 IS NULL OR artifact_type = ?4)
+             ORDER BY digest LIMIT ?5",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(last)
+        .bind(artifact_type)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ReferrerRow {
+                    digest: row.try_get("digest")?,
+                    media_type: row.try_get("media_type")?,
+                    size: size_of(row.try_get("size")?),
+                    artifact_type: row.try_get("artifact_type")?,
+                    annotations: row.try_get("annotations")?,
+                })
+            })
+            .collect()
     }
 
     async fn ensure_repository(
@@ -475,6 +641,17 @@ impl Metadata {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(referrer) = m.referrer {
+            Self::insert_referrer(
+                &mut tx,
+                m.repo.as_str(),
+                m.digest.as_str(),
+                m.media_type,
+                m.content.len(),
+                referrer,
+            )
+            .await?;
+        }
         if let Some(tag) = m.tag {
             sqlx::query(
                 "INSERT INTO registry_tags (repository, tag, digest, updated_at) VALUES (?, ?, ?, ?)
@@ -499,6 +676,13 @@ impl Metadata {
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM registry_tags WHERE repository = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        // Its own entry goes; entries of manifests naming it as their
+        // subject stay, as they would had it never been pushed.
+        sqlx::query("DELETE FROM registry_referrers WHERE repository = ? AND digest = ?")
             .bind(repo.as_str())
             .bind(digest.as_str())
             .execute(&mut *tx)

@@ -153,17 +153,26 @@ pub(crate) enum Reference {
 }
 
 impl Reference {
+    /// A reference a manifest is pushed under: an invalid one is refused.
     pub(crate) fn parse(s: &str) -> Result<Reference, ApiError> {
-        // A tag can't hold ':', so a colon means the client meant a digest.
-        if s.contains(':') {
-            return Digest::parse(s).map(Reference::Digest);
-        }
-        Tag::parse(s).map(Reference::Tag).ok_or_else(|| {
+        Reference::lookup(s)?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::ManifestInvalid,
                 format!("invalid reference {s:?}: neither a tag nor a sha256 digest"),
             )
         })
+    }
+
+    /// A reference a manifest is looked up (or deleted) by: `None` for a
+    /// string that is no tag, which can name nothing stored, so the
+    /// specification's answer is `404 MANIFEST_UNKNOWN`, not a 400. A
+    /// malformed digest is still `DIGEST_INVALID`.
+    pub(crate) fn lookup(s: &str) -> Result<Option<Reference>, ApiError> {
+        // A tag can't hold ':', so a colon means the client meant a digest.
+        if s.contains(':') {
+            return Digest::parse(s).map(|d| Some(Reference::Digest(d)));
+        }
+        Ok(Tag::parse(s).map(Reference::Tag))
     }
 }
 
@@ -178,11 +187,12 @@ pub(crate) enum Route {
     Upload { name: String, id: String },
     Manifest { name: String, reference: String },
     Tags { name: String },
+    Referrers { name: String, digest: String },
 }
 
 /// Parses the part of the path after `/v2/`. Names have any number of
 /// segments, so the endpoint is recognised from the right: the second-last
-/// segment (`manifests`, `tags`, `uploads`, `blobs`) says which endpoint it
+/// segment (`manifests`, `tags`, `uploads`, `blobs`, `referrers`) says which endpoint it
 /// is, and everything before the keyword is the name. Each segment is
 /// percent-decoded on its own, so an encoded `/` or `..` ends up inside one
 /// segment, where the name grammar refuses it.
@@ -203,6 +213,10 @@ pub(crate) fn parse_route(rest: &str) -> Option<Route> {
             reference: last.clone(),
         }),
         "tags" if last == "list" => Some(Route::Tags { name: name(n - 2) }),
+        "referrers" => Some(Route::Referrers {
+            name: name(n - 2),
+            digest: last.clone(),
+        }),
         "uploads" if n >= 4 && segments[n - 3] == "blobs" => {
             if last.is_empty() {
                 Some(Route::UploadStart { name: name(n - 3) })
@@ -357,6 +371,21 @@ mod tests {
         };
         assert_eq!(name, "a/../b");
         assert!(RepoName::parse(&name).is_err());
+        assert_eq!(
+            r("a/referrers/sha256:ab"),
+            Some(Route::Referrers {
+                name: "a".into(),
+                digest: "sha256:ab".into()
+            })
+        );
+        // A repository may be called `referrers`.
+        assert_eq!(
+            r("referrers/manifests/1"),
+            Some(Route::Manifest {
+                name: "referrers".into(),
+                reference: "1".into()
+            })
+        );
         assert_eq!(r("x/whatever"), None);
         assert_eq!(r("x/blobs/a/b/c"), None);
         assert_eq!(r("x/%zz/manifests/1"), None);

@@ -597,8 +597,10 @@ async fn names_that_could_traverse_paths_are_rejected() {
         let r = f.get(uri).await;
         assert_eq!(r.code(), "DIGEST_INVALID", "{uri}");
     }
+    // `..` is no tag: it names nothing (and the repository is unknown).
     let r = f.get("/v2/a/manifests/..").await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "NAME_UNKNOWN");
     let r = f
         .send(
             "POST",
@@ -631,11 +633,53 @@ async fn unknown_endpoints_and_methods_get_oci_errors() {
     let r = f.get("/v2/a/elsewhere").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "UNSUPPORTED");
-    let r = f
-        .send("PATCH", "/v2/a/manifests/latest", &[], Body::empty())
-        .await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.code(), "UNSUPPORTED");
+    // A 405 says what the endpoint supports, as HTTP requires.
+    for (method, uri, allow) in [
+        ("PATCH", "/v2/a/manifests/latest", "GET, HEAD, PUT, DELETE"),
+        ("POST", "/v2/a/tags/list", "GET"),
+        ("PUT", "/v2/a/blobs/uploads/", "POST"),
+        ("PUT", "/v2/_catalog", "GET"),
+        ("DELETE", "/v2/a/referrers/sha256:00", "GET"),
+        ("DELETE", "/v2/", "GET, HEAD"),
+        ("PUT", "/v2/token", "GET, POST"),
+    ] {
+        let r = f.send(method, uri, &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert_eq!(r.code(), "UNSUPPORTED", "{method} {uri}");
+        assert_eq!(r.header("allow"), allow, "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn a_reference_that_is_no_tag_names_an_unknown_manifest() {
+    let f = Fixture::new().await;
+    f.push_image("r", "1", b"l").await;
+    for method in ["GET", "HEAD", "DELETE"] {
+        for reference in [".INVALID_MANIFEST_NAME", "-x", &"a".repeat(129)] {
+            let r = f
+                .send(
+                    method,
+                    &format!("/v2/r/manifests/{reference}"),
+                    &[],
+                    Body::empty(),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {reference}");
+            if method != "HEAD" {
+                assert_eq!(r.code(), "MANIFEST_UNKNOWN", "{method} {reference}");
+            }
+        }
+    }
+    // A malformed digest is still the client's mistake, and pushing under
+    // an invalid tag is refused.
+    assert_eq!(
+        f.get("/v2/r/manifests/sha256:xyz").await.code(),
+        "DIGEST_INVALID"
+    );
+    let m = f.get("/v2/r/manifests/1").await.body;
+    let r = f.put_manifest("r", ".bad", OCI_MANIFEST, &m).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "MANIFEST_INVALID");
 }
 
 #[tokio::test]
@@ -658,10 +702,20 @@ async fn tags_are_listed_in_order_with_pagination() {
         r.header("link"),
         "</v2/r/tags/list?n=2&last=b>; rel=\"next\""
     );
+    // The last page, exactly full, links to nothing.
     let r = f.get("/v2/r/tags/list?n=2&last=b").await;
     assert_eq!(r.json()["tags"], json!(["c", "latest"]));
+    assert_eq!(r.header("link"), "");
+    let r = f.get("/v2/r/tags/list?n=4").await;
+    assert_eq!(r.json()["tags"].as_array().unwrap().len(), 4);
+    assert_eq!(r.header("link"), "");
     let r = f.get("/v2/r/tags/list?n=2&last=latest").await;
     assert_eq!(r.json()["tags"], json!([]));
+    assert_eq!(r.header("link"), "");
+    // n=0: an empty list and no link.
+    let r = f.get("/v2/r/tags/list?n=0").await;
+    assert_eq!(r.json()["tags"], json!([]));
+    assert_eq!(r.header("link"), "");
     assert_eq!(
         f.get("/v2/r/tags/list?n=x").await.status,
         StatusCode::BAD_REQUEST
@@ -683,6 +737,9 @@ async fn the_catalog_lists_repositories() {
         r.header("link"),
         "</v2/_catalog?n=1&last=b/x>; rel=\"next\""
     );
+    let r = f.get("/v2/_catalog?n=1&last=b/x").await;
+    assert_eq!(r.json(), json!({"repositories": ["c"]}));
+    assert_eq!(r.header("link"), "");
 }
 
 #[tokio::test]
