@@ -76,6 +76,12 @@ async fn snapshot(
                 })?
         }
         Repository::Local(path) => {
+            if !path.exists() {
+                return Err(ActionError::new(format!(
+                    "repository {} does not exist",
+                    path.display()
+                )));
+            }
             let (commit, branch_name) = match pin {
                 Some(pin) => (pinned_commit(ctx, &path, &location, pin).await?, {
                     match branch {
@@ -225,12 +231,6 @@ async fn local_head(
     repo: &Path,
     branch: Option<&str>,
 ) -> Result<(String, String), ActionError> {
-    if !repo.exists() {
-        return Err(ActionError::new(format!(
-            "repository {} does not exist",
-            repo.display()
-        )));
-    }
     let current_branch = git(repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?;
     let rev = match branch {
         Some(b) if b != current_branch => format!("refs/heads/{b}"),
