@@ -53,7 +53,7 @@ fn request(commands_per_phase: &[&[&str]], dir: &std::path::Path) -> BuildReques
             name,
             commands: commands.iter().map(|c| (*c).to_owned()).collect(),
             finally: Vec::new(),
-            on_failure: OnFailure::Abort,
+            on_failure: OnFailure::Unspecified,
             run_as: None,
         })
         .collect();

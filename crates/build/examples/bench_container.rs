@@ -61,7 +61,7 @@ fn request(phases: &[Vec<String>], dir: &std::path::Path, image: Option<&str>) -
             name,
             commands: commands.clone(),
             finally: Vec::new(),
-            on_failure: OnFailure::Abort,
+            on_failure: OnFailure::Unspecified,
             run_as: None,
         })
         .collect();

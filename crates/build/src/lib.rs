@@ -16,12 +16,17 @@
 //!   on its stdin with the exit status coming back on a separate pipe that
 //!   commands cannot see (see `shell.rs`). So `cd` and variables carry over
 //!   between commands and phases. In 0.1 each command gets a fresh shell.
-//! - **Phases** run in file order. A failing command skips the rest of its
-//!   phase's `commands`, the phase's `finally` runs, the phase is `FAILED`.
-//!   A failure in INSTALL or PRE_BUILD ends the build (unless `on-failure:
-//!   CONTINUE`); a failure in BUILD still runs POST_BUILD (whatever its
-//!   `on-failure`, as CodeBuild); `CODEBUILD_BUILD_SUCCEEDING` is exported
-//!   as `1`, or `0` once a phase failed, before each phase.
+//! - **Phases** run in CodeBuild's order. A failing command skips the rest
+//!   of its phase's `commands`, the phase's `finally` runs, the phase is
+//!   `FAILED`. Then its `on-failure` decides: not written, CodeBuild's
+//!   transitions (a failure in INSTALL or PRE_BUILD ends the build, one in
+//!   BUILD still runs POST_BUILD); `ABORT` written ends the build whichever
+//!   the phase, with no artifacts; `CONTINUE` goes on to the next phase;
+//!   `RETRY…` runs the phase again, in the same shell, while retries are
+//!   left and its expression matches a line the failed attempt printed or
+//!   its error message, then falls back to the transitions.
+//!   `CODEBUILD_BUILD_SUCCEEDING` is exported as `1`, or `0` once a phase
+//!   failed for good, before each phase.
 //! - **Shell death**: if a command makes the 0.2 shell exit (`exit 3`, a
 //!   signal), that command fails with the shell's status (even 0: the state
 //!   later commands expect is gone), and whatever still runs (the phase's
@@ -59,8 +64,9 @@
 //!   also when the build failed (not when it timed out or was stopped).
 //!   Unset ones are absent; ones holding secrets are never exported.
 //! - **Artifacts** are selected by glob (see `artifacts.rs`) and copied after
-//!   the phases, also when BUILD failed, but not when INSTALL or PRE_BUILD
-//!   aborted the build, nor after a timeout or stop. The primary artifact
+//!   the phases, also when BUILD failed, but not when a phase aborted the
+//!   build (INSTALL or PRE_BUILD failing, or `on-failure: ABORT`), nor
+//!   after a timeout or stop. The primary artifact
 //!   goes directly into `out_dir`, each secondary one into
 //!   `out_dir/<identifier>/`. A pattern that matches nothing fails the build
 //!   naming the pattern; nothing outside the source directory is ever read.
@@ -138,7 +144,7 @@ pub use crate::outcome::{
 
 use crate::container::{BuildContainer, ContainerPlan, DockerCli};
 use crate::env::BuildPaths;
-use crate::log::{Emitter, FrameWriter, LineAssembler};
+use crate::log::{Emitter, FrameWriter, LineAssembler, OutputWatch};
 use crate::runner::{Driven, Interrupt, PhaseRunner};
 use crate::shell::RunAs;
 
@@ -272,7 +278,7 @@ pub fn shell_buildspec(
             name: PhaseName::Build,
             commands,
             finally: Vec::new(),
-            on_failure: OnFailure::Abort,
+            on_failure: OnFailure::Unspecified,
             run_as: None,
         }],
         reports: Vec::new(),
@@ -378,9 +384,11 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         notes.push("cache.paths is not supported yet; nothing is cached".to_owned());
     }
 
+    let output_watch = OutputWatch::default();
     let emitter = Emitter {
         masker: &masker,
         sink: logs,
+        watch: &output_watch,
     };
     let (paths, mut container) = match &req.container {
         None => (
@@ -444,7 +452,9 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         deadline,
         users,
         notes,
-        container: container.as_deref().map(|c| (c, synced_rx)),
+        container: container.as_deref().map(|c| (c, synced_rx.clone())),
+        log_synced: synced_rx,
+        output_watch: &output_watch,
         session: None,
         succeeding: true,
         prelude_pending: true,

@@ -13,6 +13,8 @@
 //! then a number. They are never shown; the reader publishes the highest
 //! number seen, and everything before a record has been emitted by then.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,19 +68,66 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Looks for a regular expression in the build's output while the runner
+/// wants it (`on-failure: RETRY-<regex>`): the runner arms it when an
+/// attempt of a phase starts and asks, once the attempt failed, whether an
+/// output line matched. Lines are matched as the log shows them, masked, so
+/// an expression cannot probe a secret.
+#[derive(Default)]
+pub(crate) struct OutputWatch {
+    armed: AtomicBool,
+    pattern: Mutex<Option<regex_automata::meta::Regex>>,
+    matched: AtomicBool,
+}
+
+impl OutputWatch {
+    /// Starts looking for `pattern` (`None`: stops looking).
+    pub(crate) fn arm(&self, pattern: Option<regex_automata::meta::Regex>) {
+        let armed = pattern.is_some();
+        *self.pattern.lock().unwrap_or_else(|e| e.into_inner()) = pattern;
+        self.matched.store(false, Ordering::SeqCst);
+        self.armed.store(armed, Ordering::SeqCst);
+    }
+
+    /// Whether a line matched since the watch was armed.
+    pub(crate) fn matched(&self) -> bool {
+        self.matched.load(Ordering::SeqCst)
+    }
+
+    /// Notes whether `line` matches; costs an atomic load when unarmed.
+    pub(crate) fn see(&self, line: &str) {
+        if !self.armed.load(Ordering::Relaxed) || self.matched.load(Ordering::Relaxed) {
+            return;
+        }
+        let pattern = self.pattern.lock().unwrap_or_else(|e| e.into_inner());
+        if pattern.as_ref().is_some_and(|re| re.is_match(line)) {
+            self.matched.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Masks lines and hands them to the sink.
 pub(crate) struct Emitter<'a> {
     pub(crate) masker: &'a Masker,
     pub(crate) sink: &'a dyn LogSink,
+    pub(crate) watch: &'a OutputWatch,
 }
 
 impl Emitter<'_> {
-    pub(crate) fn emit_bytes(&self, line: &[u8]) {
+    /// A line read from the log FIFO: the build's output, or (`runner`)
+    /// one of the runner's own lines, which the output watch skips (they
+    /// quote commands, not what the commands printed).
+    pub(crate) fn emit_bytes(&self, line: &[u8], runner: bool) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = String::from_utf8_lossy(line);
-        self.sink.line(&self.masker.mask(&text));
+        let masked = self.masker.mask(&text);
+        if !runner {
+            self.watch.see(&masked);
+        }
+        self.sink.line(&masked);
     }
 
+    /// A runner line written outside the FIFO.
     pub(crate) fn emit(&self, line: &str) {
         self.sink.line(&self.masker.mask(line));
     }
@@ -138,17 +187,17 @@ impl LineAssembler {
         self.synced
     }
 
-    pub(crate) fn push(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8])) {
+    pub(crate) fn push(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8], bool)) {
         self.pending.extend_from_slice(chunk);
         self.process(false, out);
         self.compact();
     }
 
     /// Emits whatever is left, complete line or not.
-    pub(crate) fn finish(&mut self, out: &mut dyn FnMut(&[u8])) {
+    pub(crate) fn finish(&mut self, out: &mut dyn FnMut(&[u8], bool)) {
         self.process(true, out);
         if self.start < self.pending.len() {
-            out(&self.pending[self.start..]);
+            out(&self.pending[self.start..], false);
         }
         self.pending.clear();
         self.start = 0;
@@ -167,7 +216,7 @@ impl LineAssembler {
         self.scanned = upto;
     }
 
-    fn process(&mut self, at_eof: bool, out: &mut dyn FnMut(&[u8])) {
+    fn process(&mut self, at_eof: bool, out: &mut dyn FnMut(&[u8], bool)) {
         loop {
             let found = self.pending[self.scanned..]
                 .iter()
@@ -181,7 +230,7 @@ impl LineAssembler {
             };
             let at = self.scanned + rel;
             if self.pending[at] == b'\n' {
-                out(&self.pending[self.start..at]);
+                out(&self.pending[self.start..at], false);
                 self.consume(at + 1);
                 continue;
             }
@@ -218,7 +267,7 @@ impl LineAssembler {
             if at > self.start {
                 // Output that did not end its line before the runner line:
                 // end it here rather than glue the two together.
-                out(&self.pending[self.start..at]);
+                out(&self.pending[self.start..at], false);
             }
             if sync {
                 let number = std::str::from_utf8(&self.pending[body..end])
@@ -228,7 +277,7 @@ impl LineAssembler {
                     self.synced = self.synced.max(n);
                 }
             } else {
-                out(&self.pending[body..end]);
+                out(&self.pending[body..end], true);
             }
             self.consume((end + 1).min(self.pending.len()));
         }
@@ -238,7 +287,7 @@ impl LineAssembler {
     /// character boundary and never inside a secret: a secret straddling it
     /// moves the cut to the secret's end, so masking each piece hides it.
     /// Nothing at or after `before` (a possible mark) is cut off.
-    fn cut_long_line(&mut self, before: usize, out: &mut dyn FnMut(&[u8])) -> bool {
+    fn cut_long_line(&mut self, before: usize, out: &mut dyn FnMut(&[u8], bool)) -> bool {
         let line = &self.pending[self.start..];
         // Room for two overlapping secrets past the cut.
         let window = MAX_LINE + 2 * self.overlap;
@@ -263,7 +312,7 @@ impl LineAssembler {
         if cut == 0 {
             return false;
         }
-        out(&line[..cut]);
+        out(&line[..cut], false);
         let upto = self.start + cut;
         self.consume(upto);
         true
@@ -298,6 +347,17 @@ impl FrameWriter {
         // error means the log is gone; the build itself goes on.
         let _ = self.tx.write_all(&record).await;
     }
+
+    /// Writes sync record `seq` (never shown): once the reader has seen it,
+    /// every line written before it has been emitted.
+    pub(crate) async fn sync(&mut self, seq: u64) {
+        let mut record = self.mark.clone();
+        if let Some(last) = record.last_mut() {
+            *last = 0x01;
+        }
+        record.extend_from_slice(format!("{seq}\n").as_bytes());
+        let _ = self.tx.write_all(&record).await;
+    }
 }
 
 /// Reads the log FIFO until every writer closed it, or until `finished`
@@ -315,7 +375,7 @@ pub(crate) async fn pump(
     let drain = tokio::time::sleep(Duration::MAX);
     tokio::pin!(drain);
     let mut draining = false;
-    let mut out = |line: &[u8]| emitter.emit_bytes(line);
+    let mut out = |line: &[u8], runner: bool| emitter.emit_bytes(line, runner);
     loop {
         tokio::select! {
             read = rx.read(&mut buf) => match read {
@@ -346,11 +406,11 @@ mod tests {
     fn lines(assembler: &mut LineAssembler, chunks: &[&[u8]]) -> Vec<String> {
         let mut got = Vec::new();
         for chunk in chunks {
-            assembler.push(chunk, &mut |l| {
+            assembler.push(chunk, &mut |l, _| {
                 got.push(String::from_utf8_lossy(l).into_owned())
             });
         }
-        assembler.finish(&mut |l| got.push(String::from_utf8_lossy(l).into_owned()));
+        assembler.finish(&mut |l, _| got.push(String::from_utf8_lossy(l).into_owned()));
         got
     }
 
@@ -410,11 +470,11 @@ mod tests {
         let mut data = vec![b'x'; MAX_LINE * 2 + 100];
         data.extend_from_slice(&mark[..4]);
         let mut got: Vec<Vec<u8>> = Vec::new();
-        a.push(&data, &mut |l| got.push(l.to_vec()));
-        a.push(&[&mark[4..], b"[Container] hi\n"].concat(), &mut |l| {
+        a.push(&data, &mut |l, _| got.push(l.to_vec()));
+        a.push(&[&mark[4..], b"[Container] hi\n"].concat(), &mut |l, _| {
             got.push(l.to_vec())
         });
-        a.finish(&mut |l| got.push(l.to_vec()));
+        a.finish(&mut |l, _| got.push(l.to_vec()));
         assert_eq!(got.last().unwrap(), b"[Container] hi");
         let xs: usize = got[..got.len() - 1].iter().map(Vec::len).sum();
         assert_eq!(xs, MAX_LINE * 2 + 100);
@@ -431,9 +491,9 @@ mod tests {
         text.extend_from_slice(&b"y".repeat(MAX_LINE));
         let mut got: Vec<Vec<u8>> = Vec::new();
         for chunk in text.chunks(1000) {
-            a.push(chunk, &mut |l| got.push(l.to_vec()));
+            a.push(chunk, &mut |l, _| got.push(l.to_vec()));
         }
-        a.finish(&mut |l| got.push(l.to_vec()));
+        a.finish(&mut |l, _| got.push(l.to_vec()));
         assert!(got.len() >= 2);
         assert!(got.iter().all(|l| l.len() <= MAX_LINE + secret.len()));
         let masker = Masker::new([secret]);

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::container::BuildContainer;
 use crate::env::{SUCCEEDING_VARS, is_shell_name};
-use crate::log::FrameWriter;
+use crate::log::{FrameWriter, OutputWatch};
 use crate::outcome::{BuildStatus, PhaseOutcome};
 use crate::shell::{Ended, Launch, RunAs, ShellSession, ShellSpec};
 use crate::{BuildError, BuildRequest};
@@ -56,7 +56,8 @@ pub(crate) struct Driven {
     pub(crate) interrupted: Option<Interrupt>,
     /// The first failure.
     pub(crate) error: Option<BuildError>,
-    /// INSTALL or PRE_BUILD failed and aborted the build: no artifacts.
+    /// A failed phase ended the build (INSTALL or PRE_BUILD without
+    /// `CONTINUE`, or any phase with an explicit `ABORT`): no artifacts.
     pub(crate) aborted_early: bool,
     pub(crate) exported: BTreeMap<String, String>,
 }
@@ -84,6 +85,11 @@ pub(crate) struct PhaseRunner<'a> {
     /// Container mode: the build's container, and the log reader's count
     /// of sync records.
     pub(crate) container: Option<(&'a BuildContainer, watch::Receiver<u64>)>,
+    /// The log reader's highest sync record, in either mode (see
+    /// [`PhaseRunner::sync_log`]).
+    pub(crate) log_synced: watch::Receiver<u64>,
+    /// Looks for a `RETRY-<regex>` expression in a phase attempt's log.
+    pub(crate) output_watch: &'a OutputWatch,
     /// Lines to log before the first phase (warnings found while preparing).
     pub(crate) notes: Vec<String>,
     pub(crate) session: Option<ShellSession>,
@@ -109,7 +115,7 @@ impl PhaseRunner<'_> {
         let bs = &self.req.buildspec;
         for phase in &bs.phases {
             let started = Instant::now();
-            let result = self.run_phase(phase).await;
+            let result = self.run_phase_with_retries(phase).await;
             let status = match &result {
                 Ok(()) => BuildStatus::Succeeded,
                 Err(Step::Failed(_)) => BuildStatus::Failed,
@@ -130,11 +136,7 @@ impl PhaseRunner<'_> {
                 Err(Step::Failed(e)) => {
                     self.succeeding = false;
                     driven.error.get_or_insert(e);
-                    // INSTALL and PRE_BUILD failures end the build unless
-                    // CONTINUE; a BUILD failure still runs POST_BUILD.
-                    let aborts = matches!(phase.name, PhaseName::Install | PhaseName::PreBuild)
-                        && phase.on_failure == OnFailure::Abort;
-                    if aborts {
+                    if aborts_the_build(phase) {
                         driven.aborted_early = true;
                         break;
                     }
@@ -171,6 +173,78 @@ impl PhaseRunner<'_> {
             session.close().await;
         }
         driven
+    }
+
+    /// Runs a phase, and again as its `on-failure: RETRY…` allows: while
+    /// retries are left and the expression matches a line the failed
+    /// attempt printed (masked) or its error message (`Error while
+    /// executing command: <command>. Reason: exit status N`). Each attempt
+    /// runs the phase's `commands` and `finally` in the build's shell, as
+    /// the last attempt left it.
+    async fn run_phase_with_retries(&mut self, phase: &Phase) -> Result<(), Step> {
+        let OnFailure::Retry { retries, pattern } = &phase.on_failure else {
+            return self.run_phase(phase).await;
+        };
+        // The parser checked the expression; one that still does not
+        // compile retries on any failure, as a bare RETRY does.
+        let regex = pattern
+            .as_deref()
+            .and_then(|p| regex_automata::meta::Regex::new(p).ok());
+        let name = phase.name.as_str();
+        let mut retried = 0;
+        loop {
+            if regex.is_some() {
+                // Lines still on their way belong to what ran before.
+                self.sync_log().await;
+                self.output_watch.arm(regex.clone());
+            }
+            let result = self.run_phase(phase).await;
+            let failure = match &result {
+                Err(Step::Failed(e)) if retried < *retries => e.to_string(),
+                _ => {
+                    self.output_watch.arm(None);
+                    return result;
+                }
+            };
+            let matched = match &regex {
+                None => true,
+                Some(re) => {
+                    self.sync_log().await;
+                    self.output_watch.matched() || re.is_match(&failure)
+                }
+            };
+            self.output_watch.arm(None);
+            if !matched {
+                let pattern = pattern.as_deref().unwrap_or_default();
+                self.frames
+                    .container(&format!(
+                        "Phase {name} is not retried: `{pattern}` matches neither its output nor its error"
+                    ))
+                    .await;
+                return result;
+            }
+            retried += 1;
+            self.frames
+                .container(&format!(
+                    "Phase {name} failed; retrying it (retry {retried} of {retries})"
+                ))
+                .await;
+        }
+    }
+
+    /// Waits (briefly) until the log reader has emitted every line written
+    /// so far: the runner writes a sync record into the log and waits for
+    /// the reader to see it. Its number continues the container shells'
+    /// numbering, so the reader's count keeps growing.
+    async fn sync_log(&mut self) {
+        self.commands_run += 1;
+        let seq = self.commands_run;
+        self.frames.sync(seq).await;
+        let _ = tokio::time::timeout(
+            crate::shell::SYNC_WAIT,
+            self.log_synced.wait_for(|&n| n >= seq),
+        )
+        .await;
     }
 
     async fn run_phase(&mut self, phase: &Phase) -> Result<(), Step> {
@@ -542,6 +616,20 @@ impl PhaseRunner<'_> {
                 self.end_session().await;
                 Err(Step::Failed(BuildError::ExportedVariables(e)))
             }
+        }
+    }
+}
+
+/// Whether a phase's (final) failure ends the build. Written `ABORT` does,
+/// whichever the phase; `CONTINUE` never does; otherwise (not written, or
+/// retries spent) CodeBuild's transitions decide: INSTALL and PRE_BUILD
+/// end the build, BUILD goes on to POST_BUILD, and POST_BUILD is last.
+fn aborts_the_build(phase: &Phase) -> bool {
+    match phase.on_failure {
+        OnFailure::Abort => true,
+        OnFailure::Continue => false,
+        OnFailure::Unspecified | OnFailure::Retry { .. } => {
+            matches!(phase.name, PhaseName::Install | PhaseName::PreBuild)
         }
     }
 }

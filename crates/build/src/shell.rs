@@ -63,7 +63,7 @@ const MAX_STATUS_PAYLOAD: usize = 1024 * 1024;
 /// How long a container session waits for a command's sync record in the
 /// log. It only ever waits for output already in flight; should the record
 /// be lost, the build goes on with the log possibly out of order.
-const SYNC_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// The Unix user a shell runs as (`run-as`).
 #[derive(Debug, Clone, PartialEq, Eq)]

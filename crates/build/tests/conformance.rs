@@ -292,4 +292,8 @@ cases! {
     container_runs_in_the_image_environment => "container-image-environment",
     version_0_1_names_environment_variables_and_plaintext => "version-0.1-environment-variables",
     artifacts_type_is_accepted_with_a_warning => "artifacts-type-is-ignored",
+    on_failure_abort_written_ends_the_build_without_post_build => "on-failure-abort-ends-the-build",
+    on_failure_retry_count_reruns_the_phase_until_it_succeeds => "on-failure-retry-until-success",
+    on_failure_retry_spent_follows_the_default_transitions => "on-failure-retry-spent-follows-transitions",
+    on_failure_retry_regex_retries_only_matching_failures => "on-failure-retry-regex",
 }

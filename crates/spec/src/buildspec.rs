@@ -78,11 +78,39 @@ impl PhaseName {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A phase's `on-failure`: what happens when one of its commands fails.
+/// The reference's values are `ABORT`, `CONTINUE`, `RETRY`, `RETRY-count`,
+/// `RETRY-regex` and `RETRY-count-regex`; leaving it out is a behaviour of
+/// its own ("the failure process follows the transition phases").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum OnFailure {
+    /// Not written: CodeBuild's phase transitions. A failed INSTALL or
+    /// PRE_BUILD ends the build; a failed BUILD goes on to POST_BUILD; the
+    /// artifacts are uploaded after BUILD and POST_BUILD ran, failed or not.
     #[default]
+    Unspecified,
+    /// `ABORT`, written: "Abort the build". No later phase runs and no
+    /// artifact is uploaded, whichever phase failed.
     Abort,
+    /// `CONTINUE`: "Continue to the next phase".
     Continue,
+    /// `RETRY`, `RETRY-<count>`, `RETRY-<regex>`, `RETRY-<count>-<regex>`:
+    /// the phase runs again, up to `retries` more times (3 unless a count
+    /// is written; 0 to 100), as long as the failed attempt's log holds a
+    /// line `pattern` matches (`None`: any failure, the reference's `.*`).
+    /// Once the retries are spent, the failure follows the transitions of
+    /// [`OnFailure::Unspecified`].
+    Retry {
+        retries: u32,
+        pattern: Option<String>,
+    },
+}
+
+impl OnFailure {
+    /// Retries of a bare `RETRY` or `RETRY-<regex>`.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// The largest count `RETRY-<count>` takes.
+    pub const MAX_RETRIES: u32 = 100;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -439,7 +467,7 @@ fn decode_phase(diag: &mut Diagnostics<'_>, name: PhaseName, node: &Node) -> Opt
         name,
         commands: Vec::new(),
         finally: Vec::new(),
-        on_failure: OnFailure::Abort,
+        on_failure: OnFailure::Unspecified,
         run_as: None,
     };
     if let Some(n) = fields.get("commands") {
@@ -456,17 +484,98 @@ fn decode_phase(diag: &mut Diagnostics<'_>, name: PhaseName, node: &Node) -> Opt
     if let Some(n) = fields.get("on-failure") {
         let what = format!("`phases.{key}.on-failure`");
         if let Some(value) = diag.string(n, &what) {
-            match value.value.to_ascii_uppercase().as_str() {
-                "ABORT" => phase.on_failure = OnFailure::Abort,
-                "CONTINUE" => phase.on_failure = OnFailure::Continue,
-                _ => diag.error(
-                    value.location,
-                    format!("{what} must be ABORT or CONTINUE, found `{}`", value.value),
-                ),
+            match parse_on_failure(&value.value) {
+                Ok(on_failure) => phase.on_failure = on_failure,
+                Err(why) => diag.error(value.location, format!("{what} {why}")),
             }
         }
     }
     Some(phase)
+}
+
+/// One `on-failure` value. Keywords are read in any case; a regular
+/// expression is kept as written. After `RETRY-`, digits alone are a count,
+/// digits and a `-` start a count and a regular expression, anything else
+/// is a regular expression.
+fn parse_on_failure(text: &str) -> Result<OnFailure, String> {
+    let text = text.trim();
+    let upper = text.to_ascii_uppercase();
+    match upper.as_str() {
+        "ABORT" => return Ok(OnFailure::Abort),
+        "CONTINUE" => return Ok(OnFailure::Continue),
+        "RETRY" => {
+            return Ok(OnFailure::Retry {
+                retries: OnFailure::DEFAULT_RETRIES,
+                pattern: None,
+            });
+        }
+        _ => {}
+    }
+    let Some(rest) = upper.starts_with("RETRY-").then(|| &text["RETRY-".len()..]) else {
+        return Err(format!(
+            "must be ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or \
+             RETRY-<count>-<regex>, found `{text}`"
+        ));
+    };
+    if rest.is_empty() {
+        return Err(format!(
+            "`{text}`: a count or a regular expression must follow `RETRY-`"
+        ));
+    }
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (count, pattern) = match (&rest[..digits], &rest[digits..]) {
+        ("", pattern) => (None, pattern),
+        (count, "") => (Some(count), ""),
+        (count, after) => match after.strip_prefix('-') {
+            Some(pattern) => (Some(count), pattern),
+            // `RETRY-3x`: not a count, so all of it is the expression.
+            None => (None, rest),
+        },
+    };
+    let retries = match count {
+        None => OnFailure::DEFAULT_RETRIES,
+        Some(count) => match count.parse::<u32>() {
+            Ok(n) if n <= OnFailure::MAX_RETRIES => n,
+            _ => {
+                return Err(format!(
+                    "`{text}`: the retry count must be between 0 and {}, found {count}",
+                    OnFailure::MAX_RETRIES
+                ));
+            }
+        },
+    };
+    if count.is_some() && pattern.is_empty() && rest.ends_with('-') {
+        return Err(format!(
+            "`{text}`: a regular expression must follow `RETRY-{}-`",
+            count.unwrap_or_default()
+        ));
+    }
+    let pattern = if pattern.is_empty() {
+        None
+    } else {
+        if let Err(e) = regex_automata::meta::Regex::new(pattern) {
+            let why = match e.syntax_error() {
+                Some(syntax) => regex_error(&syntax.to_string()),
+                None => e.to_string(),
+            };
+            return Err(format!(
+                "`{text}`: `{pattern}` is not a valid regular expression: {why}"
+            ));
+        }
+        Some(pattern.to_owned())
+    };
+    Ok(OnFailure::Retry { retries, pattern })
+}
+
+/// The one line of a regex error that says what is wrong (the full text
+/// draws the expression with a caret under it, over several lines).
+fn regex_error(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or(text.lines().next().unwrap_or(text))
+        .trim()
+        .to_owned()
 }
 
 fn decode_report(diag: &mut Diagnostics<'_>, name: &str, node: &Node) -> Option<ReportGroup> {

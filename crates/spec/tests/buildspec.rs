@@ -46,7 +46,7 @@ fn minimal_buildspec_and_defaults() {
     assert_eq!(b.phases.len(), 1);
     assert_eq!(b.phases[0].name, PhaseName::Build);
     assert_eq!(b.phases[0].commands, ["make"]);
-    assert_eq!(b.phases[0].on_failure, OnFailure::Abort);
+    assert_eq!(b.phases[0].on_failure, OnFailure::Unspecified);
     assert_eq!(b.artifacts, None);
     assert!(b.reports.is_empty() && b.cache_paths.is_empty() && b.secondary_artifacts.is_empty());
 }
@@ -308,7 +308,7 @@ fn phase_errors() {
           build:
             commands: 5
             finally: echo done
-            on-failure: RETRY
+            on-failure: SOMETIMES
             timeout: 5
           deploy:
             commands: [x]
@@ -317,10 +317,64 @@ fn phase_errors() {
         &[
             "buildspec.yml:4:15: `phases.build.commands` must be a list of strings, found a number",
             "buildspec.yml:5:14: `phases.build.finally` must be a list of strings, found a string",
-            "buildspec.yml:6:17: `phases.build.on-failure` must be ABORT or CONTINUE, found `RETRY`",
+            "buildspec.yml:6:17: `phases.build.on-failure` must be ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or RETRY-<count>-<regex>, found `SOMETIMES`",
             "buildspec.yml:7:5: unknown key `timeout` in phase `build`; expected one of: run-as, on-failure, runtime-versions, commands, finally",
             "buildspec.yml:8:3: unknown phase `deploy`; expected one of: install, pre_build, build, post_build",
             "buildspec.yml:10:15: phase `post_build` must be a mapping, found a list",
+        ],
+    );
+}
+
+/// The reference's values: ABORT, CONTINUE, RETRY, RETRY-count,
+/// RETRY-regex, RETRY-count-regex; not writing it is a value of its own.
+#[test]
+fn on_failure_values() {
+    let on_failure = |value: &str| {
+        let b = parse_ok(&format!(
+            "version: 0.2\nphases:\n  build:\n    on-failure: '{value}'\n"
+        ));
+        b.phases[0].on_failure.clone()
+    };
+    let retry = |retries, pattern: Option<&str>| OnFailure::Retry {
+        retries,
+        pattern: pattern.map(str::to_owned),
+    };
+    assert_eq!(
+        parse_ok("version: 0.2\nphases:\n  build: {}\n").phases[0].on_failure,
+        OnFailure::Unspecified
+    );
+    assert_eq!(on_failure("ABORT"), OnFailure::Abort);
+    assert_eq!(on_failure("abort"), OnFailure::Abort);
+    assert_eq!(on_failure("CONTINUE"), OnFailure::Continue);
+    assert_eq!(on_failure("RETRY"), retry(3, None));
+    assert_eq!(on_failure("RETRY-4"), retry(4, None));
+    assert_eq!(on_failure("RETRY-0"), retry(0, None));
+    assert_eq!(on_failure("RETRY-100"), retry(100, None));
+    assert_eq!(
+        on_failure("RETRY-.*Error: Unable to connect to database.*"),
+        retry(3, Some(".*Error: Unable to connect to database.*"))
+    );
+    assert_eq!(
+        on_failure("RETRY-3-.*connection timed out.*"),
+        retry(3, Some(".*connection timed out.*"))
+    );
+    assert_eq!(on_failure("retry-8-^Error.*"), retry(8, Some("^Error.*")));
+    // Digits not followed by `-` are part of the expression.
+    assert_eq!(on_failure("RETRY-5xx"), retry(3, Some("5xx")));
+    check(
+        "
+        version: 0.2
+        phases:
+          install: {on-failure: RETRY-101}
+          pre_build: {on-failure: 'RETRY-(unclosed'}
+          build: {on-failure: RETRY-}
+          post_build: {on-failure: RETRY-2-}
+        ",
+        &[
+            "buildspec.yml:3:25: `phases.install.on-failure` `RETRY-101`: the retry count must be between 0 and 100, found 101",
+            "buildspec.yml:4:27: `phases.pre_build.on-failure` `RETRY-(unclosed`: `(unclosed` is not a valid regular expression: unclosed group",
+            "buildspec.yml:5:23: `phases.build.on-failure` `RETRY-`: a count or a regular expression must follow `RETRY-`",
+            "buildspec.yml:6:28: `phases.post_build.on-failure` `RETRY-2-`: a regular expression must follow `RETRY-2-`",
         ],
     );
 }

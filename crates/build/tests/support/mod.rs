@@ -41,7 +41,7 @@ pub fn phase(name: PhaseName, commands: &[&str]) -> Phase {
         name,
         commands: commands.iter().map(|c| (*c).to_owned()).collect(),
         finally: Vec::new(),
-        on_failure: OnFailure::Abort,
+        on_failure: OnFailure::Unspecified,
         run_as: None,
     }
 }
