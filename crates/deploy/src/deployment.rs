@@ -389,7 +389,11 @@ impl Deployer {
                     revision.number
                 ));
                 *state.replicas.lock().await = serving;
-                let status = if previous.is_some() && revision.rollback {
+                let rolled_back_to = previous
+                    .as_ref()
+                    .filter(|_| revision.rollback)
+                    .map(|prev| prev.number);
+                let status = if rolled_back_to.is_some() {
                     "RolledBack"
                 } else {
                     "Failed"
@@ -399,6 +403,7 @@ impl Deployer {
                     failures: tripped.failures,
                     last: tripped.last,
                     outcome,
+                    rolled_back_to,
                 };
                 self.inner
                     .db

@@ -39,6 +39,8 @@ pub enum DeployError {
         failures: u32,
         last: String,
         outcome: String,
+        /// The revision that serves again, when the breaker rolled back.
+        rolled_back_to: Option<u64>,
     },
     #[error("no revision {revision} of {service} in {environment}")]
     UnknownRevision {

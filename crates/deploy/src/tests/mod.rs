@@ -163,12 +163,16 @@ async fn replicas_that_exit_trip_the_breaker_and_the_old_revision_keeps_serving(
     let error = deploy(&deployer, IMAGE_2).await.unwrap_err();
 
     let DeployError::CircuitBreaker {
-        revision, failures, ..
+        revision,
+        failures,
+        rolled_back_to,
+        ..
     } = &error
     else {
         panic!("{error}");
     };
     assert_eq!((*revision, *failures), (2, 2));
+    assert_eq!(*rolled_back_to, Some(1), "revision 1 serves again");
     {
         let world = cluster.world();
         assert_eq!(world.running(2), Vec::<String>::new());
