@@ -35,6 +35,7 @@ use crate::definition::{Definition, Loaded, plan};
 use crate::error::ControlError;
 use crate::logs::LogWriter;
 use crate::mirror::Mirrors;
+use crate::notify::{ExecutionFinished, ExecutionStarted, Notifier, NotifyOptions, Subject};
 use crate::parameters::KeySource;
 
 mod approvals;
@@ -69,6 +70,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Serialises approval decisions (see `approvals`).
     decisions: Mutex<()>,
+    /// Sends what happens to executions where their pipelines ask.
+    notifier: Notifier,
     /// The armed triggers of registered pipelines (see `crate::triggers`).
     triggers: crate::triggers::Triggers,
     /// The mirrors of git repositories (source actions).
@@ -110,6 +113,7 @@ impl ControlPlane {
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
         replay::clear_interrupted_work(&data_dir).await;
         let logs = LogWriter::start(store.clone());
+        let notifier = Notifier::start(params.clone(), logs.clone(), NotifyOptions::default())?;
         let state = State::replay(&store).await?;
         let (changes, _) = watch::channel(0);
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
@@ -137,6 +141,7 @@ impl ControlPlane {
                 state: Mutex::new(state),
                 changes,
                 decisions: Mutex::new(()),
+                notifier,
                 triggers: crate::triggers::Triggers::default(),
                 mirrors,
             }),
@@ -184,6 +189,11 @@ impl ControlPlane {
     /// The mirrors of git repositories.
     pub fn mirrors(&self) -> &Mirrors {
         &self.inner.mirrors
+    }
+
+    /// Where executions' notifications go out.
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
     }
 
     /// Registers a file's environments and services (and those of the files
@@ -396,6 +406,7 @@ impl ControlPlane {
         let body =
             serde_json::to_string(&event).map_err(|e| ControlError::Internal(e.to_string()))?;
         let at = event.at();
+        let requested = matches!(event, Event::ExecutionRequested { .. });
         let waiting = match &event {
             Event::ActionWaiting {
                 id,
@@ -414,6 +425,11 @@ impl ControlPlane {
         let engine = state.engines.entry(pipeline.clone()).or_default();
         let commands = engine.apply(event)?;
         state.pipeline_of.insert(id.clone(), pipeline.clone());
+        if requested {
+            // Under the lock, so it is queued before the execution's end.
+            let subject = state.subject(&pipeline, &id);
+            self.inner.notifier.emit(&subject, &ExecutionStarted);
+        }
         let rows = changed_rows(&mut state, &pipeline, &id);
         // Queued under the lock, so the log holds events in the engine's
         // order, with the lines the action logged before it; written after
@@ -507,7 +523,11 @@ impl ControlPlane {
                 if let Some(pipeline) = state.pipeline_of.get(&id) {
                     self.trigger_downstream(pipeline, &id, status);
                 }
-                tracing::info!(execution = %id, %status, "Execution finished.");
+                let pipeline = state.pipeline_of.get(&id).cloned().unwrap_or_default();
+                let subject = state.subject(&pipeline, &id);
+                self.inner
+                    .notifier
+                    .emit(&subject, &ExecutionFinished { status });
             }
         }
     }
@@ -706,6 +726,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+impl State {
+    /// An execution, for its notifications.
+    fn subject(&self, pipeline: &str, id: &str) -> Subject {
+        let execution = self.engines.get(pipeline).and_then(|e| e.execution(id));
+        match (self.loaded.get(id), execution) {
+            (Some(loaded), Some(execution)) => Subject::of(loaded, execution),
+            _ => Subject::bare(pipeline, id),
+        }
+    }
 }
 
 /// The states that changed since they were last persisted.

@@ -11,6 +11,8 @@
 //!   triggers read.
 //! - [`server_info`]: `server.json` and the data dir lock.
 //! - [`view`]: the execution JSON contract.
+//! - [`notify`]: notifications of executions, approvals and deployments
+//!   (webhook, Slack, command), delivered in the background.
 //!
 //! Invariant: only this crate speaks HTTP; only the CLI prints for people.
 
@@ -28,6 +30,7 @@ pub mod guard;
 pub mod listen;
 pub mod logs;
 pub mod mirror;
+pub mod notify;
 pub mod orphans;
 pub mod parameters;
 mod resolve;
@@ -94,6 +97,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const DOCKER_CONFIG_DIR: &str = "docker-config";
 /// The user name that goes with gantry tokens in Basic credentials.
 pub const REGISTRY_USER: &str = "gantry";
+/// How long a stopping server waits for pending notification deliveries.
+const NOTIFY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl RunningServer {
     /// Takes the data dir, opens the control plane (replaying and recovering),
@@ -181,6 +186,9 @@ impl RunningServer {
         .await
         .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
         plane.set_registry(registry_addr.to_string());
+        if let Some(url) = options.public_urls.first() {
+            plane.notifier().set_public_url(url);
+        }
         // Registered pipelines watch for their triggers again.
         let armed = plane.arm_triggers().await?;
         if armed > 0 {
@@ -241,6 +249,9 @@ impl RunningServer {
         self.plane.disarm_triggers();
         self.plane.cancel_all().await;
         self.plane.deployer().shutdown().await;
+        // An embedded server stops as soon as its run ends: give the run's
+        // last notifications a moment to go out.
+        self.plane.notifier().drain(NOTIFY_DRAIN).await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;

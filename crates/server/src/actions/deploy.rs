@@ -1,11 +1,15 @@
 //! `type: deploy`: rolls a service of an environment to the image its
 //! container has in the input's `imagedefinitions.json` (CodePipeline's ECS
 //! deploy action). The deployer does the rollout; this runner finds the
-//! image and forwards the deployment's log.
+//! image and forwards the deployment's log. A deployment the deployer
+//! fails or rolls back is told to the pipeline's notifications.
 
 use std::collections::BTreeMap;
 
+use gantry_deploy::DeployError;
 use gantry_spec::pipeline::ActionKind;
+
+use crate::notify::{DeploymentFailed, DeploymentRolledBack};
 
 use super::{ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, read_input_file};
 
@@ -72,7 +76,16 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             &ctx.log,
         )
         .await
-        .map_err(|e| ActionError::new(e.to_string()))?;
+        .map_err(|error| {
+            notify_failure(
+                ctx,
+                environment.as_str(),
+                service.as_str(),
+                &definition.image_uri,
+                &error,
+            );
+            ActionError::new(error.to_string())
+        })?;
     let variables = BTreeMap::from([
         ("Revision".to_string(), outcome.revision.to_string()),
         ("ImageURI".to_string(), outcome.image.clone()),
@@ -81,4 +94,50 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         variables,
         artifacts: Vec::new(),
     })
+}
+
+/// Tells the notifications that a deployment failed, or was rolled back.
+fn notify_failure(
+    ctx: &ActionContext,
+    environment: &str,
+    service: &str,
+    image: &str,
+    error: &DeployError,
+) {
+    let (stage, action, attempt) = (ctx.stage.clone(), ctx.action.name.to_string(), ctx.attempt);
+    let (environment, service, image) = (
+        environment.to_string(),
+        service.to_string(),
+        image.to_string(),
+    );
+    match error {
+        DeployError::CircuitBreaker {
+            revision,
+            rolled_back_to: Some(to),
+            ..
+        } => ctx.notices.emit(&DeploymentRolledBack {
+            stage,
+            action,
+            attempt,
+            environment,
+            service,
+            image,
+            revision: *revision,
+            rolled_back_to: *to,
+            error: error.to_string(),
+        }),
+        _ => ctx.notices.emit(&DeploymentFailed {
+            stage,
+            action,
+            attempt,
+            environment,
+            service,
+            image,
+            revision: match error {
+                DeployError::CircuitBreaker { revision, .. } => Some(*revision),
+                _ => None,
+            },
+            error: error.to_string(),
+        }),
+    }
 }

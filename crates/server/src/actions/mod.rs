@@ -170,6 +170,9 @@ pub struct ActionContext {
     pub trigger: Option<gantry_engine::Trigger>,
     /// The commit the execution pins this action to (source actions).
     pub pinned_commit: Option<String>,
+    /// Notifications of the execution (deploy actions tell of failed and
+    /// rolled-back deployments).
+    pub notices: crate::notify::Notices,
 }
 
 /// A registry-only token for the embedded registry, issued for one action

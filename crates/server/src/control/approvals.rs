@@ -17,6 +17,7 @@
 //! change they did not see. Every vote is stored with the binding it saw.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_auth::{ApprovalPolicy, ChangeAuthors, Identity, Role, Tally, Vote};
@@ -31,6 +32,7 @@ use super::ControlPlane;
 use super::resolution::resolved_action;
 use crate::definition::Loaded;
 use crate::error::ControlError;
+use crate::notify::{ApprovalDecided, ApprovalDecision, ApprovalWaiting, Subject};
 
 /// Default approval timeout (CodePipeline's 7 days).
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -120,6 +122,7 @@ impl ControlPlane {
             approval.attempt,
         );
         let resolved = resolved_action(spec, &loaded, &execution, self.registry());
+        let waits = resolved.is_ok();
         let event = match resolved {
             Ok(resolved) => {
                 if let ActionKind::Approval {
@@ -147,9 +150,70 @@ impl ControlPlane {
                 approval.failed(error, now_ms())
             }
         };
-        if let Err(error) = self.submit(event).await {
-            tracing::error!(%error, "Recording an approval wait failed.");
+        match self.submit(event).await {
+            Ok(()) if waits => {
+                if let Some((loaded, execution)) =
+                    self.approval_now(&approval, ActionStatus::Waiting).await
+                {
+                    let waiting = ApprovalWaiting {
+                        stage: stage.name.to_string(),
+                        action: spec.name.to_string(),
+                        attempt: approval.attempt,
+                    };
+                    let subject = Subject::of(&loaded, &execution);
+                    self.inner.notifier.emit(&subject, &waiting);
+                }
+            }
+            Ok(()) => {}
+            Err(error) => tracing::error!(%error, "Recording an approval wait failed."),
         }
+    }
+
+    /// The approval's execution and definition, if `approval` is still its
+    /// action's attempt and has `status` (a late event for an older attempt
+    /// changes nothing, and must not be told as if it had).
+    async fn approval_now(
+        &self,
+        approval: &ActionRef,
+        status: ActionStatus,
+    ) -> Option<(Arc<Loaded>, Execution)> {
+        let (loaded, execution) = self.snapshot(&approval.id).await?;
+        let run = execution
+            .stages
+            .get(approval.stage)?
+            .actions
+            .get(approval.action)?;
+        (run.attempt == approval.attempt && run.status == Some(status))
+            .then_some((loaded, execution))
+    }
+
+    /// Notifies that an approval ended, once its end is recorded.
+    async fn notify_decided(
+        &self,
+        approval: &ActionRef,
+        decision: ApprovalDecision,
+        by: Option<String>,
+        comment: Option<String>,
+    ) {
+        let ended_as = match decision {
+            ApprovalDecision::Approved => ActionStatus::Succeeded,
+            ApprovalDecision::Rejected | ApprovalDecision::TimedOut => ActionStatus::Failed,
+        };
+        let Some((loaded, execution)) = self.approval_now(approval, ended_as).await else {
+            return;
+        };
+        let stage = &loaded.pipeline.stages[approval.stage];
+        let decided = ApprovalDecided {
+            stage: stage.name.to_string(),
+            action: stage.actions[approval.action].name.to_string(),
+            attempt: approval.attempt,
+            decision,
+            by,
+            comment,
+            status: execution.status,
+        };
+        let subject = Subject::of(&loaded, &execution);
+        self.inner.notifier.emit(&subject, &decided);
     }
 
     /// Arms the timer that fails a waiting approval at its timeout, counted
@@ -175,8 +239,13 @@ impl ControlPlane {
                 "approval timed out after {}",
                 gantry_spec::duration::format_duration(timeout)
             );
-            if let Err(error) = plane.submit(timed_out.failed(error, now_ms())).await {
-                tracing::warn!(%error, "Recording an approval timeout failed.");
+            match plane.submit(timed_out.failed(error, now_ms())).await {
+                Ok(()) => {
+                    plane
+                        .notify_decided(&timed_out, ApprovalDecision::TimedOut, None, None)
+                        .await;
+                }
+                Err(error) => tracing::warn!(%error, "Recording an approval timeout failed."),
             }
         });
         let mut state = self.inner.state.lock().await;
@@ -431,6 +500,13 @@ impl ControlPlane {
         };
         self.submit(event).await?;
         self.cancel_approval_timer(&approval).await;
+        let decision = if approve {
+            ApprovalDecision::Approved
+        } else {
+            ApprovalDecision::Rejected
+        };
+        self.notify_decided(&approval, decision, Some(by), comment)
+            .await;
         Ok(DecisionOutcome {
             status: status.to_string(),
             approvals: u32::try_from(approvals).unwrap_or(u32::MAX),

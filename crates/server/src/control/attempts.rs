@@ -23,6 +23,7 @@ use super::resolution::{find_artifact, resolved_action, source_revision};
 use crate::actions::{ActionContext, ActionError, ActionOutput, RegistryLogin};
 use crate::definition::Loaded;
 use crate::logs::ActionLog;
+use crate::notify::{Notices, Subject};
 
 /// Default timeout of every action type but approvals (CodePipeline's 1 h).
 const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -160,6 +161,7 @@ impl ControlPlane {
             mirrors: self.inner.mirrors.clone(),
             trigger: execution.trigger.clone(),
             pinned_commit: execution.source_revisions.get(spec.name.as_str()).cloned(),
+            notices: Notices::new(self.inner.notifier.clone(), Subject::of(loaded, execution)),
         };
         let result = runner.run(&ctx).await;
         if let Some(login) = &ctx.registry_login {
