@@ -193,6 +193,25 @@ impl ArtifactStore {
         self.blob_path(digest).is_some_and(|p| p.exists())
     }
 
+    /// Deletes a blob's bytes; returns how many there were, `None` when the
+    /// blob did not exist. Only for garbage collection: the caller must know
+    /// that nothing (no artifact, no registry link) uses the blob any more.
+    pub fn remove_blob(&self, digest: &str) -> Result<Option<u64>, ArtifactError> {
+        let Some(path) = self.blob_path(digest) else {
+            return Ok(None);
+        };
+        let size = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(size)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     pub fn open_blob(&self, digest: &str) -> Result<fs::File, ArtifactError> {
         let path = self
             .blob_path(digest)
@@ -456,6 +475,20 @@ mod tests {
         // One blob for "same", one for "other", and two manifests.
         let count = walk_count(&store_dir.path().join("blobs"));
         assert_eq!(count, 4);
+    }
+
+    #[test]
+    fn a_removed_blob_is_gone_and_removing_it_again_finds_nothing() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(store_dir.path()).unwrap();
+        let (digest, size) = store.put_blob(&b"garbage"[..]).unwrap();
+        assert_eq!(store.remove_blob(&digest).unwrap(), Some(size));
+        assert!(!store.blob_exists(&digest));
+        assert_eq!(store.remove_blob(&digest).unwrap(), None);
+        assert_eq!(store.remove_blob("sha256:../../x").unwrap(), None);
+        // The same bytes can be stored again.
+        assert_eq!(store.put_blob(&b"garbage"[..]).unwrap().0, digest);
+        assert!(store.blob_exists(&digest));
     }
 
     fn walk_count(dir: &Path) -> usize {
