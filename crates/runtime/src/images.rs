@@ -18,12 +18,14 @@ use gantry_images::manifest::{ImageIndex, ImageManifest, ManifestKind, manifest_
 use gantry_images::{DEFAULT_ARCHITECTURE, DEFAULT_OS, Digest, Reference, RegistryClient};
 use serde::{Deserialize, Serialize};
 
+use crate::PrunedImage;
 use crate::error::RuntimeError;
 use crate::unpack::Unpacker;
 
 /// The largest image config read into memory; real ones are a few KiB.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
-/// The prefix of unpacks in progress.
+/// The prefix of unpacks in progress (and of roots being pruned): what
+/// [`ImageCache::open`] finds with it was left by a gantry that died.
 const TEMP_PREFIX: &str = ".unpack-";
 
 /// What a launch needs from an image config (`config` in the OCI config JSON).
@@ -75,8 +77,13 @@ impl ImageCache {
         }
         let entries = std::fs::read_dir(&dir).map_err(RuntimeError::state("reading", &dir))?;
         for entry in entries.flatten() {
+            let is_file = entry.file_type().is_ok_and(|t| !t.is_dir());
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-                && let Err(e) = remove_tree(&entry.path())
+                && let Err(e) = if is_file {
+                    std::fs::remove_file(entry.path())
+                } else {
+                    remove_tree(&entry.path())
+                }
             {
                 tracing::warn!(path = %entry.path().display(), error = %e, "could not remove an interrupted unpack");
             }
@@ -131,6 +138,97 @@ impl ImageCache {
         // The lock stays in the map (one small entry per image ever run): removing
         // it could let a late waiter and a newcomer unpack the same digest at once.
         self.pull(image, &digest).await
+    }
+
+    /// Removes the unpacked images `in_use` does not claim (by the hex of
+    /// their digest), or with `dry_run` only measures them.
+    ///
+    /// Safe against starts: each image is removed under its unpack lock,
+    /// and its config file (which makes a root ready) is moved aside
+    /// before `in_use` is asked again. A start registers its replica (what
+    /// `in_use` reads) before it looks for the root, so either it is seen
+    /// here and the image stays, or it finds the image not ready, waits for
+    /// the lock and unpacks it again.
+    pub(crate) async fn prune(
+        &self,
+        in_use: impl Fn(&str) -> bool,
+        dry_run: bool,
+    ) -> Result<Vec<PrunedImage>, RuntimeError> {
+        let mut found = std::collections::BTreeSet::new();
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(RuntimeError::state("reading", &self.dir))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_suffix(".json").unwrap_or(&name);
+            if let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) {
+                found.insert(digest);
+            }
+        }
+        let mut pruned = Vec::new();
+        for digest in found {
+            if in_use(digest.hex()) {
+                continue;
+            }
+            let lock = {
+                let mut locks = self
+                    .locks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                locks.entry(digest.clone()).or_default().clone()
+            };
+            let _guard = lock.lock().await;
+            let (root, config) = (self.root(&digest), self.config_path(&digest));
+            let measured = (root.clone(), config.clone());
+            let bytes = tokio::task::spawn_blocking(move || {
+                tree_size(&measured.0) + tree_size(&measured.1)
+            })
+            .await
+            .unwrap_or(0);
+            if dry_run {
+                if !in_use(digest.hex()) {
+                    pruned.push(PrunedImage {
+                        digest: digest.to_string(),
+                        bytes,
+                    });
+                }
+                continue;
+            }
+            let aside = self.dir.join(format!("{TEMP_PREFIX}gc-{}", digest.hex()));
+            let aside_config = aside.with_extension("json");
+            let moved = match std::fs::rename(&config, &aside_config) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(RuntimeError::state("moving aside", &config)(e)),
+            };
+            if in_use(digest.hex()) {
+                if moved {
+                    std::fs::rename(&aside_config, &config)
+                        .map_err(RuntimeError::state("restoring", &config))?;
+                }
+                continue;
+            }
+            if root.exists() {
+                std::fs::rename(&root, &aside)
+                    .map_err(RuntimeError::state("moving aside", &root))?;
+            }
+            let removed = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_file(&aside_config);
+                if aside.exists() {
+                    remove_tree(&aside).map_err(RuntimeError::state("removing", &aside))
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+            .map_err(|e| RuntimeError::state("removing", &root)(std::io::Error::other(e)))?;
+            removed?;
+            tracing::info!(image = %digest, bytes, "removed an unpacked image no replica uses");
+            pruned.push(PrunedImage {
+                digest: digest.to_string(),
+                bytes,
+            });
+        }
+        Ok(pruned)
     }
 
     /// The image if it is completely unpacked.
@@ -272,6 +370,32 @@ impl ImageCache {
         tracing::info!(image = %name, root = %root.display(), layers = manifest.layers.len(), "unpacked image");
         Ok(UnpackedImage { root, config })
     }
+}
+
+/// The bytes of the files under `path` (or of the file `path`), symlinks
+/// not followed; 0 for nothing there.
+fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let mut total = 0;
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => dirs.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// Removes a tree whose directories may be read-only (an image may make them so).

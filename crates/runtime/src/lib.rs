@@ -57,8 +57,8 @@
 //!   replicas/<id>.log    its stdout and stderr (<id>.log.1 after rotation)
 //! ```
 //!
-//! Roots are never removed by the runtime (no garbage collection yet); logs
-//! stay after a replica is stopped.
+//! Roots stay until [`Runtime::prune_images`] removes those no replica uses
+//! (`gantry registry gc`); logs stay after a replica is stopped.
 
 mod docker;
 mod error;
@@ -111,4 +111,23 @@ pub trait Runtime: Send + Sync {
     /// runtime was created (those of re-adoption), so a caller that subscribes
     /// right after creating the runtime misses nothing.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ReplicaEvent>;
+
+    /// Removes the images this runtime unpacked that no replica uses, or
+    /// with `dry_run` only says which it would remove. A replica being
+    /// started counts as using its image, and a start that comes after the
+    /// removal unpacks the image again. Runtimes that unpack nothing
+    /// (docker keeps images in its engine) remove nothing.
+    fn prune_images(&self, dry_run: bool) -> BoxFuture<'_, Result<Vec<PrunedImage>, RuntimeError>> {
+        let _ = dry_run;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// An unpacked image [`Runtime::prune_images`] removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedImage {
+    /// The manifest digest it was unpacked for (`sha256:…`).
+    pub digest: String,
+    /// Bytes of its files.
+    pub bytes: u64,
 }

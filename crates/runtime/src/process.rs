@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::PrunedImage;
 use crate::error::RuntimeError;
 use crate::images::ImageCache;
 use crate::launch::{HostEnv, Launch, plan};
@@ -205,6 +206,33 @@ impl Driver for ProcessRuntime {
 
     async fn stop_replica(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         self.inner.stop(id, grace).await
+    }
+
+    async fn prune_unused_images(&self, dry_run: bool) -> Result<Vec<PrunedImage>, RuntimeError> {
+        let table = &self.inner.table;
+        // Every replica in the table counts, starting and restarting ones
+        // included. One whose image is not pinned by digest could run any
+        // root, so while one exists nothing is removed.
+        let in_use = || -> Option<HashSet<String>> {
+            table
+                .list()
+                .iter()
+                .map(|r| r.spec.image.digest().map(|d| d.hex().to_string()))
+                .collect()
+        };
+        if in_use().is_none() {
+            tracing::warn!(
+                "a replica's image is not pinned by digest: no unpacked image is removed"
+            );
+            return Ok(Vec::new());
+        }
+        self.inner
+            .images
+            .prune(
+                |hex| in_use().is_none_or(|used| used.contains(hex)),
+                dry_run,
+            )
+            .await
     }
 }
 

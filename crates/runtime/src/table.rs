@@ -29,7 +29,7 @@ use crate::error::RuntimeError;
 use crate::events::EventHub;
 use crate::replica::{Replica, ReplicaEvent, ReplicaSpec, ReplicaState};
 use crate::restart::{RestartPolicy, Streak};
-use crate::{BoxFuture, Runtime};
+use crate::{BoxFuture, PrunedImage, Runtime};
 
 /// What a runtime does its own way; the table and the [`Runtime`] impl below
 /// do the rest. [`ProcessRuntime`](crate::ProcessRuntime) and
@@ -60,6 +60,15 @@ pub(crate) trait Driver: Send + Sync {
         id: &'a str,
         grace: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send + 'a;
+
+    /// [`Runtime::prune_images`]; nothing to prune by default.
+    fn prune_unused_images(
+        &self,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<PrunedImage>, RuntimeError>> + Send + '_ {
+        let _ = dry_run;
+        async { Ok(Vec::new()) }
+    }
 }
 
 impl<D: Driver> Runtime for D {
@@ -81,6 +90,10 @@ impl<D: Driver> Runtime for D {
 
     fn subscribe(&self) -> broadcast::Receiver<ReplicaEvent> {
         self.table().events.subscribe()
+    }
+
+    fn prune_images(&self, dry_run: bool) -> BoxFuture<'_, Result<Vec<PrunedImage>, RuntimeError>> {
+        Box::pin(self.prune_unused_images(dry_run))
     }
 }
 

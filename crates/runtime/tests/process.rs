@@ -169,6 +169,64 @@ async fn replicas_of_one_digest_share_one_unpack_even_when_started_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_removes_only_the_roots_no_replica_uses() {
+    if !registry_tests_enabled("pruning_removes_only_the_roots_no_replica_uses") {
+        return;
+    }
+    let registry = TestRegistry::start();
+    let client = client();
+    let kept = web_image(&registry, &client, "kept").await;
+    // Builds are reproducible: the other image needs other content.
+    let context = busybox_context(&[("www/index.html", "other\n"), ("www/health", "ok\n")]);
+    let mut image = ImageSpec::new(context.path());
+    image.entrypoint = Some(vec!["/app/busybox".into(), "sh".into(), "-c".into()]);
+    image.cmd = Some(vec![SERVE.into()]);
+    image.workdir = Some("/app/www".into());
+    let dropped = build_image(&image, &registry.image("gantry-test/dropped:v1"), &client)
+        .await
+        .unwrap()
+        .reference;
+    assert_ne!(kept.digest(), dropped.digest());
+    let data = DataDir::new();
+    let runtime = ProcessRuntime::new(data.path(), client).await.unwrap();
+    runtime.start(spec("kept-1", &kept)).await.unwrap();
+    runtime.start(spec("dropped-1", &dropped)).await.unwrap();
+    runtime
+        .stop("dropped-1", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let kept_root = runtime.image_root(kept.digest().unwrap());
+    let dropped_root = runtime.image_root(dropped.digest().unwrap());
+
+    // A dry run measures and removes nothing.
+    let would = runtime.prune_images(true).await.unwrap();
+    assert_eq!(would.len(), 1, "{would:?}");
+    assert_eq!(would[0].digest, dropped.digest().unwrap().to_string());
+    assert!(would[0].bytes > 0);
+    assert!(dropped_root.is_dir());
+
+    let pruned = runtime.prune_images(false).await.unwrap();
+    assert_eq!(pruned, would);
+    assert!(!dropped_root.exists());
+    assert!(kept_root.is_dir(), "a running replica's root stays");
+    let mut entries: Vec<String> = std::fs::read_dir(data.path().join("rootfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    let hex = kept.digest().unwrap().hex().to_owned();
+    assert_eq!(entries, [hex.clone(), format!("{hex}.json")]);
+
+    // The pruned image unpacks again for the next replica that needs it.
+    let again = runtime.start(spec("dropped-2", &dropped)).await.unwrap();
+    assert_eq!(wait_http(again.addr, "/", STARTUP).await.1, "other\n");
+    assert!(runtime.prune_images(false).await.unwrap().is_empty());
+    for id in ["kept-1", "dropped-2"] {
+        runtime.stop(id, Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_of_an_upper_layer_delete_files_of_the_base() {
     if !registry_tests_enabled("whiteouts_of_an_upper_layer_delete_files_of_the_base") {
         return;
