@@ -5,13 +5,13 @@
 //! The operations live next to their concept: `apply`, `readopt`,
 //! `deployment` (deploy and rollback), `status`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gantry_images::RegistryClient;
 use gantry_params::ParamStore;
-use gantry_runtime::Runtime;
+use gantry_runtime::{PrunedImage, Runtime};
 use gantry_spec::Project;
 use gantry_spec::environment::{Environment, RuntimeKind};
 use gantry_store::Store;
@@ -208,6 +208,29 @@ impl Deployer {
             .environments
             .get(environment)
             .map(|e| e.lb.local_addr())
+    }
+
+    /// The image (`registry/repo@sha256:…`) of every revision of every
+    /// service, each once: what an environment runs or could roll back to
+    /// (a rollback may name any earlier revision). Read-only; for the
+    /// registry's garbage collection.
+    pub async fn revision_images(&self) -> Result<BTreeSet<String>, DeployError> {
+        self.inner.db.revision_images().await
+    }
+
+    /// Removes the images the runtimes unpacked that no replica uses (or,
+    /// with `dry_run`, lists them).
+    pub async fn prune_images(&self, dry_run: bool) -> Result<Vec<PrunedImage>, DeployError> {
+        let mut pruned = Vec::new();
+        for runtime in self.inner.runtimes.values() {
+            pruned.extend(
+                runtime
+                    .prune_images(dry_run)
+                    .await
+                    .map_err(|e| DeployError::Runtime(e.to_string()))?,
+            );
+        }
+        Ok(pruned)
     }
 
     /// Whether any service runs replicas (a server that hosts services is

@@ -43,6 +43,6 @@ mod traffic;
 
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes, uses_docker};
 pub use error::DeployError;
-pub use revision::{Revision, SecretRef};
 pub use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
+pub use revision::{Revision, SecretRef};
 pub use store::DeploymentRecord;

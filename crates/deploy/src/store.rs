@@ -158,6 +158,26 @@ impl DeployStore {
         Ok(())
     }
 
+    /// The image of every stored revision (`registry/repo@sha256:…`),
+    /// each once, in order.
+    pub(crate) async fn revision_images(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, DeployError> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM deploy_revisions")
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut images = std::collections::BTreeSet::new();
+        for body in bodies {
+            // Only the image is read, so a body of any age will do.
+            let body: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|e| DeployError::Spec(format!("stored revision: {e}")))?;
+            if let Some(image) = body["image"].as_str() {
+                images.insert(image.to_string());
+            }
+        }
+        Ok(images)
+    }
+
     /// `(environment, service, revision)` of every service that runs something.
     pub(crate) async fn currents(&self) -> Result<Vec<(String, String, u64)>, DeployError> {
         let rows = sqlx::query("SELECT environment, service, revision FROM deploy_current")

@@ -272,6 +272,12 @@ async fn rollback_runs_the_previous_revision_again_as_a_new_one() {
         status.services[0].image.as_deref(),
         Some(first.image.as_str())
     );
+    // Every revision's image, each once: what the registry's garbage
+    // collection keeps.
+    let images = deployer.revision_images().await.unwrap();
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(images.contains(&first.image), "{images:?}");
+    assert!(images.iter().all(|i| i.contains("@sha256:")), "{images:?}");
 }
 
 #[tokio::test(start_paused = true)]
