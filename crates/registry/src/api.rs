@@ -896,6 +896,8 @@ async fn start_upload(
     let inner = &registry.inner;
     if let Some(mount) = query(q, "mount") {
         let digest = Digest::parse(&mount)?;
+        // From finding the blob to linking it, garbage collection waits.
+        let _linking = inner.gc.read().await;
         let found = match query(q, "from") {
             // Mounting reads the source: the caller must be allowed to
             // pull from it. If not, the mount quietly becomes an upload,
@@ -1185,6 +1187,9 @@ async fn finish_upload(
             "actual": actual.as_str(),
         })));
     }
+    // Garbage collection waits until the blob is linked: it must not
+    // remove bytes this upload found already stored.
+    let _linking = inner.gc.read().await;
     // Checked before the bytes move into the store, so a refused blob
     // leaves nothing behind; the link checks again, atomically.
     if let Err(e) = check_quota(registry, repo, expected, appender.len()).await {
@@ -1202,8 +1207,10 @@ async fn finish_upload(
         .await
     {
         // Another push won the race for the quota. The bytes stay in the
-        // shared store, unlinked, like those of a deleted blob.
+        // shared store, unlinked, like those of a deleted blob, until
+        // garbage collection finds them unused.
         inner.metadata.delete_upload(&key).await?;
+        inner.metadata.record_released(expected).await?;
         return Err(e.into());
     }
     tracing::debug!(repository = %repo, digest = %expected, size, "blob pushed");
@@ -1350,6 +1357,9 @@ async fn put_manifest(
     let parsed = manifest::parse(&bytes, content_type)?;
 
     let inner = &registry.inner;
+    // From the checks that find the manifest's blobs and children to the
+    // write that references them, garbage collection waits.
+    let _referencing = inner.gc.read().await;
     let mut links = Vec::new();
     for blob in &parsed.blobs {
         if inner.metadata.blob_size(&repo, blob).await?.is_some() {

@@ -36,9 +36,11 @@
 //!   written in one transaction.
 //! - Bodies are streamed: an upload is written in 2 MiB blocks and a blob is
 //!   read from its file, so memory does not grow with blob size.
-//! - Deleting a blob or manifest only removes registry metadata. Blob bytes
-//!   are never deleted here: other repositories and gantry's artifacts may
-//!   share them (garbage collection is future work).
+//! - Deleting a blob or manifest only removes registry metadata; blob
+//!   bytes, which other repositories and gantry's artifacts may share, are
+//!   removed only by garbage collection ([`Registry::collect_garbage`], see
+//!   the `gc` module), once no repository links them and the caller does
+//!   not keep them.
 //!
 //! # Authentication and limits
 //!
@@ -76,6 +78,7 @@
 mod api;
 mod auth;
 mod error;
+mod gc;
 mod manifest;
 mod metadata;
 mod names;
@@ -90,6 +93,7 @@ use gantry_store::ArtifactStore;
 pub use api::router;
 pub use auth::{AuthDenied, AuthFuture, RegistryAccess, RegistryAuditRecord, RegistryAuth};
 pub use error::RegistryError;
+pub use gc::{GcBlob, GcFile, GcManifest, GcOptions, GcReport};
 
 use auth::Tokens;
 use metadata::Metadata;
@@ -169,6 +173,10 @@ struct Inner {
     auth: Arc<dyn RegistryAuth>,
     limits: RegistryLimits,
     tokens: Tokens,
+    /// Held exclusively by garbage collection, and shared by every request
+    /// from the checks that find a blob or manifest to the write that
+    /// links or references it.
+    gc: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -209,6 +217,7 @@ impl Registry {
                 auth: options.auth,
                 limits: options.limits,
                 tokens: Tokens::default(),
+                gc: tokio::sync::RwLock::new(()),
             }),
         };
         tokio::spawn(sweep_periodically(Arc::downgrade(&registry.inner)));

@@ -41,6 +41,13 @@ const SCHEMA: &[&str] = &[
         repository TEXT NOT NULL,
         started_at INTEGER NOT NULL
     )",
+    // Digests whose last link went (a blob DELETE, a link refused by a
+    // quota, garbage collection): their bytes may now be unused in the
+    // shared store, and the next garbage collection looks at them.
+    "CREATE TABLE IF NOT EXISTS registry_released (
+        digest      TEXT PRIMARY KEY,
+        released_at INTEGER NOT NULL
+    )",
 ];
 
 /// The referrers index: one row per manifest with a `subject`, holding
@@ -111,6 +118,40 @@ pub(crate) struct NewManifest<'a> {
     pub links: &'a [(Digest, u64)],
     /// Its entry in the referrers index, when it has a subject.
     pub referrer: Option<&'a Referrer>,
+}
+
+/// A stored manifest, as garbage collection reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct ManifestRecord {
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub content: Vec<u8>,
+    pub pushed_at: i64,
+}
+
+/// A blob link, as garbage collection reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkRecord {
+    pub repository: String,
+    pub digest: String,
+    pub size: u64,
+    pub linked_at: i64,
+}
+
+/// Everything garbage collection decides from, read in one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Inventory {
+    pub manifests: Vec<ManifestRecord>,
+    /// `(repository, digest)` of every tag.
+    pub tags: Vec<(String, String)>,
+    pub links: Vec<LinkRecord>,
+    /// `(name, created_at)`.
+    pub repositories: Vec<(String, i64)>,
+    /// Repositories with an upload open.
+    pub uploading: std::collections::BTreeSet<String>,
+    /// Digests recorded in `registry_released`.
+    pub released: Vec<String>,
 }
 
 /// Byte quotas a new link must fit in; `None` is no limit.
@@ -543,18 +584,166 @@ impl Metadata {
     }
 
     /// Removes a blob's link; the bytes stay in the shared store, where
-    /// other repositories and gantry's artifacts may still use them.
+    /// other repositories and gantry's artifacts may still use them, until
+    /// garbage collection finds them unused (the digest is recorded as
+    /// released).
     pub(crate) async fn unlink_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("DELETE FROM registry_blobs WHERE repository = ? AND digest = ?")
             .bind(repo.as_str())
             .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() > 0 {
+            Self::insert_released(&mut tx, digest.as_str()).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_released(conn: &mut SqliteConnection, digest: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO registry_released (digest, released_at) VALUES (?, ?)
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(gantry_clock::now_ms())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that `digest`'s bytes may be unused: stored, but linked by
+    /// no repository (a link a quota refused after the upload).
+    pub(crate) async fn record_released(&self, digest: &Digest) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Self::insert_released(&mut conn, digest.as_str()).await
+    }
+
+    /// Everything garbage collection looks at, as of one moment.
+    pub(crate) async fn inventory(&self) -> Result<Inventory, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let manifests = sqlx::query(
+            "SELECT repository, digest, media_type, content, pushed_at FROM registry_manifests",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(ManifestRecord {
+                repository: row.try_get("repository")?,
+                digest: row.try_get("digest")?,
+                media_type: row.try_get("media_type")?,
+                content: row.try_get("content")?,
+                pushed_at: row.try_get("pushed_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let tags = sqlx::query_as("SELECT repository, digest FROM registry_tags")
+            .fetch_all(&mut *tx)
+            .await?;
+        let links = sqlx::query("SELECT repository, digest, size, linked_at FROM registry_blobs")
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(LinkRecord {
+                    repository: row.try_get("repository")?,
+                    digest: row.try_get("digest")?,
+                    size: size_of(row.try_get("size")?),
+                    linked_at: row.try_get("linked_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let repositories = sqlx::query_as("SELECT name, created_at FROM registry_repositories")
+            .fetch_all(&mut *tx)
+            .await?;
+        let uploading = sqlx::query_scalar("SELECT DISTINCT repository FROM registry_uploads")
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        let released = sqlx::query_scalar("SELECT digest FROM registry_released")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Inventory {
+            manifests,
+            tags,
+            links,
+            repositories,
+            uploading,
+            released,
+        })
+    }
+
+    /// Deletes garbage in one transaction: manifests (with their referrer
+    /// entries), links (their digests recorded as released, so that bytes
+    /// a crash leaves behind are found next time), and repositories left
+    /// with nothing in them.
+    pub(crate) async fn remove_garbage(
+        &self,
+        manifests: &[(String, String)],
+        links: &[(String, String)],
+        repositories: &[String],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (repository, digest) in manifests {
+            for statement in [
+                "DELETE FROM registry_referrers WHERE repository = ? AND digest = ?",
+                "DELETE FROM registry_tags WHERE repository = ? AND digest = ?",
+                "DELETE FROM registry_manifests WHERE repository = ? AND digest = ?",
+            ] {
+                sqlx::query(statement)
+                    .bind(repository)
+                    .bind(digest)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for (repository, digest) in links {
+            sqlx::query("DELETE FROM registry_blobs WHERE repository = ? AND digest = ?")
+                .bind(repository)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?;
+            Self::insert_released(&mut tx, digest).await?;
+        }
+        for repository in repositories {
+            sqlx::query(
+                "DELETE FROM registry_repositories WHERE name = ?1
+                   AND NOT EXISTS (SELECT 1 FROM registry_manifests WHERE repository = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM registry_blobs WHERE repository = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM registry_uploads WHERE repository = ?1)",
+            )
+            .bind(repository)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Whether any repository links `digest`.
+    pub(crate) async fn linked_anywhere(&self, digest: &str) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM registry_blobs WHERE digest = ? LIMIT 1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Forgets a released digest once garbage collection dealt with it.
+    pub(crate) async fn forget_released(&self, digest: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM registry_released WHERE digest = ?")
+            .bind(digest)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(())
     }
 
     pub(crate) async fn manifest(

@@ -25,6 +25,7 @@ pub struct Fixture {
     pub artifacts: ArtifactStore,
     pub auth: Arc<StaticTokens>,
     pub limits: RegistryLimits,
+    pub registry: Registry,
     pub app: Router,
 }
 
@@ -47,7 +48,8 @@ impl Fixture {
         .await
         .unwrap();
         Fixture {
-            app: router(registry),
+            app: router(registry.clone()),
+            registry,
             dir,
             store,
             artifacts,
@@ -67,7 +69,8 @@ impl Fixture {
         )
         .await
         .unwrap();
-        self.app = router(registry);
+        self.app = router(registry.clone());
+        self.registry = registry;
     }
 
     pub fn uploads_dir(&self) -> PathBuf {
