@@ -381,15 +381,15 @@ pub struct Subject {
     execution_id: String,
     trigger: Option<TriggerPart>,
     notifications: Vec<Notification>,
-    /// Where command targets run: the pipeline file's directory, when it
-    /// exists on this machine.
+    /// The pipeline file's directory: command targets run there when it
+    /// exists on this machine (looked at when they run, not here, where
+    /// the engine's lock may be held).
     work_dir: Option<PathBuf>,
 }
 
 impl Subject {
     /// An execution with its definition.
     pub(crate) fn of(loaded: &Loaded, execution: &Execution) -> Subject {
-        let base = loaded.definition.base_dir();
         Subject {
             pipeline: loaded.pipeline.name.to_string(),
             execution_id: execution.id.clone(),
@@ -399,7 +399,7 @@ impl Subject {
                 by: t.by.clone(),
             }),
             notifications: loaded.pipeline.notifications.clone(),
-            work_dir: base.is_dir().then(|| base.to_path_buf()),
+            work_dir: Some(loaded.definition.base_dir().to_path_buf()),
         }
     }
 
@@ -1184,7 +1184,9 @@ async fn run_command(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(dir) = &delivery.work_dir {
+    if let Some(dir) = &delivery.work_dir
+        && tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir())
+    {
         command.current_dir(dir);
     }
     let mut child = command.spawn().map_err(|e| {
