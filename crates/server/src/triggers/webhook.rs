@@ -144,7 +144,7 @@ impl ControlPlane {
                 });
             }
             // Forget old ids now and then (one delivery in 64).
-            if super::random() % 64 == 0 {
+            if super::random().is_multiple_of(64) {
                 let _ = store.prune_deliveries(at - DELIVERY_MEMORY_MS).await;
             }
         }
