@@ -87,11 +87,26 @@ pub enum BuildError {
     },
     #[error("artifact {artifact}: `{path}` is outside the source directory")]
     PathEscapes { artifact: String, path: String },
+    #[error("artifact {artifact}: `{path}` is outside the source directory: {reason}")]
+    OutsideSource {
+        artifact: String,
+        path: String,
+        reason: String,
+    },
+    #[error("artifact {artifact}: `{pattern}` is not under base-directory `{base}`")]
+    PatternOutsideBase {
+        artifact: String,
+        pattern: String,
+        base: String,
+    },
     #[error("artifact {artifact}: symbolic link `{path}` points outside the artifact")]
     SymlinkLeavesArtifact { artifact: String, path: String },
     #[error("artifact {artifact}: `{path}` is a broken symbolic link")]
     BrokenSymlink { artifact: String, path: String },
-    #[error("artifact {artifact}: two files end up as `{path}` (discard-paths)")]
+    #[error(
+        "artifact {artifact}: two files end up as `{path}` (discard-paths, or base directories \
+         holding the same path)"
+    )]
     DuplicatePath { artifact: String, path: String },
     #[error("secondary artifact identifier `{identifier}` is not a plain name")]
     InvalidArtifactIdentifier { identifier: String },

@@ -66,10 +66,15 @@
 //! - **Artifacts** are selected by glob (see `artifacts.rs`) and copied after
 //!   the phases, also when BUILD failed, but not when a phase aborted the
 //!   build (INSTALL or PRE_BUILD failing, or `on-failure: ABORT`), nor
-//!   after a timeout or stop. The primary artifact
-//!   goes directly into `out_dir`, each secondary one into
-//!   `out_dir/<identifier>/`. A pattern that matches nothing fails the build
-//!   naming the pattern; nothing outside the source directory is ever read.
+//!   after a timeout or stop. The primary artifact goes directly into
+//!   `out_dir`, each secondary one into `out_dir/<identifier>/`. A pattern
+//!   that matches nothing fails the build naming the pattern. `$NAME` and
+//!   `${NAME}` in artifact and report paths take the build's final values
+//!   (read from its shell after the last phase, like exported variables;
+//!   never evaluated by a shell). An absolute path inside the source
+//!   directory is the relative path it names; nothing outside the source
+//!   directory is read unless [`BuildRequest::read_outside_source`] allows
+//!   it (and then only on the host, without `run-as`).
 //! - **Reports**: JUnit XML files of each report group are summarised into a
 //!   [`TestReport`]; they never change the build's status.
 //! - **Timeout and stop** end the whole process tree: each shell leads its
@@ -183,6 +188,14 @@ pub struct BuildRequest {
     /// Run the build inside a container of this image (container mode)
     /// instead of on this host.
     pub container: Option<ContainerSpec>,
+    /// Whether artifact and report paths may name absolute paths outside
+    /// the source directory, as CodeBuild lets them (default false). Even
+    /// when true, only a host build that does not switch users reads them:
+    /// a container's paths are not the host's, and a `run-as` build would
+    /// have gantry read with more rights than the build has. The server
+    /// never sets it; `gantry buildspec run`, run by the user on their own
+    /// files, does.
+    pub read_outside_source: bool,
 }
 
 /// Container mode: the build's shells run in a container of `image` on the
@@ -243,6 +256,7 @@ impl BuildRequest {
             scratch_dir: None,
             cancel: CancellationToken::new(),
             container: None,
+            read_outside_source: false,
         }
     }
 }
@@ -432,13 +446,21 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
                         error: Some(i.error(req.timeout)),
                         aborted_early: false,
                         exported: BTreeMap::new(),
+                        path_vars: BTreeMap::new(),
                     };
-                    return Ok(finish(&req, driven, &root, &out_dir, &masker, &emitter).await);
+                    let collect = Collect {
+                        root,
+                        aliases: Vec::new(),
+                        outside: Err(String::new()),
+                        out_dir,
+                    };
+                    return Ok(finish(&req, driven, &collect, &masker, &emitter).await);
                 }
             }
         }
     };
 
+    let outside = outside_policy(&req, &users);
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(0u64);
     let finished = CancellationToken::new();
     let runner = PhaseRunner {
@@ -482,7 +504,17 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         container.reap().await;
     }
 
-    let outcome = finish(&req, driven, &root, &out_dir, &masker, &emitter).await;
+    let mut aliases = vec![paths.src.clone()];
+    if req.source_dir.is_absolute() {
+        aliases.push(req.source_dir.clone());
+    }
+    let collect = Collect {
+        outside,
+        root,
+        aliases,
+        out_dir,
+    };
+    let outcome = finish(&req, driven, &collect, &masker, &emitter).await;
     remove_later(scratch);
     Ok(outcome)
 }
@@ -699,12 +731,80 @@ async fn start_container(
     })
 }
 
+/// Where a build's artifacts and reports are collected from.
+#[derive(Clone)]
+struct Collect {
+    /// The canonical source directory.
+    root: PathBuf,
+    /// Its other absolute spellings: as given, as the build's shells see it.
+    aliases: Vec<PathBuf>,
+    /// Whether absolute paths outside it may be read, or why not.
+    outside: Result<(), String>,
+    /// The (canonical) artifacts' directory, never collected into itself.
+    out_dir: PathBuf,
+}
+
+impl Collect {
+    fn view(&self) -> artifacts::SourceView<'_> {
+        artifacts::SourceView {
+            root: &self.root,
+            aliases: self.aliases.clone(),
+            outside: self.outside.clone(),
+            skip: Some(&self.out_dir),
+        }
+    }
+}
+
+/// Whether this build may read artifact and report paths outside its
+/// source directory (see [`BuildRequest::read_outside_source`]), or why not.
+fn outside_policy(
+    req: &BuildRequest,
+    users: &BTreeMap<String, Option<RunAs>>,
+) -> Result<(), String> {
+    if !req.read_outside_source {
+        return Err(
+            "a pipeline build's artifacts and reports are collected from its \
+                    source directory only (gantry reads them with its own rights); \
+                    write them there, e.g. under $CODEBUILD_SRC_DIR"
+                .to_owned(),
+        );
+    }
+    if req.container.is_some() {
+        return Err(
+            "in a container build that path is inside the container, and gantry \
+                    collects files from the mounted source directory only"
+                .to_owned(),
+        );
+    }
+    if users.values().any(Option::is_some) {
+        return Err(
+            "the build runs as another user (run-as), and gantry would read \
+                    the path with its own rights"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Notes for the log about variables a path named that the build's final
+/// environment does not set.
+fn unset_notes(what: &str, unset: &[String]) -> Vec<String> {
+    unset
+        .iter()
+        .map(|name| {
+            format!(
+                "{what}: variable {name} is not set at the end of the build; \
+                 `${name}` is kept as written"
+            )
+        })
+        .collect()
+}
+
 /// Reports and artifacts, then the outcome.
 async fn finish(
     req: &BuildRequest,
     driven: Driven,
-    root: &Path,
-    out_dir: &Path,
+    collect: &Collect,
     masker: &Masker,
     emitter: &Emitter<'_>,
 ) -> BuildOutcome {
@@ -714,18 +814,25 @@ async fn finish(
         mut error,
         aborted_early,
         exported,
+        path_vars,
     } = driven;
     let mut reports = Vec::new();
     let mut artifacts = Vec::new();
     if interrupted.is_none() {
         if !req.buildspec.reports.is_empty() {
             let groups = req.buildspec.reports.clone();
-            let (root, masker2) = (root.to_path_buf(), masker.clone());
+            let (collect2, masker2, vars) = (collect.clone(), masker.clone(), path_vars.clone());
             let done = tokio::task::spawn_blocking(move || {
                 let mut notes = Vec::new();
+                let view = collect2.view();
                 let reports: Vec<TestReport> = groups
                     .iter()
-                    .map(|g| reports::summarize(g, &root, &masker2, &mut |n| notes.push(n)))
+                    .map(|g| {
+                        let mut unset = Vec::new();
+                        let g = reports::expand(g, &vars, &mut unset);
+                        notes.extend(unset_notes(&format!("Report group {}", g.name), &unset));
+                        reports::summarize(&g, &view, &masker2, &mut |n| notes.push(n))
+                    })
                     .collect();
                 (reports, notes)
             })
@@ -751,7 +858,7 @@ async fn finish(
             );
         } else if has_artifacts {
             emitter.container("Entering phase UPLOAD_ARTIFACTS");
-            let (outputs, notes, failure) = upload(req, root, out_dir).await;
+            let (outputs, notes, failure) = upload(req, collect, &path_vars).await;
             for note in notes {
                 emitter.container(&note);
             }
@@ -791,8 +898,8 @@ async fn finish(
 /// Copies the primary and secondary artifacts; stops at the first failure.
 async fn upload(
     req: &BuildRequest,
-    root: &Path,
-    out_dir: &Path,
+    collect: &Collect,
+    path_vars: &BTreeMap<String, String>,
 ) -> (Vec<ArtifactOutput>, Vec<String>, Option<BuildError>) {
     let mut jobs: Vec<(Option<String>, ArtifactsSpec)> = Vec::new();
     if let Some(primary) = &req.buildspec.artifacts {
@@ -801,18 +908,16 @@ async fn upload(
     for (id, spec) in &req.buildspec.secondary_artifacts {
         jobs.push((Some(id.clone()), spec.clone()));
     }
-    let (root, out_dir) = (root.to_path_buf(), out_dir.to_path_buf());
+    let (collect, vars) = (collect.clone(), path_vars.clone());
     let done = tokio::task::spawn_blocking(move || {
         let mut outputs = Vec::new();
         let mut notes = Vec::new();
-        // The output directory may lie inside the source directory
-        // (`buildspec run --out ./out`); never collect it into itself.
-        let skip = out_dir.starts_with(&root).then_some(out_dir.as_path());
+        let view = collect.view();
         for (id, spec) in jobs {
             let name = id.clone().unwrap_or_else(|| "primary".to_owned());
             let dir = match &id {
-                None => out_dir.clone(),
-                Some(id) if is_plain_name(id) => out_dir.join(id),
+                None => collect.out_dir.clone(),
+                Some(id) if is_plain_name(id) => collect.out_dir.join(id),
                 Some(id) => {
                     let e = BuildError::InvalidArtifactIdentifier {
                         identifier: id.clone(),
@@ -820,10 +925,22 @@ async fn upload(
                     return (outputs, notes, Some(e));
                 }
             };
-            for pattern in &spec.files {
-                notes.push(format!("Expanding {pattern} ({name})"));
+            let mut unset = Vec::new();
+            let expanded = artifacts::expand_spec(&spec, &vars, &mut unset);
+            notes.extend(unset_notes(&format!("Artifact {name}"), &unset));
+            if let (Some(written), Some(base)) = (&spec.base_directory, &expanded.base_directory)
+                && written != base
+            {
+                notes.push(format!("Base directory {written} ({name}) is {base}"));
             }
-            let copied = artifacts::select_artifact(&name, &root, &spec, skip)
+            for (written, pattern) in spec.files.iter().zip(&expanded.files) {
+                if written == pattern {
+                    notes.push(format!("Expanding {pattern} ({name})"));
+                } else {
+                    notes.push(format!("Expanding {written} ({name}) as {pattern}"));
+                }
+            }
+            let copied = artifacts::select_artifact(&name, &expanded, &view)
                 .and_then(|selected| artifacts::copy(&name, &selected, &dir));
             match copied {
                 Ok(files) => {

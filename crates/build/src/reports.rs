@@ -4,22 +4,46 @@
 //! command's exit status does); files that are missing, unreadable or not
 //! JUnit are reported as warnings in the log.
 
-use std::path::Path;
+use std::collections::BTreeMap;
 
 use gantry_spec::buildspec::ReportGroup;
 use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
 
-use crate::artifacts::{Selection, select};
+use crate::artifacts::{Selection, SourceView, expand_vars, select};
 use crate::mask::Masker;
 use crate::outcome::{TestFailure, TestReport};
 
 /// JUnit files larger than this are skipped (a report is read whole).
 const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Summarises one report group; `warn` receives problems worth a log line.
+/// A report group with the variables of its paths expanded (see
+/// `artifacts::expand_vars`); `unset` receives the names not set.
+pub(crate) fn expand(
+    group: &ReportGroup,
+    vars: &BTreeMap<String, String>,
+    unset: &mut Vec<String>,
+) -> ReportGroup {
+    let mut one = |text: &str| {
+        let (out, missing) = expand_vars(text, vars);
+        for name in missing {
+            if !unset.contains(&name) {
+                unset.push(name);
+            }
+        }
+        out
+    };
+    ReportGroup {
+        files: group.files.iter().map(|f| one(f)).collect(),
+        base_directory: group.base_directory.as_deref().map(&mut one),
+        ..group.clone()
+    }
+}
+
+/// Summarises one report group (its paths expanded); `warn` receives
+/// problems worth a log line.
 pub(crate) fn summarize(
     group: &ReportGroup,
-    root: &Path,
+    view: &SourceView<'_>,
     masker: &Masker,
     warn: &mut dyn FnMut(String),
 ) -> TestReport {
@@ -47,7 +71,7 @@ pub(crate) fn summarize(
         enable_symlinks: false,
         require_matches: false,
     };
-    let files = match select(&sel, root, None) {
+    let files = match select(&sel, view) {
         Ok(files) => files,
         Err(e) => {
             warn(format!("Report group {}: {e}", group.name));

@@ -60,6 +60,9 @@ pub(crate) struct Driven {
     /// `CONTINUE`, or any phase with an explicit `ABORT`): no artifacts.
     pub(crate) aborted_early: bool,
     pub(crate) exported: BTreeMap<String, String>,
+    /// The build's final values of the variables named in artifact and
+    /// report paths (unset ones absent).
+    pub(crate) path_vars: BTreeMap<String, String>,
 }
 
 /// How one command, or one phase, went.
@@ -108,6 +111,7 @@ impl PhaseRunner<'_> {
             error: None,
             aborted_early: false,
             exported: BTreeMap::new(),
+            path_vars: BTreeMap::new(),
         };
         for note in std::mem::take(&mut self.notes) {
             self.frames.container(&note).await;
@@ -144,8 +148,11 @@ impl PhaseRunner<'_> {
             }
         }
         if driven.interrupted.is_none() {
-            match self.read_exports().await {
-                Ok(vars) => driven.exported = vars,
+            match self.read_final_env().await {
+                Ok((exported, path_vars)) => {
+                    driven.exported = exported;
+                    driven.path_vars = path_vars;
+                }
                 Err(Step::Interrupted(i)) => {
                     driven.interrupted = Some(i);
                     driven.error = Some(i.error(self.req.timeout));
@@ -548,14 +555,19 @@ impl PhaseRunner<'_> {
         }
     }
 
-    /// Reads `env.exported-variables` from the shell (a fresh one if the
-    /// build's shell is gone, which then only knows the initial
-    /// environment). Variables holding parameter-store or secret values are
-    /// never exported (CodeBuild refuses them too), nor are unset ones.
-    async fn read_exports(&mut self) -> Result<BTreeMap<String, String>, Step> {
+    /// Reads `env.exported-variables`, and the variables artifact and
+    /// report paths name, from the shell (a fresh one if the build's shell
+    /// is gone, which then only knows the initial environment). Variables
+    /// holding parameter-store or secret values are never exported
+    /// (CodeBuild refuses them too), nor are unset ones; a path may use
+    /// them (its text is masked in the log like any other).
+    async fn read_final_env(
+        &mut self,
+    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), Step> {
         let bs = &self.req.buildspec;
-        if bs.exported_variables.is_empty() {
-            return Ok(BTreeMap::new());
+        let path_names = crate::artifacts::path_variables(bs);
+        if bs.exported_variables.is_empty() && path_names.is_empty() {
+            return Ok((BTreeMap::new(), BTreeMap::new()));
         }
         let secret: BTreeSet<&str> = bs
             .parameter_store
@@ -564,7 +576,7 @@ impl PhaseRunner<'_> {
             .chain(&self.req.secrets)
             .map(|(k, _)| k.as_str())
             .collect();
-        let mut names = Vec::new();
+        let mut exported = BTreeSet::new();
         let mut notes = Vec::new();
         for name in &bs.exported_variables {
             if !is_shell_name(name) {
@@ -576,14 +588,20 @@ impl PhaseRunner<'_> {
                     "Exported variable {name} holds a secret; not exported"
                 ));
             } else {
-                names.push(name.as_str());
+                exported.insert(name.as_str());
             }
         }
         for note in notes {
             self.frames.container(&note).await;
         }
+        let mut names: Vec<&str> = exported.iter().copied().collect();
+        for name in &path_names {
+            if !exported.contains(name.as_str()) {
+                names.push(name);
+            }
+        }
         if names.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok((BTreeMap::new(), BTreeMap::new()));
         }
         let user = bs.phases.last().and_then(|p| self.phase_user(p));
         let (cancel, deadline) = (self.req.cancel.clone(), self.deadline);
@@ -604,13 +622,25 @@ impl PhaseRunner<'_> {
             }
         };
         match result {
-            Ok(Some(vars)) => Ok(vars.into_iter().collect()),
+            Ok(Some(vars)) => {
+                let mut exports = BTreeMap::new();
+                let mut paths = BTreeMap::new();
+                for (name, value) in vars {
+                    if path_names.contains(&name) {
+                        paths.insert(name.clone(), value.clone());
+                    }
+                    if exported.contains(name.as_str()) {
+                        exports.insert(name, value);
+                    }
+                }
+                Ok((exports, paths))
+            }
             Ok(None) => {
                 self.end_session().await;
                 self.frames
                     .container("Could not read exported variables: the shell exited")
                     .await;
-                Ok(BTreeMap::new())
+                Ok((BTreeMap::new(), BTreeMap::new()))
             }
             Err(e) => {
                 self.end_session().await;

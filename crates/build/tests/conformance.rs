@@ -6,7 +6,8 @@
 //! - `request.json` (optional): `env`, `secrets` (objects), `secondary_sources`
 //!   (name → directory relative to the case's temporary directory, created
 //!   empty), `build_id`, `build_number`, `initiator`, `resolved_source_version`,
-//!   `timeout_secs`, and `container`: `false` for a case that cannot run in
+//!   `timeout_secs`, `read_outside_source` (a bool), and `container`:
+//!   `false` for a case that cannot run in
 //!   the test image (it has no bash), or an object for a container-only
 //!   case: `privileged`, `docker_socket`, `network` set the
 //!   [`ContainerSpec`];
@@ -181,6 +182,9 @@ async fn check(case: &str, mode: Mode) {
         if let Some(v) = r.get("timeout_secs").and_then(Value::as_u64) {
             req.timeout = Duration::from_secs(v);
         }
+        if let Some(v) = r.get("read_outside_source").and_then(Value::as_bool) {
+            req.read_outside_source = v;
+        }
     }
 
     let (outcome, lines) = support::build(req).await;
@@ -296,4 +300,10 @@ cases! {
     on_failure_retry_count_reruns_the_phase_until_it_succeeds => "on-failure-retry-until-success",
     on_failure_retry_spent_follows_the_default_transitions => "on-failure-retry-spent-follows-transitions",
     on_failure_retry_regex_retries_only_matching_failures => "on-failure-retry-regex",
+    artifact_paths_expand_variables_from_the_final_environment => "artifacts-variables-expanded",
+    artifacts_base_directory_pattern_merges_matching_directories => "artifacts-base-directory-pattern",
+    absolute_paths_inside_the_source_are_relative_paths => "artifacts-absolute-paths-in-source",
+    absolute_paths_outside_the_source_are_read_by_a_local_run => "artifacts-absolute-outside-local-run",
+    absolute_paths_outside_the_source_are_refused_in_a_pipeline => "artifacts-absolute-outside-refused-in-pipeline",
+    a_link_out_of_an_outside_directory_is_refused => "artifacts-outside-symlink-refused",
 }

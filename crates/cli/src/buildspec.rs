@@ -68,6 +68,10 @@ pub(crate) async fn run(command: BuildspecCommand) -> Result<ExitCode> {
         out_dir: out.clone(),
         scratch_dir: None,
         cancel: tokio_util::sync::CancellationToken::new(),
+        // Run by the user on their own files, like CodeBuild's local
+        // agent: absolute artifact paths outside the source directory are
+        // read too (on the host, without run-as; see the build crate).
+        read_outside_source: true,
         container: image.map(gantry_build::ContainerSpec::new),
     };
     let outcome = gantry_build::run(request, &StdoutLog).await?;

@@ -148,6 +148,9 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         scratch_dir: Some(ctx.work_dir.clone()),
         cancel: ctx.cancel.clone(),
         container,
+        // A pipeline build's outputs come from its source directory only:
+        // gantry collects them with the server's rights.
+        read_outside_source: false,
     };
     let outcome = gantry_build::run(request, &ctx.log)
         .await
