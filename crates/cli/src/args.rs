@@ -138,7 +138,8 @@ pub(crate) enum Command {
         /// The last line is the execution JSON.
         #[arg(long)]
         json: bool,
-        /// Then change one backend, commit, and run again (build once, visibly).
+        /// Then commit a change to one backend: the pipeline's git trigger runs it
+        /// (no command starts it; only that service is rebuilt and redeployed).
         #[arg(long)]
         second_run: bool,
     },

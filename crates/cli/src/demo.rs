@@ -7,6 +7,13 @@
 //! browser E2E tests, wait for approval, promote the tested digests, deploy
 //! to production in parallel. It uses the Docker runtime when a Docker
 //! Engine answers, else the process runtime, and says which.
+//!
+//! Before the first run it registers the pipeline (`gantry apply`), which
+//! arms the shop's `git` trigger: a poll of the demo's repository every
+//! 2 s. The first run is started by the demo, as `gantry run` would; with
+//! `--second-run` the demo then only commits a change to one backend, and
+//! the next run is the one the trigger starts on that commit, pinned to
+//! it. While the demo serves, every commit on main runs the pipeline again.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gantry_api::{EnvironmentStatus, ExecutionView};
+use gantry_api::{EnvironmentStatus, ExecutionView, TriggerView};
 
 use crate::client::{Client, Connection};
 use crate::render::LiveView;
@@ -24,7 +31,8 @@ pub(crate) struct DemoOptions {
     pub(crate) auto_approve: bool,
     pub(crate) exit: bool,
     pub(crate) json: bool,
-    /// After the first run, change one backend, commit, run again.
+    /// After the first run, commit a change to one backend and follow the
+    /// execution the pipeline's git trigger starts on that commit.
     pub(crate) second_run: bool,
 }
 
@@ -165,6 +173,11 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
         let mut text = std::fs::read_to_string(&file)?;
         text = text.replace("127.0.0.1:18080", &format!("127.0.0.1:{staging_port}"));
         text = text.replace("127.0.0.1:18081", &format!("127.0.0.1:{production_port}"));
+        if !browser {
+            // Executions a trigger starts take the file's variables: they
+            // must not ask for a browser this machine does not have.
+            text = text.replace("  E2E_MODE: browser ", "  E2E_MODE: http    ");
+        }
         if docker {
             // Host networking: the BFF reaches the load balancer on 127.0.0.1.
             text = text.replace(
@@ -210,7 +223,13 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
     if !options.exit {
         say(
             json,
-            "Serving until Ctrl-C (or `gantry shutdown --data-dir …`).",
+            &format!(
+                "Serving until Ctrl-C (or `gantry shutdown --data-dir …`). Commit to main in {} \
+                 and the pipeline runs again by itself, pinned to your commit \
+                 (`gantry --data-dir {} executions` shows it; its approval waits for you).",
+                repo.display(),
+                data_dir.display()
+            ),
         );
         let plane = conn.embedded.as_ref().map(|s| s.plane.clone());
         tokio::select! {
@@ -258,15 +277,28 @@ async fn drive(
         "E2E_MODE".to_string(),
         if browser { "browser" } else { "http" }.to_string(),
     )]);
+    let trigger = arm_trigger(conn, pipeline, repo, json).await?;
     let execution = run_once(conn, options, pipeline, &variables).await?;
     let mut ok = execution.status == "Succeeded";
     if ok {
         report(conn, json).await?;
     }
     if ok && options.second_run {
+        let Some(trigger) = trigger else {
+            bail!(
+                "{} has no triggers (a data dir made by an older gantry demo?), so no commit \
+                 would start the second run: use a fresh --data-dir",
+                pipeline.display()
+            );
+        };
         say(
             json,
-            "\nSecond run: one backend changes (catalog's first product), nothing else does.",
+            &format!(
+                "\nSecond run: one backend changes (catalog's first product), nothing else does. \
+                 The demo commits it to main and starts nothing itself: the trigger ({}) \
+                 sees the commit and starts an execution pinned to it.",
+                trigger.watches
+            ),
         );
         let lib = repo.join("examples/shop/catalog/src/lib.rs");
         let text = std::fs::read_to_string(&lib)?;
@@ -275,9 +307,38 @@ async fn drive(
             bail!("could not change the catalog for the second run");
         }
         std::fs::write(&lib, changed)?;
-        git(repo, &["commit", "-qam", "catalog: espresso beans on sale"])?;
         let before = digests(client).await?;
-        let second = run_once(conn, options, pipeline, &variables).await?;
+        let committed_ms = gantry_clock::now_ms();
+        git(repo, &["commit", "-qam", "catalog: espresso beans on sale"])?;
+        let commit = git(repo, &["rev-parse", "HEAD"])?;
+        say(
+            json,
+            &format!(
+                "  git commit: {} \"catalog: espresso beans on sale\" on main",
+                &commit[..12]
+            ),
+        );
+        let started = started_by_trigger(conn, &trigger, &commit).await?;
+        let how = started.trigger.as_ref().map_or_else(String::new, |t| {
+            format!("{} ({})", t.trigger_type, t.detail)
+        });
+        // The server stamps the start; both clocks are this machine's.
+        let after_ms = started
+            .started_at
+            .parse::<jiff::Timestamp>()
+            .map_or(0, |t| t.as_millisecond())
+            .saturating_sub(committed_ms)
+            .max(0);
+        say(
+            json,
+            &format!(
+                "  {:.1}s later the trigger started execution {}, pinned to {}: started by {how}",
+                after_ms as f64 / 1000.0,
+                started.id,
+                &commit[..12]
+            ),
+        );
+        let second = follow(conn, options, &started.id).await?;
         ok = second.status == "Succeeded";
         let after = digests(client).await?;
         for (service, digest) in &after {
@@ -321,14 +382,92 @@ async fn digests(client: &Client) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// Starts the pipeline and follows it to the end, approving when asked to.
+/// Registers the pipeline as `gantry apply` does, which arms its triggers,
+/// and says what its `git` trigger watches. `None` when the file has no
+/// `git` trigger.
+async fn arm_trigger(
+    conn: &Connection,
+    pipeline: &Path,
+    repo: &Path,
+    json: bool,
+) -> Result<Option<TriggerView>> {
+    let request = gantry_api::ApplyRequest {
+        file: pipeline.to_path_buf(),
+        text: Some(std::fs::read_to_string(pipeline)?),
+        includes: BTreeMap::new(),
+    };
+    let _: gantry_api::Applied = conn.client.post("/api/v1/apply", &request).await?;
+    let triggers: Vec<TriggerView> = conn.client.get("/api/v1/triggers").await?;
+    let trigger = triggers
+        .into_iter()
+        .find(|t| t.pipeline == DEMO_PIPELINE && t.trigger_type == "git");
+    if let Some(t) = &trigger {
+        say(
+            json,
+            &format!(
+                "trigger: {} in {} (registered by `gantry apply`; `gantry triggers` shows what it saw)",
+                t.watches,
+                repo.display()
+            ),
+        );
+    }
+    Ok(trigger)
+}
+
+/// The pipeline's name in `examples/shop/gantry.yaml`.
+const DEMO_PIPELINE: &str = "shop";
+
+/// How long a commit may take to start an execution: several polls, and a
+/// fetch.
+const TRIGGER_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits for the execution a trigger starts on `commit`, pinned to it.
+async fn started_by_trigger(
+    conn: &Connection,
+    trigger: &TriggerView,
+    commit: &str,
+) -> Result<ExecutionView> {
+    let client = &conn.client;
+    let source = trigger.source.as_deref().unwrap_or("checkout");
+    let deadline = tokio::time::Instant::now() + TRIGGER_WAIT;
+    let mut version = 0;
+    loop {
+        let executions: Vec<ExecutionView> = client
+            .get(&format!("/api/v1/executions?pipeline={DEMO_PIPELINE}"))
+            .await?;
+        let started = executions.into_iter().find(|e| {
+            e.source_revisions.get(source).map(String::as_str) == Some(commit)
+                && e.trigger
+                    .as_ref()
+                    .is_some_and(|t| t.trigger_type != "manual")
+        });
+        if let Some(execution) = started {
+            return Ok(execution);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let triggers: Vec<TriggerView> = client.get("/api/v1/triggers").await?;
+            let error = triggers
+                .iter()
+                .find(|t| t.pipeline == trigger.pipeline && t.index == trigger.index)
+                .and_then(|t| t.last_error.clone())
+                .unwrap_or_else(|| "none".to_string());
+            bail!(
+                "no execution started on commit {commit} within {}s (the trigger's last error: {error})",
+                TRIGGER_WAIT.as_secs()
+            );
+        }
+        // A started execution is a change; the wait ends early with it.
+        version = client.changes(version, Duration::from_millis(500)).await?;
+    }
+}
+
+/// Starts the pipeline as `gantry run` does and follows it to the end.
 async fn run_once(
     conn: &Connection,
     options: &DemoOptions,
     pipeline: &Path,
     variables: &BTreeMap<String, String>,
 ) -> Result<ExecutionView> {
-    let client = &conn.client;
     let text = std::fs::read_to_string(pipeline)?;
     let request = gantry_api::StartRequest {
         file: pipeline.to_path_buf(),
@@ -336,8 +475,14 @@ async fn run_once(
         includes: BTreeMap::new(),
         variables: variables.clone(),
     };
-    let started: gantry_api::Started = client.post("/api/v1/executions", &request).await?;
-    let id = started.id;
+    let started: gantry_api::Started = conn.client.post("/api/v1/executions", &request).await?;
+    follow(conn, options, &started.id).await
+}
+
+/// Follows an execution to the end, approving when asked to.
+async fn follow(conn: &Connection, options: &DemoOptions, id: &str) -> Result<ExecutionView> {
+    let client = &conn.client;
+    let id = id.to_string();
     let tty = std::io::stdout().is_terminal() && !options.json;
     let hint = format!(" --data-dir {}", conn.data_dir.display());
     let mut view = LiveView::new(tty, hint.clone());

@@ -1,8 +1,10 @@
 //! `gantry demo` as CI runs it: the seed's whole pipeline on the sample
-//! shop, non-interactively, then the checks the issue asks for — every stage
-//! green, production pages built from production backends, the same digests
-//! in staging and production, different SERVICE_DNS values — and a broken
-//! commit that stops at staging while the previous revision keeps serving.
+//! shop, non-interactively, then a second run that a commit starts by
+//! itself (the shop's `git` trigger, pinned to that commit), then the checks
+//! the issue asks for — every stage green, production pages built from
+//! production backends, the same digests in staging and production,
+//! different SERVICE_DNS values — and a broken commit that stops at staging
+//! while the previous revision keeps serving.
 //! Heavy (it builds the shop and drives Chromium): run with GANTRY_TEST_DEMO=1.
 
 use std::io::{BufRead, BufReader};
@@ -114,7 +116,7 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
     let demo = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["demo", "--auto-approve", "--json"])
+        .args(["demo", "--auto-approve", "--json", "--second-run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -132,11 +134,61 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
             break;
         }
     }
-    eprintln!("demo pipeline finished after {:?}", started.elapsed());
+    eprintln!("demo pipelines finished after {:?}", started.elapsed());
     assert_eq!(execution["status"], "Succeeded", "{execution:#}");
     for stage in execution["stages"].as_array().unwrap() {
         assert_eq!(stage["status"], "Succeeded", "stage {}", stage["name"]);
     }
+
+    // The second run is the one the demo's commit started: not a command.
+    let repo = data.join("shop-repo");
+    let git_out = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let head = git_out(&["rev-parse", "main"]);
+    assert_eq!(
+        git_out(&["log", "-1", "--format=%s", "main"]),
+        "catalog: espresso beans on sale"
+    );
+    assert_eq!(
+        execution["trigger"]["type"], "poll",
+        "a commit started the second run: {:#}",
+        execution["trigger"]
+    );
+    assert_eq!(
+        execution["trigger"]["detail"],
+        format!("poll: refs/heads/main {head}")
+    );
+    assert_eq!(
+        execution["source_revisions"]["checkout"], head,
+        "pinned to the new commit"
+    );
+    let source = &execution["stages"][0]["actions"][0];
+    assert_eq!(source["output_variables"]["CommitId"], head);
+    assert_eq!(source["output_variables"]["TriggerType"], "poll");
+    let executions = json(&data, &["executions", "--json"]);
+    let executions = executions.as_array().unwrap();
+    assert_eq!(executions.len(), 2, "{executions:#?}");
+    let first = executions
+        .iter()
+        .find(|e| e["id"] != execution["id"])
+        .unwrap();
+    assert_eq!(
+        first["trigger"]["type"], "manual",
+        "the demo started the first run"
+    );
+    let triggers = json(&data, &["triggers", "--json"]);
+    assert_eq!(triggers[0]["last_commit"], head, "{triggers:#}");
+    assert_eq!(
+        triggers[0]["last_execution"], execution["id"],
+        "{triggers:#}"
+    );
 
     let staging = json(&data, &["env", "status", "staging", "--json"]);
     let production = json(&data, &["env", "status", "production", "--json"]);
@@ -178,7 +230,8 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
 
     // A broken commit: the orders service's health check fails. It stops at
     // staging, never reaches the approval, and the previous revision serves.
-    let repo = data.join("shop-repo");
+    // It is made on a branch the trigger does not watch (main only) and run
+    // by hand, so nothing else starts on it.
     let file = repo.join("examples/shop/gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let broken = text.replacen(
@@ -199,7 +252,9 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
                 .success()
         );
     };
+    git(&["checkout", "-qb", "broken"]);
     git(&["commit", "-qam", "orders: broken health check"]);
+    let broken_commit = git_out(&["rev-parse", "HEAD"]);
     let orders_before = staging["services"]
         .as_array()
         .unwrap()
@@ -248,6 +303,19 @@ fn the_demo_runs_the_seed_pipeline_and_production_runs_what_staging_tested() {
     );
     let (code, _) = http_get(&format!("{}api/orders", staging["url"].as_str().unwrap()));
     assert_eq!(code, 200);
+    assert_eq!(failed["source_revisions"]["checkout"], broken_commit);
+    let executions = json(&data, &["executions", "--json"]);
+    let on_broken: Vec<&Value> = executions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source_revisions"]["checkout"] == broken_commit)
+        .collect();
+    assert_eq!(
+        on_broken.len(),
+        1,
+        "a commit on an unwatched branch starts nothing: {on_broken:#?}"
+    );
 
     let out = gantry(&data, &["shutdown", "--stop-services"]);
     assert!(
