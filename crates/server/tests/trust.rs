@@ -519,7 +519,9 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
             }),
             Needs::Admin,
         ),
-        ("POST", "/api/v1/apply".into(), body(&apply), Needs::Anyone),
+        // Applying a file with a pipeline registers it (and would arm its
+        // triggers): an operator's right, as the role table says.
+        ("POST", "/api/v1/apply".into(), body(&apply), Needs::Operate),
         ("GET", "/api/v1/environments".into(), None, Needs::Read),
         (
             "GET",
@@ -1041,19 +1043,28 @@ stages:
 async fn a_decision_on_a_superseded_execution_is_refused() {
     let fx = fixture(SUPERSEDED).await;
     let sam = fx.user("sam", None, &["operator", "approver"]).await;
-    // The first holds the approval stage; the second waits to enter it
-    // and is superseded by the third, as in CodePipeline's superseded mode.
+    // In superseded mode a newer execution replaces an older one that
+    // only waits at an approval (issue 11: reviewers must not approve an
+    // old commit): the first is superseded by the second, the second by
+    // the third, and only the newest can be approved.
     let first = fx.start(&sam).await;
     fx.wait_for(&first, "the first approval", waiting).await;
     let second = fx.start(&sam).await;
-    let third = fx.start(&sam).await;
     let superseded = |v: &ExecutionView| v.status == "Superseded";
+    fx.wait_for(&first, "the first to be superseded", superseded)
+        .await;
+    fx.wait_for(&second, "the second approval", waiting).await;
+    let third = fx.start(&sam).await;
     fx.wait_for(&second, "the second to be superseded", superseded)
         .await;
-    let (status, body) = decide(&fx, &second, &sam, "Approved", None).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body.code(), "approval.superseded");
-    let (status, body) = decide(&fx, &first, &sam, "Approved", None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     fx.wait_for(&third, "the third approval", waiting).await;
+    for old in [&first, &second] {
+        let (status, body) = decide(&fx, old, &sam, "Approved", None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body.code(), "approval.superseded");
+    }
+    let (status, body) = decide(&fx, &third, &sam, "Approved", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    fx.wait_for(&third, "the third to succeed", |v| v.status == "Succeeded")
+        .await;
 }
