@@ -9,10 +9,12 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum BuildError {
     // Checked before anything runs: `run` returns these as `Err`.
-    #[error(
-        "variable `{variable}` comes from parameter `{parameter}`, but no value was supplied for it"
-    )]
-    UnresolvedParameter { variable: String, parameter: String },
+    #[error("{}", unresolved(.missing))]
+    UnresolvedParameters {
+        /// Every variable without a value, in file order: parameter-store
+        /// ones, then secrets-manager ones.
+        missing: Vec<UnresolvedParameter>,
+    },
     #[error("run-as user `{user}` does not exist")]
     UnknownRunAsUser { user: String },
     #[error("run-as user `{user}` needs gantry to run as root (it runs as uid {uid})")]
@@ -116,6 +118,30 @@ pub enum BuildError {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// A buildspec variable whose value comes from the parameter store (or
+/// Secrets Manager), which the caller did not supply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedParameter {
+    pub variable: String,
+    /// The reference as written.
+    pub parameter: String,
+    /// `env.parameter-store` or `env.secrets-manager`.
+    pub section: &'static str,
+}
+
+fn unresolved(missing: &[UnresolvedParameter]) -> String {
+    let list: Vec<String> = missing
+        .iter()
+        .map(|m| format!("{} ({} `{}`)", m.variable, m.section, m.parameter))
+        .collect();
+    let what = if missing.len() == 1 {
+        "1 variable has".to_owned()
+    } else {
+        format!("{} variables have", missing.len())
+    };
+    format!("{what} no value: {}", list.join(", "))
 }
 
 fn humanize(d: Duration) -> String {

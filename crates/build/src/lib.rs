@@ -54,8 +54,9 @@
 //!   `GANTRY_*` twins (`GANTRY_SRC_DIR`, `GANTRY_INPUT_<NAME>`, ...), which
 //!   nothing overrides.
 //! - **Secrets**: the caller resolves `env.parameter-store` and
-//!   `env.secrets-manager` into [`BuildRequest::secrets`]; a variable left
-//!   unresolved fails the build before anything runs. Their values are
+//!   `env.secrets-manager` into [`BuildRequest::secrets`]; variables left
+//!   unresolved fail the build before anything runs, all of them named
+//!   ([`unresolved_parameters`] lets a caller find them first). Their values are
 //!   masked as `***` in the log, the error text, test failure messages and
 //!   exported variables; values shorter than 3 bytes are not masked. Values
 //!   registered with [`mask_everywhere`] (the master key) are masked in
@@ -141,7 +142,7 @@ use gantry_spec::buildspec::{
 use tokio_util::sync::CancellationToken;
 
 pub use crate::env::{input_env_name, passed_host_env};
-pub use crate::error::BuildError;
+pub use crate::error::{BuildError, UnresolvedParameter};
 pub use crate::mask::{MASK, Masker, mask_everywhere};
 pub use crate::outcome::{
     ArtifactOutput, BuildOutcome, BuildStatus, PhaseOutcome, TestFailure, TestReport, outcome_json,
@@ -986,18 +987,40 @@ pub(crate) fn shell_program(bs: &Buildspec) -> &str {
     if shell.is_empty() { "sh" } else { shell }
 }
 
-/// Every parameter-store and secrets-manager variable must have a value.
+/// Every parameter-store and secrets-manager variable must have a value;
+/// the error names all that have none.
 fn check_parameters(req: &BuildRequest) -> Result<(), BuildError> {
-    let bs = &req.buildspec;
-    for (variable, parameter) in bs.parameter_store.iter().chain(&bs.secrets_manager) {
-        if !req.secrets.iter().any(|(name, _)| name == variable) {
-            return Err(BuildError::UnresolvedParameter {
-                variable: variable.clone(),
-                parameter: parameter.clone(),
-            });
+    let missing = unresolved_parameters(&req.buildspec, &req.secrets);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::UnresolvedParameters { missing })
+    }
+}
+
+/// The buildspec's parameter-store and secrets-manager variables that
+/// `secrets` gives no value, in file order.
+pub fn unresolved_parameters(
+    bs: &Buildspec,
+    secrets: &[(String, String)],
+) -> Vec<UnresolvedParameter> {
+    let sections = [
+        ("env.parameter-store", &bs.parameter_store),
+        ("env.secrets-manager", &bs.secrets_manager),
+    ];
+    let mut missing = Vec::new();
+    for (section, entries) in sections {
+        for (variable, parameter) in entries {
+            if !secrets.iter().any(|(name, _)| name == variable) {
+                missing.push(UnresolvedParameter {
+                    variable: variable.clone(),
+                    parameter: parameter.clone(),
+                    section,
+                });
+            }
         }
     }
-    Ok(())
+    missing
 }
 
 /// Resolves every `run-as` user named by the buildspec.

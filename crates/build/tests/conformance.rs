@@ -11,7 +11,9 @@
 //!   the test image (it has no bash), or an object for a container-only
 //!   case: `privileged`, `docker_socket`, `network` set the
 //!   [`ContainerSpec`];
-//! - `expected.json`: `warnings` (optional) are the parser's warnings, one
+//! - `expected.json`: `start_error` (optional) is the whole error of a
+//!   build that must not start (nothing may be logged then); `warnings`
+//!   (optional) are the parser's warnings, one
 //!   substring each, in order (`[]`: none); `outcome` is matched against
 //!   `outcome_json` (objects:
 //!   every expected key must match, other keys are ignored; arrays: same
@@ -187,6 +189,17 @@ async fn check(case: &str, mode: Mode) {
         }
     }
 
+    if let Some(want) = expected.get("start_error").and_then(Value::as_str) {
+        // A build that must not start: `run` refuses it before anything runs.
+        let lines = support::Lines::default();
+        let err = gantry_build::run(req, &lines)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{case}: the build started"));
+        assert_eq!(err.to_string(), want, "{case}");
+        assert!(lines.all().is_empty(), "{case}: {:?}", lines.all());
+        return;
+    }
     let (outcome, lines) = support::build(req).await;
     let json = outcome_json(&outcome, &out);
     let log = lines.all();
@@ -306,4 +319,5 @@ cases! {
     absolute_paths_outside_the_source_are_read_by_a_local_run => "artifacts-absolute-outside-local-run",
     absolute_paths_outside_the_source_are_refused_in_a_pipeline => "artifacts-absolute-outside-refused-in-pipeline",
     a_link_out_of_an_outside_directory_is_refused => "artifacts-outside-symlink-refused",
+    missing_parameter_values_are_all_named_before_anything_runs => "parameters-missing",
 }

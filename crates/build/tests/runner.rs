@@ -141,19 +141,28 @@ async fn a_dropped_build_leaves_no_process_behind() {
 }
 
 #[tokio::test]
-async fn an_unresolved_parameter_fails_before_anything_runs() {
+async fn unresolved_parameters_fail_before_anything_runs_naming_every_one() {
     let tmp = tempfile::tempdir().unwrap();
     let mut bs = spec(vec![phase(PhaseName::Build, &["touch ran.txt"])]);
-    bs.parameter_store = vec![("DOCKER_PASSWORD".into(), "/shop/docker/password".into())];
-    let req = request(tmp.path(), bs);
+    bs.parameter_store = vec![
+        ("DOCKER_PASSWORD".into(), "/shop/docker/password".into()),
+        ("SUPPLIED".into(), "/shop/supplied".into()),
+    ];
+    bs.secrets_manager = vec![("API_KEY".into(), "prod/api:key".into())];
+    let mut req = request(tmp.path(), bs);
+    req.secrets = vec![("SUPPLIED".into(), "value".into())];
     let src = req.source_dir.clone();
     let lines = Lines::default();
     let err = run(req, &lines).await.unwrap_err();
-    assert!(matches!(err, BuildError::UnresolvedParameter { .. }));
-    let text = err.to_string();
-    assert!(
-        text.contains("DOCKER_PASSWORD") && text.contains("/shop/docker/password"),
-        "{text}"
+    let BuildError::UnresolvedParameters { missing } = &err else {
+        panic!("{err:?}");
+    };
+    let names: Vec<&str> = missing.iter().map(|m| m.variable.as_str()).collect();
+    assert_eq!(names, ["DOCKER_PASSWORD", "API_KEY"]);
+    assert_eq!(
+        err.to_string(),
+        "2 variables have no value: DOCKER_PASSWORD (env.parameter-store \
+         `/shop/docker/password`), API_KEY (env.secrets-manager `prod/api:key`)"
     );
     assert!(!src.join("ran.txt").exists());
     assert!(lines.all().is_empty());

@@ -196,7 +196,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             server::serve(&default_dir()?, options, idle_exit).await
         }
-        Command::Buildspec { command } => buildspec::run(command).await,
+        Command::Buildspec { command } => buildspec::run(command, cli.data_dir.as_deref()).await,
         Command::User { command } => with_connection(&default_dir()?, async |conn| {
             users::user(conn, command).await
         })

@@ -365,3 +365,120 @@ stages:
     assert!(logs.contains("token=*** pass=***"), "{logs}");
     assert!(!logs.contains(SECRET) && !logs.contains("hunter2-hunter2"));
 }
+
+/// `gantry buildspec run` reads parameter-store and secrets-manager values
+/// from the data dir's store, as CodeBuild's local agent reads SSM; a
+/// `--secret-env` value wins over the store's.
+#[test]
+fn buildspec_run_reads_the_data_dirs_parameter_store() {
+    let d = dir(None);
+    let put = |name: &str, value: &str| {
+        d.ok(
+            &["param", "put", name, value, "--type", "SecureString"],
+            None,
+        );
+    };
+    put("/ci/TOKEN", SECRET);
+    put("/ci/CREDS", r#"{"user":"robot","pass":"hunter2-hunter2"}"#);
+    put("/ci/OVERRIDDEN", "from-the-store");
+    std::fs::write(
+        d.path.join("buildspec.yml"),
+        "version: 0.2\nenv:\n  parameter-store:\n    TOKEN: /ci/TOKEN\n    OVER: /ci/OVERRIDDEN\n  secrets-manager:\n    PASS: /ci/CREDS:pass\nphases:\n  build:\n    commands:\n      - echo token=$TOKEN pass=$PASS over=$OVER\n      - test \"$TOKEN\" = correct-horse-battery-staple\n      - test \"$PASS\" = hunter2-hunter2\n      - test \"$OVER\" = given-on-the-command-line\n",
+    )
+    .unwrap();
+    let out = d.gantry(
+        &[
+            "buildspec",
+            "run",
+            "buildspec.yml",
+            "--secret-env",
+            "OVER=given-on-the-command-line",
+            "--json",
+        ],
+        None,
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("token=*** pass=*** over=***"), "{log}");
+    assert!(
+        !log.contains(SECRET) && !log.contains("hunter2-hunter2"),
+        "{log}"
+    );
+}
+
+/// Without a reachable store (no server, no database), and with a store
+/// that lacks some, every variable without a value is listed with how to
+/// supply it, and nothing runs.
+#[test]
+fn buildspec_run_lists_every_missing_parameter_and_how_to_supply_it() {
+    let d = dir(None);
+    std::fs::write(
+        d.path.join("buildspec.yml"),
+        "version: 0.2\nenv:\n  parameter-store:\n    DOCKER_USER: /shop/docker/user\n    DOCKER_PASSWORD: /shop/docker/password\n  secrets-manager:\n    API_KEY: prod-api:key\nphases:\n  build:\n    commands:\n      - touch ran.txt\n",
+    )
+    .unwrap();
+    let run = || {
+        d.gantry(
+            &[
+                "buildspec",
+                "run",
+                "buildspec.yml",
+                "--secret-env",
+                "DOCKER_USER=shop-bot",
+            ],
+            None,
+        )
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("buildspec.yml: 2 variables have no value; nothing was run:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  DOCKER_PASSWORD (env.parameter-store `/shop/docker/password`)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  API_KEY (env.secrets-manager `prod-api:key`)\nno parameter store was read: there is no gantry server or database in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--secret-env DOCKER_PASSWORD=VALUE"),
+        "{text}"
+    );
+    assert!(!text.contains("DOCKER_USER ("), "{text}");
+    assert!(!d.path.join(".gantry").exists(), "no data dir may be made");
+    assert!(!d.path.join("ran.txt").exists());
+
+    // A store holding one of the two: the other is listed, with the reason.
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/shop/docker/password",
+            SECRET,
+            "--type",
+            "SecureString",
+        ],
+        None,
+    );
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("buildspec.yml: 1 variable has no value; nothing was run:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("API_KEY (env.secrets-manager `prod-api:key`): "),
+        "{text}"
+    );
+    assert!(
+        text.contains("gantry param put prod-api '{\"KEY\": \"VALUE\"}' --type SecureString"),
+        "{text}"
+    );
+    assert!(!text.contains("DOCKER_PASSWORD ("), "{text}");
+    assert!(!d.path.join("ran.txt").exists());
+}
