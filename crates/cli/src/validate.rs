@@ -1,32 +1,140 @@
-//! `gantry validate` and `gantry schema`: the commands that read a pipeline
-//! file, or describe one, without a server. `validate` prints every error as
-//! FILE:LINE:COL: message and fails when there is one.
+//! `gantry validate` and `gantry schema`: the commands that read a file, or
+//! describe one, without a server. `validate` checks a pipeline file, a file
+//! of environments and services (and the files either includes), or a
+//! buildspec (recognised by its `version: 0.1`/`0.2`, or by its name when
+//! it is not YAML), runs nothing, prints every error as FILE:LINE:COL:
+//! message (warnings as FILE:LINE:COL: warning: message) and fails when
+//! there is an error.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use gantry_spec::{Document, SpecError};
+
+use crate::project::ProjectFiles;
 
 pub(crate) fn validate(file: &Path) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    match gantry_spec::pipeline::parse_pipeline(&file.display().to_string(), &text) {
-        Ok(pipeline) => {
-            let actions: usize = pipeline.stages.iter().map(|s| s.actions.len()).sum();
-            println!(
-                "{}: valid ({} stages, {actions} actions)",
-                file.display(),
-                pipeline.stages.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(errors) => {
-            for error in &errors {
-                println!("{error}");
+    let name = file.display().to_string();
+    let looks_like_buildspec =
+        gantry_spec::buildspec::is_buildspec(&text).unwrap_or_else(|| named_like_a_buildspec(file));
+    if looks_like_buildspec {
+        return Ok(validate_buildspec(&name, &text));
+    }
+    let document = match gantry_spec::parse_document(&name, &text) {
+        Ok(document) => document,
+        Err(errors) => return Ok(invalid(&errors)),
+    };
+    let summary = summary(&document);
+    if !document.includes.is_empty() {
+        // The included files are checked with the including one, as `run`
+        // and `apply` put them together.
+        let files = ProjectFiles::with_text(file, text)?;
+        let mut documents = vec![(name.clone(), document)];
+        let mut errors = Vec::new();
+        for (included, included_text) in &files.includes {
+            match gantry_spec::parse_document(included, included_text) {
+                Ok(d) => documents.push((included.clone(), d)),
+                Err(e) => errors.extend(e),
             }
-            Ok(ExitCode::FAILURE)
+        }
+        if errors.is_empty()
+            && let Err(e) = gantry_spec::assemble(documents)
+        {
+            errors = e;
+        }
+        if !errors.is_empty() {
+            return Ok(invalid(&errors));
         }
     }
+    println!("{name}: valid ({summary})");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `buildspec.yml`, `buildspec_release.yaml`, ...: CodeBuild's default name
+/// and the variants its documentation suggests.
+fn named_like_a_buildspec(file: &Path) -> bool {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    name.starts_with("buildspec") && (name.ends_with(".yml") || name.ends_with(".yaml"))
+}
+
+fn validate_buildspec(name: &str, text: &str) -> ExitCode {
+    match gantry_spec::buildspec::parse_buildspec(name, text) {
+        Ok((buildspec, warnings)) => {
+            for w in &warnings {
+                let at = &w.location;
+                println!("{}:{}:{}: warning: {}", w.file, at.line, at.col, w.message);
+            }
+            let phases: Vec<&str> = buildspec.phases.iter().map(|p| p.name.key()).collect();
+            let artifacts =
+                usize::from(buildspec.artifacts.is_some()) + buildspec.secondary_artifacts.len();
+            let version = match buildspec.version {
+                gantry_spec::buildspec::BuildspecVersion::V01 => "0.1",
+                gantry_spec::buildspec::BuildspecVersion::V02 => "0.2",
+            };
+            println!(
+                "{name}: valid buildspec {version} (phases: {}; {}, {}, {})",
+                if phases.is_empty() {
+                    "none".to_owned()
+                } else {
+                    phases.join(", ")
+                },
+                count(artifacts, "artifact"),
+                count(buildspec.reports.len(), "report group"),
+                count(warnings.len(), "warning"),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => invalid(&errors),
+    }
+}
+
+/// What a valid gantry file holds, in a few words.
+fn summary(document: &Document) -> String {
+    let mut parts = Vec::new();
+    match &document.pipeline {
+        Some(pipeline) => {
+            let actions: usize = pipeline.stages.iter().map(|s| s.actions.len()).sum();
+            parts.push(format!(
+                "{}, {}",
+                count(pipeline.stages.len(), "stage"),
+                count(actions, "action")
+            ));
+        }
+        None => parts.push("no pipeline".to_owned()),
+    }
+    if !document.environments.is_empty() {
+        parts.push(count(document.environments.len(), "environment"));
+    }
+    if !document.services.is_empty() {
+        parts.push(count(document.services.len(), "service"));
+    }
+    if !document.includes.is_empty() {
+        parts.push(count(document.includes.len(), "included file"));
+    }
+    parts.join(", ")
+}
+
+/// `1 stage`, `2 stages`.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn invalid(errors: &[SpecError]) -> ExitCode {
+    for error in errors {
+        println!("{error}");
+    }
+    ExitCode::FAILURE
 }
 
 /// Prints the JSON Schema of gantry.yaml.

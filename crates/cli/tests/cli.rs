@@ -179,6 +179,74 @@ fn validate_prints_every_error_with_its_location_and_exits_1() {
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
 }
 
+/// A buildspec is recognised and checked without running anything; its
+/// warnings carry their place too.
+#[test]
+fn validate_checks_a_buildspec_without_running_it() {
+    let r = repo(SIMPLE);
+    std::fs::write(
+        r.path.join("buildspec.yml"),
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-2\n    commands: [touch ran.txt]\nartifacts:\n  type: zip\n  files: [ran.txt]\n",
+    )
+    .unwrap();
+    let out = r.run(&["validate", "-f", "buildspec.yml"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("buildspec.yml:7:3: warning: `artifacts.type` is ignored"),
+        "{text}"
+    );
+    assert!(
+        text.contains("buildspec.yml: valid buildspec 0.2 (phases: build; 1 artifact"),
+        "{text}"
+    );
+    assert!(!r.path.join("ran.txt").exists(), "validate ran the build");
+    assert!(!r.data().exists(), "validate made a data dir");
+
+    std::fs::write(
+        r.path.join("tests.yml"),
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-101\n    commands: 5\n",
+    )
+    .unwrap();
+    let out = r.run(&["validate", "-f", "tests.yml"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("tests.yml:4:17: `phases.build.on-failure` `RETRY-101`: the retry count"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tests.yml:5:15: `phases.build.commands` must be a list of strings"),
+        "{text}"
+    );
+}
+
+/// A file of environments and services alone is a valid gantry file.
+#[test]
+fn validate_accepts_an_environments_only_file() {
+    let r = repo(SIMPLE);
+    std::fs::write(
+        r.path.join("environments.yaml"),
+        "version: 1\nenvironments:\n  staging: {runtime: process}\nservices:\n  web: {image: 127.0.0.1:7701/shop/web:latest, port: 8080}\n",
+    )
+    .unwrap();
+    let out = r.run(&["validate", "-f", "environments.yaml"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("environments.yaml: valid (no pipeline, 1 environment, 1 service)"),
+        "{text}"
+    );
+    std::fs::write(
+        r.path.join("bad.yaml"),
+        "version: 1\nenvironments:\n  staging: {runtime: moon}\n",
+    )
+    .unwrap();
+    let out = r.run(&["validate", "-f", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("bad.yaml:3:"), "{}", stdout(&out));
+}
+
 #[test]
 fn an_invalid_file_runs_nothing() {
     let r = repo("version: 1\nname: x\nstages: []\nbogus: 1\n");

@@ -238,6 +238,28 @@ pub fn parse_buildspec(
     }
 }
 
+/// Whether `text` is a buildspec rather than a gantry file: a mapping whose
+/// `version` is 0.1 or 0.2 (gantry files say `version: 1`), or one with
+/// `phases` and no `stages`. `None` when it is not YAML at all (then only
+/// its name can tell).
+pub fn is_buildspec(text: &str) -> Option<bool> {
+    let root = yaml::parse("", text).ok()?;
+    let yaml::Value::Map(entries) = &root.value else {
+        return Some(false);
+    };
+    let value = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.scalar_text().as_deref() == Some(key))
+            .map(|(_, v)| v)
+    };
+    let version = value("version").and_then(|v| v.scalar_text().map(|t| t.trim().to_owned()));
+    Some(
+        matches!(version.as_deref(), Some("0.1" | "0.2"))
+            || (value("phases").is_some() && value("stages").is_none()),
+    )
+}
+
 /// Notes that an AWS-only key is present and otherwise leaves it alone.
 fn ignored(diag: &mut Diagnostics<'_>, fields: &Fields<'_>, key: &str, shown_as: &str) {
     if let Some(field) = fields.field(key) {

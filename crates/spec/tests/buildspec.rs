@@ -5,7 +5,7 @@ mod common;
 
 use common::{dedent, lines};
 use gantry_spec::buildspec::{
-    ArtifactsSpec, Buildspec, BuildspecVersion, OnFailure, PhaseName, parse_buildspec,
+    ArtifactsSpec, Buildspec, BuildspecVersion, OnFailure, PhaseName, is_buildspec, parse_buildspec,
 };
 
 /// Parses `yaml` (dedented) and compares errors, or warnings when it is
@@ -657,4 +657,27 @@ fn anchors_aliases_and_comments_in_any_language() {
     assert_eq!(b.reports[1].files, ["x"]);
     assert_eq!(b.phases[2].commands, ["echo login"]);
     assert_eq!(b.variables, [("REGION".to_owned(), "eu-west-1".to_owned())]);
+}
+
+/// `gantry validate` tells buildspecs from gantry files by their content.
+#[test]
+fn buildspecs_are_told_from_gantry_files() {
+    for text in [
+        "version: 0.2\nphases: {}\n",
+        "version: '0.1'\n",
+        "version: 0.3\nphases: {build: {commands: [x]}}\n",
+        "phases: {build: {commands: [x]}}\n",
+    ] {
+        assert_eq!(is_buildspec(text), Some(true), "{text}");
+    }
+    for text in [
+        "version: 1\nname: p\nstages: []\n",
+        "version: 1\nenvironments: {}\n",
+        "stages: []\nphases: {}\n",
+        "[1, 2]\n",
+        "",
+    ] {
+        assert_eq!(is_buildspec(text), Some(false), "{text}");
+    }
+    assert_eq!(is_buildspec("version: [\n"), None);
 }
