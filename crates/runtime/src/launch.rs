@@ -28,8 +28,22 @@
 //!   root: `DATA_DIR` must be traversable (`chmod o+x`). Without `user`, the
 //!   replica runs as gantry's user.
 //!
-//! There is no isolation: paths the program opens itself (a script's `#!`
-//! interpreter, an absolute symlink, `/etc/…`) are the host's. The image's
+//! - **Interpreters**: a program that is a script (`#!` on its first line)
+//!   is started as the kernel would start it, but with the interpreter looked
+//!   up the way an absolute program is: inside the root (then, for images
+//!   that relied on it before, the host's file at that path). The line is
+//!   read, never handed to a shell: `#!INTERPRETER [ARG]`, the rest of the
+//!   line being one argument, as Linux reads it; an interpreter that is a
+//!   script itself is followed the same way, up to four deep. The process is
+//!   then `INTERPRETER [ARG] SCRIPT ARGS…`, `argv[0]` the interpreter as the
+//!   line writes it (so `#!/bin/busybox sh` works).
+//! - **Missing files are named**: a program, an interpreter, or the dynamic
+//!   loader an ELF program names (`PT_INTERP`, which the kernel reads on the
+//!   host) that does not exist is a spawn error naming that file, not a bare
+//!   "No such file or directory" about the program.
+//!
+//! There is no isolation: paths the program opens itself (an absolute
+//! symlink, `/etc/…`, its shared libraries) are the host's. The image's
 //! `User` is not applied.
 
 use std::ffi::OsString;
@@ -229,7 +243,7 @@ pub(crate) fn plan(
     std::fs::create_dir_all(&cwd)
         .map_err(|e| spawn_error(format!("working directory {}: {e}", workdir.display())))?;
 
-    let program = if arg0.contains('/') {
+    let mut program = if arg0.contains('/') {
         let in_image = workdir.join(arg0);
         let program = resolve_in_root(root, &in_image, true)
             .map_err(|e| spawn_error(format!("{}: {e}", in_image.display())))?;
@@ -263,14 +277,197 @@ pub(crate) fn plan(
                 ))
             })?
     };
+    // A script runs under its interpreter, found as a program is; the kernel
+    // would look for it on the host only, and say nothing but ENOENT.
+    let mut launch_arg0 = arg0.clone();
+    let mut launch_args = args.to_vec();
+    // The file as the image names it, for errors.
+    let named_program = if arg0.contains('/') {
+        workdir.join(arg0)
+    } else {
+        PathBuf::from(arg0)
+    };
+    let mut named = named_program.clone();
+    let mut depth = 0;
+    while let Some(line) = interpreter_line(&program)
+        .map_err(|e| spawn_error(format!("reading {}: {e}", named.display())))?
+    {
+        depth += 1;
+        if depth > MAX_INTERPRETERS {
+            return Err(spawn_error(format!(
+                "{} is a script more than {MAX_INTERPRETERS} interpreters deep (`#!` lines)",
+                named_program.display()
+            )));
+        }
+        let interpreter =
+            resolve_interpreter(root, &workdir, &line.interpreter).map_err(|reason| {
+                spawn_error(format!(
+                    "{} is a script whose interpreter {} (its #! line) {reason}",
+                    named.display(),
+                    line.interpreter
+                ))
+            })?;
+        let mut script_args = Vec::new();
+        script_args.extend(line.argument);
+        script_args.push(program.to_string_lossy().into_owned());
+        script_args.append(&mut launch_args);
+        launch_args = script_args;
+        launch_arg0 = line.interpreter.clone();
+        named = PathBuf::from(&line.interpreter);
+        program = interpreter;
+    }
+    if let Some(loader) = elf_interpreter(&program)
+        && !Path::new(&loader).exists()
+    {
+        return Err(spawn_error(format!(
+            "{} needs the dynamic loader {loader} (its ELF interpreter), which this host \
+             does not have: the process runtime runs programs on the host, so build the \
+             program statically or use the docker runtime",
+            named.display()
+        )));
+    }
     Ok(Launch {
         program,
-        arg0: arg0.clone(),
-        args: args.to_vec(),
+        arg0: launch_arg0,
+        args: launch_args,
         env: env.vars,
         cwd,
         ids,
     })
+}
+
+/// How many `#!` lines deep a script may go (Linux's limit too).
+const MAX_INTERPRETERS: usize = 4;
+
+/// How much of a script's first line the kernel reads (Linux's
+/// `BINPRM_BUF_SIZE`); a longer line is cut there.
+const INTERPRETER_LINE_MAX: usize = 256;
+
+/// A script's `#!` line: the interpreter and at most one argument.
+#[derive(Debug, PartialEq)]
+struct InterpreterLine {
+    interpreter: String,
+    /// Everything after the interpreter, spaces inside kept: one argument.
+    argument: Option<String>,
+}
+
+/// The `#!` line of `program`, or `None` when it is not a script.
+fn interpreter_line(program: &Path) -> std::io::Result<Option<InterpreterLine>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(INTERPRETER_LINE_MAX);
+    std::fs::File::open(program)?
+        .take(INTERPRETER_LINE_MAX as u64)
+        .read_to_end(&mut head)?;
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return Ok(None);
+    };
+    let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+    let (interpreter, argument) = match line.split_once([' ', '\t']) {
+        Some((interpreter, argument)) => {
+            let argument = argument.trim_matches(|c| c == ' ' || c == '\t');
+            (
+                interpreter,
+                (!argument.is_empty()).then(|| argument.to_owned()),
+            )
+        }
+        None => (line, None),
+    };
+    if interpreter.is_empty() {
+        return Err(std::io::Error::other("its `#!` line names no interpreter"));
+    }
+    Ok(Some(InterpreterLine {
+        interpreter: interpreter.to_owned(),
+        argument,
+    }))
+}
+
+/// The host path of a script's interpreter: inside the root (a relative one
+/// from the working directory), else the host's file at an absolute path;
+/// or why it cannot run.
+fn resolve_interpreter(root: &Path, workdir: &Path, interpreter: &str) -> Result<PathBuf, String> {
+    let in_image = workdir.join(interpreter);
+    let resolved = resolve_in_root(root, &in_image, true).map_err(|e| e.to_string())?;
+    if resolved.exists() {
+        return if is_executable(&resolved) {
+            Ok(resolved)
+        } else {
+            Err(format!(
+                "is in the image at {} but is not an executable file",
+                in_image.display()
+            ))
+        };
+    }
+    let on_host = Path::new(interpreter);
+    if on_host.is_absolute() && is_executable(on_host) {
+        return Ok(on_host.to_path_buf());
+    }
+    Err("does not exist in the image, nor on this host".to_owned())
+}
+
+/// The dynamic loader an ELF executable names (its `PT_INTERP`), which the
+/// kernel opens on the host; `None` for a static program, a script, or
+/// anything that cannot be read as ELF.
+fn elf_interpreter(program: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let mut file = std::fs::File::open(program).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    if header[..4] != *b"\x7fELF" {
+        return None;
+    }
+    let wide = match header[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let little = match header[5] {
+        1 => true,
+        2 => false,
+        _ => return None,
+    };
+    let read = |bytes: &[u8]| -> u64 {
+        let mut value = 0u64;
+        for (i, b) in bytes.iter().enumerate() {
+            let shift = if little { i } else { bytes.len() - 1 - i } * 8;
+            value |= u64::from(*b) << shift;
+        }
+        value
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (
+            read(&header[32..40]),
+            read(&header[54..56]),
+            read(&header[56..58]),
+        )
+    } else {
+        (
+            read(&header[28..32]),
+            read(&header[42..44]),
+            read(&header[44..46]),
+        )
+    };
+    let mut entry = vec![0u8; usize::try_from(phentsize).ok()?.clamp(32, 64)];
+    for i in 0..phnum.min(256) {
+        file.seek(SeekFrom::Start(phoff + i * phentsize)).ok()?;
+        file.read_exact(&mut entry).ok()?;
+        if read(&entry[0..4]) != u64::from(PT_INTERP) {
+            continue;
+        }
+        let (offset, size) = if wide {
+            (read(&entry[8..16]), read(&entry[32..40]))
+        } else {
+            (read(&entry[4..8]), read(&entry[16..20]))
+        };
+        let mut path = vec![0u8; usize::try_from(size.min(4096)).ok()?];
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        file.read_exact(&mut path).ok()?;
+        let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
+        return Some(String::from_utf8_lossy(&path[..end]).into_owned());
+    }
+    None
 }
 
 /// `dir` of the image as a host path under `root` (not resolving symlinks: the
@@ -449,6 +646,160 @@ mod tests {
         assert_eq!(launch.program, image.root.join("usr/bin/busybox"));
         assert_eq!(launch.arg0, "sh");
         assert_eq!(launch.cwd, image.root);
+    }
+
+    /// Writes an executable file into an image's root.
+    fn executable(root: &Path, path: &str, content: &[u8]) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn script_image(entrypoint: &str) -> (tempfile::TempDir, UnpackedImage) {
+        image(RunConfig {
+            entrypoint: Some(vec![entrypoint.into()]),
+            cmd: Some(vec!["--port".into()]),
+            ..RunConfig::default()
+        })
+    }
+
+    fn host_path(path: PathBuf) -> String {
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_script_runs_under_its_interpreter_from_the_image_with_one_argument() {
+        let (_dir, image) = script_image("/app/start");
+        // As Linux reads it: the rest of the line is one argument.
+        executable(
+            &image.root,
+            "app/start",
+            b"#!/usr/bin/busybox  sh -e \necho hi\n",
+        );
+        let launch = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap();
+        assert_eq!(launch.program, image.root.join("usr/bin/busybox"));
+        assert_eq!(launch.arg0, "/usr/bin/busybox");
+        assert_eq!(
+            launch.args,
+            [
+                "sh -e".to_owned(),
+                host_path(image.root.join("app/start")),
+                "--port".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_interpreter_that_is_a_script_is_followed_inside_the_image() {
+        let (_dir, image) = script_image("/app/start");
+        executable(&image.root, "app/start", b"#!/app/wrapper x\n");
+        // /usr/bin/sh is a symlink to /usr/bin/busybox inside the image.
+        executable(&image.root, "app/wrapper", b"#!/usr/bin/sh\n");
+        let launch = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap();
+        assert_eq!(launch.program, image.root.join("usr/bin/busybox"));
+        assert_eq!(
+            launch.arg0, "/usr/bin/sh",
+            "what a multi-call binary goes by"
+        );
+        assert_eq!(
+            launch.args,
+            [
+                host_path(image.root.join("app/wrapper")),
+                "x".to_owned(),
+                host_path(image.root.join("app/start")),
+                "--port".to_owned()
+            ]
+        );
+        executable(&image.root, "app/loop", b"#!/app/loop\n");
+        let mut s = spec("r1");
+        s.command = Some(vec!["/app/loop".into()]);
+        let error = plan(&image, &s, 1, &host(), &[]).unwrap_err();
+        assert!(error.to_string().contains("interpreters deep"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_named_not_the_script() {
+        let (_dir, image) = script_image("/app/start");
+        executable(
+            &image.root,
+            "app/start",
+            b"#!/nonexistent-gantry/python3 -u\n",
+        );
+        let error = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap_err();
+        assert_eq!(error.code(), "spawn");
+        assert_eq!(
+            error.to_string(),
+            "replica r1: cannot start /app/start: /app/start is a script whose interpreter \
+             /nonexistent-gantry/python3 (its #! line) does not exist in the image, nor on \
+             this host"
+        );
+        // In the image but not executable.
+        executable(&image.root, "app/start", b"#!/app/data\n");
+        let error = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("interpreter /app/data (its #! line) is in the image"),
+            "{error}"
+        );
+        executable(&image.root, "app/start", b"#!  \n");
+        let error = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("names no interpreter"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_interpreter_the_image_lacks_is_the_hosts_as_before() {
+        let (_dir, image) = script_image("/app/start");
+        // The image has no /bin: images that relied on the host's shell still run.
+        executable(&image.root, "app/start", b"#!/bin/sh\n");
+        let launch = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap();
+        assert_eq!(launch.program, Path::new("/bin/sh"));
+        assert_eq!(launch.arg0, "/bin/sh");
+    }
+
+    /// A 64-bit little-endian ELF header with one program header, PT_INTERP
+    /// naming `loader`.
+    fn elf_with_loader(loader: &str) -> Vec<u8> {
+        let mut elf = vec![0u8; 120];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // 64-bit
+        elf[5] = 1; // little-endian
+        elf[6] = 1;
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        elf[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+        elf[72..80].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        let size = loader.len() as u64 + 1;
+        elf[96..104].copy_from_slice(&size.to_le_bytes()); // p_filesz
+        elf.extend(loader.as_bytes());
+        elf.push(0);
+        elf
+    }
+
+    #[test]
+    fn a_dynamic_loader_the_host_lacks_is_named() {
+        let (_dir, image) = script_image("/app/server");
+        executable(
+            &image.root,
+            "app/server",
+            &elf_with_loader("/lib/ld-gantry-missing-x86_64.so.1"),
+        );
+        let error = plan(&image, &spec("r1"), 1, &host(), &[]).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "/app/server needs the dynamic loader /lib/ld-gantry-missing-x86_64.so.1"
+            ),
+            "{error}"
+        );
+        // The reader agrees with a real program of this host: its loader exists.
+        if let Some(loader) = elf_interpreter(Path::new("/bin/sh")) {
+            assert!(Path::new(&loader).exists(), "{loader}");
+        }
     }
 
     #[test]

@@ -506,6 +506,82 @@ async fn a_missing_program_is_a_spawn_error() {
     assert!(!data.path().join("replicas/p.json").exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_runs_under_an_interpreter_only_the_image_has_and_a_missing_one_is_named() {
+    if !registry_tests_enabled(
+        "a_script_runs_under_an_interpreter_only_the_image_has_and_a_missing_one_is_named",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let registry = TestRegistry::start();
+    let client = client();
+    // Built from scratch: busybox at /app/busybox (no host has that path),
+    // a script using it as its interpreter, and one whose interpreter is gone.
+    let context = busybox_context(&[
+        ("www/index.html", INDEX),
+        (
+            "bin/serve",
+            // The script's own paths are the host's: it reaches the image
+            // through PATH and GANTRY_ROOTFS.
+            "#!/app/busybox sh\necho \"serving as $0\"\nexec busybox httpd -f -p $PORT -h \"$GANTRY_ROOTFS/app/www\"\n",
+        ),
+        (
+            "bin/broken",
+            "#!/usr/local/bin/no-such-python3 -u\nprint('hi')\n",
+        ),
+    ]);
+    for script in ["bin/serve", "bin/broken"] {
+        std::fs::set_permissions(
+            context.path().join(script),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let mut image_spec = ImageSpec::new(context.path());
+    image_spec.entrypoint = Some(vec!["/app/bin/serve".into()]);
+    image_spec.env = vec![("PATH".into(), "/app".into())];
+    let image = build_image(
+        &image_spec,
+        &registry.image("gantry-test/script:v1"),
+        &client,
+    )
+    .await
+    .unwrap()
+    .reference;
+    let data = DataDir::new();
+    let runtime = ProcessRuntime::new(data.path(), client).await.unwrap();
+
+    let replica = runtime.start(spec("script", &image)).await.unwrap();
+    assert_eq!(
+        wait_http(replica.addr, "/", STARTUP).await,
+        (200, INDEX.to_owned())
+    );
+    let root = runtime.image_root(image.digest().unwrap());
+    log_with(
+        &runtime,
+        "script",
+        &format!("serving as {}", root.join("app/bin/serve").display()),
+    )
+    .await;
+    runtime
+        .stop("script", Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let mut broken = spec("broken", &image);
+    broken.command = Some(vec!["/app/bin/broken".into()]);
+    let error = runtime.start(broken).await.unwrap_err();
+    assert_eq!(error.code(), "spawn", "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("/app/bin/broken is a script whose interpreter /usr/local/bin/no-such-python3 (its #! line) does not exist in the image"),
+        "{error}"
+    );
+    assert!(runtime.list().await.unwrap().is_empty());
+}
+
 /// A layer tar holding `../evil`, which the tar crate's builder would refuse to write.
 fn escaping_layer() -> Vec<u8> {
     let mut header = tar::Header::new_gnu();
