@@ -306,6 +306,7 @@ impl Engine {
             // they hold no work that could finish on its own.
             run.status = Some(ActionStatus::Abandoned);
             run.finished_at = Some(at);
+            run.error = Some(abandoned_by_stop(e.stop_reason.as_deref()));
             out.push(Command::CancelAction {
                 id: id.to_string(),
                 stage,
@@ -480,6 +481,7 @@ impl Engine {
             if give_up {
                 run.status = Some(ActionStatus::Abandoned);
                 run.finished_at = Some(at);
+                run.error = Some(abandoned_by_stop(e.stop_reason.as_deref()));
                 out.push(Command::CancelAction {
                     id: id.to_string(),
                     stage: k,
@@ -788,5 +790,13 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// The error of an action a stop abandoned: why it never finished.
+fn abandoned_by_stop(reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("abandoned: the execution was stopped: {reason}"),
+        None => "abandoned: the execution was stopped".to_string(),
     }
 }

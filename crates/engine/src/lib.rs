@@ -86,7 +86,9 @@
 //! even then: they hold no work that could finish by itself, and waiting days for
 //! a decision nobody needs would keep the stage locked. With `abandon`, every
 //! running action is `Abandoned` at once (a `CancelAction` each) and the execution
-//! is `Stopped`; this is allowed while `Stopping` too. An execution waiting in
+//! is `Stopped`; this is allowed while `Stopping` too. Every action a stop
+//! abandons says why in its `error` (`abandoned: the execution was stopped:
+//! REASON`). An execution waiting in
 //! front of a stage just leaves the queue, `Stopped`, and cannot be retried.
 //!
 //! # Invariants

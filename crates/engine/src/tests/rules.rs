@@ -601,6 +601,28 @@ fn stop_with_abandon_cancels_running_actions_at_once() {
 }
 
 #[test]
+fn every_action_a_stop_abandons_records_why() {
+    let mut h = Harness::new();
+    let p = plan(
+        Superseded,
+        &[("Gate", &[("approve", 1, true), ("build", 1, false)])],
+    );
+    h.request("e1", &p);
+    h.wait("e1", 0, 0, 1);
+    h.stop("e1", true).unwrap();
+    let e = h.engine.execution("e1").unwrap();
+    for action in &e.stages[0].actions {
+        assert_eq!(action.status, Some(A::Abandoned), "{}", action.name);
+        assert_eq!(
+            action.error.as_deref(),
+            Some("abandoned: the execution was stopped: test"),
+            "{}",
+            action.name
+        );
+    }
+}
+
+#[test]
 fn abandon_is_allowed_while_stopping() {
     let mut h = Harness::new();
     h.request("e1", &two_stages(Superseded));
