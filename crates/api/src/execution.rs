@@ -104,6 +104,23 @@ pub struct ActionView {
     /// The test reports of the latest attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reports: Option<Vec<TestReport>>,
+    /// How a person decided the latest attempt of an approval, and who:
+    /// only in the answer for one execution, once it is decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<ApprovalDecided>,
+}
+
+/// A decided approval: `Approved` or `Rejected`, by whom, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalDecided {
+    /// `Approved` or `Rejected`.
+    pub decision: String,
+    /// The identity that decided; for an approval that took several
+    /// votes, their names joined by `, `.
+    pub by: String,
+    /// RFC 3339.
+    pub at: String,
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

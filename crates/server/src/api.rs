@@ -19,7 +19,7 @@ use crate::clock::rfc3339;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller, Guard, HostPolicy};
-use crate::view::{add_details, execution_view};
+use crate::view::{add_decisions, add_details, execution_view};
 use gantry_api::{
     Ack, ApprovalRecordView, Changes, DecideRequest, ExecutionView, LogLineView, LogsPage,
     RetryRequest, StartRequest, Started, StopRequest,
@@ -241,6 +241,7 @@ async fn status(
         .await
         .map_err(ControlError::from)?;
     add_details(&mut view, &details);
+    add_decisions(&mut view, &plane.approvals(&id).await?);
     Ok(Json(view))
 }
 

@@ -664,6 +664,13 @@ impl ControlPlane {
             })
     }
 
+    /// How many clients follow executions right now (long polls of
+    /// `/api/v1/changes` in flight): a background server does not exit
+    /// idle while someone watches.
+    pub fn followers(&self) -> usize {
+        self.inner.changes.receiver_count()
+    }
+
     /// Whether services run replicas behind this server's load balancers.
     pub async fn serving(&self) -> bool {
         self.inner.deployer.serving().await

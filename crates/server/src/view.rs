@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use gantry_api::{ActionView, ApprovalPrompt, ExecutionTrigger, ExecutionView, StageView};
+use gantry_api::{
+    ActionView, ApprovalDecided, ApprovalPrompt, ExecutionTrigger, ExecutionView, StageView,
+};
 use gantry_engine::Execution;
 use gantry_spec::pipeline::ActionKind;
-use gantry_store::ActionDetail;
+use gantry_store::{ActionDetail, ApprovalRecord};
 
 use crate::clock::rfc3339;
 use crate::control::resolve_in;
@@ -69,6 +71,7 @@ pub fn execution_view(execution: &Execution, loaded: Option<&Loaded>) -> Executi
                         approval,
                         parameters: None,
                         reports: None,
+                        decided: None,
                     }
                 })
                 .collect(),
@@ -141,6 +144,28 @@ pub fn add_details(view: &mut ExecutionView, details: &[ActionDetail]) {
                     "reports" => action.reports = serde_json::from_str(&d.body).ok(),
                     _ => {}
                 }
+            }
+        }
+    }
+}
+
+/// Adds to each approval in `view` how its latest attempt was decided, and
+/// by whom (`gantry status` shows it; the JSON's `decided`).
+pub fn add_decisions(view: &mut ExecutionView, records: &[ApprovalRecord]) {
+    for stage in &mut view.stages {
+        for action in &mut stage.actions {
+            let attempt = i64::from(action.attempt);
+            if let Some(r) = records
+                .iter()
+                .rev()
+                .find(|r| r.stage == stage.name && r.action == action.name && r.attempt == attempt)
+            {
+                action.decided = Some(ApprovalDecided {
+                    decision: r.decision.clone(),
+                    by: r.by.clone(),
+                    at: rfc3339(r.at),
+                    comment: r.comment.clone(),
+                });
             }
         }
     }

@@ -315,6 +315,7 @@ impl ControlPlane {
         stage: &str,
         action: &str,
     ) -> Result<ApprovalView, ControlError> {
+        self.ensure_loaded(id).await?;
         let (loaded, execution) = self
             .snapshot(id)
             .await
@@ -366,6 +367,9 @@ impl ControlPlane {
         // One decision at a time, so two approvers deciding at once are
         // counted in order and only the deciding vote ends the wait.
         let _one_at_a_time = self.inner.decisions.lock().await;
+        // A finished execution's definition is not in memory: load it, so
+        // deciding one says that nothing waits, not that it does not exist.
+        self.ensure_loaded(id).await?;
         let (loaded, execution) = self
             .snapshot(id)
             .await
@@ -378,7 +382,14 @@ impl ControlPlane {
             .ok_or_else(|| ControlError::UnknownAction(format!("{stage}/{action}")))?;
         let run = &execution.stages[s].actions[a];
         if run.status != Some(ActionStatus::Waiting) {
-            return Err(ControlError::NothingWaiting(format!("{stage}/{action}")));
+            let ended = if execution.status.is_terminal() {
+                format!(" (execution {id} has ended: {})", execution.status)
+            } else {
+                String::new()
+            };
+            return Err(ControlError::NothingWaiting(format!(
+                "{stage}/{action}{ended}"
+            )));
         }
         let spec = &loaded.pipeline.stages[s].actions[a];
         let policy = policy_of(&spec.kind);
