@@ -15,6 +15,7 @@
 //!   endpoint's answers.
 //! - [`environment`]: apply, environment status, deploy, rollback, down,
 //!   shutdown.
+//! - [`registry`]: the embedded registry's garbage collection.
 //! - [`error`]: [`ErrorBody`], every error answer, with its stable `code`
 //!   and, for the few legacy codes, their canonical names
 //!   ([`LEGACY_CODES`]).
@@ -34,6 +35,7 @@ pub mod error;
 pub mod execution;
 pub mod identity;
 pub mod params;
+pub mod registry;
 pub mod trigger;
 
 pub use approval::*;
@@ -42,6 +44,7 @@ pub use error::*;
 pub use execution::*;
 pub use identity::*;
 pub use params::*;
+pub use registry::*;
 pub use trigger::*;
 
 #[cfg(test)]

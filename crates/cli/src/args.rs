@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{deploy, param, users};
+use crate::{deploy, param, registry, users};
 
 #[derive(Parser)]
 #[command(
@@ -208,6 +208,11 @@ pub(crate) enum Command {
     Login { url: String },
     /// Who the token in use belongs to.
     Whoami,
+    /// The embedded registry: garbage collection (admin).
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+    },
     /// The audit log: every change and every refused request (admin).
     Audit {
         /// Only entries since: a duration back from now (1h, 7d) or Unix ms.

@@ -7,7 +7,7 @@
 //! group: `run`, `inspect` (status, executions, logs), `approvals`,
 //! `control` (retry, stop), `server`, `buildspec`, `validate` (and schema),
 //! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
-//! `users` (user, token, whoami, audit), `login` and `demo`. `client` is how every command
+//! `users` (user, token, whoami, audit), `registry` (gc), `login` and `demo`. `client` is how every command
 //! reaches a server; `render` draws executions.
 
 mod approvals;
@@ -21,6 +21,7 @@ mod inspect;
 mod login;
 mod param;
 mod project;
+mod registry;
 mod render;
 mod run;
 mod server;
@@ -217,6 +218,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
         } => with_connection(&default_dir()?, async |conn| {
             users::audit(conn, since, principal, limit, json).await
+        })
+        .await
+        .map(success),
+        Command::Registry { command } => with_connection(&default_dir()?, async |conn| {
+            registry::registry(conn, command).await
         })
         .await
         .map(success),

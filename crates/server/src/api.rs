@@ -64,6 +64,7 @@ pub fn routes(plane: ControlPlane) -> Router {
         .merge(crate::api_deploy::routes())
         .merge(crate::api_auth::routes())
         .merge(crate::api_triggers::routes())
+        .merge(crate::api_registry::routes())
         .with_state(plane)
 }
 

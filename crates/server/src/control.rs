@@ -58,6 +58,8 @@ struct Inner {
     deployer: gantry_deploy::Deployer,
     /// The embedded registry's `host:port`, once it listens.
     registry: std::sync::OnceLock<String>,
+    /// The embedded registry itself, once it is open (garbage collection).
+    embedded_registry: std::sync::OnceLock<gantry_registry::Registry>,
     images: gantry_images::RegistryClient,
     store: Store,
     params: Arc<ParamStore>,
@@ -130,6 +132,7 @@ impl ControlPlane {
                 deployer,
                 data_dir,
                 registry: std::sync::OnceLock::new(),
+                embedded_registry: std::sync::OnceLock::new(),
                 images,
                 store,
                 params,
@@ -223,6 +226,17 @@ impl ControlPlane {
 
     pub fn registry(&self) -> Option<&str> {
         self.inner.registry.get().map(String::as_str)
+    }
+
+    /// Hands the control plane the embedded registry it serves, for
+    /// `gantry registry gc`.
+    pub fn set_embedded_registry(&self, registry: gantry_registry::Registry) {
+        let _ = self.inner.embedded_registry.set(registry);
+    }
+
+    /// The embedded registry, once the server opened it.
+    pub fn embedded_registry(&self) -> Option<&gantry_registry::Registry> {
+        self.inner.embedded_registry.get()
     }
 
     pub fn images(&self) -> &gantry_images::RegistryClient {

@@ -21,6 +21,7 @@ pub mod api;
 mod api_auth;
 mod api_deploy;
 mod api_params;
+mod api_registry;
 mod api_triggers;
 pub mod clock;
 pub mod control;
@@ -33,6 +34,7 @@ pub mod mirror;
 pub mod notify;
 pub mod orphans;
 pub mod parameters;
+pub mod registry_gc;
 mod resolve;
 mod runtimes;
 pub mod server_info;
@@ -186,6 +188,7 @@ impl RunningServer {
         .await
         .map_err(|e| ControlError::Internal(format!("embedded registry: {e}")))?;
         plane.set_registry(registry_addr.to_string());
+        plane.set_embedded_registry(registry.clone());
         if let Some(url) = options.public_urls.first() {
             plane.notifier().set_public_url(url);
         }
