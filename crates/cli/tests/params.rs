@@ -482,3 +482,74 @@ fn buildspec_run_lists_every_missing_parameter_and_how_to_supply_it() {
     assert!(!text.contains("DOCKER_PASSWORD ("), "{text}");
     assert!(!d.path.join("ran.txt").exists());
 }
+
+/// A pipeline build whose buildspec names parameters the store lacks fails
+/// naming every one of them, and how to supply them.
+#[test]
+fn a_pipeline_build_names_every_missing_parameter() {
+    let d = dir(None);
+    d.ok(
+        &[
+            "param",
+            "put",
+            "/ci/PRESENT",
+            SECRET,
+            "--type",
+            "SecureString",
+        ],
+        None,
+    );
+    std::fs::write(
+        d.path.join("buildspec.yml"),
+        "version: 0.2\nenv:\n  parameter-store:\n    PRESENT: /ci/PRESENT\n    DB_PASS: /ci/DB_PASS\n  secrets-manager:\n    API_KEY: /ci/API:key\nphases:\n  build:\n    commands:\n      - touch ran.txt\n",
+    )
+    .unwrap();
+    let pipeline = r##"
+version: 1
+name: bs
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src]}
+  - name: Build
+    actions:
+      - {name: build, type: build, inputs: [Src]}
+"##;
+    std::fs::write(d.path.join("gantry.yaml"), pipeline).unwrap();
+    let git = |args: &[&str]| {
+        assert!(
+            Command::new("git")
+                .current_dir(&d.path)
+                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "gantry.yaml", "buildspec.yml"]);
+    git(&["commit", "-q", "-m", "init"]);
+    let out = d.gantry(&["run", "--json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let error = v["stages"][1]["actions"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("2 variables have no value: "), "{error}");
+    assert!(
+        error.contains("DB_PASS (buildspec env.parameter-store `/ci/DB_PASS`): "),
+        "{error}"
+    );
+    assert!(
+        error.contains("API_KEY (buildspec env.secrets-manager `/ci/API:key`): "),
+        "{error}"
+    );
+    assert!(
+        error.contains("gantry param put NAME --type SecureString"),
+        "{error}"
+    );
+    assert!(!error.contains("PRESENT"), "{error}");
+}

@@ -92,23 +92,51 @@ fn selector(text: &str, var: &str, source: &str) -> Result<Selector, String> {
     Selector::parse(text).map_err(|e| format!("{source}: variable {var}: {e}"))
 }
 
+/// Why a buildspec's references could not all be resolved.
+enum Unresolvable {
+    /// References that pick nothing: each as `VAR (SECTION `REF`): why`.
+    Missing(Vec<String>),
+    /// Anything else (a malformed reference, the store itself): fatal.
+    Failed(String),
+}
+
+/// Resolves `refs` from one snapshot; when some pick nothing, looks each one
+/// up again to name all of them, not only the first.
 async fn fetch(
     params: &ParamStore,
-    refs: Vec<(String, Selector)>,
+    refs: Vec<(String, Selector, String)>,
     source: &str,
     out: &mut Vec<(String, gantry_params::ResolvedParam)>,
-) -> Result<(), String> {
+) -> Result<(), Unresolvable> {
     if refs.is_empty() {
         return Ok(());
     }
-    let resolved = params
-        .resolve(&refs)
-        .await
-        .map_err(|e| describe(&e, source))?;
-    for r in resolved {
-        out.push((source.to_string(), r));
+    let pairs: Vec<(String, Selector)> = refs
+        .iter()
+        .map(|(var, selector, _)| (var.clone(), selector.clone()))
+        .collect();
+    match params.resolve(&pairs).await {
+        Ok(resolved) => {
+            for r in resolved {
+                out.push((source.to_string(), r));
+            }
+            Ok(())
+        }
+        Err(ParamError::Unresolved { .. }) => {
+            let mut missing = Vec::new();
+            for ((var, selector), (_, _, written)) in pairs.into_iter().zip(&refs) {
+                match params.resolve(&[(var.as_str(), selector)]).await {
+                    Ok(_) => {}
+                    Err(ParamError::Unresolved { source: cause, .. }) => {
+                        missing.push(format!("{var} ({source} `{written}`): {cause}"));
+                    }
+                    Err(other) => return Err(Unresolvable::Failed(describe(&other, source))),
+                }
+            }
+            Err(Unresolvable::Missing(missing))
+        }
+        Err(other) => Err(Unresolvable::Failed(describe(&other, source))),
     }
-    Ok(())
 }
 
 fn describe(error: &ParamError, source: &str) -> String {
@@ -128,19 +156,30 @@ fn describe(error: &ParamError, source: &str) -> String {
 /// into secret variables for the runner. `secrets-manager` references are
 /// `name[:json-key[:version-stage[:version-id]]]`: the parameter's value is
 /// JSON when a key is given; stage and id are not modelled and are refused.
+/// When references pick nothing, the error names every one of them (of
+/// both sections) and how to supply them.
 pub async fn resolve_buildspec(
     params: &ParamStore,
     buildspec: &Buildspec,
 ) -> Result<Resolved, String> {
     let mut out = Resolved::default();
     let mut fetched = Vec::new();
+    let mut missing = Vec::new();
+    let mut collect = |result: Result<(), Unresolvable>| match result {
+        Ok(()) => Ok(()),
+        Err(Unresolvable::Missing(more)) => {
+            missing.extend(more);
+            Ok(())
+        }
+        Err(Unresolvable::Failed(why)) => Err(why),
+    };
     let ps = "buildspec env.parameter-store";
     let refs = buildspec
         .parameter_store
         .iter()
-        .map(|(var, name)| Ok((var.clone(), selector(name, var, ps)?)))
+        .map(|(var, name)| Ok((var.clone(), selector(name, var, ps)?, name.clone())))
         .collect::<Result<Vec<_>, String>>()?;
-    fetch(params, refs, ps, &mut fetched).await?;
+    collect(fetch(params, refs, ps, &mut fetched).await)?;
 
     let sm = "buildspec env.secrets-manager";
     let mut json_keys = BTreeMap::new();
@@ -157,9 +196,20 @@ pub async fn resolve_buildspec(
         if let Some(key) = key {
             json_keys.insert(var.clone(), key.to_string());
         }
-        refs.push((var.clone(), selector(name, var, sm)?));
+        refs.push((var.clone(), selector(name, var, sm)?, reference.clone()));
     }
-    fetch(params, refs, sm, &mut fetched).await?;
+    collect(fetch(params, refs, sm, &mut fetched).await)?;
+    if !missing.is_empty() {
+        let count = match missing.len() {
+            1 => "1 variable has".to_owned(),
+            n => format!("{n} variables have"),
+        };
+        return Err(format!(
+            "{count} no value: {}; put each parameter in the parameter store \
+             (`gantry param put NAME --type SecureString`)",
+            missing.join("; ")
+        ));
+    }
 
     for (source, r) in fetched {
         let mut value = r.value.expose().to_string();
