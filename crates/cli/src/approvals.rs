@@ -1,7 +1,8 @@
 //! `gantry approve` and `gantry reject`: shows what a waiting approval is
 //! bound to, then records the decision under the token's identity, naming
 //! that binding's fingerprint so the decision cannot apply to anything else.
-//! With an embedded server, follows the execution afterwards so it goes on.
+//! The decision goes to a server that outlives the command (one in the
+//! background when none runs), so the execution goes on after it returns.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use gantry_api::{ApprovalView, DecideRequest, DecisionAnswer};
 use crate::args::Decision;
 use crate::client::{ApiError, Connection};
 use crate::render;
-use crate::run::follow;
+use crate::run::{data_dir_hint, follow};
 
 pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Result<ExitCode> {
     let Some((stage, action)) = d.target.split_once('/') else {
@@ -21,7 +22,7 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
     if d.by.is_some() {
         eprintln!("note: --by is ignored; the decision is recorded under your token's identity");
     }
-    let conn = Connection::open(data_dir).await?;
+    let conn = Connection::open_lasting(data_dir).await?;
     // What the approval waits for, shown before deciding; the decision names
     // its fingerprint so that it cannot apply to anything else.
     let shown = conn
@@ -32,13 +33,13 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
         ))
         .await;
     let fingerprint = match &shown {
-        Ok(view) => {
+        Ok(view) if view.status.as_deref() == Some("Waiting") => {
             for line in render::binding(view) {
                 eprintln!("{line}");
             }
             Some(view.fingerprint.clone())
         }
-        Err(_) => None,
+        _ => None,
     };
     let request = DecideRequest {
         stage: stage.to_string(),
@@ -73,19 +74,29 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
                 }
             );
             if conn.embedded.is_some() {
+                // This process is the server: it must run what follows.
                 follow(&conn, &d.id, false).await.map(|_| ExitCode::SUCCESS)
             } else {
+                if !pending {
+                    eprintln!(
+                        "{} goes on in {}; follow it with: gantry{} watch {}",
+                        d.id,
+                        conn.server_name(),
+                        data_dir_hint(&conn.data_dir),
+                        d.id
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
         }
         Err(error) => {
-            if let Some(ApiError(body)) = error.downcast_ref::<ApiError>()
+            if let Some(api) = error.downcast_ref::<ApiError>()
                 && matches!(
-                    body.canonical(),
+                    api.body.canonical(),
                     "approval.not_waiting" | "approval.superseded"
                 )
             {
-                eprintln!("error: {}", body.message);
+                eprintln!("error: {}", api.body.message);
                 Ok(ExitCode::FAILURE)
             } else {
                 Err(error)

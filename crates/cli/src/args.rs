@@ -21,7 +21,8 @@ use crate::{deploy, param, registry, users};
     about = "Self-hosted continuous delivery for containerized microservices"
 )]
 pub(crate) struct Cli {
-    /// The data dir (default: `.gantry/` beside the pipeline file).
+    /// The data dir (default: the nearest `.gantry/` in the current directory
+    /// or its parents; `run` makes one in the current directory).
     #[arg(long, global = true, env = "GANTRY_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// Talk to this server (`https://gantry.example.com:7700`) instead of
@@ -48,7 +49,8 @@ pub(crate) enum Command {
     },
     /// Prints the JSON Schema of gantry.yaml.
     Schema,
-    /// Starts an execution and follows it to the end.
+    /// Starts an execution and follows it to the end (Ctrl-C detaches; the
+    /// execution goes on in the server).
     Run {
         #[command(flatten)]
         file: FileArg,
@@ -62,24 +64,39 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follows an execution again (after Ctrl-C, or from another terminal)
+    /// until it ends; exits 0 when it succeeded, 1 otherwise.
+    Watch {
+        /// The execution's id.
+        id: String,
+        /// Prints the final execution JSON instead of the live view.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows one execution.
     Status {
+        /// The execution's id.
         id: String,
+        /// Prints the execution JSON.
         #[arg(long)]
         json: bool,
     },
     /// Lists recent executions, newest first.
     Executions {
+        /// Only executions of this pipeline.
         #[arg(long)]
         pipeline: Option<String>,
+        /// Prints a JSON array of executions.
         #[arg(long)]
         json: bool,
     },
     /// Prints action logs.
     Logs {
+        /// The execution's id.
         id: String,
-        /// STAGE/ACTION
+        /// Only this action's log: STAGE/ACTION.
         target: Option<String>,
+        /// Keeps printing new lines until the execution ends.
         #[arg(long)]
         follow: bool,
     },
@@ -87,23 +104,35 @@ pub(crate) enum Command {
     Approve(Decision),
     /// Rejects a waiting approval.
     Reject(Decision),
-    /// Retries a failed stage (its failed actions, or all with --all-actions).
+    /// Retries a failed stage (its failed actions, or all with --all-actions)
+    /// and follows the execution: exits 1 when the stage fails again.
     Retry {
+        /// The execution's id.
         id: String,
+        /// The failed stage to retry.
         stage: String,
+        /// Runs every action of the stage again, not only the failed ones.
         #[arg(long)]
         all_actions: bool,
+        /// Returns once the stage is retried instead of following the execution.
+        #[arg(long)]
+        no_follow: bool,
     },
-    /// Stops an execution (waiting for running actions, or abandoning them).
+    /// Stops an execution (waiting for running actions, or abandoning them)
+    /// and says what it did.
     Stop {
+        /// The execution's id.
         id: String,
+        /// Abandons running actions instead of waiting for them to finish.
         #[arg(long)]
         abandon: bool,
+        /// Why, recorded with the execution (its `stop_reason`).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Runs the control plane.
     Server {
+        /// Where the API listens.
         #[arg(long, default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
         /// Where the embedded OCI registry listens.
@@ -150,25 +179,34 @@ pub(crate) enum Command {
     },
     /// Rolls a service to an image, as a deploy action does.
     Deploy {
+        /// The environment (as applied).
         environment: String,
+        /// The service in that environment.
         service: String,
+        /// The image reference (by tag or digest).
         #[arg(long)]
         image: String,
+        /// Prints the deployment's answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Returns a service to an earlier revision.
     Rollback {
+        /// The environment (as applied).
         environment: String,
+        /// The service in that environment.
         service: String,
+        /// The revision to return to (default: the one before the current).
         #[arg(long)]
         to: Option<u64>,
+        /// Prints the deployment's answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Lists every trigger of every registered pipeline: what it watches,
     /// its last event, commit, result and error.
     Triggers {
+        /// Prints a JSON array of triggers.
         #[arg(long)]
         json: bool,
     },
@@ -180,6 +218,7 @@ pub(crate) enum Command {
     /// Stops the server that owns the data dir (replicas keep running and
     /// are re-adopted by the next server, unless --stop-services).
     Shutdown {
+        /// Stops every replica of every environment first.
         #[arg(long)]
         stop_services: bool,
     },
@@ -205,7 +244,10 @@ pub(crate) enum Command {
     },
     /// Checks a token against a server and keeps it for `--server URL`
     /// (reads it from GANTRY_TOKEN or standard input).
-    Login { url: String },
+    Login {
+        /// The server's URL (`https://gantry.example.com:7700`).
+        url: String,
+    },
     /// Who the token in use belongs to.
     Whoami,
     /// The embedded registry: garbage collection (admin).
@@ -218,10 +260,13 @@ pub(crate) enum Command {
         /// Only entries since: a duration back from now (1h, 7d) or Unix ms.
         #[arg(long)]
         since: Option<String>,
+        /// Only entries of this user (or `webhook:PROVIDER`).
         #[arg(long)]
         principal: Option<String>,
+        /// At most this many entries, newest first.
         #[arg(long)]
         limit: Option<u32>,
+        /// Prints a JSON array of entries.
         #[arg(long)]
         json: bool,
     },
@@ -229,9 +274,11 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct Decision {
+    /// The execution's id.
     pub(crate) id: String,
-    /// STAGE/ACTION
+    /// The approval action: STAGE/ACTION.
     pub(crate) target: String,
+    /// Why, recorded with the decision (a policy may require one).
     #[arg(long)]
     pub(crate) comment: Option<String>,
     /// Ignored: a decision is recorded under the identity of the token in
@@ -244,6 +291,7 @@ pub(crate) struct Decision {
 pub(crate) enum BuildspecCommand {
     /// Runs one buildspec locally, like CodeBuild's local agent.
     Run {
+        /// The buildspec file.
         file: PathBuf,
         /// The source directory (the build's working directory).
         #[arg(long, default_value = ".")]
@@ -251,16 +299,19 @@ pub(crate) enum BuildspecCommand {
         /// Where artifacts are written.
         #[arg(long, default_value = "gantry-artifacts")]
         out: PathBuf,
+        /// A variable for the build (repeatable).
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
         /// A variable whose value is masked in the log.
         #[arg(long = "secret-env", value_name = "NAME=VALUE")]
         secret_env: Vec<String>,
+        /// Ends the build after this long (90s, 30m, 2h).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         timeout: Duration,
         /// Runs the build inside a container of this image (Docker Engine).
         #[arg(long)]
         image: Option<String>,
+        /// Prints the result as JSON (status, phases, exported variables, artifacts).
         #[arg(long)]
         json: bool,
     },
@@ -278,4 +329,34 @@ pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, S
             _ => bail!("{what} {p:?} is not NAME=VALUE"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `(command path, argument)` of every argument without a help text,
+    /// in `command` and its subcommands.
+    fn without_help(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            without_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_a_help_text() {
+        let mut missing = Vec::new();
+        without_help(&super::Cli::command(), "gantry", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "give these a `///` help text:\n{}",
+            missing.join("\n")
+        );
+    }
 }

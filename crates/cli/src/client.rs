@@ -67,12 +67,39 @@ pub(crate) struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Where this client's answers come from, for errors that say
+    /// something was not found: `the data dir DIR` or `the server at URL`.
+    place: String,
 }
 
-/// An error the API answered with: its stable code and message.
+/// An error the API answered with: its stable code and message, and where
+/// the client asked (so "not found" says where it looked).
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .0.message)]
-pub(crate) struct ApiError(pub(crate) ErrorBody);
+#[error("{}", .body.message)]
+pub(crate) struct ApiError {
+    pub(crate) body: ErrorBody,
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// `the data dir DIR` or `the server at URL`.
+    pub(crate) place: String,
+}
+
+impl ApiError {
+    /// The line `main` prints: the message, where a "not found" looked, and
+    /// the canonical code.
+    pub(crate) fn line(&self) -> String {
+        let looked = if self.status == 404 {
+            format!(" (looked in {})", self.place)
+        } else {
+            String::new()
+        };
+        format!(
+            "error: {}{looked} [{}]",
+            self.body.message,
+            self.body.canonical()
+        )
+    }
+}
 
 impl Connection {
     /// Uses the remote server (`--server`), or the live server of
@@ -89,6 +116,7 @@ impl Connection {
                 embedded: None,
             });
         }
+        let place = place_of(data_dir);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut unanswered = None;
         loop {
@@ -97,7 +125,8 @@ impl Connection {
                     &info.api,
                     token_for(|| admin_token(data_dir)),
                     info.tls_cert.as_deref(),
-                );
+                )
+                .at(&place);
                 match client.get::<gantry_api::Ack>("/api/v1/health").await {
                     Ok(_) => {
                         return Ok(Connection {
@@ -112,7 +141,8 @@ impl Connection {
             let listen: SocketAddr = "127.0.0.1:0".parse().context("loopback address")?;
             match RunningServer::start(data_dir, listen, listen).await {
                 Ok(server) => {
-                    let client = Client::new(&server.api, token_for(|| admin_token(data_dir)));
+                    let client =
+                        Client::new(&server.api, token_for(|| admin_token(data_dir))).at(&place);
                     return Ok(Connection {
                         client,
                         data_dir: data_dir.to_path_buf(),
@@ -137,6 +167,30 @@ impl Connection {
                         .context(format!("cannot start a server in {}", data_dir.display()));
                 }
             }
+        }
+    }
+
+    /// Like [`Connection::open`], but the server outlives this command: a
+    /// local data dir without a live server gets one in the background
+    /// (`DATA_DIR/server.log`; it exits once idle and nobody follows an
+    /// execution). The commands of `main` use it, so that Ctrl-C or the end
+    /// of a command never ends an execution, and so that commands started
+    /// at once in several terminals meet in one server rather than one of
+    /// them running an execution in a server that ends with it.
+    pub(crate) async fn open_lasting(data_dir: &Path) -> Result<Connection> {
+        if !is_remote() && live_server(data_dir).is_none() {
+            spawn_background_server(data_dir).await?;
+        }
+        Connection::open(data_dir).await
+    }
+
+    /// How to name this connection's server to a person: `the server of
+    /// DIR`, `this process's server for DIR`, or `the server at URL`.
+    pub(crate) fn server_name(&self) -> String {
+        match (&self.embedded, remote()) {
+            (_, Some(url)) => format!("the server at {url}"),
+            (Some(_), None) => format!("this process's server for {}", self.data_dir.display()),
+            (None, None) => format!("the server of {}", self.data_dir.display()),
         }
     }
 
@@ -165,7 +219,14 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http: http_client(base, ca),
+            place: format!("the server at {}", base.trim_end_matches('/')),
         }
+    }
+
+    /// The same client, described as `place` in "not found" errors.
+    pub(crate) fn at(mut self, place: &str) -> Client {
+        self.place = place.to_string();
+        self
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -212,7 +273,11 @@ impl Client {
                 format!("the server refused {method} {path} ({status})"),
             )
         });
-        Err(anyhow!(ApiError(error)))
+        Err(anyhow!(ApiError {
+            body: error,
+            status: status.as_u16(),
+            place: self.place.clone(),
+        }))
     }
 
     /// `GET path`, read as the API's type for it.
@@ -292,20 +357,76 @@ fn http_client(base: &str, ca: Option<&Path>) -> reqwest::Client {
     builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// The data dir: `--data-dir`, `GANTRY_DATA_DIR`, or `.gantry/` beside the pipeline file.
-pub(crate) fn data_dir(explicit: Option<&Path>, pipeline_file: &Path) -> Result<PathBuf> {
-    if let Some(dir) = explicit {
-        return Ok(dir.to_path_buf());
+/// `the data dir DIR`, absolute, for errors.
+pub(crate) fn place_of(data_dir: &Path) -> String {
+    let shown = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("the data dir {}", shown.display())
+}
+
+/// Starts `gantry server` detached from this terminal, logging to
+/// `DATA_DIR/server.log`, and waits until it publishes `server.json`. A
+/// server that exits at once says why in its log: that is the error (unless
+/// another process's server took the data dir first, which is then used).
+async fn spawn_background_server(data_dir: &Path) -> Result<()> {
+    use std::io::{Read, Seek};
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let log_path = data_dir.join("server.log");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let written_before = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().context("cannot find the gantry executable")?;
+    let mut child = std::process::Command::new(exe)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--idle-exit",
+            "10",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("server log")?)
+        .stderr(log.try_clone().context("server log")?)
+        // Its own process group: Ctrl-C in this terminal must not stop it.
+        .process_group(0)
+        .spawn()
+        .context("cannot start a background server")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut lost_the_race = false;
+    while live_server(data_dir).is_none() {
+        if !lost_the_race && let Ok(Some(status)) = child.try_wait() {
+            let mut said = String::new();
+            let _ = log.seek(std::io::SeekFrom::Start(written_before));
+            let _ = log.read_to_string(&mut said);
+            if said.contains("another gantry server") {
+                // Another command's server took the data dir first: use it.
+                lost_the_race = true;
+            } else {
+                let last: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+                let last = last[last.len().saturating_sub(5)..].join("\n");
+                bail!(
+                    "the background server for {} exited ({status}); it said:\n{last}",
+                    data_dir.display()
+                );
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the background server for {} did not start; see {}",
+                data_dir.display(),
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let file = if pipeline_file.is_absolute() {
-        pipeline_file.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .context("current directory")?
-            .join(pipeline_file)
-    };
-    let Some(parent) = file.parent() else {
-        bail!("{} has no directory", file.display())
-    };
-    Ok(parent.join(".gantry"))
+    Ok(())
 }

@@ -17,14 +17,20 @@ use crate::render::print_json;
 pub(crate) enum EnvCommand {
     /// Services, revisions, image digests, replicas and their health.
     Status {
+        /// The environment (as applied).
         environment: String,
+        /// Prints the environment's status as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Stops every replica of an environment (its revisions stay in the history).
-    Down { environment: String },
+    Down {
+        /// The environment (as applied).
+        environment: String,
+    },
     /// The environments applied to the server.
     List {
+        /// Prints a JSON array of names.
         #[arg(long)]
         json: bool,
     },
@@ -169,7 +175,10 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
 
 pub(crate) async fn shutdown(conn: &Connection, stop_services: bool) -> Result<()> {
     if conn.embedded.is_some() && !stop_services {
-        bail!("no server runs for this data dir");
+        bail!(
+            "no server runs for {}",
+            crate::client::place_of(&conn.data_dir)
+        );
     }
     let out: ShutdownAnswer = conn
         .client

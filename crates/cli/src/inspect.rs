@@ -14,14 +14,15 @@ use crate::render;
 
 /// Shows one execution: the view, or its JSON.
 pub(crate) async fn status(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
-    let conn = Connection::open(data_dir).await?;
+    let conn = Connection::open_lasting(data_dir).await?;
     let execution = conn.client.execution(id).await;
     conn.close().await;
     let execution = execution?;
     if json {
         println!("{}", serde_json::to_string(&execution)?);
     } else {
-        for line in render::view(&execution, std::io::stdout().is_terminal(), "") {
+        let colour = render::colour(std::io::stdout().is_terminal());
+        for line in render::view(&execution, colour, "") {
             println!("{line}");
         }
         for line in origin(&execution) {
@@ -37,7 +38,7 @@ pub(crate) async fn executions(
     pipeline: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
-    let conn = Connection::open(data_dir).await?;
+    let conn = Connection::open_lasting(data_dir).await?;
     let query = pipeline
         .map(|p| format!("?pipeline={p}"))
         .unwrap_or_default();
@@ -84,25 +85,57 @@ fn origin(execution: &gantry_api::ExecutionView) -> Vec<String> {
     lines
 }
 
+/// Prints an execution's action logs (one action's with `target`),
+/// following them until the execution ends with `follow`. An execution or
+/// action that does not exist is an error, not an empty log.
 pub(crate) async fn logs(
     data_dir: &Path,
     id: &str,
     target: Option<&str>,
     follow: bool,
 ) -> Result<ExitCode> {
-    let filter = match target {
+    let target = match target {
         Some(t) => {
             let Some((stage, action)) = t.split_once('/') else {
                 bail!("{t:?} is not STAGE/ACTION")
             };
-            format!("&stage={stage}&action={action}")
+            Some((stage, action))
         }
-        None => String::new(),
+        None => None,
     };
-    let conn = Connection::open(data_dir).await?;
-    let result = print_logs(&conn, id, &filter, follow).await;
+    let conn = Connection::open_lasting(data_dir).await?;
+    let result = async {
+        let execution = conn.client.execution(id).await?;
+        let filter = match target {
+            Some((stage, action)) => {
+                if execution.action(stage, action).is_none() {
+                    bail!(
+                        "execution {id} has no action {stage}/{action}; its actions: {}",
+                        action_names(&execution).join(", ")
+                    );
+                }
+                format!("&stage={stage}&action={action}")
+            }
+            None => String::new(),
+        };
+        print_logs(&conn, id, &filter, follow).await
+    }
+    .await;
     conn.close().await;
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `Stage/action` of every action of an execution, in order.
+fn action_names(execution: &gantry_api::ExecutionView) -> Vec<String> {
+    execution
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.actions
+                .iter()
+                .map(move |a| format!("{}/{}", s.name, a.name))
+        })
+        .collect()
 }
 
 async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> Result<()> {

@@ -3,23 +3,27 @@
 //! Errors are printed once, with their cause chain, by `main`.
 //!
 //! `main` parses the arguments (`args`), sets up logging and the runtime, and
-//! hands the command to `dispatch`, which calls the module of its command
-//! group: `run`, `inspect` (status, executions, logs), `approvals`,
+//! hands the command to `dispatch`, which finds its data dir (`data_dir`)
+//! and calls the module of its command group: `run` (and watch), `inspect`
+//! (status, executions, logs), `approvals`,
 //! `control` (retry, stop), `server`, `buildspec`, `validate` (and schema),
 //! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
 //! `users` (user, token, whoami, audit), `registry` (gc), `login` and `demo`. `client` is how every command
-//! reaches a server; `render` draws executions.
+//! reaches a server; `render` draws executions; `pipe` ends a command
+//! quietly when its reader goes away.
 
 mod approvals;
 mod args;
 mod buildspec;
 mod client;
 mod control;
+mod data_dir;
 mod demo;
 mod deploy;
 mod inspect;
 mod login;
 mod param;
+mod pipe;
 mod project;
 mod registry;
 mod render;
@@ -29,17 +33,22 @@ mod triggers;
 mod users;
 mod validate;
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use args::{Cli, Command};
 use clap::Parser;
-use client::{ApiError, Connection, data_dir};
+use client::{ApiError, Connection};
 
 fn main() -> ExitCode {
+    pipe::install();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        // No colour codes in files (a background server's server.log) nor
+        // under NO_COLOR.
+        .with_ansi(render::colour(std::io::stderr().is_terminal()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(default_log_filter(&cli.command))
@@ -60,11 +69,11 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
-            if let Some(ApiError(body)) = error.downcast_ref::<ApiError>() {
-                for line in &body.errors {
+            if let Some(api) = error.downcast_ref::<ApiError>() {
+                for line in &api.body.errors {
                     eprintln!("{line}");
                 }
-                eprintln!("error: {} [{}]", body.message, body.canonical());
+                eprintln!("{}", api.line());
             } else {
                 eprintln!("error: {error:#}");
             }
@@ -82,8 +91,19 @@ fn default_log_filter(command: &Command) -> &'static str {
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     client::set_remote(cli.server.clone());
-    let data_dir_for = |file: &Path| data_dir(cli.data_dir.as_deref(), file);
-    let default_dir = || data_dir_for(Path::new("gantry.yaml"));
+    let explicit = cli.data_dir.as_deref();
+    // Commands that only work on a data dir that exists find it (and never
+    // create one); the few that set one up may (see `data_dir`).
+    let existing = || data_dir::existing(explicit);
+    let for_setup = || data_dir::for_setup(explicit);
+    // A command about the data dir's server: one must run.
+    let running = || {
+        let dir = existing()?;
+        if !client::is_remote() && gantry_server::server_info::live_server(&dir).is_none() {
+            anyhow::bail!("no server runs for {}", client::place_of(&dir));
+        }
+        Ok(dir)
+    };
     let success = |()| ExitCode::SUCCESS;
     match cli.command {
         Command::Validate { file } => validate::validate(&file.file),
@@ -94,28 +114,30 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             no_follow,
             json,
         } => {
-            let data_dir = data_dir_for(&file.file)?;
+            let data_dir = data_dir::for_pipeline(explicit, &file.file)?;
             run::run(&data_dir, &file.file, &vars, no_follow, json).await
         }
-        Command::Status { id, json } => inspect::status(&default_dir()?, &id, json).await,
+        Command::Watch { id, json } => run::watch(&existing()?, &id, json).await,
+        Command::Status { id, json } => inspect::status(&existing()?, &id, json).await,
         Command::Executions { pipeline, json } => {
-            inspect::executions(&default_dir()?, pipeline, json).await
+            inspect::executions(&existing()?, pipeline, json).await
         }
         Command::Logs { id, target, follow } => {
-            inspect::logs(&default_dir()?, &id, target.as_deref(), follow).await
+            inspect::logs(&existing()?, &id, target.as_deref(), follow).await
         }
-        Command::Approve(d) => approvals::decide(&default_dir()?, d, true).await,
-        Command::Reject(d) => approvals::decide(&default_dir()?, d, false).await,
+        Command::Approve(d) => approvals::decide(&existing()?, d, true).await,
+        Command::Reject(d) => approvals::decide(&existing()?, d, false).await,
         Command::Retry {
             id,
             stage,
             all_actions,
-        } => control::retry(&default_dir()?, &id, stage, all_actions).await,
+            no_follow,
+        } => control::retry(&existing()?, &id, stage, all_actions, no_follow).await,
         Command::Stop {
             id,
             abandon,
             reason,
-        } => control::stop(&default_dir()?, &id, abandon, reason).await,
+        } => control::stop(&existing()?, &id, abandon, reason).await,
         Command::Demo {
             auto_approve,
             exit,
@@ -132,7 +154,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Apply { file } => {
-            let data_dir = data_dir_for(&file.file)?;
+            let data_dir = data_dir::for_pipeline(explicit, &file.file)?;
             with_connection(&data_dir, async |conn| {
                 deploy::apply(conn, &file.file).await
             })
@@ -144,7 +166,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             service,
             image,
             json,
-        } => with_connection(&default_dir()?, async |conn| {
+        } => with_connection(&existing()?, async |conn| {
             deploy::deploy(conn, &environment, &service, &image, json).await
         })
         .await
@@ -154,29 +176,41 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             service,
             to,
             json,
-        } => with_connection(&default_dir()?, async |conn| {
+        } => with_connection(&existing()?, async |conn| {
             deploy::rollback(conn, &environment, &service, to, json).await
         })
         .await
         .map(exit_code),
-        Command::Triggers { json } => with_connection(&default_dir()?, async |conn| {
-            triggers::list(conn, json).await
-        })
+        Command::Triggers { json } => {
+            with_connection(&existing()?, async |conn| triggers::list(conn, json).await)
+                .await
+                .map(success)
+        }
+        Command::Env { command } => {
+            with_connection(&existing()?, async |conn| deploy::env(conn, command).await)
+                .await
+                .map(success)
+        }
+        // Without a server, --stop-services still stops the replicas (they
+        // outlive servers) through one started for it.
+        Command::Shutdown { stop_services } => with_connection(
+            &if stop_services {
+                existing()?
+            } else {
+                running()?
+            },
+            async |conn| deploy::shutdown(conn, stop_services).await,
+        )
         .await
         .map(success),
-        Command::Env { command } => with_connection(&default_dir()?, async |conn| {
-            deploy::env(conn, command).await
-        })
-        .await
-        .map(success),
-        Command::Shutdown { stop_services } => with_connection(&default_dir()?, async |conn| {
-            deploy::shutdown(conn, stop_services).await
-        })
-        .await
-        .map(success),
-        Command::Param { command } => with_connection(&default_dir()?, async |conn| {
-            param::run(conn, command).await
-        })
+        Command::Param { command } => with_connection(
+            &if command.may_create_data_dir() {
+                for_setup()?
+            } else {
+                existing()?
+            },
+            async |conn| param::run(conn, command).await,
+        )
         .await
         .map(success),
         Command::Server {
@@ -195,20 +229,30 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 tls: tls_cert.zip(tls_key),
                 insecure_http,
             };
-            server::serve(&default_dir()?, options, idle_exit).await
+            server::serve(&for_setup()?, options, idle_exit).await
         }
         Command::Buildspec { command } => buildspec::run(command, cli.data_dir.as_deref()).await,
-        Command::User { command } => with_connection(&default_dir()?, async |conn| {
-            users::user(conn, command).await
-        })
+        Command::User { command } => with_connection(
+            &if matches!(command, users::UserCommand::Add { .. }) {
+                for_setup()?
+            } else {
+                existing()?
+            },
+            async |conn| users::user(conn, command).await,
+        )
         .await
         .map(success),
-        Command::Token { command } => with_connection(&default_dir()?, async |conn| {
-            users::token(conn, command).await
-        })
+        Command::Token { command } => with_connection(
+            &if matches!(command, users::TokenCommand::Create { .. }) {
+                for_setup()?
+            } else {
+                existing()?
+            },
+            async |conn| users::token(conn, command).await,
+        )
         .await
         .map(success),
-        Command::Whoami => with_connection(&default_dir()?, users::whoami)
+        Command::Whoami => with_connection(&existing()?, users::whoami)
             .await
             .map(success),
         Command::Audit {
@@ -216,12 +260,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             principal,
             limit,
             json,
-        } => with_connection(&default_dir()?, async |conn| {
+        } => with_connection(&existing()?, async |conn| {
             users::audit(conn, since, principal, limit, json).await
         })
         .await
         .map(success),
-        Command::Registry { command } => with_connection(&default_dir()?, async |conn| {
+        Command::Registry { command } => with_connection(&existing()?, async |conn| {
             registry::registry(conn, command).await
         })
         .await
@@ -230,13 +274,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Opens the data dir's connection, runs `command` with it, and closes it
-/// (waiting for an embedded server's running actions) whatever it returned.
+/// Opens the data dir's connection (its server, or one started in the
+/// background), runs `command` with it, and closes it whatever it returned.
 async fn with_connection<T>(
     data_dir: &Path,
     command: impl AsyncFnOnce(&Connection) -> Result<T>,
 ) -> Result<T> {
-    let conn = Connection::open(data_dir).await?;
+    let conn = Connection::open_lasting(data_dir).await?;
     let result = command(&conn).await;
     conn.close().await;
     result

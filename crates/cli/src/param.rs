@@ -18,57 +18,76 @@ use crate::render::print_json;
 pub(crate) enum ParamCommand {
     /// Creates a parameter, or a new version of it with --overwrite.
     Put {
+        /// The parameter's name: a path (`/shop/staging/DB_URL`).
         name: String,
         /// The value; `-` or absent reads it from standard input.
         value: Option<String>,
         /// String, StringList or SecureString.
         #[arg(long = "type", default_value = "String")]
         param_type: String,
+        /// Makes a new version of an existing parameter (else that is an error).
         #[arg(long)]
         overwrite: bool,
+        /// What the parameter is for.
         #[arg(long)]
         description: Option<String>,
+        /// Prints the answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Reads a parameter: NAME, NAME:VERSION or NAME:LABEL.
     Get {
+        /// NAME, NAME:VERSION or NAME:LABEL.
         name: String,
+        /// Prints a SecureString's value instead of `***` (needs a secrets grant).
         #[arg(long)]
         decrypt: bool,
+        /// Prints the parameter as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Lists parameters under a path.
     List {
+        /// The path to list under.
         #[arg(long, default_value = "/")]
         path: String,
+        /// Lists the whole tree under the path, not only its direct children.
         #[arg(long)]
         recursive: bool,
+        /// Prints SecureString values instead of `***` (needs a secrets grant).
         #[arg(long)]
         decrypt: bool,
+        /// Prints a JSON array of parameters.
         #[arg(long)]
         json: bool,
     },
     /// Every kept version of a parameter, oldest first.
     History {
+        /// The parameter's name.
         name: String,
+        /// Prints SecureString values instead of `***` (needs a secrets grant).
         #[arg(long)]
         decrypt: bool,
+        /// Prints a JSON array of versions.
         #[arg(long)]
         json: bool,
     },
     /// Attaches labels to a version: NAME:VERSION LABEL... (NAME alone = latest).
     Label {
+        /// NAME:VERSION, or NAME for the latest version.
         target: String,
+        /// The labels to attach (a label moves from the version that had it).
         #[arg(required = true)]
         labels: Vec<String>,
+        /// Prints the answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Deletes a parameter and all its versions.
     Delete {
+        /// The parameter's name.
         name: String,
+        /// Prints the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -79,9 +98,18 @@ pub(crate) enum ParamCommand {
         /// key is generated and the key file replaced.
         #[arg(long)]
         new_key: Option<String>,
+        /// Prints the answer as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+impl ParamCommand {
+    /// Whether the command may set up a data dir: putting a parameter comes
+    /// before the first run of a pipeline that reads it.
+    pub(crate) fn may_create_data_dir(&self) -> bool {
+        matches!(self, ParamCommand::Put { .. })
+    }
 }
 
 fn query(value: &str) -> String {

@@ -1,6 +1,7 @@
 //! The live view of an execution: stages, actions, statuses, durations, and
 //! the command to type when an approval waits. In a terminal it is redrawn
-//! in place; elsewhere each change is printed once as a line.
+//! in place; elsewhere each change is printed once as a line. Colour only
+//! goes to a terminal, and never when `NO_COLOR` is set (no-color.org).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +24,13 @@ fn duration(started: Option<&str>, finished: Option<&str>) -> Option<String> {
     } else {
         format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
     })
+}
+
+/// Whether output to a stream that is (or is not) a terminal may be
+/// coloured: only a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string.
+pub(crate) fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn mark(status: Option<&str>, color: bool) -> String {
@@ -86,6 +94,9 @@ pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<St
                 line.push_str(&format!("  (attempt {})", action.attempt));
             }
             lines.push(line);
+            if let Some(decided) = action.decided.as_ref().filter(|d| d.decision == "Approved") {
+                lines.push(format!("          {}", approved_by(decided)));
+            }
             if let Some(error) = &action.error {
                 for (i, l) in error.lines().take(6).enumerate() {
                     lines.push(format!(
@@ -128,6 +139,20 @@ pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<St
     lines
 }
 
+/// `approved by ann: ship it`.
+fn approved_by(decided: &gantry_api::ApprovalDecided) -> String {
+    let comment = decided
+        .comment
+        .as_deref()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    format!(
+        "{} by {}{comment}",
+        decided.decision.to_lowercase(),
+        decided.by
+    )
+}
+
 /// Draws successive views: in place on a terminal, as change lines otherwise.
 pub(crate) struct LiveView {
     tty: bool,
@@ -148,24 +173,31 @@ impl LiveView {
 
     pub(crate) fn draw(&mut self, execution: &ExecutionView) {
         let mut out = std::io::stdout().lock();
-        if self.tty {
-            let lines = view(execution, true, &self.hint);
-            if self.drawn > 0 {
-                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
-            }
-            for line in &lines {
-                let _ = writeln!(out, "{line}");
-            }
-            self.drawn = lines.len();
-        } else {
-            for (key, line) in changes(execution, &self.hint) {
-                if self.seen.get(&key) != Some(&line) {
-                    let _ = writeln!(out, "{line}");
-                    self.seen.insert(key, line);
+        let written = (|| -> std::io::Result<()> {
+            if self.tty {
+                let lines = view(execution, colour(true), &self.hint);
+                if self.drawn > 0 {
+                    write!(out, "\x1b[{}A\x1b[J", self.drawn)?;
+                }
+                for line in &lines {
+                    writeln!(out, "{line}")?;
+                }
+                self.drawn = lines.len();
+            } else {
+                for (key, line) in changes(execution, &self.hint) {
+                    if self.seen.get(&key) != Some(&line) {
+                        writeln!(out, "{line}")?;
+                        self.seen.insert(key, line);
+                    }
                 }
             }
+            out.flush()
+        })();
+        // Nobody reads the view any more (`gantry run | head`): end quietly.
+        // Any other failure to write it is no reason to stop following.
+        if let Err(error) = written {
+            crate::pipe::end_if_broken(&error);
         }
-        let _ = out.flush();
     }
 }
 
@@ -188,6 +220,8 @@ fn changes(execution: &ExecutionView, hint: &str) -> Vec<(String, String)> {
             }
             if let Some(error) = &action.error {
                 line.push_str(&format!(" ({})", error.lines().next().unwrap_or("")));
+            } else if let Some(decided) = &action.decided {
+                line.push_str(&format!(" ({})", approved_by(decided)));
             }
             if status == "Waiting" {
                 line.push_str(&format!(

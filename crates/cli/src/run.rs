@@ -1,8 +1,9 @@
-//! `gantry run`: validates a pipeline file locally, sends it to the data
-//! dir's server (starting one in the background when the run must outlive
-//! this command), and follows the execution to its end with the live view.
-//! `follow` is shared with the commands that keep an embedded server running
-//! after acting on an execution (approve, reject, retry, stop).
+//! `gantry run` and `gantry watch`: validates a pipeline file locally, sends
+//! it to the data dir's server (starting one in the background when none
+//! runs, so the execution never depends on this command), and follows the
+//! execution to its end with the live view. `follow` is shared with the
+//! commands that follow an execution after acting on it (`retry`), and
+//! `watch` re-attaches to one.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -38,20 +39,13 @@ pub(crate) async fn run(
     }
     let variables: BTreeMap<String, String> = parse_pairs(vars, "--var")?.into_iter().collect();
     let project = project::ProjectFiles::with_text(file, text.clone())?;
-    // Services deployed by this run must stay reachable after it: their
-    // load balancers live in the server, so it must outlive this command.
     let has_environments = gantry_spec::parse_document(&file.display().to_string(), &text)
         .map(|d| !d.environments.is_empty() || !d.includes.is_empty())
         .unwrap_or(false);
-    if (no_follow || has_environments)
-        && !client::is_remote()
-        && gantry_server::server_info::live_server(data_dir).is_none()
-    {
-        // Nothing would keep an embedded server alive after this command
-        // returns, so start one in the background; it exits once idle.
-        spawn_background_server(data_dir).await?;
-    }
-    let conn = Connection::open(data_dir).await?;
+    // The execution runs in a server that outlives this command (one in
+    // the background when none runs), so Ctrl-C only stops following it,
+    // and services it deploys stay reachable after it returns.
+    let conn = Connection::open_lasting(data_dir).await?;
     let request = gantry_api::StartRequest {
         file: project.file,
         text: Some(project.text),
@@ -77,7 +71,7 @@ pub(crate) async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if no_follow {
+    if conn.embedded.is_some() {
         // The background server could not be reached in time and this
         // process owns the server after all: follow instead of abandoning.
         eprintln!(
@@ -89,6 +83,15 @@ pub(crate) async fn run(
     if has_environments && !json {
         print_environments(&conn).await;
     }
+    conn.close().await;
+    code
+}
+
+/// `gantry watch ID`: follows an execution (again), as `run` does, until it
+/// ends; exits 0 when it succeeded, 1 otherwise.
+pub(crate) async fn watch(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
+    let conn = Connection::open_lasting(data_dir).await?;
+    let code = follow(&conn, id, json).await;
     conn.close().await;
     code
 }
@@ -119,11 +122,17 @@ async fn print_environments(conn: &Connection) {
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Follows an execution until it ends; prints the live view or, with `json`,
-/// the final execution JSON. Ctrl-C stops the execution (abandoning running
-/// actions) when this process owns the server.
+/// the final execution JSON, and exits 0 when it succeeded, 1 otherwise.
+///
+/// Ctrl-C detaches, whatever the pipeline: the execution goes on in its
+/// server, and the message says how to re-attach (`gantry watch`) or stop
+/// it. Only when this process is the server (no background server could be
+/// started) can it not go on; then Ctrl-C stops it, abandoning its running
+/// actions with that reason.
 pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !json;
-    let mut view = render::LiveView::new(tty, data_dir_hint(&conn.data_dir));
+    let hint = data_dir_hint(&conn.data_dir);
+    let mut view = render::LiveView::new(tty, hint.clone());
     let mut version = 0;
     let mut interrupted = false;
     loop {
@@ -158,75 +167,44 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
             } => version = v?,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
-                if conn.embedded.is_some() {
-                    eprintln!("\nstopping {id} (abandoning running actions)…");
-                    let stop = gantry_api::StopRequest {
-                        abandon: true,
-                        reason: Some("interrupted (Ctrl-C)".to_string()),
-                    };
-                    let _ = conn.client.post::<gantry_api::Ack>(&format!("/api/v1/executions/{id}/stop"), &stop).await;
-                } else {
-                    eprintln!("\nstopped following; {id} goes on in the server");
+                if conn.embedded.is_none() {
+                    eprintln!(
+                        "\ndetached from {id}; it goes on in {}.\n  \
+                         re-attach: gantry{hint} watch {id}\n  \
+                         stop it:   gantry{hint} stop {id}",
+                        conn.server_name()
+                    );
                     return Ok(ExitCode::FAILURE);
                 }
+                eprintln!("\nstopping {id}: this process runs its server, so it cannot go on without it (abandoning running actions)…");
+                let stop = gantry_api::StopRequest {
+                    abandon: true,
+                    reason: Some(INTERRUPTED.to_string()),
+                };
+                let _ = conn.client.post::<gantry_api::Ack>(&format!("/api/v1/executions/{id}/stop"), &stop).await;
             }
         }
     }
 }
 
-/// Starts `gantry server` detached from this terminal, logging to
-/// `DATA_DIR/server.log`, and waits until it publishes `server.json`.
-async fn spawn_background_server(data_dir: &Path) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let log_path = data_dir.join("server.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the gantry executable")?;
-    std::process::Command::new(exe)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--registry-listen",
-            "127.0.0.1:0",
-            "--idle-exit",
-            "10",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().context("server log")?)
-        .stderr(log)
-        // Its own process group: Ctrl-C in this terminal must not stop it.
-        .process_group(0)
-        .spawn()
-        .context("cannot start a background server")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while gantry_server::server_info::live_server(data_dir).is_none() {
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "the background server did not start; see {}",
-                log_path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
+/// The stop reason of an execution whose follower was interrupted while it
+/// ran the server itself.
+const INTERRUPTED: &str =
+    "interrupted (Ctrl-C) while the gantry command that ran its server followed it";
 
 /// ` --data-dir DIR` when commands typed in the current directory would not
-/// find `dir` by default, so suggested commands work when pasted.
-fn data_dir_hint(dir: &Path) -> String {
+/// find `dir` by themselves (it is not the nearest `.gantry/`), so suggested
+/// commands work when pasted.
+pub(crate) fn data_dir_hint(dir: &Path) -> String {
     let cwd = std::env::current_dir()
         .ok()
         .and_then(|d| d.canonicalize().ok());
     let dir_abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    if cwd.as_ref().is_some_and(|c| c.join(".gantry") == dir_abs) {
+    let found = cwd
+        .as_deref()
+        .and_then(crate::data_dir::nearest)
+        .and_then(|d| d.canonicalize().ok());
+    if client::is_remote() || found.as_ref() == Some(&dir_abs) {
         return String::new();
     }
     let shown = cwd

@@ -1,7 +1,8 @@
 //! `gantry server`: runs the control plane in the foreground until Ctrl-C,
 //! SIGTERM, `gantry shutdown`, or (with the hidden `--idle-exit`, which a
-//! background server started by `run --no-follow` gets) a stretch of
-//! seconds with nothing running and nothing served.
+//! background server started by `run`, `watch`, `approve`, `retry`, … gets)
+//! a stretch of seconds with nothing running, nothing served and nobody
+//! following an execution.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -32,7 +33,9 @@ pub(crate) async fn serve(
         let mut idle_for = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            idle_for = if plane.busy().await || plane.serving().await {
+            // Someone following an execution (a `gantry run` waiting at an
+            // approval) keeps the server, so the decision reaches it.
+            idle_for = if plane.busy().await || plane.serving().await || plane.followers() > 0 {
                 0
             } else {
                 idle_for + 1

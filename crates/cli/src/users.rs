@@ -16,7 +16,9 @@ pub(crate) enum UserCommand {
     /// Adds a user with grants (ROLE or ROLE:env=E,pipeline=P,path=/p;
     /// roles viewer, operator, approver, secrets, admin).
     Add {
+        /// The user's name.
         name: String,
+        /// A grant (repeatable): ROLE or ROLE:KEY=VALUE[,KEY=VALUE].
         #[arg(long = "grant", value_name = "GRANT")]
         grants: Vec<String>,
         /// Matched against commit authors by approval policies.
@@ -25,17 +27,23 @@ pub(crate) enum UserCommand {
     },
     /// Lists users and their grants.
     List {
+        /// Prints a JSON array of users.
         #[arg(long)]
         json: bool,
     },
     /// Replaces a user's grants.
     Grant {
+        /// The user's name.
         name: String,
+        /// A grant (repeatable); the user gets exactly these.
         #[arg(long = "grant", value_name = "GRANT")]
         grants: Vec<String>,
     },
     /// Removes a user and revokes their tokens.
-    Remove { name: String },
+    Remove {
+        /// The user's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -45,23 +53,30 @@ pub(crate) enum TokenCommand {
         /// Whose token (default: yours; others' need admin).
         #[arg(long)]
         user: Option<String>,
+        /// What the token is for (shown by `token list`).
         #[arg(long)]
         description: Option<String>,
         /// How long it lives: 12h, 30d, …; default forever.
         #[arg(long)]
         expires_in: Option<String>,
+        /// Prints the token and its record as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Lists tokens (yours; an admin's lists everyone's).
     List {
+        /// Only this user's tokens.
         #[arg(long)]
         user: Option<String>,
+        /// Prints a JSON array of tokens (never their values).
         #[arg(long)]
         json: bool,
     },
     /// Revokes a token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (from `token list`).
+        id: String,
+    },
 }
 
 fn time(ms: i64) -> String {

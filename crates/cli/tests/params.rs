@@ -181,6 +181,16 @@ fn rotating_the_master_key_keeps_secrets_readable() {
         SECRET
     );
     // The old key no longer opens anything: a server started with it refuses.
+    // The data dir's server outlives each command (in the background), so
+    // stop it first: the next command starts one that reads the key file.
+    d.ok(&["shutdown"], None);
+    let info = d.path.join(".gantry/server.json");
+    let stopped = gantry_clock::blocking_poll(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(50),
+        || (!info.exists()).then_some(()),
+    );
+    assert!(stopped.is_some(), "the server did not stop");
     std::fs::write(&key_file, before).unwrap();
     let refused = d.gantry(&["param", "get", "/s", "--decrypt"], None);
     assert!(!refused.status.success());
