@@ -86,8 +86,9 @@ fn origin(execution: &gantry_api::ExecutionView) -> Vec<String> {
 }
 
 /// Prints an execution's action logs (one action's with `target`),
-/// following them until the execution ends with `follow`. An execution or
-/// action that does not exist is an error, not an empty log.
+/// following them until the execution ends with `follow`, then exiting 1
+/// when it (or the target action) did not succeed. An execution or action
+/// that does not exist is an error, not an empty log.
 pub(crate) async fn logs(
     data_dir: &Path,
     id: &str,
@@ -118,11 +119,17 @@ pub(crate) async fn logs(
             }
             None => String::new(),
         };
-        print_logs(&conn, id, &filter, follow).await
+        print_logs(&conn, id, &filter, follow, target).await
     }
     .await;
     conn.close().await;
-    result.map(|()| ExitCode::SUCCESS)
+    result.map(|succeeded| {
+        if succeeded {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// `Stage/action` of every action of an execution, in order.
@@ -138,9 +145,19 @@ fn action_names(execution: &gantry_api::ExecutionView) -> Vec<String> {
         .collect()
 }
 
-async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> Result<()> {
+/// Prints the log lines after each other, following them with `follow`
+/// until the execution ends. Returns whether what was followed succeeded:
+/// the `target` action, else the execution (`true` without `follow`).
+async fn print_logs(
+    conn: &Connection,
+    id: &str,
+    filter: &str,
+    follow: bool,
+    target: Option<(&str, &str)>,
+) -> Result<bool> {
     let mut after = 0i64;
     let mut version = 0;
+    let mut ended = None;
     loop {
         let page: gantry_api::LogsPage = conn
             .client
@@ -157,10 +174,21 @@ async fn print_logs(conn: &Connection, id: &str, filter: &str, follow: bool) -> 
             continue;
         }
         if !follow {
-            return Ok(());
+            return Ok(true);
         }
-        if conn.client.execution(id).await?.is_finished() {
-            return Ok(());
+        if let Some(succeeded) = ended {
+            return Ok(succeeded);
+        }
+        let execution = conn.client.execution(id).await?;
+        if execution.is_finished() {
+            // One more page for the lines written just before it ended.
+            ended = Some(match target {
+                Some((stage, action)) => execution
+                    .action(stage, action)
+                    .is_some_and(|a| a.status.as_deref() == Some("Succeeded")),
+                None => execution.status == "Succeeded",
+            });
+            continue;
         }
         version = conn
             .client

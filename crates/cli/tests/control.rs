@@ -349,10 +349,15 @@ stages:
         stderr(&out)
     );
     assert_eq!(p.status(&id).action("Work", "flaky").unwrap().attempt, 2);
+    // `logs --follow` waits for the end too, and says how it went.
+    let out = p.run(&["logs", &id, "Work/flaky", "--follow"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     std::fs::write(&marker, "").unwrap();
     let out = p.run(&["retry", &id, "Work"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(p.status(&id).status, "Succeeded");
+    let out = p.run(&["logs", &id, "--follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     // Unknown targets are errors, not empty answers.
     let out = p.run(&["logs", &id, "Work/nope"]);
