@@ -117,11 +117,7 @@ fn data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
         return Ok(dir.to_path_buf());
     }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let nearest = cwd
-        .ancestors()
-        .map(|dir| dir.join(".gantry"))
-        .find(|dir| dir.is_dir());
-    Ok(nearest.unwrap_or_else(|| cwd.join(".gantry")))
+    Ok(crate::data_dir::nearest(&cwd).unwrap_or_else(|| cwd.join(crate::data_dir::NAME)))
 }
 
 /// Whether a parameter store can be read without making a data dir: a
