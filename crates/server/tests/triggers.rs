@@ -505,7 +505,7 @@ async fn a_bad_or_missing_signature_is_refused_counted_and_starts_nothing() {
         (status, error_code(&reply).as_str()),
         (StatusCode::UNAUTHORIZED, "webhook.bad_signature")
     );
-    let (status, reply) = fx.deliver(&[event.clone()], body.clone()).await;
+    let (status, reply) = fx.deliver(std::slice::from_ref(&event), body.clone()).await;
     assert_eq!(
         (status, error_code(&reply).as_str()),
         (StatusCode::UNAUTHORIZED, "webhook.missing_signature")
@@ -543,13 +543,13 @@ async fn a_bad_or_missing_signature_is_refused_counted_and_starts_nothing() {
         (status, error_code(&reply).as_str()),
         (StatusCode::NOT_FOUND, "webhook.unknown_pipeline")
     );
-    let (status, reply) = fx.deliver(&[signed.clone()], body.clone()).await;
+    let (status, reply) = fx.deliver(std::slice::from_ref(&signed), body.clone()).await;
     assert_eq!(
         (status, error_code(&reply).as_str()),
         (StatusCode::BAD_REQUEST, "webhook.unknown_provider")
     );
     let huge = vec![b' '; gantry_triggers::MAX_BODY_BYTES + 1];
-    let (status, reply) = fx.deliver(&[event.clone()], huge).await;
+    let (status, reply) = fx.deliver(std::slice::from_ref(&event), huge).await;
     assert_eq!(
         (status, error_code(&reply).as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, "webhook.body_too_large")
