@@ -543,7 +543,9 @@ async fn a_bad_or_missing_signature_is_refused_counted_and_starts_nothing() {
         (status, error_code(&reply).as_str()),
         (StatusCode::NOT_FOUND, "webhook.unknown_pipeline")
     );
-    let (status, reply) = fx.deliver(std::slice::from_ref(&signed), body.clone()).await;
+    let (status, reply) = fx
+        .deliver(std::slice::from_ref(&signed), body.clone())
+        .await;
     assert_eq!(
         (status, error_code(&reply).as_str()),
         (StatusCode::BAD_REQUEST, "webhook.unknown_provider")
