@@ -274,15 +274,27 @@ impl Fixture {
 
     /// Waits until trigger `index` records a result for `commit`.
     async fn wait_for_result(&self, index: u32, commit: &str) -> TriggerView {
+        self.wait_for_trigger(index, |v| {
+            v.last_commit.as_deref() == Some(commit) && v.last_result.is_some()
+        })
+        .await
+    }
+
+    /// Waits until trigger `index`'s view satisfies `done`.
+    async fn wait_for_trigger(
+        &self,
+        index: u32,
+        done: impl Fn(&TriggerView) -> bool,
+    ) -> TriggerView {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let view = self.trigger(index).await;
-            if view.last_commit.as_deref() == Some(commit) && view.last_result.is_some() {
+            if done(&view) {
                 return view;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for trigger {index} on {commit}: {view:#?}"
+                "timed out waiting for trigger {index}: {view:#?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -407,7 +419,10 @@ async fn pushes_that_do_not_match_the_filters_start_nothing() {
     ] {
         let (status, _) = fx.generic_push(delivery, git_ref, before, after).await;
         assert_eq!(status, StatusCode::ACCEPTED);
-        let view = fx.wait_for_result(1, after).await;
+        let event = format!("generic delivery {delivery}: {git_ref} {after}");
+        let view = fx
+            .wait_for_trigger(1, |v| v.last_event.as_deref() == Some(&event))
+            .await;
         assert!(
             view.last_result
                 .as_deref()
@@ -418,15 +433,10 @@ async fn pushes_that_do_not_match_the_filters_start_nothing() {
     }
     // The tag's delivery is recorded before its result: wait for the
     // result, not just the event (under load the previous result showed).
-    let want = Some("skipped: tag `x1` does not match the tag filter");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while fx.trigger(1).await.last_result.as_deref() != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tag's delivery never got its result"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fx.wait_for_trigger(1, |v| {
+        v.last_result.as_deref() == Some("skipped: tag `x1` does not match the tag filter")
+    })
+    .await;
     assert!(fx.executions().await.is_empty());
 
     // A matching tag (tags carry no changed files) and a release branch
@@ -777,6 +787,55 @@ stages:
         (trigger.kind, trigger.detail.as_str()),
         (TriggerType::Pipeline, id.as_str())
     );
+    let view = fx.wait_for_trigger(0, |v| v.last_result.is_some()).await;
+    assert_eq!(view.last_result.as_deref(), Some("started"));
+    assert_eq!(view.last_execution.as_deref(), Some(all[0].id.as_str()));
+}
+
+/// A schedule fires under a paused clock, on its source's branch head:
+/// tokio's clock is advanced through the two hours before the fire time
+/// instead of waiting them. (Paused only for the jump, and resumed a few
+/// seconds before the fire time: SQLite's pool times out under a paused
+/// clock, which auto-advances while it waits for the pool's threads.)
+#[tokio::test]
+async fn a_schedule_starts_the_pipeline_on_its_sources_branch_head() {
+    let fx = fixture().await;
+    let head = fx.head();
+    // Daily, at the first whole minute two hours from now (UTC).
+    let now = gantry_clock::now_ms();
+    let fire = (now / 60_000 + 1) * 60_000 + 2 * 3_600_000;
+    let cron = format!("{} {} * * *", (fire / 60_000) % 60, (fire / 3_600_000) % 24);
+    let text = pipeline(
+        &fx.origin,
+        "superseded",
+        &format!("triggers:\n  - schedule: {{cron: \"{cron}\", source: checkout}}\n"),
+    );
+    fx.apply(&text).await;
     let view = fx.trigger(0).await;
+    assert_eq!(
+        view.next_fire
+            .as_deref()
+            .map(|t| t.parse::<jiff::Timestamp>().unwrap().as_millisecond()),
+        Some(fire)
+    );
+    tokio::time::pause();
+    let jump = Duration::from_millis(u64::try_from(fire - gantry_clock::now_ms() - 3_000).unwrap());
+    for _ in 0..50 {
+        tokio::time::advance(jump / 50).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(fx.executions().await.is_empty(), "fired early");
+    tokio::time::resume();
+    let all = fx
+        .wait_for("a scheduled execution", |all| !all.is_empty())
+        .await;
+    let trigger = all[0].trigger.as_ref().unwrap();
+    assert_eq!(trigger.kind, TriggerType::Schedule);
+    let at = jiff::Timestamp::from_millisecond(fire).unwrap();
+    assert_eq!(trigger.detail, format!("schedule {cron} (UTC) at {at}"));
+    assert_eq!(pinned(&all[0]), Some(head.as_str()));
+    let view = fx.wait_for_result(0, &head).await;
     assert_eq!(view.last_result.as_deref(), Some("started"));
 }

@@ -361,6 +361,7 @@ impl ControlPlane {
                     armed.clone(),
                     index,
                     schedule.clone(),
+                    schedule::WallClock::start(),
                 ));
                 tasks.push(task.abort_handle());
             }

@@ -33,13 +33,21 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub(super) struct WallClock {
     anchor_ms: i64,
     anchor: tokio::time::Instant,
+    /// The system's wall clock (`gantry_clock::now_ms`; a fixed time in
+    /// tests).
+    system: fn() -> i64,
 }
 
 impl WallClock {
     pub(super) fn start() -> WallClock {
+        WallClock::with_system(now_ms)
+    }
+
+    fn with_system(system: fn() -> i64) -> WallClock {
         WallClock {
-            anchor_ms: now_ms(),
+            anchor_ms: system(),
             anchor: tokio::time::Instant::now(),
+            system,
         }
     }
 
@@ -47,45 +55,54 @@ impl WallClock {
     pub(super) fn now_ms(&mut self) -> i64 {
         let elapsed = i64::try_from(self.anchor.elapsed().as_millis()).unwrap_or(i64::MAX);
         let derived = self.anchor_ms.saturating_add(elapsed);
-        let system = now_ms();
+        let system = (self.system)();
         // The system clock ran ahead by more than drift explains (a
         // suspend): follow it. Behind it (a paused test clock) is fine.
         if system > derived + 5_000 {
-            *self = WallClock::start();
+            *self = WallClock::with_system(self.system);
             return system;
         }
         derived
     }
 }
 
+/// Fires the schedule until the pipeline is disarmed. `clock` is taken
+/// when the pipeline is armed, so the wait counts from then even if the
+/// task first runs later.
 pub(super) async fn run(
     plane: ControlPlane,
     armed: Arc<Armed>,
     index: usize,
     trigger: ScheduleTrigger,
+    mut clock: WallClock,
 ) {
     let schedule = Schedule::new(&trigger);
-    let mut clock = WallClock::start();
     let mut after = timestamp(clock.now_ms());
-    loop {
-        let Some(next) = schedule.next_after(after) else {
-            return;
-        };
-        // Sleep in steps, so a jump of the system clock is seen.
-        loop {
-            let now = clock.now_ms();
-            let left = next.as_millisecond() - now;
-            if left <= 0 {
-                break;
-            }
-            let step = Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(MAX_SLEEP);
-            tokio::time::sleep(step).await;
-        }
+    while let Some(next) = next_fire(&schedule, &mut clock, after).await {
         if !plane.triggers().is_current(&armed) {
             return;
         }
         fire(&plane, &armed, index, &trigger, next).await;
         after = next;
+    }
+}
+
+/// Sleeps until the schedule's first fire time after `after`, and returns
+/// it (`None`: it never fires again).
+async fn next_fire(
+    schedule: &Schedule,
+    clock: &mut WallClock,
+    after: Timestamp,
+) -> Option<Timestamp> {
+    let next = schedule.next_after(after)?;
+    // Sleep in steps, so a jump of the system clock is seen.
+    loop {
+        let left = next.as_millisecond() - clock.now_ms();
+        if left <= 0 {
+            return Some(next);
+        }
+        let step = Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(MAX_SLEEP);
+        tokio::time::sleep(step).await;
     }
 }
 
@@ -235,6 +252,40 @@ async fn branch_heads(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 02:59:30 in Tokyo on 2 January 2026, as Unix milliseconds.
+    fn tokyo_before_three() -> i64 {
+        "2026-01-01T17:59:30Z"
+            .parse::<Timestamp>()
+            .unwrap()
+            .as_millisecond()
+    }
+
+    /// A schedule fires at its instant under a paused clock: not a moment
+    /// before, and a day's advance is instant.
+    #[tokio::test(start_paused = true)]
+    async fn a_schedule_fires_at_its_instant_under_a_paused_clock() {
+        let trigger = ScheduleTrigger {
+            cron: gantry_spec::trigger::CronExpression::new("0 3 * * *").unwrap(),
+            timezone: gantry_spec::trigger::TimeZoneName::new("Asia/Tokyo").unwrap(),
+            source: None,
+        };
+        let schedule = Schedule::new(&trigger);
+        let task = tokio::spawn(async move {
+            let mut clock = WallClock::with_system(tokyo_before_three);
+            let start = timestamp(clock.now_ms());
+            let first = next_fire(&schedule, &mut clock, start).await.unwrap();
+            let second = next_fire(&schedule, &mut clock, first).await.unwrap();
+            (first, second)
+        });
+        tokio::time::advance(Duration::from_secs(29)).await;
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "fired before 03:00");
+        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+        let (first, second) = task.await.unwrap();
+        assert_eq!(first.to_string(), "2026-01-01T18:00:00Z");
+        assert_eq!(second.to_string(), "2026-01-02T18:00:00Z");
+    }
 
     /// Under a paused clock, the wall clock moves with `advance`.
     #[tokio::test(start_paused = true)]
