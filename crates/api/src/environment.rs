@@ -345,4 +345,23 @@ mod tests {
             json!({"ok": true, "stopped_replicas": 0}),
         );
     }
+
+    #[test]
+    fn a_service_never_deployed_shows_nulls_and_empty_lists() {
+        let status = ServiceStatus {
+            deployments: vec![],
+            desired: None,
+            digest: None,
+            image: None,
+            name: "web".into(),
+            parameters: vec![],
+            replicas: vec![],
+            revision: None,
+        };
+        assert_eq!(
+            serde_json::to_value(status).unwrap(),
+            json!({"name": "web", "revision": null, "image": null, "digest": null,
+                   "desired": null, "parameters": [], "replicas": [], "deployments": []})
+        );
+    }
 }

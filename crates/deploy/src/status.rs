@@ -3,8 +3,8 @@
 //! versions, replicas with their health, and recent deployments.
 //!
 //! The answer's types are the API's (`gantry_api::EnvironmentStatus` and
-//! friends), defined once there; the JSON is a contract, which
-//! `tests::status_json_keeps_its_field_names` pins.
+//! friends), defined once there; the JSON is a contract, which gantry-api's
+//! `environment` tests pin.
 
 use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
 
@@ -92,107 +92,5 @@ impl Deployer {
             services,
             url: format!("http://{addr}/"),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::{Value, json};
-
-    use super::*;
-
-    fn example() -> EnvironmentStatus {
-        EnvironmentStatus {
-            environment: "staging".into(),
-            load_balancer: "127.0.0.1:8080".into(),
-            runtime: "process".into(),
-            services: vec![ServiceStatus {
-                deployments: vec![gantry_api::DeploymentRecord {
-                    finished_at: Some(20),
-                    from_revision: Some(1),
-                    id: 7,
-                    message: Some("2 replica(s) healthy; 0 replaced on the way".into()),
-                    started_at: 10,
-                    status: "Succeeded".into(),
-                    to_revision: 2,
-                }],
-                desired: Some(2),
-                digest: Some("sha256:abc".into()),
-                image: Some("127.0.0.1:5000/web@sha256:abc".into()),
-                name: "web".into(),
-                parameters: vec![gantry_api::SecretRef {
-                    parameter: "/shop/db-password".into(),
-                    secure: true,
-                    var: "DB_PASSWORD".into(),
-                    version: 3,
-                }],
-                replicas: vec![ReplicaStatus {
-                    addr: "127.0.0.1:40001".into(),
-                    health: Some("healthy".into()),
-                    id: "staging-web-r2-1-abcdef".into(),
-                    last_failure: None,
-                    revision: 2,
-                }],
-                revision: Some(2),
-            }],
-            url: "http://127.0.0.1:8080/".into(),
-        }
-    }
-
-    /// The JSON as the deployer built it with `json!` before it had types:
-    /// the contract of `gantry env status --json` and the API.
-    fn contract() -> Value {
-        json!({
-            "environment": "staging",
-            "runtime": "process",
-            "load_balancer": "127.0.0.1:8080",
-            "url": "http://127.0.0.1:8080/",
-            "services": [{
-                "name": "web",
-                "revision": 2,
-                "image": "127.0.0.1:5000/web@sha256:abc",
-                "digest": "sha256:abc",
-                "desired": 2,
-                "parameters": [{"var": "DB_PASSWORD", "parameter": "/shop/db-password", "version": 3, "secure": true}],
-                "replicas": [{
-                    "id": "staging-web-r2-1-abcdef", "revision": 2, "addr": "127.0.0.1:40001",
-                    "health": "healthy", "last_failure": null,
-                }],
-                "deployments": [{
-                    "id": 7, "from_revision": 1, "to_revision": 2, "status": "Succeeded",
-                    "started_at": 10, "finished_at": 20,
-                    "message": "2 replica(s) healthy; 0 replaced on the way",
-                }],
-            }],
-        })
-    }
-
-    #[test]
-    fn status_json_keeps_its_field_names() {
-        let typed = serde_json::to_string(&example()).unwrap();
-        // Same value, and the same bytes as the untyped JSON was sent.
-        assert_eq!(serde_json::to_value(example()).unwrap(), contract());
-        assert_eq!(typed, serde_json::to_string(&contract()).unwrap());
-        let back: EnvironmentStatus = serde_json::from_str(&typed).unwrap();
-        assert_eq!(back, example());
-    }
-
-    #[test]
-    fn a_service_never_deployed_shows_nulls_and_empty_lists() {
-        let status = ServiceStatus {
-            deployments: vec![],
-            desired: None,
-            digest: None,
-            image: None,
-            name: "web".into(),
-            parameters: vec![],
-            replicas: vec![],
-            revision: None,
-        };
-        assert_eq!(
-            serde_json::to_value(status).unwrap(),
-            json!({"name": "web", "revision": null, "image": null, "digest": null,
-                   "desired": null, "parameters": [], "replicas": [], "deployments": []})
-        );
     }
 }
