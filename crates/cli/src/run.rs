@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::parse_pairs;
 use crate::client::{self, Connection};
@@ -135,6 +136,11 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
     let mut view = render::LiveView::new(tty, hint.clone());
     let mut version = 0;
     let mut interrupted = false;
+    // Registered once, before the first fetch: a Ctrl-C that comes while
+    // the view is fetched or drawn waits in the stream for the next select
+    // (a `ctrl_c()` future made anew in each select would lose it, and the
+    // handler already installed would keep the default from ending us).
+    let mut ctrl_c = signal(SignalKind::interrupt())?;
     loop {
         let execution = conn.client.execution(id).await?;
         if !json {
@@ -165,7 +171,7 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
                 tokio::time::sleep_until(next_fetch).await;
                 v
             } => version = v?,
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = ctrl_c.recv(), if !interrupted => {
                 interrupted = true;
                 if conn.embedded.is_none() {
                     eprintln!(
