@@ -460,8 +460,12 @@ fn decode_phases(diag: &mut Diagnostics<'_>, node: &Node) -> Vec<Phase> {
             diag.error(
                 field.key_node.location,
                 format!(
-                    "unknown phase `{}`; expected one of: install, pre_build, build, post_build",
-                    field.key
+                    "unknown phase `{}`{}; expected one of: install, pre_build, build, post_build",
+                    field.key,
+                    crate::suggest::did_you_mean(
+                        &field.key,
+                        PhaseName::ALL.into_iter().map(PhaseName::key)
+                    )
                 ),
             );
             continue;

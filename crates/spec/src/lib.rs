@@ -14,6 +14,7 @@
 //! - [`buildspec`]: `buildspec.yml`, CodeBuild 0.2 compatible (formats.md §2).
 //! - [`template`]: `#{namespace.NAME}` references inside strings.
 //! - [`duration`]: `90s`, `30m`, `2h`, `7d`.
+//! - [`suggest`]: "did you mean …?" for mistyped keys and names.
 //!
 //! The parsers share one raw layer (`yaml`): serde-saphyr turns the text
 //! into a tree of nodes that keep their line and column, and hand-written
@@ -33,6 +34,7 @@ mod names;
 pub mod notification;
 pub mod pipeline;
 pub mod service;
+pub mod suggest;
 pub mod template;
 pub mod trigger;
 mod yaml;

@@ -24,6 +24,8 @@ use crate::duration::{format_duration, parse_duration, parse_duration_or_zero};
 pub(crate) use crate::location::Located;
 use crate::location::{Location, SpecError};
 
+mod hint;
+
 /// One YAML node with the place it is used at (for an alias, the alias).
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
@@ -103,6 +105,8 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Node, SpecError> {
             let message = serde_saphyr::UserMessageFormatter
                 .format_message(&err)
                 .into_owned();
+            let (location, message) =
+                hint::explain(text, location, &message).unwrap_or((location, message));
             Err(SpecError {
                 file: file.to_owned(),
                 location,
@@ -522,8 +526,9 @@ impl<'n> Fields<'n> {
                 diag.error(
                     field.key_node.location,
                     format!(
-                        "unknown key `{}` {context}; expected one of: {}",
+                        "unknown key `{}` {context}{}; expected one of: {}",
                         field.key,
+                        crate::suggest::did_you_mean(&field.key, known.iter().copied()),
                         known.join(", ")
                     ),
                 );

@@ -334,7 +334,7 @@ fn service_fields_are_checked_each_on_its_own() {
             "gantry.yaml:11:62: `health_check.interval` must be from 1s to 5m, found 6m",
             "gantry.yaml:12:23: `resources.cpus` must be a number from 0.01 to 1024, found `2000`",
             "gantry.yaml:12:37: `resources.memory` must be at least 6Mi (Docker's minimum), found `5Mi`",
-            "gantry.yaml:13:5: unknown key `replica` in service `catalog`; expected one of: container, image, command, user, port, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:13:5: unknown key `replica` in service `catalog` (did you mean `replicas`?); expected one of: container, image, command, user, port, replicas, environment, secrets, health_check, deployment, resources",
         ],
     );
 }

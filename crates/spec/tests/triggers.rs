@@ -196,7 +196,7 @@ fn a_broken_first_stage_does_not_add_guesses_about_sources() {
     assert_eq!(
         errors,
         [
-            "gantry.yaml:7:15: unknown action type `sorce`; expected one of: source, build, test, shell, approval, deploy, image, promote"
+            "gantry.yaml:7:15: unknown action type `sorce` (did you mean `source`?); expected one of: source, build, test, shell, approval, deploy, image, promote"
         ]
     );
 }

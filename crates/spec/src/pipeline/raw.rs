@@ -12,6 +12,7 @@
 //! only to survive errors are marked required in the schema with `with`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 
@@ -599,8 +600,9 @@ fn decode_type(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> Option<&'stat
     diag.error(
         text.location,
         format!(
-            "unknown action type `{}`; expected one of: {}",
+            "unknown action type `{}`{}; expected one of: {}",
             text.value,
+            crate::suggest::did_you_mean(&text.value, known.iter().copied()),
             known.join(", ")
         ),
     );
@@ -778,9 +780,16 @@ fn check_action_keys(diag: &mut Diagnostics<'_>, fields: &Fields<'_>, action_typ
         let Some(action_type) = action_type else {
             // Without a known type, only keys that no type takes are certain mistakes.
             if owners.is_empty() {
+                let every = ACTION_KEYS
+                    .iter()
+                    .chain(TYPE_KEYS.iter().flat_map(|(_, keys)| keys.iter()))
+                    .copied();
                 diag.error(
                     field.key_node.location,
-                    format!("unknown key `{key}` in an action"),
+                    format!(
+                        "unknown key `{key}` in an action{}",
+                        crate::suggest::did_you_mean(key, every)
+                    ),
                 );
             }
             continue;
@@ -797,8 +806,9 @@ fn check_action_keys(diag: &mut Diagnostics<'_>, fields: &Fields<'_>, action_typ
         );
         let message = if owners.is_empty() {
             format!(
-                "unknown key `{key}` in {} `{action_type}` action; expected one of: {}",
+                "unknown key `{key}` in {} `{action_type}` action{}; expected one of: {}",
                 article(action_type),
+                crate::suggest::did_you_mean(key, known.iter().copied()),
                 known.join(", ")
             )
         } else {
@@ -895,6 +905,7 @@ const POLICY_KEYS: &[&str] = &[
     "required",
     "allow_self_approval",
     "require_comment",
+    "auto_approve_after",
 ];
 /// The roles a policy may name (the server's roles).
 const POLICY_ROLES: &[&str] = &["viewer", "operator", "approver", "secrets", "admin"];
@@ -917,6 +928,10 @@ pub(crate) struct RawApprovalPolicy {
     allow_self_approval: Option<bool>,
     /// Whether approving or rejecting needs a comment. Default false.
     require_comment: Option<bool>,
+    /// Approve by itself this long after it starts waiting, unless decided
+    /// before (`30m`, `0s`); less than the approval's timeout. Default:
+    /// never.
+    auto_approve_after: Option<String>,
 }
 
 fn decode_policy(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ApprovalPolicy> {
@@ -971,5 +986,16 @@ fn decode_policy(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ApprovalPoli
         required: u32::try_from(required).unwrap_or(1),
         allow_self_approval: flag(diag, "allow_self_approval"),
         require_comment: flag(diag, "require_comment"),
+        auto_approve_after: fields
+            .get("auto_approve_after")
+            .and_then(|n| {
+                diag.duration(
+                    n,
+                    "`policy.auto_approve_after`",
+                    Duration::ZERO,
+                    Duration::from_secs(60 * 24 * 3600),
+                )
+            })
+            .map(|d| d.value),
     })
 }

@@ -295,8 +295,9 @@ pub(crate) fn decode_override(
             diag.error(
                 field.key_node.location,
                 format!(
-                    "unknown key `{}` {context}; expected one of: {}",
+                    "unknown key `{}` {context}{}; expected one of: {}",
                     field.key,
+                    crate::suggest::did_you_mean(&field.key, OVERRIDE_KEYS.iter().copied()),
                     OVERRIDE_KEYS.join(", ")
                 ),
             );
