@@ -110,6 +110,10 @@ pub struct ApprovalPolicyView {
     pub roles: Vec<String>,
     /// These users may decide too (with an approver grant).
     pub users: Vec<String>,
+    /// It approves by itself this long after it starts waiting (`30m`),
+    /// unless decided before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve_after: Option<String>,
 }
 
 /// One person's vote, with the binding they saw.
@@ -179,6 +183,7 @@ mod tests {
                 required: 2,
                 roles: vec!["approver".into()],
                 users: vec![],
+                auto_approve_after: None,
             },
             stage: "Approve".into(),
             started_by: Some("sam".into()),

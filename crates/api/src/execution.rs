@@ -47,6 +47,30 @@ pub struct ExecutionTrigger {
     /// The identity that started it, when a person did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The pull request it runs, when a `pull_request` trigger started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<ExecutionPullRequest>,
+}
+
+/// The pull (merge) request an execution runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionPullRequest {
+    /// The source action pinned to its head commit.
+    pub source: String,
+    /// The number the forge shows.
+    pub number: u64,
+    /// `opened`, `updated` or `closed`.
+    pub event: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The head branch.
+    pub source_branch: String,
+    /// The base branch.
+    pub destination_branch: String,
+    /// Whether a closed pull request was merged.
+    #[serde(default)]
+    pub merged: bool,
 }
 
 impl ExecutionView {

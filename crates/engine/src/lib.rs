@@ -119,7 +119,7 @@ pub use error::EngineError;
 pub use event::{ActionRef, Command, Event, INTERRUPTED};
 pub use execution::{ActionRun, ActionStatus, Execution, ExecutionStatus, StageRun, StageStatus};
 pub use plan::{ActionPlan, ExecutionMode, Plan, StagePlan};
-pub use trigger::{Trigger, TriggerType};
+pub use trigger::{PullRequest, Trigger, TriggerType};
 
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,31 @@ pub struct Trigger {
     /// The identity that started it, when a person did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The pull request it was started for (a `pull_request` trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
+}
+
+/// The pull (merge) request an execution was started for: what its source
+/// action tells the actions after it (`PullRequestId`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The source action pinned to the pull request's head commit.
+    pub source: String,
+    /// The number the forge shows (GitLab's `iid`).
+    pub number: u64,
+    /// `opened`, `updated` or `closed`.
+    pub event: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The head branch, whose commit the execution runs.
+    pub source_branch: String,
+    /// The base branch it would merge into.
+    pub destination_branch: String,
+    /// Whether a closed pull request was merged.
+    #[serde(default)]
+    pub merged: bool,
 }
 
 impl Trigger {
@@ -35,6 +60,7 @@ impl Trigger {
             kind: TriggerType::Manual,
             detail: by.clone().unwrap_or_default(),
             by,
+            pull_request: None,
         }
     }
 }
@@ -128,6 +154,7 @@ mod tests {
             kind: TriggerType::Webhook,
             detail: "github delivery 1".to_string(),
             by: None,
+            pull_request: None,
         };
         let pins = BTreeMap::from([("checkout".to_string(), "abcdef1".to_string())]);
         let event = Event::ExecutionRequested {

@@ -357,6 +357,9 @@ fn approval_view(view: crate::control::ApprovalView) -> gantry_api::ApprovalView
                 .map(|r| r.as_str().to_string())
                 .collect(),
             users: view.policy.users,
+            auto_approve_after: view
+                .auto_approve_after
+                .map(gantry_spec::duration::format_duration),
         },
         stage: view.stage,
         started_by: view.started_by,

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use gantry_api::{
-    ActionView, ApprovalDecided, ApprovalPrompt, ExecutionTrigger, ExecutionView, StageView,
+    ActionView, ApprovalDecided, ApprovalPrompt, ExecutionPullRequest, ExecutionTrigger,
+    ExecutionView, StageView,
 };
 use gantry_engine::Execution;
 use gantry_spec::pipeline::ActionKind;
@@ -98,6 +99,16 @@ pub fn execution_view(execution: &Execution, loaded: Option<&Loaded>) -> Executi
             trigger_type: t.kind.as_str().to_string(),
             detail: t.detail.clone(),
             by: t.by.clone(),
+            pull_request: t.pull_request.as_ref().map(|pr| ExecutionPullRequest {
+                source: pr.source.clone(),
+                number: pr.number,
+                event: pr.event.clone(),
+                title: pr.title.clone(),
+                url: pr.url.clone(),
+                source_branch: pr.source_branch.clone(),
+                destination_branch: pr.destination_branch.clone(),
+                merged: pr.merged,
+            }),
         }),
         source_revisions: source_revisions(execution, loaded),
     }

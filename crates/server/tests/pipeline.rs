@@ -423,3 +423,83 @@ fn decision<'a>(
         expected: None,
     }
 }
+
+const AUTO_APPROVAL: &str = r##"
+version: 1
+name: baked
+stages:
+  - name: Work
+    actions:
+      - {name: build, type: shell, commands: ["true"]}
+  - name: Approve
+    actions:
+      - {name: now, type: approval, policy: {auto_approve_after: 0s}}
+  - name: Bake
+    actions:
+      - {name: release, type: approval, timeout: 7d, policy: {auto_approve_after: 1h}}
+  - name: After
+    actions:
+      - {name: done, type: shell, commands: ["true"]}
+"##;
+
+/// An approval whose policy says `auto_approve_after` approves by itself
+/// then, as `gantry`, with a comment that says why; one decided before
+/// stays as decided.
+#[tokio::test]
+async fn an_approval_approves_by_itself_after_its_policys_bake_time() {
+    let fx = fixture(AUTO_APPROVAL, &[]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let id = start(&plane, &fx).await;
+    let bake_waits = |v: &ExecutionView| {
+        v.action("Bake", "release").unwrap().status.as_deref() == Some("Waiting")
+    };
+    wait_until(&plane, &id, "the bake approval", bake_waits).await;
+    let now = plane.approval(&id, "Approve", "now").await.unwrap();
+    assert_eq!(now.status, Some(gantry_engine::ActionStatus::Succeeded));
+    let vote = &now.votes[0];
+    assert_eq!(vote.by, "gantry");
+    assert_eq!(
+        vote.comment.as_deref(),
+        Some("approved automatically after 0s (its policy's auto_approve_after)")
+    );
+    // An hour passes in an instant on tokio's clock (again, should the
+    // timer be armed after the clock moved).
+    let mut v = view(&plane, &id).await;
+    for _ in 0..20 {
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(3600 + 1)).await;
+        tokio::time::resume();
+        let mut changes = plane.changes();
+        let _ = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
+        v = view(&plane, &id).await;
+        if terminal(&v) {
+            break;
+        }
+    }
+    assert_eq!(v.status, "Succeeded", "{v:#?}");
+    let bake = plane.approval(&id, "Bake", "release").await.unwrap();
+    assert_eq!(bake.auto_approve_after, Some(Duration::from_secs(3600)));
+    assert_eq!(bake.votes.len(), 1);
+    assert_eq!(bake.votes[0].by, "gantry");
+
+    // Rejected within its bake time: rejected, and the hour changes nothing.
+    let id = start(&plane, &fx).await;
+    wait_until(&plane, &id, "the bake approval", bake_waits).await;
+    plane
+        .decide(
+            &id,
+            &approver("ann"),
+            decision("Bake", "release", false, Some("not yet".into())),
+        )
+        .await
+        .unwrap();
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(3600 + 1)).await;
+    tokio::time::resume();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = view(&plane, &id).await;
+    assert_eq!(v.status, "Failed");
+    let bake = plane.approval(&id, "Bake", "release").await.unwrap();
+    assert_eq!(bake.votes.len(), 1);
+    assert_eq!(bake.votes[0].by, "ann");
+}

@@ -154,6 +154,7 @@ fn trigger(kind: TriggerType, detail: &str) -> Trigger {
         kind,
         detail: detail.to_string(),
         by: None,
+        pull_request: None,
     }
 }
 

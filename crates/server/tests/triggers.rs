@@ -686,6 +686,111 @@ async fn a_newer_commit_supersedes_an_execution_waiting_at_an_approval() {
     );
 }
 
+/// A pull request opened against main starts one execution pinned to its
+/// head commit, and the source action tells the actions after it which
+/// pull request they run (`PullRequestId`, …; `BranchName` is the head
+/// branch). One whose base branch does not match starts nothing.
+#[tokio::test]
+async fn a_pull_request_starts_its_head_commit_with_the_pull_requests_variables() {
+    let fx = fixture().await;
+    let trigger = format!(
+        r#"triggers:
+  - git:
+      source: checkout
+      pull_request:
+        events: [opened]
+        branches: {{includes: ["main"]}}
+      webhook: {{provider: github, secret: {SECRET_PARAM}}}
+"#
+    );
+    fx.apply(&pipeline(&fx.origin, "parallel", &trigger)).await;
+    let base = fx.head();
+    let head = fx.push(&[("app/main.txt", "cents\n")], "feature/cents");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../triggers/tests/fixtures/webhooks/github-pull-request-opened.http");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, body) = text.split_once("\n\n").unwrap();
+    let body = body
+        .replace("e83c5163316f89bfbde7d9ab23ca2e25604af290", &head)
+        .replace("9049f1265b7d61be4a8904a9a27120d2064dab3b", &base)
+        .replace("Prices in cents", "Prices in <b>cents</b>");
+    let send = |delivery: &str, body: String| {
+        let body = body.into_bytes();
+        let headers = [
+            ("x-github-event", "pull_request".to_string()),
+            ("x-github-delivery", delivery.to_string()),
+            ("x-hub-signature-256", sign_sha256(SECRET.as_bytes(), &body)),
+        ];
+        let fx = &fx;
+        async move { fx.deliver(&headers, body).await }
+    };
+    // Against another base branch: nothing starts.
+    let (status, _) = send(
+        "pr-0",
+        body.replace("\"ref\": \"main\"", "\"ref\": \"develop\""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let view = fx.wait_for_result(0, &head).await;
+    assert!(
+        view.last_result.as_deref().unwrap().starts_with("skipped"),
+        "{view:#?}"
+    );
+    assert!(fx.executions().await.is_empty());
+
+    let (status, body) = send("pr-1", body).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let all = fx
+        .wait_for("the execution to end", |all| {
+            all.len() == 1 && all[0].status.is_terminal()
+        })
+        .await;
+    let e = &all[0];
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:#?}");
+    assert_eq!(pinned(e), Some(head.as_str()));
+    let pr = e.trigger.as_ref().unwrap().pull_request.clone().unwrap();
+    assert_eq!(
+        (pr.number, pr.event.as_str(), pr.source.as_str()),
+        (42, "opened", "checkout")
+    );
+    let got = &e.stages[0].actions[0].output_variables;
+    let expected = [
+        ("CommitId", head.as_str()),
+        ("BranchName", "feature/cents"),
+        ("PullRequestId", "42"),
+        ("PullRequestEvent", "opened"),
+        ("PullRequestTitle", "Prices in <b>cents</b>"),
+        ("PullRequestUrl", "https://github.com/example/shop/pull/42"),
+        ("PullRequestMerged", "false"),
+        ("SourceBranchName", "feature/cents"),
+        ("DestinationBranchName", "main"),
+        ("TriggerType", "webhook"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(
+            got.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {got:#?}"
+        );
+    }
+    // The API's view of the execution says which pull request it runs.
+    let view = gantry_server::view::execution_view(e, None);
+    let pr = view.trigger.unwrap().pull_request.unwrap();
+    assert_eq!(
+        (
+            pr.number,
+            pr.source_branch.as_str(),
+            pr.destination_branch.as_str()
+        ),
+        (42, "feature/cents", "main")
+    );
+}
+
 #[tokio::test]
 async fn registered_pipelines_and_trigger_state_survive_a_restart() {
     let fx = fixture().await;

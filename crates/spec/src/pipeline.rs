@@ -295,4 +295,8 @@ pub struct ApprovalPolicy {
     pub allow_self_approval: bool,
     /// Whether a decision needs a comment. Default: no.
     pub require_comment: bool,
+    /// Approve by itself this long after it starts waiting, unless it was
+    /// decided before (a bake time; `0s` in a test variant approves at
+    /// once). Less than the approval's timeout. Default: never.
+    pub auto_approve_after: Option<std::time::Duration>,
 }

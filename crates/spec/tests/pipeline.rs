@@ -1239,6 +1239,42 @@ fn promote_action_rules() {
     );
 }
 
+/// `auto_approve_after`: a bake time after which the approval approves by
+/// itself; it must come before the approval's timeout.
+#[test]
+fn an_approval_may_approve_by_itself_before_its_timeout() {
+    let p = parse_ok(&with_stages(
+        "
+          - name: Approve
+            actions:
+              - {name: bake, type: approval, policy: {auto_approve_after: 30m}}
+              - {name: now, type: approval, timeout: 10m, policy: {auto_approve_after: 0s}}
+    ",
+    ));
+    let after = |a: usize| match &p.stages[1].actions[a].kind {
+        ActionKind::Approval { policy, .. } => policy.as_ref().unwrap().auto_approve_after,
+        _ => panic!("not an approval"),
+    };
+    assert_eq!(after(0), Some(std::time::Duration::from_secs(1800)));
+    assert_eq!(after(1), Some(std::time::Duration::ZERO));
+    check(
+        &with_stages(
+            "
+              - name: Approve
+                actions:
+                  - {name: a, type: approval, policy: {auto_approve_after: 7d}}
+                  - {name: b, type: approval, timeout: 1h, policy: {auto_approve_after: 2h}}
+                  - {name: c, type: approval, policy: {auto_approve_after: soon}}
+        ",
+        ),
+        &[
+            "gantry.yaml:12:43: `policy.auto_approve_after` (7d) must be less than the approval's timeout (7d), or it never approves",
+            "gantry.yaml:13:56: `policy.auto_approve_after` (2h) must be less than the approval's timeout (1h), or it never approves",
+            "gantry.yaml:14:64: invalid duration `soon`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)",
+        ],
+    );
+}
+
 #[test]
 fn approval_policies_name_roles_users_and_counts() {
     let p = parse_ok(&with_stages(
@@ -1287,7 +1323,7 @@ fn approval_policies_name_roles_users_and_counts() {
         &[
             "gantry.yaml:14:26: unknown role `root` (roles: viewer, operator, approver, secrets, admin)",
             "gantry.yaml:14:43: `policy.required` must be from 1 to 20, found 0",
-            "gantry.yaml:14:46: unknown key `self` in an approval's `policy`; expected one of: roles, users, required, allow_self_approval, require_comment",
+            "gantry.yaml:14:46: unknown key `self` in an approval's `policy`; expected one of: roles, users, required, allow_self_approval, require_comment, auto_approve_after",
             "gantry.yaml:17:44: `policy.required` is 2 but only 1 users may decide",
             "gantry.yaml:17:68: `policy.allow_self_approval` must be yes, no, true or false, found `maybe`",
         ],

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use gantry_engine::PullRequest;
 use gantry_spec::pipeline::ActionKind;
 use tokio::process::Command;
 
@@ -145,6 +146,13 @@ async fn snapshot(
     if let Some(trigger) = &ctx.trigger {
         variables.insert("TriggerType".to_string(), trigger.kind.as_str().to_string());
         variables.insert("TriggerDetail".to_string(), trigger.detail.clone());
+        if let Some(pr) = trigger
+            .pull_request
+            .as_ref()
+            .filter(|pr| pr.source == ctx.action.name.as_str())
+        {
+            variables.extend(pull_request_variables(pr));
+        }
     }
     let artifacts = ctx
         .action
@@ -157,6 +165,28 @@ async fn snapshot(
         variables,
         artifacts,
     })
+}
+
+/// What the source action pinned to a pull request's head tells the
+/// actions after it. `BranchName` is the head branch: the one whose commit
+/// the execution runs.
+fn pull_request_variables(pr: &PullRequest) -> BTreeMap<String, String> {
+    let mut variables = BTreeMap::from([
+        ("BranchName".to_string(), pr.source_branch.clone()),
+        ("PullRequestId".to_string(), pr.number.to_string()),
+        ("PullRequestEvent".to_string(), pr.event.clone()),
+        ("PullRequestTitle".to_string(), pr.title.clone()),
+        ("PullRequestMerged".to_string(), pr.merged.to_string()),
+        ("SourceBranchName".to_string(), pr.source_branch.clone()),
+        (
+            "DestinationBranchName".to_string(),
+            pr.destination_branch.clone(),
+        ),
+    ]);
+    if let Some(url) = &pr.url {
+        variables.insert("PullRequestUrl".to_string(), url.clone());
+    }
+    variables
 }
 
 /// Fetches a URL repository's mirror and picks the commit: the pin, or the

@@ -68,6 +68,8 @@ pub struct ApprovalView {
     pub binding: ApprovalBinding,
     pub fingerprint: String,
     pub policy: ApprovalPolicy,
+    /// When it approves by itself after waiting this long.
+    pub auto_approve_after: Option<Duration>,
     pub votes: Vec<ApprovalVote>,
     pub started_by: Option<String>,
 }
@@ -105,6 +107,19 @@ fn policy_of(kind: &ActionKind) -> ApprovalPolicy {
         _ => ApprovalPolicy::single_approver(),
     }
 }
+
+/// How long an approval waits before approving itself, if its policy says.
+fn auto_approve_after(kind: &ActionKind) -> Option<Duration> {
+    match kind {
+        ActionKind::Approval {
+            policy: Some(p), ..
+        } => p.auto_approve_after,
+        _ => None,
+    }
+}
+
+/// Who an approval that approved itself was decided by.
+const AUTO_APPROVER: &str = "gantry";
 
 impl ControlPlane {
     /// Starts an approval's attempt: resolves it, logs how to approve it and
@@ -216,25 +231,35 @@ impl ControlPlane {
         self.inner.notifier.emit(&subject, &decided);
     }
 
-    /// Arms the timer that fails a waiting approval at its timeout, counted
-    /// from when the attempt started.
+    /// Arms the timer that fails a waiting approval at its timeout, or
+    /// approves it at its policy's `auto_approve_after` when that comes
+    /// first, both counted from when the attempt started.
     pub(super) async fn arm_approval_timer(&self, approval: &ActionRef) {
         let Some((loaded, execution)) = self.snapshot(&approval.id).await else {
             return;
         };
-        let timeout = loaded.pipeline.stages[approval.stage].actions[approval.action]
-            .timeout
-            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        let spec = &loaded.pipeline.stages[approval.stage].actions[approval.action];
+        let timeout = spec.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        let auto = auto_approve_after(&spec.kind).filter(|after| *after < timeout);
         let started = execution.stages[approval.stage].actions[approval.action]
             .started_at
             .unwrap_or_else(now_ms);
-        let deadline_ms =
-            started.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-        let remaining = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
+        let remaining = move |after: Duration| {
+            let deadline_ms =
+                started.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+            Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0))
+        };
         let plane = self.clone();
         let timed_out = approval.clone();
         let task = tokio::spawn(async move {
-            tokio::time::sleep(remaining).await;
+            if let Some(after) = auto {
+                tokio::time::sleep(remaining(after)).await;
+                if let Err(error) = plane.approve_by_itself(&timed_out, after).await {
+                    tracing::warn!(%error, "Approving an approval by its policy failed.");
+                }
+                return;
+            }
+            tokio::time::sleep(remaining(timeout)).await;
             let error = format!(
                 "approval timed out after {}",
                 gantry_spec::duration::format_duration(timeout)
@@ -252,6 +277,73 @@ impl ControlPlane {
         if let Some(old) = state.timers.insert(approval.clone(), task.abort_handle()) {
             old.abort();
         }
+    }
+
+    /// Approves a still-waiting approval whose policy's
+    /// `auto_approve_after` has passed, as [`AUTO_APPROVER`], with a
+    /// comment that says why; recorded, logged and notified as a person's
+    /// deciding vote is. Nothing happens when it was decided meanwhile.
+    async fn approve_by_itself(
+        &self,
+        approval: &ActionRef,
+        after: Duration,
+    ) -> Result<(), ControlError> {
+        let _one_at_a_time = self.inner.decisions.lock().await;
+        let Some((loaded, execution)) = self.snapshot(&approval.id).await else {
+            return Ok(());
+        };
+        let run = &execution.stages[approval.stage].actions[approval.action];
+        if run.status != Some(ActionStatus::Waiting) || run.attempt != approval.attempt {
+            return Ok(());
+        }
+        let stage = execution.stages[approval.stage].name.clone();
+        let comment = format!(
+            "approved automatically after {} (its policy's auto_approve_after)",
+            gantry_spec::duration::format_duration(after)
+        );
+        let at = now_ms();
+        let binding = self.binding(&loaded, &execution, approval.stage).await?;
+        let vote = ApprovalVote {
+            execution_id: approval.id.clone(),
+            stage: stage.clone(),
+            action: run.name.clone(),
+            attempt: i64::from(run.attempt),
+            by: AUTO_APPROVER.to_string(),
+            decision: "Approved".to_string(),
+            at,
+            comment: Some(comment.clone()),
+            binding: serde_json::to_string(&binding).unwrap_or_default(),
+        };
+        self.store().record_vote(&vote).await?;
+        self.store()
+            .record_approval(&ApprovalRecord {
+                execution_id: vote.execution_id,
+                stage: vote.stage,
+                action: vote.action,
+                attempt: vote.attempt,
+                decision: vote.decision,
+                by: vote.by,
+                at,
+                comment: Some(comment.clone()),
+            })
+            .await?;
+        let log = self
+            .inner
+            .logs
+            .action(&approval.id, &stage, &run.name, run.attempt);
+        log.line(&format!("Approved by {AUTO_APPROVER}: {comment}"));
+        self.inner.logs.flush().await;
+        self.submit(approval.succeeded(BTreeMap::new(), BTreeMap::new(), at))
+            .await?;
+        self.inner.state.lock().await.timers.remove(approval);
+        self.notify_decided(
+            approval,
+            ApprovalDecision::Approved,
+            Some(AUTO_APPROVER.to_string()),
+            Some(comment),
+        )
+        .await;
+        Ok(())
     }
 
     /// Stops the timeout timer of an approval that was decided.
@@ -343,6 +435,7 @@ impl ControlPlane {
             fingerprint: binding.fingerprint(),
             binding,
             policy: policy_of(&spec.kind),
+            auto_approve_after: auto_approve_after(&spec.kind),
             votes,
             started_by: loaded.definition.started_by.clone(),
         })

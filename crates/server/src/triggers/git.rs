@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_clock::now_ms;
-use gantry_engine::{Trigger, TriggerType};
+use gantry_engine::{PullRequest, Trigger, TriggerType};
 use gantry_store::TriggerOutcome;
 use gantry_triggers::{CommitId, DedupKey, GitRef, Skip, Verdict};
 
@@ -36,8 +36,9 @@ pub(super) struct Sighting {
     pub how: TriggerType,
     /// What arrived, as a sentence; the execution's trigger detail.
     pub event: String,
-    /// For a pull-request event: its number and kind (its own dedup key).
-    pub pull_request: Option<(u64, gantry_spec::trigger::PullRequestEvent)>,
+    /// For a pull-request event: its kind (with its number, its own dedup
+    /// key) and what the execution is told of it.
+    pub pull_request: Option<(gantry_spec::trigger::PullRequestEvent, PullRequest)>,
 }
 
 /// What came of a sighting.
@@ -141,12 +142,12 @@ async fn start_once(
     let pipeline = armed.pipeline.name.clone();
     let source = watch.trigger.source.clone();
     let commit = sighting.commit.clone();
-    let key = match sighting.pull_request {
-        Some((number, action)) => DedupKey::PullRequest {
+    let key = match &sighting.pull_request {
+        Some((action, pr)) => DedupKey::PullRequest {
             pipeline,
             source,
-            number,
-            action,
+            number: pr.number,
+            action: *action,
             commit,
         },
         None => DedupKey::Commit {
@@ -173,6 +174,7 @@ async fn start_once(
         kind: sighting.how,
         detail: sighting.event.clone(),
         by: None,
+        pull_request: sighting.pull_request.as_ref().map(|(_, pr)| pr.clone()),
     };
     match plane
         .start_triggered(

@@ -176,6 +176,7 @@ async fn fire(
         kind: TriggerType::Schedule,
         detail: event.clone(),
         by: None,
+        pull_request: None,
     };
     match plane
         .start_triggered(

@@ -72,6 +72,7 @@ async fn start(
         kind: TriggerType::Pipeline,
         detail: id.to_string(),
         by: None,
+        pull_request: None,
     };
     match plane
         .start_triggered(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use gantry_api::WebhookAnswer;
 use gantry_clock::now_ms;
-use gantry_engine::TriggerType;
+use gantry_engine::{PullRequest, TriggerType};
 use gantry_params::{ParamName, Selector};
 use gantry_triggers::webhook::{detect_provider, receive};
 use gantry_triggers::{Delivery, TriggerError, Verdict, WebhookEvent};
@@ -265,7 +265,19 @@ async fn act_on(plane: ControlPlane, armed: Arc<Armed>, signed_by: Vec<usize>, d
                     changed_files: None,
                     how: TriggerType::Webhook,
                     event,
-                    pull_request: Some((pr.number, pr.action)),
+                    pull_request: Some((
+                        pr.action,
+                        PullRequest {
+                            source: watch.trigger.source.to_string(),
+                            number: pr.number,
+                            event: pr.action.as_str().to_string(),
+                            title: pr.title.clone(),
+                            url: pr.url.clone(),
+                            source_branch: pr.head_branch.clone(),
+                            destination_branch: pr.base_branch.clone(),
+                            merged: pr.merged,
+                        },
+                    )),
                 }
             }
             WebhookEvent::Ping | WebhookEvent::Ignored { .. } => return,

@@ -12,6 +12,7 @@
 //! only to survive errors are marked required in the schema with `with`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 
@@ -904,6 +905,7 @@ const POLICY_KEYS: &[&str] = &[
     "required",
     "allow_self_approval",
     "require_comment",
+    "auto_approve_after",
 ];
 /// The roles a policy may name (the server's roles).
 const POLICY_ROLES: &[&str] = &["viewer", "operator", "approver", "secrets", "admin"];
@@ -926,6 +928,10 @@ pub(crate) struct RawApprovalPolicy {
     allow_self_approval: Option<bool>,
     /// Whether approving or rejecting needs a comment. Default false.
     require_comment: Option<bool>,
+    /// Approve by itself this long after it starts waiting, unless decided
+    /// before (`30m`, `0s`); less than the approval's timeout. Default:
+    /// never.
+    auto_approve_after: Option<String>,
 }
 
 fn decode_policy(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ApprovalPolicy> {
@@ -980,5 +986,16 @@ fn decode_policy(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ApprovalPoli
         required: u32::try_from(required).unwrap_or(1),
         allow_self_approval: flag(diag, "allow_self_approval"),
         require_comment: flag(diag, "require_comment"),
+        auto_approve_after: fields
+            .get("auto_approve_after")
+            .and_then(|n| {
+                diag.duration(
+                    n,
+                    "`policy.auto_approve_after`",
+                    Duration::ZERO,
+                    Duration::from_secs(60 * 24 * 3600),
+                )
+            })
+            .map(|d| d.value),
     })
 }

@@ -36,6 +36,8 @@ pub(crate) const EXECUTION_VARIABLES: &[&str] = &[
 ];
 const APPROVAL_MIN: Duration = Duration::from_secs(5 * 60);
 const APPROVAL_MAX: Duration = Duration::from_secs(60 * 86_400);
+/// An approval's timeout when it names none (CodePipeline's 7 days).
+const APPROVAL_DEFAULT: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where an action runs in the order of the pipeline: (stage index, run_order).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -502,6 +504,22 @@ impl Checker<'_> {
                             format_duration(t.value)
                         ),
                     );
+                }
+                if let Some(p) = policy
+                    && let Some(after) = p.value.auto_approve_after
+                {
+                    let timeout = timeout.as_ref().map_or(APPROVAL_DEFAULT, |t| t.value);
+                    if after >= timeout {
+                        diag.error(
+                            p.location,
+                            format!(
+                                "`policy.auto_approve_after` ({}) must be less than the \
+                                 approval's timeout ({}), or it never approves",
+                                format_duration(after),
+                                format_duration(timeout)
+                            ),
+                        );
+                    }
                 }
                 Some(ActionKind::Approval {
                     review_url: review_url.as_ref().map(|u| u.value.clone()),
