@@ -247,22 +247,11 @@ async fn an_approval_times_out_as_a_failure() {
     let plane = ControlPlane::open(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     wait_until(&plane, &id, "the approval", waiting).await;
-    // Seven days pass in an instant on tokio's clock. The approval shows as
-    // waiting a moment before its timer is armed (the timer task starts
-    // after the event is recorded), and a timer armed after the clock moved
-    // waits seven days from then: so the days pass again until it fires.
-    let mut v = view(&plane, &id).await;
-    for _ in 0..20 {
-        tokio::time::pause();
-        tokio::time::advance(Duration::from_secs(7 * 24 * 3600 + 1)).await;
-        tokio::time::resume();
-        let mut changes = plane.changes();
-        let _ = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
-        v = view(&plane, &id).await;
-        if terminal(&v) {
-            break;
-        }
-    }
+    // Seven days pass in an instant on tokio's clock, once its timer is
+    // armed (it is armed once the waiting is written, a moment after the
+    // approval shows as waiting).
+    skip_to_timers(&plane, 1, Duration::from_secs(7 * 24 * 3600 + 1)).await;
+    let v = wait_until(&plane, &id, "the time-out", terminal).await;
     assert_eq!(v.status, "Failed", "{v:#?}");
     assert_eq!(
         v.action("Approve", "release").unwrap().error.as_deref(),
@@ -400,6 +389,23 @@ stages:
     assert_eq!(v.status, "Failed");
 }
 
+/// Once `armed` approval timers are armed (and nothing else is being
+/// written), moves tokio's clock on by `by`: a jump while a write waits
+/// for the database would time the write out instead.
+async fn skip_to_timers(plane: &ControlPlane, armed: usize, by: Duration) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while plane.armed_approval_timers().await != armed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {armed} approval timers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 /// An identity holding the approver role, as the API would pass it.
 fn approver(name: &str) -> gantry_auth::Identity {
     gantry_auth::Identity {
@@ -462,20 +468,9 @@ async fn an_approval_approves_by_itself_after_its_policys_bake_time() {
         vote.comment.as_deref(),
         Some("approved automatically after 0s (its policy's auto_approve_after)")
     );
-    // An hour passes in an instant on tokio's clock (again, should the
-    // timer be armed after the clock moved).
-    let mut v = view(&plane, &id).await;
-    for _ in 0..20 {
-        tokio::time::pause();
-        tokio::time::advance(Duration::from_secs(3600 + 1)).await;
-        tokio::time::resume();
-        let mut changes = plane.changes();
-        let _ = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
-        v = view(&plane, &id).await;
-        if terminal(&v) {
-            break;
-        }
-    }
+    // An hour passes in an instant on tokio's clock.
+    skip_to_timers(&plane, 1, Duration::from_secs(3600 + 1)).await;
+    let v = wait_until(&plane, &id, "the bake time", terminal).await;
     assert_eq!(v.status, "Succeeded", "{v:#?}");
     let bake = plane.approval(&id, "Bake", "release").await.unwrap();
     assert_eq!(bake.auto_approve_after, Some(Duration::from_secs(3600)));
@@ -493,12 +488,9 @@ async fn an_approval_approves_by_itself_after_its_policys_bake_time() {
         )
         .await
         .unwrap();
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(3600 + 1)).await;
-    tokio::time::resume();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let v = view(&plane, &id).await;
+    let v = wait_until(&plane, &id, "the rejection", terminal).await;
     assert_eq!(v.status, "Failed");
+    assert_eq!(plane.armed_approval_timers().await, 0, "its timer stopped");
     let bake = plane.approval(&id, "Bake", "release").await.unwrap();
     assert_eq!(bake.votes.len(), 1);
     assert_eq!(bake.votes[0].by, "ann");

@@ -346,6 +346,14 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// How many approvals have a timer armed that has not fired yet: a
+    /// test that moves tokio's clock waits for its timer to be armed, so
+    /// the jump moves only the timer it means to (and no I/O time-out).
+    pub async fn armed_approval_timers(&self) -> usize {
+        let state = self.inner.state.lock().await;
+        state.timers.values().filter(|t| !t.is_finished()).count()
+    }
+
     /// Stops the timeout timer of an approval that was decided.
     async fn cancel_approval_timer(&self, approval: &ActionRef) {
         if let Some(timer) = self.inner.state.lock().await.timers.remove(approval) {
