@@ -16,6 +16,9 @@
 //! - [`environment`]: apply, environment status, deploy, rollback, down,
 //!   shutdown.
 //! - [`registry`]: the embedded registry's garbage collection.
+//! - [`query`]: the query strings of the GET routes.
+//! - [`openapi`]: the route table and the OpenAPI 3.1 document made from it
+//!   and from these types (`GET /api/v1/openapi.json`).
 //! - [`error`]: [`ErrorBody`], every error answer, with its stable `code`
 //!   and, for the few legacy codes, their canonical names
 //!   ([`LEGACY_CODES`]).
@@ -34,7 +37,9 @@ pub mod environment;
 pub mod error;
 pub mod execution;
 pub mod identity;
+pub mod openapi;
 pub mod params;
+pub mod query;
 pub mod registry;
 pub mod trigger;
 
@@ -44,6 +49,7 @@ pub use error::*;
 pub use execution::*;
 pub use identity::*;
 pub use params::*;
+pub use query::*;
 pub use registry::*;
 pub use trigger::*;
 

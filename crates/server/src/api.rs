@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 
 use crate::clock::rfc3339;
 use crate::control::ControlPlane;
@@ -21,8 +20,8 @@ use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller, Guard, HostPolicy};
 use crate::view::{add_decisions, add_details, execution_view};
 use gantry_api::{
-    Ack, ApprovalRecordView, Changes, DecideRequest, ExecutionView, LogLineView, LogsPage,
-    RetryRequest, StartRequest, Started, StopRequest,
+    Ack, ApprovalRecordView, Changes, ChangesQuery, DecideRequest, ExecutionView, ExecutionsQuery,
+    LogLineView, LogsPage, LogsQuery, RetryRequest, StartRequest, Started, StopRequest,
 };
 use gantry_auth::{Permission, Target};
 
@@ -46,6 +45,7 @@ pub fn router(plane: ControlPlane, hosts: HostPolicy) -> Router {
 pub fn routes(plane: ControlPlane) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
         .route(
             "/api/v1/executions/{id}/approvals/{stage}/{action}",
             get(approval),
@@ -114,12 +114,12 @@ async fn health() -> Json<Ack> {
     Json(Ack::OK)
 }
 
-#[derive(Deserialize)]
-struct ChangesQuery {
-    #[serde(default)]
-    after: u64,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
+/// This API's OpenAPI 3.1 description, made once from gantry-api's route
+/// table and types.
+async fn openapi(caller: Caller) -> Result<Json<&'static serde_json::Value>, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Ok(Json(DOCUMENT.get_or_init(gantry_api::openapi::document)))
 }
 
 /// Long poll: answers once anything changed after version `after`.
@@ -201,16 +201,10 @@ async fn pipeline_of(
     Ok(execution.pipeline)
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    pipeline: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<ExecutionsQuery>,
 ) -> Result<Json<Vec<ExecutionView>>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let executions = plane
@@ -244,15 +238,6 @@ async fn status(
     add_details(&mut view, &details);
     add_decisions(&mut view, &plane.approvals(&id).await?);
     Ok(Json(view))
-}
-
-#[derive(Deserialize)]
-struct LogsQuery {
-    stage: Option<String>,
-    action: Option<String>,
-    #[serde(default)]
-    after: i64,
-    limit: Option<i64>,
 }
 
 async fn logs(

@@ -10,12 +10,11 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use gantry_api::{
-    AuditRecordView, CreatedToken, GrantsRequest, IdentityView, NewTokenRequest, NewUserRequest,
-    TokenView, UserRemoved, UserView,
+    AuditLogQuery, AuditRecordView, CreatedToken, GrantsRequest, IdentityView, NewTokenRequest,
+    NewUserRequest, TokenView, TokensQuery, UserRemoved, UserView,
 };
 use gantry_auth::{AuditQuery, Grant, Identity, Permission, Target, TokenInfo, User};
 use gantry_clock::now_ms;
-use serde::Deserialize;
 
 use crate::api::ApiError;
 use crate::control::ControlPlane;
@@ -152,11 +151,6 @@ async fn set_grants(
     ))
 }
 
-#[derive(Deserialize)]
-struct TokensQuery {
-    user: Option<String>,
-}
-
 async fn tokens(
     State(plane): State<ControlPlane>,
     caller: Caller,
@@ -234,18 +228,10 @@ async fn revoke_token(
     ))
 }
 
-#[derive(Deserialize)]
-struct AuditParams {
-    /// Unix milliseconds, or a duration back from now (`1h`, `7d`).
-    since: Option<String>,
-    principal: Option<String>,
-    limit: Option<u32>,
-}
-
 async fn audit(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Query(q): Query<AuditParams>,
+    Query(q): Query<AuditLogQuery>,
 ) -> Result<Json<Vec<AuditRecordView>>, ApiError> {
     admin(&caller)?;
     let since_ms = match q.since.as_deref() {

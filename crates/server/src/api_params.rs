@@ -9,12 +9,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gantry_api::{
     DeleteParameterRequest, KeyRotated, LabelParameterRequest, ParameterDeleted, ParameterLabelled,
-    ParameterPut, ParameterView, PutParameterRequest, RotateKeyRequest,
+    ParameterPut, ParameterQuery, ParameterView, ParametersQuery, PutParameterRequest,
+    RotateKeyRequest,
 };
 use gantry_params::{
     ParamName, ParamPath, ParamType, ParamValue, Parameter, PutParameter, Selector,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::control::ControlPlane;
@@ -107,17 +108,10 @@ fn read_answer(decrypt: bool, what: String, body: impl Serialize) -> axum::respo
     response
 }
 
-#[derive(Deserialize)]
-struct GetQuery {
-    name: String,
-    #[serde(default)]
-    decrypt: bool,
-}
-
 async fn get_one(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Query(q): Query<GetQuery>,
+    Query(q): Query<ParameterQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let selector = Selector::parse(&q.name).map_err(bad)?;
@@ -137,20 +131,10 @@ async fn get_one(
     ))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    recursive: bool,
-    #[serde(default)]
-    decrypt: bool,
-}
-
 async fn list(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<ParametersQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let path = match q.path.as_deref() {
@@ -182,7 +166,7 @@ async fn list(
 async fn history(
     State(plane): State<ControlPlane>,
     caller: Caller,
-    Query(q): Query<GetQuery>,
+    Query(q): Query<ParameterQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Permission::Read, Target::any())?;
     let name = ParamName::parse(&q.name).map_err(bad)?;

@@ -13,8 +13,8 @@ use axum::http::{Request, StatusCode};
 use gantry_api::{
     ApplyRequest, ApprovalView, DecideRequest, DecisionAnswer, DeleteParameterRequest,
     DeployRequest, ErrorBody, ExecutionView, GrantsRequest, LabelParameterRequest, NewTokenRequest,
-    NewUserRequest, ParameterView, PutParameterRequest, RetryRequest, RollbackRequest,
-    RotateKeyRequest, ShutdownRequest, StartRequest, Started, StopRequest,
+    NewUserRequest, ParameterView, PutParameterRequest, RegistryGcRequest, RetryRequest,
+    RollbackRequest, RotateKeyRequest, ShutdownRequest, StartRequest, Started, StopRequest,
 };
 use gantry_auth::{AuditQuery, Grant};
 use gantry_server::ControlPlane;
@@ -412,6 +412,7 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
             Needs::Read,
         ),
         ("GET", "/api/v1/executions".into(), None, Needs::Read),
+        ("GET", "/api/v1/openapi.json".into(), None, Needs::Read),
         (
             "POST",
             "/api/v1/executions".into(),
@@ -592,6 +593,16 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
             Needs::Anyone,
         ),
         ("GET", "/api/v1/audit".into(), None, Needs::Admin),
+        ("GET", "/api/v1/triggers".into(), None, Needs::Read),
+        (
+            "POST",
+            "/api/v1/registry/gc".into(),
+            body(&RegistryGcRequest {
+                dry_run: true,
+                grace_seconds: None,
+            }),
+            Needs::Admin,
+        ),
         // Last: it asks the server to stop.
         (
             "POST",
@@ -691,40 +702,137 @@ async fn every_route_checks_the_role_of_every_kind_of_caller() {
     assert!(forbidden > 20, "{forbidden} refusals audited");
 }
 
-#[test]
-fn the_role_matrix_names_every_route_the_api_serves() {
-    let sources = [
-        include_str!("../src/api.rs"),
-        include_str!("../src/api_params.rs"),
-        include_str!("../src/api_deploy.rs"),
-        include_str!("../src/api_auth.rs"),
-    ];
-    let tested: Vec<String> = routes(Path::new("x"), "some-id")
-        .into_iter()
-        .map(|(_, path, _, _)| path.split('?').next().unwrap().to_string())
-        .collect();
+/// Every route the server's router serves under `/api/` or `/hooks/`, as
+/// `(METHOD, path)`, read from the router's source: each `.route("PATH",
+/// get(..).post(..))` in any file of `crates/server/src` (so a new file of
+/// routes is read too). The role matrix above and gantry-api's OpenAPI
+/// route table are both held to this list.
+fn served_routes() -> Vec<(String, String)> {
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut sources = Vec::new();
+    files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut sources,
+    );
+    sources.sort();
+    let mut served = Vec::new();
     for source in sources {
-        for line in source.lines() {
-            let Some(start) = line.find(".route(\"") else {
+        let text = std::fs::read_to_string(&source).unwrap();
+        for (at, _) in text.match_indices(".route(") {
+            let rest = text[at + 7..].trim_start();
+            let Some(rest) = rest.strip_prefix('"') else {
                 continue;
             };
-            let rest = &line[start + 8..];
-            let route = &rest[..rest.find('"').unwrap()];
-            if route == "/api/v1/health" {
+            let path = &rest[..rest.find('"').unwrap()];
+            if !(path.starts_with("/api/") || path.starts_with("/hooks/")) {
                 continue;
             }
-            // `{id}`-style segments match any concrete segment.
-            let pattern: Vec<&str> = route.split('/').collect();
-            let covered = tested.iter().any(|t| {
-                let segments: Vec<&str> = t.split('/').collect();
-                segments.len() == pattern.len()
-                    && pattern
-                        .iter()
-                        .zip(&segments)
-                        .all(|(p, s)| p.starts_with('{') || p == s)
-            });
-            assert!(covered, "route {route} is not in the role matrix");
+            // The method router: up to the `)` that closes `.route(`.
+            let rest = &rest[path.len() + 1..];
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            let methods = &rest[..end];
+            for method in ["get", "post", "put", "delete", "patch"] {
+                for (i, _) in methods.match_indices(&format!("{method}(")) {
+                    let before = methods[..i].chars().next_back();
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        continue;
+                    }
+                    served.push((method.to_ascii_uppercase(), path.to_string()));
+                }
+            }
         }
+    }
+    assert!(served.len() > 30, "too few routes found: {served:?}");
+    served
+}
+
+/// Whether a concrete path (`/api/v1/executions/x`) is an instance of a
+/// route (`/api/v1/executions/{id}`).
+fn matches_route(route: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap();
+    let pattern: Vec<&str> = route.split('/').collect();
+    let segments: Vec<&str> = path.split('/').collect();
+    segments.len() == pattern.len()
+        && pattern
+            .iter()
+            .zip(&segments)
+            .all(|(p, s)| p.starts_with('{') || p == s)
+}
+
+#[test]
+fn the_role_matrix_names_every_route_the_api_serves() {
+    let tested = routes(Path::new("x"), "some-id");
+    for (method, route) in served_routes() {
+        // Health needs no token; webhooks are signed, not tokened
+        // (tests/triggers.rs).
+        if route == "/api/v1/health" || route.starts_with("/hooks/") {
+            continue;
+        }
+        let covered = tested
+            .iter()
+            .any(|(m, path, _, _)| *m == method && matches_route(&route, path));
+        assert!(covered, "route {method} {route} is not in the role matrix");
+    }
+}
+
+/// gantry-api's route table (what `GET /api/v1/openapi.json` describes) is
+/// exactly what the router serves, and each route's role is the one the
+/// role matrix proves.
+#[test]
+fn the_openapi_route_table_is_the_router_and_the_role_matrix() {
+    use gantry_api::openapi::{ROUTES, Role};
+    let served = served_routes();
+    for (method, path) in &served {
+        assert!(
+            ROUTES
+                .iter()
+                .any(|r| r.method.as_str() == method && r.path == path),
+            "{method} {path} is served but not in gantry-api's ROUTES (crates/api/src/openapi.rs)"
+        );
+    }
+    for route in ROUTES {
+        let method = route.method.as_str();
+        assert!(
+            served.iter().any(|(m, p)| m == method && p == route.path),
+            "{method} {} is in gantry-api's ROUTES but the router does not serve it",
+            route.path
+        );
+    }
+    for (method, path, _, needs) in routes(Path::new("x"), "some-id") {
+        let route = ROUTES
+            .iter()
+            .find(|r| r.method.as_str() == method && matches_route(r.path, &path))
+            .unwrap_or_else(|| panic!("{method} {path} has no route in ROUTES"));
+        let role = match needs {
+            Needs::Read => Role::Viewer,
+            Needs::Operate => Role::Operator,
+            Needs::Approve => Role::Approver,
+            Needs::Admin => Role::Admin,
+            Needs::Anyone => Role::Anyone,
+            // Decrypting is a reader's route with a `secrets` grant on top.
+            Needs::Decrypt => Role::Viewer,
+        };
+        assert_eq!(route.role, role, "{method} {path}");
     }
 }
 
