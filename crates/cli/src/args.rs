@@ -17,7 +17,7 @@ use crate::{deploy, param, registry, users};
 #[derive(Parser)]
 #[command(
     name = "gantry",
-    version,
+    version = crate::version::LONG_VERSION,
     about = "Self-hosted continuous delivery for containerized microservices"
 )]
 pub(crate) struct Cli {
@@ -254,6 +254,17 @@ pub(crate) enum Command {
     Registry {
         #[command(subcommand)]
         command: registry::RegistryCommand,
+    },
+    /// Prints the version and the git commit the binary was built from.
+    Version {
+        /// Prints `{"version": ..., "commit": ...}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a shell completion script (bash, zsh, fish) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// The audit log: every change and every refused request (admin).
     Audit {

@@ -8,7 +8,7 @@
 //! (status, executions, logs), `approvals`,
 //! `control` (retry, stop), `server`, `buildspec`, `validate` (and schema),
 //! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
-//! `users` (user, token, whoami, audit), `registry` (gc), `login` and `demo`. `client` is how every command
+//! `users` (user, token, whoami, audit), `registry` (gc), `login`, `demo` and `version` (and completions). `client` is how every command
 //! reaches a server; `render` draws executions; `pipe` ends a command
 //! quietly when its reader goes away.
 
@@ -32,6 +32,7 @@ mod server;
 mod triggers;
 mod users;
 mod validate;
+mod version;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -271,6 +272,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         .await
         .map(success),
         Command::Login { url } => login::login(&url).await.map(success),
+        Command::Version { json } => version::version(json).map(success),
+        Command::Completions { shell } => version::completions(shell).map(success),
     }
 }
 
