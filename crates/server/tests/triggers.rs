@@ -507,6 +507,20 @@ async fn a_webhook_and_a_poll_of_the_same_commit_start_one_execution() {
     assert_eq!(fx.executions().await.len(), 1);
 }
 
+/// A commit pushed right after `apply` answers is news to the first poll:
+/// the refs there were are noted before `apply` answers, not by a first
+/// poll that could see the new commit and take it for what was there.
+#[tokio::test]
+async fn a_commit_pushed_right_after_apply_is_started_by_the_first_poll() {
+    let fx = fixture().await;
+    fx.apply(&pipeline(&fx.origin, "superseded", &triggers(Some("1s"))))
+        .await;
+    let after = fx.push(&[("app/main.txt", "second\n")], "main");
+    let all = fx.wait_for("one execution", |all| all.len() == 1).await;
+    assert_eq!(pinned(&all[0]), Some(after.as_str()));
+    assert_eq!(all[0].trigger.as_ref().unwrap().kind, TriggerType::Poll);
+}
+
 #[tokio::test]
 async fn a_bad_or_missing_signature_is_refused_counted_and_starts_nothing() {
     let fx = fixture().await;

@@ -301,7 +301,13 @@ impl ControlPlane {
         };
         let count = pipeline.triggers.len();
         self.store().register_pipeline(&registered, count).await?;
-        self.arm(&registered, pipeline)?;
+        let armed = Arc::new(Armed::new(&registered, pipeline)?);
+        // A new poll trigger notes the refs there are before apply answers:
+        // whatever is pushed after it is news to its first poll.
+        for watch in armed.git.iter().filter(|w| w.trigger.poll.is_some()) {
+            poll::baseline(self, &armed, watch.index).await;
+        }
+        self.arm_prepared(armed);
         tracing::info!(pipeline = %pipeline_name, triggers = count, "Armed a pipeline's triggers.");
         Ok(Some(format!(
             "pipeline {pipeline_name}: {count} trigger{} armed",
@@ -341,7 +347,11 @@ impl ControlPlane {
     /// Arms one pipeline: its pollers and schedules start; webhooks and
     /// upstream pipelines find it through [`Triggers::get`].
     fn arm(&self, registered: &RegisteredPipeline, pipeline: Pipeline) -> Result<(), ControlError> {
-        let armed = Arc::new(Armed::new(registered, pipeline)?);
+        self.arm_prepared(Arc::new(Armed::new(registered, pipeline)?));
+        Ok(())
+    }
+
+    fn arm_prepared(&self, armed: Arc<Armed>) {
         let mut tasks = Vec::new();
         for watch in &armed.git {
             if let Some(interval) = watch.trigger.poll {
@@ -374,7 +384,6 @@ impl ControlPlane {
                 tasks,
             }),
         );
-        Ok(())
     }
 
     /// Called when an execution of `pipeline` ends: starts the pipelines

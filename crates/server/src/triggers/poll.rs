@@ -13,7 +13,9 @@
 //! restarted server notices what was pushed while it was down. A trigger
 //! polled for the first time takes note of what is there and starts
 //! nothing: arming a tag filter must not start the pipeline on every old
-//! tag. A sighting that cannot be decided yet (the commit is not there,
+//! tag. That first listing is made before `apply` answers (or, when the
+//! repository does not answer then, as soon as the poller starts), so a
+//! commit pushed after `apply` starts the pipeline. A sighting that cannot be decided yet (the commit is not there,
 //! the start failed) leaves its ref as it was, so the next poll tries it
 //! again.
 
@@ -47,6 +49,13 @@ pub(super) async fn run(plane: ControlPlane, armed: Arc<Armed>, index: usize, in
     // The local refs' look when they were last listed and acted on.
     let mut listed_look: Option<u64> = None;
     let mut since_full: u32 = 0;
+    if known.is_none() {
+        // Never polled: note what is there now, when it is armed, so that
+        // a commit pushed before the first poll is one the poll sees.
+        if poll_once(&plane, &armed, index, &mut known, &mut creds).await {
+            failures = 0;
+        }
+    }
     tokio::time::sleep(first_delay(interval, random())).await;
     loop {
         if !plane.triggers().is_current(&armed) {
@@ -149,6 +158,27 @@ async fn stored_refs(plane: &ControlPlane, pipeline: &str, index: usize) -> Opti
         .into_iter()
         .find(|s| s.trigger == i64::try_from(index).unwrap_or(-1))?;
     serde_json::from_str(state.known_refs.as_deref()?).ok()
+}
+
+/// How long `apply` waits for a new poll trigger's first listing.
+const BASELINE_LIMIT: Duration = Duration::from_secs(15);
+
+/// A trigger never polled lists the refs there are now and keeps them, so
+/// its first poll compares with what was there when it was armed. A
+/// repository that does not answer within [`BASELINE_LIMIT`] is left to
+/// the poller, whose first poll then takes note instead (and the error is
+/// the trigger's).
+pub(super) async fn baseline(plane: &ControlPlane, armed: &Arc<Armed>, index: usize) {
+    let mut known = stored_refs(plane, &armed.name, index).await;
+    if known.is_some() {
+        return;
+    }
+    let mut creds = None;
+    let listed = poll_once(plane, armed, index, &mut known, &mut creds);
+    if tokio::time::timeout(BASELINE_LIMIT, listed).await.is_err() {
+        tracing::warn!(pipeline = %armed.name, trigger = index,
+            "A new poll trigger's repository did not answer in time; its first poll notes its refs.");
+    }
 }
 
 /// One poll; `false` when the repository could not be listed or a moved
