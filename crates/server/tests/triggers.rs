@@ -911,6 +911,79 @@ stages:
     assert_eq!(view.last_execution.as_deref(), Some(all[0].id.as_str()));
 }
 
+/// An upstream execution that a restart ends (its running action failed
+/// as interrupted while the next server opens its data dir) starts the
+/// pipeline waiting for its failure once that server has armed its
+/// triggers.
+#[tokio::test]
+async fn an_upstream_execution_ended_by_a_restart_starts_the_pipeline_that_waits_for_it() {
+    let fx = fixture().await;
+    let downstream = pipeline(
+        &fx.origin,
+        "superseded",
+        "triggers:\n  - pipeline: {name: images, status: [Failed]}\n",
+    );
+    fx.apply(&downstream).await;
+    let upstream = r#"
+version: 1
+name: images
+stages:
+  - name: Build
+    actions:
+      - {name: build, type: shell, commands: ["sleep 300"]}
+"#;
+    let id = fx
+        .plane
+        .start_execution(
+            fx.dir.path().join("images.yaml"),
+            upstream.to_string(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (e, _) = fx.plane.execution(&id).await.unwrap();
+        if e.stages[0].actions[0].status == Some(gantry_engine::ActionStatus::InProgress) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the build never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next server: it fails the running build as interrupted while it
+    // opens, before any trigger is armed.
+    fx.plane.disarm_triggers();
+    let plane = ControlPlane::open(&fx.dir.path().join("data"))
+        .await
+        .unwrap();
+    let (e, _) = plane.execution(&id).await.unwrap();
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    assert!(plane.executions(Some("shop"), 10).await.is_empty());
+    assert_eq!(plane.arm_triggers().await.unwrap(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let started = loop {
+        let all = plane.executions(Some("shop"), 10).await;
+        if let Some(e) = all.first() {
+            break e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the downstream pipeline never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let trigger = started.trigger.as_ref().unwrap();
+    assert_eq!(
+        (trigger.kind, trigger.detail.as_str()),
+        (TriggerType::Pipeline, id.as_str())
+    );
+}
+
 /// A schedule fires under a paused clock, on its source's branch head:
 /// tokio's clock is advanced through the two hours before the fire time
 /// instead of waiting them. (Paused only for the jump, and resumed a few

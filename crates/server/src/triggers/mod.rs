@@ -74,9 +74,22 @@ pub use error::WebhookError;
 pub use webhook::{HookRequest, WebhookReply};
 
 /// The armed pipelines of one control plane.
-#[derive(Default)]
 pub struct Triggers {
     armed: Mutex<BTreeMap<String, Arming>>,
+    /// Executions that ended before the registered pipelines were armed
+    /// (failed as interrupted while the control plane opened): their
+    /// `pipeline` triggers are looked at once arming is done. `None` once
+    /// armed.
+    ended_before_arming: Mutex<Option<Vec<(String, String, ExecutionStatus)>>>,
+}
+
+impl Default for Triggers {
+    fn default() -> Triggers {
+        Triggers {
+            armed: Mutex::default(),
+            ended_before_arming: Mutex::new(Some(Vec::new())),
+        }
+    }
 }
 
 /// An armed pipeline and the tasks that watch for it.
@@ -308,6 +321,7 @@ impl ControlPlane {
             poll::baseline(self, &armed, watch.index).await;
         }
         self.arm_prepared(armed);
+        self.armed_at_last();
         tracing::info!(pipeline = %pipeline_name, triggers = count, "Armed a pipeline's triggers.");
         Ok(Some(format!(
             "pipeline {pipeline_name}: {count} trigger{} armed",
@@ -336,7 +350,24 @@ impl ControlPlane {
                 }
             }
         }
+        self.armed_at_last();
         Ok(armed)
+    }
+
+    /// Ends the time before arming (at start-up, or the first `apply` of a
+    /// control plane that arms nothing at start): the executions that ended
+    /// meanwhile start the pipelines waiting for them now.
+    fn armed_at_last(&self) {
+        let ended = self
+            .triggers()
+            .ended_before_arming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        for (pipeline, id, status) in ended {
+            upstream::execution_finished(self, &pipeline, &id, status);
+        }
     }
 
     /// Stops every trigger's tasks (server shutdown).
@@ -390,7 +421,15 @@ impl ControlPlane {
     /// whose `pipeline` trigger waits for it (after the caller's lock is
     /// released; this only spawns).
     pub(crate) fn trigger_downstream(&self, pipeline: &str, id: &str, status: ExecutionStatus) {
-        upstream::execution_finished(self, pipeline, id, status);
+        let mut waiting = self
+            .triggers()
+            .ended_before_arming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match waiting.as_mut() {
+            Some(ended) => ended.push((pipeline.to_string(), id.to_string(), status)),
+            None => upstream::execution_finished(self, pipeline, id, status),
+        }
     }
 }
 
