@@ -79,10 +79,10 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
             } else {
                 if !pending {
                     eprintln!(
-                        "{} goes on in {}; follow it with: gantry{} watch {}",
+                        "{} goes on in {}; follow it with: {} watch {}",
                         d.id,
                         conn.server_name(),
-                        data_dir_hint(&conn.data_dir),
+                        crate::paste::gantry_with(&data_dir_hint(&conn.data_dir)),
                         d.id
                     );
                 }

@@ -37,8 +37,8 @@ pub(crate) async fn retry(
         // whatever was asked, or the retried stage would be abandoned.
         Ok(_) if no_follow && conn.embedded.is_none() => {
             println!(
-                "retrying stage {stage} of {id}; follow it with: gantry{} watch {id}",
-                data_dir_hint(&conn.data_dir)
+                "retrying stage {stage} of {id}; follow it with: {} watch {id}",
+                crate::paste::gantry_with(&data_dir_hint(&conn.data_dir))
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -71,7 +71,10 @@ pub(crate) async fn stop(
         Err(error) => Err(error),
     };
     let code = result.map(|execution| {
-        for line in stopped(&execution, &data_dir_hint(&conn.data_dir)) {
+        for line in stopped(
+            &execution,
+            &crate::paste::gantry_with(&data_dir_hint(&conn.data_dir)),
+        ) {
             println!("{line}");
         }
         ExitCode::SUCCESS
@@ -81,7 +84,8 @@ pub(crate) async fn stop(
 }
 
 /// What a stop did, for people: stopped, or stopping while actions finish;
-/// the actions it abandoned; the reason.
+/// the actions it abandoned; the reason. `hint` starts the suggested
+/// command (`gantry --data-dir DIR`).
 fn stopped(execution: &ExecutionView, hint: &str) -> Vec<String> {
     let id = &execution.id;
     let actions = |status: &str| -> Vec<String> {
@@ -104,7 +108,7 @@ fn stopped(execution: &ExecutionView, hint: &str) -> Vec<String> {
         lines.push(format!("stopping {id} ({})", execution.status));
     } else {
         lines.push(format!(
-            "stopping {id}: waiting for {} to finish (`gantry{hint} stop --abandon {id}` abandons {})",
+            "stopping {id}: waiting for {} to finish (`{hint} stop --abandon {id}` abandons {})",
             running.join(", "),
             if running.len() == 1 { "it" } else { "them" }
         ));

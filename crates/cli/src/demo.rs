@@ -24,6 +24,7 @@ use anyhow::{Context, Result, bail};
 use gantry_api::{EnvironmentStatus, ExecutionView, TriggerView};
 
 use crate::client::{Client, Connection};
+use crate::paste;
 use crate::render::LiveView;
 
 pub(crate) struct DemoOptions {
@@ -224,11 +225,11 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
         say(
             json,
             &format!(
-                "Serving until Ctrl-C (or `gantry shutdown --data-dir …`). Commit to main in {} \
+                "Serving until Ctrl-C (or `{gantry} shutdown`). Commit to main in {} \
                  and the pipeline runs again by itself, pinned to your commit \
-                 (`gantry --data-dir {} executions` shows it; its approval waits for you).",
+                 (`{gantry} executions` shows it; its approval waits for you).",
                 repo.display(),
-                data_dir.display()
+                gantry = paste::gantry_with(&format!(" --data-dir {}", data_dir.display()))
             ),
         );
         let plane = conn.embedded.as_ref().map(|s| s.plane.clone());
@@ -484,7 +485,7 @@ async fn follow(conn: &Connection, options: &DemoOptions, id: &str) -> Result<Ex
     let client = &conn.client;
     let id = id.to_string();
     let tty = std::io::stdout().is_terminal() && !options.json;
-    let hint = format!(" --data-dir {}", conn.data_dir.display());
+    let hint = paste::gantry_with(&format!(" --data-dir {}", conn.data_dir.display()));
     let mut view = LiveView::new(tty, hint.clone());
     let mut version = 0;
     let mut told = false;
@@ -527,7 +528,7 @@ async fn follow(conn: &Connection, options: &DemoOptions, id: &str) -> Result<Ex
                 say(
                     options.json,
                     &format!(
-                        "Waiting for your approval. In another terminal:\n  gantry{hint} approve {id} {target}"
+                        "Waiting for your approval. In another terminal:\n  {hint} approve {id} {target}"
                     ),
                 );
             }

@@ -22,7 +22,7 @@ pub(crate) async fn status(data_dir: &Path, id: &str, json: bool) -> Result<Exit
         println!("{}", serde_json::to_string(&execution)?);
     } else {
         let colour = render::colour(std::io::stdout().is_terminal());
-        for line in render::view(&execution, colour, "") {
+        for line in render::view(&execution, colour, crate::paste::gantry()) {
             println!("{line}");
         }
         for line in origin(&execution) {

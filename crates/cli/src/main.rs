@@ -10,7 +10,8 @@
 //! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
 //! `users` (user, token, whoami, audit), `registry` (gc), `login`, `demo` and `version` (and completions). `client` is how every command
 //! reaches a server; `render` draws executions; `pipe` ends a command
-//! quietly when its reader goes away.
+//! quietly when its reader goes away; `paste` names the program in the
+//! commands printed for a person to paste.
 
 mod approvals;
 mod args;
@@ -23,6 +24,7 @@ mod deploy;
 mod inspect;
 mod login;
 mod param;
+mod paste;
 mod pipe;
 mod project;
 mod registry;

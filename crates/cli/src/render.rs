@@ -50,7 +50,8 @@ fn mark(status: Option<&str>, color: bool) -> String {
 }
 
 /// The lines of the view.
-/// `hint` follows `gantry` in every command the view suggests (e.g. ` --data-dir DIR`).
+/// `hint` starts every command the view suggests: the program and its global
+/// options (`gantry --data-dir DIR`, see `paste`).
 pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<String> {
     let id = &execution.id;
     let status = execution.status.as_str();
@@ -128,10 +129,10 @@ pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<St
                     }
                 }
                 lines.push(format!(
-                    "          approve: gantry{hint} approve {id} {stage_name}/{name}"
+                    "          approve: {hint} approve {id} {stage_name}/{name}"
                 ));
                 lines.push(format!(
-                    "          reject:  gantry{hint} reject {id} {stage_name}/{name}"
+                    "          reject:  {hint} reject {id} {stage_name}/{name}"
                 ));
             }
         }
@@ -225,7 +226,7 @@ fn changes(execution: &ExecutionView, hint: &str) -> Vec<(String, String)> {
             }
             if status == "Waiting" {
                 line.push_str(&format!(
-                    " — approve with: gantry{hint} approve {id} {stage_name}/{name}"
+                    " — approve with: {hint} approve {id} {stage_name}/{name}"
                 ));
             }
             out.push((format!("{stage_name}/{name}#{}", action.attempt), line));

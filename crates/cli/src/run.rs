@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::parse_pairs;
 use crate::client::{self, Connection};
-use crate::{project, render};
+use crate::{paste, project, render};
 
 pub(crate) async fn run(
     data_dir: &Path,
@@ -113,8 +113,9 @@ async fn print_environments(conn: &Connection) {
     }
     if conn.embedded.is_none() {
         println!(
-            "(served by the gantry server of {}; `gantry shutdown` stops it)",
-            conn.data_dir.display()
+            "(served by the gantry server of {}; `{} shutdown` stops it)",
+            conn.data_dir.display(),
+            paste::gantry_with(&data_dir_hint(&conn.data_dir))
         );
     }
 }
@@ -132,7 +133,7 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
 /// actions with that reason.
 pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !json;
-    let hint = data_dir_hint(&conn.data_dir);
+    let hint = paste::gantry_with(&data_dir_hint(&conn.data_dir));
     let mut view = render::LiveView::new(tty, hint.clone());
     let mut version = 0;
     let mut interrupted = false;
@@ -176,8 +177,8 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
                 if conn.embedded.is_none() {
                     eprintln!(
                         "\ndetached from {id}; it goes on in {}.\n  \
-                         re-attach: gantry{hint} watch {id}\n  \
-                         stop it:   gantry{hint} stop {id}",
+                         re-attach: {hint} watch {id}\n  \
+                         stop it:   {hint} stop {id}",
                         conn.server_name()
                     );
                     return Ok(ExitCode::FAILURE);

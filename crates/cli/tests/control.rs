@@ -245,8 +245,14 @@ fn ctrl_c_detaches_watch_reattaches_and_the_approver_is_shown() {
         "{}",
         stderr(&out)
     );
+    // `gantry` when the gantry on PATH is this binary, else its real path.
+    let exe = Path::new(env!("CARGO_BIN_EXE_gantry"))
+        .canonicalize()
+        .unwrap();
+    let reattach = |program: &str| format!("re-attach: {program} watch {id}");
     assert!(
-        stderr(&out).contains(&format!("re-attach: gantry watch {id}")),
+        stderr(&out).contains(&reattach("gantry"))
+            || stderr(&out).contains(&reattach(&exe.display().to_string())),
         "{}",
         stderr(&out)
     );
