@@ -28,14 +28,17 @@ use gantry_auth::{Permission, Target};
 /// The API with its trust boundary: every route checks the host, the
 /// origin and the token (see [`crate::guard`]) and audits what changes.
 pub fn router(plane: ControlPlane, hosts: HostPolicy) -> Router {
+    let console = crate::console::router(plane.clone(), hosts.clone());
     let guard = Guard {
         auth: plane.auth().clone(),
         hosts: std::sync::Arc::new(hosts),
     };
-    routes(plane).layer(axum::middleware::from_fn_with_state(
-        guard,
-        crate::guard::check,
-    ))
+    routes(plane)
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::guard::check,
+        ))
+        .merge(console)
 }
 
 /// The API's routes WITHOUT the trust boundary. Every handler expects the

@@ -24,6 +24,7 @@ mod api_params;
 mod api_registry;
 mod api_triggers;
 pub mod clock;
+pub mod console;
 pub mod control;
 pub mod definition;
 pub mod error;
@@ -225,7 +226,17 @@ impl RunningServer {
         };
         let mut tasks = Vec::new();
         for (listener, app, what) in [
-            (api_listener, api::router(plane.clone(), hosts), "API"),
+            (
+                api_listener,
+                api::router(
+                    plane.clone(),
+                    guard::HostPolicy {
+                        tls: serve_options.tls.is_some(),
+                        ..hosts
+                    },
+                ),
+                "API",
+            ),
             (registry_listener, registry_app, "registry"),
         ] {
             let token = shutdown.clone();

@@ -1,0 +1,1164 @@
+//! The console's pages and forms. Each page reads the JSON API's typed
+//! answer ([`Console::api`]) and turns it into a small view model for its
+//! template; each form sends the API's request type. Nothing here decides
+//! who may do what: the API does, and the buttons only follow its rules.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use gantry_api::{
+    ActionView, ApprovalView, DecideRequest, DecisionAnswer, ExecutionView, LogsPage, RetryRequest,
+    StartRequest, Started, StopRequest,
+};
+use gantry_auth::{Permission, Role, Secret, Target};
+use serde::{Deserialize, Serialize};
+
+use super::session::{Session, random_id, same_secret};
+use super::{Console, Failure, SESSION_COOKIE, SIGNIN_COOKIE, cookie, form_urlencode, set_cookie};
+use crate::guard::{self, Caller};
+use crate::view::execution_view;
+
+/// What every page's frame shows: who is signed in, and the token its
+/// sign-out form carries.
+pub(super) struct Chrome {
+    user: Option<String>,
+    csrf: String,
+}
+
+impl Chrome {
+    fn of(caller: &Caller, session: &Session) -> Chrome {
+        Chrome {
+            user: Some(caller.identity.name.clone()),
+            csrf: session.csrf.clone(),
+        }
+    }
+
+    fn anonymous() -> Chrome {
+        Chrome {
+            user: None,
+            csrf: String::new(),
+        }
+    }
+}
+
+/// A status as the console shows it: an icon, a word, and a colour class
+/// (never the colour alone).
+pub(super) struct Status {
+    icon: &'static str,
+    text: String,
+    class: &'static str,
+}
+
+fn status(text: Option<&str>) -> Status {
+    let (icon, class) = match text {
+        Some("Succeeded") => ("✔", "ok"),
+        Some("Failed") => ("✖", "bad"),
+        Some("InProgress") => ("◐", "run"),
+        Some("Waiting") => ("⏸", "wait"),
+        Some("Stopping") | Some("Stopped") => ("■", "stop"),
+        Some("Abandoned") | Some("Superseded") => ("⊘", "stop"),
+        _ => ("○", "none"),
+    };
+    Status {
+        icon,
+        text: match text {
+            Some("InProgress") => "In progress".to_string(),
+            Some(s) => s.to_string(),
+            None => "Not started".to_string(),
+        },
+        class,
+    }
+}
+
+fn millis(rfc3339: &str) -> Option<i64> {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
+}
+
+/// `1 h 4 min`, `12 s`.
+fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// How long from `start` to `end` (or until now).
+fn duration(start: Option<&str>, end: Option<&str>) -> String {
+    let Some(start) = start.and_then(millis) else {
+        return String::new();
+    };
+    let end = end.and_then(millis).unwrap_or_else(gantry_clock::now_ms);
+    span(end - start)
+}
+
+fn age(at: &str) -> String {
+    millis(at).map_or_else(String::new, |t| {
+        format!("{} ago", span(gantry_clock::now_ms() - t))
+    })
+}
+
+fn trigger_text(view: &ExecutionView) -> String {
+    view.trigger.as_ref().map_or_else(
+        || "unknown".to_string(),
+        |t| match &t.by {
+            Some(by) if !t.detail.contains(by.as_str()) => {
+                format!("{} ({}, by {by})", t.trigger_type, t.detail)
+            }
+            _ if t.detail.is_empty() => t.trigger_type.clone(),
+            _ => format!("{} ({})", t.trigger_type, t.detail),
+        },
+    )
+}
+
+fn path_segment(text: &str) -> String {
+    form_urlencode(text).replace('/', "%2F")
+}
+
+/// The page shown for a failure, with its status and a way back.
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    chrome: Chrome,
+    failure: &'a Failure,
+    title: &'static str,
+}
+
+pub(super) fn error_page(failure: &Failure) -> Response {
+    let title = match failure.status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::UNAUTHORIZED => "Not signed in",
+        s if s.is_client_error() => "Cannot do that",
+        _ => "Something failed",
+    };
+    let mut response = (
+        failure.status,
+        ErrorPage {
+            chrome: Chrome::anonymous(),
+            failure,
+            title,
+        },
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(guard::ErrorCode(failure.code));
+    response
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        error_page(&self)
+    }
+}
+
+/// Unknown console paths; unknown API paths keep the API's bare 404.
+pub(super) async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/api/") || path.starts_with("/hooks/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let _ = method;
+    Failure::not_found(format!("there is no page at {path}")).into_response()
+}
+
+// ---- assets ----
+
+const CSS: &str = include_str!("../../assets/console.css");
+const JS: &str = include_str!("../../assets/console.js");
+
+pub(super) async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "console.css" => (CSS, "text/css; charset=utf-8"),
+        "console.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return Failure::not_found(format!("there is no asset {name}")).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ---- sign-in ----
+
+#[derive(Template, WebTemplate)]
+#[template(path = "signin.html")]
+struct SigninPage {
+    chrome: Chrome,
+    csrf: String,
+    next: String,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only a path of this server: never `//host` or a URL.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+fn signin_page(
+    console: &Console,
+    next: String,
+    message: Option<String>,
+    code: StatusCode,
+) -> Response {
+    let csrf = random_id();
+    let mut response = (
+        code,
+        SigninPage {
+            chrome: Chrome::anonymous(),
+            csrf: csrf.clone(),
+            next,
+            message,
+        },
+    )
+        .into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(console, SIGNIN_COOKIE, &csrf, Some(3600)),
+    );
+    response
+}
+
+pub(super) async fn signin_form(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    if cookie(&headers, SESSION_COOKIE).is_some_and(|id| console.sessions().get(id).is_some()) {
+        return Redirect::to(&next).into_response();
+    }
+    signin_page(&console, next, None, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub(super) struct SigninForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+    next: Option<String>,
+}
+
+/// A session for `token`, the cookie that names it, and the way to `next`.
+fn signed_in(console: &Console, token: Secret, next: &str) -> Response {
+    let session = console.sessions().create(token);
+    let max_age = console.sessions().limits().absolute.as_secs();
+    let mut response = Redirect::to(next).into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(console, SESSION_COOKIE, &session.id, Some(max_age)),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(console, SIGNIN_COOKIE, "", Some(0)),
+    );
+    response
+}
+
+pub(super) async fn signin(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<SigninForm>,
+) -> Response {
+    let auth = console.plane().auth();
+    let next = safe_next(form.next.as_deref());
+    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same_secret(&form.csrf, expected) {
+        guard::append_audit(
+            auth,
+            None,
+            None,
+            "console sign-in".into(),
+            None,
+            "console.csrf",
+        )
+        .await;
+        return Failure {
+            status: StatusCode::FORBIDDEN,
+            code: "console.csrf",
+            message: "the sign-in form's CSRF token is missing or wrong: reload the page".into(),
+        }
+        .into_response();
+    }
+    let token = form.token.trim();
+    if token.len() > 512 {
+        return signin_page(
+            &console,
+            next,
+            Some("that is not a gantry token".into()),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    match auth.authenticate(token, gantry_clock::now_ms()) {
+        Ok(identity) => {
+            guard::append_audit(
+                auth,
+                Some(identity.name),
+                None,
+                "console sign-in".into(),
+                None,
+                "ok",
+            )
+            .await;
+            signed_in(&console, Secret::new(token), &next)
+        }
+        Err(error) => {
+            guard::append_audit(
+                auth,
+                None,
+                None,
+                "console sign-in".into(),
+                None,
+                error.code(),
+            )
+            .await;
+            signin_page(
+                &console,
+                next,
+                Some(format!("That token is not accepted ({}).", error.code())),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+    }
+}
+
+pub(super) async fn signin_link(
+    State(console): State<Console>,
+    Path(code): Path<String>,
+) -> Response {
+    let auth = console.plane().auth();
+    let token = console.sessions().take_link(&code);
+    match token.map(|t| (auth.authenticate(t.expose(), gantry_clock::now_ms()), t)) {
+        Some((Ok(identity), token)) => {
+            guard::append_audit(
+                auth,
+                Some(identity.name),
+                None,
+                "console sign-in link".into(),
+                None,
+                "ok",
+            )
+            .await;
+            signed_in(&console, token, "/")
+        }
+        _ => {
+            guard::append_audit(
+                auth,
+                None,
+                None,
+                "console sign-in link".into(),
+                None,
+                "console.link_used",
+            )
+            .await;
+            signin_page(
+                &console,
+                "/".into(),
+                Some(
+                    "That sign-in link was used already or has expired: paste a token instead."
+                        .into(),
+                ),
+                StatusCode::BAD_REQUEST,
+            )
+        }
+    }
+}
+
+pub(super) async fn signout(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    console.sessions().end(&session.id);
+    let mut response = Redirect::to("/signin").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&console, SESSION_COOKIE, "", Some(0)),
+    );
+    response
+}
+
+/// The answer of `POST /signin/links`.
+#[derive(Serialize)]
+pub(super) struct SignInLink {
+    /// The link's path on this server: `/signin/link/CODE`.
+    path: String,
+    expires_in_s: u64,
+}
+
+/// A one-time sign-in link for the caller's own token (`gantry demo`
+/// prints one).
+pub(super) async fn create_link(
+    State(console): State<Console>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Json<SignInLink>, Response> {
+    caller
+        .require(Permission::Read, Target::any())
+        .map_err(|e| crate::api::ApiError::from(e).into_response())?;
+    let token = guard::bearer(&headers).unwrap_or_default();
+    let code = console.sessions().create_link(Secret::new(token));
+    Ok(Json(SignInLink {
+        path: format!("/signin/link/{code}"),
+        expires_in_s: console.sessions().limits().link.as_secs(),
+    }))
+}
+
+// ---- pipelines ----
+
+pub(super) struct PipelineRow {
+    name: String,
+    id: String,
+    status: Status,
+    trigger: String,
+    age: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pipelines.html")]
+struct PipelinesPage {
+    chrome: Chrome,
+    rows: Vec<PipelineRow>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pipelines_live.html")]
+struct PipelinesLive {
+    rows: Vec<PipelineRow>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct FragmentQuery {
+    #[serde(default)]
+    fragment: bool,
+}
+
+pub(super) async fn pipelines(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Query(q): Query<FragmentQuery>,
+) -> Result<Response, Failure> {
+    caller
+        .require(Permission::Read, Target::any())
+        .map_err(|e| Failure {
+            status: StatusCode::FORBIDDEN,
+            code: e.code(),
+            message: e.to_string(),
+        })?;
+    // The API's list, newest first: the first of each pipeline is its latest.
+    let plane = console.plane();
+    let mut latest = BTreeMap::new();
+    for execution in plane.executions(None, usize::MAX).await {
+        latest
+            .entry(execution.pipeline.clone())
+            .or_insert(execution);
+    }
+    let mut rows = Vec::with_capacity(latest.len());
+    for (name, execution) in latest {
+        let loaded = plane.execution(&execution.id).await.and_then(|(_, l)| l);
+        let view = execution_view(&execution, loaded.as_deref());
+        rows.push(PipelineRow {
+            name,
+            status: status(Some(&view.status)),
+            trigger: trigger_text(&view),
+            age: age(&view.started_at),
+            id: view.id,
+        });
+    }
+    Ok(if q.fragment {
+        PipelinesLive { rows }.into_response()
+    } else {
+        PipelinesPage {
+            chrome: Chrome::of(&caller, &session),
+            rows,
+        }
+        .into_response()
+    })
+}
+
+// ---- one execution ----
+
+pub(super) struct Output {
+    name: String,
+    value: String,
+    digest: bool,
+}
+
+pub(super) struct ActionCard {
+    name: String,
+    kind: String,
+    status: Status,
+    attempt: u32,
+    duration: String,
+    error: Option<String>,
+    outputs: Vec<Output>,
+    logs: String,
+    approval: Option<String>,
+    decided: Option<String>,
+    reports: Vec<String>,
+}
+
+pub(super) struct RunGroup {
+    run_order: u32,
+    actions: Vec<ActionCard>,
+}
+
+pub(super) struct StageColumn {
+    name: String,
+    status: Status,
+    groups: Vec<RunGroup>,
+}
+
+/// What the execution view shows; the page and its live fragment share it.
+pub(super) struct ExecutionModel {
+    id: String,
+    pipeline: String,
+    status: Status,
+    started: String,
+    duration: String,
+    trigger: String,
+    note: Option<String>,
+    revisions: Vec<(String, String)>,
+    stages: Vec<StageColumn>,
+    csrf: String,
+    can_release: bool,
+    retry_stage: Option<String>,
+    can_stop: bool,
+}
+
+fn action_card(id: &str, stage: &str, a: &ActionView) -> ActionCard {
+    let logs = format!(
+        "/executions/{}/logs?stage={}&action={}",
+        path_segment(id),
+        form_urlencode(stage),
+        form_urlencode(&a.name)
+    );
+    let approval = (a.action_type.as_deref() == Some("approval")).then(|| {
+        format!(
+            "/executions/{}/approvals/{}/{}",
+            path_segment(id),
+            path_segment(stage),
+            path_segment(&a.name)
+        )
+    });
+    ActionCard {
+        name: a.name.clone(),
+        kind: a.action_type.clone().unwrap_or_default(),
+        status: status(a.status.as_deref()),
+        attempt: a.attempt,
+        duration: duration(a.started_at.as_deref(), a.finished_at.as_deref()),
+        error: a.error.clone(),
+        outputs: a
+            .output_variables
+            .iter()
+            .map(|(k, v)| Output {
+                digest: v.starts_with("sha256:"),
+                name: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        logs,
+        approval,
+        decided: a.decided.as_ref().map(|d| {
+            let comment = d
+                .comment
+                .as_deref()
+                .map(|c| format!(": “{c}”"))
+                .unwrap_or_default();
+            format!("{} by {}{comment}", d.decision, d.by)
+        }),
+        reports: a
+            .reports
+            .iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{}: {} passed, {} failed, {} skipped",
+                    r.group, r.passed, r.failed, r.skipped
+                )
+            })
+            .collect(),
+    }
+}
+
+fn execution_model(view: ExecutionView, caller: &Caller, session: &Session) -> ExecutionModel {
+    let operate = caller
+        .identity
+        .allows(Permission::Operate, &Target::pipeline(&view.pipeline));
+    let stages = view
+        .stages
+        .iter()
+        .map(|stage| {
+            let mut groups: Vec<RunGroup> = Vec::new();
+            for a in &stage.actions {
+                let run_order = a.run_order.unwrap_or(1);
+                let card = action_card(&view.id, &stage.name, a);
+                match groups.iter_mut().find(|g| g.run_order == run_order) {
+                    Some(g) => g.actions.push(card),
+                    None => groups.push(RunGroup {
+                        run_order,
+                        actions: vec![card],
+                    }),
+                }
+            }
+            groups.sort_by_key(|g| g.run_order);
+            StageColumn {
+                name: stage.name.clone(),
+                status: status(stage.status.as_deref()),
+                groups,
+            }
+        })
+        .collect();
+    let retry_stage = view
+        .stages
+        .iter()
+        .find(|s| matches!(s.status.as_deref(), Some("Failed") | Some("Stopped")))
+        .map(|s| s.name.clone());
+    ExecutionModel {
+        status: status(Some(&view.status)),
+        started: age(&view.started_at),
+        duration: duration(Some(&view.started_at), view.finished_at.as_deref()),
+        trigger: trigger_text(&view),
+        note: view.stop_reason.clone().or_else(|| {
+            view.waiting_at
+                .as_ref()
+                .map(|s| format!("waiting to enter stage {s}"))
+        }),
+        revisions: view.source_revisions.clone().into_iter().collect(),
+        stages,
+        csrf: session.csrf.clone(),
+        can_release: operate,
+        retry_stage: retry_stage.filter(|_| operate && view.is_finished()),
+        can_stop: operate && view.status == "InProgress",
+        id: view.id,
+        pipeline: view.pipeline,
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "execution.html")]
+struct ExecutionPage {
+    chrome: Chrome,
+    x: ExecutionModel,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "execution_live.html")]
+struct ExecutionLive {
+    x: ExecutionModel,
+}
+
+async fn read_execution(
+    console: &Console,
+    caller: &Caller,
+    id: &str,
+) -> Result<ExecutionView, Failure> {
+    console
+        .api(
+            caller,
+            Method::GET,
+            &format!("/api/v1/executions/{}", path_segment(id)),
+            None::<&()>,
+        )
+        .await
+        .map_err(|f| match f.status {
+            StatusCode::NOT_FOUND => Failure::not_found(format!("there is no execution {id}")),
+            _ => f,
+        })
+}
+
+pub(super) async fn execution(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    Query(q): Query<FragmentQuery>,
+) -> Result<Response, Failure> {
+    let view = read_execution(&console, &caller, &id).await?;
+    let x = execution_model(view, &caller, &session);
+    Ok(if q.fragment {
+        ExecutionLive { x }.into_response()
+    } else {
+        ExecutionPage {
+            chrome: Chrome::of(&caller, &session),
+            x,
+        }
+        .into_response()
+    })
+}
+
+/// Where a form sends the browser once the API did what it asked.
+fn back_to(id: &str) -> Response {
+    Redirect::to(&format!("/executions/{}", path_segment(id))).into_response()
+}
+
+pub(super) async fn release(
+    State(console): State<Console>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let (_, loaded) = console
+        .plane()
+        .execution(&id)
+        .await
+        .ok_or_else(|| Failure::not_found(format!("there is no execution {id}")))?;
+    let loaded = loaded.ok_or_else(|| Failure {
+        status: StatusCode::CONFLICT,
+        code: "console.no_definition",
+        message: format!("the definition of execution {id} is not loaded"),
+    })?;
+    let definition = &loaded.definition;
+    let request = StartRequest {
+        file: definition.file.clone(),
+        text: Some(definition.text.clone()),
+        includes: definition.includes.clone(),
+        variables: BTreeMap::new(),
+    };
+    let started: Started = console
+        .api(&caller, Method::POST, "/api/v1/executions", Some(&request))
+        .await?;
+    Ok(back_to(&started.id))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RetryForm {
+    stage: String,
+}
+
+pub(super) async fn retry(
+    State(console): State<Console>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Form(form): Form<RetryForm>,
+) -> Result<Response, Failure> {
+    let request = RetryRequest {
+        stage: form.stage,
+        all_actions: false,
+    };
+    let _: gantry_api::Ack = console
+        .api(
+            &caller,
+            Method::POST,
+            &format!("/api/v1/executions/{}/retry", path_segment(&id)),
+            Some(&request),
+        )
+        .await?;
+    Ok(back_to(&id))
+}
+
+pub(super) async fn stop(
+    State(console): State<Console>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let request = StopRequest {
+        abandon: false,
+        reason: Some(format!(
+            "stopped from the console by {}",
+            caller.identity.name
+        )),
+    };
+    let _: gantry_api::Ack = console
+        .api(
+            &caller,
+            Method::POST,
+            &format!("/api/v1/executions/{}/stop", path_segment(&id)),
+            Some(&request),
+        )
+        .await?;
+    Ok(back_to(&id))
+}
+
+// ---- approvals ----
+
+pub(super) struct Pinned {
+    at: String,
+    value: String,
+    message: Option<String>,
+}
+
+pub(super) struct ParameterRow {
+    at: String,
+    name: String,
+    version: u64,
+    secure: bool,
+}
+
+pub(super) struct VoteRow {
+    by: String,
+    decision: String,
+    comment: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "approval.html")]
+struct ApprovalPage {
+    chrome: Chrome,
+    id: String,
+    pipeline: String,
+    stage: String,
+    action: String,
+    status: Status,
+    prompt: Option<String>,
+    review_url: Option<String>,
+    fingerprint: String,
+    commits: Vec<Pinned>,
+    images: Vec<Pinned>,
+    parameters: Vec<ParameterRow>,
+    policy: String,
+    votes: Vec<VoteRow>,
+    can_decide: bool,
+    require_comment: bool,
+    form_action: String,
+}
+
+pub(super) async fn approval(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Path((id, stage, action)): Path<(String, String, String)>,
+) -> Result<Response, Failure> {
+    let execution = read_execution(&console, &caller, &id).await?;
+    let Some(card) = execution.action(&stage, &action) else {
+        return Err(Failure::not_found(format!(
+            "execution {id} has no action {stage}/{action}"
+        )));
+    };
+    let uri = format!(
+        "/api/v1/executions/{}/approvals/{}/{}",
+        path_segment(&id),
+        path_segment(&stage),
+        path_segment(&action)
+    );
+    let view: ApprovalView = console.api(&caller, Method::GET, &uri, None::<&()>).await?;
+    let message = |at: &str| {
+        let (s, a) = at.split_once('/')?;
+        execution
+            .action(s, a)?
+            .output_variables
+            .get("CommitMessage")
+            .cloned()
+    };
+    let policy = &view.policy;
+    let mut who = Vec::new();
+    if !policy.roles.is_empty() {
+        who.push(format!("role {}", policy.roles.join(" or ")));
+    }
+    if !policy.users.is_empty() {
+        who.push(format!("user {}", policy.users.join(" or ")));
+    }
+    let policy_text = format!(
+        "{} approval{} needed from {}{}{}",
+        policy.required,
+        if policy.required == 1 { "" } else { "s" },
+        if who.is_empty() {
+            "any approver".to_string()
+        } else {
+            who.join(", ")
+        },
+        if policy.allow_self_approval {
+            ""
+        } else {
+            "; whoever started or authored the change may not approve"
+        },
+        if policy.require_comment {
+            "; a comment is required"
+        } else {
+            ""
+        },
+    );
+    let waiting = view.status.as_deref() == Some("Waiting");
+    let can_decide = waiting
+        && (caller.identity.has_role(Role::Approver)
+            || caller
+                .identity
+                .allows(Permission::Approve, &Target::pipeline(&execution.pipeline)));
+    let prompt = card.approval.as_ref();
+    Ok(ApprovalPage {
+        chrome: Chrome::of(&caller, &session),
+        status: status(view.status.as_deref()),
+        prompt: prompt.and_then(|p| p.comments.clone()),
+        review_url: prompt.and_then(|p| p.review_url.clone()),
+        fingerprint: view.fingerprint.clone(),
+        commits: view
+            .binding
+            .commits
+            .iter()
+            .map(|(at, commit)| Pinned {
+                message: message(at),
+                at: at.clone(),
+                value: commit.clone(),
+            })
+            .collect(),
+        images: view
+            .binding
+            .images
+            .iter()
+            .map(|(at, digest)| Pinned {
+                at: at.clone(),
+                value: digest.clone(),
+                message: None,
+            })
+            .collect(),
+        parameters: view
+            .binding
+            .parameters
+            .iter()
+            .flat_map(|(at, uses)| {
+                uses.iter().map(move |u| ParameterRow {
+                    at: at.clone(),
+                    name: u.name.clone(),
+                    version: u.version,
+                    secure: u.secure,
+                })
+            })
+            .collect(),
+        policy: policy_text,
+        votes: view
+            .votes
+            .iter()
+            .map(|v| VoteRow {
+                by: v.by.clone(),
+                decision: v.decision.clone(),
+                comment: v.comment.clone(),
+            })
+            .collect(),
+        can_decide,
+        require_comment: policy.require_comment,
+        form_action: format!(
+            "/executions/{}/approvals/{}/{}",
+            path_segment(&id),
+            path_segment(&stage),
+            path_segment(&action)
+        ),
+        id,
+        pipeline: execution.pipeline.clone(),
+        stage,
+        action,
+    }
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct DecideForm {
+    decision: String,
+    #[serde(default)]
+    comment: String,
+    fingerprint: Option<String>,
+}
+
+pub(super) async fn decide(
+    State(console): State<Console>,
+    caller: Caller,
+    Path((id, stage, action)): Path<(String, String, String)>,
+    Form(form): Form<DecideForm>,
+) -> Result<Response, Failure> {
+    let comment = form.comment.trim();
+    let request = DecideRequest {
+        stage,
+        action,
+        decision: form.decision,
+        comment: (!comment.is_empty()).then(|| comment.to_string()),
+        by: None,
+        fingerprint: form.fingerprint.filter(|f| !f.is_empty()),
+    };
+    let _: DecisionAnswer = console
+        .api(
+            &caller,
+            Method::POST,
+            &format!("/api/v1/executions/{}/approvals", path_segment(&id)),
+            Some(&request),
+        )
+        .await?;
+    Ok(back_to(&id))
+}
+
+// ---- logs ----
+
+pub(super) struct Piece {
+    class: &'static str,
+    text: String,
+}
+
+pub(super) struct LogRow {
+    seq: i64,
+    at: String,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "logs.html")]
+struct LogsView {
+    chrome: Chrome,
+    id: String,
+    stage: String,
+    action: String,
+    rows: Vec<LogRow>,
+    download: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct LogsQuery {
+    stage: Option<String>,
+    action: Option<String>,
+    #[serde(default)]
+    download: bool,
+}
+
+/// The text of a log line in pieces, each with the class of the ANSI SGR
+/// colour in force (`fg1`..`fg7`, `b` for bold); other escapes are dropped.
+pub(super) fn ansi_pieces(line: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut class: &'static str = "";
+    let mut text = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find('\u{1b}') {
+        text.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let Some(params) = rest.strip_prefix('[') else {
+            continue;
+        };
+        let end = params
+            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .unwrap_or(params.len());
+        let (codes, after) = params.split_at(end);
+        let mut chars = after.chars();
+        let command = chars.next();
+        rest = chars.as_str();
+        if command != Some('m') {
+            continue;
+        }
+        if !text.is_empty() {
+            pieces.push(Piece {
+                class,
+                text: std::mem::take(&mut text),
+            });
+        }
+        for code in codes.split(';') {
+            class = match code.parse::<u32>().unwrap_or(0) {
+                0 | 39 => "",
+                1 => "b",
+                n @ (31..=37) | n @ (91..=97) => {
+                    ["fg1", "fg2", "fg3", "fg4", "fg5", "fg6", "fg7"][(n % 10 - 1) as usize]
+                }
+                _ => class,
+            };
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        pieces.push(Piece { class, text });
+    }
+    pieces
+}
+
+pub(super) async fn logs(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, Failure> {
+    let stage = q.stage.unwrap_or_default();
+    let action = q.action.unwrap_or_default();
+    let mut uri = format!("/api/v1/executions/{}/logs?limit=20000", path_segment(&id));
+    if !stage.is_empty() && !action.is_empty() {
+        uri.push_str(&format!(
+            "&stage={}&action={}",
+            form_urlencode(&stage),
+            form_urlencode(&action)
+        ));
+    }
+    let page: LogsPage = console
+        .api(&caller, Method::GET, &uri, None::<&()>)
+        .await
+        .map_err(|f| match f.status {
+            StatusCode::NOT_FOUND => Failure::not_found(format!("there is no execution {id}")),
+            _ => f,
+        })?;
+    if q.download {
+        let text: String = page.lines.iter().map(|l| format!("{}\n", l.line)).collect();
+        let mut response = text.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"gantry.log\""),
+        );
+        return Ok(response);
+    }
+    let download = format!(
+        "/executions/{}/logs?stage={}&action={}&download=true",
+        path_segment(&id),
+        form_urlencode(&stage),
+        form_urlencode(&action)
+    );
+    Ok(LogsView {
+        chrome: Chrome::of(&caller, &session),
+        rows: page
+            .lines
+            .iter()
+            .map(|l| LogRow {
+                seq: l.seq,
+                at: l.at.clone(),
+                pieces: ansi_pieces(&l.line),
+            })
+            .collect(),
+        id,
+        stage,
+        action,
+        download,
+    }
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_become_classes_and_other_escapes_vanish() {
+        let pieces = ansi_pieces("a\u{1b}[31mred\u{1b}[0m b\u{1b}[2Kc\u{1b}[1;32mok");
+        let shown: Vec<(&str, &str)> = pieces.iter().map(|p| (p.class, p.text.as_str())).collect();
+        assert_eq!(
+            shown,
+            [("", "a"), ("fg1", "red"), ("", " bc"), ("fg2", "ok")]
+        );
+    }
+
+    #[test]
+    fn next_is_a_path_of_this_server() {
+        assert_eq!(safe_next(Some("/executions/x")), "/executions/x");
+        for bad in ["//evil.example", "https://evil.example", "/\\evil", ""] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+    }
+}

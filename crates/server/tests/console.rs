@@ -1,0 +1,677 @@
+//! The web console over HTTP, in-process (`oneshot`) with a real store and
+//! a real git repository: the session cookie's flags, sign-in and
+//! sign-out, one-time sign-in links, CSRF (a form without its token is
+//! refused and changes nothing), roles (a viewer cannot approve by posting
+//! the form), an expired session's way back, 404 pages, and user text
+//! (commit messages, comments, log lines) coming back escaped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use gantry_api::ExecutionView;
+use gantry_auth::{AuditQuery, Grant};
+use gantry_server::ControlPlane;
+use gantry_server::console::SessionLimits;
+use gantry_server::guard::HostPolicy;
+use tower::ServiceExt;
+
+const HOST: &str = "127.0.0.1:7700";
+
+/// A pipeline whose commit message, log lines and approval carry HTML.
+const PIPELINE: &str = r##"
+version: 1
+name: web
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, repository: ., outputs: [Src], namespace: Source}
+  - name: Build
+    actions:
+      - name: build
+        type: shell
+        commands:
+          - echo '<script>alert("log")</script>'
+          - printf '\033[31mred\033[0m plain\n'
+  - name: Approve
+    actions:
+      - {name: release, type: approval}
+  - name: After
+    actions:
+      - {name: done, type: shell, commands: ["true"]}
+"##;
+
+const COMMIT_MESSAGE: &str = "<script>alert(\"commit\")</script> first";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    plane: ControlPlane,
+    app: axum::Router,
+}
+
+async fn fixture_with(app: impl Fn(ControlPlane) -> axum::Router) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| gantry_testkit::git_as(&repo, ("Carol", "carol@example.com"), args);
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("gantry.yaml"), PIPELINE).unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", COMMIT_MESSAGE]);
+    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    Fixture {
+        app: app(plane.clone()),
+        _dir: dir,
+        repo,
+        plane,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(|plane| gantry_server::api::router(plane, HostPolicy::default())).await
+}
+
+/// An answer: status, headers, body text.
+struct Page {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_default()
+    }
+
+    fn cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self
+            .text
+            .find("name=\"csrf\" value=\"")
+            .expect("a csrf field")
+            + 19;
+        self.text[at..at + 64].to_string()
+    }
+}
+
+/// A browser without JavaScript: a cookie jar and forms.
+struct Browser<'a> {
+    fx: &'a Fixture,
+    cookies: BTreeMap<String, String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(fx: &'a Fixture) -> Browser<'a> {
+        Browser {
+            fx,
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, HOST);
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            request = request.header(header::COOKIE, jar.join("; "));
+        }
+        let body = match form {
+            Some(fields) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                let encoded: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", gantry_server::console::form_urlencode(v)))
+                    .collect();
+                Body::from(encoded.join("&"))
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .fx
+            .app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 8 << 20)
+            .await
+            .unwrap();
+        let page = Page {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        for cookie in page.cookies() {
+            let pair = cookie.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || cookie.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+        page
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send("GET", path, None).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send("POST", path, Some(form)).await
+    }
+
+    /// Signs in with `token` through the sign-in form; returns the answer.
+    async fn sign_in(&mut self, token: &str, next: &str) -> Page {
+        let form = self.get(&format!("/signin?next={next}")).await;
+        assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+        let csrf = form.csrf();
+        self.post(
+            "/signin",
+            &[("csrf", &csrf), ("token", token), ("next", next)],
+        )
+        .await
+    }
+}
+
+impl Fixture {
+    async fn user(&self, name: &str, grants: &[&str]) -> String {
+        let now = gantry_clock::now_ms();
+        let grants: Vec<Grant> = grants.iter().map(|g| g.parse().unwrap()).collect();
+        self.plane
+            .auth()
+            .add_user(name, None, grants, now)
+            .await
+            .unwrap();
+        self.plane
+            .auth()
+            .create_token(name, None, None, now)
+            .await
+            .unwrap()
+            .secret
+            .expose()
+            .to_string()
+    }
+
+    async fn start(&self, by: &str) -> String {
+        let file = self.repo.join("gantry.yaml");
+        self.plane
+            .start_execution(
+                file,
+                PIPELINE.to_string(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+                Some(by.into()),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn view(&self, id: &str) -> ExecutionView {
+        let (execution, loaded) = self.plane.execution(id).await.unwrap();
+        gantry_server::view::execution_view(&execution, loaded.as_deref())
+    }
+
+    async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&ExecutionView) -> bool,
+    ) -> ExecutionView {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut changes = self.plane.changes();
+        loop {
+            let v = self.view(id).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {v:#?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+        }
+    }
+
+    async fn waiting(&self, by: &str) -> String {
+        let id = self.start(by).await;
+        self.wait_for(&id, "the approval", |v| {
+            v.action("Approve", "release").unwrap().status.as_deref() == Some("Waiting")
+        })
+        .await;
+        id
+    }
+
+    async fn audit_outcomes(&self) -> Vec<(String, String)> {
+        self.plane
+            .auth()
+            .audit_log(&AuditQuery::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.action, r.outcome))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_gives_a_strict_httponly_session_cookie_and_signing_out_ends_it() {
+    let fx = fixture().await;
+    let token = fx.user("vera", &["viewer"]).await;
+    let mut browser = Browser::new(&fx);
+    // Not signed in: every page sends the browser to sign in.
+    let page = browser.get("/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/signin?next=/");
+    // A wrong token is refused, and no session cookie is set.
+    let page = browser.sign_in("gantry_not-a-token", "/").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.text);
+    assert!(page.text.contains("not accepted"));
+    assert!(!browser.cookies.contains_key("gantry_session"));
+    let page = browser.sign_in(&token, "/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+    assert_eq!(page.location(), "/");
+    let cookie = page
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("gantry_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie} lacks {flag}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    assert!(!cookie.contains(&token), "the cookie is not the token");
+    let page = browser.get("/").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("Signed in as <strong>vera</strong>"));
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    assert!(
+        page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    // Sign-out is a form with the session's CSRF token.
+    let csrf = page.csrf();
+    let page = browser.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(browser.get("/").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_the_session_cookie_is_secure() {
+    let fx = fixture_with(|plane| {
+        gantry_server::api::router(
+            plane,
+            HostPolicy {
+                tls: true,
+                ..HostPolicy::default()
+            },
+        )
+    })
+    .await;
+    let token = fx.user("vera", &["viewer"]).await;
+    let mut browser = Browser::new(&fx);
+    let page = browser.sign_in(&token, "/").await;
+    let cookie = page
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("gantry_session="))
+        .unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let fx = fixture().await;
+    let ann = fx.user("ann", &["approver", "operator"]).await;
+    let id = fx.waiting("sam").await;
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&ann, "/").await;
+    let path = format!("/executions/{id}/approvals/Approve/release");
+    let dialog = browser.get(&path).await;
+    assert_eq!(dialog.status, StatusCode::OK, "{}", dialog.text);
+    assert!(
+        dialog.text.contains("id=\"approve\""),
+        "an approver sees the button"
+    );
+    for csrf in [None, Some("0".repeat(64)), Some("x".into())] {
+        let mut form = vec![("decision", "Approved"), ("comment", "ok")];
+        if let Some(csrf) = &csrf {
+            form.push(("csrf", csrf));
+        }
+        let page = browser.post(&path, &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+        assert!(page.text.contains("console.csrf"));
+        let page = browser.post(&format!("/executions/{id}/stop"), &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    }
+    let view = fx.view(&id).await;
+    assert_eq!(view.status, "InProgress");
+    assert_eq!(
+        view.action("Approve", "release").unwrap().status.as_deref(),
+        Some("Waiting")
+    );
+    assert!(fx.plane.approvals(&id).await.unwrap().is_empty());
+    let refused = fx
+        .audit_outcomes()
+        .await
+        .into_iter()
+        .filter(|(_, outcome)| outcome == "console.csrf")
+        .count();
+    assert_eq!(refused, 6, "every refusal is audited");
+    // The sign-in form has its own token (no session yet).
+    let mut stranger = Browser::new(&fx);
+    let page = stranger
+        .post("/signin", &[("token", &ann), ("next", "/")])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(!stranger.cookies.contains_key("gantry_session"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_approve_even_by_posting_the_form_and_an_approver_can() {
+    let fx = fixture().await;
+    let vera = fx.user("vera", &["viewer"]).await;
+    let ann = fx.user("ann", &["approver"]).await;
+    let id = fx.waiting("sam").await;
+    let path = format!("/executions/{id}/approvals/Approve/release");
+    let mut viewer = Browser::new(&fx);
+    viewer.sign_in(&vera, "/").await;
+    let dialog = viewer.get(&path).await;
+    assert_eq!(dialog.status, StatusCode::OK);
+    assert!(
+        !dialog.text.contains("id=\"approve\""),
+        "no button for a viewer"
+    );
+    let execution = viewer.get(&format!("/executions/{id}")).await;
+    for button in ["id=\"release\"", "id=\"stop\""] {
+        assert!(
+            !execution.text.contains(button),
+            "a viewer sees no {button}"
+        );
+    }
+    let csrf = dialog.csrf();
+    let page = viewer
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("decision", "Approved"),
+                ("comment", "sneaky"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    let page = viewer
+        .post(&format!("/executions/{id}/stop"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    let page = viewer
+        .post(&format!("/executions/{id}/release"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    assert!(fx.plane.approvals(&id).await.unwrap().is_empty());
+    assert_eq!(
+        fx.plane.executions(None, 10).await.len(),
+        1,
+        "nothing started"
+    );
+    assert!(
+        fx.audit_outcomes()
+            .await
+            .iter()
+            .any(|(action, outcome)| action.starts_with("console POST")
+                && outcome.starts_with("auth.")),
+        "the refusal is audited"
+    );
+    // The approver decides through the same dialog.
+    let mut approver = Browser::new(&fx);
+    approver.sign_in(&ann, "/").await;
+    let dialog = approver.get(&path).await;
+    let csrf = dialog.csrf();
+    let fingerprint = {
+        let at = dialog.text.find("name=\"fingerprint\" value=\"").unwrap() + 26;
+        dialog.text[at..at + 16].to_string()
+    };
+    let page = approver
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("decision", "Approved"),
+                ("comment", "<script>alert(\"comment\")</script>"),
+                ("fingerprint", &fingerprint),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+    assert_eq!(page.location(), format!("/executions/{id}"));
+    fx.wait_for(&id, "success", |v| v.status == "Succeeded")
+        .await;
+    let page = approver.get(&format!("/executions/{id}")).await;
+    assert!(page.text.contains("Approved by ann"), "{}", page.text);
+    assert!(!page.text.contains("<script>alert(\"comment\")"));
+    assert!(
+        page.text
+            .contains("&lt;script&gt;alert(&quot;comment&quot;)&lt;/script&gt;")
+            || page.text.contains("&#60;script&#62;"),
+        "{}",
+        page.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_text_comes_back_escaped_on_every_page() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let id = fx.waiting("root").await;
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    let pages = [
+        "/".to_string(),
+        format!("/executions/{id}"),
+        format!("/executions/{id}/approvals/Approve/release"),
+        format!("/executions/{id}/logs?stage=Build&action=build"),
+    ];
+    for path in &pages {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
+        assert!(
+            !page.text.contains("<script>"),
+            "{path} holds an unescaped <script>:\n{}",
+            page.text
+        );
+    }
+    let dialog = browser.get(&pages[2]).await;
+    assert!(
+        dialog
+            .text
+            .contains("&lt;script&gt;alert(&quot;commit&quot;)&lt;/script&gt; first")
+            || dialog.text.contains("&#60;script&#62;"),
+        "the commit message is shown: {}",
+        dialog.text
+    );
+    let logs = browser.get(&pages[3]).await;
+    assert!(
+        logs.text
+            .contains("&lt;script&gt;alert(&quot;log&quot;)&lt;/script&gt;")
+            || logs.text.contains("&#60;script&#62;"),
+        "{}",
+        logs.text
+    );
+    assert!(
+        logs.text.contains("<span class=\"fg1\">red</span>"),
+        "ANSI red is a span: {}",
+        logs.text
+    );
+    assert!(logs.text.contains("id=\"L"), "lines have anchors");
+    let download = browser.get(&format!("{}&download=true", pages[3])).await;
+    assert!(
+        download.text.contains("<script>alert(\"log\")</script>"),
+        "the download is the raw text"
+    );
+    assert!(
+        download.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_goes_to_sign_in_then_back_to_the_page_asked_for() {
+    let fx = fixture_with(|plane| {
+        gantry_server::console::router_with(
+            plane,
+            HostPolicy::default(),
+            SessionLimits {
+                idle: Duration::from_millis(300),
+                ..SessionLimits::default()
+            },
+        )
+    })
+    .await;
+    let root = fx.user("root", &["admin"]).await;
+    let id = fx.start("root").await;
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    let path = format!("/executions/{id}");
+    assert_eq!(browser.get(&path).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let page = browser.get(&path).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let signin = page.location().to_string();
+    assert_eq!(signin, format!("/signin?next={path}"));
+    let form = browser.get(&signin).await;
+    let csrf = form.csrf();
+    let next = {
+        let at = form.text.find("name=\"next\" value=\"").unwrap() + 19;
+        form.text[at..at + form.text[at..].find('"').unwrap()].to_string()
+    };
+    assert_eq!(next, path);
+    let page = browser
+        .post(
+            "/signin",
+            &[("csrf", &csrf), ("token", &root), ("next", &next)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), path, "back to the page asked for");
+    assert_eq!(browser.get(&path).await.status, StatusCode::OK);
+    // `next` never leaves this server.
+    let form = browser.get("/signin?next=//evil.example/x").await;
+    assert_eq!(form.status, StatusCode::SEE_OTHER);
+    assert_eq!(form.location(), "/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_its_sessions() {
+    let fx = fixture().await;
+    let now = gantry_clock::now_ms();
+    fx.plane
+        .auth()
+        .add_user("vera", None, vec!["viewer".parse().unwrap()], now)
+        .await
+        .unwrap();
+    let token = fx
+        .plane
+        .auth()
+        .create_token("vera", None, None, now)
+        .await
+        .unwrap();
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(token.secret.expose(), "/").await;
+    assert_eq!(browser.get("/").await.status, StatusCode::OK);
+    fx.plane
+        .auth()
+        .revoke_token(&token.info.id, now)
+        .await
+        .unwrap();
+    assert_eq!(browser.get("/").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_time_sign_in_link_works_once() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let request = Request::post("/signin/links")
+        .header(header::HOST, HOST)
+        .header(header::AUTHORIZATION, format!("Bearer {root}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = fx.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let path = answer["path"].as_str().unwrap().to_string();
+    assert!(path.starts_with("/signin/link/"), "{answer}");
+    let mut browser = Browser::new(&fx);
+    let page = browser.get(&path).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(browser.get("/").await.status, StatusCode::OK);
+    let mut other = Browser::new(&fx);
+    let page = other.get(&path).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "used up");
+    assert!(!other.cookies.contains_key("gantry_session"));
+    // Without a token no link is made.
+    let request = Request::post("/signin/links")
+        .header(header::HOST, HOST)
+        .body(Body::empty())
+        .unwrap();
+    let response = fx.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_things_get_a_404_page_with_a_way_back_and_foreign_hosts_are_refused() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let id = fx.waiting("root").await;
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    for path in [
+        "/executions/no-such-execution".to_string(),
+        format!("/executions/{id}/approvals/Nope/release"),
+        "/no/such/page".to_string(),
+    ] {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(page.text.contains("href=\"/\""), "{path}: a way back");
+    }
+    // An unknown API path keeps the API's bare 404.
+    let page = browser.get("/api/v1/nope").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.text.is_empty());
+    // DNS rebinding is refused as by the API.
+    let request = Request::get("/")
+        .header(header::HOST, "evil.example")
+        .body(Body::empty())
+        .unwrap();
+    let response = fx.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+}
