@@ -26,9 +26,10 @@ pub struct Trigger {
     /// The identity that started it, when a person did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
-    /// The pull request it was started for (a `pull_request` trigger).
+    /// The pull request it was started for (a `pull_request` trigger);
+    /// boxed, as most executions have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_request: Option<PullRequest>,
+    pub pull_request: Option<Box<PullRequest>>,
 }
 
 /// The pull (merge) request an execution was started for: what its source

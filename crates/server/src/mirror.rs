@@ -43,6 +43,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+mod ls_refs;
+
 /// Where repository credentials live in the parameter store:
 /// `/gantry/repositories/<host>/<path>/token` (a SecureString; with an
 /// optional `username` String beside it) or `…/ssh_key` (a SecureString
@@ -761,13 +763,20 @@ impl Mirrors {
     }
 
     /// Every branch and tag of the repository, as `(full ref, commit)`
-    /// sorted by ref; an annotated tag gives the commit it points to.
+    /// sorted by ref; an annotated tag gives the commit it points to. A
+    /// `git://` or `http(s)://` remote is asked by gantry itself first
+    /// ([`ls_refs`]: one request, no process), then by `git ls-remote`.
     pub async fn ls_remote(
         &self,
         url: &str,
         creds: &RepoCredentials,
     ) -> Result<Vec<(String, String)>, MirrorError> {
         let repository = Repository::parse(url)?;
+        if let Repository::Remote(remote) = &repository
+            && let Some(refs) = ls_refs::list(remote, creds.basic_auth().as_deref()).await
+        {
+            return Ok(refs);
+        }
         let target: OsString = match &repository {
             Repository::Local(path) => path.clone().into_os_string(),
             Repository::Remote(remote) => remote.as_str().into(),

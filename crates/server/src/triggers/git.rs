@@ -174,7 +174,10 @@ async fn start_once(
         kind: sighting.how,
         detail: sighting.event.clone(),
         by: None,
-        pull_request: sighting.pull_request.as_ref().map(|(_, pr)| pr.clone()),
+        pull_request: sighting
+            .pull_request
+            .as_ref()
+            .map(|(_, pr)| Box::new(pr.clone())),
     };
     match plane
         .start_triggered(
