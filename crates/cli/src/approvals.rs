@@ -12,6 +12,7 @@ use gantry_api::{ApprovalView, DecideRequest, DecisionAnswer};
 
 use crate::args::Decision;
 use crate::client::{ApiError, Connection};
+use crate::hints;
 use crate::render;
 use crate::run::{data_dir_hint, follow};
 
@@ -99,7 +100,7 @@ pub(crate) async fn decide(data_dir: &Path, d: Decision, approve: bool) -> Resul
                 eprintln!("error: {}", api.body.message);
                 Ok(ExitCode::FAILURE)
             } else {
-                Err(error)
+                Err(hints::in_execution(&conn, &d.id, stage, Some(action), error).await)
             }
         }
     };

@@ -11,6 +11,7 @@ use anyhow::Result;
 use gantry_api::{Ack, ExecutionView, RetryRequest, StopRequest};
 
 use crate::client::Connection;
+use crate::hints;
 use crate::run::{data_dir_hint, follow};
 
 /// Retries a failed stage (its failed actions, or all of them), then, unless
@@ -46,7 +47,7 @@ pub(crate) async fn retry(
             eprintln!("retrying stage {stage} of {id}");
             follow(&conn, id, false).await
         }
-        Err(error) => Err(error),
+        Err(error) => Err(hints::in_execution(&conn, id, &stage, None, error).await),
     };
     conn.close().await;
     code

@@ -11,6 +11,7 @@ use gantry_api::{
 };
 
 use crate::client::Connection;
+use crate::hints;
 use crate::render::print_json;
 
 #[derive(Subcommand)]
@@ -75,7 +76,7 @@ pub(crate) async fn deploy(
     image: &str,
     json: bool,
 ) -> Result<bool> {
-    let out = conn
+    let out = match conn
         .client
         .post(
             &format!("/api/v1/environments/{env}/services/{service}/deploy"),
@@ -83,7 +84,11 @@ pub(crate) async fn deploy(
                 image: image.to_string(),
             },
         )
-        .await?;
+        .await
+    {
+        Ok(out) => out,
+        Err(error) => return Err(hints::in_environments(conn, env, Some(service), error).await),
+    };
     print_deployment(&out, json)
 }
 
@@ -94,27 +99,37 @@ pub(crate) async fn rollback(
     to: Option<u64>,
     json: bool,
 ) -> Result<bool> {
-    let out = conn
+    let out = match conn
         .client
         .post(
             &format!("/api/v1/environments/{env}/services/{service}/rollback"),
             &RollbackRequest { to },
         )
-        .await?;
+        .await
+    {
+        Ok(out) => out,
+        Err(error) => return Err(hints::in_environments(conn, env, Some(service), error).await),
+    };
     print_deployment(&out, json)
 }
 
 pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
     match command {
         EnvCommand::Down { environment } => {
-            let out: EnvironmentDown = conn
+            let out: EnvironmentDown = match conn
                 .client
                 .post(
                     &format!("/api/v1/environments/{environment}/down"),
                     // The route takes no body; older servers want an object.
                     &serde_json::Map::new(),
                 )
-                .await?;
+                .await
+            {
+                Ok(out) => out,
+                Err(error) => {
+                    return Err(hints::in_environments(conn, &environment, None, error).await);
+                }
+            };
             println!("{environment}: stopped {} replica(s)", out.stopped_replicas);
         }
         EnvCommand::List { json } => {
@@ -128,10 +143,16 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
             }
         }
         EnvCommand::Status { environment, json } => {
-            let status: EnvironmentStatus = conn
+            let status: EnvironmentStatus = match conn
                 .client
                 .get(&format!("/api/v1/environments/{environment}"))
-                .await?;
+                .await
+            {
+                Ok(status) => status,
+                Err(error) => {
+                    return Err(hints::in_environments(conn, &environment, None, error).await);
+                }
+            };
             if json {
                 return print_json(&status);
             }

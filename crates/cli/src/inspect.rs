@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::client::Connection;
-use crate::render;
+use crate::{hints, render};
 
 /// Shows one execution: the view, or its JSON.
 pub(crate) async fn status(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
@@ -111,8 +111,12 @@ pub(crate) async fn logs(
             Some((stage, action)) => {
                 if execution.action(stage, action).is_none() {
                     bail!(
-                        "execution {id} has no action {stage}/{action}; its actions: {}",
-                        action_names(&execution).join(", ")
+                        "execution {id} has no action {stage}/{action}{}",
+                        hints::among(
+                            &format!("{stage}/{action}"),
+                            &hints::action_names(&execution),
+                            "its actions"
+                        )
                     );
                 }
                 format!("&stage={stage}&action={action}")
@@ -130,19 +134,6 @@ pub(crate) async fn logs(
             ExitCode::FAILURE
         }
     })
-}
-
-/// `Stage/action` of every action of an execution, in order.
-fn action_names(execution: &gantry_api::ExecutionView) -> Vec<String> {
-    execution
-        .stages
-        .iter()
-        .flat_map(|s| {
-            s.actions
-                .iter()
-                .map(move |a| format!("{}/{}", s.name, a.name))
-        })
-        .collect()
 }
 
 /// Prints the log lines after each other, following them with `follow`

@@ -21,6 +21,7 @@ mod control;
 mod data_dir;
 mod demo;
 mod deploy;
+mod hints;
 mod inspect;
 mod login;
 mod param;

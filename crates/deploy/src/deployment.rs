@@ -145,7 +145,12 @@ impl Deployer {
                     var: var.clone(),
                     parameter: parameter.clone(),
                     reason: match &e {
-                        gantry_params::ParamError::Unresolved { source, .. } => source.to_string(),
+                        gantry_params::ParamError::Unresolved { source, .. } => {
+                            match source.how_to_fix() {
+                                Some(fix) => format!("{source}; {fix}"),
+                                None => source.to_string(),
+                            }
+                        }
                         other => other.to_string(),
                     },
                 })?;

@@ -198,6 +198,20 @@ pub enum ParamError {
 }
 
 impl ParamError {
+    /// How to fix a reference to a parameter that does not exist: the exact
+    /// `gantry param put` to run (the value from standard input, so it stays
+    /// out of shell history). `None` for every other error.
+    pub fn how_to_fix(&self) -> Option<String> {
+        match self {
+            Self::NotFound { name } => Some(format!(
+                "store it with `gantry param put {name} --type SecureString` (the value from \
+                 standard input), or `gantry param put {name} VALUE` for a value that is not secret"
+            )),
+            Self::Unresolved { source, .. } => source.how_to_fix(),
+            _ => None,
+        }
+    }
+
     /// A stable, machine-readable code for this error, for API responses and tests.
     pub fn code(&self) -> &'static str {
         match self {

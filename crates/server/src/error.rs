@@ -53,6 +53,28 @@ pub enum ControlError {
     TextRequired,
     #[error("{file} includes {include}: send its text in `includes`")]
     MissingInclude { file: String, include: String },
+    /// A second server started on a data dir that one already owns.
+    #[error(
+        "another gantry server{holder} owns the data dir {data_dir}: every command there \
+         talks to it; stop it with `gantry shutdown`, or give this one another data dir \
+         (`gantry --data-dir DIR server`)"
+    )]
+    DataDirOwned { data_dir: String, holder: String },
+    /// The address to listen on is taken.
+    #[error(
+        "cannot listen on {addr}: port {port} is in use (by another gantry server or another \
+         program); choose another with `gantry server {flag} {ip}:PORT` ({ip}:0 takes any free \
+         port)"
+    )]
+    PortInUse {
+        addr: String,
+        ip: String,
+        port: u16,
+        flag: &'static str,
+    },
+    /// Options the server cannot start with (an address, TLS files, URLs).
+    #[error("{0}")]
+    Options(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -74,12 +96,15 @@ impl ControlError {
             | ControlError::UnknownAction(_) => 404,
             ControlError::InvalidPipeline(_) | ControlError::UnknownVariable(_) => 422,
             ControlError::BadRequest(_)
+            | ControlError::Options(_)
             | ControlError::TextRequired
             | ControlError::MissingInclude { .. } => 400,
             ControlError::NothingWaiting(_)
             | ControlError::Engine(_)
             | ControlError::Superseded(_)
-            | ControlError::ApprovalChanged(..) => 409,
+            | ControlError::ApprovalChanged(..)
+            | ControlError::DataDirOwned { .. }
+            | ControlError::PortInUse { .. } => 409,
             ControlError::Param(e) => e.http_status(),
             ControlError::Deploy(e) => e.http_status(),
             ControlError::Auth(e) => e.http_status(),
@@ -126,6 +151,9 @@ impl ControlError {
             ControlError::ApprovalChanged(..) => "approval.changed",
             ControlError::TextRequired => "request.text_required",
             ControlError::MissingInclude { .. } => "request.missing_include",
+            ControlError::DataDirOwned { .. } => "server.data_dir_owned",
+            ControlError::PortInUse { .. } => "server.port_in_use",
+            ControlError::Options(_) => "server.invalid_options",
             ControlError::Internal(_) => "server.internal",
         }
     }

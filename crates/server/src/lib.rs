@@ -121,13 +121,13 @@ impl RunningServer {
         options: ServerOptions,
     ) -> Result<RunningServer, ControlError> {
         let tls = match &options.tls {
-            Some((cert, key)) => Some(listen::load_tls(cert, key).map_err(ControlError::Internal)?),
+            Some((cert, key)) => Some(listen::load_tls(cert, key).map_err(ControlError::Options)?),
             None => None,
         };
         for addr in [options.listen, options.registry_listen] {
             if !addr.ip().is_loopback() && tls.is_none() {
                 if !options.insecure_http {
-                    return Err(ControlError::Internal(format!(
+                    return Err(ControlError::Options(format!(
                         "{addr} is not a loopback address: serve it with --tls-cert and --tls-key, \
                          or accept plain HTTP with --insecure-http"
                     )));
@@ -136,15 +136,27 @@ impl RunningServer {
             }
         }
         let hosts = guard::HostPolicy::with_public_urls(&options.public_urls)
-            .map_err(ControlError::Internal)?;
+            .map_err(ControlError::Options)?;
         let mut lock = DataDirLock::acquire(data_dir)?;
-        let bind = |addr: SocketAddr| async move {
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| ControlError::Internal(format!("cannot listen on {addr}: {e}")))
+        let bind = |addr: SocketAddr, flag: &'static str| async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    ControlError::PortInUse {
+                        addr: addr.to_string(),
+                        ip: match addr {
+                            SocketAddr::V4(v4) => v4.ip().to_string(),
+                            SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+                        },
+                        port: addr.port(),
+                        flag,
+                    }
+                } else {
+                    ControlError::Options(format!("cannot listen on {addr}: {e}"))
+                }
+            })
         };
-        let api_listener = bind(options.listen).await?;
-        let registry_listener = bind(options.registry_listen).await?;
+        let api_listener = bind(options.listen, "--listen").await?;
+        let registry_listener = bind(options.registry_listen, "--registry-listen").await?;
         let api_addr = api_listener
             .local_addr()
             .map_err(|e| ControlError::Internal(e.to_string()))?;

@@ -128,7 +128,11 @@ async fn fetch(
                 match params.resolve(&[(var.as_str(), selector)]).await {
                     Ok(_) => {}
                     Err(ParamError::Unresolved { source: cause, .. }) => {
-                        missing.push(format!("{var} ({source} `{written}`): {cause}"));
+                        let fix = cause
+                            .how_to_fix()
+                            .map(|f| format!(": {f}"))
+                            .unwrap_or_default();
+                        missing.push(format!("{var} ({source} `{written}`): {cause}{fix}"));
                     }
                     Err(other) => return Err(Unresolvable::Failed(describe(&other, source))),
                 }
@@ -146,7 +150,13 @@ fn describe(error: &ParamError, source: &str) -> String {
             selector,
             source: cause,
         } => {
-            format!("parameter {selector} (for variable {var} in {source}) cannot be read: {cause}")
+            let fix = cause
+                .how_to_fix()
+                .map(|f| format!("; {f}"))
+                .unwrap_or_default();
+            format!(
+                "parameter {selector} (for variable {var} in {source}) cannot be read: {cause}{fix}"
+            )
         }
         other => format!("{source}: {other}"),
     }

@@ -61,10 +61,10 @@ impl DataDirLock {
                 let holder = live_server(data_dir)
                     .map(|i| format!(" (pid {}, {})", i.pid, i.api))
                     .unwrap_or_default();
-                return Err(ControlError::Internal(format!(
-                    "another gantry server owns {}{holder}",
-                    data_dir.display()
-                )));
+                return Err(ControlError::DataDirOwned {
+                    data_dir: data_dir.display().to_string(),
+                    holder,
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(ControlError::io(&path, e)),
         }
