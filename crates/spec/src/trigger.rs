@@ -316,7 +316,7 @@ impl CronExpression {
         // gives up after that, so one search from a fixed date tells.
         if cron
             .find_next_occurrence(
-                &WallClock(jiff::civil::date(2000, 1, 1).at(0, 0, 0, 0)),
+                &Zoned(jiff::Timestamp::UNIX_EPOCH.to_zoned_datetime(jiff::tz::TimeZone::UTC)),
                 false,
             )
             .is_err()
@@ -342,14 +342,15 @@ impl CronExpression {
     }
 }
 
-/// A wall-clock time without a time zone, for asking croner whether an
-/// expression fires at all (gantry-triggers asks it when, in a zone).
+/// A time in a zone, as croner searches: jiff 1's `ZonedDateTime` (croner's
+/// own jiff support is for jiff 0.2). A wall-clock time the zone skips is a
+/// gap, one it repeats is ambiguous (croner applies Vixie cron's rules).
 #[derive(Clone)]
-struct WallClock(jiff::civil::DateTime);
+pub struct Zoned(pub jiff::ZonedDateTime);
 
-impl croner::time::CronDateTime for WallClock {
+impl croner::time::CronDateTime for Zoned {
     fn to_civil(&self) -> croner::time::CivilDateTime {
-        let t = self.0;
+        let t = self.0.datetime();
         // jiff keeps every part in range, so croner may take them unchecked.
         croner::time::CivilDateTime::new(
             croner::time::CivilDate::from_parts_unchecked(
@@ -379,10 +380,13 @@ impl croner::time::CronDateTime for WallClock {
         &self,
         civil: croner::time::CivilDateTime,
     ) -> Result<croner::time::Resolution<Self>, croner::errors::CronError> {
-        let part = |n: u32| i8::try_from(n).map_err(|_| croner::errors::CronError::InvalidDate);
-        let year =
-            i16::try_from(civil.year()).map_err(|_| croner::errors::CronError::InvalidDate)?;
-        jiff::civil::DateTime::new(
+        use croner::errors::CronError;
+        use croner::time::Resolution;
+        use jiff::tz::AmbiguousOffset;
+
+        let part = |n: u32| i8::try_from(n).map_err(|_| CronError::InvalidDate);
+        let year = i16::try_from(civil.year()).map_err(|_| CronError::InvalidDate)?;
+        let wall = jiff::civil::DateTime::new(
             year,
             part(civil.month())?,
             part(civil.day())?,
@@ -391,19 +395,36 @@ impl croner::time::CronDateTime for WallClock {
             part(civil.second())?,
             0,
         )
-        .map(|t| croner::time::Resolution::Single(WallClock(t)))
-        .map_err(|_| croner::errors::CronError::InvalidDate)
+        .map_err(|_| CronError::InvalidDate)?;
+        let ambiguous = self.0.time_zone().to_ambiguous_zoned_datetime(wall);
+        Ok(match ambiguous.offset() {
+            AmbiguousOffset::Unambiguous { .. } => Resolution::Single(Zoned(
+                ambiguous
+                    .unambiguous()
+                    .map_err(|_| CronError::InvalidTime)?,
+            )),
+            AmbiguousOffset::Fold { .. } => Resolution::Ambiguous(
+                Zoned(
+                    ambiguous
+                        .clone()
+                        .earlier()
+                        .map_err(|_| CronError::InvalidTime)?,
+                ),
+                Zoned(ambiguous.later().map_err(|_| CronError::InvalidTime)?),
+            ),
+            AmbiguousOffset::Gap { .. } => Resolution::Gap,
+        })
     }
 
     fn checked_add_seconds(&self, seconds: i64) -> Option<Self> {
         self.0
             .checked_add(jiff::SignedDuration::from_secs(seconds))
             .ok()
-            .map(WallClock)
+            .map(Zoned)
     }
 
     fn cmp_instant(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
+        self.0.timestamp().cmp(&other.0.timestamp())
     }
 }
 
