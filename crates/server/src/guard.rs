@@ -34,9 +34,6 @@ pub struct HostPolicy {
     pub public_hosts: Vec<String>,
     /// Origins (`https://host[:port]`) from `--public-url`.
     pub public_origins: Vec<String>,
-    /// Whether the API listener serves TLS (the console's cookie is then
-    /// `Secure`).
-    pub tls: bool,
 }
 
 impl HostPolicy {
@@ -210,7 +207,7 @@ fn is_public(path: &str) -> bool {
 
 /// A refusal when a request names a host this server does not answer to
 /// (421), or comes from a foreign web origin (403), with its code.
-pub(crate) fn refuse_foreign(
+fn refuse_foreign(
     hosts: &HostPolicy,
     request: &Request,
     host: Option<&str>,
@@ -250,7 +247,7 @@ pub(crate) fn refuse_foreign(
     None
 }
 
-pub(crate) fn host_header(request: &Request) -> Option<String> {
+fn host_header(request: &Request) -> Option<String> {
     request
         .headers()
         .get(header::HOST)
@@ -261,7 +258,7 @@ pub(crate) fn host_header(request: &Request) -> Option<String> {
 
 /// Appends an entry to the audit log; a failure to write it is logged (the
 /// request it describes has been answered either way).
-pub(crate) async fn append_audit(
+async fn append_audit(
     auth: &Auth,
     principal: Option<String>,
     remote: Option<SocketAddr>,
@@ -283,7 +280,7 @@ pub(crate) async fn append_audit(
     }
 }
 
-pub(crate) fn peer(request: &Request) -> Option<SocketAddr> {
+fn peer(request: &Request) -> Option<SocketAddr> {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -307,6 +304,38 @@ pub async fn check_registry_host(
     next.run(request).await
 }
 
+/// axum's extractors refuse a query string, a body or a path they cannot
+/// read with a `text/plain` answer; the API answers every error as an
+/// [`gantry_api::ErrorBody`] with a stable code, so such an answer is
+/// rewritten into one (its text becomes the message). Any other answer
+/// passes unchanged.
+async fn error_body(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !response.status().is_client_error()
+        || !plain
+        || response.extensions().get::<ErrorCode>().is_some()
+    {
+        return response;
+    }
+    let status = response.status();
+    let code = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "request.unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "request.invalid_body",
+        StatusCode::PAYLOAD_TOO_LARGE => "request.too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "request.method_not_allowed",
+        _ => "request.invalid",
+    };
+    // A rejection's text is a sentence or two; more is cut.
+    let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    coded(status, code, text)
+}
+
 /// The middleware: host, origin, token, then the handler, then the audit.
 pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let remote = peer(&request);
@@ -328,7 +357,7 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
         return response;
     }
     if is_public(&path) {
-        return next.run(request).await;
+        return error_body(next.run(request).await).await;
     }
     let identity = match bearer(request.headers()) {
         None => Err(AuthError::MissingToken),
@@ -343,7 +372,7 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
     };
     let principal = identity.name.clone();
     request.extensions_mut().insert(Caller { identity, remote });
-    let response = next.run(request).await;
+    let response = error_body(next.run(request).await).await;
     let mutation = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let refused = matches!(
         response.status(),
