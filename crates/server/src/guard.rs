@@ -34,6 +34,9 @@ pub struct HostPolicy {
     pub public_hosts: Vec<String>,
     /// Origins (`https://host[:port]`) from `--public-url`.
     pub public_origins: Vec<String>,
+    /// Whether the API listener serves TLS (the console's cookie is then
+    /// `Secure`).
+    pub tls: bool,
 }
 
 impl HostPolicy {
@@ -207,7 +210,7 @@ fn is_public(path: &str) -> bool {
 
 /// A refusal when a request names a host this server does not answer to
 /// (421), or comes from a foreign web origin (403), with its code.
-fn refuse_foreign(
+pub(crate) fn refuse_foreign(
     hosts: &HostPolicy,
     request: &Request,
     host: Option<&str>,
@@ -247,7 +250,7 @@ fn refuse_foreign(
     None
 }
 
-fn host_header(request: &Request) -> Option<String> {
+pub(crate) fn host_header(request: &Request) -> Option<String> {
     request
         .headers()
         .get(header::HOST)
@@ -258,7 +261,7 @@ fn host_header(request: &Request) -> Option<String> {
 
 /// Appends an entry to the audit log; a failure to write it is logged (the
 /// request it describes has been answered either way).
-async fn append_audit(
+pub(crate) async fn append_audit(
     auth: &Auth,
     principal: Option<String>,
     remote: Option<SocketAddr>,
@@ -280,7 +283,7 @@ async fn append_audit(
     }
 }
 
-fn peer(request: &Request) -> Option<SocketAddr> {
+pub(crate) fn peer(request: &Request) -> Option<SocketAddr> {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
