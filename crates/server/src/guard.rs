@@ -339,6 +339,43 @@ async fn error_body(response: Response) -> Response {
     coded(status, code, text)
 }
 
+/// The most a JSON body may hold: axum's `Json` limit, which it kept before
+/// [`object_body`] read bodies first.
+const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
+
+/// serde reads a struct from a JSON array too (`[]` is a request of
+/// defaults), yet every body the API takes is an object: a JSON body that
+/// is an array or a scalar is refused (422) before a handler reads it.
+async fn object_body(request: Request) -> Result<Request, Response> {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_JSON_BODY).await else {
+        return Err(coded(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_large",
+            format!("a request body holds at most {MAX_JSON_BODY} bytes"),
+        ));
+    };
+    if bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b != b'{')
+    {
+        return Err(coded(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid_body",
+            "the body must be a JSON object".to_string(),
+        ));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
 /// The middleware: host, origin, token, then the handler, then the audit.
 pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let remote = peer(&request);
@@ -375,7 +412,10 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
     };
     let principal = identity.name.clone();
     request.extensions_mut().insert(Caller { identity, remote });
-    let response = error_body(next.run(request).await).await;
+    let response = match object_body(request).await {
+        Ok(request) => error_body(next.run(request).await).await,
+        Err(refused) => refused,
+    };
     let mutation = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let refused = matches!(
         response.status(),
