@@ -257,7 +257,10 @@ impl ControlPlane {
         new_key: Option<&str>,
     ) -> Result<(usize, String), ControlError> {
         let key = match (new_key, self.inner.key_source) {
-            (Some(hex), _) => gantry_params::MasterKey::from_hex(hex)?,
+            // A malformed key is the caller's mistake (400), not the
+            // server's; the error names no part of the key.
+            (Some(hex), _) => gantry_params::MasterKey::from_hex(hex)
+                .map_err(|e| ControlError::BadRequest(format!("new_key: {e}")))?,
             (None, KeySource::File) => gantry_params::MasterKey::generate()?,
             (None, KeySource::Environment) => {
                 return Err(ControlError::BadRequest(format!(
