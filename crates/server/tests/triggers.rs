@@ -167,6 +167,31 @@ impl Fixture {
         self.head()
     }
 
+    /// Applies `shop` waiting for pipeline `images` to end `status`, and
+    /// starts `images` (one action running `command`); returns its id.
+    async fn upstream_and_downstream(&self, status: &str, command: &str) -> String {
+        let downstream = pipeline(
+            &self.origin,
+            "superseded",
+            &format!("triggers:\n  - pipeline: {{name: images, status: [{status}]}}\n"),
+        );
+        self.apply(&downstream).await;
+        let upstream = format!(
+            "version: 1\nname: images\nstages:\n  - name: Build\n    actions:\n      \
+             - {{name: build, type: shell, commands: [\"{command}\"]}}\n"
+        );
+        self.plane
+            .start_execution(
+                self.dir.path().join("images.yaml"),
+                upstream,
+                BTreeMap::new(),
+                BTreeMap::new(),
+                None,
+            )
+            .await
+            .unwrap()
+    }
+
     /// Sends a delivery to `/hooks/shop`.
     async fn deliver(&self, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         self.deliver_to("shop", "127.0.0.1:7700", headers, body)
@@ -871,33 +896,7 @@ async fn registered_pipelines_and_trigger_state_survive_a_restart() {
 #[tokio::test]
 async fn an_upstream_pipelines_end_starts_the_pipeline_that_waits_for_it() {
     let fx = fixture().await;
-    let downstream = pipeline(
-        &fx.origin,
-        "superseded",
-        "triggers:\n  - pipeline: {name: images, status: [Succeeded]}\n",
-    );
-    fx.apply(&downstream).await;
-    let upstream = r#"
-version: 1
-name: images
-stages:
-  - name: Build
-    actions:
-      - name: build
-        type: shell
-        commands: ["true"]
-"#;
-    let id = fx
-        .plane
-        .start_execution(
-            fx.dir.path().join("images.yaml"),
-            upstream.to_string(),
-            BTreeMap::new(),
-            BTreeMap::new(),
-            None,
-        )
-        .await
-        .unwrap();
+    let id = fx.upstream_and_downstream("Succeeded", "true").await;
     let all = fx
         .wait_for("the downstream execution", |all| all.len() == 1)
         .await;
@@ -918,31 +917,7 @@ stages:
 #[tokio::test]
 async fn an_upstream_execution_ended_by_a_restart_starts_the_pipeline_that_waits_for_it() {
     let fx = fixture().await;
-    let downstream = pipeline(
-        &fx.origin,
-        "superseded",
-        "triggers:\n  - pipeline: {name: images, status: [Failed]}\n",
-    );
-    fx.apply(&downstream).await;
-    let upstream = r#"
-version: 1
-name: images
-stages:
-  - name: Build
-    actions:
-      - {name: build, type: shell, commands: ["sleep 300"]}
-"#;
-    let id = fx
-        .plane
-        .start_execution(
-            fx.dir.path().join("images.yaml"),
-            upstream.to_string(),
-            BTreeMap::new(),
-            BTreeMap::new(),
-            None,
-        )
-        .await
-        .unwrap();
+    let id = fx.upstream_and_downstream("Failed", "sleep 300").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (e, _) = fx.plane.execution(&id).await.unwrap();
