@@ -116,6 +116,26 @@ fn browser_available() -> bool {
     Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists()
 }
 
+/// Prints a one-time sign-in link to the web console, so the pipeline
+/// can be watched and approved in a browser. A server that cannot make one
+/// only loses the line.
+async fn console_link(client: &Client, json: bool) {
+    #[derive(serde::Deserialize)]
+    struct Link {
+        path: String,
+    }
+    if let Ok(link) = client.post::<Link>("/signin/links", &()).await {
+        say(
+            json,
+            &format!(
+                "Console: {}{} (a one-time sign-in link, for 5 minutes)",
+                client.base(),
+                link.path
+            ),
+        );
+    }
+}
+
 fn say(json: bool, text: &str) {
     // With --json, stdout carries only the final execution JSON.
     if json {
@@ -204,6 +224,7 @@ pub(crate) async fn run(options: DemoOptions) -> Result<std::process::ExitCode> 
         data_dir: data_dir.clone(),
         embedded: Some(server),
     };
+    console_link(&client, options.json).await;
     let result = drive(
         &conn,
         &options,

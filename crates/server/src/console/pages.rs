@@ -59,8 +59,8 @@ fn status(text: Option<&str>) -> Status {
     let (icon, class) = match text {
         Some("Succeeded") => ("✔", "ok"),
         Some("Failed") => ("✖", "bad"),
-        Some("InProgress") => ("◐", "run"),
-        Some("Waiting") => ("⏸", "wait"),
+        Some("InProgress") => ("↻", "run"),
+        Some("Waiting") => ("‖", "wait"),
         Some("Stopping") | Some("Stopped") => ("■", "stop"),
         Some("Abandoned") | Some("Superseded") => ("⊘", "stop"),
         _ => ("○", "none"),
@@ -221,11 +221,17 @@ fn safe_next(next: Option<&str>) -> String {
 
 fn signin_page(
     console: &Console,
+    headers: &HeaderMap,
     next: String,
     message: Option<String>,
     code: StatusCode,
 ) -> Response {
-    let csrf = random_id();
+    // One token per browser, kept while it lives: another tab (or the
+    // browser's own favicon request) showing the form must not change the
+    // token of a form already shown.
+    let csrf = cookie(headers, SIGNIN_COOKIE)
+        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(random_id, str::to_string);
     let mut response = (
         code,
         SigninPage {
@@ -252,7 +258,7 @@ pub(super) async fn signin_form(
     if cookie(&headers, SESSION_COOKIE).is_some_and(|id| console.sessions().get(id).is_some()) {
         return Redirect::to(&next).into_response();
     }
-    signin_page(&console, next, None, StatusCode::OK)
+    signin_page(&console, &headers, next, None, StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -310,6 +316,7 @@ pub(super) async fn signin(
     if token.len() > 512 {
         return signin_page(
             &console,
+            &headers,
             next,
             Some("that is not a gantry token".into()),
             StatusCode::BAD_REQUEST,
@@ -340,6 +347,7 @@ pub(super) async fn signin(
             .await;
             signin_page(
                 &console,
+                &headers,
                 next,
                 Some(format!("That token is not accepted ({}).", error.code())),
                 StatusCode::UNAUTHORIZED,
@@ -350,6 +358,7 @@ pub(super) async fn signin(
 
 pub(super) async fn signin_link(
     State(console): State<Console>,
+    headers: HeaderMap,
     Path(code): Path<String>,
 ) -> Response {
     let auth = console.plane().auth();
@@ -379,6 +388,7 @@ pub(super) async fn signin_link(
             .await;
             signin_page(
                 &console,
+                &headers,
                 "/".into(),
                 Some(
                     "That sign-in link was used already or has expired: paste a token instead."
