@@ -21,6 +21,13 @@ pub(crate) fn append(error: Error, hint: &str) -> Error {
     }
 }
 
+/// Whether `error` is the API's answer that something does not exist.
+pub(crate) fn is_not_found(error: &Error) -> bool {
+    error
+        .downcast_ref::<ApiError>()
+        .is_some_and(|a| a.status == 404)
+}
+
 /// The canonical code of an API error, if `error` is one.
 pub(crate) fn code(error: &Error) -> Option<&str> {
     error.downcast_ref::<ApiError>().map(|a| a.body.canonical())

@@ -110,7 +110,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     };
     let success = |()| ExitCode::SUCCESS;
     match cli.command {
-        Command::Validate { file } => validate::validate(&file.file),
+        Command::Validate { file } => validate::validate(&file.file, explicit).await,
         Command::Schema => validate::schema(),
         Command::Run {
             file,

@@ -4,7 +4,9 @@
 //! buildspec (recognised by its `version: 0.1`/`0.2`, or by its name when
 //! it is not YAML), runs nothing, prints every error as FILE:LINE:COL:
 //! message (warnings as FILE:LINE:COL: warning: message) and fails when
-//! there is an error.
+//! there is an error. What only a server knows (the environments applied
+//! before, the parameters a file references) is checked against the data
+//! dir's server when one runs (`live`), and said to be unchecked otherwise.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,7 +16,9 @@ use gantry_spec::{Document, SpecError};
 
 use crate::project::ProjectFiles;
 
-pub(crate) fn validate(file: &Path) -> Result<ExitCode> {
+mod live;
+
+pub(crate) async fn validate(file: &Path, explicit_data_dir: Option<&Path>) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file.display().to_string();
@@ -28,9 +32,10 @@ pub(crate) fn validate(file: &Path) -> Result<ExitCode> {
         Err(errors) => return Ok(invalid(&errors)),
     };
     let summary = summary(&document);
-    if !document.includes.is_empty() {
-        // The included files are checked with the including one, as `run`
-        // and `apply` put them together.
+    let project = if gantry_spec::document::is_assembled(&document) {
+        // The project is checked as a whole (deploy actions against its
+        // environments and services, included files with the including
+        // one), as `run` and `apply` put it together.
         let files = ProjectFiles::with_text(file, text)?;
         let mut documents = vec![(name.clone(), document)];
         let mut errors = Vec::new();
@@ -40,14 +45,21 @@ pub(crate) fn validate(file: &Path) -> Result<ExitCode> {
                 Err(e) => errors.extend(e),
             }
         }
-        if errors.is_empty()
-            && let Err(e) = gantry_spec::assemble(documents)
-        {
-            errors = e;
-        }
         if !errors.is_empty() {
             return Ok(invalid(&errors));
         }
+        match gantry_spec::assemble(documents) {
+            Ok(project) => live::Checked::Project(project),
+            Err(errors) => return Ok(invalid(&errors)),
+        }
+    } else {
+        live::Checked::Lone(document)
+    };
+    // What only the server knows: the environments applied before (for a
+    // lone pipeline's deploy actions) and the parameters referenced.
+    let errors = live::check(&name, &project, explicit_data_dir).await;
+    if !errors.is_empty() {
+        return Ok(invalid(&errors));
     }
     println!("{name}: valid ({summary})");
     Ok(ExitCode::SUCCESS)

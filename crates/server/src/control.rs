@@ -212,7 +212,7 @@ impl ControlPlane {
         if files.len() == 1 {
             let document = gantry_spec::parse_document(&files[0].0, text)
                 .map_err(ControlError::InvalidPipeline)?;
-            if document.environments.is_empty() && document.services.is_empty() {
+            if !gantry_spec::document::is_assembled(&document) {
                 return Ok(Vec::new());
             }
         }

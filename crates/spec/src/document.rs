@@ -314,14 +314,23 @@ pub fn assemble(documents: Vec<(String, Document)>) -> Result<Project, Vec<SpecE
                         ),
                     );
                 }
-                if !services.contains_key(service) {
-                    error(
+                match services.get(service) {
+                    None => error(
                         *index,
                         action.location,
                         format!(
                             "`deploy` action `{label}` deploys service `{service}`, which no file defines ({service_names})"
                         ),
-                    );
+                    ),
+                    Some((_, svc)) => {
+                        if let Some(message) = container_mismatch(pipeline, action, svc) {
+                            error(
+                                *index,
+                                action.location,
+                                format!("`deploy` action `{label}`: {message}"),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -408,6 +417,70 @@ pub fn assemble(documents: Vec<(String, Document)>) -> Result<Project, Vec<SpecE
             .collect(),
     })
 }
+
+/// Whether `run` and `apply` put a project's files together, checking its
+/// deploy actions against its environments and services: when it includes
+/// files, or defines environments or services. A lone pipeline deploys to
+/// environments applied before, which only the server knows.
+pub fn is_assembled(document: &Document) -> bool {
+    !document.includes.is_empty()
+        || !document.environments.is_empty()
+        || !document.services.is_empty()
+}
+
+/// Why a deploy action would find no image for its service's container,
+/// when that is known before it runs: its input's imagedefinitions.json
+/// comes from an `image` action of the pipeline (perhaps through
+/// `promote` actions), which names one container, and not the service's.
+fn container_mismatch(
+    pipeline: &Pipeline,
+    deploy: &crate::pipeline::Action,
+    service: &Service,
+) -> Option<String> {
+    let ActionKind::Deploy { file, .. } = &deploy.kind else {
+        return None;
+    };
+    if file != DEFINITIONS_FILE {
+        return None;
+    }
+    let producer = |artifact: &crate::names::ArtifactName| {
+        pipeline.stages.iter().find_map(|stage| {
+            stage
+                .actions
+                .iter()
+                .find(|a| a.outputs.contains(artifact))
+                .map(|a| (stage, a))
+        })
+    };
+    let first = deploy.inputs.first()?;
+    let mut input = first;
+    // Promote actions pass the container names through; a cycle is
+    // impossible (inputs come from earlier actions), the bound is a guard.
+    for _ in 0..64 {
+        let (stage, action) = producer(input)?;
+        match &action.kind {
+            ActionKind::Promote { file, .. } if file == DEFINITIONS_FILE => {
+                input = action.inputs.first()?;
+            }
+            ActionKind::Image { container, .. } => {
+                if container.contains("#{") || *container == service.container {
+                    return None;
+                }
+                return Some(format!(
+                    "service `{}` runs container `{}`, but its input `{first}` comes from `image` \
+                     action `{}/{}`, whose imagedefinitions.json names container `{container}`: \
+                     set `container: {}` on the image action (or on the service)",
+                    service.name, service.container, stage.name, action.name, service.container
+                ));
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The file a deploy action reads by default, and an image action writes.
+const DEFINITIONS_FILE: &str = "imagedefinitions.json";
 
 /// Whether two listen addresses would take the same socket: the same port
 /// (port 0 asks for a free one, so it never clashes) on the same address, or

@@ -834,3 +834,45 @@ fn service_in_applies_the_environments_overrides() {
     assert_eq!(project.service_in(&env("qa"), &svc("catalog")), None);
     assert_eq!(project.service_in(&env("staging"), &svc("basket")), None);
 }
+
+/// A deploy action whose input comes from an `image` action (perhaps
+/// through `promote`) finds its service's container in that action's
+/// imagedefinitions.json, or the project is invalid before anything runs.
+#[test]
+fn a_deploy_fed_by_an_image_action_names_the_services_container() {
+    let pipeline = |container: &str| {
+        format!(
+            "
+            version: 1
+            name: shop
+            stages:
+              - name: Source
+                actions:
+                  - {{name: checkout, type: source, repository: ., outputs: [Src]}}
+              - name: Image
+                actions:
+                  - {{name: image, type: image, inputs: [Src], repository: shop/catalog, container: {container}, outputs: [Img]}}
+                  - {{name: promote, type: promote, run_order: 2, inputs: [Img], tag: release, outputs: [Rel]}}
+              - name: Deploy
+                actions:
+                  - {{name: staging, type: deploy, environment: staging, service: catalog, inputs: [Rel]}}
+            "
+        )
+    };
+    check_project(
+        &[
+            ("gantry.yaml", &pipeline("web")),
+            ("services.yaml", SERVICES),
+        ],
+        &[
+            "gantry.yaml:13:9: `deploy` action `Deploy/staging`: service `catalog` runs container `catalog`, but its input `Rel` comes from `image` action `Image/image`, whose imagedefinitions.json names container `web`: set `container: catalog` on the image action (or on the service)",
+        ],
+    );
+    check_project(
+        &[
+            ("gantry.yaml", &pipeline("catalog")),
+            ("services.yaml", SERVICES),
+        ],
+        &[],
+    );
+}
