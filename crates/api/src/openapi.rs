@@ -656,6 +656,12 @@ fn query_parameters(schema: &Schema) -> Vec<Value> {
             let description = property
                 .as_object_mut()
                 .and_then(|p| p.remove("description"));
+            // An absent field is the default; a null one cannot be sent.
+            if let Some(p) = property.as_object_mut()
+                && p.get("default") == Some(&Value::Null)
+            {
+                p.remove("default");
+            }
             if let Some(Value::Array(types)) = property.get_mut("type") {
                 types.retain(|t| t != "null");
                 if types.len() == 1 {

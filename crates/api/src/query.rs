@@ -5,6 +5,19 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// A parameter's name as SSM (and gantry-params) take it: up to 15 levels
+/// of letters, digits, `_`, `.` and `-`, the leading `/` optional, not
+/// starting with `aws` or `ssm`.
+const PARAMETER_NAME: &str =
+    r"^/?(?![aA][wW][sS]|[sS][sS][mM])[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,14}$";
+
+/// A path of the parameter hierarchy: `/`, or a name's levels with a
+/// leading `/` (and at most one trailing `/`).
+const PARAMETER_PATH: &str = r"^/([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,14}/?)?$";
+
+/// Unix milliseconds, or a positive duration (`90s`, `30m`, `2h`, `7d`).
+const SINCE: &str = r"^(-?[0-9]{1,15}|0*[1-9][0-9]{0,8}[smhd])$";
+
 /// `GET /api/v1/changes`: the long poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChangesQuery {
@@ -50,6 +63,7 @@ pub struct LogsQuery {
 pub struct ParameterQuery {
     /// The parameter's name; for `get`, a selector (`NAME:VERSION` or
     /// `NAME:LABEL`) too.
+    #[schemars(regex(pattern = PARAMETER_NAME), length(max = 1011))]
     pub name: String,
     /// Reveal SecureString values (needs a `secrets` grant covering the
     /// parameter; audited).
@@ -62,6 +76,7 @@ pub struct ParameterQuery {
 pub struct ParametersQuery {
     /// The path to list (default `/`).
     #[serde(default)]
+    #[schemars(regex(pattern = PARAMETER_PATH), length(max = 1011))]
     pub path: Option<String>,
     /// Below the path too, not only directly in it.
     #[serde(default)]
@@ -86,6 +101,7 @@ pub struct TokensQuery {
 pub struct AuditLogQuery {
     /// Unix milliseconds, or a duration back from now (`1h`, `7d`).
     #[serde(default)]
+    #[schemars(regex(pattern = SINCE))]
     pub since: Option<String>,
     /// Only this principal's records.
     #[serde(default)]
