@@ -124,7 +124,10 @@ async fn console_link(client: &Client, json: bool) {
     struct Link {
         path: String,
     }
-    if let Ok(link) = client.post::<Link>("/signin/links", &()).await {
+    if let Ok(link) = client
+        .post::<Link>("/signin/links", &serde_json::json!({}))
+        .await
+    {
         say(
             json,
             &format!(
