@@ -10,6 +10,8 @@
 //! - [`approval`]: what an approval waits for ([`ApprovalView`]), deciding
 //!   it, the decisions so far.
 //! - [`params`]: the parameter store.
+//! - [`pipeline`]: the pipelines a server knows, each with its newest
+//!   execution.
 //! - [`identity`]: whoami, users, tokens, the audit log.
 //! - [`trigger`]: the triggers of registered pipelines, and the webhook
 //!   endpoint's answers.
@@ -39,6 +41,7 @@ pub mod execution;
 pub mod identity;
 pub mod openapi;
 pub mod params;
+pub mod pipeline;
 pub mod query;
 pub mod registry;
 pub mod trigger;
@@ -49,6 +52,7 @@ pub use error::*;
 pub use execution::*;
 pub use identity::*;
 pub use params::*;
+pub use pipeline::*;
 pub use query::*;
 pub use registry::*;
 pub use trigger::*;

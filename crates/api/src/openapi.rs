@@ -546,6 +546,15 @@ pub const ROUTES: &[Route] = &[
     },
     route(
         Get,
+        "/api/v1/pipelines",
+        "listPipelines",
+        "The pipelines the server knows (with executions, or registered), each with its \
+         newest execution.",
+        Role::Viewer,
+        of::<Vec<PipelineSummary>>,
+    ),
+    route(
+        Get,
         "/api/v1/triggers",
         "listTriggers",
         "The triggers of registered pipelines: what each watches, last saw and did.",

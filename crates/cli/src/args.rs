@@ -81,6 +81,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Lists the pipelines the server knows, each with its newest execution.
+    Pipelines {
+        /// Prints a JSON array of pipelines, each with its newest execution.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lists recent executions, newest first.
     Executions {
         /// Only executions of this pipeline.

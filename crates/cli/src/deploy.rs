@@ -169,13 +169,21 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
                     s.desired.unwrap_or(0),
                     s.image.as_deref().unwrap_or("(not deployed)")
                 );
-                for r in &s.replicas {
-                    println!(
-                        "      {}  {}  {}",
-                        r.id,
-                        r.addr,
-                        r.health.as_deref().unwrap_or("unknown")
-                    );
+                if !s.replicas.is_empty() {
+                    let rows: Vec<Vec<String>> = s
+                        .replicas
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.id.clone(),
+                                r.addr.clone(),
+                                r.health.as_deref().unwrap_or("unknown").to_string(),
+                            ]
+                        })
+                        .collect();
+                    for line in crate::table::lines(&["REPLICA", "ADDRESS", "HEALTH"], &rows) {
+                        println!("      {line}");
+                    }
                 }
                 if let Some(d) = s.deployments.first() {
                     println!(

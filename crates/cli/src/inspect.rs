@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::client::Connection;
-use crate::{hints, render};
+use crate::{hints, render, table};
 
 /// Shows one execution: the view, or its JSON.
 pub(crate) async fn status(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
@@ -50,15 +50,77 @@ pub(crate) async fn executions(
     let list = list?;
     if json {
         println!("{}", serde_json::to_string(&list)?);
-    } else {
-        for e in &list {
-            let trigger = e.trigger.as_ref().map_or("", |t| t.trigger_type.as_str());
-            println!(
-                "{}  {:<20} {:<11} {}  {trigger}",
-                e.id, e.pipeline, e.status, e.started_at
-            );
-        }
+    } else if !list.is_empty() {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|e| {
+                let trigger = e.trigger.as_ref().map_or("", |t| t.trigger_type.as_str());
+                vec![
+                    e.id.clone(),
+                    e.pipeline.clone(),
+                    e.status.clone(),
+                    e.started_at.clone(),
+                    trigger.to_string(),
+                ]
+            })
+            .collect();
+        table::print(&["ID", "PIPELINE", "STATUS", "STARTED", "TRIGGER"], &rows);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lists the pipelines the server knows, each with its newest execution:
+/// its status, what started it and how long ago.
+pub(crate) async fn pipelines(data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let conn = Connection::open_lasting(data_dir).await?;
+    let list = conn
+        .client
+        .get::<Vec<gantry_api::PipelineSummary>>("/api/v1/pipelines")
+        .await;
+    conn.close().await;
+    let list = list?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        eprintln!("no pipelines yet: `gantry run -f gantry.yaml` runs one");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| match &p.last_execution {
+            Some(e) => vec![
+                p.name.clone(),
+                e.status.clone(),
+                e.trigger
+                    .as_ref()
+                    .map_or_else(String::new, |t| t.trigger_type.clone()),
+                render::age(&e.started_at),
+                p.executions.to_string(),
+                e.id.clone(),
+            ],
+            None => vec![
+                p.name.clone(),
+                "never run".to_string(),
+                String::new(),
+                String::new(),
+                "0".to_string(),
+                String::new(),
+            ],
+        })
+        .collect();
+    table::print(
+        &[
+            "PIPELINE",
+            "LAST STATUS",
+            "TRIGGER",
+            "STARTED",
+            "RUNS",
+            "LAST EXECUTION",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

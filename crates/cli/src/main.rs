@@ -32,6 +32,7 @@ mod registry;
 mod render;
 mod run;
 mod server;
+mod table;
 mod triggers;
 mod users;
 mod validate;
@@ -123,6 +124,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Watch { id, json } => run::watch(&existing()?, &id, json).await,
         Command::Status { id, json } => inspect::status(&existing()?, &id, json).await,
+        Command::Pipelines { json } => inspect::pipelines(&existing()?, json).await,
         Command::Executions { pipeline, json } => {
             inspect::executions(&existing()?, pipeline, json).await
         }

@@ -46,14 +46,20 @@ pub(crate) enum ParamCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Lists parameters under a path.
+    /// Lists parameters under a path (the whole tree under it).
     List {
-        /// The path to list under.
-        #[arg(long, default_value = "/")]
-        path: String,
-        /// Lists the whole tree under the path, not only its direct children.
+        /// The path to list under (default `/`).
+        #[arg(value_name = "PATH", conflicts_with = "path")]
+        under: Option<String>,
+        /// The path to list under, as a flag (the same as PATH).
         #[arg(long)]
+        path: Option<String>,
+        /// Lists the whole tree under the path (the default; kept for scripts).
+        #[arg(long, conflicts_with = "one_level")]
         recursive: bool,
+        /// Lists only the path's direct children, not the tree under it.
+        #[arg(long)]
+        one_level: bool,
         /// Prints SecureString values instead of `***` (needs a secrets grant).
         #[arg(long)]
         decrypt: bool,
@@ -200,11 +206,15 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
             }
         }
         ParamCommand::List {
+            under,
             path,
-            recursive,
+            recursive: _,
+            one_level,
             decrypt,
             json,
         } => {
+            let path = under.or(path).unwrap_or_else(|| "/".to_string());
+            let recursive = !one_level;
             let list: Vec<ParameterView> = conn
                 .client
                 .get(&format!(
@@ -214,8 +224,29 @@ pub(crate) async fn run(conn: &Connection, command: ParamCommand) -> Result<()> 
                 .await?;
             if json {
                 print_json(&list)?;
+            } else if list.is_empty() {
+                eprintln!(
+                    "no parameters under {path}{}",
+                    if recursive {
+                        ""
+                    } else {
+                        " (one level; drop --one-level for the tree)"
+                    }
+                );
             } else {
-                list.iter().for_each(print_param);
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.param_type.clone(),
+                            format!("v{}", p.version),
+                            p.value.clone(),
+                            p.labels.join(","),
+                        ]
+                    })
+                    .collect();
+                crate::table::print(&["NAME", "TYPE", "VERSION", "VALUE", "LABELS"], &rows);
             }
         }
         ParamCommand::History {

@@ -26,6 +26,21 @@ fn duration(started: Option<&str>, finished: Option<&str>) -> Option<String> {
     })
 }
 
+/// How long ago `at` (RFC 3339) was: `42s ago`, `5m ago`, `3h ago`, `2d ago`;
+/// empty when it cannot be read.
+pub(crate) fn age(at: &str) -> String {
+    let Some(then) = parse_ts(Some(at)) else {
+        return String::new();
+    };
+    let s = ((gantry_clock::now_ms() - then.as_millisecond()) / 1000).max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3_600 => format!("{}m ago", s / 60),
+        3_600..86_400 => format!("{}h ago", s / 3_600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
 /// Whether output to a stream that is (or is not) a terminal may be
 /// coloured: only a terminal, and not when `NO_COLOR` is set to anything
 /// but the empty string.

@@ -14,6 +14,9 @@ pub(crate) async fn list(conn: &Connection, json: bool) -> Result<()> {
     }
     if triggers.is_empty() {
         println!("no triggers armed (gantry apply -f FILE registers a pipeline's triggers)");
+    } else {
+        // Each trigger is a line under this header, its state indented below it.
+        println!("PIPELINE #TRIGGER  WATCHES");
     }
     for t in &triggers {
         println!("{} #{}  {}", t.pipeline, t.index, t.watches);

@@ -21,6 +21,7 @@ pub mod api;
 mod api_auth;
 mod api_deploy;
 mod api_params;
+mod api_pipelines;
 mod api_registry;
 mod api_triggers;
 pub mod clock;

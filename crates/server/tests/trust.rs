@@ -594,6 +594,7 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         ),
         ("GET", "/api/v1/audit".into(), None, Needs::Admin),
         ("GET", "/api/v1/triggers".into(), None, Needs::Read),
+        ("GET", "/api/v1/pipelines".into(), None, Needs::Read),
         (
             "POST",
             "/api/v1/registry/gc".into(),

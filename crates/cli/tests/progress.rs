@@ -1,0 +1,165 @@
+//! What a newcomer can watch (issue 18 item 7): `gantry pipelines` with each
+//! pipeline's newest execution, a header row on tabular output, `param
+//! list` of the whole tree by default with an optional PATH. The real
+//! binary in temporary directories.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use gantry_api::PipelineSummary;
+
+fn gantry() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.env_remove("GANTRY_DATA_DIR")
+        .env_remove("GANTRY_TOKEN")
+        .env_remove("GANTRY_SERVER")
+        .env("NO_COLOR", "1")
+        .env("GANTRY_LOG", "warn");
+    cmd
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct Project {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Project {
+    fn new() -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        Project { _tmp: tmp, dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        gantry()
+            .current_dir(&self.dir)
+            .arg("--data-dir")
+            .arg(self.dir.join(".gantry"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.run(&["shutdown"]);
+    }
+}
+
+const QUICK: &str = r##"
+version: 1
+name: quick
+stages:
+  - name: Build
+    actions:
+      - {name: hello, type: shell, commands: ["echo hello"]}
+"##;
+
+const FAILING: &str = r##"
+version: 1
+name: failing
+stages:
+  - name: Build
+    actions:
+      - {name: broken, type: shell, commands: ["exit 3"]}
+"##;
+
+#[test]
+fn pipelines_lists_each_pipeline_with_its_newest_execution() {
+    let p = Project::new();
+    std::fs::write(p.dir.join("quick.yaml"), QUICK).unwrap();
+    std::fs::write(p.dir.join("failing.yaml"), FAILING).unwrap();
+    p.ok(&["run", "-f", "quick.yaml", "--json"]);
+    p.ok(&["run", "-f", "quick.yaml", "--json"]);
+    let out = p.run(&["run", "-f", "failing.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    let list: Vec<PipelineSummary> = serde_json::from_str(&p.ok(&["pipelines", "--json"])).unwrap();
+    let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["failing", "quick"]);
+    assert_eq!(list[1].executions, 2);
+    let newest = list[1].last_execution.as_ref().unwrap();
+    assert_eq!(newest.status, "Succeeded");
+    assert_eq!(list[0].last_execution.as_ref().unwrap().status, "Failed");
+
+    let text = p.ok(&["pipelines"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("PIPELINE")
+            && lines[0].contains("LAST STATUS")
+            && lines[0].contains("TRIGGER"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("failing") && lines[1].contains("Failed"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("quick")
+            && lines[2].contains("Succeeded")
+            && lines[2].contains("manual")
+            && lines[2].contains("s ago")
+            && lines[2].contains(&newest.id),
+        "{text}"
+    );
+
+    let text = p.ok(&["executions"]);
+    let header = text.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ID") && header.contains("PIPELINE") && header.contains("STATUS"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+#[test]
+fn param_list_shows_the_whole_tree_under_a_header() {
+    let p = Project::new();
+    p.ok(&["param", "put", "/shop/staging/DB_URL", "postgres://db"]);
+    p.ok(&["param", "put", "/other/KEY", "v"]);
+
+    let text = p.ok(&["param", "list"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("VALUE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/shop/staging/DB_URL") && text.contains("/other/KEY"),
+        "{text}"
+    );
+
+    let text = p.ok(&["param", "list", "/shop"]);
+    assert!(
+        text.contains("/shop/staging/DB_URL") && !text.contains("/other/KEY"),
+        "{text}"
+    );
+    // The flag of before still works.
+    let text = p.ok(&["param", "list", "--path", "/shop", "--recursive"]);
+    assert!(text.contains("/shop/staging/DB_URL"), "{text}");
+
+    let out = p.run(&["param", "list", "/shop", "--one-level"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(
+        stderr(&out)
+            .contains("no parameters under /shop (one level; drop --one-level for the tree)"),
+        "{}",
+        stderr(&out)
+    );
+}

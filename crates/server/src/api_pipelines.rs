@@ -1,0 +1,57 @@
+//! `GET /api/v1/pipelines`: the pipelines the server knows (those with
+//! executions, and registered ones that never ran), each with its newest
+//! execution. A viewer's route.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use gantry_api::PipelineSummary;
+use gantry_auth::{Permission, Target};
+
+use crate::api::ApiError;
+use crate::control::ControlPlane;
+use crate::guard::Caller;
+use crate::view::execution_view;
+
+pub(crate) fn routes() -> Router<ControlPlane> {
+    Router::new().route("/api/v1/pipelines", get(list))
+}
+
+/// By name; the executions come newest first, so each pipeline's first is
+/// its newest.
+async fn list(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
+    let mut pipelines: BTreeMap<String, (usize, Option<gantry_engine::Execution>)> =
+        BTreeMap::new();
+    for execution in plane.executions(None, usize::MAX).await {
+        let entry = pipelines.entry(execution.pipeline.clone()).or_default();
+        entry.0 += 1;
+        if entry.1.is_none() {
+            entry.1 = Some(execution);
+        }
+    }
+    for trigger in plane.trigger_views().await? {
+        pipelines.entry(trigger.pipeline).or_default();
+    }
+    let mut out = Vec::with_capacity(pipelines.len());
+    for (name, (executions, newest)) in pipelines {
+        let last_execution = match newest {
+            Some(execution) => {
+                let loaded = plane.execution(&execution.id).await.and_then(|(_, l)| l);
+                Some(execution_view(&execution, loaded.as_deref()))
+            }
+            None => None,
+        };
+        out.push(PipelineSummary {
+            name,
+            executions,
+            last_execution,
+        });
+    }
+    Ok(Json(out))
+}
