@@ -18,6 +18,7 @@
 //! - [`environment`]: apply, environment status, deploy, rollback, down,
 //!   shutdown.
 //! - [`registry`]: the embedded registry's garbage collection.
+//! - [`image`]: the embedded registry's images: list, inspect, promote.
 //! - [`query`]: the query strings of the GET routes.
 //! - [`openapi`]: the route table and the OpenAPI 3.1 document made from it
 //!   and from these types (`GET /api/v1/openapi.json`).
@@ -39,6 +40,7 @@ pub mod environment;
 pub mod error;
 pub mod execution;
 pub mod identity;
+pub mod image;
 pub mod openapi;
 pub mod params;
 pub mod pipeline;
@@ -51,6 +53,7 @@ pub use environment::*;
 pub use error::*;
 pub use execution::*;
 pub use identity::*;
+pub use image::*;
 pub use params::*;
 pub use pipeline::*;
 pub use query::*;

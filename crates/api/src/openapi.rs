@@ -562,6 +562,45 @@ pub const ROUTES: &[Route] = &[
         of::<Vec<TriggerView>>,
     ),
     Route {
+        query: Some(fields::<ImagesQuery>),
+        errors: &[404],
+        ..route(
+            Get,
+            "/api/v1/images",
+            "listImages",
+            "The embedded registry's images: every tag (and untagged manifest) of every \
+             repository, or of one, with the services that run each digest.",
+            Role::Viewer,
+            of::<Vec<ImageView>>,
+        )
+    },
+    Route {
+        query: Some(fields::<ImageQuery>),
+        errors: &[404],
+        ..route(
+            Get,
+            "/api/v1/images/inspect",
+            "inspectImage",
+            "One image: digest, media type, size, layers, config summary, tags, and the \
+             services that run it.",
+            Role::Viewer,
+            of::<ImageDetailView>,
+        )
+    },
+    Route {
+        request: Some(of::<PromoteImageRequest>),
+        errors: &[403, 404, 409],
+        ..route(
+            Post,
+            "/api/v1/images/promote",
+            "promoteImage",
+            "Copies an image to another repository or tag of the embedded registry, by \
+             digest (its manifest and the blobs it references; no byte moves).",
+            Role::Operator,
+            of::<PromoteImageAnswer>,
+        )
+    },
+    Route {
         request: Some(of::<RegistryGcRequest>),
         ..route(
             Post,

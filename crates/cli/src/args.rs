@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{deploy, param, registry, users};
+use crate::{deploy, image, param, registry, users};
 
 #[derive(Parser)]
 #[command(
@@ -260,6 +260,11 @@ pub(crate) enum Command {
     Registry {
         #[command(subcommand)]
         command: registry::RegistryCommand,
+    },
+    /// The embedded registry's images: ls, inspect, promote.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
     },
     /// Prints the version and the git commit the binary was built from.
     Version {

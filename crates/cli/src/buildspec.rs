@@ -247,7 +247,7 @@ fn how_to_supply(example: &UnresolvedParameter, store: Option<&str>) -> String {
 }
 
 /// `value` percent-encoded for a query string.
-fn query(value: &str) -> String {
+pub(crate) fn query(value: &str) -> String {
     let mut out = String::new();
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {

@@ -8,7 +8,7 @@
 //! (status, executions, logs), `approvals`,
 //! `control` (retry, stop), `server`, `buildspec`, `validate` (and schema),
 //! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
-//! `users` (user, token, whoami, audit), `registry` (gc), `login`, `demo` and `version` (and completions). `client` is how every command
+//! `users` (user, token, whoami, audit), `registry` (gc), `image` (ls, inspect, promote), `login`, `demo` and `version` (and completions). `client` is how every command
 //! reaches a server; `render` draws executions; `pipe` ends a command
 //! quietly when its reader goes away; `paste` names the program in the
 //! commands printed for a person to paste.
@@ -22,6 +22,7 @@ mod data_dir;
 mod demo;
 mod deploy;
 mod hints;
+mod image;
 mod inspect;
 mod login;
 mod param;
@@ -277,6 +278,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         .await
         .map(success),
         Command::Login { url } => login::login(&url).await.map(success),
+        Command::Image { command } => {
+            with_connection(&existing()?, async |conn| image::image(conn, command).await)
+                .await
+                .map(success)
+        }
         Command::Version { json } => version::version(json).map(success),
         Command::Completions { shell } => version::completions(shell).map(success),
     }

@@ -55,7 +55,7 @@ pub(crate) async fn registry(conn: &Connection, command: RegistryCommand) -> Res
 }
 
 /// `12 B`, `3.4 KiB`, `1.2 GiB`.
-fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

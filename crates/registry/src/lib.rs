@@ -22,6 +22,11 @@
 //!   are pushed (`registry_referrers`) and listed by
 //!   `GET /v2/<name>/referrers/<digest>`, the OCI 1.1 referrers API; the
 //!   subject need not exist, so clients may push in either order.
+//! - The **catalog** (the `catalog` module) answers what the registry
+//!   holds for people rather than clients: tags and digests, one image's
+//!   layers and config, and the copy of an image to another repository or
+//!   tag by digest ([`Registry::copy_image`]), which links blobs and stores
+//!   the same manifest bytes, moving none.
 //!
 //! # Invariants
 //!
@@ -77,6 +82,7 @@
 
 mod api;
 mod auth;
+mod catalog;
 mod error;
 mod gc;
 mod manifest;
@@ -92,6 +98,7 @@ use gantry_store::ArtifactStore;
 
 pub use api::router;
 pub use auth::{AuthDenied, AuthFuture, RegistryAccess, RegistryAuditRecord, RegistryAuth};
+pub use catalog::{CopiedImage, ImageBlob, ImageDetails, ImageError, ImageName, ListedImage};
 pub use error::RegistryError;
 pub use gc::{GcBlob, GcFile, GcManifest, GcOptions, GcReport};
 

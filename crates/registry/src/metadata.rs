@@ -248,6 +248,11 @@ fn db_size(v: u64) -> i64 {
 }
 
 impl Metadata {
+    /// The database, for the catalog's read-only listings.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub(crate) async fn open(pool: SqlitePool) -> Result<Metadata, sqlx::Error> {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         for statement in SCHEMA {

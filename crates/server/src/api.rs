@@ -69,6 +69,7 @@ pub fn routes(plane: ControlPlane) -> Router {
         .merge(crate::api_auth::routes())
         .merge(crate::api_triggers::routes())
         .merge(crate::api_registry::routes())
+        .merge(crate::api_images::routes())
         .with_state(plane)
 }
 

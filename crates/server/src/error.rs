@@ -43,6 +43,8 @@ pub enum ControlError {
     Auth(#[from] gantry_auth::AuthError),
     #[error(transparent)]
     Policy(#[from] gantry_auth::PolicyRefusal),
+    #[error(transparent)]
+    Image(#[from] gantry_registry::ImageError),
     #[error("execution {0} was superseded by a newer one; its approval can no longer be decided")]
     Superseded(String),
     #[error(
@@ -109,6 +111,7 @@ impl ControlError {
             ControlError::Deploy(e) => e.http_status(),
             ControlError::Auth(e) => e.http_status(),
             ControlError::Policy(e) => e.http_status(),
+            ControlError::Image(e) => e.http_status(),
             ControlError::Store(_)
             | ControlError::Artifacts(_)
             | ControlError::CorruptLog { .. }
@@ -147,6 +150,7 @@ impl ControlError {
             ControlError::Deploy(e) => e.code(),
             ControlError::Auth(e) => e.code(),
             ControlError::Policy(e) => e.code(),
+            ControlError::Image(e) => e.code(),
             ControlError::Superseded(_) => "approval.superseded",
             ControlError::ApprovalChanged(..) => "approval.changed",
             ControlError::TextRequired => "request.text_required",

@@ -22,6 +22,8 @@ const SOURCES: &[&str] = &[
     // Only its `code()`: the file also maps forges to display names.
     "crates/triggers/src/error.rs#fn code(",
     "crates/server/src/triggers/error.rs",
+    // Only its `code()`: the file also holds the image catalog.
+    "crates/registry/src/catalog.rs#pub fn code(",
 ];
 
 /// A source's text, or with `FILE#START` only the function that starts at

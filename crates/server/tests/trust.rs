@@ -13,8 +13,9 @@ use axum::http::{Request, StatusCode};
 use gantry_api::{
     ApplyRequest, ApprovalView, DecideRequest, DecisionAnswer, DeleteParameterRequest,
     DeployRequest, ErrorBody, ExecutionView, GrantsRequest, LabelParameterRequest, NewTokenRequest,
-    NewUserRequest, ParameterView, PutParameterRequest, RegistryGcRequest, RetryRequest,
-    RollbackRequest, RotateKeyRequest, ShutdownRequest, StartRequest, Started, StopRequest,
+    NewUserRequest, ParameterView, PromoteImageRequest, PutParameterRequest, RegistryGcRequest,
+    RetryRequest, RollbackRequest, RotateKeyRequest, ShutdownRequest, StartRequest, Started,
+    StopRequest,
 };
 use gantry_auth::{AuditQuery, Grant};
 use gantry_server::ControlPlane;
@@ -595,6 +596,22 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         ("GET", "/api/v1/audit".into(), None, Needs::Admin),
         ("GET", "/api/v1/triggers".into(), None, Needs::Read),
         ("GET", "/api/v1/pipelines".into(), None, Needs::Read),
+        ("GET", "/api/v1/images".into(), None, Needs::Read),
+        (
+            "GET",
+            "/api/v1/images/inspect?reference=shop/web:1".into(),
+            None,
+            Needs::Read,
+        ),
+        (
+            "POST",
+            "/api/v1/images/promote".into(),
+            body(&PromoteImageRequest {
+                source: "shop/web:1".into(),
+                destination: "shop/web:2".into(),
+            }),
+            Needs::Operate,
+        ),
         (
             "POST",
             "/api/v1/registry/gc".into(),
