@@ -69,9 +69,27 @@ pub struct ReplicaStatus {
     /// replica is not in its target group.
     pub health: Option<String>,
     pub id: String,
+    /// How its latest run that nobody asked to stop ended, while this
+    /// server watched it; null when it has not exited so (or the runtime
+    /// does not say). Absent from servers before issue 18.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ReplicaExit>,
     /// Why its latest health check failed, if the latest one did.
     pub last_failure: Option<String>,
+    /// How many times the runtime restarted it after it exited (0 from
+    /// servers before issue 18).
+    #[serde(default)]
+    pub restarts: u32,
     pub revision: u64,
+}
+
+/// How a replica's process (or container) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicaExit {
+    /// The exit code, when it exited and the code is known.
+    pub code: Option<i32>,
+    /// The signal that killed it, when one did and it is known.
+    pub signal: Option<i32>,
 }
 
 /// One row of a service's deployment history.
@@ -242,7 +260,9 @@ mod tests {
                     addr: "127.0.0.1:40001".into(),
                     health: Some("healthy".into()),
                     id: "staging-web-r2-1-abcdef".into(),
+                    last_exit: None,
                     last_failure: None,
+                    restarts: 0,
                     revision: 2,
                 }],
                 revision: Some(2),
@@ -268,7 +288,7 @@ mod tests {
                     "parameters": [{"var": "DB_PASSWORD", "parameter": "/shop/db-password", "version": 3, "secure": true}],
                     "replicas": [{
                         "id": "staging-web-r2-1-abcdef", "revision": 2, "addr": "127.0.0.1:40001",
-                        "health": "healthy", "last_failure": null,
+                        "health": "healthy", "last_failure": null, "restarts": 0,
                     }],
                     "deployments": [{
                         "id": 7, "from_revision": 1, "to_revision": 2, "status": "Succeeded",

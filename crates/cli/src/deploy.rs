@@ -178,10 +178,13 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
                                 r.id.clone(),
                                 r.addr.clone(),
                                 r.health.as_deref().unwrap_or("unknown").to_string(),
+                                r.restarts.to_string(),
+                                last_exit(r.last_exit.as_ref()),
                             ]
                         })
                         .collect();
-                    for line in crate::table::lines(&["REPLICA", "ADDRESS", "HEALTH"], &rows) {
+                    let header = ["REPLICA", "ADDRESS", "HEALTH", "RESTARTS", "LAST EXIT"];
+                    for line in crate::table::lines(&header, &rows) {
                         println!("      {line}");
                     }
                 }
@@ -200,6 +203,22 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How a replica last ended, for people: `exit 1`, `signal 9`, `exited`,
+/// or `-` when it has not.
+fn last_exit(exit: Option<&gantry_api::ReplicaExit>) -> String {
+    match exit {
+        None => "-".to_string(),
+        Some(gantry_api::ReplicaExit {
+            signal: Some(signal),
+            ..
+        }) => format!("signal {signal}"),
+        Some(gantry_api::ReplicaExit {
+            code: Some(code), ..
+        }) => format!("exit {code}"),
+        Some(_) => "exited".to_string(),
+    }
 }
 
 pub(crate) async fn shutdown(conn: &Connection, stop_services: bool) -> Result<()> {

@@ -6,7 +6,7 @@
 //! friends), defined once there; the JSON is a contract, which gantry-api's
 //! `environment` tests pin.
 
-use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
+use gantry_api::{EnvironmentStatus, ReplicaExit, ReplicaStatus, ServiceStatus};
 
 use crate::deployer::{Deployer, runtime_name};
 use crate::error::DeployError;
@@ -47,6 +47,12 @@ impl Deployer {
     ) -> Result<EnvironmentStatus, DeployError> {
         let (env, project) = self.environment(environment).await?;
         let spec = env.spec.lock().await.clone();
+        // Restarts and last exits are the runtime's; a runtime that cannot
+        // list its replicas leaves them at 0 and null rather than failing.
+        let running = match &env.runtime {
+            Some(runtime) => runtime.list().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut services = Vec::new();
         let names: Vec<String> = project.services.keys().map(ToString::to_string).collect();
         for name in names {
@@ -58,11 +64,17 @@ impl Deployer {
                 .iter()
                 .map(|r| {
                     let target = targets.iter().find(|t| t.id == r.id);
+                    let run = running.iter().find(|x| x.id == r.id);
                     ReplicaStatus {
                         addr: r.addr.to_string(),
                         health: target.map(|t| t.health.to_string()),
                         id: r.id.clone(),
+                        last_exit: run.and_then(|x| x.last_exit).map(|e| ReplicaExit {
+                            code: e.code,
+                            signal: e.signal,
+                        }),
                         last_failure: target.and_then(|t| t.last_failure.clone()),
+                        restarts: run.map_or(0, |x| x.restarts),
                         revision: r.revision,
                     }
                 })

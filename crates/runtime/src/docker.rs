@@ -462,6 +462,7 @@ impl Inner {
             spec,
             state: ReplicaState::Running,
             restarts: 0,
+            last_exit: None,
         })
     }
 

@@ -79,7 +79,7 @@ use std::time::Duration;
 pub use docker::{DockerOptions, DockerRuntime};
 pub use error::RuntimeError;
 pub use process::{ProcessOptions, ProcessRuntime};
-pub use replica::{Replica, ReplicaEvent, ReplicaSpec, ReplicaState, USER_LABEL};
+pub use replica::{Replica, ReplicaEvent, ReplicaExit, ReplicaSpec, ReplicaState, USER_LABEL};
 pub use restart::RestartPolicy;
 
 /// A boxed, sendable future: what the object-safe [`Runtime`] methods return.

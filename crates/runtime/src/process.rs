@@ -290,6 +290,7 @@ impl Inner {
                     spec: state.spec,
                     state: ReplicaState::Running,
                     restarts: state.restarts,
+                    last_exit: None,
                 };
                 self.table.adopt(replica, Some(process), |token| {
                     let watch = Watch::Adopted(process);

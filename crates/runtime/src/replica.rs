@@ -154,6 +154,19 @@ pub struct Replica {
     pub state: ReplicaState,
     /// How many times it was restarted after exiting.
     pub restarts: u32,
+    /// How its latest run that nobody asked to stop ended, while this
+    /// server has watched it (not kept across restarts of gantry).
+    pub last_exit: Option<ReplicaExit>,
+}
+
+/// How a replica's process (or container) ended: its exit code, or the
+/// signal that killed it, when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReplicaExit {
+    /// The exit code, if it exited and the code is known.
+    pub code: Option<i32>,
+    /// The signal that killed it, if one did and it is known.
+    pub signal: Option<i32>,
 }
 
 /// Something that happened to a replica. The deploy circuit breaker counts

@@ -223,6 +223,7 @@ impl<H: Default + Clone> ReplicaTable<H> {
             spec: spec.clone(),
             state: ReplicaState::Starting,
             restarts: 0,
+            last_exit: None,
         };
         let token = self.insert(&mut slots, replica, H::default());
         Ok(Reservation {
@@ -355,6 +356,7 @@ impl<H: Default + Clone> ReplicaTable<H> {
             forget(slot);
             let (attempt, delay) = slot.streak.next(policy, slot.started.elapsed());
             slot.replica.state = ReplicaState::Exited { code };
+            slot.replica.last_exit = Some(crate::ReplicaExit { code, signal });
             self.events.emit(ReplicaEvent::Exited {
                 id: id.to_owned(),
                 code,

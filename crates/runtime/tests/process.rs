@@ -339,6 +339,15 @@ async fn an_entrypoint_that_exits_at_once_is_restarted_with_backoff_and_events()
     assert!(restarted_at[6] - restarted_at[5] >= Duration::from_millis(1500));
     let listed = runtime.list().await.unwrap();
     assert!(listed[0].restarts >= 2, "{listed:?}");
+    // How the last run ended is kept for `gantry env status`.
+    assert_eq!(
+        listed[0].last_exit,
+        Some(gantry_runtime::ReplicaExit {
+            code: Some(3),
+            signal: None
+        }),
+        "{listed:?}"
+    );
     // Each run wrote to the same log (the third may still be writing).
     let log = runtime.log_path("crash");
     wait_until("three runs in the log", within, || {

@@ -228,6 +228,7 @@ impl Cluster {
                 spec,
                 state: ReplicaState::Running,
                 restarts: 0,
+                last_exit: None,
             };
             w.replicas.insert(
                 id,
@@ -281,6 +282,7 @@ impl Runtime for FakeRuntime {
                     spec: spec.clone(),
                     state: ReplicaState::Running,
                     restarts: 0,
+                    last_exit: None,
                 };
                 w.replicas.insert(
                     spec.id.clone(),
