@@ -6,8 +6,9 @@ view (HTML + CSS + JS, no images), and the time from a change (an execution
 started through the API) to its `change` event on the console's SSE stream.
 
 Usage: bench/console.py [GANTRY_BINARY] (default target/release/gantry);
-N from GANTRY_BENCH_EXECUTIONS (default 10000). The history page is not
-measured: it is not built yet."""
+N from GANTRY_BENCH_EXECUTIONS (default 10000). Also the history page
+(first page, and page 100 with filters), and the server's memory (RSS from
+/proc) before and after 200 open SSE connections."""
 import http.client
 import json
 import os
@@ -98,6 +99,8 @@ def main():
         answer, body = request(port, "GET", "/api/v1/executions?limit=1", headers=api)
         latest = json.loads(body)[0]["id"]
         for name, path in [("pipelines page /", "/"),
+                           ("history page /history", "/history"),
+                           ("history page 100, filtered", "/history?page=100&status=Superseded&trigger=manual"),
                            ("execution view /executions/ID", f"/executions/{latest}"),
                            ("execution view, live fragment", f"/executions/{latest}?fragment=true")]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -153,6 +156,37 @@ def main():
         print(f"change -> SSE event (request sent to event read): p50 {statistics.median(latencies):.2f} ms, "
               f"max {latencies[-1]:.2f} ms (50 changes)")
         sse.close()
+        # Memory: the server's RSS before and after 200 open event streams.
+        def rss_kib():
+            with open(f"/proc/{server.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+            return 0
+        time.sleep(0.5)
+        before = rss_kib()
+        streams = []
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n".encode())
+            streams.append(s)
+        for s in streams:
+            s.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            assert b" 200 " in head.split(b"\r\n", 1)[0], head[:200]
+        # One change reaches all 200 (each stream's task wakes and writes).
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/api/v1/executions", body=start, headers=api)
+        conn.getresponse().read()
+        conn.close()
+        time.sleep(1.0)
+        after = rss_kib()
+        print(f"200 open SSE connections: server RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB "
+              f"(+{(after - before) / 1024:.2f} MiB)")
+        for s in streams:
+            s.close()
     finally:
         server.terminate()
         server.wait()

@@ -39,6 +39,22 @@ pub struct ExecutionsQuery {
     /// How many (default 50).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Skip this many of the newest first (paging).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Only executions with this status (`InProgress`, `Succeeded`, …).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub status: Option<String>,
+    /// Only executions started this way (`manual`, `webhook`, `poll`,
+    /// `schedule`, `pipeline`).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub trigger: Option<String>,
+    /// Only executions whose source commit starts with this.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub commit: Option<String>,
 }
 
 /// `GET /api/v1/executions/{id}/logs`: a page of log lines.

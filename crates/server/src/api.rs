@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::clock::rfc3339;
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, ExecutionFilter};
 use crate::error::ControlError;
 use crate::guard::{AuditNote, Caller, Guard, HostPolicy};
 use crate::view::{add_decisions, add_details, execution_view};
@@ -212,8 +212,21 @@ async fn list(
     Query(q): Query<ExecutionsQuery>,
 ) -> Result<Json<Vec<ExecutionView>>, ApiError> {
     caller.require(Permission::Read, Target::any())?;
+    let filters = [&q.status, &q.trigger, &q.commit];
+    if filters
+        .iter()
+        .any(|f| f.as_ref().is_some_and(|f| f.chars().count() > 64))
+    {
+        return Err(ControlError::BadRequest("a filter holds at most 64 characters".into()).into());
+    }
+    let filter = ExecutionFilter {
+        pipeline: q.pipeline.as_deref(),
+        status: q.status.as_deref().filter(|s| !s.is_empty()),
+        trigger: q.trigger.as_deref().filter(|s| !s.is_empty()),
+        commit: q.commit.as_deref().filter(|s| !s.is_empty()),
+    };
     let executions = plane
-        .executions(q.pipeline.as_deref(), q.limit.unwrap_or(50))
+        .executions_page(&filter, q.offset.unwrap_or(0), q.limit.unwrap_or(50))
         .await;
     let mut out = Vec::new();
     for execution in &executions {

@@ -80,6 +80,45 @@ struct Inner {
     mirrors: Mirrors,
 }
 
+/// Which executions [`ControlPlane::executions_page`] lists; `None` is any.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExecutionFilter<'a> {
+    pub pipeline: Option<&'a str>,
+    /// The execution's status, as `ExecutionStatus::as_str` spells it.
+    pub status: Option<&'a str>,
+    /// How it was started, as `TriggerType::as_str` spells it.
+    pub trigger: Option<&'a str>,
+    /// The start of a commit one of its source actions is pinned to or
+    /// took (a first-stage action's `CommitId`, as the execution view's
+    /// `source_revisions`).
+    pub commit: Option<&'a str>,
+}
+
+impl ExecutionFilter<'_> {
+    fn matches(&self, execution: &Execution) -> bool {
+        self.status.is_none_or(|s| execution.status.as_str() == s)
+            && self.trigger.is_none_or(|t| {
+                execution
+                    .trigger
+                    .as_ref()
+                    .is_some_and(|trigger| trigger.kind.as_str() == t)
+            })
+            && self.commit.is_none_or(|c| {
+                let took = execution.stages.first().into_iter().flat_map(|stage| {
+                    stage
+                        .actions
+                        .iter()
+                        .filter_map(|a| a.output_variables.get("CommitId"))
+                });
+                execution
+                    .source_revisions
+                    .values()
+                    .chain(took)
+                    .any(|revision| revision.starts_with(c))
+            })
+    }
+}
+
 #[derive(Default)]
 struct State {
     engines: HashMap<String, Engine>,
@@ -630,20 +669,69 @@ impl ControlPlane {
 
     /// Executions, newest first.
     pub async fn executions(&self, pipeline: Option<&str>, limit: usize) -> Vec<Execution> {
+        let filter = ExecutionFilter {
+            pipeline,
+            ..ExecutionFilter::default()
+        };
+        self.executions_page(&filter, 0, limit).await
+    }
+
+    /// The executions `filter` matches, newest first, after skipping
+    /// `offset` of them, at most `limit`. Only those are copied: the rest
+    /// are compared in place, and only the first `offset + limit` sorted.
+    pub async fn executions_page(
+        &self,
+        filter: &ExecutionFilter<'_>,
+        offset: usize,
+        limit: usize,
+    ) -> Vec<Execution> {
         let state = self.inner.state.lock().await;
-        let mut all: Vec<Execution> = state
+        let mut matching: Vec<&Execution> = state
             .engines
             .iter()
-            .filter(|(name, _)| pipeline.is_none_or(|p| p == name.as_str()))
-            .flat_map(|(_, engine)| engine.executions().cloned())
+            .filter(|(name, _)| filter.pipeline.is_none_or(|p| p == name.as_str()))
+            .flat_map(|(_, engine)| engine.executions())
+            .filter(|execution| filter.matches(execution))
             .collect();
-        all.sort_by(|a, b| {
+        let newest_first = |a: &&Execution, b: &&Execution| {
             b.started_at
                 .cmp(&a.started_at)
                 .then_with(|| b.id.cmp(&a.id))
-        });
-        all.truncate(limit);
-        all
+        };
+        let wanted = offset.saturating_add(limit);
+        if wanted == 0 {
+            return Vec::new();
+        }
+        if wanted < matching.len() {
+            matching.select_nth_unstable_by(wanted - 1, newest_first);
+            matching.truncate(wanted);
+        }
+        matching.sort_unstable_by(newest_first);
+        matching
+            .into_iter()
+            .skip(offset)
+            .map(Execution::clone)
+            .collect()
+    }
+
+    /// Every pipeline with executions: its name, how many it has, and its
+    /// newest (the first of [`ControlPlane::executions`] for it), by name.
+    pub async fn newest_executions(&self) -> Vec<(String, usize, Execution)> {
+        let state = self.inner.state.lock().await;
+        let mut out: Vec<(String, usize, Execution)> = state
+            .engines
+            .iter()
+            .filter_map(|(name, engine)| {
+                let newest = engine.executions().max_by(|a, b| {
+                    a.started_at
+                        .cmp(&b.started_at)
+                        .then_with(|| a.id.cmp(&b.id))
+                })?;
+                Some((name.clone(), engine.executions().len(), newest.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     pub async fn logs(

@@ -675,3 +675,61 @@ async fn unknown_things_get_a_404_page_with_a_way_back_and_foreign_hosts_are_ref
     let response = fx.app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_page_filters_and_pages_without_javascript() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(fx.waiting("root").await);
+    }
+    let commit = fx.view(&ids[0]).await.source_revisions["checkout"].clone();
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    // The pipelines page links to its history.
+    let pipelines = browser.get("/").await;
+    assert!(
+        pipelines
+            .text
+            .contains("href=\"/history?pipeline=web\">3 executions"),
+        "{}",
+        pipelines.text
+    );
+    // One a page: newest first, with links both ways.
+    let first = browser.get("/history?size=1").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert!(first.text.contains(&ids[2]) && !first.text.contains(&ids[1]));
+    assert!(
+        first.text.contains("href=\"/history?page=1&#38;size=1\""),
+        "{}",
+        first.text
+    );
+    let second = browser.get("/history?page=1&size=1").await;
+    assert!(second.text.contains(&ids[1]) && !second.text.contains(&ids[2]));
+    assert!(second.text.contains("rel=\"prev\"") && second.text.contains("rel=\"next\""));
+    let last = browser.get("/history?page=2&size=1").await;
+    assert!(last.text.contains(&ids[0]) && !last.text.contains("rel=\"next\""));
+    // Filters: by commit prefix, trigger and status, as the form sends them.
+    let by_commit = browser
+        .get(&format!(
+            "/history?status=&trigger=manual&commit={}",
+            &commit[..7]
+        ))
+        .await;
+    assert!(
+        ids.iter().all(|id| by_commit.text.contains(id.as_str())),
+        "{}",
+        by_commit.text
+    );
+    let none = browser.get("/history?commit=ffffffff0000").await;
+    assert!(none.text.contains("No execution matches"), "{}", none.text);
+    let webhooks = browser.get("/history?trigger=webhook").await;
+    assert!(!webhooks.text.contains(&ids[0]));
+    let failed = browser.get("/history?status=Failed").await;
+    assert!(ids.iter().all(|id| !failed.text.contains(id.as_str())));
+    assert!(
+        failed.text.contains("<option value=\"Failed\" selected>"),
+        "the form keeps the filter"
+    );
+}

@@ -166,6 +166,7 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
         ));
     Router::new()
         .route("/", get(pages::pipelines))
+        .route("/history", get(pages::history))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signin/link/{code}", get(pages::signin_link))
         .route("/signout", post(pages::signout))

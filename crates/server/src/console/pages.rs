@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use gantry_api::{
-    ActionView, ApprovalView, DecideRequest, DecisionAnswer, ExecutionView, LogsPage, RetryRequest,
-    StartRequest, Started, StopRequest,
+    ActionView, ApprovalView, DecideRequest, DecisionAnswer, ExecutionView, LogsPage,
+    PipelineSummary, RetryRequest, StartRequest, Started, StopRequest,
 };
 use gantry_auth::{Permission, Role, Secret, Target};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use super::session::{Session, random_id, same_secret};
 use super::{Console, Failure, SESSION_COOKIE, SIGNIN_COOKIE, cookie, form_urlencode, set_cookie};
 use crate::guard::{self, Caller};
-use crate::view::execution_view;
 
 /// What every page's frame shows: who is signed in, and the token its
 /// sign-out form carries.
@@ -443,7 +442,9 @@ pub(super) async fn create_link(
 
 pub(super) struct PipelineRow {
     name: String,
+    /// The newest execution's id; empty for a pipeline that never ran.
     id: String,
+    executions: usize,
     status: Status,
     trigger: String,
     age: String,
@@ -474,33 +475,30 @@ pub(super) async fn pipelines(
     Extension(session): Extension<Session>,
     Query(q): Query<FragmentQuery>,
 ) -> Result<Response, Failure> {
-    caller
-        .require(Permission::Read, Target::any())
-        .map_err(|e| Failure {
-            status: StatusCode::FORBIDDEN,
-            code: e.code(),
-            message: e.to_string(),
-        })?;
-    // The API's list, newest first: the first of each pipeline is its latest.
-    let plane = console.plane();
-    let mut latest = BTreeMap::new();
-    for execution in plane.executions(None, usize::MAX).await {
-        latest
-            .entry(execution.pipeline.clone())
-            .or_insert(execution);
-    }
-    let mut rows = Vec::with_capacity(latest.len());
-    for (name, execution) in latest {
-        let loaded = plane.execution(&execution.id).await.and_then(|(_, l)| l);
-        let view = execution_view(&execution, loaded.as_deref());
-        rows.push(PipelineRow {
-            name,
-            status: status(Some(&view.status)),
-            trigger: trigger_text(&view),
-            age: age(&view.started_at),
-            id: view.id,
-        });
-    }
+    let summaries: Vec<PipelineSummary> = console
+        .api(&caller, Method::GET, "/api/v1/pipelines", None::<&()>)
+        .await?;
+    let rows = summaries
+        .into_iter()
+        .map(|summary| match summary.last_execution {
+            Some(view) => PipelineRow {
+                name: summary.name,
+                executions: summary.executions,
+                status: status(Some(&view.status)),
+                trigger: trigger_text(&view),
+                age: age(&view.started_at),
+                id: view.id,
+            },
+            None => PipelineRow {
+                name: summary.name,
+                executions: 0,
+                status: status(None),
+                trigger: String::new(),
+                age: String::new(),
+                id: String::new(),
+            },
+        })
+        .collect();
     Ok(if q.fragment {
         PipelinesLive { rows }.into_response()
     } else {
@@ -510,6 +508,176 @@ pub(super) async fn pipelines(
         }
         .into_response()
     })
+}
+
+// ---- execution history ----
+
+/// Executions on one history page.
+const HISTORY_PAGE: usize = 50;
+
+pub(super) struct HistoryRow {
+    id: String,
+    pipeline: String,
+    status: Status,
+    trigger: String,
+    commits: String,
+    started: String,
+    duration: String,
+}
+
+/// The history page's filters, as its form sends them (empty is any).
+#[derive(Deserialize, Default)]
+pub(super) struct HistoryQuery {
+    #[serde(default)]
+    pipeline: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    trigger: String,
+    #[serde(default)]
+    commit: String,
+    #[serde(default)]
+    page: usize,
+    /// Executions per page (default [`HISTORY_PAGE`], at most 200).
+    size: Option<usize>,
+}
+
+impl HistoryQuery {
+    fn size(&self) -> usize {
+        self.size.unwrap_or(HISTORY_PAGE).clamp(1, 200)
+    }
+
+    /// The query string of these filters on page `page`.
+    fn link(&self, page: usize) -> String {
+        let mut query = format!("/history?page={page}");
+        if self.size.is_some() {
+            query.push_str(&format!("&size={}", self.size()));
+        }
+        for (name, value) in [
+            ("pipeline", &self.pipeline),
+            ("status", &self.status),
+            ("trigger", &self.trigger),
+            ("commit", &self.commit),
+        ] {
+            if !value.is_empty() {
+                query.push_str(&format!("&{name}={}", form_urlencode(value)));
+            }
+        }
+        query
+    }
+}
+
+/// A choice of a filter's `<select>`: its value, its text, and whether it
+/// is the one in force.
+pub(super) struct Choice {
+    value: &'static str,
+    text: &'static str,
+    selected: bool,
+}
+
+fn choices(options: &[(&'static str, &'static str)], current: &str) -> Vec<Choice> {
+    options
+        .iter()
+        .map(|&(value, text)| Choice {
+            value,
+            text,
+            selected: value == current,
+        })
+        .collect()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "history.html")]
+struct HistoryPage {
+    chrome: Chrome,
+    rows: Vec<HistoryRow>,
+    pipeline: String,
+    commit: String,
+    statuses: Vec<Choice>,
+    triggers: Vec<Choice>,
+    page: usize,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+pub(super) async fn history(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, Failure> {
+    // One more than a page: whether there is a next one.
+    let page = q.page.min(1_000_000);
+    let size = q.size();
+    let mut uri = format!(
+        "/api/v1/executions?limit={}&offset={}",
+        size + 1,
+        page * size
+    );
+    for (name, value) in [
+        ("pipeline", &q.pipeline),
+        ("status", &q.status),
+        ("trigger", &q.trigger),
+        ("commit", &q.commit),
+    ] {
+        if !value.is_empty() {
+            uri.push_str(&format!("&{name}={}", form_urlencode(value.trim())));
+        }
+    }
+    let mut views: Vec<ExecutionView> =
+        console.api(&caller, Method::GET, &uri, None::<&()>).await?;
+    let more = views.len() > size;
+    views.truncate(size);
+    let rows = views
+        .into_iter()
+        .map(|view| HistoryRow {
+            status: status(Some(&view.status)),
+            trigger: trigger_text(&view),
+            commits: view
+                .source_revisions
+                .values()
+                .map(|c| c.chars().take(12).collect::<String>())
+                .collect::<Vec<_>>()
+                .join(" "),
+            started: age(&view.started_at),
+            duration: duration(Some(&view.started_at), view.finished_at.as_deref()),
+            pipeline: view.pipeline,
+            id: view.id,
+        })
+        .collect();
+    Ok(HistoryPage {
+        chrome: Chrome::of(&caller, &session),
+        rows,
+        statuses: choices(
+            &[
+                ("", "Any status"),
+                ("InProgress", "In progress"),
+                ("Succeeded", "Succeeded"),
+                ("Failed", "Failed"),
+                ("Stopping", "Stopping"),
+                ("Stopped", "Stopped"),
+                ("Superseded", "Superseded"),
+            ],
+            &q.status,
+        ),
+        triggers: choices(
+            &[
+                ("", "Any trigger"),
+                ("manual", "Manual"),
+                ("webhook", "Webhook"),
+                ("poll", "Poll"),
+                ("schedule", "Schedule"),
+                ("pipeline", "Pipeline"),
+            ],
+            &q.trigger,
+        ),
+        previous: (page > 0).then(|| q.link(page - 1)),
+        next: more.then(|| q.link(page + 1)),
+        page: page + 1,
+        pipeline: q.pipeline,
+        commit: q.commit,
+    }
+    .into_response())
 }
 
 // ---- one execution ----
