@@ -9,6 +9,9 @@ use std::io::Write;
 use gantry_api::{ApprovalView, ExecutionView};
 use jiff::Timestamp;
 
+mod tail;
+pub(crate) use tail::Tails;
+
 fn parse_ts(v: Option<&str>) -> Option<Timestamp> {
     v?.parse().ok()
 }
@@ -68,6 +71,17 @@ fn mark(status: Option<&str>, color: bool) -> String {
 /// `hint` starts every command the view suggests: the program and its global
 /// options (`gantry --data-dir DIR`, see `paste`).
 pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<String> {
+    view_with(execution, color, hint, None)
+}
+
+/// The lines of the view, with the last log lines (and a deploy's
+/// progress) under each running action when `tails` has them.
+fn view_with(
+    execution: &ExecutionView,
+    color: bool,
+    hint: &str,
+    tails: Option<&Tails>,
+) -> Vec<String> {
     let id = &execution.id;
     let status = execution.status.as_str();
     let mut lines = vec![format!(
@@ -110,6 +124,13 @@ pub(crate) fn view(execution: &ExecutionView, color: bool, hint: &str) -> Vec<St
                 line.push_str(&format!("  (attempt {})", action.attempt));
             }
             lines.push(line);
+            if action_status == Some("InProgress")
+                && let Some(tails) = tails
+            {
+                for l in tails.lines(stage_name, name, action.attempt) {
+                    lines.push(format!("          {l}"));
+                }
+            }
             if let Some(decided) = action.decided.as_ref().filter(|d| d.decision == "Approved") {
                 lines.push(format!("          {}", approved_by(decided)));
             }
@@ -175,6 +196,8 @@ pub(crate) struct LiveView {
     hint: String,
     drawn: usize,
     seen: BTreeMap<String, String>,
+    /// The running actions' last log lines (drawn in a terminal only).
+    pub(crate) tails: Tails,
 }
 
 impl LiveView {
@@ -184,14 +207,20 @@ impl LiveView {
             hint,
             drawn: 0,
             seen: BTreeMap::new(),
+            tails: Tails::default(),
         }
+    }
+
+    /// Whether the view shows log lines (only in a terminal).
+    pub(crate) fn shows_logs(&self) -> bool {
+        self.tty
     }
 
     pub(crate) fn draw(&mut self, execution: &ExecutionView) {
         let mut out = std::io::stdout().lock();
         let written = (|| -> std::io::Result<()> {
             if self.tty {
-                let lines = view(execution, colour(true), &self.hint);
+                let lines = view_with(execution, colour(true), &self.hint, Some(&self.tails));
                 if self.drawn > 0 {
                     write!(out, "\x1b[{}A\x1b[J", self.drawn)?;
                 }

@@ -144,6 +144,17 @@ pub(crate) async fn follow(conn: &Connection, id: &str, json: bool) -> Result<Ex
     let mut ctrl_c = signal(SignalKind::interrupt())?;
     loop {
         let execution = conn.client.execution(id).await?;
+        if tty && !execution.is_finished() && view.shows_logs() {
+            // The running actions' last lines; a failed read only leaves
+            // them out of this drawing.
+            let path = format!(
+                "/api/v1/executions/{id}/logs?after={}&limit=2000",
+                view.tails.after
+            );
+            if let Ok(page) = conn.client.get::<gantry_api::LogsPage>(&path).await {
+                view.tails.add(&page);
+            }
+        }
         if !json {
             view.draw(&execution);
         }

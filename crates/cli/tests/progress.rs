@@ -163,3 +163,94 @@ fn param_list_shows_the_whole_tree_under_a_header() {
         stderr(&out)
     );
 }
+
+/// In a terminal, the live view shows the running action's last log lines
+/// under it. `script` gives `gantry run` a pseudo-terminal; the action waits
+/// for a file the test writes once the view has shown its line, so nothing
+/// depends on timing.
+#[test]
+fn the_live_view_shows_the_running_actions_last_lines() {
+    use std::io::Read;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` to give gantry a terminal");
+        return;
+    }
+    let p = Project::new();
+    let release = p.dir.join("release");
+    let pipeline = format!(
+        r##"
+version: 1
+name: tail
+stages:
+  - name: Build
+    actions:
+      - name: work
+        type: shell
+        commands:
+          - echo compiling-the-first-part
+          - while [ ! -e "{}" ]; do sleep 0.1; done
+          - echo done
+"##,
+        release.display()
+    );
+    std::fs::write(p.dir.join("gantry.yaml"), pipeline).unwrap();
+    let command = format!(
+        "{} --data-dir {} run -f gantry.yaml",
+        env!("CARGO_BIN_EXE_gantry"),
+        p.dir.join(".gantry").display()
+    );
+    let mut child = gantry_script(&p.dir, &command);
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let shown = gantry_clock::blocking_poll(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(50),
+        || {
+            while let Ok(chunk) = rx.try_recv() {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            seen.contains("│ compiling-the-first-part").then_some(())
+        },
+    );
+    std::fs::write(&release, "").unwrap();
+    let status = child.wait().unwrap();
+    let _ = reader.join();
+    while let Ok(chunk) = rx.try_recv() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        shown.is_some(),
+        "the view never showed the log line:\n{seen}"
+    );
+    assert!(status.success(), "{seen}");
+}
+
+/// `command` run by `script` in a pseudo-terminal, its output piped.
+fn gantry_script(dir: &std::path::Path, command: &str) -> std::process::Child {
+    std::process::Command::new("script")
+        .args(["-q", "-e", "-c", command, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("GANTRY_DATA_DIR")
+        .env_remove("GANTRY_TOKEN")
+        .env_remove("GANTRY_SERVER")
+        .env("NO_COLOR", "1")
+        .env("GANTRY_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
