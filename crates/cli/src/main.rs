@@ -29,6 +29,8 @@ mod param;
 mod paste;
 mod pipe;
 mod project;
+#[cfg(test)]
+mod reference;
 mod registry;
 mod render;
 mod run;

@@ -1,0 +1,220 @@
+//! `docs/cli.md`, the command line's reference, written from clap's command
+//! tree (`Cli::command()`) so it cannot drift from what `gantry --help`
+//! prints: every subcommand, recursively, in declaration order, with its
+//! about text, usage, and each argument and flag with its help, default,
+//! possible values and environment variable. Only a test uses it (the
+//! binary has no library to test from outside); run with `UPDATE_DOCS=1`
+//! after changing a command.
+
+use clap::{Arg, Command};
+
+const BLESS: &str = "UPDATE_DOCS=1 cargo test -p gantry --bin gantry reference::";
+
+/// A help text's paragraphs, as written (clap keeps the line breaks of
+/// the doc comment out: each paragraph is one line).
+fn help_text(
+    long: Option<&clap::builder::StyledStr>,
+    short: Option<&clap::builder::StyledStr>,
+) -> String {
+    long.or(short)
+        .map(|text| text.to_string().trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A help text on one line, fit for a table cell.
+fn cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// How an argument is written: `-f, --file <FILE>`, `<ID>`, `--json`.
+fn spelling(arg: &Arg) -> String {
+    let values = || {
+        let names: Vec<String> = match arg.get_value_names() {
+            Some(names) => names.iter().map(|n| format!("<{n}>")).collect(),
+            None => vec![format!("<{}>", arg.get_id().as_str().to_ascii_uppercase())],
+        };
+        names.join(" ")
+    };
+    if arg.is_positional() {
+        let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+        return format!("{}{}", values(), if many { "..." } else { "" });
+    }
+    let mut names = Vec::new();
+    if let Some(short) = arg.get_short() {
+        names.push(format!("-{short}"));
+    }
+    if let Some(long) = arg.get_long() {
+        names.push(format!("--{long}"));
+    }
+    let mut spelled = names.join(", ");
+    if arg.get_action().takes_values() {
+        spelled.push(' ');
+        spelled.push_str(&values());
+    }
+    spelled
+}
+
+/// An argument's help, then what clap adds to it: required, default,
+/// possible values, environment variable.
+fn description(arg: &Arg) -> String {
+    let mut help = cell(&help_text(arg.get_long_help(), arg.get_help()));
+    // clap drops a one-sentence help's final period; a table cell that
+    // goes on needs it.
+    if !help.is_empty() && !help.ends_with(['.', '?', '!']) {
+        help.push('.');
+    }
+    let mut parts = vec![help];
+    if arg.is_required_set() {
+        parts.push("Required.".to_string());
+    }
+    let defaults: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| format!("`{}`", v.to_string_lossy()))
+        .collect();
+    if !defaults.is_empty() && arg.get_action().takes_values() {
+        parts.push(format!("Default: {}.", defaults.join(", ")));
+    }
+    let possible: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| format!("`{}`", v.get_name()))
+        .collect();
+    if !possible.is_empty() && arg.get_action().takes_values() {
+        parts.push(format!("One of {}.", possible.join(", ")));
+    }
+    if let Some(env) = arg.get_env() {
+        parts.push(format!("Env: `{}`.", env.to_string_lossy()));
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(" ")
+}
+
+/// The arguments of `command` a reader sets: not clap's own (help,
+/// version), not hidden, not the global options (listed once, at the top).
+fn own_arguments(command: &Command) -> Vec<&Arg> {
+    command
+        .get_arguments()
+        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+        .filter(|a| !a.is_hide_set() && !a.is_global_set())
+        .collect()
+}
+
+fn arguments_table(arguments: &[&Arg], out: &mut String) {
+    if arguments.is_empty() {
+        return;
+    }
+    out.push_str("| argument | description |\n|---|---|\n");
+    for arg in arguments {
+        out.push_str(&format!("| `{}` | {} |\n", spelling(arg), description(arg)));
+    }
+    out.push('\n');
+}
+
+/// Every visible subcommand under `command`, depth first, each with its
+/// path (`env deploy`).
+fn subcommands<'a>(command: &'a Command, path: &str, out: &mut Vec<(String, &'a Command)>) {
+    for sub in command.get_subcommands() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        let sub_path = format!("{path} {}", sub.get_name());
+        out.push((sub_path.clone(), sub));
+        subcommands(sub, &sub_path, out);
+    }
+}
+
+/// The anchor GitHub gives the heading "`gantry env deploy`".
+fn anchor(path: &str) -> String {
+    path.replace(' ', "-")
+}
+
+/// The whole page.
+fn cli_reference() -> String {
+    let mut root = <crate::args::Cli as clap::CommandFactory>::command();
+    root.build();
+    let mut out = format!(
+        "# gantry's command line\n\n\
+         Generated by `crates/cli/src/reference.rs` from the `gantry` binary's clap \
+         command tree (`{BLESS}`); do not edit by hand. `gantry help COMMAND` and \
+         `gantry COMMAND --help` print the same texts.\n\n\
+         {}\n\n\
+         ```text\n{}\n```\n\n\
+         ## Global options\n\n\
+         Every command takes these.\n\n",
+        help_text(root.get_long_about(), root.get_about()),
+        root.clone().render_usage().to_string().trim()
+    );
+    let globals: Vec<&Arg> = root
+        .get_arguments()
+        .filter(|a| a.is_global_set() && !a.is_hide_set())
+        .collect();
+    arguments_table(&globals, &mut out);
+
+    let mut all = Vec::new();
+    subcommands(&root, "gantry", &mut all);
+    out.push_str("## Commands\n\n");
+    for (path, command) in &all {
+        let depth = path.matches(' ').count() - 1;
+        let about = help_text(None, command.get_about());
+        out.push_str(&format!(
+            "{}- [`{path}`](#{}): {}\n",
+            "  ".repeat(depth),
+            anchor(path),
+            cell(&about)
+        ));
+    }
+    for (path, command) in &all {
+        out.push_str(&format!("\n## `{path}`\n\n"));
+        let about = help_text(command.get_long_about(), command.get_about());
+        if !about.is_empty() {
+            out.push_str(&about);
+            // As for an argument's help: clap drops the final period.
+            if !about.ends_with(['.', '?', '!']) {
+                out.push('.');
+            }
+            out.push_str("\n\n");
+        }
+        let usage = Command::clone(command).render_usage().to_string();
+        out.push_str(&format!("```text\n{}\n```\n\n", usage.trim()));
+        arguments_table(&own_arguments(command), &mut out);
+        let subs: Vec<&str> = command
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            .map(|s| s.get_name())
+            .collect();
+        if !subs.is_empty() {
+            let links: Vec<String> = subs
+                .iter()
+                .map(|s| format!("[`{s}`](#{})", anchor(&format!("{path} {s}"))))
+                .collect();
+            out.push_str(&format!("Subcommands: {}.\n", links.join(", ")));
+        }
+    }
+    // Sections end in a blank line and start after one: one is enough.
+    while out.contains("\n\n\n") {
+        out = out.replace("\n\n\n", "\n\n");
+    }
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
+#[test]
+fn docs_cli_md_is_the_reference_generated_from_the_command_tree() {
+    let page = cli_reference();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &page).unwrap();
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == page,
+        "docs/cli.md is stale (a command, flag or help text changed): run {BLESS}"
+    );
+}
