@@ -266,6 +266,23 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// Writes a consistent online backup of the data dir (its database and
+    /// blobs, the master key only when asked) to one tar file, mode 0600.
+    Backup {
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Also puts the parameter store's master key file in the backup
+        /// (then the backup reveals every SecureString: keep it as a secret).
+        #[arg(long)]
+        with_master_key: bool,
+    },
+    /// Restores a backup into a new or empty data dir (--data-dir, default
+    /// ./.gantry); refuses links and paths that leave it.
+    Restore {
+        /// The backup file (`gantry backup --out FILE`).
+        file: PathBuf,
+    },
     /// Prints the version and the git commit the binary was built from.
     Version {
         /// Prints `{"version": ..., "commit": ...}`.

@@ -8,13 +8,14 @@
 //! (status, executions, logs), `approvals`,
 //! `control` (retry, stop), `server`, `buildspec`, `validate` (and schema),
 //! `deploy` (apply, deploy, rollback, env, shutdown), `triggers`, `param`,
-//! `users` (user, token, whoami, audit), `registry` (gc), `image` (ls, inspect, promote), `login`, `demo` and `version` (and completions). `client` is how every command
+//! `users` (user, token, whoami, audit), `registry` (gc), `image` (ls, inspect, promote), `login`, `demo`, `backup` (and restore) and `version` (and completions). `client` is how every command
 //! reaches a server; `render` draws executions; `pipe` ends a command
 //! quietly when its reader goes away; `paste` names the program in the
 //! commands printed for a person to paste.
 
 mod approvals;
 mod args;
+mod backup;
 mod buildspec;
 mod client;
 mod control;
@@ -284,6 +285,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             with_connection(&existing()?, async |conn| image::image(conn, command).await)
                 .await
                 .map(success)
+        }
+        Command::Backup {
+            out,
+            with_master_key,
+        } => {
+            if client::is_remote() {
+                anyhow::bail!(
+                    "backup reads the data dir on this machine; it does not work with --server"
+                );
+            }
+            backup::backup(&existing()?, &out, with_master_key)
+                .await
+                .map(success)
+        }
+        Command::Restore { file } => {
+            let target =
+                explicit.map_or_else(|| Path::new(".gantry").to_path_buf(), Path::to_path_buf);
+            backup::restore(&file, &target).map(success)
         }
         Command::Version { json } => version::version(json).map(success),
         Command::Completions { shell } => version::completions(shell).map(success),

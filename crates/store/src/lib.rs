@@ -15,6 +15,9 @@
 //!   digests) stored the same way, so its id is the digest of its manifest and
 //!   identical artifacts share one id. Nothing is ever modified once written.
 //!
+//! - [`snapshot_database`]: a consistent copy of the live database
+//!   (`VACUUM INTO`), for `gantry backup`.
+//!
 //! The store knows nothing of the engine's types: events and states are JSON
 //! text handed in by the server. That keeps the dependency pointing one way
 //! and lets the event log outlive any one version of the engine's structs.
@@ -23,10 +26,12 @@
 //! transaction, so after a crash the state rows never run ahead of the log.
 
 mod artifacts;
+mod backup;
 mod db;
 mod triggers;
 
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
+pub use backup::snapshot_database;
 pub use db::{
     ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, NewEvent,
     Store, StoreError,
