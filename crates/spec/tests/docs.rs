@@ -1,7 +1,7 @@
 //! The repository's documentation holds: every YAML example in it is a
 //! file the real parsers accept, every relative link points at a file of
-//! the repository, and nothing names the `../shared` directory that only
-//! gantry's builders have (users never do).
+//! the repository, and nothing names the shared directory beside the
+//! checkout that only gantry's builders have (users never do).
 //!
 //! A ```yaml block is parsed as what it holds: a pipeline file when it has
 //! `stages:`, a buildspec when `gantry_spec::buildspec::is_buildspec` says
