@@ -98,16 +98,18 @@ def main():
         browser = {"Cookie": cookie}
         answer, body = request(port, "GET", "/api/v1/executions?limit=1", headers=api)
         latest = json.loads(body)[0]["id"]
-        for name, path in [("pipelines page /", "/"),
-                           ("history page /history", "/history"),
-                           ("history page 100, filtered", "/history?page=100&status=Superseded&trigger=manual"),
-                           ("execution view /executions/ID", f"/executions/{latest}"),
-                           ("execution view, live fragment", f"/executions/{latest}?fragment=true")]:
+        for name, path, headers in [
+                ("pipelines page /", "/", browser),
+                ("history page /history", "/history", browser),
+                ("history page 100, filtered", "/history?page=100&status=Superseded&trigger=manual", browser),
+                ("API: 51 executions (JSON)", "/api/v1/executions?limit=51", api),
+                ("execution view /executions/ID", f"/executions/{latest}", browser),
+                ("execution view, live fragment", f"/executions/{latest}?fragment=true", browser)]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             times = []
             for i in range(220):
                 t = time.perf_counter()
-                conn.request("GET", path, headers=browser)
+                conn.request("GET", path, headers=headers)
                 answer = conn.getresponse()
                 page = answer.read()
                 assert answer.status == 200, (answer.status, page[:200])

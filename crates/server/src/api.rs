@@ -228,11 +228,10 @@ async fn list(
     let executions = plane
         .executions_page(&filter, q.offset.unwrap_or(0), q.limit.unwrap_or(50))
         .await;
-    let mut out = Vec::new();
-    for execution in &executions {
-        let loaded = plane.execution(&execution.id).await.and_then(|(_, l)| l);
-        out.push(execution_view(execution, loaded.as_deref()));
-    }
+    let out = executions
+        .iter()
+        .map(|(execution, loaded)| execution_view(execution, loaded.as_deref()))
+        .collect();
     Ok(Json(out))
 }
 

@@ -260,6 +260,8 @@ impl ControlPlane {
 
     /// Records where the embedded registry listens (`host:port`).
     pub fn set_registry(&self, addr: String) {
+        // Short references given to deploys (`shop/web:1`) are in it.
+        self.inner.deployer.set_local_registry(addr.clone());
         let _ = self.inner.registry.set(addr);
     }
 
@@ -673,18 +675,23 @@ impl ControlPlane {
             pipeline,
             ..ExecutionFilter::default()
         };
-        self.executions_page(&filter, 0, limit).await
+        self.executions_page(&filter, 0, limit)
+            .await
+            .into_iter()
+            .map(|(execution, _)| execution)
+            .collect()
     }
 
     /// The executions `filter` matches, newest first, after skipping
     /// `offset` of them, at most `limit`. Only those are copied: the rest
     /// are compared in place, and only the first `offset + limit` sorted.
+    /// Each comes with its definition when that is loaded.
     pub async fn executions_page(
         &self,
         filter: &ExecutionFilter<'_>,
         offset: usize,
         limit: usize,
-    ) -> Vec<Execution> {
+    ) -> Vec<(Execution, Option<Arc<Loaded>>)> {
         let state = self.inner.state.lock().await;
         let mut matching: Vec<&Execution> = state
             .engines
@@ -710,7 +717,10 @@ impl ControlPlane {
         matching
             .into_iter()
             .skip(offset)
-            .map(Execution::clone)
+            .map(|execution| {
+                let loaded = state.loaded.get(&execution.id).cloned();
+                (execution.clone(), loaded)
+            })
             .collect()
     }
 
