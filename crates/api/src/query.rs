@@ -125,4 +125,7 @@ pub struct AuditLogQuery {
     /// How many records.
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only records older than this `seq` (the next page back).
+    #[serde(default)]
+    pub before: Option<i64>,
 }

@@ -53,6 +53,8 @@ pub struct AuditQuery {
     pub since_ms: Option<i64>,
     pub principal: Option<String>,
     pub limit: Option<u32>,
+    /// Only entries older than this one (by `seq`): the next page back.
+    pub before: Option<i64>,
 }
 
 fn cut(text: &str) -> String {
@@ -91,13 +93,14 @@ impl Auth {
         let rows = sqlx::query(
             "SELECT seq, at_ms, principal, remote, action, target, outcome FROM (
                SELECT * FROM audit_log
-               WHERE at_ms >= ? AND (? IS NULL OR principal = ?)
+               WHERE at_ms >= ? AND (? IS NULL OR principal = ?) AND seq < ?
                ORDER BY seq DESC LIMIT ?
              ) ORDER BY seq",
         )
         .bind(query.since_ms.unwrap_or(i64::MIN))
         .bind(query.principal.as_deref())
         .bind(query.principal.as_deref())
+        .bind(query.before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;

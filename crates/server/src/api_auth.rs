@@ -251,6 +251,7 @@ async fn audit(
             since_ms,
             principal: q.principal,
             limit: q.limit,
+            before: q.before,
         })
         .await?;
     Ok(Json(

@@ -733,3 +733,154 @@ async fn the_history_page_filters_and_pages_without_javascript() {
         "the form keeps the filter"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_parameters_triggers_and_audit_pages_show_what_the_api_gives() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let viewer = fx.user("vera", &["viewer"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = format!(
+        "version: 1\nenvironments:\n  staging:\n    runtime: process\n    load_balancer:\n      listen: 127.0.0.1:{port}\n      rules:\n        - {{priority: 10, path: \"/*\", service: web}}\nservices:\n  web:\n    replicas: 2\n"
+    );
+    let file = fx.repo.join("env.yaml");
+    fx.plane
+        .apply_file(&file, &env, &Default::default())
+        .await
+        .unwrap();
+    // A String parameter whose value is HTML, and a SecureString whose value
+    // must never reach a browser.
+    let params = fx.plane.params();
+    let name = gantry_params::ParamName::parse("/web/banner").unwrap();
+    params
+        .put(gantry_params::PutParameter::new(
+            &name,
+            "<script>alert(\"param\")</script>",
+            gantry_params::ParamType::String,
+            "root",
+        ))
+        .await
+        .unwrap();
+    let secret = gantry_params::ParamName::parse("/web/db-password").unwrap();
+    params
+        .put(gantry_params::PutParameter::new(
+            &secret,
+            "hunter2-never-in-html",
+            gantry_params::ParamType::SecureString,
+            "root",
+        ))
+        .await
+        .unwrap();
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    let list = browser.get("/environments").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert!(
+        list.text.contains("href=\"/environments/staging\""),
+        "{}",
+        list.text
+    );
+    let staging = browser.get("/environments/staging").await;
+    assert_eq!(staging.status, StatusCode::OK, "{}", staging.text);
+    assert!(staging.text.contains("web") && staging.text.contains("Never deployed"));
+    assert!(staging.text.contains(&format!("127.0.0.1:{port}")));
+    assert!(
+        !staging.text.contains("/rollback"),
+        "nothing to roll back to: no button"
+    );
+    let missing = browser.get("/environments/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+    assert!(missing.text.contains("href=\"/\""));
+    let parameters = browser.get("/parameters").await;
+    assert_eq!(parameters.status, StatusCode::OK, "{}", parameters.text);
+    assert!(
+        parameters.text.contains("/web/db-password") && parameters.text.contains("SecureString")
+    );
+    assert!(
+        !parameters.text.contains("hunter2-never-in-html"),
+        "a SecureString's value is never in the HTML"
+    );
+    assert!(
+        parameters
+            .text
+            .contains("&#60;script&#62;alert(&#34;param&#34;)&#60;/script&#62;")
+            || parameters.text.contains("&lt;script&gt;"),
+        "{}",
+        parameters.text
+    );
+    for path in [
+        "/",
+        "/history",
+        "/environments",
+        "/environments/staging",
+        "/parameters",
+        "/triggers",
+        "/audit",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
+        assert!(!page.text.contains("<script>"), "{path}: {}", page.text);
+        assert!(!page.text.contains("hunter2-never-in-html"), "{path}");
+    }
+    let audit = browser.get("/audit").await;
+    assert!(audit.text.contains("console sign-in"), "{}", audit.text);
+    // The audit log is the admins'; the API says so, the page shows it.
+    let mut vera = Browser::new(&fx);
+    vera.sign_in(&viewer, "/").await;
+    assert_eq!(vera.get("/audit").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        vera.get("/environments/staging").await.status,
+        StatusCode::OK
+    );
+    // A viewer's rollback is refused by the API.
+    let page = vera.get("/environments").await;
+    let csrf = page.csrf();
+    let refused = vera
+        .post(
+            "/environments/staging/services/web/rollback",
+            &[("csrf", &csrf), ("to", "1")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_pages_back_by_sequence() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    // 120 refused forms: 120 audit records, more than a page.
+    for _ in 0..120 {
+        browser.post("/signout", &[("csrf", "wrong")]).await;
+    }
+    let first = browser.get("/audit").await;
+    let at = first
+        .text
+        .find("href=\"/audit?before=")
+        .expect("an Older link")
+        + 20;
+    let before: String = first.text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let second = browser.get(&format!("/audit?before={before}")).await;
+    assert_eq!(second.status, StatusCode::OK);
+    let seq: i64 = before.parse().unwrap();
+    assert!(
+        second
+            .text
+            .contains(&format!("<th scope=\"row\">{}</th>", seq - 1)),
+        "{}",
+        second.text
+    );
+    assert!(
+        !second
+            .text
+            .contains(&format!("<th scope=\"row\">{seq}</th>"))
+    );
+}

@@ -167,6 +167,15 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
     Router::new()
         .route("/", get(pages::pipelines))
         .route("/history", get(pages::history))
+        .route("/environments", get(pages::environments))
+        .route("/environments/{env}", get(pages::environment))
+        .route(
+            "/environments/{env}/services/{service}/rollback",
+            post(pages::rollback),
+        )
+        .route("/parameters", get(pages::parameters))
+        .route("/triggers", get(pages::triggers))
+        .route("/audit", get(pages::audit))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signin/link/{code}", get(pages::signin_link))
         .route("/signout", post(pages::signout))

@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use gantry_api::{
-    ActionView, ApprovalView, DecideRequest, DecisionAnswer, ExecutionView, LogsPage,
-    PipelineSummary, RetryRequest, StartRequest, Started, StopRequest,
+    ActionView, ApprovalView, AuditRecordView, DecideRequest, DecisionAnswer, DeploymentAnswer,
+    EnvironmentStatus, ExecutionView, LogsPage, ParameterView, PipelineSummary, RetryRequest,
+    RollbackRequest, StartRequest, Started, StopRequest, TriggerView,
 };
 use gantry_auth::{Permission, Role, Secret, Target};
 use serde::{Deserialize, Serialize};
@@ -676,6 +677,405 @@ pub(super) async fn history(
         page: page + 1,
         pipeline: q.pipeline,
         commit: q.commit,
+    }
+    .into_response())
+}
+
+// ---- environments ----
+
+#[derive(Template, WebTemplate)]
+#[template(path = "environments.html")]
+struct EnvironmentsPage {
+    chrome: Chrome,
+    names: Vec<String>,
+}
+
+pub(super) async fn environments(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+) -> Result<Response, Failure> {
+    let names: Vec<String> = console
+        .api(&caller, Method::GET, "/api/v1/environments", None::<&()>)
+        .await?;
+    Ok(EnvironmentsPage {
+        chrome: Chrome::of(&caller, &session),
+        names,
+    }
+    .into_response())
+}
+
+pub(super) struct ReplicaRow {
+    id: String,
+    revision: u64,
+    addr: String,
+    health: Status,
+    failure: String,
+}
+
+pub(super) struct DeploymentRow {
+    id: i64,
+    from: String,
+    to: i64,
+    status: Status,
+    started: String,
+    took: String,
+    message: String,
+}
+
+pub(super) struct ServiceCard {
+    name: String,
+    revision: String,
+    image: String,
+    digest: String,
+    desired: String,
+    replicas: Vec<ReplicaRow>,
+    secrets: Vec<String>,
+    deployments: Vec<DeploymentRow>,
+    /// Revisions one may roll back to: those deployed before, but not the
+    /// current one, newest first.
+    rollback_to: Vec<i64>,
+    rollback_action: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "environment.html")]
+struct EnvironmentPage {
+    chrome: Chrome,
+    name: String,
+    runtime: String,
+    load_balancer: String,
+    url: String,
+    services: Vec<ServiceCard>,
+    can_operate: bool,
+    csrf: String,
+}
+
+fn health(text: Option<&str>) -> Status {
+    match text {
+        Some("healthy") => status(Some("Succeeded")).named("healthy"),
+        Some("unhealthy") => status(Some("Failed")).named("unhealthy"),
+        Some(other) => status(Some("InProgress")).named(other),
+        None => status(None).named("unknown"),
+    }
+}
+
+impl Status {
+    fn named(mut self, text: &str) -> Status {
+        self.text = text.to_string();
+        self
+    }
+}
+
+fn at_ms(ms: i64) -> String {
+    format!("{} ago", span(gantry_clock::now_ms() - ms))
+}
+
+pub(super) async fn environment(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let env: EnvironmentStatus = console
+        .api(
+            &caller,
+            Method::GET,
+            &format!("/api/v1/environments/{}", path_segment(&name)),
+            None::<&()>,
+        )
+        .await
+        .map_err(|f| match f.status {
+            StatusCode::NOT_FOUND => Failure::not_found(format!("there is no environment {name}")),
+            _ => f,
+        })?;
+    let services = env
+        .services
+        .into_iter()
+        .map(|service| {
+            let current = service.revision.and_then(|r| i64::try_from(r).ok());
+            let mut rollback_to: Vec<i64> = service
+                .deployments
+                .iter()
+                .filter(|d| d.status == "Succeeded" || d.status == "RolledBack")
+                .flat_map(|d| [Some(d.to_revision), d.from_revision])
+                .flatten()
+                .filter(|r| Some(*r) != current)
+                .collect();
+            rollback_to.sort_unstable_by(|a, b| b.cmp(a));
+            rollback_to.dedup();
+            ServiceCard {
+                revision: service
+                    .revision
+                    .map_or_else(|| "none".into(), |r| r.to_string()),
+                image: service.image.unwrap_or_default(),
+                digest: service.digest.unwrap_or_default(),
+                desired: service.desired.map_or_else(String::new, |d| d.to_string()),
+                replicas: service
+                    .replicas
+                    .into_iter()
+                    .map(|r| ReplicaRow {
+                        health: health(r.health.as_deref()),
+                        failure: r.last_failure.unwrap_or_default(),
+                        id: r.id,
+                        revision: r.revision,
+                        addr: r.addr,
+                    })
+                    .collect(),
+                secrets: service
+                    .parameters
+                    .iter()
+                    .map(|p| format!("{} ← {} v{}", p.var, p.parameter, p.version))
+                    .collect(),
+                deployments: service
+                    .deployments
+                    .into_iter()
+                    .map(|d| DeploymentRow {
+                        id: d.id,
+                        from: d
+                            .from_revision
+                            .map_or_else(|| "–".into(), |r| r.to_string()),
+                        to: d.to_revision,
+                        status: match d.status.as_str() {
+                            "RolledBack" => status(Some("Stopped")).named("Rolled back"),
+                            "Interrupted" => status(Some("Stopped")).named("Interrupted"),
+                            s => status(Some(s)),
+                        },
+                        started: at_ms(d.started_at),
+                        took: d
+                            .finished_at
+                            .map_or_else(String::new, |f| span(f - d.started_at)),
+                        message: d.message.unwrap_or_default(),
+                    })
+                    .collect(),
+                rollback_to,
+                rollback_action: format!(
+                    "/environments/{}/services/{}/rollback",
+                    path_segment(&name),
+                    path_segment(&service.name)
+                ),
+                name: service.name,
+            }
+        })
+        .collect();
+    Ok(EnvironmentPage {
+        chrome: Chrome::of(&caller, &session),
+        can_operate: caller
+            .identity
+            .allows(Permission::Operate, &Target::environment(&name)),
+        csrf: session.csrf.clone(),
+        runtime: env.runtime,
+        load_balancer: env.load_balancer,
+        url: env.url,
+        services,
+        name,
+    }
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct RollbackForm {
+    #[serde(default)]
+    to: String,
+}
+
+pub(super) async fn rollback(
+    State(console): State<Console>,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+    Form(form): Form<RollbackForm>,
+) -> Result<Response, Failure> {
+    let to = match form.to.trim() {
+        "" => None,
+        text => Some(text.parse::<u64>().map_err(|_| Failure {
+            status: StatusCode::BAD_REQUEST,
+            code: "request.invalid",
+            message: format!("{text:?} is not a revision number"),
+        })?),
+    };
+    let answer: DeploymentAnswer = console
+        .api(
+            &caller,
+            Method::POST,
+            &format!(
+                "/api/v1/environments/{}/services/{}/rollback",
+                path_segment(&env),
+                path_segment(&service)
+            ),
+            Some(&RollbackRequest { to }),
+        )
+        .await?;
+    if let DeploymentAnswer::Failed { error, .. } = &answer {
+        return Err(Failure {
+            status: StatusCode::CONFLICT,
+            code: "deploy.rollback_failed",
+            message: format!("the rollback of {service} in {env} failed: {error}"),
+        });
+    }
+    Ok(Redirect::to(&format!("/environments/{}", path_segment(&env))).into_response())
+}
+
+// ---- parameters, triggers, audit ----
+
+pub(super) struct ParamRow {
+    name: String,
+    kind: String,
+    version: u64,
+    labels: String,
+    /// Empty for a SecureString: its value is never sent to a browser.
+    value: String,
+    secure: bool,
+    modified: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "parameters.html")]
+struct ParametersPage {
+    chrome: Chrome,
+    rows: Vec<ParamRow>,
+}
+
+pub(super) async fn parameters(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+) -> Result<Response, Failure> {
+    // Never with `decrypt`: a SecureString's value stays on the server.
+    let list: Vec<ParameterView> = console
+        .api(
+            &caller,
+            Method::GET,
+            "/api/v1/params/list?path=%2F&recursive=true",
+            None::<&()>,
+        )
+        .await?;
+    let rows = list
+        .into_iter()
+        .map(|p| {
+            let secure = p.param_type == "SecureString";
+            ParamRow {
+                value: if secure {
+                    String::new()
+                } else {
+                    p.value.chars().take(200).collect()
+                },
+                secure,
+                kind: p.param_type,
+                version: p.version,
+                labels: p.labels.join(", "),
+                modified: format!("{} by {}", p.last_modified, p.modified_by),
+                name: p.name,
+            }
+        })
+        .collect();
+    Ok(ParametersPage {
+        chrome: Chrome::of(&caller, &session),
+        rows,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "triggers.html")]
+struct TriggersPage {
+    chrome: Chrome,
+    triggers: Vec<TriggerView>,
+}
+
+pub(super) async fn triggers(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+) -> Result<Response, Failure> {
+    let triggers: Vec<TriggerView> = console
+        .api(&caller, Method::GET, "/api/v1/triggers", None::<&()>)
+        .await?;
+    Ok(TriggersPage {
+        chrome: Chrome::of(&caller, &session),
+        triggers,
+    }
+    .into_response())
+}
+
+/// Audit records on one page.
+const AUDIT_PAGE: u32 = 100;
+
+pub(super) struct AuditRow {
+    seq: i64,
+    at: String,
+    principal: String,
+    remote: String,
+    action: String,
+    target: String,
+    outcome: Status,
+}
+
+#[derive(Deserialize)]
+pub(super) struct AuditPageQuery {
+    #[serde(default)]
+    principal: String,
+    before: Option<i64>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    principal: String,
+    rows: Vec<AuditRow>,
+    older: Option<String>,
+}
+
+pub(super) async fn audit(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Query(q): Query<AuditPageQuery>,
+) -> Result<Response, Failure> {
+    let principal = q.principal.trim().to_string();
+    let mut uri = format!("/api/v1/audit?limit={AUDIT_PAGE}");
+    if let Some(before) = q.before {
+        uri.push_str(&format!("&before={before}"));
+    }
+    if !principal.is_empty() {
+        uri.push_str(&format!("&principal={}", form_urlencode(&principal)));
+    }
+    let mut records: Vec<AuditRecordView> =
+        console.api(&caller, Method::GET, &uri, None::<&()>).await?;
+    records.reverse();
+    let older = (records.len() == AUDIT_PAGE as usize)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten()
+        .map(|seq| {
+            let mut link = format!("/audit?before={seq}");
+            if !principal.is_empty() {
+                link.push_str(&format!("&principal={}", form_urlencode(&principal)));
+            }
+            link
+        });
+    let rows = records
+        .into_iter()
+        .map(|r| AuditRow {
+            seq: r.seq,
+            at: jiff::Timestamp::from_millisecond(r.at_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            principal: r.principal.unwrap_or_default(),
+            remote: r.remote.unwrap_or_default(),
+            outcome: if r.outcome == "ok" {
+                status(Some("Succeeded")).named("ok")
+            } else {
+                status(Some("Failed")).named(&r.outcome)
+            },
+            action: r.action,
+            target: r.target.unwrap_or_default(),
+        })
+        .collect();
+    Ok(AuditPage {
+        chrome: Chrome::of(&caller, &session),
+        principal,
+        rows,
+        older,
     }
     .into_response())
 }
