@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) balancers: Arc<dyn LoadBalancers>,
     pub(crate) runtimes: Runtimes,
     pub(crate) state: Mutex<State>,
+    /// The embedded registry (`host:port`), where references without a
+    /// registry host (`shop/web:1`) are; unset: Docker Hub, as Docker has it.
+    pub(crate) local_registry: std::sync::OnceLock<String>,
 }
 
 #[derive(Default)]
@@ -137,6 +140,7 @@ impl Deployer {
                 balancers,
                 runtimes,
                 state: Mutex::new(State::default()),
+                local_registry: std::sync::OnceLock::new(),
             }),
         };
         if let Some(files) = deployer.inner.db.project().await? {
@@ -231,6 +235,12 @@ impl Deployer {
             );
         }
         Ok(pruned)
+    }
+
+    /// Makes references without a registry host (`shop/web:1`) name the
+    /// embedded registry at `addr` (`127.0.0.1:7701`); set once.
+    pub fn set_local_registry(&self, addr: String) {
+        let _ = self.inner.local_registry.set(addr);
     }
 
     /// Whether any service runs replicas (a server that hosts services is

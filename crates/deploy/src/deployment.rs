@@ -72,31 +72,26 @@ impl Deployer {
 
     /// Pins an image reference to its digest, asking its registry.
     async fn pin(&self, image: &str) -> Result<String, DeployError> {
-        let reference = Reference::parse(image).map_err(|e| DeployError::Image {
+        let parsed = match self.inner.local_registry.get() {
+            Some(local) => Reference::parse_local(image, local),
+            None => Reference::parse(image),
+        };
+        let reference = parsed.map_err(|e| DeployError::Image {
             image: image.to_string(),
             reason: e.to_string(),
         })?;
-        if reference.digest().is_some() {
-            // Still make sure it exists: a deploy of a missing image must
+        // Errors name the reference as resolved (`shop/web:1` is looked up in
+        // the embedded registry), so they say where gantry looked.
+        let resolved = reference.to_string();
+        let found = self.inner.images.manifest_digest(&reference).await;
+        match found {
+            // Still made sure it exists: a deploy of a missing image must
             // fail before anything stops.
-            return match self.inner.images.manifest_digest(&reference).await {
-                Ok(Some(_)) => Ok(reference.to_string()),
-                Ok(None) => Err(DeployError::ImageNotFound {
-                    image: image.to_string(),
-                }),
-                Err(e) => Err(DeployError::Image {
-                    image: image.to_string(),
-                    reason: e.to_string(),
-                }),
-            };
-        }
-        match self.inner.images.manifest_digest(&reference).await {
+            Ok(Some(_)) if reference.digest().is_some() => Ok(resolved),
             Ok(Some(digest)) => Ok(reference.with_digest(&digest).to_string()),
-            Ok(None) => Err(DeployError::ImageNotFound {
-                image: image.to_string(),
-            }),
+            Ok(None) => Err(DeployError::ImageNotFound { image: resolved }),
             Err(e) => Err(DeployError::Image {
-                image: image.to_string(),
+                image: resolved,
                 reason: e.to_string(),
             }),
         }

@@ -75,6 +75,24 @@ pub enum ReferenceError {
 }
 
 impl Reference {
+    /// Parses like [`Reference::parse`], but a reference that names no
+    /// registry host (`shop/web:1`, `web`) is in `local`, gantry's embedded
+    /// registry (`127.0.0.1:7701`), not Docker Hub: what a person deploys
+    /// is usually what gantry built. `docker.io/…` still names Docker Hub.
+    pub fn parse_local(text: &str, local: &str) -> Result<Reference, ReferenceError> {
+        let name = text.rsplit_once('@').map_or(text, |(name, _)| name);
+        // The same rule as `split_registry`: a first component with a dot,
+        // a colon, or `localhost` is a host.
+        let names_a_host = name.split_once('/').is_some_and(|(first, _)| {
+            first.contains('.') || first.contains(':') || first == "localhost"
+        });
+        if names_a_host || text.is_empty() {
+            Reference::parse(text)
+        } else {
+            Reference::parse(&format!("{local}/{text}"))
+        }
+    }
+
     /// Parses and normalises `[registry/]repository[:tag][@sha256:…]`.
     pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
         if text.is_empty() {
@@ -404,6 +422,22 @@ mod tests {
         check("[::1]:5000/app:1", "[::1]:5000/app:1");
         // Without a dot, colon or "localhost" it is a Docker Hub namespace.
         check("registry/app", "docker.io/registry/app:latest");
+        let local = |text: &str| {
+            Reference::parse_local(text, "127.0.0.1:7701")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(local("shop/web:1"), "127.0.0.1:7701/shop/web:1");
+        assert_eq!(local("web"), "127.0.0.1:7701/web:latest");
+        assert_eq!(
+            local(&format!("web@{D}")),
+            format!("127.0.0.1:7701/web@{D}")
+        );
+        assert_eq!(local("docker.io/shop/web:1"), "docker.io/shop/web:1");
+        assert_eq!(local("docker.io/httpd"), "docker.io/library/httpd:latest");
+        assert_eq!(local("ghcr.io/o/web:2"), "ghcr.io/o/web:2");
+        assert_eq!(local("localhost/web:2"), "localhost/web:2");
+        assert_eq!(local("127.0.0.1:5000/web:2"), "127.0.0.1:5000/web:2");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod notify;
 pub mod orphans;
 pub mod parameters;
 pub mod registry_gc;
+mod registry_port;
 mod resolve;
 mod runtimes;
 pub mod server_info;
@@ -158,7 +159,10 @@ impl RunningServer {
             })
         };
         let api_listener = bind(options.listen, "--listen").await?;
-        let registry_listener = bind(options.registry_listen, "--registry-listen").await?;
+        let registry_listener = registry_port::listen(data_dir, options.registry_listen, |addr| {
+            bind(addr, "--registry-listen")
+        })
+        .await?;
         let api_addr = api_listener
             .local_addr()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
