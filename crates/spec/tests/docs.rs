@@ -224,6 +224,27 @@ fn links(markdown: &str) -> Vec<(usize, String)> {
 }
 
 #[test]
+fn the_scanner_finds_links_outside_code_and_blocks_with_their_fragment_mark() {
+    let markdown = "See [a](a.md \"A\") and `[b](b.md)`.\n[c]: c.md\n\n<!-- fragment -->\n\
+                    ```yaml\nx: [y](z)\n```\n  ```yml\n  k: v\n  ```\n";
+    assert_eq!(
+        links(markdown),
+        [(1, "a.md".to_string()), (2, "c.md".to_string())]
+    );
+    let found: Vec<(String, usize, bool, String)> = blocks(markdown)
+        .into_iter()
+        .map(|b| (b.info, b.line, b.fragment, b.text))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("yaml".to_string(), 5, true, "x: [y](z)\n".to_string()),
+            ("yml".to_string(), 8, false, "k: v\n".to_string())
+        ]
+    );
+}
+
+#[test]
 fn every_relative_link_in_the_docs_points_at_a_file_of_the_repository() {
     let root = root();
     let mut broken = Vec::new();
