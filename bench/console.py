@@ -90,7 +90,7 @@ def main():
             t.join()
         print(f"{N} executions started in {time.perf_counter() - t0:.1f} s")
         # A session through a one-time sign-in link.
-        answer, body = request(port, "POST", "/signin/links", b"{}", api)
+        answer, body = request(port, "POST", "/api/v1/console/links", b"{}", api)
         assert answer.status == 200, (answer.status, body)
         link = json.loads(body)["path"]
         answer, _ = request(port, "GET", link)

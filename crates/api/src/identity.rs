@@ -56,6 +56,16 @@ pub struct UserRemoved {
     pub revoked_tokens: u64,
 }
 
+/// `POST /api/v1/console/links`: a one-time sign-in link to the web
+/// console for the caller's own token (`gantry demo` prints one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConsoleLink {
+    /// The link's path on this server: `/signin/link/CODE`.
+    pub path: String,
+    /// How long the link works (once), in seconds.
+    pub expires_in_s: u64,
+}
+
 /// A token as listed: everything but its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenView {

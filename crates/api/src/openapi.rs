@@ -533,6 +533,15 @@ pub const ROUTES: &[Route] = &[
             of::<TokenView>,
         )
     },
+    route(
+        Post,
+        "/api/v1/console/links",
+        "createConsoleLink",
+        "A one-time sign-in link to the web console for the caller's own token (it works once, \
+         for 5 minutes).",
+        Role::Viewer,
+        of::<ConsoleLink>,
+    ),
     Route {
         query: Some(fields::<AuditLogQuery>),
         ..route(

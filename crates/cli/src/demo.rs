@@ -125,7 +125,7 @@ async fn console_link(client: &Client, json: bool) {
         path: String,
     }
     if let Ok(link) = client
-        .post::<Link>("/signin/links", &serde_json::json!({}))
+        .post::<Link>("/api/v1/console/links", &serde_json::json!({}))
         .await
     {
         say(

@@ -617,7 +617,7 @@ async fn a_revoked_token_ends_its_sessions() {
 async fn a_one_time_sign_in_link_works_once() {
     let fx = fixture().await;
     let root = fx.user("root", &["admin"]).await;
-    let request = Request::post("/signin/links")
+    let request = Request::post("/api/v1/console/links")
         .header(header::HOST, HOST)
         .header(header::AUTHORIZATION, format!("Bearer {root}"))
         .body(Body::empty())
@@ -639,7 +639,7 @@ async fn a_one_time_sign_in_link_works_once() {
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "used up");
     assert!(!other.cookies.contains_key("gantry_session"));
     // Without a token no link is made.
-    let request = Request::post("/signin/links")
+    let request = Request::post("/api/v1/console/links")
         .header(header::HOST, HOST)
         .body(Body::empty())
         .unwrap();

@@ -596,6 +596,13 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         ("GET", "/api/v1/audit".into(), None, Needs::Admin),
         ("GET", "/api/v1/triggers".into(), None, Needs::Read),
         ("GET", "/api/v1/pipelines".into(), None, Needs::Read),
+        // A console sign-in link for one's own token.
+        (
+            "POST",
+            "/api/v1/console/links".into(),
+            body(&serde_json::Map::new()),
+            Needs::Read,
+        ),
         ("GET", "/api/v1/images".into(), None, Needs::Read),
         (
             "GET",

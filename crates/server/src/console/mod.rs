@@ -153,9 +153,10 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
             hosts,
         }),
     };
-    // The sign-in link API authenticates by bearer token, as the API does.
+    // The sign-in link route is the API's: a bearer token, the API's guard,
+    // in the role matrix and the OpenAPI table.
     let links = Router::new()
-        .route("/signin/links", post(pages::create_link))
+        .route("/api/v1/console/links", post(pages::create_link))
         .with_state(console.clone())
         .layer(axum::middleware::from_fn_with_state(
             guard::Guard {

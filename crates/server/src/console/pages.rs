@@ -13,12 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use gantry_api::{
-    ActionView, ApprovalView, AuditRecordView, DecideRequest, DecisionAnswer, DeploymentAnswer,
-    EnvironmentStatus, ExecutionView, LogsPage, ParameterView, PipelineSummary, RetryRequest,
-    RollbackRequest, StartRequest, Started, StopRequest, TriggerView,
+    ActionView, ApprovalView, AuditRecordView, ConsoleLink, DecideRequest, DecisionAnswer,
+    DeploymentAnswer, EnvironmentStatus, ExecutionView, LogsPage, ParameterView, PipelineSummary,
+    RetryRequest, RollbackRequest, StartRequest, Started, StopRequest, TriggerView,
 };
 use gantry_auth::{Permission, Role, Secret, Target};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::session::{Session, random_id, same_secret};
 use super::{Console, Failure, SESSION_COOKIE, SIGNIN_COOKIE, cookie, form_urlencode, set_cookie};
@@ -413,27 +413,20 @@ pub(super) async fn signout(
     response
 }
 
-/// The answer of `POST /signin/links`.
-#[derive(Serialize)]
-pub(super) struct SignInLink {
-    /// The link's path on this server: `/signin/link/CODE`.
-    path: String,
-    expires_in_s: u64,
-}
-
-/// A one-time sign-in link for the caller's own token (`gantry demo`
-/// prints one).
+/// `POST /api/v1/console/links`: a one-time sign-in link for the caller's
+/// own token (`gantry demo` prints one). A viewer's route: the link signs
+/// in as the caller, with nothing the caller's token does not have.
 pub(super) async fn create_link(
     State(console): State<Console>,
     caller: Caller,
     headers: HeaderMap,
-) -> Result<Json<SignInLink>, Response> {
+) -> Result<Json<ConsoleLink>, Response> {
     caller
         .require(Permission::Read, Target::any())
         .map_err(|e| crate::api::ApiError::from(e).into_response())?;
     let token = guard::bearer(&headers).unwrap_or_default();
     let code = console.sessions().create_link(Secret::new(token));
-    Ok(Json(SignInLink {
+    Ok(Json(ConsoleLink {
         path: format!("/signin/link/{code}"),
         expires_in_s: console.sessions().limits().link.as_secs(),
     }))
