@@ -297,8 +297,10 @@ fn run_json_ends_with_the_execution_json() {
         text.contains(&format!("source checkout at {}", &commit[..12])),
         "{text}"
     );
+    // Under the header row, each execution ends with its trigger.
     let text = stdout(&r.run(&["executions"]));
-    assert!(text.lines().next().unwrap().ends_with("manual"), "{text}");
+    assert!(text.lines().next().unwrap().starts_with("ID"), "{text}");
+    assert!(text.lines().nth(1).unwrap().ends_with("manual"), "{text}");
 }
 
 const GATED: &str = r##"
