@@ -40,13 +40,33 @@ pub(crate) async fn executions(
 ) -> Result<ExitCode> {
     let conn = Connection::open_lasting(data_dir).await?;
     let query = pipeline
+        .as_ref()
         .map(|p| format!("?pipeline={p}"))
         .unwrap_or_default();
     let list = conn
         .client
         .get::<Vec<gantry_api::ExecutionView>>(&format!("/api/v1/executions{query}"))
         .await;
+    // Nothing for a pipeline the server does not know is a mistyped name,
+    // not an empty history.
+    let unknown = match (&list, &pipeline) {
+        (Ok(list), Some(name)) if list.is_empty() => conn
+            .client
+            .get::<Vec<gantry_api::PipelineSummary>>("/api/v1/pipelines")
+            .await
+            .ok()
+            .map(|known| known.into_iter().map(|p| p.name).collect::<Vec<_>>())
+            .filter(|names| !names.contains(name))
+            .map(|names| (name.clone(), names)),
+        _ => None,
+    };
     conn.close().await;
+    if let Some((name, names)) = unknown {
+        bail!(
+            "no pipeline named {name}{}",
+            hints::among(&name, &names, "pipelines")
+        );
+    }
     let list = list?;
     if json {
         println!("{}", serde_json::to_string(&list)?);

@@ -165,6 +165,14 @@ fn unknown_stages_actions_and_environments_get_did_you_mean() {
     );
     assert!(text.contains("[action.not_found]"), "{text}");
 
+    let out = p.run(&["executions", "--pipeline", "quik"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no pipeline named quik (did you mean `quick`?); pipelines: quick"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = p.run(&["retry", &id, "Biuld"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
