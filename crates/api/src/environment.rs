@@ -385,3 +385,35 @@ mod tests {
         );
     }
 }
+
+/// `GET /api/v1/environments/{environment}/services/{service}/logs`: what
+/// a service's replicas wrote (`gantry env logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceLogsQuery {
+    /// Only this replica's output.
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// Only output written at or after this time (Unix ms; on the process
+    /// runtime, whose lines carry no time, a log not written since is
+    /// skipped).
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    /// A `cursor` of an earlier answer (with `replica`): only what came
+    /// after it.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// At most this many bytes per replica, from the end (default and most
+    /// 1048576).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+/// One replica's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicaLogView {
+    pub replica: String,
+    /// Its stdout and stderr, as written.
+    pub text: String,
+    /// Give it back as `after` to read only what came after.
+    pub cursor: String,
+}

@@ -571,6 +571,19 @@ pub const ROUTES: &[Route] = &[
         of::<Vec<TriggerView>>,
     ),
     Route {
+        query: Some(fields::<ServiceLogsQuery>),
+        errors: &[404],
+        ..route(
+            Get,
+            "/api/v1/environments/{environment}/services/{service}/logs",
+            "serviceLogs",
+            "What a service's replicas wrote to stdout and stderr (not masked: an operator of \
+             the environment), the end of it or what came after a cursor.",
+            Role::Operator,
+            of::<Vec<ReplicaLogView>>,
+        )
+    },
+    Route {
         query: Some(fields::<ImagesQuery>),
         errors: &[404],
         ..route(

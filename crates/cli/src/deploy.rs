@@ -29,6 +29,8 @@ pub(crate) enum EnvCommand {
         /// The environment (as applied).
         environment: String,
     },
+    /// What a service's replicas wrote to stdout and stderr (operator).
+    Logs(crate::env_logs::LogsArgs),
     /// The environments applied to the server.
     List {
         /// Prints a JSON array of names.
@@ -132,6 +134,7 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
             };
             println!("{environment}: stopped {} replica(s)", out.stopped_replicas);
         }
+        EnvCommand::Logs(args) => crate::env_logs::logs(conn, args).await?,
         EnvCommand::List { json } => {
             let list: Vec<String> = conn.client.get("/api/v1/environments").await?;
             if json {

@@ -22,6 +22,7 @@ mod control;
 mod data_dir;
 mod demo;
 mod deploy;
+mod env_logs;
 mod hints;
 mod image;
 mod inspect;

@@ -9,6 +9,12 @@ pub enum DeployError {
         environment: String,
         service: String,
     },
+    #[error("service {service} of {environment} runs no replica {replica}")]
+    UnknownReplica {
+        environment: String,
+        service: String,
+        replica: String,
+    },
     #[error("image {image} does not exist in its registry")]
     ImageNotFound { image: String },
     #[error("image {image}: {reason}")]
@@ -71,6 +77,7 @@ impl DeployError {
         match self {
             DeployError::UnknownEnvironment(_) => "deploy.unknown_environment",
             DeployError::UnknownService { .. } => "deploy.unknown_service",
+            DeployError::UnknownReplica { .. } => "deploy.unknown_replica",
             DeployError::ImageNotFound { .. } => "deploy.image_not_found",
             DeployError::Image { .. } => "deploy.image",
             DeployError::Definitions(_) => "deploy.image_definitions",
@@ -94,6 +101,7 @@ impl DeployError {
         match self {
             DeployError::UnknownEnvironment(_)
             | DeployError::UnknownService { .. }
+            | DeployError::UnknownReplica { .. }
             | DeployError::UnknownRevision { .. } => 404,
             DeployError::Spec(_) => 422,
             DeployError::Database(_) => 500,

@@ -212,6 +212,80 @@ impl Driver for DockerRuntime {
         &self.inner.table
     }
 
+    /// `docker logs --timestamps`: both streams, merged by their lines'
+    /// timestamps (RFC 3339 with nanoseconds sort as text).
+    async fn replica_logs(
+        &self,
+        id: &str,
+        query: crate::LogQuery,
+    ) -> Result<crate::ReplicaOutput, RuntimeError> {
+        let mut args = strings(["logs", "--timestamps", "--tail", "10000"]);
+        let since = match (&query.after, query.since_ms) {
+            (Some(after), _) => Some(after.clone()),
+            (None, Some(ms)) => Some(format!(
+                "{}.{:03}",
+                ms.div_euclid(1000),
+                ms.rem_euclid(1000)
+            )),
+            (None, None) => None,
+        };
+        if let Some(since) = &since {
+            args.extend(["--since".to_string(), since.clone()]);
+        }
+        args.push(container_name(id));
+        let program = &self.inner.options.program;
+        let mut command = tokio::process::Command::new(program);
+        if let Some(dir) = &self.inner.options.config_dir {
+            command.arg("--config").arg(dir);
+        }
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .map_err(|_| RuntimeError::Docker {
+                command: format!("docker {}", args.join(" ")),
+                stderr: "timed out after 30s".into(),
+            })?
+            .map_err(|e| RuntimeError::DockerUnavailable {
+                reason: format!("running {}: {e}", program.display()),
+            })?;
+        if !output.status.success() {
+            return Err(RuntimeError::Docker {
+                command: format!("docker {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+        lines.sort_by(|a, b| a.split(' ').next().cmp(&b.split(' ').next()));
+        // `--since` includes the line at the cursor; a follower saw it.
+        if let Some(after) = &query.after {
+            lines.retain(|l| l.split(' ').next().is_some_and(|t| t > after.as_str()));
+        }
+        let cursor = lines
+            .last()
+            .and_then(|l| l.split(' ').next())
+            .map_or_else(|| query.after.clone().unwrap_or_default(), str::to_string);
+        let mut text: String = lines
+            .iter()
+            .map(|l| format!("{}\n", l.split_once(' ').map_or(*l, |(_, rest)| rest)))
+            .collect();
+        let max = usize::try_from(query.max_bytes).unwrap_or(usize::MAX);
+        if text.len() > max {
+            let mut cut = text.len() - max;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text.drain(..cut);
+        }
+        Ok(crate::ReplicaOutput { text, cursor })
+    }
+
     async fn start_replica(&self, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
         self.inner.start(spec).await
     }

@@ -65,6 +65,7 @@ mod error;
 mod events;
 mod images;
 mod launch;
+mod output;
 mod proc;
 mod process;
 mod replica;
@@ -78,6 +79,7 @@ use std::time::Duration;
 
 pub use docker::{DockerOptions, DockerRuntime};
 pub use error::RuntimeError;
+pub use output::{LogQuery, ReplicaOutput};
 pub use process::{ProcessOptions, ProcessRuntime};
 pub use replica::{Replica, ReplicaEvent, ReplicaExit, ReplicaSpec, ReplicaState, USER_LABEL};
 pub use restart::RestartPolicy;
@@ -120,6 +122,18 @@ pub trait Runtime: Send + Sync {
     fn prune_images(&self, dry_run: bool) -> BoxFuture<'_, Result<Vec<PrunedImage>, RuntimeError>> {
         let _ = dry_run;
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// What replica `id` wrote to stdout and stderr (see the `output`
+    /// module): the end of it, or what came after an earlier answer's
+    /// cursor. A runtime that keeps no output answers nothing.
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        query: LogQuery,
+    ) -> BoxFuture<'a, Result<ReplicaOutput, RuntimeError>> {
+        let _ = (id, query);
+        Box::pin(async { Ok(ReplicaOutput::default()) })
     }
 }
 

@@ -200,6 +200,22 @@ impl Driver for ProcessRuntime {
         &self.inner.table
     }
 
+    async fn replica_logs(
+        &self,
+        id: &str,
+        query: crate::LogQuery,
+    ) -> Result<crate::ReplicaOutput, RuntimeError> {
+        let dir = self.inner.replicas_dir.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || crate::output::process_log(&dir, &id, &query))
+            .await
+            .map_err(|e| RuntimeError::State {
+                what: "reading the log of".into(),
+                path: e.to_string().into(),
+                source: std::io::Error::other("the reading task failed"),
+            })?
+    }
+
     async fn start_replica(&self, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
         self.inner.start(spec).await
     }

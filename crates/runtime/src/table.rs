@@ -69,6 +69,16 @@ pub(crate) trait Driver: Send + Sync {
         let _ = dry_run;
         async { Ok(Vec::new()) }
     }
+
+    /// [`Runtime::logs`]; nothing kept by default.
+    fn replica_logs<'a>(
+        &'a self,
+        id: &'a str,
+        query: crate::LogQuery,
+    ) -> impl Future<Output = Result<crate::ReplicaOutput, RuntimeError>> + Send + 'a {
+        let _ = (id, query);
+        async { Ok(crate::ReplicaOutput::default()) }
+    }
 }
 
 impl<D: Driver> Runtime for D {
@@ -94,6 +104,14 @@ impl<D: Driver> Runtime for D {
 
     fn prune_images(&self, dry_run: bool) -> BoxFuture<'_, Result<Vec<PrunedImage>, RuntimeError>> {
         Box::pin(self.prune_unused_images(dry_run))
+    }
+
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        query: crate::LogQuery,
+    ) -> BoxFuture<'a, Result<crate::ReplicaOutput, RuntimeError>> {
+        Box::pin(self.replica_logs(id, query))
     }
 }
 

@@ -70,6 +70,7 @@ pub fn routes(plane: ControlPlane) -> Router {
         .merge(crate::api_triggers::routes())
         .merge(crate::api_registry::routes())
         .merge(crate::api_images::routes())
+        .merge(crate::api_env_logs::routes())
         .with_state(plane)
 }
 

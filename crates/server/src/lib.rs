@@ -20,6 +20,7 @@ pub mod actions;
 pub mod api;
 mod api_auth;
 mod api_deploy;
+mod api_env_logs;
 mod api_images;
 mod api_params;
 mod api_pipelines;

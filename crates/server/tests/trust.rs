@@ -606,6 +606,12 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         ("GET", "/api/v1/images".into(), None, Needs::Read),
         (
             "GET",
+            "/api/v1/environments/staging/services/web/logs".into(),
+            None,
+            Needs::Operate,
+        ),
+        (
+            "GET",
             "/api/v1/images/inspect?reference=shop/web:1".into(),
             None,
             Needs::Read,
