@@ -163,6 +163,7 @@ stages:
   - name: Check
     actions:
       - {name: db, type: shell, commands: ['true'], env: {DB_URL: '{{param:/shop/db-url}}'}}
+      - {name: build, type: build, inputs: [Src]}
   - name: Deploy
     actions:
       - name: staging
@@ -176,6 +177,12 @@ stages:
 fn a_lone_pipeline_is_checked_against_the_running_server() {
     let mut p = Project::new();
     p.write("gantry.yaml", LONE);
+    // The build's buildspec is in the repository `.` names.
+    std::fs::create_dir_all(p.dir.join(".git")).unwrap();
+    p.write(
+        "buildspec.yml",
+        "version: 0.2\nenv:\n  parameter-store:\n    API_KEY: /shop/api-key\nphases:\n  build:\n    commands: [echo hi]\n",
+    );
     // No server: valid, with a note of what was not checked.
     let out = p.run(&["validate", "-f", "gantry.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -193,7 +200,7 @@ fn a_lone_pipeline_is_checked_against_the_running_server() {
     let out = p.run(&["validate", "-f", "gantry.yaml"]);
     assert_invalid(
         &out,
-        "gantry.yaml:12:9: `deploy` action `Deploy/staging` deploys to environment `stagin`, which is neither in this file nor applied to the server of",
+        "gantry.yaml:13:9: `deploy` action `Deploy/staging` deploys to environment `stagin`, which is neither in this file nor applied to the server of",
     );
     assert_invalid(
         &out,
@@ -207,10 +214,16 @@ fn a_lone_pipeline_is_checked_against_the_running_server() {
         &out,
         "store it with `gantry param put /shop/db-url --type SecureString`",
     );
+    assert_invalid(
+        &out,
+        "buildspec.yml env.parameter-store API_KEY) reads parameter `/shop/api-key`, which the parameter store of the server of",
+    );
 
     p.write("gantry.yaml", &LONE.replace("stagin", "staging"));
-    let out = p.run(&["param", "put", "/shop/db-url", "postgres://db"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (name, value) in [("/shop/db-url", "postgres://db"), ("/shop/api-key", "k")] {
+        let out = p.run(&["param", "put", name, value]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
     let out = p.run(&["validate", "-f", "gantry.yaml"]);
     assert_eq!(
         out.status.code(),

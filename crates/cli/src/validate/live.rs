@@ -63,7 +63,8 @@ pub(super) async fn check(
         Checked::Lone(_) => deploys(checked.pipeline()),
         Checked::Project(_) => Vec::new(),
     };
-    let parameters = parameters(checked);
+    let mut parameters = parameters(checked);
+    parameters.extend(buildspec_parameters(file, checked.pipeline()));
     if deploys.is_empty() && parameters.is_empty() {
         return Vec::new();
     }
@@ -232,6 +233,83 @@ fn parameters(checked: &Checked) -> Vec<Parameter> {
             }
         }
         Checked::Lone(_) => {}
+    }
+    out
+}
+
+/// The parameters that the buildspecs of build and test actions read
+/// (`env.parameter-store`, `env.secrets-manager`), when the buildspec is on
+/// this machine: the action's first input comes from a `source` action of a
+/// local repository (`.` is the repository holding the file). Its working
+/// tree is read, which is what the next commit will hold.
+fn buildspec_parameters(file: &str, pipeline: Option<&Pipeline>) -> Vec<Parameter> {
+    let Some(pipeline) = pipeline else {
+        return Vec::new();
+    };
+    let base = Path::new(file)
+        .parent()
+        .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
+    let mut out = Vec::new();
+    for stage in &pipeline.stages {
+        for action in &stage.actions {
+            let (ActionKind::Build { buildspec, .. } | ActionKind::Test { buildspec, .. }) =
+                &action.kind
+            else {
+                continue;
+            };
+            let Some(repository) = action.inputs.first().and_then(|input| {
+                pipeline.stages.iter().find_map(|s| {
+                    s.actions.iter().find_map(|a| match &a.kind {
+                        ActionKind::Source { repository, .. } if a.outputs.contains(input) => {
+                            Some(repository.clone())
+                        }
+                        _ => None,
+                    })
+                })
+            }) else {
+                continue;
+            };
+            let root = if repository == "." {
+                base.ancestors()
+                    .find(|d| d.join(".git").exists())
+                    .map(Path::to_path_buf)
+            } else if repository.contains("://") || repository.contains('@') {
+                None
+            } else {
+                Some(base.join(&repository))
+            };
+            let Some(root) = root else { continue };
+            let path = root.join(buildspec);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            // An invalid buildspec is the build's error, reported when it runs.
+            let Ok((spec, _)) =
+                gantry_spec::buildspec::parse_buildspec(&path.display().to_string(), &text)
+            else {
+                continue;
+            };
+            let refs = spec
+                .parameter_store
+                .iter()
+                .map(|(var, name)| (var, name.clone(), "env.parameter-store"))
+                .chain(spec.secrets_manager.iter().map(|(var, reference)| {
+                    let name = reference.split(':').next().unwrap_or_default().to_string();
+                    (var, name, "env.secrets-manager")
+                }));
+            for (var, selector, section) in refs {
+                out.push(Parameter {
+                    selector,
+                    what: format!(
+                        "action `{}/{}` ({} {section} {var})",
+                        stage.name,
+                        action.name,
+                        path.display()
+                    ),
+                    location: action.location,
+                });
+            }
+        }
     }
     out
 }
