@@ -94,10 +94,24 @@ pub(crate) fn sha256(bytes: &[u8]) -> String {
 /// Pushes an image of one layer as `repo:tag` over the distribution API
 /// (monolithic blob uploads, then the manifest); returns its digest.
 pub(crate) async fn push(registry: &str, token: &str, repo: &str, tag: &str) -> String {
-    let http = reqwest::Client::new();
-    let base = format!("http://{registry}/v2/{repo}");
     let config = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/web"],"Env":["PATH=/bin","SECRET=hidden"],"WorkingDir":"/srv","ExposedPorts":{"8080/tcp":{}}},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
     let layer = format!("layer of {repo}:{tag}").into_bytes();
+    push_image(registry, token, repo, tag, &config, &layer).await
+}
+
+/// Pushes an image of one uncompressed tar layer with `config` as
+/// `repo:tag`; returns its digest.
+pub(crate) async fn push_image(
+    registry: &str,
+    token: &str,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layer: &[u8],
+) -> String {
+    let http = reqwest::Client::new();
+    let base = format!("http://{registry}/v2/{repo}");
+    let (config, layer) = (config.to_vec(), layer.to_vec());
     for blob in [&config, &layer] {
         let digest = sha256(blob);
         let answer = http
