@@ -1,5 +1,5 @@
 //! `GET /api/v1/environments/{env}/services/{service}/logs` on the
-//! process runtime: a replica's stdout and stderr are served to an
+//! process runtime (and the docker runtime, with GANTRY_TEST_DOCKER): a replica's stdout and stderr are served to an
 //! operator of the environment (not to a viewer), by replica, from a
 //! cursor, and since a time.
 //!
@@ -101,6 +101,22 @@ impl Drop for Replicas {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicas_stdout_and_stderr_are_served_to_an_operator() {
+    check_logs("process").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_stdout_and_stderr_are_served_on_the_docker_runtime() {
+    if !gantry_testkit::docker_tests_enabled(
+        "a_containers_stdout_and_stderr_are_served_on_the_docker_runtime",
+    ) {
+        return;
+    }
+    check_logs("docker").await;
+}
+
+/// Deploys the image on `runtime` and reads its replica's output through
+/// the API, as each kind of caller.
+async fn check_logs(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let listen = "127.0.0.1:0".parse().unwrap();
@@ -111,7 +127,9 @@ async fn a_replicas_stdout_and_stderr_are_served_to_an_operator() {
         .local_addr()
         .unwrap()
         .port();
-    let text = PROJECT.replace("PORT", &port.to_string());
+    let text = PROJECT
+        .replace("PORT", &port.to_string())
+        .replace("runtime: process", &format!("runtime: {runtime}"));
     server
         .plane
         .apply_file(&dir.path().join("env.yaml"), &text, &Default::default())
@@ -184,4 +202,5 @@ async fn a_replicas_stdout_and_stderr_are_served_to_an_operator() {
     let tail = &logs(&body)[0].text;
     assert_eq!(tail.len(), 10);
     assert!(output.text.ends_with(tail.as_str()));
+    server.plane.deployer().down("staging").await.unwrap();
 }
