@@ -31,5 +31,8 @@
   }
   var source = new EventSource("/events");
   source.addEventListener("change", refresh);
+  // A change between the page's rendering and the stream's (re)connection
+  // sends no event: fetch the fragments once the stream is open.
+  source.addEventListener("open", refresh);
   source.onerror = function () { /* the browser reconnects by itself */ };
 })();

@@ -2,8 +2,9 @@
 //! chromedriver (WebDriver, with fantoccini as the shop's E2E uses it).
 //! Signs in with a pasted token, watches an execution reach its approval
 //! live (no reload), approves in the dialog, sees it succeed, releases a
-//! change, and saves a PNG screenshot of every page visited under the
-//! test's target dir. Gated on `GANTRY_TEST_BROWSER=1`.
+//! change, visits the history (filtered through its form), environments,
+//! parameters, triggers and audit pages, and saves a PNG screenshot of
+//! every page visited under the test's target dir. Gated on `GANTRY_TEST_BROWSER=1`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,19 @@ async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no {css} within 30 s: {e}"))
+}
+
+/// Clicks the element `css` selects. A live page swaps its fragment in
+/// again on every change (and once its event stream opens), so an element
+/// found a moment ago may be gone: find it again until a click lands.
+async fn click_css(c: &Client, css: &str) {
+    for _ in 0..50 {
+        if wait_css(c, css).await.click().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} could not be clicked");
 }
 
 fn start_driver(port: u16, log: &Path) -> Driver {
@@ -176,16 +190,16 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
         )
         .await
         .unwrap();
-    let link = wait_css(&c, &format!("a[href='/executions/{id}']")).await;
+    wait_css(&c, &format!("a[href='/executions/{id}']")).await;
     shots.take(&c, "pipelines-live").await;
-    link.click().await.unwrap();
+    click_css(&c, &format!("a[href='/executions/{id}']")).await;
     wait_css(&c, "#execution-status").await;
     // A mark that a reload would erase.
     c.execute("window.__stillHere = true; return true;", vec![])
         .await
         .unwrap();
     shots.take(&c, "execution-running").await;
-    let review = wait_css(&c, "#review-release").await;
+    wait_css(&c, "#review-release").await;
     let still: serde_json::Value = c
         .execute("return window.__stillHere === true;", vec![])
         .await
@@ -194,7 +208,7 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
     shots.take(&c, "execution-waiting").await;
 
     // The dialog shows what is approved; approve with a comment.
-    review.click().await.unwrap();
+    click_css(&c, "#review-release").await;
     let comment = wait_css(&c, "#comment").await;
     let text = c.source().await.unwrap();
     assert!(
@@ -228,22 +242,42 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
     shots.take(&c, "execution-succeeded").await;
 
     // Logs of the build: colours as spans, HTML as text.
-    c.find(Locator::Css("article[data-action='Build/build'] .links a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_css(&c, "article[data-action='Build/build'] .links a").await;
     wait_css(&c, "pre.log .fg2").await;
     shots.take(&c, "logs").await;
     c.back().await.unwrap();
 
     // Release change starts a new execution of the same definition.
-    wait_css(&c, "#release").await.click().await.unwrap();
+    click_css(&c, "#release").await;
     wait_css(&c, "#execution-status").await;
     let url = c.current_url().await.unwrap();
     assert!(!url.path().ends_with(&id), "a new execution: {url}");
     shots.take(&c, "released").await;
+
+    // The other pages, through the main navigation and the history's form.
+    click_css(&c, "nav[aria-label='Main'] a[href='/history']").await;
+    wait_css(&c, "form.filters select[name='status']").await;
+    click_css(&c, "select[name='status'] option[value='Succeeded']").await;
+    click_css(&c, "form.filters button").await;
+    wait_css(&c, &format!("a[href='/executions/{id}']")).await;
+    let url = c.current_url().await.unwrap();
+    assert!(url.as_str().contains("status=Succeeded"), "{url}");
+    shots.take(&c, "history").await;
+    for (path, name) in [
+        ("/environments", "environments"),
+        ("/parameters", "parameters"),
+        ("/triggers", "triggers"),
+        ("/audit", "audit-not-admin"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        wait_css(&c, "main h1").await;
+        shots.take(&c, name).await;
+    }
+    let text = c.source().await.unwrap();
+    assert!(
+        text.contains("Not allowed"),
+        "the audit log is the admins': {text}"
+    );
 
     // Narrow screens stack the stages.
     c.set_window_size(360, 800).await.unwrap();
