@@ -287,3 +287,30 @@ fn a_second_server_and_a_taken_port_say_so() {
     let _ = p.run(&["shutdown"]);
     let _ = first.wait();
 }
+
+#[test]
+fn a_load_balancer_port_in_use_says_which_and_how_to_choose_another() {
+    let p = Project::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    p.write(
+        "environments.yaml",
+        &format!(
+            "version: 1\nenvironments:\n  staging:\n    runtime: process\n    load_balancer:\n      listen: 127.0.0.1:{port}\n      rules:\n        - {{priority: 1, path: \"/*\", service: web}}\nservices:\n  web: {{image: shop/web:1, port: 8080}}\n"
+        ),
+    );
+    let out = p.run(&["apply", "-f", "environments.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "the load balancer of staging: cannot listen on 127.0.0.1:{port}: port {port} is in use"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("choose another `listen:` in environment staging's `load_balancer`"),
+        "{text}"
+    );
+    assert!(!text.contains("internal"), "{text}");
+}

@@ -90,7 +90,21 @@ impl Deployer {
                         .await
                         .map_err(|e| DeployError::LoadBalancer {
                             environment: name.clone(),
-                            reason: e.to_string(),
+                            reason: match &e {
+                                // A clash a person fixes in the file.
+                                gantry_proxy::ProxyError::Bind { addr, source }
+                                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                                {
+                                    format!(
+                                        "cannot listen on {addr}: port {} is in use (by another \
+                                         program, or another data dir's environment); choose \
+                                         another `listen:` in environment {name}'s \
+                                         `load_balancer` (port 0 takes any free one)",
+                                        addr.port()
+                                    )
+                                }
+                                other => other.to_string(),
+                            },
                         })?;
                     let runtime = self.inner.runtimes.get(runtime_name(env.runtime)).cloned();
                     summary.push(format!(
