@@ -189,7 +189,8 @@ pub(crate) enum Command {
         environment: String,
         /// The service in that environment.
         service: String,
-        /// The image reference (by tag or digest).
+        /// The image reference (by tag or digest); one without a registry host
+        /// (`shop/web:1`) is in gantry's embedded registry.
         #[arg(long)]
         image: String,
         /// Prints the deployment's answer as JSON.
