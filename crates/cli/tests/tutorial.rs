@@ -100,10 +100,15 @@ fn the_tutorial_runs_as_written() {
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // Whatever happens below, the page's server and service are stopped at
+    // the end (a replica left behind would hold the load balancer's port).
+    let _stop = StopServices {
+        bin: bin.clone(),
+        root: root.clone(),
+    };
     let cwd_file = root.join(".tutorial-cwd");
     let mut cwd = root.clone();
     let mut ran = 0;
-    let mut data_dirs = Vec::new();
     for block in blocks(&page) {
         match block {
             Block::File { path: file, text } => {
@@ -152,7 +157,6 @@ fn the_tutorial_runs_as_written() {
                 text,
                 background: true,
             } => {
-                data_dirs.push(cwd.join(".gantry"));
                 let mut child = shell(&cwd, &path, &text)
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -218,12 +222,29 @@ fn the_tutorial_runs_as_written() {
         ran >= 6,
         "only {ran} command blocks ran: is the page's marking intact?"
     );
-    // The service and its server are stopped, as the page says.
-    for data_dir in data_dirs {
-        let _ = Command::new(&bin)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["shutdown", "--stop-services"])
-            .output();
+}
+
+/// Stops the services and the server of every data dir one level under
+/// `root` (where the page makes its project).
+struct StopServices {
+    bin: PathBuf,
+    root: PathBuf,
+}
+
+impl Drop for StopServices {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let data_dir = entry.path().join(".gantry");
+            if data_dir.is_dir() {
+                let _ = Command::new(&self.bin)
+                    .arg("--data-dir")
+                    .arg(&data_dir)
+                    .args(["shutdown", "--stop-services"])
+                    .output();
+            }
+        }
     }
 }
