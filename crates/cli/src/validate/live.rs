@@ -351,9 +351,11 @@ mod tests {
     #[test]
     fn param_references_are_found_in_a_value() {
         assert_eq!(
-            param_references("postgres://u:{{param:/db/pass}}@{{ param:/db/host:2 }}/x"),
+            param_references("postgres://u:{{param:/db/pass}}@{{param:/db/host:2}}/x"),
             vec!["/db/pass".to_string(), "/db/host:2".to_string()]
         );
+        // As the server reads them: `{{ param:` with a space is no reference.
+        assert!(param_references("{{ param:/db/host }}").is_empty());
         assert!(param_references("{{param:/#{variables.ENV}/x}}").is_empty());
         assert!(param_references("no references").is_empty());
     }
