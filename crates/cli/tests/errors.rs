@@ -4,57 +4,16 @@
 //! port clash or a second server on a data dir said as such, never as an
 //! internal error. The real binary in temporary directories.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod project;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use gantry_api::ExecutionView;
-
-fn gantry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
-    cmd.env_remove("GANTRY_DATA_DIR")
-        .env_remove("GANTRY_TOKEN")
-        .env_remove("GANTRY_SERVER")
-        .env("NO_COLOR", "1")
-        .env("GANTRY_LOG", "warn");
-    cmd
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A temporary project directory with its own data dir (`.gantry/`).
-struct Project {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
+use project::{Project, gantry, stderr, stdout};
 
 impl Project {
-    fn new() -> Project {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().canonicalize().unwrap();
-        Project { _tmp: tmp, dir }
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.dir.join(file), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        gantry()
-            .current_dir(&self.dir)
-            .arg("--data-dir")
-            .arg(self.dir.join(".gantry"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
     fn spawn_server(&self, data_dir: &Path, extra: &[&str]) -> Child {
         gantry()
             .current_dir(&self.dir)
@@ -76,12 +35,6 @@ impl Project {
             .into_iter()
             .next()
             .expect("an execution")
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = self.run(&["shutdown"]);
     }
 }
 

@@ -3,63 +3,10 @@
 //! list` of the whole tree by default with an optional PATH. The real
 //! binary in temporary directories.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod project;
 
 use gantry_api::PipelineSummary;
-
-fn gantry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
-    cmd.env_remove("GANTRY_DATA_DIR")
-        .env_remove("GANTRY_TOKEN")
-        .env_remove("GANTRY_SERVER")
-        .env("NO_COLOR", "1")
-        .env("GANTRY_LOG", "warn");
-    cmd
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-struct Project {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Project {
-    fn new() -> Project {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().canonicalize().unwrap();
-        Project { _tmp: tmp, dir }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        gantry()
-            .current_dir(&self.dir)
-            .arg("--data-dir")
-            .arg(self.dir.join(".gantry"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = self.run(&["shutdown"]);
-    }
-}
+use project::{Project, stderr, stdout};
 
 const QUICK: &str = r##"
 version: 1

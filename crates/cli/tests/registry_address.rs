@@ -4,50 +4,13 @@
 //! the embedded registry, not on Docker Hub. The real binary, background
 //! servers as every command starts them.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod project;
+
 use std::time::Duration;
 
-fn gantry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
-    cmd.env_remove("GANTRY_DATA_DIR")
-        .env_remove("GANTRY_TOKEN")
-        .env_remove("GANTRY_SERVER")
-        .env("NO_COLOR", "1")
-        .env("GANTRY_LOG", "warn");
-    cmd
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-struct Project {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
+use project::{Project, stderr};
 
 impl Project {
-    fn new() -> Project {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().canonicalize().unwrap();
-        Project { _tmp: tmp, dir }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join(".gantry")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        gantry()
-            .current_dir(&self.dir)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
     /// The registry address in `server.json`, once a server published it.
     fn registry(&self) -> String {
         let info = self.data_dir().join("server.json");
@@ -75,12 +38,6 @@ impl Project {
             || (!info.exists()).then_some(()),
         );
         assert!(gone.is_some(), "the server did not stop");
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = self.run(&["shutdown"]);
     }
 }
 

@@ -5,27 +5,13 @@
 //! environments applied before and the parameters the file reads. With no
 //! server, those are skipped with a note, and the file is still valid.
 
+mod project;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-fn gantry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
-    cmd.env_remove("GANTRY_DATA_DIR")
-        .env_remove("GANTRY_TOKEN")
-        .env_remove("GANTRY_SERVER")
-        .env("NO_COLOR", "1")
-        .env("GANTRY_LOG", "warn");
-    cmd
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use project::{gantry, stderr, stdout};
 
 struct Project {
     _tmp: tempfile::TempDir,
