@@ -5,6 +5,8 @@
 //! The test images hold Debian's static busybox (package busybox-static),
 //! serving files with its `httpd`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use gantry_images::{ImageSpec, Reference, build_image};
 use gantry_server::RunningServer;
+use support::Quiet;
 
 fn busybox() -> PathBuf {
     let path = PathBuf::from("/bin/busybox");
@@ -177,14 +180,6 @@ impl Drop for Env {
 async fn start(data: &Path) -> RunningServer {
     let listen = "127.0.0.1:0".parse().unwrap();
     RunningServer::start(data, listen, listen).await.unwrap()
-}
-
-struct Quiet;
-
-impl gantry_deploy::DeployLog for Quiet {
-    fn line(&self, line: &str) {
-        eprintln!("deploy: {line}");
-    }
 }
 
 async fn get(port: u16) -> Result<String, String> {

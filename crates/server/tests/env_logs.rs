@@ -5,11 +5,12 @@
 //!
 //! The test image holds Debian's static busybox (package busybox-static).
 
-use std::path::PathBuf;
+mod support;
 
 use gantry_api::{ErrorBody, ReplicaLogView};
 use gantry_images::{Reference, build_image};
 use gantry_server::RunningServer;
+use support::{Quiet, Replicas};
 
 const PROJECT: &str = r#"
 version: 1
@@ -69,34 +70,6 @@ async fn get(app: &axum::Router, token: &str, path: &str) -> (u16, Vec<u8>) {
 fn logs(bytes: &[u8]) -> Vec<ReplicaLogView> {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
-}
-
-struct Quiet;
-
-impl gantry_deploy::DeployLog for Quiet {
-    fn line(&self, line: &str) {
-        eprintln!("deploy: {line}");
-    }
-}
-
-/// Kills the replicas a test left (they outlive servers by design).
-struct Replicas(PathBuf);
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        let marker = self.0.join("replicas").display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if String::from_utf8_lossy(&environ).contains(&marker)
-                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@
 //! Nothing sleeps for a fixed time: the tests wait for what the receiver
 //! got and for the notifier's counts, with a deadline.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use gantry_server::ControlPlane;
 use gantry_server::notify::{NotifyOptions, NotifyStats};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use support::Replicas;
 use tokio::sync::watch;
 
 const SECRET: &str = "It's a Secret to Everybody";
@@ -573,26 +576,6 @@ async fn push_web_image(server: &gantry_server::RunningServer, tag: &str, health
         .await
         .unwrap();
     target.with_digest(&built.digest).to_string()
-}
-
-/// Kills the replicas a test's server started (replicas outlive servers).
-struct Replicas(PathBuf);
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        let marker = self.0.join("replicas").display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if String::from_utf8_lossy(&environ).contains(&marker)
-                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
 }
 
 const SHIP: &str = r##"

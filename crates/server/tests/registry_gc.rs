@@ -6,12 +6,15 @@
 //!
 //! The test images hold Debian's static busybox (package busybox-static).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_api::{RegistryGcAnswer, RegistryGcRequest};
 use gantry_images::{Reference, build_image};
 use gantry_server::RunningServer;
+use support::{Quiet, Replicas};
 
 const PROJECT: &str = r#"
 version: 1
@@ -92,34 +95,6 @@ async fn gc(
         .await
         .unwrap();
     (status, serde_json::from_slice(&bytes).ok())
-}
-
-struct Quiet;
-
-impl gantry_deploy::DeployLog for Quiet {
-    fn line(&self, line: &str) {
-        eprintln!("deploy: {line}");
-    }
-}
-
-/// Kills the replicas a test left (they outlive servers by design).
-struct Replicas(PathBuf);
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        let marker = self.0.join("replicas").display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if String::from_utf8_lossy(&environ).contains(&marker)
-                && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
