@@ -744,6 +744,9 @@ impl ControlPlane {
         out
     }
 
+    /// An execution's log lines after `after`, at most `limit`. Lines sent
+    /// before the call are written first, so whoever saw an action end (its
+    /// state changes before its lines are in the store) reads all of them.
     pub async fn logs(
         &self,
         id: &str,
@@ -751,6 +754,7 @@ impl ControlPlane {
         after: i64,
         limit: i64,
     ) -> Result<Vec<LogLine>, ControlError> {
+        self.inner.logs.flush().await;
         Ok(self
             .inner
             .store
