@@ -203,6 +203,37 @@ impl Deployer {
             .collect()
     }
 
+    /// The image (`registry/repo@sha256:…`) each service's current
+    /// revision runs, as (environment, service, image), from memory: no
+    /// runtime or store is asked.
+    pub async fn current_images(&self) -> Vec<(String, String, String)> {
+        let environments: Vec<Arc<EnvState>> = self
+            .inner
+            .state
+            .lock()
+            .await
+            .environments
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for env in environments {
+            let services: Vec<(String, Arc<ServiceState>)> = env
+                .services
+                .lock()
+                .await
+                .iter()
+                .map(|(name, state)| (name.clone(), state.clone()))
+                .collect();
+            for (name, state) in services {
+                if let Some(current) = state.current.lock().await.as_ref() {
+                    out.push((env.name.clone(), name, current.image.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Where an environment's load balancer listens.
     pub async fn load_balancer(&self, environment: &str) -> Option<SocketAddr> {
         self.inner

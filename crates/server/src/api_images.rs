@@ -34,21 +34,18 @@ fn registry(plane: &ControlPlane) -> Result<&Registry, ControlError> {
         .ok_or_else(|| ControlError::Internal("the embedded registry is not open".into()))
 }
 
-/// Digest → the services whose current revision runs it.
+/// Digest → the services whose current revision runs it (the deployer's
+/// memory: listing images asks no runtime).
 async fn running(plane: &ControlPlane) -> BTreeMap<String, BTreeSet<ImageUse>> {
-    let deployer = plane.deployer();
     let mut uses: BTreeMap<String, BTreeSet<ImageUse>> = BTreeMap::new();
-    for environment in deployer.environments().await {
-        let Ok(status) = deployer.environment_status(&environment).await else {
-            continue;
-        };
-        for service in status.services {
-            if let Some(digest) = service.digest {
-                uses.entry(digest).or_default().insert(ImageUse {
-                    environment: environment.clone(),
-                    service: service.name,
+    for (environment, service, image) in plane.deployer().current_images().await {
+        if let Some((_, digest)) = image.split_once('@') {
+            uses.entry(digest.to_string())
+                .or_default()
+                .insert(ImageUse {
+                    environment,
+                    service,
                 });
-            }
         }
     }
     uses
