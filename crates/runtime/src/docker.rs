@@ -219,20 +219,7 @@ impl Driver for DockerRuntime {
         id: &str,
         query: crate::LogQuery,
     ) -> Result<crate::ReplicaOutput, RuntimeError> {
-        let mut args = strings(["logs", "--timestamps", "--tail", "10000"]);
-        let since = match (&query.after, query.since_ms) {
-            (Some(after), _) => Some(after.clone()),
-            (None, Some(ms)) => Some(format!(
-                "{}.{:03}",
-                ms.div_euclid(1000),
-                ms.rem_euclid(1000)
-            )),
-            (None, None) => None,
-        };
-        if let Some(since) = &since {
-            args.extend(["--since".to_string(), since.clone()]);
-        }
-        args.push(container_name(id));
+        let args = logs_args(id, &query);
         let program = &self.inner.options.program;
         let mut command = tokio::process::Command::new(program);
         if let Some(dir) = &self.inner.options.config_dir {
@@ -918,8 +905,48 @@ fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// `docker logs` arguments for a replica: the last 10,000 lines, or what
+/// came after a cursor or a time. The cursor comes from an API caller: it
+/// is one `--since=VALUE` argument, so a value starting with `-` is no flag.
+fn logs_args(id: &str, query: &crate::LogQuery) -> Vec<String> {
+    let mut args = strings(["logs", "--timestamps", "--tail", "10000"]);
+    let since = match (&query.after, query.since_ms) {
+        (Some(after), _) => Some(after.clone()),
+        (None, Some(ms)) => Some(format!(
+            "{}.{:03}",
+            ms.div_euclid(1000),
+            ms.rem_euclid(1000)
+        )),
+        (None, None) => None,
+    };
+    if let Some(since) = since {
+        args.push(format!("--since={since}"));
+    }
+    args.push(container_name(id));
+    args
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_logs_cursor_is_one_argument_never_a_flag() {
+        let query = crate::LogQuery {
+            since_ms: None,
+            after: Some("--privileged".into()),
+            max_bytes: 1,
+        };
+        let args = logs_args("r1", &query);
+        assert!(
+            args.contains(&"--since=--privileged".to_string()),
+            "{args:?}"
+        );
+        assert!(!args.contains(&"--privileged".to_string()), "{args:?}");
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some(container_name("r1").as_str())
+        );
+    }
     use super::*;
     use crate::replica::tests::spec;
 
