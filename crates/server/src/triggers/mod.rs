@@ -316,10 +316,16 @@ impl ControlPlane {
         self.store().register_pipeline(&registered, count).await?;
         let armed = Arc::new(Armed::new(&registered, pipeline)?);
         // A new poll trigger notes the refs there are before apply answers:
-        // whatever is pushed after it is news to its first poll.
-        for watch in armed.git.iter().filter(|w| w.trigger.poll.is_some()) {
-            poll::baseline(self, &armed, watch.index).await;
-        }
+        // whatever is pushed after it is news to its first poll. All at
+        // once, so slow repositories cost apply one time limit, not one each.
+        futures_util::future::join_all(
+            armed
+                .git
+                .iter()
+                .filter(|w| w.trigger.poll.is_some())
+                .map(|w| poll::baseline(self, &armed, w.index)),
+        )
+        .await;
         self.arm_prepared(armed);
         self.armed_at_last();
         tracing::info!(pipeline = %pipeline_name, triggers = count, "Armed a pipeline's triggers.");
