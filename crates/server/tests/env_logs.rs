@@ -8,49 +8,8 @@
 mod support;
 
 use gantry_api::{ErrorBody, ReplicaLogView};
-use gantry_images::{Reference, build_image};
 use gantry_server::RunningServer;
-use support::{Quiet, Replicas};
-
-const PROJECT: &str = r#"
-version: 1
-environments:
-  staging:
-    runtime: process
-    load_balancer:
-      listen: 127.0.0.1:PORT
-      rules:
-        - {priority: 10, path: "/*", service: web}
-services:
-  web:
-    replicas: 1
-    health_check: {path: /health, interval: 2s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}
-    deployment: {min_healthy_percent: 100, max_percent: 200, drain: 0s}
-"#;
-
-/// A busybox httpd image that first writes a line to stdout and one to
-/// stderr; returns it pinned by digest.
-async fn push(server: &RunningServer) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(site.join("www")).unwrap();
-    std::fs::copy("/bin/busybox", site.join("busybox"))
-        .expect("these tests need Debian's busybox-static: apt-get install busybox-static");
-    std::fs::write(site.join("www/health"), "ok").unwrap();
-    let mut spec = gantry_images::ImageSpec::new(&site);
-    spec.workdir = Some("/app".into());
-    spec.entrypoint = Some(vec![
-        "/app/busybox".into(),
-        "sh".into(),
-        "-c".into(),
-        "echo \"to stdout on $PORT\"; echo 'to stderr' >&2; exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www".into(),
-    ]);
-    let target = Reference::parse(&format!("{}/test/web:1", server.registry)).unwrap();
-    let built = build_image(&spec, &target, server.plane.images())
-        .await
-        .unwrap();
-    target.with_digest(&built.digest).to_string()
-}
+use support::{Quiet, Replicas, WEB_PROJECT, push_web};
 
 async fn get(app: &axum::Router, token: &str, path: &str) -> (u16, Vec<u8>) {
     use tower::ServiceExt;
@@ -100,7 +59,7 @@ async fn check_logs(runtime: &str) {
         .local_addr()
         .unwrap()
         .port();
-    let text = PROJECT
+    let text = WEB_PROJECT
         .replace("PORT", &port.to_string())
         .replace("runtime: process", &format!("runtime: {runtime}"));
     server
@@ -108,7 +67,14 @@ async fn check_logs(runtime: &str) {
         .apply_file(&dir.path().join("env.yaml"), &text, &Default::default())
         .await
         .unwrap();
-    let image = push(&server).await;
+    let image = push_web(
+        &server,
+        "1",
+        "",
+        "echo \"to stdout on $PORT\"; echo 'to stderr' >&2; ",
+        &[],
+    )
+    .await;
     server
         .plane
         .deployer()

@@ -9,56 +9,10 @@
 mod support;
 
 use gantry_api::{ErrorBody, ImageDetailView, ImageView, PromoteImageAnswer, PromoteImageRequest};
-use gantry_images::{Reference, build_image};
+use gantry_images::Reference;
 use gantry_server::RunningServer;
 use serde::de::DeserializeOwned;
-use support::{Quiet, Replicas};
-
-const PROJECT: &str = r#"
-version: 1
-environments:
-  staging:
-    runtime: process
-    load_balancer:
-      listen: 127.0.0.1:PORT
-      rules:
-        - {priority: 10, path: "/*", service: web}
-services:
-  web:
-    replicas: 1
-    health_check: {path: /health, interval: 2s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}
-    deployment: {min_healthy_percent: 100, max_percent: 200, drain: 0s}
-"#;
-
-/// A busybox httpd image saying `body`, built into the embedded registry as
-/// `test/web:TAG`; returns it pinned by digest.
-async fn push(server: &RunningServer, tag: &str, body: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(site.join("www")).unwrap();
-    std::fs::copy("/bin/busybox", site.join("busybox"))
-        .expect("these tests need Debian's busybox-static: apt-get install busybox-static");
-    std::fs::write(site.join("www/index.html"), body).unwrap();
-    std::fs::write(site.join("www/health"), "ok").unwrap();
-    let mut spec = gantry_images::ImageSpec::new(&site);
-    spec.workdir = Some("/app".into());
-    spec.env = vec![("GREETING".into(), "a value the API must not show".into())];
-    spec.entrypoint = Some(vec![
-        "/app/busybox".into(),
-        "sh".into(),
-        "-c".into(),
-        "exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www".into(),
-    ]);
-    let target = Reference::parse(&format!("{}/test/web:{tag}", server.registry)).unwrap();
-    let built = build_image(&spec, &target, server.plane.images())
-        .await
-        .unwrap();
-    target.with_digest(&built.digest).to_string()
-}
-
-fn digest_of(image: &str) -> &str {
-    image.split_once('@').unwrap().1
-}
+use support::{Quiet, Replicas, WEB_PROJECT, digest_of, push_web};
 
 struct Api {
     app: axum::Router,
@@ -120,14 +74,28 @@ async fn images_are_listed_inspected_and_promoted_by_digest() {
         .local_addr()
         .unwrap()
         .port();
-    let text = PROJECT.replace("PORT", &port.to_string());
+    let text = WEB_PROJECT.replace("PORT", &port.to_string());
     server
         .plane
         .apply_file(&dir.path().join("env.yaml"), &text, &Default::default())
         .await
         .unwrap();
-    let v1 = push(&server, "1", "one").await;
-    let v2 = push(&server, "2", "two").await;
+    let v1 = push_web(
+        &server,
+        "1",
+        "one",
+        "",
+        &[("GREETING", "a value the API must not show")],
+    )
+    .await;
+    let v2 = push_web(
+        &server,
+        "2",
+        "two",
+        "",
+        &[("GREETING", "a value the API must not show")],
+    )
+    .await;
     server
         .plane
         .deployer()

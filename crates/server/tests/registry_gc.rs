@@ -12,54 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_api::{RegistryGcAnswer, RegistryGcRequest};
-use gantry_images::{Reference, build_image};
+use gantry_images::Reference;
 use gantry_server::RunningServer;
-use support::{Quiet, Replicas};
-
-const PROJECT: &str = r#"
-version: 1
-environments:
-  staging:
-    runtime: process
-    load_balancer:
-      listen: 127.0.0.1:PORT
-      rules:
-        - {priority: 10, path: "/*", service: web}
-services:
-  web:
-    replicas: 1
-    health_check: {path: /health, interval: 2s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}
-    deployment: {min_healthy_percent: 100, max_percent: 200, drain: 0s}
-"#;
-
-/// A busybox httpd image saying `body`, pushed as `test/web:TAG`; returns
-/// it pinned by digest.
-async fn push(server: &RunningServer, tag: &str, body: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(site.join("www")).unwrap();
-    std::fs::copy("/bin/busybox", site.join("busybox"))
-        .expect("these tests need Debian's busybox-static: apt-get install busybox-static");
-    std::fs::write(site.join("www/index.html"), body).unwrap();
-    std::fs::write(site.join("www/health"), "ok").unwrap();
-    let mut spec = gantry_images::ImageSpec::new(&site);
-    spec.workdir = Some("/app".into());
-    spec.entrypoint = Some(vec![
-        "/app/busybox".into(),
-        "sh".into(),
-        "-c".into(),
-        "exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www".into(),
-    ]);
-    let target = Reference::parse(&format!("{}/test/web:{tag}", server.registry)).unwrap();
-    let built = build_image(&spec, &target, server.plane.images())
-        .await
-        .unwrap();
-    target.with_digest(&built.digest).to_string()
-}
-
-fn digest_of(image: &str) -> &str {
-    image.split_once('@').unwrap().1
-}
+use support::{Quiet, Replicas, WEB_PROJECT, digest_of, push_web};
 
 fn root(data: &Path, image: &str) -> PathBuf {
     data.join("rootfs")
@@ -110,7 +65,7 @@ async fn gc_keeps_what_revisions_need_and_removes_the_rest() {
         .unwrap()
         .port();
     let file = dir.path().join("env.yaml");
-    let text = PROJECT.replace("PORT", &port.to_string());
+    let text = WEB_PROJECT.replace("PORT", &port.to_string());
     server
         .plane
         .apply_file(&file, &text, &Default::default())
@@ -119,19 +74,19 @@ async fn gc_keeps_what_revisions_need_and_removes_the_rest() {
     let deployer = server.plane.deployer();
 
     // Revisions 1 and 2 ran images pushed under one tag: only v2 is tagged.
-    let v1 = push(&server, "latest", "one").await;
+    let v1 = push_web(&server, "latest", "one", "", &[]).await;
     deployer
         .deploy("staging", "web", &v1, "test", &Quiet)
         .await
         .unwrap();
-    let v2 = push(&server, "latest", "two").await;
+    let v2 = push_web(&server, "latest", "two", "", &[]).await;
     deployer
         .deploy("staging", "web", &v2, "test", &Quiet)
         .await
         .unwrap();
     // An image nobody runs, its tag moved on to another.
-    let junk = push(&server, "tmp", "junk").await;
-    let junk2 = push(&server, "tmp", "junk, again").await;
+    let junk = push_web(&server, "tmp", "junk", "", &[]).await;
+    let junk2 = push_web(&server, "tmp", "junk, again", "", &[]).await;
     assert!(root(&data, &v1).is_dir() && root(&data, &v2).is_dir());
 
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
