@@ -337,32 +337,7 @@ fn a_buildspec_reads_the_parameter_store_and_masks_every_value() {
         "version: 0.2\nenv:\n  parameter-store:\n    TOKEN: /ci/TOKEN\n  secrets-manager:\n    PASS: /ci/CREDS:pass\nphases:\n  build:\n    commands:\n      - echo token=$TOKEN pass=$PASS\n      - test \"$PASS\" = hunter2-hunter2\n",
     )
     .unwrap();
-    let pipeline = r##"
-version: 1
-name: bs
-stages:
-  - name: Source
-    actions:
-      - {name: checkout, type: source, outputs: [Src]}
-  - name: Build
-    actions:
-      - {name: build, type: build, inputs: [Src]}
-"##;
-    std::fs::write(d.path.join("gantry.yaml"), pipeline).unwrap();
-    let git = |args: &[&str]| {
-        assert!(
-            Command::new("git")
-                .current_dir(&d.path)
-                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-                .args(args)
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "gantry.yaml", "buildspec.yml"]);
-    git(&["commit", "-q", "-m", "init"]);
+    commit_build_pipeline(&d.path);
     let out = d.gantry(&["run", "--json"], None);
     assert!(
         out.status.success(),
@@ -514,32 +489,7 @@ fn a_pipeline_build_names_every_missing_parameter() {
         "version: 0.2\nenv:\n  parameter-store:\n    PRESENT: /ci/PRESENT\n    DB_PASS: /ci/DB_PASS\n  secrets-manager:\n    API_KEY: /ci/API:key\nphases:\n  build:\n    commands:\n      - touch ran.txt\n",
     )
     .unwrap();
-    let pipeline = r##"
-version: 1
-name: bs
-stages:
-  - name: Source
-    actions:
-      - {name: checkout, type: source, outputs: [Src]}
-  - name: Build
-    actions:
-      - {name: build, type: build, inputs: [Src]}
-"##;
-    std::fs::write(d.path.join("gantry.yaml"), pipeline).unwrap();
-    let git = |args: &[&str]| {
-        assert!(
-            Command::new("git")
-                .current_dir(&d.path)
-                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-                .args(args)
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "gantry.yaml", "buildspec.yml"]);
-    git(&["commit", "-q", "-m", "init"]);
+    commit_build_pipeline(&d.path);
     let out = d.gantry(&["run", "--json"], None);
     assert_eq!(out.status.code(), Some(1));
     let v: Value =
@@ -562,4 +512,35 @@ stages:
         "{error}"
     );
     assert!(!error.contains("PRESENT"), "{error}");
+}
+
+/// Commits, in a new repository at `dir`, a pipeline `bs` whose build
+/// action runs the `buildspec.yml` already written there.
+fn commit_build_pipeline(dir: &std::path::Path) {
+    let pipeline = r##"
+version: 1
+name: bs
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src]}
+  - name: Build
+    actions:
+      - {name: build, type: build, inputs: [Src]}
+"##;
+    std::fs::write(dir.join("gantry.yaml"), pipeline).unwrap();
+    let git = |args: &[&str]| {
+        assert!(
+            Command::new("git")
+                .current_dir(dir)
+                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "gantry.yaml", "buildspec.yml"]);
+    git(&["commit", "-q", "-m", "init"]);
 }
