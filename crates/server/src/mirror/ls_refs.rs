@@ -287,51 +287,49 @@ impl<'a, R: tokio::io::AsyncRead + Unpin> PktReader<'a, R> {
 
 /// `ls-refs` lines: `OID NAME[ ATTRIBUTE…]`, with `peeled:OID` for a tag.
 fn parse_v2(lines: &[Vec<u8>]) -> Option<Vec<(String, String)>> {
-    let mut refs = Vec::new();
+    let mut listed = Vec::new();
     for line in lines {
         let text = std::str::from_utf8(line).ok()?.trim_end_matches('\n');
         let mut parts = text.split(' ');
         let (oid, name) = (parts.next()?, parts.next()?);
-        let peeled = parts.find_map(|p| p.strip_prefix("peeled:"));
-        refs.push((name.to_string(), peeled.unwrap_or(oid).to_string()));
+        listed.push((oid, name.to_string()));
+        if let Some(peeled) = parts.find_map(|p| p.strip_prefix("peeled:")) {
+            listed.push((peeled, format!("{name}^{{}}")));
+        }
     }
-    Some(wanted(refs))
+    as_ls_remote(listed)
 }
 
 /// A version 0 advertisement: `OID NAME` lines (the first with its
 /// capabilities after a NUL), a tag's peeled commit as `NAME^{}`.
 fn parse_v0(lines: &[Vec<u8>]) -> Option<Vec<(String, String)>> {
-    let mut refs: Vec<(String, String)> = Vec::new();
-    let mut peeled = Vec::new();
+    let mut listed = Vec::new();
     for line in lines {
         let line = line.split(|b| *b == 0).next().unwrap_or(line);
         let text = std::str::from_utf8(line).ok()?.trim_end_matches('\n');
         let (oid, name) = text.split_once(' ')?;
-        match name.strip_suffix("^{}") {
-            Some(tag) => peeled.push((tag.to_string(), oid.to_string())),
-            None => refs.push((name.to_string(), oid.to_string())),
-        }
+        listed.push((oid, name.to_string()));
     }
-    for (tag, oid) in peeled {
-        if let Some(entry) = refs.iter_mut().find(|(name, _)| *name == tag) {
-            entry.1 = oid;
-        }
-    }
-    Some(wanted(refs))
+    as_ls_remote(listed)
 }
 
-/// Branches and tags only, sorted by name, as `git ls-remote --heads
-/// --tags` gives them.
-fn wanted(refs: Vec<(String, String)>) -> Vec<(String, String)> {
-    let refs: std::collections::BTreeMap<String, String> = refs
-        .into_iter()
-        .filter(|(name, oid)| {
-            (name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
-                && oid.len() >= 40
-                && oid.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .collect();
-    refs.into_iter().collect()
+/// The refs as `git ls-remote` would have printed them, read by the same
+/// parser ([`super::parse_ls_remote`]: branches and tags, a tag as its
+/// peeled commit, sorted). What a server sent is checked first: an object
+/// id is hexadecimal, a name has no space or control character, or the
+/// whole answer is refused (and git is asked).
+fn as_ls_remote(listed: Vec<(&str, String)>) -> Option<Vec<(String, String)>> {
+    let mut text = String::new();
+    for (oid, name) in listed {
+        let oid_ok = oid.len() >= 40 && oid.bytes().all(|b| b.is_ascii_hexdigit());
+        let name_ok =
+            !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !oid_ok || !name_ok {
+            return None;
+        }
+        text.push_str(&format!("{oid}\t{name}\n"));
+    }
+    Some(super::parse_ls_remote(&text))
 }
 
 #[cfg(test)]
@@ -586,6 +584,14 @@ mod tests {
                 ("refs/tags/v1".to_string(), C.to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn an_answer_with_a_bad_id_or_name_is_refused_whole() {
+        let tab = [format!("{A} refs/heads/a\tb\n")].map(String::into_bytes);
+        assert_eq!(parse_v0(&tab), None, "a tab would make another line");
+        let short = [b"abc refs/heads/main\n".to_vec()];
+        assert_eq!(parse_v2(&short), None);
     }
 
     #[test]
