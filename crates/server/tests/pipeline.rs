@@ -476,6 +476,23 @@ async fn an_approval_approves_by_itself_after_its_policys_bake_time() {
     assert_eq!(bake.auto_approve_after, Some(Duration::from_secs(3600)));
     assert_eq!(bake.votes.len(), 1);
     assert_eq!(bake.votes[0].by, "gantry");
+    let decided = plane.approvals(&id).await.unwrap();
+    assert!(
+        decided
+            .iter()
+            .any(|d| d.stage == "Bake" && d.decision == "Approved" && d.by == "gantry"),
+        "{decided:?}"
+    );
+    let lines = plane
+        .logs(&id, Some(("Bake", "release")), 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        lines.iter().any(|l| l
+            .line
+            .starts_with("Approved by gantry: approved automatically after 1h")),
+        "{lines:?}"
+    );
 
     // Rejected within its bake time: rejected, and the hour changes nothing.
     let id = start(&plane, &fx).await;

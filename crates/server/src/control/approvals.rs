@@ -315,34 +315,62 @@ impl ControlPlane {
             binding: serde_json::to_string(&binding).unwrap_or_default(),
         };
         self.store().record_vote(&vote).await?;
+        // This runs in the approval's timer task: out of the map first, so
+        // concluding does not abort the task that is concluding.
+        self.inner.state.lock().await.timers.remove(approval);
+        let names = (stage.as_str(), run.name.as_str());
+        self.conclude(approval, names, true, vote.by, Some(comment), at)
+            .await
+    }
+
+    /// Ends an approval as decided by `by` (a person, the deciding votes'
+    /// names, or [`AUTO_APPROVER`]): records the decision, logs it, submits
+    /// the attempt's result, stops its timer and notifies.
+    async fn conclude(
+        &self,
+        approval: &ActionRef,
+        (stage, action): (&str, &str),
+        approve: bool,
+        by: String,
+        comment: Option<String>,
+        at: i64,
+    ) -> Result<(), ControlError> {
+        let decision = if approve { "Approved" } else { "Rejected" };
         self.store()
             .record_approval(&ApprovalRecord {
-                execution_id: vote.execution_id,
-                stage: vote.stage,
-                action: vote.action,
-                attempt: vote.attempt,
-                decision: vote.decision,
-                by: vote.by,
+                execution_id: approval.id.clone(),
+                stage: stage.to_string(),
+                action: action.to_string(),
+                attempt: i64::from(approval.attempt),
+                decision: decision.to_string(),
+                by: by.clone(),
                 at,
-                comment: Some(comment.clone()),
+                comment: comment.clone(),
             })
             .await?;
-        let log = self
-            .inner
+        let said = comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        self.inner
             .logs
-            .action(&approval.id, &stage, &run.name, run.attempt);
-        log.line(&format!("Approved by {AUTO_APPROVER}: {comment}"));
+            .action(&approval.id, stage, action, approval.attempt)
+            .line(&format!("{decision} by {by}{said}"));
         self.inner.logs.flush().await;
-        self.submit(approval.succeeded(BTreeMap::new(), BTreeMap::new(), at))
-            .await?;
-        self.inner.state.lock().await.timers.remove(approval);
-        self.notify_decided(
-            approval,
-            ApprovalDecision::Approved,
-            Some(AUTO_APPROVER.to_string()),
-            Some(comment),
-        )
-        .await;
+        let event = if approve {
+            approval.succeeded(BTreeMap::new(), BTreeMap::new(), at)
+        } else {
+            approval.failed(format!("rejected by {by}{said}"), at)
+        };
+        self.submit(event).await?;
+        self.cancel_approval_timer(approval).await;
+        let decision = if approve {
+            ApprovalDecision::Approved
+        } else {
+            ApprovalDecision::Rejected
+        };
+        self.notify_decided(approval, decision, Some(by), comment)
+            .await;
         Ok(())
     }
 
@@ -585,40 +613,15 @@ impl ControlPlane {
             .map(|v| v.by.as_str())
             .collect();
         let by = deciders.join(", ");
-        self.store()
-            .record_approval(&ApprovalRecord {
-                execution_id: id.to_string(),
-                stage: stage.to_string(),
-                action: action.to_string(),
-                attempt,
-                decision: decision.to_string(),
-                by: by.clone(),
-                at,
-                comment: comment.clone(),
-            })
-            .await?;
-        log.line(&format!("{decision} by {by}{said}"));
-        self.inner.logs.flush().await;
         let approval = ActionRef {
             id: id.to_string(),
             stage: s,
             action: a,
             attempt: run.attempt,
         };
-        let event = if approve {
-            approval.succeeded(BTreeMap::new(), BTreeMap::new(), at)
-        } else {
-            approval.failed(format!("rejected by {by}{said}"), at)
-        };
-        self.submit(event).await?;
-        self.cancel_approval_timer(&approval).await;
-        let decision = if approve {
-            ApprovalDecision::Approved
-        } else {
-            ApprovalDecision::Rejected
-        };
-        self.notify_decided(&approval, decision, Some(by), comment)
-            .await;
+        let names = (stage, action);
+        self.conclude(&approval, names, approve, by, comment, at)
+            .await?;
         Ok(DecisionOutcome {
             status: status.to_string(),
             approvals: u32::try_from(approvals).unwrap_or(u32::MAX),
