@@ -884,3 +884,67 @@ async fn the_audit_page_pages_back_by_sequence() {
             .contains(&format!("<th scope=\"row\">{seq}</th>"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_with_a_tab_or_newline_stays_on_this_server() {
+    let fx = fixture().await;
+    let vera = fx.user("vera", &["viewer"]).await;
+    // A browser drops tabs and newlines from a Location: `/<TAB>/evil`
+    // would take it to `//evil`, another site.
+    for next in ["/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example"] {
+        let mut browser = Browser::new(&fx);
+        let form = browser.get("/signin").await;
+        let csrf = form.csrf();
+        let page = browser
+            .post(
+                "/signin",
+                &[("csrf", &csrf), ("token", &vera), ("next", next)],
+            )
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "{next:?}: {}",
+            page.text
+        );
+        assert_eq!(page.location(), "/", "{next:?}");
+    }
+    // Signed in, the sign-in page redirects to `next` at once.
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&vera, "/").await;
+    for next in [
+        "/%09/evil.example",
+        "/%0A/evil.example",
+        "/%5C/evil.example",
+    ] {
+        let page = browser.get(&format!("/signin?next={next}")).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(page.location(), "/", "{next}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_form_is_bounded_in_size() {
+    let fx = fixture().await;
+    let vera = fx.user("vera", &["viewer"]).await;
+    let mut browser = Browser::new(&fx);
+    let form = browser.get("/signin").await;
+    let csrf = form.csrf();
+    let padding = "x".repeat(1 << 20);
+    let page = browser
+        .post(
+            "/signin",
+            &[
+                ("csrf", &csrf),
+                ("token", &vera),
+                ("next", "/"),
+                ("pad", &padding),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", page.text);
+    assert!(!browser.cookies.contains_key("gantry_session"));
+    // A form of ordinary size still signs in.
+    let page = browser.sign_in(&vera, "/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+}

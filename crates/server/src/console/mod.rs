@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -65,6 +65,21 @@ impl Console {
 
     fn sessions(&self) -> &Sessions {
         &self.inner.sessions
+    }
+
+    /// `GET uri` of the JSON API as `caller`, read as `T`.
+    async fn get<T: DeserializeOwned>(&self, caller: &Caller, uri: &str) -> Result<T, Failure> {
+        self.api(caller, Method::GET, uri, None::<&()>).await
+    }
+
+    /// `POST uri` of the JSON API as `caller` with `body`, read as `T`.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        uri: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Failure> {
+        self.api(caller, Method::POST, uri, Some(body)).await
     }
 
     /// Calls the JSON API as `caller`, and reads its answer as `T`.
@@ -136,6 +151,15 @@ impl Failure {
             message: what,
         }
     }
+
+    /// The API's 404 as a not-found page that names `what` was asked for;
+    /// any other failure as it is.
+    fn missing(self, what: impl FnOnce() -> String) -> Failure {
+        match self.status {
+            StatusCode::NOT_FOUND => Failure::not_found(what()),
+            _ => self,
+        }
+    }
 }
 
 /// The console with the default session limits.
@@ -192,6 +216,9 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
             get(pages::approval).post(pages::decide),
         )
         .fallback(pages::not_found)
+        // The sign-in form has no session, so [`check`] does not bound it:
+        // this does (every other form is bounded by `check` first).
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .layer(axum::middleware::from_fn_with_state(console.clone(), check))
         .with_state(console)
         .merge(links)

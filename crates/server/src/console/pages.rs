@@ -9,16 +9,17 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use gantry_api::{
-    ActionView, ApprovalView, AuditRecordView, ConsoleLink, DecideRequest, DecisionAnswer,
+    Ack, ActionView, ApprovalView, AuditRecordView, ConsoleLink, DecideRequest, DecisionAnswer,
     DeploymentAnswer, EnvironmentStatus, ExecutionView, LogsPage, ParameterView, PipelineSummary,
     RetryRequest, RollbackRequest, StartRequest, Started, StopRequest, TriggerView,
 };
 use gantry_auth::{Permission, Role, Secret, Target};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::session::{Session, random_id, same_secret};
 use super::{Console, Failure, SESSION_COOKIE, SIGNIN_COOKIE, cookie, form_urlencode, set_cookie};
@@ -165,12 +166,11 @@ impl IntoResponse for Failure {
 }
 
 /// Unknown console paths; unknown API paths keep the API's bare 404.
-pub(super) async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") || path.starts_with("/hooks/") {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let _ = method;
     Failure::not_found(format!("there is no page at {path}")).into_response()
 }
 
@@ -211,10 +211,18 @@ pub(super) struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a path of this server: never `//host` or a URL.
+/// Only a path of this server: never `//host` or a URL. Only printable
+/// ASCII: a browser drops tabs and newlines from a `Location`, so `/\t/host`
+/// would become `//host` (and a path this server makes is percent-encoded).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -469,9 +477,7 @@ pub(super) async fn pipelines(
     Extension(session): Extension<Session>,
     Query(q): Query<FragmentQuery>,
 ) -> Result<Response, Failure> {
-    let summaries: Vec<PipelineSummary> = console
-        .api(&caller, Method::GET, "/api/v1/pipelines", None::<&()>)
-        .await?;
+    let summaries: Vec<PipelineSummary> = console.get(&caller, "/api/v1/pipelines").await?;
     let rows = summaries
         .into_iter()
         .map(|summary| match summary.last_execution {
@@ -618,8 +624,7 @@ pub(super) async fn history(
             uri.push_str(&format!("&{name}={}", form_urlencode(value.trim())));
         }
     }
-    let mut views: Vec<ExecutionView> =
-        console.api(&caller, Method::GET, &uri, None::<&()>).await?;
+    let mut views: Vec<ExecutionView> = console.get(&caller, &uri).await?;
     let more = views.len() > size;
     views.truncate(size);
     let rows = views
@@ -688,9 +693,7 @@ pub(super) async fn environments(
     caller: Caller,
     Extension(session): Extension<Session>,
 ) -> Result<Response, Failure> {
-    let names: Vec<String> = console
-        .api(&caller, Method::GET, "/api/v1/environments", None::<&()>)
-        .await?;
+    let names: Vec<String> = console.get(&caller, "/api/v1/environments").await?;
     Ok(EnvironmentsPage {
         chrome: Chrome::of(&caller, &session),
         names,
@@ -741,7 +744,6 @@ struct EnvironmentPage {
     url: String,
     services: Vec<ServiceCard>,
     can_operate: bool,
-    csrf: String,
 }
 
 fn health(text: Option<&str>) -> Status {
@@ -771,17 +773,12 @@ pub(super) async fn environment(
     Path(name): Path<String>,
 ) -> Result<Response, Failure> {
     let env: EnvironmentStatus = console
-        .api(
+        .get(
             &caller,
-            Method::GET,
             &format!("/api/v1/environments/{}", path_segment(&name)),
-            None::<&()>,
         )
         .await
-        .map_err(|f| match f.status {
-            StatusCode::NOT_FOUND => Failure::not_found(format!("there is no environment {name}")),
-            _ => f,
-        })?;
+        .map_err(|f| f.missing(|| format!("there is no environment {name}")))?;
     let services = env
         .services
         .into_iter()
@@ -856,7 +853,6 @@ pub(super) async fn environment(
         can_operate: caller
             .identity
             .allows(Permission::Operate, &Target::environment(&name)),
-        csrf: session.csrf.clone(),
         runtime: env.runtime,
         load_balancer: env.load_balancer,
         url: env.url,
@@ -887,15 +883,14 @@ pub(super) async fn rollback(
         })?),
     };
     let answer: DeploymentAnswer = console
-        .api(
+        .post(
             &caller,
-            Method::POST,
             &format!(
                 "/api/v1/environments/{}/services/{}/rollback",
                 path_segment(&env),
                 path_segment(&service)
             ),
-            Some(&RollbackRequest { to }),
+            &RollbackRequest { to },
         )
         .await?;
     if let DeploymentAnswer::Failed { error, .. } = &answer {
@@ -935,12 +930,7 @@ pub(super) async fn parameters(
 ) -> Result<Response, Failure> {
     // Never with `decrypt`: a SecureString's value stays on the server.
     let list: Vec<ParameterView> = console
-        .api(
-            &caller,
-            Method::GET,
-            "/api/v1/params/list?path=%2F&recursive=true",
-            None::<&()>,
-        )
+        .get(&caller, "/api/v1/params/list?path=%2F&recursive=true")
         .await?;
     let rows = list
         .into_iter()
@@ -980,9 +970,7 @@ pub(super) async fn triggers(
     caller: Caller,
     Extension(session): Extension<Session>,
 ) -> Result<Response, Failure> {
-    let triggers: Vec<TriggerView> = console
-        .api(&caller, Method::GET, "/api/v1/triggers", None::<&()>)
-        .await?;
+    let triggers: Vec<TriggerView> = console.get(&caller, "/api/v1/triggers").await?;
     Ok(TriggersPage {
         chrome: Chrome::of(&caller, &session),
         triggers,
@@ -1033,8 +1021,7 @@ pub(super) async fn audit(
     if !principal.is_empty() {
         uri.push_str(&format!("&principal={}", form_urlencode(&principal)));
     }
-    let mut records: Vec<AuditRecordView> =
-        console.api(&caller, Method::GET, &uri, None::<&()>).await?;
+    let mut records: Vec<AuditRecordView> = console.get(&caller, &uri).await?;
     records.reverse();
     let older = (records.len() == AUDIT_PAGE as usize)
         .then(|| records.last().map(|r| r.seq))
@@ -1251,17 +1238,9 @@ async fn read_execution(
     id: &str,
 ) -> Result<ExecutionView, Failure> {
     console
-        .api(
-            caller,
-            Method::GET,
-            &format!("/api/v1/executions/{}", path_segment(id)),
-            None::<&()>,
-        )
+        .get(caller, &format!("/api/v1/executions/{}", path_segment(id)))
         .await
-        .map_err(|f| match f.status {
-            StatusCode::NOT_FOUND => Failure::not_found(format!("there is no execution {id}")),
-            _ => f,
-        })
+        .map_err(|f| f.missing(|| format!("there is no execution {id}")))
 }
 
 pub(super) async fn execution(
@@ -1289,6 +1268,21 @@ fn back_to(id: &str) -> Response {
     Redirect::to(&format!("/executions/{}", path_segment(id))).into_response()
 }
 
+/// A form about execution `id`: `POST /api/v1/executions/{id}/{route}`
+/// with `request` as `caller`, its answer read as `T` (and dropped), then
+/// back to the execution.
+async fn execution_form<T: DeserializeOwned>(
+    console: &Console,
+    caller: &Caller,
+    id: &str,
+    route: &str,
+    request: &impl Serialize,
+) -> Result<Response, Failure> {
+    let uri = format!("/api/v1/executions/{}/{route}", path_segment(id));
+    let _: T = console.post(caller, &uri, request).await?;
+    Ok(back_to(id))
+}
+
 pub(super) async fn release(
     State(console): State<Console>,
     caller: Caller,
@@ -1312,7 +1306,7 @@ pub(super) async fn release(
         variables: BTreeMap::new(),
     };
     let started: Started = console
-        .api(&caller, Method::POST, "/api/v1/executions", Some(&request))
+        .post(&caller, "/api/v1/executions", &request)
         .await?;
     Ok(back_to(&started.id))
 }
@@ -1332,15 +1326,7 @@ pub(super) async fn retry(
         stage: form.stage,
         all_actions: false,
     };
-    let _: gantry_api::Ack = console
-        .api(
-            &caller,
-            Method::POST,
-            &format!("/api/v1/executions/{}/retry", path_segment(&id)),
-            Some(&request),
-        )
-        .await?;
-    Ok(back_to(&id))
+    execution_form::<Ack>(&console, &caller, &id, "retry", &request).await
 }
 
 pub(super) async fn stop(
@@ -1355,15 +1341,7 @@ pub(super) async fn stop(
             caller.identity.name
         )),
     };
-    let _: gantry_api::Ack = console
-        .api(
-            &caller,
-            Method::POST,
-            &format!("/api/v1/executions/{}/stop", path_segment(&id)),
-            Some(&request),
-        )
-        .await?;
-    Ok(back_to(&id))
+    execution_form::<Ack>(&console, &caller, &id, "stop", &request).await
 }
 
 // ---- approvals ----
@@ -1427,7 +1405,7 @@ pub(super) async fn approval(
         path_segment(&stage),
         path_segment(&action)
     );
-    let view: ApprovalView = console.api(&caller, Method::GET, &uri, None::<&()>).await?;
+    let view: ApprovalView = console.get(&caller, &uri).await?;
     let message = |at: &str| {
         let (s, a) = at.split_once('/')?;
         execution
@@ -1559,15 +1537,7 @@ pub(super) async fn decide(
         by: None,
         fingerprint: form.fingerprint.filter(|f| !f.is_empty()),
     };
-    let _: DecisionAnswer = console
-        .api(
-            &caller,
-            Method::POST,
-            &format!("/api/v1/executions/{}/approvals", path_segment(&id)),
-            Some(&request),
-        )
-        .await?;
-    Ok(back_to(&id))
+    execution_form::<DecisionAnswer>(&console, &caller, &id, "approvals", &request).await
 }
 
 // ---- logs ----
@@ -1667,12 +1637,9 @@ pub(super) async fn logs(
         ));
     }
     let page: LogsPage = console
-        .api(&caller, Method::GET, &uri, None::<&()>)
+        .get(&caller, &uri)
         .await
-        .map_err(|f| match f.status {
-            StatusCode::NOT_FOUND => Failure::not_found(format!("there is no execution {id}")),
-            _ => f,
-        })?;
+        .map_err(|f| f.missing(|| format!("there is no execution {id}")))?;
     if q.download {
         let text: String = page.lines.iter().map(|l| format!("{}\n", l.line)).collect();
         let mut response = text.into_response();
@@ -1728,7 +1695,15 @@ mod tests {
     #[test]
     fn next_is_a_path_of_this_server() {
         assert_eq!(safe_next(Some("/executions/x")), "/executions/x");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
     }
