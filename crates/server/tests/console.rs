@@ -37,7 +37,7 @@ stages:
           - printf '\033[31mred\033[0m plain\n'
   - name: Approve
     actions:
-      - {name: release, type: approval}
+      - {name: release, type: approval, review_url: "javascript:alert(1)"}
   - name: After
     actions:
       - {name: done, type: shell, commands: ["true"]}
@@ -506,6 +506,9 @@ async fn user_text_comes_back_escaped_on_every_page() {
         );
     }
     let dialog = browser.get(&pages[2]).await;
+    // A review URL that is no web address is shown, never linked.
+    assert!(!dialog.text.contains("href=\"javascript:"), "{}", dialog.text);
+    assert!(dialog.text.contains("Review: javascript:alert(1)"), "{}", dialog.text);
     assert!(
         dialog
             .text
