@@ -332,6 +332,14 @@ impl Repository {
         Ok(Repository::Local(path))
     }
 
+    /// What git is given to name the repository: the path or the URL.
+    fn git_target(&self) -> OsString {
+        match self {
+            Repository::Local(path) => path.clone().into_os_string(),
+            Repository::Remote(remote) => remote.as_str().into(),
+        }
+    }
+
     /// Whether a source action's `repository` text is a URL (else a path).
     pub fn is_url(text: &str) -> bool {
         matches!(
@@ -777,30 +785,16 @@ impl Mirrors {
         {
             return Ok(refs);
         }
-        let target: OsString = match &repository {
-            Repository::Local(path) => path.clone().into_os_string(),
-            Repository::Remote(remote) => remote.as_str().into(),
-        };
-        let auth = self.auth_env(&repository, creds).await?;
-        let call = GitCall {
-            repository: url,
-            operation: "ls-remote",
-            dir: None,
-            args: vec![
-                "ls-remote".into(),
-                "--heads".into(),
-                "--tags".into(),
-                "--".into(),
-                target,
-            ],
-            env: auth.env.clone(),
-            timeout: LS_REMOTE_TIMEOUT,
-            masker: creds.masker(),
-            remote: true,
-        };
-        let out = call.run().await;
-        drop(auth);
-        Ok(parse_ls_remote(&String::from_utf8_lossy(&out?)))
+        let args = vec![
+            "--heads".into(),
+            "--tags".into(),
+            "--".into(),
+            repository.git_target(),
+        ];
+        let out = self
+            .remote_git(url, &repository, creds, RemoteOp::LsRemote, None, args)
+            .await?;
+        Ok(parse_ls_remote(&String::from_utf8_lossy(&out)))
     }
 
     /// The branch the repository's `HEAD` names: its default branch.
@@ -810,30 +804,16 @@ impl Mirrors {
         creds: &RepoCredentials,
     ) -> Result<String, MirrorError> {
         let repository = Repository::parse(url)?;
-        let target: OsString = match &repository {
-            Repository::Local(path) => path.clone().into_os_string(),
-            Repository::Remote(remote) => remote.as_str().into(),
-        };
-        let auth = self.auth_env(&repository, creds).await?;
-        let call = GitCall {
-            repository: url,
-            operation: "ls-remote",
-            dir: None,
-            args: vec![
-                "ls-remote".into(),
-                "--symref".into(),
-                "--".into(),
-                target,
-                "HEAD".into(),
-            ],
-            env: auth.env.clone(),
-            timeout: LS_REMOTE_TIMEOUT,
-            masker: creds.masker(),
-            remote: true,
-        };
-        let out = call.run().await;
-        drop(auth);
-        String::from_utf8_lossy(&out?)
+        let args = vec![
+            "--symref".into(),
+            "--".into(),
+            repository.git_target(),
+            "HEAD".into(),
+        ];
+        let out = self
+            .remote_git(url, &repository, creds, RemoteOp::LsRemote, None, args)
+            .await?;
+        String::from_utf8_lossy(&out)
             .lines()
             .find_map(|line| {
                 let (target, name) = line.strip_prefix("ref: ")?.split_once('\t')?;
@@ -858,36 +838,19 @@ impl Mirrors {
             }
             Repository::Remote(remote) => remote,
         };
-        let dir = self.mirror_dir(remote);
-        let lock = self.lock_for(&dir);
-        let _fetching = lock.lock().await;
-        if !dir.join("HEAD").exists() {
-            self.init_mirror(&dir, remote).await?;
-        }
-        let auth = self.auth_env(&repository, creds).await?;
-        let call = GitCall {
-            repository: url,
-            operation: "fetch",
-            dir: Some(&dir),
-            args: vec![
-                "fetch".into(),
-                "--quiet".into(),
-                "--prune".into(),
-                "--no-tags".into(),
-                "--no-write-fetch-head".into(),
-                "--".into(),
-                remote.as_str().into(),
-                "+refs/heads/*:refs/heads/*".into(),
-                "+refs/tags/*:refs/tags/*".into(),
-            ],
-            env: auth.env.clone(),
-            timeout: FETCH_TIMEOUT,
-            masker: creds.masker(),
-            remote: true,
-        };
-        let result = call.run().await;
-        drop(auth);
-        result?;
+        let (dir, _fetching) = self.lock_mirror(remote).await?;
+        let args = vec![
+            "--quiet".into(),
+            "--prune".into(),
+            "--no-tags".into(),
+            "--no-write-fetch-head".into(),
+            "--".into(),
+            remote.as_str().into(),
+            "+refs/heads/*:refs/heads/*".into(),
+            "+refs/tags/*:refs/tags/*".into(),
+        ];
+        self.remote_git(url, &repository, creds, RemoteOp::Fetch, Some(&dir), args)
+            .await?;
         Ok(dir)
     }
 
@@ -906,34 +869,65 @@ impl Mirrors {
         let Repository::Remote(remote) = &repository else {
             return Ok(());
         };
+        let (dir, _fetching) = self.lock_mirror(remote).await?;
+        let args = vec![
+            "--quiet".into(),
+            "--no-tags".into(),
+            "--no-write-fetch-head".into(),
+            "--".into(),
+            remote.as_str().into(),
+            commit.into(),
+        ];
+        self.remote_git(url, &repository, creds, RemoteOp::Fetch, Some(&dir), args)
+            .await
+            .map(|_| ())
+    }
+
+    /// `remote`'s mirror directory (made on first use), with its fetch
+    /// lock held until the guard is dropped.
+    async fn lock_mirror(
+        &self,
+        remote: &RemoteUrl,
+    ) -> Result<(PathBuf, tokio::sync::OwnedMutexGuard<()>), MirrorError> {
         let dir = self.mirror_dir(remote);
-        let lock = self.lock_for(&dir);
-        let _fetching = lock.lock().await;
+        let fetching = self.lock_for(&dir).lock_owned().await;
         if !dir.join("HEAD").exists() {
             self.init_mirror(&dir, remote).await?;
         }
-        let auth = self.auth_env(&repository, creds).await?;
+        Ok((dir, fetching))
+    }
+
+    /// One git call that reads a remote (`git OP ARGS…`): `creds` handed
+    /// over through [`Mirrors::auth_env`] for this call only (a key file
+    /// is removed when it returns or is cancelled), its output masked, a
+    /// failure reported as [`MirrorError::Unreachable`].
+    async fn remote_git(
+        &self,
+        url: &str,
+        repository: &Repository,
+        creds: &RepoCredentials,
+        op: RemoteOp,
+        dir: Option<&Path>,
+        args: Vec<OsString>,
+    ) -> Result<Vec<u8>, MirrorError> {
+        let auth = self.auth_env(repository, creds).await?;
+        let (operation, timeout) = match op {
+            RemoteOp::LsRemote => ("ls-remote", LS_REMOTE_TIMEOUT),
+            RemoteOp::Fetch => ("fetch", FETCH_TIMEOUT),
+        };
         let call = GitCall {
             repository: url,
-            operation: "fetch",
-            dir: Some(&dir),
-            args: vec![
-                "fetch".into(),
-                "--quiet".into(),
-                "--no-tags".into(),
-                "--no-write-fetch-head".into(),
-                "--".into(),
-                remote.as_str().into(),
-                commit.into(),
-            ],
+            operation,
+            dir,
+            args: std::iter::once(operation.into()).chain(args).collect(),
             env: auth.env.clone(),
-            timeout: FETCH_TIMEOUT,
+            timeout,
             masker: creds.masker(),
             remote: true,
         };
-        let result = call.run().await;
+        let out = call.run().await;
         drop(auth);
-        result.map(|_| ())
+        out
     }
 
     async fn init_mirror(&self, dir: &Path, remote: &RemoteUrl) -> Result<(), MirrorError> {
@@ -1001,27 +995,30 @@ impl Mirrors {
         .is_ok()
     }
 
+    /// Checks that `commit` is a commit id that `repo` holds; returns the
+    /// repository's name for errors.
+    async fn existing_commit(&self, repo: &Path, commit: &str) -> Result<String, MirrorError> {
+        check_commit(commit)?;
+        let name = repo.display().to_string();
+        if !self.has_commit(repo, commit).await {
+            return Err(MirrorError::CommitNotFound {
+                repository: name,
+                commit: commit.to_string(),
+            });
+        }
+        Ok(name)
+    }
+
     /// The full id of `commit` (which may be abbreviated) in `repo`.
     pub async fn full_commit(&self, repo: &Path, commit: &str) -> Result<String, MirrorError> {
         check_commit(commit)?;
         let name = repo.display().to_string();
-        let out = local_git(
-            &name,
-            "rev-parse",
-            Some(repo),
-            &[
-                "rev-parse".into(),
-                "--verify".into(),
-                "--quiet".into(),
-                format!("{commit}^{{commit}}").into(),
-            ],
-        )
-        .await
-        .map_err(|_| MirrorError::CommitNotFound {
-            repository: name,
-            commit: commit.to_string(),
-        })?;
-        Ok(String::from_utf8_lossy(&out).trim().to_string())
+        rev_parse_commit(&name, repo, &format!("{commit}^{{commit}}"))
+            .await
+            .map_err(|_| MirrorError::CommitNotFound {
+                repository: name,
+                commit: commit.to_string(),
+            })
     }
 
     /// The commit `branch` points to in `repo`.
@@ -1037,23 +1034,12 @@ impl Mirrors {
                 branch: branch.to_string(),
             });
         }
-        let out = local_git(
-            &name,
-            "rev-parse",
-            Some(repo),
-            &[
-                "rev-parse".into(),
-                "--verify".into(),
-                "--quiet".into(),
-                format!("refs/heads/{branch}^{{commit}}").into(),
-            ],
-        )
-        .await
-        .map_err(|_| MirrorError::BranchNotFound {
-            repository: name,
-            branch: branch.to_string(),
-        })?;
-        Ok(String::from_utf8_lossy(&out).trim().to_string())
+        rev_parse_commit(&name, repo, &format!("refs/heads/{branch}^{{commit}}"))
+            .await
+            .map_err(|_| MirrorError::BranchNotFound {
+                repository: name,
+                branch: branch.to_string(),
+            })
     }
 
     /// The files that differ between `before` and `after`, as paths from
@@ -1104,14 +1090,7 @@ impl Mirrors {
 
     /// A commit's id, message and author.
     pub async fn commit_info(&self, repo: &Path, commit: &str) -> Result<CommitInfo, MirrorError> {
-        check_commit(commit)?;
-        let name = repo.display().to_string();
-        if !self.has_commit(repo, commit).await {
-            return Err(MirrorError::CommitNotFound {
-                repository: name,
-                commit: commit.to_string(),
-            });
-        }
+        let name = self.existing_commit(repo, commit).await?;
         let out = local_git(
             &name,
             "log",
@@ -1141,14 +1120,7 @@ impl Mirrors {
     /// Writes the files of `commit` into `dest` (created if missing):
     /// `git archive` of the commit, so exactly what was committed.
     pub async fn archive(&self, repo: &Path, commit: &str, dest: &Path) -> Result<(), MirrorError> {
-        check_commit(commit)?;
-        let name = repo.display().to_string();
-        if !self.has_commit(repo, commit).await {
-            return Err(MirrorError::CommitNotFound {
-                repository: name,
-                commit: commit.to_string(),
-            });
-        }
+        let name = self.existing_commit(repo, commit).await?;
         tokio::fs::create_dir_all(dest)
             .await
             .map_err(|e| MirrorError::io(dest, e))?;
@@ -1182,31 +1154,31 @@ impl Mirrors {
         if let Some(pgid) = group.pgid() {
             tar.process_group(pgid);
         }
-        let tar = tar.spawn().map_err(MirrorError::Spawn)?;
-        let git_stderr = git.stderr.take();
+        let mut tar = tar.spawn().map_err(MirrorError::Spawn)?;
+        let (git_stderr, tar_stderr) = (git.stderr.take(), tar.stderr.take());
         let both = async {
-            let (git_err, tar_out, git_status) = tokio::join!(
+            tokio::join!(
                 read_bounded(git_stderr, STDERR_LIMIT),
-                tar.wait_with_output(),
+                read_bounded(tar_stderr, STDERR_LIMIT),
+                tar.wait(),
                 git.wait(),
-            );
-            (git_err, tar_out, git_status)
+            )
         };
-        let (git_err, tar_out, git_status) = match tokio::time::timeout(ARCHIVE_TIMEOUT, both).await
-        {
-            Ok(done) => done,
-            Err(_) => {
-                group.kill();
-                return Err(MirrorError::TimedOut {
-                    repository: name,
-                    operation: "archive",
-                    seconds: ARCHIVE_TIMEOUT.as_secs(),
-                });
-            }
-        };
+        let (git_err, tar_err, tar_status, git_status) =
+            match tokio::time::timeout(ARCHIVE_TIMEOUT, both).await {
+                Ok(done) => done,
+                Err(_) => {
+                    group.kill();
+                    return Err(MirrorError::TimedOut {
+                        repository: name,
+                        operation: "archive",
+                        seconds: ARCHIVE_TIMEOUT.as_secs(),
+                    });
+                }
+            };
         group.disarm();
         let git_status = git_status.map_err(MirrorError::Spawn)?;
-        let tar_out = tar_out.map_err(MirrorError::Spawn)?;
+        let tar_status = tar_status.map_err(MirrorError::Spawn)?;
         if !git_status.success() {
             return Err(MirrorError::Git {
                 repository: name,
@@ -1214,14 +1186,11 @@ impl Mirrors {
                 detail: tail(&String::from_utf8_lossy(&git_err.0)),
             });
         }
-        if !tar_out.status.success() {
+        if !tar_status.success() {
             return Err(MirrorError::Git {
                 repository: name,
                 operation: "archive",
-                detail: format!(
-                    "tar failed: {}",
-                    tail(&String::from_utf8_lossy(&tar_out.stderr))
-                ),
+                detail: format!("tar failed: {}", tail(&String::from_utf8_lossy(&tar_err.0))),
             });
         }
         Ok(())
@@ -1235,18 +1204,24 @@ impl Mirrors {
         creds: &RepoCredentials,
     ) -> Result<AuthEnv, MirrorError> {
         let mut auth = AuthEnv::default();
-        let Repository::Remote(remote) = repository else {
-            return Ok(auth);
+        let mut config = Vec::new();
+        let remote = match repository {
+            Repository::Remote(remote) => Some(remote),
+            Repository::Local(_) => None,
         };
-        if let (Some(base), Some(header)) = (remote.http_base(), creds.basic_auth()) {
+        if let Some(remote) = remote
+            && let (Some(base), Some(header)) = (remote.http_base(), creds.basic_auth())
+        {
             // Scoped to the repository's host: a redirect to another host
             // does not carry it.
-            auth.config.push((
+            config.push((
                 format!("http.{base}.extraHeader"),
                 format!("Authorization: {header}"),
             ));
         }
-        if remote.is_ssh() {
+        if let Some(remote) = remote
+            && remote.is_ssh()
+        {
             let mut ssh = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new");
             create_private_dir(&self.inner.root).await?;
             let known_hosts = self.inner.root.join("known_hosts");
@@ -1258,6 +1233,7 @@ impl Mirrors {
             if let Some(key) = &creds.ssh_key {
                 let keys = self.inner.root.join(".keys");
                 create_private_dir(&keys).await?;
+                sweep_stale_keys(&keys).await;
                 let file = keys.join(format!("{}.key", uuid::Uuid::now_v7()));
                 let mut text = key.expose().to_string();
                 if !text.ends_with('\n') {
@@ -1274,7 +1250,8 @@ impl Mirrors {
             }
             auth.env.push(("GIT_SSH_COMMAND".into(), ssh));
         }
-        auth.finish();
+        // After the settings every call gets (see [`base_config`]).
+        auth.env.extend(config_env(&config));
         Ok(auth)
     }
 }
@@ -1282,20 +1259,11 @@ impl Mirrors {
 /// The environment one git call gets for its credentials.
 #[derive(Default)]
 struct AuthEnv {
-    /// `GIT_CONFIG_*` entries (values may be secret).
-    config: Vec<(String, String)>,
-    /// Plain variables, and after [`AuthEnv::finish`] the config entries.
+    /// `GIT_SSH_COMMAND` and `GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n` (values
+    /// may be secret).
     env: Vec<(String, String)>,
     /// A private key written for this call.
     key_file: Option<PathBuf>,
-}
-
-impl AuthEnv {
-    /// Moves the config entries into `GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n`,
-    /// after the ones every call gets (see [`base_config`]).
-    fn finish(&mut self) {
-        self.env.extend(config_env(&self.config));
-    }
 }
 
 impl Drop for AuthEnv {
@@ -1336,6 +1304,39 @@ fn config_env(extra: &[(String, String)]) -> Vec<(String, String)> {
 /// `text` as one word of a POSIX shell (`GIT_SSH_COMMAND` is read by one).
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Removes the key files a process left in `keys` when it died during a
+/// call (a crash, a kill, a power cut: [`AuthEnv`]'s drop never ran), once
+/// per process and directory, before this process writes its first key
+/// there.
+async fn sweep_stale_keys(keys: &Path) {
+    type Swept = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
+    static SWEPT: std::sync::LazyLock<Swept> = std::sync::LazyLock::new(Default::default);
+    let keys = keys.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        // Held while sweeping: no call of this process writes a key before
+        // the sweep is over.
+        let mut swept = SWEPT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !swept.insert(keys.clone()) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&keys) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("key" | "tmp")
+            ) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    })
+    .await;
 }
 
 async fn create_private_dir(dir: &Path) -> Result<(), MirrorError> {
@@ -1431,6 +1432,30 @@ async fn local_git(
     }
     .run()
     .await
+}
+
+/// The commit id `rev` names in `repo` (`git rev-parse --verify`).
+async fn rev_parse_commit(repository: &str, repo: &Path, rev: &str) -> Result<String, MirrorError> {
+    let out = local_git(
+        repository,
+        "rev-parse",
+        Some(repo),
+        &[
+            "rev-parse".into(),
+            "--verify".into(),
+            "--quiet".into(),
+            rev.into(),
+        ],
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// The remote operations of git, each with its time limit.
+#[derive(Debug, Clone, Copy)]
+enum RemoteOp {
+    LsRemote,
+    Fetch,
 }
 
 /// One run of git, bounded in time and output.

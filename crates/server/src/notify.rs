@@ -77,8 +77,8 @@ pub struct NotifyOptions {
     pub command_timeout: Duration,
     /// Bytes of an answer read (the rest is not). Default 64 KiB.
     pub max_response_bytes: usize,
-    /// Bytes of a command's stdout and of its stderr kept (the rest is
-    /// read and dropped). Default 16 KiB.
+    /// Bytes of a command's stderr kept (the rest, and all of its stdout,
+    /// is read and dropped). Default 16 KiB.
     pub max_output_bytes: usize,
 }
 
@@ -469,6 +469,17 @@ pub(crate) struct ActionPlace {
     pub(crate) attempt: u32,
 }
 
+impl ActionPlace {
+    /// The attempt of an action event (approvals, deployments).
+    fn of(stage: &str, action: &str, attempt: u32) -> Option<ActionPlace> {
+        Some(ActionPlace {
+            stage: stage.to_string(),
+            action: action.to_string(),
+            attempt,
+        })
+    }
+}
+
 /// An execution was requested (it may wait in front of its first stage).
 pub(crate) struct ExecutionStarted;
 
@@ -581,11 +592,7 @@ impl PipelineEvent for ApprovalWaiting {
         })
     }
     fn action(&self) -> Option<ActionPlace> {
-        Some(ActionPlace {
-            stage: self.stage.clone(),
-            action: self.action.clone(),
-            attempt: self.attempt,
-        })
+        ActionPlace::of(&self.stage, &self.action, self.attempt)
     }
 }
 
@@ -658,11 +665,7 @@ impl PipelineEvent for ApprovalDecided {
         })
     }
     fn action(&self) -> Option<ActionPlace> {
-        Some(ActionPlace {
-            stage: self.stage.clone(),
-            action: self.action.clone(),
-            attempt: self.attempt,
-        })
+        ActionPlace::of(&self.stage, &self.action, self.attempt)
     }
 }
 
@@ -721,11 +724,7 @@ impl PipelineEvent for DeploymentFailed {
         })
     }
     fn action(&self) -> Option<ActionPlace> {
-        Some(ActionPlace {
-            stage: self.stage.clone(),
-            action: self.action.clone(),
-            attempt: self.attempt,
-        })
+        ActionPlace::of(&self.stage, &self.action, self.attempt)
     }
 }
 
@@ -781,11 +780,7 @@ impl PipelineEvent for DeploymentRolledBack {
         })
     }
     fn action(&self) -> Option<ActionPlace> {
-        Some(ActionPlace {
-            stage: self.stage.clone(),
-            action: self.action.clone(),
-            attempt: self.attempt,
-        })
+        ActionPlace::of(&self.stage, &self.action, self.attempt)
     }
 }
 
@@ -936,6 +931,21 @@ enum Failure {
     Permanent(String),
 }
 
+/// A server log line about `$delivery`: its event, pipeline, execution,
+/// target and id, then the fields and message given.
+macro_rules! delivery_log {
+    ($level:ident, $delivery:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            event = $delivery.event.as_str(),
+            pipeline = %$delivery.pipeline,
+            execution = %$delivery.execution_id,
+            target = %$delivery.target_name(),
+            delivery = %$delivery.id,
+            $($rest)+
+        )
+    };
+}
+
 /// Runs a delivery to its end, with retries, and tells the logs.
 async fn deliver(inner: &Inner, delivery: Delivery) {
     let settings = inner.settings();
@@ -950,12 +960,9 @@ async fn deliver(inner: &Inner, delivery: Delivery) {
             Err(Failure::Transient(reason)) if tries >= max_tries => break Err(reason),
             Err(Failure::Transient(reason)) => {
                 let wait = options.backoff(tries);
-                tracing::warn!(
-                    event = delivery.event.as_str(),
-                    pipeline = %delivery.pipeline,
-                    execution = %delivery.execution_id,
-                    target = %delivery.target_name(),
-                    delivery = %delivery.id,
+                delivery_log!(
+                    warn,
+                    delivery,
                     tries,
                     %reason,
                     retry_in = ?wait,
@@ -968,15 +975,7 @@ async fn deliver(inner: &Inner, delivery: Delivery) {
     };
     let line = match &outcome {
         Ok(()) => {
-            tracing::info!(
-                event = delivery.event.as_str(),
-                pipeline = %delivery.pipeline,
-                execution = %delivery.execution_id,
-                target = %delivery.target_name(),
-                delivery = %delivery.id,
-                tries,
-                "Notification delivered."
-            );
+            delivery_log!(info, delivery, tries, "Notification delivered.");
             format!(
                 "Notification {} to {}: delivered (delivery {}, try {tries})",
                 delivery.event.as_str(),
@@ -985,12 +984,9 @@ async fn deliver(inner: &Inner, delivery: Delivery) {
             )
         }
         Err(reason) => {
-            tracing::warn!(
-                event = delivery.event.as_str(),
-                pipeline = %delivery.pipeline,
-                execution = %delivery.execution_id,
-                target = %delivery.target_name(),
-                delivery = %delivery.id,
+            delivery_log!(
+                warn,
+                delivery,
                 tries,
                 %reason,
                 "A notification delivery failed; it is given up."
@@ -1214,7 +1210,8 @@ async fn run_command(
     let ran = tokio::time::timeout(options.command_timeout, async {
         let ((), _out, err, status) = tokio::join!(
             feed,
-            read_capped(stdout, cap),
+            // Nothing reads it: drained, so the command never blocks.
+            read_capped(stdout, 0),
             read_capped(stderr, cap),
             child.wait()
         );

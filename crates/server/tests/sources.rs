@@ -560,6 +560,37 @@ async fn an_unreachable_repository_fails_fast_with_its_code() {
     assert_eq!(error.http_status(), 502);
 }
 
+/// Regression: an SSH key is written for one call and removed after it,
+/// and a key file a killed server left behind (its removal never ran) is
+/// removed before the next key is written, instead of outliving the call
+/// for good.
+#[tokio::test]
+async fn ssh_key_files_do_not_outlive_their_call_nor_a_crash() {
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA_not_a_real_key\n-----END OPENSSH PRIVATE KEY-----\n";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = data.join("mirrors/.keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    // What a server killed during an SSH fetch leaves.
+    std::fs::write(keys.join("0190a000-dead-7000-8000-000000000000.key"), KEY).unwrap();
+    std::fs::write(keys.join("0190a000-dead-7000-8000-000000000001.tmp"), KEY).unwrap();
+
+    let mirrors = Mirrors::new(&data);
+    let url = format!("ssh://git@127.0.0.1:{}/acme/shop.git", free_port());
+    let error = mirrors
+        .ls_remote(&url, &RepoCredentials::ssh_key(KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "source.unreachable", "{error}");
+    let error = format!("{error} {error:?}");
+    assert!(!error.contains("not_a_real_key"), "{error}");
+    let left: Vec<PathBuf> = walk(&data.join("mirrors"))
+        .into_iter()
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|text| text.contains("not_a_real_key")))
+        .collect();
+    assert!(left.is_empty(), "key files left: {left:?}");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
