@@ -507,8 +507,16 @@ async fn user_text_comes_back_escaped_on_every_page() {
     }
     let dialog = browser.get(&pages[2]).await;
     // A review URL that is no web address is shown, never linked.
-    assert!(!dialog.text.contains("href=\"javascript:"), "{}", dialog.text);
-    assert!(dialog.text.contains("Review: javascript:alert(1)"), "{}", dialog.text);
+    assert!(
+        !dialog.text.contains("href=\"javascript:"),
+        "{}",
+        dialog.text
+    );
+    assert!(
+        dialog.text.contains("Review: javascript:alert(1)"),
+        "{}",
+        dialog.text
+    );
     assert!(
         dialog
             .text
