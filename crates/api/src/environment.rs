@@ -34,6 +34,10 @@ pub struct EnvironmentStatus {
     pub environment: String,
     /// Where the load balancer listens (`127.0.0.1:8080`).
     pub load_balancer: String,
+    /// The load balancer's path rules, by ascending priority (absent from
+    /// servers before issue 12).
+    #[serde(default)]
+    pub rules: Vec<LoadBalancerRule>,
     /// `process` or `docker`.
     pub runtime: String,
     /// In the order of the project's services.
@@ -42,15 +46,48 @@ pub struct EnvironmentStatus {
     pub url: String,
 }
 
+/// One path rule of an environment's load balancer: requests whose path
+/// matches go to the service's target group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LoadBalancerRule {
+    /// `*` any run of characters, `?` one character.
+    pub path: String,
+    /// Lower first.
+    pub priority: u32,
+    pub service: String,
+}
+
+/// The share of a service's traffic one revision takes: the weights of its
+/// replicas that may take requests over those of all the service's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TrafficShare {
+    /// Whole percent; the shares of a service add up to 100 when any
+    /// replica may take requests.
+    pub percent: u32,
+    pub revision: u64,
+    /// The sum of the weights of the revision's replicas that may take
+    /// requests.
+    pub weight: u32,
+}
+
 /// One service: its current revision (all null before its first
 /// deployment), its replicas and its last ten deployments, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceStatus {
+    /// What made the current revision: `deploy action STAGE/ACTION of
+    /// execution ID`, `gantry deploy`, `rollback to 3`.
+    #[serde(default)]
+    pub cause: Option<String>,
     pub deployments: Vec<DeploymentRecord>,
     /// The current revision's replica count.
     pub desired: Option<u32>,
     /// The image's digest (`sha256:…`).
     pub digest: Option<String>,
+    /// The pipeline execution whose deploy action made the current
+    /// revision (or the revision a rollback returned to); null when a
+    /// person deployed the image.
+    #[serde(default)]
+    pub execution: Option<String>,
     /// `registry/repo@sha256:…`
     pub image: Option<String>,
     pub name: String,
@@ -59,6 +96,11 @@ pub struct ServiceStatus {
     pub replicas: Vec<ReplicaStatus>,
     /// The current revision's number.
     pub revision: Option<u64>,
+    /// Which revisions take the service's requests, and how much of them:
+    /// one revision at 100 outside a deployment, two during a blue/green
+    /// switch or a canary shift. Empty when no replica may take requests.
+    #[serde(default)]
+    pub traffic: Vec<TrafficShare>,
 }
 
 /// One replica a service runs, with its health as the load balancer sees it.
@@ -81,6 +123,10 @@ pub struct ReplicaStatus {
     #[serde(default)]
     pub restarts: u32,
     pub revision: u64,
+    /// Its weight in the target group (its share of requests relative to
+    /// the others'); null when it is not in the target group.
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// How a replica's process (or container) ended.
@@ -118,6 +164,29 @@ pub struct SecretRef {
     /// The environment variable it fills.
     pub var: String,
     pub version: u64,
+}
+
+/// `GET /api/v1/environments/{env}/services/{service}/revisions/{revision}`:
+/// one revision of a service as it was made, its definition flattened into
+/// named fields so that two revisions can be compared field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevisionDetail {
+    /// What made it (see [`ServiceStatus::cause`]).
+    pub cause: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub environment: String,
+    /// The execution whose deploy action made it (or the revision a
+    /// rollback returned to), if one did.
+    pub execution: Option<String>,
+    /// `image`, `command`, `port`, `replicas`, `user`,
+    /// `environment.NAME`, `secret.VAR` (`PARAMETER:VERSION`, never a
+    /// value), `health_check.*`, `deployment.*`, `resources.*`.
+    pub fields: BTreeMap<String, String>,
+    /// `registry/repo@sha256:…`
+    pub image: String,
+    pub revision: u64,
+    pub service: String,
 }
 
 /// `POST /api/v1/environments/{env}/services/{service}/deploy`.
@@ -235,8 +304,14 @@ mod tests {
         EnvironmentStatus {
             environment: "staging".into(),
             load_balancer: "127.0.0.1:8080".into(),
+            rules: vec![LoadBalancerRule {
+                path: "/*".into(),
+                priority: 10,
+                service: "web".into(),
+            }],
             runtime: "process".into(),
             services: vec![ServiceStatus {
+                cause: Some("gantry deploy".into()),
                 deployments: vec![DeploymentRecord {
                     finished_at: Some(20),
                     from_revision: Some(1),
@@ -248,6 +323,7 @@ mod tests {
                 }],
                 desired: Some(2),
                 digest: Some("sha256:abc".into()),
+                execution: None,
                 image: Some("127.0.0.1:5000/web@sha256:abc".into()),
                 name: "web".into(),
                 parameters: vec![SecretRef {
@@ -264,15 +340,22 @@ mod tests {
                     last_failure: None,
                     restarts: 0,
                     revision: 2,
+                    weight: Some(1),
                 }],
                 revision: Some(2),
+                traffic: vec![TrafficShare {
+                    percent: 100,
+                    revision: 2,
+                    weight: 1,
+                }],
             }],
             url: "http://127.0.0.1:8080/".into(),
         }
     }
 
     /// The contract of `gantry env status --json`, as the deployer built it
-    /// with `json!` before it had types.
+    /// with `json!` before it had types, and what issue 12 added (`rules`,
+    /// `cause`, `execution`, `traffic`, each replica's `weight`).
     #[test]
     fn environment_status_keeps_its_bytes() {
         same_bytes(
@@ -282,13 +365,17 @@ mod tests {
                 "runtime": "process",
                 "load_balancer": "127.0.0.1:8080",
                 "url": "http://127.0.0.1:8080/",
+                "rules": [{"priority": 10, "path": "/*", "service": "web"}],
                 "services": [{
+                    "cause": "gantry deploy", "execution": null,
+                    "traffic": [{"revision": 2, "percent": 100, "weight": 1}],
                     "name": "web", "revision": 2, "image": "127.0.0.1:5000/web@sha256:abc",
                     "digest": "sha256:abc", "desired": 2,
                     "parameters": [{"var": "DB_PASSWORD", "parameter": "/shop/db-password", "version": 3, "secure": true}],
                     "replicas": [{
                         "id": "staging-web-r2-1-abcdef", "revision": 2, "addr": "127.0.0.1:40001",
                         "health": "healthy", "last_failure": null, "restarts": 0,
+                        "weight": 1,
                     }],
                     "deployments": [{
                         "id": 7, "from_revision": 1, "to_revision": 2, "status": "Succeeded",
@@ -369,19 +456,23 @@ mod tests {
     #[test]
     fn a_service_never_deployed_shows_nulls_and_empty_lists() {
         let status = ServiceStatus {
+            cause: None,
             deployments: vec![],
             desired: None,
             digest: None,
+            execution: None,
             image: None,
             name: "web".into(),
             parameters: vec![],
             replicas: vec![],
             revision: None,
+            traffic: vec![],
         };
         assert_eq!(
             serde_json::to_value(status).unwrap(),
             json!({"name": "web", "revision": null, "image": null, "digest": null,
-                   "desired": null, "parameters": [], "replicas": [], "deployments": []})
+                   "desired": null, "parameters": [], "replicas": [], "deployments": [],
+                   "cause": null, "execution": null, "traffic": []})
         );
     }
 }

@@ -409,6 +409,18 @@ pub const ROUTES: &[Route] = &[
     Route {
         errors: &[404],
         ..route(
+            Get,
+            "/api/v1/environments/{env}/services/{service}/revisions/{revision}",
+            "revisionDetail",
+            "One revision of a service as it was made: its image, cause, execution and \
+             definition as named fields (secrets as parameter and version, never a value).",
+            Role::Viewer,
+            of::<RevisionDetail>,
+        )
+    },
+    Route {
+        errors: &[404],
+        ..route(
             Post,
             "/api/v1/environments/{env}/down",
             "environmentDown",

@@ -13,7 +13,7 @@ use gantry_runtime::BoxFuture;
 
 use crate::deployer::{DeployLog, DeployOutcome, Deployer, EnvState, ServiceState};
 use crate::error::DeployError;
-use crate::revision::{Revision, SecretRef};
+use crate::revision::{Cause, Revision, SecretRef};
 use crate::rollout::Rollout;
 
 /// Where images are looked up to pin them by digest: the registry client,
@@ -104,9 +104,10 @@ impl Deployer {
         environment: &str,
         service: &str,
         image: &str,
-        cause: &str,
+        cause: impl Into<Cause>,
         log: &dyn DeployLog,
     ) -> Result<DeployOutcome, DeployError> {
+        let cause = cause.into();
         let (env, project) = self.environment(environment).await?;
         let env_name = gantry_spec::environment::EnvironmentName::new(environment)
             .map_err(DeployError::Spec)?;
@@ -177,10 +178,11 @@ impl Deployer {
             pinned,
             secrets,
             now_ms(),
-            cause.to_string(),
+            cause.text,
         )
         .map_err(DeployError::Spec)?;
         let revision = Revision {
+            execution: cause.execution,
             host_network: env.spec.lock().await.network == gantry_spec::environment::Network::Host,
             ..revision
         };

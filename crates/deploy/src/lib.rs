@@ -46,5 +46,5 @@ pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes, uses_docker};
 pub use error::DeployError;
 pub use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
 pub use logs::ServiceOutput;
-pub use revision::{Revision, SecretRef};
+pub use revision::{Cause, Revision, SecretRef};
 pub use store::DeploymentRecord;

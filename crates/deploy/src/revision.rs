@@ -60,6 +60,27 @@ pub struct Revision {
     pub created_at: i64,
     /// What made it: `deploy action …`, `gantry deploy`, `rollback to 3`.
     pub cause: String,
+    /// The pipeline execution whose deploy action made it (or the
+    /// revision a rollback returned to), if one did.
+    #[serde(default)]
+    pub execution: Option<String>,
+}
+
+/// What asks for a deployment: the revision's `cause`, and the pipeline
+/// execution whose deploy action asks, if one does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cause {
+    pub text: String,
+    pub execution: Option<String>,
+}
+
+impl From<&str> for Cause {
+    fn from(text: &str) -> Cause {
+        Cause {
+            text: text.to_string(),
+            execution: None,
+        }
+    }
 }
 
 impl Revision {
@@ -115,6 +136,7 @@ impl Revision {
             user: service.user.clone(),
             created_at,
             cause,
+            execution: None,
         })
     }
 
@@ -126,6 +148,7 @@ impl Revision {
             number: 0,
             created_at: 0,
             cause: String::new(),
+            execution: None,
             ..r.clone()
         };
         strip(self) == strip(other)

@@ -6,11 +6,18 @@
 //! friends), defined once there; the JSON is a contract, which gantry-api's
 //! `environment` tests pin.
 
-use gantry_api::{EnvironmentStatus, ReplicaExit, ReplicaStatus, ServiceStatus};
+use std::collections::{BTreeMap, HashMap};
+
+use gantry_api::{
+    EnvironmentStatus, LoadBalancerRule, ReplicaExit, ReplicaStatus, RevisionDetail, ServiceStatus,
+    TrafficShare,
+};
+use gantry_proxy::{Health, TargetStatus};
 
 use crate::deployer::{Deployer, runtime_name};
 use crate::error::DeployError;
-use crate::revision::SecretRef;
+use crate::revision::{Revision, SecretRef};
+use crate::rollout::ReplicaRef;
 use crate::store::DeploymentRecord;
 
 impl From<DeploymentRecord> for gantry_api::DeploymentRecord {
@@ -60,6 +67,7 @@ impl Deployer {
             let current = state.current.lock().await.clone();
             let replicas = state.replicas.lock().await.clone();
             let targets = env.lb.target_group(&name).targets();
+            let traffic = traffic_shares(&replicas, &targets);
             let replicas = replicas
                 .iter()
                 .map(|r| {
@@ -76,16 +84,20 @@ impl Deployer {
                         last_failure: target.and_then(|t| t.last_failure.clone()),
                         restarts: run.map_or(0, |x| x.restarts),
                         revision: r.revision,
+                        weight: target.map(|t| t.weight),
                     }
                 })
                 .collect();
+
             let deployments = self.inner.db.deployments(environment, &name, 10).await?;
             services.push(ServiceStatus {
+                cause: current.as_ref().map(|c| c.cause.clone()),
                 deployments: deployments.into_iter().map(Into::into).collect(),
                 desired: current.as_ref().map(|c| c.replicas),
                 digest: current
                     .as_ref()
                     .and_then(|c| c.image.split_once('@').map(|(_, d)| d.to_string())),
+                execution: current.as_ref().and_then(|c| c.execution.clone()),
                 image: current.as_ref().map(|c| c.image.clone()),
                 name,
                 parameters: current
@@ -94,15 +106,215 @@ impl Deployer {
                     .unwrap_or_default(),
                 replicas,
                 revision: current.as_ref().map(|c| c.number),
+                traffic,
             });
         }
         let addr = env.lb.local_addr();
+        let mut rules: Vec<LoadBalancerRule> = spec
+            .load_balancer
+            .iter()
+            .flat_map(|lb| &lb.rules)
+            .map(|r| LoadBalancerRule {
+                path: r.path.to_string(),
+                priority: r.priority,
+                service: r.service.to_string(),
+            })
+            .collect();
+        rules.sort_by_key(|r| r.priority);
         Ok(EnvironmentStatus {
             environment: environment.to_string(),
             load_balancer: addr.to_string(),
+            rules,
             runtime: runtime_name(spec.runtime).to_string(),
             services,
             url: format!("http://{addr}/"),
         })
+    }
+}
+
+/// Each revision's share of a service's requests, as the load balancer
+/// picks targets: among the Healthy ones of weight above 0, or, when there
+/// is none, the ones not draining (it fails open, as ALB does).
+fn traffic_shares(replicas: &[ReplicaRef], targets: &[TargetStatus]) -> Vec<TrafficShare> {
+    let revision_of: HashMap<&str, u64> = replicas
+        .iter()
+        .map(|r| (r.id.as_str(), r.revision))
+        .collect();
+    let takes = |t: &&TargetStatus, healthy_only: bool| {
+        t.weight > 0
+            && if healthy_only {
+                t.health == Health::Healthy
+            } else {
+                t.health != Health::Draining
+            }
+    };
+    let healthy_only = targets.iter().any(|t| takes(&t, true));
+    let mut weights: BTreeMap<u64, u32> = BTreeMap::new();
+    for t in targets.iter().filter(|t| takes(t, healthy_only)) {
+        if let Some(revision) = revision_of.get(t.id.as_str()) {
+            *weights.entry(*revision).or_default() += t.weight;
+        }
+    }
+    let total: u64 = weights.values().map(|w| u64::from(*w)).sum();
+    weights
+        .into_iter()
+        .map(|(revision, weight)| TrafficShare {
+            percent: u32::try_from((u64::from(weight) * 100 + total / 2) / total.max(1))
+                .unwrap_or(100),
+            revision,
+            weight,
+        })
+        .collect()
+}
+
+impl Deployer {
+    /// One revision of a service as it was made, its definition flattened
+    /// into named fields (see [`RevisionDetail::fields`]).
+    pub async fn revision_detail(
+        &self,
+        environment: &str,
+        service: &str,
+        number: u64,
+    ) -> Result<RevisionDetail, DeployError> {
+        let (_, project) = self.environment(environment).await?;
+        if !project.services.keys().any(|s| s.as_str() == service) {
+            return Err(DeployError::UnknownService {
+                environment: environment.to_string(),
+                service: service.to_string(),
+            });
+        }
+        let revision = self
+            .inner
+            .db
+            .revision(environment, service, number)
+            .await?
+            .ok_or(DeployError::UnknownRevision {
+                environment: environment.to_string(),
+                service: service.to_string(),
+                revision: number,
+            })?;
+        Ok(RevisionDetail {
+            cause: revision.cause.clone(),
+            created_at: revision.created_at,
+            environment: revision.environment.clone(),
+            execution: revision.execution.clone(),
+            fields: revision_fields(&revision),
+            image: revision.image.clone(),
+            revision: revision.number,
+            service: revision.service.clone(),
+        })
+    }
+}
+
+/// A revision's definition as `name = value` pairs: every stored field but
+/// its identity (number, time, cause, execution), nested maps as
+/// `name.key`, secrets as `secret.VAR = PARAMETER:VERSION`. Built from the
+/// stored form, so a field a later revision adds shows up in diffs without
+/// a change here.
+fn revision_fields(revision: &Revision) -> BTreeMap<String, String> {
+    const IDENTITY: [&str; 6] = [
+        "number",
+        "created_at",
+        "cause",
+        "execution",
+        "environment",
+        "service",
+    ];
+    let mut fields = BTreeMap::new();
+    for secret in &revision.secrets {
+        fields.insert(
+            format!("secret.{}", secret.var),
+            format!("{}:{}", secret.parameter, secret.version),
+        );
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(revision) else {
+        return fields;
+    };
+    for (key, value) in map {
+        if IDENTITY.contains(&key.as_str()) || key == "secrets" {
+            continue;
+        }
+        flatten(&key, value, &mut fields);
+    }
+    fields
+}
+
+fn flatten(name: &str, value: serde_json::Value, into: &mut BTreeMap<String, String>) {
+    use serde_json::Value;
+    match value {
+        Value::Null => {}
+        Value::String(s) => {
+            into.insert(name.to_string(), s);
+        }
+        Value::Object(map) => {
+            for (key, value) in map {
+                flatten(&format!("{name}.{key}"), value, into);
+            }
+        }
+        other => {
+            into.insert(name.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(id: &str, revision: u64) -> ReplicaRef {
+        ReplicaRef {
+            id: id.into(),
+            revision,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    fn target(id: &str, health: Health, weight: u32) -> TargetStatus {
+        TargetStatus {
+            id: id.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            health,
+            in_flight: 0,
+            weight,
+            last_failure: None,
+        }
+    }
+
+    fn shares(targets: &[TargetStatus]) -> Vec<(u64, u32, u32)> {
+        let replicas = [replica("a", 1), replica("b", 1), replica("c", 2)];
+        traffic_shares(&replicas, targets)
+            .into_iter()
+            .map(|s| (s.revision, s.percent, s.weight))
+            .collect()
+    }
+
+    #[test]
+    fn shares_follow_the_weights_of_targets_that_may_take_requests() {
+        use Health::*;
+        // A canary at 10%: the stable revision's two replicas weigh 45 each.
+        let canary = [
+            target("a", Healthy, 45),
+            target("b", Healthy, 45),
+            target("c", Healthy, 10),
+        ];
+        assert_eq!(shares(&canary), [(1, 90, 90), (2, 10, 10)]);
+        // Green is not healthy yet: blue takes everything.
+        let starting = [
+            target("a", Healthy, 1),
+            target("b", Healthy, 1),
+            target("c", Initial, 1),
+        ];
+        assert_eq!(shares(&starting), [(1, 100, 2)]);
+        // Weight 0 and draining targets take nothing.
+        let switched = [
+            target("a", Draining, 1),
+            target("b", Healthy, 0),
+            target("c", Healthy, 1),
+        ];
+        assert_eq!(shares(&switched), [(2, 100, 1)]);
+        // None healthy: the load balancer fails open to the rest.
+        let failing = [target("a", Unhealthy, 1), target("c", Initial, 1)];
+        assert_eq!(shares(&failing), [(1, 50, 1), (2, 50, 1)]);
+        assert_eq!(shares(&[]), []);
     }
 }

@@ -14,7 +14,7 @@ use crate::error::ControlError;
 use crate::guard::Caller;
 use gantry_api::{
     Applied, ApplyRequest, DeployRequest, DeploymentAnswer, EnvironmentDown, EnvironmentStatus,
-    RollbackRequest, ShutdownAnswer, ShutdownRequest,
+    RevisionDetail, RollbackRequest, ShutdownAnswer, ShutdownRequest,
 };
 use gantry_auth::{Permission, Target};
 
@@ -24,6 +24,10 @@ pub(crate) fn routes() -> Router<ControlPlane> {
         .route("/api/v1/environments", get(environments))
         .route("/api/v1/environments/{env}", get(status))
         .route("/api/v1/environments/{env}/down", post(down))
+        .route(
+            "/api/v1/environments/{env}/services/{service}/revisions/{revision}",
+            get(revision),
+        )
         .route(
             "/api/v1/environments/{env}/services/{service}/deploy",
             post(deploy),
@@ -84,6 +88,22 @@ async fn status(
         .await
         .map_err(ControlError::from)?;
     Ok(Json(status))
+}
+
+/// One revision of a service, its definition as named fields (to compare
+/// two: the console's revision diff).
+async fn revision(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+    Path((env, service, revision)): Path<(String, String, u64)>,
+) -> Result<Json<RevisionDetail>, ApiError> {
+    caller.require(Permission::Read, Target::any())?;
+    let detail = plane
+        .deployer()
+        .revision_detail(&env, &service, revision)
+        .await
+        .map_err(ControlError::from)?;
+    Ok(Json(detail))
 }
 
 /// Collects a deployment's log for the response.

@@ -532,6 +532,12 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
             Needs::Read,
         ),
         (
+            "GET",
+            "/api/v1/environments/staging/services/web/revisions/1".into(),
+            None,
+            Needs::Read,
+        ),
+        (
             "POST",
             "/api/v1/environments/staging/down".into(),
             body(&serde_json::Map::new()),

@@ -450,3 +450,74 @@ async fn deploying_what_already_runs_starts_nothing() {
     assert_eq!(again.revision, first.revision);
     assert_eq!(cluster.world().steps, Vec::<Step>::new());
 }
+
+#[tokio::test(start_paused = true)]
+async fn status_names_the_execution_rules_and_traffic_and_revisions_compare_field_by_field() {
+    let deployment = "{min_healthy_percent: 100, max_percent: 200, drain: 1s}";
+    let (_cluster, _store, deployer) = setup(project(2, deployment)).await;
+    let cause = crate::Cause {
+        text: "deploy action Deploy/web of execution e-1".into(),
+        execution: Some("e-1".into()),
+    };
+    deployer
+        .deploy("staging", "web", IMAGE_1, cause, &Quiet)
+        .await
+        .unwrap();
+    deploy(&deployer, IMAGE_2).await.unwrap();
+
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.rules.len(), 1);
+    assert_eq!(
+        (status.rules[0].priority, status.rules[0].path.as_str()),
+        (10, "/*")
+    );
+    let web = &status.services[0];
+    assert_eq!(web.cause.as_deref(), Some("test"));
+    assert_eq!(web.execution, None, "a person deployed revision 2");
+    assert_eq!(
+        web.traffic,
+        vec![gantry_api::TrafficShare {
+            percent: 100,
+            revision: 2,
+            weight: 2
+        }]
+    );
+    assert!(web.replicas.iter().all(|r| r.weight == Some(1)));
+
+    let one = deployer.revision_detail("staging", "web", 1).await.unwrap();
+    let two = deployer.revision_detail("staging", "web", 2).await.unwrap();
+    assert_eq!(one.execution.as_deref(), Some("e-1"));
+    assert_eq!(one.cause, "deploy action Deploy/web of execution e-1");
+    assert_eq!(one.fields["replicas"], "2");
+    assert_eq!(one.fields["health_path"], "/health");
+    let changed: Vec<&String> = one
+        .fields
+        .keys()
+        .filter(|k| one.fields.get(*k) != two.fields.get(*k))
+        .collect();
+    assert_eq!(changed, ["image"], "only the image differs");
+    assert!(!one.fields.contains_key("number") && !one.fields.contains_key("cause"));
+
+    // A rollback returns to revision 1: its execution made what runs.
+    deployer
+        .rollback("staging", "web", Some(1), &Quiet)
+        .await
+        .unwrap();
+    let web = deployer
+        .environment_status("staging")
+        .await
+        .unwrap()
+        .services[0]
+        .clone();
+    assert_eq!(web.execution.as_deref(), Some("e-1"));
+    assert_eq!(web.cause.as_deref(), Some("rollback to revision 1"));
+
+    assert!(matches!(
+        deployer.revision_detail("staging", "web", 9).await,
+        Err(DeployError::UnknownRevision { revision: 9, .. })
+    ));
+    assert!(matches!(
+        deployer.revision_detail("staging", "nope", 1).await,
+        Err(DeployError::UnknownService { .. })
+    ));
+}

@@ -63,16 +63,19 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
             names.join(", ")
         )));
     };
-    let cause = format!(
-        "deploy action {}/{} of execution {}",
-        ctx.stage, ctx.action.name, ctx.execution_id
-    );
+    let cause = gantry_deploy::Cause {
+        text: format!(
+            "deploy action {}/{} of execution {}",
+            ctx.stage, ctx.action.name, ctx.execution_id
+        ),
+        execution: Some(ctx.execution_id.to_string()),
+    };
     let outcome = deployer
         .deploy(
             environment.as_str(),
             service.as_str(),
             &definition.image_uri,
-            &cause,
+            cause,
             &ctx.log,
         )
         .await
