@@ -191,6 +191,17 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
                         println!("      {line}");
                     }
                 }
+                if s.traffic.len() > 1 {
+                    let shares: Vec<String> = s
+                        .traffic
+                        .iter()
+                        .map(|t| format!("revision {} {}%", t.revision, t.percent))
+                        .collect();
+                    println!("      traffic: {}", shares.join(", "));
+                }
+                if let Some(cause) = &s.cause {
+                    println!("      made by: {cause}");
+                }
                 if let Some(d) = s.deployments.first() {
                     println!(
                         "      last deployment: revision {} {}{}",
