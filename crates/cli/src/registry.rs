@@ -38,7 +38,8 @@ pub(crate) async fn registry(conn: &Connection, command: RegistryCommand) -> Res
                 .map_err(|e| anyhow!("--grace: {e}"))?;
             let request = RegistryGcRequest {
                 dry_run,
-                grace_seconds: Some(grace.as_secs()),
+                // The API counts whole seconds; rounding up never shortens the grace.
+                grace_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
             };
             let answer: RegistryGcAnswer =
                 conn.client.post("/api/v1/registry/gc", &request).await?;

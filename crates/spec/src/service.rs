@@ -21,16 +21,24 @@
 //! | `replicas` | 1 | 0..=100 |
 //! | `health_check.path` | `/` (ALB: `/`) | starts with `/` |
 //! | `health_check.interval` | 5s (ALB: 30s) | 1s..=5m |
-//! | `health_check.timeout` | 2s (ALB: 5s) | 1s..=2m, less than `interval` |
+//! | `health_check.timeout` | 2s (ALB: 5s) | 100ms..=2m, less than `interval` |
 //! | `health_check.healthy_threshold` | 2 (ALB: 5) | 2..=10 |
 //! | `health_check.unhealthy_threshold` | 2 (ALB: 2) | 2..=10 |
 //! | `health_check.grace_period` | 10s (ECS: 0s) | 0s..=1h |
-//! | `deployment.strategy` | `rolling` | `rolling`, `blue_green` |
+//! | `deployment.strategy` | `rolling` | `rolling`, `blue_green`, `canary`, `linear`, `steps` |
 //! | `deployment.min_healthy_percent` | 100 | 0..=100 |
 //! | `deployment.max_percent` | 200 | 100..=200 |
 //! | `deployment.circuit_breaker.threshold` | 3 | 1..=200 |
 //! | `deployment.circuit_breaker.rollback` | true | |
 //! | `deployment.drain` | 5s (ALB: 300s) | 0s..=1h |
+//! | `deployment.blue_green.test_listener` | none | an IP address and a port |
+//! | `deployment.blue_green.shift_after` | at once | `manual` or 1s..=7d |
+//! | `deployment.blue_green.termination_wait` | 0s | 0s..=2d |
+//! | `deployment.canary` | `{percent: 10, interval: 5m}` | percent 1..=100, interval 1s..=7d |
+//! | `deployment.linear` | `{percent: 10, every: 1m}` | percent 1..=100, every 1s..=7d |
+//! | `deployment.analysis.min_requests` | 50 | 0..=1000000 |
+//! | `deployment.analysis.window` | 1m | 1s..=1h |
+//! | `deployment.canary_header` | `X-Gantry-Canary` | an HTTP header name |
 //! | `resources.cpus`, `resources.memory` | no limit | cpus 0.01..=1024, memory at least 6Mi |
 //!
 //! The health check's interval and thresholds make a healthy replica known
@@ -39,6 +47,10 @@
 //! killed in a loop. `max_percent` stops at 200 because a deployment replaces
 //! one revision at a time: with 200% every new replica can already start at
 //! once, and more would start nothing.
+//!
+//! The strategies other than `rolling` start a full new set of replicas
+//! beside the old one and move traffic by weight; [`rollout`] describes
+//! them as steps.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,7 +60,12 @@ pub use crate::names::ServiceName;
 use crate::names::{EnvironmentName, NameRule};
 
 pub(crate) mod decode;
+pub mod rollout;
 pub use decode::is_user;
+pub use rollout::{
+    Analysis, BlueGreen, Canary, CompareToStable, DEFAULT_CANARY_HEADER, Linear, Pause, Probe,
+    ProbeTarget, PrometheusCheck, RolloutStep, Step, StepAnalysis,
+};
 
 /// The default container port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -109,7 +126,7 @@ pub enum HealthCheckKind {
     Command { command: Vec<String> },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub strategy: DeploymentStrategy,
     /// Rolling only: the share of `replicas` that must stay healthy (rounded up).
@@ -120,6 +137,22 @@ pub struct Deployment {
     /// How long a replica taken out of the load balancer keeps serving the
     /// requests it has before it is stopped.
     pub drain: Duration,
+    /// `blue_green:` as written; `None`: its defaults. Set only with
+    /// `strategy: blue_green`, as each strategy's block is only with its
+    /// strategy; [`Deployment::blue_green_settings`] fills in defaults.
+    pub blue_green: Option<BlueGreen>,
+    /// `canary:` as written; `None`: [`Canary::default`].
+    pub canary: Option<Canary>,
+    /// `linear:` as written; `None`: [`Linear::default`].
+    pub linear: Option<Linear>,
+    /// `steps:` as written; set exactly when the strategy is `steps`.
+    pub steps: Option<Vec<Step>>,
+    /// How the new revision is judged (canary, linear and steps only): in
+    /// `{analysis: default}` steps, and after every canary or linear pause.
+    pub analysis: Option<Analysis>,
+    /// `None`: [`DEFAULT_CANARY_HEADER`]; see [`Deployment::canary_header`].
+    /// Not with `rolling`, which runs no separate new revision to route to.
+    pub canary_header: Option<String>,
 }
 
 #[derive(
@@ -140,6 +173,25 @@ pub enum DeploymentStrategy {
     Rolling,
     /// Start a full new set beside the old one, then switch the traffic at once.
     BlueGreen,
+    /// A share of the traffic for a while, then the rest.
+    Canary,
+    /// A share more of the traffic at every interval until all of it.
+    Linear,
+    /// The steps written under `steps:`.
+    Steps,
+}
+
+impl DeploymentStrategy {
+    /// The strategy as written in a file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStrategy::Rolling => "rolling",
+            DeploymentStrategy::BlueGreen => "blue_green",
+            DeploymentStrategy::Canary => "canary",
+            DeploymentStrategy::Linear => "linear",
+            DeploymentStrategy::Steps => "steps",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +242,11 @@ pub struct HealthCheckOverride {
     pub grace_period: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A strategy block (`blue_green`, `canary`, `linear`, `steps`), the
+/// `analysis` and the `canary_header` given here replace the service's
+/// whole; a `strategy` given here also drops the service's blocks of the
+/// other strategies.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeploymentOverride {
     pub strategy: Option<DeploymentStrategy>,
     pub min_healthy_percent: Option<u32>,
@@ -198,6 +254,12 @@ pub struct DeploymentOverride {
     pub circuit_breaker_threshold: Option<u32>,
     pub circuit_breaker_rollback: Option<bool>,
     pub drain: Option<Duration>,
+    pub blue_green: Option<BlueGreen>,
+    pub canary: Option<Canary>,
+    pub linear: Option<Linear>,
+    pub steps: Option<Vec<Step>>,
+    pub analysis: Option<Analysis>,
+    pub canary_header: Option<String>,
 }
 
 impl Default for HealthCheck {
@@ -226,6 +288,12 @@ impl Default for Deployment {
                 rollback: true,
             },
             drain: Duration::from_secs(5),
+            blue_green: None,
+            canary: None,
+            linear: None,
+            steps: None,
+            analysis: None,
+            canary_header: None,
         }
     }
 }
@@ -236,6 +304,10 @@ impl Default for Deployment {
 pub(crate) enum Part {
     HealthCheck,
     Deployment,
+    /// A key of `deployment` (`canary`, `analysis`, …).
+    DeploymentKey(&'static str),
+    /// A step of `deployment.steps`, by index.
+    Step(usize),
     Secrets,
 }
 
@@ -306,6 +378,33 @@ impl Service {
             &d.circuit_breaker_rollback,
         );
         set(&mut out.deployment.drain, &d.drain);
+        if let Some(strategy) = d.strategy {
+            let blocks = &mut out.deployment;
+            if strategy != DeploymentStrategy::BlueGreen {
+                blocks.blue_green = None;
+            }
+            if strategy != DeploymentStrategy::Canary {
+                blocks.canary = None;
+            }
+            if strategy != DeploymentStrategy::Linear {
+                blocks.linear = None;
+            }
+            if strategy != DeploymentStrategy::Steps {
+                blocks.steps = None;
+            }
+        }
+        set(
+            &mut out.deployment.blue_green,
+            &d.blue_green.clone().map(Some),
+        );
+        set(&mut out.deployment.canary, &d.canary.map(Some));
+        set(&mut out.deployment.linear, &d.linear.map(Some));
+        set(&mut out.deployment.steps, &d.steps.clone().map(Some));
+        set(&mut out.deployment.analysis, &d.analysis.clone().map(Some));
+        set(
+            &mut out.deployment.canary_header,
+            &d.canary_header.clone().map(Some),
+        );
 
         if changes.resources.cpus.is_some() {
             out.resources.cpus = changes.resources.cpus;
@@ -343,6 +442,7 @@ impl Service {
         if let Some(message) = self.stall() {
             problems.push((Part::Deployment, message));
         }
+        problems.extend(self.deployment.problems());
         for variable in self.secrets.keys() {
             if self.environment.contains_key(variable) {
                 problems.push((

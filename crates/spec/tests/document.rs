@@ -416,14 +416,14 @@ fn deployment_rules() {
           b: {replicas: 3, deployment: {min_healthy_percent: 100, max_percent: 130}}
           c: {replicas: 3, deployment: {min_healthy_percent: 67, max_percent: 100}}
           d: {deployment: {strategy: blue_green, min_healthy_percent: 50}}
-          e: {deployment: {strategy: canary, max_percent: 99, drain: 2h, circuit_breaker: {threshold: 201, rollback: sometimes}}}
+          e: {deployment: {strategy: canery, max_percent: 99, drain: 2h, circuit_breaker: {threshold: 201, rollback: sometimes}}}
         ",
         &[
             "gantry.yaml:3:19: with 1 replica, min_healthy_percent 100 and max_percent 100 leave no room to start a new replica first (100% of 1 rounds down to 1) or to stop an old one first (100% rounds up to 1): the deployment would never progress; raise max_percent or lower min_healthy_percent",
             "gantry.yaml:4:32: with 3 replicas, min_healthy_percent 100 and max_percent 130 leave no room to start a new replica first (130% of 3 rounds down to 3) or to stop an old one first (100% rounds up to 3): the deployment would never progress; raise max_percent or lower min_healthy_percent",
             "gantry.yaml:5:32: with 3 replicas, min_healthy_percent 67 and max_percent 100 leave no room to start a new replica first (100% of 3 rounds down to 3) or to stop an old one first (67% rounds up to 3): the deployment would never progress; raise max_percent or lower min_healthy_percent",
             "gantry.yaml:6:42: `min_healthy_percent` applies to rolling deployments only: a blue_green deployment starts a full new set of replicas",
-            "gantry.yaml:7:30: unknown deployment strategy `canary`; expected one of: rolling, blue_green",
+            "gantry.yaml:7:30: unknown deployment strategy `canery` (did you mean `canary`?); expected one of: rolling, blue_green, canary, linear, steps",
             "gantry.yaml:7:51: `deployment.max_percent` must be from 100 to 200, found 99",
             "gantry.yaml:7:62: `deployment.drain` must be from 0s to 1h, found 2h",
             "gantry.yaml:7:95: `circuit_breaker.threshold` must be from 1 to 200, found 201",

@@ -702,17 +702,17 @@ fn timeouts_are_durations() {
             "
               - name: Build
                 actions:
-                  - {name: a, type: build, inputs: [Src], timeout: 1h30m}
+                  - {name: a, type: build, inputs: [Src], timeout: 30m1h}
                   - {name: b, type: approval, timeout: 4m}
                   - {name: c, type: approval, timeout: 61d}
                   - {name: d, type: build, inputs: [Src], timeout: 30}
         ",
         ),
         &[
-            "gantry.yaml:12:56: invalid duration `1h30m`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)",
+            "gantry.yaml:12:56: invalid duration `30m1h`: expected a whole number and a unit ms, s, m, h or d (500ms, 90s, 30m, 2h, 7d), or several with the units largest first (1m30s, 1h30m)",
             "gantry.yaml:13:44: an approval's timeout must be from 5m to 60d, found 4m",
             "gantry.yaml:14:44: an approval's timeout must be from 5m to 60d, found 61d",
-            "gantry.yaml:15:56: invalid duration `30`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)",
+            "gantry.yaml:15:56: invalid duration `30`: expected a whole number and a unit ms, s, m, h or d (500ms, 90s, 30m, 2h, 7d), or several with the units largest first (1m30s, 1h30m)",
         ],
     );
 }
@@ -1000,7 +1000,7 @@ fn all_errors_are_reported_at_once() {
             "gantry.yaml:9:41: input artifact `Nope` is not an output of any action",
             "gantry.yaml:9:59: `run_order` must be from 1 to 999, found 0",
             "gantry.yaml:10:16: duplicate action name `b` in stage `Build` (first at 9:16)",
-            "gantry.yaml:10:56: invalid duration `soon`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)",
+            "gantry.yaml:10:56: invalid duration `soon`: expected a whole number and a unit ms, s, m, h or d (500ms, 90s, 30m, 2h, 7d), or several with the units largest first (1m30s, 1h30m)",
         ],
     );
 }
@@ -1270,7 +1270,7 @@ fn an_approval_may_approve_by_itself_before_its_timeout() {
         &[
             "gantry.yaml:12:43: `policy.auto_approve_after` (7d) must be less than the approval's timeout (7d), or it never approves",
             "gantry.yaml:13:56: `policy.auto_approve_after` (2h) must be less than the approval's timeout (1h), or it never approves",
-            "gantry.yaml:14:64: invalid duration `soon`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)",
+            "gantry.yaml:14:64: invalid duration `soon`: expected a whole number and a unit ms, s, m, h or d (500ms, 90s, 30m, 2h, 7d), or several with the units largest first (1m30s, 1h30m)",
         ],
     );
 }

@@ -222,7 +222,7 @@ fn poll_is_a_duration_from_one_second_to_a_day() {
     check(
         "triggers:\n  - git: {source: app, poll: often}\n",
         &[
-            "gantry.yaml:20:30: invalid duration `often`: expected a positive whole number and a unit s, m, h or d (90s, 30m, 2h, 7d)",
+            "gantry.yaml:20:30: invalid duration `often`: expected a whole number and a unit ms, s, m, h or d (500ms, 90s, 30m, 2h, 7d), or several with the units largest first (1m30s, 1h30m)",
         ],
     );
 }

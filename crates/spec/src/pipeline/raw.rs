@@ -196,7 +196,7 @@ pub(crate) struct RawAction {
     pub(crate) namespace: Option<Located<String>>,
     /// How long the action may take: `90s`, `30m`, `2h`, `7d`. Approvals:
     /// 5m to 60d, default 7d; other actions: default 1h.
-    #[schemars(with = "Option<String>", pattern(r"^[0-9]+[smhd]$"))]
+    #[schemars(with = "Option<String>", pattern(crate::duration::DURATION_PATTERN))]
     pub(crate) timeout: Option<Located<String>>,
     /// The type and its own keys.
     #[schemars(flatten)]
@@ -842,8 +842,9 @@ mod tests {
     use crate::document::TOP_KEYS;
     use crate::environment::decode::{ENVIRONMENT_KEYS, LOAD_BALANCER_KEYS, RULE_KEYS};
     use crate::service::decode::{
-        CIRCUIT_BREAKER_KEYS, DEPLOYMENT_KEYS, HEALTH_CHECK_KEYS, OVERRIDE_KEYS, RESOURCES_KEYS,
-        SERVICE_KEYS,
+        ANALYSIS_KEYS, BLUE_GREEN_KEYS, CANARY_KEYS, CIRCUIT_BREAKER_KEYS, COMPARE_KEYS,
+        DEPLOYMENT_KEYS, HEALTH_CHECK_KEYS, LINEAR_KEYS, OVERRIDE_KEYS, PROBE_KEYS,
+        PROMETHEUS_KEYS, RESOURCES_KEYS, SERVICE_KEYS,
     };
 
     fn property_names(schema: &Value) -> BTreeSet<String> {
@@ -875,6 +876,13 @@ mod tests {
             ("HealthCheck", HEALTH_CHECK_KEYS),
             ("Deployment", DEPLOYMENT_KEYS),
             ("CircuitBreaker", CIRCUIT_BREAKER_KEYS),
+            ("BlueGreen", BLUE_GREEN_KEYS),
+            ("Canary", CANARY_KEYS),
+            ("Linear", LINEAR_KEYS),
+            ("Analysis", ANALYSIS_KEYS),
+            ("CompareToStable", COMPARE_KEYS),
+            ("Prometheus", PROMETHEUS_KEYS),
+            ("Probe", PROBE_KEYS),
             ("Resources", RESOURCES_KEYS),
         ] {
             assert_eq!(property_names(&defs[def]), set(keys), "{def}");

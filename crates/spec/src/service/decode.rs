@@ -11,11 +11,20 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 
+mod rollout;
+#[cfg(test)]
+pub(crate) use rollout::{
+    ANALYSIS_KEYS, BLUE_GREEN_KEYS, CANARY_KEYS, COMPARE_KEYS, LINEAR_KEYS, PROBE_KEYS,
+    PROMETHEUS_KEYS,
+};
+use rollout::{RawAnalysis, RawBlueGreen, RawCanary, RawLinear, RawStep};
+
 use super::{
     DeploymentOverride, DeploymentStrategy, ENVIRONMENT_PLACEHOLDER, HealthCheckKind,
     HealthCheckOverride, Part, Resources, Service, ServiceName, ServiceOverride, check_container,
     check_parameter_name,
 };
+use crate::duration::DURATION_PATTERN;
 use crate::location::Location;
 use crate::names::{NameRule, variable_name_problem};
 use crate::pipeline::raw::ScalarText;
@@ -63,6 +72,12 @@ pub(crate) const DEPLOYMENT_KEYS: &[&str] = &[
     "max_percent",
     "circuit_breaker",
     "drain",
+    "blue_green",
+    "canary",
+    "linear",
+    "steps",
+    "analysis",
+    "canary_header",
 ];
 pub(crate) const CIRCUIT_BREAKER_KEYS: &[&str] = &["threshold", "rollback"];
 pub(crate) const RESOURCES_KEYS: &[&str] = &["cpus", "memory"];
@@ -127,10 +142,10 @@ struct RawHealthCheck {
     #[schemars(length(min = 1))]
     command: Option<Vec<String>>,
     /// 1s to 5m, default 5s.
-    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     interval: Option<String>,
-    /// 1s to 2m, shorter than the interval, default 2s.
-    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    /// 100ms to 2m, shorter than the interval, default 2s.
+    #[schemars(pattern(DURATION_PATTERN))]
     timeout: Option<String>,
     /// Successes in a row that make a replica healthy, default 2.
     #[schemars(range(min = 2, max = 10))]
@@ -139,7 +154,7 @@ struct RawHealthCheck {
     #[schemars(range(min = 2, max = 10))]
     unhealthy_threshold: Option<u32>,
     /// Failures are ignored this long after a replica starts, default 10s.
-    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     grace_period: Option<String>,
 }
 
@@ -147,7 +162,7 @@ struct RawHealthCheck {
 #[schemars(rename = "Deployment", deny_unknown_fields)]
 #[allow(dead_code)] // Only its schema is used.
 struct RawDeployment {
-    /// `rolling` (default) or `blue_green`.
+    /// `rolling` (default), `blue_green`, `canary`, `linear` or `steps`.
     strategy: Option<DeploymentStrategy>,
     /// Rolling: the share of replicas that stays healthy, default 100.
     #[schemars(range(max = 100))]
@@ -158,8 +173,23 @@ struct RawDeployment {
     /// When a deployment gives up.
     circuit_breaker: Option<RawCircuitBreaker>,
     /// How long a replica leaving the load balancer finishes its requests, default 5s.
-    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    #[schemars(pattern(DURATION_PATTERN))]
     drain: Option<String>,
+    /// `strategy: blue_green` only: test listener, when to switch, how long the old revision stays.
+    blue_green: Option<RawBlueGreen>,
+    /// `strategy: canary` only, default `{percent: 10, interval: 5m}`.
+    canary: Option<RawCanary>,
+    /// `strategy: linear` only, default `{percent: 10, every: 1m}`.
+    linear: Option<RawLinear>,
+    /// `strategy: steps` only (and required there): the steps, the last `{weight: 100}`.
+    steps: Option<Vec<RawStep>>,
+    /// How the new revision is judged (canary, linear, steps): in
+    /// `{analysis: default}` steps and after every canary or linear pause.
+    analysis: Option<RawAnalysis>,
+    /// A request with this header set to `always` goes to the new revision
+    /// at any weight (`never`: to the old one); default X-Gantry-Canary.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    canary_header: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -209,14 +239,31 @@ impl JsonSchema for MemorySize {
 pub(crate) struct Spots {
     health_check: Option<Location>,
     deployment: Option<Location>,
+    /// The keys written in `deployment`, each where it is written.
+    deployment_keys: Vec<(&'static str, Location)>,
+    /// Each step of `deployment.steps`.
+    steps: Vec<Location>,
     secrets: Option<Location>,
 }
 
 impl Spots {
     pub(crate) fn of(&self, part: Part, fallback: Location) -> Location {
+        let key = |name: &str| {
+            self.deployment_keys
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, at)| *at)
+        };
         match part {
             Part::HealthCheck => self.health_check,
             Part::Deployment => self.deployment,
+            Part::DeploymentKey(name) => key(name).or(self.deployment),
+            Part::Step(index) => self
+                .steps
+                .get(index)
+                .copied()
+                .or_else(|| key("steps"))
+                .or(self.deployment),
             Part::Secrets => self.secrets,
         }
         .unwrap_or(fallback)
@@ -381,7 +428,7 @@ fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOve
     if let Some(node) = fields.get("deployment") {
         spots.deployment = Some(node.location);
         if let Some(map) = diag.map(node, "`deployment`") {
-            out.deployment = deployment(diag, &map);
+            out.deployment = deployment(diag, &map, &mut spots);
         }
     }
     if let Some(node) = fields.get("resources")
@@ -502,7 +549,8 @@ fn health_check(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> HealthCheckOver
             .map(|d| d.value)
     };
     out.interval = duration("interval", secs(1), secs(300));
-    out.timeout = duration("timeout", secs(1), secs(120));
+    // A check every second needs a timeout under a second.
+    out.timeout = duration("timeout", Duration::from_millis(100), secs(120));
     out.grace_period = duration("grace_period", Duration::ZERO, secs(3600));
     let mut threshold = |key: &str| {
         map.get(key)
@@ -514,26 +562,42 @@ fn health_check(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> HealthCheckOver
     out
 }
 
-fn deployment(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> DeploymentOverride {
+fn deployment(
+    diag: &mut Diagnostics<'_>,
+    map: &Fields<'_>,
+    spots: &mut Spots,
+) -> DeploymentOverride {
     map.deny_unknown(diag, DEPLOYMENT_KEYS, "in `deployment`");
+    for field in &map.fields {
+        if let Some(key) = DEPLOYMENT_KEYS.iter().find(|k| **k == field.key) {
+            spots.deployment_keys.push((key, field.key_node.location));
+        }
+    }
     let mut out = DeploymentOverride::default();
     if let Some(text) = map
         .get("strategy")
         .and_then(|n| diag.string(n, "`deployment.strategy`"))
     {
-        out.strategy = match text.as_str() {
-            "rolling" => Some(DeploymentStrategy::Rolling),
-            "blue_green" => Some(DeploymentStrategy::BlueGreen),
-            other => {
-                diag.error(
-                    text.location,
-                    format!(
-                        "unknown deployment strategy `{other}`; expected one of: rolling, blue_green"
-                    ),
-                );
-                None
-            }
-        };
+        const STRATEGIES: [DeploymentStrategy; 5] = [
+            DeploymentStrategy::Rolling,
+            DeploymentStrategy::BlueGreen,
+            DeploymentStrategy::Canary,
+            DeploymentStrategy::Linear,
+            DeploymentStrategy::Steps,
+        ];
+        out.strategy = STRATEGIES.into_iter().find(|s| s.as_str() == text.as_str());
+        if out.strategy.is_none() {
+            let names: Vec<&str> = STRATEGIES.iter().map(|s| s.as_str()).collect();
+            diag.error(
+                text.location,
+                format!(
+                    "unknown deployment strategy `{}`{}; expected one of: {}",
+                    text.value,
+                    crate::suggest::did_you_mean(&text.value, names.iter().copied()),
+                    names.join(", ")
+                ),
+            );
+        }
     }
     let mut percent = |key: &str, min: i128, max: i128| {
         map.get(key)
@@ -542,14 +606,17 @@ fn deployment(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> DeploymentOverrid
     };
     out.min_healthy_percent = percent("min_healthy_percent", 0, 100);
     out.max_percent = percent("max_percent", 100, 200);
-    if out.strategy == Some(DeploymentStrategy::BlueGreen) {
-        // Written beside `blue_green`, these would be silently ignored.
+    if let Some(strategy) = out.strategy
+        && strategy != DeploymentStrategy::Rolling
+    {
+        // Written beside another strategy, these would be silently ignored.
         for key in ["min_healthy_percent", "max_percent"] {
             if let Some(field) = map.field(key) {
                 diag.error(
                     field.key_node.location,
                     format!(
-                        "`{key}` applies to rolling deployments only: a blue_green deployment starts a full new set of replicas"
+                        "`{key}` applies to rolling deployments only: a {} deployment starts a full new set of replicas",
+                        strategy.as_str()
                     ),
                 );
             }
@@ -578,6 +645,27 @@ fn deployment(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> DeploymentOverrid
             )
         })
         .map(|d| d.value);
+    if let Some(node) = map.get("blue_green") {
+        out.blue_green = rollout::blue_green(diag, node);
+    }
+    if let Some(node) = map.get("canary") {
+        out.canary = rollout::canary(diag, node);
+    }
+    if let Some(node) = map.get("linear") {
+        out.linear = rollout::linear(diag, node);
+    }
+    if let Some(node) = map.get("steps")
+        && let Some((steps, locations)) = rollout::steps(diag, node)
+    {
+        out.steps = Some(steps);
+        spots.steps = locations;
+    }
+    if let Some(node) = map.get("analysis") {
+        out.analysis = rollout::analysis(diag, node, "deployment.analysis");
+    }
+    if let Some(node) = map.get("canary_header") {
+        out.canary_header = rollout::canary_header(diag, node);
+    }
     out
 }
 

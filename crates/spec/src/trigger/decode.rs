@@ -76,7 +76,7 @@ pub(crate) struct RawGitTrigger {
     /// Which pull-request events start the pipeline (needs `webhook`).
     pull_request: Option<RawPullRequest>,
     /// How often to look for new commits: `30s`, `5m`; 1s to 1d.
-    #[schemars(pattern(r"^[0-9]+[smhd]$"))]
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     poll: Option<String>,
     /// Where the forge's deliveries arrive: `POST /hooks/PIPELINE`.
     webhook: Option<RawWebhook>,
