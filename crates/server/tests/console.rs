@@ -3,7 +3,11 @@
 //! sign-out, one-time sign-in links, CSRF (a form without its token is
 //! refused and changes nothing), roles (a viewer cannot approve by posting
 //! the form), an expired session's way back, 404 pages, and user text
-//! (commit messages, comments, log lines) coming back escaped.
+//! (commit messages, comments, log lines) coming back escaped; the
+//! environment page over real replicas (rules, traffic, what made a
+//! revision, a revision diff, a rollback).
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -958,4 +962,164 @@ async fn the_sign_in_form_is_bounded_in_size() {
     // A form of ordinary size still signs in.
     let page = browser.sign_in(&vera, "/").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_page_shows_rules_traffic_and_what_made_it_and_rolls_back_after_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = gantry_server::RunningServer::start(&data, listen, listen)
+        .await
+        .unwrap();
+    let _replicas = support::Replicas(data.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = support::WEB_PROJECT.replace("PORT", &port.to_string());
+    server
+        .plane
+        .apply_file(&dir.path().join("env.yaml"), &text, &Default::default())
+        .await
+        .unwrap();
+    let v1 = support::push_web(&server, "1", "one", "", &[]).await;
+    let v2 = support::push_web(&server, "2", "two", "", &[]).await;
+    // The console's fixture on this server's control plane, with a commit
+    // whose message is HTML and an execution of it.
+    let fx = fixture_with(|_| axum::Router::new()).await;
+    let fx = Fixture {
+        app: gantry_server::api::router(server.plane.clone(), HostPolicy::default()),
+        plane: server.plane.clone(),
+        ..fx
+    };
+    let root = fx.user("root", &["admin"]).await;
+    let execution = fx.waiting("root").await;
+    let deployer = server.plane.deployer();
+    let by_pipeline = gantry_deploy::Cause {
+        text: format!("deploy action Deploy/web of execution {execution}"),
+        execution: Some(execution.clone()),
+    };
+    deployer
+        .deploy("staging", "web", &v1, by_pipeline, &support::Quiet)
+        .await
+        .unwrap();
+    deployer
+        .deploy("staging", "web", &v2, "gantry deploy", &support::Quiet)
+        .await
+        .unwrap();
+
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    let page = browser.get("/environments/staging").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text
+            .contains("<tr><td>10</td><td class=\"mono\">/*</td><td>web</td></tr>"),
+        "the load balancer's rule: {}",
+        page.text
+    );
+    assert!(
+        page.text
+            .contains("revision 2 <meter min=\"0\" max=\"100\" value=\"100\">"),
+        "revision 2 takes all the traffic: {}",
+        page.text
+    );
+    assert!(
+        page.text.contains("<dd>gantry deploy</dd>"),
+        "{}",
+        page.text
+    );
+    let diff_link = "/environments/staging/services/web/diff?from=1&#38;to=2";
+    assert!(page.text.contains(diff_link), "{}", page.text);
+
+    // The diff between the two: the image, and nothing else.
+    let diff = browser
+        .get("/environments/staging/services/web/diff?from=1&to=2")
+        .await;
+    assert_eq!(diff.status, StatusCode::OK, "{}", diff.text);
+    assert!(
+        diff.text.contains(&format!("<del>{v1}</del>"))
+            && diff.text.contains(&format!("<ins>{v2}</ins>")),
+        "{}",
+        diff.text
+    );
+    assert_eq!(diff.text.matches("<del>").count(), 1, "{}", diff.text);
+    assert!(
+        diff.text
+            .contains(&format!("href=\"/executions/{execution}\""))
+    );
+
+    // Roll back to revision 1 from the page's form: revision 3 serves
+    // revision 1's image, made (as the page says) by the execution that
+    // made revision 1, with its commit message escaped.
+    let csrf = page.csrf();
+    let done = browser
+        .post(
+            "/environments/staging/services/web/rollback",
+            &[("csrf", &csrf), ("to", "1")],
+        )
+        .await;
+    assert!(
+        done.status.is_redirection(),
+        "{}: {}",
+        done.status,
+        done.text
+    );
+    assert_eq!(done.location(), "/environments/staging");
+    let after = browser.get("/environments/staging").await;
+    assert!(
+        after.text.contains("<dt>Revision</dt><dd>3</dd>"),
+        "{}",
+        after.text
+    );
+    assert!(
+        after.text.contains(&format!(
+            "href=\"/executions/{execution}\">{execution}</a> of web"
+        )),
+        "{}",
+        after.text
+    );
+    assert!(
+        after
+            .text
+            .contains("&#60;script&#62;alert(&#34;commit&#34;)&#60;/script&#62; first"),
+        "the commit message, escaped: {}",
+        after.text
+    );
+    assert!(!after.text.contains("<script>"));
+    let served = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(served, "one");
+
+    // A query that does not read is a 400 page with a way back, an unknown
+    // revision a 404 page.
+    for path in [
+        "/environments/staging/services/web/diff?from=abc&to=2",
+        "/environments/staging/services/web/diff",
+        "/history?page=abc",
+    ] {
+        let bad = browser.get(path).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{path}: {}", bad.text);
+        assert!(
+            bad.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        assert!(bad.text.contains("href=\"/\""), "{path}: {}", bad.text);
+    }
+    let unknown = browser
+        .get("/environments/staging/services/web/diff?from=1&to=99")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert!(unknown.text.contains("web in staging has no revision 99"));
+    let _ = deployer.down("staging").await;
+    server.shutdown().await;
 }

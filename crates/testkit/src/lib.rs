@@ -1,6 +1,9 @@
 //! Test support shared by gantry's crates (a dev-dependency only): gates on
 //! the environment variables that turn heavy tests on, and a real Debian
-//! `docker-registry` on a free loopback port.
+//! `docker-registry` on a free loopback port; [`browser`]: headless
+//! Chromium through chromedriver.
+
+pub mod browser;
 
 use std::io::{Read, Write};
 use std::net::TcpListener as StdListener;

@@ -162,6 +162,35 @@ impl Failure {
     }
 }
 
+/// A page's query string read as `T`. One that does not read (`?page=abc`)
+/// is a 400 page with a way back, not axum's plain-text rejection.
+pub(crate) struct PageQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PageQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Failure> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| PageQuery(q))
+            .map_err(|rejection| Failure {
+                status: StatusCode::BAD_REQUEST,
+                code: "request.invalid",
+                message: format!(
+                    "the address's query cannot be read: {}",
+                    rejection.body_text()
+                ),
+            })
+    }
+}
+
 /// The console with the default session limits.
 pub fn router(plane: ControlPlane, hosts: HostPolicy) -> Router {
     router_with(plane, hosts, SessionLimits::default())
@@ -194,6 +223,10 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
         .route("/history", get(pages::history))
         .route("/environments", get(pages::environments))
         .route("/environments/{env}", get(pages::environment))
+        .route(
+            "/environments/{env}/services/{service}/diff",
+            get(pages::revision_diff),
+        )
         .route(
             "/environments/{env}/services/{service}/rollback",
             post(pages::rollback),

@@ -8,21 +8,24 @@ use std::collections::BTreeMap;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use gantry_api::{
     Ack, ActionView, ApprovalView, AuditRecordView, ConsoleLink, DecideRequest, DecisionAnswer,
-    DeploymentAnswer, EnvironmentStatus, ExecutionView, LogsPage, ParameterView, PipelineSummary,
-    RetryRequest, RollbackRequest, StartRequest, Started, StopRequest, TriggerView,
+    DeploymentAnswer, EnvironmentStatus, ExecutionView, LoadBalancerRule, LogsPage, ParameterView,
+    PipelineSummary, RetryRequest, RevisionDetail, RollbackRequest, StartRequest, Started,
+    StopRequest, TriggerView,
 };
 use gantry_auth::{Permission, Role, Secret, Target};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::session::{Session, random_id, same_secret};
-use super::{Console, Failure, SESSION_COOKIE, SIGNIN_COOKIE, cookie, form_urlencode, set_cookie};
+use super::{
+    Console, Failure, PageQuery, SESSION_COOKIE, SIGNIN_COOKIE, cookie, form_urlencode, set_cookie,
+};
 use crate::guard::{self, Caller};
 
 /// What every page's frame shows: who is signed in, and the token its
@@ -260,7 +263,7 @@ fn signin_page(
 pub(super) async fn signin_form(
     State(console): State<Console>,
     headers: HeaderMap,
-    Query(q): Query<NextQuery>,
+    PageQuery(q): PageQuery<NextQuery>,
 ) -> Response {
     let next = safe_next(q.next.as_deref());
     if cookie(&headers, SESSION_COOKIE).is_some_and(|id| console.sessions().get(id).is_some()) {
@@ -475,7 +478,7 @@ pub(super) async fn pipelines(
     State(console): State<Console>,
     caller: Caller,
     Extension(session): Extension<Session>,
-    Query(q): Query<FragmentQuery>,
+    PageQuery(q): PageQuery<FragmentQuery>,
 ) -> Result<Response, Failure> {
     let summaries: Vec<PipelineSummary> = console.get(&caller, "/api/v1/pipelines").await?;
     let rows = summaries
@@ -604,7 +607,7 @@ pub(super) async fn history(
     State(console): State<Console>,
     caller: Caller,
     Extension(session): Extension<Session>,
-    Query(q): Query<HistoryQuery>,
+    PageQuery(q): PageQuery<HistoryQuery>,
 ) -> Result<Response, Failure> {
     // One more than a page: whether there is a next one.
     let page = q.page.min(1_000_000);
@@ -707,12 +710,37 @@ pub(super) struct ReplicaRow {
     addr: String,
     health: Status,
     failure: String,
+    weight: String,
+}
+
+/// What made a service's current revision: the execution, its pipeline
+/// and the commits it built (when the caller may read it).
+#[derive(Clone)]
+pub(super) struct MadeBy {
+    execution: String,
+    href: String,
+    pipeline: String,
+    commits: Vec<CommitRow>,
+}
+
+#[derive(Clone)]
+pub(super) struct CommitRow {
+    source: String,
+    id: String,
+    message: String,
+}
+
+pub(super) struct TrafficRow {
+    revision: u64,
+    percent: u32,
 }
 
 pub(super) struct DeploymentRow {
     id: i64,
     from: String,
     to: i64,
+    /// The revision diff page of `from` → `to`, when there is a `from`.
+    diff: Option<String>,
     status: Status,
     started: String,
     took: String,
@@ -722,6 +750,9 @@ pub(super) struct DeploymentRow {
 pub(super) struct ServiceCard {
     name: String,
     revision: String,
+    cause: String,
+    made_by: Option<MadeBy>,
+    traffic: Vec<TrafficRow>,
     image: String,
     digest: String,
     desired: String,
@@ -742,6 +773,7 @@ struct EnvironmentPage {
     runtime: String,
     load_balancer: String,
     url: String,
+    rules: Vec<LoadBalancerRule>,
     services: Vec<ServiceCard>,
     can_operate: bool,
 }
@@ -779,6 +811,13 @@ pub(super) async fn environment(
         )
         .await
         .map_err(|f| f.missing(|| format!("there is no environment {name}")))?;
+    let mut made_by = BTreeMap::new();
+    for id in env.services.iter().filter_map(|s| s.execution.clone()) {
+        if !made_by.contains_key(&id) {
+            let found = made_by_execution(&console, &caller, &id).await;
+            made_by.insert(id, found);
+        }
+    }
     let services = env
         .services
         .into_iter()
@@ -794,10 +833,28 @@ pub(super) async fn environment(
                 .collect();
             rollback_to.sort_unstable_by(|a, b| b.cmp(a));
             rollback_to.dedup();
+            let diff_base = format!(
+                "/environments/{}/services/{}/diff",
+                path_segment(&name),
+                path_segment(&service.name)
+            );
             ServiceCard {
                 revision: service
                     .revision
                     .map_or_else(|| "none".into(), |r| r.to_string()),
+                cause: service.cause.unwrap_or_default(),
+                made_by: service
+                    .execution
+                    .as_ref()
+                    .and_then(|id| made_by.get(id).cloned().flatten()),
+                traffic: service
+                    .traffic
+                    .iter()
+                    .map(|t| TrafficRow {
+                        revision: t.revision,
+                        percent: t.percent,
+                    })
+                    .collect(),
                 image: service.image.unwrap_or_default(),
                 digest: service.digest.unwrap_or_default(),
                 desired: service.desired.map_or_else(String::new, |d| d.to_string()),
@@ -807,6 +864,7 @@ pub(super) async fn environment(
                     .map(|r| ReplicaRow {
                         health: health(r.health.as_deref()),
                         failure: r.last_failure.unwrap_or_default(),
+                        weight: r.weight.map_or_else(|| "–".into(), |w| w.to_string()),
                         id: r.id,
                         revision: r.revision,
                         addr: r.addr,
@@ -825,6 +883,9 @@ pub(super) async fn environment(
                         from: d
                             .from_revision
                             .map_or_else(|| "–".into(), |r| r.to_string()),
+                        diff: d
+                            .from_revision
+                            .map(|from| format!("{diff_base}?from={from}&to={}", d.to_revision)),
                         to: d.to_revision,
                         status: match d.status.as_str() {
                             "RolledBack" => status(Some("Stopped")).named("Rolled back"),
@@ -856,8 +917,133 @@ pub(super) async fn environment(
         runtime: env.runtime,
         load_balancer: env.load_balancer,
         url: env.url,
+        rules: env.rules,
         services,
         name,
+    }
+    .into_response())
+}
+
+/// The execution that made a revision, with the commits it built; `None`
+/// when the caller may not read it or it is gone (the page then shows the
+/// revision's cause alone).
+async fn made_by_execution(console: &Console, caller: &Caller, id: &str) -> Option<MadeBy> {
+    let view = read_execution(console, caller, id).await.ok()?;
+    let commits = view
+        .source_revisions
+        .iter()
+        .map(|(source, commit)| CommitRow {
+            // Keyed by the source action's name.
+            message: view
+                .stages
+                .iter()
+                .flat_map(|s| &s.actions)
+                .find(|a| &a.name == source)
+                .and_then(|a| a.output_variables.get("CommitMessage"))
+                .and_then(|m| m.lines().next())
+                .unwrap_or_default()
+                .to_string(),
+            source: source.clone(),
+            id: commit.chars().take(12).collect(),
+        })
+        .collect();
+    Some(MadeBy {
+        href: format!("/executions/{}", path_segment(id)),
+        execution: id.to_string(),
+        pipeline: view.pipeline,
+        commits,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct DiffQuery {
+    from: u64,
+    to: u64,
+}
+
+pub(super) struct DiffRow {
+    field: String,
+    from: String,
+    to: String,
+}
+
+/// One side of a revision diff: the revision and what made it.
+pub(super) struct DiffSide {
+    revision: u64,
+    image: String,
+    cause: String,
+    created: String,
+    execution: Option<(String, String)>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "diff.html")]
+struct DiffPage {
+    chrome: Chrome,
+    environment: String,
+    service: String,
+    environment_href: String,
+    from: DiffSide,
+    to: DiffSide,
+    changed: Vec<DiffRow>,
+    unchanged: usize,
+}
+
+/// Two revisions of a service compared field by field: what a rollback
+/// from one to the other would change.
+pub(super) async fn revision_diff(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    Path((env, service)): Path<(String, String)>,
+    PageQuery(q): PageQuery<DiffQuery>,
+) -> Result<Response, Failure> {
+    let read = |n: u64| {
+        let uri = format!(
+            "/api/v1/environments/{}/services/{}/revisions/{n}",
+            path_segment(&env),
+            path_segment(&service)
+        );
+        let (console, caller) = (&console, &caller);
+        let (env, service) = (&env, &service);
+        async move {
+            console
+                .get::<RevisionDetail>(caller, &uri)
+                .await
+                .map_err(|f| f.missing(|| format!("{service} in {env} has no revision {n}")))
+        }
+    };
+    let (from, to) = (read(q.from).await?, read(q.to).await?);
+    let names: std::collections::BTreeSet<&String> =
+        from.fields.keys().chain(to.fields.keys()).collect();
+    let value = |d: &RevisionDetail, k: &str| d.fields.get(k).cloned().unwrap_or_default();
+    let changed: Vec<DiffRow> = names
+        .iter()
+        .filter(|k| from.fields.get(**k) != to.fields.get(**k))
+        .map(|k| DiffRow {
+            field: (*k).clone(),
+            from: value(&from, k),
+            to: value(&to, k),
+        })
+        .collect();
+    let side = |d: RevisionDetail| DiffSide {
+        revision: d.revision,
+        image: d.image,
+        cause: d.cause,
+        created: at_ms(d.created_at),
+        execution: d
+            .execution
+            .map(|id| (format!("/executions/{}", path_segment(&id)), id)),
+    };
+    Ok(DiffPage {
+        chrome: Chrome::of(&caller, &session),
+        environment_href: format!("/environments/{}", path_segment(&env)),
+        unchanged: names.len() - changed.len(),
+        changed,
+        from: side(from),
+        to: side(to),
+        environment: env,
+        service,
     }
     .into_response())
 }
@@ -1011,7 +1197,7 @@ pub(super) async fn audit(
     State(console): State<Console>,
     caller: Caller,
     Extension(session): Extension<Session>,
-    Query(q): Query<AuditPageQuery>,
+    PageQuery(q): PageQuery<AuditPageQuery>,
 ) -> Result<Response, Failure> {
     let principal = q.principal.trim().to_string();
     let mut uri = format!("/api/v1/audit?limit={AUDIT_PAGE}");
@@ -1248,7 +1434,7 @@ pub(super) async fn execution(
     caller: Caller,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
-    Query(q): Query<FragmentQuery>,
+    PageQuery(q): PageQuery<FragmentQuery>,
 ) -> Result<Response, Failure> {
     let view = read_execution(&console, &caller, &id).await?;
     let x = execution_model(view, &caller, &session);
@@ -1352,6 +1538,44 @@ pub(super) struct Pinned {
     message: Option<String>,
 }
 
+/// A test action that ran before an approval: its result and its JUnit
+/// reports' counts (the E2E result an approver looks at).
+pub(super) struct TestRow {
+    at: String,
+    status: Status,
+    summary: String,
+}
+
+/// The actions before `stage` that ran tests: of type `test`, or with
+/// JUnit reports.
+fn tests_before(execution: &ExecutionView, stage: &str) -> Vec<TestRow> {
+    execution
+        .stages
+        .iter()
+        .take_while(|s| s.name != stage)
+        .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+        .filter(|(_, a)| {
+            a.action_type.as_deref() == Some("test")
+                || a.reports.as_ref().is_some_and(|r| !r.is_empty())
+        })
+        .map(|(s, a)| {
+            let reports = a.reports.as_deref().unwrap_or_default();
+            let (passed, failed, skipped) = reports.iter().fold((0, 0, 0), |(p, f, k), r| {
+                (p + r.passed, f + r.failed, k + r.skipped)
+            });
+            TestRow {
+                at: format!("{}/{}", s.name, a.name),
+                status: status(a.status.as_deref()),
+                summary: if reports.is_empty() {
+                    "no JUnit report".to_string()
+                } else {
+                    format!("{passed} passed, {failed} failed, {skipped} skipped")
+                },
+            }
+        })
+        .collect()
+}
+
 pub(super) struct ParameterRow {
     at: String,
     name: String,
@@ -1380,6 +1604,7 @@ struct ApprovalPage {
     commits: Vec<Pinned>,
     images: Vec<Pinned>,
     parameters: Vec<ParameterRow>,
+    tests: Vec<TestRow>,
     policy: String,
     votes: Vec<VoteRow>,
     can_decide: bool,
@@ -1488,6 +1713,7 @@ pub(super) async fn approval(
                 })
             })
             .collect(),
+        tests: tests_before(&execution, &stage),
         policy: policy_text,
         votes: view
             .votes
@@ -1624,7 +1850,7 @@ pub(super) async fn logs(
     caller: Caller,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    PageQuery(q): PageQuery<LogsQuery>,
 ) -> Result<Response, Failure> {
     let stage = q.stage.unwrap_or_default();
     let action = q.action.unwrap_or_default();
