@@ -129,7 +129,11 @@ impl ClientConnections {
         ))
     }
 
-    #[cfg(test)]
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.len()
+    }
+
     fn len(&self) -> usize {
         self.open
             .lock()

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::ResponseBody;
 use crate::rule::RouteTable;
+use crate::stats::Outcome;
 use crate::target_group::InFlight;
 use crate::upstream::{UpstreamError, UpstreamRequest, Upstreams};
 
@@ -128,7 +129,17 @@ impl Forwarder {
                 client_body.take(),
                 self.upstream_timeout,
             );
-            match attempt.await {
+            let started = tokio::time::Instant::now();
+            let result = attempt.await;
+            target.record(
+                match &result {
+                    Ok(answer) => Outcome::Answered(answer.response.status().as_u16()),
+                    Err(UpstreamError::Timeout) => Outcome::TimedOut,
+                    Err(_) => Outcome::ConnectionFailed,
+                },
+                started,
+            );
+            match result {
                 Ok(answer) => break Ok((answer, target)),
                 // A timed-out request may still be running on the target;
                 // trying it elsewhere would double the wait and the work.

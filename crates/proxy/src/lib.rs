@@ -60,12 +60,22 @@
 //! connections; real clients and the health checks keep working. The soft
 //! open-file limit is raised to the hard one at the first listener's start.
 //!
+//! Statistics (`stats.rs`): every attempt to send a request to a target
+//! counts once, by outcome (`2xx` … `5xx`, connection failure, timeout),
+//! with its time to the response head. Targets keep cumulative counters
+//! ([`TargetGroup::stats`], [`LoadBalancer::stats`] with the rules' counts,
+//! for Prometheus); each revision label of a group keeps a sliding window
+//! of one-second slots ([`TargetGroup::window_stats`]: requests, errors,
+//! error rate, p99 over the last seconds, for canary analysis), which
+//! outlives the revision's targets.
+//!
 //! Module map: `rule` (path patterns, route table), `target_group`
 //! (membership, health state, selection, draining), `health` (check
 //! configuration and probe), `listener` (sockets, workers, timeouts,
 //! shutdown), `connections` (connection limits and eviction),
 //! `forward` (one request: headers, retry, upgrade), `upstream` (pool and
-//! exchange), `codec` (HTTP/1.1 framing), `body` (the response body type).
+//! exchange), `codec` (HTTP/1.1 framing), `body` (the response body type),
+//! `stats` (counters and windows).
 
 mod body;
 mod codec;
@@ -75,11 +85,13 @@ mod forward;
 mod health;
 mod listener;
 mod rule;
+mod stats;
 mod target_group;
 mod upstream;
 
 pub use error::ProxyError;
 pub use health::{HealthCheckConfig, StatusMatcher};
-pub use listener::{ListenerConfig, LoadBalancer};
+pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};
 pub use rule::Rule;
-pub use target_group::{Health, HealthEvent, Target, TargetGroup, TargetStatus};
+pub use stats::{LATENCY_BUCKETS, LatencyHistogram, MAX_WINDOW, OutcomeClass, WindowStats};
+pub use target_group::{Health, HealthEvent, Target, TargetGroup, TargetStats, TargetStatus};

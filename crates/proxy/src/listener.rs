@@ -36,7 +36,7 @@ use crate::connections::{Admitted, ClientConnections, Registration, RequestGuard
 use crate::error::ProxyError;
 use crate::forward::Forwarder;
 use crate::rule::{RouteTable, Rule};
-use crate::target_group::TargetGroup;
+use crate::target_group::{TargetGroup, TargetStats};
 
 /// Settings of a listener that are not rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +77,26 @@ impl Default for ListenerConfig {
     }
 }
 
+/// A listener's counters and its targets, for metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerStats {
+    /// Client connections open now.
+    pub open_connections: usize,
+    /// The current rules, by priority, with the requests each matched
+    /// since it was first set.
+    pub rules: Vec<RuleStats>,
+    /// Requests no rule matched (answered 404 by the default action).
+    pub unmatched_requests: u64,
+    /// Every target group by name, with its targets.
+    pub target_groups: Vec<(String, Vec<TargetStats>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleStats {
+    pub rule: Rule,
+    pub requests: u64,
+}
+
 /// One environment's load balancer: a listener, its rules, and the target
 /// groups they forward to. Dropping it without `shutdown` closes every
 /// connection at once.
@@ -84,6 +104,10 @@ pub struct LoadBalancer {
     local_addr: SocketAddr,
     routes: Arc<ArcSwap<RouteTable>>,
     groups: Mutex<HashMap<String, TargetGroup>>,
+    /// The current rules with their request counters, by priority.
+    rules: Mutex<Vec<(Rule, Arc<AtomicU64>)>>,
+    unmatched: Arc<AtomicU64>,
+    connections: Arc<ClientConnections>,
     runtime: Handle,
     /// Graceful phase: stop accepting, end tunnels.
     closing: CancellationToken,
@@ -125,7 +149,11 @@ impl LoadBalancer {
         let stop = CancellationToken::new();
         let closing = stop.child_token();
         let tasks = TaskTracker::new();
-        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
+        let unmatched = Arc::new(AtomicU64::new(0));
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(
+            Vec::new(),
+            unmatched.clone(),
+        )));
         let (done_tx, workers_done) = mpsc::channel(1);
         let draining = Arc::new(Draining::default());
         let mut workers = Vec::with_capacity(config.workers.get());
@@ -153,10 +181,14 @@ impl LoadBalancer {
             }
             workers.push(tx);
         }
+        let connections = Arc::new(ClientConnections::new(config.max_connections));
         let lb = Self {
             local_addr,
             routes,
             groups: Mutex::new(HashMap::new()),
+            rules: Mutex::new(Vec::new()),
+            unmatched,
+            connections: connections.clone(),
             runtime: Handle::current(),
             closing: closing.clone(),
             draining,
@@ -167,7 +199,6 @@ impl LoadBalancer {
             shutdown_timeout: config.shutdown_timeout,
         };
         lb.set_rules(rules);
-        let connections = Arc::new(ClientConnections::new(config.max_connections));
         tokio::spawn(accept(listener, workers, connections, closing));
         tracing::info!(addr = %local_addr, workers = config.workers, "load balancer listening");
         Ok(lb)
@@ -180,15 +211,62 @@ impl LoadBalancer {
     /// Replaces every rule at once. Requests already routed keep their
     /// target; new ones see only the new rules. Target groups named by the
     /// rules are created if needed.
-    pub fn set_rules(&self, rules: Vec<Rule>) {
-        let resolved = rules
+    pub fn set_rules(&self, mut rules: Vec<Rule>) {
+        rules.sort_by_key(|rule| rule.priority);
+        let mut current = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let counted: Vec<(Rule, Arc<AtomicU64>)> = rules
             .into_iter()
             .map(|rule| {
-                let group = self.target_group(&rule.target_group);
-                (rule, group)
+                // A rule that stays keeps counting where it was.
+                let requests = current
+                    .iter()
+                    .find(|(old, _)| *old == rule)
+                    .map_or_else(Arc::default, |(_, requests)| requests.clone());
+                (rule, requests)
             })
             .collect();
-        self.routes.store(Arc::new(RouteTable::new(resolved)));
+        let resolved = counted
+            .iter()
+            .map(|(rule, requests)| {
+                let group = self.target_group(&rule.target_group);
+                (rule.clone(), group, requests.clone())
+            })
+            .collect();
+        self.routes
+            .store(Arc::new(RouteTable::new(resolved, self.unmatched.clone())));
+        *current = counted;
+    }
+
+    /// Request counters of the rules and targets, and open connections.
+    pub fn stats(&self) -> ListenerStats {
+        let rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(rule, requests)| RuleStats {
+                rule: rule.clone(),
+                requests: requests.load(SeqCst),
+            })
+            .collect();
+        let groups: Vec<TargetGroup> = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut target_groups: Vec<(String, Vec<TargetStats>)> = groups
+            .iter()
+            .map(|group| (group.name().to_owned(), group.stats()))
+            .collect();
+        target_groups.sort_by(|a, b| a.0.cmp(&b.0));
+        ListenerStats {
+            open_connections: self.connections.open(),
+            rules,
+            unmatched_requests: self.unmatched.load(SeqCst),
+            target_groups,
+        }
     }
 
     /// The target group called `name`, created empty on first use.

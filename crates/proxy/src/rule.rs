@@ -1,11 +1,14 @@
 //! Listener rules: ALB path patterns and the priority-ordered route table.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use crate::target_group::TargetGroup;
 
 /// One listener rule: requests whose path matches `path` go to the target
 /// group named `target_group`. Rules are tried by ascending `priority`; the
 /// first match wins.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub priority: u32,
     /// An ALB path pattern: `*` matches zero or more characters, `?` exactly
@@ -136,36 +139,53 @@ fn utf8_len(lead: u8) -> usize {
 /// resolved so the request path never looks a name up.
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
+    /// Requests no rule matched (the default action's 404s).
+    unmatched: Arc<AtomicU64>,
 }
 
 struct Route {
     pattern: PathPattern,
     group: TargetGroup,
+    /// Requests this rule matched; kept by the listener across rule
+    /// updates that keep the rule.
+    requests: Arc<AtomicU64>,
 }
 
 impl RouteTable {
     /// Sorts by priority. ALB refuses duplicate priorities; the spec layer
     /// validates that, and here a stable sort keeps the caller's order for ties
     /// so the outcome is still deterministic.
-    pub(crate) fn new(mut rules: Vec<(Rule, TargetGroup)>) -> Self {
-        rules.sort_by_key(|(rule, _)| rule.priority);
+    pub(crate) fn new(
+        mut rules: Vec<(Rule, TargetGroup, Arc<AtomicU64>)>,
+        unmatched: Arc<AtomicU64>,
+    ) -> Self {
+        rules.sort_by_key(|(rule, _, _)| rule.priority);
         let routes = rules
             .into_iter()
-            .map(|(rule, group)| Route {
+            .map(|(rule, group, requests)| Route {
                 pattern: PathPattern::new(&rule.path),
                 group,
+                requests,
             })
             .collect();
-        Self { routes }
+        Self { routes, unmatched }
     }
 
     /// The target group of the first rule matching `path`, or `None` for the
-    /// listener's default action (a fixed 404).
+    /// listener's default action (a fixed 404). Counts the request against
+    /// the rule.
     pub(crate) fn route(&self, path: &str) -> Option<&TargetGroup> {
-        self.routes
-            .iter()
-            .find(|route| route.pattern.matches(path))
-            .map(|route| &route.group)
+        let found = self.routes.iter().find(|route| route.pattern.matches(path));
+        match found {
+            Some(route) => {
+                route.requests.fetch_add(1, Relaxed);
+                Some(&route.group)
+            }
+            None => {
+                self.unmatched.fetch_add(1, Relaxed);
+                None
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Target groups: membership, health state, weighted selection, in-flight
 //! accounting and draining.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,15 +17,19 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::ProxyError;
 use crate::health::{self, HealthCheckConfig};
+use crate::stats::{self, LatencyHistogram, Outcome, RevisionWindow, TargetCounters, WindowStats};
 
 /// A backend to register: `id` names it within its group (a task id, say),
 /// `weight` is its share of the group's traffic relative to the others
-/// (0 = registered but sent nothing).
+/// (0 = registered but sent nothing). `revision` labels the version of
+/// the service it runs, so statistics can compare revisions (a canary with
+/// its baseline); targets without one are counted under the empty label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    pub revision: Option<String>,
 }
 
 impl Target {
@@ -33,11 +38,17 @@ impl Target {
             id: id.into(),
             addr,
             weight: 1,
+            revision: None,
         }
     }
 
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.revision = Some(revision.into());
         self
     }
 }
@@ -76,6 +87,21 @@ pub struct TargetStatus {
     pub weight: u32,
     /// Why the latest failed health check failed, if the latest one did.
     pub last_failure: Option<String>,
+}
+
+/// A snapshot of one target with its cumulative request counters since
+/// registration, for metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetStats {
+    pub id: String,
+    pub revision: Option<String>,
+    pub health: Health,
+    pub in_flight: usize,
+    pub weight: u32,
+    /// Attempts by outcome, in the order of [`crate::OutcomeClass::ALL`].
+    pub outcomes: [u64; 7],
+    /// Latency of the answered attempts.
+    pub latency: LatencyHistogram,
 }
 
 /// A target changed state. Sent to every `subscribe`r, in order.
@@ -124,6 +150,11 @@ struct GroupState {
     /// In registration order, which breaks weighted round-robin ties.
     targets: Vec<Entry>,
     health_check: Option<Arc<HealthCheckConfig>>,
+    /// Each revision's sliding window, by revision label (`""` for targets
+    /// without one); shared with the revision's endpoints, which record
+    /// into it. Outlives the targets so a canary's baseline keeps its
+    /// history while its replicas are replaced.
+    windows: HashMap<String, Arc<RevisionWindow>>,
 }
 
 struct Entry {
@@ -148,6 +179,9 @@ pub(crate) struct Endpoint {
     /// The Host header for clients that sent none (HTTP/1.0), prebuilt so
     /// forwarding a request doesn't format the address.
     pub(crate) host: HeaderValue,
+    revision: Option<String>,
+    counters: TargetCounters,
+    window: Arc<RevisionWindow>,
     in_flight: AtomicUsize,
     draining: AtomicBool,
     drained: Notify,
@@ -155,7 +189,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(id: String, addr: SocketAddr) -> Self {
+    fn new(
+        id: String,
+        addr: SocketAddr,
+        revision: Option<String>,
+        window: Arc<RevisionWindow>,
+    ) -> Self {
         // Formatted without a v6 scope id, which is not valid in a Host
         // header. The fallback is unreachable: digits, dots, colons and
         // brackets are all valid header bytes.
@@ -169,6 +208,9 @@ impl Endpoint {
             id,
             addr,
             host,
+            revision,
+            counters: TargetCounters::default(),
+            window,
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             drained: Notify::new(),
@@ -193,6 +235,12 @@ impl InFlight {
 
     pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Counts one attempt on this target, begun at `started`.
+    pub(crate) fn record(&self, outcome: Outcome, started: Instant) {
+        let endpoint = &self.endpoint;
+        stats::record(&endpoint.counters, &endpoint.window, outcome, started);
     }
 }
 
@@ -247,7 +295,22 @@ impl TargetGroup {
             old.endpoint.draining.store(true, SeqCst);
             old.endpoint.removed.send_replace(true);
         }
-        let endpoint = Arc::new(Endpoint::new(target.id, target.addr));
+        let now = Instant::now();
+        // Revisions without targets are forgotten once their window is empty.
+        state
+            .windows
+            .retain(|_, window| Arc::strong_count(window) > 1 || !window.is_idle(now));
+        let window = state
+            .windows
+            .entry(target.revision.clone().unwrap_or_default())
+            .or_insert_with(|| Arc::new(RevisionWindow::new(now)))
+            .clone();
+        let endpoint = Arc::new(Endpoint::new(
+            target.id,
+            target.addr,
+            target.revision,
+            window,
+        ));
         let (health, checker) = match &state.health_check {
             Some(config) => (Health::Initial, Some(self.start_checker(&endpoint, config))),
             None => (Health::Healthy, None),
@@ -263,7 +326,7 @@ impl TargetGroup {
             current_weight: 0,
             successes: 0,
             failures: 0,
-            registered_at: Instant::now(),
+            registered_at: now,
             last_failure: None,
             _checker: checker,
         });
@@ -366,6 +429,47 @@ impl TargetGroup {
                 weight: e.weight,
                 last_failure: e.last_failure.clone(),
             })
+            .collect()
+    }
+
+    /// Every target with its request counters, for metrics.
+    pub fn stats(&self) -> Vec<TargetStats> {
+        let state = self.inner.lock();
+        state
+            .targets
+            .iter()
+            .map(|e| TargetStats {
+                id: e.endpoint.id.clone(),
+                revision: e.endpoint.revision.clone(),
+                health: e.health,
+                in_flight: e.endpoint.in_flight.load(SeqCst),
+                weight: e.weight,
+                outcomes: e.endpoint.counters.outcomes(),
+                latency: e.endpoint.counters.latency(),
+            })
+            .collect()
+    }
+
+    /// Each revision's requests over the last `window` (whole seconds up
+    /// to now, at most [`crate::MAX_WINDOW`]), by revision label: every
+    /// revision with a registered target, and those without one whose
+    /// requests are recent. Reads tokio's clock, so a paused clock drives
+    /// it in tests. What a canary analysis compares.
+    pub fn window_stats(&self, window: Duration) -> BTreeMap<String, WindowStats> {
+        let windows: Vec<(String, Arc<RevisionWindow>)> = {
+            let state = self.inner.lock();
+            state
+                .windows
+                .iter()
+                .map(|(revision, w)| (revision.clone(), w.clone()))
+                .collect()
+        };
+        let now = Instant::now();
+        windows
+            .into_iter()
+            // Two references: the map's and ours; none from a target.
+            .filter(|(_, w)| Arc::strong_count(w) > 2 || !w.is_idle(now))
+            .map(|(revision, w)| (revision, w.stats(now, window)))
             .collect()
     }
 
@@ -717,6 +821,31 @@ mod tests {
         g.deregister("a", Duration::from_millis(200)).await;
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert!(g.targets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn window_stats_are_kept_per_revision_beyond_a_targets_life() {
+        let g = group();
+        g.register(Target::new("a", addr(1)).with_revision("1"));
+        g.register(Target::new("b", addr(2)).with_revision("2"));
+        for _ in 0..4 {
+            let request = g.pick(None).unwrap();
+            let outcome = if request.endpoint().id == "a" {
+                Outcome::Answered(200)
+            } else {
+                Outcome::Answered(502)
+            };
+            request.record(outcome, Instant::now());
+        }
+        g.deregister("b", Duration::ZERO).await;
+        let stats = g.window_stats(Duration::from_secs(20));
+        assert_eq!(stats.keys().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!((stats["1"].requests, stats["1"].server_errors), (2, 0));
+        assert_eq!((stats["2"].requests, stats["2"].error_rate), (2, 1.0));
+        let targets = g.stats();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].revision.as_deref(), Some("1"));
+        assert_eq!(targets[0].outcomes[1], 2, "two 2xx");
     }
 
     #[tokio::test]
