@@ -64,6 +64,7 @@ pub(crate) struct Inner {
     /// The embedded registry (`host:port`), where references without a
     /// registry host (`shop/web:1`) are; unset: Docker Hub, as Docker has it.
     pub(crate) local_registry: std::sync::OnceLock<String>,
+    pub(crate) on_finished: std::sync::OnceLock<crate::deployment::FinishedHook>,
 }
 
 #[derive(Default)]
@@ -141,6 +142,7 @@ impl Deployer {
                 runtimes,
                 state: Mutex::new(State::default()),
                 local_registry: std::sync::OnceLock::new(),
+                on_finished: std::sync::OnceLock::new(),
             }),
         };
         if let Some(files) = deployer.inner.db.project().await? {
@@ -232,6 +234,16 @@ impl Deployer {
             }
         }
         out
+    }
+
+    /// Each environment's load balancer counters and targets, for metrics.
+    pub async fn load_balancer_stats(&self) -> Vec<(String, gantry_proxy::ListenerStats)> {
+        let state = self.inner.state.lock().await;
+        state
+            .environments
+            .iter()
+            .filter_map(|(name, env)| Some((name.clone(), env.lb.stats()?)))
+            .collect()
     }
 
     /// Where an environment's load balancer listens.

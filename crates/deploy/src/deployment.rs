@@ -5,6 +5,7 @@
 //! with rollback on, gets back any replica the rollout had already stopped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gantry_clock::now_ms;
 use gantry_images::{Digest, Reference, RegistryClient};
@@ -15,6 +16,24 @@ use crate::deployer::{DeployLog, DeployOutcome, Deployer, EnvState, ServiceState
 use crate::error::DeployError;
 use crate::revision::{Cause, Revision, SecretRef};
 use crate::rollout::Rollout;
+
+/// A deployment ended, as its record in the history says; for whoever
+/// counts them (the server's metrics), through [`Deployer::on_finished`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentFinished {
+    pub environment: String,
+    pub service: String,
+    /// The deployment of a `rollback` command rather than of a `deploy`.
+    pub rollback: bool,
+    /// `Succeeded`, `Failed` or `RolledBack` (the circuit breaker tripped
+    /// and the previous revision serves again).
+    pub status: &'static str,
+    /// From the deployment's start (its record) to its end.
+    pub duration: Duration,
+}
+
+/// Called with every finished deployment.
+pub(crate) type FinishedHook = Box<dyn Fn(&DeploymentFinished) + Send + Sync>;
 
 /// Where images are looked up to pin them by digest: the registry client,
 /// or a fake in tests.
@@ -212,7 +231,39 @@ impl Deployer {
                 replicas: serving,
             });
         }
-        self.roll(&env, &state, revision, log).await
+        self.roll(&env, &state, revision, false, log).await
+    }
+
+    /// Has `hook` called with every deployment that ends from now on. Only
+    /// the first hook set is kept.
+    pub fn on_finished(&self, hook: impl Fn(&DeploymentFinished) + Send + Sync + 'static) {
+        let _ = self.inner.on_finished.set(Box::new(hook));
+    }
+
+    /// Records the end of a deployment and tells the hook.
+    async fn finish(
+        &self,
+        deployment: i64,
+        revision: &Revision,
+        rollback: bool,
+        started: tokio::time::Instant,
+        status: &'static str,
+        message: &str,
+    ) -> Result<(), DeployError> {
+        self.inner
+            .db
+            .finish_deployment(deployment, status, Some(message), now_ms())
+            .await?;
+        if let Some(hook) = self.inner.on_finished.get() {
+            hook(&DeploymentFinished {
+                environment: revision.environment.clone(),
+                service: revision.service.clone(),
+                rollback,
+                status,
+                duration: started.elapsed(),
+            });
+        }
+        Ok(())
     }
 
     /// Returns a service to an earlier revision (the one before the current
@@ -270,7 +321,7 @@ impl Deployer {
         log.line(&format!(
             "Rolling back {service} in {environment} to revision {target} as revision {number}"
         ));
-        self.roll(&env, &state, revision, log).await
+        self.roll(&env, &state, revision, true, log).await
     }
 
     async fn roll(
@@ -278,8 +329,10 @@ impl Deployer {
         env: &Arc<EnvState>,
         state: &Arc<ServiceState>,
         revision: Revision,
+        rollback: bool,
         log: &dyn DeployLog,
     ) -> Result<DeployOutcome, DeployError> {
+        let started = tokio::time::Instant::now();
         let runtime = env
             .runtime
             .clone()
@@ -317,10 +370,15 @@ impl Deployer {
         let result = match rollout.run(old).await {
             Ok(result) => result,
             Err(error) => {
-                self.inner
-                    .db
-                    .finish_deployment(deployment, "Failed", Some(&error.to_string()), now_ms())
-                    .await?;
+                self.finish(
+                    deployment,
+                    &revision,
+                    rollback,
+                    started,
+                    "Failed",
+                    &error.to_string(),
+                )
+                .await?;
                 return Err(error);
             }
         };
@@ -337,10 +395,15 @@ impl Deployer {
                     done.serving.len(),
                     done.failures
                 );
-                self.inner
-                    .db
-                    .finish_deployment(deployment, "Succeeded", Some(&message), now_ms())
-                    .await?;
+                self.finish(
+                    deployment,
+                    &revision,
+                    rollback,
+                    started,
+                    "Succeeded",
+                    &message,
+                )
+                .await?;
                 log.line(&format!(
                     "Deployment of revision {} succeeded: {message}",
                     revision.number
@@ -407,10 +470,15 @@ impl Deployer {
                     outcome,
                     rolled_back_to,
                 };
-                self.inner
-                    .db
-                    .finish_deployment(deployment, status, Some(&error.to_string()), now_ms())
-                    .await?;
+                self.finish(
+                    deployment,
+                    &revision,
+                    rollback,
+                    started,
+                    status,
+                    &error.to_string(),
+                )
+                .await?;
                 Err(error)
             }
         }

@@ -43,6 +43,7 @@ mod tests;
 mod traffic;
 
 pub use deployer::{DeployLog, DeployOutcome, Deployer, Runtimes, uses_docker};
+pub use deployment::DeploymentFinished;
 pub use error::DeployError;
 pub use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
 pub use logs::ServiceOutput;

@@ -52,7 +52,10 @@ impl Deployer {
                     .filter(|r| r.spec.environment == env.name && r.spec.service == *service)
                 {
                     if replica.spec.revision == *number {
-                        group.register(Target::new(replica.id.clone(), replica.addr));
+                        group.register(
+                            Target::new(replica.id.clone(), replica.addr)
+                                .with_revision(number.to_string()),
+                        );
                         replicas.push(ReplicaRef {
                             id: replica.id.clone(),
                             revision: *number,

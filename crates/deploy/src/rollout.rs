@@ -287,8 +287,11 @@ impl Rollout<'_> {
             "Started replica {id} at {}; waiting for its health checks",
             replica.addr
         ));
-        self.group
-            .register(Target::new(id.clone(), replica.addr).with_weight(weight));
+        self.group.register(
+            Target::new(id.clone(), replica.addr)
+                .with_weight(weight)
+                .with_revision(r.number.to_string()),
+        );
         let exited = async {
             loop {
                 match events.recv().await {

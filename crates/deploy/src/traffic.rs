@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_proxy::{
-    HealthCheckConfig, LoadBalancer, ProxyError, Rule, Target, TargetGroup, TargetStatus,
+    HealthCheckConfig, ListenerStats, LoadBalancer, ProxyError, Rule, Target, TargetGroup,
+    TargetStatus,
 };
 use gantry_runtime::BoxFuture;
 
@@ -37,6 +38,10 @@ pub(crate) trait Balancer: Send + Sync {
     fn target_group(&self, service: &str) -> Arc<dyn Targets>;
     /// Stops listening; in-flight requests finish.
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// Request counters and targets, for metrics; a fake has none.
+    fn stats(&self) -> Option<ListenerStats> {
+        None
+    }
 }
 
 /// A service's target group, as [`gantry_proxy::TargetGroup`] documents it.
@@ -90,6 +95,10 @@ impl Balancer for LoadBalancer {
 
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(LoadBalancer::shutdown(*self))
+    }
+
+    fn stats(&self) -> Option<ListenerStats> {
+        Some(LoadBalancer::stats(self))
     }
 }
 
