@@ -115,6 +115,9 @@ pub struct Route {
     /// The status of a successful answer.
     pub status: u16,
     pub response: SchemaFn,
+    /// The media type of a successful answer: `application/json` but for
+    /// the few routes that answer text.
+    pub media_type: &'static str,
     /// The error statuses of the route's own, beside those every route of
     /// its kind may answer (see [`common_errors`]).
     pub errors: &'static [u16],
@@ -140,6 +143,7 @@ const fn route(
         request: None,
         status: 200,
         response,
+        media_type: "application/json",
         errors: &[],
     }
 }
@@ -165,6 +169,17 @@ pub const ROUTES: &[Route] = &[
         Role::Viewer,
         of::<Value>,
     ),
+    Route {
+        media_type: "text/plain",
+        ..route(
+            Get,
+            "/metrics",
+            "metrics",
+            "Prometheus metrics in the text format 0.0.4 (families: docs/operations.md).",
+            Role::Viewer,
+            of::<String>,
+        )
+    },
     route(
         Get,
         "/api/v1/whoami",
@@ -766,7 +781,13 @@ fn query_parameters(schema: &Schema) -> Vec<Value> {
 }
 
 fn json_content(schema: Value) -> Value {
-    json!({"application/json": {"schema": schema}})
+    content("application/json", schema)
+}
+
+fn content(media_type: &str, schema: Value) -> Value {
+    let mut content = Map::new();
+    content.insert(media_type.to_string(), json!({"schema": schema}));
+    Value::Object(content)
 }
 
 /// One operation of the document.
@@ -790,7 +811,7 @@ fn operation(route: &Route, generator: &mut SchemaGenerator, error: &Value) -> V
         route.status.to_string(),
         json!({
             "description": reason(route.status),
-            "content": json_content((route.response)(generator).to_value()),
+            "content": content(route.media_type, (route.response)(generator).to_value()),
         }),
     );
     if route.role == Role::Signature {

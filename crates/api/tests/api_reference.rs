@@ -21,7 +21,7 @@ fn area(path: &str) -> String {
         .unwrap_or(path.trim_start_matches('/'));
     let segment = rest.split('/').next().unwrap_or(rest);
     let title = match segment {
-        "health" | "openapi.json" | "whoami" | "changes" | "shutdown" => "The server",
+        "health" | "openapi.json" | "metrics" | "whoami" | "changes" | "shutdown" => "The server",
         "executions" => "Executions and approvals",
         "params" => "Parameters",
         "apply" | "environments" => "Environments and deployments",
@@ -179,9 +179,13 @@ fn type_section(name: &str, schema: &Value, out: &mut String) {
 }
 
 /// A body's schema in the document: a link to its type, or its type in
-/// words.
+/// words, with its media type unless it is JSON.
 fn body(content: &Value) -> String {
-    type_of(&content["application/json"]["schema"])
+    match content.as_object().and_then(|c| c.iter().next()) {
+        Some((media, body)) if media == "application/json" => type_of(&body["schema"]),
+        Some((media, body)) => format!("{} (`{media}`)", type_of(&body["schema"])),
+        None => "nothing".to_string(),
+    }
 }
 
 /// One operation's section.

@@ -71,6 +71,7 @@ pub fn routes(plane: ControlPlane) -> Router {
         .merge(crate::api_registry::routes())
         .merge(crate::api_images::routes())
         .merge(crate::api_env_logs::routes())
+        .merge(crate::api_metrics::routes())
         .with_state(plane)
 }
 

@@ -78,6 +78,8 @@ struct Inner {
     triggers: crate::triggers::Triggers,
     /// The mirrors of git repositories (source actions).
     mirrors: Mirrors,
+    /// What `GET /metrics` reports besides the load balancers.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Which executions [`ControlPlane::executions_page`] lists; `None` is any.
@@ -165,6 +167,11 @@ impl ControlPlane {
             gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes)
                 .await?;
         let mirrors = Mirrors::new(&data_dir);
+        let metrics = crate::metrics::Metrics::default();
+        deployer.on_finished({
+            let metrics = metrics.clone();
+            move |finished| metrics.deployment_finished(finished)
+        });
         let plane = ControlPlane {
             inner: Arc::new(Inner {
                 shutdown: tokio::sync::Notify::new(),
@@ -186,6 +193,7 @@ impl ControlPlane {
                 notifier,
                 triggers: crate::triggers::Triggers::default(),
                 mirrors,
+                metrics,
             }),
         };
         plane.recover().await?;
@@ -194,6 +202,16 @@ impl ControlPlane {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics in the Prometheus text format, load balancers included.
+    pub async fn render_metrics(&self) -> String {
+        let lb = self.inner.deployer.load_balancer_stats().await;
+        self.inner.metrics.render(lb)
     }
 
     pub fn store(&self) -> &Store {
@@ -465,6 +483,11 @@ impl ControlPlane {
             serde_json::to_string(&event).map_err(|e| ControlError::Internal(e.to_string()))?;
         let at = event.at();
         let requested = matches!(event, Event::ExecutionRequested { .. });
+        let ended = match &event {
+            Event::ActionSucceeded { stage, action, .. }
+            | Event::ActionFailed { stage, action, .. } => Some((*stage, *action)),
+            _ => None,
+        };
         let waiting = match &event {
             Event::ActionWaiting {
                 id,
@@ -488,6 +511,15 @@ impl ControlPlane {
             let subject = state.subject(&pipeline, &id);
             self.inner.notifier.emit(&subject, &ExecutionStarted);
         }
+        count(
+            &self.inner.metrics,
+            &state,
+            &pipeline,
+            &id,
+            requested,
+            ended,
+            &commands,
+        );
         let rows = changed_rows(&mut state, &pipeline, &id);
         // Queued under the lock, so the log holds events in the engine's
         // order, with the lines the action logged before it; written after
@@ -818,6 +850,55 @@ struct Start {
 
 /// Refuses pins that name no source action of the first stage, or that are
 /// not commit ids.
+/// Counts in the metrics what an event just applied did: an execution
+/// requested, an action ended (`ended`), and what the commands start or
+/// finish (possibly of other executions of the pipeline: one leaving a
+/// stage lets a waiting one in).
+fn count(
+    metrics: &crate::metrics::Metrics,
+    state: &State,
+    pipeline: &str,
+    id: &str,
+    requested: bool,
+    ended: Option<(usize, usize)>,
+    commands: &[Command],
+) {
+    let Some(engine) = state.engines.get(pipeline) else {
+        return;
+    };
+    if requested {
+        metrics.execution_started(pipeline);
+    }
+    if let Some((stage, action)) = ended
+        && let Some(execution) = engine.execution(id)
+    {
+        let action_type = state
+            .loaded
+            .get(id)
+            .and_then(|l| l.pipeline.stages.get(stage))
+            .and_then(|s| s.actions.get(action))
+            .map_or("unknown", |a| a.kind.type_name());
+        metrics.action_finished(execution, stage, action, action_type);
+    }
+    for command in commands {
+        match command {
+            Command::StartAction {
+                id, stage, action, ..
+            } => {
+                if let Some(execution) = engine.execution(id) {
+                    metrics.action_started(execution, *stage, *action);
+                }
+            }
+            Command::ExecutionFinished { id, .. } => {
+                if let Some(execution) = engine.execution(id) {
+                    metrics.execution_finished(execution);
+                }
+            }
+            Command::CancelAction { .. } => {}
+        }
+    }
+}
+
 fn check_pins(
     pipeline: &gantry_spec::pipeline::Pipeline,
     pins: &BTreeMap<String, String>,

@@ -22,6 +22,7 @@ mod api_auth;
 mod api_deploy;
 mod api_env_logs;
 mod api_images;
+mod api_metrics;
 mod api_params;
 mod api_pipelines;
 mod api_registry;
@@ -34,6 +35,7 @@ pub mod error;
 pub mod guard;
 pub mod listen;
 pub mod logs;
+mod metrics;
 pub mod mirror;
 pub mod notify;
 pub mod orphans;
@@ -236,9 +238,15 @@ impl RunningServer {
             auth: plane.auth().clone(),
             hosts: std::sync::Arc::new(hosts.clone()),
         };
-        let registry_app = gantry_registry::router(registry).layer(
-            axum::middleware::from_fn_with_state(guard_state, guard::check_registry_host),
-        );
+        let registry_app = gantry_registry::router(registry)
+            .layer(axum::middleware::from_fn_with_state(
+                plane.metrics().clone(),
+                metrics::count_registry_bytes,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                guard_state,
+                guard::check_registry_host,
+            ));
         let serve_options = listen::ServeOptions {
             tls,
             ..listen::ServeOptions::default()

@@ -414,6 +414,7 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         ),
         ("GET", "/api/v1/executions".into(), None, Needs::Read),
         ("GET", "/api/v1/openapi.json".into(), None, Needs::Read),
+        ("GET", "/metrics".into(), None, Needs::Read),
         (
             "POST",
             "/api/v1/executions".into(),
@@ -770,7 +771,8 @@ fn served_routes() -> Vec<(String, String)> {
                 continue;
             };
             let path = &rest[..rest.find('"').unwrap()];
-            if !(path.starts_with("/api/") || path.starts_with("/hooks/")) {
+            // The console's pages are not API routes; /metrics is.
+            if !(path.starts_with("/api/") || path.starts_with("/hooks/") || path == "/metrics") {
                 continue;
             }
             // The method router: up to the `)` that closes `.route(`.
