@@ -833,6 +833,7 @@ async fn environments_parameters_triggers_and_audit_pages_show_what_the_api_give
         "/environments",
         "/environments/staging",
         "/parameters",
+        "/images",
         "/triggers",
         "/audit",
     ] {
@@ -1097,12 +1098,31 @@ async fn the_environment_page_shows_rules_traffic_and_what_made_it_and_rolls_bac
         .unwrap();
     assert_eq!(served, "one");
 
+    // The images page: each tag with its digest, and where it runs now.
+    let images = browser.get("/images").await;
+    assert_eq!(images.status, StatusCode::OK, "{}", images.text);
+    let (d1, d2) = (support::digest_of(&v1), support::digest_of(&v2));
+    assert!(images.text.contains("test/web") && images.text.contains(d2));
+    let row_of = |text: &str, digest: &str| {
+        let at = text.find(digest).expect("the digest's row");
+        text[at..].split("</tr>").next().unwrap().to_string()
+    };
+    assert!(
+        row_of(&images.text, d1).contains("<a href=\"/environments/staging\">staging/web</a>"),
+        "revision 3 runs v1: {}",
+        images.text
+    );
+    assert!(!row_of(&images.text, d2).contains("staging/web"));
+    let other = browser.get("/images?repository=test/other").await;
+    assert!(!other.text.contains(d1), "{}", other.text);
+
     // A query that does not read is a 400 page with a way back, an unknown
     // revision a 404 page.
     for path in [
         "/environments/staging/services/web/diff?from=abc&to=2",
         "/environments/staging/services/web/diff",
         "/history?page=abc",
+        "/images?repository=a&repository=b",
     ] {
         let bad = browser.get(path).await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{path}: {}", bad.text);

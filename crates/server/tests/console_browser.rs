@@ -172,6 +172,7 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
     for (path, name) in [
         ("/environments", "environments"),
         ("/parameters", "parameters"),
+        ("/images", "images"),
         ("/triggers", "triggers"),
         ("/audit", "audit-not-admin"),
     ] {

@@ -232,6 +232,7 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
             post(pages::rollback),
         )
         .route("/parameters", get(pages::parameters))
+        .route("/images", get(pages::images))
         .route("/triggers", get(pages::triggers))
         .route("/audit", get(pages::audit))
         .route("/signin", get(pages::signin_form).post(pages::signin))

@@ -1164,6 +1164,109 @@ pub(super) async fn triggers(
     .into_response())
 }
 
+#[derive(Deserialize)]
+pub(super) struct ImagesPageQuery {
+    #[serde(default)]
+    repository: String,
+}
+
+pub(super) struct ImageRow {
+    tag: String,
+    digest: String,
+    size: String,
+    updated: String,
+    /// `(environment page, "environment/service")` for each service whose
+    /// current revision runs this digest.
+    running: Vec<(String, String)>,
+}
+
+pub(super) struct RepositoryRows {
+    name: String,
+    href: String,
+    images: Vec<ImageRow>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "images.html")]
+struct ImagesPage {
+    chrome: Chrome,
+    repository: String,
+    repositories: Vec<RepositoryRows>,
+}
+
+/// Bytes for people: `512 B`, `3.4 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The embedded registry's repositories, tags and digests, and where each
+/// digest runs (`GET /api/v1/images`).
+pub(super) async fn images(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+    PageQuery(q): PageQuery<ImagesPageQuery>,
+) -> Result<Response, Failure> {
+    let repository = q.repository.trim().to_string();
+    let uri = if repository.is_empty() {
+        "/api/v1/images".to_string()
+    } else {
+        format!("/api/v1/images?repository={}", form_urlencode(&repository))
+    };
+    let views: Vec<gantry_api::ImageView> = console
+        .get(&caller, &uri)
+        .await
+        .map_err(|f| f.missing(|| format!("there is no repository {repository}")))?;
+    let mut repositories: Vec<RepositoryRows> = Vec::new();
+    for view in views {
+        if repositories
+            .last()
+            .is_none_or(|r| r.name != view.repository)
+        {
+            repositories.push(RepositoryRows {
+                href: format!("/images?repository={}", form_urlencode(&view.repository)),
+                name: view.repository.clone(),
+                images: Vec::new(),
+            });
+        }
+        let row = ImageRow {
+            tag: view.tag.unwrap_or_default(),
+            size: bytes(view.size),
+            updated: view.updated_at,
+            running: view
+                .running
+                .iter()
+                .map(|u| {
+                    (
+                        format!("/environments/{}", path_segment(&u.environment)),
+                        format!("{}/{}", u.environment, u.service),
+                    )
+                })
+                .collect(),
+            digest: view.digest,
+        };
+        if let Some(last) = repositories.last_mut() {
+            last.images.push(row);
+        }
+    }
+    Ok(ImagesPage {
+        chrome: Chrome::of(&caller, &session),
+        repository,
+        repositories,
+    }
+    .into_response())
+}
+
 /// Audit records on one page.
 const AUDIT_PAGE: u32 = 100;
 
