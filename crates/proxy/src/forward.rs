@@ -101,7 +101,7 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         add_forwarded(&mut parts.headers, client_ip);
 
-        let Some(first) = group.pick(None) else {
+        let Some(first) = group.pick_for(None, Some(&parts.headers)) else {
             return Ok(fixed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the target group has no target that can take requests\n",
@@ -153,9 +153,14 @@ impl Forwarder {
                     // it was reached at all (a pooled connection closing
                     // under the request), since a refused connect will be
                     // refused again.
+                    let headers = Some(&parts.headers);
                     let next = group
-                        .pick(Some(target.endpoint()))
-                        .or_else(|| (!error.is_connect()).then(|| group.pick(None)).flatten());
+                        .pick_for(Some(target.endpoint()), headers)
+                        .or_else(|| {
+                            (!error.is_connect())
+                                .then(|| group.pick_for(None, headers))
+                                .flatten()
+                        });
                     match next {
                         Some(next) => {
                             target = next;

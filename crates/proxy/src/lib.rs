@@ -19,7 +19,10 @@
 //!   3:1 give exactly 300/100 over 400 requests) among the Healthy targets.
 //!   Only when none is Healthy does the group fail open to its Initial and
 //!   Unhealthy targets, as ALB does: a wrong answer beats a certain 503 when
-//!   the group has nothing better.
+//!   the group has nothing better. During a canary the group may name a
+//!   header and a revision label ([`TargetGroup::set_canary_route`]): a
+//!   request with `HEADER: always` goes to that revision's targets, `never`
+//!   to the others, whatever their weights (0 included).
 //!
 //! Invariants:
 //!

@@ -155,6 +155,21 @@ struct GroupState {
     /// into it. Outlives the targets so a canary's baseline keeps its
     /// history while its replicas are replaced.
     windows: HashMap<String, Arc<RevisionWindow>>,
+    /// Header routing during a canary (see [`TargetGroup::set_canary_route`]).
+    canary: Option<CanaryRoute>,
+}
+
+/// Which header routes a request to (or away from) the new revision.
+struct CanaryRoute {
+    header: http::HeaderName,
+    revision: String,
+}
+
+/// What a request's canary header asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Preference {
+    Canary,
+    Stable,
 }
 
 struct Entry {
@@ -331,6 +346,15 @@ impl TargetGroup {
             _checker: checker,
         });
         self.inner.changes.send_replace(());
+    }
+
+    /// Routes requests carrying `header` to the targets labelled `revision`
+    /// whatever their weight (even 0) when its value is `always`, and away
+    /// from them when it is `never` (case-insensitive); other values and
+    /// requests without the header follow the weights. `None` ends it. When
+    /// no target of the asked side may take the request, the weights decide.
+    pub fn set_canary_route(&self, route: Option<(http::HeaderName, String)>) {
+        self.inner.lock().canary = route.map(|(header, revision)| CanaryRoute { header, revision });
     }
 
     /// Changes a target's share of traffic (blue/green and canary shifts).
@@ -527,11 +551,59 @@ impl TargetGroup {
     /// none is Healthy, among Initial and Unhealthy ones (ALB's fail-open);
     /// never a Draining one or one of weight 0. `exclude` is the target a
     /// failed attempt just used.
+    #[cfg(test)]
     pub(crate) fn pick(&self, exclude: Option<&Endpoint>) -> Option<InFlight> {
+        self.pick_for(exclude, None)
+    }
+
+    /// As `pick`, honouring the canary header among `headers` (see
+    /// [`TargetGroup::set_canary_route`]).
+    pub(crate) fn pick_for(
+        &self,
+        exclude: Option<&Endpoint>,
+        headers: Option<&http::HeaderMap>,
+    ) -> Option<InFlight> {
         let mut state = self.inner.lock();
+        let preference = match (&state.canary, headers) {
+            (Some(canary), Some(headers)) => headers.get(&canary.header).and_then(|value| {
+                let value = value.as_bytes();
+                if value.eq_ignore_ascii_case(b"always") {
+                    Some((Preference::Canary, canary.revision.clone()))
+                } else if value.eq_ignore_ascii_case(b"never") {
+                    Some((Preference::Stable, canary.revision.clone()))
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        };
+        if let Some((preference, revision)) = preference {
+            let side = |e: &Entry| {
+                (e.endpoint.revision.as_deref() == Some(revision.as_str()))
+                    == (preference == Preference::Canary)
+            };
+            if let Some(picked) = Self::pick_among(&mut state, exclude, true, &side) {
+                return Some(picked);
+            }
+        }
+        Self::pick_among(&mut state, exclude, false, &|_| true)
+    }
+
+    /// Smooth weighted round-robin among the entries `side` admits. For a
+    /// request the header `routed`, a weight of 0 counts as 1: the header
+    /// reaches the new revision before it takes traffic, and the old one
+    /// while it waits at weight 0 to be stopped.
+    fn pick_among(
+        state: &mut GroupState,
+        exclude: Option<&Endpoint>,
+        routed: bool,
+        side: &dyn Fn(&Entry) -> bool,
+    ) -> Option<InFlight> {
+        let weight_of = |e: &Entry| if routed { e.weight.max(1) } else { e.weight };
         let usable = |e: &Entry| {
-            e.weight > 0
+            weight_of(e) > 0
                 && e.health != Health::Draining
+                && side(e)
                 && !exclude.is_some_and(|x| std::ptr::eq(x, Arc::as_ptr(&e.endpoint)))
         };
         let any_healthy = state
@@ -544,8 +616,9 @@ impl TargetGroup {
             if !usable(e) || (any_healthy && e.health != Health::Healthy) {
                 continue;
             }
-            e.current_weight += i64::from(e.weight);
-            total += i64::from(e.weight);
+            let weight = weight_of(e);
+            e.current_weight += i64::from(weight);
+            total += i64::from(weight);
             if best.is_none_or(|(_, w)| e.current_weight > w) {
                 best = Some((i, e.current_weight));
             }
@@ -778,6 +851,43 @@ mod tests {
         g.register(Target::new("c", addr(3)).with_weight(1));
         // nginx's documented sequence for weights 5, 1, 1.
         assert_eq!(picks(&g, 14), "aabacaaaabacaa");
+    }
+
+    #[tokio::test]
+    async fn the_canary_header_picks_a_revision_whatever_its_weight() {
+        let g = group();
+        g.register(Target::new("a", addr(1)).with_revision("1"));
+        g.register(Target::new("b", addr(2)).with_revision("2").with_weight(0));
+        let header = http::HeaderName::from_static("x-gantry-canary");
+        let with = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(header.clone(), http::HeaderValue::from_static(value));
+            headers
+        };
+        let pick = |headers: &http::HeaderMap| {
+            g.pick_for(None, Some(headers))
+                .map(|f| f.endpoint().id.clone())
+                .unwrap()
+        };
+        // No route set: the header means nothing.
+        assert_eq!(pick(&with("always")), "a");
+        g.set_canary_route(Some((header.clone(), "2".into())));
+        assert_eq!(pick(&with("always")), "b", "weight 0 is no obstacle");
+        assert_eq!(pick(&with("ALWAYS")), "b");
+        assert_eq!(pick(&with("never")), "a");
+        assert_eq!(pick(&with("sometimes")), "a", "other values follow weights");
+        assert_eq!(picks(&g, 3), "aaa");
+        // At 100% the old revision, at weight 0, still answers `never`.
+        g.set_weight("a", 0).unwrap();
+        g.set_weight("b", 1).unwrap();
+        assert_eq!(pick(&with("never")), "a");
+        assert_eq!(picks(&g, 2), "bb");
+        // A side with no target left falls back to the weights.
+        let gone = g.deregister("a", Duration::ZERO);
+        gone.await;
+        assert_eq!(pick(&with("never")), "b");
+        g.set_canary_route(None);
+        assert_eq!(picks(&g, 1), "b");
     }
 
     #[tokio::test]
