@@ -1,7 +1,9 @@
 // gantry console: live updates. Every element with data-live="URL" is
 // replaced by a fresh copy of URL's fragment when the server says that
-// something changed (server-sent events on /events). Without JavaScript
-// the pages work as they are: plain links and forms.
+// something changed (server-sent events on /events), and every second
+// while a fragment holds an element marked data-running (a log that still
+// grows: log lines are not state changes). Without JavaScript the pages
+// work as they are: plain links and forms.
 (function () {
   "use strict";
   var live = document.querySelectorAll("[data-live]");
@@ -27,8 +29,15 @@
     Promise.all(all).catch(function () {}).then(function () {
       busy = false;
       if (again) { again = false; refresh(); }
+      poll();
     });
   }
+  var polling = null;
+  function poll() {
+    if (polling || !document.querySelector("[data-live] [data-running]")) return;
+    polling = setTimeout(function () { polling = null; refresh(); }, 1000);
+  }
+  poll();
   var source = new EventSource("/events");
   source.addEventListener("change", refresh);
   // A change between the page's rendering and the stream's (re)connection

@@ -833,7 +833,6 @@ async fn environments_parameters_triggers_and_audit_pages_show_what_the_api_give
         "/environments",
         "/environments/staging",
         "/parameters",
-        "/images",
         "/triggers",
         "/audit",
     ] {
@@ -1142,4 +1141,89 @@ async fn the_environment_page_shows_rules_traffic_and_what_made_it_and_rolls_bac
     assert!(unknown.text.contains("web in staging has no revision 99"));
     let _ = deployer.down("staging").await;
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logs_page_searches_its_lines_and_shows_junit_reports_as_tables() {
+    let fx = fixture().await;
+    let root = fx.user("root", &["admin"]).await;
+    let pipeline = r##"
+version: 1
+name: tested
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, repository: ., outputs: [Src]}
+  - name: Test
+    actions:
+      - {name: unit, type: test, inputs: [Src], buildspec: tests.yml}
+"##;
+    let junit = r#"<?xml version="1.0"?>
+<testsuites><testsuite name="shop" tests="3" failures="1">
+<testcase classname="shop" name="lists products"/>
+<testcase classname="shop" name="opens a product"/>
+<testcase classname="shop" name="places an order"><failure message="expected 201, got &lt;b&gt;500&lt;/b&gt;">trace</failure></testcase>
+</testsuite></testsuites>"#;
+    std::fs::write(fx.repo.join("junit.xml"), junit).unwrap();
+    std::fs::write(
+        fx.repo.join("tests.yml"),
+        "version: 0.2\nphases:\n  build:\n    commands: ['echo running tests', 'echo Second LINE', 'echo third line']\nreports:\n  unit:\n    files: [junit.xml]\n",
+    )
+    .unwrap();
+    let git =
+        |args: &[&str]| gantry_testkit::git_as(&fx.repo, ("Carol", "carol@example.com"), args);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "tests"]);
+    let id = fx
+        .plane
+        .start_execution(
+            fx.repo.join("tested.yaml"),
+            pipeline.to_string(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            Some("root".into()),
+        )
+        .await
+        .unwrap();
+    fx.wait_for(&id, "the end", ExecutionView::is_finished)
+        .await;
+    let mut browser = Browser::new(&fx);
+    browser.sign_in(&root, "/").await;
+    let logs = format!("/executions/{id}/logs?stage=Test&action=unit");
+    let page = browser.get(&logs).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text.contains("unit: <span class=\"status bad\">")
+            && page.text.contains("2 passed, 1 failed, 0 skipped"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains("<th scope=\"row\">shop.places an order</th>")
+            && page
+                .text
+                .contains("expected 201, got &#60;b&#62;500&#60;/b&#62;"),
+        "the failure and its message, escaped: {}",
+        page.text
+    );
+    assert!(!page.text.contains("data-running"), "it has ended");
+    // Search: any case, only the matching lines, their anchors kept.
+    let found = browser.get(&format!("{logs}&q=second%20line")).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+    assert!(found.text.contains("Second LINE"), "{}", found.text);
+    assert!(!found.text.contains("third line"), "{}", found.text);
+    // The command as run, and what it printed.
+    assert!(found.text.contains("2 of "), "{}", found.text);
+    let at = found.text.find("Second LINE").unwrap();
+    let line = &found.text[found.text[..at].rfind("<span class=\"line\"").unwrap()..at];
+    assert!(
+        line.contains("id=\"L") && line.contains("href=\"#L"),
+        "{line}"
+    );
+    let fragment = browser
+        .get(&format!("{logs}&q=second%20line&fragment=true"))
+        .await;
+    assert!(fragment.text.contains("Second LINE") && !fragment.text.contains("<nav"));
+    let none = browser.get(&format!("{logs}&q=nothing-like-this")).await;
+    assert!(none.text.contains("No line matches"), "{}", none.text);
 }

@@ -2,9 +2,11 @@
 //! chromedriver (WebDriver, with fantoccini as the shop's E2E uses it).
 //! Signs in with a pasted token, watches an execution reach its approval
 //! live (no reload), approves in the dialog, sees it succeed, releases a
-//! change, visits the history (filtered through its form), environments,
-//! parameters, triggers and audit pages, and saves a PNG screenshot of
-//! every page visited under the test's target dir. Gated on `GANTRY_TEST_BROWSER=1`.
+//! change and watches its build's log stream, visits the history
+//! (filtered through its form), environments, parameters, images,
+//! triggers and audit pages, and saves a PNG screenshot of every page
+//! visited under the test's target dir. Gated on `GANTRY_TEST_BROWSER=1`.
+//! The sample shop's run in a browser is `crates/cli/tests/console_shop.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -157,6 +159,16 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
     let url = c.current_url().await.unwrap();
     assert!(!url.path().ends_with(&id), "a new execution: {url}");
     shots.take(c, "released").await;
+    // Its build's log streams: opened while the build sleeps, the line it
+    // prints afterwards appears without a reload.
+    c.goto(&format!("{}/logs?stage=Build&action=build", url.as_str()))
+        .await
+        .unwrap();
+    b.wait_css("pre.log").await;
+    b.mark().await;
+    b.wait_css("pre.log .fg2").await;
+    assert!(b.still_marked().await, "the log grew without a reload");
+    shots.take(c, "logs-streamed").await;
 
     // The other pages, through the main navigation and the history's form.
     b.click_css("nav[aria-label='Main'] a[href='/history']")
@@ -165,9 +177,18 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
     b.click_css("select[name='status'] option[value='Succeeded']")
         .await;
     b.click_css("form.filters button").await;
-    b.wait_css(&format!("a[href='/executions/{id}']")).await;
-    let url = c.current_url().await.unwrap();
+    // The unfiltered page lists the execution too: wait for the form's
+    // navigation itself.
+    let mut url = c.current_url().await.unwrap();
+    for _ in 0..300 {
+        if url.as_str().contains("status=Succeeded") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        url = c.current_url().await.unwrap();
+    }
     assert!(url.as_str().contains("status=Succeeded"), "{url}");
+    b.wait_css(&format!("a[href='/executions/{id}']")).await;
     shots.take(c, "history").await;
     for (path, name) in [
         ("/environments", "environments"),

@@ -1882,15 +1882,43 @@ pub(super) struct LogRow {
     pieces: Vec<Piece>,
 }
 
+/// One JUnit report group of an action, as a table.
+pub(super) struct ReportTable {
+    group: String,
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+    failures: Vec<gantry_api::TestFailure>,
+}
+
+/// What the logs page and its live fragment show.
+pub(super) struct LogsModel {
+    id: String,
+    stage: String,
+    action: String,
+    /// The search, as typed; empty shows every line.
+    query: String,
+    rows: Vec<LogRow>,
+    /// Lines in the log (`rows` holds those matching the search).
+    total: usize,
+    reports: Vec<ReportTable>,
+    /// The action (or execution) still runs: the page polls for lines.
+    running: bool,
+    download: String,
+    live: String,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "logs.html")]
 struct LogsView {
     chrome: Chrome,
-    id: String,
-    stage: String,
-    action: String,
-    rows: Vec<LogRow>,
-    download: String,
+    m: LogsModel,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "logs_live.html")]
+struct LogsLive {
+    m: LogsModel,
 }
 
 #[derive(Deserialize)]
@@ -1899,6 +1927,11 @@ pub(super) struct LogsQuery {
     action: Option<String>,
     #[serde(default)]
     download: bool,
+    /// Only lines containing this text (any case, colours aside).
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    fragment: bool,
 }
 
 /// The text of a log line in pieces, each with the class of the ANSI SGR
@@ -1982,29 +2015,75 @@ pub(super) async fn logs(
         );
         return Ok(response);
     }
-    let download = format!(
-        "/executions/{}/logs?stage={}&action={}&download=true",
-        path_segment(&id),
-        form_urlencode(&stage),
-        form_urlencode(&action)
-    );
-    Ok(LogsView {
-        chrome: Chrome::of(&caller, &session),
-        rows: page
-            .lines
-            .iter()
-            .map(|l| LogRow {
-                seq: l.seq,
-                at: l.at.clone(),
-                pieces: ansi_pieces(&l.line),
-            })
-            .collect(),
+    let execution = read_execution(&console, &caller, &id).await?;
+    let card = execution.action(&stage, &action);
+    let running = match card {
+        Some(a) => matches!(a.status.as_deref(), None | Some("InProgress")),
+        None => !execution.is_finished(),
+    };
+    let reports = card
+        .and_then(|a| a.reports.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| ReportTable {
+            group: r.group,
+            passed: r.passed,
+            failed: r.failed,
+            skipped: r.skipped,
+            failures: r.failures,
+        })
+        .collect();
+    let query = q.q.trim().to_string();
+    let needle = query.to_lowercase();
+    let total = page.lines.len();
+    let rows = page
+        .lines
+        .iter()
+        .map(|l| LogRow {
+            seq: l.seq,
+            at: l.at.clone(),
+            pieces: ansi_pieces(&l.line),
+        })
+        .filter(|row| {
+            needle.is_empty()
+                || row
+                    .pieces
+                    .iter()
+                    .map(|p| p.text.as_str())
+                    .collect::<String>()
+                    .to_lowercase()
+                    .contains(&needle)
+        })
+        .collect();
+    let this = |extra: &str| {
+        format!(
+            "/executions/{}/logs?stage={}&action={}{extra}",
+            path_segment(&id),
+            form_urlencode(&stage),
+            form_urlencode(&action)
+        )
+    };
+    let m = LogsModel {
+        download: this("&download=true"),
+        live: this(&format!("&q={}&fragment=true", form_urlencode(&query))),
+        rows,
+        total,
+        reports,
+        running,
+        query,
         id,
         stage,
         action,
-        download,
-    }
-    .into_response())
+    };
+    Ok(if q.fragment {
+        LogsLive { m }.into_response()
+    } else {
+        LogsView {
+            chrome: Chrome::of(&caller, &session),
+            m,
+        }
+        .into_response()
+    })
 }
 
 #[cfg(test)]
