@@ -1577,6 +1577,9 @@ pub(super) async fn release(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
+    // The API decides whether the caller may see this execution; its
+    // definition is then read from the store (the API does not serve it).
+    read_execution(&console, &caller, &id).await?;
     let (_, loaded) = console
         .plane()
         .execution(&id)
