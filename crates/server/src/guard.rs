@@ -328,6 +328,7 @@ async fn error_body(response: Response) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "request.unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "request.invalid_body",
         StatusCode::PAYLOAD_TOO_LARGE => "request.too_large",
+        StatusCode::REQUEST_TIMEOUT => "request.timeout",
         StatusCode::METHOD_NOT_ALLOWED => "request.method_not_allowed",
         _ => "request.invalid",
     };
@@ -343,6 +344,11 @@ async fn error_body(response: Response) -> Response {
 /// [`object_body`] read bodies first.
 const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
 
+/// How long a client may take to send a JSON body once its headers are in:
+/// a body trickled a byte at a time must not hold a handler (and its
+/// connection slot) for ever.
+pub const JSON_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// serde reads a struct from a JSON array too (`[]` is a request of
 /// defaults), yet every body the API takes is an object: a JSON body that
 /// is an array or a scalar is refused (422) before a handler reads it.
@@ -355,7 +361,18 @@ async fn object_body(request: Request) -> Result<Request, Response> {
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_JSON_BODY).await else {
+    let read = tokio::time::timeout(JSON_BODY_TIMEOUT, axum::body::to_bytes(body, MAX_JSON_BODY));
+    let Ok(read) = read.await else {
+        return Err(coded(
+            StatusCode::REQUEST_TIMEOUT,
+            "request.timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                JSON_BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    let Ok(bytes) = read else {
         return Err(coded(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request.too_large",

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use futures_util::StreamExt;
 use gantry_api::{
     ApplyRequest, ApprovalView, DecideRequest, DecisionAnswer, DeleteParameterRequest,
     DeployRequest, ErrorBody, ExecutionView, GrantsRequest, LabelParameterRequest, NewTokenRequest,
@@ -1219,4 +1220,41 @@ async fn a_decision_on_a_superseded_execution_is_refused() {
     assert_eq!(status, StatusCode::OK, "{body}");
     fx.wait_for(&third, "the third to succeed", |v| v.status == "Succeeded")
         .await;
+}
+
+/// A JSON body trickled without end is refused once
+/// [`gantry_server::guard::JSON_BODY_TIMEOUT`] has passed (408), before any
+/// handler runs: a client cannot hold a handler by never finishing its body.
+/// (A current-thread runtime: tokio's clock pauses only there.)
+#[tokio::test]
+async fn a_body_that_never_ends_is_refused_after_the_body_timeout() {
+    let fx = fixture(SHELL_ONLY).await;
+    let admin = fx.user("root", None, &["admin"]).await;
+    // One byte, then nothing, for ever.
+    let chunks = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{"))
+    })
+    .chain(futures_util::stream::pending());
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/executions")
+        .header("host", "127.0.0.1:7700")
+        .header("authorization", format!("Bearer {admin}"))
+        .header("content-type", "application/json")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    // The clock jumps only once the request waits for its body alone.
+    tokio::time::pause();
+    let response = fx.app.clone().oneshot(request).await.unwrap();
+    tokio::time::resume();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], "request.timeout", "{body}");
+    assert!(
+        fx.plane.executions(None, 10).await.is_empty(),
+        "nothing started"
+    );
 }
