@@ -23,6 +23,8 @@ use gantry_server::guard::HostPolicy;
 use tower::ServiceExt;
 
 const HOST: &str = "127.0.0.1:7700";
+/// The browser's address, as the listener would give it.
+const CLIENT: &str = "127.0.0.9:4242";
 
 /// A pipeline whose commit message, log lines and approval carry HTML.
 const PIPELINE: &str = r##"
@@ -130,7 +132,10 @@ impl<'a> Browser<'a> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, HOST);
+            .header(header::HOST, HOST)
+            .extension(axum::extract::ConnectInfo(
+                CLIENT.parse::<std::net::SocketAddr>().unwrap(),
+            ));
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self
                 .cookies
@@ -322,6 +327,19 @@ async fn signing_in_gives_a_strict_httponly_session_cookie_and_signing_out_ends_
     let page = browser.post("/signout", &[("csrf", &csrf)]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert_eq!(browser.get("/").await.status, StatusCode::SEE_OTHER);
+    // The sign-in is audited with the client's address.
+    let records = fx
+        .plane
+        .auth()
+        .audit_log(&AuditQuery::default())
+        .await
+        .unwrap();
+    let signin = records
+        .iter()
+        .find(|r| r.action == "console sign-in" && r.outcome == "ok")
+        .expect("the sign-in is audited");
+    assert_eq!(signin.principal.as_deref(), Some("vera"));
+    assert_eq!(signin.remote.as_deref(), Some(CLIENT));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1199,7 +1217,8 @@ stages:
         page.text
     );
     assert!(
-        page.text.contains("<th scope=\"row\">shop.places an order</th>")
+        page.text
+            .contains("<th scope=\"row\">shop.places an order</th>")
             && page
                 .text
                 .contains("expected 201, got &#60;b&#62;500&#60;/b&#62;"),

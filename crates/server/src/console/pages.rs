@@ -281,6 +281,13 @@ pub(super) struct SigninForm {
     next: Option<String>,
 }
 
+/// The client's address, for the audit log.
+fn remote_of(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+}
+
 /// A session for `token`, the cookie that names it, and the way to `next`.
 fn signed_in(console: &Console, token: Secret, next: &str) -> Response {
     let session = console.sessions().create(token);
@@ -301,16 +308,18 @@ fn signed_in(console: &Console, token: Secret, next: &str) -> Response {
 pub(super) async fn signin(
     State(console): State<Console>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     Form(form): Form<SigninForm>,
 ) -> Response {
     let auth = console.plane().auth();
+    let remote = remote_of(&extensions);
     let next = safe_next(form.next.as_deref());
     let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !same_secret(&form.csrf, expected) {
         guard::append_audit(
             auth,
             None,
-            None,
+            remote,
             "console sign-in".into(),
             None,
             "console.csrf",
@@ -338,7 +347,7 @@ pub(super) async fn signin(
             guard::append_audit(
                 auth,
                 Some(identity.name),
-                None,
+                remote,
                 "console sign-in".into(),
                 None,
                 "ok",
@@ -350,7 +359,7 @@ pub(super) async fn signin(
             guard::append_audit(
                 auth,
                 None,
-                None,
+                remote,
                 "console sign-in".into(),
                 None,
                 error.code(),
@@ -370,16 +379,18 @@ pub(super) async fn signin(
 pub(super) async fn signin_link(
     State(console): State<Console>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     Path(code): Path<String>,
 ) -> Response {
     let auth = console.plane().auth();
+    let remote = remote_of(&extensions);
     let token = console.sessions().take_link(&code);
     match token.map(|t| (auth.authenticate(t.expose(), gantry_clock::now_ms()), t)) {
         Some((Ok(identity), token)) => {
             guard::append_audit(
                 auth,
                 Some(identity.name),
-                None,
+                remote,
                 "console sign-in link".into(),
                 None,
                 "ok",
@@ -391,7 +402,7 @@ pub(super) async fn signin_link(
             guard::append_audit(
                 auth,
                 None,
-                None,
+                remote,
                 "console sign-in link".into(),
                 None,
                 "console.link_used",
@@ -813,9 +824,9 @@ pub(super) async fn environment(
         .map_err(|f| f.missing(|| format!("there is no environment {name}")))?;
     let mut made_by = BTreeMap::new();
     for id in env.services.iter().filter_map(|s| s.execution.clone()) {
-        if !made_by.contains_key(&id) {
-            let found = made_by_execution(&console, &caller, &id).await;
-            made_by.insert(id, found);
+        if let std::collections::btree_map::Entry::Vacant(slot) = made_by.entry(id) {
+            let found = made_by_execution(&console, &caller, slot.key()).await;
+            slot.insert(found);
         }
     }
     let services = env
