@@ -310,3 +310,70 @@ async fn promtool_accepts_the_metrics_and_they_count_the_traffic() {
     );
     assert!(!text.contains(&token), "the token is no label");
 }
+
+/// Executions and action attempts are counted by their final status: one
+/// that succeeds and one whose second action fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_and_actions_are_counted_by_how_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&data, listen, listen).await.unwrap();
+    let plane = server.plane.clone();
+    let pipeline = |second: &str| {
+        format!(
+            "version: 1\nname: counted\nstages:\n  - name: Work\n    actions:\n      - {{name: one, type: shell, commands: [\"true\"]}}\n      - {{name: two, type: shell, run_order: 2, commands: [\"{second}\"]}}\n"
+        )
+    };
+    for second in ["true", "false"] {
+        let id = plane
+            .start_execution(
+                dir.path().join("gantry.yaml"),
+                pipeline(second),
+                Default::default(),
+                Default::default(),
+                Some("root".into()),
+            )
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (execution, _) = plane.execution(&id).await.unwrap();
+            if execution.status.is_terminal() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let app = gantry_server::api::router(plane.clone(), Default::default());
+    let token = viewer(&server).await;
+    let (status, _, text) = get(&app, Some(&token), "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let of = ["pipeline=\"counted\""];
+    assert_eq!(sample(&text, "gantry_executions_started_total", &of), 2.0);
+    for (status, n) in [("Succeeded", 1.0), ("Failed", 1.0)] {
+        let labels = ["pipeline=\"counted\"", &format!("status=\"{status}\"")];
+        assert_eq!(
+            sample(&text, "gantry_executions_finished_total", &labels),
+            n,
+            "{status}: {text}"
+        );
+    }
+    let shell = |status: &str| {
+        sample(
+            &text,
+            "gantry_actions_finished_total",
+            &[
+                "pipeline=\"counted\"",
+                "action_type=\"shell\"",
+                &format!("status=\"{status}\""),
+            ],
+        )
+    };
+    assert_eq!((shell("Succeeded"), shell("Failed")), (3.0, 1.0), "{text}");
+    if promtool_wanted() {
+        promtool_check(&text);
+    }
+    server.shutdown().await;
+}
