@@ -1196,6 +1196,9 @@ async fn run_command(
         }
     })?;
     let pid = child.id();
+    // A delivery dropped half-way (the server shutting down) takes the
+    // whole group with it, not only the command (`kill_on_drop`).
+    let mut group = GroupGuard(pid);
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -1219,8 +1222,12 @@ async fn run_command(
     })
     .await;
     let (stderr, status) = match ran {
-        Ok(ran) => ran,
+        Ok(ran) => {
+            group.disarm();
+            ran
+        }
         Err(_) => {
+            group.disarm();
             kill_group(pid);
             let _ = child.wait().await;
             return Err(Failure::Transient(format!(
@@ -1264,6 +1271,22 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Vec<u8
     }
 }
 
+/// Kills a command's process group when dropped before the command ended
+/// (its delivery cancelled); disarmed once it has.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
+}
+
 /// Kills a command's process group (it leads its own, see `run_command`).
 fn kill_group(pid: Option<u32>) {
     let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
@@ -1278,6 +1301,44 @@ fn kill_group(pid: Option<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command whose delivery is dropped before it ends (the server
+    /// shutting down) leaves no process behind: its whole group is killed,
+    /// the grandchild it started included.
+    #[tokio::test]
+    async fn a_cancelled_command_takes_its_process_group_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", pid_file.display());
+        let settings = Settings::new(NotifyOptions::default()).unwrap();
+        let argv = vec!["sh".to_string(), "-c".to_string(), script];
+        let delivery = Delivery {
+            id: "d-1".into(),
+            event: NotificationEvent::ExecutionStarted,
+            target: NotificationTarget::Command { argv: argv.clone() },
+            body: b"{}".to_vec(),
+            pipeline: "p".into(),
+            execution_id: "e".into(),
+            action: None,
+            work_dir: None,
+        };
+        let run = run_command(&settings, &argv, &delivery);
+        let waited = tokio::time::timeout(Duration::from_secs(2), run).await;
+        assert!(waited.is_err(), "the command runs until cancelled");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone =
+            gantry_clock::blocking_poll(Duration::from_secs(5), Duration::from_millis(20), || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+                // Gone, or a zombie waiting for init to reap it.
+                stat.is_none_or(|s| s.split_whitespace().nth(2) == Some("Z"))
+                    .then_some(())
+            });
+        assert!(gone.is_some(), "the grandchild {pid} outlived its delivery");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
