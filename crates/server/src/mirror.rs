@@ -1212,12 +1212,14 @@ impl Mirrors {
         if let Some(remote) = remote
             && let (Some(base), Some(header)) = (remote.http_base(), creds.basic_auth())
         {
-            // Scoped to the repository's host: a redirect to another host
-            // does not carry it.
+            // Scoped to the repository's host, and no redirect followed at
+            // all (git follows the first by default): wherever a redirect
+            // points, the credentials do not go.
             config.push((
                 format!("http.{base}.extraHeader"),
                 format!("Authorization: {header}"),
             ));
+            config.push(("http.followRedirects".into(), "false".into()));
         }
         if let Some(remote) = remote
             && remote.is_ssh()

@@ -662,3 +662,67 @@ async fn an_event_log_from_before_triggers_replays() {
     assert_eq!(v.source_revisions["app"], a);
     assert_eq!(view(&plane, "old").await.trigger, None);
 }
+
+/// A forge that answers every request with a redirect to `to`.
+fn redirecting_forge(to: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut path = String::new();
+            let _ = reader.read_line(&mut path);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = path.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+/// Regression: with repository credentials, no redirect is followed at all
+/// (git follows the first one by default): the host it points to never
+/// hears from gantry, so it cannot collect the credentials.
+#[tokio::test]
+async fn a_redirect_is_not_followed_with_repository_credentials() {
+    const TOKEN: &str = "ghp_redirect_7Yq2LxVb9KmWd4";
+    let dir = tempfile::tempdir().unwrap();
+    let (elsewhere, heads) = fake_forge();
+    let port = redirecting_forge(format!("http://localhost:{elsewhere}"));
+    let data = dir.path().join("data");
+    let plane = ControlPlane::open(&data).await.unwrap();
+    let name = gantry_params::ParamName::parse(&format!(
+        "/gantry/repositories/127.0.0.1_{port}/acme/shop/token"
+    ))
+    .unwrap();
+    plane
+        .params()
+        .put(gantry_params::PutParameter::new(
+            &name,
+            TOKEN,
+            gantry_params::ParamType::SecureString,
+            "test",
+        ))
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/acme/shop.git");
+    let mirrors = Mirrors::new(&data);
+    let creds = RepoCredentials::from_params(plane.params(), &url)
+        .await
+        .unwrap();
+    assert!(mirrors.ls_remote(&url, &creds).await.is_err());
+    assert!(mirrors.fetch(&url, &creds).await.is_err());
+    let heads = heads.lock().unwrap().join("\n");
+    assert!(heads.is_empty(), "a redirect was followed: {heads}");
+}
