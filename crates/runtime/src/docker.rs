@@ -113,11 +113,12 @@ struct Inner {
     available: AtomicBool,
 }
 
-/// The `gantry.spec` label: the spec without environment values.
+/// The `gantry.spec` label: the spec without environment values (the
+/// swarm runtime labels its services with it too).
 #[derive(Serialize, Deserialize)]
-struct SpecLabel {
-    spec: ReplicaSpec,
-    env_names: Vec<String>,
+pub(crate) struct SpecLabel {
+    pub(crate) spec: ReplicaSpec,
+    pub(crate) env_names: Vec<String>,
 }
 
 /// One of this runtime's containers, from a line of
@@ -246,31 +247,7 @@ impl Driver for DockerRuntime {
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let mut lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
-        lines.sort_by(|a, b| a.split(' ').next().cmp(&b.split(' ').next()));
-        // `--since` includes the line at the cursor; a follower saw it.
-        if let Some(after) = &query.after {
-            lines.retain(|l| l.split(' ').next().is_some_and(|t| t > after.as_str()));
-        }
-        let cursor = lines
-            .last()
-            .and_then(|l| l.split(' ').next())
-            .map_or_else(|| query.after.clone().unwrap_or_default(), str::to_string);
-        let mut text: String = lines
-            .iter()
-            .map(|l| format!("{}\n", l.split_once(' ').map_or(*l, |(_, rest)| rest)))
-            .collect();
-        let max = usize::try_from(query.max_bytes).unwrap_or(usize::MAX);
-        if text.len() > max {
-            let mut cut = text.len() - max;
-            while !text.is_char_boundary(cut) {
-                cut += 1;
-            }
-            text.drain(..cut);
-        }
-        Ok(crate::ReplicaOutput { text, cursor })
+        Ok(timestamped_output(&output.stdout, &output.stderr, &query))
     }
 
     async fn start_replica(&self, spec: ReplicaSpec) -> Result<Replica, RuntimeError> {
@@ -280,6 +257,42 @@ impl Driver for DockerRuntime {
     async fn stop_replica(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         self.inner.stop(id, grace).await
     }
+}
+
+/// The output of `docker logs --timestamps` (or `docker service logs
+/// --timestamps --raw`): both streams merged by their lines' timestamps
+/// (RFC 3339 with nanoseconds sort as text), what came after the query's
+/// cursor, at most its bytes from the end.
+pub(crate) fn timestamped_output(
+    stdout: &[u8],
+    stderr: &[u8],
+    query: &crate::LogQuery,
+) -> crate::ReplicaOutput {
+    let stdout = String::from_utf8_lossy(stdout);
+    let stderr = String::from_utf8_lossy(stderr);
+    let mut lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    lines.sort_by(|a, b| a.split(' ').next().cmp(&b.split(' ').next()));
+    // `--since` includes the line at the cursor; a follower saw it.
+    if let Some(after) = &query.after {
+        lines.retain(|l| l.split(' ').next().is_some_and(|t| t > after.as_str()));
+    }
+    let cursor = lines
+        .last()
+        .and_then(|l| l.split(' ').next())
+        .map_or_else(|| query.after.clone().unwrap_or_default(), str::to_string);
+    let mut text: String = lines
+        .iter()
+        .map(|l| format!("{}\n", l.split_once(' ').map_or(*l, |(_, rest)| rest)))
+        .collect();
+    let max = usize::try_from(query.max_bytes).unwrap_or(usize::MAX);
+    if text.len() > max {
+        let mut cut = text.len() - max;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text.drain(..cut);
+    }
+    crate::ReplicaOutput { text, cursor }
 }
 
 /// Polls container states until the runtime is dropped.
@@ -848,7 +861,7 @@ fn run_args(spec: &ReplicaSpec, owner: &str, host_port: u16) -> Result<RunComman
 /// Whether a spec's variable goes into the container: not `PORT` (the
 /// runtime's), not `GANTRY_OWNER`, and never the server's secrets, as in the
 /// process runtime.
-fn passed_on(name: &str) -> bool {
+pub(crate) fn passed_on(name: &str) -> bool {
     !matches!(
         name,
         OWNER_ENV | "PORT" | "GANTRY_MASTER_KEY" | "GANTRY_TOKEN"
@@ -883,7 +896,7 @@ fn parse_exit_code(state: &str) -> Option<i32> {
     matches!(state.status.as_str(), "exited" | "dead").then_some(state.exit_code)
 }
 
-fn is_port_conflict(stderr: &str) -> bool {
+pub(crate) fn is_port_conflict(stderr: &str) -> bool {
     stderr.contains("port is already allocated") || stderr.contains("address already in use")
 }
 
@@ -901,7 +914,7 @@ fn container_name(id: &str) -> String {
     format!("{NAME_PREFIX}{id}")
 }
 
-fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
+pub(crate) fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 

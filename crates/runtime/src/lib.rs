@@ -8,7 +8,7 @@
 //! does the health checking, so a runtime's `start` returns as soon as the
 //! program runs.
 //!
-//! Two runtimes:
+//! Three runtimes:
 //!
 //! - [`ProcessRuntime`] (`process`): runs the image on the host, without
 //!   isolation. The image's layers are unpacked once per digest into
@@ -17,8 +17,12 @@
 //!   root, `PORT`, `GANTRY_ROOTFS`). Memory and CPU limits are **not** enforced.
 //! - [`DockerRuntime`] (`docker`): runs the image as a container through the
 //!   `docker` CLI, published on `127.0.0.1`, with memory and CPU limits.
+//! - [`SwarmRuntime`] (`swarm`): runs each replica as a Docker Swarm service
+//!   with one task (`gantry-<id>`), its port published in host mode; Swarm
+//!   pulls and restarts, gantry's deployer still does rollouts, health and
+//!   rollback (see `swarm.rs`).
 //!
-//! Both keep their replicas in one kind of table (`table.rs`: slots by id,
+//! All keep their replicas in one kind of table (`table.rs`: slots by id,
 //! reservations while a start pulls, listing, events, the restart backoff,
 //! abort of their tasks on drop), and both get [`Runtime`] from one impl over
 //! the table's `Driver` trait; each runtime's file holds only how it starts,
@@ -70,6 +74,7 @@ mod proc;
 mod process;
 mod replica;
 mod restart;
+mod swarm;
 mod table;
 mod unpack;
 
@@ -83,6 +88,7 @@ pub use output::{LogQuery, ReplicaOutput};
 pub use process::{ProcessOptions, ProcessRuntime};
 pub use replica::{Replica, ReplicaEvent, ReplicaExit, ReplicaSpec, ReplicaState, USER_LABEL};
 pub use restart::RestartPolicy;
+pub use swarm::SwarmRuntime;
 
 /// A boxed, sendable future: what the object-safe [`Runtime`] methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -93,7 +99,7 @@ pub const OWNER_ENV: &str = "GANTRY_OWNER";
 
 /// Where a service's replicas run. Object-safe: held as `Arc<dyn Runtime>`.
 pub trait Runtime: Send + Sync {
-    /// `"process"` or `"docker"`.
+    /// `"process"`, `"docker"` or `"swarm"`.
     fn kind(&self) -> &'static str;
 
     /// Pulls the image if needed and starts the replica; returns once its

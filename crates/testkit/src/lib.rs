@@ -23,6 +23,12 @@ pub fn docker_tests_enabled(test: &str) -> bool {
     gate("GANTRY_TEST_DOCKER", test)
 }
 
+/// Whether the tests needing an initialised Docker swarm (`docker swarm
+/// init`) should run; prints why not.
+pub fn swarm_tests_enabled(test: &str) -> bool {
+    gate("GANTRY_TEST_SWARM", test)
+}
+
 /// Whether the test may run: `var` is `1`; otherwise prints why it is skipped.
 pub fn gate(var: &str, test: &str) -> bool {
     if std::env::var(var).as_deref() == Ok("1") {

@@ -28,6 +28,11 @@ pub fn docker_tests_enabled(test: &str) -> bool {
     gate("GANTRY_TEST_DOCKER", test) && gate("GANTRY_TEST_REGISTRY", test)
 }
 
+/// Whether the tests needing an initialised swarm (and the registry) should run.
+pub fn swarm_tests_enabled(test: &str) -> bool {
+    gantry_testkit::swarm_tests_enabled(test) && gate("GANTRY_TEST_REGISTRY", test)
+}
+
 /// `registry.image("name")`: `ADDR/name` of a test registry, parsed.
 pub trait ImageName {
     fn image(&self, name: &str) -> Reference;
@@ -282,6 +287,22 @@ impl Drop for ContainerGuard {
         if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
             for id in ids.split_whitespace() {
                 let _ = docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+/// Removes every swarm service of `owner` when dropped.
+pub struct ServiceGuard {
+    pub owner: String,
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        let filter = format!("label=gantry.owner={}", self.owner);
+        if let Ok(ids) = docker(&["service", "ls", "-q", "--filter", &filter]) {
+            for id in ids.split_whitespace() {
+                let _ = docker(&["service", "rm", id]);
             }
         }
     }
