@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use crate::deployer::{Deployer, EnvState, runtime_name};
 use crate::error::DeployError;
 
-fn rules_of(env: &Environment) -> Vec<Rule> {
+pub(crate) fn rules_of(env: &Environment) -> Vec<Rule> {
     env.load_balancer
         .as_ref()
         .map(|lb| {

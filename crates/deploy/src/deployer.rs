@@ -87,6 +87,8 @@ pub(crate) struct ServiceState {
     pub(crate) deploying: Mutex<()>,
     pub(crate) current: Mutex<Option<Revision>>,
     pub(crate) replicas: Mutex<Vec<ReplicaRef>>,
+    /// The progressive deployment shifting traffic now, if one is.
+    pub(crate) shift: std::sync::Mutex<Option<crate::shift::ShiftHandle>>,
 }
 
 impl EnvState {

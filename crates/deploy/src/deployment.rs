@@ -30,6 +30,10 @@ pub struct DeploymentFinished {
     pub status: &'static str,
     /// From the deployment's start (its record) to its end.
     pub duration: Duration,
+    /// What rolled it back, when something did: `circuit_breaker`,
+    /// `analysis` (a progressive deployment's analysis or the health of
+    /// its new replicas) or `abort` (an operator).
+    pub rolled_back_by: Option<&'static str>,
 }
 
 /// Called with every finished deployment.
@@ -183,6 +187,7 @@ impl Deployer {
             }
         }
         let state = env.service(service).await;
+        refuse_during_shift(&state, environment, service)?;
         let _guard = state.deploying.lock().await;
         let number = self
             .inner
@@ -241,7 +246,8 @@ impl Deployer {
     }
 
     /// Records the end of a deployment and tells the hook.
-    async fn finish(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn finish(
         &self,
         deployment: i64,
         revision: &Revision,
@@ -249,6 +255,7 @@ impl Deployer {
         started: tokio::time::Instant,
         status: &'static str,
         message: &str,
+        rolled_back_by: Option<&'static str>,
     ) -> Result<(), DeployError> {
         self.inner
             .db
@@ -261,6 +268,7 @@ impl Deployer {
                 rollback,
                 status,
                 duration: started.elapsed(),
+                rolled_back_by,
             });
         }
         Ok(())
@@ -278,6 +286,7 @@ impl Deployer {
     ) -> Result<DeployOutcome, DeployError> {
         let (env, _) = self.environment(environment).await?;
         let state = env.service(service).await;
+        refuse_during_shift(&state, environment, service)?;
         let _guard = state.deploying.lock().await;
         let current = state.current.lock().await.clone();
         let target = match to {
@@ -367,54 +376,54 @@ impl Deployer {
             log,
             breaker: true,
         };
-        let result = match rollout.run(old).await {
+        let plan = revision.shift_plan().filter(|_| !old.is_empty());
+        let outcome = match (&plan, &previous) {
+            (Some(plan), Some(stable)) => {
+                // A rollback returns at once: the switch without its waits.
+                let plan = if rollback {
+                    crate::revision::ShiftPlan {
+                        steps: vec![crate::revision::ShiftStep::Weight(100)],
+                        test_listener: None,
+                        termination_wait_ms: 0,
+                        ..plan.clone()
+                    }
+                } else {
+                    plan.clone()
+                };
+                self.shift_to(env, state, &rollout, stable, &plan, deployment, old)
+                    .await
+            }
+            _ => rollout.run(old).await,
+        };
+        let result = match outcome {
             Ok(result) => result,
             Err(error) => {
+                let (status, by) = match &error {
+                    DeployError::AnalysisFailed { .. } => ("RolledBack", Some("analysis")),
+                    DeployError::Aborted { .. } => ("RolledBack", Some("abort")),
+                    _ => ("Failed", None),
+                };
                 self.finish(
                     deployment,
                     &revision,
                     rollback,
                     started,
-                    "Failed",
+                    status,
                     &error.to_string(),
+                    by,
                 )
                 .await?;
+                log.line(&format!(
+                    "Deployment of revision {} failed: {error}",
+                    revision.number
+                ));
                 return Err(error);
             }
         };
         match result {
             Ok(done) => {
-                *state.replicas.lock().await = done.serving.clone();
-                *state.current.lock().await = Some(revision.clone());
-                self.inner
-                    .db
-                    .set_current(&revision.environment, &revision.service, revision.number)
-                    .await?;
-                let message = format!(
-                    "{} replica(s) healthy; {} replaced on the way",
-                    done.serving.len(),
-                    done.failures
-                );
-                self.finish(
-                    deployment,
-                    &revision,
-                    rollback,
-                    started,
-                    "Succeeded",
-                    &message,
-                )
-                .await?;
-                log.line(&format!(
-                    "Deployment of revision {} succeeded: {message}",
-                    revision.number
-                ));
-                Ok(DeployOutcome {
-                    environment: revision.environment.clone(),
-                    service: revision.service.clone(),
-                    revision: revision.number,
-                    image: revision.image.clone(),
-                    replicas: done.serving.iter().map(|r| r.id.clone()).collect(),
-                })
+                self.promoted(state, &revision, deployment, rollback, started, done, log)
+                    .await
             }
             Err(tripped) => {
                 let mut serving = tripped.remaining_old.clone();
@@ -477,11 +486,78 @@ impl Deployer {
                     started,
                     status,
                     &error.to_string(),
+                    rolled_back_to.map(|_| "circuit_breaker"),
                 )
                 .await?;
                 Err(error)
             }
         }
+    }
+}
+
+impl Deployer {
+    /// Records a deployment whose new revision now serves everything.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn promoted(
+        &self,
+        state: &ServiceState,
+        revision: &Revision,
+        deployment: i64,
+        rollback: bool,
+        started: tokio::time::Instant,
+        done: crate::rollout::RolloutResult,
+        log: &dyn DeployLog,
+    ) -> Result<DeployOutcome, DeployError> {
+        *state.replicas.lock().await = done.serving.clone();
+        *state.current.lock().await = Some(revision.clone());
+        self.inner
+            .db
+            .set_current(&revision.environment, &revision.service, revision.number)
+            .await?;
+        let message = format!(
+            "{} replica(s) healthy; {} replaced on the way",
+            done.serving.len(),
+            done.failures
+        );
+        self.finish(
+            deployment,
+            revision,
+            rollback,
+            started,
+            "Succeeded",
+            &message,
+            None,
+        )
+        .await?;
+        log.line(&format!(
+            "Deployment of revision {} succeeded: {message}",
+            revision.number
+        ));
+        Ok(DeployOutcome {
+            environment: revision.environment.clone(),
+            service: revision.service.clone(),
+            revision: revision.number,
+            image: revision.image.clone(),
+            replicas: done.serving.iter().map(|r| r.id.clone()).collect(),
+        })
+    }
+}
+
+/// A deployment asked for while a progressive one shifts the service's
+/// traffic is refused at once, naming the one in progress (rolling ones
+/// wait their turn on the service's lock instead).
+fn refuse_during_shift(
+    state: &ServiceState,
+    environment: &str,
+    service: &str,
+) -> Result<(), DeployError> {
+    match state.shifting() {
+        Some(deployment) => Err(DeployError::ShiftInProgress {
+            environment: environment.to_string(),
+            service: service.to_string(),
+            deployment,
+        }),
+        None => Ok(()),
     }
 }
 

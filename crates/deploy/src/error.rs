@@ -48,6 +48,38 @@ pub enum DeployError {
         /// The revision that serves again, when the breaker rolled back.
         rolled_back_to: Option<u64>,
     },
+    #[error(
+        "analysis of revision {revision} failed: {reason}; rolled back: revision {rolled_back_to} takes all the traffic again"
+    )]
+    AnalysisFailed {
+        revision: u64,
+        /// What broke, with the numbers measured.
+        reason: String,
+        rolled_back_to: u64,
+    },
+    #[error(
+        "the deployment of revision {revision} was aborted by {by}; rolled back: revision {rolled_back_to} takes all the traffic again"
+    )]
+    Aborted {
+        revision: u64,
+        by: String,
+        rolled_back_to: u64,
+    },
+    #[error(
+        "{service} in {environment} is not shifting traffic: no blue/green, canary, linear or steps deployment of it is in progress"
+    )]
+    NothingToPromote {
+        environment: String,
+        service: String,
+    },
+    #[error(
+        "deployment {deployment} of {service} in {environment} is shifting traffic to a new revision; promote it or abort it (`gantry deploy promote|abort {environment} {service}`) before deploying again"
+    )]
+    ShiftInProgress {
+        environment: String,
+        service: String,
+        deployment: i64,
+    },
     #[error("no revision {revision} of {service} in {environment}")]
     UnknownRevision {
         environment: String,
@@ -84,6 +116,10 @@ impl DeployError {
             DeployError::Secret { .. } => "deploy.secret",
             DeployError::Stalled { .. } => "deploy.stalled",
             DeployError::CircuitBreaker { .. } => "deploy.circuit_breaker",
+            DeployError::AnalysisFailed { .. } => "deploy.analysis_failed",
+            DeployError::Aborted { .. } => "deploy.aborted",
+            DeployError::NothingToPromote { .. } => "deploy.nothing_to_promote",
+            DeployError::ShiftInProgress { .. } => "deploy.shift_in_progress",
             DeployError::UnknownRevision { .. } => "deploy.unknown_revision",
             DeployError::NothingToRollBackTo { .. } => "deploy.nothing_to_roll_back_to",
             DeployError::LoadBalancer { .. } => "deploy.load_balancer",
@@ -111,6 +147,10 @@ impl DeployError {
             | DeployError::Secret { .. }
             | DeployError::Stalled { .. }
             | DeployError::CircuitBreaker { .. }
+            | DeployError::AnalysisFailed { .. }
+            | DeployError::Aborted { .. }
+            | DeployError::NothingToPromote { .. }
+            | DeployError::ShiftInProgress { .. }
             | DeployError::NothingToRollBackTo { .. }
             | DeployError::LoadBalancer { .. }
             | DeployError::Runtime(_)

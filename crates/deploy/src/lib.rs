@@ -18,6 +18,12 @@
 //!   or fail their health checks; at its threshold the deployment fails at
 //!   once and, with rollback on, the previous revision keeps (or gets back)
 //!   every replica.
+//! - A **progressive** deployment (blue_green, canary, linear, steps) starts
+//!   the new revision's full set beside the running one at weight 0 and
+//!   moves the traffic by weight, step by step (`shift.rs`), judging the
+//!   new revision on the load balancer's own numbers (`analysis.rs`) and
+//!   rolling back at once when it misbehaves; operators promote, abort,
+//!   pause and resume it ([`Deployer::control_shift`]).
 //!
 //! Invariants:
 //! - Traffic only reaches replicas that passed their health checks while any
@@ -25,9 +31,14 @@
 //!   target group (with a drain) before it is stopped. So a rolling deploy,
 //!   and a failed one that rolls back, drop no request.
 //! - One deployment at a time per service (a lock), any number in parallel
-//!   across services.
+//!   across services. A deploy that arrives while a progressive deployment
+//!   shifts the service's traffic is refused (naming it) instead of waiting.
+//! - Traffic split between two revisions always has a watcher: the shift
+//!   that set it, or, after a restart, the one re-adoption resumes; when
+//!   neither can go on, the stable revision gets all of it back.
 //! - Revisions hold no secret value, only parameter names and versions.
 
+mod analysis;
 mod apply;
 mod deployer;
 mod deployment;
@@ -36,6 +47,7 @@ mod logs;
 mod readopt;
 mod revision;
 mod rollout;
+mod shift;
 mod status;
 mod store;
 #[cfg(test)]
@@ -47,5 +59,6 @@ pub use deployment::DeploymentFinished;
 pub use error::DeployError;
 pub use gantry_api::{EnvironmentStatus, ReplicaStatus, ServiceStatus};
 pub use logs::ServiceOutput;
-pub use revision::{Cause, Revision, SecretRef};
+pub use revision::{Cause, Revision, SecretRef, ShiftPlan, ShiftStep, StoredAnalysis};
+pub use shift::{ShiftCommand, ShiftProgress};
 pub use store::DeploymentRecord;

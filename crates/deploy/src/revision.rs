@@ -42,6 +42,12 @@ pub struct Revision {
     /// `rolling` or `blue_green`.
     #[serde(default)]
     pub blue_green: bool,
+    /// How traffic moves to this revision when it replaces a running one
+    /// (blue_green, canary, linear, steps): its steps, resolved. `None`
+    /// (and absent from revisions stored before issue 13): rolling, or a
+    /// blue/green switch as [`Revision::shift`] makes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<ShiftPlan>,
     pub min_healthy_percent: u32,
     pub max_percent: u32,
     pub breaker_threshold: u32,
@@ -125,6 +131,7 @@ impl Revision {
                 service.deployment.strategy,
                 gantry_spec::service::DeploymentStrategy::BlueGreen
             ),
+            shift: ShiftPlan::of(&service.deployment),
             min_healthy_percent: service.deployment.min_healthy_percent,
             max_percent: service.deployment.max_percent,
             breaker_threshold: service.deployment.circuit_breaker.threshold,
@@ -152,6 +159,20 @@ impl Revision {
             ..r.clone()
         };
         strip(self) == strip(other)
+    }
+
+    /// The steps that move traffic to this revision, or `None` for a
+    /// rolling deployment. A blue/green revision stored before the plan
+    /// existed switches at once, as it always did.
+    pub fn shift_plan(&self) -> Option<ShiftPlan> {
+        match &self.shift {
+            Some(plan) => Some(plan.clone()),
+            None if self.blue_green => Some(ShiftPlan {
+                steps: vec![ShiftStep::Weight(100)],
+                ..ShiftPlan::default()
+            }),
+            None => None,
+        }
     }
 
     pub fn drain(&self) -> Duration {
@@ -186,5 +207,135 @@ impl Revision {
         let min = (n * self.min_healthy_percent as usize).div_ceil(100);
         let max = (n * self.max_percent as usize / 100).max(n);
         (min, max)
+    }
+}
+
+/// A progressive deployment's plan as a revision keeps it: the spec's
+/// [`gantry_spec::service::RolloutStep`]s in a stored form (durations in
+/// milliseconds), and the strategy's settings the deployer needs while it
+/// shifts traffic.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ShiftPlan {
+    pub steps: Vec<ShiftStep>,
+    /// Blue/green: a listener that sends every request to the new revision
+    /// until the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_listener: Option<std::net::SocketAddr>,
+    /// How long the old revision stays registered at weight 0 after the
+    /// new one took all the traffic (blue/green's `termination_wait`).
+    #[serde(default)]
+    pub termination_wait_ms: u64,
+    /// The header that routes a request to either revision at any weight.
+    #[serde(default = "default_canary_header")]
+    pub canary_header: String,
+}
+
+fn default_canary_header() -> String {
+    gantry_spec::service::DEFAULT_CANARY_HEADER.to_string()
+}
+
+/// One step of a [`ShiftPlan`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShiftStep {
+    /// This percentage of the requests goes to the new revision.
+    Weight(u32),
+    /// Wait this many milliseconds, or (`None`) for an operator's promote.
+    Pause(Option<u64>),
+    Analysis(StoredAnalysis),
+}
+
+/// [`gantry_spec::service::Analysis`] as a revision stores it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredAnalysis {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ms: Option<u64>,
+    pub min_requests: u32,
+    pub window_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio: Option<f64>,
+    /// `(url, query, max)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<(String, String, f64)>,
+    /// A path requested on each new replica, or an absolute URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_url: Option<String>,
+    #[serde(default = "default_expect_status")]
+    pub probe_status: u16,
+}
+
+fn default_expect_status() -> u16 {
+    200
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl StoredAnalysis {
+    fn of(a: &gantry_spec::service::Analysis) -> StoredAnalysis {
+        use gantry_spec::service::ProbeTarget;
+        let (probe_path, probe_url) = match a.probe.as_ref().map(|p| &p.target) {
+            Some(ProbeTarget::Path(path)) => (Some(path.clone()), None),
+            Some(ProbeTarget::Url(url)) => (None, Some(url.clone())),
+            None => (None, None),
+        };
+        StoredAnalysis {
+            max_error_rate: a.max_error_rate,
+            max_p99_ms: a.max_p99.map(millis),
+            min_requests: a.min_requests,
+            window_ms: millis(a.window),
+            max_error_ratio: a.compare_to_stable.and_then(|c| c.max_error_ratio),
+            max_p99_ratio: a.compare_to_stable.and_then(|c| c.max_p99_ratio),
+            prometheus: a
+                .prometheus
+                .as_ref()
+                .map(|p| (p.url.clone(), p.query.clone(), p.max)),
+            probe_path,
+            probe_url,
+            probe_status: a.probe.as_ref().map_or(200, |p| p.expect_status),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+}
+
+impl ShiftPlan {
+    /// The plan of a deployment block; `None` for `rolling`.
+    pub fn of(deployment: &gantry_spec::service::Deployment) -> Option<ShiftPlan> {
+        use gantry_spec::service::{DeploymentStrategy, Pause, RolloutStep};
+        if deployment.strategy == DeploymentStrategy::Rolling {
+            return None;
+        }
+        let steps = deployment
+            .rollout_steps()
+            .iter()
+            .map(|step| match step {
+                RolloutStep::Weight(w) => ShiftStep::Weight(*w),
+                RolloutStep::Pause(Pause::For(d)) => ShiftStep::Pause(Some(millis(*d))),
+                RolloutStep::Pause(Pause::Manual) => ShiftStep::Pause(None),
+                RolloutStep::Analysis(a) => ShiftStep::Analysis(StoredAnalysis::of(a)),
+            })
+            .collect();
+        let blue_green = (deployment.strategy == DeploymentStrategy::BlueGreen)
+            .then(|| deployment.blue_green_settings());
+        Some(ShiftPlan {
+            steps,
+            test_listener: blue_green.as_ref().and_then(|b| b.test_listener),
+            termination_wait_ms: blue_green.map_or(0, |b| millis(b.termination_wait)),
+            canary_header: deployment.canary_header().to_string(),
+        })
+    }
+
+    pub fn termination_wait(&self) -> Duration {
+        Duration::from_millis(self.termination_wait_ms)
     }
 }

@@ -1,4 +1,6 @@
-//! A rolling deployment of one revision, with the circuit breaker.
+//! A rolling deployment of one revision, with the circuit breaker; and the
+//! start of a progressive one's new replica set beside the running one
+//! ([`Rollout::start_beside`], which `crate::shift` continues).
 //!
 //! New replicas start in batches that keep the total within `max_percent`;
 //! each joins the target group and counts only once the load balancer finds
@@ -89,23 +91,24 @@ pub(crate) struct Rollout<'a> {
 }
 
 impl Rollout<'_> {
+    /// A rolling deployment (progressive ones start their new set with
+    /// [`Rollout::start_beside`], then `crate::shift` moves the traffic).
     pub(crate) async fn run(
         &self,
         old: Vec<ReplicaRef>,
     ) -> Result<Result<RolloutResult, Tripped>, DeployError> {
-        if self.revision.blue_green && !old.is_empty() {
-            return self.blue_green(old).await;
-        }
         self.rolling(old).await
     }
 
-    /// Blue/green: the full green set starts beside blue with weight 0 (in
-    /// the target group, health-checked, sent nothing); once every green
-    /// replica is healthy, traffic switches at once and blue drains.
-    async fn blue_green(
+    /// Starts the revision's full set beside `old` with weight 0 (in the
+    /// target group, health-checked, sent nothing) and returns it once
+    /// every replica is healthy; failures are replaced until the circuit
+    /// breaker trips, and then the new replicas are stopped and `old`,
+    /// untouched, keeps all the traffic.
+    pub(crate) async fn start_beside(
         &self,
-        old: Vec<ReplicaRef>,
-    ) -> Result<Result<RolloutResult, Tripped>, DeployError> {
+        old: &[ReplicaRef],
+    ) -> Result<Vec<ReplicaRef>, Tripped> {
         let r = self.revision;
         let n = r.replicas as usize;
         let threshold = if self.breaker {
@@ -114,7 +117,7 @@ impl Rollout<'_> {
             50
         };
         self.log.line(&format!(
-            "Blue/green: starting {n} green replica(s) of revision {} beside {} blue",
+            "Starting {n} replica(s) of revision {} beside {} of the running revision, at weight 0",
             r.number,
             old.len()
         ));
@@ -134,7 +137,7 @@ impl Rollout<'_> {
                     Err(reason) => {
                         failures += 1;
                         self.log.line(&format!(
-                            "Green replica failed ({failures}/{threshold}): {reason}"
+                            "New replica failed ({failures}/{threshold}): {reason}"
                         ));
                         last = reason;
                     }
@@ -142,41 +145,19 @@ impl Rollout<'_> {
             }
             if failures >= threshold {
                 self.log.line(&format!(
-                    "Circuit breaker tripped after {failures} failure(s); blue keeps all traffic."
+                    "Circuit breaker tripped after {failures} failure(s); the running revision keeps all traffic."
                 ));
                 for replica in &green {
                     self.retire(replica).await;
                 }
-                return Ok(Err(Tripped {
-                    remaining_old: old,
+                return Err(Tripped {
+                    remaining_old: old.to_vec(),
                     failures,
                     last,
-                }));
+                });
             }
         }
-        for replica in &green {
-            if let Err(e) = self.group.set_weight(&replica.id, 1) {
-                self.log
-                    .line(&format!("Could not give traffic to {}: {e}", replica.id));
-            }
-        }
-        // Every blue replica leaves the group before any drain is awaited
-        // (deregistering stops new requests at once), so once green takes
-        // traffic no request reaches blue; one at a time, the last blue
-        // replicas would share traffic with green for the earlier drains.
-        let drains: Vec<_> = old
-            .iter()
-            .map(|o| self.group.deregister(&o.id, r.drain()))
-            .collect();
-        self.log.line("Traffic switched to green; draining blue.");
-        futures_util::future::join_all(drains).await;
-        for o in &old {
-            self.retire(o).await;
-        }
-        Ok(Ok(RolloutResult {
-            serving: green,
-            failures,
-        }))
+        Ok(green)
     }
 
     async fn rolling(
@@ -316,8 +297,11 @@ impl Rollout<'_> {
         };
         match outcome {
             Ok(()) => {
-                self.log
-                    .line(&format!("Replica {id} is healthy and takes traffic."));
+                self.log.line(&if weight == 0 {
+                    format!("Replica {id} is healthy (weight 0: no traffic yet).")
+                } else {
+                    format!("Replica {id} is healthy and takes traffic.")
+                });
                 Ok(ReplicaRef {
                     id,
                     revision: r.number,
@@ -359,7 +343,7 @@ impl Rollout<'_> {
         started
     }
 
-    async fn retire(&self, replica: &ReplicaRef) {
+    pub(crate) async fn retire(&self, replica: &ReplicaRef) {
         self.log.line(&format!(
             "Draining replica {} (revision {}) for up to {:?}, then stopping it",
             replica.id,

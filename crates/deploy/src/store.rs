@@ -36,7 +36,35 @@ CREATE TABLE IF NOT EXISTS deploy_deployments (
     finished_at   INTEGER,
     message       TEXT
 );
+CREATE TABLE IF NOT EXISTS deploy_shifts (
+    environment   TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    deployment    INTEGER NOT NULL,
+    from_revision INTEGER NOT NULL,
+    to_revision   INTEGER NOT NULL,
+    step          INTEGER NOT NULL,
+    weight        INTEGER NOT NULL,
+    paused        INTEGER NOT NULL,
+    PRIMARY KEY (environment, service)
+);
 "#;
+
+/// Where a progressive deployment is, kept while it shifts traffic so that
+/// a server restarting in the middle resumes it (or puts the old revision
+/// back to all the traffic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShiftRow {
+    pub(crate) environment: String,
+    pub(crate) service: String,
+    pub(crate) deployment: i64,
+    pub(crate) from_revision: u64,
+    pub(crate) to_revision: u64,
+    /// The index of the step it reached.
+    pub(crate) step: usize,
+    /// The new revision's share of the traffic, in percent.
+    pub(crate) weight: u32,
+    pub(crate) paused: bool,
+}
 
 /// One row of a service's deployment history, as `env status` shows it.
 /// Fields are in alphabetical order, the order the JSON had when it was
@@ -237,16 +265,73 @@ impl DeployStore {
         Ok(())
     }
 
-    /// Deployments still marked in progress (a server stopped during them).
+    /// Deployments still marked in progress (a server stopped during them),
+    /// but for progressive ones with a shift row: re-adoption resumes or
+    /// ends those.
     pub(crate) async fn interrupt_unfinished(&self, at: i64) -> Result<u64, DeployError> {
         let done = sqlx::query(
             "UPDATE deploy_deployments SET status = 'Interrupted', finished_at = ?,
-               message = 'the server stopped during this deployment' WHERE status = 'InProgress'",
+               message = 'the server stopped during this deployment' WHERE status = 'InProgress'
+               AND id NOT IN (SELECT deployment FROM deploy_shifts)",
         )
         .bind(at)
         .execute(self.store.pool())
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Records where a shift is (replacing what was recorded).
+    pub(crate) async fn save_shift(&self, row: &ShiftRow) -> Result<(), DeployError> {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT OR REPLACE INTO deploy_shifts
+               (environment, service, deployment, from_revision, to_revision, step, weight, paused)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.environment)
+        .bind(&row.service)
+        .bind(row.deployment)
+        .bind(int(row.from_revision))
+        .bind(int(row.to_revision))
+        .bind(int(row.step as u64))
+        .bind(i64::from(row.weight))
+        .bind(row.paused)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn clear_shift(&self, env: &str, service: &str) -> Result<(), DeployError> {
+        sqlx::query("DELETE FROM deploy_shifts WHERE environment = ? AND service = ?")
+            .bind(env)
+            .bind(service)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Every shift a stopped server left in progress.
+    pub(crate) async fn shifts(&self) -> Result<Vec<ShiftRow>, DeployError> {
+        let rows = sqlx::query(
+            "SELECT environment, service, deployment, from_revision, to_revision, step, weight, paused
+             FROM deploy_shifts",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let num = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(rows
+            .into_iter()
+            .map(|r| ShiftRow {
+                environment: r.get(0),
+                service: r.get(1),
+                deployment: r.get(2),
+                from_revision: num(r.get(3)),
+                to_revision: num(r.get(4)),
+                step: usize::try_from(r.get::<i64, _>(5)).unwrap_or(0),
+                weight: u32::try_from(r.get::<i64, _>(6)).unwrap_or(0),
+                paused: r.get(7),
+            })
+            .collect())
     }
 
     pub(crate) async fn deployments(

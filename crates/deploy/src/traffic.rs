@@ -10,13 +10,14 @@
 //! paused clock (`crate::tests::fake`). The proxy's own tests cover its
 //! health checks; the server's deploy tests cover the two together.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_proxy::{
     HealthCheckConfig, ListenerStats, LoadBalancer, ProxyError, Rule, Target, TargetGroup,
-    TargetStatus,
+    TargetStatus, WindowStats,
 };
 use gantry_runtime::BoxFuture;
 
@@ -62,6 +63,13 @@ pub(crate) trait Targets: Send + Sync {
         id: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), ProxyError>>;
+    /// Each revision label's requests over the last `window`, as
+    /// [`TargetGroup::window_stats`] counts them: what an analysis judges.
+    fn window_stats(&self, window: Duration) -> BTreeMap<String, WindowStats>;
+    /// Routes requests with `header: always` to `revision`'s targets and
+    /// `never` to the others (`None`: the weights alone decide).
+    /// Fails only for a header name HTTP refuses.
+    fn set_canary_route(&self, route: Option<(String, String)>) -> Result<(), String>;
 }
 
 /// The real load balancers: `gantry_proxy` listeners.
@@ -129,5 +137,22 @@ impl Targets for TargetGroup {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), ProxyError>> {
         Box::pin(TargetGroup::wait_healthy(self, id, timeout))
+    }
+
+    fn window_stats(&self, window: Duration) -> BTreeMap<String, WindowStats> {
+        TargetGroup::window_stats(self, window)
+    }
+
+    fn set_canary_route(&self, route: Option<(String, String)>) -> Result<(), String> {
+        let route = match route {
+            Some((header, revision)) => {
+                let header = http::HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| format!("{header:?} is not a header name"))?;
+                Some((header, revision))
+            }
+            None => None,
+        };
+        TargetGroup::set_canary_route(self, route);
+        Ok(())
     }
 }

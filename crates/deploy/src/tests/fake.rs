@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gantry_images::{Digest, Reference};
-use gantry_proxy::{Health, HealthCheckConfig, ProxyError, Rule, Target, TargetStatus};
+use gantry_proxy::{
+    Health, HealthCheckConfig, ProxyError, Rule, Target, TargetStatus, WindowStats,
+};
 use gantry_runtime::{
     BoxFuture, Replica, ReplicaEvent, ReplicaSpec, ReplicaState, Runtime, RuntimeError,
 };
@@ -78,9 +80,43 @@ pub(crate) struct World {
     /// Fewest replicas taking traffic (registered, weight > 0, healthy) at
     /// once since the last reset, by target group.
     pub(crate) min_serving: BTreeMap<String, usize>,
+    /// What `window_stats` answers, by target group and revision label,
+    /// whatever the window: the tests say what the load balancer measured.
+    pub(crate) windows: BTreeMap<String, BTreeMap<String, WindowStats>>,
+    /// The canary header route of each target group, as last set.
+    pub(crate) canary_routes: BTreeMap<String, Option<(String, String)>>,
+    /// Load balancers started, by the address asked for.
+    pub(crate) listeners: Vec<SocketAddr>,
+    /// Listeners shut down.
+    pub(crate) closed: Vec<SocketAddr>,
 }
 
 impl World {
+    /// Each target's weight in `group`, by replica id.
+    pub(crate) fn weights(&self, group: &str) -> BTreeMap<String, u32> {
+        self.targets
+            .get(group)
+            .into_iter()
+            .flatten()
+            .map(|t| (t.id.clone(), t.weight))
+            .collect()
+    }
+
+    /// The summed weights of `revision`'s registered targets in `group`.
+    pub(crate) fn revision_weight(&self, group: &str, revision: u64) -> u32 {
+        self.targets
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                self.replicas
+                    .get(&t.id)
+                    .is_some_and(|r| r.replica.spec.revision == revision)
+            })
+            .map(|t| t.weight)
+            .sum()
+    }
+
     /// Replica ids running, of `revision`.
     pub(crate) fn running(&self, revision: u64) -> Vec<String> {
         self.replicas
@@ -178,6 +214,21 @@ impl Cluster {
         });
     }
 
+    /// What the load balancer measured for `revision` in `group`.
+    pub(crate) fn measure(&self, group: &str, revision: u64, stats: WindowStats) {
+        self.change(|w| {
+            w.windows
+                .entry(group.to_owned())
+                .or_default()
+                .insert(revision.to_string(), stats);
+        });
+    }
+
+    /// A replica fails its health checks.
+    pub(crate) fn set_unhealthy(&self, id: &str) {
+        self.set_health(id, FakeHealth::Unhealthy);
+    }
+
     pub(crate) fn set_healthy(&self, id: &str) {
         self.set_health(id, FakeHealth::Healthy);
     }
@@ -238,6 +289,12 @@ impl Cluster {
                 },
             );
         });
+    }
+
+    /// The load balancers die with their server: a new one starts with
+    /// empty target groups.
+    pub(crate) fn forget_targets(&self) {
+        self.change(|w| w.targets.clear());
     }
 
     /// A replica dies while no server watches: gone without an event.
@@ -378,6 +435,7 @@ impl LoadBalancers for FakeLoadBalancers {
         _rules: Vec<Rule>,
     ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
         let cluster = self.0.clone();
+        cluster.change(|w| w.listeners.push(listen));
         Box::pin(async move { Ok(Box::new(FakeBalancer { cluster, listen }) as Box<dyn Balancer>) })
     }
 }
@@ -402,6 +460,7 @@ impl Balancer for FakeBalancer {
     }
 
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.cluster.change(|w| w.closed.push(self.listen));
         Box::pin(async {})
     }
 }
@@ -533,6 +592,28 @@ impl Targets for FakeTargets {
                 }
             }
         })
+    }
+
+    fn window_stats(&self, _window: Duration) -> BTreeMap<String, WindowStats> {
+        self.window_stats_of()
+    }
+
+    fn set_canary_route(&self, route: Option<(String, String)>) -> Result<(), String> {
+        self.cluster.change(|w| {
+            w.canary_routes.insert(self.name.clone(), route);
+        });
+        Ok(())
+    }
+}
+
+impl FakeTargets {
+    fn window_stats_of(&self) -> BTreeMap<String, WindowStats> {
+        self.cluster
+            .world()
+            .windows
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

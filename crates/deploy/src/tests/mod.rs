@@ -8,6 +8,7 @@
 //! is the production code.
 
 mod fake;
+mod shift;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,8 @@ use gantry_store::Store;
 use self::fake::{Cluster, FakeImages, FakeLoadBalancers, FakeRuntime, Plan, Step};
 use crate::{DeployError, DeployLog, Deployer, Runtimes};
 
-const IMAGE_1: &str = "127.0.0.1:5000/web:v1";
-const IMAGE_2: &str = "127.0.0.1:5000/web:v2";
+pub(crate) const IMAGE_1: &str = "127.0.0.1:5000/web:v1";
+pub(crate) const IMAGE_2: &str = "127.0.0.1:5000/web:v2";
 
 /// A project with one environment and one service, `web`, whose
 /// `deployment:` settings are `deployment`.
