@@ -52,6 +52,9 @@ pub enum RuntimeKind {
     Process,
     /// The local Docker Engine.
     Docker,
+    /// Docker Swarm mode, through a manager's Docker Engine: each replica a
+    /// one-task Swarm service, its port published in host mode.
+    Swarm,
 }
 
 /// How an environment's docker containers are networked.

@@ -196,7 +196,7 @@ fn runtimes() {
         "gantry.yaml",
         "
         version: 1
-        environments: {a: {runtime: docker}, b: {runtime: process}, c: {}}
+        environments: {a: {runtime: docker}, b: {runtime: process}, c: {}, d: {runtime: swarm, network: host}}
         ",
     );
     let runtimes: Vec<RuntimeKind> = doc.environments.values().map(|e| e.runtime).collect();
@@ -205,7 +205,8 @@ fn runtimes() {
         [
             RuntimeKind::Docker,
             RuntimeKind::Process,
-            RuntimeKind::Process
+            RuntimeKind::Process,
+            RuntimeKind::Swarm
         ]
     );
     check(
@@ -214,8 +215,8 @@ fn runtimes() {
         environments: {a: {runtime: kubernetes}, b: {runtime: lxc}, c: {runtime: [docker]}}
         ",
         &[
-            "gantry.yaml:2:29: runtime `kubernetes` is not supported yet; expected one of: process, docker",
-            "gantry.yaml:2:55: unknown runtime `lxc`; expected one of: process, docker",
+            "gantry.yaml:2:29: runtime `kubernetes` is not supported yet; expected one of: process, docker, swarm",
+            "gantry.yaml:2:55: unknown runtime `lxc`; expected one of: process, docker, swarm",
             "gantry.yaml:2:74: `runtime` must be a string, found a list",
         ],
     );

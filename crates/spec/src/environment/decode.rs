@@ -19,7 +19,7 @@ pub(crate) const ENVIRONMENT_KEYS: &[&str] = &["runtime", "network", "load_balan
 pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "rules"];
 pub(crate) const RULE_KEYS: &[&str] = &["priority", "path", "service"];
 /// Runtimes formats.md announces for later.
-const FUTURE_RUNTIMES: &[&str] = &["swarm", "kubernetes"];
+const FUTURE_RUNTIMES: &[&str] = &["kubernetes"];
 
 /// An environment: a runtime, a load balancer and service overrides.
 #[derive(JsonSchema)]
@@ -135,10 +135,10 @@ fn network(diag: &mut Diagnostics<'_>, node: &Node, runtime: RuntimeKind) -> Opt
             return None;
         }
     };
-    if runtime != RuntimeKind::Docker {
+    if !matches!(runtime, RuntimeKind::Docker | RuntimeKind::Swarm) {
         diag.error(
             text.location,
-            "`network` applies to the docker runtime only".to_string(),
+            "`network` applies to the docker and swarm runtimes only".to_string(),
         );
         return None;
     }
@@ -150,17 +150,20 @@ fn runtime(diag: &mut Diagnostics<'_>, node: &Node) -> Option<RuntimeKind> {
     match text.as_str() {
         "process" => Some(RuntimeKind::Process),
         "docker" => Some(RuntimeKind::Docker),
+        "swarm" => Some(RuntimeKind::Swarm),
         other if FUTURE_RUNTIMES.contains(&other) => {
             diag.error(
                 text.location,
-                format!("runtime `{other}` is not supported yet; expected one of: process, docker"),
+                format!(
+                    "runtime `{other}` is not supported yet; expected one of: process, docker, swarm"
+                ),
             );
             None
         }
         other => {
             diag.error(
                 text.location,
-                format!("unknown runtime `{other}`; expected one of: process, docker"),
+                format!("unknown runtime `{other}`; expected one of: process, docker, swarm"),
             );
             None
         }
