@@ -29,13 +29,14 @@ pub trait DeployLog: Send + Sync {
     fn line(&self, line: &str);
 }
 
-/// The runtimes this server offers, by kind (`process`, `docker`).
+/// The runtimes this server offers, by kind (`process`, `docker`, `swarm`).
 pub type Runtimes = BTreeMap<&'static str, Arc<dyn Runtime>>;
 
 pub(crate) fn runtime_name(kind: RuntimeKind) -> &'static str {
     match kind {
         RuntimeKind::Process => "process",
         RuntimeKind::Docker => "docker",
+        RuntimeKind::Swarm => "swarm",
     }
 }
 
@@ -381,7 +382,8 @@ impl DeployLog for TracingLog {
 }
 
 /// Whether the project applied to `store` has an environment on the docker
-/// runtime: only then must a server adopt docker's containers before it
+/// or swarm runtime: only then must a server adopt docker's containers (and
+/// swarm's services) before it
 /// opens the deployer (a server whose environments all run processes, or
 /// that has none, need not wait for the docker CLI).
 pub async fn uses_docker(store: &Store) -> Result<bool, DeployError> {
@@ -394,7 +396,7 @@ pub async fn uses_docker(store: &Store) -> Result<bool, DeployError> {
         gantry_spec::parse_document(file, text).is_ok_and(|doc| {
             doc.environments
                 .values()
-                .any(|env| env.runtime == RuntimeKind::Docker)
+                .any(|env| matches!(env.runtime, RuntimeKind::Docker | RuntimeKind::Swarm))
         })
     }))
 }
