@@ -17,7 +17,8 @@
 //! regular files and directories, only the names above, no absolute path,
 //! no `..`, no link of any kind, bounded counts and sizes), then, into an
 //! empty or new data dir, files are created anew (`O_EXCL`, never through a
-//! symlink) with owner-only modes (blobs read-only).
+//! symlink) with owner-only modes (blobs read-only). Every blob's content
+//! must hash to the digest its name spells, or nothing is restored.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -292,6 +293,9 @@ fn check_archive(file: &Path) -> Result<BackupInfo> {
                     );
                 }
                 database |= name == DATABASE;
+                if blob_name(&name) {
+                    check_blob(&name, &mut entry)?;
+                }
             }
             other => bail!("entry {name:?} is a {other:?}, not a file: links are refused"),
         }
@@ -309,6 +313,37 @@ fn check_archive(file: &Path) -> Result<BackupInfo> {
         bail!("the backup holds no database");
     }
     Ok(info)
+}
+
+/// A blob's content must hash to the digest its name spells
+/// (`…/sha256/ab/cdef…` is `sha256:abcdef…`): a backup altered after it
+/// was made must not put content under a digest it does not have.
+fn check_blob(name: &str, content: &mut impl Read) -> Result<()> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = content
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {name}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let actual = hex::encode(hasher.finalize());
+    let expected: String = name
+        .strip_prefix(BLOBS)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| *c != '/')
+        .collect();
+    if actual != expected {
+        bail!(
+            "blob {name} does not hold what its digest says (its content is sha256:{actual}): the backup was altered or damaged"
+        );
+    }
+    Ok(())
 }
 
 /// Restores the backup at `file` into `data_dir` (new, or empty).

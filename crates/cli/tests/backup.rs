@@ -175,3 +175,39 @@ fn a_backup_with_a_climbing_path_or_a_link_is_refused() {
         );
     }
 }
+
+/// A backup whose blob does not hash to the digest its name spells (altered
+/// after it was made) is refused, and nothing is written.
+#[test]
+fn a_backup_with_an_altered_blob_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("altered.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+    let info = br#"{"format":1,"version":"0","commit":"x","created_at":"","with_master_key":false,"blobs":1}"#;
+    let mut append = |name: &str, body: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder.append_data(&mut header, name, body).unwrap();
+    };
+    append("gantry-backup.json", info);
+    append("gantry.db", b"");
+    // The digest of "hello", holding something else.
+    let digest = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    append(
+        &format!("artifacts/blobs/sha256/{}/{}", &digest[..2], &digest[2..]),
+        b"not hello",
+    );
+    builder.finish().unwrap();
+    drop(builder);
+    let target = dir.path().join("restored");
+    let out = run(&target, &["restore", tar.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not hold what its digest says"),
+        "{stderr}"
+    );
+    assert!(!target.exists(), "nothing is written");
+}
