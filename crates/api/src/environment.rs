@@ -204,6 +204,38 @@ pub struct RollbackRequest {
     pub to: Option<u64>,
 }
 
+/// `POST /api/v1/environments/{env}/services/{service}/promote`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PromoteRequest {
+    /// All the traffic to the new revision now, rather than on to the
+    /// next step.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// The answer to promote, abort, pause and resume: where the service's
+/// progressive deployment (a shift of traffic) is once the command took
+/// effect (or, while the new replicas still start, where it is while the
+/// command waits its turn).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShiftAnswer {
+    /// The deployment's id (as `env status` lists deployments).
+    pub deployment: i64,
+    /// The stable revision, which traffic moves from.
+    pub from_revision: u64,
+    /// Held: timers and analysis windows stop until a resume.
+    pub paused: bool,
+    /// The step it is at, from 1 (0 while the new replicas start).
+    pub step: u64,
+    pub steps: u64,
+    pub to_revision: u64,
+    /// What the step waits for, in words (`a promote`, `pause 30s`,
+    /// `analysis over 20s`, `aborted`, …).
+    pub waiting: String,
+    /// The new revision's share of the requests, in percent.
+    pub weight: u32,
+}
+
 /// What a successful deployment left running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeployOutcome {

@@ -470,6 +470,55 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
+        request: Some(of::<PromoteRequest>),
+        errors: &[404, 409],
+        ..route(
+            Post,
+            "/api/v1/environments/{env}/services/{service}/promote",
+            "promoteShift",
+            "Moves a progressive deployment past its current pause or analysis wait, or \
+             (`full`) sends all the traffic to the new revision now; 409 \
+             `deploy.nothing_to_promote` when none is shifting the service's traffic.",
+            Role::Operator,
+            of::<ShiftAnswer>,
+        )
+    },
+    Route {
+        errors: &[404, 409],
+        ..route(
+            Post,
+            "/api/v1/environments/{env}/services/{service}/abort",
+            "abortShift",
+            "Sends all the traffic back to the stable revision at once and stops the new one; \
+             the deployment ends RolledBack, aborted by the caller.",
+            Role::Operator,
+            of::<ShiftAnswer>,
+        )
+    },
+    Route {
+        errors: &[404, 409],
+        ..route(
+            Post,
+            "/api/v1/environments/{env}/services/{service}/pause",
+            "pauseShift",
+            "Holds a progressive deployment at its current weight: its timers and analysis \
+             window stop until a resume.",
+            Role::Operator,
+            of::<ShiftAnswer>,
+        )
+    },
+    Route {
+        errors: &[404, 409],
+        ..route(
+            Post,
+            "/api/v1/environments/{env}/services/{service}/resume",
+            "resumeShift",
+            "Lets a paused progressive deployment go on.",
+            Role::Operator,
+            of::<ShiftAnswer>,
+        )
+    },
+    Route {
         request: Some(of::<ShutdownRequest>),
         ..route(
             Post,

@@ -183,16 +183,22 @@ pub(crate) enum Command {
         #[command(flatten)]
         file: FileArg,
     },
-    /// Rolls a service to an image, as a deploy action does.
+    /// Rolls a service to an image, as a deploy action does; or, with a
+    /// subcommand, steers a progressive deployment in progress.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Deploy {
+        #[command(subcommand)]
+        control: Option<deploy::DeployControl>,
         /// The environment (as applied).
-        environment: String,
+        #[arg(required = true)]
+        environment: Option<String>,
         /// The service in that environment.
-        service: String,
+        #[arg(required = true)]
+        service: Option<String>,
         /// The image reference (by tag or digest); one without a registry host
         /// (`shop/web:1`) is in gantry's embedded registry.
-        #[arg(long)]
-        image: String,
+        #[arg(long, required = true)]
+        image: Option<String>,
         /// Prints the deployment's answer as JSON.
         #[arg(long)]
         json: bool,

@@ -1,5 +1,6 @@
-//! `gantry apply`, `deploy`, `rollback`, `env status` and `shutdown`:
-//! environments and services from the command line.
+//! `gantry apply`, `deploy` (and `deploy promote|abort|pause|resume`),
+//! `rollback`, `env status` and `shutdown`: environments and services from
+//! the command line.
 
 use std::path::Path;
 
@@ -7,12 +8,119 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use gantry_api::{
     Applied, ApplyRequest, DeployRequest, DeploymentAnswer, EnvironmentDown, EnvironmentStatus,
-    RollbackRequest, ShutdownAnswer, ShutdownRequest,
+    PromoteRequest, RollbackRequest, ShiftAnswer, ShutdownAnswer, ShutdownRequest,
 };
 
 use crate::client::Connection;
 use crate::hints;
 use crate::render::print_json;
+
+/// `gantry deploy promote|abort|pause|resume ENV SERVICE`: a progressive
+/// deployment (blue_green, canary, linear, steps) in progress, steered.
+/// Each needs an operator of the environment and fails with
+/// `deploy.nothing_to_promote` when no deployment shifts the service's
+/// traffic.
+#[derive(Subcommand)]
+pub(crate) enum DeployControl {
+    /// Moves the deployment past its current pause or analysis wait (with
+    /// --full: all the traffic to the new revision now).
+    Promote {
+        /// The environment (as applied).
+        environment: String,
+        /// The service in that environment.
+        service: String,
+        /// All the traffic to the new revision now.
+        #[arg(long)]
+        full: bool,
+        /// Prints the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends all the traffic back to the running revision at once and
+    /// stops the new one (the deployment ends RolledBack).
+    Abort {
+        /// The environment (as applied).
+        environment: String,
+        /// The service in that environment.
+        service: String,
+        /// Prints the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Holds the deployment at its current weight: timers and analysis
+    /// windows stop until a resume.
+    Pause {
+        /// The environment (as applied).
+        environment: String,
+        /// The service in that environment.
+        service: String,
+        /// Prints the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lets a paused deployment go on.
+    Resume {
+        /// The environment (as applied).
+        environment: String,
+        /// The service in that environment.
+        service: String,
+        /// Prints the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn control(conn: &Connection, command: DeployControl) -> Result<()> {
+    let (verb, env, service, full, json) = match command {
+        DeployControl::Promote {
+            environment,
+            service,
+            full,
+            json,
+        } => ("promote", environment, service, full, json),
+        DeployControl::Abort {
+            environment,
+            service,
+            json,
+        } => ("abort", environment, service, false, json),
+        DeployControl::Pause {
+            environment,
+            service,
+            json,
+        } => ("pause", environment, service, false, json),
+        DeployControl::Resume {
+            environment,
+            service,
+            json,
+        } => ("resume", environment, service, false, json),
+    };
+    let path = format!("/api/v1/environments/{env}/services/{service}/{verb}");
+    let sent = if verb == "promote" {
+        conn.client.post(&path, &PromoteRequest { full }).await
+    } else {
+        conn.client.post(&path, &serde_json::Map::new()).await
+    };
+    let out: ShiftAnswer = match sent {
+        Ok(out) => out,
+        Err(error) => return Err(hints::in_environments(conn, &env, Some(&service), error).await),
+    };
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "{service} in {env}: deployment {}, revision {} → {}, step {} of {}, {}% on revision {}{}; {}",
+        out.deployment,
+        out.from_revision,
+        out.to_revision,
+        out.step,
+        out.steps,
+        out.weight,
+        out.to_revision,
+        if out.paused { ", paused" } else { "" },
+        out.waiting
+    );
+    Ok(())
+}
 
 #[derive(Subcommand)]
 pub(crate) enum EnvCommand {

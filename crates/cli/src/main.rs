@@ -173,15 +173,31 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             .map(success)
         }
         Command::Deploy {
+            control: Some(control),
+            ..
+        } => with_connection(&existing()?, async |conn| {
+            deploy::control(conn, control).await
+        })
+        .await
+        .map(success),
+        Command::Deploy {
+            control: None,
             environment,
             service,
             image,
             json,
-        } => with_connection(&existing()?, async |conn| {
-            deploy::deploy(conn, &environment, &service, &image, json).await
-        })
-        .await
-        .map(exit_code),
+        } => {
+            // clap requires all three without a subcommand.
+            let (Some(environment), Some(service), Some(image)) = (environment, service, image)
+            else {
+                anyhow::bail!("gantry deploy needs ENVIRONMENT SERVICE --image REF");
+            };
+            with_connection(&existing()?, async |conn| {
+                deploy::deploy(conn, &environment, &service, &image, json).await
+            })
+            .await
+            .map(exit_code)
+        }
         Command::Rollback {
             environment,
             service,

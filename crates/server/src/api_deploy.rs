@@ -1,5 +1,6 @@
 //! Environments and services in the HTTP API: apply, deploy, rollback,
-//! status, and asking the server to shut down. Changing an environment
+//! status, control of a progressive deployment (promote, abort, pause,
+//! resume), and asking the server to shut down. Changing an environment
 //! needs an operator grant that covers it; shutting down needs admin.
 
 use std::sync::Mutex;
@@ -14,9 +15,10 @@ use crate::error::ControlError;
 use crate::guard::Caller;
 use gantry_api::{
     Applied, ApplyRequest, DeployRequest, DeploymentAnswer, EnvironmentDown, EnvironmentStatus,
-    RevisionDetail, RollbackRequest, ShutdownAnswer, ShutdownRequest,
+    PromoteRequest, RevisionDetail, RollbackRequest, ShiftAnswer, ShutdownAnswer, ShutdownRequest,
 };
 use gantry_auth::{Permission, Target};
+use gantry_deploy::ShiftCommand;
 
 pub(crate) fn routes() -> Router<ControlPlane> {
     Router::new()
@@ -35,6 +37,22 @@ pub(crate) fn routes() -> Router<ControlPlane> {
         .route(
             "/api/v1/environments/{env}/services/{service}/rollback",
             post(rollback),
+        )
+        .route(
+            "/api/v1/environments/{env}/services/{service}/promote",
+            post(promote),
+        )
+        .route(
+            "/api/v1/environments/{env}/services/{service}/abort",
+            post(abort),
+        )
+        .route(
+            "/api/v1/environments/{env}/services/{service}/pause",
+            post(pause),
+        )
+        .route(
+            "/api/v1/environments/{env}/services/{service}/resume",
+            post(resume),
         )
         .route("/api/v1/shutdown", post(shutdown))
 }
@@ -188,6 +206,70 @@ fn respond(
             }))
         }
     }
+}
+
+/// Sends a command to the progressive deployment of a service; an operator
+/// of the environment's right, as deploying is.
+async fn control(
+    plane: &ControlPlane,
+    caller: &Caller,
+    env: &str,
+    service: &str,
+    command: ShiftCommand,
+) -> Result<Json<ShiftAnswer>, ApiError> {
+    caller.require(Permission::Operate, Target::environment(env))?;
+    let progress = plane
+        .deployer()
+        .control_shift(env, service, command)
+        .await
+        .map_err(ControlError::from)?;
+    Ok(Json(ShiftAnswer {
+        deployment: progress.deployment,
+        from_revision: progress.from_revision,
+        paused: progress.paused,
+        step: progress.step as u64,
+        steps: progress.steps as u64,
+        to_revision: progress.to_revision,
+        waiting: progress.waiting,
+        weight: progress.weight,
+    }))
+}
+
+async fn promote(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+    Json(req): Json<PromoteRequest>,
+) -> Result<Json<ShiftAnswer>, ApiError> {
+    let command = ShiftCommand::Promote { full: req.full };
+    control(&plane, &caller, &env, &service, command).await
+}
+
+async fn abort(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+) -> Result<Json<ShiftAnswer>, ApiError> {
+    let command = ShiftCommand::Abort {
+        by: caller.identity.name.clone(),
+    };
+    control(&plane, &caller, &env, &service, command).await
+}
+
+async fn pause(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+) -> Result<Json<ShiftAnswer>, ApiError> {
+    control(&plane, &caller, &env, &service, ShiftCommand::Pause).await
+}
+
+async fn resume(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+) -> Result<Json<ShiftAnswer>, ApiError> {
+    control(&plane, &caller, &env, &service, ShiftCommand::Resume).await
 }
 
 async fn down(

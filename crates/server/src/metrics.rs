@@ -179,9 +179,13 @@ impl Metrics {
         self.deployment_duration
             .get_or_create(&labels)
             .observe(finished.duration.as_secs_f64());
-        let trigger = match (finished.rollback, finished.status) {
-            (true, _) => "manual",
-            (false, "RolledBack") => "automatic",
+        // A progressive deployment's analysis and an operator's abort are
+        // told apart from the circuit breaker.
+        let trigger = match (finished.rollback, finished.status, finished.rolled_back_by) {
+            (true, _, _) => "manual",
+            (false, "RolledBack", Some("analysis")) => "analysis",
+            (false, "RolledBack", Some("abort")) => "abort",
+            (false, "RolledBack", _) => "automatic",
             _ => return,
         };
         self.rollbacks

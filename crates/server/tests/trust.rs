@@ -14,9 +14,9 @@ use futures_util::StreamExt;
 use gantry_api::{
     ApplyRequest, ApprovalView, DecideRequest, DecisionAnswer, DeleteParameterRequest,
     DeployRequest, ErrorBody, ExecutionView, GrantsRequest, LabelParameterRequest, NewTokenRequest,
-    NewUserRequest, ParameterView, PromoteImageRequest, PutParameterRequest, RegistryGcRequest,
-    RetryRequest, RollbackRequest, RotateKeyRequest, ShutdownRequest, StartRequest, Started,
-    StopRequest,
+    NewUserRequest, ParameterView, PromoteImageRequest, PromoteRequest, PutParameterRequest,
+    RegistryGcRequest, RetryRequest, RollbackRequest, RotateKeyRequest, ShutdownRequest,
+    StartRequest, Started, StopRequest,
 };
 use gantry_auth::{AuditQuery, Grant};
 use gantry_server::ControlPlane;
@@ -557,6 +557,30 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
             "POST",
             "/api/v1/environments/staging/services/web/rollback".into(),
             body(&RollbackRequest::default()),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/services/web/promote".into(),
+            body(&PromoteRequest::default()),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/services/web/abort".into(),
+            body(&serde_json::Map::new()),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/services/web/pause".into(),
+            body(&serde_json::Map::new()),
+            Needs::Operate,
+        ),
+        (
+            "POST",
+            "/api/v1/environments/staging/services/web/resume".into(),
+            body(&serde_json::Map::new()),
             Needs::Operate,
         ),
         ("GET", "/api/v1/whoami".into(), None, Needs::Anyone),

@@ -118,6 +118,16 @@ fn notify_failure(
             revision,
             rolled_back_to: Some(to),
             ..
+        }
+        | DeployError::AnalysisFailed {
+            revision,
+            rolled_back_to: to,
+            ..
+        }
+        | DeployError::Aborted {
+            revision,
+            rolled_back_to: to,
+            ..
         } => ctx.notices.emit(&DeploymentRolledBack {
             stage,
             action,
@@ -137,7 +147,9 @@ fn notify_failure(
             service,
             image,
             revision: match error {
-                DeployError::CircuitBreaker { revision, .. } => Some(*revision),
+                DeployError::CircuitBreaker { revision, .. }
+                | DeployError::AnalysisFailed { revision, .. }
+                | DeployError::Aborted { revision, .. } => Some(*revision),
                 _ => None,
             },
             error: error.to_string(),
