@@ -39,6 +39,8 @@ use crate::replica::{Replica, ReplicaSpec, ReplicaState};
 use crate::restart::RestartPolicy;
 use crate::table::{Driver, Port, ReplicaTable, loopback};
 
+/// What the error of an engine outside any swarm says.
+const NOT_IN_SWARM: &str = "not part of a swarm";
 /// Services are named `gantry-<replica id>`.
 const NAME_PREFIX: &str = "gantry-";
 const LABEL_OWNER: &str = "gantry.owner";
@@ -231,7 +233,22 @@ impl SwarmRuntime {
             watching: AtomicBool::new(adopt),
             adopted: AtomicBool::new(false),
         });
-        if adopt && let Err(e) = inner.poll().await {
+        // An engine not in a swarm has no services to adopt; a start says why.
+        let in_swarm = !adopt
+            || match inner.node().await {
+                Err(RuntimeError::DockerUnavailable { reason })
+                    if reason.contains(NOT_IN_SWARM) =>
+                {
+                    inner.adopted.store(true, Ordering::Relaxed);
+                    inner.watching.store(false, Ordering::Relaxed);
+                    false
+                }
+                _ => true,
+            };
+        if adopt
+            && in_swarm
+            && let Err(e) = inner.poll().await
+        {
             tracing::warn!(error = %e, "the swarm did not answer; its services are adopted once it does");
         }
         let watcher = tokio::spawn(watch(inner.clone())).abort_handle();
@@ -871,7 +888,7 @@ fn swarm_node(info: &str) -> Result<String, RuntimeError> {
         };
         return Err(RuntimeError::DockerUnavailable {
             reason: format!(
-                "this Docker Engine is not part of a swarm (swarm state: {state}); \
+                "this Docker Engine is {NOT_IN_SWARM} (swarm state: {state}); \
                  run `docker swarm init` (or `docker swarm join`) for the swarm runtime"
             ),
         });

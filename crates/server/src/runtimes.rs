@@ -1,5 +1,7 @@
 //! The runtimes this server offers: `process` always, `docker` when a
-//! Docker Engine answers.
+//! Docker Engine answers, `swarm` (the same engine in swarm mode, with the
+//! same owner and registry credentials) making no docker call until an
+//! environment uses it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,8 +9,9 @@ use std::sync::Arc;
 use gantry_deploy::Runtimes;
 
 /// The runtimes of a server. `adopt_docker`: wait for docker's containers
-/// to be known before returning (the applied project has a docker
-/// environment whose replicas the deployer re-adopts next).
+/// and swarm's services to be known before returning (the applied project
+/// has a docker or swarm environment whose replicas the deployer re-adopts
+/// next).
 pub(crate) async fn open(
     data_dir: &Path,
     images: &gantry_images::RegistryClient,
@@ -31,6 +34,12 @@ pub(crate) async fn open(
         options.config_dir = Some(docker_config);
     }
     options.adopt_at_start = adopt_docker;
+    match gantry_runtime::SwarmRuntime::new(options.clone()).await {
+        Ok(swarm) => {
+            runtimes.insert("swarm", Arc::new(swarm) as Arc<dyn gantry_runtime::Runtime>);
+        }
+        Err(error) => tracing::info!(%error, "The swarm runtime is not available."),
+    }
     match gantry_runtime::DockerRuntime::new(options).await {
         Ok(docker) => {
             runtimes.insert(
