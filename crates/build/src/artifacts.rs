@@ -63,6 +63,9 @@ pub(crate) struct Selection<'a> {
     /// A pattern matching nothing is an error (artifacts, as CodeBuild
     /// does) rather than an empty selection (reports).
     pub(crate) require_matches: bool,
+    /// Leave symbolic links out rather than follow or copy them (the
+    /// cache keeps no link).
+    pub(crate) skip_symlinks: bool,
 }
 
 /// The source directory as selection sees it.
@@ -129,6 +132,7 @@ pub(crate) fn select(
         discard_paths,
         enable_symlinks,
         require_matches,
+        skip_symlinks,
     } = *sel;
     let escapes = |path: &str| BuildError::PathEscapes {
         artifact: artifact.to_owned(),
@@ -261,6 +265,9 @@ pub(crate) fn select(
             let shown = join_dest(&tree.dest_prefix, &f.rel);
             let mut link = None;
             let mut source = f.path.clone();
+            if f.is_symlink && skip_symlinks {
+                continue;
+            }
             if f.is_symlink {
                 let target = f
                     .path
@@ -604,6 +611,7 @@ pub(crate) fn select_artifact(
         discard_paths: spec.discard_paths,
         enable_symlinks: spec.enable_symlinks,
         require_matches: true,
+        skip_symlinks: false,
     };
     select(&sel, view)
 }
@@ -836,6 +844,7 @@ mod tests {
             discard_paths: false,
             enable_symlinks: false,
             require_matches: true,
+            skip_symlinks: false,
         };
         let err = select(&sel, &SourceView::confined(&root)).unwrap_err();
         assert!(

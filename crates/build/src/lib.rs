@@ -119,9 +119,13 @@
 //!   root-equivalent on the host: container mode gives a build its image's
 //!   tools, not isolation from the host.
 //!
-//! `cache.paths` are not implemented yet: a build with them logs a note.
+//! - **`cache.paths`** (see the `cache` module): with a
+//!   [`BuildRequest::cache_dir`], the files they select are restored into
+//!   the source directory before the first phase (what the source has
+//!   wins) and kept after a build that succeeded.
 
 mod artifacts;
+mod cache;
 mod container;
 mod env;
 mod error;
@@ -141,6 +145,7 @@ use gantry_spec::buildspec::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use crate::cache::{MAX_CACHE_BYTES, action_cache_dir};
 pub use crate::env::{input_env_name, passed_host_env};
 pub use crate::error::{BuildError, UnresolvedParameter};
 pub use crate::mask::{MASK, Masker, mask_everywhere};
@@ -197,6 +202,9 @@ pub struct BuildRequest {
     /// never sets it; `gantry buildspec run`, run by the user on their own
     /// files, does.
     pub read_outside_source: bool,
+    /// Where `cache.paths` are kept between builds of this action (see
+    /// the `cache` module); `None`: nothing is kept (the log says so).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Container mode: the build's shells run in a container of `image` on the
@@ -258,6 +266,7 @@ impl BuildRequest {
             cancel: CancellationToken::new(),
             container: None,
             read_outside_source: false,
+            cache_dir: None,
         }
     }
 }
@@ -396,7 +405,18 @@ pub async fn run(req: BuildRequest, logs: &dyn LogSink) -> Result<BuildOutcome, 
         }
     }
     if !req.buildspec.cache_paths.is_empty() {
-        notes.push("cache.paths is not supported yet; nothing is cached".to_owned());
+        match &req.cache_dir {
+            None => {
+                notes.push("Cache: this build keeps no cache.paths (no cache directory)".to_owned())
+            }
+            Some(dir) => {
+                let (dir, source) = (dir.clone(), root.clone());
+                match tokio::task::spawn_blocking(move || cache::restore(&dir, &source)).await {
+                    Ok(restored) => notes.extend(restored),
+                    Err(e) => notes.push(format!("Cache: not restored: {e}")),
+                }
+            }
+        }
     }
 
     let output_watch = OutputWatch::default();
@@ -883,6 +903,20 @@ async fn finish(
         (None, Some(_)) => BuildStatus::Failed,
         (None, None) => BuildStatus::Succeeded,
     };
+    if let Some(dir) = &req.cache_dir
+        && status == BuildStatus::Succeeded
+        && !req.buildspec.cache_paths.is_empty()
+    {
+        let (dir, paths, root) = (
+            dir.clone(),
+            req.buildspec.cache_paths.clone(),
+            collect.root.clone(),
+        );
+        match tokio::task::spawn_blocking(move || cache::save(&dir, &paths, &root)).await {
+            Ok(notes) => notes.iter().for_each(|n| emitter.container(n)),
+            Err(e) => emitter.container(&format!("Cache: not saved: {e}")),
+        }
+    }
     BuildOutcome {
         status,
         phases,

@@ -70,6 +70,7 @@ pub(crate) fn summarize(
         discard_paths: false,
         enable_symlinks: false,
         require_matches: false,
+        skip_symlinks: false,
     };
     let files = match select(&sel, view) {
         Ok(files) => files,

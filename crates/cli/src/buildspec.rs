@@ -95,6 +95,8 @@ pub(crate) async fn run(
         // read too (on the host, without run-as; see the build crate).
         read_outside_source: true,
         container: image.map(gantry_build::ContainerSpec::new),
+        // A one-off local build keeps no cache between runs.
+        cache_dir: None,
     };
     let outcome = gantry_build::run(request, &StdoutLog).await?;
     if json {

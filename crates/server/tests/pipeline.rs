@@ -512,3 +512,51 @@ async fn an_approval_approves_by_itself_after_its_policys_bake_time() {
     assert_eq!(bake.votes.len(), 1);
     assert_eq!(bake.votes[0].by, "ann");
 }
+
+const CACHED: &str = r##"
+version: 1
+name: cached
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, repository: ., outputs: [Src]}
+  - name: Build
+    actions:
+      - {name: compile, type: build, inputs: [Src], buildspec: buildspec.yml}
+"##;
+
+const CACHED_BUILDSPEC: &str = "version: 0.2
+phases:
+  build:
+    commands:
+      - if [ -f deps/lib.txt ]; then echo CACHE-HIT; else mkdir -p deps && echo lib > deps/lib.txt && echo CACHE-MISS; fi
+cache:
+  paths:
+    - 'deps/**/*'
+";
+
+/// A build action's `cache.paths` come back in the next execution's fresh
+/// checkout of the same action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_actions_cache_paths_come_back_in_the_next_execution() {
+    let fx = fixture(CACHED, &[("buildspec.yml", CACHED_BUILDSPEC)]);
+    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let id = start(&plane, &fx).await;
+        let v = wait_until(&plane, &id, "the end", terminal).await;
+        assert_eq!(v.status, "Succeeded", "{v:#?}");
+        let lines = plane
+            .logs(&id, Some(("Build", "compile")), 0, 10_000)
+            .await
+            .unwrap();
+        let text: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+        seen.push(
+            text.iter()
+                .find(|l| l.starts_with("CACHE-"))
+                .cloned()
+                .unwrap_or_else(|| panic!("{text:#?}")),
+        );
+    }
+    assert_eq!(seen, ["CACHE-MISS", "CACHE-HIT"]);
+}

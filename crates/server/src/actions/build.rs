@@ -151,6 +151,11 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         // A pipeline build's outputs come from its source directory only:
         // gantry collects them with the server's rights.
         read_outside_source: false,
+        cache_dir: Some(gantry_build::action_cache_dir(
+            &ctx.cache_dir,
+            ctx.stage.as_str(),
+            ctx.action.name.as_str(),
+        )),
     };
     let outcome = gantry_build::run(request, &ctx.log)
         .await
