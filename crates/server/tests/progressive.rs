@@ -213,11 +213,14 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// A request's status and body, or why it got none.
+type Answer = Result<(u16, String), String>;
+
 /// Requests in a loop from `workers` clients until stopped; every answer
 /// (or failure) recorded.
 struct Load {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Result<(u16, String), String>>>>,
+    seen: Arc<Mutex<Vec<Answer>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -250,11 +253,11 @@ impl Load {
     }
 
     /// The answers from index `from` on.
-    fn since(&self, from: usize) -> Vec<Result<(u16, String), String>> {
+    fn since(&self, from: usize) -> Vec<Answer> {
         self.seen.lock().unwrap()[from..].to_vec()
     }
 
-    async fn finish(self) -> Vec<Result<(u16, String), String>> {
+    async fn finish(self) -> Vec<Answer> {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             task.await.unwrap();
@@ -263,7 +266,7 @@ impl Load {
     }
 }
 
-fn failures(answers: &[Result<(u16, String), String>]) -> Vec<String> {
+fn failures(answers: &[Answer]) -> Vec<String> {
     answers
         .iter()
         .filter_map(|a| match a {
@@ -274,7 +277,7 @@ fn failures(answers: &[Result<(u16, String), String>]) -> Vec<String> {
         .collect()
 }
 
-fn bodies(answers: &[Result<(u16, String), String>], body: &str) -> usize {
+fn bodies(answers: &[Answer], body: &str) -> usize {
     answers
         .iter()
         .filter(|a| matches!(a, Ok((200, b)) if b == body))
