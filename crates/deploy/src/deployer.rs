@@ -327,6 +327,16 @@ impl Deployer {
             .collect();
         let mut stopped = 0;
         for (name, state) in services {
+            // A shift holds the service's lock until it ends (a manual pause:
+            // never by itself); it is aborted first, its new replicas stopped.
+            if state.shifting().is_some() {
+                let abort = crate::shift::ShiftCommand::Abort {
+                    by: "gantry env down".to_string(),
+                };
+                if let Err(e) = self.control_shift(environment, &name, abort).await {
+                    tracing::warn!(%e, service = %name, "Aborting a shift before down failed.");
+                }
+            }
             let _guard = state.deploying.lock().await;
             let drain = state
                 .current

@@ -557,3 +557,24 @@ async fn a_shift_that_cannot_resume_after_a_restart_gives_the_stable_revision_ev
         "deploy.nothing_to_promote"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn env_down_during_a_shift_aborts_it_and_stops_every_replica() {
+    let deployment =
+        "{strategy: steps, steps: [{weight: 50}, {pause: manual}, {weight: 100}], drain: 1s}";
+    let (cluster, _store, deployer, task, _lines) = shifting(deployment, 2).await;
+    wait_share(&cluster, 50).await;
+
+    let stopped = deployer.down("staging").await.unwrap();
+
+    assert_eq!(task.await.unwrap().unwrap_err().code(), "deploy.aborted");
+    assert_eq!(stopped, 2, "the new replicas went with the shift");
+    assert_eq!(cluster.world().running_count(), 0);
+    let record = last_deployment(&deployer).await;
+    assert!(
+        record
+            .message
+            .unwrap()
+            .contains("aborted by gantry env down")
+    );
+}
