@@ -31,6 +31,7 @@ impl Deployer {
         let shifts = self.inner.db.shifts().await?;
         // The new revisions of shifts being resumed: their replicas stay.
         let mut resumed: Vec<(String, String, u64)> = Vec::new();
+        let mut handled: Vec<i64> = Vec::new();
         let environments: Vec<Arc<EnvState>> = self
             .inner
             .state
@@ -103,7 +104,8 @@ impl Deployer {
                             resumed.push((env.name.clone(), service.clone(), row.to_revision))
                         }
                         Err(reason) => {
-                            self.abandon_shift(row, &revision, &reason).await?;
+                            handled.push(row.deployment);
+                            self.abandon_shift(row, revision.number, &reason).await?;
                         }
                     }
                 }
@@ -131,6 +133,12 @@ impl Deployer {
                         .await;
                 }
             }
+        }
+        // A shift of a service that runs nothing now, or in an environment
+        // without its runtime, cannot go on; its replicas were strays.
+        for row in shifts.iter().filter(|r| !handled.contains(&r.deployment)) {
+            let reason = "its service has no current revision here, or no runtime";
+            self.abandon_shift(row, row.from_revision, reason).await?;
         }
         Ok(())
     }
@@ -291,12 +299,11 @@ impl Deployer {
     async fn abandon_shift(
         &self,
         row: &ShiftRow,
-        stable: &Revision,
+        stable: u64,
         reason: &str,
     ) -> Result<(), DeployError> {
         let message = format!(
-            "the server restarted during this deployment and could not resume it ({reason}); revision {} takes all the traffic",
-            stable.number
+            "the server restarted during this deployment and could not resume it ({reason}); revision {stable} takes all the traffic"
         );
         tracing::warn!(environment = %row.environment, service = %row.service, deployment = row.deployment, %message);
         self.inner

@@ -277,8 +277,8 @@ async fn a_paused_shift_does_not_advance_its_timers() {
     task.await.unwrap().unwrap();
     let rest = resumed.elapsed();
     assert!(
-        rest >= Duration::from_secs(19) && rest <= Duration::from_secs(22),
-        "the 20 s left of the interval ran after the resume ({rest:?})"
+        rest >= Duration::from_secs(19) && rest < Duration::from_secs(28),
+        "the 20 s left of the interval (not all 30) ran after the resume ({rest:?})"
     );
     let log = lines.text();
     assert!(
@@ -308,11 +308,13 @@ async fn a_failing_analysis_rolls_back_with_the_numbers_it_measured() {
     cluster.measure("web", 1, failing(3700, 0));
     let measured = tokio::time::Instant::now();
 
-    let error = task.await.unwrap().unwrap_err();
-
     // The analysis starts after the 10 s pause and fails at its first look.
+    cluster
+        .wait_until("revision 1 takes everything again", |w| share(w, 1) == 100)
+        .await;
     let took = measured.elapsed();
     assert!(took <= Duration::from_secs(12), "{took:?}");
+    let error = task.await.unwrap().unwrap_err();
     assert_eq!(error.code(), "deploy.analysis_failed");
     let text = error.to_string();
     assert!(
@@ -352,12 +354,15 @@ async fn an_analysis_watches_its_whole_window_and_fails_within_two_seconds_of_a_
     cluster.measure("web", 2, failing(200, 40));
     let breached = tokio::time::Instant::now();
 
+    cluster
+        .wait_until("revision 1 takes everything again", |w| share(w, 1) == 100)
+        .await;
+    let took = breached.elapsed();
     let error = task.await.unwrap().unwrap_err();
 
     assert!(
-        breached.elapsed() <= Duration::from_secs(2),
-        "{:?}",
-        breached.elapsed()
+        took <= Duration::from_secs(2),
+        "rolled back {took:?} after the breach"
     );
     assert!(
         error
