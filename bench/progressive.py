@@ -88,8 +88,9 @@ def project(ports, test_port):
     load_balancer: {{listen: "127.0.0.1:{ports[name]}", rules: [{{priority: 10, path: "/*", service: web}}]}}
     services: {{web: {{deployment: {deployment}}}}}
 """
+    entry = '["/app/busybox", "sh", "-c", "exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www"]'
     image = lambda tag: (f"      - {{name: {tag}, type: image, inputs: [Src], context: {tag}, repository: bench/site, tag: {tag}, workdir: /app,\n"
-                         "         entrypoint: [\"/app/busybox\", \"sh\", \"-c\", \"exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www\"]}\n")
+                         f"         entrypoint: {entry}, outputs: [Img{tag}]}}\n")
     return ("version: 1\nname: images\nenvironments:\n"
             + env("canary", "{strategy: steps, steps: [{weight: 10}, {pause: manual}, {weight: 50}, {pause: manual}, {weight: 100}], drain: 1s}")
             + env("bad", "{strategy: canary, canary: {percent: 20, interval: 1s}, analysis: {max_error_rate: 1%, min_requests: 50, window: 10s}, drain: 1s}")
