@@ -362,7 +362,7 @@ impl Deployer {
             .await?;
         let group = env.lb.target_group(&revision.service);
         group
-            .set_health_check(revision.health_check())
+            .set_health_check(revision.health_check(env.runtime.as_ref()))
             .map_err(|e| DeployError::LoadBalancer {
                 environment: env.name.clone(),
                 reason: e.to_string(),
@@ -431,7 +431,7 @@ impl Deployer {
                     (Some(prev), true) => {
                         // The old replicas never left unless the floor
                         // allowed it; restore any that did.
-                        if let Err(e) = group.set_health_check(prev.health_check()) {
+                        if let Err(e) = group.set_health_check(prev.health_check(env.runtime.as_ref())) {
                             tracing::warn!(%e, "Restoring health check settings failed.");
                         }
                         let prev_env = self.replica_env(prev).await?;

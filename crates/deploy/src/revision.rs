@@ -1,8 +1,10 @@
 //! A revision: one immutable version of a service in an environment.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use gantry_runtime::Runtime;
 use gantry_spec::service::{HealthCheckKind, Service};
 
 /// A secret as a revision keeps it: which parameter, which version.
@@ -34,6 +36,10 @@ pub struct Revision {
     pub environment_vars: BTreeMap<String, String>,
     pub secrets: Vec<SecretRef>,
     pub health_path: String,
+    /// A command health check's argv, run inside each replica; `None`: the
+    /// HTTP GET of `health_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_command: Option<Vec<String>>,
     pub health_interval_ms: u64,
     pub health_timeout_ms: u64,
     pub healthy_threshold: u32,
@@ -100,14 +106,9 @@ impl Revision {
         created_at: i64,
         cause: String,
     ) -> Result<Revision, String> {
-        let health_path = match &service.health_check.kind {
-            HealthCheckKind::Http { path } => path.clone(),
-            HealthCheckKind::Command { .. } => {
-                return Err(format!(
-                    "service {}: command health checks are not supported yet; use an HTTP `path`",
-                    service.name
-                ));
-            }
+        let (health_path, health_command) = match &service.health_check.kind {
+            HealthCheckKind::Http { path } => (path.clone(), None),
+            HealthCheckKind::Command { command } => (String::new(), Some(command.clone())),
         };
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(Revision {
@@ -122,6 +123,7 @@ impl Revision {
             environment_vars: service.environment.clone(),
             secrets,
             health_path,
+            health_command,
             health_interval_ms: ms(service.health_check.interval),
             health_timeout_ms: ms(service.health_check.timeout),
             healthy_threshold: service.health_check.healthy_threshold,
@@ -179,8 +181,46 @@ impl Revision {
         Duration::from_millis(self.drain_ms)
     }
 
-    pub fn health_check(&self) -> gantry_proxy::HealthCheckConfig {
+    /// The load balancer's health check of this revision's replicas; a
+    /// command check runs through `runtime` inside each replica (exit 0 is
+    /// healthy, as Docker's `HEALTHCHECK` reads it).
+    pub fn health_check(
+        &self,
+        runtime: Option<&Arc<dyn Runtime>>,
+    ) -> gantry_proxy::HealthCheckConfig {
+        let command = self.health_command.clone().map(|argv| {
+            let runtime = runtime.cloned();
+            let argv = Arc::new(argv);
+            let check = move |id: String| {
+                let (runtime, argv) = (runtime.clone(), argv.clone());
+                let probe = async move {
+                    let Some(runtime) = runtime else {
+                        return Err("no runtime to run the check in".to_owned());
+                    };
+                    // The proxy bounds the whole check by its timeout.
+                    let ran = runtime.exec(&id, &argv, Duration::from_secs(3600)).await?;
+                    if ran.succeeded() {
+                        Ok(())
+                    } else {
+                        let how = ran
+                            .code
+                            .map_or("was killed".to_owned(), |c| format!("exited {c}"));
+                        Err(if ran.output.is_empty() {
+                            format!("the health command {how}")
+                        } else {
+                            format!("the health command {how}: {}", ran.output)
+                        })
+                    }
+                };
+                Box::pin(probe)
+                    as std::pin::Pin<
+                        Box<dyn std::future::Future<Output = Result<(), String>> + Send>,
+                    >
+            };
+            gantry_proxy::CommandCheck(Arc::new(check))
+        });
         gantry_proxy::HealthCheckConfig {
+            command,
             path: self.health_path.clone(),
             interval: Duration::from_millis(self.health_interval_ms),
             timeout: Duration::from_millis(self.health_timeout_ms),

@@ -1,5 +1,6 @@
-//! Active HTTP health checks: the configuration, the status matcher, and the
-//! probe that one target's checker runs on every interval.
+//! Active health checks: the configuration, the status matcher, and the
+//! probe that one target's checker runs on every interval (an HTTP GET, or
+//! a [`CommandCheck`] its owner runs).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -34,7 +35,34 @@ pub struct HealthCheckConfig {
     /// so a slow-starting service is not marked Unhealthy while it boots.
     /// Successes count during the grace period.
     pub grace: Duration,
+    /// Instead of the HTTP GET: a check the caller runs for a target (its
+    /// id), such as a command inside the replica; `path` and `matcher` are
+    /// then unused. Bounded by `timeout` like the GET.
+    pub command: Option<CommandCheck>,
 }
+
+/// What a [`CommandCheck`] returns: `Ok` healthy, `Err` why not.
+pub type CheckFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A health check the load balancer's owner runs for a target, given its
+/// id.
+#[derive(Clone)]
+pub struct CommandCheck(pub std::sync::Arc<dyn Fn(String) -> CheckFuture + Send + Sync>);
+
+impl fmt::Debug for CommandCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CommandCheck")
+    }
+}
+
+/// Two checks are the same when they are the same closure.
+impl PartialEq for CommandCheck {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CommandCheck {}
 
 impl Default for HealthCheckConfig {
     /// ALB's defaults for an HTTP target group, except the matcher, which
@@ -49,6 +77,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 2,
             matcher: StatusMatcher::default(),
             grace: Duration::ZERO,
+            command: None,
         }
     }
 }
@@ -57,7 +86,9 @@ impl HealthCheckConfig {
     /// Every problem at once, so a caller can report them together.
     pub(crate) fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        if !self.path.starts_with('/') {
+        if self.command.is_some() {
+            // No request is made: the path is not used.
+        } else if !self.path.starts_with('/') {
             problems.push(format!("path {:?} must start with '/'", self.path));
         } else if self.path.parse::<http::uri::PathAndQuery>().is_err() {
             problems.push(format!("path {:?} is not a valid request path", self.path));
@@ -155,7 +186,17 @@ impl fmt::Display for StatusMatcher {
 /// One health check: a fresh connection per probe (as ALB does), so a target
 /// that stopped accepting connections fails even if old keep-alive
 /// connections to it still answer.
-pub(crate) async fn probe(addr: SocketAddr, config: &HealthCheckConfig) -> Result<(), String> {
+pub(crate) async fn probe(
+    id: &str,
+    addr: SocketAddr,
+    config: &HealthCheckConfig,
+) -> Result<(), String> {
+    if let Some(check) = &config.command {
+        return match tokio::time::timeout(config.timeout, (check.0)(id.to_owned())).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("the check did not end within {:?}", config.timeout)),
+        };
+    }
     match tokio::time::timeout(config.timeout, probe_once(addr, config)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no response within {:?}", config.timeout)),

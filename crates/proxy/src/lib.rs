@@ -93,7 +93,7 @@ mod target_group;
 mod upstream;
 
 pub use error::ProxyError;
-pub use health::{HealthCheckConfig, StatusMatcher};
+pub use health::{CheckFuture, CommandCheck, HealthCheckConfig, StatusMatcher};
 pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};
 pub use rule::Rule;
 pub use stats::{LATENCY_BUCKETS, LatencyHistogram, MAX_WINDOW, OutcomeClass, WindowStats};

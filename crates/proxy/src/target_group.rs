@@ -787,7 +787,7 @@ async fn run_checker(
         }
         let result = tokio::select! {
             () = cancel.cancelled() => return,
-            result = health::probe(endpoint.addr, &config) => result,
+            result = health::probe(&endpoint.id, endpoint.addr, &config) => result,
         };
         let Some(group) = group.upgrade() else { return };
         group.record_check(&endpoint, &config, result);

@@ -213,6 +213,25 @@ impl Driver for DockerRuntime {
         &self.inner.table
     }
 
+    /// `docker exec` in the replica's container, as its `HEALTHCHECK CMD`
+    /// would run.
+    async fn exec_in(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<crate::ExecOutput, String> {
+        if self.inner.table.lock().get(id).is_none() {
+            return Err(format!("replica {id} is not running"));
+        }
+        let mut command = tokio::process::Command::new(&self.inner.options.program);
+        if let Some(dir) = &self.inner.options.config_dir {
+            command.arg("--config").arg(dir);
+        }
+        command.arg("exec").arg(container_name(id)).args(argv);
+        crate::exec::run(command, timeout).await
+    }
+
     /// `docker logs --timestamps`: both streams, merged by their lines'
     /// timestamps (RFC 3339 with nanoseconds sort as text).
     async fn replica_logs(

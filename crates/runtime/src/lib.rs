@@ -67,6 +67,7 @@
 mod docker;
 mod error;
 mod events;
+mod exec;
 mod images;
 mod launch;
 mod output;
@@ -84,6 +85,7 @@ use std::time::Duration;
 
 pub use docker::{DockerOptions, DockerRuntime};
 pub use error::RuntimeError;
+pub use exec::ExecOutput;
 pub use output::{LogQuery, ReplicaOutput};
 pub use process::{ProcessOptions, ProcessRuntime};
 pub use replica::{Replica, ReplicaEvent, ReplicaExit, ReplicaSpec, ReplicaState, USER_LABEL};
@@ -140,6 +142,21 @@ pub trait Runtime: Send + Sync {
     ) -> BoxFuture<'a, Result<ReplicaOutput, RuntimeError>> {
         let _ = (id, query);
         Box::pin(async { Ok(ReplicaOutput::default()) })
+    }
+
+    /// Runs `argv` inside replica `id` (its root or container, environment
+    /// and user) until it ends or `timeout` passes, as a command health
+    /// check does (see the `exec` module). `Err` when it could not run or
+    /// did not end in time; how it ended otherwise.
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecOutput, String>> {
+        let _ = (id, argv, timeout);
+        let kind = self.kind();
+        Box::pin(async move { Err(format!("the {kind} runtime runs no command in a replica")) })
     }
 }
 

@@ -220,6 +220,46 @@ impl Driver for ProcessRuntime {
         self.inner.start(spec).await
     }
 
+    /// The command as the replica's own program runs: in its image's root
+    /// and working directory, with its environment, port and user.
+    async fn exec_in(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<crate::ExecOutput, String> {
+        let replica = self
+            .inner
+            .table
+            .lock()
+            .get(id)
+            .map(|slot| slot.replica.clone())
+            .ok_or_else(|| format!("replica {id} is not running"))?;
+        let image = self
+            .inner
+            .images
+            .unpacked(&replica.spec.image)
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = ReplicaSpec {
+            command: Some(argv.to_vec()),
+            ..replica.spec.clone()
+        };
+        let launch = plan(&image, &spec, replica.addr.port(), &self.inner.host, &[])
+            .map_err(|e| e.to_string())?;
+        let mut command = tokio::process::Command::new(&launch.program);
+        command
+            .arg0(&launch.arg0)
+            .args(&launch.args)
+            .env_clear()
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
+            .current_dir(&launch.cwd);
+        if let Some((uid, gid)) = launch.ids {
+            command.uid(uid).gid(gid);
+        }
+        crate::exec::run(command, timeout).await
+    }
+
     async fn stop_replica(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         self.inner.stop(id, grace).await
     }

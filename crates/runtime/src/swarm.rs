@@ -290,6 +290,44 @@ impl Driver for SwarmRuntime {
         self.inner.start(spec).await
     }
 
+    /// `docker exec` in the running container of the replica's one task.
+    async fn exec_in(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<crate::ExecOutput, String> {
+        if self.inner.table.lock().get(id).is_none() {
+            return Err(format!("replica {id} is not running"));
+        }
+        let args = strings([
+            "ps",
+            "--quiet",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={}", service_name(id)),
+            "--filter",
+            "status=running",
+        ]);
+        let found = self
+            .inner
+            .run(&args, &[], None, COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let container = found
+            .stdout()
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("replica {id} has no running task"))?;
+        let mut command = tokio::process::Command::new(&self.inner.options.program);
+        if let Some(dir) = &self.inner.options.config_dir {
+            command.arg("--config").arg(dir);
+        }
+        command.arg("exec").arg(container).args(argv);
+        crate::exec::run(command, timeout).await
+    }
+
     async fn stop_replica(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         self.inner.stop(id, grace).await
     }

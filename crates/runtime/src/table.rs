@@ -70,6 +70,22 @@ pub(crate) trait Driver: Send + Sync {
         async { Ok(Vec::new()) }
     }
 
+    /// [`Runtime::exec`]; not supported by default.
+    fn exec_in<'a>(
+        &'a self,
+        id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<crate::ExecOutput, String>> + Send + 'a {
+        let _ = (id, argv, timeout);
+        async {
+            Err(format!(
+                "the {} runtime runs no command in a replica",
+                Self::KIND
+            ))
+        }
+    }
+
     /// [`Runtime::logs`]; nothing kept by default.
     fn replica_logs<'a>(
         &'a self,
@@ -112,6 +128,15 @@ impl<D: Driver> Runtime for D {
         query: crate::LogQuery,
     ) -> BoxFuture<'a, Result<crate::ReplicaOutput, RuntimeError>> {
         Box::pin(self.replica_logs(id, query))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<crate::ExecOutput, String>> {
+        Box::pin(self.exec_in(id, argv, timeout))
     }
 }
 
