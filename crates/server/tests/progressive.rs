@@ -387,11 +387,26 @@ async fn a_revision_failing_a_fifth_of_its_requests_is_rolled_back_by_its_analys
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_test_listener_reaches_green_first_and_switching_there_and_back_loses_nothing() {
+    blue_green_there_and_back("process").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_on_the_docker_runtime_switches_there_and_back_losing_nothing() {
+    if !gantry_testkit::docker_tests_enabled("blue_green_on_the_docker_runtime") {
+        return;
+    }
+    blue_green_there_and_back("docker").await;
+}
+
+/// Blue/green on `runtime`: green reachable on the test listener before the
+/// switch, then switched to and (within termination_wait) back, with no
+/// request lost.
+async fn blue_green_there_and_back(runtime: &str) {
     let test_port = free_port();
     let deployment = format!(
         "{{strategy: blue_green, blue_green: {{test_listener: 127.0.0.1:{test_port}, shift_after: manual, termination_wait: 5m}}, drain: 1s}}"
     );
-    let env = Env::new("process", 2, &deployment).await;
+    let env = Env::new(runtime, 2, &deployment).await;
     let v1 = push_site(&env.server, "v1", "one", false).await;
     let v2 = push_site(&env.server, "v2", "two", false).await;
     env.deploy(&v1).await.unwrap();
@@ -469,6 +484,27 @@ async fn a_canary_on_the_docker_runtime_loses_no_request() {
     rollout.await.unwrap().unwrap();
     let seen = load.finish().await;
     assert_eq!(failures(&seen), Vec::<String>::new());
+    assert_eq!(request(env.port, "/", None).await.unwrap().1, "two");
+    let _ = env.deployer().down("staging").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linear_shift_on_the_docker_runtime_loses_no_request() {
+    if !gantry_testkit::docker_tests_enabled("a_linear_shift_on_the_docker_runtime") {
+        return;
+    }
+    let deployment = "{strategy: linear, linear: {percent: 50, every: 2s}, drain: 1s}";
+    let env = Env::new("docker", 2, deployment).await;
+    let v1 = push_site(&env.server, "v1", "one", false).await;
+    let v2 = push_site(&env.server, "v2", "two", false).await;
+    env.deploy(&v1).await.unwrap();
+    let load = Load::start(env.port, "/", 2);
+    let rollout = env.deploy_in_background(&v2);
+    env.wait_share(2, 50).await;
+    rollout.await.unwrap().unwrap();
+    let seen = load.finish().await;
+    assert_eq!(failures(&seen), Vec::<String>::new());
+    assert!(bodies(&seen, "one") > 0 && bodies(&seen, "two") > 0);
     assert_eq!(request(env.port, "/", None).await.unwrap().1, "two");
     let _ = env.deployer().down("staging").await;
 }
