@@ -1,5 +1,5 @@
-//! Progressive deployments end to end on the process runtime (and a canary
-//! on docker, with GANTRY_TEST_DOCKER=1): busybox httpd replicas behind
+//! Progressive deployments end to end on the process runtime (and a canary,
+//! a linear shift and blue/green on docker, with GANTRY_TEST_DOCKER=1): busybox httpd replicas behind
 //! the built-in load balancer, real requests counted by the revision that
 //! answered them. A canary moves by weight and loses nothing, a revision
 //! that fails a fifth of its requests is rolled back by its analysis, the
