@@ -1112,6 +1112,10 @@ fn create_args(
         args.push(flag.to_owned());
         args.push(value);
     }
+    // An init as PID 1 forwards SIGTERM, so a program that installs no
+    // handler stops at once, as it does on the process runtime, instead of
+    // waiting out the grace (PID 1 ignores signals it does not handle).
+    args.push("--init".to_owned());
     if let Some(user) = spec.user() {
         args.push("--user".to_owned());
         args.push(user.to_owned());
@@ -1315,6 +1319,7 @@ mod tests {
             "--limit-cpu 0.5",
             "--user 65534",
             "--entrypoint /app/busybox",
+            "--init",
         ] {
             assert!(line.contains(expected), "{expected} missing in {line}");
         }
