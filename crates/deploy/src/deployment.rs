@@ -431,7 +431,9 @@ impl Deployer {
                     (Some(prev), true) => {
                         // The old replicas never left unless the floor
                         // allowed it; restore any that did.
-                        if let Err(e) = group.set_health_check(prev.health_check(env.runtime.as_ref())) {
+                        if let Err(e) =
+                            group.set_health_check(prev.health_check(env.runtime.as_ref()))
+                        {
                             tracing::warn!(%e, "Restoring health check settings failed.");
                         }
                         let prev_env = self.replica_env(prev).await?;

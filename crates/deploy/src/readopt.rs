@@ -56,7 +56,8 @@ impl Deployer {
                 };
                 let state = env.service(service).await;
                 let group = env.lb.target_group(service);
-                if let Err(e) = group.set_health_check(revision.health_check(env.runtime.as_ref())) {
+                if let Err(e) = group.set_health_check(revision.health_check(env.runtime.as_ref()))
+                {
                     tracing::warn!(%e, service, "Health check settings refused.");
                 }
                 let mut replicas = Vec::new();

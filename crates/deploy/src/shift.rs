@@ -686,7 +686,10 @@ impl Shift<'_> {
         self.progress(|p| p.weight = 0);
         let _ = self.group.set_canary_route(None);
         self.close_test_listener().await;
-        if let Err(e) = self.group.set_health_check(self.stable.health_check(Some(self.runtime))) {
+        if let Err(e) = self
+            .group
+            .set_health_check(self.stable.health_check(Some(self.runtime)))
+        {
             tracing::warn!(%e, "Restoring health check settings failed.");
         }
         self.log.line(&format!(
