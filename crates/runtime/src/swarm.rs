@@ -814,41 +814,40 @@ impl Inner {
         let _ = self.remove_service(id, Duration::from_secs(5)).await;
     }
 
-    /// `docker service rm`, then up to `grace` for the task's containers to
-    /// stop (Swarm sends SIGTERM), then `docker rm -f` on what is left.
+    /// `docker service rm`, then `docker stop` (SIGTERM, SIGKILL after
+    /// `grace`) of the containers its task ran, on this node; Swarm removes
+    /// them once they exited.
     async fn remove_service(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let name = service_name(id);
+        let filter = format!("label={LABEL_SWARM_SERVICE}={name}");
+        let list = strings(["ps", "-q", "--no-trunc", "--filter", &filter]);
+        // Its running containers, before the service goes (Swarm's agent
+        // takes a second or two to stop them after `service rm`).
+        let running: Vec<String> = match self.docker(&list).await {
+            Ok(out) => out.split_whitespace().map(str::to_owned).collect(),
+            Err(e) => {
+                tracing::warn!(replica = %id, error = %e, "cannot list a replica's containers");
+                Vec::new()
+            }
+        };
         match self.docker(&strings(["service", "rm", &name])).await {
             Ok(_) => {}
             Err(RuntimeError::Docker { stderr, .. }) if is_no_such_service(&stderr) => {}
             Err(e) => return Err(e),
         }
-        let filter = format!("label={LABEL_SWARM_SERVICE}={name}");
-        let list = strings(["ps", "-aq", "--no-trunc", "--filter", &filter]);
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let containers: Vec<String> = match self.docker(&list).await {
-                Ok(out) => out.split_whitespace().map(str::to_owned).collect(),
-                Err(e) => {
-                    tracing::warn!(replica = %id, error = %e, "cannot list a replica's containers");
-                    return Ok(());
-                }
-            };
-            if containers.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let mut rm = strings(["rm", "-f"]);
-                rm.extend(containers);
-                if let Err(e) = self.docker(&rm).await
-                    && !matches!(&e, RuntimeError::Docker { stderr, .. } if stderr.contains("No such container"))
-                {
-                    tracing::warn!(replica = %id, error = %e, "cannot remove a replica's containers");
-                }
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if running.is_empty() {
+            return Ok(());
         }
+        // SIGTERM now, SIGKILL after the grace (whole seconds, rounded up);
+        // Swarm removes the exited containers.
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let mut stop = strings(["stop", "-t", &seconds.to_string()]);
+        stop.extend(running);
+        let output = self.run(&stop, &[], None, grace + COMMAND_TIMEOUT).await?;
+        if !output.success && !output.stderr().contains("No such container") {
+            tracing::warn!(replica = %id, error = %output.stderr(), "docker stop of a replica's task failed; Swarm stops it");
+        }
+        Ok(())
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {

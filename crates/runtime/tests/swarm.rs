@@ -22,9 +22,10 @@ fn inspect_service(id: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&out).expect("inspect json")[0].clone()
 }
 
+/// The replica's running containers.
 fn containers_of(id: &str) -> String {
     let filter = format!("label=com.docker.swarm.service.name=gantry-{id}");
-    docker(&["ps", "-aq", "--filter", &filter]).unwrap_or_default()
+    docker(&["ps", "-q", "--filter", &filter]).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +132,12 @@ async fn a_service_serves_on_its_host_port_with_labels_limits_env_and_logs_and_g
         docker(&["service", "inspect", &format!("gantry-{id}")]).is_err(),
         "the service is removed"
     );
-    assert_eq!(containers_of(&id).trim(), "", "its container is gone");
+    assert_eq!(containers_of(&id).trim(), "", "its container stopped");
+    let filter = format!("label=com.docker.swarm.service.name=gantry-{id}");
+    wait_until("Swarm to remove its container", STARTUP, || {
+        docker(&["ps", "-aq", "--filter", &filter]).is_ok_and(|out| out.trim().is_empty())
+    })
+    .await;
     assert!(runtime.list().await.unwrap().is_empty());
     runtime.stop(&id, Duration::from_secs(1)).await.unwrap();
 }
