@@ -38,6 +38,9 @@ pub enum ProxyError {
     },
     #[error("invalid health check for target group {group}: {reason}")]
     InvalidHealthCheck { group: String, reason: String },
+    /// A certificate that cannot serve; `reason` never holds key material.
+    #[error("certificate {certificate}: {reason}")]
+    Tls { certificate: String, reason: String },
     #[error("invalid status matcher {matcher:?}: {reason}")]
     InvalidMatcher { matcher: String, reason: String },
 }
@@ -55,6 +58,7 @@ impl ProxyError {
             Self::HealthTimeout { .. } => "target_health_timeout",
             Self::InvalidHealthCheck { .. } => "invalid_health_check",
             Self::InvalidMatcher { .. } => "invalid_status_matcher",
+            Self::Tls { .. } => "invalid_certificate",
         }
     }
 }

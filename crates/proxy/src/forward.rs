@@ -3,13 +3,14 @@
 //! or hand both connections to a tunnel after a protocol upgrade.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, UPGRADE,
+    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, UPGRADE,
 };
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ResponseBody;
-use crate::rule::RouteTable;
+use crate::rule::{RequestView, RouteAction, RouteTable};
 use crate::stats::Outcome;
 use crate::target_group::InFlight;
 use crate::upstream::{UpstreamError, UpstreamRequest, Upstreams};
@@ -37,6 +38,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 pub(crate) struct Forwarder {
     /// Shared by the listener and every worker's forwarder.
     routes: Arc<ArcSwap<RouteTable>>,
+    /// Whether the listener terminates TLS (`X-Forwarded-Proto`, `#{protocol}`).
+    tls: bool,
+    local_port: u16,
     upstreams: Arc<Upstreams>,
     upstream_timeout: Duration,
     /// Tunnels of upgraded connections live here so shutdown can wait for,
@@ -55,12 +59,16 @@ enum Failure {
 impl Forwarder {
     pub(crate) fn new(
         routes: Arc<ArcSwap<RouteTable>>,
+        tls: bool,
+        local_port: u16,
         upstream_timeout: Duration,
         tunnels: TaskTracker,
         closing: CancellationToken,
     ) -> Self {
         Self {
             routes,
+            tls,
+            local_port,
             upstreams: Arc::default(),
             upstream_timeout,
             tunnels,
@@ -74,6 +82,7 @@ impl Forwarder {
     pub(crate) async fn handle(
         self: Arc<Self>,
         client_ip: HeaderValue,
+        peer: IpAddr,
         mut request: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         // A tunnel to an arbitrary authority is a forward proxy's job, and
@@ -84,11 +93,43 @@ impl Forwarder {
                 "CONNECT is not supported\n",
             ));
         }
-        let Some(group) = self.routes.load().route(request.uri().path()).cloned() else {
-            return Ok(fixed(
-                StatusCode::NOT_FOUND,
-                "no listener rule matches this path\n",
-            ));
+        let group = {
+            let routes = self.routes.load();
+            let view = RequestView {
+                method: request.method(),
+                uri: request.uri(),
+                headers: request.headers(),
+                peer,
+                tls: self.tls,
+                local_port: self.local_port,
+            };
+            match routes.route(&view) {
+                Some(RouteAction::Forward(group)) => group.clone(),
+                Some(RouteAction::Redirect(redirect)) => {
+                    return Ok(redirect_response(
+                        redirect.status,
+                        &redirect.location(&view),
+                    ));
+                }
+                Some(RouteAction::Fixed {
+                    status,
+                    content_type,
+                    body,
+                }) => {
+                    let mut response = Response::new(ResponseBody::Fixed(Some(body.clone())));
+                    *response.status_mut() = *status;
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_TYPE, content_type.clone());
+                    return Ok(response);
+                }
+                None => {
+                    return Ok(fixed(
+                        StatusCode::NOT_FOUND,
+                        "no listener rule matches this path\n",
+                    ));
+                }
+            }
         };
         let upgrade = is_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -99,7 +140,7 @@ impl Forwarder {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        add_forwarded(&mut parts.headers, client_ip);
+        add_forwarded(&mut parts.headers, client_ip, self.tls);
 
         let Some(first) = group.pick_for(None, Some(&parts.headers)) else {
             return Ok(fixed(
@@ -265,6 +306,27 @@ fn fixed(status: StatusCode, message: &'static str) -> Response<ResponseBody> {
     response
 }
 
+/// A redirect action's answer. A `Location` that is not a valid header
+/// value (a placeholder filled with odd bytes) becomes a 400, as a request
+/// that cannot be redirected.
+fn redirect_response(status: u16, location: &str) -> Response<ResponseBody> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        return fixed(
+            StatusCode::BAD_REQUEST,
+            "the request cannot be redirected\n",
+        );
+    };
+    let status = if status == 302 {
+        StatusCode::FOUND
+    } else {
+        StatusCode::MOVED_PERMANENTLY
+    };
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = status;
+    response.headers_mut().insert(LOCATION, location);
+    response
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) && connection_lists(headers, "upgrade")
 }
@@ -316,10 +378,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Appends this hop to the `X-Forwarded-*` chains, as ALB does for
 /// `X-Forwarded-For`; the original Host header is left untouched.
-fn add_forwarded(headers: &mut HeaderMap, client_ip: HeaderValue) {
+fn add_forwarded(headers: &mut HeaderMap, client_ip: HeaderValue, tls: bool) {
     let host = headers.get(HOST).cloned();
     append_forwarded(headers, X_FORWARDED_FOR, client_ip);
-    append_forwarded(headers, X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    append_forwarded(headers, X_FORWARDED_PROTO, proto);
     if let Some(host) = host {
         append_forwarded(headers, X_FORWARDED_HOST, host);
     }
@@ -404,7 +467,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "198.51.100.2"),
         ]);
-        add_forwarded(&mut map, HeaderValue::from_static("127.0.0.1"));
+        add_forwarded(&mut map, HeaderValue::from_static("127.0.0.1"), false);
         assert_eq!(
             map["x-forwarded-for"],
             "203.0.113.7, 198.51.100.2, 127.0.0.1"

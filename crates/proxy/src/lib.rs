@@ -2,12 +2,22 @@
 //!
 //! Concepts, named as ALB names them:
 //!
-//! - A [`LoadBalancer`] is one listener (one socket) of one environment. It
-//!   holds an ordered list of [`Rule`]s; a request goes to the target group
-//!   of the first rule, by ascending priority, whose path pattern (`*` = any
-//!   run of characters, `?` = one character, case-sensitive, path only)
-//!   matches. No match gets the default action, a fixed 404; a rule with
-//!   path `*` or `/*` replaces it. Rules are swapped atomically.
+//! - A [`LoadBalancer`] is one listener (one socket) of one environment,
+//!   HTTP or HTTPS. It holds an ordered list of [`Rule`]s; a request gets
+//!   the [`Action`] of the first rule, by ascending priority, whose
+//!   [`Conditions`] all match: host (`*`/`?`, without case, port ignored),
+//!   path (`*` = any run of characters, `?` = one character,
+//!   case-sensitive, path only), header values, method, query string pairs,
+//!   source IP blocks ([`Cidr`]); within one condition any value may match.
+//!   Actions: forward to a target group, [`Redirect`] (ALB's placeholders
+//!   `#{protocol}`, `#{host}`, `#{port}`, `#{path}` without its leading
+//!   `/`, `#{query}`), [`FixedResponse`]. No match gets the listener's
+//!   default action, a fixed 404 unless set. Rules and the default action
+//!   are compiled once and swapped atomically (`rule.rs`).
+//! - An HTTPS listener terminates TLS 1.2/1.3 with rustls; SNI picks among
+//!   its [`Certificate`]s (the first is the default), which are checked
+//!   whole (key matches certificate, validity window) and swapped at once
+//!   on rotation, open connections untouched (`tls.rs`).
 //! - A [`TargetGroup`] is a set of [`Target`]s (address + weight), each with a
 //!   [`Health`]: `Initial` until active HTTP checks pass `healthy_threshold`
 //!   times in a row, `Unhealthy` after `unhealthy_threshold` failures (not
@@ -72,7 +82,8 @@
 //! error rate, p99 over the last seconds, for canary analysis), which
 //! outlives the revision's targets.
 //!
-//! Module map: `rule` (path patterns, route table), `target_group`
+//! Module map: `rule` (conditions, actions, route table), `tls`
+//! (certificates, SNI, rotation), `tls_validity` (a certificate's dates), `target_group`
 //! (membership, health state, selection, draining), `health` (check
 //! configuration and probe), `listener` (sockets, workers, timeouts,
 //! shutdown), `connections` (connection limits and eviction),
@@ -90,11 +101,14 @@ mod listener;
 mod rule;
 mod stats;
 mod target_group;
+mod tls;
+mod tls_validity;
 mod upstream;
 
 pub use error::ProxyError;
 pub use health::{CheckFuture, CommandCheck, HealthCheckConfig, StatusMatcher};
 pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};
-pub use rule::Rule;
+pub use rule::{Action, Cidr, Conditions, FixedResponse, Redirect, Rule};
 pub use stats::{LATENCY_BUCKETS, LatencyHistogram, MAX_WINDOW, OutcomeClass, WindowStats};
 pub use target_group::{Health, HealthEvent, Target, TargetGroup, TargetStats, TargetStatus};
+pub use tls::Certificate;

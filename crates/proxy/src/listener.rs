@@ -35,8 +35,10 @@ use crate::body::ResponseBody;
 use crate::connections::{Admitted, ClientConnections, Registration, RequestGuard};
 use crate::error::ProxyError;
 use crate::forward::Forwarder;
-use crate::rule::{RouteTable, Rule};
+use crate::rule::{Action, RouteTable, Rule};
 use crate::target_group::{TargetGroup, TargetStats};
+use crate::tls::{Certificate, Certificates};
+use tokio_rustls::TlsAcceptor;
 
 /// Settings of a listener that are not rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +108,10 @@ pub struct LoadBalancer {
     groups: Mutex<HashMap<String, TargetGroup>>,
     /// The current rules with their request counters, by priority.
     rules: Mutex<Vec<(Rule, Arc<AtomicU64>)>>,
+    /// The action for requests no rule matches; `None` is the fixed 404.
+    default_action: Mutex<Option<Action>>,
+    /// An HTTPS listener's certificates, replaceable while it serves.
+    certificates: Option<Arc<Certificates>>,
     unmatched: Arc<AtomicU64>,
     connections: Arc<ClientConnections>,
     runtime: Handle,
@@ -140,6 +146,53 @@ impl LoadBalancer {
         rules: Vec<Rule>,
         config: ListenerConfig,
     ) -> Result<Self, ProxyError> {
+        Self::start_inner(listen, rules, config, None).await
+    }
+
+    /// An HTTPS listener: TLS 1.2/1.3 with `certificates`, the first the
+    /// default (`tls.rs` says how SNI picks one). Every certificate is
+    /// checked before the socket is bound.
+    pub async fn start_https(
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: ListenerConfig,
+        certificates: &[Certificate],
+    ) -> Result<Self, ProxyError> {
+        let certificates = Arc::new(Certificates::new(certificates)?);
+        Self::start_inner(listen, rules, config, Some(certificates)).await
+    }
+
+    /// Replaces an HTTPS listener's certificates at once, without touching
+    /// open connections; on an error (or on an HTTP listener) nothing
+    /// changes.
+    pub fn set_certificates(&self, certificates: &[Certificate]) -> Result<(), ProxyError> {
+        match &self.certificates {
+            Some(current) => current.replace(certificates),
+            None => Err(ProxyError::Tls {
+                certificate: String::new(),
+                reason: format!(
+                    "the listener on {} is not an https listener",
+                    self.local_addr
+                ),
+            }),
+        }
+    }
+
+    /// Whether this listener terminates TLS.
+    pub fn is_https(&self) -> bool {
+        self.certificates.is_some()
+    }
+
+    async fn start_inner(
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: ListenerConfig,
+        certificates: Option<Arc<Certificates>>,
+    ) -> Result<Self, ProxyError> {
+        let acceptor = match &certificates {
+            Some(certificates) => Some(TlsAcceptor::from(certificates.server_config()?)),
+            None => None,
+        };
         let bind_error = |source| ProxyError::Bind {
             addr: listen,
             source,
@@ -150,10 +203,7 @@ impl LoadBalancer {
         let closing = stop.child_token();
         let tasks = TaskTracker::new();
         let unmatched = Arc::new(AtomicU64::new(0));
-        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(
-            Vec::new(),
-            unmatched.clone(),
-        )));
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::empty(unmatched.clone())));
         let (done_tx, workers_done) = mpsc::channel(1);
         let draining = Arc::new(Draining::default());
         let mut workers = Vec::with_capacity(config.workers.get());
@@ -161,6 +211,8 @@ impl LoadBalancer {
             let (tx, rx) = mpsc::unbounded_channel();
             let worker = Worker {
                 routes: routes.clone(),
+                tls: acceptor.clone(),
+                local_port: local_addr.port(),
                 upstream_timeout: config.upstream_timeout,
                 timeouts: ClientTimeouts {
                     header_read: config.header_read_timeout,
@@ -187,6 +239,8 @@ impl LoadBalancer {
             routes,
             groups: Mutex::new(HashMap::new()),
             rules: Mutex::new(Vec::new()),
+            default_action: Mutex::new(None),
+            certificates,
             unmatched,
             connections: connections.clone(),
             runtime: Handle::current(),
@@ -208,12 +262,27 @@ impl LoadBalancer {
         self.local_addr
     }
 
-    /// Replaces every rule at once. Requests already routed keep their
-    /// target; new ones see only the new rules. Target groups named by the
-    /// rules are created if needed.
-    pub fn set_rules(&self, mut rules: Vec<Rule>) {
+    /// Replaces every rule at once, keeping the default action. Requests
+    /// already routed keep their target; new ones see only the new rules.
+    /// Target groups named by the rules are created if needed.
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        let default = self
+            .default_action
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.set_routing(rules, default);
+    }
+
+    /// Replaces the rules and the default action (`None`: a fixed 404) in
+    /// one atomic swap.
+    pub fn set_routing(&self, mut rules: Vec<Rule>, default_action: Option<Action>) {
         rules.sort_by_key(|rule| rule.priority);
         let mut current = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut default = self
+            .default_action
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let counted: Vec<(Rule, Arc<AtomicU64>)> = rules
             .into_iter()
             .map(|rule| {
@@ -225,16 +294,15 @@ impl LoadBalancer {
                 (rule, requests)
             })
             .collect();
-        let resolved = counted
-            .iter()
-            .map(|(rule, requests)| {
-                let group = self.target_group(&rule.target_group);
-                (rule.clone(), group, requests.clone())
-            })
-            .collect();
-        self.routes
-            .store(Arc::new(RouteTable::new(resolved, self.unmatched.clone())));
+        let table = RouteTable::new(
+            counted.clone(),
+            default_action.as_ref(),
+            |name| self.target_group(name),
+            self.unmatched.clone(),
+        );
+        self.routes.store(Arc::new(table));
         *current = counted;
+        *default = default_action;
     }
 
     /// Request counters of the rules and targets, and open connections.
@@ -383,6 +451,9 @@ async fn accept(
 
 struct Worker {
     routes: Arc<ArcSwap<RouteTable>>,
+    /// Set on an HTTPS listener.
+    tls: Option<TlsAcceptor>,
+    local_port: u16,
     upstream_timeout: Duration,
     timeouts: ClientTimeouts,
     incoming: mpsc::UnboundedReceiver<Accepted>,
@@ -408,6 +479,8 @@ impl Worker {
     async fn run(mut self) {
         let forwarder = Arc::new(Forwarder::new(
             self.routes.clone(),
+            self.tls.is_some(),
+            self.local_port,
             self.upstream_timeout,
             self.tasks.clone(),
             self.closing.clone(),
@@ -415,15 +488,55 @@ impl Worker {
         while let Some((stream, peer, registration)) = self.incoming.recv().await {
             match TcpStream::from_std(stream) {
                 Ok(stream) => {
-                    self.tasks.spawn(serve(
-                        stream,
-                        peer,
-                        registration,
+                    let (timeouts, forwarder, draining, stop) = (
                         self.timeouts,
                         forwarder.clone(),
                         self.draining.watch(),
                         self.stop.clone(),
-                    ));
+                    );
+                    match &self.tls {
+                        None => {
+                            self.tasks.spawn(serve(
+                                stream,
+                                peer,
+                                registration,
+                                timeouts,
+                                forwarder,
+                                draining,
+                                stop,
+                            ));
+                        }
+                        Some(acceptor) => {
+                            let accept = acceptor.accept(stream);
+                            self.tasks.spawn(async move {
+                                // The handshake counts as the first request
+                                // head's wait, so a stalled one is closed
+                                // at the header-read timeout too.
+                                let handshake = tokio::select! {
+                                    () = stop.cancelled() => return,
+                                    done = tokio::time::timeout(timeouts.header_read, accept) => done,
+                                };
+                                match handshake {
+                                    Ok(Ok(stream)) => {
+                                        serve(
+                                            stream,
+                                            peer,
+                                            registration,
+                                            timeouts,
+                                            forwarder,
+                                            draining,
+                                            stop,
+                                        )
+                                        .await;
+                                    }
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                                    }
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(error) => tracing::warn!(%peer, %error, "registering a connection failed"),
             }
@@ -449,15 +562,17 @@ struct ClientTimeouts {
 /// with nothing in flight is dropped outright when it times out or is
 /// evicted: hyper's graceful shutdown would wait for a head that is still
 /// trickling in.
-async fn serve(
-    stream: TcpStream,
+async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
     registration: Registration,
     timeouts: ClientTimeouts,
     forwarder: Arc<Forwarder>,
     mut draining: DrainingWatch,
     stop: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // Formatted once per connection rather than once per request.
     let client_ip = HeaderValue::try_from(peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -466,7 +581,9 @@ async fn serve(
         let state = state.clone();
         move |request| {
             let guard = state.begin_request();
-            let response = forwarder.clone().handle(client_ip.clone(), request);
+            let response = forwarder
+                .clone()
+                .handle(client_ip.clone(), peer.ip(), request);
             async move {
                 let response = response.await?;
                 Ok::<_, Infallible>(response.map(|body| Counted {

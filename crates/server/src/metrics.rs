@@ -360,8 +360,11 @@ impl Collector for LoadBalancers {
                 let labels: Labels = vec![
                     ("environment", env.clone()),
                     ("priority", rule.rule.priority.to_string()),
-                    ("rule", rule.rule.path.clone()),
-                    ("target_group", rule.rule.target_group.clone()),
+                    ("rule", rule.rule.label()),
+                    (
+                        "target_group",
+                        rule.rule.target_group().unwrap_or_default().to_owned(),
+                    ),
                 ];
                 ConstCounter::new(rule.requests).encode(family.encode_family(&labels)?)?;
             }
