@@ -8,24 +8,100 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gantry_clock::now_ms;
-use gantry_proxy::Rule;
-use gantry_spec::environment::Environment;
+use gantry_proxy::{Action, Cidr, Conditions, FixedResponse, Redirect, Rule};
+use gantry_spec::environment::{self as spec, Environment};
 use gantry_spec::{assemble, parse_document};
 use tokio::sync::Mutex;
 
 use crate::deployer::{Deployer, EnvState, runtime_name};
 use crate::error::DeployError;
 
+/// The proxy rules of an environment's (first) listener.
 pub(crate) fn rules_of(env: &Environment) -> Vec<Rule> {
-    env.load_balancer
-        .as_ref()
-        .map(|lb| {
-            lb.rules
-                .iter()
-                .map(|r| Rule::new(r.priority, r.path.as_str(), r.service.as_str()))
-                .collect()
+    let Some(lb) = &env.load_balancer else {
+        return Vec::new();
+    };
+    let Some(listener) = lb.listeners.first() else {
+        return Vec::new();
+    };
+    lb.rules_of(&listener.name)
+        .map(|rule| Rule {
+            priority: rule.priority,
+            conditions: conditions_of(&rule.conditions),
+            action: action_of(&rule.action),
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// The default action of an environment's (first) listener.
+pub(crate) fn default_action_of(env: &Environment) -> Option<Action> {
+    let listener = env.load_balancer.as_ref()?.listeners.first()?;
+    listener.default_action.as_ref().map(action_of)
+}
+
+fn conditions_of(conditions: &spec::Conditions) -> Conditions {
+    Conditions {
+        host: conditions.host.clone(),
+        path: conditions
+            .path
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        header: conditions.header.clone(),
+        method: conditions.method.clone(),
+        query: conditions
+            .query
+            .iter()
+            .map(|(key, value)| (Some(key.clone()), value.clone()))
+            .collect(),
+        // The spec checked every block.
+        source_ip: conditions
+            .source_ip
+            .iter()
+            .filter_map(|block| Cidr::parse(block).ok())
+            .collect(),
+    }
+}
+
+fn action_of(action: &spec::Action) -> Action {
+    match action {
+        spec::Action::Forward { service } => Action::Forward {
+            target_group: service.to_string(),
+        },
+        spec::Action::Redirect(r) => Action::Redirect(Redirect {
+            protocol: r.protocol.clone(),
+            host: r.host.clone(),
+            port: r.port.clone(),
+            path: r.path.clone(),
+            query: r.query.clone(),
+            status: r.status,
+        }),
+        spec::Action::FixedResponse(f) => Action::FixedResponse(FixedResponse {
+            status: f.status,
+            content_type: f.content_type.clone(),
+            body: f.body.clone(),
+        }),
+    }
+}
+
+/// What `apply` cannot serve yet: several listeners and https listeners
+/// (their certificates come from the parameter store in a later part).
+fn unsupported(env: &Environment) -> Option<String> {
+    let lb = env.load_balancer.as_ref()?;
+    if lb.listeners.len() > 1 {
+        return Some(format!(
+            "environment {}: a load balancer with several listeners is not supported by this server yet; keep one listener",
+            env.name
+        ));
+    }
+    let https = lb
+        .listeners
+        .iter()
+        .find(|l| l.protocol == spec::Protocol::Https)?;
+    Some(format!(
+        "environment {}: https listener `{}` is not supported by this server yet",
+        env.name, https.name
+    ))
 }
 
 impl Deployer {
@@ -61,6 +137,12 @@ impl Deployer {
                     .join("\n"),
             )
         })?;
+        // Refused before anything changes.
+        for env in project.environments.values() {
+            if let Some(reason) = unsupported(env) {
+                return Err(DeployError::Spec(reason));
+            }
+        }
         let mut state = self.inner.state.lock().await;
         let mut summary = Vec::new();
         for (name, env) in &project.environments {
@@ -74,7 +156,9 @@ impl Deployer {
                             listen.map(|l| l.to_string()).unwrap_or_default()
                         ));
                     }
-                    existing.lb.set_rules(rules_of(env));
+                    existing
+                        .lb
+                        .set_routing(rules_of(env), default_action_of(env));
                     *existing.spec.lock().await = env.clone();
                     summary.push(format!("environment {name}: rules updated"));
                 }
@@ -106,6 +190,9 @@ impl Deployer {
                                 other => other.to_string(),
                             },
                         })?;
+                    if let Some(default) = default_action_of(env) {
+                        lb.set_routing(rules_of(env), Some(default));
+                    }
                     let runtime = self.inner.runtimes.get(runtime_name(env.runtime)).cloned();
                     summary.push(format!(
                         "environment {name}: load balancer on {}, runtime {}{}",

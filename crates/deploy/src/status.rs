@@ -115,9 +115,16 @@ impl Deployer {
             .iter()
             .flat_map(|lb| &lb.rules)
             .map(|r| LoadBalancerRule {
-                path: r.path.to_string(),
+                // The path patterns (the shorthand's one path), joined.
+                path: r
+                    .conditions
+                    .path
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 priority: r.priority,
-                service: r.service.to_string(),
+                service: r.service().map(ToString::to_string).unwrap_or_default(),
             })
             .collect();
         rules.sort_by_key(|r| r.priority);

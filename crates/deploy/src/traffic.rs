@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_proxy::{
-    HealthCheckConfig, ListenerStats, LoadBalancer, ProxyError, Rule, Target, TargetGroup,
+    Action, HealthCheckConfig, ListenerStats, LoadBalancer, ProxyError, Rule, Target, TargetGroup,
     TargetStatus, WindowStats,
 };
 use gantry_runtime::BoxFuture;
@@ -33,8 +33,14 @@ pub(crate) trait LoadBalancers: Send + Sync {
 /// One environment's load balancer: path rules to services' target groups.
 pub(crate) trait Balancer: Send + Sync {
     fn local_addr(&self) -> SocketAddr;
-    /// Replaces the path rules at once.
+    /// Replaces the rules at once.
     fn set_rules(&self, rules: Vec<Rule>);
+    /// Replaces the rules and the default action (`None`: a fixed 404) at
+    /// once.
+    fn set_routing(&self, rules: Vec<Rule>, default_action: Option<Action>) {
+        let _ = default_action;
+        self.set_rules(rules);
+    }
     /// The target group of a service, created empty on first use.
     fn target_group(&self, service: &str) -> Arc<dyn Targets>;
     /// Stops listening; in-flight requests finish.
@@ -95,6 +101,10 @@ impl Balancer for LoadBalancer {
 
     fn set_rules(&self, rules: Vec<Rule>) {
         LoadBalancer::set_rules(self, rules);
+    }
+
+    fn set_routing(&self, rules: Vec<Rule>, default_action: Option<Action>) {
+        LoadBalancer::set_routing(self, rules, default_action);
     }
 
     fn target_group(&self, service: &str) -> Arc<dyn Targets> {

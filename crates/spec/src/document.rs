@@ -343,32 +343,51 @@ pub fn assemble(documents: Vec<(String, Document)>) -> Result<Project, Vec<SpecE
     in_file_order.sort_by_key(|(_, (index, environment))| (*index, environment.location));
     for (name, (index, environment)) in in_file_order {
         if let Some(lb) = &environment.load_balancer {
-            for rule in &lb.rules {
-                if !services.contains_key(&rule.service) {
+            let forwards = lb.rules.iter().filter_map(|rule| {
+                let service = rule.service()?;
+                Some((rule.priority, service, rule.location))
+            });
+            let defaults =
+                lb.listeners
+                    .iter()
+                    .filter_map(|listener| match &listener.default_action {
+                        Some(crate::environment::Action::Forward { service }) => {
+                            Some((0, service, listener.location))
+                        }
+                        _ => None,
+                    });
+            for (priority, service, location) in forwards.chain(defaults) {
+                if !services.contains_key(service) {
+                    let what = if priority == 0 {
+                        "the default action".to_owned()
+                    } else {
+                        format!("the rule with priority {priority}")
+                    };
                     error(
                         *index,
-                        rule.location,
+                        location,
                         format!(
-                            "the rule with priority {} sends requests to service `{}`, which no file defines ({service_names})",
-                            rule.priority, rule.service
+                            "{what} sends requests to service `{service}`, which no file defines ({service_names})"
                         ),
                     );
                 }
             }
-            match listeners
-                .iter()
-                .find(|(other, ..)| same_socket(*other, lb.listen))
-            {
-                Some((_, other, first, location)) => error(
-                    *index,
-                    lb.location,
-                    format!(
-                        "environment `{name}` listens on {}, as environment `{other}` does (at {})",
-                        lb.listen,
-                        place(*first, *location)
+            for listener in &lb.listeners {
+                match listeners
+                    .iter()
+                    .find(|(other, ..)| same_socket(*other, listener.listen))
+                {
+                    Some((_, other, first, location)) => error(
+                        *index,
+                        listener.location,
+                        format!(
+                            "environment `{name}` listens on {}, as environment `{other}` does (at {})",
+                            listener.listen,
+                            place(*first, *location)
+                        ),
                     ),
-                ),
-                None => listeners.push((lb.listen, name, *index, lb.location)),
+                    None => listeners.push((listener.listen, name, *index, listener.location)),
+                }
             }
         }
         for (service_name, (_, service)) in &services {

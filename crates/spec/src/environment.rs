@@ -18,6 +18,12 @@ use crate::names::ServiceName;
 use crate::service::ServiceOverride;
 
 pub(crate) mod decode;
+mod routing;
+
+pub use routing::{
+    Action, CertificateRef, Conditions, FIXED_RESPONSE_CONTENT_TYPES, FixedResponse, Listener,
+    MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Protocol, Redirect, check_cidr,
+};
 
 /// A validated environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,30 +87,57 @@ pub enum Network {
     Host,
 }
 
-/// One listener and its path rules.
+/// Listeners and the rules they share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadBalancer {
+    /// The first listener's address (today's single `listen`).
     pub listen: SocketAddr,
-    /// In ascending priority; priorities are unique.
+    /// At least one; today's `listen` is one named `default`, protocol http.
+    pub listeners: Vec<Listener>,
+    /// In ascending priority; priorities are unique per listener.
     pub rules: Vec<Rule>,
     pub location: Location,
 }
 
 impl LoadBalancer {
-    /// The rule that serves `path` (a query string is ignored), if any.
+    /// The first rule whose path condition matches `path` (a query string
+    /// is ignored), looking at paths only.
     pub fn route(&self, path: &str) -> Option<&Rule> {
-        self.rules.iter().find(|rule| rule.path.matches(path))
+        self.rules
+            .iter()
+            .find(|rule| rule.conditions.path.iter().any(|p| p.matches(path)))
+    }
+
+    /// The rules that apply to listener `name`, by priority.
+    pub fn rules_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules
+            .iter()
+            .filter(move |rule| rule.listener.as_deref().is_none_or(|l| l == name))
     }
 }
 
-/// Requests whose path matches `path` go to `service`.
+/// Requests that meet `conditions` get `action`. Today's
+/// `{priority, path, service}` is `{conditions: {path: [P]}, action:
+/// {forward: {service: S}}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// 1..=50000; lower is tried first.
     pub priority: u32,
-    pub path: PathPattern,
-    pub service: ServiceName,
+    /// The listener it belongs to; `None`: every listener.
+    pub listener: Option<String>,
+    pub conditions: Conditions,
+    pub action: Action,
     pub location: Location,
+}
+
+impl Rule {
+    /// The service a forward rule sends requests to.
+    pub fn service(&self) -> Option<&ServiceName> {
+        match &self.action {
+            Action::Forward { service } => Some(service),
+            _ => None,
+        }
+    }
 }
 
 /// An ALB path pattern: at most 128 characters, case-sensitive, `*` matches
@@ -243,19 +276,30 @@ mod tests {
     fn route_picks_the_lowest_priority_rule_that_matches() {
         let rule = |priority, path: &str, service: &str| Rule {
             priority,
-            path: PathPattern::new(path).expect("valid"),
-            service: ServiceName(service.into()),
+            listener: None,
+            conditions: Conditions {
+                path: vec![PathPattern::new(path).expect("valid")],
+                ..Conditions::default()
+            },
+            action: Action::Forward {
+                service: ServiceName(service.into()),
+            },
             location: Location::default(),
         };
         let lb = LoadBalancer {
             listen: "127.0.0.1:0".parse().expect("address"),
+            listeners: Vec::new(),
             rules: vec![
                 rule(10, "/api/catalog/*", "catalog"),
                 rule(100, "/*", "bff"),
             ],
             location: Location::default(),
         };
-        let service = |path| lb.route(path).map(|r| r.service.as_str());
+        let service = |path| {
+            lb.route(path)
+                .and_then(Rule::service)
+                .map(ServiceName::as_str)
+        };
         assert_eq!(service("/api/catalog/7"), Some("catalog"));
         assert_eq!(service("/api/catalogs"), Some("bff"));
         assert_eq!(service("nopath"), None);

@@ -78,7 +78,11 @@ fn the_formats_md_example_parses_and_assembles() {
     assert_eq!(staging.runtime, RuntimeKind::Process);
     let lb = staging.load_balancer.as_ref().expect("a load balancer");
     assert_eq!(lb.listen.to_string(), "127.0.0.1:18080");
-    let route = |path| lb.route(path).map(|rule| rule.service.as_str());
+    let route = |path| {
+        lb.route(path)
+            .and_then(|rule| rule.service())
+            .map(|s| s.as_str())
+    };
     assert_eq!(route("/api/catalog/42"), Some("catalog"));
     assert_eq!(route("/index.html"), Some("bff"));
     let catalog = &doc.services[&svc("catalog")];
@@ -274,7 +278,7 @@ fn load_balancer_rules() {
             "gantry.yaml:10:11: missing required key `priority` in a rule",
             "gantry.yaml:10:18: path pattern `/a b` holds ` `; use A-Z a-z 0-9 _ - . $ / ~ \" ' @ : + & and the wildcards * and ?",
             "gantry.yaml:10:35: invalid service name `Web`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
-            "gantry.yaml:10:40: unknown key `weight` in a rule; expected one of: priority, path, service",
+            "gantry.yaml:10:40: unknown key `weight` in a rule; expected one of: priority, path, service, listener, conditions, action",
             "gantry.yaml:12:20: missing required key `listen` in `load_balancer` (such as 127.0.0.1:18080)",
             "gantry.yaml:12:28: a load balancer needs at least one rule in `rules`",
             "gantry.yaml:14:29: `load_balancer.listen` must be an IP address and a port, such as 127.0.0.1:18080, found `127.0.0.1`",
@@ -875,5 +879,99 @@ fn a_deploy_fed_by_an_image_action_names_the_services_container() {
             ("services.yaml", SERVICES),
         ],
         &[],
+    );
+}
+
+#[test]
+fn listeners_conditions_and_actions_as_alb_has_them() {
+    let doc = document(
+        "gantry.yaml",
+        r##"
+        version: 1
+        environments:
+          production:
+            load_balancer:
+              listeners:
+                - {name: web, listen: "127.0.0.1:18443", protocol: https,
+                   certificates: [{cert: /shop/production/tls/cert, key: /shop/production/tls/key}]}
+                - {name: plain, listen: "127.0.0.1:18081", protocol: http, redirect_to: web}
+              rules:
+                - priority: 5
+                  listener: web
+                  conditions: {host: ["api.*"], path: ["/v1/*"], header: {X-Tenant: ["a", "b"]},
+                               method: [GET], query: {v: ["1", "2"]}, source_ip: ["10.0.0.0/8", "2001:db8::/32"]}
+                  action: {forward: {service: catalog}}
+                - priority: 9
+                  conditions: {path: ["/old/*"]}
+                  action: {redirect: {path: "/new/#{path}", status: HTTP_301}}
+                - priority: 99
+                  conditions: {path: ["/maintenance"]}
+                  action: {fixed_response: {status: 503, content_type: text/plain, body: "back soon"}}
+        "##,
+    );
+    let lb = doc.environments[&env("production")]
+        .load_balancer
+        .clone()
+        .expect("a load balancer");
+    let names: Vec<&str> = lb.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["web", "plain"]);
+    assert_eq!(lb.listen.port(), 18443);
+    assert_eq!(
+        lb.listeners[0].certificates[0].key,
+        "/shop/production/tls/key"
+    );
+    assert_eq!(lb.listeners[1].redirect_to.as_deref(), Some("web"));
+    assert_eq!(lb.rules_of("web").count(), 3);
+    assert_eq!(lb.rules_of("plain").count(), 2);
+    let first = &lb.rules[0].conditions;
+    assert_eq!(
+        first.query,
+        [
+            ("v".to_owned(), "1".to_owned()),
+            ("v".to_owned(), "2".to_owned())
+        ]
+    );
+    assert_eq!(first.header[0].0, "X-Tenant");
+
+    check(
+        r##"
+        version: 1
+        environments:
+          a:
+            load_balancer:
+              listeners:
+                - {name: web, listen: "127.0.0.1:1", protocol: https}
+                - {name: plain, listen: "127.0.0.1:2", redirect_to: nowhere}
+              rules:
+                - {priority: 1, conditions: {}, action: {forward: {service: x}}}
+                - {priority: 2, listener: other, conditions: {path: /a}, action: {forward: {service: x}}}
+                - {priority: 3, conditions: {path: /a}, action: {forward: {service: x}, redirect: {path: /b}}}
+                - {priority: 4, conditions: {path: /a}, action: {proxy: {}}}
+                - {priority: 5, listener: web, conditions: {path: /a}, action: {forward: {service: x}}}
+                - {priority: 5, listener: web, conditions: {path: /b}, action: {forward: {service: x}}}
+                - {priority: 6, conditions: {source_ip: [10.0.0.1/8]}, action: {forward: {service: x}}}
+                - {priority: 7, conditions: {path: /a}, action: {redirect: {path: "/#{path}"}}}
+                - {priority: 8, conditions: {path: /a}, action: {fixed_response: {status: 200, body: "{{}}"}}}
+                - {priority: 9, conditions: {method: [a, b, c, d, e, f]}, action: {forward: {service: x}}}
+                - {priority: 10, conditions: {path: /a}, action: {fixed_response: {status: 302}}}
+                - {priority: 11, conditions: {path: /a}, action: {forward: {targets: []}}}
+        "##
+        .replace("{{}}", &"x".repeat(1025))
+        .as_str(),
+        &[
+            "gantry.yaml:6:11: https listener `web` needs `certificates` (a cert and a key parameter)",
+            "gantry.yaml:7:11: listener `plain` redirects to `nowhere`, which is no https listener of this load balancer (listeners: web, plain)",
+            "gantry.yaml:9:37: a rule needs at least one condition (host, path, header, method, query or source_ip)",
+            "gantry.yaml:10:11: the rule with priority 2 names listener `other`, which this load balancer does not have (listeners: web, plain)",
+            "gantry.yaml:11:57: an action is exactly one of forward, redirect, fixed_response; found forward and redirect",
+            "gantry.yaml:12:58: unknown key `proxy` in `action`; expected one of: forward, redirect, fixed_response",
+            "gantry.yaml:14:22: priority 5 is already the priority of the rule at 13:22",
+            "gantry.yaml:15:49: `10.0.0.1/8` has bits set after its /8 prefix",
+            "gantry.yaml:16:68: this redirect changes nothing (protocol, host, port, path and query all the request's own), so it would loop",
+            "gantry.yaml:17:94: a fixed response body is at most 1024 bytes, found 1025",
+            "gantry.yaml:18:46: `method` takes 1 to 5 values, found 6",
+            "gantry.yaml:19:84: `fixed_response.status` must be 2xx, 4xx or 5xx; use a redirect for 3xx",
+            "gantry.yaml:20:78: weighted `targets` are not supported yet; forward to one `service`",
+        ],
     );
 }

@@ -9,15 +9,38 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::{Environment, EnvironmentName, LoadBalancer, Network, PathPattern, Rule, RuntimeKind};
+use super::{
+    Action, CertificateRef, Conditions, Environment, EnvironmentName, FIXED_RESPONSE_CONTENT_TYPES,
+    FixedResponse, Listener, LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Network,
+    PathPattern, Protocol, Redirect, Rule, RuntimeKind, check_cidr,
+};
 use crate::location::Location;
 use crate::names::{ByLabel, NameRule, ServiceName};
 use crate::service::decode::{RawServiceFields, decode_override};
 use crate::yaml::{Diagnostics, Fields, Node, Value};
 
 pub(crate) const ENVIRONMENT_KEYS: &[&str] = &["runtime", "network", "load_balancer", "services"];
-pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "rules"];
-pub(crate) const RULE_KEYS: &[&str] = &["priority", "path", "service"];
+pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "listeners", "rules"];
+pub(crate) const RULE_KEYS: &[&str] = &[
+    "priority",
+    "path",
+    "service",
+    "listener",
+    "conditions",
+    "action",
+];
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "protocol",
+    "certificates",
+    "redirect_to",
+    "default_action",
+];
+const CONDITION_KEYS: &[&str] = &["host", "path", "header", "method", "query", "source_ip"];
+const ACTION_KEYS: &[&str] = &["forward", "redirect", "fixed_response"];
+const REDIRECT_KEYS: &[&str] = &["protocol", "host", "port", "path", "query", "status"];
+const FIXED_RESPONSE_KEYS: &[&str] = &["status", "content_type", "body"];
 /// Runtimes formats.md announces for later.
 const FUTURE_RUNTIMES: &[&str] = &["kubernetes"];
 
@@ -40,26 +63,94 @@ pub(crate) struct RawEnvironment {
 #[schemars(rename = "LoadBalancer", deny_unknown_fields)]
 #[allow(dead_code)] // Only its schema is used.
 struct RawLoadBalancer {
-    /// The address and port to listen on, such as 127.0.0.1:18080.
-    listen: String,
-    /// Path rules, lowest priority number first.
+    /// One http listener's address and port, such as 127.0.0.1:18080 (or
+    /// use `listeners`).
+    listen: Option<String>,
+    /// Several listeners, http or https.
     #[schemars(length(min = 1))]
-    rules: Vec<RawRule>,
+    listeners: Option<Vec<RawListener>>,
+    /// Rules, lowest priority number first.
+    rules: Option<Vec<RawRule>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Listener", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawListener {
+    /// Unique in the load balancer; rules and `redirect_to` name it.
+    #[schemars(pattern(r"^[a-z0-9-]{1,32}$"))]
+    name: String,
+    /// The address and port, such as 127.0.0.1:18443.
+    listen: String,
+    /// `http` (default) or `https`.
+    protocol: Option<String>,
+    /// For https: certificate chain and key parameters; the first is the default.
+    certificates: Option<Vec<RawCertificate>>,
+    /// For http: redirect every request (301) to this https listener.
+    redirect_to: Option<String>,
+    /// What requests no rule matches get (default: a fixed 404).
+    default_action: Option<RawAction>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Certificate", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawCertificate {
+    /// A String parameter holding the PEM certificate chain.
+    cert: String,
+    /// A SecureString parameter holding the PEM private key.
+    key: String,
 }
 
 #[derive(JsonSchema)]
 #[schemars(rename = "Rule", deny_unknown_fields)]
 #[allow(dead_code)] // Only its schema is used.
 struct RawRule {
-    /// 1 to 50000, unique in the load balancer; lower is tried first.
+    /// 1 to 50000, unique per listener; lower is tried first.
     #[schemars(range(min = 1, max = 50_000))]
     priority: u32,
-    /// An ALB path pattern: `*` any characters, `?` one; case-sensitive.
+    /// Shorthand: an ALB path pattern (`*` any characters, `?` one).
     #[schemars(length(min = 1, max = 128))]
-    path: String,
-    /// The service requests go to.
+    path: Option<String>,
+    /// Shorthand: the service requests go to.
     #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
-    service: String,
+    service: Option<String>,
+    /// The listener the rule belongs to (default: every listener).
+    listener: Option<String>,
+    /// What a request must match: every condition, any value of each.
+    conditions: Option<RawConditions>,
+    /// What a matched request gets.
+    action: Option<RawAction>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "RuleConditions", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawConditions {
+    /// Host patterns (`*`, `?`, any case, port ignored).
+    host: Option<Vec<String>>,
+    /// ALB path patterns.
+    path: Option<Vec<String>>,
+    /// Header name to value patterns.
+    header: Option<BTreeMap<String, Vec<String>>>,
+    /// HTTP methods, such as GET.
+    method: Option<Vec<String>>,
+    /// Query key to value patterns.
+    query: Option<BTreeMap<String, Vec<String>>>,
+    /// CIDR blocks of the client's address.
+    source_ip: Option<Vec<String>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "RuleAction", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawAction {
+    /// `{service: NAME}`.
+    forward: Option<BTreeMap<String, String>>,
+    /// protocol, host, port, path, query (with #{...} placeholders), status.
+    redirect: Option<BTreeMap<String, serde_json::Value>>,
+    /// status, content_type, body.
+    fixed_response: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// Decodes `environments:`. The map may be incomplete when there were
@@ -173,33 +264,277 @@ fn runtime(diag: &mut Diagnostics<'_>, node: &Node) -> Option<RuntimeKind> {
 fn load_balancer(diag: &mut Diagnostics<'_>, node: &Node) -> Option<LoadBalancer> {
     let map = diag.map(node, "`load_balancer`")?;
     map.deny_unknown(diag, LOAD_BALANCER_KEYS, "in `load_balancer`");
-    let listen = map
-        .required(diag, "listen", "in `load_balancer` (such as 127.0.0.1:18080)")
-        .and_then(|n| diag.string(n, "`load_balancer.listen`"))
-        .and_then(|text| match text.value.parse() {
-            Ok(address) => Some(address),
-            Err(_) => {
-                diag.error(
-                    text.location,
-                    format!(
-                        "`load_balancer.listen` must be an IP address and a port, such as 127.0.0.1:18080, found `{}`",
-                        text.value
-                    ),
-                );
-                None
-            }
-        });
-    let rules = map
-        .required(diag, "rules", "in `load_balancer`")
-        .and_then(|n| rules(diag, n));
+    let listeners = match (map.get("listen"), map.get("listeners")) {
+        (Some(_), Some(node)) => {
+            diag.error(
+                node.location,
+                "`load_balancer` takes `listen` (one http listener) or `listeners`, not both",
+            );
+            None
+        }
+        (None, Some(node)) => listeners(diag, node),
+        _ => {
+            let listen = map
+                .required(
+                    diag,
+                    "listen",
+                    "in `load_balancer` (such as 127.0.0.1:18080)",
+                )
+                .and_then(|n| address(diag, n, "`load_balancer.listen`"));
+            listen.map(|listen| {
+                vec![Listener {
+                    name: "default".to_owned(),
+                    listen,
+                    protocol: Protocol::Http,
+                    certificates: Vec::new(),
+                    redirect_to: None,
+                    default_action: None,
+                    location: map.location,
+                }]
+            })
+        }
+    };
+    let rules = match map.get("rules") {
+        Some(node) => rules(diag, node, map.get("listeners").is_none()),
+        None if map.get("listeners").is_some() => Some(Vec::new()),
+        None => map
+            .required(diag, "rules", "in `load_balancer`")
+            .and_then(|n| rules(diag, n, true)),
+    };
+    let (listeners, rules) = (listeners?, rules?);
+    check_references(diag, &listeners, &rules);
     Some(LoadBalancer {
-        listen: listen?,
-        rules: rules?,
+        listen: listeners.first()?.listen,
+        listeners,
+        rules,
         location: map.location,
     })
 }
 
-fn rules(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Rule>> {
+fn address(diag: &mut Diagnostics<'_>, node: &Node, what: &str) -> Option<std::net::SocketAddr> {
+    let text = diag.string(node, what)?;
+    match text.value.parse() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            diag.error(
+                text.location,
+                format!(
+                    "{what} must be an IP address and a port, such as 127.0.0.1:18080, found `{}`",
+                    text.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
+    let Value::Seq(items) = &node.value else {
+        diag.error(
+            node.location,
+            format!("`listeners` must be a list, found {}", node.kind()),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        diag.error(node.location, "`listeners` needs at least one listener");
+        return None;
+    }
+    let mut out: Vec<Listener> = Vec::new();
+    for item in items {
+        let Some(fields) = diag.map(item, "a listener") else {
+            continue;
+        };
+        fields.deny_unknown(diag, LISTENER_KEYS, "in a listener");
+        let name = fields
+            .required(diag, "name", "in a listener")
+            .and_then(|n| diag.string(n, "`name`"))
+            .and_then(|name| {
+                let ok = !name.value.is_empty()
+                    && name.value.len() <= 32
+                    && name
+                        .value
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !ok {
+                    diag.error(
+                        name.location,
+                        format!(
+                            "listener name `{}` must be 1 to 32 of a-z, 0-9 and -",
+                            name.value
+                        ),
+                    );
+                    return None;
+                }
+                if let Some(other) = out.iter().find(|l| l.name == name.value) {
+                    diag.error(
+                        name.location,
+                        format!(
+                            "listener `{}` is already defined at {}:{}",
+                            name.value, other.location.line, other.location.col
+                        ),
+                    );
+                    return None;
+                }
+                Some(name.value)
+            });
+        let listen = fields
+            .required(diag, "listen", "in a listener (such as 127.0.0.1:18080)")
+            .and_then(|n| address(diag, n, "`listen`"));
+        let protocol = match fields.get("protocol") {
+            None => Some(Protocol::Http),
+            Some(n) => diag.string(n, "`protocol`").and_then(|p| match p.as_str() {
+                "http" => Some(Protocol::Http),
+                "https" => Some(Protocol::Https),
+                other => {
+                    diag.error(
+                        p.location,
+                        format!("unknown protocol `{other}`; expected http or https"),
+                    );
+                    None
+                }
+            }),
+        };
+        let certificates = fields
+            .get("certificates")
+            .map(|n| certificates(diag, n))
+            .unwrap_or(Some(Vec::new()));
+        let redirect_to = fields
+            .get("redirect_to")
+            .and_then(|n| diag.string(n, "`redirect_to`"));
+        let default_action = fields.get("default_action").map(|n| action(diag, n));
+        let (Some(name), Some(listen), Some(protocol), Some(certificates)) =
+            (name, listen, protocol, certificates)
+        else {
+            continue;
+        };
+        match protocol {
+            Protocol::Https if certificates.is_empty() => diag.error(
+                fields.location,
+                format!(
+                    "https listener `{name}` needs `certificates` (a cert and a key parameter)"
+                ),
+            ),
+            Protocol::Http if !certificates.is_empty() => diag.error(
+                fields.location,
+                format!("http listener `{name}` takes no `certificates`; use protocol: https"),
+            ),
+            _ => {}
+        }
+        if let (Some(target), Protocol::Https) = (&redirect_to, protocol) {
+            diag.error(
+                target.location,
+                format!("`redirect_to` applies to http listeners; `{name}` is https"),
+            );
+        }
+        let default_action = match default_action {
+            Some(None) => continue,
+            Some(Some(action)) => Some(action),
+            None => None,
+        };
+        out.push(Listener {
+            name,
+            listen,
+            protocol,
+            certificates,
+            redirect_to: redirect_to.map(|t| t.value),
+            default_action,
+            location: fields.location,
+        });
+    }
+    for (index, listener) in out.iter().enumerate() {
+        if let Some(other) = out[..index].iter().find(|o| o.listen == listener.listen) {
+            diag.error(
+                listener.location,
+                format!(
+                    "listener `{}` listens on {}, as listener `{}` does",
+                    listener.name, listener.listen, other.name
+                ),
+            );
+        }
+    }
+    Some(out)
+}
+
+fn certificates(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<CertificateRef>> {
+    let Value::Seq(items) = &node.value else {
+        diag.error(
+            node.location,
+            format!("`certificates` must be a list, found {}", node.kind()),
+        );
+        return None;
+    };
+    if items.len() > 25 {
+        diag.error(node.location, "a listener takes at most 25 certificates");
+        return None;
+    }
+    let mut out = Vec::new();
+    for item in items {
+        let fields = diag.map(item, "a certificate")?;
+        fields.deny_unknown(diag, &["cert", "key"], "in a certificate");
+        let mut parameter = |key: &str, what: &str| {
+            fields
+                .required(diag, key, &format!("in a certificate ({what})"))
+                .and_then(|n| diag.string(n, &format!("`{key}`")))
+                .and_then(|name| {
+                    if !name.value.starts_with('/') || name.value.len() > 1011 {
+                        diag.error(
+                            name.location,
+                            format!("`{key}` must be a parameter name such as /shop/production/tls/{key}, found `{}`", name.value),
+                        );
+                        return None;
+                    }
+                    Some(name.value)
+                })
+        };
+        let cert = parameter("cert", "a String parameter holding the PEM chain");
+        let key = parameter("key", "a SecureString parameter holding the PEM key");
+        out.push(CertificateRef {
+            cert: cert?,
+            key: key?,
+        });
+    }
+    Some(out)
+}
+
+/// Rules and `redirect_to` name listeners that exist; priorities are
+/// unique on each listener (a rule without `listener` is on all).
+fn check_references(diag: &mut Diagnostics<'_>, listeners: &[Listener], rules: &[Rule]) {
+    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    for listener in listeners {
+        if let Some(target) = &listener.redirect_to {
+            let https = listeners
+                .iter()
+                .any(|l| &l.name == target && l.protocol == Protocol::Https);
+            if !https {
+                diag.error(
+                    listener.location,
+                    format!(
+                        "listener `{}` redirects to `{target}`, which is no https listener of this load balancer (listeners: {})",
+                        listener.name,
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    for rule in rules {
+        if let Some(name) = &rule.listener
+            && !names.contains(&name.as_str())
+        {
+            diag.error(
+                rule.location,
+                format!(
+                    "the rule with priority {} names listener `{name}`, which this load balancer does not have (listeners: {})",
+                    rule.priority,
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn rules(diag: &mut Diagnostics<'_>, node: &Node, required: bool) -> Option<Vec<Rule>> {
     let Value::Seq(items) = &node.value else {
         diag.error(
             node.location,
@@ -207,38 +542,50 @@ fn rules(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Rule>> {
         );
         return None;
     };
-    if items.is_empty() {
+    if items.is_empty() && required {
         diag.error(
             node.location,
             "a load balancer needs at least one rule in `rules`",
         );
     }
-    let mut priorities: BTreeMap<u32, Location> = BTreeMap::new();
     let mut out = Vec::with_capacity(items.len());
+    // Each rule's priority, listener and where its priority is written.
+    let mut seen: Vec<(u32, Option<String>, Location)> = Vec::new();
     for item in items {
         let Some(fields) = diag.map(item, "a rule") else {
             continue;
         };
-        if let Some(rule) = rule(diag, &fields, &mut priorities) {
+        if let Some(rule) = rule(diag, &fields, &mut seen) {
             out.push(rule);
         }
     }
+    // Stable: equal priorities (an error reported later) keep file order.
     out.sort_by_key(|rule| rule.priority);
     Some(out)
 }
 
+/// A rule; `seen` holds the priorities, listeners and priority locations
+/// of the rules before it. A rule without `listener` is on every
+/// listener, so it clashes with any rule of its priority.
 fn rule(
     diag: &mut Diagnostics<'_>,
     fields: &Fields<'_>,
-    priorities: &mut BTreeMap<u32, Location>,
+    seen: &mut Vec<(u32, Option<String>, Location)>,
 ) -> Option<Rule> {
     fields.deny_unknown(diag, RULE_KEYS, "in a rule");
+    let listener = fields
+        .get("listener")
+        .and_then(|n| diag.string(n, "`listener`"))
+        .map(|l| l.value);
     let priority = fields
         .required(diag, "priority", "in a rule")
         .and_then(|n| diag.whole_number(n, "`priority`", 1, 50_000))
         .and_then(|p| {
             let value = u32::try_from(p.value).ok()?;
-            if let Some(first) = priorities.get(&value) {
+            let clash = seen.iter().find(|(priority, other, _)| {
+                *priority == value && (other.is_none() || listener.is_none() || *other == listener)
+            });
+            if let Some((_, _, first)) = clash {
                 diag.error(
                     p.location,
                     format!(
@@ -248,34 +595,405 @@ fn rule(
                 );
                 return None;
             }
-            priorities.insert(value, p.location);
+            seen.push((value, listener.clone(), p.location));
             Some(value)
         });
-    let path = fields
-        .required(diag, "path", "in a rule")
-        .and_then(|n| diag.string(n, "`path`"))
-        .and_then(|text| match PathPattern::new(&text.value) {
-            Ok(pattern) => Some(pattern),
-            Err(message) => {
-                diag.error(text.location, message);
-                None
-            }
+    let new_form = ["conditions", "action", "listener"]
+        .iter()
+        .any(|key| fields.get(key).is_some());
+    if !new_form {
+        let path = fields
+            .required(diag, "path", "in a rule")
+            .and_then(|n| path_pattern(diag, n));
+        let service = fields
+            .required(diag, "service", "in a rule")
+            .and_then(|n| service(diag, n));
+        return Some(Rule {
+            priority: priority?,
+            listener: None,
+            conditions: Conditions {
+                path: vec![path?],
+                ..Conditions::default()
+            },
+            action: Action::Forward { service: service? },
+            location: fields.location,
         });
-    let service = fields
-        .required(diag, "service", "in a rule")
-        .and_then(|n| diag.string(n, "`service`"))
-        .and_then(|text| match NameRule::ServiceName.check(&text.value) {
-            Ok(()) => Some(ServiceName(text.value)),
-            Err(message) => {
-                diag.error(text.location, message);
-                None
-            }
-        });
+    }
+    for key in ["path", "service"] {
+        if let Some(node) = fields.get(key) {
+            diag.error(
+                node.location,
+                format!("`{key}` belongs in `conditions` or `action` in a rule that has them"),
+            );
+        }
+    }
+    let conditions = fields
+        .required(
+            diag,
+            "conditions",
+            "in a rule (at least one of host, path, header, method, query, source_ip)",
+        )
+        .and_then(|n| conditions(diag, n));
+    let action = fields
+        .required(
+            diag,
+            "action",
+            "in a rule (forward, redirect or fixed_response)",
+        )
+        .and_then(|n| action(diag, n));
     Some(Rule {
         priority: priority?,
-        path: path?,
-        service: service?,
+        listener,
+        conditions: conditions?,
+        action: action?,
         location: fields.location,
+    })
+}
+
+fn path_pattern(diag: &mut Diagnostics<'_>, node: &Node) -> Option<PathPattern> {
+    let text = diag.string(node, "`path`")?;
+    match PathPattern::new(&text.value) {
+        Ok(pattern) => Some(pattern),
+        Err(message) => {
+            diag.error(text.location, message);
+            None
+        }
+    }
+}
+
+fn service(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ServiceName> {
+    let text = diag.string(node, "`service`")?;
+    match NameRule::ServiceName.check(&text.value) {
+        Ok(()) => Some(ServiceName(text.value)),
+        Err(message) => {
+            diag.error(text.location, message);
+            None
+        }
+    }
+}
+
+/// A list of 1 to 5 strings (one string stands for a list of one), each at
+/// most 128 characters, as ALB's condition values.
+fn values(diag: &mut Diagnostics<'_>, node: &Node, what: &str) -> Option<Vec<String>> {
+    let list = diag.string_list(node, what, true)?;
+    if list.is_empty() || list.len() > MAX_CONDITION_VALUES {
+        diag.error(
+            node.location,
+            format!(
+                "{what} takes 1 to {MAX_CONDITION_VALUES} values, found {}",
+                list.len()
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for value in list {
+        if value.value.is_empty() || value.value.chars().count() > 128 {
+            diag.error(
+                value.location,
+                format!("each value of {what} must be 1 to 128 characters"),
+            );
+            return None;
+        }
+        out.push(value.value);
+    }
+    Some(out)
+}
+
+fn conditions(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Conditions> {
+    let fields = diag.map(node, "`conditions`")?;
+    fields.deny_unknown(diag, CONDITION_KEYS, "in `conditions`");
+    let mut out = Conditions::default();
+    let mut ok = true;
+    if let Some(n) = fields.get("host") {
+        match values(diag, n, "`host`") {
+            Some(hosts) => out.host = hosts,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = fields.get("path") {
+        match values(diag, n, "`path`") {
+            Some(paths) => {
+                for path in paths {
+                    match PathPattern::new(&path) {
+                        Ok(pattern) => out.path.push(pattern),
+                        Err(message) => {
+                            diag.error(n.location, message);
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = fields.get("method") {
+        match values(diag, n, "`method`") {
+            Some(methods) => {
+                for method in &methods {
+                    if !method
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+                    {
+                        diag.error(
+                            n.location,
+                            format!("method `{method}` must be A-Z, _ and - (such as GET)"),
+                        );
+                        ok = false;
+                    }
+                }
+                out.method = methods;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = fields.get("source_ip") {
+        match values(diag, n, "`source_ip`") {
+            Some(blocks) => {
+                for block in &blocks {
+                    if let Err(message) = check_cidr(block) {
+                        diag.error(n.location, message);
+                        ok = false;
+                    }
+                }
+                out.source_ip = blocks;
+            }
+            None => ok = false,
+        }
+    }
+    for (key, is_header) in [("header", true), ("query", false)] {
+        let Some(n) = fields.get(key) else { continue };
+        let Some(map) = diag.map(n, &format!("`{key}`")) else {
+            ok = false;
+            continue;
+        };
+        if map.fields.is_empty() || map.fields.len() > MAX_CONDITION_VALUES {
+            diag.error(
+                n.location,
+                format!("`{key}` takes 1 to {MAX_CONDITION_VALUES} names"),
+            );
+            ok = false;
+        }
+        for field in &map.fields {
+            let name_ok = if is_header {
+                !field.key.is_empty()
+                    && field.key.len() <= 40
+                    && field
+                        .key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            } else {
+                !field.key.is_empty() && field.key.chars().count() <= 128
+            };
+            if !name_ok {
+                diag.error(
+                    field.key_node.location,
+                    format!("`{}` is not a valid {key} name", field.key),
+                );
+                ok = false;
+                continue;
+            }
+            match values(diag, field.value, &format!("`{key}.{}`", field.key)) {
+                Some(list) if is_header => out.header.push((field.key.clone(), list)),
+                Some(list) => out
+                    .query
+                    .extend(list.into_iter().map(|v| (field.key.clone(), v))),
+                None => ok = false,
+            }
+        }
+    }
+    if ok && out.is_empty() {
+        diag.error(
+            fields.location,
+            "a rule needs at least one condition (host, path, header, method, query or source_ip)",
+        );
+        return None;
+    }
+    ok.then_some(out)
+}
+
+fn action(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Action> {
+    let fields = diag.map(node, "`action`")?;
+    fields.deny_unknown(diag, ACTION_KEYS, "in `action`");
+    let given: Vec<&str> = ACTION_KEYS
+        .iter()
+        .copied()
+        .filter(|key| fields.get(key).is_some())
+        .collect();
+    // Unknown keys alone were already reported.
+    if given.is_empty() && !fields.fields.is_empty() {
+        return None;
+    }
+    if given.len() != 1 {
+        diag.error(
+            fields.location,
+            format!(
+                "an action is exactly one of forward, redirect, fixed_response; found {}",
+                if given.is_empty() {
+                    "none".to_owned()
+                } else {
+                    given.join(" and ")
+                }
+            ),
+        );
+        return None;
+    }
+    let node = fields.get(given[0])?;
+    let fields = diag.map(node, &format!("`{}`", given[0]))?;
+    match given[0] {
+        "forward" => {
+            fields.deny_unknown(diag, &["service", "targets"], "in `forward`");
+            if let Some(n) = fields.get("targets") {
+                diag.error(
+                    n.location,
+                    "weighted `targets` are not supported yet; forward to one `service`",
+                );
+                return None;
+            }
+            let service = fields
+                .required(diag, "service", "in `forward`")
+                .and_then(|n| service(diag, n))?;
+            Some(Action::Forward { service })
+        }
+        "redirect" => redirect(diag, &fields).map(Action::Redirect),
+        _ => fixed_response(diag, &fields).map(Action::FixedResponse),
+    }
+}
+
+fn redirect(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> Option<Redirect> {
+    fields.deny_unknown(diag, REDIRECT_KEYS, "in `redirect`");
+    let mut text = |key: &str| -> Option<Option<String>> {
+        match fields.get(key) {
+            None => Some(None),
+            Some(n) => {
+                let value = diag.string(n, &format!("`redirect.{key}`"))?;
+                if value.value.chars().count() > 128 {
+                    diag.error(
+                        value.location,
+                        format!("`redirect.{key}` is at most 128 characters"),
+                    );
+                    return None;
+                }
+                Some(Some(value.value))
+            }
+        }
+    };
+    let (protocol, host, port, path, query) = (
+        text("protocol"),
+        text("host"),
+        text("port"),
+        text("path"),
+        text("query"),
+    );
+    let status = match fields.get("status") {
+        None => Some(301),
+        Some(n) => match n.scalar_text().as_deref() {
+            Some("301" | "HTTP_301") => Some(301),
+            Some("302" | "HTTP_302") => Some(302),
+            _ => {
+                diag.error(
+                    n.location,
+                    "`redirect.status` must be 301 or 302 (HTTP_301, HTTP_302)",
+                );
+                None
+            }
+        },
+    };
+    let redirect = Redirect {
+        protocol: protocol?,
+        host: host?,
+        port: port?,
+        path: path?,
+        query: query?,
+        status: status?,
+    };
+    if let Some(protocol) = &redirect.protocol
+        && !["http", "https", "#{protocol}"].contains(&protocol.to_ascii_lowercase().as_str())
+    {
+        diag.error(
+            fields.location,
+            format!("`redirect.protocol` must be http, https or #{{protocol}}, found `{protocol}`"),
+        );
+        return None;
+    }
+    if let Some(path) = &redirect.path
+        && !path.starts_with('/')
+    {
+        diag.error(
+            fields.location,
+            format!("`redirect.path` must start with /, found `{path}`"),
+        );
+        return None;
+    }
+    let keeps = |value: &Option<String>, own: &str| value.as_deref().is_none_or(|v| v == own);
+    if keeps(&redirect.protocol, "#{protocol}")
+        && keeps(&redirect.host, "#{host}")
+        && keeps(&redirect.port, "#{port}")
+        && keeps(&redirect.path, "/#{path}")
+        && keeps(&redirect.query, "#{query}")
+    {
+        diag.error(
+            fields.location,
+            "this redirect changes nothing (protocol, host, port, path and query all the request's own), so it would loop",
+        );
+        return None;
+    }
+    Some(redirect)
+}
+
+fn fixed_response(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> Option<FixedResponse> {
+    fields.deny_unknown(diag, FIXED_RESPONSE_KEYS, "in `fixed_response`");
+    let status = fields
+        .required(diag, "status", "in `fixed_response`")
+        .and_then(|n| diag.whole_number(n, "`fixed_response.status`", 200, 599))
+        .and_then(|s| {
+            if (300..400).contains(&s.value) {
+                diag.error(
+                    s.location,
+                    "`fixed_response.status` must be 2xx, 4xx or 5xx; use a redirect for 3xx",
+                );
+                return None;
+            }
+            u16::try_from(s.value).ok()
+        });
+    let content_type = match fields.get("content_type") {
+        None => Some(None),
+        Some(n) => diag.string(n, "`content_type`").and_then(|c| {
+            if FIXED_RESPONSE_CONTENT_TYPES.contains(&c.as_str()) {
+                Some(Some(c.value))
+            } else {
+                diag.error(
+                    c.location,
+                    format!(
+                        "content type `{}` is not one ALB allows: {}",
+                        c.value,
+                        FIXED_RESPONSE_CONTENT_TYPES.join(", ")
+                    ),
+                );
+                None
+            }
+        }),
+    };
+    let body = match fields.get("body") {
+        None => Some(String::new()),
+        Some(n) => diag.string_or_empty(n, "`body`").and_then(|b| {
+            if b.value.len() > MAX_FIXED_RESPONSE_BODY {
+                diag.error(
+                    b.location,
+                    format!(
+                        "a fixed response body is at most {MAX_FIXED_RESPONSE_BODY} bytes, found {}",
+                        b.value.len()
+                    ),
+                );
+                return None;
+            }
+            Some(b.value)
+        }),
+    };
+    Some(FixedResponse {
+        status: status?,
+        content_type: content_type?,
+        body: body?,
     })
 }
 

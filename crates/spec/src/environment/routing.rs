@@ -1,0 +1,134 @@
+//! A load balancer's listeners and its rules' conditions and actions, as
+//! ALB has them (formats.md §4): what the decoder validated, with no IO.
+//! Certificates are named by parameter; the server reads and checks them
+//! at apply.
+
+use std::net::SocketAddr;
+
+use super::PathPattern;
+use crate::location::Location;
+use crate::names::ServiceName;
+
+/// One socket of a load balancer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Unique in the load balancer; today's single `listen` is `default`.
+    pub name: String,
+    pub listen: SocketAddr,
+    pub protocol: Protocol,
+    /// For `https`: at least one; the first is the default for SNI.
+    pub certificates: Vec<CertificateRef>,
+    /// For `http`: every request is redirected (301) to this https listener.
+    pub redirect_to: Option<String>,
+    /// For requests no rule matches; `None` is a fixed 404.
+    pub default_action: Option<Action>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+/// A certificate chain (a String parameter, PEM) and its private key (a
+/// SecureString parameter, PEM), by parameter name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRef {
+    pub cert: String,
+    pub key: String,
+}
+
+/// What a request must match: every condition given, any value of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    pub host: Vec<String>,
+    pub path: Vec<PathPattern>,
+    pub header: Vec<(String, Vec<String>)>,
+    pub method: Vec<String>,
+    /// Key and value patterns.
+    pub query: Vec<(String, String)>,
+    /// CIDR blocks, checked.
+    pub source_ip: Vec<String>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+            && self.path.is_empty()
+            && self.header.is_empty()
+            && self.method.is_empty()
+            && self.query.is_empty()
+            && self.source_ip.is_empty()
+    }
+}
+
+/// What a matched request gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Forward { service: ServiceName },
+    Redirect(Redirect),
+    FixedResponse(FixedResponse),
+}
+
+/// ALB's redirect: each component may use `#{protocol}`, `#{host}`,
+/// `#{port}`, `#{path}` (without its leading `/`) and `#{query}`; one left
+/// out keeps the request's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redirect {
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    /// 301 or 302.
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedResponse {
+    /// 2xx, 4xx or 5xx.
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// At most 1024 bytes.
+    pub body: String,
+}
+
+/// ALB's content types for a fixed response.
+pub const FIXED_RESPONSE_CONTENT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/css",
+    "text/html",
+    "application/javascript",
+    "application/json",
+];
+
+/// ALB's longest fixed-response body, in bytes.
+pub const MAX_FIXED_RESPONSE_BODY: usize = 1024;
+
+/// Values one condition may list (ALB counts five per rule's condition).
+pub const MAX_CONDITION_VALUES: usize = 5;
+
+/// Checks a CIDR block such as `10.0.0.0/8` or `2001:db8::/32`.
+pub fn check_cidr(text: &str) -> Result<(), String> {
+    let bad = || format!("`{text}` is not a CIDR block such as 10.0.0.0/8 or 2001:db8::/32");
+    let (address, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let address: std::net::IpAddr = address.parse().map_err(|_| bad())?;
+    let (bits, width) = match address {
+        std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        std::net::IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    let prefix: u32 = prefix
+        .parse()
+        .ok()
+        .filter(|&p| p <= width)
+        .ok_or_else(|| format!("the prefix of `{text}` must be 0 to {width}"))?;
+    let host = width - prefix;
+    if host < 128 && bits & ((1u128 << host) - 1) != 0 {
+        return Err(format!("`{text}` has bits set after its /{prefix} prefix"));
+    }
+    if host == 128 && bits != 0 {
+        return Err(format!("`{text}` has bits set after its /{prefix} prefix"));
+    }
+    Ok(())
+}
