@@ -1,12 +1,16 @@
 //! Environments (formats.md §4): where services run — a runtime, an optional
-//! load balancer routing request paths to services as an ALB listener's
-//! path-pattern rules do, and per-environment overrides of service fields.
+//! load balancer routing requests to services as an ALB does, and
+//! per-environment overrides of service fields.
 //!
-//! A load balancer's rules are kept in ascending priority, the order in
-//! which they are tried; the first whose [`PathPattern`] matches the request
-//! path picks the service. A request that no rule matches gets a 404, as an
-//! ALB's default fixed response. Health-check settings are the services'
-//! (the target group's in AWS), so a load balancer has none of its own.
+//! A load balancer is one or more [`Listener`]s (today's single `listen` is
+//! one http listener named `default`) and the [`Rule`]s they share, kept in
+//! ascending priority, the order in which they are tried; the first whose
+//! [`Conditions`] all match gets its [`Action`] (forward to a service,
+//! redirect, fixed response). A request that no rule matches gets the
+//! listener's default action, a 404 unless set. Certificates are named by
+//! parameter (`routing.rs`); reading them is the server's job at apply.
+//! Health-check settings are the services' (the target group's in AWS), so
+//! a load balancer has none of its own.
 
 use std::collections::BTreeMap;
 use std::fmt;
