@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gantry_clock::now_ms;
-use gantry_proxy::{Action, Cidr, Conditions, FixedResponse, Redirect, Rule};
+use gantry_params::Selector;
+use gantry_proxy::{Action, Certificate, Cidr, Conditions, FixedResponse, Redirect, Rule};
 use gantry_spec::environment::{self as spec, Environment};
 use gantry_spec::{assemble, parse_document};
 use tokio::sync::Mutex;
@@ -84,8 +85,7 @@ fn action_of(action: &spec::Action) -> Action {
     }
 }
 
-/// What `apply` cannot serve yet: several listeners and https listeners
-/// (their certificates come from the parameter store in a later part).
+/// What `apply` cannot serve yet: several listeners per environment.
 fn unsupported(env: &Environment) -> Option<String> {
     let lb = env.load_balancer.as_ref()?;
     if lb.listeners.len() > 1 {
@@ -94,17 +94,70 @@ fn unsupported(env: &Environment) -> Option<String> {
             env.name
         ));
     }
-    let https = lb
-        .listeners
-        .iter()
-        .find(|l| l.protocol == spec::Protocol::Https)?;
-    Some(format!(
-        "environment {}: https listener `{}` is not supported by this server yet",
-        env.name, https.name
-    ))
+    None
 }
 
 impl Deployer {
+    /// The certificates of an environment's https listener, read from the
+    /// parameter store at their latest versions (which this apply pins
+    /// until the next), and a line per certificate naming the versions.
+    /// `None` for an environment without one. The key's value never
+    /// reaches an error or a log.
+    async fn certificates_of(
+        &self,
+        env: &Environment,
+    ) -> Result<Option<(Vec<Certificate>, Vec<String>)>, DeployError> {
+        let Some(listener) = env
+            .load_balancer
+            .as_ref()
+            .and_then(|lb| lb.listeners.first())
+            .filter(|l| l.protocol == spec::Protocol::Https)
+        else {
+            return Ok(None);
+        };
+        let fail = |reason: String| DeployError::LoadBalancer {
+            environment: env.name.to_string(),
+            reason,
+        };
+        let mut certs = Vec::new();
+        let mut pins = Vec::new();
+        for pair in &listener.certificates {
+            let mut read = Vec::new();
+            for (role, name) in [("cert", &pair.cert), ("key", &pair.key)] {
+                let selector = Selector::parse(name)
+                    .map_err(|e| fail(format!("certificate parameter {name}: {e}")))?;
+                let resolved = self
+                    .inner
+                    .params
+                    .resolve(&[(role, selector)])
+                    .await
+                    .map_err(|e| fail(format!("certificate parameter {name}: {e}")))?;
+                let Some(param) = resolved.into_iter().next() else {
+                    return Err(fail(format!("certificate parameter {name} does not exist")));
+                };
+                if role == "key" && !param.secret {
+                    return Err(fail(format!(
+                        "the private key parameter {name} must be a SecureString"
+                    )));
+                }
+                read.push(param);
+            }
+            let [cert, key] = <[_; 2]>::try_from(read)
+                .map_err(|_| fail("a certificate needs a cert and a key".to_owned()))?;
+            pins.push(format!(
+                "listener {} serves certificate {} version {} with key {} version {}",
+                listener.name, cert.name, cert.version, key.name, key.version
+            ));
+            certs.push(Certificate::new(
+                format!("{}:{}", cert.name, cert.version),
+                cert.value.expose().to_owned(),
+                key.value.expose().to_owned(),
+            ));
+        }
+        gantry_proxy::check_certificates(&certs).map_err(|e| fail(e.to_string()))?;
+        Ok(Some((certs, pins)))
+    }
+
     /// Registers environments and services (files with their text; includes
     /// already read by the caller). Load balancers start or get new rules.
     pub async fn apply(&self, files: Vec<(String, String)>) -> Result<Vec<String>, DeployError> {
@@ -137,10 +190,15 @@ impl Deployer {
                     .join("\n"),
             )
         })?;
-        // Refused before anything changes.
+        // Refused before anything changes: unsupported listeners, and
+        // certificates missing, of the wrong type or unfit to serve.
+        let mut certificates: BTreeMap<String, (Vec<Certificate>, Vec<String>)> = BTreeMap::new();
         for env in project.environments.values() {
             if let Some(reason) = unsupported(env) {
                 return Err(DeployError::Spec(reason));
+            }
+            if let Some(found) = self.certificates_of(env).await? {
+                certificates.insert(env.name.to_string(), found);
             }
         }
         let mut state = self.inner.state.lock().await;
@@ -156,6 +214,15 @@ impl Deployer {
                             listen.map(|l| l.to_string()).unwrap_or_default()
                         ));
                     }
+                    if let Some((certs, pins)) = certificates.get(&name) {
+                        existing.lb.set_certificates(certs).map_err(|e| {
+                            DeployError::LoadBalancer {
+                                environment: name.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        summary.extend(pins.iter().map(|pin| format!("environment {name}: {pin}")));
+                    }
                     existing
                         .lb
                         .set_routing(rules_of(env), default_action_of(env));
@@ -167,29 +234,36 @@ impl Deployer {
                         .load_balancer
                         .as_ref()
                         .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |lb| lb.listen);
-                    let lb = self
-                        .inner
-                        .balancers
-                        .start(listen, rules_of(env))
-                        .await
-                        .map_err(|e| DeployError::LoadBalancer {
-                            environment: name.clone(),
-                            reason: match &e {
-                                // A clash a person fixes in the file.
-                                gantry_proxy::ProxyError::Bind { addr, source }
-                                    if source.kind() == std::io::ErrorKind::AddrInUse =>
-                                {
-                                    format!(
-                                        "cannot listen on {addr}: port {} is in use (by another \
+                    let started = match certificates.get(&name) {
+                        Some((certs, pins)) => {
+                            summary.extend(
+                                pins.iter().map(|pin| format!("environment {name}: {pin}")),
+                            );
+                            self.inner
+                                .balancers
+                                .start_https(listen, rules_of(env), certs.clone())
+                                .await
+                        }
+                        None => self.inner.balancers.start(listen, rules_of(env)).await,
+                    };
+                    let lb = started.map_err(|e| DeployError::LoadBalancer {
+                        environment: name.clone(),
+                        reason: match &e {
+                            // A clash a person fixes in the file.
+                            gantry_proxy::ProxyError::Bind { addr, source }
+                                if source.kind() == std::io::ErrorKind::AddrInUse =>
+                            {
+                                format!(
+                                    "cannot listen on {addr}: port {} is in use (by another \
                                          program, or another data dir's environment); choose \
                                          another `listen:` in environment {name}'s \
                                          `load_balancer` (port 0 takes any free one)",
-                                        addr.port()
-                                    )
-                                }
-                                other => other.to_string(),
-                            },
-                        })?;
+                                    addr.port()
+                                )
+                            }
+                            other => other.to_string(),
+                        },
+                    })?;
                     if let Some(default) = default_action_of(env) {
                         lb.set_routing(rules_of(env), Some(default));
                     }

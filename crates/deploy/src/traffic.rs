@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_proxy::{
-    Action, HealthCheckConfig, ListenerStats, LoadBalancer, ProxyError, Rule, Target, TargetGroup,
-    TargetStatus, WindowStats,
+    Action, Certificate, HealthCheckConfig, ListenerStats, LoadBalancer, ProxyError, Rule, Target,
+    TargetGroup, TargetStatus, WindowStats,
 };
 use gantry_runtime::BoxFuture;
 
@@ -28,6 +28,18 @@ pub(crate) trait LoadBalancers: Send + Sync {
         listen: SocketAddr,
         rules: Vec<Rule>,
     ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>>;
+
+    /// Starts an HTTPS listener with checked certificates; a fake serves
+    /// plain HTTP.
+    fn start_https(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        certificates: Vec<Certificate>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        let _ = certificates;
+        self.start(listen, rules)
+    }
 }
 
 /// One environment's load balancer: path rules to services' target groups.
@@ -43,6 +55,12 @@ pub(crate) trait Balancer: Send + Sync {
     }
     /// The target group of a service, created empty on first use.
     fn target_group(&self, service: &str) -> Arc<dyn Targets>;
+    /// Swaps an HTTPS listener's certificates at once; on an error nothing
+    /// changes. A fake has none.
+    fn set_certificates(&self, certificates: &[Certificate]) -> Result<(), ProxyError> {
+        let _ = certificates;
+        Ok(())
+    }
     /// Stops listening; in-flight requests finish.
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
     /// Request counters and targets, for metrics; a fake has none.
@@ -92,6 +110,24 @@ impl LoadBalancers for ProxyLoadBalancers {
             Ok(Box::new(lb) as Box<dyn Balancer>)
         })
     }
+
+    fn start_https(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        certificates: Vec<Certificate>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        Box::pin(async move {
+            let lb = LoadBalancer::start_https(
+                listen,
+                rules,
+                gantry_proxy::ListenerConfig::default(),
+                &certificates,
+            )
+            .await?;
+            Ok(Box::new(lb) as Box<dyn Balancer>)
+        })
+    }
 }
 
 impl Balancer for LoadBalancer {
@@ -105,6 +141,10 @@ impl Balancer for LoadBalancer {
 
     fn set_routing(&self, rules: Vec<Rule>, default_action: Option<Action>) {
         LoadBalancer::set_routing(self, rules, default_action);
+    }
+
+    fn set_certificates(&self, certificates: &[Certificate]) -> Result<(), ProxyError> {
+        LoadBalancer::set_certificates(self, certificates)
     }
 
     fn target_group(&self, service: &str) -> Arc<dyn Targets> {

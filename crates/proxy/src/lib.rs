@@ -111,4 +111,4 @@ pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};
 pub use rule::{Action, Cidr, Conditions, FixedResponse, Redirect, Rule};
 pub use stats::{LATENCY_BUCKETS, LatencyHistogram, MAX_WINDOW, OutcomeClass, WindowStats};
 pub use target_group::{Health, HealthEvent, Target, TargetGroup, TargetStats, TargetStatus};
-pub use tls::Certificate;
+pub use tls::{Certificate, check_certificates};

@@ -55,6 +55,12 @@ impl fmt::Debug for Certificate {
     }
 }
 
+/// Checks certificates (PEM, key matches certificate, validity window)
+/// without serving them: what a caller does before changing anything.
+pub fn check_certificates(certificates: &[Certificate]) -> Result<(), ProxyError> {
+    Certificates::check(certificates)
+}
+
 /// One loaded certificate: the leaf's DER (for SNI matching) and the key.
 struct Loaded {
     leaf: CertificateDer<'static>,
@@ -83,6 +89,13 @@ impl Certificates {
         Ok(Self {
             current: ArcSwap::from_pointee(load_all(certificates)?),
         })
+    }
+
+    /// Checks a set as [`LoadBalancer::start_https`] would, serving nothing.
+    ///
+    /// [`LoadBalancer::start_https`]: crate::LoadBalancer::start_https
+    pub(crate) fn check(certificates: &[Certificate]) -> Result<(), ProxyError> {
+        load_all(certificates).map(|_| ())
     }
 
     /// Checks every certificate, then swaps them in at once; on an error
