@@ -38,12 +38,40 @@ pub struct EnvironmentStatus {
     /// servers before issue 12).
     #[serde(default)]
     pub rules: Vec<LoadBalancerRule>,
+    /// The load balancer's listeners with the certificate versions an https
+    /// one serves (issue 19; absent when the environment has none, and
+    /// from older servers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
     /// `process` or `docker`.
     pub runtime: String,
     /// In the order of the project's services.
     pub services: Vec<ServiceStatus>,
     /// `http://` + the load balancer's address + `/`.
     pub url: String,
+}
+
+/// One listener of an environment's load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListenerStatus {
+    pub name: String,
+    /// The address it listens on (`127.0.0.1:18443`).
+    pub listen: String,
+    /// `http` or `https`.
+    pub protocol: String,
+    /// For https: the parameters it serves, at the versions pinned by the
+    /// last apply; never the key's value.
+    #[serde(default)]
+    pub certificates: Vec<ListenerCertificate>,
+}
+
+/// A certificate an https listener serves, by parameter name and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListenerCertificate {
+    pub cert: String,
+    pub cert_version: u64,
+    pub key: String,
+    pub key_version: u64,
 }
 
 /// One path rule of an environment's load balancer: requests whose path
@@ -341,6 +369,7 @@ mod tests {
                 priority: 10,
                 service: "web".into(),
             }],
+            listeners: Vec::new(),
             runtime: "process".into(),
             services: vec![ServiceStatus {
                 cause: Some("gantry deploy".into()),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gantry_api::environment::ListenerCertificate;
 use gantry_clock::now_ms;
 use gantry_params::Selector;
 use gantry_proxy::{Action, Certificate, Cidr, Conditions, FixedResponse, Redirect, Rule};
@@ -85,6 +86,19 @@ fn action_of(action: &spec::Action) -> Action {
     }
 }
 
+/// The summary line of a certificate an https listener now serves.
+fn pin_line(environment: &str, env: &Environment, pin: &ListenerCertificate) -> String {
+    let listener = env
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.listeners.first())
+        .map_or("default", |l| l.name.as_str());
+    format!(
+        "environment {environment}: listener {listener} serves certificate {} version {} with key {} version {}",
+        pin.cert, pin.cert_version, pin.key, pin.key_version
+    )
+}
+
 /// What `apply` cannot serve yet: several listeners per environment.
 fn unsupported(env: &Environment) -> Option<String> {
     let lb = env.load_balancer.as_ref()?;
@@ -106,7 +120,7 @@ impl Deployer {
     async fn certificates_of(
         &self,
         env: &Environment,
-    ) -> Result<Option<(Vec<Certificate>, Vec<String>)>, DeployError> {
+    ) -> Result<Option<(Vec<Certificate>, Vec<ListenerCertificate>)>, DeployError> {
         let Some(listener) = env
             .load_balancer
             .as_ref()
@@ -144,10 +158,12 @@ impl Deployer {
             }
             let [cert, key] = <[_; 2]>::try_from(read)
                 .map_err(|_| fail("a certificate needs a cert and a key".to_owned()))?;
-            pins.push(format!(
-                "listener {} serves certificate {} version {} with key {} version {}",
-                listener.name, cert.name, cert.version, key.name, key.version
-            ));
+            pins.push(ListenerCertificate {
+                cert: cert.name.to_string(),
+                cert_version: cert.version,
+                key: key.name.to_string(),
+                key_version: key.version,
+            });
             certs.push(Certificate::new(
                 format!("{}:{}", cert.name, cert.version),
                 cert.value.expose().to_owned(),
@@ -192,7 +208,8 @@ impl Deployer {
         })?;
         // Refused before anything changes: unsupported listeners, and
         // certificates missing, of the wrong type or unfit to serve.
-        let mut certificates: BTreeMap<String, (Vec<Certificate>, Vec<String>)> = BTreeMap::new();
+        let mut certificates: BTreeMap<String, (Vec<Certificate>, Vec<ListenerCertificate>)> =
+            BTreeMap::new();
         for env in project.environments.values() {
             if let Some(reason) = unsupported(env) {
                 return Err(DeployError::Spec(reason));
@@ -221,7 +238,11 @@ impl Deployer {
                                 reason: e.to_string(),
                             }
                         })?;
-                        summary.extend(pins.iter().map(|pin| format!("environment {name}: {pin}")));
+                        summary.extend(pins.iter().map(|pin| pin_line(&name, env, pin)));
+                        *existing
+                            .certificates
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = pins.clone();
                     }
                     existing
                         .lb
@@ -236,9 +257,7 @@ impl Deployer {
                         .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |lb| lb.listen);
                     let started = match certificates.get(&name) {
                         Some((certs, pins)) => {
-                            summary.extend(
-                                pins.iter().map(|pin| format!("environment {name}: {pin}")),
-                            );
+                            summary.extend(pins.iter().map(|pin| pin_line(&name, env, pin)));
                             self.inner
                                 .balancers
                                 .start_https(listen, rules_of(env), certs.clone())
@@ -278,12 +297,17 @@ impl Deployer {
                             ""
                         }
                     ));
+                    let pins = certificates
+                        .get(&name)
+                        .map(|(_, pins)| pins.clone())
+                        .unwrap_or_default();
                     state.environments.insert(
                         name.clone(),
                         Arc::new(EnvState {
                             name,
                             spec: Mutex::new(env.clone()),
                             lb,
+                            certificates: std::sync::Mutex::new(pins),
                             runtime,
                             services: Mutex::new(BTreeMap::new()),
                         }),

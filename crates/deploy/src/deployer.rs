@@ -78,6 +78,9 @@ pub(crate) struct EnvState {
     pub(crate) name: String,
     pub(crate) spec: Mutex<Environment>,
     pub(crate) lb: Box<dyn Balancer>,
+    /// The certificate versions its https listener serves, as the last
+    /// apply pinned them.
+    pub(crate) certificates: std::sync::Mutex<Vec<gantry_api::environment::ListenerCertificate>>,
     pub(crate) runtime: Option<Arc<dyn Runtime>>,
     pub(crate) services: Mutex<BTreeMap<String, Arc<ServiceState>>>,
 }

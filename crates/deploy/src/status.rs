@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use gantry_api::{
-    EnvironmentStatus, LoadBalancerRule, ReplicaExit, ReplicaStatus, RevisionDetail, ServiceStatus,
-    TrafficShare,
+    EnvironmentStatus, ListenerStatus, LoadBalancerRule, ReplicaExit, ReplicaStatus,
+    RevisionDetail, ServiceStatus, TrafficShare,
 };
 use gantry_proxy::{Health, TargetStatus};
 
@@ -128,10 +128,32 @@ impl Deployer {
             })
             .collect();
         rules.sort_by_key(|r| r.priority);
+        let pins = env
+            .certificates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // One listener is served per environment in this version: the
+        // first, on the load balancer's own address.
+        let listeners = spec
+            .load_balancer
+            .iter()
+            .flat_map(|lb| lb.listeners.first())
+            .map(|listener| {
+                let https = listener.protocol == gantry_spec::environment::Protocol::Https;
+                ListenerStatus {
+                    name: listener.name.clone(),
+                    listen: addr.to_string(),
+                    protocol: if https { "https" } else { "http" }.to_owned(),
+                    certificates: if https { pins.clone() } else { Vec::new() },
+                }
+            })
+            .collect();
         Ok(EnvironmentStatus {
             environment: environment.to_string(),
             load_balancer: addr.to_string(),
             rules,
+            listeners,
             runtime: runtime_name(spec.runtime).to_string(),
             services,
             url: format!("http://{addr}/"),

@@ -247,5 +247,23 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
         .await
         .unwrap();
     assert_ne!(rotated, first);
+
+    // The status names the pinned versions, never the key.
+    let status = server
+        .plane
+        .deployer()
+        .environment_status("production")
+        .await
+        .unwrap();
+    let listener = &status.listeners[0];
+    assert_eq!(
+        (listener.name.as_str(), listener.protocol.as_str()),
+        ("web", "https")
+    );
+    let pin = &listener.certificates[0];
+    assert_eq!((pin.cert.as_str(), pin.cert_version), ("/shop/tls/cert", 2));
+    assert_eq!((pin.key.as_str(), pin.key_version), ("/shop/tls/key", 3));
+    let json = serde_json::to_string(&status).unwrap();
+    assert!(!json.contains("PRIVATE KEY"), "{json}");
     server.shutdown().await;
 }
