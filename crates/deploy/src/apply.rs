@@ -17,13 +17,14 @@ use tokio::sync::Mutex;
 
 use crate::deployer::{Deployer, EnvState, runtime_name};
 use crate::error::DeployError;
+use crate::traffic::Balancer;
 
 /// The proxy rules of an environment's (first) listener.
 pub(crate) fn rules_of(env: &Environment) -> Vec<Rule> {
     let Some(lb) = &env.load_balancer else {
         return Vec::new();
     };
-    let Some(listener) = lb.listeners.first() else {
+    let Some(listener) = serving(lb) else {
         return Vec::new();
     };
     lb.rules_of(&listener.name)
@@ -37,7 +38,7 @@ pub(crate) fn rules_of(env: &Environment) -> Vec<Rule> {
 
 /// The default action of an environment's (first) listener.
 pub(crate) fn default_action_of(env: &Environment) -> Option<Action> {
-    let listener = env.load_balancer.as_ref()?.listeners.first()?;
+    let listener = serving(env.load_balancer.as_ref()?)?;
     listener.default_action.as_ref().map(action_of)
 }
 
@@ -91,7 +92,7 @@ fn pin_line(environment: &str, env: &Environment, pin: &ListenerCertificate) -> 
     let listener = env
         .load_balancer
         .as_ref()
-        .and_then(|lb| lb.listeners.first())
+        .and_then(serving)
         .map_or("default", |l| l.name.as_str());
     format!(
         "environment {environment}: listener {listener} serves certificate {} version {} with key {} version {}",
@@ -99,19 +100,90 @@ fn pin_line(environment: &str, env: &Environment, pin: &ListenerCertificate) -> 
     )
 }
 
-/// What `apply` cannot serve yet: several listeners per environment.
+/// The listener that serves the rules: the first without `redirect_to`.
+pub(crate) fn serving(lb: &spec::LoadBalancer) -> Option<&spec::Listener> {
+    lb.listeners.iter().find(|l| l.redirect_to.is_none())
+}
+
+/// The listeners that only redirect to the serving one.
+fn redirecting(env: &Environment) -> Vec<&spec::Listener> {
+    env.load_balancer
+        .iter()
+        .flat_map(|lb| &lb.listeners)
+        .filter(|l| l.redirect_to.is_some())
+        .collect()
+}
+
+/// A redirect listener's one action: everything to https on `port`.
+fn redirect_to_https(port: u16) -> Action {
+    Action::Redirect(Redirect {
+        protocol: Some("https".to_owned()),
+        port: Some(port.to_string()),
+        status: 301,
+        ..Redirect::default()
+    })
+}
+
+/// What `apply` cannot serve yet: several listeners that serve rules (any
+/// number of http listeners that `redirect_to` the serving one is fine).
 fn unsupported(env: &Environment) -> Option<String> {
     let lb = env.load_balancer.as_ref()?;
-    if lb.listeners.len() > 1 {
-        return Some(format!(
-            "environment {}: a load balancer with several listeners is not supported by this server yet; keep one listener",
+    let serving = lb
+        .listeners
+        .iter()
+        .filter(|l| l.redirect_to.is_none())
+        .count();
+    (serving != 1).then(|| {
+        format!(
+            "environment {}: a load balancer serves rules on exactly one listener in this version (the others may only `redirect_to` it); found {serving}",
             env.name
-        ));
-    }
-    None
+        )
+    })
 }
 
 impl Deployer {
+    /// Starts, keeps (by address) or stops the environment's redirecting
+    /// listeners so they match the file, each sending every request to
+    /// https on `port`, the serving listener's.
+    async fn sync_redirects(
+        &self,
+        name: &str,
+        env: &Environment,
+        port: u16,
+        running: &mut Vec<(String, Box<dyn Balancer>)>,
+        summary: &mut Vec<String>,
+    ) -> Result<(), DeployError> {
+        let mut old = std::mem::take(running);
+        for listener in redirecting(env) {
+            let lb = match old
+                .iter()
+                .position(|(_, b)| b.local_addr() == listener.listen)
+            {
+                Some(index) => old.swap_remove(index).1,
+                None => self
+                    .inner
+                    .balancers
+                    .start(listener.listen, Vec::new())
+                    .await
+                    .map_err(|e| DeployError::LoadBalancer {
+                        environment: name.to_owned(),
+                        reason: format!("listener {}: {e}", listener.name),
+                    })?,
+            };
+            lb.set_routing(Vec::new(), Some(redirect_to_https(port)));
+            summary.push(format!(
+                "environment {name}: listener {} on {} redirects to https port {port}",
+                listener.name,
+                lb.local_addr()
+            ));
+            running.push((listener.name.clone(), lb));
+        }
+        for (_, lb) in old {
+            lb.shutdown().await;
+        }
+        Ok(())
+    }
+
     /// The certificates of an environment's https listener, read from the
     /// parameter store at their latest versions (which this apply pins
     /// until the next), and a line per certificate naming the versions.
@@ -124,7 +196,7 @@ impl Deployer {
         let Some(listener) = env
             .load_balancer
             .as_ref()
-            .and_then(|lb| lb.listeners.first())
+            .and_then(serving)
             .filter(|l| l.protocol == spec::Protocol::Https)
         else {
             return Ok(None);
@@ -224,7 +296,11 @@ impl Deployer {
             let name = name.to_string();
             match state.environments.get(&name) {
                 Some(existing) => {
-                    let listen = env.load_balancer.as_ref().map(|lb| lb.listen);
+                    let listen = env
+                        .load_balancer
+                        .as_ref()
+                        .and_then(serving)
+                        .map(|l| l.listen);
                     if listen.is_some_and(|l| l != existing.lb.local_addr()) {
                         summary.push(format!(
                             "environment {name}: the listener moves to {} when the server restarts",
@@ -247,6 +323,11 @@ impl Deployer {
                     existing
                         .lb
                         .set_routing(rules_of(env), default_action_of(env));
+                    let port = existing.lb.local_addr().port();
+                    let mut redirects = existing.redirects.lock().await;
+                    self.sync_redirects(&name, env, port, &mut redirects, &mut summary)
+                        .await?;
+                    drop(redirects);
                     *existing.spec.lock().await = env.clone();
                     summary.push(format!("environment {name}: rules updated"));
                 }
@@ -254,7 +335,8 @@ impl Deployer {
                     let listen = env
                         .load_balancer
                         .as_ref()
-                        .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |lb| lb.listen);
+                        .and_then(serving)
+                        .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |l| l.listen);
                     let started = match certificates.get(&name) {
                         Some((certs, pins)) => {
                             summary.extend(pins.iter().map(|pin| pin_line(&name, env, pin)));
@@ -297,6 +379,15 @@ impl Deployer {
                             ""
                         }
                     ));
+                    let mut redirects = Vec::new();
+                    self.sync_redirects(
+                        &name,
+                        env,
+                        lb.local_addr().port(),
+                        &mut redirects,
+                        &mut summary,
+                    )
+                    .await?;
                     let pins = certificates
                         .get(&name)
                         .map(|(_, pins)| pins.clone())
@@ -308,6 +399,7 @@ impl Deployer {
                             spec: Mutex::new(env.clone()),
                             lb,
                             certificates: std::sync::Mutex::new(pins),
+                            redirects: Mutex::new(redirects),
                             runtime,
                             services: Mutex::new(BTreeMap::new()),
                         }),

@@ -81,6 +81,8 @@ pub(crate) struct EnvState {
     /// The certificate versions its https listener serves, as the last
     /// apply pinned them.
     pub(crate) certificates: std::sync::Mutex<Vec<gantry_api::environment::ListenerCertificate>>,
+    /// Listeners that only redirect to https, by name.
+    pub(crate) redirects: Mutex<Vec<(String, Box<dyn Balancer>)>>,
     pub(crate) runtime: Option<Arc<dyn Runtime>>,
     pub(crate) services: Mutex<BTreeMap<String, Arc<ServiceState>>>,
 }
@@ -376,7 +378,12 @@ impl Deployer {
                 .collect();
         for env in environments {
             match Arc::try_unwrap(env) {
-                Ok(env) => env.lb.shutdown().await,
+                Ok(env) => {
+                    env.lb.shutdown().await;
+                    for (_, lb) in env.redirects.into_inner() {
+                        lb.shutdown().await;
+                    }
+                }
                 Err(env) => {
                     tracing::warn!(environment = %env.name, "Load balancer still in use at shutdown.")
                 }

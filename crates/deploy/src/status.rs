@@ -135,10 +135,10 @@ impl Deployer {
             .clone();
         // One listener is served per environment in this version: the
         // first, on the load balancer's own address.
-        let listeners = spec
+        let mut listeners: Vec<ListenerStatus> = spec
             .load_balancer
             .iter()
-            .flat_map(|lb| lb.listeners.first())
+            .flat_map(crate::apply::serving)
             .map(|listener| {
                 let https = listener.protocol == gantry_spec::environment::Protocol::Https;
                 ListenerStatus {
@@ -149,6 +149,14 @@ impl Deployer {
                 }
             })
             .collect();
+        for (name, lb) in env.redirects.lock().await.iter() {
+            listeners.push(ListenerStatus {
+                name: name.clone(),
+                listen: lb.local_addr().to_string(),
+                protocol: "http".to_owned(),
+                certificates: Vec::new(),
+            });
+        }
         Ok(EnvironmentStatus {
             environment: environment.to_string(),
             load_balancer: addr.to_string(),

@@ -2,7 +2,8 @@
 //! the parameter store: curl over TLS with the test CA, a rotation (new
 //! parameter versions, then apply) under a loop of requests with none
 //! failed, and bad certificates refused at apply with the listener still
-//! serving the old one. Certificates are made with the `openssl` CLI.
+//! serving the old one; an http listener redirecting to it. Certificates
+//! are made with the `openssl` CLI.
 
 use std::path::Path;
 use std::process::Command;
@@ -77,7 +78,7 @@ async fn put(server: &RunningServer, name: &str, value: &str, kind: ParamType) {
     server.plane.params().put(request).await.unwrap();
 }
 
-fn project(port: u16) -> String {
+fn project(port: u16, plain: u16) -> String {
     format!(
         r#"
 version: 1
@@ -90,6 +91,7 @@ environments:
           protocol: https
           certificates: [{{cert: /shop/tls/cert, key: /shop/tls/key}}]
           default_action: {{fixed_response: {{status: 200, content_type: text/plain, body: "tls ok"}}}}
+        - {{name: plain, listen: "127.0.0.1:{plain}", redirect_to: web}}
 "#
     )
 }
@@ -172,8 +174,14 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
         .unwrap()
         .port();
 
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
     // Missing parameters are named.
-    let error = apply(&server, dir.path(), &project(port))
+    let error = apply(&server, dir.path(), &project(port, plain))
         .await
         .unwrap_err();
     assert!(error.contains("/shop/tls/cert"), "{error}");
@@ -181,14 +189,16 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
     // A key that is not a SecureString is refused.
     put(&server, "/shop/tls/cert", &cert1, ParamType::String).await;
     put(&server, "/shop/tls/key", &key1, ParamType::String).await;
-    let error = apply(&server, dir.path(), &project(port))
+    let error = apply(&server, dir.path(), &project(port, plain))
         .await
         .unwrap_err();
     assert!(error.contains("must be a SecureString"), "{error}");
     assert!(!error.contains("PRIVATE KEY"), "{error}");
 
     put(&server, "/shop/tls/key", &key1, ParamType::SecureString).await;
-    let summary = apply(&server, dir.path(), &project(port)).await.unwrap();
+    let summary = apply(&server, dir.path(), &project(port, plain))
+        .await
+        .unwrap();
     assert!(
         summary[0].contains("certificate /shop/tls/cert version 1"),
         "{summary:?}"
@@ -202,13 +212,32 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
             .as_deref(),
         Some("tls ok")
     );
+    // The plain listener sends everything to the https one.
+    let location = tokio::task::spawn_blocking(move || {
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+            ])
+            .args(["-H", "Host: shop.example"])
+            .arg(format!("http://127.0.0.1:{plain}/a/b?c=1"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(location, format!("301 https://shop.example:{port}/a/b?c=1"));
     let first = tokio::task::spawn_blocking(move || served_serial(port))
         .await
         .unwrap();
 
     // A certificate that does not match its key: refused, nothing changes.
     put(&server, "/shop/tls/cert", &cert2, ParamType::String).await;
-    let error = apply(&server, dir.path(), &project(port))
+    let error = apply(&server, dir.path(), &project(port, plain))
         .await
         .unwrap_err();
     assert!(error.contains("does not match"), "{error}");
@@ -236,7 +265,9 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     put(&server, "/shop/tls/key", &key2, ParamType::SecureString).await;
-    let summary = apply(&server, dir.path(), &project(port)).await.unwrap();
+    let summary = apply(&server, dir.path(), &project(port, plain))
+        .await
+        .unwrap();
     assert!(summary[0].contains("version 3"), "{summary:?}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     stop.store(true, SeqCst);
@@ -255,6 +286,9 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
         .environment_status("production")
         .await
         .unwrap();
+    assert_eq!(status.listeners.len(), 2);
+    assert_eq!(status.listeners[1].name, "plain");
+    assert_eq!(status.listeners[1].listen, format!("127.0.0.1:{plain}"));
     let listener = &status.listeners[0];
     assert_eq!(
         (listener.name.as_str(), listener.protocol.as_str()),
