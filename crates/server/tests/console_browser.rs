@@ -155,13 +155,14 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
 
     // Release change starts a new execution of the same definition.
     b.click_css("#release").await;
+    let url = b
+        .wait_url(|at| at.starts_with("/executions/") && !at.ends_with(id.as_str()))
+        .await;
     b.wait_css("#execution-status").await;
-    let url = c.current_url().await.unwrap();
-    assert!(!url.path().ends_with(&id), "a new execution: {url}");
     shots.take(c, "released").await;
     // Its build's log streams: opened while the build sleeps, the line it
     // prints afterwards appears without a reload.
-    c.goto(&format!("{}/logs?stage=Build&action=build", url.as_str()))
+    c.goto(&format!("{url}/logs?stage=Build&action=build"))
         .await
         .unwrap();
     b.wait_css("pre.log").await;
@@ -179,15 +180,7 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
     b.click_css("form.filters button").await;
     // The unfiltered page lists the execution too: wait for the form's
     // navigation itself.
-    let mut url = c.current_url().await.unwrap();
-    for _ in 0..300 {
-        if url.as_str().contains("status=Succeeded") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        url = c.current_url().await.unwrap();
-    }
-    assert!(url.as_str().contains("status=Succeeded"), "{url}");
+    b.wait_url(|at| at.contains("status=Succeeded")).await;
     b.wait_css(&format!("a[href='/executions/{id}']")).await;
     shots.take(c, "history").await;
     for (path, name) in [

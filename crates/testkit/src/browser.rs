@@ -104,6 +104,31 @@ impl Browser {
         panic!("{css} could not be clicked");
     }
 
+    /// The page's URL once `done` holds for it (30 s at most): a click
+    /// that navigates returns before the browser has left the old page,
+    /// whose elements may match what the next page is waited for by.
+    /// `done` gets the URL's path and query (`/history?status=Succeeded`).
+    pub async fn wait_url(&self, done: impl Fn(&str) -> bool) -> String {
+        let read = || async {
+            let url = self.client.current_url().await.unwrap();
+            let mut at = url.path().to_owned();
+            if let Some(query) = url.query() {
+                at.push('?');
+                at.push_str(query);
+            }
+            (url.to_string(), at)
+        };
+        let (mut url, mut at) = read().await;
+        for _ in 0..300 {
+            if done(&at) {
+                return url;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (url, at) = read().await;
+        }
+        panic!("the page stayed at {url}");
+    }
+
     /// Whether a mark set by [`Browser::mark`] is still there: the page was
     /// not reloaded since.
     pub async fn still_marked(&self) -> bool {
