@@ -224,10 +224,7 @@ impl Driver for DockerRuntime {
         if self.inner.table.lock().get(id).is_none() {
             return Err(format!("replica {id} is not running"));
         }
-        let mut command = tokio::process::Command::new(&self.inner.options.program);
-        if let Some(dir) = &self.inner.options.config_dir {
-            command.arg("--config").arg(dir);
-        }
+        let mut command = cli(&self.inner.options);
         command.arg("exec").arg(container_name(id)).args(argv);
         crate::exec::run(command, timeout).await
     }
@@ -241,10 +238,7 @@ impl Driver for DockerRuntime {
     ) -> Result<crate::ReplicaOutput, RuntimeError> {
         let args = logs_args(id, &query);
         let program = &self.inner.options.program;
-        let mut command = tokio::process::Command::new(program);
-        if let Some(dir) = &self.inner.options.config_dir {
-            command.arg("--config").arg(dir);
-        }
+        let mut command = cli(&self.inner.options);
         command
             .args(&args)
             .stdin(Stdio::null())
@@ -352,10 +346,7 @@ impl Inner {
     ) -> Result<String, RuntimeError> {
         let program = &self.options.program;
         let command_line = format!("{} {}", program.display(), args.join(" "));
-        let mut command = tokio::process::Command::new(program);
-        if let Some(dir) = &self.options.config_dir {
-            command.arg("--config").arg(dir);
-        }
+        let mut command = cli(&self.options);
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -942,20 +933,30 @@ pub(crate) fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
 /// is one `--since=VALUE` argument, so a value starting with `-` is no flag.
 fn logs_args(id: &str, query: &crate::LogQuery) -> Vec<String> {
     let mut args = strings(["logs", "--timestamps", "--tail", "10000"]);
-    let since = match (&query.after, query.since_ms) {
-        (Some(after), _) => Some(after.clone()),
-        (None, Some(ms)) => Some(format!(
-            "{}.{:03}",
-            ms.div_euclid(1000),
-            ms.rem_euclid(1000)
-        )),
-        (None, None) => None,
-    };
-    if let Some(since) = since {
-        args.push(format!("--since={since}"));
-    }
+    args.extend(since_arg(query));
     args.push(container_name(id));
     args
+}
+
+/// The one `--since=VALUE` argument of `docker logs` and `docker service
+/// logs`: after a cursor, or from a time (seconds.millis); none without.
+pub(crate) fn since_arg(query: &crate::LogQuery) -> Option<String> {
+    let since = match (&query.after, query.since_ms) {
+        (Some(after), _) => after.clone(),
+        (None, Some(ms)) => format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000)),
+        (None, None) => return None,
+    };
+    Some(format!("--since={since}"))
+}
+
+/// The docker CLI with the options' config dir (the registries'
+/// credentials), for a command the caller completes.
+pub(crate) fn cli(options: &DockerOptions) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&options.program);
+    if let Some(dir) = &options.config_dir {
+        command.arg("--config").arg(dir);
+    }
+    command
 }
 
 #[cfg(test)]

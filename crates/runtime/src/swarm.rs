@@ -320,10 +320,7 @@ impl Driver for SwarmRuntime {
             .find(|l| !l.is_empty())
             .map(str::to_owned)
             .ok_or_else(|| format!("replica {id} has no running task"))?;
-        let mut command = tokio::process::Command::new(&self.inner.options.program);
-        if let Some(dir) = &self.inner.options.config_dir {
-            command.arg("--config").arg(dir);
-        }
+        let mut command = crate::docker::cli(&self.inner.options);
         command.arg("exec").arg(container).args(argv);
         crate::exec::run(command, timeout).await
     }
@@ -401,10 +398,7 @@ impl Inner {
         timeout: Duration,
     ) -> Result<Output, RuntimeError> {
         let program = &self.options.program;
-        let mut command = tokio::process::Command::new(program);
-        if let Some(dir) = &self.options.config_dir {
-            command.arg("--config").arg(dir);
-        }
+        let mut command = crate::docker::cli(&self.options);
         // The env file goes right after the subcommand's words.
         match env_file {
             Some(file) => {
@@ -1210,18 +1204,7 @@ fn logs_args(id: &str, query: &crate::LogQuery) -> Vec<String> {
         "--tail",
         "10000",
     ]);
-    let since = match (&query.after, query.since_ms) {
-        (Some(after), _) => Some(after.clone()),
-        (None, Some(ms)) => Some(format!(
-            "{}.{:03}",
-            ms.div_euclid(1000),
-            ms.rem_euclid(1000)
-        )),
-        (None, None) => None,
-    };
-    if let Some(since) = since {
-        args.push(format!("--since={since}"));
-    }
+    args.extend(crate::docker::since_arg(query));
     args.push(service_name(id));
     args
 }
