@@ -125,8 +125,15 @@ fn redirect_to_https(port: u16) -> Action {
 }
 
 /// What `apply` cannot serve yet: several listeners that serve rules (any
-/// number of http listeners that `redirect_to` the serving one is fine).
+/// number of http listeners that `redirect_to` the serving one is fine),
+/// and the kubernetes runtime, which the deployer does not drive yet.
 fn unsupported(env: &Environment) -> Option<String> {
+    if env.runtime == spec::RuntimeKind::Kubernetes {
+        return Some(format!(
+            "environment {}: deployment to Kubernetes is not wired into the deployer yet (runtime: kubernetes); `gantry env render {} --kubernetes` prints the manifests gantry would apply, for `kubectl apply`",
+            env.name, env.name
+        ));
+    }
     let lb = env.load_balancer.as_ref()?;
     let serving = lb
         .listeners

@@ -37,6 +37,7 @@ pub(crate) fn runtime_name(kind: RuntimeKind) -> &'static str {
         RuntimeKind::Process => "process",
         RuntimeKind::Docker => "docker",
         RuntimeKind::Swarm => "swarm",
+        RuntimeKind::Kubernetes => "kubernetes",
     }
 }
 

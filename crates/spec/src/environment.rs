@@ -37,6 +37,11 @@ pub struct Environment {
     /// How docker replicas are networked; `Bridge` unless `network: host`.
     pub network: Network,
     pub load_balancer: Option<LoadBalancer>,
+    /// Where and how the kubernetes runtime (and `gantry env render
+    /// --kubernetes`) runs the environment's services: defaults unless the
+    /// file has a `kubernetes` block, which any runtime may carry so that
+    /// only the `runtime` line changes between runtimes.
+    pub kubernetes: Kubernetes,
     /// Changes to services in this environment, by service name.
     pub services: BTreeMap<ServiceName, ServiceOverride>,
     /// Where the environment's name is written.
@@ -65,6 +70,74 @@ pub enum RuntimeKind {
     /// Docker Swarm mode, through a manager's Docker Engine: each replica a
     /// one-task Swarm service, its port published in host mode.
     Swarm,
+    /// A Kubernetes cluster, through its API server: per service a
+    /// Deployment and a Service in the environment's namespace.
+    Kubernetes,
+}
+
+/// An environment's kubernetes settings (formats.md §4, `kubernetes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// The namespace the environment's objects live in; `gantry-ENV`
+    /// unless set.
+    pub namespace: String,
+    /// The kubeconfig context to use; `None`: the kubeconfig's current one.
+    pub context: Option<String>,
+    /// A SecureString parameter holding the kubeconfig; `None`: the
+    /// default kubeconfig (`KUBECONFIG`, `~/.kube/config`, or the
+    /// in-cluster service account).
+    pub kubeconfig: Option<String>,
+    pub service_type: KubeServiceType,
+    /// Where gantry's load balancer reaches a NodePort service (a node's
+    /// host name or address); `None`: the cluster's own Ingress routes
+    /// traffic.
+    pub node_address: Option<String>,
+    /// Where the block is written (the environment's name when absent).
+    pub location: Location,
+}
+
+impl Kubernetes {
+    /// The settings of an environment without a `kubernetes` block.
+    pub fn defaults(environment: &str, location: Location) -> Kubernetes {
+        Kubernetes {
+            namespace: format!("gantry-{environment}"),
+            context: None,
+            kubeconfig: None,
+            service_type: KubeServiceType::ClusterIP,
+            node_address: None,
+            location,
+        }
+    }
+}
+
+/// The type of the Service in front of a kubernetes Deployment.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum KubeServiceType {
+    /// Reachable inside the cluster only (an Ingress routes to it).
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node, where gantry's load balancer can
+    /// reach it (`node_address`).
+    NodePort,
+}
+
+impl KubeServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeServiceType::ClusterIP => "ClusterIP",
+            KubeServiceType::NodePort => "NodePort",
+        }
+    }
 }
 
 /// How an environment's docker containers are networked.

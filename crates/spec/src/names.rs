@@ -87,6 +87,8 @@ impl NameRule {
     pub(crate) const Container: NameRule = NameRule::ascii("container name", "_-", 255);
     pub(crate) const EnvironmentName: NameRule = NameRule::label("environment name");
     pub(crate) const ServiceName: NameRule = NameRule::label("service name");
+    /// A kubernetes namespace: a DNS-1123 label, as environments are.
+    pub(crate) const KubeNamespace: NameRule = NameRule::label("kubernetes namespace");
 
     const fn ascii(what: &'static str, extra: &'static str, max: usize) -> NameRule {
         NameRule {

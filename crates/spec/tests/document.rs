@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{dedent, lines};
-use gantry_spec::environment::{EnvironmentName, PathPattern, RuntimeKind};
+use gantry_spec::environment::{EnvironmentName, KubeServiceType, PathPattern, RuntimeKind};
 use gantry_spec::pipeline::parse_pipeline;
 use gantry_spec::service::{DeploymentStrategy, HealthCheckKind, ServiceName};
 use gantry_spec::{Document, Project, assemble, parse_document};
@@ -219,9 +219,61 @@ fn runtimes() {
         environments: {a: {runtime: kubernetes}, b: {runtime: lxc}, c: {runtime: [docker]}}
         ",
         &[
-            "gantry.yaml:2:29: runtime `kubernetes` is not supported yet; expected one of: process, docker, swarm",
-            "gantry.yaml:2:55: unknown runtime `lxc`; expected one of: process, docker, swarm",
+            "gantry.yaml:2:55: unknown runtime `lxc`; expected one of: process, docker, swarm, kubernetes",
             "gantry.yaml:2:74: `runtime` must be a string, found a list",
+        ],
+    );
+}
+
+#[test]
+fn kubernetes_settings_default_to_a_namespace_per_environment() {
+    let doc = document(
+        "gantry.yaml",
+        "
+        version: 1
+        environments:
+          staging: {runtime: kubernetes}
+          production:
+            runtime: process
+            kubernetes: {namespace: shop, context: prod, kubeconfig: /shop/kubeconfig, service_type: NodePort, node_address: node1.internal}
+        ",
+    );
+    let staging = &doc.environments[&EnvironmentName::new("staging").expect("name")];
+    assert_eq!(staging.runtime, RuntimeKind::Kubernetes);
+    assert_eq!(staging.kubernetes.namespace, "gantry-staging");
+    assert_eq!(staging.kubernetes.context, None);
+    assert_eq!(staging.kubernetes.kubeconfig, None);
+    assert_eq!(staging.kubernetes.service_type, KubeServiceType::ClusterIP);
+    let production = &doc.environments[&EnvironmentName::new("production").expect("name")];
+    let k = &production.kubernetes;
+    assert_eq!(k.namespace, "shop");
+    assert_eq!(k.context.as_deref(), Some("prod"));
+    assert_eq!(k.kubeconfig.as_deref(), Some("/shop/kubeconfig"));
+    assert_eq!(k.service_type, KubeServiceType::NodePort);
+    assert_eq!(k.node_address.as_deref(), Some("node1.internal"));
+}
+
+#[test]
+fn kubernetes_settings_are_checked() {
+    check(
+        "
+        version: 1
+        environments:
+          a: {runtime: kubernetes, kubernetes: {namespace: Shop_1, colour: x}}
+          b: {kubernetes: {kubeconfig: kubeconfig, service_type: LoadBalancer}}
+          c: {kubernetes: {node_address: 'http://node:30080'}}
+          d: {kubernetes: {context: '', node_address: node1}}
+          e: {kubernetes: [x]}
+        ",
+        &[
+            "gantry.yaml:3:52: invalid kubernetes namespace `Shop_1`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
+            "gantry.yaml:3:60: unknown key `colour` in `kubernetes`; expected one of: namespace, context, kubeconfig, service_type, node_address",
+            "gantry.yaml:4:32: `kubeconfig` must be the name of a SecureString parameter holding a kubeconfig, such as /shop/production/kubeconfig, found `kubeconfig`",
+            "gantry.yaml:4:58: unknown service_type `LoadBalancer`; expected one of: ClusterIP, NodePort",
+            "gantry.yaml:5:34: `node_address` must be a host name or IP address (no port, no scheme), found `http://node:30080`",
+            "gantry.yaml:6:29: `kubernetes.context` cannot be empty",
+            "gantry.yaml:6:47: `node_address` node1 is where NodePort services are reached; set `service_type: NodePort` too",
+            "gantry.yaml:7:19: `kubernetes` must be a mapping, found a list",
         ],
     );
 }

@@ -522,3 +522,26 @@ async fn status_names_the_execution_rules_and_traffic_and_revisions_compare_fiel
         Err(DeployError::UnknownService { .. })
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kubernetes_environment_is_refused_at_apply_with_the_render_command() {
+    tick();
+    let cluster = Cluster::new();
+    let store = Store::in_memory().await.unwrap();
+    let deployer = open(&cluster, &store).await;
+    let mut files = project(1, "{}");
+    files[0].1 = files[0]
+        .1
+        .replace("runtime: process", "runtime: kubernetes");
+    let error = deployer.apply(files).await.unwrap_err().to_string();
+    assert!(
+        error.contains("deployment to Kubernetes is not wired into the deployer yet")
+            && error.contains("gantry env render staging --kubernetes"),
+        "{error}"
+    );
+    // Nothing was applied: the environment is unknown.
+    assert!(matches!(
+        deploy(&deployer, IMAGE_1).await,
+        Err(DeployError::UnknownEnvironment(_))
+    ));
+}

@@ -11,15 +11,29 @@ use schemars::JsonSchema;
 
 use super::{
     Action, CertificateRef, Conditions, Environment, EnvironmentName, FIXED_RESPONSE_CONTENT_TYPES,
-    FixedResponse, Listener, LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Network,
-    PathPattern, Protocol, Redirect, Rule, RuntimeKind, check_cidr,
+    FixedResponse, KubeServiceType, Kubernetes, Listener, LoadBalancer, MAX_CONDITION_VALUES,
+    MAX_FIXED_RESPONSE_BODY, Network, PathPattern, Protocol, Redirect, Rule, RuntimeKind,
+    check_cidr,
 };
 use crate::location::Location;
 use crate::names::{ByLabel, NameRule, ServiceName};
 use crate::service::decode::{RawServiceFields, decode_override};
 use crate::yaml::{Diagnostics, Fields, Node, Value};
 
-pub(crate) const ENVIRONMENT_KEYS: &[&str] = &["runtime", "network", "load_balancer", "services"];
+pub(crate) const ENVIRONMENT_KEYS: &[&str] = &[
+    "runtime",
+    "network",
+    "kubernetes",
+    "load_balancer",
+    "services",
+];
+const KUBERNETES_KEYS: &[&str] = &[
+    "namespace",
+    "context",
+    "kubeconfig",
+    "service_type",
+    "node_address",
+];
 pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "listeners", "rules"];
 pub(crate) const RULE_KEYS: &[&str] = &[
     "priority",
@@ -41,22 +55,43 @@ const CONDITION_KEYS: &[&str] = &["host", "path", "header", "method", "query", "
 const ACTION_KEYS: &[&str] = &["forward", "redirect", "fixed_response"];
 const REDIRECT_KEYS: &[&str] = &["protocol", "host", "port", "path", "query", "status"];
 const FIXED_RESPONSE_KEYS: &[&str] = &["status", "content_type", "body"];
-/// Runtimes formats.md announces for later.
-const FUTURE_RUNTIMES: &[&str] = &["kubernetes"];
 
 /// An environment: a runtime, a load balancer and service overrides.
 #[derive(JsonSchema)]
 #[schemars(rename = "Environment", deny_unknown_fields)]
 #[allow(dead_code)] // Only its schema is used; the decoder builds an Environment.
 pub(crate) struct RawEnvironment {
-    /// `process` (default: on the host, no isolation) or `docker`.
+    /// `process` (default: on the host, no isolation), `docker`, `swarm`
+    /// or `kubernetes`.
     runtime: Option<RuntimeKind>,
     /// `bridge` (default) or `host`: how docker containers are networked.
     network: Option<Network>,
+    /// Namespace, kubeconfig and Service type for `runtime: kubernetes`
+    /// (and `gantry env render --kubernetes`); any runtime may carry it.
+    kubernetes: Option<RawKubernetes>,
     /// A listener that routes request paths to services.
     load_balancer: Option<RawLoadBalancer>,
     /// Changes to service fields in this environment, by service name.
     services: Option<ByLabel<RawServiceFields>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Kubernetes", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawKubernetes {
+    /// The namespace of the environment's objects (default: gantry-ENV).
+    #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    namespace: Option<String>,
+    /// A kubeconfig context (default: the kubeconfig's current context).
+    context: Option<String>,
+    /// A SecureString parameter holding the kubeconfig (default: the
+    /// default kubeconfig).
+    kubeconfig: Option<String>,
+    /// `ClusterIP` (default) or `NodePort`.
+    service_type: Option<KubeServiceType>,
+    /// The node host name or address where gantry's load balancer reaches
+    /// NodePort services.
+    node_address: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -189,6 +224,22 @@ pub(crate) fn decode_environments(
             .get("network")
             .and_then(|n| network(diag, n, runtime))
             .unwrap_or_default();
+        let kubernetes = match fields.get("kubernetes") {
+            Some(node) => kubernetes(diag, node, &field.key),
+            None => Some(Kubernetes::defaults(&field.key, location)),
+        };
+        if let Some(settings) = &kubernetes
+            && runtime == RuntimeKind::Kubernetes
+            && NameRule::KubeNamespace.check(&settings.namespace).is_err()
+        {
+            diag.error(
+                location,
+                format!(
+                    "the default namespace `{}` is longer than 63 characters; set `kubernetes.namespace`",
+                    settings.namespace
+                ),
+            );
+        }
         let load_balancer = fields
             .get("load_balancer")
             .and_then(|n| load_balancer(diag, n));
@@ -203,6 +254,8 @@ pub(crate) fn decode_environments(
                     name,
                     runtime,
                     network,
+                    kubernetes: kubernetes
+                        .unwrap_or_else(|| Kubernetes::defaults(&field.key, location)),
                     load_balancer,
                     services,
                     location,
@@ -242,23 +295,130 @@ fn runtime(diag: &mut Diagnostics<'_>, node: &Node) -> Option<RuntimeKind> {
         "process" => Some(RuntimeKind::Process),
         "docker" => Some(RuntimeKind::Docker),
         "swarm" => Some(RuntimeKind::Swarm),
-        other if FUTURE_RUNTIMES.contains(&other) => {
+        "kubernetes" => Some(RuntimeKind::Kubernetes),
+        other => {
             diag.error(
                 text.location,
                 format!(
-                    "runtime `{other}` is not supported yet; expected one of: process, docker, swarm"
+                    "unknown runtime `{other}`; expected one of: process, docker, swarm, kubernetes"
                 ),
             );
             None
         }
-        other => {
-            diag.error(
-                text.location,
-                format!("unknown runtime `{other}`; expected one of: process, docker, swarm"),
-            );
-            None
+    }
+}
+
+/// An environment's `kubernetes` block, defaults filled in.
+fn kubernetes(diag: &mut Diagnostics<'_>, node: &Node, environment: &str) -> Option<Kubernetes> {
+    let fields = diag.map_or_empty(node, "`kubernetes`")?;
+    fields.deny_unknown(diag, KUBERNETES_KEYS, "in `kubernetes`");
+    let mut settings = Kubernetes::defaults(environment, node.location);
+    let mut ok = true;
+    if let Some(n) = fields.get("namespace") {
+        match diag.string(n, "`kubernetes.namespace`") {
+            Some(name) => match NameRule::KubeNamespace.check(&name.value) {
+                Ok(()) => settings.namespace = name.value,
+                Err(message) => {
+                    diag.error(name.location, message);
+                    ok = false;
+                }
+            },
+            None => ok = false,
         }
     }
+    if let Some(n) = fields.get("context") {
+        match diag.string(n, "`kubernetes.context`") {
+            Some(context) if !context.value.is_empty() => settings.context = Some(context.value),
+            Some(context) => {
+                diag.error(context.location, "`kubernetes.context` cannot be empty");
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = fields.get("kubeconfig") {
+        match diag.string(n, "`kubernetes.kubeconfig`") {
+            Some(name) if name.value.starts_with('/') && name.value.len() <= 1011 => {
+                settings.kubeconfig = Some(name.value);
+            }
+            Some(name) => {
+                diag.error(
+                    name.location,
+                    format!(
+                        "`kubeconfig` must be the name of a SecureString parameter holding a kubeconfig, such as /shop/production/kubeconfig, found `{}`",
+                        name.value
+                    ),
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(n) = fields.get("service_type") {
+        match diag.string(n, "`kubernetes.service_type`") {
+            Some(text) => match text.as_str() {
+                "ClusterIP" => settings.service_type = KubeServiceType::ClusterIP,
+                "NodePort" => settings.service_type = KubeServiceType::NodePort,
+                other => {
+                    diag.error(
+                        text.location,
+                        format!(
+                            "unknown service_type `{other}`; expected one of: ClusterIP, NodePort"
+                        ),
+                    );
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
+    }
+    if let Some(n) = fields.get("node_address") {
+        match diag.string(n, "`kubernetes.node_address`") {
+            Some(host) if valid_host(&host.value) => settings.node_address = Some(host.value),
+            Some(host) => {
+                diag.error(
+                    host.location,
+                    format!(
+                        "`node_address` must be a host name or IP address (no port, no scheme), found `{}`",
+                        host.value
+                    ),
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(address) = &settings.node_address
+        && settings.service_type != KubeServiceType::NodePort
+        && let Some(n) = fields.get("node_address")
+    {
+        diag.error(
+            n.location,
+            format!(
+                "`node_address` {address} is where NodePort services are reached; set `service_type: NodePort` too"
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(settings)
+}
+
+/// A host name (letters, digits, `-`, `.`) or an IP address.
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn load_balancer(diag: &mut Diagnostics<'_>, node: &Node) -> Option<LoadBalancer> {
