@@ -19,6 +19,11 @@ pub(crate) enum ResponseBody {
         body: UpstreamBody,
         _in_flight: InFlight,
     },
+    /// An HTTP/2 target's body: data frames and trailers as they come.
+    Http2 {
+        body: hyper::body::Incoming,
+        _in_flight: InFlight,
+    },
     /// A response of the load balancer itself (404, 502, ...), or nothing.
     Fixed(Option<Bytes>),
 }
@@ -39,6 +44,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            Self::Http2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(io::Error::other),
             Self::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -46,6 +52,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Http2 { body, .. } => body.is_end_stream(),
             Self::Fixed(bytes) => bytes.is_none(),
         }
     }
@@ -53,6 +60,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream { body, .. } => body.size_hint(),
+            Self::Http2 { body, .. } => body.size_hint(),
             Self::Fixed(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

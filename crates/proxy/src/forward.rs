@@ -1,6 +1,12 @@
 //! One proxied request: route it, pick a target, rewrite headers, send it
 //! upstream (retrying once when that is safe), and stream the answer back —
 //! or hand both connections to a tunnel after a protocol upgrade.
+//!
+//! A request that came over HTTP/2 gets a Host header from its
+//! `:authority` before anything reads it, so rules, `X-Forwarded-Host` and
+//! an HTTP/1.1 target see what an HTTP/1.1 client would have sent.
+//! HTTP/2 and gRPC targets are sent the request over h2c instead
+//! (`forward_h2`), frames and trailers as they come.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -10,10 +16,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, UPGRADE,
+    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, TE,
+    UPGRADE,
 };
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -24,9 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ResponseBody;
+use crate::http2::Http2Upstreams;
 use crate::rule::{RequestView, RouteAction, RouteTable};
 use crate::stats::Outcome;
-use crate::target_group::InFlight;
+use crate::target_group::{InFlight, Protocol, TargetGroup};
 use crate::upstream::{UpstreamError, UpstreamRequest, Upstreams};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -42,6 +50,8 @@ pub(crate) struct Forwarder {
     tls: bool,
     local_port: u16,
     upstreams: Arc<Upstreams>,
+    /// Connections to HTTP/2 and gRPC targets.
+    h2_upstreams: Http2Upstreams,
     upstream_timeout: Duration,
     /// Tunnels of upgraded connections live here so shutdown can wait for,
     /// and end, them.
@@ -70,6 +80,7 @@ impl Forwarder {
             tls,
             local_port,
             upstreams: Arc::default(),
+            h2_upstreams: Http2Upstreams::default(),
             upstream_timeout,
             tunnels,
             closing,
@@ -92,6 +103,9 @@ impl Forwarder {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported\n",
             ));
+        }
+        if request.version() == Version::HTTP_2 {
+            host_from_authority(&mut request);
         }
         let group = {
             let routes = self.routes.load();
@@ -148,6 +162,15 @@ impl Forwarder {
                 "the target group has no target that can take requests\n",
             ));
         };
+        if first.endpoint().protocol != Protocol::Http1 {
+            if upgrade {
+                return Ok(fixed(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "protocol upgrades are not forwarded to HTTP/2 targets\n",
+                ));
+            }
+            return Ok(self.forward_h2(&group, first, parts, body).await);
+        }
         // Only a request that is safe to repeat and has no body (so nothing
         // of it is lost with the first attempt) may go to a second target.
         let retryable =
@@ -256,6 +279,167 @@ impl Forwarder {
             body,
             _in_flight: in_flight,
         }))
+    }
+}
+
+impl Forwarder {
+    /// Sends a request to an HTTP/2 or gRPC target over h2c and streams the
+    /// answer back, trailers included. A GET or HEAD without a body whose
+    /// target refused the connection is tried once on another target, as
+    /// on HTTP/1.1.
+    async fn forward_h2(
+        &self,
+        group: &TargetGroup,
+        mut target: InFlight,
+        parts: http::request::Parts,
+        body: Incoming,
+    ) -> Response<ResponseBody> {
+        if target.endpoint().protocol == Protocol::Grpc
+            && parts.version != Version::HTTP_2
+            && is_grpc(&parts.headers)
+        {
+            // gRPC ends every call with trailers, which HTTP/1.1 cannot
+            // carry to most clients: refuse rather than half-work.
+            let mut response = fixed(
+                StatusCode::UPGRADE_REQUIRED,
+                "gRPC needs HTTP/2: use https (ALPN h2) or an h2c listener\n",
+            );
+            response
+                .headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("h2"));
+            return response;
+        }
+        let h2_client = parts.version == Version::HTTP_2;
+        let retryable =
+            (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream();
+        let mut body = (!retryable).then_some(body);
+        let mut last = !retryable;
+        loop {
+            let request = match h2_request(&parts, &target, body.take(), h2_client) {
+                Ok(request) => request,
+                Err(response) => return response,
+            };
+            let started = tokio::time::Instant::now();
+            let result = tokio::time::timeout(
+                self.upstream_timeout,
+                self.h2_upstreams.send(target.endpoint().addr, request),
+            )
+            .await;
+            target.record(
+                match &result {
+                    Ok(Ok(response)) => Outcome::Answered(response.status().as_u16()),
+                    Ok(Err(_)) => Outcome::ConnectionFailed,
+                    Err(_) => Outcome::TimedOut,
+                },
+                started,
+            );
+            match result {
+                Ok(Ok(response)) => {
+                    let mut response = response;
+                    strip_hop_by_hop(response.headers_mut(), false);
+                    // The listener answers in its client's version.
+                    *response.version_mut() = Version::HTTP_11;
+                    return response.map(|body| ResponseBody::Http2 {
+                        body,
+                        _in_flight: target,
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(target_group = %group.name(), timeout = ?self.upstream_timeout, "upstream timed out");
+                    return fixed(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the target did not answer in time\n",
+                    );
+                }
+                Ok(Err(error)) => {
+                    let next = (!last && error.is_connect())
+                        .then(|| group.pick_for(Some(target.endpoint()), Some(&parts.headers)))
+                        .flatten();
+                    match next {
+                        Some(next) => {
+                            tracing::debug!(
+                                target_group = %group.name(), target = %target.endpoint().id,
+                                %error, "HTTP/2 target refused; retrying the idempotent request"
+                            );
+                            target = next;
+                            last = true;
+                        }
+                        None => {
+                            tracing::warn!(target_group = %group.name(), %error, "upstream request failed");
+                            return fixed(StatusCode::BAD_GATEWAY, "the target failed to answer\n");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The request as an HTTP/2 target gets it: an absolute URI whose
+/// authority is the client's Host (HTTP/2 carries it as `:authority`), the
+/// same headers but Host, and `te: trailers` for an HTTP/2 client, which
+/// is how gRPC says it reads trailers. Returns the response to give when
+/// the Host does not make a URI.
+#[allow(clippy::result_large_err)] // The error is the response, built once.
+fn h2_request(
+    parts: &http::request::Parts,
+    target: &InFlight,
+    body: Option<Incoming>,
+    h2_client: bool,
+) -> Result<Request<crate::http2::Http2RequestBody>, Response<ResponseBody>> {
+    let authority = parts.headers.get(HOST).unwrap_or(&target.endpoint().host);
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let Ok(uri) = Uri::builder()
+        .scheme("http")
+        .authority(authority.as_bytes())
+        .path_and_query(path)
+        .build()
+    else {
+        return Err(fixed(
+            StatusCode::BAD_REQUEST,
+            "the Host header is not a valid authority\n",
+        ));
+    };
+    let mut headers = parts.headers.clone();
+    headers.remove(HOST);
+    if h2_client {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    let body = match body {
+        Some(body) => http_body_util::Either::Left(body),
+        None => http_body_util::Either::Right(http_body_util::Empty::new()),
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_2;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Whether a request is a gRPC call (`application/grpc`, `+proto` and the
+/// like).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// An HTTP/2 request names its host in `:authority`, which hyper keeps in
+/// the URI; a Host header, if the client also sent one, wins (RFC 9113
+/// §8.3.1 says they must agree).
+fn host_from_authority(request: &mut Request<Incoming>) {
+    if request.headers().contains_key(HOST) {
+        return;
+    }
+    if let Some(authority) = request.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(HOST, host);
     }
 }
 

@@ -58,12 +58,23 @@
 //!   do not count toward a target's health: only active checks move it.
 //!
 //! How it runs. The listener speaks HTTP/1.1 to clients (keep-alive,
-//! upgrades such as websockets; no HTTP/2) through hyper, on worker threads
-//! with a single-threaded runtime each (`listener.rs` says why), and talks
-//! to targets over pooled keep-alive HTTP/1.1 connections with a small
-//! client of its own (`upstream.rs`, framing in `codec.rs`), which is what
-//! brought it level with nginx on `bench/proxy.sh`. Health checks, drains
-//! and the accept loop run on the runtime that started the listener.
+//! upgrades such as websockets) through hyper, and HTTP/2 to those that
+//! negotiate `h2` by ALPN on an HTTPS listener or, where
+//! [`ListenerConfig::h2c`] allows it, send HTTP/2's preface in the clear;
+//! all on worker threads with a single-threaded runtime each (`listener.rs`
+//! says why; an HTTP/2 connection's streams are tasks on the same worker,
+//! `http2.rs`). It talks to targets over pooled keep-alive HTTP/1.1
+//! connections with a small client of its own (`upstream.rs`, framing in
+//! `codec.rs`), which is what brought it level with nginx on
+//! `bench/proxy.sh`, whichever protocol the client spoke: an HTTP/2
+//! request's `:authority` becomes its Host. A target registered with
+//! [`Protocol::Http2`] or [`Protocol::Grpc`] is sent requests over one
+//! multiplexed h2c connection per worker instead, bodies streamed as
+//! frames with trailers intact, so gRPC calls of every kind pass through;
+//! a gRPC call from an HTTP/1.1 client to a `Grpc` target is answered 426.
+//! Health checks, drains and the accept loop run on the runtime that
+//! started the listener; a health check may also be gRPC's
+//! `grpc.health.v1.Health/Check` ([`HealthCheckConfig::grpc`]).
 //!
 //! Client connections are held to limits (`connections.rs` says how): a
 //! new connection must send its first request head within the header-read
@@ -86,7 +97,8 @@
 //! (certificates, SNI, rotation), `tls_validity` (a certificate's dates), `target_group`
 //! (membership, health state, selection, draining), `health` (check
 //! configuration and probe), `listener` (sockets, workers, timeouts,
-//! shutdown), `connections` (connection limits and eviction),
+//! shutdown), `connections` (connection limits and eviction), `http2`
+//! (HTTP/2 settings and limits, h2c detection, the HTTP/2 upstream client),
 //! `forward` (one request: headers, retry, upgrade), `upstream` (pool and
 //! exchange), `codec` (HTTP/1.1 framing), `body` (the response body type),
 //! `stats` (counters and windows).
@@ -97,6 +109,7 @@ mod connections;
 mod error;
 mod forward;
 mod health;
+mod http2;
 mod listener;
 mod rule;
 mod stats;
@@ -110,5 +123,7 @@ pub use health::{CheckFuture, CommandCheck, HealthCheckConfig, StatusMatcher};
 pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};
 pub use rule::{Action, Cidr, Conditions, FixedResponse, Redirect, Rule};
 pub use stats::{LATENCY_BUCKETS, LatencyHistogram, MAX_WINDOW, OutcomeClass, WindowStats};
-pub use target_group::{Health, HealthEvent, Target, TargetGroup, TargetStats, TargetStatus};
+pub use target_group::{
+    Health, HealthEvent, Protocol, Target, TargetGroup, TargetStats, TargetStatus,
+};
 pub use tls::{Certificate, check_certificates};

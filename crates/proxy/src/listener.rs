@@ -4,7 +4,9 @@
 //! Workers are threads with a single-threaded Tokio runtime each, like
 //! nginx's worker processes. A client connection, the requests on it and
 //! the upstream connections they use all live on one worker, so forwarding
-//! a request wakes no other thread. On a multi-threaded runtime the same
+//! a request wakes no other thread. An HTTP/2 connection's streams are
+//! tasks of their own (hyper's HTTP/2 needs an executor), spawned on the
+//! same worker's runtime (`http2.rs`), so this holds for HTTP/2 too. On a multi-threaded runtime the same
 //! proxy spent about a third more CPU per request, most of it in thread
 //! wake-ups and context switches (see `bench/proxy.sh`). Health checks,
 //! drains and the accept loop run on the runtime that started the listener.
@@ -35,6 +37,7 @@ use crate::body::ResponseBody;
 use crate::connections::{Admitted, ClientConnections, Registration, RequestGuard};
 use crate::error::ProxyError;
 use crate::forward::Forwarder;
+use crate::http2;
 use crate::rule::{Action, RouteTable, Rule};
 use crate::target_group::{TargetGroup, TargetStats};
 use crate::tls::{Certificate, Certificates};
@@ -64,6 +67,11 @@ pub struct ListenerConfig {
     /// open one has a request in flight. The process also caps all its
     /// listeners together by its open-file limit. Default 10,000.
     pub max_connections: usize,
+    /// On an HTTP listener, also serve HTTP/2 to clients that start with
+    /// its connection preface (h2c with prior knowledge, as gRPC clients
+    /// do without TLS); HTTP/1.1 clients are served as before. Ignored on
+    /// HTTPS, where ALPN decides. Default off.
+    pub h2c: bool,
 }
 
 impl Default for ListenerConfig {
@@ -75,6 +83,7 @@ impl Default for ListenerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            h2c: false,
         }
     }
 }
@@ -218,6 +227,9 @@ impl LoadBalancer {
                     header_read: config.header_read_timeout,
                     idle: config.idle_timeout,
                 },
+                // Built once per worker; a connection clones it.
+                h2: http2::server_builder(tasks.clone()),
+                h2c: config.h2c,
                 incoming: rx,
                 tasks: tasks.clone(),
                 closing: closing.clone(),
@@ -456,6 +468,10 @@ struct Worker {
     local_port: u16,
     upstream_timeout: Duration,
     timeouts: ClientTimeouts,
+    /// The HTTP/2 server settings of this worker's connections.
+    h2: hyper::server::conn::http2::Builder<http2::Tracked>,
+    /// Whether a plain connection may speak HTTP/2 with prior knowledge.
+    h2c: bool,
     incoming: mpsc::UnboundedReceiver<Accepted>,
     tasks: TaskTracker,
     closing: CancellationToken,
@@ -495,6 +511,36 @@ impl Worker {
                         self.stop.clone(),
                     );
                     match &self.tls {
+                        None if self.h2c => {
+                            let h2 = self.h2.clone();
+                            self.tasks.spawn(async move {
+                                // Waiting for the preface counts as waiting
+                                // for the first request head.
+                                let sniffed = tokio::select! {
+                                    () = stop.cancelled() => return,
+                                    sniffed = tokio::time::timeout(
+                                        timeouts.header_read,
+                                        http2::starts_with_preface(&stream),
+                                    ) => sniffed,
+                                };
+                                let protocol = match sniffed {
+                                    Ok(Ok(true)) => ClientProtocol::Http2(h2),
+                                    Ok(Ok(false)) => ClientProtocol::Http1,
+                                    Ok(Err(_)) | Err(_) => return,
+                                };
+                                serve(
+                                    stream,
+                                    peer,
+                                    registration,
+                                    timeouts,
+                                    forwarder,
+                                    draining,
+                                    stop,
+                                    protocol,
+                                )
+                                .await;
+                            });
+                        }
                         None => {
                             self.tasks.spawn(serve(
                                 stream,
@@ -504,10 +550,12 @@ impl Worker {
                                 forwarder,
                                 draining,
                                 stop,
+                                ClientProtocol::Http1,
                             ));
                         }
                         Some(acceptor) => {
                             let accept = acceptor.accept(stream);
+                            let h2 = self.h2.clone();
                             self.tasks.spawn(async move {
                                 // The handshake counts as the first request
                                 // head's wait, so a stalled one is closed
@@ -518,6 +566,12 @@ impl Worker {
                                 };
                                 match handshake {
                                     Ok(Ok(stream)) => {
+                                        let protocol =
+                                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                                ClientProtocol::Http2(h2)
+                                            } else {
+                                                ClientProtocol::Http1
+                                            };
                                         serve(
                                             stream,
                                             peer,
@@ -526,6 +580,7 @@ impl Worker {
                                             forwarder,
                                             draining,
                                             stop,
+                                            protocol,
                                         )
                                         .await;
                                     }
@@ -553,23 +608,25 @@ struct ClientTimeouts {
     idle: Duration,
 }
 
+/// Which protocol a client connection speaks: HTTP/1.1 unless TLS's ALPN
+/// chose `h2`, or an h2c listener's client began with HTTP/2's preface.
+enum ClientProtocol {
+    Http1,
+    Http2(hyper::server::conn::http2::Builder<http2::Tracked>),
+}
+
 /// Serves one client connection until it ends, times out, is evicted or
 /// the listener stops.
-///
-/// One timer per connection, pushed on when it fires, watches both
-/// timeouts: hyper's own header-read timeout does the same with a fresh
-/// timer per request, which costs more (see `upstream.rs`). A connection
-/// with nothing in flight is dropped outright when it times out or is
-/// evicted: hyper's graceful shutdown would wait for a head that is still
-/// trickling in.
+#[allow(clippy::too_many_arguments)] // One call site per protocol, all named.
 async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     registration: Registration,
     timeouts: ClientTimeouts,
     forwarder: Arc<Forwarder>,
-    mut draining: DrainingWatch,
+    draining: DrainingWatch,
     stop: CancellationToken,
+    protocol: ClientProtocol,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -593,10 +650,64 @@ async fn serve<S>(
             }
         }
     });
-    let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut connection = pin!(connection);
+    let io = TokioIo::new(stream);
+    let result = match protocol {
+        ClientProtocol::Http1 => {
+            let connection = http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(
+                pin!(connection),
+                |c| c.graceful_shutdown(),
+                &registration,
+                timeouts,
+                draining,
+                stop,
+            )
+            .await
+        }
+        ClientProtocol::Http2(builder) => {
+            let connection = builder.serve_connection(io, service);
+            drive(
+                pin!(connection),
+                |c| c.graceful_shutdown(),
+                &registration,
+                timeouts,
+                draining,
+                stop,
+            )
+            .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+    drop(registration);
+}
+
+/// Drives a client connection of either protocol under the listener's
+/// timeouts, eviction and shutdown.
+///
+/// One timer per connection, pushed on when it fires, watches both
+/// timeouts: hyper's own header-read timeout does the same with a fresh
+/// timer per request, which costs more (see `upstream.rs`). A connection
+/// with nothing in flight is dropped outright when it times out or is
+/// evicted: hyper's graceful shutdown would wait for a head that is still
+/// trickling in. On HTTP/2 a "request" is a stream, so an HTTP/2
+/// connection that opens no stream within a period, with none open, is
+/// closed the same way; a graceful close there sends GOAWAY.
+async fn drive<C>(
+    mut connection: std::pin::Pin<&mut C>,
+    graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
+    registration: &Registration,
+    timeouts: ClientTimeouts,
+    mut draining: DrainingWatch,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let state = &registration.connection;
     let mut stopped = pin!(stop.cancelled());
     let mut timer = pin!(tokio::time::sleep(timeouts.header_read));
     let mut requests_seen = 0;
@@ -605,7 +716,7 @@ async fn serve<S>(
     // One future rather than a `select!`, so the shutdown signals cost an
     // atomic load per wake-up instead of a poll of each: the hard stop is
     // only watched once the graceful phase has begun.
-    let result = poll_fn(|cx| {
+    poll_fn(|cx| {
         if !graceful && timer.as_mut().poll(cx).is_ready() {
             let started = state.requests();
             if started == requests_seen && state.in_flight() == 0 {
@@ -626,7 +737,7 @@ async fn serve<S>(
                 return Poll::Ready(Ok(()));
             }
             // Closes after the response in flight.
-            connection.as_mut().graceful_shutdown();
+            graceful_shutdown(connection.as_mut());
             graceful = true;
         }
         if graceful && stopped.as_mut().poll(cx).is_ready() {
@@ -634,11 +745,7 @@ async fn serve<S>(
         }
         connection.as_mut().poll(cx)
     })
-    .await;
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "client connection ended with an error");
-    }
-    drop(registration);
+    .await
 }
 
 /// A response body that keeps its request counted as in flight on its

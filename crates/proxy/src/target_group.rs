@@ -30,6 +30,30 @@ pub struct Target {
     pub addr: SocketAddr,
     pub weight: u32,
     pub revision: Option<String>,
+    /// What the target speaks; HTTP/1.1 unless set.
+    pub protocol: Protocol,
+}
+
+/// The protocol the load balancer speaks to a target, as the service
+/// declares it. `Http2` and `Grpc` are both h2c with prior knowledge
+/// (HTTP/2 without TLS, no upgrade dance); `Grpc` also refuses gRPC
+/// requests from HTTP/1.1 clients, which could not carry its trailers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    Http2,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Grpc => "grpc",
+        }
+    }
 }
 
 impl Target {
@@ -39,7 +63,13 @@ impl Target {
             addr,
             weight: 1,
             revision: None,
+            protocol: Protocol::Http1,
         }
+    }
+
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     pub fn with_weight(mut self, weight: u32) -> Self {
@@ -194,6 +224,7 @@ pub(crate) struct Endpoint {
     /// The Host header for clients that sent none (HTTP/1.0), prebuilt so
     /// forwarding a request doesn't format the address.
     pub(crate) host: HeaderValue,
+    pub(crate) protocol: Protocol,
     revision: Option<String>,
     counters: TargetCounters,
     window: Arc<RevisionWindow>,
@@ -207,6 +238,7 @@ impl Endpoint {
     fn new(
         id: String,
         addr: SocketAddr,
+        protocol: Protocol,
         revision: Option<String>,
         window: Arc<RevisionWindow>,
     ) -> Self {
@@ -223,6 +255,7 @@ impl Endpoint {
             id,
             addr,
             host,
+            protocol,
             revision,
             counters: TargetCounters::default(),
             window,
@@ -323,6 +356,7 @@ impl TargetGroup {
         let endpoint = Arc::new(Endpoint::new(
             target.id,
             target.addr,
+            target.protocol,
             target.revision,
             window,
         ));

@@ -4,7 +4,8 @@
 //! the first certificate valid for it, and the first certificate serves
 //! clients without SNI or with a name none covers (ALB's default
 //! certificate). Only TLS 1.2 and 1.3 with rustls' modern suites are
-//! offered, and ALPN announces `http/1.1`.
+//! offered, and ALPN announces `h2` then `http/1.1`: a client that picks
+//! `h2` is served HTTP/2, any other (or one without ALPN) HTTP/1.1.
 //!
 //! The certificates live behind an [`ArcSwap`] read by the resolver at each
 //! handshake, so [`Certificates::replace`] rotates them without touching
@@ -116,7 +117,7 @@ impl Certificates {
             })?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 }
