@@ -63,6 +63,31 @@ pub struct ListenerStatus {
     /// last apply; never the key's value.
     #[serde(default)]
     pub certificates: Vec<ListenerCertificate>,
+    /// For an https listener with `acme`: its certificate's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeStatus>,
+}
+
+/// What an https listener's ACME renewal task knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AcmeStatus {
+    pub domains: Vec<String>,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// `issued` (it serves a certificate the CA issued for every domain),
+    /// `ordering` (an order is under way; the previous certificate or a
+    /// self-signed placeholder serves), `failed` (the last order failed; it
+    /// is tried again).
+    pub state: String,
+    /// The end of the issued certificate it serves (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+    /// When the next order is due (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renews_at: Option<i64>,
+    /// Why the last order failed, as the CA or the connection said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A certificate an https listener serves, by parameter name and version.

@@ -15,6 +15,7 @@ use gantry_spec::environment::{self as spec, Environment};
 use gantry_spec::{assemble, parse_document};
 use tokio::sync::Mutex;
 
+use crate::acme::{self, Issued, Paths, Renewal};
 use crate::deployer::{Deployer, EnvState, runtime_name};
 use crate::error::DeployError;
 use crate::traffic::Balancer;
@@ -115,7 +116,7 @@ fn redirecting(env: &Environment) -> Vec<&spec::Listener> {
 }
 
 /// A redirect listener's one action: everything to https on `port`.
-fn redirect_to_https(port: u16) -> Action {
+pub(crate) fn redirect_to_https(port: u16) -> Action {
     Action::Redirect(Redirect {
         protocol: Some("https".to_owned()),
         port: Some(port.to_string()),
@@ -158,6 +159,7 @@ impl Deployer {
         env: &Environment,
         port: u16,
         running: &mut Vec<(String, Box<dyn Balancer>)>,
+        challenges: &[Rule],
         summary: &mut Vec<String>,
     ) -> Result<(), DeployError> {
         let mut old = std::mem::take(running);
@@ -177,7 +179,7 @@ impl Deployer {
                         reason: format!("listener {}: {e}", listener.name),
                     })?,
             };
-            lb.set_routing(Vec::new(), Some(redirect_to_https(port)));
+            lb.set_routing(challenges.to_vec(), Some(redirect_to_https(port)));
             summary.push(format!(
                 "environment {name}: listener {} on {} redirects to https port {port}",
                 listener.name,
@@ -193,13 +195,11 @@ impl Deployer {
 
     /// The certificates of an environment's https listener, read from the
     /// parameter store at their latest versions (which this apply pins
-    /// until the next), and a line per certificate naming the versions.
-    /// `None` for an environment without one. The key's value never
-    /// reaches an error or a log.
-    async fn certificates_of(
-        &self,
-        env: &Environment,
-    ) -> Result<Option<(Vec<Certificate>, Vec<ListenerCertificate>)>, DeployError> {
+    /// until the next), and a line per certificate naming the versions;
+    /// with `acme`, the kept ACME certificate (or a placeholder) after
+    /// them and what its renewal task needs. `None` for an environment
+    /// without one. The key's value never reaches an error or a log.
+    async fn certificates_of(&self, env: &Environment) -> Result<Option<Tls>, DeployError> {
         let Some(listener) = env
             .load_balancer
             .as_ref()
@@ -249,8 +249,90 @@ impl Deployer {
                 key.value.expose().to_owned(),
             ));
         }
-        gantry_proxy::check_certificates(&certs).map_err(|e| fail(e.to_string()))?;
-        Ok(Some((certs, pins)))
+        let Some(config) = &listener.acme else {
+            gantry_proxy::check_certificates(&certs).map_err(|e| fail(e.to_string()))?;
+            return Ok(Some(Tls {
+                certificates: certs,
+                pins,
+                acme: None,
+            }));
+        };
+        if !certs.is_empty() {
+            gantry_proxy::check_certificates(&certs).map_err(|e| fail(e.to_string()))?;
+        }
+        let paths = Paths::of(env.name.as_str(), listener, config);
+        let issued = acme::stored(&self.inner.params, &paths, config)
+            .await
+            .map_err(fail)?;
+        let ca_pem = match &config.directory_ca {
+            None => None,
+            Some(name) => {
+                let selector = Selector::parse(name)
+                    .map_err(|e| fail(format!("directory_ca parameter {name}: {e}")))?;
+                let resolved = self
+                    .inner
+                    .params
+                    .resolve(&[("directory_ca", selector)])
+                    .await
+                    .map_err(|e| fail(format!("directory_ca parameter {name}: {e}")))?;
+                let param = resolved
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| fail(format!("directory_ca parameter {name} does not exist")))?;
+                Some(param.value.expose().to_owned())
+            }
+        };
+        if issued.as_ref().is_none_or(|i| !i.covers) {
+            // An order is due now: the CA must answer.
+            acme::check_directory(&config.directory, ca_pem.as_deref())
+                .await
+                .map_err(fail)?;
+        }
+        let explicit = certs.clone();
+        match &issued {
+            Some(issued) => {
+                certs.push(issued.certificate.clone());
+                pins.push(issued.pin.clone());
+            }
+            None if certs.is_empty() => {
+                certs.push(acme::placeholder(&config.domains).map_err(fail)?);
+            }
+            None => {}
+        }
+        Ok(Some(Tls {
+            certificates: certs,
+            pins,
+            acme: Some(AcmePlan {
+                listener: listener.name.clone(),
+                acme: config.clone(),
+                paths,
+                explicit,
+                issued,
+                ca_pem,
+            }),
+        }))
+    }
+
+    /// Starts the renewal task of an environment's ACME listener (stopping
+    /// the one before), or stops it when the listener has no `acme` now.
+    fn renew(&self, environment: &Arc<EnvState>, plan: Option<&AcmePlan>) {
+        let task = plan.map(|plan| {
+            Renewal {
+                params: self.inner.params.clone(),
+                environment: Arc::downgrade(environment),
+                listener: plan.listener.clone(),
+                acme: plan.acme.clone(),
+                paths: plan.paths.clone(),
+                explicit: plan.explicit.clone(),
+                issued: plan.issued.clone(),
+                ca_pem: plan.ca_pem.clone(),
+            }
+            .spawn()
+        });
+        *environment
+            .acme
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = task;
     }
 
     /// Registers environments and services (files with their text; includes
@@ -287,8 +369,7 @@ impl Deployer {
         })?;
         // Refused before anything changes: unsupported listeners, and
         // certificates missing, of the wrong type or unfit to serve.
-        let mut certificates: BTreeMap<String, (Vec<Certificate>, Vec<ListenerCertificate>)> =
-            BTreeMap::new();
+        let mut certificates: BTreeMap<String, Tls> = BTreeMap::new();
         for env in project.environments.values() {
             if let Some(reason) = unsupported(env) {
                 return Err(DeployError::Spec(reason));
@@ -314,7 +395,12 @@ impl Deployer {
                             listen.map(|l| l.to_string()).unwrap_or_default()
                         ));
                     }
-                    if let Some((certs, pins)) = certificates.get(&name) {
+                    if let Some(Tls {
+                        certificates: certs,
+                        pins,
+                        ..
+                    }) = certificates.get(&name)
+                    {
                         existing.lb.set_certificates(certs).map_err(|e| {
                             DeployError::LoadBalancer {
                                 environment: name.clone(),
@@ -331,10 +417,22 @@ impl Deployer {
                         .lb
                         .set_routing(rules_of(env), default_action_of(env));
                     let port = existing.lb.local_addr().port();
+                    let challenges = acme::challenge_rules(&existing.acme_challenges);
                     let mut redirects = existing.redirects.lock().await;
-                    self.sync_redirects(&name, env, port, &mut redirects, &mut summary)
-                        .await?;
+                    self.sync_redirects(
+                        &name,
+                        env,
+                        port,
+                        &mut redirects,
+                        &challenges,
+                        &mut summary,
+                    )
+                    .await?;
                     drop(redirects);
+                    self.renew(
+                        existing,
+                        certificates.get(&name).and_then(|t| t.acme.as_ref()),
+                    );
                     *existing.spec.lock().await = env.clone();
                     summary.push(format!("environment {name}: rules updated"));
                 }
@@ -345,7 +443,11 @@ impl Deployer {
                         .and_then(serving)
                         .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |l| l.listen);
                     let started = match certificates.get(&name) {
-                        Some((certs, pins)) => {
+                        Some(Tls {
+                            certificates: certs,
+                            pins,
+                            ..
+                        }) => {
                             summary.extend(pins.iter().map(|pin| pin_line(&name, env, pin)));
                             self.inner
                                 .balancers
@@ -392,25 +494,26 @@ impl Deployer {
                         env,
                         lb.local_addr().port(),
                         &mut redirects,
+                        &[],
                         &mut summary,
                     )
                     .await?;
-                    let pins = certificates
-                        .get(&name)
-                        .map(|(_, pins)| pins.clone())
-                        .unwrap_or_default();
-                    state.environments.insert(
-                        name.clone(),
-                        Arc::new(EnvState {
-                            name,
-                            spec: Mutex::new(env.clone()),
-                            lb,
-                            certificates: std::sync::Mutex::new(pins),
-                            redirects: Mutex::new(redirects),
-                            runtime,
-                            services: Mutex::new(BTreeMap::new()),
-                        }),
-                    );
+                    let tls = certificates.get(&name);
+                    let pins = tls.map(|t| t.pins.clone()).unwrap_or_default();
+                    let environment = Arc::new(EnvState {
+                        name: name.clone(),
+                        spec: Mutex::new(env.clone()),
+                        lb,
+                        certificates: std::sync::Mutex::new(pins),
+                        redirects: Mutex::new(redirects),
+                        runtime,
+                        services: Mutex::new(BTreeMap::new()),
+                        acme_challenges: acme::Challenges::default(),
+                        acme: std::sync::Mutex::new(None),
+                        acme_status: std::sync::Mutex::new(None),
+                    });
+                    self.renew(&environment, tls.and_then(|t| t.acme.as_ref()));
+                    state.environments.insert(name, environment);
                 }
             }
         }
@@ -418,4 +521,23 @@ impl Deployer {
         state.project = Some(Arc::new(project));
         Ok(summary)
     }
+}
+
+/// What an https listener serves, as apply read it.
+struct Tls {
+    /// The listener's `certificates`, then the ACME one (or a placeholder).
+    certificates: Vec<Certificate>,
+    /// Their parameter versions (a placeholder has none).
+    pins: Vec<ListenerCertificate>,
+    acme: Option<AcmePlan>,
+}
+
+/// What an ACME listener's renewal task starts from.
+struct AcmePlan {
+    listener: String,
+    acme: spec::Acme,
+    paths: Paths,
+    explicit: Vec<Certificate>,
+    issued: Option<Issued>,
+    ca_pem: Option<String>,
 }

@@ -86,6 +86,12 @@ pub(crate) struct EnvState {
     pub(crate) redirects: Mutex<Vec<(String, Box<dyn Balancer>)>>,
     pub(crate) runtime: Option<Arc<dyn Runtime>>,
     pub(crate) services: Mutex<BTreeMap<String, Arc<ServiceState>>>,
+    /// HTTP-01 challenges its http listeners answer now, by token.
+    pub(crate) acme_challenges: crate::acme::Challenges,
+    /// The renewal task of its ACME listener, if it has one.
+    pub(crate) acme: std::sync::Mutex<Option<crate::acme::RenewalTask>>,
+    /// What that task knows, for the environment's status.
+    pub(crate) acme_status: std::sync::Mutex<Option<gantry_api::environment::AcmeStatus>>,
 }
 
 #[derive(Default)]

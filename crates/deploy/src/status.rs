@@ -146,6 +146,12 @@ impl Deployer {
                     listen: addr.to_string(),
                     protocol: if https { "https" } else { "http" }.to_owned(),
                     certificates: if https { pins.clone() } else { Vec::new() },
+                    acme: env
+                        .acme_status
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone()
+                        .filter(|_| https && listener.acme.is_some()),
                 }
             })
             .collect();
@@ -155,6 +161,7 @@ impl Deployer {
                 listen: lb.local_addr().to_string(),
                 protocol: "http".to_owned(),
                 certificates: Vec::new(),
+                acme: None,
             });
         }
         Ok(EnvironmentStatus {

@@ -127,3 +127,4 @@ pub use target_group::{
     Health, HealthEvent, Protocol, Target, TargetGroup, TargetStats, TargetStatus,
 };
 pub use tls::{Certificate, check_certificates};
+pub use tls_validity::{certificate_covers, certificate_validity};

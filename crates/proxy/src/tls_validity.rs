@@ -1,6 +1,34 @@
 //! The validity window of an X.509 certificate, read from its DER with a
 //! minimal reader: webpki checks validity only while building a path to a
-//! trust anchor, and the listener wants the leaf's own dates.
+//! trust anchor, and the listener wants the leaf's own dates. Also what a
+//! caller renewing certificates asks of a chain: its leaf's dates and
+//! whether it covers a DNS name.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// The leaf of a PEM chain: its first certificate.
+fn leaf(chain_pem: &str) -> Option<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()
+}
+
+/// `(not_before, not_after)` of a PEM chain's leaf, in seconds since the
+/// Unix epoch; `None` when the chain cannot be read.
+pub fn certificate_validity(chain_pem: &str) -> Option<(u64, u64)> {
+    validity(&leaf(chain_pem)?)
+}
+
+/// Whether a PEM chain's leaf is valid for the DNS name `name` (its
+/// subject alternative names, wildcards as TLS clients read them).
+pub fn certificate_covers(chain_pem: &str, name: &str) -> bool {
+    let (Some(leaf), Ok(name)) = (leaf(chain_pem), ServerName::try_from(name)) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(&leaf)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+}
 
 /// `(not_before, not_after)` in seconds since the Unix epoch.
 pub(crate) fn validity(der: &[u8]) -> Option<(u64, u64)> {

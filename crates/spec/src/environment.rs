@@ -25,8 +25,9 @@ pub(crate) mod decode;
 mod routing;
 
 pub use routing::{
-    Action, CertificateRef, Conditions, FIXED_RESPONSE_CONTENT_TYPES, FixedResponse, Listener,
-    MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Protocol, Redirect, check_cidr,
+    ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, FIXED_RESPONSE_CONTENT_TYPES,
+    FixedResponse, Listener, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Protocol, Redirect,
+    check_cidr,
 };
 
 /// A validated environment.

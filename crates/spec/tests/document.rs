@@ -1011,7 +1011,7 @@ fn listeners_conditions_and_actions_as_alb_has_them() {
         .replace("{{}}", &"x".repeat(1025))
         .as_str(),
         &[
-            "gantry.yaml:6:11: https listener `web` needs `certificates` (a cert and a key parameter)",
+            "gantry.yaml:6:11: https listener `web` needs `certificates` (a cert and a key parameter) or `acme`",
             "gantry.yaml:7:11: listener `plain` redirects to `nowhere`, which is no https listener of this load balancer (listeners: web, plain)",
             "gantry.yaml:9:37: a rule needs at least one condition (host, path, header, method, query or source_ip)",
             "gantry.yaml:10:11: the rule with priority 2 names listener `other`, which this load balancer does not have (listeners: web, plain)",
@@ -1024,6 +1024,71 @@ fn listeners_conditions_and_actions_as_alb_has_them() {
             "gantry.yaml:18:46: `method` takes 1 to 5 values, found 6",
             "gantry.yaml:19:84: `fixed_response.status` must be 2xx, 4xx or 5xx; use a redirect for 3xx",
             "gantry.yaml:20:78: weighted `targets` are not supported yet; forward to one `service`",
+        ],
+    );
+}
+
+#[test]
+fn acme_listeners_name_their_ca_domains_and_challenge_listener() {
+    let text = r#"
+version: 1
+environments:
+  production:
+    load_balancer:
+      listeners:
+        - name: web
+          listen: "127.0.0.1:18443"
+          protocol: https
+          acme:
+            domains: [shop.example.com, www.shop.example.com]
+            directory: https://acme-v02.api.letsencrypt.org/directory
+            contact: mailto:ops@example.com
+            renew_before: 20d
+        - {name: plain, listen: "127.0.0.1:18080", redirect_to: web}
+"#;
+    let doc = gantry_spec::parse_document("gantry.yaml", text).unwrap();
+    let env = doc.environments.values().next().unwrap();
+    let lb = env.load_balancer.as_ref().unwrap();
+    let acme = lb.listeners[0].acme.as_ref().unwrap();
+    assert_eq!(acme.domains, ["shop.example.com", "www.shop.example.com"]);
+    assert_eq!(acme.contact, ["mailto:ops@example.com"]);
+    assert_eq!(
+        acme.renew_before,
+        std::time::Duration::from_secs(20 * 86_400)
+    );
+    assert_eq!(acme.challenge_listener, None);
+    assert_eq!(acme.store, None);
+    assert!(lb.listeners[0].certificates.is_empty());
+
+    check(
+        r#"
+        version: 1
+        environments:
+          a:
+            load_balancer:
+              listeners:
+                - name: web
+                  listen: "127.0.0.1:1"
+                  protocol: https
+                  acme: {domains: ["*.example.com", 10.0.0.1, shop], directory: http://ca.example/dir, contact: [ops@example.com], store: acme, renew_before: 1s, challenge_listener: web, colour: red}
+          b:
+            load_balancer:
+              listeners:
+                - {name: web, listen: "127.0.0.1:3", protocol: https, acme: {domains: [a.example.com], directory: "https://ca.example/dir"}}
+                - {name: plain, listen: "127.0.0.1:4", acme: {domains: [a.example.com], directory: "https://ca.example/dir"}}
+                - {name: other, listen: "127.0.0.1:5"}
+        "#,
+        &[
+            "gantry.yaml:9:28: `*.example.com`: a wildcard name needs a DNS-01 challenge; gantry answers HTTP-01 only",
+            "gantry.yaml:9:45: `10.0.0.1` is not a DNS name such as shop.example.com",
+            "gantry.yaml:9:55: `shop` is not a DNS name such as shop.example.com",
+            "gantry.yaml:9:73: `directory` must be an https URL such as https://acme-v02.api.letsencrypt.org/directory, found `http://ca.example/dir`",
+            "gantry.yaml:9:106: a contact must be a mailto: URL such as mailto:ops@example.com, found `ops@example.com`",
+            "gantry.yaml:9:131: `store` must be a parameter name such as /shop/production/acme, found `acme`",
+            "gantry.yaml:9:151: `renew_before` must be from 1m to 365d, found 1s",
+            "gantry.yaml:9:180: unknown key `colour` in `acme`; expected one of: domains, directory, contact, challenge_listener, store, renew_before, directory_ca",
+            "gantry.yaml:13:11: listener `web`: `acme` needs an http listener to answer HTTP-01 challenges; this load balancer has several (plain, other) (add one, or name it in `acme.challenge_listener`)",
+            "gantry.yaml:14:54: http listener `plain` takes no `acme`; use protocol: https",
         ],
     );
 }

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
+use std::time::Duration;
+
 use super::{
-    Action, CertificateRef, Conditions, Environment, EnvironmentName, FIXED_RESPONSE_CONTENT_TYPES,
-    FixedResponse, KubeServiceType, Kubernetes, Listener, LoadBalancer, MAX_CONDITION_VALUES,
-    MAX_FIXED_RESPONSE_BODY, Network, PathPattern, Protocol, Redirect, Rule, RuntimeKind,
-    check_cidr,
+    ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, Environment, EnvironmentName,
+    FIXED_RESPONSE_CONTENT_TYPES, FixedResponse, KubeServiceType, Kubernetes, Listener,
+    LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Network, PathPattern, Protocol,
+    Redirect, Rule, RuntimeKind, check_cidr,
 };
 use crate::location::Location;
 use crate::names::{ByLabel, NameRule, ServiceName};
@@ -48,8 +50,18 @@ const LISTENER_KEYS: &[&str] = &[
     "listen",
     "protocol",
     "certificates",
+    "acme",
     "redirect_to",
     "default_action",
+];
+const ACME_KEYS: &[&str] = &[
+    "domains",
+    "directory",
+    "contact",
+    "challenge_listener",
+    "store",
+    "renew_before",
+    "directory_ca",
 ];
 const CONDITION_KEYS: &[&str] = &["host", "path", "header", "method", "query", "source_ip"];
 const ACTION_KEYS: &[&str] = &["forward", "redirect", "fixed_response"];
@@ -121,6 +133,8 @@ struct RawListener {
     protocol: Option<String>,
     /// For https: certificate chain and key parameters; the first is the default.
     certificates: Option<Vec<RawCertificate>>,
+    /// For https: a certificate an ACME CA issues and renews.
+    acme: Option<RawAcme>,
     /// For http: redirect every request (301) to this https listener.
     redirect_to: Option<String>,
     /// What requests no rule matches get (default: a fixed 404).
@@ -135,6 +149,31 @@ struct RawCertificate {
     cert: String,
     /// A SecureString parameter holding the PEM private key.
     key: String,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Acme", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawAcme {
+    /// DNS names the certificate is for; the first is its subject.
+    #[schemars(length(min = 1, max = 100))]
+    domains: Vec<String>,
+    /// The CA's ACME directory URL, such as
+    /// https://acme-v02.api.letsencrypt.org/directory.
+    directory: String,
+    /// Contact URLs for the account, such as mailto:ops@example.com.
+    contact: Option<Vec<String>>,
+    /// The http listener that answers HTTP-01 challenges (default: the
+    /// only http listener).
+    challenge_listener: Option<String>,
+    /// Parameter path keeping the account key and the certificate
+    /// (default: /gantry/acme/ENVIRONMENT/LISTENER).
+    store: Option<String>,
+    /// How long before expiry the certificate is renewed (default 30d).
+    renew_before: Option<String>,
+    /// A String parameter holding the PEM root the directory's TLS is
+    /// checked against (a private CA).
+    directory_ca: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -447,6 +486,7 @@ fn load_balancer(diag: &mut Diagnostics<'_>, node: &Node) -> Option<LoadBalancer
                     listen,
                     protocol: Protocol::Http,
                     certificates: Vec::new(),
+                    acme: None,
                     redirect_to: None,
                     default_action: None,
                     location: map.location,
@@ -559,6 +599,8 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
             .get("certificates")
             .map(|n| certificates(diag, n))
             .unwrap_or(Some(Vec::new()));
+        let acme_node = fields.get("acme");
+        let acme = acme_node.map(|n| acme(diag, n));
         let redirect_to = fields
             .get("redirect_to")
             .and_then(|n| diag.string(n, "`redirect_to`"));
@@ -568,16 +610,25 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
         else {
             continue;
         };
+        let acme = match acme {
+            Some(None) => continue,
+            Some(Some(acme)) => Some(acme),
+            None => None,
+        };
         match protocol {
-            Protocol::Https if certificates.is_empty() => diag.error(
+            Protocol::Https if certificates.is_empty() && acme.is_none() => diag.error(
                 fields.location,
                 format!(
-                    "https listener `{name}` needs `certificates` (a cert and a key parameter)"
+                    "https listener `{name}` needs `certificates` (a cert and a key parameter) or `acme`"
                 ),
             ),
             Protocol::Http if !certificates.is_empty() => diag.error(
                 fields.location,
                 format!("http listener `{name}` takes no `certificates`; use protocol: https"),
+            ),
+            Protocol::Http if acme.is_some() => diag.error(
+                acme_node.map_or(fields.location, |n| n.location),
+                format!("http listener `{name}` takes no `acme`; use protocol: https"),
             ),
             _ => {}
         }
@@ -597,6 +648,7 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
             listen,
             protocol,
             certificates,
+            acme,
             redirect_to: redirect_to.map(|t| t.value),
             default_action,
             location: fields.location,
@@ -657,6 +709,146 @@ fn certificates(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Certifica
     Some(out)
 }
 
+/// A listener's `acme` block.
+fn acme(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Acme> {
+    let fields = diag.map(node, "`acme`")?;
+    fields.deny_unknown(diag, ACME_KEYS, "in `acme`");
+    let domains = fields
+        .required(diag, "domains", "in `acme` (the DNS names to certify)")
+        .and_then(|n| diag.string_list(n, "`domains`", false))
+        .and_then(|domains| {
+            if domains.is_empty() || domains.len() > 100 {
+                diag.error(
+                    fields.location,
+                    format!(
+                        "`acme.domains` takes 1 to 100 names, found {}",
+                        domains.len()
+                    ),
+                );
+                return None;
+            }
+            let mut ok = true;
+            for domain in &domains {
+                if let Err(reason) = check_domain(&domain.value) {
+                    diag.error(domain.location, reason);
+                    ok = false;
+                }
+            }
+            ok.then(|| {
+                domains
+                    .into_iter()
+                    .map(|d| d.value.to_ascii_lowercase())
+                    .collect()
+            })
+        });
+    let directory = fields
+        .required(diag, "directory", "in `acme` (the CA's directory URL)")
+        .and_then(|n| diag.string(n, "`directory`"))
+        .and_then(|url| {
+            let rest = url.value.strip_prefix("https://");
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) || url.value.len() > 2048 {
+                diag.error(
+                    url.location,
+                    format!(
+                        "`directory` must be an https URL such as https://acme-v02.api.letsencrypt.org/directory, found `{}`",
+                        url.value
+                    ),
+                );
+                return None;
+            }
+            Some(url.value)
+        });
+    let contact = match fields.get("contact") {
+        None => Some(Vec::new()),
+        Some(n) => diag.string_list(n, "`contact`", true).and_then(|items| {
+            let mut ok = true;
+            for item in &items {
+                if !item.value.starts_with("mailto:") || item.value.len() > 256 {
+                    diag.error(
+                        item.location,
+                        format!(
+                            "a contact must be a mailto: URL such as mailto:ops@example.com, found `{}`",
+                            item.value
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then(|| items.into_iter().map(|i| i.value).collect())
+        }),
+    };
+    let challenge_listener = fields
+        .get("challenge_listener")
+        .and_then(|n| diag.string(n, "`challenge_listener`"))
+        .map(|l| l.value);
+    let mut parameter = |key: &str| {
+        fields
+            .get(key)
+            .and_then(|n| diag.string(n, &format!("`{key}`")))
+            .and_then(|name| {
+                if !name.value.starts_with('/') || name.value.len() > 1000 {
+                    diag.error(
+                        name.location,
+                        format!(
+                            "`{key}` must be a parameter name such as /shop/production/acme, found `{}`",
+                            name.value
+                        ),
+                    );
+                    return None;
+                }
+                Some(name.value)
+            })
+    };
+    let store = parameter("store");
+    let directory_ca = parameter("directory_ca");
+    let renew_before = match fields.get("renew_before") {
+        None => Some(ACME_RENEW_BEFORE),
+        Some(n) => diag
+            .duration(
+                n,
+                "`renew_before`",
+                Duration::from_secs(60),
+                Duration::from_secs(365 * 86_400),
+            )
+            .map(|d| d.value),
+    };
+    Some(Acme {
+        domains: domains?,
+        directory: directory?,
+        contact: contact?,
+        challenge_listener,
+        store,
+        renew_before: renew_before?,
+        directory_ca,
+    })
+}
+
+/// A DNS name an HTTP-01 challenge can prove: no wildcard, no IP address.
+fn check_domain(name: &str) -> Result<(), String> {
+    if name.starts_with("*.") {
+        return Err(format!(
+            "`{name}`: a wildcard name needs a DNS-01 challenge; gantry answers HTTP-01 only"
+        ));
+    }
+    let labels_ok = name.len() <= 253
+        && name.split('.').count() >= 2
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !labels_ok || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "`{name}` is not a DNS name such as shop.example.com"
+        ));
+    }
+    Ok(())
+}
+
 /// Rules and `redirect_to` name listeners that exist; priorities are
 /// unique on each listener (a rule without `listener` is on all).
 fn check_references(diag: &mut Diagnostics<'_>, listeners: &[Listener], rules: &[Rule]) {
@@ -675,6 +867,37 @@ fn check_references(diag: &mut Diagnostics<'_>, listeners: &[Listener], rules: &
                         names.join(", ")
                     ),
                 );
+            }
+        }
+        if let (Some(acme), Protocol::Https) = (&listener.acme, listener.protocol) {
+            let http: Vec<&str> = listeners
+                .iter()
+                .filter(|l| l.protocol == Protocol::Http)
+                .map(|l| l.name.as_str())
+                .collect();
+            match &acme.challenge_listener {
+                Some(name) if !http.contains(&name.as_str()) => diag.error(
+                    listener.location,
+                    format!(
+                        "listener `{}`: `acme.challenge_listener` is `{name}`, which is no http listener of this load balancer (http listeners: {})",
+                        listener.name,
+                        if http.is_empty() { "none".to_owned() } else { http.join(", ") }
+                    ),
+                ),
+                Some(_) => {}
+                None if http.len() != 1 => diag.error(
+                    listener.location,
+                    format!(
+                        "listener `{}`: `acme` needs an http listener to answer HTTP-01 challenges; {} (add one, or name it in `acme.challenge_listener`)",
+                        listener.name,
+                        if http.is_empty() {
+                            "this load balancer has none".to_owned()
+                        } else {
+                            format!("this load balancer has several ({})", http.join(", "))
+                        }
+                    ),
+                ),
+                None => {}
             }
         }
     }

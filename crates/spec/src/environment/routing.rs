@@ -18,6 +18,9 @@ pub struct Listener {
     pub protocol: Protocol,
     /// For `https`: at least one; the first is the default for SNI.
     pub certificates: Vec<CertificateRef>,
+    /// For `https`: certificates an ACME CA issues and renews (after
+    /// `certificates`, if both are given).
+    pub acme: Option<Acme>,
     /// For `http`: every request is redirected (301) to this https listener.
     pub redirect_to: Option<String>,
     /// For requests no rule matches; `None` is a fixed 404.
@@ -30,6 +33,35 @@ pub enum Protocol {
     Http,
     Https,
 }
+
+/// A certificate from an ACME CA (RFC 8555) for an https listener: ordered
+/// for `domains`, proven with HTTP-01 challenges that an http listener of
+/// the same load balancer answers, kept in the parameter store under
+/// `store` (`account`, `cert`, `key`) and renewed `renew_before` it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// DNS names, the first the certificate's subject; at most 100.
+    pub domains: Vec<String>,
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// Contact URLs for the account, such as `mailto:ops@example.com`.
+    pub contact: Vec<String>,
+    /// The http listener that answers the challenges (a public CA asks on
+    /// port 80); `None`: the load balancer's only http listener.
+    pub challenge_listener: Option<String>,
+    /// Parameter path holding the account key and the certificate;
+    /// `None`: `/gantry/acme/ENVIRONMENT/LISTENER`.
+    pub store: Option<String>,
+    pub renew_before: std::time::Duration,
+    /// A String parameter holding the PEM root certificate(s) the
+    /// directory's TLS is checked against (a private CA); `None`: the
+    /// system's roots.
+    pub directory_ca: Option<String>,
+}
+
+/// `renew_before` when none is given: Let's Encrypt's advice for 90-day
+/// certificates.
+pub const ACME_RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 /// A certificate chain (a String parameter, PEM) and its private key (a
 /// SecureString parameter, PEM), by parameter name.
