@@ -27,7 +27,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, GRPCAction, HTTPGetAction,
     Namespace, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
-    Service, ServicePort, ServiceSpec,
+    Service, ServicePort, ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -132,6 +132,8 @@ pub enum HealthKind {
     /// The gRPC health protocol (grpc.health.v1) on the service's port;
     /// an empty `service` asks about the server as a whole.
     Grpc { service: String },
+    /// A TCP connect to the service's port.
+    Tcp,
 }
 
 /// The objects of one service revision.
@@ -349,6 +351,13 @@ fn probes(revision: &ServiceRevision) -> (Probe, Probe) {
         HealthKind::Command { argv } => Probe {
             exec: Some(ExecAction {
                 command: Some(argv.clone()),
+            }),
+            ..Probe::default()
+        },
+        HealthKind::Tcp => Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(revision.port)),
+                ..TCPSocketAction::default()
             }),
             ..Probe::default()
         },
