@@ -68,7 +68,8 @@ impl Deployer {
                     if replica.spec.revision == *number {
                         group.register(
                             Target::new(replica.id.clone(), replica.addr)
-                                .with_revision(number.to_string()),
+                                .with_revision(number.to_string())
+                                .with_protocol(revision.target_protocol()),
                         );
                         replicas.push(ReplicaRef {
                             id: replica.id.clone(),
@@ -195,7 +196,8 @@ impl Deployer {
             group.register(
                 Target::new(r.id.clone(), r.addr)
                     .with_weight(new_each)
-                    .with_revision(revision.number.to_string()),
+                    .with_revision(revision.number.to_string())
+                    .with_protocol(revision.target_protocol()),
             );
         }
         for r in old {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_runtime::Runtime;
-use gantry_spec::service::{HealthCheckKind, Service};
+use gantry_spec::service::{HealthCheckKind, Service, ServiceProtocol};
 
 /// A secret as a revision keeps it: which parameter, which version.
 /// (Fields in alphabetical order: see [`crate::DeploymentRecord`].)
@@ -40,6 +40,14 @@ pub struct Revision {
     /// HTTP GET of `health_path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_command: Option<Vec<String>>,
+    /// A gRPC health check's service name (`""`: the whole server);
+    /// `None`: not a gRPC check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_grpc: Option<String>,
+    /// What the replicas' port speaks; absent from revisions stored before
+    /// it existed, which were all HTTP/1.1.
+    #[serde(default, skip_serializing_if = "is_http1")]
+    pub protocol: ServiceProtocol,
     pub health_interval_ms: u64,
     pub health_timeout_ms: u64,
     pub healthy_threshold: u32,
@@ -106,9 +114,10 @@ impl Revision {
         created_at: i64,
         cause: String,
     ) -> Result<Revision, String> {
-        let (health_path, health_command) = match &service.health_check.kind {
-            HealthCheckKind::Http { path } => (path.clone(), None),
-            HealthCheckKind::Command { command } => (String::new(), Some(command.clone())),
+        let (health_path, health_command, health_grpc) = match &service.health_check.kind {
+            HealthCheckKind::Http { path } => (path.clone(), None, None),
+            HealthCheckKind::Command { command } => (String::new(), Some(command.clone()), None),
+            HealthCheckKind::Grpc { service } => (String::new(), None, Some(service.clone())),
         };
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(Revision {
@@ -124,6 +133,8 @@ impl Revision {
             secrets,
             health_path,
             health_command,
+            health_grpc,
+            protocol: service.protocol,
             health_interval_ms: ms(service.health_check.interval),
             health_timeout_ms: ms(service.health_check.timeout),
             healthy_threshold: service.health_check.healthy_threshold,
@@ -221,6 +232,7 @@ impl Revision {
         });
         gantry_proxy::HealthCheckConfig {
             command,
+            grpc: self.health_grpc.clone(),
             path: self.health_path.clone(),
             interval: Duration::from_millis(self.health_interval_ms),
             timeout: Duration::from_millis(self.health_timeout_ms),
@@ -228,6 +240,15 @@ impl Revision {
             unhealthy_threshold: self.unhealthy_threshold,
             grace: Duration::from_millis(self.grace_ms),
             ..Default::default()
+        }
+    }
+
+    /// What the load balancer speaks to this revision's replicas.
+    pub fn target_protocol(&self) -> gantry_proxy::Protocol {
+        match self.protocol {
+            ServiceProtocol::Http1 => gantry_proxy::Protocol::Http1,
+            ServiceProtocol::Http2 => gantry_proxy::Protocol::Http2,
+            ServiceProtocol::Grpc => gantry_proxy::Protocol::Grpc,
         }
     }
 
@@ -248,6 +269,10 @@ impl Revision {
         let max = (n * self.max_percent as usize / 100).max(n);
         (min, max)
     }
+}
+
+fn is_http1(protocol: &ServiceProtocol) -> bool {
+    *protocol == ServiceProtocol::Http1
 }
 
 /// A progressive deployment's plan as a revision keeps it: the spec's
@@ -377,5 +402,52 @@ impl ShiftPlan {
 
     pub fn termination_wait(&self) -> Duration {
         Duration::from_millis(self.termination_wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_spec::location::Location;
+    use gantry_spec::service::ServiceName;
+
+    fn revision_of(service: &Service) -> Revision {
+        Revision::new(
+            1,
+            "qa",
+            service,
+            "r/x@sha256:0".into(),
+            vec![],
+            0,
+            "t".into(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_protocol_and_a_grpc_check_reach_the_load_balancer() {
+        let mut service = Service::new(ServiceName::new("api").unwrap(), Location::default());
+        service.protocol = ServiceProtocol::Grpc;
+        service.health_check.kind = HealthCheckKind::Grpc {
+            service: "shop.Catalog".into(),
+        };
+        let revision = revision_of(&service);
+        assert_eq!(revision.target_protocol(), gantry_proxy::Protocol::Grpc);
+        let check = revision.health_check(None);
+        assert_eq!(check.grpc.as_deref(), Some("shop.Catalog"));
+        assert!(check.command.is_none());
+    }
+
+    #[test]
+    fn revisions_stored_before_protocols_read_as_http1() {
+        let service = Service::new(ServiceName::new("web").unwrap(), Location::default());
+        let revision = revision_of(&service);
+        let json = serde_json::to_value(&revision).unwrap();
+        // HTTP/1.1 and an HTTP check are written as before: not at all.
+        assert!(json.get("protocol").is_none() && json.get("health_grpc").is_none());
+        let read: Revision = serde_json::from_value(json).unwrap();
+        assert_eq!(read.protocol, ServiceProtocol::Http1);
+        assert_eq!(read.target_protocol(), gantry_proxy::Protocol::Http1);
+        assert!(read.health_check(None).grpc.is_none());
     }
 }

@@ -271,7 +271,8 @@ impl Rollout<'_> {
         self.group.register(
             Target::new(id.clone(), replica.addr)
                 .with_weight(weight)
-                .with_revision(r.number.to_string()),
+                .with_revision(r.number.to_string())
+                .with_protocol(r.target_protocol()),
         );
         let exited = async {
             loop {

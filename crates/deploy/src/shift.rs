@@ -609,7 +609,8 @@ impl Shift<'_> {
                 for r in &self.green {
                     group.register(
                         Target::new(r.id.clone(), r.addr)
-                            .with_revision(self.revision.number.to_string()),
+                            .with_revision(self.revision.number.to_string())
+                            .with_protocol(self.revision.target_protocol()),
                     );
                 }
                 self.log.line(&format!(

@@ -18,8 +18,10 @@
 //! |---|---|---|
 //! | `container` | the service name | `[A-Za-z0-9_-]{1,255}` |
 //! | `port` | 8080 | 1..=65535 |
+//! | `protocol` | `http1` | `http1`, `http2`, `grpc` |
 //! | `replicas` | 1 | 0..=100 |
 //! | `health_check.path` | `/` (ALB: `/`) | starts with `/` |
+//! | `health_check.grpc.service` | `""` (the whole server) | with `protocol: http2` or `grpc` |
 //! | `health_check.interval` | 5s (ALB: 30s) | 1s..=5m |
 //! | `health_check.timeout` | 2s (ALB: 5s) | 100ms..=2m, less than `interval` |
 //! | `health_check.healthy_threshold` | 2 (ALB: 5) | 2..=10 |
@@ -89,6 +91,8 @@ pub struct Service {
     pub user: Option<String>,
     /// The container port (the process runtime passes `PORT` instead).
     pub port: u16,
+    /// What the port speaks, so what the load balancer speaks to it.
+    pub protocol: ServiceProtocol,
     /// How many replicas to run; 0 stops the service.
     pub replicas: u32,
     /// Plain environment variables.
@@ -124,6 +128,53 @@ pub enum HealthCheckKind {
     /// A program run inside the replica (exec form, as ECS's `CMD`); exit 0
     /// is healthy. Use `[sh, -c, "..."]` for a shell command.
     Command { command: Vec<String> },
+    /// gRPC's `grpc.health.v1.Health/Check` for `service` (`""`: the
+    /// server as a whole) over h2c on the replica's port; `SERVING` is
+    /// healthy. Only for `protocol: http2` or `grpc`.
+    Grpc { service: String },
+}
+
+/// What a service's port speaks (ALB's target group protocol version).
+/// `http2` and `grpc` are HTTP/2 without TLS (h2c, prior knowledge); with
+/// `grpc` the load balancer also answers gRPC calls from HTTP/1.1 clients
+/// itself (426), since they could not carry gRPC's trailers.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceProtocol {
+    /// HTTP/1.1 (clients on HTTP/2 are translated).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (h2c).
+    Http2,
+    /// gRPC: HTTP/2 without TLS, trailers passed through.
+    Grpc,
+}
+
+impl ServiceProtocol {
+    pub const ALL: [ServiceProtocol; 3] = [
+        ServiceProtocol::Http1,
+        ServiceProtocol::Http2,
+        ServiceProtocol::Grpc,
+    ];
+
+    /// The protocol as written in a file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceProtocol::Http1 => "http1",
+            ServiceProtocol::Http2 => "http2",
+            ServiceProtocol::Grpc => "grpc",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +272,7 @@ pub struct ServiceOverride {
     pub command: Option<Vec<String>>,
     pub user: Option<String>,
     pub port: Option<u16>,
+    pub protocol: Option<ServiceProtocol>,
     pub replicas: Option<u32>,
     pub environment: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
@@ -321,6 +373,7 @@ impl Service {
             command: None,
             user: None,
             port: DEFAULT_PORT,
+            protocol: ServiceProtocol::Http1,
             replicas: 1,
             environment: BTreeMap::new(),
             secrets: BTreeMap::new(),
@@ -344,6 +397,7 @@ impl Service {
         set(&mut out.command, &changes.command.clone().map(Some));
         set(&mut out.user, &changes.user.clone().map(Some));
         set(&mut out.port, &changes.port);
+        set(&mut out.protocol, &changes.protocol);
         set(&mut out.replicas, &changes.replicas);
         out.environment.extend(changes.environment.clone());
         out.secrets.extend(changes.secrets.clone());
@@ -437,6 +491,13 @@ impl Service {
                     crate::duration::format_duration(h.timeout),
                     crate::duration::format_duration(h.interval)
                 ),
+            ));
+        }
+        if matches!(h.kind, HealthCheckKind::Grpc { .. }) && self.protocol == ServiceProtocol::Http1
+        {
+            problems.push((
+                Part::HealthCheck,
+                "a `grpc` health check speaks HTTP/2: it needs `protocol: grpc` (or `http2`) on the service".to_owned(),
             ));
         }
         if let Some(message) = self.stall() {

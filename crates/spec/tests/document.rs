@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{dedent, lines};
 use gantry_spec::environment::{EnvironmentName, KubeServiceType, PathPattern, RuntimeKind};
 use gantry_spec::pipeline::parse_pipeline;
-use gantry_spec::service::{DeploymentStrategy, HealthCheckKind, ServiceName};
+use gantry_spec::service::{DeploymentStrategy, HealthCheckKind, ServiceName, ServiceProtocol};
 use gantry_spec::{Document, Project, assemble, parse_document};
 
 /// Parses `yaml` (dedented) as `gantry.yaml` and compares the errors, in
@@ -391,7 +391,7 @@ fn service_fields_are_checked_each_on_its_own() {
             "gantry.yaml:11:62: `health_check.interval` must be from 1s to 5m, found 6m",
             "gantry.yaml:12:23: `resources.cpus` must be a number from 0.01 to 1024, found `2000`",
             "gantry.yaml:12:37: `resources.memory` must be at least 6Mi (Docker's minimum), found `5Mi`",
-            "gantry.yaml:13:5: unknown key `replica` in service `catalog` (did you mean `replicas`?); expected one of: container, image, command, user, port, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:13:5: unknown key `replica` in service `catalog` (did you mean `replicas`?); expected one of: container, image, command, user, port, protocol, replicas, environment, secrets, health_check, deployment, resources",
         ],
     );
 }
@@ -461,6 +461,59 @@ fn health_check_rules() {
         }
     );
     assert_eq!(worker.health_check.grace_period, Duration::ZERO);
+}
+
+#[test]
+fn protocols_and_grpc_health_checks() {
+    check(
+        "
+        version: 1
+        services:
+          a: {protocol: http3}
+          b: {health_check: {grpc: {}}}
+          c: {protocol: grpc, health_check: {grpc: {service: x}, path: /}}
+          d: {protocol: grpc, health_check: {grpc: {name: x}}}
+          e: {protocol: grpc, health_check: {grpc: [x]}}
+        ",
+        &[
+            "gantry.yaml:3:17: unknown protocol `http3`; expected one of: http1, http2, grpc",
+            "gantry.yaml:4:21: a `grpc` health check speaks HTTP/2: it needs `protocol: grpc` (or `http2`) on the service",
+            "gantry.yaml:5:38: `health_check` takes one of `path` (HTTP), `command` and `grpc`",
+            "gantry.yaml:6:45: unknown key `name` in `health_check.grpc`; expected one of: service",
+            "gantry.yaml:7:44: `health_check.grpc` must be a mapping, found a list",
+        ],
+    );
+    let doc = project(&[(
+        "gantry.yaml",
+        "
+        version: 1
+        services:
+          api: {protocol: grpc, health_check: {grpc: {service: shop.Catalog}}}
+          web: {protocol: http2, health_check: {grpc: }}
+          old: {}
+        environments:
+          qa:
+            services:
+              old: {protocol: http2}
+        ",
+    )]);
+    let api = &doc.services[&svc("api")];
+    assert_eq!(api.protocol, ServiceProtocol::Grpc);
+    assert_eq!(
+        api.health_check.kind,
+        HealthCheckKind::Grpc {
+            service: "shop.Catalog".into()
+        }
+    );
+    let web = &doc.services[&svc("web")];
+    assert_eq!(web.protocol, ServiceProtocol::Http2);
+    assert_eq!(
+        web.health_check.kind,
+        HealthCheckKind::Grpc { service: "".into() }
+    );
+    assert_eq!(doc.services[&svc("old")].protocol, ServiceProtocol::Http1);
+    let old = doc.service_in(&env("qa"), &svc("old")).unwrap();
+    assert_eq!(old.protocol, ServiceProtocol::Http2);
 }
 
 #[test]
@@ -549,7 +602,7 @@ fn overrides_take_the_service_keys_but_container() {
         &[
             "gantry.yaml:5:17: `container` cannot change per environment: the same imagedefinitions.json deploys to every environment",
             "gantry.yaml:5:41: `replicas` must be from 0 to 100, found 500",
-            "gantry.yaml:5:46: unknown key `colour` in the override of service `catalog` in environment `staging`; expected one of: image, command, user, port, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:5:46: unknown key `colour` in the override of service `catalog` in environment `staging`; expected one of: image, command, user, port, protocol, replicas, environment, secrets, health_check, deployment, resources",
             "gantry.yaml:6:7: invalid service name `Bad`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
             "gantry.yaml:7:13: the override of service `list` in environment `staging` must be a mapping, found a list",
         ],

@@ -21,8 +21,8 @@ use rollout::{RawAnalysis, RawBlueGreen, RawCanary, RawLinear, RawStep};
 
 use super::{
     DeploymentOverride, DeploymentStrategy, ENVIRONMENT_PLACEHOLDER, HealthCheckKind,
-    HealthCheckOverride, Part, Resources, Service, ServiceName, ServiceOverride, check_container,
-    check_parameter_name,
+    HealthCheckOverride, Part, Resources, Service, ServiceName, ServiceOverride, ServiceProtocol,
+    check_container, check_parameter_name,
 };
 use crate::duration::DURATION_PATTERN;
 use crate::location::Location;
@@ -37,6 +37,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "command",
     "user",
     "port",
+    "protocol",
     "replicas",
     "environment",
     "secrets",
@@ -50,6 +51,7 @@ pub(crate) const OVERRIDE_KEYS: &[&str] = &[
     "command",
     "user",
     "port",
+    "protocol",
     "replicas",
     "environment",
     "secrets",
@@ -60,6 +62,7 @@ pub(crate) const OVERRIDE_KEYS: &[&str] = &[
 pub(crate) const HEALTH_CHECK_KEYS: &[&str] = &[
     "path",
     "command",
+    "grpc",
     "interval",
     "timeout",
     "healthy_threshold",
@@ -79,6 +82,7 @@ pub(crate) const DEPLOYMENT_KEYS: &[&str] = &[
     "analysis",
     "canary_header",
 ];
+pub(crate) const GRPC_CHECK_KEYS: &[&str] = &["service"];
 pub(crate) const CIRCUIT_BREAKER_KEYS: &[&str] = &["threshold", "rollback"];
 pub(crate) const RESOURCES_KEYS: &[&str] = &["cpus", "memory"];
 
@@ -114,6 +118,9 @@ pub(crate) struct RawServiceFields {
     /// The container port, default 8080; the process runtime passes `PORT` instead.
     #[schemars(range(min = 1))]
     port: Option<u16>,
+    /// What the port speaks: `http1` (default), `http2` or `grpc` (both
+    /// HTTP/2 without TLS); the load balancer speaks it to the replicas.
+    protocol: Option<ServiceProtocol>,
     /// How many replicas run, default 1; 0 stops the service.
     #[schemars(range(max = 100))]
     replicas: Option<u32>,
@@ -141,6 +148,9 @@ struct RawHealthCheck {
     /// Instead of `path`: a program run in the replica; exit 0 is healthy.
     #[schemars(length(min = 1))]
     command: Option<Vec<String>>,
+    /// Instead of `path`: gRPC's health check (`grpc.health.v1.Health/Check`);
+    /// SERVING is healthy. Needs `protocol: grpc` or `http2`.
+    grpc: Option<RawGrpcCheck>,
     /// 1s to 5m, default 5s.
     #[schemars(pattern(DURATION_PATTERN))]
     interval: Option<String>,
@@ -156,6 +166,16 @@ struct RawHealthCheck {
     /// Failures are ignored this long after a replica starts, default 10s.
     #[schemars(pattern(DURATION_PATTERN))]
     grace_period: Option<String>,
+}
+
+/// A gRPC health check.
+#[derive(JsonSchema)]
+#[schemars(rename = "GrpcHealthCheck", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+struct RawGrpcCheck {
+    /// The service name asked about; default `""`, the server as a whole.
+    #[schemars(length(max = 256))]
+    service: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -394,6 +414,26 @@ fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOve
         .get("port")
         .and_then(|n| diag.whole_number(n, "`port`", 1, 65_535))
         .and_then(|p| u16::try_from(p.value).ok());
+    if let Some(text) = fields
+        .get("protocol")
+        .and_then(|n| diag.string(n, "`protocol`"))
+    {
+        out.protocol = ServiceProtocol::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text.value);
+        if out.protocol.is_none() {
+            let names = ServiceProtocol::ALL.map(ServiceProtocol::as_str);
+            diag.error(
+                text.location,
+                format!(
+                    "unknown protocol `{}`{}; expected one of: {}",
+                    text.value,
+                    crate::suggest::did_you_mean(&text.value, names.iter().copied()),
+                    names.join(", ")
+                ),
+            );
+        }
+    }
     out.replicas = fields
         .get("replicas")
         .and_then(|n| diag.whole_number(n, "`replicas`", 0, 100))
@@ -541,6 +581,31 @@ fn health_check(diag: &mut Diagnostics<'_>, map: &Fields<'_>) -> HealthCheckOver
         .and_then(|n| command(diag, n, "`health_check.command`"))
     {
         out.kind = Some(HealthCheckKind::Command { command });
+    }
+    if let Some(grpc) = map.field("grpc") {
+        if map.field("path").is_some() || map.field("command").is_some() {
+            diag.error(
+                grpc.key_node.location,
+                "`health_check` takes one of `path` (HTTP), `command` and `grpc`",
+            );
+        }
+        if let Some(fields) = diag.map_or_empty(grpc.value, "`health_check.grpc`") {
+            fields.deny_unknown(diag, GRPC_CHECK_KEYS, "in `health_check.grpc`");
+            let service = fields
+                .get("service")
+                .and_then(|n| diag.string_or_empty(n, "`health_check.grpc.service`"));
+            if let Some(service) = &service
+                && (service.value.len() > 256 || service.value.chars().any(char::is_control))
+            {
+                diag.error(
+                    service.location,
+                    "`health_check.grpc.service` must be a service name of at most 256 characters",
+                );
+            }
+            out.kind = Some(HealthCheckKind::Grpc {
+                service: service.map(|s| s.value).unwrap_or_default(),
+            });
+        }
     }
     let secs = Duration::from_secs;
     let mut duration = |key: &str, min: Duration, max: Duration| {
