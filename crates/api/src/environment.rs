@@ -107,6 +107,8 @@ pub struct LoadBalancerRule {
     pub path: String,
     /// Lower first.
     pub priority: u32,
+    /// The service it forwards to; a weighted forward's services joined by
+    /// `,`; empty for a redirect or a fixed response.
     pub service: String,
 }
 

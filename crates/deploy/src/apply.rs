@@ -72,6 +72,12 @@ fn action_of(action: &spec::Action) -> Action {
         spec::Action::Forward { service } => Action::Forward {
             target_group: service.to_string(),
         },
+        spec::Action::WeightedForward { targets } => Action::WeightedForward {
+            target_groups: targets
+                .iter()
+                .map(|(service, weight)| (service.to_string(), *weight))
+                .collect(),
+        },
         spec::Action::Redirect(r) => Action::Redirect(Redirect {
             protocol: r.protocol.clone(),
             host: r.host.clone(),
@@ -437,11 +443,10 @@ impl Deployer {
                     summary.push(format!("environment {name}: rules updated"));
                 }
                 None => {
-                    let listen = env
-                        .load_balancer
-                        .as_ref()
-                        .and_then(serving)
+                    let serving_listener = env.load_balancer.as_ref().and_then(serving);
+                    let listen = serving_listener
                         .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |l| l.listen);
+                    let h2c = serving_listener.is_some_and(|l| l.http2);
                     let started = match certificates.get(&name) {
                         Some(Tls {
                             certificates: certs,
@@ -454,6 +459,7 @@ impl Deployer {
                                 .start_https(listen, rules_of(env), certs.clone())
                                 .await
                         }
+                        None if h2c => self.inner.balancers.start_h2c(listen, rules_of(env)).await,
                         None => self.inner.balancers.start(listen, rules_of(env)).await,
                     };
                     let lb = started.map_err(|e| DeployError::LoadBalancer {

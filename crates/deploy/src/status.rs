@@ -124,7 +124,13 @@ impl Deployer {
                     .collect::<Vec<_>>()
                     .join(","),
                 priority: r.priority,
-                service: r.service().map(ToString::to_string).unwrap_or_default(),
+                service: r
+                    .action
+                    .services()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             })
             .collect();
         rules.sort_by_key(|r| r.priority);

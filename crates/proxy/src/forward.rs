@@ -119,6 +119,15 @@ impl Forwarder {
             };
             match routes.route(&view) {
                 Some(RouteAction::Forward(group)) => group.clone(),
+                Some(RouteAction::Weighted(weighted)) => match weighted.pick() {
+                    Some(group) => group.clone(),
+                    None => {
+                        return Ok(fixed(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "every target group of this rule has weight 0\n",
+                        ));
+                    }
+                },
                 Some(RouteAction::Redirect(redirect)) => {
                     return Ok(redirect_response(
                         redirect.status,

@@ -42,10 +42,14 @@ impl Rule {
         }
     }
 
-    /// The target group the rule forwards to, if it forwards.
+    /// The target group the rule forwards to, if it forwards (the first
+    /// of a weighted forward's).
     pub fn target_group(&self) -> Option<&str> {
         match &self.action {
             Action::Forward { target_group } => Some(target_group),
+            Action::WeightedForward { target_groups } => {
+                target_groups.first().map(|(name, _)| name.as_str())
+            }
             _ => None,
         }
     }
@@ -145,7 +149,15 @@ fn to_bits(ip: IpAddr) -> u128 {
 /// What a matched request gets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    Forward { target_group: String },
+    Forward {
+        target_group: String,
+    },
+    /// ALB's weighted forward: each request to one of the groups, in
+    /// proportion to the weights (0 to 999; a 0 gets nothing), smoothly
+    /// interleaved, exactly over each cycle of the weights' sum.
+    WeightedForward {
+        target_groups: Vec<(String, u32)>,
+    },
     Redirect(Redirect),
     FixedResponse(FixedResponse),
 }
@@ -452,6 +464,7 @@ impl Matcher {
 /// An action, resolved: a forward holds its target group.
 pub(crate) enum RouteAction {
     Forward(TargetGroup),
+    Weighted(Weighted),
     Redirect(Redirect),
     Fixed {
         status: http::StatusCode,
@@ -464,6 +477,12 @@ impl RouteAction {
     fn new(action: &Action, group: impl Fn(&str) -> TargetGroup) -> Self {
         match action {
             Action::Forward { target_group } => Self::Forward(group(target_group)),
+            Action::WeightedForward { target_groups } => Self::Weighted(Weighted::new(
+                target_groups
+                    .iter()
+                    .map(|(name, weight)| (group(name), *weight))
+                    .collect(),
+            )),
             Action::Redirect(redirect) => Self::Redirect(redirect.clone()),
             Action::FixedResponse(fixed) => Self::Fixed {
                 status: http::StatusCode::from_u16(fixed.status)
@@ -476,6 +495,52 @@ impl RouteAction {
                 body: Bytes::from(fixed.body.clone()),
             },
         }
+    }
+}
+
+/// A weighted forward's groups and the order requests go to them: smooth
+/// weighted round-robin (nginx's, as target selection uses) laid out once
+/// for one cycle of the weights' sum, then walked with one atomic counter,
+/// so picking costs no lock.
+pub(crate) struct Weighted {
+    groups: Vec<TargetGroup>,
+    /// Indices into `groups`, one per unit of weight.
+    cycle: Vec<u16>,
+    next: AtomicU64,
+}
+
+impl Weighted {
+    fn new(groups: Vec<(TargetGroup, u32)>) -> Self {
+        let total: i64 = groups.iter().map(|(_, w)| i64::from(*w)).sum();
+        let mut current = vec![0i64; groups.len()];
+        let mut cycle = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        for _ in 0..total {
+            for (value, (_, weight)) in current.iter_mut().zip(&groups) {
+                *value += i64::from(*weight);
+            }
+            let Some((best, _)) = current
+                .iter()
+                .enumerate()
+                .max_by_key(|&(index, value)| (*value, std::cmp::Reverse(index)))
+            else {
+                break;
+            };
+            current[best] -= total;
+            cycle.push(u16::try_from(best).unwrap_or(0));
+        }
+        Self {
+            groups: groups.into_iter().map(|(group, _)| group).collect(),
+            cycle,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The group the next request goes to; `None` when every weight is 0.
+    pub(crate) fn pick(&self) -> Option<&TargetGroup> {
+        let len = u64::try_from(self.cycle.len()).ok().filter(|&l| l > 0)?;
+        let at = self.next.fetch_add(1, Relaxed) % len;
+        let index = self.cycle[usize::try_from(at).ok()?];
+        self.groups.get(usize::from(index))
     }
 }
 
@@ -713,5 +778,24 @@ mod condition_tests {
         assert_eq!(split_port("a.example"), ("a.example", None));
         assert_eq!(split_port("[::1]:443"), ("[::1]", Some("443")));
         assert_eq!(split_port("[::1]"), ("[::1]", None));
+    }
+
+    #[tokio::test]
+    async fn a_weighted_forward_interleaves_exactly_by_weight() {
+        let group = |name: &str| {
+            TargetGroup::new(
+                name,
+                tokio::runtime::Handle::current(),
+                tokio_util::sync::CancellationToken::new(),
+            )
+        };
+        let weighted = Weighted::new(vec![(group("a"), 3), (group("b"), 1), (group("zero"), 0)]);
+        let picks: Vec<String> = (0..8)
+            .map(|_| weighted.pick().unwrap().name().to_owned())
+            .collect();
+        // Smooth: b comes once in every four, never in a run of a's end.
+        assert_eq!(picks, ["a", "a", "b", "a", "a", "a", "b", "a"]);
+        let none = Weighted::new(vec![(group("z"), 0)]);
+        assert!(none.pick().is_none());
     }
 }

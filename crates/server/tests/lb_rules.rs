@@ -22,13 +22,18 @@ fn free_port() -> u16 {
 
 /// A busybox httpd image whose index says `web`.
 async fn push_image(server: &RunningServer) -> String {
+    push_image_saying(server, "web").await
+}
+
+/// A busybox httpd image whose index says `text`, tagged `test/TEXT:1`.
+async fn push_image_saying(server: &RunningServer, text: &str) -> String {
     let busybox = PathBuf::from("/bin/busybox");
     assert!(busybox.exists(), "apt-get install busybox-static");
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
     std::fs::create_dir_all(site.join("www")).unwrap();
     std::fs::copy(&busybox, site.join("busybox")).unwrap();
-    std::fs::write(site.join("www/index.html"), "web").unwrap();
+    std::fs::write(site.join("www/index.html"), text).unwrap();
     std::fs::write(site.join("www/health"), "ok").unwrap();
     let mut spec = ImageSpec::new(&site);
     spec.workdir = Some("/app".into());
@@ -38,7 +43,7 @@ async fn push_image(server: &RunningServer) -> String {
         "-c".into(),
         "exec $GANTRY_ROOTFS/app/busybox httpd -f -p $PORT -h www".into(),
     ]);
-    let target = Reference::parse(&format!("{}/test/web:1", server.registry)).unwrap();
+    let target = Reference::parse(&format!("{}/test/{text}:1", server.registry)).unwrap();
     let result = build_image(&spec, &target, server.plane.images())
         .await
         .unwrap();
@@ -173,6 +178,77 @@ async fn conditions_and_actions_serve_through_apply_and_a_bad_change_changes_not
     assert!(
         error.contains("line: 15") && error.contains("`redirect.status` must be 301 or 302"),
         "{error}"
+    );
+    server.shutdown().await;
+    kill_replicas(&dir.path().join("data"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_forward_splits_requests_by_weight_between_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
+    let port = free_port();
+    let text = |web: u32, next: u32| {
+        format!(
+            r#"
+version: 1
+environments:
+  staging:
+    runtime: process
+    load_balancer:
+      listen: "127.0.0.1:{port}"
+      rules:
+        - priority: 1
+          conditions: {{path: ["/*"]}}
+          action: {{forward: {{targets: [{{service: web, weight: {web}}}, {{service: next, weight: {next}}}]}}}}
+services:
+  web:
+    replicas: 1
+    health_check: {{path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}}
+  next:
+    replicas: 1
+    health_check: {{path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}}
+"#
+        )
+    };
+    apply(&server, dir.path(), &text(3, 1)).await.unwrap();
+    for service in ["web", "next"] {
+        let image = push_image_saying(&server, service).await;
+        server
+            .plane
+            .deployer()
+            .deploy("staging", service, &image, "test", &Quiet)
+            .await
+            .unwrap();
+    }
+    let count = move |requests: usize| {
+        let (mut web, mut next) = (0, 0);
+        for _ in 0..requests {
+            match curl(port, "/", &[]) {
+                (status, body) if status == "200" && body == "web" => web += 1,
+                (status, body) if status == "200" && body == "next" => next += 1,
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        (web, next)
+    };
+    // Exactly by weight over whole cycles of the weights' sum.
+    assert_eq!(
+        tokio::task::spawn_blocking(move || count(40))
+            .await
+            .unwrap(),
+        (30, 10)
+    );
+    // New weights apply at once; a weight of 0 gets nothing.
+    apply(&server, dir.path(), &text(0, 5)).await.unwrap();
+    assert_eq!(
+        tokio::task::spawn_blocking(move || count(10))
+            .await
+            .unwrap(),
+        (0, 10)
     );
     server.shutdown().await;
     kill_replicas(&dir.path().join("data"));

@@ -343,19 +343,19 @@ pub fn assemble(documents: Vec<(String, Document)>) -> Result<Project, Vec<SpecE
     in_file_order.sort_by_key(|(_, (index, environment))| (*index, environment.location));
     for (name, (index, environment)) in in_file_order {
         if let Some(lb) = &environment.load_balancer {
-            let forwards = lb.rules.iter().filter_map(|rule| {
-                let service = rule.service()?;
-                Some((rule.priority, service, rule.location))
+            let forwards = lb.rules.iter().flat_map(|rule| {
+                rule.action
+                    .services()
+                    .into_iter()
+                    .map(|service| (rule.priority, service, rule.location))
             });
-            let defaults =
-                lb.listeners
+            let defaults = lb.listeners.iter().flat_map(|listener| {
+                listener
+                    .default_action
                     .iter()
-                    .filter_map(|listener| match &listener.default_action {
-                        Some(crate::environment::Action::Forward { service }) => {
-                            Some((0, service, listener.location))
-                        }
-                        _ => None,
-                    });
+                    .flat_map(|action| action.services())
+                    .map(|service| (0, service, listener.location))
+            });
             for (priority, service, location) in forwards.chain(defaults) {
                 if !services.contains_key(service) {
                     let what = if priority == 0 {

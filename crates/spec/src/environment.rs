@@ -26,8 +26,8 @@ mod routing;
 
 pub use routing::{
     ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, FIXED_RESPONSE_CONTENT_TYPES,
-    FixedResponse, Listener, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Protocol, Redirect,
-    check_cidr,
+    FixedResponse, Listener, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, MAX_TARGET_WEIGHT,
+    MAX_WEIGHTED_TARGETS, Protocol, Redirect, check_cidr,
 };
 
 /// A validated environment.

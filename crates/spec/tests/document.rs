@@ -1076,7 +1076,80 @@ fn listeners_conditions_and_actions_as_alb_has_them() {
             "gantry.yaml:17:94: a fixed response body is at most 1024 bytes, found 1025",
             "gantry.yaml:18:46: `method` takes 1 to 5 values, found 6",
             "gantry.yaml:19:84: `fixed_response.status` must be 2xx, 4xx or 5xx; use a redirect for 3xx",
-            "gantry.yaml:20:78: weighted `targets` are not supported yet; forward to one `service`",
+            "gantry.yaml:20:78: `targets` takes 1 to 5 services, found 0",
+        ],
+    );
+}
+
+#[test]
+fn a_weighted_forward_names_services_and_weights_as_alb_does() {
+    let text = r#"
+version: 1
+environments:
+  production:
+    load_balancer:
+      listen: "127.0.0.1:18080"
+      rules:
+        - priority: 1
+          conditions: {path: ["/*"]}
+          action: {forward: {targets: [{service: catalog, weight: 90}, {service: next, weight: 10}]}}
+"#;
+    let doc = gantry_spec::parse_document("gantry.yaml", text).unwrap();
+    let env = doc.environments.values().next().unwrap();
+    let rule = &env.load_balancer.as_ref().unwrap().rules[0];
+    let gantry_spec::environment::Action::WeightedForward { targets } = &rule.action else {
+        panic!("{:?}", rule.action);
+    };
+    let targets: Vec<(String, u32)> = targets.iter().map(|(s, w)| (s.to_string(), *w)).collect();
+    assert_eq!(
+        targets,
+        [("catalog".to_owned(), 90), ("next".to_owned(), 10)]
+    );
+    assert_eq!(rule.action.services().len(), 2);
+
+    check(
+        r#"
+        version: 1
+        environments:
+          a:
+            load_balancer:
+              listen: "127.0.0.1:1"
+              rules:
+                - {priority: 1, conditions: {path: /a}, action: {forward: {targets: [{service: x, weight: 0}]}}}
+                - {priority: 2, conditions: {path: /b}, action: {forward: {targets: [{service: x, weight: 1}, {service: x, weight: 2}, {service: y}, {service: z, weight: 1000}]}}}
+                - {priority: 3, conditions: {path: /c}, action: {forward: {service: x, targets: [{service: x, weight: 1}]}}}
+                - {priority: 4, conditions: {path: /d}, action: {forward: {targets: [{service: a, weight: 1}, {service: b, weight: 1}, {service: c, weight: 1}, {service: d, weight: 1}, {service: e, weight: 1}, {service: f, weight: 1}]}}}
+        "#,
+        &[
+            "gantry.yaml:7:77: every weight in `targets` is 0: at least one must be above 0",
+            "gantry.yaml:8:103: service `x` is named twice in `targets`",
+            "gantry.yaml:8:128: missing required key `weight` in a weighted target (0 to 999)",
+            "gantry.yaml:8:163: `weight` must be from 0 to 999, found 1000",
+            "gantry.yaml:9:67: `forward` takes `service` or weighted `targets`, not both",
+            "gantry.yaml:10:77: `targets` takes 1 to 5 services, found 6",
+        ],
+    );
+}
+
+#[test]
+fn a_redirect_from_https_to_http_is_refused_as_alb_does() {
+    check(
+        r#"
+        version: 1
+        environments:
+          a:
+            load_balancer:
+              listeners:
+                - {name: web, listen: "127.0.0.1:1", protocol: https, certificates: [{cert: /c, key: /k}], default_action: {redirect: {protocol: HTTP}}}
+                - {name: plain, listen: "127.0.0.1:2"}
+              rules:
+                - {priority: 1, conditions: {path: /a}, action: {redirect: {protocol: http}}}
+                - {priority: 2, listener: plain, conditions: {path: /b}, action: {redirect: {protocol: http, path: /c}}}
+                - {priority: 3, listener: plain, conditions: {path: /d}, action: {redirect: {protocol: https}}}
+        "#,
+        &[
+            "gantry.yaml:6:11: the default action of https listener `web` redirects to http; a redirect may not go from HTTPS to HTTP (as ALB refuses)",
+            "gantry.yaml:9:11: the rule with priority 1 redirects https listener `web` to http; a redirect may not go from HTTPS to HTTP (as ALB refuses)",
         ],
     );
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::{
     ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, Environment, EnvironmentName,
     FIXED_RESPONSE_CONTENT_TYPES, FixedResponse, KubeServiceType, Kubernetes, Listener,
-    LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, Network, PathPattern, Protocol,
-    Redirect, Rule, RuntimeKind, check_cidr,
+    LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, MAX_TARGET_WEIGHT,
+    MAX_WEIGHTED_TARGETS, Network, PathPattern, Protocol, Redirect, Rule, RuntimeKind, check_cidr,
 };
 use crate::location::Location;
 use crate::names::{ByLabel, NameRule, ServiceName};
@@ -52,6 +52,7 @@ const LISTENER_KEYS: &[&str] = &[
     "certificates",
     "acme",
     "redirect_to",
+    "http2",
     "default_action",
 ];
 const ACME_KEYS: &[&str] = &[
@@ -137,6 +138,10 @@ struct RawListener {
     acme: Option<RawAcme>,
     /// For http: redirect every request (301) to this https listener.
     redirect_to: Option<String>,
+    /// For http: also serve HTTP/2 without TLS to clients that start with
+    /// its preface (h2c, prior knowledge); default false. https offers
+    /// HTTP/2 by ALPN anyway.
+    http2: Option<bool>,
     /// What requests no rule matches get (default: a fixed 404).
     default_action: Option<RawAction>,
 }
@@ -488,6 +493,7 @@ fn load_balancer(diag: &mut Diagnostics<'_>, node: &Node) -> Option<LoadBalancer
                     certificates: Vec::new(),
                     acme: None,
                     redirect_to: None,
+                    http2: false,
                     default_action: None,
                     location: map.location,
                 }]
@@ -604,6 +610,8 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
         let redirect_to = fields
             .get("redirect_to")
             .and_then(|n| diag.string(n, "`redirect_to`"));
+        let http2_node = fields.get("http2");
+        let http2 = http2_node.and_then(|n| diag.boolean(n, "`http2`"));
         let default_action = fields.get("default_action").map(|n| action(diag, n));
         let (Some(name), Some(listen), Some(protocol), Some(certificates)) =
             (name, listen, protocol, certificates)
@@ -638,6 +646,14 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
                 format!("`redirect_to` applies to http listeners; `{name}` is https"),
             );
         }
+        if http2 == Some(true) && protocol == Protocol::Https {
+            diag.error(
+                http2_node.map_or(fields.location, |n| n.location),
+                format!(
+                    "`http2` applies to http listeners (h2c); https listener `{name}` offers HTTP/2 by ALPN already"
+                ),
+            );
+        }
         let default_action = match default_action {
             Some(None) => continue,
             Some(Some(action)) => Some(action),
@@ -650,6 +666,7 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
             certificates,
             acme,
             redirect_to: redirect_to.map(|t| t.value),
+            http2: http2.unwrap_or(false),
             default_action,
             location: fields.location,
         });
@@ -914,7 +931,38 @@ fn check_references(diag: &mut Diagnostics<'_>, listeners: &[Listener], rules: &
                 ),
             );
         }
+        // ALB refuses a redirect from HTTPS down to HTTP.
+        let on_https = listeners.iter().find(|l| {
+            l.protocol == Protocol::Https && rule.listener.as_ref().is_none_or(|n| *n == l.name)
+        });
+        if let (Some(listener), true) = (on_https, downgrades(&rule.action)) {
+            diag.error(
+                rule.location,
+                format!(
+                    "the rule with priority {} redirects https listener `{}` to http; a redirect may not go from HTTPS to HTTP (as ALB refuses)",
+                    rule.priority, listener.name
+                ),
+            );
+        }
     }
+    for listener in listeners {
+        if listener.protocol == Protocol::Https
+            && listener.default_action.as_ref().is_some_and(downgrades)
+        {
+            diag.error(
+                listener.location,
+                format!(
+                    "the default action of https listener `{}` redirects to http; a redirect may not go from HTTPS to HTTP (as ALB refuses)",
+                    listener.name
+                ),
+            );
+        }
+    }
+}
+
+/// Whether an action redirects to plain http.
+fn downgrades(action: &Action) -> bool {
+    matches!(action, Action::Redirect(r) if r.protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("http")))
 }
 
 fn rules(diag: &mut Diagnostics<'_>, node: &Node, required: bool) -> Option<Vec<Rule>> {
@@ -1227,11 +1275,15 @@ fn action(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Action> {
         "forward" => {
             fields.deny_unknown(diag, &["service", "targets"], "in `forward`");
             if let Some(n) = fields.get("targets") {
-                diag.error(
-                    n.location,
-                    "weighted `targets` are not supported yet; forward to one `service`",
-                );
-                return None;
+                if fields.get("service").is_some() {
+                    diag.error(
+                        fields.location,
+                        "`forward` takes `service` or weighted `targets`, not both",
+                    );
+                    return None;
+                }
+                return weighted_targets(diag, n)
+                    .map(|targets| Action::WeightedForward { targets });
             }
             let service = fields
                 .required(diag, "service", "in `forward`")
@@ -1241,6 +1293,65 @@ fn action(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Action> {
         "redirect" => redirect(diag, &fields).map(Action::Redirect),
         _ => fixed_response(diag, &fields).map(Action::FixedResponse),
     }
+}
+
+/// `forward.targets`: `[{service, weight}]` as ALB's weighted target
+/// groups.
+fn weighted_targets(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<(ServiceName, u32)>> {
+    let Value::Seq(items) = &node.value else {
+        diag.error(
+            node.location,
+            format!("`targets` must be a list, found {}", node.kind()),
+        );
+        return None;
+    };
+    if items.is_empty() || items.len() > MAX_WEIGHTED_TARGETS {
+        diag.error(
+            node.location,
+            format!(
+                "`targets` takes 1 to {MAX_WEIGHTED_TARGETS} services, found {}",
+                items.len()
+            ),
+        );
+        return None;
+    }
+    let mut out: Vec<(ServiceName, u32)> = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let Some(fields) = diag.map(item, "a weighted target") else {
+            ok = false;
+            continue;
+        };
+        fields.deny_unknown(diag, &["service", "weight"], "in a weighted target");
+        let name = fields
+            .required(diag, "service", "in a weighted target")
+            .and_then(|n| service(diag, n));
+        let weight = fields
+            .required(diag, "weight", "in a weighted target (0 to 999)")
+            .and_then(|n| diag.whole_number(n, "`weight`", 0, i128::from(MAX_TARGET_WEIGHT)))
+            .and_then(|w| u32::try_from(w.value).ok());
+        let (Some(name), Some(weight)) = (name, weight) else {
+            ok = false;
+            continue;
+        };
+        if out.iter().any(|(other, _)| *other == name) {
+            diag.error(
+                fields.location,
+                format!("service `{name}` is named twice in `targets`"),
+            );
+            ok = false;
+            continue;
+        }
+        out.push((name, weight));
+    }
+    if ok && out.iter().all(|(_, weight)| *weight == 0) {
+        diag.error(
+            node.location,
+            "every weight in `targets` is 0: at least one must be above 0",
+        );
+        return None;
+    }
+    ok.then_some(out)
 }
 
 fn redirect(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> Option<Redirect> {

@@ -23,6 +23,10 @@ pub struct Listener {
     pub acme: Option<Acme>,
     /// For `http`: every request is redirected (301) to this https listener.
     pub redirect_to: Option<String>,
+    /// For `http`: also serve HTTP/2 to clients that start with its preface
+    /// (h2c with prior knowledge, as gRPC clients do without TLS). An https
+    /// listener offers HTTP/2 by ALPN anyway.
+    pub http2: bool,
     /// For requests no rule matches; `None` is a fixed 404.
     pub default_action: Option<Action>,
     pub location: Location,
@@ -98,9 +102,34 @@ impl Conditions {
 /// What a matched request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Forward { service: ServiceName },
+    Forward {
+        service: ServiceName,
+    },
+    /// ALB's weighted forward: 1 to 5 distinct services, weights 0 to 999,
+    /// at least one above 0.
+    WeightedForward {
+        targets: Vec<(ServiceName, u32)>,
+    },
     Redirect(Redirect),
     FixedResponse(FixedResponse),
+}
+
+/// Services a weighted forward takes, as ALB's target groups per action.
+pub const MAX_WEIGHTED_TARGETS: usize = 5;
+
+/// ALB's largest target group weight.
+pub const MAX_TARGET_WEIGHT: u32 = 999;
+
+impl Action {
+    /// The services the action forwards to (none for a redirect or a fixed
+    /// response).
+    pub fn services(&self) -> Vec<&ServiceName> {
+        match self {
+            Self::Forward { service } => vec![service],
+            Self::WeightedForward { targets } => targets.iter().map(|(s, _)| s).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// ALB's redirect: each component may use `#{protocol}`, `#{host}`,
