@@ -367,6 +367,7 @@ impl Deployer {
                 environment: env.name.clone(),
                 reason: e.to_string(),
             })?;
+        group.set_stickiness(revision.stickiness());
         let old = state.replicas.lock().await.clone();
         let rollout = Rollout {
             runtime: &runtime,
@@ -436,6 +437,7 @@ impl Deployer {
                         {
                             tracing::warn!(%e, "Restoring health check settings failed.");
                         }
+                        group.set_stickiness(prev.stickiness());
                         let prev_env = self.replica_env(prev).await?;
                         let restore = Rollout {
                             runtime: &runtime,

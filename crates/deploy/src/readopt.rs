@@ -60,6 +60,7 @@ impl Deployer {
                 {
                     tracing::warn!(%e, service, "Health check settings refused.");
                 }
+                group.set_stickiness(revision.stickiness());
                 let mut replicas = Vec::new();
                 for replica in running
                     .iter()

@@ -48,6 +48,10 @@ pub struct Revision {
     /// it existed, which were all HTTP/1.1.
     #[serde(default, skip_serializing_if = "is_http1")]
     pub protocol: ServiceProtocol,
+    /// Sticky sessions' cookie duration (ms); `None`: no stickiness (and
+    /// absent from revisions stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_ms: Option<u64>,
     pub health_interval_ms: u64,
     pub health_timeout_ms: u64,
     pub healthy_threshold: u32,
@@ -135,6 +139,7 @@ impl Revision {
             health_command,
             health_grpc,
             protocol: service.protocol,
+            sticky_ms: service.stickiness.map(ms),
             health_interval_ms: ms(service.health_check.interval),
             health_timeout_ms: ms(service.health_check.timeout),
             healthy_threshold: service.health_check.healthy_threshold,
@@ -195,6 +200,11 @@ impl Revision {
     /// The load balancer's health check of this revision's replicas; a
     /// command check runs through `runtime` inside each replica (exit 0 is
     /// healthy, as Docker's `HEALTHCHECK` reads it).
+    /// How long the load balancer's cookie keeps a client on one replica.
+    pub fn stickiness(&self) -> Option<Duration> {
+        self.sticky_ms.map(Duration::from_millis)
+    }
+
     pub fn health_check(
         &self,
         runtime: Option<&Arc<dyn Runtime>>,

@@ -693,6 +693,7 @@ impl Shift<'_> {
         {
             tracing::warn!(%e, "Restoring health check settings failed.");
         }
+        self.group.set_stickiness(self.stable.stickiness());
         self.log.line(&format!(
             "Revision {} takes all the traffic again ({} replica(s)); stopping the {} replica(s) of revision {}",
             self.stable.number,

@@ -79,6 +79,11 @@ pub(crate) trait Targets: Send + Sync {
     /// in-flight requests finished or `drain` passed.
     fn deregister(&self, id: &str, drain: Duration) -> BoxFuture<'static, ()>;
     fn set_health_check(&self, config: HealthCheckConfig) -> Result<(), ProxyError>;
+    /// Sticky sessions for the group's clients (a cookie lasting this
+    /// long), or none; a fake has none.
+    fn set_stickiness(&self, duration: Option<Duration>) {
+        let _ = duration;
+    }
     fn targets(&self) -> Vec<TargetStatus>;
     /// Resolves once the replica is Healthy; fails as soon as it is
     /// Unhealthy or draining, or after `timeout`.
@@ -179,6 +184,10 @@ impl Targets for TargetGroup {
 
     fn targets(&self) -> Vec<TargetStatus> {
         TargetGroup::targets(self)
+    }
+
+    fn set_stickiness(&self, duration: Option<Duration>) {
+        TargetGroup::set_stickiness(self, duration);
     }
 
     fn wait_healthy<'a>(

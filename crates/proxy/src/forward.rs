@@ -16,8 +16,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, TE,
-    UPGRADE,
+    CONNECTION, CONTENT_TYPE, Entry, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION,
+    SET_COOKIE, TE, UPGRADE,
 };
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -284,6 +284,9 @@ impl Forwarder {
         }
         let mut response = answer.response;
         strip_hop_by_hop(response.headers_mut(), false);
+        if let Some(cookie) = group.sticky_cookie(in_flight.endpoint()) {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
         Ok(response.map(|body| ResponseBody::Upstream {
             body,
             _in_flight: in_flight,

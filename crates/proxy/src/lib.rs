@@ -124,7 +124,7 @@ pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};
 pub use rule::{Action, Cidr, Conditions, FixedResponse, Redirect, Rule};
 pub use stats::{LATENCY_BUCKETS, LatencyHistogram, MAX_WINDOW, OutcomeClass, WindowStats};
 pub use target_group::{
-    Health, HealthEvent, Protocol, Target, TargetGroup, TargetStats, TargetStatus,
+    Health, HealthEvent, Protocol, STICKY_COOKIE, Target, TargetGroup, TargetStats, TargetStatus,
 };
 pub use tls::{Certificate, check_certificates};
 pub use tls_validity::{certificate_covers, certificate_validity};

@@ -187,6 +187,40 @@ struct GroupState {
     windows: HashMap<String, Arc<RevisionWindow>>,
     /// Header routing during a canary (see [`TargetGroup::set_canary_route`]).
     canary: Option<CanaryRoute>,
+    /// Sticky sessions (see [`TargetGroup::set_stickiness`]).
+    stickiness: Option<Stickiness>,
+}
+
+/// The name of the load balancer's stickiness cookie (ALB's is `AWSALB`).
+pub const STICKY_COOKIE: &str = "GANTRYLB";
+
+/// ALB's `lb_cookie` stickiness: the cookie's lifetime, and the key its
+/// values are made with, so they name a target without showing it.
+struct Stickiness {
+    max_age: u64,
+    key: std::hash::RandomState,
+}
+
+impl Stickiness {
+    /// The cookie value of a target: a keyed hash of its id.
+    fn token(&self, endpoint: &Endpoint) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.key, endpoint.id.as_str())
+    }
+}
+
+/// The value of the stickiness cookie in a request's `Cookie` headers.
+fn sticky_token(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == STICKY_COOKIE)
+                .then(|| u64::from_str_radix(value, 16).ok())
+                .flatten()
+        })
 }
 
 /// Which header routes a request to (or away from) the new revision.
@@ -389,6 +423,38 @@ impl TargetGroup {
     /// no target of the asked side may take the request, the weights decide.
     pub fn set_canary_route(&self, route: Option<(http::HeaderName, String)>) {
         self.inner.lock().canary = route.map(|(header, revision)| CanaryRoute { header, revision });
+    }
+
+    /// Sticky sessions, as ALB's `lb_cookie` stickiness: every answer sets
+    /// the [`STICKY_COOKIE`] (lasting `duration`, refreshed by each
+    /// answer) naming the target that gave it, and a request carrying it
+    /// goes back to that target while it is Healthy with a weight above 0;
+    /// otherwise (replaced, draining, unhealthy, weighted out by a canary)
+    /// the weights pick anew and the cookie follows. The canary header
+    /// still wins over the cookie. `None` ends stickiness; changing the
+    /// duration keeps the cookies' values.
+    pub fn set_stickiness(&self, duration: Option<Duration>) {
+        let mut state = self.inner.lock();
+        state.stickiness = match (duration, state.stickiness.take()) {
+            (None, _) => None,
+            (Some(duration), kept) => Some(Stickiness {
+                max_age: duration.as_secs().max(1),
+                key: kept.map_or_else(std::hash::RandomState::new, |k| k.key),
+            }),
+        };
+    }
+
+    /// The `Set-Cookie` value that keeps a client on `endpoint`, when the
+    /// group is sticky.
+    pub(crate) fn sticky_cookie(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
+        let state = self.inner.lock();
+        let sticky = state.stickiness.as_ref()?;
+        HeaderValue::from_str(&format!(
+            "{STICKY_COOKIE}={:016x}; Max-Age={}; Path=/; HttpOnly",
+            sticky.token(endpoint),
+            sticky.max_age
+        ))
+        .ok()
     }
 
     /// Changes a target's share of traffic (blue/green and canary shifts).
@@ -618,6 +684,18 @@ impl TargetGroup {
             };
             if let Some(picked) = Self::pick_among(&mut state, exclude, true, &side) {
                 return Some(picked);
+            }
+        } else if let (Some(sticky), Some(token)) =
+            (&state.stickiness, headers.and_then(sticky_token))
+        {
+            let kept = state.targets.iter().find(|e| {
+                e.health == Health::Healthy
+                    && e.weight > 0
+                    && !exclude.is_some_and(|x| std::ptr::eq(x, Arc::as_ptr(&e.endpoint)))
+                    && sticky.token(&e.endpoint) == token
+            });
+            if let Some(entry) = kept {
+                return Some(InFlight::new(entry.endpoint.clone()));
             }
         }
         Self::pick_among(&mut state, exclude, false, &|_| true)

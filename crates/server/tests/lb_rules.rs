@@ -210,6 +210,7 @@ services:
     health_check: {{path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}}
   next:
     replicas: 1
+    stickiness: {{duration: 1h}}
     health_check: {{path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}}
 "#
         )
@@ -242,6 +243,26 @@ services:
             .unwrap(),
         (30, 10)
     );
+    // `next` is sticky: its answers set the load balancer's cookie, web's
+    // do not.
+    let cookies = tokio::task::spawn_blocking(move || {
+        (0..4)
+            .map(|_| {
+                let output = Command::new("curl")
+                    .args(["-sS", "-D", "-", "-o", "/dev/null"])
+                    .arg(format!("http://127.0.0.1:{port}/"))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("set-cookie: gantrylb="))
+            })
+            .filter(|sticky| *sticky)
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(cookies, 1, "one answer in four is next's");
     // New weights apply at once; a weight of 0 gets nothing.
     apply(&server, dir.path(), &text(0, 5)).await.unwrap();
     assert_eq!(

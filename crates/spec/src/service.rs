@@ -19,6 +19,7 @@
 //! | `container` | the service name | `[A-Za-z0-9_-]{1,255}` |
 //! | `port` | 8080 | 1..=65535 |
 //! | `protocol` | `http1` | `http1`, `http2`, `grpc` |
+//! | `stickiness.duration` | none (no stickiness) | 1s..=7d (ALB's lb_cookie) |
 //! | `replicas` | 1 | 0..=100 |
 //! | `health_check.path` | `/` (ALB: `/`) | starts with `/` |
 //! | `health_check.grpc.service` | `""` (the whole server) | with `protocol: http2` or `grpc` |
@@ -93,6 +94,9 @@ pub struct Service {
     pub port: u16,
     /// What the port speaks, so what the load balancer speaks to it.
     pub protocol: ServiceProtocol,
+    /// Sticky sessions (ALB's `lb_cookie` stickiness): how long the load
+    /// balancer's cookie keeps a client on one replica; `None`: none.
+    pub stickiness: Option<std::time::Duration>,
     /// How many replicas to run; 0 stops the service.
     pub replicas: u32,
     /// Plain environment variables.
@@ -273,6 +277,7 @@ pub struct ServiceOverride {
     pub user: Option<String>,
     pub port: Option<u16>,
     pub protocol: Option<ServiceProtocol>,
+    pub stickiness: Option<std::time::Duration>,
     pub replicas: Option<u32>,
     pub environment: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
@@ -374,6 +379,7 @@ impl Service {
             user: None,
             port: DEFAULT_PORT,
             protocol: ServiceProtocol::Http1,
+            stickiness: None,
             replicas: 1,
             environment: BTreeMap::new(),
             secrets: BTreeMap::new(),
@@ -398,6 +404,7 @@ impl Service {
         set(&mut out.user, &changes.user.clone().map(Some));
         set(&mut out.port, &changes.port);
         set(&mut out.protocol, &changes.protocol);
+        set(&mut out.stickiness, &changes.stickiness.map(Some));
         set(&mut out.replicas, &changes.replicas);
         out.environment.extend(changes.environment.clone());
         out.secrets.extend(changes.secrets.clone());

@@ -391,7 +391,7 @@ fn service_fields_are_checked_each_on_its_own() {
             "gantry.yaml:11:62: `health_check.interval` must be from 1s to 5m, found 6m",
             "gantry.yaml:12:23: `resources.cpus` must be a number from 0.01 to 1024, found `2000`",
             "gantry.yaml:12:37: `resources.memory` must be at least 6Mi (Docker's minimum), found `5Mi`",
-            "gantry.yaml:13:5: unknown key `replica` in service `catalog` (did you mean `replicas`?); expected one of: container, image, command, user, port, protocol, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:13:5: unknown key `replica` in service `catalog` (did you mean `replicas`?); expected one of: container, image, command, user, port, protocol, stickiness, replicas, environment, secrets, health_check, deployment, resources",
         ],
     );
 }
@@ -602,7 +602,7 @@ fn overrides_take_the_service_keys_but_container() {
         &[
             "gantry.yaml:5:17: `container` cannot change per environment: the same imagedefinitions.json deploys to every environment",
             "gantry.yaml:5:41: `replicas` must be from 0 to 100, found 500",
-            "gantry.yaml:5:46: unknown key `colour` in the override of service `catalog` in environment `staging`; expected one of: image, command, user, port, protocol, replicas, environment, secrets, health_check, deployment, resources",
+            "gantry.yaml:5:46: unknown key `colour` in the override of service `catalog` in environment `staging`; expected one of: image, command, user, port, protocol, stickiness, replicas, environment, secrets, health_check, deployment, resources",
             "gantry.yaml:6:7: invalid service name `Bad`: use 1 to 63 characters from a-z 0-9 -, starting and ending with a letter or digit",
             "gantry.yaml:7:13: the override of service `list` in environment `staging` must be a mapping, found a list",
         ],

@@ -38,6 +38,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "user",
     "port",
     "protocol",
+    "stickiness",
     "replicas",
     "environment",
     "secrets",
@@ -52,6 +53,7 @@ pub(crate) const OVERRIDE_KEYS: &[&str] = &[
     "user",
     "port",
     "protocol",
+    "stickiness",
     "replicas",
     "environment",
     "secrets",
@@ -121,6 +123,9 @@ pub(crate) struct RawServiceFields {
     /// What the port speaks: `http1` (default), `http2` or `grpc` (both
     /// HTTP/2 without TLS); the load balancer speaks it to the replicas.
     protocol: Option<ServiceProtocol>,
+    /// Sticky sessions: the load balancer's cookie keeps a client on one
+    /// replica for `duration` (1s to 7d), as ALB's lb_cookie stickiness.
+    stickiness: Option<RawStickiness>,
     /// How many replicas run, default 1; 0 stops the service.
     #[schemars(range(max = 100))]
     replicas: Option<u32>,
@@ -433,6 +438,9 @@ fn decode_fields(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> (ServiceOve
                 ),
             );
         }
+    }
+    if let Some(node) = fields.get("stickiness") {
+        out.stickiness = stickiness(diag, node);
     }
     out.replicas = fields
         .get("replicas")
@@ -843,4 +851,29 @@ mod tests {
         assert!(check_secret("/aws/${environment}").is_err());
         assert!(check_secret("${environment}/x").is_err());
     }
+}
+
+/// `stickiness`: ALB's load-balancer cookie stickiness.
+#[derive(JsonSchema)]
+#[schemars(rename = "Stickiness", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) struct RawStickiness {
+    /// How long the cookie keeps a client on its replica: 1s to 7d.
+    duration: String,
+}
+
+fn stickiness(diag: &mut Diagnostics<'_>, node: &Node) -> Option<std::time::Duration> {
+    let fields = diag.map(node, "`stickiness`")?;
+    fields.deny_unknown(diag, &["duration"], "in `stickiness`");
+    fields
+        .required(diag, "duration", "in `stickiness` (such as 1h)")
+        .and_then(|n| {
+            diag.duration(
+                n,
+                "`stickiness.duration`",
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(7 * 86_400),
+            )
+        })
+        .map(|d| d.value)
 }
