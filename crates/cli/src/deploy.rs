@@ -139,6 +139,10 @@ pub(crate) enum EnvCommand {
     },
     /// What a service's replicas wrote to stdout and stderr (operator).
     Logs(crate::env_logs::LogsArgs),
+    /// Prints the manifests gantry would apply to Kubernetes for an
+    /// environment of the file (whatever its runtime), secret values never
+    /// shown; no server needed.
+    Render(crate::env_render::RenderArgs),
     /// The environments applied to the server.
     List {
         /// Prints a JSON array of names.
@@ -243,6 +247,7 @@ pub(crate) async fn env(conn: &Connection, command: EnvCommand) -> Result<()> {
             println!("{environment}: stopped {} replica(s)", out.stopped_replicas);
         }
         EnvCommand::Logs(args) => crate::env_logs::logs(conn, args).await?,
+        EnvCommand::Render(args) => crate::env_render::render(&args)?,
         EnvCommand::List { json } => {
             let list: Vec<String> = conn.client.get("/api/v1/environments").await?;
             if json {

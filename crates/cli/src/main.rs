@@ -23,6 +23,7 @@ mod data_dir;
 mod demo;
 mod deploy;
 mod env_logs;
+mod env_render;
 mod hints;
 mod image;
 mod inspect;
@@ -213,6 +214,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .await
                 .map(success)
         }
+        // Rendering reads the project's files only: no server.
+        Command::Env {
+            command: deploy::EnvCommand::Render(args),
+        } => env_render::render(&args).map(success),
         Command::Env { command } => {
             with_connection(&existing()?, async |conn| deploy::env(conn, command).await)
                 .await

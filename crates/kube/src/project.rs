@@ -116,9 +116,9 @@ pub fn environment_manifests(
     images: &BTreeMap<String, String>,
 ) -> Result<Manifests, KubeError> {
     let unknown = || KubeError::Manifest {
-        object: environment.to_owned(),
+        object: format!("environment {environment}"),
         reason: format!(
-            "no environment named {environment} in the project (it has: {})",
+            "not in the project (it has: {})",
             project
                 .environments
                 .keys()
