@@ -27,7 +27,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, GRPCAction, HTTPGetAction,
     Namespace, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
-    Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -132,8 +132,6 @@ pub enum HealthKind {
     /// The gRPC health protocol (grpc.health.v1) on the service's port;
     /// an empty `service` asks about the server as a whole.
     Grpc { service: String },
-    /// A TCP connect to the service's port.
-    Tcp,
 }
 
 /// The objects of one service revision.
@@ -354,13 +352,6 @@ fn probes(revision: &ServiceRevision) -> (Probe, Probe) {
             }),
             ..Probe::default()
         },
-        HealthKind::Tcp => Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(i32::from(revision.port)),
-                ..TCPSocketAction::default()
-            }),
-            ..Probe::default()
-        },
         HealthKind::Grpc { service } => Probe {
             grpc: Some(GRPCAction {
                 port: i32::from(revision.port),
@@ -555,5 +546,163 @@ fn service(target: &Target, revision: &ServiceRevision) -> Service {
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revision(kind: HealthKind) -> ServiceRevision {
+        ServiceRevision {
+            service: "api".to_owned(),
+            revision: 7,
+            container: "api".to_owned(),
+            image: format!("r/api@sha256:{}", "e".repeat(64)),
+            command: Some(vec!["/app/api".to_owned()]),
+            port: 9000,
+            replicas: 3,
+            environment: BTreeMap::from([("PORT".to_owned(), "1".to_owned())]),
+            secrets: Vec::new(),
+            health: HealthCheck {
+                kind,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(3),
+                healthy_threshold: 3,
+                unhealthy_threshold: 4,
+                grace_period: Duration::ZERO,
+            },
+            min_healthy_percent: 100,
+            max_percent: 100,
+            memory: Some(256 * 1024 * 1024),
+            cpus: Some(0.25),
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            environment: "prod".to_owned(),
+            namespace: "gantry-prod".to_owned(),
+            service_type: ServiceType::NodePort,
+        }
+    }
+
+    fn container(m: &ServiceManifests) -> Container {
+        m.deployment
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone()
+    }
+
+    #[test]
+    fn health_checks_become_probes_of_their_kind() {
+        let grpc = service_manifests(
+            &target(),
+            &revision(HealthKind::Grpc {
+                service: String::new(),
+            }),
+        )
+        .unwrap();
+        let probe = container(&grpc).readiness_probe.unwrap();
+        let action = probe.grpc.unwrap();
+        assert_eq!((action.port, action.service), (9000, None));
+        // Sub-second intervals round up to Kubernetes' one second.
+        assert_eq!(probe.period_seconds, Some(1));
+        assert_eq!(probe.success_threshold, Some(3));
+        assert_eq!(probe.failure_threshold, Some(4));
+        let liveness = container(&grpc).liveness_probe.unwrap();
+        assert_eq!(liveness.initial_delay_seconds, None);
+        let command = service_manifests(
+            &target(),
+            &revision(HealthKind::Command {
+                argv: vec!["/bin/check".to_owned()],
+            }),
+        )
+        .unwrap();
+        let exec = container(&command).liveness_probe.unwrap().exec.unwrap();
+        assert_eq!(exec.command, Some(vec!["/bin/check".to_owned()]));
+    }
+
+    #[test]
+    fn resources_port_strategy_and_service_type() {
+        let m = service_manifests(
+            &target(),
+            &revision(HealthKind::Http {
+                path: "/h".to_owned(),
+            }),
+        )
+        .unwrap();
+        let c = container(&m);
+        let limits = c.resources.unwrap().limits.unwrap();
+        assert_eq!(limits["cpu"].0, "250m");
+        assert_eq!(limits["memory"].0, "268435456");
+        // PORT is the service's port, whatever `environment` says.
+        let env = c.env.unwrap();
+        assert_eq!(env.iter().filter(|e| e.name == "PORT").count(), 1);
+        assert_eq!(env[0].value.as_deref(), Some("9000"));
+        // 100/100 would stall: one pod may surge.
+        let rolling = m
+            .deployment
+            .spec
+            .unwrap()
+            .strategy
+            .unwrap()
+            .rolling_update
+            .unwrap();
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(m.service.spec.unwrap().type_.as_deref(), Some("NodePort"));
+    }
+
+    #[test]
+    fn a_secret_is_named_by_its_versions_and_filled_only_on_request() {
+        let mut r = revision(HealthKind::Http {
+            path: "/h".to_owned(),
+        });
+        let pin = |version| SecretPin {
+            var: "TOKEN".to_owned(),
+            parameter: "/p/token".to_owned(),
+            version: Some(version),
+        };
+        r.secrets = vec![pin(1)];
+        let one = service_manifests(&target(), &r).unwrap();
+        r.secrets = vec![pin(2)];
+        let two = service_manifests(&target(), &r).unwrap();
+        let name = |m: &ServiceManifests| m.secret.clone().unwrap().metadata.name.unwrap();
+        assert_ne!(name(&one), name(&two));
+        assert!(name(&one).starts_with("api-secrets-"));
+        let mut secret = one.secret.clone().unwrap();
+        assert!(fill_secret(&mut secret, &BTreeMap::new()).is_err());
+        fill_secret(
+            &mut secret,
+            &BTreeMap::from([("TOKEN".to_owned(), "s3cret".to_owned())]),
+        )
+        .unwrap();
+        assert_eq!(secret.data.unwrap()["TOKEN"].0, b"s3cret");
+        assert!(
+            !serde_json::to_string(&one.deployment)
+                .unwrap()
+                .contains("s3cret")
+        );
+    }
+
+    #[test]
+    fn images_must_be_pinned_and_names_must_be_labels() {
+        let mut r = revision(HealthKind::Http {
+            path: "/h".to_owned(),
+        });
+        r.image = "r/api:latest".to_owned();
+        assert!(service_manifests(&target(), &r).is_err());
+        let mut t = target();
+        t.namespace = "Bad_NS".to_owned();
+        assert_eq!(
+            manifests(&t, &[]).unwrap_err().code(),
+            "kubernetes.manifest"
+        );
     }
 }

@@ -74,11 +74,9 @@ pub fn revision_of(
                 HealthCheckKind::Command { command } => HealthKind::Command {
                     argv: command.clone(),
                 },
-                // A kind added to the spec after this mapping (the gRPC
-                // check in the works) is probed as a TCP connect to the
-                // port until it is mapped here (to `HealthKind::Grpc`).
-                #[allow(unreachable_patterns)]
-                _ => HealthKind::Tcp,
+                HealthCheckKind::Grpc { service } => HealthKind::Grpc {
+                    service: service.clone(),
+                },
             },
             interval: check.interval,
             timeout: check.timeout,
