@@ -97,6 +97,9 @@ impl KubeCluster {
             context: context.map(str::to_owned),
             ..Default::default()
         };
+        let reason = |e: &dyn std::fmt::Display| KubeError::Config {
+            reason: e.to_string(),
+        };
         let config = match kubeconfig {
             Some(text) => {
                 // The kubeconfig may hold credentials: its parse error is
@@ -105,13 +108,18 @@ impl KubeCluster {
                     kube::config::Kubeconfig::from_yaml(text).map_err(|_| KubeError::Config {
                         reason: "the kubeconfig parameter is not a valid kubeconfig".to_owned(),
                     })?;
-                Config::from_custom_kubeconfig(parsed, &options).await
+                Config::from_custom_kubeconfig(parsed, &options)
+                    .await
+                    .map_err(|e| reason(&e))?
             }
-            None => Config::from_kubeconfig(&options).await,
-        }
-        .map_err(|e| KubeError::Config {
-            reason: e.to_string(),
-        })?;
+            // A context names an entry of the default kubeconfig.
+            None if context.is_some() => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| reason(&e))?,
+            // Without one: the default kubeconfig, else the in-cluster
+            // service account (gantry itself running in a pod).
+            None => Config::infer().await.map_err(|e| reason(&e))?,
+        };
         KubeCluster::from_config(config, namespace)
     }
 

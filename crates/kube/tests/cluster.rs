@@ -411,3 +411,68 @@ async fn a_kubeconfig_pointing_nowhere_is_unreachable_naming_the_server() {
         "{error}"
     );
 }
+
+/// A kubeconfig with two contexts: `dev` (current) and `prod`, each its
+/// own server.
+fn kubeconfig(dev: &str, prod: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+current-context: dev
+clusters:
+- name: dev
+  cluster: {{server: '{dev}'}}
+- name: prod
+  cluster: {{server: '{prod}'}}
+users:
+- name: deployer
+  user: {{token: not-a-real-token-5f1c}}
+contexts:
+- name: dev
+  context: {{cluster: dev, user: deployer}}
+- name: prod
+  context: {{cluster: prod, user: deployer}}
+"
+    )
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_kubeconfig_parameter_and_its_context_choose_the_server() {
+    // https: the client builds its rustls (aws-lc-rs) stack before it fails to connect.
+    let prod = format!("https://127.0.0.1:{}", closed_port());
+    let text = kubeconfig("http://127.0.0.1:9", &prod);
+    let cluster = KubeCluster::connect(Some(&text), Some("prod"), NAMESPACE)
+        .await
+        .expect("a client");
+    assert_eq!(cluster.namespace(), NAMESPACE);
+    let error = cluster.readopt("staging").await.unwrap_err();
+    assert_eq!(error.code(), "kubernetes.unreachable");
+    assert!(error.to_string().contains(&prod), "{error}");
+}
+
+#[tokio::test]
+async fn a_bad_kubeconfig_or_context_is_a_config_error_that_quotes_no_credential() {
+    let error = KubeCluster::connect(
+        Some("clusters: [token: not-a-real-token-5f1c"),
+        None,
+        NAMESPACE,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(error.code(), "kubernetes.config");
+    assert!(!error.to_string().contains("not-a-real-token"), "{error}");
+    let text = kubeconfig("http://127.0.0.1:9", "http://127.0.0.1:10");
+    let error = KubeCluster::connect(Some(&text), Some("staging"), NAMESPACE)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.code(), "kubernetes.config");
+    assert!(error.to_string().contains("staging"), "{error}");
+    assert!(!error.to_string().contains("not-a-real-token"), "{error}");
+}
