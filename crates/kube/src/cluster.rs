@@ -449,6 +449,14 @@ impl KubeCluster {
         labels.remove(LABEL_POD_TEMPLATE_HASH);
         let revision = labels.get(LABEL_REVISION).cloned();
         template.metadata.get_or_insert_default().labels = Some(labels);
+        // The whole template is replaced, as `kubectl rollout undo`'s JSON
+        // patch does: a merge would keep fields the newer template added
+        // (a command, resources) that the older one lacks.
+        let mut template = serde_json::to_value(&template).map_err(|e| KubeError::Manifest {
+            object: resource.clone(),
+            reason: e.to_string(),
+        })?;
+        template["$patch"] = serde_json::json!("replace");
         let mut patch = serde_json::json!({"spec": {"template": template}});
         if let Some(revision) = &revision {
             patch["metadata"] = serde_json::json!({"labels": {LABEL_REVISION: revision}});
@@ -457,7 +465,7 @@ impl KubeCluster {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        api.patch(deployment, &params, &Patch::Merge(&patch))
+        api.patch(deployment, &params, &Patch::Strategic(&patch))
             .await
             .map_err(|e| self.error(e, "patch", &resource))?;
         Ok(revision.and_then(|r| r.parse().ok()))

@@ -31,6 +31,7 @@ struct Sent {
     method: String,
     path: String,
     query: String,
+    content_type: String,
     body: Value,
 }
 
@@ -59,6 +60,12 @@ fn cluster(
             let method = request.method().to_string();
             let path = request.uri().path().to_owned();
             let query = request.uri().query().unwrap_or_default().to_owned();
+            let content_type = request
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             let bytes = request.into_body().collect_bytes().await.expect("body");
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             assert_eq!(
@@ -74,6 +81,7 @@ fn cluster(
                 method,
                 path,
                 query,
+                content_type,
                 body,
             });
             let status = step["response"]["status"].as_u64().unwrap() as u16;
@@ -171,6 +179,7 @@ async fn apply_creates_the_namespace_secret_deployment_and_service_by_server_sid
     );
     for request in &sent {
         assert_eq!(request.method, "PATCH");
+        assert_eq!(request.content_type, "application/apply-patch+yaml");
         assert!(
             request.query.contains("fieldManager=gantry"),
             "{}",
@@ -356,8 +365,15 @@ async fn rollback_returns_to_the_previous_replica_sets_template() {
         "{}",
         sent[1].query
     );
+    // A strategic merge patch replacing the whole template, as `kubectl
+    // rollout undo` replaces it.
+    assert_eq!(
+        sent[2].content_type,
+        "application/strategic-merge-patch+json"
+    );
     let patch = &sent[2].body;
     let template = &patch["spec"]["template"];
+    assert_eq!(template["$patch"], "replace");
     // ReplicaSet revision 2 (not 1, the oldest, nor 3, the current).
     assert_eq!(
         template["spec"]["containers"][0]["image"],
