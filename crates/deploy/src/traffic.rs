@@ -40,6 +40,16 @@ pub(crate) trait LoadBalancers: Send + Sync {
         let _ = certificates;
         self.start(listen, rules)
     }
+
+    /// Starts an HTTP listener that also serves HTTP/2 to clients starting
+    /// with its preface (h2c); a fake serves plain HTTP.
+    fn start_h2c(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        self.start(listen, rules)
+    }
 }
 
 /// One environment's load balancer: path rules to services' target groups.
@@ -105,6 +115,21 @@ pub(crate) trait Targets: Send + Sync {
 pub(crate) struct ProxyLoadBalancers;
 
 impl LoadBalancers for ProxyLoadBalancers {
+    fn start_h2c(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        Box::pin(async move {
+            let config = gantry_proxy::ListenerConfig {
+                h2c: true,
+                ..gantry_proxy::ListenerConfig::default()
+            };
+            let lb = LoadBalancer::start_with(listen, rules, config).await?;
+            Ok(Box::new(lb) as Box<dyn Balancer>)
+        })
+    }
+
     fn start(
         &self,
         listen: SocketAddr,

@@ -988,6 +988,44 @@ fn a_deploy_fed_by_an_image_action_names_the_services_container() {
 }
 
 #[test]
+fn an_http_listener_may_serve_h2c_and_an_https_one_refuses_the_key() {
+    check(
+        r#"
+        version: 1
+        environments:
+          staging:
+            load_balancer:
+              listeners:
+                - {name: web, listen: "127.0.0.1:18443", protocol: https, http2: true,
+                   certificates: [{cert: /c, key: /k}]}
+                - {name: plain, listen: "127.0.0.1:18081", http2: sometimes}
+        "#,
+        &[
+            "gantry.yaml:6:74: `http2` applies to http listeners (h2c); https listener `web` offers HTTP/2 by ALPN already",
+            "gantry.yaml:8:59: `http2` must be yes, no, true or false, found `sometimes`",
+        ],
+    );
+    let doc = document(
+        "gantry.yaml",
+        r#"
+        version: 1
+        environments:
+          staging:
+            load_balancer:
+              listeners:
+                - {name: grpc, listen: "127.0.0.1:18082", http2: true}
+                - {name: plain, listen: "127.0.0.1:18081"}
+        "#,
+    );
+    let lb = doc.environments[&env("staging")]
+        .load_balancer
+        .as_ref()
+        .unwrap();
+    assert!(lb.listeners[0].http2);
+    assert!(!lb.listeners[1].http2);
+}
+
+#[test]
 fn listeners_conditions_and_actions_as_alb_has_them() {
     let doc = document(
         "gantry.yaml",
