@@ -32,7 +32,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +44,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2 as client;
 use hyper::server::conn::http2 as server;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
@@ -89,25 +92,83 @@ pub(crate) fn server_builder(tasks: TaskTracker) -> server::Builder<Tracked> {
 /// What every HTTP/2 connection starts with (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether a plain connection starts with HTTP/2's preface, read without
-/// consuming it. Decided at the first byte that differs, so an HTTP/1.1
-/// request (which never starts `PRI `) is known at once; a preface split
-/// over several packets is peeked again after a millisecond. `Err` when
-/// the connection closes first.
-pub(crate) async fn starts_with_preface(stream: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; PREFACE.len()];
+/// Reads a plain connection's first bytes until they show whether it
+/// starts with HTTP/2's preface: at the first byte that differs (an
+/// HTTP/1.1 request never starts `PRI `, so it is known from its first
+/// packet), or once the whole preface is in. Returns the answer and the
+/// connection with the bytes read put back in front. Reads wait for data
+/// as any read does, so a client trickling the preface costs a wake-up per
+/// packet, not a poll loop. `Err` when the connection closes first.
+pub(crate) async fn sniff_preface(
+    mut stream: TcpStream,
+) -> std::io::Result<(bool, Prefixed<TcpStream>)> {
+    let mut read = Vec::with_capacity(1024);
     loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
+        if stream.read_buf(&mut read).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        if buf[..n] != PREFACE[..n] {
-            return Ok(false);
+        let n = read.len().min(PREFACE.len());
+        if read[..n] != PREFACE[..n] || n == PREFACE.len() {
+            let h2 = read[..n] == PREFACE[..];
+            let prefix = Bytes::from(read);
+            return Ok((h2, Prefixed { prefix, stream }));
         }
-        if n == PREFACE.len() {
-            return Ok(true);
+    }
+}
+
+/// A connection some of whose bytes were already read: they come first.
+pub(crate) struct Prefixed<S> {
+    prefix: Bytes,
+    stream: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        if this.prefix.is_empty() {
+            // Lets the read buffer go rather than keep it for good.
+            this.prefix = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -520,12 +520,12 @@ impl Worker {
                                     () = stop.cancelled() => return,
                                     sniffed = tokio::time::timeout(
                                         timeouts.header_read,
-                                        http2::starts_with_preface(&stream),
+                                        http2::sniff_preface(stream),
                                     ) => sniffed,
                                 };
-                                let protocol = match sniffed {
-                                    Ok(Ok(true)) => ClientProtocol::Http2(h2),
-                                    Ok(Ok(false)) => ClientProtocol::Http1,
+                                let (protocol, stream) = match sniffed {
+                                    Ok(Ok((true, stream))) => (ClientProtocol::Http2(h2), stream),
+                                    Ok(Ok((false, stream))) => (ClientProtocol::Http1, stream),
                                     Ok(Err(_)) | Err(_) => return,
                                 };
                                 serve(
