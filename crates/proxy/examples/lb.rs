@@ -4,12 +4,13 @@
 //!
 //! Usage: `lb LISTEN_ADDR BACKEND_ADDR`; prints `listening on ADDR` once the
 //! backend is healthy in both groups. `GANTRY_LB_WORKERS=N` overrides the
-//! number of worker threads.
+//! number of worker threads. With `GANTRY_LB_CERT` and `GANTRY_LB_KEY`
+//! (PEM files) the listener is HTTPS (ALPN `h2` and `http/1.1`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gantry_proxy::{HealthCheckConfig, ListenerConfig, LoadBalancer, Rule, Target};
+use gantry_proxy::{Certificate, HealthCheckConfig, ListenerConfig, LoadBalancer, Rule, Target};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,7 +30,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         config.workers = workers;
     }
-    let lb = LoadBalancer::start_with(listen, rules, config).await?;
+    let lb = match (
+        std::env::var_os("GANTRY_LB_CERT"),
+        std::env::var_os("GANTRY_LB_KEY"),
+    ) {
+        (Some(cert), Some(key)) => {
+            let certificate = Certificate::new(
+                "bench",
+                std::fs::read_to_string(cert)?,
+                std::fs::read_to_string(key)?,
+            );
+            LoadBalancer::start_https(listen, rules, config, &[certificate]).await?
+        }
+        _ => LoadBalancer::start_with(listen, rules, config).await?,
+    };
     for name in ["api", "web"] {
         let group = lb.target_group(name);
         group.set_health_check(HealthCheckConfig {
