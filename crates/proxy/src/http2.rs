@@ -302,10 +302,11 @@ impl Http2Upstreams {
                 tracing::debug!(%addr, %error, "HTTP/2 connection to a target ended");
             }
         });
-        self.senders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(addr, sender.clone());
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        // Connections to targets that went away (replaced replicas) close
+        // on their own; their entries go here, where connecting is rare.
+        senders.retain(|_, sender| !sender.is_closed());
+        senders.insert(addr, sender.clone());
         Ok(sender)
     }
 }
