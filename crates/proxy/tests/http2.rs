@@ -650,3 +650,46 @@ async fn an_h2c_connection_that_opens_no_stream_is_closed_at_the_header_timeout(
     assert!(sink.is_empty());
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_flight_finishes_while_the_listener_drains() {
+    let lb = LoadBalancer::start_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        rules(),
+        ListenerConfig {
+            h2c: true,
+            ..ListenerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let server = GrpcServer::start().await;
+    grpc_group(&lb, &server);
+    let mut client = tonic::client::Grpc::new(channel(lb.local_addr(), None).await);
+    client.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut answers = client
+        .streaming(
+            Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            path("/test.Echo/Chat"),
+            ProstCodec::<Echo, Echo>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(echo("before")).await.unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().text, "BEFORE");
+
+    // Shutdown waits for the open stream, which keeps working meanwhile.
+    let shutdown = tokio::spawn(lb.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!shutdown.is_finished());
+    tx.send(echo("during")).await.unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().text, "DURING");
+    drop(tx);
+    assert!(answers.message().await.unwrap().is_none());
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown ends once the stream has")
+        .unwrap();
+}
