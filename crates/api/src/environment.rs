@@ -68,6 +68,18 @@ pub struct ListenerStatus {
     pub acme: Option<AcmeStatus>,
 }
 
+/// Lines of an environment's access log (`GET
+/// /api/v1/environments/{env}/access-log`), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccessLogLines {
+    /// Whole lines, in the format formats.md gives.
+    pub lines: Vec<String>,
+    /// Pass as `after` to get the lines written since.
+    pub cursor: u64,
+    /// Whether the environment's `load_balancer.access_log` is on now.
+    pub enabled: bool,
+}
+
 /// What an https listener's ACME renewal task knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AcmeStatus {
@@ -585,6 +597,19 @@ pub struct ServiceLogsQuery {
     /// 1048576).
     #[serde(default)]
     pub max_bytes: Option<u64>,
+}
+
+/// `GET /api/v1/environments/{environment}/access-log`: the load
+/// balancer's access log (`gantry env logs ENV --access`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccessLogQuery {
+    /// The last this many lines (default 100, at most 10000); ignored with
+    /// `after`.
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// A `cursor` of an earlier answer: only the lines written since.
+    #[serde(default)]
+    pub after: Option<u64>,
 }
 
 /// One replica's output.

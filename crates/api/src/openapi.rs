@@ -660,6 +660,20 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
+        query: Some(fields::<AccessLogQuery>),
+        errors: &[404],
+        ..route(
+            Get,
+            "/api/v1/environments/{environment}/access-log",
+            "accessLog",
+            "The environment's load balancer access log (with `load_balancer.access_log` on): \
+             one line per request, the last lines or those after a cursor; an operator of the \
+             environment, since lines hold clients' addresses and the paths they asked for.",
+            Role::Operator,
+            of::<AccessLogLines>,
+        )
+    },
+    Route {
         query: Some(fields::<ImagesQuery>),
         errors: &[404],
         ..route(

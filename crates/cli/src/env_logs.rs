@@ -2,14 +2,16 @@
 //! what a service's replicas wrote to stdout and stderr, on either runtime
 //! (`GET /api/v1/environments/{env}/services/{service}/logs`; operator of
 //! the environment). With several replicas each line is prefixed with its
-//! replica's id.
+//! replica's id. `gantry env logs ENV --access [--tail N] [--follow]`: the
+//! environment's load balancer access log instead
+//! (`GET /api/v1/environments/{env}/access-log`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use gantry_api::ReplicaLogView;
+use gantry_api::{AccessLogLines, ReplicaLogView};
 
 use crate::buildspec::query;
 use crate::client::Connection;
@@ -18,8 +20,15 @@ use crate::client::Connection;
 pub(crate) struct LogsArgs {
     /// The environment (as applied).
     environment: String,
-    /// The service in that environment.
-    service: String,
+    /// The service in that environment (not with --access).
+    service: Option<String>,
+    /// The load balancer's access log (one line per request) instead of a
+    /// service's output; needs `load_balancer.access_log: true`.
+    #[arg(long, conflicts_with_all = ["replica", "since"])]
+    access: bool,
+    /// With --access: the last N lines (default 100, at most 10000).
+    #[arg(long, value_name = "N", requires = "access")]
+    tail: Option<usize>,
     /// Only this replica (an id `gantry env status` shows).
     #[arg(long)]
     replica: Option<String>,
@@ -37,6 +46,21 @@ pub(crate) struct LogsArgs {
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
 pub(crate) async fn logs(conn: &Connection, args: LogsArgs) -> Result<()> {
+    let service = match (&args.service, args.access) {
+        (None, true) => return access_log(conn, &args).await,
+        (Some(_), true) => {
+            return Err(anyhow!(
+                "--access reads the environment's access log, not a service's: leave out the service"
+            ));
+        }
+        (None, false) => {
+            return Err(anyhow!(
+                "name a service (`gantry env logs {} SERVICE`), or --access for the load balancer's access log",
+                args.environment
+            ));
+        }
+        (Some(service), false) => service.clone(),
+    };
     let since_ms = match &args.since {
         Some(text) => {
             let back =
@@ -48,7 +72,7 @@ pub(crate) async fn logs(conn: &Connection, args: LogsArgs) -> Result<()> {
     let base = format!(
         "/api/v1/environments/{}/services/{}/logs",
         query(&args.environment),
-        query(&args.service)
+        query(&service)
     );
     let fetch = async |replica: Option<&str>, after: Option<&str>, max: Option<u64>| {
         let mut path = base.clone();
@@ -97,6 +121,47 @@ pub(crate) async fn logs(conn: &Connection, args: LogsArgs) -> Result<()> {
                 cursors.insert(id.clone(), output.cursor);
             }
         }
+    }
+}
+
+/// The environment's access log: its last lines, then (with --follow)
+/// what is written after them.
+async fn access_log(conn: &Connection, args: &LogsArgs) -> Result<()> {
+    let base = format!(
+        "/api/v1/environments/{}/access-log",
+        query(&args.environment)
+    );
+    let first = conn
+        .client
+        .get::<AccessLogLines>(&format!("{base}?tail={}", args.tail.unwrap_or(100)))
+        .await?;
+    if !first.enabled && first.lines.is_empty() {
+        eprintln!(
+            "environment {}'s access log is off: set `access_log: true` in its load_balancer and apply",
+            args.environment
+        );
+    }
+    for line in &first.lines {
+        println!("{line}");
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let mut cursor = first.cursor;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+        }
+        let next = conn
+            .client
+            .get::<AccessLogLines>(&format!("{base}?after={cursor}"))
+            .await?;
+        for line in &next.lines {
+            println!("{line}");
+        }
+        cursor = next.cursor;
     }
 }
 

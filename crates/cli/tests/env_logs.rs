@@ -133,3 +133,94 @@ async fn env_logs_prints_a_replicas_stdout_and_stderr() {
     ok(run(&data, &["shutdown", "--stop-services"]));
     drop(server);
 }
+
+/// `gantry env logs ENV --access`: the load balancer's access log, one
+/// line per request (rule, status, bytes, user agent), through the binary;
+/// a service and --access together, or neither, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_logs_access_prints_the_load_balancers_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".gantry");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Server::start(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = dir.path().join("env.yaml");
+    let project = |on: bool| {
+        format!(
+            r#"
+version: 1
+environments:
+  staging:
+    load_balancer:
+      access_log: {on}
+      listeners:
+        - name: web
+          listen: 127.0.0.1:{port}
+          default_action: {{fixed_response: {{status: 200, content_type: text/plain, body: "hi"}}}}
+      rules:
+        - {{priority: 4, conditions: {{path: ["/gone"]}}, action: {{fixed_response: {{status: 410, body: "gone"}}}}}}
+"#
+        )
+    };
+    std::fs::write(&file, project(true)).unwrap();
+    ok(run(&data, &["apply", "-f", file.to_str().unwrap()]));
+    for path in ["/a?x=1", "/gone"] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-A", "tester/1.0 \"quoted\""])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // The writer appends on its own thread: wait for both lines.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = ok(run(&data, &["env", "logs", "staging", "--access"]));
+        if text.lines().count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("http "), "{text}");
+    assert!(
+        lines[0].contains(" staging/web 127.0.0.1 - ")
+            && lines[0].contains(
+                " 200 2 \"GET /a?x=1 HTTP/1.1\" \"tester/1.0 \\x22quoted\\x22\" default complete"
+            ),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" 410 4 \"GET /gone HTTP/1.1\"") && lines[1].ends_with(" 4 complete"),
+        "{text}"
+    );
+    let tail = ok(run(
+        &data,
+        &["env", "logs", "staging", "--access", "--tail", "1"],
+    ));
+    assert_eq!(tail.lines().collect::<Vec<_>>(), [lines[1]]);
+
+    let both = run(&data, &["env", "logs", "staging", "web", "--access"]);
+    assert_eq!(both.status.code(), Some(1));
+    let neither = run(&data, &["env", "logs", "staging"]);
+    assert_eq!(neither.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&neither.stderr).contains("--access"));
+
+    // Off: no new lines, and the command says why.
+    std::fs::write(&file, project(false)).unwrap();
+    ok(run(&data, &["apply", "-f", file.to_str().unwrap()]));
+    std::process::Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{port}/b")])
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = run(&data, &["env", "logs", "staging", "--access"]);
+    assert_eq!(String::from_utf8_lossy(&after.stdout).lines().count(), 2);
+    ok(run(&data, &["shutdown"]));
+    drop(server);
+}

@@ -319,6 +319,47 @@ impl Deployer {
         }))
     }
 
+    /// Turns the environment's access log on or off as its file says:
+    /// every listener (serving and redirecting) records into one file.
+    async fn sync_access_log(&self, environment: &Arc<EnvState>, env: &Environment) {
+        let on = env.load_balancer.as_ref().is_some_and(|lb| lb.access_log);
+        let writer = match (&self.inner.access_logs, on) {
+            (Some(dir), true) => {
+                let mut kept = environment
+                    .access_writer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if kept.is_none() {
+                    match crate::access_log::AccessWriter::start(dir, &environment.name) {
+                        Ok(writer) => *kept = Some(writer),
+                        Err(error) => tracing::error!(
+                            environment = %environment.name, %error,
+                            "The access log cannot be written."
+                        ),
+                    }
+                }
+                kept.clone()
+            }
+            _ => None,
+        };
+        if writer.is_none() {
+            *environment
+                .access_writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        let serving = env
+            .load_balancer
+            .as_ref()
+            .and_then(serving)
+            .map_or("default", |l| l.name.as_str());
+        let sink = |listener: &str| writer.as_ref().map(|w| w.sink(&environment.name, listener));
+        environment.lb.set_access_log(sink(serving));
+        for (name, lb) in environment.redirects.lock().await.iter() {
+            lb.set_access_log(sink(name));
+        }
+    }
+
     /// Starts the renewal task of an environment's ACME listener (stopping
     /// the one before), or stops it when the listener has no `acme` now.
     fn renew(&self, environment: &Arc<EnvState>, plan: Option<&AcmePlan>) {
@@ -439,6 +480,7 @@ impl Deployer {
                         existing,
                         certificates.get(&name).and_then(|t| t.acme.as_ref()),
                     );
+                    self.sync_access_log(existing, env).await;
                     *existing.spec.lock().await = env.clone();
                     summary.push(format!("environment {name}: rules updated"));
                 }
@@ -517,7 +559,9 @@ impl Deployer {
                         acme_challenges: acme::Challenges::default(),
                         acme: std::sync::Mutex::new(None),
                         acme_status: std::sync::Mutex::new(None),
+                        access_writer: std::sync::Mutex::new(None),
                     });
+                    self.sync_access_log(&environment, env).await;
                     self.renew(&environment, tls.and_then(|t| t.acme.as_ref()));
                     state.environments.insert(name, environment);
                 }

@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     /// registry host (`shop/web:1`) are; unset: Docker Hub, as Docker has it.
     pub(crate) local_registry: std::sync::OnceLock<String>,
     pub(crate) on_finished: std::sync::OnceLock<crate::deployment::FinishedHook>,
+    /// Where environments' access logs are written; `None`: nowhere.
+    pub(crate) access_logs: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -92,6 +94,8 @@ pub(crate) struct EnvState {
     pub(crate) acme: std::sync::Mutex<Option<crate::acme::RenewalTask>>,
     /// What that task knows, for the environment's status.
     pub(crate) acme_status: std::sync::Mutex<Option<gantry_api::environment::AcmeStatus>>,
+    /// The writer of its access log, while `access_log` is on.
+    pub(crate) access_writer: std::sync::Mutex<Option<Arc<crate::access_log::AccessWriter>>>,
 }
 
 #[derive(Default)]
@@ -118,11 +122,14 @@ impl EnvState {
 impl Deployer {
     /// Opens the deployer: the applied project, one load balancer per
     /// environment, and every replica the runtimes still run, re-adopted.
+    /// `access_logs`: the directory of environments' access logs
+    /// (`DATA_DIR/access-logs`).
     pub async fn open(
         store: Store,
         params: Arc<ParamStore>,
         images: RegistryClient,
         runtimes: Runtimes,
+        access_logs: Option<std::path::PathBuf>,
     ) -> Result<Deployer, DeployError> {
         Deployer::open_with(
             store,
@@ -130,6 +137,7 @@ impl Deployer {
             Arc::new(images),
             Arc::new(ProxyLoadBalancers),
             runtimes,
+            access_logs,
         )
         .await
     }
@@ -142,6 +150,7 @@ impl Deployer {
         images: Arc<dyn ImageRegistry>,
         balancers: Arc<dyn LoadBalancers>,
         runtimes: Runtimes,
+        access_logs: Option<std::path::PathBuf>,
     ) -> Result<Deployer, DeployError> {
         let db = DeployStore::open(store).await?;
         let interrupted = db.interrupt_unfinished(gantry_clock::now_ms()).await?;
@@ -158,6 +167,7 @@ impl Deployer {
                 state: Mutex::new(State::default()),
                 local_registry: std::sync::OnceLock::new(),
                 on_finished: std::sync::OnceLock::new(),
+                access_logs,
             }),
         };
         if let Some(files) = deployer.inner.db.project().await? {

@@ -38,6 +38,7 @@
 //!   neither can go on, the stable revision gets all of it back.
 //! - Revisions hold no secret value, only parameter names and versions.
 
+mod access_log;
 mod acme;
 mod analysis;
 mod apply;

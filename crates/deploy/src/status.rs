@@ -46,6 +46,42 @@ impl From<SecretRef> for gantry_api::SecretRef {
 }
 
 impl Deployer {
+    /// The last `tail` lines of an environment's access log, or with
+    /// `after` (an earlier answer's cursor) the lines since; at most 1 MiB
+    /// a call. An environment that never logged has none.
+    pub async fn access_log(
+        &self,
+        environment: &str,
+        tail: usize,
+        after: Option<u64>,
+    ) -> Result<gantry_api::environment::AccessLogLines, DeployError> {
+        let (env, _) = self.environment(environment).await?;
+        let enabled = env
+            .spec
+            .lock()
+            .await
+            .load_balancer
+            .as_ref()
+            .is_some_and(|lb| lb.access_log);
+        let Some(dir) = &self.inner.access_logs else {
+            return Ok(gantry_api::environment::AccessLogLines {
+                lines: Vec::new(),
+                cursor: 0,
+                enabled,
+            });
+        };
+        let path = crate::access_log::path_of(dir, &env.name);
+        let read = tokio::task::spawn_blocking(move || crate::access_log::read(&path, tail, after))
+            .await
+            .map_err(|e| DeployError::Runtime(e.to_string()))?
+            .map_err(|e| DeployError::Runtime(format!("the access log of {environment}: {e}")))?;
+        Ok(gantry_api::environment::AccessLogLines {
+            lines: read.lines,
+            cursor: read.cursor,
+            enabled,
+        })
+    }
+
     /// Services, revisions, images, replicas and their health, and recent
     /// deployments of one environment.
     pub async fn environment_status(

@@ -71,6 +71,11 @@ pub(crate) trait Balancer: Send + Sync {
         let _ = certificates;
         Ok(())
     }
+    /// Sends a record of every request to `sink`, or stops; a fake keeps
+    /// none.
+    fn set_access_log(&self, sink: Option<Arc<dyn gantry_proxy::AccessLogSink>>) {
+        let _ = sink;
+    }
     /// Stops listening; in-flight requests finish.
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
     /// Request counters and targets, for metrics; a fake has none.
@@ -163,6 +168,10 @@ impl LoadBalancers for ProxyLoadBalancers {
 impl Balancer for LoadBalancer {
     fn local_addr(&self) -> SocketAddr {
         LoadBalancer::local_addr(self)
+    }
+
+    fn set_access_log(&self, sink: Option<Arc<dyn gantry_proxy::AccessLogSink>>) {
+        LoadBalancer::set_access_log(self, sink);
     }
 
     fn set_rules(&self, rules: Vec<Rule>) {

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::access_log::LoggedBody;
 use crate::target_group::InFlight;
 use crate::upstream::UpstreamBody;
 
@@ -26,6 +27,8 @@ pub(crate) enum ResponseBody {
     },
     /// A response of the load balancer itself (404, 502, ...), or nothing.
     Fixed(Option<Bytes>),
+    /// Any of the above, counted for the access log.
+    Logged(Box<LoggedBody>),
 }
 
 impl ResponseBody {
@@ -46,6 +49,7 @@ impl Body for ResponseBody {
             Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
             Self::Http2 { body, .. } => Pin::new(body).poll_frame(cx).map_err(io::Error::other),
             Self::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Logged(logged) => logged.poll_frame(cx),
         }
     }
 
@@ -54,6 +58,7 @@ impl Body for ResponseBody {
             Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Http2 { body, .. } => body.is_end_stream(),
             Self::Fixed(bytes) => bytes.is_none(),
+            Self::Logged(logged) => logged.is_end_stream(),
         }
     }
 
@@ -64,6 +69,7 @@ impl Body for ResponseBody {
             Self::Fixed(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            Self::Logged(logged) => logged.size_hint(),
         }
     }
 }

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::{Matched, Pending};
 use crate::body::ResponseBody;
 use crate::http2::Http2Upstreams;
 use crate::rule::{RequestView, RouteAction, RouteTable};
@@ -94,15 +95,32 @@ impl Forwarder {
         self: Arc<Self>,
         client_ip: HeaderValue,
         peer: IpAddr,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        let mut matched = Matched::default();
+        let Some(sink) = self.routes.load().access_log().cloned() else {
+            return Ok(self
+                .handle_request(client_ip, peer, request, &mut matched)
+                .await);
+        };
+        let pending = Pending::start(&request, peer, self.tls);
+        let response = self
+            .handle_request(client_ip, peer, request, &mut matched)
+            .await;
+        Ok(pending.finish(response, matched, sink))
+    }
+
+    async fn handle_request(
+        &self,
+        client_ip: HeaderValue,
+        peer: IpAddr,
+        mut request: Request<Incoming>,
+        matched: &mut Matched,
+    ) -> Response<ResponseBody> {
         // A tunnel to an arbitrary authority is a forward proxy's job, and
         // ALB refuses it too.
         if request.method() == Method::CONNECT {
-            return Ok(fixed(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported\n",
-            ));
+            return fixed(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
         if request.version() == Version::HTTP_2 {
             host_from_authority(&mut request);
@@ -117,22 +135,21 @@ impl Forwarder {
                 tls: self.tls,
                 local_port: self.local_port,
             };
-            match routes.route(&view) {
+            let (action, rule) = routes.route(&view);
+            matched.rule = rule;
+            match action {
                 Some(RouteAction::Forward(group)) => group.clone(),
                 Some(RouteAction::Weighted(weighted)) => match weighted.pick() {
                     Some(group) => group.clone(),
                     None => {
-                        return Ok(fixed(
+                        return fixed(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "every target group of this rule has weight 0\n",
-                        ));
+                        );
                     }
                 },
                 Some(RouteAction::Redirect(redirect)) => {
-                    return Ok(redirect_response(
-                        redirect.status,
-                        &redirect.location(&view),
-                    ));
+                    return redirect_response(redirect.status, &redirect.location(&view));
                 }
                 Some(RouteAction::Fixed {
                     status,
@@ -144,13 +161,13 @@ impl Forwarder {
                     response
                         .headers_mut()
                         .insert(CONTENT_TYPE, content_type.clone());
-                    return Ok(response);
+                    return response;
                 }
                 None => {
-                    return Ok(fixed(
+                    return fixed(
                         StatusCode::NOT_FOUND,
                         "no listener rule matches this path\n",
-                    ));
+                    );
                 }
             }
         };
@@ -166,19 +183,19 @@ impl Forwarder {
         add_forwarded(&mut parts.headers, client_ip, self.tls);
 
         let Some(first) = group.pick_for(None, Some(&parts.headers)) else {
-            return Ok(fixed(
+            return fixed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the target group has no target that can take requests\n",
-            ));
+            );
         };
         if first.endpoint().protocol != Protocol::Http1 {
             if upgrade {
-                return Ok(fixed(
+                return fixed(
                     StatusCode::NOT_IMPLEMENTED,
                     "protocol upgrades are not forwarded to HTTP/2 targets\n",
-                ));
+                );
             }
-            return Ok(self.forward_h2(&group, first, parts, body).await);
+            return self.forward_h2(&group, first, parts, body, matched).await;
         }
         // Only a request that is safe to repeat and has no body (so nothing
         // of it is lost with the first attempt) may go to a second target.
@@ -188,6 +205,7 @@ impl Forwarder {
         let mut target = first;
         let mut last = !retryable;
         let outcome = loop {
+            matched.target = Some(target.endpoint().addr);
             let request = UpstreamRequest {
                 method: &parts.method,
                 path_and_query: &path_and_query,
@@ -250,26 +268,23 @@ impl Forwarder {
             Ok(answered) => answered,
             Err(Failure::Timeout) => {
                 tracing::warn!(target_group = %group.name(), timeout = ?self.upstream_timeout, "upstream timed out");
-                return Ok(fixed(
+                return fixed(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the target did not answer in time\n",
-                ));
+                );
             }
             Err(Failure::Upstream(error)) => {
                 tracing::warn!(target_group = %group.name(), %error, "upstream request failed");
-                return Ok(fixed(
-                    StatusCode::BAD_GATEWAY,
-                    "the target failed to answer\n",
-                ));
+                return fixed(StatusCode::BAD_GATEWAY, "the target failed to answer\n");
             }
         };
 
         if let Some((upstream, early)) = answer.take_upgraded() {
             let Some(client_upgrade) = client_upgrade else {
-                return Ok(fixed(
+                return fixed(
                     StatusCode::BAD_GATEWAY,
                     "the target switched protocols without being asked\n",
-                ));
+                );
             };
             let mut response = answer.response;
             strip_hop_by_hop(response.headers_mut(), true);
@@ -280,17 +295,17 @@ impl Forwarder {
                 in_flight,
                 self.closing.clone(),
             ));
-            return Ok(response.map(|_| ResponseBody::empty()));
+            return response.map(|_| ResponseBody::empty());
         }
         let mut response = answer.response;
         strip_hop_by_hop(response.headers_mut(), false);
         if let Some(cookie) = group.sticky_cookie(in_flight.endpoint()) {
             response.headers_mut().append(SET_COOKIE, cookie);
         }
-        Ok(response.map(|body| ResponseBody::Upstream {
+        response.map(|body| ResponseBody::Upstream {
             body,
             _in_flight: in_flight,
-        }))
+        })
     }
 }
 
@@ -305,6 +320,7 @@ impl Forwarder {
         mut target: InFlight,
         parts: http::request::Parts,
         body: Incoming,
+        matched: &mut Matched,
     ) -> Response<ResponseBody> {
         if target.endpoint().protocol == Protocol::Grpc
             && parts.version != Version::HTTP_2
@@ -327,6 +343,7 @@ impl Forwarder {
         let mut body = (!retryable).then_some(body);
         let mut last = !retryable;
         loop {
+            matched.target = Some(target.endpoint().addr);
             let request = match h2_request(&parts, &target, body.take(), h2_client) {
                 Ok(request) => request,
                 Err(response) => return response,

@@ -103,6 +103,7 @@
 //! exchange), `codec` (HTTP/1.1 framing), `body` (the response body type),
 //! `stats` (counters and windows).
 
+mod access_log;
 mod body;
 mod codec;
 mod connections;
@@ -118,6 +119,7 @@ mod tls;
 mod tls_validity;
 mod upstream;
 
+pub use access_log::{AccessLogSink, AccessRecord};
 pub use error::ProxyError;
 pub use health::{CheckFuture, CommandCheck, HealthCheckConfig, StatusMatcher};
 pub use listener::{ListenerConfig, ListenerStats, LoadBalancer, RuleStats};

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLogSink;
 use crate::body::ResponseBody;
 use crate::connections::{Admitted, ClientConnections, Registration, RequestGuard};
 use crate::error::ProxyError;
@@ -119,6 +120,8 @@ pub struct LoadBalancer {
     rules: Mutex<Vec<(Rule, Arc<AtomicU64>)>>,
     /// The action for requests no rule matches; `None` is the fixed 404.
     default_action: Mutex<Option<Action>>,
+    /// Where access records go (see [`LoadBalancer::set_access_log`]).
+    access_log: Mutex<Option<Arc<dyn AccessLogSink>>>,
     /// An HTTPS listener's certificates, replaceable while it serves.
     certificates: Option<Arc<Certificates>>,
     unmatched: Arc<AtomicU64>,
@@ -252,6 +255,7 @@ impl LoadBalancer {
             groups: Mutex::new(HashMap::new()),
             rules: Mutex::new(Vec::new()),
             default_action: Mutex::new(None),
+            access_log: Mutex::new(None),
             certificates,
             unmatched,
             connections: connections.clone(),
@@ -311,10 +315,38 @@ impl LoadBalancer {
             default_action.as_ref(),
             |name| self.target_group(name),
             self.unmatched.clone(),
+        )
+        .with_access_log(
+            self.access_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         );
         self.routes.store(Arc::new(table));
         *current = counted;
         *default = default_action;
+    }
+
+    /// Sends a record of every request from now on to `sink` (when its
+    /// answer's body ends), or stops with `None`. Rules stay as they are.
+    pub fn set_access_log(&self, sink: Option<Arc<dyn AccessLogSink>>) {
+        *self
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
+        let rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(rule, _)| rule.clone())
+            .collect();
+        let default = self
+            .default_action
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.set_routing(rules, default);
     }
 
     /// Request counters of the rules and targets, and open connections.

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header::HOST};
 
+use crate::access_log::AccessLogSink;
 use crate::target_group::TargetGroup;
 
 /// One listener rule: a request that meets every condition gets the action.
@@ -594,9 +595,12 @@ pub(crate) struct RouteTable {
     default: Option<RouteAction>,
     /// Requests no rule matched (the default action's).
     unmatched: Arc<AtomicU64>,
+    /// Where the listener's access records go, if anywhere.
+    access_log: Option<Arc<dyn AccessLogSink>>,
 }
 
 struct Route {
+    priority: u32,
     matcher: Matcher,
     action: RouteAction,
     /// Requests this rule matched; kept by the listener across rule
@@ -618,6 +622,7 @@ impl RouteTable {
         let routes = rules
             .into_iter()
             .map(|(rule, requests)| Route {
+                priority: rule.priority,
                 matcher: Matcher::new(&rule.conditions),
                 action: RouteAction::new(&rule.action, &group),
                 requests,
@@ -627,7 +632,18 @@ impl RouteTable {
             routes,
             default: default.map(|action| RouteAction::new(action, &group)),
             unmatched,
+            access_log: None,
         }
+    }
+
+    /// The table with the listener's access log sink.
+    pub(crate) fn with_access_log(mut self, sink: Option<Arc<dyn AccessLogSink>>) -> Self {
+        self.access_log = sink;
+        self
+    }
+
+    pub(crate) fn access_log(&self) -> Option<&Arc<dyn AccessLogSink>> {
+        self.access_log.as_ref()
     }
 
     /// No rules, the fixed 404: a listener's table before its first rules.
@@ -636,12 +652,14 @@ impl RouteTable {
             routes: Vec::new(),
             default: None,
             unmatched,
+            access_log: None,
         }
     }
 
-    /// The action of the first rule matching `request`, else the default
-    /// action (`None`: the fixed 404). Counts the request against the rule.
-    pub(crate) fn route(&self, request: &RequestView<'_>) -> Option<&RouteAction> {
+    /// The action of the first rule matching `request` with the rule's
+    /// priority, else the default action (`None`: the fixed 404) and no
+    /// priority. Counts the request against the rule.
+    pub(crate) fn route(&self, request: &RequestView<'_>) -> (Option<&RouteAction>, Option<u32>) {
         let found = self
             .routes
             .iter()
@@ -649,11 +667,11 @@ impl RouteTable {
         match found {
             Some(route) => {
                 route.requests.fetch_add(1, Relaxed);
-                Some(&route.action)
+                (Some(&route.action), Some(route.priority))
             }
             None => {
                 self.unmatched.fetch_add(1, Relaxed);
-                self.default.as_ref()
+                (self.default.as_ref(), None)
             }
         }
     }

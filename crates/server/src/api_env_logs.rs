@@ -1,12 +1,14 @@
 //! `GET /api/v1/environments/{environment}/services/{service}/logs`: what
 //! a service's replicas wrote to stdout and stderr. A replica's output is
 //! not masked (gantry does not know what a service prints), so reading it
-//! needs an operator of that environment, as changing it does.
+//! needs an operator of that environment, as changing it does; so does
+//! `GET /api/v1/environments/{environment}/access-log`, the load
+//! balancer's access log.
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use gantry_api::{ReplicaLogView, ServiceLogsQuery};
+use gantry_api::{AccessLogLines, AccessLogQuery, ReplicaLogView, ServiceLogsQuery};
 use gantry_auth::{Permission, Target};
 use gantry_runtime::LogQuery;
 
@@ -18,11 +20,37 @@ use crate::guard::Caller;
 /// The most bytes of one replica's output an answer holds.
 const MAX_BYTES: u64 = 1024 * 1024;
 
+/// The most access-log lines an answer's `tail` may ask for.
+const MAX_TAIL: usize = 10_000;
+
 pub(crate) fn routes() -> Router<ControlPlane> {
-    Router::new().route(
-        "/api/v1/environments/{environment}/services/{service}/logs",
-        get(logs),
-    )
+    Router::new()
+        .route(
+            "/api/v1/environments/{environment}/services/{service}/logs",
+            get(logs),
+        )
+        .route(
+            "/api/v1/environments/{environment}/access-log",
+            get(access_log),
+        )
+}
+
+/// The environment's load balancer access log: the last lines or those
+/// after a cursor. Operators of the environment only: the lines hold
+/// clients' addresses and whatever their paths and queries carried.
+async fn access_log(
+    State(plane): State<ControlPlane>,
+    caller: Caller,
+    Path(environment): Path<String>,
+    Query(q): Query<AccessLogQuery>,
+) -> Result<Json<AccessLogLines>, ApiError> {
+    caller.require(Permission::Operate, Target::environment(&environment))?;
+    let lines = plane
+        .deployer()
+        .access_log(&environment, q.tail.unwrap_or(100).min(MAX_TAIL), q.after)
+        .await
+        .map_err(ControlError::from)?;
+    Ok(Json(lines))
 }
 
 async fn logs(

@@ -163,9 +163,14 @@ impl ControlPlane {
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
         let adopt_docker = gantry_deploy::uses_docker(&store).await.unwrap_or(true);
         let runtimes = crate::runtimes::open(&data_dir, &images, adopt_docker).await;
-        let deployer =
-            gantry_deploy::Deployer::open(store.clone(), params.clone(), images.clone(), runtimes)
-                .await?;
+        let deployer = gantry_deploy::Deployer::open(
+            store.clone(),
+            params.clone(),
+            images.clone(),
+            runtimes,
+            Some(data_dir.join("access-logs")),
+        )
+        .await?;
         let mirrors = Mirrors::new(&data_dir);
         let metrics = crate::metrics::Metrics::default();
         deployer.on_finished({

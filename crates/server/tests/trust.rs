@@ -644,6 +644,12 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
         ),
         (
             "GET",
+            "/api/v1/environments/staging/access-log".into(),
+            None,
+            Needs::Operate,
+        ),
+        (
+            "GET",
             "/api/v1/images/inspect?reference=shop/web:1".into(),
             None,
             Needs::Read,

@@ -174,6 +174,8 @@ pub struct LoadBalancer {
     pub listeners: Vec<Listener>,
     /// In ascending priority; priorities are unique per listener.
     pub rules: Vec<Rule>,
+    /// Whether every request is written to the environment's access log.
+    pub access_log: bool,
     pub location: Location,
 }
 
@@ -371,6 +373,7 @@ mod tests {
                 rule(10, "/api/catalog/*", "catalog"),
                 rule(100, "/*", "bff"),
             ],
+            access_log: false,
             location: Location::default(),
         };
         let service = |path| {

@@ -68,6 +68,7 @@ async fn open(cluster: &Arc<Cluster>, store: &Store) -> Deployer {
         Arc::new(FakeImages),
         Arc::new(FakeLoadBalancers(cluster.clone())),
         runtimes,
+        None,
     )
     .await
     .unwrap()

@@ -36,7 +36,7 @@ const KUBERNETES_KEYS: &[&str] = &[
     "service_type",
     "node_address",
 ];
-pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "listeners", "rules"];
+pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &["listen", "listeners", "rules", "access_log"];
 pub(crate) const RULE_KEYS: &[&str] = &[
     "priority",
     "path",
@@ -119,6 +119,9 @@ struct RawLoadBalancer {
     listeners: Option<Vec<RawListener>>,
     /// Rules, lowest priority number first.
     rules: Option<Vec<RawRule>>,
+    /// Write a line per request to the data dir's access log (default
+    /// false), read with `gantry env logs ENV --access`.
+    access_log: Option<bool>,
 }
 
 #[derive(JsonSchema)]
@@ -507,12 +510,17 @@ fn load_balancer(diag: &mut Diagnostics<'_>, node: &Node) -> Option<LoadBalancer
             .required(diag, "rules", "in `load_balancer`")
             .and_then(|n| rules(diag, n, true)),
     };
-    let (listeners, rules) = (listeners?, rules?);
+    let access_log = match map.get("access_log") {
+        None => Some(false),
+        Some(n) => diag.boolean(n, "`access_log`"),
+    };
+    let (listeners, rules, access_log) = (listeners?, rules?, access_log?);
     check_references(diag, &listeners, &rules);
     Some(LoadBalancer {
         listen: listeners.first()?.listen,
         listeners,
         rules,
+        access_log,
         location: map.location,
     })
 }
