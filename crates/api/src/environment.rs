@@ -47,7 +47,8 @@ pub struct EnvironmentStatus {
     pub runtime: String,
     /// In the order of the project's services.
     pub services: Vec<ServiceStatus>,
-    /// `http://` + the load balancer's address + `/`.
+    /// `http://` (or `https://` when the serving listener is https) + the
+    /// load balancer's address + `/`.
     pub url: String,
 }
 

@@ -206,6 +206,11 @@ impl Deployer {
                 acme: None,
             });
         }
+        let scheme = if listeners.first().is_some_and(|l| l.protocol == "https") {
+            "https"
+        } else {
+            "http"
+        };
         Ok(EnvironmentStatus {
             environment: environment.to_string(),
             load_balancer: addr.to_string(),
@@ -213,7 +218,8 @@ impl Deployer {
             listeners,
             runtime: runtime_name(spec.runtime).to_string(),
             services,
-            url: format!("http://{addr}/"),
+            // The serving listener's scheme: an https one is reached over TLS.
+            url: format!("{scheme}://{addr}/"),
         })
     }
 }

@@ -287,6 +287,7 @@ async fn certificates_come_from_the_parameter_store_and_rotate_with_apply() {
         .await
         .unwrap();
     assert_eq!(status.listeners.len(), 2);
+    assert_eq!(status.url, format!("https://127.0.0.1:{port}/"));
     assert_eq!(status.listeners[1].name, "plain");
     assert_eq!(status.listeners[1].listen, format!("127.0.0.1:{plain}"));
     let listener = &status.listeners[0];
