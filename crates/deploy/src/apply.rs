@@ -121,6 +121,28 @@ fn redirecting(env: &Environment) -> Vec<&spec::Listener> {
         .collect()
 }
 
+/// How a listener of the file starts: its timeouts, request limits and
+/// h2c, each absent one the load balancer's default. They apply when the
+/// listener starts (a change to a running one takes a server restart).
+fn listener_config(listener: &spec::Listener) -> gantry_proxy::ListenerConfig {
+    let mut config = gantry_proxy::ListenerConfig {
+        h2c: listener.http2 && listener.protocol == spec::Protocol::Http,
+        ..gantry_proxy::ListenerConfig::default()
+    };
+    let limits = &listener.limits;
+    if let Some(idle) = limits.idle_timeout {
+        config.idle_timeout = idle;
+    }
+    if let Some(header) = limits.header_timeout {
+        config.header_read_timeout = header;
+    }
+    if let Some(max) = limits.max_header_size {
+        config.max_header_size = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    config.max_body_size = limits.max_body_size;
+    config
+}
+
 /// A redirect listener's one action: everything to https on `port`.
 pub(crate) fn redirect_to_https(port: u16) -> Action {
     Action::Redirect(Redirect {
@@ -178,7 +200,12 @@ impl Deployer {
                 None => self
                     .inner
                     .balancers
-                    .start(listener.listen, Vec::new())
+                    .start_configured(
+                        listener.listen,
+                        Vec::new(),
+                        listener_config(listener),
+                        None,
+                    )
                     .await
                     .map_err(|e| DeployError::LoadBalancer {
                         environment: name.to_owned(),
@@ -488,22 +515,22 @@ impl Deployer {
                     let serving_listener = env.load_balancer.as_ref().and_then(serving);
                     let listen = serving_listener
                         .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |l| l.listen);
-                    let h2c = serving_listener.is_some_and(|l| l.http2);
-                    let started = match certificates.get(&name) {
-                        Some(Tls {
-                            certificates: certs,
-                            pins,
-                            ..
-                        }) => {
+                    let config = serving_listener.map(listener_config).unwrap_or_default();
+                    let tls = certificates.get(&name).map(
+                        |Tls {
+                             certificates: certs,
+                             pins,
+                             ..
+                         }| {
                             summary.extend(pins.iter().map(|pin| pin_line(&name, env, pin)));
-                            self.inner
-                                .balancers
-                                .start_https(listen, rules_of(env), certs.clone())
-                                .await
-                        }
-                        None if h2c => self.inner.balancers.start_h2c(listen, rules_of(env)).await,
-                        None => self.inner.balancers.start(listen, rules_of(env)).await,
-                    };
+                            certs.clone()
+                        },
+                    );
+                    let started = self
+                        .inner
+                        .balancers
+                        .start_configured(listen, rules_of(env), config, tls)
+                        .await;
                     let lb = started.map_err(|e| DeployError::LoadBalancer {
                         environment: name.clone(),
                         reason: match &e {

@@ -29,25 +29,16 @@ pub(crate) trait LoadBalancers: Send + Sync {
         rules: Vec<Rule>,
     ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>>;
 
-    /// Starts an HTTPS listener with checked certificates; a fake serves
-    /// plain HTTP.
-    fn start_https(
+    /// Starts a listener with `config` (timeouts, request limits, h2c)
+    /// and, given certificates, HTTPS; a fake serves plain HTTP.
+    fn start_configured(
         &self,
         listen: SocketAddr,
         rules: Vec<Rule>,
-        certificates: Vec<Certificate>,
+        config: gantry_proxy::ListenerConfig,
+        certificates: Option<Vec<Certificate>>,
     ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
-        let _ = certificates;
-        self.start(listen, rules)
-    }
-
-    /// Starts an HTTP listener that also serves HTTP/2 to clients starting
-    /// with its preface (h2c); a fake serves plain HTTP.
-    fn start_h2c(
-        &self,
-        listen: SocketAddr,
-        rules: Vec<Rule>,
-    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        let _ = (config, certificates);
         self.start(listen, rules)
     }
 }
@@ -120,17 +111,20 @@ pub(crate) trait Targets: Send + Sync {
 pub(crate) struct ProxyLoadBalancers;
 
 impl LoadBalancers for ProxyLoadBalancers {
-    fn start_h2c(
+    fn start_configured(
         &self,
         listen: SocketAddr,
         rules: Vec<Rule>,
+        config: gantry_proxy::ListenerConfig,
+        certificates: Option<Vec<Certificate>>,
     ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
         Box::pin(async move {
-            let config = gantry_proxy::ListenerConfig {
-                h2c: true,
-                ..gantry_proxy::ListenerConfig::default()
+            let lb = match certificates {
+                Some(certificates) => {
+                    LoadBalancer::start_https(listen, rules, config, &certificates).await?
+                }
+                None => LoadBalancer::start_with(listen, rules, config).await?,
             };
-            let lb = LoadBalancer::start_with(listen, rules, config).await?;
             Ok(Box::new(lb) as Box<dyn Balancer>)
         })
     }
@@ -142,24 +136,6 @@ impl LoadBalancers for ProxyLoadBalancers {
     ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
         Box::pin(async move {
             let lb = LoadBalancer::start(listen, rules).await?;
-            Ok(Box::new(lb) as Box<dyn Balancer>)
-        })
-    }
-
-    fn start_https(
-        &self,
-        listen: SocketAddr,
-        rules: Vec<Rule>,
-        certificates: Vec<Certificate>,
-    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
-        Box::pin(async move {
-            let lb = LoadBalancer::start_https(
-                listen,
-                rules,
-                gantry_proxy::ListenerConfig::default(),
-                &certificates,
-            )
-            .await?;
             Ok(Box::new(lb) as Box<dyn Balancer>)
         })
     }

@@ -54,6 +54,8 @@ pub(crate) struct Forwarder {
     /// Connections to HTTP/2 and gRPC targets.
     h2_upstreams: Http2Upstreams,
     upstream_timeout: Duration,
+    /// The largest request body forwarded (`ListenerConfig::max_body_size`).
+    max_body: Option<u64>,
     /// Tunnels of upgraded connections live here so shutdown can wait for,
     /// and end, them.
     tunnels: TaskTracker,
@@ -64,6 +66,7 @@ pub(crate) struct Forwarder {
 
 enum Failure {
     Timeout,
+    BodyTooLarge,
     Upstream(UpstreamError),
 }
 
@@ -73,6 +76,7 @@ impl Forwarder {
         tls: bool,
         local_port: u16,
         upstream_timeout: Duration,
+        max_body: Option<u64>,
         tunnels: TaskTracker,
         closing: CancellationToken,
     ) -> Self {
@@ -83,6 +87,7 @@ impl Forwarder {
             upstreams: Arc::default(),
             h2_upstreams: Http2Upstreams::default(),
             upstream_timeout,
+            max_body,
             tunnels,
             closing,
         }
@@ -121,6 +126,18 @@ impl Forwarder {
         // ALB refuses it too.
         if request.method() == Method::CONNECT {
             return fixed(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        }
+        if let Some(max) = self.max_body
+            && request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|len| len > max)
+        {
+            return fixed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than this listener takes\n",
+            );
         }
         if request.version() == Version::HTTP_2 {
             host_from_authority(&mut request);
@@ -211,6 +228,7 @@ impl Forwarder {
                 path_and_query: &path_and_query,
                 headers: &parts.headers,
                 default_host: &target.endpoint().host,
+                max_body: self.max_body,
             };
             // Bounded from connect to response head, as ALB's idle timeout
             // bounds a target that accepts and then says nothing.
@@ -235,6 +253,7 @@ impl Forwarder {
                 // A timed-out request may still be running on the target;
                 // trying it elsewhere would double the wait and the work.
                 Err(UpstreamError::Timeout) => break Err(Failure::Timeout),
+                Err(UpstreamError::BodyTooLarge) => break Err(Failure::BodyTooLarge),
                 Err(error) if !last => {
                     tracing::debug!(
                         target_group = %group.name(), target = %target.endpoint().id,
@@ -271,6 +290,12 @@ impl Forwarder {
                 return fixed(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the target did not answer in time\n",
+                );
+            }
+            Err(Failure::BodyTooLarge) => {
+                return fixed(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than this listener takes\n",
                 );
             }
             Err(Failure::Upstream(error)) => {

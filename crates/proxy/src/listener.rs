@@ -73,6 +73,15 @@ pub struct ListenerConfig {
     /// do without TLS); HTTP/1.1 clients are served as before. Ignored on
     /// HTTPS, where ALPN decides. Default off.
     pub h2c: bool,
+    /// The longest HTTP/1.1 request head (request line and headers) a
+    /// client may send; a longer one is answered 431. At least 8 KiB.
+    /// Default 64 KiB (HTTP/2's header list is held to 64 KiB too).
+    pub max_header_size: usize,
+    /// The largest request body the listener forwards: a longer
+    /// `Content-Length` is answered 413 at once, and a chunked body that
+    /// grows past it is cut there (413 when no answer began). `None` (the
+    /// default, as ALB): no limit.
+    pub max_body_size: Option<u64>,
 }
 
 impl Default for ListenerConfig {
@@ -85,6 +94,8 @@ impl Default for ListenerConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             h2c: false,
+            max_header_size: 64 * 1024,
+            max_body_size: None,
         }
     }
 }
@@ -229,7 +240,9 @@ impl LoadBalancer {
                 timeouts: ClientTimeouts {
                     header_read: config.header_read_timeout,
                     idle: config.idle_timeout,
+                    max_head: config.max_header_size.max(MIN_HEADER_SIZE),
                 },
+                max_body: config.max_body_size,
                 // Built once per worker; a connection clones it.
                 h2: http2::server_builder(tasks.clone()),
                 h2c: config.h2c,
@@ -500,6 +513,7 @@ struct Worker {
     local_port: u16,
     upstream_timeout: Duration,
     timeouts: ClientTimeouts,
+    max_body: Option<u64>,
     /// The HTTP/2 server settings of this worker's connections.
     h2: hyper::server::conn::http2::Builder<http2::Tracked>,
     /// Whether a plain connection may speak HTTP/2 with prior knowledge.
@@ -530,6 +544,7 @@ impl Worker {
             self.tls.is_some(),
             self.local_port,
             self.upstream_timeout,
+            self.max_body,
             self.tasks.clone(),
             self.closing.clone(),
         ));
@@ -638,7 +653,12 @@ impl Worker {
 struct ClientTimeouts {
     header_read: Duration,
     idle: Duration,
+    /// The longest HTTP/1.1 request head (its buffer): longer gets 431.
+    max_head: usize,
 }
+
+/// hyper's smallest request-head buffer.
+const MIN_HEADER_SIZE: usize = 8192;
 
 /// Which protocol a client connection speaks: HTTP/1.1 unless TLS's ALPN
 /// chose `h2`, or an h2c listener's client began with HTTP/2's preface.
@@ -686,6 +706,7 @@ async fn serve<S>(
     let result = match protocol {
         ClientProtocol::Http1 => {
             let connection = http1::Builder::new()
+                .max_buf_size(timeouts.max_head)
                 .serve_connection(io, service)
                 .with_upgrades();
             drive(

@@ -175,7 +175,7 @@ async fn exchange(
     );
     stream.write_all(out).await.map_err(UpstreamError::Write)?;
     if let Some(body) = body {
-        write_body(stream, out, sent, body, chunked).await?;
+        write_body(stream, out, sent, body, chunked, request.max_body).await?;
     }
     loop {
         if let Some(head) = codec::parse_response_head(buf, fields).map_err(UpstreamError::Parse)? {
@@ -201,7 +201,9 @@ async fn write_body(
     sent: &AtomicU64,
     mut body: Incoming,
     chunked: bool,
+    max: Option<u64>,
 ) -> Result<(), UpstreamError> {
+    let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(UpstreamError::ClientBody)?;
         // Trailers are dropped, as on the way back.
@@ -210,6 +212,12 @@ async fn write_body(
         };
         if data.is_empty() {
             continue;
+        }
+        total += data.len() as u64;
+        if max.is_some_and(|max| total > max) {
+            // The connection is dropped with the error: the target sees a
+            // cut request, never a complete one.
+            return Err(UpstreamError::BodyTooLarge);
         }
         if chunked {
             out.clear();
@@ -240,6 +248,8 @@ pub(crate) struct UpstreamRequest<'a> {
     pub(crate) headers: &'a HeaderMap,
     /// Host header for clients that sent none.
     pub(crate) default_host: &'a HeaderValue,
+    /// The most body bytes to send before giving up (`BodyTooLarge`).
+    pub(crate) max_body: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -253,6 +263,8 @@ pub(crate) enum UpstreamError {
     Closed,
     /// No response head within the upstream timeout.
     Timeout,
+    /// The client's body grew past the listener's `max_body_size`.
+    BodyTooLarge,
 }
 
 impl UpstreamError {
@@ -273,6 +285,9 @@ impl fmt::Display for UpstreamError {
             Self::ClientBody(e) => write!(f, "reading the client's body: {e}"),
             Self::Closed => f.write_str("the connection closed without a response"),
             Self::Timeout => f.write_str("no response within the upstream timeout"),
+            Self::BodyTooLarge => {
+                f.write_str("the client's body is larger than the listener takes")
+            }
         }
     }
 }

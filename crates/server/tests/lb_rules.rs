@@ -287,3 +287,69 @@ fn kill_replicas(data: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_request_limits_come_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
+    let port = free_port();
+    let text = format!(
+        r#"
+version: 1
+environments:
+  staging:
+    load_balancer:
+      listeners:
+        - name: web
+          listen: "127.0.0.1:{port}"
+          idle_timeout: 5s
+          header_timeout: 2s
+          max_header_size: 8Ki
+          max_body_size: 1Ki
+          default_action: {{fixed_response: {{status: 200, content_type: text/plain, body: "ok"}}}}
+"#
+    );
+    apply(&server, dir.path(), &text).await.unwrap();
+    let status = move |args: Vec<String>| {
+        let output = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let checks = tokio::task::spawn_blocking(move || {
+        (
+            status(vec![]),
+            status(vec!["--data-binary".into(), "x".repeat(2048)]),
+            status(vec!["--data-binary".into(), "x".repeat(512)]),
+            status(vec![
+                "-H".into(),
+                format!("X-Big: {}", "a".repeat(10 * 1024)),
+            ]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        checks,
+        ("200".into(), "413".into(), "200".into(), "431".into())
+    );
+    // A size that is not one is refused at FILE:LINE:COL.
+    let error = apply(
+        &server,
+        dir.path(),
+        &text.replace("max_body_size: 1Ki", "max_body_size: lots"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.contains("`max_body_size` must be a size such as 64Ki or 10Mi"),
+        "{error}"
+    );
+    server.shutdown().await;
+}

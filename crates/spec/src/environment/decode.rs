@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use std::time::Duration;
 
 use super::{
-    ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, Environment, EnvironmentName,
+    ACME_RENEW_BEFORE, Acme, Action, ListenerLimits, CertificateRef, Conditions, Environment, EnvironmentName,
     FIXED_RESPONSE_CONTENT_TYPES, FixedResponse, KubeServiceType, Kubernetes, Listener,
     LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, MAX_TARGET_WEIGHT,
     MAX_WEIGHTED_TARGETS, Network, PathPattern, Protocol, Redirect, Rule, RuntimeKind, check_cidr,
@@ -54,6 +54,10 @@ const LISTENER_KEYS: &[&str] = &[
     "redirect_to",
     "http2",
     "default_action",
+    "idle_timeout",
+    "header_timeout",
+    "max_header_size",
+    "max_body_size",
 ];
 const ACME_KEYS: &[&str] = &[
     "domains",
@@ -147,6 +151,18 @@ struct RawListener {
     http2: Option<bool>,
     /// What requests no rule matches get (default: a fixed 404).
     default_action: Option<RawAction>,
+    /// How long a client connection may stay idle between requests
+    /// (ALB's idle timeout): 1s to 4000s, default 60s.
+    idle_timeout: Option<String>,
+    /// How long a new connection may take to send its first request head
+    /// (TLS handshake included): 1s to 5m, default 10s.
+    header_timeout: Option<String>,
+    /// The longest request head, such as 64Ki (8Ki to 1Mi, default 64Ki):
+    /// longer gets 431.
+    max_header_size: Option<String>,
+    /// The largest request body, such as 10Mi (default: no limit, as
+    /// ALB): larger gets 413.
+    max_body_size: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -497,6 +513,7 @@ fn load_balancer(diag: &mut Diagnostics<'_>, node: &Node) -> Option<LoadBalancer
                     acme: None,
                     redirect_to: None,
                     http2: false,
+                    limits: ListenerLimits::default(),
                     default_action: None,
                     location: map.location,
                 }]
@@ -620,6 +637,7 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
             .and_then(|n| diag.string(n, "`redirect_to`"));
         let http2_node = fields.get("http2");
         let http2 = http2_node.and_then(|n| diag.boolean(n, "`http2`"));
+        let limits = listener_limits(diag, &fields);
         let default_action = fields.get("default_action").map(|n| action(diag, n));
         let (Some(name), Some(listen), Some(protocol), Some(certificates)) =
             (name, listen, protocol, certificates)
@@ -676,6 +694,7 @@ fn listeners(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Listener>> {
             redirect_to: redirect_to.map(|t| t.value),
             http2: http2.unwrap_or(false),
             default_action,
+            limits,
             location: fields.location,
         });
     }
@@ -732,6 +751,55 @@ fn certificates(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Vec<Certifica
         });
     }
     Some(out)
+}
+
+/// A listener's timeouts and sizes; each absent one keeps the load
+/// balancer's default.
+fn listener_limits(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> ListenerLimits {
+    let mut duration = |key: &str, min: u64, max: u64| {
+        fields
+            .get(key)
+            .and_then(|n| {
+                diag.duration(
+                    n,
+                    &format!("`{key}`"),
+                    Duration::from_secs(min),
+                    Duration::from_secs(max),
+                )
+            })
+            .map(|d| d.value)
+    };
+    let idle_timeout = duration("idle_timeout", 1, 4000);
+    let header_timeout = duration("header_timeout", 1, 300);
+    let mut size = |key: &str, min: u64, max: u64| {
+        let text = fields.get(key).and_then(|n| diag.string(n, &format!("`{key}`")))?;
+        match crate::service::decode::parse_memory(&text.value) {
+            Ok(bytes) if (min..=max).contains(&bytes) => Some(bytes),
+            Ok(bytes) => {
+                diag.error(
+                    text.location,
+                    format!("`{key}` must be from {min} to {max} bytes, found {bytes}"),
+                );
+                None
+            }
+            Err(_) => {
+                diag.error(
+                    text.location,
+                    format!(
+                        "`{key}` must be a size such as 64Ki or 10Mi, found `{}`",
+                        text.value
+                    ),
+                );
+                None
+            }
+        }
+    };
+    ListenerLimits {
+        idle_timeout,
+        header_timeout,
+        max_header_size: size("max_header_size", 8 << 10, 1 << 20),
+        max_body_size: size("max_body_size", 1, 1 << 40),
+    }
 }
 
 /// A listener's `acme` block.

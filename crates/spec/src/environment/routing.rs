@@ -29,7 +29,20 @@ pub struct Listener {
     pub http2: bool,
     /// For requests no rule matches; `None` is a fixed 404.
     pub default_action: Option<Action>,
+    pub limits: ListenerLimits,
     pub location: Location,
+}
+
+/// A listener's timeouts and request sizes; `None` keeps the load
+/// balancer's default (formats.md §4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pub idle_timeout: Option<std::time::Duration>,
+    pub header_timeout: Option<std::time::Duration>,
+    /// Bytes.
+    pub max_header_size: Option<u64>,
+    /// Bytes.
+    pub max_body_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -794,7 +794,7 @@ fn memory_format(found: &str) -> String {
 /// `256Mi`, `1Gi`, `512M`, `1048576`. Docker's lowercase `m` and `g` mean
 /// powers of 1024 and Kubernetes' `m` means a thousandth, so they are refused
 /// rather than guessed.
-fn parse_memory(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
