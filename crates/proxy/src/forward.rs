@@ -475,12 +475,15 @@ fn h2_request(
     Ok(request)
 }
 
-/// Whether a request is a gRPC call (`application/grpc`, `+proto` and the
-/// like).
+/// Whether a request is a native gRPC call: `application/grpc`, alone or
+/// followed by `+FORMAT` or parameters. gRPC-Web (`application/grpc-web…`)
+/// carries its trailers in the body and works over HTTP/1.1, so it is not.
 fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+    })
 }
 
 /// An HTTP/2 request names its host in `:authority`, which hyper keeps in
@@ -696,6 +699,23 @@ mod tests {
         assert_eq!(map["connection"], "upgrade");
         assert_eq!(map["upgrade"], "websocket");
         assert!(!map.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn grpc_calls_are_told_from_grpc_web_by_content_type() {
+        for (content_type, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc;charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web+proto", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+        ] {
+            let map = headers(&[("content-type", content_type)]);
+            assert_eq!(is_grpc(&map), grpc, "{content_type}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
     }
 
     #[test]
