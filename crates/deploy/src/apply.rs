@@ -153,9 +153,9 @@ pub(crate) fn redirect_to_https(port: u16) -> Action {
     })
 }
 
-/// What `apply` cannot serve yet: several listeners that serve rules (any
-/// number of http listeners that `redirect_to` the serving one is fine),
-/// and the kubernetes runtime, which the deployer does not drive yet.
+/// What `apply` cannot serve yet: the kubernetes runtime, which the
+/// deployer does not drive yet, and `acme` on a listener other than the
+/// first that serves rules (one renewal task per environment).
 fn unsupported(env: &Environment) -> Option<String> {
     if env.runtime == spec::RuntimeKind::Kubernetes {
         return Some(format!(
@@ -163,18 +163,49 @@ fn unsupported(env: &Environment) -> Option<String> {
             env.name, env.name
         ));
     }
-    let lb = env.load_balancer.as_ref()?;
-    let serving = lb
-        .listeners
+    let with_acme = sibling_listeners(env)
+        .into_iter()
+        .find(|l| l.acme.is_some())?;
+    Some(format!(
+        "environment {}: listener `{}` takes `acme`, which this version serves on the first listener that serves rules only; give it `certificates`, or make it the first",
+        env.name, with_acme.name
+    ))
+}
+
+/// The listeners that serve rules after the first: they share its target
+/// groups (`LoadBalancer::start_sibling`).
+fn sibling_listeners(env: &Environment) -> Vec<&spec::Listener> {
+    env.load_balancer
         .iter()
-        .filter(|l| l.redirect_to.is_none())
-        .count();
-    (serving != 1).then(|| {
-        format!(
-            "environment {}: a load balancer serves rules on exactly one listener in this version (the others may only `redirect_to` it); found {serving}",
-            env.name
-        )
-    })
+        .flat_map(|lb| {
+            lb.listeners
+                .iter()
+                .filter(|l| l.redirect_to.is_none())
+                .skip(1)
+        })
+        .collect()
+}
+
+/// The proxy rules of the listener named `name`.
+fn rules_for(env: &Environment, name: &str) -> Vec<Rule> {
+    env.load_balancer
+        .iter()
+        .flat_map(|lb| lb.rules_of(name))
+        .map(|rule| Rule {
+            priority: rule.priority,
+            conditions: conditions_of(&rule.conditions),
+            action: action_of(&rule.action),
+        })
+        .collect()
+}
+
+/// A listener that serves rules after the first, as apply keeps it.
+pub(crate) struct Sibling {
+    pub(crate) name: String,
+    pub(crate) lb: Box<dyn Balancer>,
+    pub(crate) https: bool,
+    /// The certificate versions it serves (https).
+    pub(crate) pins: Vec<ListenerCertificate>,
 }
 
 impl Deployer {
@@ -200,12 +231,7 @@ impl Deployer {
                 None => self
                     .inner
                     .balancers
-                    .start_configured(
-                        listener.listen,
-                        Vec::new(),
-                        listener_config(listener),
-                        None,
-                    )
+                    .start_configured(listener.listen, Vec::new(), listener_config(listener), None)
                     .await
                     .map_err(|e| DeployError::LoadBalancer {
                         environment: name.to_owned(),
@@ -226,21 +252,14 @@ impl Deployer {
         Ok(())
     }
 
-    /// The certificates of an environment's https listener, read from the
-    /// parameter store at their latest versions (which this apply pins
-    /// until the next), and a line per certificate naming the versions;
-    /// with `acme`, the kept ACME certificate (or a placeholder) after
-    /// them and what its renewal task needs. `None` for an environment
-    /// without one. The key's value never reaches an error or a log.
-    async fn certificates_of(&self, env: &Environment) -> Result<Option<Tls>, DeployError> {
-        let Some(listener) = env
-            .load_balancer
-            .as_ref()
-            .and_then(serving)
-            .filter(|l| l.protocol == spec::Protocol::Https)
-        else {
-            return Ok(None);
-        };
+    /// A listener's `certificates`, read from the parameter store at their
+    /// latest versions (which this apply pins until the next), with those
+    /// versions; not yet checked. The key's value never reaches an error.
+    async fn explicit_certificates(
+        &self,
+        env: &Environment,
+        listener: &spec::Listener,
+    ) -> Result<(Vec<Certificate>, Vec<ListenerCertificate>), DeployError> {
         let fail = |reason: String| DeployError::LoadBalancer {
             environment: env.name.to_string(),
             reason,
@@ -282,6 +301,100 @@ impl Deployer {
                 key.value.expose().to_owned(),
             ));
         }
+        Ok((certs, pins))
+    }
+
+    /// Starts, keeps (by address and protocol) or stops the environment's
+    /// listeners that serve rules after the first, each with its own rules,
+    /// default action and certificates (read before anything changed), all
+    /// forwarding to `primary`'s target groups.
+    async fn sync_siblings(
+        &self,
+        name: &str,
+        env: &Environment,
+        primary: &dyn Balancer,
+        running: &mut Vec<Sibling>,
+        certificates: &BTreeMap<(String, String), (Vec<Certificate>, Vec<ListenerCertificate>)>,
+        summary: &mut Vec<String>,
+    ) -> Result<(), DeployError> {
+        let fail = |listener: &str, e: gantry_proxy::ProxyError| DeployError::LoadBalancer {
+            environment: name.to_owned(),
+            reason: format!("listener {listener}: {e}"),
+        };
+        let mut old = std::mem::take(running);
+        for listener in sibling_listeners(env) {
+            let https = listener.protocol == spec::Protocol::Https;
+            let (certs, pins) = certificates
+                .get(&(name.to_owned(), listener.name.clone()))
+                .cloned()
+                .unwrap_or_default();
+            let kept = old
+                .iter()
+                .position(|s| s.lb.local_addr() == listener.listen && s.https == https);
+            let lb = match kept {
+                Some(index) => {
+                    let sibling = old.swap_remove(index);
+                    if https {
+                        sibling
+                            .lb
+                            .set_certificates(&certs)
+                            .map_err(|e| fail(&listener.name, e))?;
+                    }
+                    sibling.lb
+                }
+                None => primary
+                    .start_sibling(
+                        listener.listen,
+                        Vec::new(),
+                        listener_config(listener),
+                        https.then(|| certs.clone()),
+                    )
+                    .await
+                    .map_err(|e| fail(&listener.name, e))?,
+            };
+            lb.set_routing(
+                rules_for(env, &listener.name),
+                listener.default_action.as_ref().map(action_of),
+            );
+            summary.push(format!(
+                "environment {name}: listener {} on {} serves its rules ({})",
+                listener.name,
+                lb.local_addr(),
+                if https { "https" } else { "http" }
+            ));
+            running.push(Sibling {
+                name: listener.name.clone(),
+                lb,
+                https,
+                pins,
+            });
+        }
+        for sibling in old {
+            sibling.lb.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// The certificates of an environment's https listener, read from the
+    /// parameter store at their latest versions (which this apply pins
+    /// until the next), and a line per certificate naming the versions;
+    /// with `acme`, the kept ACME certificate (or a placeholder) after
+    /// them and what its renewal task needs. `None` for an environment
+    /// without one. The key's value never reaches an error or a log.
+    async fn certificates_of(&self, env: &Environment) -> Result<Option<Tls>, DeployError> {
+        let Some(listener) = env
+            .load_balancer
+            .as_ref()
+            .and_then(serving)
+            .filter(|l| l.protocol == spec::Protocol::Https)
+        else {
+            return Ok(None);
+        };
+        let fail = |reason: String| DeployError::LoadBalancer {
+            environment: env.name.to_string(),
+            reason,
+        };
+        let (mut certs, mut pins) = self.explicit_certificates(env, listener).await?;
         let Some(config) = &listener.acme else {
             gantry_proxy::check_certificates(&certs).map_err(|e| fail(e.to_string()))?;
             return Ok(Some(Tls {
@@ -385,6 +498,9 @@ impl Deployer {
         for (name, lb) in environment.redirects.lock().await.iter() {
             lb.set_access_log(sink(name));
         }
+        for sibling in environment.siblings.lock().await.iter() {
+            sibling.lb.set_access_log(sink(&sibling.name));
+        }
     }
 
     /// Starts the renewal task of an environment's ACME listener (stopping
@@ -444,12 +560,27 @@ impl Deployer {
         // Refused before anything changes: unsupported listeners, and
         // certificates missing, of the wrong type or unfit to serve.
         let mut certificates: BTreeMap<String, Tls> = BTreeMap::new();
+        let mut sibling_certificates = BTreeMap::new();
         for env in project.environments.values() {
             if let Some(reason) = unsupported(env) {
                 return Err(DeployError::Spec(reason));
             }
             if let Some(found) = self.certificates_of(env).await? {
                 certificates.insert(env.name.to_string(), found);
+            }
+            for listener in sibling_listeners(env) {
+                if listener.protocol != spec::Protocol::Https {
+                    continue;
+                }
+                let (certs, pins) = self.explicit_certificates(env, listener).await?;
+                gantry_proxy::check_certificates(&certs).map_err(|e| {
+                    DeployError::LoadBalancer {
+                        environment: env.name.to_string(),
+                        reason: format!("listener {}: {e}", listener.name),
+                    }
+                })?;
+                sibling_certificates
+                    .insert((env.name.to_string(), listener.name.clone()), (certs, pins));
             }
         }
         let mut state = self.inner.state.lock().await;
@@ -503,6 +634,17 @@ impl Deployer {
                     )
                     .await?;
                     drop(redirects);
+                    let mut siblings = existing.siblings.lock().await;
+                    self.sync_siblings(
+                        &name,
+                        env,
+                        existing.lb.as_ref(),
+                        &mut siblings,
+                        &sibling_certificates,
+                        &mut summary,
+                    )
+                    .await?;
+                    drop(siblings);
                     self.renew(
                         existing,
                         certificates.get(&name).and_then(|t| t.acme.as_ref()),
@@ -573,6 +715,16 @@ impl Deployer {
                         &mut summary,
                     )
                     .await?;
+                    let mut siblings = Vec::new();
+                    self.sync_siblings(
+                        &name,
+                        env,
+                        lb.as_ref(),
+                        &mut siblings,
+                        &sibling_certificates,
+                        &mut summary,
+                    )
+                    .await?;
                     let tls = certificates.get(&name);
                     let pins = tls.map(|t| t.pins.clone()).unwrap_or_default();
                     let environment = Arc::new(EnvState {
@@ -581,6 +733,7 @@ impl Deployer {
                         lb,
                         certificates: std::sync::Mutex::new(pins),
                         redirects: Mutex::new(redirects),
+                        siblings: Mutex::new(siblings),
                         runtime,
                         services: Mutex::new(BTreeMap::new()),
                         acme_challenges: acme::Challenges::default(),

@@ -86,6 +86,8 @@ pub(crate) struct EnvState {
     pub(crate) certificates: std::sync::Mutex<Vec<gantry_api::environment::ListenerCertificate>>,
     /// Listeners that only redirect to https, by name.
     pub(crate) redirects: Mutex<Vec<(String, Box<dyn Balancer>)>>,
+    /// The other listeners that serve rules, sharing `lb`'s target groups.
+    pub(crate) siblings: Mutex<Vec<crate::apply::Sibling>>,
     pub(crate) runtime: Option<Arc<dyn Runtime>>,
     pub(crate) services: Mutex<BTreeMap<String, Arc<ServiceState>>>,
     /// HTTP-01 challenges its http listeners answer now, by token.
@@ -396,6 +398,10 @@ impl Deployer {
         for env in environments {
             match Arc::try_unwrap(env) {
                 Ok(env) => {
+                    // Siblings first: the health checks are `lb`'s.
+                    for sibling in env.siblings.into_inner() {
+                        sibling.lb.shutdown().await;
+                    }
                     env.lb.shutdown().await;
                     for (_, lb) in env.redirects.into_inner() {
                         lb.shutdown().await;

@@ -197,6 +197,15 @@ impl Deployer {
                 }
             })
             .collect();
+        for sibling in env.siblings.lock().await.iter() {
+            listeners.push(ListenerStatus {
+                name: sibling.name.clone(),
+                listen: sibling.lb.local_addr().to_string(),
+                protocol: if sibling.https { "https" } else { "http" }.to_owned(),
+                certificates: sibling.pins.clone(),
+                acme: None,
+            });
+        }
         for (name, lb) in env.redirects.lock().await.iter() {
             listeners.push(ListenerStatus {
                 name: name.clone(),

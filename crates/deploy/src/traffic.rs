@@ -67,6 +67,23 @@ pub(crate) trait Balancer: Send + Sync {
     fn set_access_log(&self, sink: Option<Arc<dyn gantry_proxy::AccessLogSink>>) {
         let _ = sink;
     }
+    /// Starts another listener with its own address, rules, limits and
+    /// (given certificates) HTTPS that forwards to this one's target
+    /// groups; a fake has none.
+    fn start_sibling(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: gantry_proxy::ListenerConfig,
+        certificates: Option<Vec<Certificate>>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        let _ = (listen, rules, config, certificates);
+        Box::pin(async {
+            Err(ProxyError::Worker {
+                source: std::io::Error::other("this load balancer starts no sibling listeners"),
+            })
+        })
+    }
     /// Stops listening; in-flight requests finish.
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
     /// Request counters and targets, for metrics; a fake has none.
@@ -148,6 +165,21 @@ impl Balancer for LoadBalancer {
 
     fn set_access_log(&self, sink: Option<Arc<dyn gantry_proxy::AccessLogSink>>) {
         LoadBalancer::set_access_log(self, sink);
+    }
+
+    fn start_sibling(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: gantry_proxy::ListenerConfig,
+        certificates: Option<Vec<Certificate>>,
+    ) -> BoxFuture<'_, Result<Box<dyn Balancer>, ProxyError>> {
+        Box::pin(async move {
+            let lb =
+                LoadBalancer::start_sibling(self, listen, rules, config, certificates.as_deref())
+                    .await?;
+            Ok(Box::new(lb) as Box<dyn Balancer>)
+        })
     }
 
     fn set_rules(&self, rules: Vec<Rule>) {

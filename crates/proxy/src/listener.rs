@@ -126,7 +126,11 @@ pub struct RuleStats {
 pub struct LoadBalancer {
     local_addr: SocketAddr,
     routes: Arc<ArcSwap<RouteTable>>,
-    groups: Mutex<HashMap<String, TargetGroup>>,
+    /// Shared with its siblings (see [`LoadBalancer::start_sibling`]).
+    groups: Arc<Mutex<HashMap<String, TargetGroup>>>,
+    /// Whether its target groups are its own (else a sibling's, whose
+    /// health checks it must not stop).
+    owns_groups: bool,
     /// The current rules with their request counters, by priority.
     rules: Mutex<Vec<(Rule, Arc<AtomicU64>)>>,
     /// The action for requests no rule matches; `None` is the fixed 404.
@@ -206,11 +210,45 @@ impl LoadBalancer {
         self.certificates.is_some()
     }
 
+    /// Another listener (another address, its own rules, protocol and
+    /// certificates) that forwards to this one's target groups: a target
+    /// registered, weighted, drained or health-checked once counts for
+    /// both, as an ALB's target group does for all its listeners. Health
+    /// checks belong to this listener: shut the sibling down first.
+    pub async fn start_sibling(
+        &self,
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: ListenerConfig,
+        certificates: Option<&[Certificate]>,
+    ) -> Result<Self, ProxyError> {
+        let certificates = match certificates {
+            Some(certificates) => Some(Arc::new(Certificates::new(certificates)?)),
+            None => None,
+        };
+        let shared = SharedGroups {
+            groups: self.groups.clone(),
+            runtime: self.runtime.clone(),
+            checks: self.checks.clone(),
+        };
+        Self::start_shared(listen, rules, config, certificates, Some(shared)).await
+    }
+
     async fn start_inner(
         listen: SocketAddr,
         rules: Vec<Rule>,
         config: ListenerConfig,
         certificates: Option<Arc<Certificates>>,
+    ) -> Result<Self, ProxyError> {
+        Self::start_shared(listen, rules, config, certificates, None).await
+    }
+
+    async fn start_shared(
+        listen: SocketAddr,
+        rules: Vec<Rule>,
+        config: ListenerConfig,
+        certificates: Option<Arc<Certificates>>,
+        shared: Option<SharedGroups>,
     ) -> Result<Self, ProxyError> {
         let acceptor = match &certificates {
             Some(certificates) => Some(TlsAcceptor::from(certificates.server_config()?)),
@@ -262,20 +300,26 @@ impl LoadBalancer {
             workers.push(tx);
         }
         let connections = Arc::new(ClientConnections::new(config.max_connections));
+        let owns_groups = shared.is_none();
+        let (groups, runtime, checks) = match shared {
+            Some(shared) => (shared.groups, shared.runtime, shared.checks),
+            None => (Arc::default(), Handle::current(), stop.child_token()),
+        };
         let lb = Self {
             local_addr,
             routes,
-            groups: Mutex::new(HashMap::new()),
+            groups,
+            owns_groups,
             rules: Mutex::new(Vec::new()),
             default_action: Mutex::new(None),
             access_log: Mutex::new(None),
             certificates,
             unmatched,
             connections: connections.clone(),
-            runtime: Handle::current(),
+            runtime,
             closing: closing.clone(),
             draining,
-            checks: stop.child_token(),
+            checks,
             stop,
             tasks,
             workers_done,
@@ -409,7 +453,9 @@ impl LoadBalancer {
     pub async fn shutdown(mut self) {
         self.closing.cancel();
         self.draining.start();
-        self.checks.cancel();
+        if self.owns_groups {
+            self.checks.cancel();
+        }
         self.tasks.close();
         if tokio::time::timeout(self.shutdown_timeout, self.tasks.wait())
             .await
@@ -425,6 +471,14 @@ impl LoadBalancer {
         while self.workers_done.recv().await.is_some() {}
         tracing::info!(addr = %self.local_addr, "load balancer stopped");
     }
+}
+
+/// A listener's target groups as its siblings share them: the map, and
+/// where their health checks run and are stopped.
+struct SharedGroups {
+    groups: Arc<Mutex<HashMap<String, TargetGroup>>>,
+    runtime: Handle,
+    checks: CancellationToken,
 }
 
 impl Drop for LoadBalancer {

@@ -353,3 +353,118 @@ environments:
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listeners_serve_their_own_rules_to_the_same_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let server = RunningServer::start(&dir.path().join("data"), listen, listen)
+        .await
+        .unwrap();
+    // A self-signed certificate for the https listener.
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let made = Command::new("openssl")
+        .current_dir(&pki)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=shop.example",
+            "-addext",
+            "subjectAltName=DNS:shop.example",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    for (name, file, kind) in [
+        ("/t/cert", "cert.pem", gantry_params::ParamType::String),
+        ("/t/key", "key.pem", gantry_params::ParamType::SecureString),
+    ] {
+        let value = std::fs::read_to_string(pki.join(file)).unwrap();
+        let name = gantry_params::ParamName::parse(name).unwrap();
+        server
+            .plane
+            .params()
+            .put(gantry_params::PutParameter::new(
+                &name, &value, kind, "root",
+            ))
+            .await
+            .unwrap();
+    }
+    let (main, admin) = (free_port(), free_port());
+    let text = format!(
+        r#"
+version: 1
+environments:
+  staging:
+    runtime: process
+    load_balancer:
+      listeners:
+        - {{name: main, listen: "127.0.0.1:{main}"}}
+        - name: admin
+          listen: "127.0.0.1:{admin}"
+          protocol: https
+          certificates: [{{cert: /t/cert, key: /t/key}}]
+          default_action: {{fixed_response: {{status: 403, content_type: text/plain, body: "admins only"}}}}
+      rules:
+        - {{priority: 1, listener: main, conditions: {{path: ["/*"]}}, action: {{forward: {{service: web}}}}}}
+        - {{priority: 1, listener: admin, conditions: {{path: ["/index.html"]}}, action: {{forward: {{service: web}}}}}}
+services:
+  web:
+    replicas: 1
+    health_check: {{path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}}
+"#
+    );
+    apply(&server, dir.path(), &text).await.unwrap();
+    let image = push_image(&server).await;
+    server
+        .plane
+        .deployer()
+        .deploy("staging", "web", &image, "test", &Quiet)
+        .await
+        .unwrap();
+    let cert = pki.join("cert.pem");
+    let answers = tokio::task::spawn_blocking(move || {
+        let https = |path: &str| {
+            let output = Command::new("curl")
+                .args(["-sS", "-w", " %{http_code}", "--cacert"])
+                .arg(&cert)
+                .args(["--resolve", &format!("shop.example:{admin}:127.0.0.1")])
+                .arg(format!("https://shop.example:{admin}{path}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        (curl(main, "/", &[]), https("/index.html"), https("/other"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers.0, ("200".to_owned(), "web".to_owned()));
+    assert_eq!(answers.1, "web 200");
+    assert_eq!(answers.2, "admins only 403");
+    let status = server
+        .plane
+        .deployer()
+        .environment_status("staging")
+        .await
+        .unwrap();
+    let listeners: Vec<(&str, &str)> = status
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.protocol.as_str()))
+        .collect();
+    assert_eq!(listeners, [("main", "http"), ("admin", "https")]);
+    assert_eq!(status.listeners[1].certificates[0].cert, "/t/cert");
+    server.shutdown().await;
+    kill_replicas(&dir.path().join("data"));
+}
