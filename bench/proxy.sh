@@ -3,7 +3,8 @@
 # front of the same backend (crates/proxy/examples/backend.rs, `200 ok`),
 # both with the same two path rules, keep-alive to the clients and pooled
 # keep-alive connections to the backend, both adding X-Forwarded-* headers.
-# Each gets the same wrk run; prints requests/s and p99 latency of both.
+# Each gets the same wrk run; prints requests/s and p99 latency of both,
+# and of gantry again with its access log on (a line per request).
 #
 # Needs Debian's nginx and wrk: apt-get install -y nginx wrk
 # Settings: WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION (15s),
@@ -28,6 +29,10 @@ cargo build --release -q -p gantry-proxy --examples
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    # start_listening runs in $(...): its programs' pids are in a file.
+    if [ -f "$work/pids" ]; then
+        while read -r pid; do pids+=("$pid"); done <"$work/pids"
+    fi
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -43,7 +48,7 @@ start_listening() {
     local name=$1
     shift
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
+    echo $! >>"$work/pids"
     for _ in $(seq 1 200); do
         if grep -q '^listening on ' "$work/$name.out" 2>/dev/null; then
             sed -n 's/^listening on //p' "$work/$name.out"
@@ -110,6 +115,11 @@ gantry=$(start_listening gantry target/release/examples/lb "127.0.0.1:$gantry_po
 wait_for_ok "http://$gantry$path"
 wait_for_ok "http://$gantry/api/x"
 
+# The same listener with its access log on (a line per request to a file).
+logged_port=$(free_port)
+logged=$(GANTRY_LB_ACCESS_LOG="$work/access.log" start_listening logged target/release/examples/lb "127.0.0.1:$logged_port" "$backend")
+wait_for_ok "http://$logged$path"
+
 # Prints "REQUESTS_PER_SECOND P99 NON_2XX ERRORS" for one wrk run.
 measure() {
     local url=$1 out
@@ -126,10 +136,14 @@ measure() {
 }
 
 printf 'wrk -t%s -c%s -d%s --latency %s on %s cores\n' "$threads" "$connections" "$duration" "$path" "$(nproc)"
-for target in nginx gantry; do
-    if [ "$target" = nginx ]; then url="http://127.0.0.1:$nginx_port$path"; else url="http://$gantry$path"; fi
+for target in nginx gantry gantry+log; do
+    case $target in
+        nginx) url="http://127.0.0.1:$nginx_port$path" ;;
+        gantry) url="http://$gantry$path" ;;
+        *) url="http://$logged$path" ;;
+    esac
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     read -r rps p99 non2xx errors <<<"$(measure "$url")"
-    printf '%-7s %10s req/s   p99 %8s   non-2xx %s   errors: %s   (load before: %s)\n' \
+    printf '%-10s %10s req/s   p99 %8s   non-2xx %s   errors: %s   (load before: %s)\n' \
         "$target" "$rps" "$p99" "$non2xx" "$errors" "$load"
 done
