@@ -25,9 +25,9 @@ pub(crate) mod decode;
 mod routing;
 
 pub use routing::{
-    ACME_RENEW_BEFORE, Acme, Action, ListenerLimits, CertificateRef, Conditions, FIXED_RESPONSE_CONTENT_TYPES,
-    FixedResponse, Listener, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, MAX_TARGET_WEIGHT,
-    MAX_WEIGHTED_TARGETS, Protocol, Redirect, check_cidr,
+    ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, FIXED_RESPONSE_CONTENT_TYPES,
+    FixedResponse, Listener, ListenerLimits, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY,
+    MAX_TARGET_WEIGHT, MAX_WEIGHTED_TARGETS, Protocol, Redirect, check_cidr,
 };
 
 /// A validated environment.

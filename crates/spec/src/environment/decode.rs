@@ -12,9 +12,9 @@ use schemars::JsonSchema;
 use std::time::Duration;
 
 use super::{
-    ACME_RENEW_BEFORE, Acme, Action, ListenerLimits, CertificateRef, Conditions, Environment, EnvironmentName,
+    ACME_RENEW_BEFORE, Acme, Action, CertificateRef, Conditions, Environment, EnvironmentName,
     FIXED_RESPONSE_CONTENT_TYPES, FixedResponse, KubeServiceType, Kubernetes, Listener,
-    LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, MAX_TARGET_WEIGHT,
+    ListenerLimits, LoadBalancer, MAX_CONDITION_VALUES, MAX_FIXED_RESPONSE_BODY, MAX_TARGET_WEIGHT,
     MAX_WEIGHTED_TARGETS, Network, PathPattern, Protocol, Redirect, Rule, RuntimeKind, check_cidr,
 };
 use crate::location::Location;
@@ -772,7 +772,9 @@ fn listener_limits(diag: &mut Diagnostics<'_>, fields: &Fields<'_>) -> ListenerL
     let idle_timeout = duration("idle_timeout", 1, 4000);
     let header_timeout = duration("header_timeout", 1, 300);
     let mut size = |key: &str, min: u64, max: u64| {
-        let text = fields.get(key).and_then(|n| diag.string(n, &format!("`{key}`")))?;
+        let text = fields
+            .get(key)
+            .and_then(|n| diag.string(n, &format!("`{key}`")))?;
         match crate::service::decode::parse_memory(&text.value) {
             Ok(bytes) if (min..=max).contains(&bytes) => Some(bytes),
             Ok(bytes) => {
