@@ -51,7 +51,9 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Starts a program that prints "listening on ADDR" and echoes ADDR.
+# Starts a program that prints "listening on ADDR" and sets the variable
+# named NAME to ADDR. Runs in this shell (not in `$(...)`), so the program's
+# pid reaches `pids` and the cleanup stops it.
 start_listening() {
     local name=$1
     shift
@@ -59,7 +61,7 @@ start_listening() {
     pids+=($!)
     for _ in $(seq 1 200); do
         if grep -q '^listening on ' "$work/$name.out" 2>/dev/null; then
-            sed -n 's/^listening on //p' "$work/$name.out"
+            printf -v "$name" '%s' "$(sed -n 's/^listening on //p' "$work/$name.out")"
             return
         fi
         sleep 0.05
@@ -86,7 +88,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 
-backend=$(start_listening backend "$bin/backend" 127.0.0.1:0)
+start_listening backend "$bin/backend" 127.0.0.1:0
 
 nginx_port=$(free_port)
 mkdir -p "$work/nginx"
@@ -131,8 +133,8 @@ pids+=($!)
 wait_for_ok "https://127.0.0.1:$nginx_port$path"
 
 gantry_port=$(free_port)
-gantry=$(GANTRY_LB_CERT="$work/cert.pem" GANTRY_LB_KEY="$work/key.pem" \
-    start_listening gantry "$bin/lb" "127.0.0.1:$gantry_port" "$backend")
+start_listening gantry env GANTRY_LB_CERT="$work/cert.pem" GANTRY_LB_KEY="$work/key.pem" \
+    "$bin/lb" "127.0.0.1:$gantry_port" "$backend"
 wait_for_ok "https://$gantry$path"
 
 seconds=${duration%s}
