@@ -153,16 +153,9 @@ pub(crate) fn redirect_to_https(port: u16) -> Action {
     })
 }
 
-/// What `apply` cannot serve yet: the kubernetes runtime, which the
-/// deployer does not drive yet, and `acme` on a listener other than the
+/// What `apply` cannot serve yet: `acme` on a listener other than the
 /// first that serves rules (one renewal task per environment).
 fn unsupported(env: &Environment) -> Option<String> {
-    if env.runtime == spec::RuntimeKind::Kubernetes {
-        return Some(format!(
-            "environment {}: deployment to Kubernetes is not wired into the deployer yet (runtime: kubernetes); `gantry env render {} --kubernetes` prints the manifests gantry would apply, for `kubectl apply`",
-            env.name, env.name
-        ));
-    }
     let with_acme = sibling_listeners(env)
         .into_iter()
         .find(|l| l.acme.is_some())?;
@@ -699,7 +692,9 @@ impl Deployer {
                         "environment {name}: load balancer on {}, runtime {}{}",
                         lb.local_addr(),
                         runtime_name(env.runtime),
-                        if runtime.is_none() {
+                        // A kubernetes environment needs no runtime of the
+                        // server's: its cluster runs the pods.
+                        if runtime.is_none() && !crate::kubernetes::is_kubernetes(env) {
                             " (not available on this server)"
                         } else {
                             ""

@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) images: Arc<dyn ImageRegistry>,
     pub(crate) balancers: Arc<dyn LoadBalancers>,
     pub(crate) runtimes: Runtimes,
+    /// How kubernetes environments reach their cluster.
+    pub(crate) kube: Arc<dyn crate::kubernetes::KubeConnector>,
     pub(crate) state: Mutex<State>,
     /// The embedded registry (`host:port`), where references without a
     /// registry host (`shop/web:1`) are; unset: Docker Hub, as Docker has it.
@@ -140,12 +142,14 @@ impl Deployer {
             Arc::new(ProxyLoadBalancers),
             runtimes,
             access_logs,
+            Arc::new(crate::kubernetes::KubeconfigConnector),
         )
         .await
     }
 
-    /// [`Deployer::open`] with the image registry and the load balancers
-    /// chosen by the caller (fakes, in tests).
+    /// [`Deployer::open`] with the image registry, the load balancers and
+    /// the way to kubernetes clusters chosen by the caller (fakes, in
+    /// tests).
     pub(crate) async fn open_with(
         store: Store,
         params: Arc<ParamStore>,
@@ -153,6 +157,7 @@ impl Deployer {
         balancers: Arc<dyn LoadBalancers>,
         runtimes: Runtimes,
         access_logs: Option<std::path::PathBuf>,
+        kube: Arc<dyn crate::kubernetes::KubeConnector>,
     ) -> Result<Deployer, DeployError> {
         let db = DeployStore::open(store).await?;
         let interrupted = db.interrupt_unfinished(gantry_clock::now_ms()).await?;
@@ -166,6 +171,7 @@ impl Deployer {
                 images,
                 balancers,
                 runtimes,
+                kube,
                 state: Mutex::new(State::default()),
                 local_registry: std::sync::OnceLock::new(),
                 on_finished: std::sync::OnceLock::new(),

@@ -220,9 +220,12 @@ impl Deployer {
             .iter()
             .map(|r| r.id.clone())
             .collect();
+        // A cluster keeps its Deployment's replicas itself: there, the
+        // same revision is enough.
+        let kubernetes = crate::kubernetes::is_kubernetes(&*env.spec.lock().await);
         if let Some(current) = current
             && current.same_as(&revision)
-            && serving.len() >= current.replicas as usize
+            && (kubernetes || serving.len() >= current.replicas as usize)
         {
             log.line(&format!(
                 "Unchanged: {service} in {environment} already runs {} (revision {}) with the same definition and parameters; nothing to deploy",
@@ -341,6 +344,11 @@ impl Deployer {
         rollback: bool,
         log: &dyn DeployLog,
     ) -> Result<DeployOutcome, DeployError> {
+        if crate::kubernetes::is_kubernetes(&*env.spec.lock().await) {
+            return self
+                .roll_kubernetes(env, state, revision, rollback, log)
+                .await;
+        }
         let started = tokio::time::Instant::now();
         let runtime = env
             .runtime

@@ -91,6 +91,20 @@ pub enum DeployError {
         environment: String,
         service: String,
     },
+    /// The cluster of a kubernetes environment refused or failed a
+    /// deployment; `kube_code` is gantry-kube's stable code
+    /// (`kubernetes.forbidden`, `kubernetes.conflict`, …).
+    #[error("{service} in {environment} on Kubernetes ({kube_code}): {message}")]
+    Kubernetes {
+        environment: String,
+        service: String,
+        kube_code: &'static str,
+        /// What failed and what serves now; never a secret value.
+        message: String,
+        /// The revision whose pod template the Deployment runs again,
+        /// when the circuit breaker rolled back.
+        rolled_back_to: Option<u64>,
+    },
     #[error("the load balancer of {environment}: {reason}")]
     LoadBalancer { environment: String, reason: String },
     #[error("runtime: {0}")]
@@ -122,6 +136,7 @@ impl DeployError {
             DeployError::ShiftInProgress { .. } => "deploy.shift_in_progress",
             DeployError::UnknownRevision { .. } => "deploy.unknown_revision",
             DeployError::NothingToRollBackTo { .. } => "deploy.nothing_to_roll_back_to",
+            DeployError::Kubernetes { .. } => "deploy.kubernetes",
             DeployError::LoadBalancer { .. } => "deploy.load_balancer",
             DeployError::Runtime(_) => "deploy.runtime",
             DeployError::RuntimeUnavailable(_) => "deploy.runtime_unavailable",
@@ -152,6 +167,7 @@ impl DeployError {
             | DeployError::NothingToPromote { .. }
             | DeployError::ShiftInProgress { .. }
             | DeployError::NothingToRollBackTo { .. }
+            | DeployError::Kubernetes { .. }
             | DeployError::LoadBalancer { .. }
             | DeployError::Runtime(_)
             | DeployError::RuntimeUnavailable(_) => 409,

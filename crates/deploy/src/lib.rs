@@ -1,7 +1,8 @@
 //! Environments, services and deployments: ECS and ALB, as gantry does them.
 //!
-//! - An **environment** (`staging`, `production`) has a runtime (`process`
-//!   or `docker`) and one load balancer (a [`gantry_proxy::LoadBalancer`])
+//! - An **environment** (`staging`, `production`) has a runtime (`process`,
+//!   `docker`, `swarm`, or `kubernetes`, where the cluster rolls pods out:
+//!   `kubernetes.rs`) and one load balancer (a [`gantry_proxy::LoadBalancer`])
 //!   whose path rules send requests to services' target groups.
 //! - A **service** is a task definition plus an ECS service: image, port,
 //!   environment, secrets read from the parameter store, health check,
@@ -45,6 +46,7 @@ mod apply;
 mod deployer;
 mod deployment;
 mod error;
+mod kubernetes;
 mod logs;
 mod readopt;
 mod revision;

@@ -42,6 +42,10 @@ impl Deployer {
             .cloned()
             .collect();
         for env in environments {
+            if crate::kubernetes::is_kubernetes(&*env.spec.lock().await) {
+                self.readopt_kubernetes(&env, &currents).await?;
+                continue;
+            }
             let Some(runtime) = env.runtime.clone() else {
                 continue;
             };

@@ -274,6 +274,23 @@ impl KubeCluster {
         }
     }
 
+    /// The node ports of the Service `service` (a NodePort Service's
+    /// ports as every node opens them; none for a ClusterIP one).
+    pub async fn node_ports(&self, service: &str) -> Result<Vec<u16>, KubeError> {
+        let resource = format!("services/{service}");
+        let found = self
+            .api::<Service>()
+            .get(service)
+            .await
+            .map_err(|e| self.error(e, "get", &resource))?;
+        Ok(found
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter_map(|p| p.node_port.and_then(|n| u16::try_from(n).ok()))
+            .collect())
+    }
+
     /// Waits until `deployment`'s rollout is done or failed, polling every
     /// `poll` until `deadline` (from now). `breaker_threshold`: the new
     /// revision's pods may restart fewer times than this in total (0: no
