@@ -272,13 +272,23 @@ impl Deployer {
                                         "The previous ReplicaSet's template is not the revision gantry recorded as current."
                                     );
                                 }
-                                (
-                                    format!(
-                                        "rolled back: the Deployment runs the previous ReplicaSet's pod template (revision {}) again",
+                                // The old pods are back only once the
+                                // controller has rolled the old template
+                                // out again; no breaker judges that.
+                                let back = cluster
+                                    .wait_rollout(&service, 0, ROLLOUT_DEADLINE, POLL)
+                                    .await;
+                                let outcome = match back {
+                                    Ok(watch) => format!(
+                                        "rolled back: the Deployment runs the previous ReplicaSet's pod template (revision {}) again, {}/{} replica(s) available",
+                                        prev.number, watch.available, watch.replicas
+                                    ),
+                                    Err(e) => format!(
+                                        "rolled back to the previous ReplicaSet's pod template (revision {}), but that rollout did not finish: {e}",
                                         prev.number
                                     ),
-                                    Some(prev.number),
-                                )
+                                };
+                                (outcome, Some(prev.number))
                             }
                             Err(e) => (format!("rolling back failed too: {e}"), None),
                         }

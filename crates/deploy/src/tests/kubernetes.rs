@@ -323,6 +323,8 @@ async fn a_rollout_past_its_progress_deadline_rolls_back_to_the_previous_replica
     steps.extend(fixture("apply-create"));
     steps.extend(fixture("rollout-deadline-exceeded"));
     steps.extend(fixture("rollback"));
+    // The controller rolls the old template out again.
+    steps.extend(fixture("rollout-progress").into_iter().skip(4));
     let api = ApiServer::play(steps);
     let (deployer, _) = open(&store, &api, true).await;
     deploy(&deployer, "v1").await.unwrap();
@@ -342,6 +344,7 @@ async fn a_rollout_past_its_progress_deadline_rolls_back_to_the_previous_replica
     assert_eq!(*kube_code, "kubernetes.rollout_failed");
     assert_eq!(*rolled_back_to, Some(2));
     assert!(message.contains("ProgressDeadlineExceeded"), "{message}");
+    assert!(message.contains("2/2 replica(s) available"), "{message}");
     assert_eq!(error.code(), "deploy.kubernetes");
     let status = deployer.environment_status("staging").await.unwrap();
     let catalog = &status.services[0];
@@ -349,7 +352,7 @@ async fn a_rollout_past_its_progress_deadline_rolls_back_to_the_previous_replica
     assert_eq!(catalog.deployments[0].status, "RolledBack");
     assert_eq!(catalog.deployments[0].to_revision, 3);
     let sent = api.sent().await;
-    let undo = sent.last().unwrap();
+    let undo = &sent[sent.len() - 3];
     assert_eq!(
         (undo.method.as_str(), undo.content_type.as_str()),
         ("PATCH", "application/strategic-merge-patch+json")
@@ -520,4 +523,38 @@ async fn the_cluster_s_revision_wins_over_the_recorded_one_at_readoption() {
     let status = deployer.environment_status("staging").await.unwrap();
     assert_eq!(status.services[0].revision, Some(1));
     api.sent().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_command_applies_the_earlier_revision_s_image_as_a_new_revision() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    let mut steps = deployment_that_succeeds();
+    steps.extend(deployment_that_succeeds());
+    steps.extend(deployment_that_succeeds());
+    let api = ApiServer::play(steps);
+    let (deployer, _) = open(&store, &api, true).await;
+    let first = deploy(&deployer, "v1").await.unwrap();
+    deploy(&deployer, "v2").await.unwrap();
+
+    let outcome = deployer
+        .rollback("staging", "catalog", None, &Quiet)
+        .await
+        .unwrap();
+
+    assert_eq!((outcome.revision, &outcome.image), (3, &first.image));
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.services[0].revision, Some(3));
+    assert_eq!(status.services[0].deployments[0].status, "Succeeded");
+    let sent = api.sent().await;
+    let applied = &sent[2 * 7 + 2].body;
+    assert_eq!(applied["kind"], "Deployment");
+    assert_eq!(
+        applied["spec"]["template"]["spec"]["containers"][0]["image"],
+        first.image.as_str()
+    );
+    assert_eq!(
+        applied["spec"]["template"]["metadata"]["labels"]["gantry.revision"],
+        "3"
+    );
 }
