@@ -183,7 +183,7 @@ environments:
         if text.lines().count() == 2 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        gantry_clock::blocking_sleep(Duration::from_millis(50));
     }
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -218,7 +218,7 @@ environments:
         .args(["-sS", &format!("http://127.0.0.1:{port}/b")])
         .output()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    gantry_clock::blocking_sleep(Duration::from_millis(200));
     let after = run(&data, &["env", "logs", "staging", "--access"]);
     assert_eq!(String::from_utf8_lossy(&after.stdout).lines().count(), 2);
     ok(run(&data, &["shutdown"]));

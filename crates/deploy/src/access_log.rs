@@ -316,7 +316,7 @@ mod tests {
                 assert_eq!(mode & 0o777, 0o600);
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            gantry_clock::blocking_sleep(Duration::from_millis(10));
         }
         panic!("three lines were not written");
     }

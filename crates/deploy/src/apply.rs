@@ -192,6 +192,11 @@ fn rules_for(env: &Environment, name: &str) -> Vec<Rule> {
         .collect()
 }
 
+/// The certificates of listeners that serve rules after the first, by
+/// (environment, listener), read before anything changes, with their
+/// parameter versions.
+type SiblingCertificates = BTreeMap<(String, String), (Vec<Certificate>, Vec<ListenerCertificate>)>;
+
 /// A listener that serves rules after the first, as apply keeps it.
 pub(crate) struct Sibling {
     pub(crate) name: String,
@@ -307,7 +312,7 @@ impl Deployer {
         env: &Environment,
         primary: &dyn Balancer,
         running: &mut Vec<Sibling>,
-        certificates: &BTreeMap<(String, String), (Vec<Certificate>, Vec<ListenerCertificate>)>,
+        certificates: &SiblingCertificates,
         summary: &mut Vec<String>,
     ) -> Result<(), DeployError> {
         let fail = |listener: &str, e: gantry_proxy::ProxyError| DeployError::LoadBalancer {
@@ -553,7 +558,7 @@ impl Deployer {
         // Refused before anything changes: unsupported listeners, and
         // certificates missing, of the wrong type or unfit to serve.
         let mut certificates: BTreeMap<String, Tls> = BTreeMap::new();
-        let mut sibling_certificates = BTreeMap::new();
+        let mut sibling_certificates = SiblingCertificates::new();
         for env in project.environments.values() {
             if let Some(reason) = unsupported(env) {
                 return Err(DeployError::Spec(reason));

@@ -92,7 +92,7 @@ impl Pending {
             .unwrap_or("-");
         Self {
             record: AccessRecord {
-                time: SystemTime::now(),
+                time: gantry_clock::now(),
                 client,
                 tls,
                 version: format!("{:?}", request.version()),

@@ -7,7 +7,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::pki::Pki;
 use common::{Backend, client, fast_health_check, get};

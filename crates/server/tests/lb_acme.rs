@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gantry_params::{ParamName, ParamType, PutParameter, Selector};
 use gantry_server::RunningServer;
@@ -163,10 +165,12 @@ impl Pebble {
             management,
             pki,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
-            assert!(Instant::now() < deadline, "pebble did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        for attempt in 0.. {
+            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+                break;
+            }
+            assert!(attempt < 400, "pebble did not start");
+            gantry_clock::blocking_sleep(Duration::from_millis(50));
         }
         started
     }
