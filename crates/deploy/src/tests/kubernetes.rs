@@ -31,6 +31,15 @@ const KUBECONFIG_TEXT: &str = "apiVersion: v1\nkind: Config\n";
 /// The shop's catalog on a cluster, its Service a NodePort that gantry's
 /// load balancer reaches on 10.0.0.5. `rollback`: the breaker's.
 fn project(rollback: bool) -> Vec<(String, String)> {
+    project_with(
+        rollback,
+        "service_type: NodePort\n      node_address: 10.0.0.5",
+    )
+}
+
+/// The catalog with `service` as the Service settings of the
+/// `kubernetes` block.
+fn project_with(rollback: bool, service: &str) -> Vec<(String, String)> {
     let text = format!(
         r#"
 version: 1
@@ -40,8 +49,7 @@ environments:
     kubernetes:
       context: staging-cluster
       kubeconfig: /shop/staging/kubeconfig
-      service_type: NodePort
-      node_address: 10.0.0.5
+      {service}
     load_balancer:
       listen: 127.0.0.1:18080
       rules:
@@ -199,6 +207,14 @@ fn deployment_that_succeeds() -> Vec<Value> {
 /// A store with the catalog's secret and the kubeconfig, a deployer whose
 /// clusters are `api`'s, the project applied.
 async fn open(store: &Store, api: &ApiServer, rollback: bool) -> (Deployer, Arc<MockConnector>) {
+    open_project(store, api, project(rollback)).await
+}
+
+async fn open_project(
+    store: &Store,
+    api: &ApiServer,
+    project: Vec<(String, String)>,
+) -> (Deployer, Arc<MockConnector>) {
     let params = ParamStore::open(store.pool().clone(), MasterKey::from_bytes([7; 32]))
         .await
         .unwrap();
@@ -226,7 +242,7 @@ async fn open(store: &Store, api: &ApiServer, rollback: bool) -> (Deployer, Arc<
     )
     .await
     .unwrap();
-    deployer.apply(project(rollback)).await.unwrap();
+    deployer.apply(project).await.unwrap();
     (deployer, connector)
 }
 
@@ -557,4 +573,52 @@ async fn a_rollback_command_applies_the_earlier_revision_s_image_as_a_new_revisi
         applied["spec"]["template"]["metadata"]["labels"]["gantry.revision"],
         "3"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_cluster_ip_service_the_load_balancer_gets_no_target_and_the_ingress_routes() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    let mut steps = fixture("apply-create");
+    steps.extend(fixture("rollout-progress").into_iter().skip(4));
+    let api = ApiServer::play(steps);
+    let (deployer, _) =
+        open_project(&store, &api, project_with(true, "service_type: ClusterIP")).await;
+
+    let outcome = deploy(&deployer, "v1").await.unwrap();
+
+    assert_eq!(outcome.replicas, ["deployment.apps/catalog"]);
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.services[0].revision, Some(1));
+    assert!(status.services[0].replicas.is_empty());
+    let sent = api.sent().await;
+    assert_eq!(sent[3].body["spec"]["type"], "ClusterIP");
+    assert!(
+        sent.iter()
+            .all(|s| !(s.method == "GET" && s.path.contains("/services/"))),
+        "no node port is read"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_api_server_that_does_not_answer_fails_naming_it_and_nothing_is_deployed() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    // It answers nothing: the connection is gone at the first request.
+    let api = ApiServer::play(Vec::new());
+    let (deployer, _) = open(&store, &api, true).await;
+
+    let error = deploy(&deployer, "v1").await.unwrap_err();
+
+    let DeployError::Kubernetes { kube_code, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(*kube_code, "kubernetes.unreachable");
+    assert!(
+        error.to_string().contains("https://10.0.0.1:6443"),
+        "{error}"
+    );
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.services[0].revision, None);
+    assert_eq!(status.services[0].deployments[0].status, "Failed");
 }
