@@ -622,3 +622,27 @@ async fn an_api_server_that_does_not_answer_fails_naming_it_and_nothing_is_deplo
     assert_eq!(status.services[0].revision, None);
     assert_eq!(status.services[0].deployments[0].status, "Failed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kubeconfig_parameter_that_cannot_be_read_fails_before_anything_is_recorded() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    let api = ApiServer::play(Vec::new());
+    let mut files = project(true);
+    files[0].1 = files[0]
+        .1
+        .replace("/shop/staging/kubeconfig", "/shop/staging/nowhere");
+    let (deployer, connector) = open_project(&store, &api, files).await;
+
+    let error = deploy(&deployer, "v1").await.unwrap_err();
+
+    assert_eq!(error.code(), "deploy.secret", "{error}");
+    assert!(
+        error.to_string().contains("/shop/staging/nowhere"),
+        "{error}"
+    );
+    assert!(connector.asked.lock().unwrap().is_empty());
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert!(status.services[0].deployments.is_empty());
+    assert!(api.sent().await.is_empty());
+}
