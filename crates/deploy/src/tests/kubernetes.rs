@@ -646,3 +646,73 @@ async fn a_kubeconfig_parameter_that_cannot_be_read_fails_before_anything_is_rec
     assert!(status.services[0].deployments.is_empty());
     assert!(api.sent().await.is_empty());
 }
+
+/// A kubeconfig whose cluster listens nowhere (port 1), with a token that
+/// must never show.
+const KUBECONFIG_NOWHERE: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+  - name: nowhere
+    cluster:
+      server: https://127.0.0.1:1
+      insecure-skip-tls-verify: true
+users:
+  - name: deployer
+    user:
+      token: token-that-must-not-show
+contexts:
+  - name: staging-cluster
+    context: {cluster: nowhere, user: deployer}
+current-context: staging-cluster
+"#;
+
+#[tokio::test]
+async fn the_real_connector_reads_the_kubeconfig_parameter_and_a_cluster_that_is_not_there_fails_clearly()
+ {
+    let store = Store::in_memory().await.unwrap();
+    let params = ParamStore::open(store.pool().clone(), MasterKey::from_bytes([7; 32]))
+        .await
+        .unwrap();
+    for (name, value) in [
+        ("/shop/staging/db", SECRET_VALUE),
+        ("/shop/staging/kubeconfig", KUBECONFIG_NOWHERE),
+    ] {
+        let name = ParamName::parse(name).unwrap();
+        params
+            .put(PutParameter::new(
+                &name,
+                value,
+                ParamType::SecureString,
+                "test",
+            ))
+            .await
+            .unwrap();
+    }
+    // kube-rs with its real HTTP client, as the server opens it.
+    let deployer = Deployer::open_with(
+        store.clone(),
+        Arc::new(params),
+        Arc::new(FakeImages),
+        Arc::new(FakeLoadBalancers(Cluster::new())),
+        Runtimes::new(),
+        None,
+        Arc::new(crate::kubernetes::KubeconfigConnector),
+    )
+    .await
+    .unwrap();
+    deployer.apply(project(true)).await.unwrap();
+
+    let error = deploy(&deployer, "v1").await.unwrap_err();
+
+    let DeployError::Kubernetes { kube_code, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(*kube_code, "kubernetes.unreachable", "{error}");
+    let text = error.to_string();
+    assert!(text.contains("https://127.0.0.1:1"), "{text}");
+    assert!(!text.contains("token-that-must-not-show"), "{text}");
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.services[0].revision, None);
+    assert_eq!(status.services[0].deployments[0].status, "Failed");
+}
