@@ -348,6 +348,10 @@ impl Deployer {
     /// history, so a later deploy or rollback can bring them back.
     pub async fn down(&self, environment: &str) -> Result<usize, DeployError> {
         let (env, _) = self.environment(environment).await?;
+        // A cluster's pods stop when their Deployments go.
+        if crate::kubernetes::is_kubernetes(&*env.spec.lock().await) {
+            self.down_kubernetes(&env).await?;
+        }
         let services: Vec<(String, Arc<ServiceState>)> = env
             .services
             .lock()

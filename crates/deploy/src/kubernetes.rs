@@ -544,6 +544,34 @@ impl Deployer {
     }
 }
 
+impl Deployer {
+    /// `gantry env down` on a kubernetes environment: deletes each
+    /// service's Deployment (and so its pods) and Service, holding the
+    /// service's lock; `down` then forgets the routes and the current
+    /// revisions as on every runtime. The Secrets and the namespace stay.
+    pub(crate) async fn down_kubernetes(&self, env: &EnvState) -> Result<(), DeployError> {
+        let services: Vec<(String, Arc<ServiceState>)> = env
+            .services
+            .lock()
+            .await
+            .iter()
+            .map(|(name, state)| (name.clone(), state.clone()))
+            .collect();
+        if services.is_empty() {
+            return Ok(());
+        }
+        let cluster = self.cluster_of(env, "its services").await?;
+        for (service, state) in services {
+            let _guard = state.deploying.lock().await;
+            cluster
+                .remove(&service)
+                .await
+                .map_err(|e| failed(&env.name, &service, &e, None, None))?;
+        }
+        Ok(())
+    }
+}
+
 /// `node:port` as an address: an IP address as it is, a host name looked
 /// up.
 async fn resolve(node: &str, port: u16) -> Result<SocketAddr, String> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -271,6 +271,24 @@ impl KubeCluster {
                 })
             }
             Err(e) => Err(self.error(e, "apply", &resource)),
+        }
+    }
+
+    /// Deletes the Deployment and the Service named `service` (their pods
+    /// go with the Deployment, in the background); one already gone is
+    /// not an error. Secrets stay: a later rollback reads them.
+    pub async fn remove(&self, service: &str) -> Result<(), KubeError> {
+        let params = DeleteParams::background();
+        let gone = |e: &kube::Error| matches!(e, kube::Error::Api(status) if status.code == 404);
+        match self.api::<Deployment>().delete(service, &params).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(self.error(e, "delete", &format!("deployments/{service}"))),
+        }
+        match self.api::<Service>().delete(service, &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(self.error(e, "delete", &format!("services/{service}"))),
         }
     }
 

@@ -716,3 +716,39 @@ async fn the_real_connector_reads_the_kubeconfig_parameter_and_a_cluster_that_is
     assert_eq!(status.services[0].revision, None);
     assert_eq!(status.services[0].deployments[0].status, "Failed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn env_down_deletes_the_deployment_and_the_service_and_forgets_the_revision() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    let mut steps = deployment_that_succeeds();
+    steps.push(json!({
+        "request": {"method": "DELETE", "path": "/apis/apps/v1/namespaces/gantry-staging/deployments/catalog"},
+        "response": {"status": 200, "body": {
+            "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success",
+            "details": {"name": "catalog", "group": "apps", "kind": "deployments", "uid": "5b0c6f9e-3c1a-4f5e-9d7a-0a1b2c3d4e5f"}
+        }}
+    }));
+    // Already deleted by someone: not an error.
+    steps.push(json!({
+        "request": {"method": "DELETE", "path": "/api/v1/namespaces/gantry-staging/services/catalog"},
+        "response": {"status": 404, "body": {
+            "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+            "message": "services \"catalog\" not found", "reason": "NotFound",
+            "details": {"name": "catalog", "kind": "services"}, "code": 404
+        }}
+    }));
+    let api = ApiServer::play(steps);
+    let (deployer, _) = open(&store, &api, true).await;
+    deploy(&deployer, "v1").await.unwrap();
+
+    deployer.down("staging").await.unwrap();
+
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.services[0].revision, None);
+    assert!(status.services[0].replicas.is_empty());
+    let sent = api.sent().await;
+    let deleted = &sent[sent.len() - 2];
+    assert_eq!(deleted.method, "DELETE");
+    assert_eq!(deleted.body["propagationPolicy"], "Background");
+}
