@@ -186,8 +186,9 @@ impl KubeCluster {
     }
 
     /// Server-side applies every object of `manifests`, in order
-    /// (Namespace, then per service Secret, Deployment, Service). Returns
-    /// one line per object applied.
+    /// (Namespace, then per service Secret, Service, Deployment: the
+    /// Deployment last, so a refusal of any other object leaves the pods
+    /// as they were). Returns one line per object applied.
     pub async fn apply(&self, manifests: &Manifests) -> Result<Vec<String>, KubeError> {
         let mut applied = Vec::new();
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -208,6 +209,9 @@ impl KubeCluster {
                 applied.push(format!("secret/{name}"));
             }
             let name = service.deployment.metadata.name.clone().unwrap_or_default();
+            self.apply_one(&self.api::<Service>(), &name, "services", &service.service)
+                .await?;
+            applied.push(format!("service/{name}"));
             self.apply_one(
                 &self.api::<Deployment>(),
                 &name,
@@ -216,9 +220,6 @@ impl KubeCluster {
             )
             .await?;
             applied.push(format!("deployment.apps/{name}"));
-            self.apply_one(&self.api::<Service>(), &name, "services", &service.service)
-                .await?;
-            applied.push(format!("service/{name}"));
         }
         Ok(applied)
     }

@@ -167,14 +167,15 @@ async fn apply_creates_the_namespace_secret_deployment_and_service_by_server_sid
         [
             format!("namespace/{NAMESPACE}"),
             format!("secret/{secret_name}"),
-            "deployment.apps/catalog".to_owned(),
             "service/catalog".to_owned(),
+            "deployment.apps/catalog".to_owned(),
         ]
     );
     let sent = player.await.unwrap();
     assert_eq!(sent.len(), 4);
+    // The Deployment last: a refusal of anything else changes no pod.
     assert_eq!(
-        sent[2].path,
+        sent[3].path,
         "/apis/apps/v1/namespaces/gantry-staging/deployments/catalog"
     );
     for request in &sent {
@@ -188,7 +189,7 @@ async fn apply_creates_the_namespace_secret_deployment_and_service_by_server_sid
     }
     // The value is in the Secret's data (base64), and only there.
     assert_eq!(sent[1].body["data"]["DB_PASSWORD"], "aHVudGVyMi12YWx1ZQ==");
-    let deployment = &sent[2].body;
+    let deployment = &sent[3].body;
     assert_eq!(deployment["kind"], "Deployment");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], IMAGE);
@@ -204,7 +205,7 @@ async fn apply_creates_the_namespace_secret_deployment_and_service_by_server_sid
         assert!(!request.body.to_string().contains("hunter2"));
     }
     assert_eq!(
-        sent[3].body["spec"]["selector"]["gantry.service"],
+        sent[2].body["spec"]["selector"]["gantry.service"],
         "catalog"
     );
 }
@@ -218,9 +219,9 @@ async fn a_conflict_is_read_again_and_retried_once() {
         .expect("applied on the second try");
     let sent = player.await.unwrap();
     let methods: Vec<&str> = sent.iter().map(|s| s.method.as_str()).collect();
-    assert_eq!(methods, ["PATCH", "PATCH", "GET", "PATCH", "PATCH"]);
+    assert_eq!(methods, ["PATCH", "PATCH", "PATCH", "GET", "PATCH"]);
     assert_eq!(
-        sent[3].body["spec"]["template"]["spec"]["containers"][0]["image"],
+        sent[4].body["spec"]["template"]["spec"]["containers"][0]["image"],
         IMAGE
     );
 }
@@ -239,7 +240,7 @@ async fn a_second_conflict_is_an_error_naming_the_other_manager() {
         "{text}"
     );
     assert!(text.contains("kubectl-edit"), "{text}");
-    assert_eq!(player.await.unwrap().len(), 4);
+    assert_eq!(player.await.unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -290,11 +290,11 @@ async fn a_deploy_applies_namespace_secret_deployment_and_service_and_routes_the
         [
             (
                 "PATCH",
-                "/apis/apps/v1/namespaces/gantry-staging/deployments/catalog"
+                "/api/v1/namespaces/gantry-staging/services/catalog"
             ),
             (
                 "PATCH",
-                "/api/v1/namespaces/gantry-staging/services/catalog"
+                "/apis/apps/v1/namespaces/gantry-staging/deployments/catalog"
             ),
         ]
     );
@@ -312,13 +312,13 @@ async fn a_deploy_applies_namespace_secret_deployment_and_service_and_routes_the
             request.text
         );
     }
-    let container = &sent[2].body["spec"]["template"]["spec"]["containers"][0];
+    let container = &sent[3].body["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], outcome.image.as_str());
     assert_eq!(
-        sent[2].body["spec"]["template"]["metadata"]["labels"]["gantry.revision"],
+        sent[3].body["spec"]["template"]["metadata"]["labels"]["gantry.revision"],
         "1"
     );
-    assert_eq!(sent[3].body["spec"]["type"], "NodePort");
+    assert_eq!(sent[2].body["spec"]["type"], "NodePort");
 
     let status = deployer.environment_status("staging").await.unwrap();
     let catalog = &status.services[0];
@@ -563,7 +563,7 @@ async fn a_rollback_command_applies_the_earlier_revision_s_image_as_a_new_revisi
     assert_eq!(status.services[0].revision, Some(3));
     assert_eq!(status.services[0].deployments[0].status, "Succeeded");
     let sent = api.sent().await;
-    let applied = &sent[2 * 7 + 2].body;
+    let applied = &sent[2 * 7 + 3].body;
     assert_eq!(applied["kind"], "Deployment");
     assert_eq!(
         applied["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -592,7 +592,7 @@ async fn with_a_cluster_ip_service_the_load_balancer_gets_no_target_and_the_ingr
     assert_eq!(status.services[0].revision, Some(1));
     assert!(status.services[0].replicas.is_empty());
     let sent = api.sent().await;
-    assert_eq!(sent[3].body["spec"]["type"], "ClusterIP");
+    assert_eq!(sent[2].body["spec"]["type"], "ClusterIP");
     assert!(
         sent.iter()
             .all(|s| !(s.method == "GET" && s.path.contains("/services/"))),
@@ -751,4 +751,34 @@ async fn env_down_deletes_the_deployment_and_the_service_and_forgets_the_revisio
     let deleted = &sent[sent.len() - 2];
     assert_eq!(deleted.method, "DELETE");
     assert_eq!(deleted.body["propagationPolicy"], "Background");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_service_leaves_the_deployment_and_its_pods_as_they_were() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    let mut steps = deployment_that_succeeds();
+    let create = fixture("apply-create");
+    steps.extend(create[..2].iter().cloned());
+    let mut refused = fixture("forbidden")[0].clone();
+    refused["request"]["path"] = json!("/api/v1/namespaces/gantry-staging/services/catalog");
+    steps.push(refused);
+    let api = ApiServer::play(steps);
+    let (deployer, _) = open(&store, &api, true).await;
+    deploy(&deployer, "v1").await.unwrap();
+
+    let error = deploy(&deployer, "v2").await.unwrap_err();
+
+    assert_eq!(error.code(), "deploy.kubernetes", "{error}");
+    assert!(
+        error.to_string().contains("kubernetes.forbidden"),
+        "{error}"
+    );
+    let status = deployer.environment_status("staging").await.unwrap();
+    assert_eq!(status.services[0].revision, Some(1));
+    let sent = api.sent().await;
+    // The second deployment sent the Namespace, the Secret and the
+    // refused Service; no Deployment.
+    assert_eq!(sent.len(), 7 + 3);
+    assert!(sent[7..].iter().all(|s| !s.path.contains("/deployments/")));
 }
