@@ -31,6 +31,14 @@ impl Deployer {
                 service: service.to_string(),
             });
         }
+        // A cluster keeps its pods' output; gantry does not read it.
+        let spec = env.spec.lock().await.clone();
+        if crate::kubernetes::is_kubernetes(&spec) {
+            return Err(DeployError::Runtime(format!(
+                "{service} in {environment} runs on Kubernetes, whose pods' output gantry does not read: `kubectl logs -n {} deployment/{service}` does",
+                spec.kubernetes.namespace
+            )));
+        }
         let runtime = env
             .runtime
             .clone()

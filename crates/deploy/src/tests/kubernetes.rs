@@ -782,3 +782,29 @@ async fn a_refused_service_leaves_the_deployment_and_its_pods_as_they_were() {
     assert_eq!(sent.len(), 7 + 3);
     assert!(sent[7..].iter().all(|s| !s.path.contains("/deployments/")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn env_logs_points_at_kubectl_logs() {
+    tick();
+    let store = Store::in_memory().await.unwrap();
+    let api = ApiServer::play(Vec::new());
+    let (deployer, _) = open(&store, &api, true).await;
+
+    let error = deployer
+        .service_logs(
+            "staging",
+            "catalog",
+            None,
+            gantry_runtime::LogQuery::default(),
+        )
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.code(), "deploy.runtime");
+    assert!(
+        error
+            .to_string()
+            .contains("kubectl logs -n gantry-staging deployment/catalog"),
+        "{error}"
+    );
+}
