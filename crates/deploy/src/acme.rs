@@ -421,6 +421,18 @@ impl Renewal {
             let mut challenge = authorization
                 .challenge(ChallengeType::Http01)
                 .ok_or_else(|| format!("the CA offers no http-01 challenge for {identifier}"))?;
+            // RFC 8555 §8.3: a token is base64url. Anything else would be
+            // read as a path pattern (`*`, `?`) by the challenge rule.
+            let token_ok = (1..=256).contains(&challenge.token.len())
+                && challenge
+                    .token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !token_ok {
+                return Err(format!(
+                    "the CA's http-01 token for {identifier} is not base64url"
+                ));
+            }
             let key_authorization = challenge.key_authorization().as_str().to_owned();
             environment
                 .acme_challenges
