@@ -108,7 +108,8 @@ impl Deployer {
                         .await
                     {
                         Ok(()) => {
-                            resumed.push((env.name.clone(), service.clone(), row.to_revision))
+                            handled.push(row.deployment);
+                            resumed.push((env.name.clone(), service.clone(), row.to_revision));
                         }
                         Err(reason) => {
                             handled.push(row.deployment);
