@@ -1,7 +1,9 @@
 //! Per-listener request limits through real sockets: a request head over
 //! `max_header_size` gets 431; a body over `max_body_size` gets 413,
 //! whether its `Content-Length` says so (the target never sees it) or a
-//! chunked body grows past the limit; bodies within the limit pass.
+//! chunked body grows past the limit; bodies within the limit pass. The
+//! bodies go to the backend's `/upload`, which reads them whole, so a
+//! target closing early (a 502, rightly) cannot stand in for the limit.
 
 mod common;
 
@@ -67,14 +69,14 @@ async fn heads_and_bodies_over_the_listeners_limits_are_refused() {
 
     let hits = backend.hits();
     let declared = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}",
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}",
         "b".repeat(2000)
     );
     assert_eq!(status_of(addr, declared.as_bytes()).await, 413);
     assert_eq!(backend.hits(), hits, "the target never saw it");
 
     let mut chunked =
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             .to_vec();
     for _ in 0..4 {
         chunked.extend_from_slice(format!("1f4\r\n{}\r\n", "c".repeat(500)).as_bytes());
@@ -83,7 +85,7 @@ async fn heads_and_bodies_over_the_listeners_limits_are_refused() {
     assert_eq!(status_of(addr, &chunked).await, 413);
 
     let within = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nConnection: close\r\n\r\n{}",
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nConnection: close\r\n\r\n{}",
         "d".repeat(900)
     );
     assert_eq!(status_of(addr, within.as_bytes()).await, 200);
