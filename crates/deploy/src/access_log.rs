@@ -125,13 +125,15 @@ fn write_all(
 }
 
 /// Opens the log for appending, readable by its owner only (it holds
-/// clients' addresses and the paths they asked for).
+/// clients' addresses and the paths they asked for), never through a
+/// symlink planted at its path.
 fn open(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
 }
 
@@ -297,6 +299,16 @@ mod tests {
         // Rotated: the cursor is past the new file's end.
         std::fs::write(&path, "e\n").unwrap();
         assert_eq!(read(&path, 2, Some(next.cursor)).unwrap().lines, ["e"]);
+    }
+
+    #[test]
+    fn a_symlink_at_the_logs_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "kept\n").unwrap();
+        std::os::unix::fs::symlink(&outside, path_of(dir.path(), "staging")).unwrap();
+        assert!(open(&path_of(dir.path(), "staging")).is_err());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "kept\n");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -173,6 +173,9 @@ struct GroupInner {
     runtime: Handle,
     /// Parent of every checker's token; cancelled when the listener stops.
     checks: CancellationToken,
+    /// Whether `state.stickiness` is set: read without the lock on every
+    /// answer, so a group without stickiness costs its responses nothing.
+    sticky: AtomicBool,
 }
 
 #[derive(Default)]
@@ -341,6 +344,7 @@ impl TargetGroup {
     pub(crate) fn new(name: &str, runtime: Handle, checks: CancellationToken) -> Self {
         Self {
             inner: Arc::new(GroupInner {
+                sticky: AtomicBool::new(false),
                 name: name.to_owned(),
                 state: Mutex::new(GroupState::default()),
                 events: broadcast::Sender::new(256),
@@ -435,6 +439,7 @@ impl TargetGroup {
     /// duration keeps the cookies' values.
     pub fn set_stickiness(&self, duration: Option<Duration>) {
         let mut state = self.inner.lock();
+        self.inner.sticky.store(duration.is_some(), SeqCst);
         state.stickiness = match (duration, state.stickiness.take()) {
             (None, _) => None,
             (Some(duration), kept) => Some(Stickiness {
@@ -447,6 +452,9 @@ impl TargetGroup {
     /// The `Set-Cookie` value that keeps a client on `endpoint`, when the
     /// group is sticky.
     pub(crate) fn sticky_cookie(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
+        if !self.inner.sticky.load(Relaxed) {
+            return None;
+        }
         let state = self.inner.lock();
         let sticky = state.stickiness.as_ref()?;
         HeaderValue::from_str(&format!(
