@@ -154,10 +154,15 @@ impl ControlPlane {
         let (params, key_source) = crate::parameters::open(&store, &data_dir).await?;
         let auth = gantry_auth::Auth::open(store.pool().clone()).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
+        // The log is read before the earlier server's processes are killed:
+        // were that server still alive (a paused leader, a test's plane), it
+        // could otherwise record their deaths as ordinary failures first,
+        // and the interrupted executions would not end here (nor start the
+        // pipelines waiting for them).
+        let state = State::replay(&store).await?;
         replay::clear_interrupted_work(&data_dir).await;
         let logs = LogWriter::start(store.clone());
         let notifier = Notifier::start(params.clone(), logs.clone(), NotifyOptions::default())?;
-        let state = State::replay(&store).await?;
         let (changes, _) = watch::channel(0);
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;

@@ -10,9 +10,9 @@
 //! Recovery: every action that was `InProgress` is failed with an
 //! "interrupted" error (it may have half-run; running it again silently could
 //! repeat side effects), and every approval still waiting gets its timeout
-//! timer back. Nothing is left stuck `InProgress`. Before any of that, the
-//! work dirs of the interrupted attempts are removed and their processes
-//! killed.
+//! timer back. Nothing is left stuck `InProgress`. Before any of that (and
+//! after the log is read), the work dirs of the interrupted attempts are
+//! removed and their processes killed.
 
 use std::path::Path;
 use std::sync::Arc;
