@@ -1,9 +1,11 @@
 //! Test support shared by gantry's crates (a dev-dependency only): gates on
 //! the environment variables that turn heavy tests on, and a real Debian
 //! `docker-registry` on a free loopback port; [`browser`]: headless
-//! Chromium through chromedriver.
+//! Chromium through chromedriver; [`database`]: the SQLite or PostgreSQL
+//! database a store test runs on.
 
 pub mod browser;
+pub mod database;
 
 use std::io::{Read, Write};
 use std::net::TcpListener as StdListener;
