@@ -30,7 +30,7 @@ use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
 /// The advisory lock every serialized write takes on PostgreSQL
 /// ("gantry" in ASCII).
-const WRITE_LOCK: i64 = 0x67_616e_7472_79;
+const WRITE_LOCK: i64 = 0x6761_6e74_7279;
 
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,17 @@
-//! The SQLite database: event log, execution state, logs, approvals.
+//! The database: event log, execution state, logs, approvals; SQLite in
+//! the data dir or a shared PostgreSQL ([`gantry_db`]).
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use gantry_db::{Db, values};
+use sqlx::{AnyPool, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Connect(#[from] gantry_db::DbError),
     #[error("cannot make {path} private: {reason}")]
     Permissions { path: String, reason: String },
     #[error("the database in {path} is newer than this gantry (schema {found}, known {known})")]
@@ -200,7 +201,7 @@ pub struct ApprovalVote {
 /// The database of one data dir.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Store {
@@ -213,61 +214,53 @@ impl Store {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode loses at most the last transactions on power
-            // loss, never consistency; a killed process loses nothing.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        let store = Store { pool };
-        store.migrate(path).await?;
-        Ok(store)
+        // WAL; NORMAL synchronous loses at most the last transactions on
+        // power loss, never consistency; a killed process loses nothing.
+        let db = Db::open_sqlite(path).await?;
+        Store::with_db(db, &path.display().to_string()).await
     }
 
     /// An in-memory database, for tests.
     pub async fn in_memory() -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        // One connection: every connection to `:memory:` is its own database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
-        let store = Store { pool };
-        store.migrate(Path::new(":memory:")).await?;
+        Store::with_db(Db::sqlite_in_memory().await?, ":memory:").await
+    }
+
+    /// The store in a database already connected to (PostgreSQL, or an
+    /// SQLite file opened by [`Db::open_sqlite`]), its tables created if
+    /// needed.
+    pub async fn connect(db: Db) -> Result<Store, StoreError> {
+        Store::with_db(db, "the database").await
+    }
+
+    async fn with_db(db: Db, shown: &str) -> Result<Store, StoreError> {
+        let store = Store { db };
+        store.migrate(shown).await?;
         Ok(store)
     }
 
-    /// The connection pool, for crates that keep their own tables in the
-    /// same database (the parameter store).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The database, for crates that keep their own tables in it (the
+    /// parameter store, users, the registry, deployments).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
-    async fn migrate(&self, path: &Path) -> Result<(), StoreError> {
-        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&self.pool)
-            .await?;
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        self.db.pool()
+    }
+
+    async fn migrate(&self, shown: &str) -> Result<(), StoreError> {
+        let found = self.db.user_version().await?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
-                path: path.display().to_string(),
+                path: shown.to_string(),
                 found,
                 known: SCHEMA_VERSION,
             });
         }
-        sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
-        sqlx::raw_sql(crate::triggers::SCHEMA)
-            .execute(&self.pool)
-            .await?;
-        sqlx::raw_sql("PRAGMA user_version = 1")
-            .execute(&self.pool)
-            .await?;
+        self.db.apply_schema(SCHEMA).await?;
+        self.db.apply_schema(crate::triggers::SCHEMA).await?;
+        self.db.set_user_version(SCHEMA_VERSION).await?;
         Ok(())
     }
 
@@ -306,20 +299,25 @@ impl Store {
         if lines.is_empty() && events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        // The only writer of events while it runs, so one statement's rows
+        // get consecutive sequence numbers on both engines.
+        let mut tx = self.db.begin_write().await?;
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO logs (execution_id, stage, action, attempt, at, line) ",
+            let sql = format!(
+                "INSERT INTO logs (execution_id, stage, action, attempt, at, line) VALUES {}",
+                values(1, chunk.len(), 6)
             );
-            insert.push_values(chunk, |mut row, l| {
-                row.push_bind(&l.execution_id)
-                    .push_bind(&l.stage)
-                    .push_bind(&l.action)
-                    .push_bind(l.attempt)
-                    .push_bind(l.at)
-                    .push_bind(&l.line);
-            });
-            insert.build().execute(&mut *tx).await?;
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                insert = insert
+                    .bind(&l.execution_id)
+                    .bind(&l.stage)
+                    .bind(&l.action)
+                    .bind(l.attempt)
+                    .bind(l.at)
+                    .bind(&l.line);
+            }
+            insert.execute(&mut *tx).await?;
         }
         let mut seqs = Vec::with_capacity(events.len());
         // An execution's row is written once, with the newest state: the
@@ -332,38 +330,42 @@ impl Store {
             }
         }
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO events (pipeline, execution_id, at, body) ",
+            let sql = format!(
+                "INSERT INTO events (pipeline, execution_id, at, body) VALUES {} RETURNING seq",
+                values(1, chunk.len(), 4)
             );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(&e.pipeline)
-                    .push_bind(&e.execution_id)
-                    .push_bind(e.at)
-                    .push_bind(&e.body);
-            });
-            // One statement's rows get consecutive sequence numbers: the
-            // transaction is the only writer.
-            let last = insert.build().execute(&mut *tx).await?.last_insert_rowid();
-            let first = last - i64::try_from(chunk.len()).unwrap_or(0) + 1;
-            seqs.extend(first..=last);
+            let mut insert = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                insert = insert
+                    .bind(&e.pipeline)
+                    .bind(&e.execution_id)
+                    .bind(e.at)
+                    .bind(&e.body);
+            }
+            // The rows' numbers ascend in the order of VALUES; RETURNING
+            // need not give them in that order.
+            let mut returned: Vec<i64> = insert.fetch_all(&mut *tx).await?;
+            returned.sort_unstable();
+            seqs.extend(returned);
         }
         for chunk in newest.chunks(ROWS_PER_STATEMENT) {
-            let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state) ",
-            );
-            upsert.push_values(chunk, |mut row, r| {
-                row.push_bind(&r.id)
-                    .push_bind(&r.pipeline)
-                    .push_bind(&r.status)
-                    .push_bind(r.started_at)
-                    .push_bind(r.finished_at)
-                    .push_bind(&r.state);
-            });
-            upsert.push(
-                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+            let sql = format!(
+                "INSERT INTO executions (id, pipeline, status, started_at, finished_at, state) \
+                 VALUES {} ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
                  finished_at = excluded.finished_at, state = excluded.state",
+                values(1, chunk.len(), 6)
             );
-            upsert.build().execute(&mut *tx).await?;
+            let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                upsert = upsert
+                    .bind(&r.id)
+                    .bind(&r.pipeline)
+                    .bind(&r.status)
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(&r.state);
+            }
+            upsert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(seqs)
@@ -373,7 +375,7 @@ impl Store {
     pub async fn events(&self) -> Result<Vec<EventRecord>, StoreError> {
         let rows =
             sqlx::query("SELECT seq, pipeline, execution_id, at, body FROM events ORDER BY seq")
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await?;
         Ok(rows
             .into_iter()
@@ -393,27 +395,30 @@ impl Store {
         execution_id: &str,
         definition: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR REPLACE INTO definitions (execution_id, definition) VALUES (?, ?)")
-            .bind(execution_id)
-            .bind(definition)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO definitions (execution_id, definition) VALUES ($1, $2)
+             ON CONFLICT (execution_id) DO UPDATE SET definition = excluded.definition",
+        )
+        .bind(execution_id)
+        .bind(definition)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
     pub async fn definition(&self, execution_id: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT definition FROM definitions WHERE execution_id = ?")
+            sqlx::query_scalar("SELECT definition FROM definitions WHERE execution_id = $1")
                 .bind(execution_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?,
         )
     }
 
     pub async fn execution(&self, id: &str) -> Result<Option<ExecutionRow>, StoreError> {
-        let row = sqlx::query("SELECT id, pipeline, status, started_at, finished_at, state FROM executions WHERE id = ?")
+        let row = sqlx::query("SELECT id, pipeline, status, started_at, finished_at, state FROM executions WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.map(execution_row))
     }
@@ -426,11 +431,11 @@ impl Store {
     ) -> Result<Vec<ExecutionRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, pipeline, status, started_at, finished_at, state FROM executions
-             WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+             WHERE ($1 IS NULL OR pipeline = $1) ORDER BY started_at DESC, id DESC LIMIT $2",
         )
         .bind(pipeline)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(rows.into_iter().map(execution_row).collect())
     }
@@ -454,15 +459,15 @@ impl Store {
         };
         let rows = sqlx::query(
             "SELECT seq, execution_id, stage, action, attempt, at, line FROM logs
-             WHERE execution_id = ?1 AND seq > ?2 AND (?3 IS NULL OR stage = ?3) AND (?4 IS NULL OR action = ?4)
-             ORDER BY seq LIMIT ?5",
+             WHERE execution_id = $1 AND seq > $2 AND ($3 IS NULL OR stage = $3) AND ($4 IS NULL OR action = $4)
+             ORDER BY seq LIMIT $5",
         )
         .bind(execution_id)
         .bind(after_seq)
         .bind(stage)
         .bind(action)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(rows
             .into_iter()
@@ -492,19 +497,19 @@ impl Store {
             "SELECT id FROM (
                  SELECT id, finished_at, ROW_NUMBER() OVER (
                      PARTITION BY pipeline ORDER BY started_at DESC, id DESC) AS newest
-                 FROM executions)
-             WHERE finished_at IS NOT NULL AND (finished_at < ?1 OR newest > ?2)
+                 FROM executions) AS ranked
+             WHERE finished_at IS NOT NULL AND (finished_at < $1 OR newest > $2)
                AND EXISTS (SELECT 1 FROM logs WHERE logs.execution_id = id)",
         )
         .bind(finished_before)
         .bind(keep_per_pipeline)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         let mut deleted = 0;
         for id in doomed {
-            deleted += sqlx::query("DELETE FROM logs WHERE execution_id = ?")
+            deleted += sqlx::query("DELETE FROM logs WHERE execution_id = $1")
                 .bind(&id)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?
                 .rows_affected();
         }
@@ -515,8 +520,10 @@ impl Store {
     /// `parameters` (which versions it used) or `reports` (test results).
     pub async fn record_action_detail(&self, detail: &ActionDetail) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO action_details (execution_id, stage, action, attempt, kind, body)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO action_details (execution_id, stage, action, attempt, kind, body)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (execution_id, stage, action, attempt, kind)
+             DO UPDATE SET body = excluded.body",
         )
         .bind(&detail.execution_id)
         .bind(&detail.stage)
@@ -524,7 +531,7 @@ impl Store {
         .bind(detail.attempt)
         .bind(&detail.kind)
         .bind(&detail.body)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -536,10 +543,10 @@ impl Store {
     ) -> Result<Vec<ActionDetail>, StoreError> {
         let rows = sqlx::query(
             "SELECT execution_id, stage, action, attempt, kind, body FROM action_details
-             WHERE execution_id = ? ORDER BY stage, action, attempt, kind",
+             WHERE execution_id = $1 ORDER BY stage, action, attempt, kind",
         )
         .bind(execution_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(rows
             .into_iter()
@@ -556,8 +563,11 @@ impl Store {
 
     pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO approvals (execution_id, stage, action, attempt, decision, by, at, comment)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO approvals (execution_id, stage, action, attempt, decision, by, at, comment)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (execution_id, stage, action, attempt) DO UPDATE SET
+             decision = excluded.decision, by = excluded.by, at = excluded.at,
+             comment = excluded.comment",
         )
         .bind(&a.execution_id)
         .bind(&a.stage)
@@ -567,7 +577,7 @@ impl Store {
         .bind(&a.by)
         .bind(a.at)
         .bind(&a.comment)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -578,7 +588,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO approval_votes
                (execution_id, stage, action, attempt, by, decision, at, comment, binding)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&v.execution_id)
         .bind(&v.stage)
@@ -589,7 +599,7 @@ impl Store {
         .bind(v.at)
         .bind(&v.comment)
         .bind(&v.binding)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -605,14 +615,14 @@ impl Store {
         let rows = sqlx::query(
             "SELECT execution_id, stage, action, attempt, by, decision, at, comment, binding
              FROM approval_votes
-             WHERE execution_id = ? AND stage = ? AND action = ? AND attempt = ?
+             WHERE execution_id = $1 AND stage = $2 AND action = $3 AND attempt = $4
              ORDER BY at, by",
         )
         .bind(execution_id)
         .bind(stage)
         .bind(action)
         .bind(attempt)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(rows
             .into_iter()
@@ -633,10 +643,10 @@ impl Store {
     pub async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT execution_id, stage, action, attempt, decision, by, at, comment FROM approvals
-             WHERE execution_id = ? ORDER BY at",
+             WHERE execution_id = $1 ORDER BY at",
         )
         .bind(execution_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(rows
             .into_iter()
@@ -654,7 +664,7 @@ impl Store {
     }
 }
 
-fn execution_row(r: sqlx::sqlite::SqliteRow) -> ExecutionRow {
+fn execution_row(r: sqlx::any::AnyRow) -> ExecutionRow {
     ExecutionRow {
         id: r.get(0),
         pipeline: r.get(1),
@@ -693,6 +703,14 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A store on the backend the run chose (SQLite, or PostgreSQL with
+    /// GANTRY_TEST_POSTGRES).
+    async fn store() -> Store {
+        Store::connect(gantry_testkit::database::database().await)
+            .await
+            .unwrap()
+    }
+
     fn row(id: &str, status: &str) -> ExecutionRow {
         ExecutionRow {
             id: id.into(),
@@ -707,9 +725,11 @@ mod tests {
     #[tokio::test]
     async fn events_and_state_round_trip_through_a_reopened_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gantry.db");
+        let url = gantry_testkit::database::database_url(dir.path()).await;
         {
-            let store = Store::open(&path).await.unwrap();
+            let store = Store::connect(Db::connect(&url).await.unwrap())
+                .await
+                .unwrap();
             store
                 .record_event("p", "e1", 1, "{\"a\":1}", &[row("e1", "InProgress")])
                 .await
@@ -719,7 +739,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let store = Store::open(&path).await.unwrap();
+        let store = Store::connect(Db::connect(&url).await.unwrap())
+            .await
+            .unwrap();
         let events = store.events().await.unwrap();
         assert_eq!(
             events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(),
@@ -751,7 +773,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_writes_lines_then_events_in_order_and_each_rows_newest_state() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         let first = store
             .record_event("p", "e0", 1, "first", &[])
             .await
@@ -806,7 +828,7 @@ mod tests {
 
     #[tokio::test]
     async fn logs_filter_by_action_and_page_by_seq() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         let line = |stage: &str, text: &str| LogLine {
             seq: 0,
             execution_id: "e".into(),
@@ -831,7 +853,7 @@ mod tests {
 
     #[tokio::test]
     async fn prune_logs_deletes_old_and_surplus_finished_executions_only() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         // Pipeline p: e1..e4 started in that order; e4 still runs. q: one old one.
         let executions = [
             ("p", "e1", 10, Some(20)),

@@ -1,11 +1,12 @@
 //! Persistence for gantry, in the data dir.
 //!
-//! - [`Store`]: one SQLite database (WAL) holding the append-only **event
+//! - [`Store`]: one database — SQLite (WAL) in the data dir, or a shared
+//!   PostgreSQL, through [`gantry_db`] — holding the append-only **event
 //!   log** of every execution, the **queryable state** derived from it (one
 //!   row per execution, rewritten after each event), each execution's
 //!   pipeline **definition** as it was when it started, **action logs** with
 //!   timestamps, and **approval records** (each person's vote, and the
-//!   decision). The database file and its -wal/-shm are mode 0600.
+//!   decision). An SQLite file and its -wal/-shm are mode 0600.
 //!   It also keeps what the trigger runtime needs across restarts
 //!   (`triggers`): **registered pipelines**, each trigger's **state**, the
 //!   **dedup keys** of what already started a pipeline, and the webhook

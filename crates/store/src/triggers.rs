@@ -115,7 +115,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO registered_pipelines (name, file, text, includes, registered_at, registered_by)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (name) DO UPDATE SET file = excluded.file, text = excluded.text,
                includes = excluded.includes, registered_at = excluded.registered_at,
                registered_by = excluded.registered_by",
@@ -128,7 +128,7 @@ impl Store {
         .bind(&pipeline.registered_by)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM trigger_state WHERE pipeline = ? AND trigger >= ?")
+        sqlx::query("DELETE FROM trigger_state WHERE pipeline = $1 AND trigger >= $2")
             .bind(&pipeline.name)
             .bind(i64::try_from(triggers).unwrap_or(i64::MAX))
             .execute(&mut *tx)
@@ -142,12 +142,12 @@ impl Store {
     /// Returns whether it was registered.
     pub async fn unregister_pipeline(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let gone = sqlx::query("DELETE FROM registered_pipelines WHERE name = ?")
+        let gone = sqlx::query("DELETE FROM registered_pipelines WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM trigger_state WHERE pipeline = ?")
+        sqlx::query("DELETE FROM trigger_state WHERE pipeline = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -186,7 +186,7 @@ impl Store {
             "SELECT pipeline, trigger, last_event, last_event_at, last_commit, last_result,
                     last_execution, last_error, last_error_at, consecutive_failures,
                     bad_signatures, known_refs
-             FROM trigger_state WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY pipeline, trigger",
+             FROM trigger_state WHERE ($1 IS NULL OR pipeline = $1) ORDER BY pipeline, trigger",
         )
         .bind(pipeline)
         .fetch_all(self.pool())
@@ -221,10 +221,10 @@ impl Store {
         sqlx::query(
             "INSERT INTO trigger_state (pipeline, trigger, last_event, last_event_at, last_commit,
                                         last_result, last_execution, consecutive_failures)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)
-             ON CONFLICT (pipeline, trigger) DO UPDATE SET last_event = ?3, last_event_at = ?4,
-               last_commit = COALESCE(?5, last_commit), last_result = ?6,
-               last_execution = COALESCE(?7, last_execution), last_error = NULL,
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)
+             ON CONFLICT (pipeline, trigger) DO UPDATE SET last_event = $3, last_event_at = $4,
+               last_commit = COALESCE($5, trigger_state.last_commit), last_result = $6,
+               last_execution = COALESCE($7, trigger_state.last_execution), last_error = NULL,
                last_error_at = NULL, consecutive_failures = 0",
         )
         .bind(pipeline)
@@ -252,12 +252,12 @@ impl Store {
         let failures = sqlx::query_scalar(
             "INSERT INTO trigger_state (pipeline, trigger, last_event, last_event_at, last_result,
                                         last_error, last_error_at, consecutive_failures)
-             VALUES (?1, ?2, ?3, CASE WHEN ?3 IS NULL THEN NULL ELSE ?5 END, 'failed', ?4, ?5, 1)
+             VALUES ($1, $2, $3, CASE WHEN $3 IS NULL THEN NULL ELSE $5 END, 'failed', $4, $5, 1)
              ON CONFLICT (pipeline, trigger) DO UPDATE SET
-               last_event = COALESCE(?3, last_event),
-               last_event_at = CASE WHEN ?3 IS NULL THEN last_event_at ELSE ?5 END,
-               last_result = 'failed', last_error = ?4, last_error_at = ?5,
-               consecutive_failures = consecutive_failures + 1
+               last_event = COALESCE($3, trigger_state.last_event),
+               last_event_at = CASE WHEN $3 IS NULL THEN trigger_state.last_event_at ELSE $5 END,
+               last_result = 'failed', last_error = $4, last_error_at = $5,
+               consecutive_failures = trigger_state.consecutive_failures + 1
              RETURNING consecutive_failures",
         )
         .bind(pipeline)
@@ -277,8 +277,8 @@ impl Store {
         trigger: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO trigger_state (pipeline, trigger, bad_signatures) VALUES (?, ?, 1)
-             ON CONFLICT (pipeline, trigger) DO UPDATE SET bad_signatures = bad_signatures + 1",
+            "INSERT INTO trigger_state (pipeline, trigger, bad_signatures) VALUES ($1, $2, 1)
+             ON CONFLICT (pipeline, trigger) DO UPDATE SET bad_signatures = trigger_state.bad_signatures + 1",
         )
         .bind(pipeline)
         .bind(trigger)
@@ -296,8 +296,8 @@ impl Store {
         known_refs: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO trigger_state (pipeline, trigger, known_refs) VALUES (?1, ?2, ?3)
-             ON CONFLICT (pipeline, trigger) DO UPDATE SET known_refs = ?3",
+            "INSERT INTO trigger_state (pipeline, trigger, known_refs) VALUES ($1, $2, $3)
+             ON CONFLICT (pipeline, trigger) DO UPDATE SET known_refs = $3",
         )
         .bind(pipeline)
         .bind(trigger)
@@ -318,7 +318,7 @@ impl Store {
         at: i64,
     ) -> Result<bool, StoreError> {
         let claimed = sqlx::query(
-            "INSERT INTO trigger_dedup (key, pipeline, at) VALUES (?, ?, ?)
+            "INSERT INTO trigger_dedup (key, pipeline, at) VALUES ($1, $2, $3)
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
@@ -336,7 +336,7 @@ impl Store {
         key: &str,
         execution_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE trigger_dedup SET execution_id = ? WHERE key = ?")
+        sqlx::query("UPDATE trigger_dedup SET execution_id = $1 WHERE key = $2")
             .bind(execution_id)
             .bind(key)
             .execute(self.pool())
@@ -347,7 +347,7 @@ impl Store {
     /// Gives a claimed key back, when starting the execution failed, so
     /// that a retry may claim it again.
     pub async fn release_dedup(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM trigger_dedup WHERE key = ? AND execution_id IS NULL")
+        sqlx::query("DELETE FROM trigger_dedup WHERE key = $1 AND execution_id IS NULL")
             .bind(key)
             .execute(self.pool())
             .await?;
@@ -358,7 +358,7 @@ impl Store {
     /// `Some(None)` while its execution is being started.
     pub async fn dedup_execution(&self, key: &str) -> Result<Option<Option<String>>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT execution_id FROM trigger_dedup WHERE key = ?")
+            sqlx::query_scalar("SELECT execution_id FROM trigger_dedup WHERE key = $1")
                 .bind(key)
                 .fetch_optional(self.pool())
                 .await?,
@@ -375,7 +375,7 @@ impl Store {
         at: i64,
     ) -> Result<bool, StoreError> {
         let new = sqlx::query(
-            "INSERT INTO webhook_deliveries (pipeline, provider, delivery_id, at) VALUES (?, ?, ?, ?)
+            "INSERT INTO webhook_deliveries (pipeline, provider, delivery_id, at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
         )
         .bind(pipeline)
@@ -391,7 +391,7 @@ impl Store {
     /// Forgets delivery ids recorded before `before` (Unix ms); returns how
     /// many went.
     pub async fn prune_deliveries(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM webhook_deliveries WHERE at < ?")
+        Ok(sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
             .bind(before)
             .execute(self.pool())
             .await?
@@ -402,6 +402,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store on the backend the run chose (SQLite, or PostgreSQL with
+    /// GANTRY_TEST_POSTGRES).
+    async fn store() -> Store {
+        Store::connect(gantry_testkit::database::database().await)
+            .await
+            .unwrap()
+    }
 
     fn pipeline(name: &str, text: &str) -> RegisteredPipeline {
         RegisteredPipeline {
@@ -417,9 +425,14 @@ mod tests {
     #[tokio::test]
     async fn registered_pipelines_and_trigger_states_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gantry.db");
+        let url = gantry_testkit::database::database_url(dir.path()).await;
+        let open = async || {
+            Store::connect(gantry_db::Db::connect(&url).await.unwrap())
+                .await
+                .unwrap()
+        };
         {
-            let store = Store::open(&path).await.unwrap();
+            let store = open().await;
             store
                 .register_pipeline(&pipeline("shop", "v1"), 2)
                 .await
@@ -441,7 +454,7 @@ mod tests {
             store.count_bad_signature("shop", 1).await.unwrap();
             store.count_bad_signature("shop", 1).await.unwrap();
         }
-        let store = Store::open(&path).await.unwrap();
+        let store = open().await;
         assert_eq!(
             store.registered_pipelines().await.unwrap(),
             [pipeline("shop", "v1")]
@@ -491,7 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_count_in_a_row_until_an_outcome_clears_them() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         for n in 1..=3 {
             let failures = store
                 .record_trigger_error("shop", 0, None, "unreachable", n)
@@ -523,7 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn re_registering_drops_the_states_of_triggers_that_are_gone() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         store
             .register_pipeline(&pipeline("shop", "v1"), 3)
             .await
@@ -546,7 +559,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dedup_key_is_claimed_once_and_released_only_without_an_execution() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         let key = "commit:shop/checkout/abc";
         assert_eq!(store.dedup_execution(key).await.unwrap(), None);
         assert!(store.claim_dedup(key, "shop", 1).await.unwrap());
@@ -565,7 +578,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delivery_id_is_new_once_until_it_is_pruned() {
-        let store = Store::in_memory().await.unwrap();
+        let store = store().await;
         assert!(
             store
                 .record_delivery("shop", "github", "d1", 10)
