@@ -18,10 +18,24 @@ pub(crate) const AUDIT_SCHEMA: &[&str] = &[
         outcome   TEXT NOT NULL
     ) STRICT",
     "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms)",
+];
+
+/// The triggers that refuse rewrites, in SQLite's dialect.
+pub(crate) const AUDIT_SCHEMA_SQLITE: &[&str] = &[
     "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
      BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
      BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+];
+
+/// The same in PostgreSQL's, which can also truncate a table.
+pub(crate) const AUDIT_SCHEMA_POSTGRES: &[&str] = &[
+    "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS
+     $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+    "CREATE OR REPLACE TRIGGER audit_log_no_rewrite BEFORE UPDATE OR DELETE ON audit_log
+     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
 ];
 
 /// Longest text kept per field; longer values are cut (they come from
@@ -73,7 +87,7 @@ impl Auth {
     pub async fn audit(&self, record: &AuditRecord) -> Result<(), AuthError> {
         sqlx::query(
             "INSERT INTO audit_log (at_ms, principal, remote, action, target, outcome)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(record.at_ms)
         .bind(record.principal.as_deref().map(cut))
@@ -93,9 +107,9 @@ impl Auth {
         let rows = sqlx::query(
             "SELECT seq, at_ms, principal, remote, action, target, outcome FROM (
                SELECT * FROM audit_log
-               WHERE at_ms >= ? AND (? IS NULL OR principal = ?) AND seq < ?
-               ORDER BY seq DESC LIMIT ?
-             ) ORDER BY seq",
+               WHERE at_ms >= $1 AND ($2 IS NULL OR principal = $3) AND seq < $4
+               ORDER BY seq DESC LIMIT $5
+             ) AS newest ORDER BY seq",
         )
         .bind(query.since_ms.unwrap_or(i64::MIN))
         .bind(query.principal.as_deref())

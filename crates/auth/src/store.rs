@@ -1,13 +1,15 @@
-//! Users, tokens and ephemeral tokens over SQLite, cached in memory so that
+//! Users, tokens and ephemeral tokens in the shared database (SQLite or
+//! PostgreSQL, through [`gantry_db`]), cached in memory so that
 //! authenticating a request reads no database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use gantry_db::{Backend, Db};
 use serde::Serialize;
-use sqlx::{Row as _, SqlitePool};
+use sqlx::{AnyPool, Row as _};
 
-use crate::audit::AUDIT_SCHEMA;
+use crate::audit::{AUDIT_SCHEMA, AUDIT_SCHEMA_POSTGRES, AUDIT_SCHEMA_SQLITE};
 use crate::token::{Secret, TokenHash, token_id};
 use crate::{AuthError, Grant, Identity, Role};
 
@@ -22,7 +24,7 @@ const SCHEMA: &[&str] = &[
     ) STRICT",
     "CREATE TABLE IF NOT EXISTS auth_tokens (
         id            TEXT PRIMARY KEY NOT NULL,
-        user          TEXT NOT NULL,
+        \"user\"        TEXT NOT NULL,
         hash          TEXT NOT NULL UNIQUE,
         description   TEXT,
         created_at_ms INTEGER NOT NULL,
@@ -104,7 +106,7 @@ pub struct Auth {
 }
 
 struct Inner {
-    pool: SqlitePool,
+    db: Db,
     cache: RwLock<Cache>,
     /// Orders mutations so the cache follows the database's order.
     writes: tokio::sync::Mutex<()>,
@@ -123,17 +125,31 @@ fn grants_text(grants: &[Grant]) -> String {
 }
 
 impl Auth {
-    /// Opens the store on a shared pool, creating its tables if needed, and
-    /// loads users and tokens into memory.
-    pub async fn open(pool: SqlitePool) -> Result<Auth, AuthError> {
-        let mut tx = pool.begin().await?;
+    /// Opens the store in a shared database, creating its tables if needed,
+    /// and loads users and tokens into memory.
+    pub async fn open(db: Db) -> Result<Auth, AuthError> {
+        let mut tx = db.begin_write().await?;
+        let engine_specific = match db.backend() {
+            Backend::Sqlite => AUDIT_SCHEMA_SQLITE,
+            Backend::Postgres => AUDIT_SCHEMA_POSTGRES,
+        };
         for statement in SCHEMA.iter().chain(AUDIT_SCHEMA) {
+            let statement = match db.backend() {
+                Backend::Sqlite => statement.to_string(),
+                Backend::Postgres => gantry_db::postgres_schema(statement),
+            };
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for statement in engine_specific {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        let pool = db.pool();
         let mut cache = Cache::default();
         for row in sqlx::query("SELECT name, email, grants, created_at_ms FROM auth_users")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await?
         {
             let name: String = row.get(0);
@@ -150,10 +166,10 @@ impl Auth {
             );
         }
         for row in sqlx::query(
-            "SELECT id, user, hash, description, created_at_ms, expires_at_ms, revoked_at_ms
+            "SELECT id, \"user\", hash, description, created_at_ms, expires_at_ms, revoked_at_ms
              FROM auth_tokens",
         )
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await?
         {
             let id: String = row.get(0);
@@ -173,15 +189,15 @@ impl Auth {
         }
         Ok(Auth {
             inner: Arc::new(Inner {
-                pool,
+                db,
                 cache: RwLock::new(cache),
                 writes: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.inner.pool
+    pub(crate) fn pool(&self) -> &AnyPool {
+        self.inner.db.pool()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
@@ -302,7 +318,7 @@ impl Auth {
             return Err(AuthError::UserExists(name.to_string()));
         }
         sqlx::query(
-            "INSERT INTO auth_users (name, email, grants, created_at_ms) VALUES (?, ?, ?, ?)",
+            "INSERT INTO auth_users (name, email, grants, created_at_ms) VALUES ($1, $2, $3, $4)",
         )
         .bind(name)
         .bind(email)
@@ -326,7 +342,7 @@ impl Auth {
         if !self.read().users.contains_key(name) {
             return Err(AuthError::UserNotFound(name.to_string()));
         }
-        sqlx::query("UPDATE auth_users SET grants = ? WHERE name = ?")
+        sqlx::query("UPDATE auth_users SET grants = $1 WHERE name = $2")
             .bind(grants_text(&grants))
             .bind(name)
             .execute(self.pool())
@@ -348,14 +364,14 @@ impl Auth {
         }
         let mut tx = self.pool().begin().await?;
         let revoked = sqlx::query(
-            "UPDATE auth_tokens SET revoked_at_ms = ? WHERE user = ? AND revoked_at_ms IS NULL",
+            "UPDATE auth_tokens SET revoked_at_ms = $1 WHERE \"user\" = $2 AND revoked_at_ms IS NULL",
         )
         .bind(now_ms)
         .bind(name)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("DELETE FROM auth_users WHERE name = ?")
+        sqlx::query("DELETE FROM auth_users WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -402,8 +418,8 @@ impl Auth {
             revoked_at_ms: None,
         };
         sqlx::query(
-            "INSERT INTO auth_tokens (id, user, hash, description, created_at_ms, expires_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO auth_tokens (id, \"user\", hash, description, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&info.id)
         .bind(user)
@@ -443,7 +459,7 @@ impl Auth {
         if current.revoked_at_ms.is_some() {
             return Ok(current);
         }
-        sqlx::query("UPDATE auth_tokens SET revoked_at_ms = ? WHERE id = ?")
+        sqlx::query("UPDATE auth_tokens SET revoked_at_ms = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(id)
             .execute(self.pool())

@@ -1,22 +1,17 @@
-//! The identity store against a real SQLite database: tokens authenticate
+//! The identity store against a real database (SQLite, or PostgreSQL with
+//! GANTRY_TEST_POSTGRES): tokens authenticate
 //! until they expire or are revoked, survive a reopen, and are never stored
 //! in the clear; the audit log refuses rewrites.
 
 use gantry_auth::{
     Audience, AuditQuery, AuditRecord, Auth, AuthError, Grant, Permission, Role, Target,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use gantry_db::Db;
 
-async fn pool(path: &std::path::Path) -> sqlx::SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
-    // One connection: an in-memory database exists once per connection.
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap()
+/// A fresh database on the backend the run chose (SQLite, or PostgreSQL
+/// with GANTRY_TEST_POSTGRES).
+async fn database() -> Db {
+    gantry_testkit::database::database().await
 }
 
 fn grants(list: &[&str]) -> Vec<Grant> {
@@ -25,11 +20,9 @@ fn grants(list: &[&str]) -> Vec<Grant> {
 
 #[tokio::test]
 async fn tokens_authenticate_until_expired_or_revoked_and_survive_a_reopen() {
-    let dir = std::env::temp_dir().join(format!("gantry-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("a.db");
-    let _ = std::fs::remove_file(&db);
-    let auth = Auth::open(pool(&db).await).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = gantry_testkit::database::database_url(dir.path()).await;
+    let auth = Auth::open(Db::connect(&url).await.unwrap()).await.unwrap();
     auth.add_user(
         "alice",
         Some("alice@example.com"),
@@ -67,14 +60,27 @@ async fn tokens_authenticate_until_expired_or_revoked_and_survive_a_reopen() {
         Err(AuthError::InvalidToken)
     ));
 
-    // The database holds hashes only.
-    let raw = std::fs::read(&db).unwrap();
+    // The database holds hashes only: neither SQLite's file nor any
+    // column of PostgreSQL's rows has the secret.
     let needle = forever.secret.expose().as_bytes();
+    let raw = match url.strip_prefix("sqlite://") {
+        Some(path) => std::fs::read(path).unwrap(),
+        None => {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT id || \"user\" || hash || COALESCE(description, '') FROM auth_tokens",
+            )
+            .fetch_all(Db::connect(&url).await.unwrap().pool())
+            .await
+            .unwrap();
+            assert_eq!(rows.len(), 2);
+            rows.concat().into_bytes()
+        }
+    };
     assert!(!raw.windows(needle.len()).any(|w| w == needle));
 
     // A reopened store knows the same tokens.
     drop(auth);
-    let auth = Auth::open(pool(&db).await).await.unwrap();
+    let auth = Auth::open(Db::connect(&url).await.unwrap()).await.unwrap();
     assert!(auth.authenticate(forever.secret.expose(), 30).is_ok());
     auth.revoke_token(&forever.info.id, 40).await.unwrap();
     assert!(matches!(
@@ -86,14 +92,11 @@ async fn tokens_authenticate_until_expired_or_revoked_and_survive_a_reopen() {
     let again = auth.create_token("alice", None, None, 50).await.unwrap();
     auth.remove_user("alice", 60).await.unwrap();
     assert!(auth.authenticate(again.secret.expose(), 61).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn the_admin_token_is_created_once_and_replaced_when_invalid() {
-    let auth = Auth::open(pool(std::path::Path::new(":memory:")).await)
-        .await
-        .unwrap();
+    let auth = Auth::open(database().await).await.unwrap();
     let first = auth.ensure_admin_token(None, 1).await.unwrap().unwrap();
     let who = auth.authenticate(first.expose(), 2).unwrap();
     assert!(who.has_role(Role::Admin));
@@ -112,9 +115,7 @@ async fn the_admin_token_is_created_once_and_replaced_when_invalid() {
 
 #[tokio::test]
 async fn ephemeral_tokens_live_in_memory_until_their_deadline() {
-    let auth = Auth::open(pool(std::path::Path::new(":memory:")).await)
-        .await
-        .unwrap();
+    let auth = Auth::open(database().await).await.unwrap();
     let identity = gantry_auth::Identity {
         name: "build".into(),
         email: None,
@@ -161,7 +162,7 @@ async fn ephemeral_tokens_live_in_memory_until_their_deadline() {
 
 #[tokio::test]
 async fn the_audit_log_is_append_only() {
-    let db = pool(std::path::Path::new(":memory:")).await;
+    let db = database().await;
     let auth = Auth::open(db.clone()).await.unwrap();
     for (i, outcome) in ["ok", "auth.forbidden"].iter().enumerate() {
         auth.audit(&AuditRecord {
@@ -188,11 +189,16 @@ async fn the_audit_log_is_append_only() {
         .unwrap();
     assert_eq!(since.len(), 1);
     // Triggers refuse rewriting history, even through SQL.
+    let truncate = match db.backend() {
+        gantry_db::Backend::Postgres => "TRUNCATE audit_log",
+        gantry_db::Backend::Sqlite => "DELETE FROM audit_log WHERE seq > 0",
+    };
     for statement in [
         "UPDATE audit_log SET outcome = 'ok'",
         "DELETE FROM audit_log",
+        truncate,
     ] {
-        let error = sqlx::query(statement).execute(&db).await.unwrap_err();
+        let error = sqlx::query(statement).execute(db.pool()).await.unwrap_err();
         assert!(error.to_string().contains("append-only"), "{error}");
     }
     assert_eq!(

@@ -271,7 +271,8 @@ pub fn values(first: usize, rows: usize, columns: usize) -> String {
 /// Translates a schema written for SQLite into PostgreSQL's dialect:
 /// `PRAGMA` statements are dropped, `INTEGER PRIMARY KEY AUTOINCREMENT`
 /// becomes an identity column, `INTEGER` `BIGINT`, `REAL` `DOUBLE
-/// PRECISION`, `BLOB` `BYTEA`, and `TEXT` compares bytes (`COLLATE "C"`).
+/// PRECISION`, `BLOB` `BYTEA`, `TEXT` compares bytes (`COLLATE "C"`), and
+/// SQLite's `STRICT` tables are plain tables (PostgreSQL's are strict).
 pub fn postgres_schema(ddl: &str) -> String {
     let statements = ddl
         .split(';')
@@ -297,6 +298,7 @@ pub fn postgres_schema(ddl: &str) -> String {
                 "REAL" => "DOUBLE PRECISION",
                 "BLOB" => "BYTEA",
                 "TEXT" => "TEXT COLLATE \"C\"",
+                "STRICT" => "",
                 other => other,
             });
             rest = &rest[end..];
