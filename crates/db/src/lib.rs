@@ -21,9 +21,16 @@
 //! [`Db::begin_write`]; on PostgreSQL it takes a transaction-scoped
 //! advisory lock, the same one for every store, so writes serialize as they
 //! do on SQLite.
+//!
+//! [`copy_database`] copies an SQLite database into an empty PostgreSQL one
+//! (`gantry migrate-store`).
+
+mod copy;
 
 use std::path::Path;
 use std::time::Duration;
+
+pub use copy::{CopyReport, copy_database};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
