@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use gantry_clock::Instant;
+use gantry_db::Db;
 use gantry_params::{MasterKey, ParamName, ParamStore, ParamType, PutParameter, Selector};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 const PARAMS: usize = 100;
 const RUNS: usize = 50;
@@ -18,15 +18,8 @@ const RUNS: usize = 50;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let options = SqliteConnectOptions::new()
-        .filename(dir.path().join("bench.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await?;
-    let store = ParamStore::open(pool, MasterKey::generate()?).await?;
+    let db = Db::open_sqlite(&dir.path().join("bench.db")).await?;
+    let store = ParamStore::open(db, MasterKey::generate()?).await?;
 
     let mut refs = Vec::with_capacity(PARAMS);
     for i in 0..PARAMS {

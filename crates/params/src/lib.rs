@@ -27,18 +27,21 @@
 //!   and a wrong key is reported as such.
 //! - Plaintext leaves the crate only as [`SecretValue`], whose `Debug` and `Display`
 //!   print `***`.
-//! - Writes run in `BEGIN IMMEDIATE` transactions, so concurrent puts of one name get
-//!   consecutive versions, each recorded once; a failed operation changes nothing.
-//! - The store owns only tables prefixed `param_` in a pool it shares with the rest of
-//!   the server, and creates them itself in [`ParamStore::open`].
+//! - Writes run in serialized transactions (`gantry_db::Db::begin_write`: SQLite's
+//!   `BEGIN IMMEDIATE`, or PostgreSQL's advisory lock), so concurrent puts of one name,
+//!   from any number of servers, get consecutive versions, each recorded once; a failed
+//!   operation changes nothing. Multi-selector reads see one snapshot.
+//! - The store owns only tables prefixed `param_` in a database (SQLite or PostgreSQL)
+//!   it shares with the rest of the server, and creates them itself in
+//!   [`ParamStore::open`].
 //!
 //! # Use
 //!
 //! ```no_run
-//! # async fn demo(pool: sqlx::SqlitePool, data_dir: &std::path::Path)
+//! # async fn demo(db: gantry_db::Db, data_dir: &std::path::Path)
 //! #     -> Result<(), gantry_params::ParamError> {
 //! use gantry_params::*;
-//! let store = ParamStore::open(pool, MasterKey::load_or_create(data_dir)?).await?;
+//! let store = ParamStore::open(db, MasterKey::load_or_create(data_dir)?).await?;
 //! let name = ParamName::parse("/shop/staging/DB_PASSWORD")?;
 //! store
 //!     .put(PutParameter::new(&name, "hunter2", ParamType::SecureString, "alice"))

@@ -30,7 +30,7 @@ impl ParamStore {
         refs: &[(V, Selector)],
     ) -> Result<Vec<ResolvedParam>, ParamError> {
         let key = self.key.read().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.snapshot().await?;
         let mut resolved = Vec::with_capacity(refs.len());
         for (var, selector) in refs {
             let var = var.as_ref();

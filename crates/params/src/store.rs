@@ -1,11 +1,13 @@
-//! The parameter store over SQLite: versions, labels, listing, history, key rotation.
+//! The parameter store over a [`Db`] (SQLite or PostgreSQL): versions, labels, listing,
+//! history, key rotation.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use gantry_db::{Backend, Db};
 use jiff::Timestamp;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{Row as _, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use tokio::sync::RwLock;
 
 use crate::clock::{Clock, SystemClock};
@@ -27,20 +29,22 @@ pub const MAX_DESCRIPTION_LEN: usize = 1024;
 /// instead of misreading it.
 const SCHEMA_VERSION: &str = "1";
 
-/// The store's tables. All are prefixed `param_` because the server shares one database
-/// among crates. sqlx's migrator is not used: its one `_sqlx_migrations` table is the
-/// server's, and version numbers from two crates would collide there.
-const SCHEMA: &[&str] = &[
+/// The store's tables, written for SQLite ([`Db::apply_schema`] translates them for
+/// PostgreSQL, after [`schema_for`] drops SQLite's `STRICT`). All are prefixed `param_`
+/// because the server shares one database among crates. sqlx's migrator is not used: its
+/// one `_sqlx_migrations` table is the server's, and version numbers from two crates
+/// would collide there.
+const SCHEMA: &str = concat!(
     "CREATE TABLE IF NOT EXISTS param_meta (
         key   TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
-    ) STRICT",
+    ) STRICT;",
     // One row per parameter; `latest_version` only grows while the parameter exists, so
     // versions stay gap-free and ordered even after old ones are dropped.
     "CREATE TABLE IF NOT EXISTS param_parameters (
         name           TEXT PRIMARY KEY NOT NULL,
         latest_version INTEGER NOT NULL CHECK (latest_version >= 1)
-    ) STRICT",
+    ) STRICT;",
     // One row per kept version. A SecureString row holds only ciphertext (`value` is
     // NULL); the CHECKs make a plaintext secret unrepresentable.
     "CREATE TABLE IF NOT EXISTS param_versions (
@@ -58,27 +62,38 @@ const SCHEMA: &[&str] = &[
         CHECK ((type = 'SecureString') = (value IS NULL)),
         CHECK ((type = 'SecureString') =
                (key_id IS NOT NULL AND nonce IS NOT NULL AND ciphertext IS NOT NULL))
-    ) STRICT",
+    ) STRICT;",
     // The primary key makes a label unique per parameter: attaching it elsewhere moves it.
     "CREATE TABLE IF NOT EXISTS param_labels (
         name    TEXT NOT NULL,
         label   TEXT NOT NULL,
         version INTEGER NOT NULL,
         PRIMARY KEY (name, label)
-    ) STRICT",
-    "CREATE INDEX IF NOT EXISTS param_labels_by_version ON param_labels (name, version)",
-    "INSERT OR IGNORE INTO param_meta (key, value) VALUES ('schema_version', '1')",
-];
+    ) STRICT;",
+    "CREATE INDEX IF NOT EXISTS param_labels_by_version ON param_labels (name, version);",
+    "INSERT INTO param_meta (key, value) VALUES ('schema_version', '1') \
+     ON CONFLICT (key) DO NOTHING",
+);
+
+/// [`SCHEMA`] for `backend`: PostgreSQL has no `STRICT` tables (its columns are typed
+/// anyway), so the word is dropped there.
+fn schema_for(backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => SCHEMA.to_owned(),
+        Backend::Postgres => SCHEMA.replace(") STRICT;", ");"),
+    }
+}
 
 /// `SELECT` of every column a [`Parameter`] needs, with the version's labels folded into
 /// one comma-separated column (labels can't contain commas) so a read is one statement
-/// and therefore one consistent snapshot.
+/// and therefore one consistent snapshot. `string_agg` is both engines' spelling
+/// (SQLite has it since 3.44); the order is irrelevant, labels are sorted after.
 macro_rules! select_versions {
     ($rest:literal) => {
         concat!(
             "SELECT v.name, v.version, v.type, v.value, v.key_id, v.nonce, v.ciphertext, \
              v.description, v.modified_at_ms, v.modified_by, \
-             (SELECT group_concat(l.label, ',') FROM param_labels l \
+             (SELECT string_agg(l.label, ',') FROM param_labels l \
               WHERE l.name = v.name AND l.version = v.version) AS labels \
              FROM param_versions v ",
             $rest
@@ -216,13 +231,14 @@ pub struct UnlabelOutcome {
     pub invalid_labels: Vec<String>,
 }
 
-/// A hierarchical, versioned, labelled parameter store in a shared SQLite database.
+/// A hierarchical, versioned, labelled parameter store in a shared database (SQLite or
+/// PostgreSQL).
 ///
 /// Lock order: an operation takes the master-key lock before it takes a database
 /// connection, so a key rotation (which holds the key exclusively while it rewrites
 /// rows) can never deadlock against a reader holding a connection.
 pub struct ParamStore {
-    pub(crate) pool: SqlitePool,
+    pub(crate) db: Db,
     /// Read-locked for every operation that seals or opens values, write-locked by
     /// `rotate_key`, so no value is sealed with a key that is being retired.
     pub(crate) key: RwLock<MasterKey>,
@@ -259,7 +275,7 @@ pub(crate) struct VersionRow {
 }
 
 impl VersionRow {
-    fn from_row(row: &SqliteRow) -> Result<Self, ParamError> {
+    fn from_row(row: &AnyRow) -> Result<Self, ParamError> {
         let name = ParamName::from_stored(row.try_get("name")?)?;
         let version = from_db_version(row.try_get("version")?)?;
         let type_text: String = row.try_get("type")?;
@@ -355,11 +371,11 @@ impl VersionRow {
 }
 
 async fn parameter_exists(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &ParamName,
 ) -> Result<Option<i64>, ParamError> {
     Ok(
-        sqlx::query_scalar::<_, i64>("SELECT latest_version FROM param_parameters WHERE name = ?")
+        sqlx::query_scalar::<_, i64>("SELECT latest_version FROM param_parameters WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(conn)
             .await?,
@@ -369,7 +385,7 @@ async fn parameter_exists(
 /// Reads the version a selector picks; a missing parameter, version or label is an
 /// error of its own kind, never a fallback to another version.
 pub(crate) async fn fetch_selected(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     selector: &Selector,
 ) -> Result<VersionRow, ParamError> {
     let name = selector.name.as_str();
@@ -377,7 +393,7 @@ pub(crate) async fn fetch_selected(
         Pick::Latest => {
             sqlx::query(select_versions!(
                 "JOIN param_parameters p ON p.name = v.name AND p.latest_version = v.version \
-                 WHERE v.name = ?"
+                 WHERE v.name = $1"
             ))
             .bind(name)
             .fetch_optional(&mut *conn)
@@ -385,7 +401,7 @@ pub(crate) async fn fetch_selected(
         }
         Pick::Version(version) => match to_db_version(*version) {
             Some(version) => {
-                sqlx::query(select_versions!("WHERE v.name = ? AND v.version = ?"))
+                sqlx::query(select_versions!("WHERE v.name = $1 AND v.version = $2"))
                     .bind(name)
                     .bind(version)
                     .fetch_optional(&mut *conn)
@@ -396,7 +412,7 @@ pub(crate) async fn fetch_selected(
         Pick::Label(label) => {
             sqlx::query(select_versions!(
                 "JOIN param_labels sel ON sel.name = v.name AND sel.version = v.version \
-                 WHERE v.name = ? AND sel.label = ?"
+                 WHERE v.name = $1 AND sel.label = $2"
             ))
             .bind(name)
             .bind(label.as_str())
@@ -427,25 +443,22 @@ pub(crate) async fn fetch_selected(
 }
 
 impl ParamStore {
-    /// Opens the store on a shared pool, creating its tables if needed. Stamps versions
-    /// with the system clock.
-    pub async fn open(pool: SqlitePool, key: MasterKey) -> Result<Self, ParamError> {
-        Self::open_with_clock(pool, key, Arc::new(SystemClock)).await
+    /// Opens the store on a shared database, creating its tables if needed. Stamps
+    /// versions with the system clock.
+    pub async fn open(db: Db, key: MasterKey) -> Result<Self, ParamError> {
+        Self::open_with_clock(db, key, Arc::new(SystemClock)).await
     }
 
     /// [`ParamStore::open`] with a chosen clock (tests use [`crate::ManualClock`]).
     pub async fn open_with_clock(
-        pool: SqlitePool,
+        db: Db,
         key: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ParamError> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&mut *tx).await?;
-        }
+        db.apply_schema(&schema_for(db.backend())).await?;
         let schema: String =
             sqlx::query_scalar("SELECT value FROM param_meta WHERE key = 'schema_version'")
-                .fetch_one(&mut *tx)
+                .fetch_one(db.pool())
                 .await?;
         if schema != SCHEMA_VERSION {
             return Err(ParamError::Corrupt {
@@ -455,11 +468,25 @@ impl ParamStore {
                 ),
             });
         }
-        tx.commit().await?;
         Ok(Self {
-            pool,
+            db,
             key: RwLock::new(key),
             clock,
+        })
+    }
+
+    /// A read-only transaction whose statements all see one snapshot: SQLite's deferred
+    /// transaction does (from its first read); PostgreSQL's default READ COMMITTED
+    /// takes a new snapshot per statement, so it asks for REPEATABLE READ.
+    pub(crate) async fn snapshot(&self) -> Result<Transaction<'static, Any>, ParamError> {
+        Ok(match self.db.backend() {
+            Backend::Sqlite => self.db.pool().begin().await?,
+            Backend::Postgres => {
+                self.db
+                    .pool()
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
         })
     }
 
@@ -476,8 +503,9 @@ impl ParamStore {
     /// type and value. When [`MAX_HISTORY`] versions exist the oldest is dropped, unless
     /// it carries a label, in which case the put fails and nothing changes.
     ///
-    /// Puts run in a `BEGIN IMMEDIATE` transaction: concurrent puts of one name are
-    /// serialised by SQLite's write lock and get consecutive versions.
+    /// Puts run in a [`Db::begin_write`] transaction: concurrent puts of one name, even
+    /// from other processes, are serialised by the database's write lock (SQLite's, or
+    /// PostgreSQL's advisory lock) and get consecutive versions.
     pub async fn put(&self, req: PutParameter<'_>) -> Result<u64, ParamError> {
         let name = req.name;
         if req.value.is_empty() {
@@ -505,7 +533,7 @@ impl ParamStore {
 
         let key = self.key.read().await;
         let now = self.clock.now().as_millisecond();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
 
         let latest = parameter_exists(&mut tx, name).await?;
         let (version, description) = match latest {
@@ -520,7 +548,7 @@ impl ParamStore {
                 let description = match req.description {
                     Some(d) => Some(d.to_owned()),
                     None => sqlx::query_scalar::<_, Option<String>>(
-                        "SELECT description FROM param_versions WHERE name = ? AND version = ?",
+                        "SELECT description FROM param_versions WHERE name = $1 AND version = $2",
                     )
                     .bind(name.as_str())
                     .bind(latest)
@@ -542,7 +570,7 @@ impl ParamStore {
             "INSERT INTO param_versions \
              (name, version, type, value, key_id, nonce, ciphertext, description, \
               modified_at_ms, modified_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(name.as_str())
         .bind(version)
@@ -557,7 +585,7 @@ impl ParamStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO param_parameters (name, latest_version) VALUES (?, ?) \
+            "INSERT INTO param_parameters (name, latest_version) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET latest_version = excluded.latest_version",
         )
         .bind(name.as_str())
@@ -572,7 +600,7 @@ impl ParamStore {
     /// `decrypt`; otherwise it is [`ParamValue::Encrypted`] and no key is needed.
     pub async fn get(&self, selector: &Selector, decrypt: bool) -> Result<Parameter, ParamError> {
         let key = self.key.read().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         fetch_selected(&mut conn, selector)
             .await?
             .into_parameter(decrypt, &key)
@@ -587,7 +615,7 @@ impl ParamStore {
         decrypt: bool,
     ) -> Result<GetMany, ParamError> {
         let key = self.key.read().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.snapshot().await?;
         let mut out = GetMany {
             parameters: Vec::with_capacity(selectors.len()),
             invalid: Vec::new(),
@@ -616,20 +644,26 @@ impl ParamStore {
     ) -> Result<Vec<Parameter>, ParamError> {
         let prefix = path.child_prefix();
         // Every name under `prefix` sorts between `prefix` and `prefix` with its final
-        // '/' replaced by '0', the next byte: a range scan on the primary key, with no
-        // LIKE wildcards to escape (`_` is legal in names).
+        // '/' replaced by '0', the next byte: a range scan on the primary key (names
+        // compare bytewise on both engines: BINARY on SQLite, COLLATE "C" on
+        // PostgreSQL), with no LIKE wildcards to escape (`_` is legal in names). A
+        // direct child has no '/' after the prefix; the pattern `%/%` holds no letter
+        // and no escape, so LIKE means the same on both engines. Names are ASCII, so
+        // `substr`'s character position is the byte position.
         let upper = format!("{}0", prefix.strip_suffix('/').unwrap_or(&prefix));
-        let rest_starts_at = i64::try_from(prefix.len() + 1).unwrap_or(i64::MAX);
+        // i32: PostgreSQL's substr takes an integer, and has no implicit bigint cast.
+        let rest_starts_at = i32::try_from(prefix.len() + 1).unwrap_or(i32::MAX);
         let key = self.key.read().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         let rows = sqlx::query(select_versions!(
             "JOIN param_parameters p ON p.name = v.name AND p.latest_version = v.version \
-             WHERE v.name > ? AND v.name < ? AND (? OR instr(substr(v.name, ?), '/') = 0) \
+             WHERE v.name > $1 AND v.name < $2 \
+               AND ($3 = 1 OR substr(v.name, $4) NOT LIKE '%/%' ESCAPE '\\') \
              ORDER BY v.name"
         ))
         .bind(prefix.as_str())
         .bind(upper)
-        .bind(recursive)
+        .bind(i64::from(recursive))
         .bind(rest_starts_at)
         .fetch_all(&mut *conn)
         .await?;
@@ -645,8 +679,8 @@ impl ParamStore {
         decrypt: bool,
     ) -> Result<Vec<Parameter>, ParamError> {
         let key = self.key.read().await;
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(select_versions!("WHERE v.name = ? ORDER BY v.version"))
+        let mut conn = self.db.pool().acquire().await?;
+        let rows = sqlx::query(select_versions!("WHERE v.name = $1 ORDER BY v.version"))
             .bind(name.as_str())
             .fetch_all(&mut *conn)
             .await?;
@@ -682,10 +716,10 @@ impl ParamStore {
             }
         }
 
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         let version = existing_version(&mut tx, name, version).await?;
         let attached: Vec<String> =
-            sqlx::query_scalar("SELECT label FROM param_labels WHERE name = ? AND version = ?")
+            sqlx::query_scalar("SELECT label FROM param_labels WHERE name = $1 AND version = $2")
                 .bind(name.as_str())
                 .bind(version)
                 .fetch_all(&mut *tx)
@@ -701,7 +735,7 @@ impl ParamStore {
         }
         for label in &valid {
             sqlx::query(
-                "INSERT INTO param_labels (name, label, version) VALUES (?, ?, ?) \
+                "INSERT INTO param_labels (name, label, version) VALUES ($1, $2, $3) \
                  ON CONFLICT (name, label) DO UPDATE SET version = excluded.version",
             )
             .bind(name.as_str())
@@ -725,7 +759,7 @@ impl ParamStore {
         version: u64,
         labels: &[S],
     ) -> Result<UnlabelOutcome, ParamError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         let db_version = existing_version(&mut tx, name, Some(version)).await?;
         let mut outcome = UnlabelOutcome {
             removed: Vec::new(),
@@ -735,7 +769,7 @@ impl ParamStore {
             let removed = match Label::parse(label.as_ref()) {
                 Ok(l) => {
                     let done = sqlx::query(
-                        "DELETE FROM param_labels WHERE name = ? AND label = ? AND version = ?",
+                        "DELETE FROM param_labels WHERE name = $1 AND label = $2 AND version = $3",
                     )
                     .bind(name.as_str())
                     .bind(l.as_str())
@@ -758,8 +792,8 @@ impl ParamStore {
     /// Deletes a parameter with all its versions and labels. Putting the name again
     /// starts over at version 1, as in SSM.
     pub async fn delete(&self, name: &ParamName) -> Result<(), ParamError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = sqlx::query("DELETE FROM param_parameters WHERE name = ?")
+        let mut tx = self.db.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM param_parameters WHERE name = $1")
             .bind(name.as_str())
             .execute(&mut *tx)
             .await?;
@@ -769,8 +803,8 @@ impl ParamStore {
             });
         }
         for statement in [
-            "DELETE FROM param_labels WHERE name = ?",
-            "DELETE FROM param_versions WHERE name = ?",
+            "DELETE FROM param_labels WHERE name = $1",
+            "DELETE FROM param_versions WHERE name = $1",
         ] {
             sqlx::query(statement)
                 .bind(name.as_str())
@@ -790,7 +824,7 @@ impl ParamStore {
     /// repeated after its commit does no harm.
     pub async fn rotate_key(&self, new_key: MasterKey) -> Result<usize, ParamError> {
         let mut key = self.key.write().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         let rows = sqlx::query(select_versions!("WHERE v.type = 'SecureString'"))
             .fetch_all(&mut *tx)
             .await?;
@@ -812,8 +846,8 @@ impl ParamStore {
         }
         for (name, version, sealed) in &resealed {
             sqlx::query(
-                "UPDATE param_versions SET key_id = ?, nonce = ?, ciphertext = ? \
-                 WHERE name = ? AND version = ?",
+                "UPDATE param_versions SET key_id = $1, nonce = $2, ciphertext = $3 \
+                 WHERE name = $4 AND version = $5",
             )
             .bind(sealed.key_id.as_bytes().as_slice())
             .bind(sealed.nonce.as_slice())
@@ -833,10 +867,10 @@ impl ParamStore {
     /// deploy that needs a secret.
     pub async fn check_master_key(&self) -> Result<(), ParamError> {
         let key = self.key.read().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         let row = sqlx::query(
             "SELECT name, version, key_id FROM param_versions \
-             WHERE type = 'SecureString' AND key_id != ? LIMIT 1",
+             WHERE type = 'SecureString' AND key_id != $1 LIMIT 1",
         )
         .bind(key.id().as_bytes().as_slice())
         .fetch_optional(&mut *conn)
@@ -864,11 +898,11 @@ impl ParamStore {
 /// Drops the oldest version if the parameter already has [`MAX_HISTORY`], refusing
 /// when that version carries a label (SSM's ParameterMaxVersionLimitExceeded).
 async fn make_room_for_a_version(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &ParamName,
 ) -> Result<(), ParamError> {
     let (count, oldest): (i64, Option<i64>) =
-        sqlx::query_as("SELECT count(*), min(version) FROM param_versions WHERE name = ?")
+        sqlx::query_as("SELECT count(*), min(version) FROM param_versions WHERE name = $1")
             .bind(name.as_str())
             .fetch_one(&mut *conn)
             .await?;
@@ -879,7 +913,7 @@ async fn make_room_for_a_version(
         return Ok(());
     }
     let labelled = sqlx::query_scalar::<_, i64>(
-        "SELECT 1 FROM param_labels WHERE name = ? AND version = ? LIMIT 1",
+        "SELECT version FROM param_labels WHERE name = $1 AND version = $2 LIMIT 1",
     )
     .bind(name.as_str())
     .bind(oldest)
@@ -893,7 +927,7 @@ async fn make_room_for_a_version(
             max: MAX_HISTORY,
         });
     }
-    sqlx::query("DELETE FROM param_versions WHERE name = ? AND version = ?")
+    sqlx::query("DELETE FROM param_versions WHERE name = $1 AND version = $2")
         .bind(name.as_str())
         .bind(oldest)
         .execute(&mut *conn)
@@ -904,7 +938,7 @@ async fn make_room_for_a_version(
 /// The database version number of `version` of `name` (the latest if `None`), or the
 /// matching not-found error.
 async fn existing_version(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &ParamName,
     version: Option<u64>,
 ) -> Result<i64, ParamError> {
@@ -921,13 +955,14 @@ async fn existing_version(
         version,
     };
     let db_version = to_db_version(version).ok_or_else(not_found)?;
-    let kept =
-        sqlx::query_scalar::<_, i64>("SELECT 1 FROM param_versions WHERE name = ? AND version = ?")
-            .bind(name.as_str())
-            .bind(db_version)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some();
+    let kept = sqlx::query_scalar::<_, i64>(
+        "SELECT version FROM param_versions WHERE name = $1 AND version = $2",
+    )
+    .bind(name.as_str())
+    .bind(db_version)
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some();
     if kept {
         Ok(db_version)
     } else {

@@ -1,52 +1,42 @@
-//! The parameter store against a real, file-backed SQLite database in WAL mode.
+//! The parameter store against a real database: a file-backed SQLite database in WAL
+//! mode, or a fresh PostgreSQL database when `GANTRY_TEST_POSTGRES` is set (see
+//! `gantry_testkit::database`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
+use gantry_db::{Backend, Db};
 use gantry_params::*;
+use gantry_testkit::database::{database, database_url};
 use jiff::{SignedDuration, Timestamp};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::AnyPool;
 
 const START: i64 = 1_700_000_000_000;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
-    pool: SqlitePool,
+    dir: tempfile::TempDir,
+    /// The database's URL, to reopen it as another server would.
+    url: String,
+    db: Db,
     store: ParamStore,
     clock: Arc<ManualClock>,
 }
 
-async fn pool_at(db: &Path) -> SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(db)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(30));
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .unwrap()
-}
-
 async fn fixture_with_key(key: MasterKey) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("gantry.db");
-    let pool = pool_at(&db).await;
+    let url = database_url(dir.path()).await;
+    let db = Db::connect(&url).await.unwrap();
     let clock = Arc::new(ManualClock::new(
         Timestamp::from_millisecond(START).unwrap(),
     ));
-    let store = ParamStore::open_with_clock(pool.clone(), key, clock.clone())
+    let store = ParamStore::open_with_clock(db.clone(), key, clock.clone())
         .await
         .unwrap();
     Fixture {
-        _dir: dir,
+        dir,
+        url,
         db,
-        pool,
         store,
         clock,
     }
@@ -76,9 +66,18 @@ impl Fixture {
         p.value.expose().unwrap().to_owned()
     }
 
-    /// A second store on the same database file, as another server process would open it.
+    fn pool(&self) -> &AnyPool {
+        self.db.pool()
+    }
+
+    /// The SQLite database file (`None` on PostgreSQL).
+    fn sqlite_file(&self) -> Option<PathBuf> {
+        (self.db.backend() == Backend::Sqlite).then(|| self.dir.path().join("gantry.db"))
+    }
+
+    /// A second store on the same database, as another server process would open it.
     async fn reopen(&self, key: MasterKey) -> ParamStore {
-        ParamStore::open(pool_at(&self.db).await, key)
+        ParamStore::open(Db::connect(&self.url).await.unwrap(), key)
             .await
             .unwrap()
     }
@@ -588,8 +587,8 @@ async fn a_labelled_oldest_version_blocks_the_101st_put() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_puts_get_gap_free_versions_each_recorded_once() {
     let f = Arc::new(fixture().await);
-    // A second pool on the same file, as a second process would have: ordering must come
-    // from SQLite's write lock, not from anything inside one store.
+    // A second pool on the same database, as a second process would have: ordering must
+    // come from the database's write lock, not from anything inside one store.
     let other = Arc::new(f.reopen(MasterKey::generate().unwrap()).await);
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -638,6 +637,32 @@ fn db_files(db: &Path) -> [PathBuf; 2] {
     [db.to_path_buf(), wal]
 }
 
+/// Every text and blob the store keeps, as bytes.
+async fn stored_cells(pool: &AnyPool) -> Vec<Vec<u8>> {
+    let mut cells = Vec::new();
+    for query in [
+        "SELECT name FROM param_versions",
+        "SELECT value FROM param_versions",
+        "SELECT description FROM param_versions",
+        "SELECT modified_by FROM param_versions",
+        "SELECT name FROM param_parameters",
+        "SELECT name || label FROM param_labels",
+        "SELECT key || value FROM param_meta",
+    ] {
+        let texts: Vec<Option<String>> = sqlx::query_scalar(query).fetch_all(pool).await.unwrap();
+        cells.extend(texts.into_iter().flatten().map(String::into_bytes));
+    }
+    for query in [
+        "SELECT key_id FROM param_versions",
+        "SELECT nonce FROM param_versions",
+        "SELECT ciphertext FROM param_versions",
+    ] {
+        let blobs: Vec<Option<Vec<u8>>> = sqlx::query_scalar(query).fetch_all(pool).await.unwrap();
+        cells.extend(blobs.into_iter().flatten());
+    }
+    cells
+}
+
 #[tokio::test]
 async fn database_files_never_hold_secure_string_plaintext() {
     let f = fixture().await;
@@ -658,8 +683,22 @@ async fn database_files_never_hold_secure_string_plaintext() {
         .unwrap();
     assert_eq!(f.value("/shop/prod/DB_PASSWORD").await, secret);
 
-    let [db, wal] = db_files(&f.db);
-    // The canary proves the search can see values that are stored in clear.
+    // On both engines: no column of any row holds the plaintext; the canary proves the
+    // search sees values that are stored in clear.
+    let cells = stored_cells(f.pool()).await;
+    let holds = |needle: &str| {
+        cells
+            .iter()
+            .any(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    };
+    assert!(holds(canary));
+    assert!(!holds(secret), "a row holds the secret");
+
+    // On SQLite, not even the files do (free pages, the WAL).
+    let Some(file) = f.sqlite_file() else {
+        return;
+    };
+    let [db, wal] = db_files(&file);
     assert!(file_contains(&db, canary.as_bytes()) || file_contains(&wal, canary.as_bytes()));
     for file in [&db, &wal] {
         assert!(
@@ -671,10 +710,10 @@ async fn database_files_never_hold_secure_string_plaintext() {
 
     // After a checkpoint everything is in the main file; still no plaintext.
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&f.pool)
+        .execute(f.pool())
         .await
         .unwrap();
-    f.pool.close().await;
+    f.pool().close().await;
     assert!(file_contains(&db, canary.as_bytes()));
     assert!(!file_contains(&db, secret.as_bytes()));
     assert!(!file_contains(&wal, secret.as_bytes()));
@@ -740,7 +779,7 @@ async fn a_ciphertext_moved_to_another_parameter_or_version_fails_to_decrypt() {
          (SELECT key_id, nonce, ciphertext FROM param_versions WHERE name = '/a' AND version = 1) \
          WHERE name = '/b' AND version = 1",
     )
-    .execute(&f.pool)
+    .execute(f.pool())
     .await
     .unwrap();
     let err = f.store.get(&sel("/b:1"), true).await.unwrap_err();
@@ -753,7 +792,7 @@ async fn a_ciphertext_moved_to_another_parameter_or_version_fails_to_decrypt() {
          (SELECT key_id, nonce, ciphertext FROM param_versions WHERE name = '/b' AND version = 2) \
          WHERE name = '/b' AND version = 1",
     )
-    .execute(&f.pool)
+    .execute(f.pool())
     .await
     .unwrap();
     let err = f.store.get(&sel("/b:1"), true).await.unwrap_err();
@@ -761,7 +800,7 @@ async fn a_ciphertext_moved_to_another_parameter_or_version_fails_to_decrypt() {
     assert_eq!(f.value("/b:2").await, "secret-of-b-2");
 }
 
-async fn sealed_rows(pool: &SqlitePool) -> Vec<(String, i64, Vec<u8>, Vec<u8>)> {
+async fn sealed_rows(pool: &AnyPool) -> Vec<(String, i64, Vec<u8>, Vec<u8>)> {
     sqlx::query_as(
         "SELECT name, version, key_id, ciphertext FROM param_versions \
          WHERE type = 'SecureString' ORDER BY name, version",
@@ -779,12 +818,12 @@ async fn rotate_key_re_encrypts_every_version() {
     f.put("/r/a", "a2", ParamType::SecureString).await.unwrap();
     f.put("/r/b", "b1", ParamType::SecureString).await.unwrap();
     f.put("/r/c", "plain", ParamType::String).await.unwrap();
-    let before = sealed_rows(&f.pool).await;
+    let before = sealed_rows(f.pool()).await;
 
     let new_key = MasterKey::generate().unwrap();
     assert_eq!(f.store.rotate_key(new_key.clone()).await.unwrap(), 3);
     assert_eq!(f.store.key_id().await, new_key.id());
-    let after = sealed_rows(&f.pool).await;
+    let after = sealed_rows(f.pool()).await;
     for (b, a) in before.iter().zip(&after) {
         assert_ne!(b.2, a.2, "key id changed");
         assert_ne!(b.3, a.3, "ciphertext changed");
@@ -820,11 +859,12 @@ async fn a_failed_rotation_changes_no_row() {
     f.put("/r/a", "a1", ParamType::SecureString).await.unwrap();
     f.put("/r/z", "z1", ParamType::SecureString).await.unwrap();
     // Corrupt the last row so the rotation fails after it has resealed the first.
-    sqlx::query("UPDATE param_versions SET ciphertext = zeroblob(20) WHERE name = '/r/z'")
-        .execute(&f.pool)
+    sqlx::query("UPDATE param_versions SET ciphertext = $1 WHERE name = '/r/z'")
+        .bind(vec![0_u8; 20])
+        .execute(f.pool())
         .await
         .unwrap();
-    let before = sealed_rows(&f.pool).await;
+    let before = sealed_rows(f.pool()).await;
     let old_id = f.store.key_id().await;
     let err = f
         .store
@@ -832,7 +872,7 @@ async fn a_failed_rotation_changes_no_row() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "param.decrypt_failed");
-    assert_eq!(sealed_rows(&f.pool).await, before);
+    assert_eq!(sealed_rows(f.pool()).await, before);
     assert_eq!(f.store.key_id().await, old_id);
     assert_eq!(f.value("/r/a").await, "a1");
 }
@@ -943,25 +983,30 @@ async fn resolve_fails_naming_the_missing_parameter() {
 
 #[tokio::test]
 async fn open_is_idempotent_and_only_adds_param_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool_at(&dir.path().join("shared.db")).await;
+    let db = database().await;
     sqlx::query("CREATE TABLE executions (id TEXT PRIMARY KEY)")
-        .execute(&pool)
+        .execute(db.pool())
         .await
         .unwrap();
     let key = MasterKey::generate().unwrap();
-    let store = ParamStore::open(pool.clone(), key.clone()).await.unwrap();
+    let store = ParamStore::open(db.clone(), key.clone()).await.unwrap();
     store
         .put(PutParameter::new(&name("/x"), "1", ParamType::String, "t"))
         .await
         .unwrap();
-    let again = ParamStore::open(pool.clone(), key).await.unwrap();
+    let again = ParamStore::open(db.clone(), key).await.unwrap();
     assert_eq!(again.get(&sel("/x"), false).await.unwrap().version, 1);
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let mut tables: Vec<String> = sqlx::query_scalar(match db.backend() {
+        Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+        Backend::Postgres => {
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+             WHERE table_schema = 'public'"
+        }
+    })
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    tables.sort();
     assert_eq!(
         tables,
         [
