@@ -266,11 +266,11 @@ impl Registry {
                     COALESCE(t.updated_at, m.pushed_at) AS updated_at
              FROM registry_manifests m
              LEFT JOIN registry_tags t ON t.repository = m.repository AND t.digest = m.digest
-             WHERE (?1 IS NULL OR m.repository = ?1)
+             WHERE ($1 IS NULL OR m.repository = $1)
                AND (t.tag IS NOT NULL OR NOT EXISTS (
                      SELECT 1 FROM registry_referrers r
                      WHERE r.repository = m.repository AND r.digest = m.digest))
-             ORDER BY m.repository, t.tag IS NULL, t.tag, m.pushed_at",
+             ORDER BY m.repository, t.tag IS NULL, t.tag, m.pushed_at, m.digest",
         )
         .bind(repository)
         .fetch_all(pool)
@@ -354,7 +354,7 @@ impl Registry {
             .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
         let manifest = parse_manifest(&name.to_string(), &stored.content)?;
         let tags: Vec<String> = sqlx::query_scalar(
-            "SELECT tag FROM registry_tags WHERE repository = ? AND digest = ? ORDER BY tag",
+            "SELECT tag FROM registry_tags WHERE repository = $1 AND digest = $2 ORDER BY tag",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())

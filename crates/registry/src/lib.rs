@@ -15,8 +15,9 @@
 //! - An **upload** receives a blob in one or more requests into a file under
 //!   `<data_dir>/registry/uploads/<uuid>`; see the `uploads` module.
 //! - A **manifest** (OCI image manifest or index, Docker schema 2 manifest
-//!   or manifest list) is stored byte-exact in SQLite, keyed by the digest of
-//!   those bytes; a **tag** points at one manifest of its repository.
+//!   or manifest list) is stored byte-exact in gantry's database (SQLite or
+//!   PostgreSQL), keyed by the digest of those bytes; a **tag** points at
+//!   one manifest of its repository.
 //! - A **referrer** is a manifest whose `subject` names another manifest
 //!   (a signature or an SBOM of an image). Referrers are indexed when they
 //!   are pushed (`registry_referrers`) and listed by
@@ -208,7 +209,7 @@ impl Registry {
         data_dir: &Path,
         options: RegistryOptions,
     ) -> Result<Registry, RegistryError> {
-        let metadata = Metadata::open(store.pool().clone()).await?;
+        let metadata = Metadata::open(store.db().clone()).await?;
         let uploads = Uploads::open(data_dir.join("registry").join("uploads"))?;
         let known = metadata.upload_ids().await?;
         let remaining = uploads.clean(&known, options.limits.upload_idle_timeout)?;

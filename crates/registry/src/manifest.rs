@@ -125,6 +125,15 @@ pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedMa
         _ => None,
     };
     let artifact_type = text(raw.artifact_type.as_ref());
+    // The artifact type of a referrer is indexed as text, which PostgreSQL
+    // cannot hold with a NUL in it; no media type has one, so such a
+    // manifest is refused on every backend alike.
+    let indexable = |t: Option<String>| match t {
+        Some(t) if subject.is_some() && t.contains('\0') => {
+            Err(invalid("the artifact type contains a NUL character"))
+        }
+        t => Ok(t),
+    };
     match media_type {
         OCI_INDEX | DOCKER_LIST => {
             let Some(manifests) = raw.manifests else {
@@ -134,8 +143,8 @@ pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedMa
                 media_type,
                 blobs: Vec::new(),
                 children: manifests.iter().map(digest_of).collect::<Result<_, _>>()?,
+                artifact_type: indexable(artifact_type)?,
                 subject,
-                artifact_type,
                 annotations,
             })
         }
@@ -143,7 +152,8 @@ pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedMa
             let (Some(config), Some(layers)) = (raw.config, raw.layers) else {
                 return Err(invalid("an image manifest needs config and layers"));
             };
-            let artifact_type = artifact_type.or_else(|| text(config.media_type.as_ref()));
+            let artifact_type =
+                indexable(artifact_type.or_else(|| text(config.media_type.as_ref())))?;
             let mut blobs = vec![digest_of(&config)?];
             for layer in &layers {
                 let digest = digest_of(layer)?;
@@ -231,6 +241,18 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"digest":"{D}"}},"layers":[],"subject":{{"digest":"md5:x"}}}}"#
         );
         assert!(parse(bad.as_bytes(), None).is_err());
+
+        // An artifact type with a NUL could not be indexed on PostgreSQL;
+        // it is refused alike everywhere (but only matters for a referrer).
+        let nul = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"a\u0000b","digest":"{D}"}},
+               "layers":[],"subject":{{"digest":"{D}"}}}}"#
+        );
+        assert!(parse(nul.as_bytes(), None).is_err());
+        let no_subject = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"a\u0000b","digest":"{D}"}},"layers":[]}}"#
+        );
+        assert!(parse(no_subject.as_bytes(), None).is_ok());
     }
 
     #[test]

@@ -1,59 +1,66 @@
-//! The registry's metadata in gantry's SQLite database: repositories, which
-//! blobs each repository may serve, manifests (their exact bytes), tags and
-//! open uploads. Blob bytes are not here; they live in the artifact store.
+//! The registry's metadata in gantry's database (SQLite or PostgreSQL,
+//! through [`gantry_db::Db`]): repositories, which blobs each repository
+//! may serve, manifests (their exact bytes), tags and open uploads. Blob
+//! bytes are not here; they live in the artifact store.
+//!
+//! Queries are written once, in the dialect both engines accept (see
+//! `gantry_db`); writes that check before they write (quotas, upload
+//! limits) run alone, in [`Db::begin_write`].
 
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
+use gantry_db::{Backend, Db};
+use sqlx::{AnyConnection, Executor as _, Row as _};
 
 use crate::names::{Digest, RepoName};
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS registry_repositories (
+/// The registry's tables, written for SQLite; [`Db::apply_schema`]
+/// translates them for PostgreSQL.
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS registry_repositories (
         name       TEXT PRIMARY KEY,
         created_at INTEGER NOT NULL
-    )",
-    // A link makes a blob of the shared store visible in one repository.
-    "CREATE TABLE IF NOT EXISTS registry_blobs (
+    );
+    -- A link makes a blob of the shared store visible in one repository.
+    CREATE TABLE IF NOT EXISTS registry_blobs (
         repository TEXT NOT NULL REFERENCES registry_repositories (name),
         digest     TEXT NOT NULL,
         size       INTEGER NOT NULL,
         linked_at  INTEGER NOT NULL,
         PRIMARY KEY (repository, digest)
-    )",
-    "CREATE INDEX IF NOT EXISTS registry_blobs_digest ON registry_blobs (digest)",
-    "CREATE TABLE IF NOT EXISTS registry_manifests (
+    );
+    CREATE INDEX IF NOT EXISTS registry_blobs_digest ON registry_blobs (digest);
+    CREATE TABLE IF NOT EXISTS registry_manifests (
         repository TEXT NOT NULL REFERENCES registry_repositories (name),
         digest     TEXT NOT NULL,
         media_type TEXT NOT NULL,
         content    BLOB NOT NULL,
         pushed_at  INTEGER NOT NULL,
         PRIMARY KEY (repository, digest)
-    )",
-    "CREATE TABLE IF NOT EXISTS registry_tags (
+    );
+    CREATE TABLE IF NOT EXISTS registry_tags (
         repository TEXT NOT NULL,
         tag        TEXT NOT NULL,
         digest     TEXT NOT NULL,
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (repository, tag),
         FOREIGN KEY (repository, digest) REFERENCES registry_manifests (repository, digest)
-    )",
-    "CREATE TABLE IF NOT EXISTS registry_uploads (
+    );
+    CREATE TABLE IF NOT EXISTS registry_uploads (
         id         TEXT PRIMARY KEY,
         repository TEXT NOT NULL,
         started_at INTEGER NOT NULL
-    )",
-    // Digests whose last link went (a blob DELETE, a link refused by a
-    // quota, garbage collection): their bytes may now be unused in the
-    // shared store, and the next garbage collection looks at them.
-    "CREATE TABLE IF NOT EXISTS registry_released (
+    );
+    -- Digests whose last link went (a blob DELETE, a link refused by a
+    -- quota, garbage collection): their bytes may now be unused in the
+    -- shared store, and the next garbage collection looks at them.
+    CREATE TABLE IF NOT EXISTS registry_released (
         digest      TEXT PRIMARY KEY,
         released_at INTEGER NOT NULL
-    )",
-];
+    )";
 
 /// The referrers index: one row per manifest with a `subject`, holding
 /// what the referrers API lists about it. Created (and filled from the
 /// manifests already stored) when a registry first opens a database
-/// without it.
+/// without it. Written for SQLite, like [`SCHEMA`].
 const REFERRERS_TABLE: &str = "CREATE TABLE registry_referrers (
         repository    TEXT NOT NULL,
         subject       TEXT NOT NULL,
@@ -64,7 +71,8 @@ const REFERRERS_TABLE: &str = "CREATE TABLE registry_referrers (
         annotations   TEXT,
         PRIMARY KEY (repository, subject, digest),
         FOREIGN KEY (repository, digest) REFERENCES registry_manifests (repository, digest)
-    )";
+    );
+    CREATE INDEX registry_referrers_digest ON registry_referrers (repository, digest)";
 
 /// What the referrers API lists about a manifest with a `subject`.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,51 +244,57 @@ impl From<sqlx::Error> for LinkError {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Metadata {
-    pool: SqlitePool,
+    db: Db,
 }
 
+/// A size read from the database (never negative: only [`db_size`]s are
+/// written).
 fn size_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// A size as the database holds it: a signed 64-bit integer on both
+/// engines (the `Any` driver carries no unsigned type).
 fn db_size(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl Metadata {
     /// The database, for the catalog's read-only listings.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    pub(crate) fn pool(&self) -> &sqlx::AnyPool {
+        self.db.pool()
     }
 
-    pub(crate) async fn open(pool: SqlitePool) -> Result<Metadata, sqlx::Error> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&mut *tx).await?;
-        }
-        let has_referrers: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'registry_referrers'",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+    pub(crate) async fn open(db: Db) -> Result<Metadata, sqlx::Error> {
+        db.apply_schema(SCHEMA).await?;
+        // The referrers index is created, and filled, by whichever registry
+        // first finds it missing: the check and the creation run alone.
+        let mut tx = db.begin_write().await?;
+        let exists = match db.backend() {
+            Backend::Sqlite => {
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'registry_referrers'"
+            }
+            Backend::Postgres => "SELECT 1 WHERE to_regclass('registry_referrers') IS NOT NULL",
+        };
+        let has_referrers: Option<i64> =
+            sqlx::query_scalar(exists).fetch_optional(&mut *tx).await?;
         if has_referrers.is_none() {
-            sqlx::query(REFERRERS_TABLE).execute(&mut *tx).await?;
-            sqlx::query(
-                "CREATE INDEX registry_referrers_digest ON registry_referrers (repository, digest)",
-            )
-            .execute(&mut *tx)
-            .await?;
+            let ddl = match db.backend() {
+                Backend::Sqlite => REFERRERS_TABLE.to_string(),
+                Backend::Postgres => gantry_db::postgres_schema(REFERRERS_TABLE),
+            };
+            (&mut *tx).execute(sqlx::AssertSqlSafe(ddl)).await?;
             Self::index_existing_referrers(&mut tx).await?;
         }
         tx.commit().await?;
-        Ok(Metadata { pool })
+        Ok(Metadata { db })
     }
 
     /// Enabling the referrers API on a registry that already holds
     /// manifests: the specification wants those listed in a referrers-tag
     /// index listed, and allows every stored manifest with a subject; all
     /// of them are. A manifest that no longer parses is left out.
-    async fn index_existing_referrers(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn index_existing_referrers(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         let rows =
             sqlx::query("SELECT repository, digest, media_type, content FROM registry_manifests")
                 .fetch_all(&mut *conn)
@@ -315,7 +329,7 @@ impl Metadata {
     }
 
     async fn insert_referrer(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         repository: &str,
         digest: &str,
         media_type: &str,
@@ -325,7 +339,7 @@ impl Metadata {
         sqlx::query(
             "INSERT INTO registry_referrers
                (repository, subject, digest, media_type, size, artifact_type, annotations)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (repository, subject, digest) DO NOTHING",
         )
         .bind(repository)
@@ -353,16 +367,16 @@ impl Metadata {
     ) -> Result<Vec<ReferrerRow>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM registry_referrers
-             WHERE repository = ?1 AND subject = ?2 AND digest > ?3
-               AND (?4 IS NULL OR artifact_type = ?4)
-             ORDER BY digest LIMIT ?5",
+             WHERE repository = $1 AND subject = $2 AND digest > $3
+               AND ($4 IS NULL OR artifact_type = $4)
+             ORDER BY digest LIMIT $5",
         )
         .bind(repo.as_str())
         .bind(subject.as_str())
         .bind(last)
         .bind(artifact_type)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.into_iter()
             .map(|row| {
@@ -378,11 +392,11 @@ impl Metadata {
     }
 
     async fn ensure_repository(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         repo: &RepoName,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO registry_repositories (name, created_at) VALUES (?, ?)
+            "INSERT INTO registry_repositories (name, created_at) VALUES ($1, $2)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(repo.as_str())
@@ -393,13 +407,13 @@ impl Metadata {
     }
 
     async fn insert_link(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO registry_blobs (repository, digest, size, linked_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO registry_blobs (repository, digest, size, linked_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repository, digest) DO NOTHING",
         )
         .bind(repo.as_str())
@@ -413,9 +427,9 @@ impl Metadata {
 
     pub(crate) async fn repository_exists(&self, repo: &RepoName) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM registry_repositories WHERE name = ?")
+            sqlx::query_scalar("SELECT 1 FROM registry_repositories WHERE name = $1")
                 .bind(repo.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool())
                 .await?;
         Ok(found.is_some())
     }
@@ -428,7 +442,7 @@ impl Metadata {
         size: u64,
         quotas: Quotas,
     ) -> Result<(), LinkError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         Self::check_quotas_in(&mut tx, repo, &[(digest.clone(), size)], quotas)
             .await?
             .map_err(LinkError::Quota)?;
@@ -449,17 +463,17 @@ impl Metadata {
         if quotas.repository.is_none() && quotas.total.is_none() {
             return Ok(Ok(()));
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         Self::check_quotas_in(&mut conn, repo, new, quotas).await
     }
 
     /// The bytes of the blobs linked to `repo`.
     pub(crate) async fn repository_bytes(&self, repo: &RepoName) -> Result<u64, sqlx::Error> {
         let held: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM registry_blobs WHERE repository = ?",
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM registry_blobs WHERE repository = $1",
         )
         .bind(repo.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(self.db.pool())
         .await?;
         Ok(size_of(held))
     }
@@ -469,7 +483,7 @@ impl Metadata {
     /// total (the store holds it once). So pushing content again always
     /// works, even over a quota lowered since.
     async fn check_quotas_in(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         repo: &RepoName,
         new: &[(Digest, u64)],
         quotas: Quotas,
@@ -484,7 +498,7 @@ impl Metadata {
                 continue;
             }
             let in_repo: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM registry_blobs WHERE repository = ? AND digest = ?",
+                "SELECT 1 FROM registry_blobs WHERE repository = $1 AND digest = $2",
             )
             .bind(repo.as_str())
             .bind(digest.as_str())
@@ -495,7 +509,7 @@ impl Metadata {
             }
             repo_adding += size;
             let anywhere: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM registry_blobs WHERE digest = ? LIMIT 1")
+                sqlx::query_scalar("SELECT 1 FROM registry_blobs WHERE digest = $1 LIMIT 1")
                     .bind(digest.as_str())
                     .fetch_optional(&mut *conn)
                     .await?;
@@ -507,7 +521,7 @@ impl Metadata {
             && repo_adding > 0
         {
             let held: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(size), 0) FROM registry_blobs WHERE repository = ?",
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM registry_blobs WHERE repository = $1",
             )
             .bind(repo.as_str())
             .fetch_one(&mut *conn)
@@ -526,8 +540,8 @@ impl Metadata {
             && total_adding > 0
         {
             let held: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(size), 0) FROM
-                 (SELECT MAX(size) AS size FROM registry_blobs GROUP BY digest)",
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM
+                 (SELECT MAX(size) AS size FROM registry_blobs GROUP BY digest) AS held",
             )
             .fetch_one(&mut *conn)
             .await?;
@@ -550,11 +564,11 @@ impl Metadata {
         digest: &Digest,
     ) -> Result<Option<u64>, sqlx::Error> {
         let size: Option<i64> = sqlx::query_scalar(
-            "SELECT size FROM registry_blobs WHERE repository = ? AND digest = ?",
+            "SELECT size FROM registry_blobs WHERE repository = $1 AND digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         Ok(size.map(size_of))
     }
@@ -566,9 +580,9 @@ impl Metadata {
         digest: &Digest,
     ) -> Result<Option<u64>, sqlx::Error> {
         let size: Option<i64> =
-            sqlx::query_scalar("SELECT size FROM registry_blobs WHERE digest = ? LIMIT 1")
+            sqlx::query_scalar("SELECT size FROM registry_blobs WHERE digest = $1 LIMIT 1")
                 .bind(digest.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool())
                 .await?;
         Ok(size.map(size_of))
     }
@@ -580,11 +594,11 @@ impl Metadata {
         n: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT repository FROM registry_blobs WHERE digest = ? ORDER BY repository LIMIT ?",
+            "SELECT repository FROM registry_blobs WHERE digest = $1 ORDER BY repository LIMIT $2",
         )
         .bind(digest.as_str())
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await
     }
 
@@ -597,8 +611,8 @@ impl Metadata {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("DELETE FROM registry_blobs WHERE repository = ? AND digest = ?")
+        let mut tx = self.db.begin_write().await?;
+        let done = sqlx::query("DELETE FROM registry_blobs WHERE repository = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.as_str())
             .execute(&mut *tx)
@@ -610,9 +624,9 @@ impl Metadata {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn insert_released(conn: &mut SqliteConnection, digest: &str) -> Result<(), sqlx::Error> {
+    async fn insert_released(conn: &mut AnyConnection, digest: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO registry_released (digest, released_at) VALUES (?, ?)
+            "INSERT INTO registry_released (digest, released_at) VALUES ($1, $2)
              ON CONFLICT (digest) DO NOTHING",
         )
         .bind(digest)
@@ -625,13 +639,24 @@ impl Metadata {
     /// Records that `digest`'s bytes may be unused: stored, but linked by
     /// no repository (a link a quota refused after the upload).
     pub(crate) async fn record_released(&self, digest: &Digest) -> Result<(), sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         Self::insert_released(&mut conn, digest.as_str()).await
     }
 
     /// Everything garbage collection looks at, as of one moment.
     pub(crate) async fn inventory(&self) -> Result<Inventory, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        // SQLite reads a transaction from one snapshot; PostgreSQL's default
+        // (read committed) takes a new one for every statement, so it is
+        // asked for a repeatable read.
+        let mut tx = match self.db.backend() {
+            Backend::Sqlite => self.db.pool().begin().await?,
+            Backend::Postgres => {
+                self.db
+                    .pool()
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        };
         let manifests = sqlx::query(
             "SELECT repository, digest, media_type, content, pushed_at FROM registry_manifests",
         )
@@ -696,12 +721,12 @@ impl Metadata {
         links: &[(String, String)],
         repositories: &[String],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         for (repository, digest) in manifests {
             for statement in [
-                "DELETE FROM registry_referrers WHERE repository = ? AND digest = ?",
-                "DELETE FROM registry_tags WHERE repository = ? AND digest = ?",
-                "DELETE FROM registry_manifests WHERE repository = ? AND digest = ?",
+                "DELETE FROM registry_referrers WHERE repository = $1 AND digest = $2",
+                "DELETE FROM registry_tags WHERE repository = $1 AND digest = $2",
+                "DELETE FROM registry_manifests WHERE repository = $1 AND digest = $2",
             ] {
                 sqlx::query(statement)
                     .bind(repository)
@@ -711,7 +736,7 @@ impl Metadata {
             }
         }
         for (repository, digest) in links {
-            sqlx::query("DELETE FROM registry_blobs WHERE repository = ? AND digest = ?")
+            sqlx::query("DELETE FROM registry_blobs WHERE repository = $1 AND digest = $2")
                 .bind(repository)
                 .bind(digest)
                 .execute(&mut *tx)
@@ -720,10 +745,10 @@ impl Metadata {
         }
         for repository in repositories {
             sqlx::query(
-                "DELETE FROM registry_repositories WHERE name = ?1
-                   AND NOT EXISTS (SELECT 1 FROM registry_manifests WHERE repository = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM registry_blobs WHERE repository = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM registry_uploads WHERE repository = ?1)",
+                "DELETE FROM registry_repositories WHERE name = $1
+                   AND NOT EXISTS (SELECT 1 FROM registry_manifests WHERE repository = $1)
+                   AND NOT EXISTS (SELECT 1 FROM registry_blobs WHERE repository = $1)
+                   AND NOT EXISTS (SELECT 1 FROM registry_uploads WHERE repository = $1)",
             )
             .bind(repository)
             .execute(&mut *tx)
@@ -735,18 +760,18 @@ impl Metadata {
     /// Whether any repository links `digest`.
     pub(crate) async fn linked_anywhere(&self, digest: &str) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM registry_blobs WHERE digest = ? LIMIT 1")
+            sqlx::query_scalar("SELECT 1 FROM registry_blobs WHERE digest = $1 LIMIT 1")
                 .bind(digest)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool())
                 .await?;
         Ok(found.is_some())
     }
 
     /// Forgets a released digest once garbage collection dealt with it.
     pub(crate) async fn forget_released(&self, digest: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM registry_released WHERE digest = ?")
+        sqlx::query("DELETE FROM registry_released WHERE digest = $1")
             .bind(digest)
-            .execute(&self.pool)
+            .execute(self.db.pool())
             .await?;
         Ok(())
     }
@@ -757,11 +782,11 @@ impl Metadata {
         digest: &Digest,
     ) -> Result<Option<StoredManifest>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT media_type, content FROM registry_manifests WHERE repository = ? AND digest = ?",
+            "SELECT media_type, content FROM registry_manifests WHERE repository = $1 AND digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         row.map(|row| {
             Ok(StoredManifest {
@@ -779,11 +804,11 @@ impl Metadata {
         digest: &Digest,
     ) -> Result<bool, sqlx::Error> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM registry_manifests WHERE repository = ? AND digest = ?",
+            "SELECT 1 FROM registry_manifests WHERE repository = $1 AND digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.pool())
         .await?;
         Ok(found.is_some())
     }
@@ -794,12 +819,13 @@ impl Metadata {
         repo: &RepoName,
         tag: &str,
     ) -> Result<Option<Digest>, sqlx::Error> {
-        let digest: Option<String> =
-            sqlx::query_scalar("SELECT digest FROM registry_tags WHERE repository = ? AND tag = ?")
-                .bind(repo.as_str())
-                .bind(tag)
-                .fetch_optional(&self.pool)
-                .await?;
+        let digest: Option<String> = sqlx::query_scalar(
+            "SELECT digest FROM registry_tags WHERE repository = $1 AND tag = $2",
+        )
+        .bind(repo.as_str())
+        .bind(tag)
+        .fetch_optional(self.db.pool())
+        .await?;
         // Only valid digests were ever written; a row that no longer parses
         // is treated as absent rather than served.
         Ok(digest.and_then(|d| Digest::parse(&d).ok()))
@@ -812,7 +838,7 @@ impl Metadata {
         m: NewManifest<'_>,
         quotas: Quotas,
     ) -> Result<(), LinkError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         Self::check_quotas_in(&mut tx, m.repo, m.links, quotas)
             .await?
             .map_err(LinkError::Quota)?;
@@ -825,7 +851,7 @@ impl Metadata {
         // but its tag.
         sqlx::query(
             "INSERT INTO registry_manifests (repository, digest, media_type, content, pushed_at)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (repository, digest) DO NOTHING",
         )
         .bind(m.repo.as_str())
@@ -848,7 +874,7 @@ impl Metadata {
         }
         if let Some(tag) = m.tag {
             sqlx::query(
-                "INSERT INTO registry_tags (repository, tag, digest, updated_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO registry_tags (repository, tag, digest, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (repository, tag)
                  DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
             )
@@ -868,21 +894,21 @@ impl Metadata {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM registry_tags WHERE repository = ? AND digest = ?")
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("DELETE FROM registry_tags WHERE repository = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.as_str())
             .execute(&mut *tx)
             .await?;
         // Its own entry goes; entries of manifests naming it as their
         // subject stay, as they would had it never been pushed.
-        sqlx::query("DELETE FROM registry_referrers WHERE repository = ? AND digest = ?")
+        sqlx::query("DELETE FROM registry_referrers WHERE repository = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.as_str())
             .execute(&mut *tx)
             .await?;
         let done =
-            sqlx::query("DELETE FROM registry_manifests WHERE repository = ? AND digest = ?")
+            sqlx::query("DELETE FROM registry_manifests WHERE repository = $1 AND digest = $2")
                 .bind(repo.as_str())
                 .bind(digest.as_str())
                 .execute(&mut *tx)
@@ -892,10 +918,10 @@ impl Metadata {
     }
 
     pub(crate) async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM registry_tags WHERE repository = ? AND tag = ?")
+        let done = sqlx::query("DELETE FROM registry_tags WHERE repository = $1 AND tag = $2")
             .bind(repo.as_str())
             .bind(tag)
-            .execute(&self.pool)
+            .execute(self.db.pool())
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -908,12 +934,12 @@ impl Metadata {
         n: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT tag FROM registry_tags WHERE repository = ? AND tag > ? ORDER BY tag LIMIT ?",
+            "SELECT tag FROM registry_tags WHERE repository = $1 AND tag > $2 ORDER BY tag LIMIT $3",
         )
         .bind(repo.as_str())
         .bind(last)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await
     }
 
@@ -924,11 +950,11 @@ impl Metadata {
         n: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT name FROM registry_repositories WHERE name > ? ORDER BY name LIMIT ?",
+            "SELECT name FROM registry_repositories WHERE name > $1 ORDER BY name LIMIT $2",
         )
         .bind(last)
         .bind(n)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await
     }
 
@@ -941,7 +967,7 @@ impl Metadata {
         max_total: usize,
         max_per_repository: usize,
     ) -> Result<Result<(), UploadsFull>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registry_uploads")
             .fetch_one(&mut *tx)
             .await?;
@@ -949,7 +975,7 @@ impl Metadata {
             return Ok(Err(UploadsFull::Registry { limit: max_total }));
         }
         let in_repo: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM registry_uploads WHERE repository = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM registry_uploads WHERE repository = $1")
                 .bind(repo.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
@@ -959,28 +985,30 @@ impl Metadata {
                 limit: max_per_repository,
             }));
         }
-        sqlx::query("INSERT INTO registry_uploads (id, repository, started_at) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(repo.as_str())
-            .bind(gantry_clock::now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO registry_uploads (id, repository, started_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(repo.as_str())
+        .bind(gantry_clock::now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Ok(()))
     }
 
     /// The repository an upload was started in.
     pub(crate) async fn upload_repository(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT repository FROM registry_uploads WHERE id = ?")
+        sqlx::query_scalar("SELECT repository FROM registry_uploads WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await
     }
 
     pub(crate) async fn delete_upload(&self, id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM registry_uploads WHERE id = ?")
+        sqlx::query("DELETE FROM registry_uploads WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db.pool())
             .await?;
         Ok(())
     }
@@ -994,13 +1022,13 @@ impl Metadata {
         size: u64,
         quotas: Quotas,
     ) -> Result<(), LinkError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         Self::check_quotas_in(&mut tx, repo, &[(digest.clone(), size)], quotas)
             .await?
             .map_err(LinkError::Quota)?;
         Self::ensure_repository(&mut tx, repo).await?;
         Self::insert_link(&mut tx, repo, digest, size).await?;
-        sqlx::query("DELETE FROM registry_uploads WHERE id = ?")
+        sqlx::query("DELETE FROM registry_uploads WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -1009,7 +1037,7 @@ impl Metadata {
 
     pub(crate) async fn upload_ids(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT id FROM registry_uploads")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool())
             .await
     }
 }

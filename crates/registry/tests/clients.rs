@@ -40,7 +40,12 @@ struct Served {
 
 async fn serve() -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("gantry.db")).await.unwrap();
+    // A database file in `dir` (SQLite), or PostgreSQL when
+    // GANTRY_TEST_POSTGRES is set.
+    let url = gantry_testkit::database::database_url(dir.path()).await;
+    let store = Store::connect(gantry_db::Db::connect(&url).await.unwrap())
+        .await
+        .unwrap();
     let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
     let auth = StaticTokens::new();
     let registry = Registry::open(

@@ -36,7 +36,10 @@ impl Fixture {
 
     pub async fn with_limits(limits: RegistryLimits) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::in_memory().await.unwrap();
+        // SQLite in memory, or PostgreSQL when GANTRY_TEST_POSTGRES is set.
+        let store = Store::connect(gantry_testkit::database::database().await)
+            .await
+            .unwrap();
         let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
         let auth = StaticTokens::new();
         let registry = Registry::open(
