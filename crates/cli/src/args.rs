@@ -157,6 +157,15 @@ pub(crate) enum Command {
         /// Serve plain HTTP on a non-loopback address (tokens travel in the clear).
         #[arg(long)]
         insecure_http: bool,
+        /// Keep the database in PostgreSQL (`postgres://USER:PASSWORD@HOST/DB`)
+        /// instead of the data dir's SQLite file.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "GANTRY_DATABASE_URL",
+            hide_env_values = true
+        )]
+        database: Option<String>,
         /// Exit after this many seconds with no action running (used by
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]
@@ -289,6 +298,22 @@ pub(crate) enum Command {
     Restore {
         /// The backup file (`gantry backup --out FILE`).
         file: PathBuf,
+    },
+    /// Copies a data dir's store (SQLite) into a new PostgreSQL database,
+    /// for `gantry server --database URL`; no server may run on the data dir.
+    MigrateStore {
+        /// The data dir whose store is copied.
+        #[arg(long, value_name = "DATA_DIR")]
+        from: PathBuf,
+        /// The PostgreSQL database to copy into (`postgres://…`); it must hold
+        /// no gantry store yet.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "GANTRY_DATABASE_URL",
+            hide_env_values = true
+        )]
+        to: String,
     },
     /// Prints the version and the git commit the binary was built from.
     Version {

@@ -252,6 +252,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             tls_cert,
             tls_key,
             insecure_http,
+            database,
             idle_exit,
         } => {
             let options = gantry_server::ServerOptions {
@@ -260,6 +261,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 public_urls,
                 tls: tls_cert.zip(tls_key),
                 insecure_http,
+                database,
             };
             server::serve(&for_setup()?, options, idle_exit).await
         }
@@ -325,6 +327,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let target =
                 explicit.map_or_else(|| Path::new(".gantry").to_path_buf(), Path::to_path_buf);
             backup::restore(&file, &target).map(success)
+        }
+        Command::MigrateStore { from, to } => {
+            let report = gantry_server::migrate::migrate_store(&from, &to).await?;
+            let rows: u64 = report.iter().map(|(_, n)| n).sum();
+            for (table, n) in &report {
+                println!("{table}: {n} rows");
+            }
+            println!(
+                "copied {rows} rows in {} tables to {}",
+                report.len(),
+                gantry_db::redact(&to)
+            );
+            Ok(success(()))
         }
         Command::Version { json } => version::version(json).map(success),
         Command::Completions { shell } => version::completions(shell).map(success),

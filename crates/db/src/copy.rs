@@ -2,8 +2,10 @@
 //! and row by row, in one PostgreSQL transaction: `gantry migrate-store`.
 //!
 //! The target's tables must exist already (each store creates its own when
-//! opened, so the caller opens them all first) and be empty: a copy is
-//! never merged into data. Values are copied as they are stored —
+//! opened, so the caller opens them all first) and be empty, but for the
+//! `seeded` tables, whose rows the stores write when they open (a schema
+//! version): those rows are replaced by the source's. A copy is never
+//! merged into data. Values are copied as they are stored —
 //! SecureString ciphertexts stay encrypted under the same master key — and
 //! identity columns continue after the largest copied value.
 
@@ -22,7 +24,7 @@ pub type CopyReport = Vec<(String, u64)>;
 
 /// Copies every table of the SQLite database `from` into the PostgreSQL
 /// database `to`; nothing is written unless every table copies.
-pub async fn copy_database(from: &Db, to: &Db) -> Result<CopyReport, DbError> {
+pub async fn copy_database(from: &Db, to: &Db, seeded: &[&str]) -> Result<CopyReport, DbError> {
     if from.backend() != Backend::Sqlite || to.backend() != Backend::Postgres {
         return Err(DbError::Url(
             "a store is copied from SQLite to PostgreSQL".to_string(),
@@ -34,6 +36,7 @@ pub async fn copy_database(from: &Db, to: &Db) -> Result<CopyReport, DbError> {
     )
     .fetch_all(from.pool())
     .await?;
+    let tables = referenced_first(from, tables).await?;
     let version = from.user_version().await?;
     let mut tx = to.begin_write().await?;
     let mut report = Vec::new();
@@ -75,7 +78,11 @@ pub async fn copy_database(from: &Db, to: &Db) -> Result<CopyReport, DbError> {
         )))
         .fetch_one(&mut *tx)
         .await?;
-        if existing > 0 {
+        if existing > 0 && seeded.contains(&table.as_str()) {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {quoted}")))
+                .execute(&mut *tx)
+                .await?;
+        } else if existing > 0 {
             return Err(DbError::Url(format!(
                 "the target database is not empty (table {table} has {existing} rows): \
                  a store is copied into an empty database only"
@@ -137,6 +144,45 @@ pub async fn copy_database(from: &Db, to: &Db) -> Result<CopyReport, DbError> {
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// The tables ordered so that each comes after the tables its foreign keys
+/// reference (SQLite's `pragma_foreign_key_list`), so that every row
+/// inserted finds the rows it points at.
+async fn referenced_first(from: &Db, tables: Vec<String>) -> Result<Vec<String>, DbError> {
+    let mut needs = Vec::new();
+    for table in &tables {
+        let referenced: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list($1)")
+                .bind(table)
+                .fetch_all(from.pool())
+                .await?;
+        needs.push((table.clone(), referenced));
+    }
+    let mut ordered: Vec<String> = Vec::new();
+    while !needs.is_empty() {
+        let before = needs.len();
+        needs.retain(|(table, referenced)| {
+            let ready = referenced
+                .iter()
+                .all(|r| r == table || ordered.contains(r) || !tables.contains(r));
+            if ready {
+                ordered.push(table.clone());
+            }
+            !ready
+        });
+        if needs.len() == before {
+            return Err(DbError::Url(format!(
+                "the tables {} reference each other in a cycle",
+                needs
+                    .iter()
+                    .map(|(t, _)| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(ordered)
 }
 
 /// A table's or column's name as a quoted identifier (names come from the

@@ -204,6 +204,25 @@ impl Db {
         Ok(())
     }
 
+    /// Whether the database has a table of this name (in PostgreSQL's
+    /// current schema).
+    pub async fn has_table(&self, name: &str) -> Result<bool, sqlx::Error> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+        };
+        let found: i64 = sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(found > 0)
+    }
+
     /// The schema version of the whole database (SQLite's `user_version`;
     /// a one-row table on PostgreSQL); 0 for a new database.
     pub async fn user_version(&self) -> Result<i64, sqlx::Error> {

@@ -66,3 +66,9 @@ pub use logs::ServiceOutput;
 pub use revision::{Cause, Revision, SecretRef, ShiftPlan, ShiftStep, StoredAnalysis};
 pub use shift::{ShiftCommand, ShiftProgress};
 pub use store::DeploymentRecord;
+
+/// Creates the deployment tables in a store's database if they are missing
+/// (`gantry migrate-store` makes a new database's tables before it copies).
+pub async fn create_tables(store: &gantry_store::Store) -> Result<(), DeployError> {
+    store::DeployStore::open(store.clone()).await.map(drop)
+}

@@ -93,13 +93,14 @@ pub(crate) struct DeployStore {
 
 impl DeployStore {
     pub(crate) async fn open(store: Store) -> Result<DeployStore, DeployError> {
-        sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
+        store.db().apply_schema(SCHEMA).await?;
         Ok(DeployStore { store })
     }
 
     pub(crate) async fn save_project(&self, files: &str, at: i64) -> Result<(), DeployError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO deploy_project (id, files, applied_at) VALUES (1, ?, ?)",
+            "INSERT INTO deploy_project (id, files, applied_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET files = excluded.files, applied_at = excluded.applied_at",
         )
         .bind(files)
         .bind(at)
@@ -118,7 +119,7 @@ impl DeployStore {
 
     pub(crate) async fn save_revision(&self, r: &Revision) -> Result<(), DeployError> {
         let body = serde_json::to_string(r).map_err(|e| DeployError::Spec(e.to_string()))?;
-        sqlx::query("INSERT INTO deploy_revisions (environment, service, revision, body) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO deploy_revisions (environment, service, revision, body) VALUES ($1, $2, $3, $4)")
             .bind(&r.environment)
             .bind(&r.service)
             .bind(i64::try_from(r.number).unwrap_or(i64::MAX))
@@ -135,7 +136,7 @@ impl DeployStore {
         number: u64,
     ) -> Result<Option<Revision>, DeployError> {
         let body: Option<String> = sqlx::query_scalar(
-            "SELECT body FROM deploy_revisions WHERE environment = ? AND service = ? AND revision = ?",
+            "SELECT body FROM deploy_revisions WHERE environment = $1 AND service = $2 AND revision = $3",
         )
         .bind(env)
         .bind(service)
@@ -154,7 +155,7 @@ impl DeployStore {
         service: &str,
     ) -> Result<u64, DeployError> {
         let n: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(revision) FROM deploy_revisions WHERE environment = ? AND service = ?",
+            "SELECT MAX(revision) FROM deploy_revisions WHERE environment = $1 AND service = $2",
         )
         .bind(env)
         .bind(service)
@@ -169,17 +170,20 @@ impl DeployStore {
         service: &str,
         number: u64,
     ) -> Result<(), DeployError> {
-        sqlx::query("INSERT OR REPLACE INTO deploy_current (environment, service, revision) VALUES (?, ?, ?)")
-            .bind(env)
-            .bind(service)
-            .bind(i64::try_from(number).unwrap_or(i64::MAX))
-            .execute(self.store.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO deploy_current (environment, service, revision) VALUES ($1, $2, $3)
+             ON CONFLICT (environment, service) DO UPDATE SET revision = excluded.revision",
+        )
+        .bind(env)
+        .bind(service)
+        .bind(i64::try_from(number).unwrap_or(i64::MAX))
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
     pub(crate) async fn clear_current(&self, env: &str) -> Result<(), DeployError> {
-        sqlx::query("DELETE FROM deploy_current WHERE environment = ?")
+        sqlx::query("DELETE FROM deploy_current WHERE environment = $1")
             .bind(env)
             .execute(self.store.pool())
             .await?;
@@ -231,18 +235,17 @@ impl DeployStore {
         to: u64,
         at: i64,
     ) -> Result<i64, DeployError> {
-        let id = sqlx::query(
+        let id = sqlx::query_scalar(
             "INSERT INTO deploy_deployments (environment, service, from_revision, to_revision, status, started_at)
-             VALUES (?, ?, ?, ?, 'InProgress', ?)",
+             VALUES ($1, $2, $3, $4, 'InProgress', $5) RETURNING id",
         )
         .bind(env)
         .bind(service)
         .bind(from.map(|f| i64::try_from(f).unwrap_or(i64::MAX)))
         .bind(i64::try_from(to).unwrap_or(i64::MAX))
         .bind(at)
-        .execute(self.store.pool())
-        .await?
-        .last_insert_rowid();
+        .fetch_one(self.store.pool())
+        .await?;
         Ok(id)
     }
 
@@ -254,7 +257,7 @@ impl DeployStore {
         at: i64,
     ) -> Result<(), DeployError> {
         sqlx::query(
-            "UPDATE deploy_deployments SET status = ?, message = ?, finished_at = ? WHERE id = ?",
+            "UPDATE deploy_deployments SET status = $1, message = $2, finished_at = $3 WHERE id = $4",
         )
         .bind(status)
         .bind(message)
@@ -270,7 +273,7 @@ impl DeployStore {
     /// ends those.
     pub(crate) async fn interrupt_unfinished(&self, at: i64) -> Result<u64, DeployError> {
         let done = sqlx::query(
-            "UPDATE deploy_deployments SET status = 'Interrupted', finished_at = ?,
+            "UPDATE deploy_deployments SET status = 'Interrupted', finished_at = $1,
                message = 'the server stopped during this deployment' WHERE status = 'InProgress'
                AND id NOT IN (SELECT deployment FROM deploy_shifts)",
         )
@@ -284,9 +287,12 @@ impl DeployStore {
     pub(crate) async fn save_shift(&self, row: &ShiftRow) -> Result<(), DeployError> {
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         sqlx::query(
-            "INSERT OR REPLACE INTO deploy_shifts
+            "INSERT INTO deploy_shifts
                (environment, service, deployment, from_revision, to_revision, step, weight, paused)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (environment, service) DO UPDATE SET deployment = excluded.deployment,
+               from_revision = excluded.from_revision, to_revision = excluded.to_revision,
+               step = excluded.step, weight = excluded.weight, paused = excluded.paused",
         )
         .bind(&row.environment)
         .bind(&row.service)
@@ -295,14 +301,14 @@ impl DeployStore {
         .bind(int(row.to_revision))
         .bind(int(row.step as u64))
         .bind(i64::from(row.weight))
-        .bind(row.paused)
+        .bind(i64::from(row.paused))
         .execute(self.store.pool())
         .await?;
         Ok(())
     }
 
     pub(crate) async fn clear_shift(&self, env: &str, service: &str) -> Result<(), DeployError> {
-        sqlx::query("DELETE FROM deploy_shifts WHERE environment = ? AND service = ?")
+        sqlx::query("DELETE FROM deploy_shifts WHERE environment = $1 AND service = $2")
             .bind(env)
             .bind(service)
             .execute(self.store.pool())
@@ -329,7 +335,7 @@ impl DeployStore {
                 to_revision: num(r.get(4)),
                 step: usize::try_from(r.get::<i64, _>(5)).unwrap_or(0),
                 weight: u32::try_from(r.get::<i64, _>(6)).unwrap_or(0),
-                paused: r.get(7),
+                paused: r.get::<i64, _>(7) != 0,
             })
             .collect())
     }
@@ -342,7 +348,7 @@ impl DeployStore {
     ) -> Result<Vec<DeploymentRecord>, DeployError> {
         let rows = sqlx::query(
             "SELECT id, from_revision, to_revision, status, started_at, finished_at, message FROM deploy_deployments
-             WHERE environment = ? AND service = ? ORDER BY id DESC LIMIT ?",
+             WHERE environment = $1 AND service = $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(env)
         .bind(service)

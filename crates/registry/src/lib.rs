@@ -98,6 +98,12 @@ use std::time::Duration;
 use gantry_store::ArtifactStore;
 
 pub use api::router;
+
+/// Creates the registry's tables in a database if they are missing
+/// (`gantry migrate-store` makes a new database's tables before it copies).
+pub async fn create_tables(db: gantry_db::Db) -> Result<(), sqlx::Error> {
+    Metadata::open(db).await.map(drop)
+}
 pub use auth::{AuthDenied, AuthFuture, RegistryAccess, RegistryAuditRecord, RegistryAuth};
 pub use catalog::{CopiedImage, ImageBlob, ImageDetails, ImageError, ImageName, ListedImage};
 pub use error::RegistryError;

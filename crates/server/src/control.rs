@@ -146,13 +146,35 @@ impl ControlPlane {
         data_dir: &Path,
         runners: Runners,
     ) -> Result<ControlPlane, ControlError> {
+        Self::open_in(data_dir, None, runners).await
+    }
+
+    /// Opens the control plane with its database at `database`
+    /// (`postgres://…`), or, with `None`, in the data dir's SQLite file.
+    /// The data dir keeps the rest either way: artifacts, registry blobs,
+    /// the master key, work dirs.
+    pub async fn open_in(
+        data_dir: &Path,
+        database: Option<&str>,
+        runners: Runners,
+    ) -> Result<ControlPlane, ControlError> {
         std::fs::create_dir_all(data_dir).map_err(|e| ControlError::io(data_dir, e))?;
         let data_dir = data_dir
             .canonicalize()
             .map_err(|e| ControlError::io(data_dir, e))?;
-        let store = Store::open(&data_dir.join("gantry.db")).await?;
+        let store = match database {
+            Some(url) => {
+                Store::connect(
+                    gantry_db::Db::connect(url)
+                        .await
+                        .map_err(gantry_store::StoreError::from)?,
+                )
+                .await?
+            }
+            None => Store::open(&data_dir.join("gantry.db")).await?,
+        };
         let (params, key_source) = crate::parameters::open(&store, &data_dir).await?;
-        let auth = gantry_auth::Auth::open(store.pool().clone()).await?;
+        let auth = gantry_auth::Auth::open(store.db().clone()).await?;
         let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
         // The log is read before the earlier server's processes are killed:
         // were that server still alive (a paused leader, a test's plane), it

@@ -36,6 +36,7 @@ pub mod guard;
 pub mod listen;
 pub mod logs;
 mod metrics;
+pub mod migrate;
 pub mod mirror;
 pub mod notify;
 pub mod orphans;
@@ -83,6 +84,9 @@ pub struct ServerOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Serve plain HTTP on a non-loopback address anyway (a warning).
     pub insecure_http: bool,
+    /// The database (`postgres://…`); `None` keeps it in the data dir
+    /// (SQLite).
+    pub database: Option<String>,
 }
 
 impl ServerOptions {
@@ -94,6 +98,7 @@ impl ServerOptions {
             public_urls: Vec::new(),
             tls: None,
             insecure_http: false,
+            database: None,
         }
     }
 }
@@ -176,7 +181,12 @@ impl RunningServer {
         // plane opens, so that its Docker runtime finds them at once.
         let own = gantry_auth::Secret::generate()?;
         write_docker_config(data_dir, &registry_addr.to_string(), &own)?;
-        let plane = ControlPlane::open(data_dir).await?;
+        let plane = ControlPlane::open_in(
+            data_dir,
+            options.database.as_deref(),
+            actions::Runners::standard(),
+        )
+        .await?;
         plane.auth().register_ephemeral(
             &own,
             gantry_auth::Identity {

@@ -43,7 +43,7 @@ pub async fn open(
     };
     let key = MasterKey::load_or_create(data_dir)?;
     mask_master_key(&key);
-    let params = ParamStore::open(store.pool().clone(), key).await?;
+    let params = ParamStore::open(store.db().clone(), key).await?;
     params.check_master_key().await?;
     Ok((Arc::new(params), source))
 }

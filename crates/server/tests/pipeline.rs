@@ -9,6 +9,20 @@ use std::time::Duration;
 use gantry_api::ExecutionView;
 use gantry_server::ControlPlane;
 
+/// The control plane of a data dir, on the test database the run chose
+/// (the data dir's SQLite, or PostgreSQL with GANTRY_TEST_POSTGRES).
+async fn open_plane(
+    data_dir: &std::path::Path,
+) -> Result<ControlPlane, gantry_server::error::ControlError> {
+    let database = gantry_testkit::database::database_for(data_dir).await;
+    ControlPlane::open_in(
+        data_dir,
+        database.as_deref(),
+        gantry_server::actions::Runners::standard(),
+    )
+    .await
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     repo: PathBuf,
@@ -132,7 +146,7 @@ stages:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_runs_parallel_actions_and_passes_artifacts_and_variables() {
     let fx = fixture(FLOW, &[("message.txt", "the repo")]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     let v = wait_until(&plane, &id, "the end", terminal).await;
     assert_eq!(v.status, "Succeeded", "{v:#?}");
@@ -181,7 +195,7 @@ fn waiting(v: &ExecutionView) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_waits_and_records_who_approved() {
     let fx = fixture(APPROVAL, &[]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     wait_until(&plane, &id, "the approval", waiting).await;
     assert!(!plane.busy().await, "a waiting approval holds no worker");
@@ -221,7 +235,7 @@ async fn an_approval_waits_and_records_who_approved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_approval_fails_the_execution() {
     let fx = fixture(APPROVAL, &[]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     wait_until(&plane, &id, "the approval", waiting).await;
     plane
@@ -244,7 +258,7 @@ async fn a_rejected_approval_fails_the_execution() {
 #[tokio::test]
 async fn an_approval_times_out_as_a_failure() {
     let fx = fixture(APPROVAL, &[]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     wait_until(&plane, &id, "the approval", waiting).await;
     // Seven days pass in an instant on tokio's clock, once its timer is
@@ -275,7 +289,7 @@ variables:
 async fn a_failed_stage_is_retried_to_success() {
     let fx = fixture(FLAKY, &[]);
     let marker = fx.data.parent().unwrap().join("marker");
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let file = fx.repo.join("gantry.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let vars = BTreeMap::from([("MARKER".to_string(), marker.display().to_string())]);
@@ -320,7 +334,7 @@ stages:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commands_and_escaping_outputs_fail_their_own_action() {
     let fx = fixture(BAD, &[]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     let v = wait_until(&plane, &id, "the end", terminal).await;
     assert_eq!(v.status, "Failed");
@@ -355,7 +369,7 @@ stages:
 "##;
     let fx = fixture(pipeline, &[]);
     let id = {
-        let plane = ControlPlane::open(&fx.data).await.unwrap();
+        let plane = open_plane(&fx.data).await.unwrap();
         let id = start(&plane, &fx).await;
         wait_until(&plane, &id, "both running", |v| {
             v.action("Work", "long").unwrap().status.as_deref() == Some("InProgress")
@@ -370,7 +384,7 @@ stages:
     // the first plane died before recording it; the kill -9 case is the CLI
     // test `a_server_killed_with_sigkill_restarts_with_nothing_stuck`), and
     // the approval still waits for a person.
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let v = view(&plane, &id).await;
     assert_eq!(
         v.action("Work", "long").unwrap().status.as_deref(),
@@ -454,7 +468,7 @@ stages:
 #[tokio::test]
 async fn an_approval_approves_by_itself_after_its_policys_bake_time() {
     let fx = fixture(AUTO_APPROVAL, &[]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let id = start(&plane, &fx).await;
     let bake_waits = |v: &ExecutionView| {
         v.action("Bake", "release").unwrap().status.as_deref() == Some("Waiting")
@@ -540,7 +554,7 @@ cache:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_actions_cache_paths_come_back_in_the_next_execution() {
     let fx = fixture(CACHED, &[("buildspec.yml", CACHED_BUILDSPEC)]);
-    let plane = ControlPlane::open(&fx.data).await.unwrap();
+    let plane = open_plane(&fx.data).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..2 {
         let id = start(&plane, &fx).await;

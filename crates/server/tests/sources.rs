@@ -17,6 +17,20 @@ use gantry_server::ControlPlane;
 use gantry_server::mirror::{Mirrors, RepoCredentials};
 use gantry_testkit::{free_port, git};
 
+/// The control plane of a data dir, on the test database the run chose
+/// (the data dir's SQLite, or PostgreSQL with GANTRY_TEST_POSTGRES).
+async fn open_plane(
+    data_dir: &std::path::Path,
+) -> Result<ControlPlane, gantry_server::error::ControlError> {
+    let database = gantry_testkit::database::database_for(data_dir).await;
+    ControlPlane::open_in(
+        data_dir,
+        database.as_deref(),
+        gantry_server::actions::Runners::standard(),
+    )
+    .await
+}
+
 /// A bare repository `NAME.git` under `dir` with one commit on `main`
 /// holding `file`; returns it and a working clone to push from.
 fn bare_repo(dir: &Path, name: &str, file: &str, content: &str) -> (PathBuf, PathBuf) {
@@ -194,7 +208,7 @@ async fn a_pinned_run_takes_its_commit_after_the_branch_moved_local_and_git_daem
     let b = commit(&work, "app.txt", "version B\n", "second");
     git(&work, &["push", "-q", "origin", "main"]);
     let daemon = GitDaemon::start(&repos);
-    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let plane = open_plane(&dir.path().join("data")).await.unwrap();
 
     for repository in [bare.display().to_string(), daemon.url("app")] {
         let text = pipeline(&[("app", &repository)]);
@@ -261,7 +275,7 @@ async fn a_pinned_commit_that_vanished_fails_the_action_and_runs_nothing_else() 
     git(&bare, &["reflog", "expire", "--expire=now", "--all"]);
     git(&bare, &["gc", "-q", "--prune=now"]);
     let daemon = GitDaemon::start(&repos);
-    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let plane = open_plane(&dir.path().join("data")).await.unwrap();
 
     for repository in [bare.display().to_string(), daemon.url("app")] {
         let text = pipeline(&[("app", &repository)]);
@@ -292,7 +306,7 @@ async fn two_source_actions_pin_their_own_commits() {
     commit(&app_work, "app.txt", "app 2\n", "second");
     git(&app_work, &["push", "-q", "origin", "main"]);
     let daemon = GitDaemon::start(&repos);
-    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let plane = open_plane(&dir.path().join("data")).await.unwrap();
     let config_url = daemon.url("config");
     let text = pipeline(&[("app", app_bare.to_str().unwrap()), ("config", &config_url)]);
 
@@ -331,7 +345,7 @@ async fn two_source_actions_pin_their_own_commits() {
 async fn pins_must_name_source_actions_and_commits() {
     let dir = tempfile::tempdir().unwrap();
     let (bare, _) = bare_repo(dir.path(), "app", "app.txt", "x\n");
-    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let plane = open_plane(&dir.path().join("data")).await.unwrap();
     let text = pipeline(&[("app", bare.to_str().unwrap())]);
     for pins in [
         [("show", "abcdef1")],
@@ -392,7 +406,7 @@ async fn repository_credentials_never_show_in_logs_or_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (port, heads) = fake_forge();
     let data = dir.path().join("data");
-    let plane = ControlPlane::open(&data).await.unwrap();
+    let plane = open_plane(&data).await.unwrap();
     let name = gantry_params::ParamName::parse(&format!(
         "/gantry/repositories/127.0.0.1_{port}/acme/shop/token"
     ))
@@ -455,7 +469,7 @@ async fn repository_credentials_never_show_in_logs_or_errors() {
 #[tokio::test]
 async fn a_url_holding_a_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let plane = open_plane(&dir.path().join("data")).await.unwrap();
     let text = pipeline(&[("app", "https://alice:hunter2@127.0.0.1:9/acme/shop.git")]);
     let id = start_pinned(&plane, dir.path(), &text, &[]).await;
     let v = finish(&plane, &id).await;
@@ -626,6 +640,7 @@ async fn an_event_log_from_before_triggers_replays() {
     let file = dir.path().join("gantry.yaml");
     let text = pipeline(&[("app", bare.to_str().unwrap())]);
     {
+        // (Written into the data dir's SQLite file: this test stays on SQLite.)
         // What a server before triggers wrote: a definition without
         // `includes` and `started_by`, and an `execution_requested` event
         // without `trigger` and `source_revisions`.
@@ -701,7 +716,7 @@ async fn a_redirect_is_not_followed_with_repository_credentials() {
     let (elsewhere, heads) = fake_forge();
     let port = redirecting_forge(format!("http://localhost:{elsewhere}"));
     let data = dir.path().join("data");
-    let plane = ControlPlane::open(&data).await.unwrap();
+    let plane = open_plane(&data).await.unwrap();
     let name = gantry_params::ParamName::parse(&format!(
         "/gantry/repositories/127.0.0.1_{port}/acme/shop/token"
     ))

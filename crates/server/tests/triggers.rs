@@ -19,6 +19,20 @@ use gantry_testkit::git;
 use gantry_triggers::signature::sign_sha256;
 use tower::ServiceExt;
 
+/// The control plane of a data dir, on the test database the run chose
+/// (the data dir's SQLite, or PostgreSQL with GANTRY_TEST_POSTGRES).
+async fn open_plane(
+    data_dir: &std::path::Path,
+) -> Result<ControlPlane, gantry_server::error::ControlError> {
+    let database = gantry_testkit::database::database_for(data_dir).await;
+    ControlPlane::open_in(
+        data_dir,
+        database.as_deref(),
+        gantry_server::actions::Runners::standard(),
+    )
+    .await
+}
+
 const SECRET: &str = "It's a Secret to Everybody";
 const SECRET_PARAM: &str = "/gantry/webhooks/shop";
 
@@ -104,7 +118,7 @@ async fn fixture() -> Fixture {
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "first"]);
     git(&work, &["push", "-q", "origin", "main"]);
-    let plane = ControlPlane::open(&dir.path().join("data")).await.unwrap();
+    let plane = open_plane(&dir.path().join("data")).await.unwrap();
     let name = gantry_params::ParamName::parse(SECRET_PARAM).unwrap();
     plane
         .params()
@@ -846,7 +860,7 @@ async fn registered_pipelines_and_trigger_state_survive_a_restart() {
     .await;
     fx.plane.disarm_triggers();
     let data = fx.dir.path().join("data");
-    let plane = ControlPlane::open(&data).await.unwrap();
+    let plane = open_plane(&data).await.unwrap();
     assert!(plane.trigger_views().await.unwrap().is_empty());
     assert_eq!(plane.arm_triggers().await.unwrap(), 1);
     let views = plane.trigger_views().await.unwrap();
@@ -933,9 +947,7 @@ async fn an_upstream_execution_ended_by_a_restart_starts_the_pipeline_that_waits
     // The next server: it fails the running build as interrupted while it
     // opens, before any trigger is armed.
     fx.plane.disarm_triggers();
-    let plane = ControlPlane::open(&fx.dir.path().join("data"))
-        .await
-        .unwrap();
+    let plane = open_plane(&fx.dir.path().join("data")).await.unwrap();
     let (e, _) = plane.execution(&id).await.unwrap();
     assert_eq!(e.status, ExecutionStatus::Failed);
     assert!(plane.executions(Some("shop"), 10).await.is_empty());

@@ -49,3 +49,19 @@ pub async fn fresh_postgres_database(url: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("a URL ending in /DATABASE");
     format!("{base}/{name}")
 }
+
+/// The database a test's control plane on `data_dir` opens: `None` (the
+/// data dir's own SQLite file) unless GANTRY_TEST_POSTGRES is set; then a
+/// fresh PostgreSQL database, the same one each time the data dir is
+/// opened again (its URL is kept in the data dir's `test-database-url`).
+pub async fn database_for(data_dir: &std::path::Path) -> Option<String> {
+    let server = postgres_url()?;
+    let kept = data_dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&kept) {
+        return Some(url);
+    }
+    let url = fresh_postgres_database(&server).await;
+    std::fs::create_dir_all(data_dir).expect("making the data dir");
+    std::fs::write(&kept, &url).expect("keeping the test database's URL");
+    Some(url)
+}

@@ -43,20 +43,24 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(data: &Path) -> Server {
-        let child = gantry(
-            data,
-            &[
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--registry-listen",
-                "127.0.0.1:0",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        Server::start_with(data, &[])
+    }
+
+    /// A server with more arguments (`--database URL`).
+    pub(crate) fn start_with(data: &Path, more: &[&str]) -> Server {
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(more);
+        let child = gantry(data, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let registry =
             gantry_clock::blocking_poll(Duration::from_secs(60), Duration::from_millis(50), || {
                 let info = std::fs::read(data.join("server.json")).ok()?;

@@ -215,7 +215,7 @@ async fn open_project(
     api: &ApiServer,
     project: Vec<(String, String)>,
 ) -> (Deployer, Arc<MockConnector>) {
-    let params = ParamStore::open(store.pool().clone(), MasterKey::from_bytes([7; 32]))
+    let params = ParamStore::open(store.db().clone(), MasterKey::from_bytes([7; 32]))
         .await
         .unwrap();
     for (name, value) in [
@@ -256,7 +256,7 @@ async fn deploy(deployer: &Deployer, tag: &str) -> Result<crate::DeployOutcome, 
 #[tokio::test(start_paused = true)]
 async fn a_deploy_applies_namespace_secret_deployment_and_service_and_routes_the_node_port() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let api = ApiServer::play(deployment_that_succeeds());
     let (deployer, connector) = open(&store, &api, true).await;
 
@@ -333,7 +333,7 @@ async fn a_deploy_applies_namespace_secret_deployment_and_service_and_routes_the
 #[tokio::test(start_paused = true)]
 async fn a_rollout_past_its_progress_deadline_rolls_back_to_the_previous_replica_set_and_fails() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     steps.extend(deployment_that_succeeds());
     steps.extend(fixture("apply-create"));
@@ -380,7 +380,7 @@ async fn a_rollout_past_its_progress_deadline_rolls_back_to_the_previous_replica
 async fn pods_that_restart_up_to_the_threshold_fail_the_deployment_without_rollback_when_it_is_off()
 {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     steps.extend(fixture("apply-create"));
     steps.extend(fixture("rollout-restarts"));
@@ -414,7 +414,7 @@ async fn pods_that_restart_up_to_the_threshold_fail_the_deployment_without_rollb
 #[tokio::test(start_paused = true)]
 async fn a_namespace_gantry_may_not_write_fails_clearly_and_nothing_is_deployed() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let api = ApiServer::play(fixture("forbidden"));
     let (deployer, _) = open(&store, &api, true).await;
 
@@ -439,7 +439,7 @@ async fn a_namespace_gantry_may_not_write_fails_clearly_and_nothing_is_deployed(
 async fn a_deployment_changed_behind_gantrys_back_fails_as_a_conflict_and_the_current_revision_stays()
  {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     let conflict = fixture("apply-conflict");
     steps.push(conflict[0].clone());
@@ -472,7 +472,7 @@ async fn a_deployment_changed_behind_gantrys_back_fails_as_a_conflict_and_the_cu
 #[tokio::test(start_paused = true)]
 async fn a_new_server_readopts_the_revision_the_cluster_runs_without_deploying() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     steps.extend(deployment_that_succeeds());
     let api = ApiServer::play(steps);
@@ -512,7 +512,7 @@ async fn a_new_server_readopts_the_revision_the_cluster_runs_without_deploying()
 #[tokio::test(start_paused = true)]
 async fn the_cluster_s_revision_wins_over_the_recorded_one_at_readoption() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     steps.extend(deployment_that_succeeds());
     let api = ApiServer::play(steps);
@@ -544,7 +544,7 @@ async fn the_cluster_s_revision_wins_over_the_recorded_one_at_readoption() {
 #[tokio::test(start_paused = true)]
 async fn a_rollback_command_applies_the_earlier_revision_s_image_as_a_new_revision() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     steps.extend(deployment_that_succeeds());
     steps.extend(deployment_that_succeeds());
@@ -578,7 +578,7 @@ async fn a_rollback_command_applies_the_earlier_revision_s_image_as_a_new_revisi
 #[tokio::test(start_paused = true)]
 async fn with_a_cluster_ip_service_the_load_balancer_gets_no_target_and_the_ingress_routes() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = fixture("apply-create");
     steps.extend(fixture("rollout-progress").into_iter().skip(4));
     let api = ApiServer::play(steps);
@@ -603,7 +603,7 @@ async fn with_a_cluster_ip_service_the_load_balancer_gets_no_target_and_the_ingr
 #[tokio::test(start_paused = true)]
 async fn an_api_server_that_does_not_answer_fails_naming_it_and_nothing_is_deployed() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     // It answers nothing: the connection is gone at the first request.
     let api = ApiServer::play(Vec::new());
     let (deployer, _) = open(&store, &api, true).await;
@@ -626,7 +626,7 @@ async fn an_api_server_that_does_not_answer_fails_naming_it_and_nothing_is_deplo
 #[tokio::test(start_paused = true)]
 async fn a_kubeconfig_parameter_that_cannot_be_read_fails_before_anything_is_recorded() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let api = ApiServer::play(Vec::new());
     let mut files = project(true);
     files[0].1 = files[0]
@@ -670,8 +670,8 @@ current-context: staging-cluster
 #[tokio::test]
 async fn the_real_connector_reads_the_kubeconfig_parameter_and_a_cluster_that_is_not_there_fails_clearly()
  {
-    let store = Store::in_memory().await.unwrap();
-    let params = ParamStore::open(store.pool().clone(), MasterKey::from_bytes([7; 32]))
+    let store = crate::tests::test_store().await;
+    let params = ParamStore::open(store.db().clone(), MasterKey::from_bytes([7; 32]))
         .await
         .unwrap();
     for (name, value) in [
@@ -720,7 +720,7 @@ async fn the_real_connector_reads_the_kubeconfig_parameter_and_a_cluster_that_is
 #[tokio::test(start_paused = true)]
 async fn env_down_deletes_the_deployment_and_the_service_and_forgets_the_revision() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     steps.push(json!({
         "request": {"method": "DELETE", "path": "/apis/apps/v1/namespaces/gantry-staging/deployments/catalog"},
@@ -756,7 +756,7 @@ async fn env_down_deletes_the_deployment_and_the_service_and_forgets_the_revisio
 #[tokio::test(start_paused = true)]
 async fn a_refused_service_leaves_the_deployment_and_its_pods_as_they_were() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let mut steps = deployment_that_succeeds();
     let create = fixture("apply-create");
     steps.extend(create[..2].iter().cloned());
@@ -786,7 +786,7 @@ async fn a_refused_service_leaves_the_deployment_and_its_pods_as_they_were() {
 #[tokio::test(start_paused = true)]
 async fn env_logs_points_at_kubectl_logs() {
     tick();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let api = ApiServer::play(Vec::new());
     let (deployer, _) = open(&store, &api, true).await;
 

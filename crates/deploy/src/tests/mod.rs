@@ -55,7 +55,7 @@ impl DeployLog for Quiet {
 
 /// A deployer on `store` whose only runtime (`process`) is the cluster's.
 async fn open(cluster: &Arc<Cluster>, store: &Store) -> Deployer {
-    let params = ParamStore::open(store.pool().clone(), MasterKey::from_bytes([7; 32]))
+    let params = ParamStore::open(store.db().clone(), MasterKey::from_bytes([7; 32]))
         .await
         .unwrap();
     let mut runtimes = Runtimes::new();
@@ -88,11 +88,19 @@ fn tick() {
     });
 }
 
+/// A store on the backend the run chose (SQLite, or PostgreSQL with
+/// GANTRY_TEST_POSTGRES).
+pub(crate) async fn test_store() -> Store {
+    Store::connect(gantry_testkit::database::database().await)
+        .await
+        .unwrap()
+}
+
 /// A cluster, a store and a deployer with `project` applied.
 async fn setup(project: Vec<(String, String)>) -> (Arc<Cluster>, Store, Deployer) {
     tick();
     let cluster = Cluster::new();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let deployer = open(&cluster, &store).await;
     deployer.apply(project).await.unwrap();
     (cluster, store, deployer)
@@ -530,7 +538,7 @@ async fn status_names_the_execution_rules_and_traffic_and_revisions_compare_fiel
 async fn a_kubernetes_environment_applies_without_a_runtime_of_the_server() {
     tick();
     let cluster = Cluster::new();
-    let store = Store::in_memory().await.unwrap();
+    let store = crate::tests::test_store().await;
     let deployer = open(&cluster, &store).await;
     let mut files = project(1, "{}");
     files[0].1 = files[0]
