@@ -149,7 +149,7 @@ impl Db {
             .await
             .map_err(|e| DbError::Connect {
                 url: redact(url),
-                reason: e.to_string().replace(&password(url), "***"),
+                reason: hide_password(&e.to_string(), url),
             })?;
         Ok(Db {
             pool,
@@ -346,6 +346,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `text` with the URL's password, if it has one, replaced by `***`.
+fn hide_password(text: &str, url: &str) -> String {
+    match password(url) {
+        secret if secret.is_empty() => text.to_string(),
+        secret => text.replace(&secret, "***"),
+    }
+}
+
 /// The password part of `scheme://user:password@host…`, or "".
 fn password(url: &str) -> String {
     let Some((_, rest)) = url.split_once("://") else {
@@ -406,7 +414,41 @@ mod tests {
             "postgres://gantry:***@db:5432/gantry?sslmode=disable"
         );
         assert_eq!(redact("postgres://db/gantry"), "postgres://db/gantry");
+        assert_eq!(hide_password("refused", "postgres://db/gantry"), "refused");
+        assert_eq!(
+            hide_password("bad login hunter2", "postgres://u:hunter2@db/g"),
+            "bad login ***"
+        );
         assert_eq!(percent_encode("/tmp/a b?c"), "/tmp/a%20b%3Fc");
+    }
+
+    /// Against the test server of scripts/postgres (GANTRY_TEST_POSTGRES),
+    /// which also serves TLS with a self-signed certificate: verified with
+    /// it as the root, refused without.
+    #[tokio::test]
+    async fn postgres_over_tls_verifies_the_servers_certificate() {
+        let Ok(url) = std::env::var("GANTRY_TEST_POSTGRES") else {
+            println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
+            return;
+        };
+        let dir = std::env::var("GANTRY_TEST_POSTGRES_DIR")
+            .unwrap_or_else(|_| "/tmp/gantry-test-postgres".to_string());
+        let root = format!("{dir}/ca.crt");
+        let verified = format!("{url}?sslmode=verify-full&sslrootcert={root}");
+        let db = Db::connect(&verified).await.unwrap();
+        let ssl: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert!(ssl, "the connection is not encrypted");
+        let error = Db::connect(&format!("{url}?sslmode=verify-full"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, DbError::Connect { .. }),
+            "an unknown certificate was accepted: {error}"
+        );
     }
 
     #[tokio::test]
