@@ -166,6 +166,16 @@ pub(crate) enum Command {
             hide_env_values = true
         )]
         database: Option<String>,
+        /// Keep blobs and artifacts here instead of the data dir's
+        /// `artifacts/`: the servers of one --database share one directory.
+        #[arg(long, value_name = "DIR")]
+        blob_dir: Option<PathBuf>,
+        /// With --database: how long the leader's lease lasts unrenewed, in
+        /// milliseconds (a standby takes over this long after the leader
+        /// stops).
+        #[arg(long, value_name = "MS", default_value_t = 3000,
+              value_parser = clap::value_parser!(u64).range(500..=600_000))]
+        lease_ms: u64,
         /// Exit after this many seconds with no action running (used by
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]

@@ -253,6 +253,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             tls_key,
             insecure_http,
             database,
+            blob_dir,
+            lease_ms,
             idle_exit,
         } => {
             let options = gantry_server::ServerOptions {
@@ -262,6 +264,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 tls: tls_cert.zip(tls_key),
                 insecure_http,
                 database,
+                blob_dir,
+                lease: std::time::Duration::from_millis(lease_ms),
             };
             server::serve(&for_setup()?, options, idle_exit).await
         }

@@ -28,6 +28,8 @@
 mod copy;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use copy::{CopyReport, copy_database};
@@ -59,11 +61,13 @@ pub enum DbError {
     Connect { url: String, reason: String },
 }
 
-/// A pool of connections to one database, and which engine it is.
+/// A pool of connections to one database, which engine it is, and whether
+/// it was reachable at the last look.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    available: Arc<AtomicBool>,
 }
 
 impl Db {
@@ -79,20 +83,14 @@ impl Db {
         };
         let url = format!("sqlite://{}?mode=rwc", percent_encode(text));
         let pool = Self::sqlite_pool(&url, 4, true).await?;
-        Ok(Db {
-            pool,
-            backend: Backend::Sqlite,
-        })
+        Ok(Db::new(pool, Backend::Sqlite))
     }
 
     /// A fresh in-memory SQLite database (tests). One connection: every
     /// connection to `:memory:` is its own database.
     pub async fn sqlite_in_memory() -> Result<Db, DbError> {
         let pool = Self::sqlite_pool("sqlite::memory:", 1, false).await?;
-        Ok(Db {
-            pool,
-            backend: Backend::Sqlite,
-        })
+        Ok(Db::new(pool, Backend::Sqlite))
     }
 
     async fn sqlite_pool(url: &str, connections: u32, wal: bool) -> Result<AnyPool, DbError> {
@@ -124,6 +122,12 @@ impl Db {
     /// or `sqlite://PATH`. A PostgreSQL server that cannot be reached or
     /// refuses the login is an error naming the URL without its password.
     pub async fn connect(url: &str) -> Result<Db, DbError> {
+        Self::connect_with(url, Duration::from_secs(10)).await
+    }
+
+    /// [`Db::connect`], waiting up to `acquire` for a PostgreSQL connection
+    /// (tests on a paused clock, where time runs fast, wait for hours).
+    pub async fn connect_with(url: &str, acquire: Duration) -> Result<Db, DbError> {
         if url.starts_with("sqlite:") {
             let path = url
                 .trim_start_matches("sqlite://")
@@ -144,17 +148,43 @@ impl Db {
             })?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire)
             .connect_with(options)
             .await
             .map_err(|e| DbError::Connect {
                 url: redact(url),
                 reason: hide_password(&e.to_string(), url),
             })?;
-        Ok(Db {
+        Ok(Db::new(pool, Backend::Postgres))
+    }
+
+    fn new(pool: AnyPool, backend: Backend) -> Db {
+        Db {
             pool,
-            backend: Backend::Postgres,
-        })
+            backend,
+            available: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Whether the database answered at the last look: `false` from the
+    /// moment a write found it unreachable ([`Db::set_available`]) until a
+    /// later write or [`Db::probe`] reaches it.
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::Relaxed);
+    }
+
+    /// Asks the database a trivial question (within `limit`) and records
+    /// whether it answered.
+    pub async fn probe(&self, limit: Duration) -> bool {
+        let answered = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        self.set_available(answered);
+        answered
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -269,6 +299,37 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// Whether an error says the database could not be reached (a connection
+/// refused or lost, a pool that timed out waiting for one, a server
+/// shutting down or starting up) rather than that a statement was wrong.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin
+        // shutdown, crash shutdown, cannot connect now).
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// Whether `error` or any error it wraps is an [`is_unavailable`] one.
+pub fn unavailable_in(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// `(($1, $2), ($3, $4))`-style rows for a multi-row statement: `rows`

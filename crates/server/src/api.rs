@@ -33,12 +33,39 @@ pub fn router(plane: ControlPlane, hosts: HostPolicy) -> Router {
         auth: plane.auth().clone(),
         hosts: std::sync::Arc::new(hosts),
     };
-    routes(plane)
+    routes(plane.clone())
+        .layer(axum::middleware::from_fn_with_state(plane, store_gate))
         .layer(axum::middleware::from_fn_with_state(
             guard,
             crate::guard::check,
         ))
         .merge(console)
+}
+
+/// Refuses changes (every method but GET and HEAD) while the database is
+/// known to be unreachable, before they reach a handler: an engine event
+/// accepted then would wait in memory for the database. A change asked for
+/// while it is marked unreachable probes it first (2 s), so the first
+/// request after it is back goes through.
+async fn store_gate(
+    State(plane): State<ControlPlane>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let db = plane.store().db();
+    if !reads && !db.available() && !db.probe(std::time::Duration::from_secs(2)).await {
+        return ApiError(ControlError::StoreUnavailable).into_response();
+    }
+    let response = next.run(request).await;
+    let code = response.extensions().get::<crate::guard::ErrorCode>();
+    if code.is_some_and(|c| c.0 == "store.unavailable") {
+        db.set_available(false);
+    }
+    response
 }
 
 /// The API's routes WITHOUT the trust boundary. Every handler expects the
@@ -78,8 +105,14 @@ pub fn routes(plane: ControlPlane) -> Router {
 pub struct ApiError(ControlError);
 
 impl From<ControlError> for ApiError {
+    /// An error caused by an unreachable database answers as
+    /// `store.unavailable` (503), whatever store it came from.
     fn from(e: ControlError) -> Self {
-        ApiError(e)
+        if gantry_db::unavailable_in(&e) {
+            ApiError(ControlError::StoreUnavailable)
+        } else {
+            ApiError(e)
+        }
     }
 }
 

@@ -158,24 +158,42 @@ impl ControlPlane {
         database: Option<&str>,
         runners: Runners,
     ) -> Result<ControlPlane, ControlError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| ControlError::io(data_dir, e))?;
-        let data_dir = data_dir
-            .canonicalize()
-            .map_err(|e| ControlError::io(data_dir, e))?;
         let store = match database {
-            Some(url) => {
+            Some(url) => Some(
                 Store::connect(
                     gantry_db::Db::connect(url)
                         .await
                         .map_err(gantry_store::StoreError::from)?,
                 )
-                .await?
-            }
+                .await?,
+            ),
+            None => None,
+        };
+        Self::open_at(data_dir, store, None, runners).await
+    }
+
+    /// Opens the control plane on a store already open (`None`: the data
+    /// dir's SQLite file), with its blobs in `blob_dir` (`None`: the data
+    /// dir's `artifacts/`; several servers of one database share one).
+    pub async fn open_at(
+        data_dir: &Path,
+        store: Option<Store>,
+        blob_dir: Option<&Path>,
+        runners: Runners,
+    ) -> Result<ControlPlane, ControlError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| ControlError::io(data_dir, e))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(|e| ControlError::io(data_dir, e))?;
+        let store = match store {
+            Some(store) => store,
             None => Store::open(&data_dir.join("gantry.db")).await?,
         };
         let (params, key_source) = crate::parameters::open(&store, &data_dir).await?;
         let auth = gantry_auth::Auth::open(store.db().clone()).await?;
-        let artifacts = ArtifactStore::open(data_dir.join("artifacts"))?;
+        let artifacts = ArtifactStore::open(
+            blob_dir.map_or_else(|| data_dir.join("artifacts"), Path::to_path_buf),
+        )?;
         // The log is read before the earlier server's processes are killed:
         // were that server still alive (a paused leader, a test's plane), it
         // could otherwise record their deaths as ordinary failures first,

@@ -25,6 +25,12 @@ pub enum ControlError {
     Store(#[from] gantry_store::StoreError),
     #[error(transparent)]
     Artifacts(#[from] gantry_store::ArtifactError),
+    /// The database cannot be reached: changes wait until it is back.
+    #[error(
+        "the database cannot be reached: changes are refused until it is back \
+         (load balancers keep routing; try again)"
+    )]
+    StoreUnavailable,
     #[error("the event log is corrupt at event {seq}: {reason}")]
     CorruptLog { seq: i64, reason: String },
     #[error("{path}: {source}")]
@@ -112,6 +118,7 @@ impl ControlError {
             ControlError::Auth(e) => e.http_status(),
             ControlError::Policy(e) => e.http_status(),
             ControlError::Image(e) => e.http_status(),
+            ControlError::StoreUnavailable => 503,
             ControlError::Store(_)
             | ControlError::Artifacts(_)
             | ControlError::CorruptLog { .. }
@@ -142,6 +149,7 @@ impl ControlError {
             ControlError::InvalidPipeline(_) => "pipeline.invalid",
             ControlError::UnknownVariable(_) => "pipeline.unknown_variable",
             ControlError::Engine(e) => e.code(),
+            ControlError::StoreUnavailable => "store.unavailable",
             ControlError::Store(_) | ControlError::Artifacts(_) => "store.error",
             ControlError::CorruptLog { .. } => "store.corrupt_log",
             ControlError::Io { .. } => "io.error",

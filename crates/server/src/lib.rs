@@ -33,6 +33,7 @@ pub mod control;
 pub mod definition;
 pub mod error;
 pub mod guard;
+pub mod leader;
 pub mod listen;
 pub mod logs;
 mod metrics;
@@ -66,6 +67,7 @@ pub struct RunningServer {
     pub registry: String,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    leadership: Option<leader::Leadership>,
     _lock: DataDirLock,
 }
 
@@ -85,9 +87,19 @@ pub struct ServerOptions {
     /// Serve plain HTTP on a non-loopback address anyway (a warning).
     pub insecure_http: bool,
     /// The database (`postgres://…`); `None` keeps it in the data dir
-    /// (SQLite).
+    /// (SQLite). With a database, the server leads or stands by
+    /// ([`leader`]).
     pub database: Option<String>,
+    /// Where blobs and artifacts are kept (`None`: the data dir's
+    /// `artifacts/`); the servers of one database share one.
+    pub blob_dir: Option<std::path::PathBuf>,
+    /// How long the leader's lease lasts unrenewed (a standby takes over
+    /// this long after the leader stops).
+    pub lease: std::time::Duration,
 }
+
+/// The leader's lease by default: failover within about this long.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl ServerOptions {
     /// Loopback listeners on the given addresses, no TLS.
@@ -99,6 +111,8 @@ impl ServerOptions {
             tls: None,
             insecure_http: false,
             database: None,
+            blob_dir: None,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -149,6 +163,19 @@ impl RunningServer {
         let hosts = guard::HostPolicy::with_public_urls(&options.public_urls)
             .map_err(ControlError::Options)?;
         let mut lock = DataDirLock::acquire(data_dir)?;
+        // With a shared database, lead or stand by before anything listens
+        // or the log is replayed.
+        let (store, mut leadership) = match &options.database {
+            Some(url) => {
+                let db = gantry_db::Db::connect(url)
+                    .await
+                    .map_err(gantry_store::StoreError::from)?;
+                let store = gantry_store::Store::connect(db).await?;
+                let leadership = leader::Leadership::take(&store, options.lease).await?;
+                (Some(store), Some(leadership))
+            }
+            None => (None, None),
+        };
         let bind = |addr: SocketAddr, flag: &'static str| async move {
             tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -181,12 +208,16 @@ impl RunningServer {
         // plane opens, so that its Docker runtime finds them at once.
         let own = gantry_auth::Secret::generate()?;
         write_docker_config(data_dir, &registry_addr.to_string(), &own)?;
-        let plane = ControlPlane::open_in(
+        let plane = ControlPlane::open_at(
             data_dir,
-            options.database.as_deref(),
+            store,
+            options.blob_dir.as_deref(),
             actions::Runners::standard(),
         )
         .await?;
+        if let Some(leadership) = &mut leadership {
+            leadership.keep(plane.clone(), options.lease);
+        }
         plane.auth().register_ephemeral(
             &own,
             gantry_auth::Identity {
@@ -290,6 +321,7 @@ impl RunningServer {
             registry: registry_addr.to_string(),
             shutdown,
             tasks,
+            leadership,
             _lock: lock,
         })
     }
@@ -306,6 +338,9 @@ impl RunningServer {
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(leadership) = self.leadership {
+            leadership.release().await;
         }
     }
 }

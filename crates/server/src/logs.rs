@@ -199,10 +199,32 @@ impl Batch {
         !self.events.is_empty() || !self.flushes.is_empty()
     }
 
-    /// One transaction for all of it; answers every waiter.
+    /// One transaction for all of it; answers every waiter. While the
+    /// database cannot be reached the same batch is tried again, backing
+    /// off to every 5 s, so events keep their order and none is lost; the
+    /// store is marked unavailable meanwhile, and the API refuses changes
+    /// (`store.unavailable`) until a write reaches it again.
     async fn write(&mut self, store: &Store) {
         let (events, answers): (Vec<NewEvent>, Vec<_>) = self.events.drain(..).unzip();
-        match store.write_batch(&self.lines, &events).await {
+        let mut pause = std::time::Duration::from_millis(250);
+        let result = loop {
+            match store.write_batch(&self.lines, &events).await {
+                Err(StoreError::Database(error)) if gantry_db::is_unavailable(&error) => {
+                    if store.db().available() {
+                        tracing::error!(%error, "The database cannot be reached: changes are refused and events wait until it is back.");
+                    }
+                    store.db().set_available(false);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                result => break result,
+            }
+        };
+        if result.is_ok() && !store.db().available() {
+            tracing::info!("The database is reachable again.");
+            store.db().set_available(true);
+        }
+        match result {
             Ok(seqs) => {
                 for (answer, seq) in answers.into_iter().zip(seqs) {
                     let _ = answer.send(Ok(seq));

@@ -24,6 +24,13 @@ pub enum StoreError {
     /// happened; each waiter of the batch gets this).
     #[error("writing to the database failed: {0}")]
     WriteFailed(String),
+    /// This server's fencing token is no longer the leader's lease's:
+    /// another server leads now, and this one may not write.
+    #[error(
+        "another server leads now (lease token {current}, this server's {mine}): \
+         this server writes nothing more"
+    )]
+    Fenced { mine: i64, current: i64 },
     /// The task that writes logs and events has stopped (the server is
     /// shutting down).
     #[error("the store's writer has stopped")]
@@ -202,6 +209,15 @@ pub struct ApprovalVote {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    pub(crate) fence: std::sync::Arc<Fence>,
+}
+
+/// The fencing token a leading server writes under (0: none), and whether
+/// a write found it outdated.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    pub(crate) token: std::sync::atomic::AtomicI64,
+    pub(crate) deposed: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -233,7 +249,10 @@ impl Store {
     }
 
     async fn with_db(db: Db, shown: &str) -> Result<Store, StoreError> {
-        let store = Store { db };
+        let store = Store {
+            db,
+            fence: std::sync::Arc::default(),
+        };
         store.migrate(shown).await?;
         Ok(store)
     }
@@ -260,6 +279,7 @@ impl Store {
         }
         self.db.apply_schema(SCHEMA).await?;
         self.db.apply_schema(crate::triggers::SCHEMA).await?;
+        self.db.apply_schema(crate::lease::SCHEMA).await?;
         self.db.set_user_version(SCHEMA_VERSION).await?;
         Ok(())
     }
@@ -302,6 +322,7 @@ impl Store {
         // The only writer of events while it runs, so one statement's rows
         // get consecutive sequence numbers on both engines.
         let mut tx = self.db.begin_write().await?;
+        self.check_fence(&mut tx).await?;
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO logs (execution_id, stage, action, attempt, at, line) VALUES {}",

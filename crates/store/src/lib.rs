@@ -16,6 +16,8 @@
 //!   digests) stored the same way, so its id is the digest of its manifest and
 //!   identical artifacts share one id. Nothing is ever modified once written.
 //!
+//! - Leases (`lease`): which of several servers sharing one database leads,
+//!   with a fencing token every engine write checks.
 //! - [`snapshot_database`]: a consistent copy of the live database
 //!   (`VACUUM INTO`), for `gantry backup`.
 //!
@@ -29,6 +31,7 @@
 mod artifacts;
 mod backup;
 mod db;
+mod lease;
 mod triggers;
 
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
@@ -37,4 +40,5 @@ pub use db::{
     ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, NewEvent,
     Store, StoreError,
 };
+pub use lease::{LEADER, LeaseHolder};
 pub use triggers::{RegisteredPipeline, TriggerOutcome, TriggerState};

@@ -1,0 +1,123 @@
+//! Several servers on one database, one leader: a server started with
+//! `--database` takes the database's `leader` lease before it opens the
+//! control plane, and waits as a standby while another holds it. The
+//! leader renews the lease every third of its length and writes every
+//! engine event under its fencing token ([`gantry_store::Store::fence`]).
+//!
+//! A leader that loses the lease — paused past it, cut off from the
+//! database, or told by a fenced write that another leads — shuts down: it
+//! writes nothing more (the fence refuses its writes even before it
+//! notices). The standby that takes over opens the control plane as any
+//! restarted server does: in-flight actions fail as interrupted, approvals
+//! and timers come back, replicas are adopted.
+
+use std::time::Duration;
+
+use gantry_store::{LEADER, Store};
+
+use crate::ControlPlane;
+use crate::error::ControlError;
+
+/// The lease a leading server holds, and the task that renews it.
+pub(crate) struct Leadership {
+    store: Store,
+    holder: String,
+    token: i64,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Leadership {
+    /// Waits until this server holds the lease (logging once that it
+    /// stands by), then fences the store with the new token.
+    pub(crate) async fn take(store: &Store, lease: Duration) -> Result<Leadership, ControlError> {
+        let holder = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        );
+        let ttl = millis(lease);
+        let mut announced = false;
+        let token = loop {
+            if let Some(token) = store.acquire_lease(LEADER, &holder, ttl).await? {
+                break token;
+            }
+            if !announced {
+                let current = store.lease_holder(LEADER).await?;
+                tracing::info!(leader = ?current.map(|c| c.holder), "Another server leads: standing by until its lease expires.");
+                eprintln!("gantry server: standing by (another server leads)");
+                announced = true;
+            }
+            tokio::time::sleep(lease / 3).await;
+        };
+        store.fence(token);
+        tracing::info!(%holder, token, "This server leads.");
+        Ok(Leadership {
+            store: store.clone(),
+            holder,
+            token,
+            task: None,
+        })
+    }
+
+    /// Renews the lease every third of `lease` until it is lost, then asks
+    /// the server to shut down.
+    pub(crate) fn keep(&mut self, plane: ControlPlane, lease: Duration) {
+        let (store, holder, token) = (self.store.clone(), self.holder.clone(), self.token);
+        let ttl = millis(lease);
+        self.task = Some(tokio::spawn(async move {
+            let mut last_renewed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let lost = match store.renew_lease(LEADER, &holder, token, ttl).await {
+                    Ok(true) => {
+                        last_renewed = tokio::time::Instant::now();
+                        store.deposed()
+                    }
+                    Ok(false) => true,
+                    // Unreachable: the lease runs out in the database too;
+                    // the fence keeps this server from writing meanwhile.
+                    Err(error) => {
+                        tracing::warn!(%error, "Renewing the leader's lease failed.");
+                        last_renewed.elapsed() > lease
+                    }
+                };
+                if lost {
+                    tracing::error!(
+                        token,
+                        "This server lost the leader's lease: another server leads now. Shutting down."
+                    );
+                    eprintln!("gantry server: lost the leadership to another server");
+                    plane.request_shutdown();
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// Stops renewing and gives the lease back, so a standby takes over at
+    /// once (a clean shutdown).
+    pub(crate) async fn release(self) {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+        if !self.store.deposed()
+            && let Err(error) = self
+                .store
+                .release_lease(LEADER, &self.holder, self.token)
+                .await
+        {
+            tracing::warn!(%error, "Giving the leader's lease back failed; it expires by itself.");
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string())
+}
