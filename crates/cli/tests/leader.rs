@@ -1,0 +1,264 @@
+//! Several `gantry server` processes on one PostgreSQL database (issue 14):
+//! one leads, the others stand by; a leader frozen with SIGSTOP past its
+//! lease is replaced, the execution it was running ends as interrupted on
+//! the new leader, and when the old one is resumed it writes nothing and
+//! steps down. Killing leaders again and again ends with every execution
+//! finished once, by whichever server leads.
+//!
+//! Runs when GANTRY_TEST_POSTGRES names a PostgreSQL server
+//! (`scripts/postgres`); skipped otherwise.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{gantry, ok};
+use gantry_api::ExecutionView;
+
+/// Every server of one database shares the master key.
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+const PIPELINE: &str = r#"
+version: 1
+name: long
+stages:
+  - name: Work
+    actions:
+      - {name: slow, type: shell, commands: ["sleep 4"]}
+"#;
+
+const QUICK: &str = r#"
+version: 1
+name: quick
+stages:
+  - name: One
+    actions:
+      - {name: a, type: shell, commands: ["echo one"]}
+  - name: Two
+    actions:
+      - {name: b, type: shell, commands: ["echo two"]}
+"#;
+
+struct Node {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Node {
+    fn spawn(root: &Path, name: &str, url: &str) -> Node {
+        let data = root.join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let blobs = root.join("blobs");
+        let child = gantry(
+            &data,
+            &[
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--registry-listen",
+                "127.0.0.1:0",
+                "--database",
+                url,
+                "--blob-dir",
+                blobs.to_str().unwrap(),
+                "--lease-ms",
+                "1500",
+            ],
+        )
+        .env("GANTRY_MASTER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+        Node { child, data }
+    }
+
+    fn leads(&self) -> bool {
+        self.data.join("server.json").exists()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = gantry(&self.data, args);
+        let out = cmd.env("GANTRY_MASTER_KEY", KEY).output().unwrap();
+        ok(out)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let found =
+        gantry_clock::blocking_poll(limit, Duration::from_millis(50), || done().then_some(()));
+    assert!(found.is_some(), "{what} did not happen within {limit:?}");
+}
+
+fn events(url: &str) -> i64 {
+    let out = Command::new("psql")
+        .args([url, "-Atc", "SELECT COUNT(*) FROM events"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn executions(node: &Node) -> Vec<ExecutionView> {
+    serde_json::from_str(&node.cli(&["executions", "--json"])).unwrap()
+}
+
+fn database() -> Option<String> {
+    let server = gantry_testkit::database::postgres_url()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Some(runtime.block_on(gantry_testkit::database::fresh_postgres_database(&server)))
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
+    let Some(url) = database() else {
+        println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gantry.yaml");
+    std::fs::write(&file, PIPELINE).unwrap();
+    let a = Node::spawn(dir.path(), "a", &url);
+    wait_until("a leads", Duration::from_secs(60), || a.leads());
+    let b = Node::spawn(dir.path(), "b", &url);
+    gantry_clock::blocking_sleep(Duration::from_secs(2));
+    assert!(!b.leads(), "two servers lead");
+
+    let id = a
+        .cli(&["run", "-f", file.to_str().unwrap(), "--no-follow"])
+        .trim()
+        .to_string();
+    wait_until("the action runs", Duration::from_secs(30), || {
+        executions(&a)
+            .iter()
+            .any(|e| e.id == id && e.stages[0].actions[0].status.as_deref() == Some("InProgress"))
+    });
+
+    a.signal("-STOP");
+    let frozen = gantry_clock::now_ms();
+    wait_until("b takes over", Duration::from_secs(30), || b.leads());
+    let ended = executions(&b);
+    let execution = ended.iter().find(|e| e.id == id).unwrap();
+    assert_eq!(execution.status, "Failed", "{execution:#?}");
+    let written = events(&url);
+    // Its action's process (not frozen) ends meanwhile: a resumes with an
+    // event to write at once, before it can notice it lost the lease.
+    let waited = u64::try_from(gantry_clock::now_ms() - frozen).unwrap_or(0);
+    gantry_clock::blocking_sleep(Duration::from_millis(5000_u64.saturating_sub(waited)));
+    a.signal("-CONT");
+    // a finds another's token on its lease and steps down, writing nothing.
+    let mut a = a;
+    let stepped_down =
+        gantry_clock::blocking_poll(Duration::from_secs(30), Duration::from_millis(100), || {
+            a.child.try_wait().unwrap()
+        });
+    assert!(stepped_down.is_some(), "the old leader did not step down");
+    let said = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert!(
+        said.contains("lost the leadership to another server"),
+        "{said}"
+    );
+    assert_eq!(
+        events(&url),
+        written,
+        "the old leader wrote after it was replaced"
+    );
+    // b goes on leading.
+    let quick = dir.path().join("quick.yaml");
+    std::fs::write(&quick, QUICK).unwrap();
+    let out = b.cli(&["run", "-f", quick.to_str().unwrap(), "--json"]);
+    assert!(out.contains("\"Succeeded\""), "{out}");
+}
+
+#[test]
+fn killing_leaders_again_and_again_finishes_every_execution_once() {
+    let Some(url) = database() else {
+        println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let quick = dir.path().join("quick.yaml");
+    std::fs::write(&quick, QUICK).unwrap();
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::spawn(dir.path(), n, &url))
+        .collect();
+    let mut started = Vec::new();
+    for round in 0..3 {
+        let mut leader = None;
+        wait_until("a leader", Duration::from_secs(60), || {
+            leader = nodes.iter().position(Node::leads);
+            leader.is_some()
+        });
+        let leader = leader.unwrap();
+        assert_eq!(nodes.iter().filter(|n| n.leads()).count(), 1, "two leaders");
+        for _ in 0..2 {
+            let id = nodes[leader]
+                .cli(&["run", "-f", quick.to_str().unwrap(), "--no-follow"])
+                .trim()
+                .to_string();
+            started.push(id);
+        }
+        // Kill it while what it started may still run; a standby takes over.
+        let mut dead = nodes.remove(leader);
+        dead.signal("-KILL");
+        let _ = dead.child.wait();
+        let _ = std::fs::remove_file(dead.data.join("server.json"));
+        let name = format!("r{round}");
+        nodes.push(Node::spawn(dir.path(), &name, &url));
+    }
+    let mut leader = None;
+    wait_until("a last leader", Duration::from_secs(60), || {
+        leader = nodes.iter().position(Node::leads);
+        leader.is_some()
+    });
+    let node = &nodes[leader.unwrap()];
+    wait_until("every execution finished", Duration::from_secs(60), || {
+        let all = executions(node);
+        started
+            .iter()
+            .all(|id| all.iter().any(|e| &e.id == id && e.is_finished()))
+    });
+    let all = executions(node);
+    assert_eq!(
+        all.len(),
+        started.len(),
+        "an execution ran twice or went missing"
+    );
+    // Each action ended once: one terminal event per action attempt.
+    let out = Command::new("psql")
+        .args([
+            &url,
+            "-Atc",
+            "SELECT COUNT(*) FROM (SELECT execution_id, body::json->>'stage', body::json->>'action', \
+             body::json->>'attempt', COUNT(*) AS n FROM events \
+             WHERE body::json->>'type' IN ('action_succeeded', 'action_failed') \
+             GROUP BY 1, 2, 3, 4) AS ends WHERE n > 1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "an action ended twice"
+    );
+}
