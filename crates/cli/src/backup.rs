@@ -59,7 +59,11 @@ pub(crate) async fn backup(data_dir: &Path, out: &Path, with_master_key: bool) -
     }
     let database = data_dir.join(DATABASE);
     if !database.is_file() {
-        bail!("{} holds no database ({DATABASE})", data_dir.display());
+        bail!(
+            "{} holds no database ({DATABASE}); a store kept in PostgreSQL (--database) \
+             is backed up with pg_dump, its blobs by copying the blob dir",
+            data_dir.display()
+        );
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -212,6 +212,21 @@ impl Db {
         }
     }
 
+    /// Begins a read-only transaction whose statements all see one
+    /// snapshot: SQLite's deferred transaction does (from its first read);
+    /// PostgreSQL's default READ COMMITTED takes a new snapshot for every
+    /// statement, so it asks for REPEATABLE READ.
+    pub async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+            }
+        }
+    }
+
     /// Creates a store's tables and indexes: `ddl` is written for SQLite
     /// (`CREATE … IF NOT EXISTS`) and translated for PostgreSQL, where it
     /// runs under the write lock so that servers starting together do not
@@ -263,7 +278,10 @@ impl Db {
                     .await
             }
             Backend::Postgres => {
-                self.pool
+                // Under the write lock: servers starting together would
+                // otherwise race to create the table.
+                let mut tx = self.begin_write().await?;
+                (&mut *tx)
                     .execute(
                         "CREATE TABLE IF NOT EXISTS gantry_user_version \
                          (one BIGINT PRIMARY KEY CHECK (one = 1), version BIGINT NOT NULL)",
@@ -271,8 +289,9 @@ impl Db {
                     .await?;
                 let found: Option<i64> =
                     sqlx::query_scalar("SELECT version FROM gantry_user_version")
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *tx)
                         .await?;
+                tx.commit().await?;
                 Ok(found.unwrap_or(0))
             }
         }
@@ -488,7 +507,10 @@ mod tests {
     /// it as the root, refused without.
     #[tokio::test]
     async fn postgres_over_tls_verifies_the_servers_certificate() {
-        let Ok(url) = std::env::var("GANTRY_TEST_POSTGRES") else {
+        let Some(url) = std::env::var("GANTRY_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
             println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
             return;
         };

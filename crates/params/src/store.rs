@@ -479,15 +479,7 @@ impl ParamStore {
     /// transaction does (from its first read); PostgreSQL's default READ COMMITTED
     /// takes a new snapshot per statement, so it asks for REPEATABLE READ.
     pub(crate) async fn snapshot(&self) -> Result<Transaction<'static, Any>, ParamError> {
-        Ok(match self.db.backend() {
-            Backend::Sqlite => self.db.pool().begin().await?,
-            Backend::Postgres => {
-                self.db
-                    .pool()
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?
-            }
-        })
+        Ok(self.db.begin_snapshot().await?)
     }
 
     /// The id of the master key the store currently encrypts with.

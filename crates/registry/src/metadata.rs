@@ -645,18 +645,7 @@ impl Metadata {
 
     /// Everything garbage collection looks at, as of one moment.
     pub(crate) async fn inventory(&self) -> Result<Inventory, sqlx::Error> {
-        // SQLite reads a transaction from one snapshot; PostgreSQL's default
-        // (read committed) takes a new one for every statement, so it is
-        // asked for a repeatable read.
-        let mut tx = match self.db.backend() {
-            Backend::Sqlite => self.db.pool().begin().await?,
-            Backend::Postgres => {
-                self.db
-                    .pool()
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?
-            }
-        };
+        let mut tx = self.db.begin_snapshot().await?;
         let manifests = sqlx::query(
             "SELECT repository, digest, media_type, content, pushed_at FROM registry_manifests",
         )

@@ -9,19 +9,8 @@ use std::time::Duration;
 use gantry_api::ExecutionView;
 use gantry_server::ControlPlane;
 
-/// The control plane of a data dir, on the test database the run chose
-/// (the data dir's SQLite, or PostgreSQL with GANTRY_TEST_POSTGRES).
-async fn open_plane(
-    data_dir: &std::path::Path,
-) -> Result<ControlPlane, gantry_server::error::ControlError> {
-    let database = gantry_testkit::database::database_for(data_dir).await;
-    ControlPlane::open_in(
-        data_dir,
-        database.as_deref(),
-        gantry_server::actions::Runners::standard(),
-    )
-    .await
-}
+mod common;
+use common::open_plane;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -17,19 +17,8 @@ use gantry_server::ControlPlane;
 use gantry_server::mirror::{Mirrors, RepoCredentials};
 use gantry_testkit::{free_port, git};
 
-/// The control plane of a data dir, on the test database the run chose
-/// (the data dir's SQLite, or PostgreSQL with GANTRY_TEST_POSTGRES).
-async fn open_plane(
-    data_dir: &std::path::Path,
-) -> Result<ControlPlane, gantry_server::error::ControlError> {
-    let database = gantry_testkit::database::database_for(data_dir).await;
-    ControlPlane::open_in(
-        data_dir,
-        database.as_deref(),
-        gantry_server::actions::Runners::standard(),
-    )
-    .await
-}
+mod common;
+use common::open_plane;
 
 /// A bare repository `NAME.git` under `dir` with one commit on `main`
 /// holding `file`; returns it and a working clone to push from.

@@ -19,19 +19,8 @@ use gantry_testkit::git;
 use gantry_triggers::signature::sign_sha256;
 use tower::ServiceExt;
 
-/// The control plane of a data dir, on the test database the run chose
-/// (the data dir's SQLite, or PostgreSQL with GANTRY_TEST_POSTGRES).
-async fn open_plane(
-    data_dir: &std::path::Path,
-) -> Result<ControlPlane, gantry_server::error::ControlError> {
-    let database = gantry_testkit::database::database_for(data_dir).await;
-    ControlPlane::open_in(
-        data_dir,
-        database.as_deref(),
-        gantry_server::actions::Runners::standard(),
-    )
-    .await
-}
+mod common;
+use common::open_plane;
 
 const SECRET: &str = "It's a Secret to Everybody";
 const SECRET_PARAM: &str = "/gantry/webhooks/shop";

@@ -319,9 +319,14 @@ impl Store {
         if lines.is_empty() && events.is_empty() {
             return Ok(Vec::new());
         }
-        // The only writer of events while it runs, so one statement's rows
-        // get consecutive sequence numbers on both engines.
-        let mut tx = self.db.begin_write().await?;
+        // The log writer is the only writer of events (the leader's, when
+        // several servers share the database). On SQLite it takes the write
+        // lock; on PostgreSQL the fence check's row lock is what orders a
+        // write against a takeover, so no database-wide lock is needed.
+        let mut tx = match self.db.backend() {
+            gantry_db::Backend::Sqlite => self.db.begin_write().await?,
+            gantry_db::Backend::Postgres => self.db.pool().begin().await?,
+        };
         self.check_fence(&mut tx).await?;
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(

@@ -8,9 +8,10 @@
 //! store fenced with a token ([`Store::fence`]) checks in the transaction of
 //! every engine write that the token is still the lease's: a leader that
 //! was paused past its lease and resumed finds another's token and writes
-//! nothing ([`StoreError::Fenced`]). Takes and checks are serialized by the
-//! database's write lock ([`gantry_db::Db::begin_write`]), so a write is
-//! either before a takeover or refused.
+//! nothing ([`StoreError::Fenced`]). A takeover updates the lease row under
+//! the database's write lock; a fenced write reads it `FOR SHARE` in its
+//! own transaction (SQLite: under the write lock), so a write is either
+//! wholly before a takeover or refused.
 
 use std::sync::atomic::Ordering;
 
@@ -61,9 +62,16 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
         let now = now_sql(self.db().backend());
+        // The row locked (PostgreSQL; SQLite's write lock covers it): a
+        // renewal between this read and the update would otherwise be
+        // overwritten by a takeover decided on the expiry it extended.
+        let lock = match self.db().backend() {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
         let mut tx = self.db().begin_write().await?;
         let current = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT token, expires_at <= {now} FROM gantry_lease WHERE name = $1"
+            "SELECT token, expires_at <= {now} FROM gantry_lease WHERE name = $1{lock}"
         )))
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -110,8 +118,10 @@ impl Store {
         token: i64,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
+        // One statement, outside the write lock, so that a long write never
+        // holds a renewal back: the row's own lock orders it against a
+        // takeover, after which the token no longer matches.
         let now = now_sql(self.db().backend());
-        let mut tx = self.db().begin_write().await?;
         let renewed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE gantry_lease SET expires_at = {now} + $4 \
              WHERE name = $1 AND holder = $2 AND token = $3"
@@ -120,10 +130,9 @@ impl Store {
         .bind(holder)
         .bind(token)
         .bind(ttl_ms)
-        .execute(&mut *tx)
+        .execute(self.pool())
         .await?
         .rows_affected();
-        tx.commit().await?;
         Ok(renewed == 1)
     }
 
@@ -188,11 +197,17 @@ impl Store {
         if mine == 0 {
             return Ok(());
         }
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT token FROM gantry_lease WHERE name = $1")
-                .bind(LEADER)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // FOR SHARE: a takeover (which updates the row) waits for this
+        // write to commit, or this check waits for the takeover and reads
+        // its token. SQLite's write lock orders them already.
+        let sql = match self.db().backend() {
+            Backend::Sqlite => "SELECT token FROM gantry_lease WHERE name = $1",
+            Backend::Postgres => "SELECT token FROM gantry_lease WHERE name = $1 FOR SHARE",
+        };
+        let current: Option<i64> = sqlx::query_scalar(sql)
+            .bind(LEADER)
+            .fetch_optional(&mut *tx)
+            .await?;
         if current == Some(mine) {
             Ok(())
         } else {

@@ -325,12 +325,15 @@ mod tests {
         server.spawn().unwrap()
     }
 
-    /// Sends raw bytes, half-closes, and reads everything back.
+    /// Sends raw bytes, half-closes, and reads everything back. The server
+    /// may answer and close before the client is done sending (a refusal
+    /// such as 503): what it answered is still there to read, so a failed
+    /// write or half-close is not the test's failure.
     fn exchange(server: &RunningServer, bytes: &[u8]) -> String {
         let mut s = TcpStream::connect(server.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(bytes).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(Shutdown::Write);
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
