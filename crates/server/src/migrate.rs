@@ -43,8 +43,10 @@ pub async fn migrate_store(data_dir: &Path, url: &str) -> Result<CopyReport, Con
     }
     // Every store makes its tables as it does when a server opens it.
     let store = Store::connect(target.clone()).await?;
-    let key = gantry_params::MasterKey::load_or_create(data_dir)?;
-    gantry_params::ParamStore::open(target.clone(), key).await?;
+    // The parameter store's tables need no key to be made, and values are
+    // copied as stored: a key of the moment (never kept) serves, and the
+    // data dir's key is neither read nor created here.
+    gantry_params::ParamStore::open(target.clone(), gantry_params::MasterKey::generate()?).await?;
     gantry_auth::Auth::open(target.clone()).await?;
     gantry_deploy::create_tables(&store).await?;
     gantry_registry::create_tables(target.clone())
