@@ -26,7 +26,7 @@ pub type CopyReport = Vec<(String, u64)>;
 /// database `to`; nothing is written unless every table copies.
 pub async fn copy_database(from: &Db, to: &Db, seeded: &[&str]) -> Result<CopyReport, DbError> {
     if from.backend() != Backend::Sqlite || to.backend() != Backend::Postgres {
-        return Err(DbError::Url(
+        return Err(DbError::Copy(
             "a store is copied from SQLite to PostgreSQL".to_string(),
         ));
     }
@@ -59,7 +59,7 @@ pub async fn copy_database(from: &Db, to: &Db, seeded: &[&str]) -> Result<CopyRe
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
         if target.is_empty() {
-            return Err(DbError::Url(format!(
+            return Err(DbError::Copy(format!(
                 "the target database has no table {table}: it was made by another \
                  gantry version"
             )));
@@ -67,7 +67,7 @@ pub async fn copy_database(from: &Db, to: &Db, seeded: &[&str]) -> Result<CopyRe
         let mut types = Vec::new();
         for column in &columns {
             let Some((_, data_type, _)) = target.iter().find(|(name, _, _)| name == column) else {
-                return Err(DbError::Url(format!(
+                return Err(DbError::Copy(format!(
                     "the target's table {table} has no column {column}"
                 )));
             };
@@ -83,7 +83,7 @@ pub async fn copy_database(from: &Db, to: &Db, seeded: &[&str]) -> Result<CopyRe
                 .execute(&mut *tx)
                 .await?;
         } else if existing > 0 {
-            return Err(DbError::Url(format!(
+            return Err(DbError::Copy(format!(
                 "the target database is not empty (table {table} has {existing} rows): \
                  a store is copied into an empty database only"
             )));
@@ -172,7 +172,7 @@ async fn referenced_first(from: &Db, tables: Vec<String>) -> Result<Vec<String>,
             !ready
         });
         if needs.len() == before {
-            return Err(DbError::Url(format!(
+            return Err(DbError::Copy(format!(
                 "the tables {} reference each other in a cycle",
                 needs
                     .iter()

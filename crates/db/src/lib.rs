@@ -55,6 +55,9 @@ pub enum DbError {
     /// The URL names no engine gantry speaks, or cannot be used.
     #[error("{0}")]
     Url(String),
+    /// A copy between databases cannot be made (`gantry migrate-store`).
+    #[error("{0}")]
+    Copy(String),
     /// The server could not be reached or refused the login (the URL is
     /// shown without its password).
     #[error("cannot connect to the database at {url}: {reason}")]
@@ -149,6 +152,18 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(acquire)
+            // gantry's transactions are a few statements sent back to back.
+            // One left open — a server frozen (SIGSTOP, a VM paused) in the
+            // middle of a write — would hold its locks, the lease row's
+            // among them, and keep a standby from taking over: PostgreSQL
+            // ends such a session after 2 s idle, releasing them.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET idle_in_transaction_session_timeout = '2s'")
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| DbError::Connect {

@@ -136,6 +136,18 @@ impl From<RegistryError> for ApiError {
         // The client learns only that the server failed; the cause (paths,
         // SQL) goes to the server's log, where an operator can act on it.
         tracing::error!(error = %e, "registry request failed");
+        // A database that cannot be reached is the client's to retry later
+        // (503, as the distribution spec's clients expect of a registry
+        // that is temporarily down), not an internal fault.
+        if let RegistryError::Database(e) = &e
+            && gantry_db::is_unavailable(e)
+        {
+            return ApiError::new(
+                ErrorCode::Unknown,
+                "the registry's database cannot be reached; try again",
+            )
+            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        }
         ApiError::new(ErrorCode::Unknown, "internal registry error")
     }
 }

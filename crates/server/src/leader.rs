@@ -4,10 +4,12 @@
 //! leader renews the lease every third of its length and writes every
 //! engine event under its fencing token ([`gantry_store::Store::fence`]).
 //!
-//! A leader that loses the lease — paused past it, cut off from the
-//! database, or told by a fenced write that another leads — shuts down: it
-//! writes nothing more (the fence refuses its writes even before it
-//! notices). The standby that takes over opens the control plane as any
+//! A leader that learns it lost the lease — its renewal finds another's
+//! token, or a fenced write does — shuts down: it writes nothing more (the
+//! fence refuses its writes even before it notices). A leader that merely
+//! cannot reach the database keeps running: its load balancers go on
+//! serving, its changes wait (`store.unavailable`), and once the database
+//! answers it learns whether it still leads. The standby that takes over opens the control plane as any
 //! restarted server does: in-flight actions fail as interrupted, approvals
 //! and timers come back, replicas are adopted.
 
@@ -66,20 +68,24 @@ impl Leadership {
         let (store, holder, token) = (self.store.clone(), self.holder.clone(), self.token);
         let ttl = millis(lease);
         self.task = Some(tokio::spawn(async move {
-            let mut last_renewed = tokio::time::Instant::now();
+            let mut failing = false;
             loop {
                 tokio::time::sleep(lease / 3).await;
                 let lost = match store.renew_lease(LEADER, &holder, token, ttl).await {
-                    Ok(true) => {
-                        last_renewed = tokio::time::Instant::now();
-                        store.deposed()
+                    Ok(renewed) => {
+                        failing = false;
+                        !renewed || store.deposed()
                     }
-                    Ok(false) => true,
-                    // Unreachable: the lease runs out in the database too;
-                    // the fence keeps this server from writing meanwhile.
+                    // Unreachable: the lease may run out meanwhile, and
+                    // another server take it; the fence keeps this one from
+                    // writing, and the next renewal that reaches the
+                    // database tells.
                     Err(error) => {
-                        tracing::warn!(%error, "Renewing the leader's lease failed.");
-                        last_renewed.elapsed() > lease
+                        if !failing {
+                            tracing::warn!(%error, "Renewing the leader's lease failed; trying on.");
+                        }
+                        failing = true;
+                        store.deposed()
                     }
                 };
                 if lost {

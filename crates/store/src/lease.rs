@@ -298,4 +298,38 @@ mod tests {
         b.release_lease(LEADER, "b", 2).await.unwrap();
         assert_eq!(a.acquire_lease(LEADER, "a", 300).await.unwrap(), Some(3));
     }
+
+    /// A leader frozen in the middle of a write keeps its transaction, and
+    /// with it a lock on the lease row, open: PostgreSQL ends the idle
+    /// session, so a standby still takes over (seen as a standby that never
+    /// took over when the leader was SIGSTOPped mid-write).
+    #[tokio::test]
+    async fn a_leader_frozen_mid_write_does_not_keep_a_standby_out() {
+        let db = gantry_testkit::database::database().await;
+        if db.backend() != Backend::Postgres {
+            println!("skipped: PostgreSQL only (set GANTRY_TEST_POSTGRES)");
+            return;
+        }
+        let (a, b) = (store(&db).await, store(&db).await);
+        assert_eq!(a.acquire_lease(LEADER, "a", 300).await.unwrap(), Some(1));
+        let mut frozen = db.pool().begin().await.unwrap();
+        sqlx::query("SELECT token FROM gantry_lease WHERE name = $1 FOR SHARE")
+            .bind(LEADER)
+            .fetch_all(&mut *frozen)
+            .await
+            .unwrap();
+        let takeover = async {
+            loop {
+                if let Some(token) = b.acquire_lease(LEADER, "b", 60_000).await.unwrap() {
+                    return token;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(15), takeover)
+            .await
+            .expect("the standby never took over");
+        assert_eq!(taken, 2);
+        drop(frozen);
+    }
 }

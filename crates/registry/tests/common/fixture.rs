@@ -35,11 +35,14 @@ impl Fixture {
     }
 
     pub async fn with_limits(limits: RegistryLimits) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
         // SQLite in memory, or PostgreSQL when GANTRY_TEST_POSTGRES is set.
-        let store = Store::connect(gantry_testkit::database::database().await)
-            .await
-            .unwrap();
+        Fixture::on(gantry_testkit::database::database().await, limits).await
+    }
+
+    /// The registry on a database of the test's choosing.
+    pub async fn on(db: gantry_db::Db, limits: RegistryLimits) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(db).await.unwrap();
         let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
         let auth = StaticTokens::new();
         let registry = Registry::open(
