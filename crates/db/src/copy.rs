@@ -229,3 +229,69 @@ fn bind<'q>(
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table name from the source file is quoted, never run as SQL: a
+    /// hostile name copies as a name and drops nothing.
+    #[tokio::test]
+    async fn a_hostile_table_name_is_copied_as_a_name() {
+        let Some(server) = std::env::var("GANTRY_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
+            return;
+        };
+        let admin = Db::connect(&server).await.unwrap();
+        let name = format!("gantry_copy_{}", std::process::id());
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(admin.pool())
+        .await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+        let hostile = "t\"; DROP TABLE victim; --";
+        let dir = tempfile::tempdir().unwrap();
+        let from = Db::open_sqlite(&dir.path().join("g.db")).await.unwrap();
+        let to = Db::connect(&url).await.unwrap();
+        for db in [&from, &to] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE {} (v TEXT)",
+                ident(hostile)
+            )))
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+        sqlx::query("CREATE TABLE victim (v TEXT)")
+            .execute(to.pool())
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (v) VALUES ('kept')",
+            ident(hostile)
+        )))
+        .execute(from.pool())
+        .await
+        .unwrap();
+        to.user_version().await.unwrap();
+        let report = copy_database(&from, &to, &[]).await.unwrap();
+        assert_eq!(report, vec![(hostile.to_string(), 1)]);
+        assert!(to.has_table("victim").await.unwrap(), "the name ran as SQL");
+        let copied: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT v FROM {}",
+            ident(hostile)
+        )))
+        .fetch_one(to.pool())
+        .await
+        .unwrap();
+        assert_eq!(copied, "kept");
+    }
+}
