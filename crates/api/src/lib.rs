@@ -4,6 +4,8 @@
 //! a contract (docs/formats.md §3 and §6): a change here is a change of
 //! contract.
 //!
+//! - [`agent`]: build agents: polling for jobs, logs, blobs, heartbeats,
+//!   the end of a job, the list of agents.
 //! - [`execution`]: [`ExecutionView`] (`gantry status --json`,
 //!   `GET /api/v1/executions/{id}`), starting, retrying, stopping, logs,
 //!   the changes long poll.
@@ -35,6 +37,7 @@
 //! strings, not the engine's enums, and the server converts its crates'
 //! types (users, parameters, deployments) into these.
 
+pub mod agent;
 pub mod approval;
 pub mod environment;
 pub mod error;
@@ -48,6 +51,7 @@ pub mod query;
 pub mod registry;
 pub mod trigger;
 
+pub use agent::*;
 pub use approval::*;
 pub use environment::*;
 pub use error::*;

@@ -59,6 +59,8 @@ pub enum Role {
     Operator,
     Approver,
     Admin,
+    /// A build agent's token (`agent` grant), and no other.
+    Agent,
 }
 
 impl Role {
@@ -72,6 +74,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Approver => "approver",
             Role::Admin => "admin",
+            Role::Agent => "agent",
         }
     }
 
@@ -722,6 +725,91 @@ pub const ROUTES: &[Route] = &[
              what it would remove).",
             Role::Admin,
             of::<RegistryGcAnswer>,
+        )
+    },
+    route(
+        Get,
+        "/api/v1/agents",
+        "listAgents",
+        "The build agents the server heard from, with their labels and what they run.",
+        Role::Viewer,
+        of::<Vec<AgentView>>,
+    ),
+    Route {
+        request: Some(of::<AgentPollRequest>),
+        errors: &[409],
+        ..route(
+            Post,
+            "/api/v1/agent/poll",
+            "agentPoll",
+            "An agent with a free slot asks for a job; the answer waits up to `wait_ms` for \
+             one whose `agent.labels` the agent has. 409 `agent.version_mismatch` for an agent \
+             of another gantry version.",
+            Role::Agent,
+            of::<AgentPollAnswer>,
+        )
+    },
+    Route {
+        request: Some(of::<AgentHeartbeatRequest>),
+        ..route(
+            Post,
+            "/api/v1/agent/heartbeat",
+            "agentHeartbeat",
+            "The agent is alive and runs these jobs; the answer names those it must stop.",
+            Role::Agent,
+            of::<AgentHeartbeatAnswer>,
+        )
+    },
+    Route {
+        request: Some(of::<AgentLogRequest>),
+        errors: &[409],
+        ..route(
+            Post,
+            "/api/v1/agent/jobs/{id}/log",
+            "agentLog",
+            "Lines of a job's log. 409 `agent.job_gone` once the job's attempt ended.",
+            Role::Agent,
+            of::<Ack>,
+        )
+    },
+    Route {
+        media_type: "application/octet-stream",
+        errors: &[404, 409],
+        ..route(
+            Get,
+            "/api/v1/agent/jobs/{id}/blobs/{digest}",
+            "agentGetBlob",
+            "A blob of one of the job's input artifacts (a manifest or a file), by its \
+             sha256 digest; no other blob.",
+            Role::Agent,
+            of::<String>,
+        )
+    },
+    Route {
+        status: 201,
+        errors: &[409, 413],
+        ..route(
+            Put,
+            "/api/v1/agent/jobs/{id}/blobs/{digest}",
+            "agentPutBlob",
+            "A blob of the job's outputs: the body is its bytes, stored only when they are \
+             whole and hash to `digest` (400 `agent.digest_mismatch` otherwise).",
+            Role::Agent,
+            of::<Ack>,
+        )
+    },
+    Route {
+        request: Some(of::<AgentFinishRequest>),
+        errors: &[409],
+        ..route(
+            Post,
+            "/api/v1/agent/jobs/{id}/finish",
+            "agentFinish",
+            "How the job's build ended, with its outputs' manifests (every blob uploaded \
+             before); 400 `agent.output_invalid` for a manifest with an unsafe path, a \
+             missing blob or a link out of the artifact.",
+            Role::Agent,
+            of::<Ack>,
         )
     },
     Route {

@@ -23,15 +23,19 @@ pub enum Role {
     Secrets,
     /// Everything: users, tokens, SecureString values, key rotation, shutdown.
     Admin,
+    /// A build agent (`gantry agent`): takes work and reports it, and
+    /// nothing else: no read of executions, logs, parameters or images.
+    Agent,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Viewer,
         Role::Operator,
         Role::Approver,
         Role::Secrets,
         Role::Admin,
+        Role::Agent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Role {
             Role::Approver => "approver",
             Role::Secrets => "secrets",
             Role::Admin => "admin",
+            Role::Agent => "agent",
         }
     }
 }
@@ -60,7 +65,7 @@ impl FromStr for Role {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
                 AuthError::InvalidGrant(format!(
-                    "unknown role `{s}` (roles: viewer, operator, approver, secrets, admin)"
+                    "unknown role `{s}` (roles: viewer, operator, approver, secrets, admin, agent)"
                 ))
             })
     }
@@ -189,9 +194,10 @@ impl FromStr for Grant {
                 "grant `{s}`: only `secrets` is scoped by path"
             )));
         }
-        if grant.role == Role::Admin && grant.is_scoped() {
+        if matches!(grant.role, Role::Admin | Role::Agent) && grant.is_scoped() {
             return Err(AuthError::InvalidGrant(format!(
-                "grant `{s}`: admin cannot be scoped"
+                "grant `{s}`: {} cannot be scoped",
+                grant.role
             )));
         }
         Ok(grant)
@@ -224,6 +230,8 @@ pub enum Permission {
     Decrypt,
     /// Users, tokens, key rotation, shutdown.
     Admin,
+    /// Take work as a build agent and report it.
+    Agent,
 }
 
 impl Permission {
@@ -234,6 +242,7 @@ impl Permission {
             Permission::Approve => "approve",
             Permission::Decrypt => "decrypt",
             Permission::Admin => "admin",
+            Permission::Agent => "agent",
         }
     }
 }
@@ -285,16 +294,23 @@ pub struct Identity {
 impl Identity {
     /// Whether this identity may do `permission` on `target`.
     ///
-    /// Admin may do everything. Any grant may read. Operate needs an
+    /// Admin may do everything. Any grant but an agent's may read. Only an
+    /// agent grant takes agent work (not admin). Operate needs an
     /// operator grant, Approve an approver grant, Decrypt a secrets grant,
     /// each whose scope covers the target.
     pub fn allows(&self, permission: Permission, target: &Target<'_>) -> bool {
+        if permission == Permission::Agent {
+            // Not even admin: an agent's routes hand out secrets of builds
+            // to whoever takes the job, so only a token made for it may.
+            return self.grants.iter().any(|g| g.role == Role::Agent);
+        }
         self.grants.iter().any(|grant| {
             if grant.role == Role::Admin {
                 return true;
             }
             let role_fits = match permission {
-                Permission::Read => true,
+                Permission::Read => grant.role != Role::Agent,
+                Permission::Agent => grant.role == Role::Agent,
                 Permission::Operate => grant.role == Role::Operator,
                 Permission::Approve => grant.role == Role::Approver,
                 Permission::Decrypt => grant.role == Role::Secrets,
@@ -302,6 +318,12 @@ impl Identity {
             };
             role_fits && (permission == Permission::Read || grant.covers(target))
         })
+    }
+
+    /// Whether every grant of this identity is an agent's: such a caller
+    /// reaches the agent routes and nothing else.
+    pub fn agent_only(&self) -> bool {
+        !self.grants.is_empty() && self.grants.iter().all(|g| g.role == Role::Agent)
     }
 
     /// Whether any grant of this identity has `role`, whatever its scope.

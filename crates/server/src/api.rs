@@ -91,6 +91,7 @@ pub fn routes(plane: ControlPlane) -> Router {
         .route("/api/v1/executions/{id}/retry", post(retry))
         .route("/api/v1/executions/{id}/stop", post(stop))
         .merge(crate::api_params::routes())
+        .merge(crate::api_agents::routes())
         .merge(crate::api_pipelines::routes())
         .merge(crate::api_deploy::routes())
         .merge(crate::api_auth::routes())

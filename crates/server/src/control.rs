@@ -80,6 +80,8 @@ struct Inner {
     mirrors: Mirrors,
     /// What `GET /metrics` reports besides the load balancers.
     metrics: crate::metrics::Metrics,
+    /// The jobs waiting for build agents, and the agents heard from.
+    agents: crate::agents::Agents,
 }
 
 /// Which executions [`ControlPlane::executions_page`] lists; `None` is any.
@@ -244,6 +246,7 @@ impl ControlPlane {
                 triggers: crate::triggers::Triggers::default(),
                 mirrors,
                 metrics,
+                agents: crate::agents::Agents::default(),
             }),
         };
         plane.recover().await?;
@@ -270,6 +273,11 @@ impl ControlPlane {
 
     pub fn artifacts(&self) -> &ArtifactStore {
         &self.inner.artifacts
+    }
+
+    /// The jobs waiting for build agents, and the agents heard from.
+    pub fn agents(&self) -> &crate::agents::Agents {
+        &self.inner.agents
     }
 
     /// Asks the process that serves this control plane to shut down.

@@ -48,6 +48,8 @@ pub enum ControlError {
     #[error(transparent)]
     Auth(#[from] gantry_auth::AuthError),
     #[error(transparent)]
+    Agent(#[from] crate::agents::AgentError),
+    #[error(transparent)]
     Policy(#[from] gantry_auth::PolicyRefusal),
     #[error(transparent)]
     Image(#[from] gantry_registry::ImageError),
@@ -116,6 +118,7 @@ impl ControlError {
             ControlError::Param(e) => e.http_status(),
             ControlError::Deploy(e) => e.http_status(),
             ControlError::Auth(e) => e.http_status(),
+            ControlError::Agent(e) => e.http_status(),
             ControlError::Policy(e) => e.http_status(),
             ControlError::Image(e) => e.http_status(),
             ControlError::StoreUnavailable => 503,
@@ -157,6 +160,7 @@ impl ControlError {
             ControlError::Param(e) => e.code(),
             ControlError::Deploy(e) => e.code(),
             ControlError::Auth(e) => e.code(),
+            ControlError::Agent(e) => e.code(),
             ControlError::Policy(e) => e.code(),
             ControlError::Image(e) => e.code(),
             ControlError::Superseded(_) => "approval.superseded",

@@ -200,6 +200,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The routes of build agents, the only ones an agent token reaches.
+pub const AGENT_ROUTES: &str = "/api/v1/agent/";
+
 /// Paths that answer without a token: the liveness probe, which says
 /// nothing but that the server is up, and the webhook endpoint, whose
 /// deliveries authenticate by the shared secret's signature instead
@@ -428,6 +431,17 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
         }
     };
     let principal = identity.name.clone();
+    let agent_route = path.starts_with(AGENT_ROUTES);
+    if identity.agent_only() && !agent_route {
+        // An agent's token takes work and reports it: every other route
+        // is refused before its handler, whatever it would allow a grant.
+        let error = AuthError::Forbidden {
+            who: principal.clone(),
+            what: format!("{method} {path} (an agent token reaches only {AGENT_ROUTES})"),
+        };
+        audit(Some(principal), error.code(), None).await;
+        return coded(StatusCode::FORBIDDEN, error.code(), error.to_string());
+    }
     request.extensions_mut().insert(Caller { identity, remote });
     let response = match object_body(request).await {
         Ok(request) => error_body(next.run(request).await).await,
@@ -438,7 +452,13 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
         response.status(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
     );
-    if mutation || refused || response.extensions().get::<AuditRead>().is_some() {
+    // An agent's polls, heartbeats, log lines and blobs are its routine:
+    // only what it takes (a poll that took a job notes it) and what is
+    // refused are audited.
+    let routine = agent_route
+        && response.status().is_success()
+        && response.extensions().get::<AuditNote>().is_none();
+    if (mutation && !routine) || refused || response.extensions().get::<AuditRead>().is_some() {
         let outcome = response
             .extensions()
             .get::<ErrorCode>()

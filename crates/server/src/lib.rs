@@ -17,7 +17,9 @@
 //! Invariant: only this crate speaks HTTP; only the CLI prints for people.
 
 pub mod actions;
+pub mod agents;
 pub mod api;
+mod api_agents;
 mod api_auth;
 mod api_deploy;
 mod api_env_logs;

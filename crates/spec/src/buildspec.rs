@@ -26,13 +26,13 @@ use crate::yaml::{self, Diagnostics, Fields, Node};
 
 /// Which buildspec version: 0.2 = one shell session for the whole build;
 /// 0.1 = a fresh shell per command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BuildspecVersion {
     V01,
     V02,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Buildspec {
     pub version: BuildspecVersion,
     /// `env.shell`: the program to run commands in; `sh` by default.
@@ -58,7 +58,7 @@ pub struct Buildspec {
     pub cache_paths: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum PhaseName {
     Install,
     PreBuild,
@@ -82,7 +82,7 @@ impl PhaseName {
 /// The reference's values are `ABORT`, `CONTINUE`, `RETRY`, `RETRY-count`,
 /// `RETRY-regex` and `RETRY-count-regex`; leaving it out is a behaviour of
 /// its own ("the failure process follows the transition phases").
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum OnFailure {
     /// Not written: CodeBuild's phase transitions. A failed INSTALL or
     /// PRE_BUILD ends the build; a failed BUILD goes on to POST_BUILD; the
@@ -113,7 +113,7 @@ impl OnFailure {
     pub const MAX_RETRIES: u32 = 100;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Phase {
     pub name: PhaseName,
     /// Each item is one command; a multi-line block is one command.
@@ -125,7 +125,7 @@ pub struct Phase {
 
 /// `artifacts` (and each secondary artifact): which files the build outputs.
 /// Also used by the `shell` action's `artifacts:` key.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ArtifactsSpec {
     /// Globs relative to `base_directory` (or the source dir): `**/*`, `dir/*`.
     pub files: Vec<String>,
@@ -137,7 +137,7 @@ pub struct ArtifactsSpec {
     pub enable_symlinks: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReportGroup {
     pub name: String,
     pub files: Vec<String>,

@@ -30,6 +30,8 @@ mod image_ref;
 pub(crate) mod raw;
 pub(crate) mod validate;
 
+pub use raw::check_agent_label;
+
 /// The file `deploy` and `promote` actions read from their input, and
 /// `image` actions write, unless told otherwise.
 pub const IMAGE_DEFINITIONS: &str = "imagedefinitions.json";
@@ -94,8 +96,16 @@ pub struct Action {
     pub env: BTreeMap<String, String>,
     /// The action's timeout; `None` = the type's default (approval: 7d, others: 1h).
     pub timeout: Option<Duration>,
+    /// `agent:` (build, test and shell): run on a build agent, not the server.
+    pub agent: Option<AgentSelector>,
     pub kind: ActionKind,
     pub location: Location,
+}
+
+/// Which build agents may run an action: those with every label listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentSelector {
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -290,6 +290,66 @@ impl ArtifactStore {
         Ok(())
     }
 
+    /// Stores an artifact whose files are already blobs of the store, from
+    /// its manifest alone: what a build agent made and uploaded. The
+    /// manifest is held to what [`ArtifactStore::import_dir`] would have
+    /// written and more, since it comes from another host: every path is
+    /// relative and plain and named once; no entry lies under a file or a
+    /// link; every file's blob is here with the size claimed; a link's
+    /// target is relative, may climb with leading `..` only, and stays
+    /// inside the artifact. Nothing is stored unless all of it holds.
+    pub fn import_manifest(&self, entries: Vec<ArtifactEntry>) -> Result<Artifact, ArtifactError> {
+        let invalid = |path: &str, reason: &str| ArtifactError::Corrupt {
+            id: "(uploaded manifest)".to_string(),
+            reason: format!("{path}: {reason}"),
+        };
+        let mut entries = entries;
+        entries.sort_by(|a, b| entry_path(a).cmp(entry_path(b)));
+        let mut leaves = std::collections::BTreeSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let path = entry_path(entry);
+            let plain = path
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+            if !plain || !is_safe_relative(path) || path.len() > 4096 {
+                return Err(invalid(path, "not a plain relative path"));
+            }
+            if i > 0 && entry_path(&entries[i - 1]) == path {
+                return Err(invalid(path, "named twice"));
+            }
+            let mut prefix = PathBuf::new();
+            for component in Path::new(path).parent().into_iter().flat_map(Path::components) {
+                prefix.push(component);
+                if leaves.contains(prefix.as_path()) {
+                    return Err(invalid(path, "lies under a file or a link"));
+                }
+            }
+            match entry {
+                ArtifactEntry::Dir { .. } => {}
+                ArtifactEntry::File { digest, size, .. } => {
+                    let blob = self
+                        .blob_path(digest)
+                        .ok_or_else(|| invalid(path, "not a sha256 digest"))?;
+                    let stored = fs::metadata(&blob)
+                        .map_err(|_| invalid(path, &format!("blob {digest} was not uploaded")))?;
+                    if stored.len() != *size {
+                        return Err(invalid(path, "its size is not its blob's"));
+                    }
+                    leaves.insert(PathBuf::from(path));
+                }
+                ArtifactEntry::Symlink { target, .. } => {
+                    if !link_stays_inside(path, target) {
+                        return Err(invalid(path, &format!("link to {target} leaves the artifact")));
+                    }
+                    leaves.insert(PathBuf::from(path));
+                }
+            }
+        }
+        let manifest = serde_json::to_vec(&entries).map_err(|e| invalid("manifest", &e.to_string()))?;
+        let (id, _) = self.put_blob(manifest.as_slice())?;
+        Ok(Artifact { id, entries })
+    }
+
     /// Reads an artifact's manifest.
     pub fn artifact(&self, id: &str) -> Result<Artifact, ArtifactError> {
         let mut bytes = Vec::new();
@@ -385,6 +445,28 @@ fn relative(root: &Path, path: &Path) -> String {
         .unwrap_or(path)
         .to_string_lossy()
         .into_owned()
+}
+
+/// Whether a link at `path` to `target` stays inside the artifact by its
+/// text alone: a relative target whose only `..` come first, no more of
+/// them than `path` has parent directories. (A `..` after a name could
+/// climb out of where a link in the middle points.)
+fn link_stays_inside(path: &str, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.len() > 4096 {
+        return false;
+    }
+    let depth = Path::new(path).components().count().saturating_sub(1);
+    let mut climbs = 0;
+    let mut named = false;
+    for component in Path::new(target).components() {
+        match component {
+            Component::ParentDir if !named => climbs += 1,
+            Component::Normal(_) => named = true,
+            Component::CurDir => {}
+            _ => return false,
+        }
+    }
+    climbs <= depth
 }
 
 fn is_safe_relative(path: &str) -> bool {
@@ -621,5 +703,98 @@ mod tests {
         assert!(resolves_inside(dir.path(), Path::new("d/up")));
         assert!(!resolves_inside(dir.path(), Path::new("d/out")));
         assert!(!resolves_inside(dir.path(), Path::new("abs")));
+    }
+
+    #[test]
+    fn an_uploaded_manifest_makes_the_artifact_import_dir_would() {
+        let src = tree(&[("a/b.txt", "hello"), ("c.txt", "world")]);
+        std::os::unix::fs::symlink("../c.txt", src.path().join("a/link")).unwrap();
+        let here = tempfile::tempdir().unwrap();
+        let local = ArtifactStore::open(here.path()).unwrap();
+        let made = local.import_dir(src.path()).unwrap();
+        // The server's store gets the file blobs, then the manifest.
+        let there = tempfile::tempdir().unwrap();
+        let server = ArtifactStore::open(there.path()).unwrap();
+        for entry in &made.entries {
+            if let ArtifactEntry::File { digest, .. } = entry {
+                server.put_blob(local.open_blob(digest).unwrap()).unwrap();
+            }
+        }
+        let mut shuffled = made.entries.clone();
+        shuffled.reverse();
+        let imported = server.import_manifest(shuffled).unwrap();
+        assert_eq!(imported, made);
+        let out = tempfile::tempdir().unwrap();
+        server.materialize(&imported.id, out.path()).unwrap();
+        assert_eq!(fs::read_to_string(out.path().join("a/link")).unwrap(), "world");
+    }
+
+    #[test]
+    fn an_uploaded_manifest_that_climbs_out_or_lacks_a_blob_stores_nothing() {
+        let there = tempfile::tempdir().unwrap();
+        let server = ArtifactStore::open(there.path()).unwrap();
+        let (digest, size) = server.put_blob(&b"x"[..]).unwrap();
+        let file = |path: &str| ArtifactEntry::File {
+            path: path.into(),
+            digest: digest.clone(),
+            size,
+            executable: false,
+        };
+        let link = |path: &str, target: &str| ArtifactEntry::Symlink {
+            path: path.into(),
+            target: target.into(),
+        };
+        let bad: Vec<Vec<ArtifactEntry>> = vec![
+            vec![file("../x")],
+            vec![file("/etc/x")],
+            vec![file("a/./b")],
+            vec![link("out", "..")],
+            vec![link("a/out", "../..")],
+            vec![link("abs", "/etc/passwd")],
+            // A `..` after a name: `self` points at the root, so
+            // `self/..` would be the root's parent.
+            vec![link("self", "."), link("up", "self/..")],
+            // A file written through a link that points out.
+            vec![link("d", "."), file("d/x")],
+            vec![file("f"), file("f/x")],
+            vec![file("x"), file("x")],
+            vec![ArtifactEntry::File {
+                path: "big".into(),
+                digest: digest.clone(),
+                size: size + 1,
+                executable: false,
+            }],
+            vec![ArtifactEntry::File {
+                path: "missing".into(),
+                digest: format!("sha256:{}", "0".repeat(64)),
+                size: 1,
+                executable: false,
+            }],
+        ];
+        let blobs = |dir: &Path| {
+            let mut n = 0;
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        };
+        let before = blobs(there.path());
+        for entries in bad {
+            let shown = format!("{entries:?}");
+            assert!(server.import_manifest(entries).is_err(), "{shown}");
+        }
+        assert_eq!(blobs(there.path()), before, "no manifest was stored");
+        // Leading `..` within the depth are fine.
+        server
+            .import_manifest(vec![file("a/b/x"), link("a/b/l", "../../a/b/x")])
+            .unwrap();
     }
 }

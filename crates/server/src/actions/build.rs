@@ -14,7 +14,7 @@ use gantry_spec::pipeline::{ActionKind, ArtifactName};
 
 use super::{
     ActionContext, ActionError, ActionOutput, ActionRunner, BoxFuture, materialize_inputs,
-    secondary_inputs,
+    read_input_file, secondary_inputs,
 };
 
 pub struct BuildRunner;
@@ -29,18 +29,30 @@ impl ActionRunner for BuildRunner {
 }
 
 async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
-    let src = materialize_inputs(ctx).await?;
-    let secondary = secondary_inputs(ctx);
+    // An agent's build gets its inputs on the agent: only the buildspec is
+    // read here, from the artifact store.
+    let src = match &ctx.action.agent {
+        None => Some(materialize_inputs(ctx).await?),
+        Some(_) => None,
+    };
 
     let (buildspec, image) = match &ctx.action.kind {
         ActionKind::Build { buildspec, image } | ActionKind::Test { buildspec, image } => {
-            let path = src.join(buildspec);
-            if !path.starts_with(&src) || buildspec.split('/').any(|c| c == "..") {
+            if buildspec.starts_with('/') || buildspec.split('/').any(|c| c == "..") {
                 return Err(ActionError::new(format!(
                     "buildspec path {buildspec} leaves the input artifact"
                 )));
             }
-            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+            let text = match &src {
+                Some(src) => tokio::fs::read_to_string(src.join(buildspec))
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => read_input_file(ctx, buildspec)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| String::from_utf8(bytes).map_err(|e| e.to_string())),
+            }
+            .map_err(|e| {
                 ActionError::new(format!(
                     "cannot read buildspec {buildspec} in the input artifact: {e}"
                 ))
@@ -77,7 +89,7 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     // `image:` runs the build inside a container of that image on the local
     // Docker Engine, with the source mounted and the engine's socket passed
     // through, like CodeBuild's privileged builds.
-    let container = image.map(gantry_build::ContainerSpec::new);
+    let container = image.clone().map(gantry_build::ContainerSpec::new);
 
     // Parameters are read now, just before the build, so the build sees the
     // values current at its start (as CodeBuild does) and records which.
@@ -118,6 +130,20 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
         ));
     }
 
+    if let Some(agent) = &ctx.action.agent {
+        let ended = crate::agents::run_on_agent(
+            ctx,
+            &agent.labels,
+            &buildspec,
+            image,
+            resolved.env,
+            resolved.secrets,
+        )
+        .await?;
+        return finish(ctx, ended).await;
+    }
+    let src = src.unwrap_or_else(|| ctx.work_dir.join("src"));
+    let secondary = secondary_inputs(ctx);
     let out_dir = ctx.work_dir.join("out");
     let request = BuildRequest {
         buildspec,
@@ -160,62 +186,123 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     let outcome = gantry_build::run(request, &ctx.log)
         .await
         .map_err(|e| ActionError::new(e.to_string()))?;
-    if !outcome.reports.is_empty() {
-        let reports: Vec<serde_json::Value> = outcome
-            .reports
-            .iter()
-            .map(|r| {
-                ctx.log.line(&format!(
-                    "Tests {}: {} passed, {} failed, {} skipped",
-                    r.group, r.passed, r.failed, r.skipped
-                ));
-                serde_json::json!({
-                    "group": r.group, "passed": r.passed, "failed": r.failed, "skipped": r.skipped,
-                    "failures": r.failures.iter().map(|f| serde_json::json!({"name": f.name, "message": f.message})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        ctx.record_detail("reports", &reports).await;
+    let failed_phases = outcome
+        .phases
+        .iter()
+        .filter(|p| p.status != BuildStatus::Succeeded)
+        .map(|p| p.name.as_str().to_string())
+        .collect();
+    let ended = Ended {
+        status: outcome.status.as_str().to_string(),
+        error: outcome.error,
+        failed_phases,
+        exported_variables: outcome.exported_variables,
+        reports: outcome.reports.iter().map(report_json).collect(),
+        outputs: outcome
+            .artifacts
+            .into_iter()
+            .map(|a| (a.identifier, Output::Dir(a.dir)))
+            .collect(),
+    };
+    finish(ctx, ended).await
+}
+
+/// How a build ended, here or on an agent.
+pub(crate) struct Ended {
+    /// CodeBuild's status (`SUCCEEDED`, `FAILED`, …).
+    pub status: String,
+    pub error: Option<String>,
+    pub failed_phases: Vec<String>,
+    pub exported_variables: BTreeMap<String, String>,
+    pub reports: Vec<serde_json::Value>,
+    /// The artifacts by buildspec identifier (`None`: the primary one).
+    pub outputs: Vec<(Option<String>, Output)>,
+}
+
+/// An artifact a build made: a directory here, or stored from an agent.
+pub(crate) enum Output {
+    Dir(PathBuf),
+    Stored(String),
+}
+
+/// A test report as the action's `reports` detail records it.
+fn report_json(r: &gantry_build::TestReport) -> serde_json::Value {
+    serde_json::json!({
+        "group": r.group, "passed": r.passed, "failed": r.failed, "skipped": r.skipped,
+        "failures": r.failures.iter().map(|f| serde_json::json!({"name": f.name, "message": f.message})).collect::<Vec<_>>(),
+    })
+}
+
+/// Records the reports, and maps the outputs to the declared artifacts.
+async fn finish(ctx: &ActionContext, ended: Ended) -> Result<ActionOutput, ActionError> {
+    if !ended.reports.is_empty() {
+        for r in &ended.reports {
+            let count = |key: &str| r.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            ctx.log.line(&format!(
+                "Tests {}: {} passed, {} failed, {} skipped",
+                r.get("group").and_then(serde_json::Value::as_str).unwrap_or(""),
+                count("passed"),
+                count("failed"),
+                count("skipped")
+            ));
+        }
+        ctx.record_detail("reports", &ended.reports).await;
     }
-    if outcome.status != BuildStatus::Succeeded {
-        let failed: Vec<&str> = outcome
-            .phases
-            .iter()
-            .filter(|p| p.status != BuildStatus::Succeeded)
-            .map(|p| p.name.as_str())
-            .collect();
-        let detail = outcome
+    if ended.status != BuildStatus::Succeeded.as_str() {
+        let detail = ended
             .error
             .clone()
-            .unwrap_or_else(|| format!("phase {} failed", failed.join(", ")));
+            .unwrap_or_else(|| format!("phase {} failed", ended.failed_phases.join(", ")));
         return Err(ActionError::new(format!(
-            "build {:?}: {detail}",
-            outcome.status
+            "build {}: {detail}",
+            status_word(&ended.status)
         )));
     }
-    let mut artifacts: Vec<(ArtifactName, PathBuf)> = Vec::new();
-    for output in &outcome.artifacts {
-        let target = match &output.identifier {
+    let mut output = ActionOutput {
+        variables: ended.exported_variables,
+        ..ActionOutput::default()
+    };
+    let mut named: Vec<ArtifactName> = Vec::new();
+    for (identifier, artifact) in ended.outputs {
+        let target = match &identifier {
             None => ctx.action.outputs.first(),
             Some(identifier) => ctx.action.outputs.iter().find(|o| o.as_str() == identifier),
         };
-        match target {
-            Some(name) => artifacts.push((name.clone(), output.dir.clone())),
-            None => ctx.log.line(&format!(
+        let Some(name) = target else {
+            ctx.log.line(&format!(
                 "Note: artifact {} matches no declared output and is dropped.",
-                output.identifier.as_deref().unwrap_or("(primary)")
-            )),
+                identifier.as_deref().unwrap_or("(primary)")
+            ));
+            continue;
+        };
+        named.push(name.clone());
+        match artifact {
+            Output::Dir(dir) => output.artifacts.push((name.clone(), dir)),
+            Output::Stored(id) => output.stored.push((name.clone(), id)),
         }
     }
     for declared in &ctx.action.outputs {
-        if !artifacts.iter().any(|(name, _)| name == declared) {
+        if !named.contains(declared) {
             return Err(ActionError::new(format!(
                 "output artifact {declared} is declared but the build produced no artifact for it"
             )));
         }
     }
-    Ok(ActionOutput {
-        variables: outcome.exported_variables,
-        artifacts,
-    })
+    Ok(output)
+}
+
+/// A status as the failure message has always said it (`Failed`,
+/// `TimedOut`), from CodeBuild's spelling.
+fn status_word(status: &str) -> String {
+    status
+        .split('_')
+        .map(|w| {
+            let lower = w.to_ascii_lowercase();
+            let mut chars = lower.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }

@@ -96,6 +96,7 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     Ok(ActionOutput {
         variables,
         artifacts: Vec::new(),
+        stored: Vec::new(),
     })
 }
 

@@ -8,7 +8,7 @@
 //! Approvals are not runners: they wait for a person, which the control plane
 //! handles without holding a task.
 
-mod build;
+pub(crate) mod build;
 mod deploy;
 mod image;
 mod promote;
@@ -173,6 +173,8 @@ pub struct ActionContext {
     /// Notifications of the execution (deploy actions tell of failed and
     /// rolled-back deployments).
     pub notices: crate::notify::Notices,
+    /// The queue of build agents (`agent:` actions run there).
+    pub agents: crate::agents::Agents,
 }
 
 /// A registry-only token for the embedded registry, issued for one action
@@ -266,6 +268,9 @@ pub struct ActionOutput {
     /// Output artifacts: each declared output name with the directory
     /// holding its files, imported into the artifact store by the caller.
     pub artifacts: Vec<(ArtifactName, PathBuf)>,
+    /// Output artifacts already in the artifact store (a build agent's),
+    /// by name with their artifact ids.
+    pub stored: Vec<(ArtifactName, String)>,
 }
 
 /// Why an action failed, in words for the person reading the status.

@@ -107,5 +107,6 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     Ok(ActionOutput {
         variables,
         artifacts,
+        stored: Vec::new(),
     })
 }

@@ -164,6 +164,7 @@ async fn snapshot(
     Ok(ActionOutput {
         variables,
         artifacts,
+        stored: Vec::new(),
     })
 }
 

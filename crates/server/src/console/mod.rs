@@ -397,6 +397,10 @@ async fn checked(console: Console, mut request: Request, next: Next) -> Response
             return to_signin(&request);
         }
     };
+    if identity.agent_only() {
+        console.sessions().end(&session.id);
+        return StatusCode::FORBIDDEN.into_response();
+    }
     let principal = identity.name.clone();
     request.extensions_mut().insert(Caller { identity, remote });
     request.extensions_mut().insert(session.clone());

@@ -343,6 +343,24 @@ pub(super) async fn signin(
         );
     }
     match auth.authenticate(token, gantry_clock::now_ms()) {
+        Ok(identity) if identity.agent_only() => {
+            guard::append_audit(
+                auth,
+                Some(identity.name),
+                remote,
+                "console sign-in".into(),
+                None,
+                "auth.forbidden",
+            )
+            .await;
+            signin_page(
+                &console,
+                &headers,
+                next,
+                Some("That is a build agent's token: it cannot sign in.".into()),
+                StatusCode::FORBIDDEN,
+            )
+        }
         Ok(identity) => {
             guard::append_audit(
                 auth,
@@ -386,7 +404,7 @@ pub(super) async fn signin_link(
     let remote = remote_of(&extensions);
     let token = console.sessions().take_link(&code);
     match token.map(|t| (auth.authenticate(t.expose(), gantry_clock::now_ms()), t)) {
-        Some((Ok(identity), token)) => {
+        Some((Ok(identity), token)) if !identity.agent_only() => {
             guard::append_audit(
                 auth,
                 Some(identity.name),

@@ -162,6 +162,7 @@ impl ControlPlane {
             trigger: execution.trigger.clone(),
             pinned_commit: execution.source_revisions.get(spec.name.as_str()).cloned(),
             notices: Notices::new(self.inner.notifier.clone(), Subject::of(loaded, execution)),
+            agents: self.inner.agents.clone(),
         };
         let result = runner.run(&ctx).await;
         if let Some(login) = &ctx.registry_login {
@@ -219,6 +220,10 @@ impl ControlPlane {
                 imported.file_count()
             ));
             artifacts.insert(name.to_string(), imported.id);
+        }
+        for (name, id) in output.stored {
+            log.line(&format!("Output artifact {name}: {id} (from the agent)"));
+            artifacts.insert(name.to_string(), id);
         }
         Ok((output.variables, artifacts))
     }

@@ -48,8 +48,8 @@ const ACTION_KEYS: &[&str] = &[
 /// Keys only some action types accept, by type, in the order `type` lists them.
 const TYPE_KEYS: &[(&str, &[&str])] = &[
     ("source", &["repository", "branch"]),
-    ("build", &["buildspec", "image", "env"]),
-    ("test", &["buildspec", "image", "env"]),
+    ("build", &["buildspec", "image", "env", "agent"]),
+    ("test", &["buildspec", "image", "env", "agent"]),
     (
         "shell",
         &[
@@ -58,6 +58,7 @@ const TYPE_KEYS: &[(&str, &[&str])] = &[
             "exported_variables",
             "image",
             "env",
+            "agent",
         ],
     ),
     ("approval", &["review_url", "comments", "policy"]),
@@ -246,6 +247,9 @@ pub(crate) enum RawActionKind {
         /// Extra environment variables; values may hold `#{...}` references.
         #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
         env: RawEnv,
+        /// Run on a build agent (`gantry agent`) instead of the server.
+        #[schemars(with = "Option<RawAgent>")]
+        agent: Option<Located<Vec<String>>>,
     },
     /// Waits for a person to approve or reject.
     Approval {
@@ -368,7 +372,26 @@ pub(crate) struct RawBuild {
     /// Extra environment variables; values may hold `#{...}` references.
     #[schemars(with = "Option<BTreeMap<String, ScalarText>>")]
     pub(crate) env: RawEnv,
+    /// Run on a build agent (`gantry agent`) instead of the server.
+    #[schemars(with = "Option<RawAgent>")]
+    pub(crate) agent: Option<Located<Vec<String>>>,
 }
+
+/// `agent:` of a `build`, `test` or `shell` action: the action runs on a
+/// build agent (`gantry agent`) that has every label listed.
+#[derive(JsonSchema)]
+#[schemars(rename = "Agent", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used; the decoder builds the labels.
+pub(crate) struct RawAgent {
+    /// Labels the agent must all have (`gantry agent --labels`); none: any agent.
+    #[schemars(length(max = 16))]
+    labels: Option<Vec<AgentLabel>>,
+}
+
+/// An agent label: 1 to 63 of A-Z a-z 0-9 . _ -.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct AgentLabel(#[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z0-9._-]+$"))] String);
 
 /// The schema of a `shell` action's `artifacts` (the buildspec keys gantry implements).
 #[derive(JsonSchema)]
@@ -674,6 +697,7 @@ fn decode_action(
                 buildspec: string(diag, "buildspec"),
                 image: string(diag, "image"),
                 env: env(diag),
+                agent: fields.get("agent").and_then(|n| decode_agent(diag, n)),
             };
             if t == "build" {
                 RawActionKind::Build(build)
@@ -691,6 +715,7 @@ fn decode_action(
                 .unwrap_or_default(),
             image: string(diag, "image"),
             env: env(diag),
+            agent: fields.get("agent").and_then(|n| decode_agent(diag, n)),
         },
         Some("approval") => RawActionKind::Approval {
             review_url: string(diag, "review_url"),
@@ -940,6 +965,52 @@ pub(crate) struct RawApprovalPolicy {
     /// before (`30m`, `0s`); less than the approval's timeout. Default:
     /// never.
     auto_approve_after: Option<String>,
+}
+
+/// The most labels `agent.labels` lists.
+const MAX_AGENT_LABELS: usize = 16;
+
+/// `agent: {labels: [...]}`: the labels, each checked as a label name.
+fn decode_agent(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Located<Vec<String>>> {
+    let fields = diag.map(node, "`agent`")?;
+    fields.deny_unknown(diag, &["labels"], "in `agent`");
+    let labels = fields
+        .get("labels")
+        .and_then(|n| diag.string_list(n, "`agent.labels`", false))
+        .unwrap_or_default();
+    if labels.len() > MAX_AGENT_LABELS {
+        diag.error(
+            node.location,
+            format!("`agent.labels` lists at most {MAX_AGENT_LABELS} labels"),
+        );
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    for label in &labels {
+        if let Err(why) = check_agent_label(&label.value) {
+            diag.error(label.location, format!("agent label `{}` {why}", label.value));
+            return None;
+        }
+        if !out.contains(&label.value) {
+            out.push(label.value.clone());
+        }
+    }
+    Some(Located::new(out, node.location))
+}
+
+/// A build agent's label: 1 to 63 of A-Z a-z 0-9 `.` `_` `-` (the same rule
+/// `gantry agent --labels` applies).
+pub fn check_agent_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() || label.len() > 63 {
+        return Err("must be 1 to 63 characters");
+    }
+    if !label
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("may hold only A-Z a-z 0-9 . _ -");
+    }
+    Ok(())
 }
 
 fn decode_policy(diag: &mut Diagnostics<'_>, node: &Node) -> Option<ApprovalPolicy> {

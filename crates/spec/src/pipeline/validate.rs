@@ -15,7 +15,7 @@ use super::image_ref::{
 };
 use super::raw::{RawAction, RawActionKind, RawBuild, RawImage, RawPipeline};
 use super::{
-    Action, ActionKind, ActionName, ArtifactName, DEFAULT_IMAGE_TAG, NameRule, Namespace, Pipeline,
+    Action, ActionKind, AgentSelector, ActionName, ArtifactName, DEFAULT_IMAGE_TAG, NameRule, Namespace, Pipeline,
     PipelineName, Stage, StageName,
 };
 use crate::duration::{format_duration, parse_duration};
@@ -639,8 +639,17 @@ impl Checker<'_> {
         if diag.errors.len() != errors_before {
             return None;
         }
+        let agent = match &action.kind {
+            RawActionKind::Build(build) | RawActionKind::Test(build) => build.agent.as_ref(),
+            RawActionKind::Shell { agent, .. } => agent.as_ref(),
+            _ => None,
+        }
+        .map(|labels| AgentSelector {
+            labels: labels.value.clone(),
+        });
         Some(Action {
             name: ActionName(name?),
+            agent,
             run_order,
             inputs,
             outputs,
