@@ -176,11 +176,18 @@ pub(crate) enum Command {
         #[arg(long, value_name = "MS", default_value_t = 3000,
               value_parser = clap::value_parser!(u64).range(500..=600_000))]
         lease_ms: u64,
+        /// How long a build agent running a job may send no heartbeat
+        /// before the job fails as interrupted (`30s`, `2m`).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_agent_timeout)]
+        agent_timeout: Duration,
         /// Exit after this many seconds with no action running (used by
         /// `run --no-follow` when it starts a server in the background).
         #[arg(long, value_name = "SECONDS", hide = true)]
         idle_exit: Option<u64>,
     },
+    /// Runs build, test and shell actions that ask for an agent
+    /// (`agent: {labels}`) on this machine, for the server at --server.
+    Agent(AgentArgs),
     /// Runs the seed's whole system: the sample shop's eight-step pipeline.
     Demo {
         /// Approve the release without waiting for a person.
@@ -440,4 +447,40 @@ mod tests {
             missing.join("\n")
         );
     }
+}
+
+/// `gantry agent`.
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    /// The agent's token: a user with the `agent` grant (`gantry user add
+    /// NAME --grant agent`); else GANTRY_AGENT_TOKEN, else GANTRY_TOKEN.
+    #[arg(long, env = "GANTRY_AGENT_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// The agent's labels, comma-separated: it takes the jobs whose
+    /// `agent.labels` it has all of.
+    #[arg(long, value_delimiter = ',', value_name = "LABEL,...")]
+    pub(crate) labels: Vec<String>,
+    /// How many jobs it runs at once.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) concurrency: u16,
+    /// Where jobs, blobs and caches live (default: `gantry-agent` in the
+    /// current directory).
+    #[arg(long, value_name = "DIR", default_value = "gantry-agent")]
+    pub(crate) work_dir: PathBuf,
+    /// The agent's name (default: the host name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// A CA certificate (PEM) to trust for an https server.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
+}
+
+/// `--agent-timeout`: 1 s to 1 h.
+fn parse_agent_timeout(text: &str) -> Result<Duration, String> {
+    let duration = gantry_spec::duration::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(3600) {
+        return Err("from 1s to 1h".into());
+    }
+    Ok(duration)
 }

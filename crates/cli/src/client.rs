@@ -30,7 +30,7 @@ pub(crate) fn set_remote(url: Option<String>) {
     let _ = REMOTE.set(url.map(|u| u.trim_end_matches('/').to_string()));
 }
 
-fn remote() -> Option<&'static str> {
+pub(crate) fn remote() -> Option<&'static str> {
     REMOTE.get().and_then(Option::as_deref)
 }
 

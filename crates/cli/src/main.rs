@@ -13,6 +13,7 @@
 //! quietly when its reader goes away; `paste` names the program in the
 //! commands printed for a person to paste.
 
+mod agent;
 mod approvals;
 mod args;
 mod backup;
@@ -255,6 +256,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             database,
             blob_dir,
             lease_ms,
+            agent_timeout,
             idle_exit,
         } => {
             let options = gantry_server::ServerOptions {
@@ -266,9 +268,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 database,
                 blob_dir,
                 lease: std::time::Duration::from_millis(lease_ms),
+                agent_timeout,
             };
             server::serve(&for_setup()?, options, idle_exit).await
         }
+        Command::Agent(args) => agent::run(args).await,
         Command::Buildspec { command } => buildspec::run(command, cli.data_dir.as_deref()).await,
         Command::User { command } => with_connection(
             &if matches!(command, users::UserCommand::Add { .. }) {

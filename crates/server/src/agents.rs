@@ -182,7 +182,12 @@ impl Agents {
 
     /// Queues a job for an agent that has all `labels`; `blobs` are what
     /// its agent may fetch. The job lives as long as the handle.
-    pub fn enqueue(&self, spec: AgentJob, labels: Vec<String>, blobs: HashSet<String>) -> JobHandle {
+    pub fn enqueue(
+        &self,
+        spec: AgentJob,
+        labels: Vec<String>,
+        blobs: HashSet<String>,
+    ) -> JobHandle {
         let (events, receiver) = mpsc::unbounded_channel();
         let id = spec.id.clone();
         {
@@ -244,7 +249,13 @@ impl Agents {
     }
 
     /// Records that the agent was seen, and takes the oldest job it may run.
-    fn take(&self, identity: &str, name: &str, labels: &[String], version: &str) -> Option<AgentJob> {
+    fn take(
+        &self,
+        identity: &str,
+        name: &str,
+        labels: &[String],
+        version: &str,
+    ) -> Option<AgentJob> {
         let now = now_ms();
         let mut state = self.state();
         state.agents.insert(
@@ -305,7 +316,10 @@ impl Agents {
         match state.jobs.get_mut(id) {
             Some(job)
                 if !job.finished
-                    && job.taken_by.as_ref().is_some_and(|(who, _)| who == identity) =>
+                    && job
+                        .taken_by
+                        .as_ref()
+                        .is_some_and(|(who, _)| who == identity) =>
             {
                 job.seen_ms = now_ms();
                 f(job)
@@ -384,12 +398,18 @@ impl Agents {
                     .values()
                     .filter(|job| {
                         !job.finished
-                            && job.taken_by.as_ref().is_some_and(|(_, agent)| agent == name)
+                            && job
+                                .taken_by
+                                .as_ref()
+                                .is_some_and(|(_, agent)| agent == name)
                     })
                     .map(|job| {
                         format!(
                             "{}/{}/{}#{}",
-                            job.spec.execution_id, job.spec.stage, job.spec.action, job.spec.attempt
+                            job.spec.execution_id,
+                            job.spec.stage,
+                            job.spec.action,
+                            job.spec.attempt
                         )
                     })
                     .collect(),

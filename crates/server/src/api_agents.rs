@@ -166,7 +166,8 @@ async fn get_blob(
         .open_blob(&digest)
         .map_err(|e| ControlError::NotFound(format!("blob {digest}: {e}")))?;
     let length = file.metadata().map(|m| m.len()).ok();
-    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10);
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -194,7 +195,10 @@ async fn put_blob(
         .may_upload(&caller.identity.name, &id)
         .map_err(ControlError::Agent)?;
     let valid_digest = digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     });
     if !valid_digest {
         return Err(mismatch(format!("{digest} is not a sha256 digest")));

@@ -98,6 +98,9 @@ pub struct ServerOptions {
     /// How long the leader's lease lasts unrenewed (a standby takes over
     /// this long after the leader stops).
     pub lease: std::time::Duration,
+    /// How long a build agent running a job may be silent before the job
+    /// fails as interrupted.
+    pub agent_timeout: std::time::Duration,
 }
 
 /// The leader's lease by default: failover within about this long.
@@ -115,6 +118,7 @@ impl ServerOptions {
             database: None,
             blob_dir: None,
             lease: DEFAULT_LEASE,
+            agent_timeout: agents::DEFAULT_LOST_AFTER,
         }
     }
 }
@@ -217,6 +221,7 @@ impl RunningServer {
             actions::Runners::standard(),
         )
         .await?;
+        plane.agents().set_lost_after(options.agent_timeout);
         if let Some(leadership) = &mut leadership {
             leadership.keep(plane.clone(), options.lease);
         }

@@ -318,7 +318,11 @@ impl ArtifactStore {
                 return Err(invalid(path, "named twice"));
             }
             let mut prefix = PathBuf::new();
-            for component in Path::new(path).parent().into_iter().flat_map(Path::components) {
+            for component in Path::new(path)
+                .parent()
+                .into_iter()
+                .flat_map(Path::components)
+            {
                 prefix.push(component);
                 if leaves.contains(prefix.as_path()) {
                     return Err(invalid(path, "lies under a file or a link"));
@@ -339,13 +343,17 @@ impl ArtifactStore {
                 }
                 ArtifactEntry::Symlink { target, .. } => {
                     if !link_stays_inside(path, target) {
-                        return Err(invalid(path, &format!("link to {target} leaves the artifact")));
+                        return Err(invalid(
+                            path,
+                            &format!("link to {target} leaves the artifact"),
+                        ));
                     }
                     leaves.insert(PathBuf::from(path));
                 }
             }
         }
-        let manifest = serde_json::to_vec(&entries).map_err(|e| invalid("manifest", &e.to_string()))?;
+        let manifest =
+            serde_json::to_vec(&entries).map_err(|e| invalid("manifest", &e.to_string()))?;
         let (id, _) = self.put_blob(manifest.as_slice())?;
         Ok(Artifact { id, entries })
     }
@@ -726,7 +734,10 @@ mod tests {
         assert_eq!(imported, made);
         let out = tempfile::tempdir().unwrap();
         server.materialize(&imported.id, out.path()).unwrap();
-        assert_eq!(fs::read_to_string(out.path().join("a/link")).unwrap(), "world");
+        assert_eq!(
+            fs::read_to_string(out.path().join("a/link")).unwrap(),
+            "world"
+        );
     }
 
     #[test]

@@ -240,7 +240,9 @@ async fn finish(ctx: &ActionContext, ended: Ended) -> Result<ActionOutput, Actio
             let count = |key: &str| r.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
             ctx.log.line(&format!(
                 "Tests {}: {} passed, {} failed, {} skipped",
-                r.get("group").and_then(serde_json::Value::as_str).unwrap_or(""),
+                r.get("group")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
                 count("passed"),
                 count("failed"),
                 count("skipped")

@@ -988,7 +988,10 @@ fn decode_agent(diag: &mut Diagnostics<'_>, node: &Node) -> Option<Located<Vec<S
     let mut out: Vec<String> = Vec::new();
     for label in &labels {
         if let Err(why) = check_agent_label(&label.value) {
-            diag.error(label.location, format!("agent label `{}` {why}", label.value));
+            diag.error(
+                label.location,
+                format!("agent label `{}` {why}", label.value),
+            );
             return None;
         }
         if !out.contains(&label.value) {

@@ -15,8 +15,8 @@ use super::image_ref::{
 };
 use super::raw::{RawAction, RawActionKind, RawBuild, RawImage, RawPipeline};
 use super::{
-    Action, ActionKind, AgentSelector, ActionName, ArtifactName, DEFAULT_IMAGE_TAG, NameRule, Namespace, Pipeline,
-    PipelineName, Stage, StageName,
+    Action, ActionKind, ActionName, AgentSelector, ArtifactName, DEFAULT_IMAGE_TAG, NameRule,
+    Namespace, Pipeline, PipelineName, Stage, StageName,
 };
 use crate::duration::{format_duration, parse_duration};
 use crate::location::Location;
