@@ -24,6 +24,8 @@ const SOURCES: &[&str] = &[
     "crates/server/src/triggers/error.rs",
     // Only its `code()`: the file also holds the image catalog.
     "crates/registry/src/catalog.rs#pub fn code(",
+    // Only its `code()`: the file is the build agents' job queue.
+    "crates/server/src/agents.rs#pub fn code(",
 ];
 
 /// A source's text, or with `FILE#START` only the function that starts at

@@ -395,6 +395,8 @@ enum Needs {
     Admin,
     Decrypt,
     Anyone,
+    /// A build agent's routes: an `agent` grant, and nothing else reaches them.
+    Agent,
 }
 
 /// Every route of the API (a test below checks that no route is missing),
@@ -672,6 +674,45 @@ fn routes(file: &Path, id: &str) -> Vec<(&'static str, String, Option<Value>, Ne
             }),
             Needs::Admin,
         ),
+        ("GET", "/api/v1/agents".into(), None, Needs::Read),
+        (
+            "POST",
+            "/api/v1/agent/poll".into(),
+            Some(
+                serde_json::json!({"name": "a1", "version": env!("CARGO_PKG_VERSION"), "wait_ms": 1}),
+            ),
+            Needs::Agent,
+        ),
+        (
+            "POST",
+            "/api/v1/agent/heartbeat".into(),
+            Some(serde_json::json!({"name": "a1", "jobs": ["j1"]})),
+            Needs::Agent,
+        ),
+        (
+            "POST",
+            "/api/v1/agent/jobs/j1/log".into(),
+            Some(serde_json::json!({"lines": ["x"]})),
+            Needs::Agent,
+        ),
+        (
+            "GET",
+            format!("/api/v1/agent/jobs/j1/blobs/sha256:{}", "0".repeat(64)),
+            None,
+            Needs::Agent,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/agent/jobs/j1/blobs/sha256:{}", "0".repeat(64)),
+            None,
+            Needs::Agent,
+        ),
+        (
+            "POST",
+            "/api/v1/agent/jobs/j1/finish".into(),
+            Some(serde_json::json!({"status": "SUCCEEDED"})),
+            Needs::Agent,
+        ),
         // Last: it asks the server to stop.
         (
             "POST",
@@ -716,6 +757,8 @@ async fn every_route_checks_the_role_of_every_kind_of_caller() {
             vec!["secrets"],
             &[Needs::Read, Needs::Decrypt, Needs::Anyone],
         ),
+        // A build agent's token reaches its own routes and no other.
+        ("agent", vec!["agent"], &[Needs::Agent]),
         // An operator of another environment and pipeline operates neither.
         (
             "elsewhere",
@@ -906,6 +949,7 @@ fn the_openapi_route_table_is_the_router_and_the_role_matrix() {
             Needs::Anyone => Role::Anyone,
             // Decrypting is a reader's route with a `secrets` grant on top.
             Needs::Decrypt => Role::Viewer,
+            Needs::Agent => Role::Agent,
         };
         assert_eq!(route.role, role, "{method} {path}");
     }

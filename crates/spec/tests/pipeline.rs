@@ -918,7 +918,44 @@ fn keys_of_other_types_are_errors() {
             "gantry.yaml:13:35: `env` is not a key of an `approval` action (only of: build, test, shell)",
             "gantry.yaml:13:48: `image` is not a key of an `approval` action (only of: build, test, shell)",
             "gantry.yaml:13:58: `buildspec` is not a key of an `approval` action (only of: build, test)",
-            "gantry.yaml:14:47: unknown key `colour` in a `build` action; expected one of: name, type, run_order, inputs, outputs, namespace, timeout, buildspec, image, env",
+            "gantry.yaml:14:47: unknown key `colour` in a `build` action; expected one of: name, type, run_order, inputs, outputs, namespace, timeout, buildspec, image, env, agent",
+        ],
+    );
+}
+
+#[test]
+fn agent_picks_build_agents_by_label_on_build_test_and_shell_actions() {
+    let pipeline = parse_ok(&with_stages(
+        "
+          - name: Build
+            actions:
+              - {name: a, type: build, inputs: [Src], agent: {labels: [linux, gpu, linux]}}
+              - {name: b, type: shell, commands: [make], agent: {}}
+              - {name: c, type: shell, commands: [make]}
+    ",
+    ));
+    let actions = &pipeline.stages[1].actions;
+    let labels = |i: usize| actions[i].agent.as_ref().map(|a| a.labels.clone());
+    assert_eq!(
+        labels(0),
+        Some(vec!["linux".to_string(), "gpu".to_string()])
+    );
+    assert_eq!(labels(1), Some(Vec::new()));
+    assert_eq!(labels(2), None);
+    check(
+        &with_stages(
+            "
+              - name: Build
+                actions:
+                  - {name: a, type: approval, agent: {labels: [x]}}
+                  - {name: b, type: shell, commands: [x], agent: {labels: [\"a b\"]}}
+                  - {name: c, type: shell, commands: [x], agent: {label: [x]}}
+        ",
+        ),
+        &[
+            "gantry.yaml:12:35: `agent` is not a key of an `approval` action (only of: build, test, shell)",
+            "gantry.yaml:13:64: agent label `a b` may hold only A-Z a-z 0-9 . _ -",
+            "gantry.yaml:14:55: unknown key `label` in `agent` (did you mean `labels`?); expected one of: labels",
         ],
     );
 }
