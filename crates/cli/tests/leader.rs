@@ -48,6 +48,10 @@ struct Node {
 
 impl Node {
     fn spawn(root: &Path, name: &str, url: &str) -> Node {
+        Node::spawn_on(root, name, url, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    fn spawn_on(root: &Path, name: &str, url: &str, api: &str, registry: &str) -> Node {
         let data = root.join(name);
         std::fs::create_dir_all(&data).unwrap();
         let blobs = root.join("blobs");
@@ -56,9 +60,9 @@ impl Node {
             &[
                 "server",
                 "--listen",
-                "127.0.0.1:0",
+                api,
                 "--registry-listen",
-                "127.0.0.1:0",
+                registry,
                 "--database",
                 url,
                 "--blob-dir",
@@ -186,6 +190,72 @@ fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
     let quick = dir.path().join("quick.yaml");
     std::fs::write(&quick, QUICK).unwrap();
     let out = b.cli(&["run", "-f", quick.to_str().unwrap(), "--json"]);
+    assert!(out.contains("\"Succeeded\""), "{out}");
+}
+
+/// A free loopback address (bound and let go).
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_standby_answers_the_api_and_the_registry_by_forwarding_to_the_leader() {
+    let Some(url) = database() else {
+        println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let quick = dir.path().join("quick.yaml");
+    std::fs::write(&quick, QUICK).unwrap();
+    let a = Node::spawn(dir.path(), "a", &url);
+    wait_until("a leads", Duration::from_secs(60), || a.leads());
+    let (api, registry) = (free_address(), free_address());
+    let b = Node::spawn_on(dir.path(), "b", &url, &api, &registry);
+    wait_until("b stands by", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.path().join("b.log"))
+            .is_ok_and(|log| log.contains("standing by"))
+    });
+    let token = std::fs::read_to_string(a.data.join("admin.token")).unwrap();
+    let remote = |args: &[&str]| {
+        let mut cmd = gantry(&b.data, args);
+        cmd.env("GANTRY_SERVER", format!("http://{api}"))
+            .env("GANTRY_TOKEN", token.trim());
+        cmd.output().unwrap()
+    };
+    // A run started through the standby runs on the leader, and is
+    // followed to its end through the standby.
+    let out = ok(remote(&["run", "-f", quick.to_str().unwrap(), "--json"]));
+    assert!(out.contains("\"Succeeded\""), "{out}");
+    let listed: Vec<ExecutionView> =
+        serde_json::from_str(&ok(remote(&["executions", "--json"]))).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        executions(&a)[0].id,
+        listed[0].id,
+        "the same execution, on the leader"
+    );
+    // Without a token the leader refuses, as it would directly.
+    let refused = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{api}/api/v1/executions"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+    // The registry too.
+    let v2 = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u"])
+        .arg(format!("gantry:{}", token.trim()))
+        .arg(format!("http://{registry}/v2/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&v2.stdout), "200");
+    // The leader stops cleanly: b leads at once, on the same addresses.
+    let mut a = a;
+    a.signal("-TERM");
+    let _ = a.child.wait();
+    wait_until("b leads", Duration::from_secs(30), || b.leads());
+    let out = ok(remote(&["run", "-f", quick.to_str().unwrap(), "--json"]));
     assert!(out.contains("\"Succeeded\""), "{out}");
 }
 

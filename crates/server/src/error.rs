@@ -31,6 +31,13 @@ pub enum ControlError {
          (load balancers keep routing; try again)"
     )]
     StoreUnavailable,
+    /// A standby was asked while no server leads (the lease ran out and
+    /// nobody took it yet).
+    #[error("no server leads right now (a standby takes over within a lease); try again")]
+    NoLeader,
+    /// A standby could not reach the leader it forwards to.
+    #[error("the leading server at {0} cannot be reached; try again")]
+    LeaderUnreachable(String),
     #[error("the event log is corrupt at event {seq}: {reason}")]
     CorruptLog { seq: i64, reason: String },
     #[error("{path}: {source}")]
@@ -121,7 +128,8 @@ impl ControlError {
             ControlError::Agent(e) => e.http_status(),
             ControlError::Policy(e) => e.http_status(),
             ControlError::Image(e) => e.http_status(),
-            ControlError::StoreUnavailable => 503,
+            ControlError::StoreUnavailable | ControlError::NoLeader => 503,
+            ControlError::LeaderUnreachable(_) => 502,
             ControlError::Store(_)
             | ControlError::Artifacts(_)
             | ControlError::CorruptLog { .. }
@@ -153,6 +161,8 @@ impl ControlError {
             ControlError::UnknownVariable(_) => "pipeline.unknown_variable",
             ControlError::Engine(e) => e.code(),
             ControlError::StoreUnavailable => "store.unavailable",
+            ControlError::NoLeader => "server.no_leader",
+            ControlError::LeaderUnreachable(_) => "server.leader_unreachable",
             ControlError::Store(_) | ControlError::Artifacts(_) => "store.error",
             ControlError::CorruptLog { .. } => "store.corrupt_log",
             ControlError::Io { .. } => "io.error",

@@ -1,6 +1,7 @@
 //! Several servers on one database, one leader: a server started with
 //! `--database` takes the database's `leader` lease before it opens the
-//! control plane, and waits as a standby while another holds it. The
+//! control plane, and waits as a standby while another holds it (its
+//! listeners forward to the leader meanwhile, `crate::standby`). The
 //! leader renews the lease every third of its length and writes every
 //! engine event under its fencing token ([`gantry_store::Store::fence`]).
 //!
@@ -31,13 +32,19 @@ pub(crate) struct Leadership {
 impl Leadership {
     /// Waits until this server holds the lease (logging once that it
     /// stands by), then fences the store with the new token.
-    pub(crate) async fn take(store: &Store, lease: Duration) -> Result<Leadership, ControlError> {
-        let holder = format!(
+    /// The lease's holder names this server and the addresses it serves
+    /// at, so standbys forward to it (`crate::standby`).
+    pub(crate) async fn take(
+        store: &Store,
+        lease: Duration,
+        advertised: &crate::standby::Advertised,
+    ) -> Result<Leadership, ControlError> {
+        let holder = advertised.holder(&format!(
             "{}:{}:{}",
             hostname(),
             std::process::id(),
             uuid::Uuid::now_v7().simple()
-        );
+        ));
         let ttl = millis(lease);
         let mut announced = false;
         let token = loop {
@@ -47,7 +54,9 @@ impl Leadership {
             if !announced {
                 let current = store.lease_holder(LEADER).await?;
                 tracing::info!(leader = ?current.map(|c| c.holder), "Another server leads: standing by until its lease expires.");
-                eprintln!("gantry server: standing by (another server leads)");
+                eprintln!(
+                    "gantry server: standing by (another server leads); forwarding requests to it"
+                );
                 announced = true;
             }
             tokio::time::sleep(lease / 3).await;

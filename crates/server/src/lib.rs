@@ -49,11 +49,13 @@ mod registry_port;
 mod resolve;
 mod runtimes;
 pub mod server_info;
+mod standby;
 pub mod triggers;
 pub mod view;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 pub use control::ControlPlane;
 pub use error::ControlError;
@@ -169,18 +171,16 @@ impl RunningServer {
         let hosts = guard::HostPolicy::with_public_urls(&options.public_urls)
             .map_err(ControlError::Options)?;
         let mut lock = DataDirLock::acquire(data_dir)?;
-        // With a shared database, lead or stand by before anything listens
-        // or the log is replayed.
-        let (store, mut leadership) = match &options.database {
+        // With a shared database, connect first: the lease is taken once
+        // the listeners are bound (they forward to the leader meanwhile).
+        let store = match &options.database {
             Some(url) => {
                 let db = gantry_db::Db::connect(url)
                     .await
                     .map_err(gantry_store::StoreError::from)?;
-                let store = gantry_store::Store::connect(db).await?;
-                let leadership = leader::Leadership::take(&store, options.lease).await?;
-                (Some(store), Some(leadership))
+                Some(gantry_store::Store::connect(db).await?)
             }
-            None => (None, None),
+            None => None,
         };
         let bind = |addr: SocketAddr, flag: &'static str| async move {
             tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -210,6 +210,63 @@ impl RunningServer {
         let registry_addr = registry_listener
             .local_addr()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let shutdown = CancellationToken::new();
+        let serve_options = listen::ServeOptions {
+            tls,
+            ..listen::ServeOptions::default()
+        };
+        let mut tasks = Vec::new();
+        // A standby's listeners forward to the leader until this server
+        // leads; then they serve its own routers (`standby_slots`).
+        let mut standby_slots = None;
+        let mut leadership = None;
+        let mut listeners = Some((api_listener, registry_listener));
+        if let Some(store) = &store
+            && let Some((api_listener, registry_listener)) = listeners.take()
+        {
+            let ca = match &options.tls {
+                Some((cert, _)) => {
+                    Some(std::fs::read(cert).map_err(|e| ControlError::io(cert, e))?)
+                }
+                None => None,
+            };
+            let slots = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+            for (listener, slot, kind, what) in [
+                (api_listener, slots.0.clone(), standby::Listener::Api, "API"),
+                (
+                    registry_listener,
+                    slots.1.clone(),
+                    standby::Listener::Registry,
+                    "registry",
+                ),
+            ] {
+                let forward = standby::Forward::new(
+                    store.clone(),
+                    kind,
+                    Arc::new(hosts.clone()),
+                    ca.as_deref(),
+                )?;
+                let app = standby::dispatch(slot, Arc::new(forward));
+                let (token, options) = (shutdown.clone(), serve_options.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(error) = listen::serve(listener, app, options, token).await {
+                        tracing::error!(%error, what, "A server stopped.");
+                    }
+                }));
+            }
+            standby_slots = Some(slots);
+            let advertised = standby::Advertised {
+                api: options
+                    .public_urls
+                    .first()
+                    .map(|u| u.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| format!("{scheme}://{}", reachable(api_addr))),
+                registry: reachable(registry_addr),
+            };
+            leadership = Some(leader::Leadership::take(store, options.lease, &advertised).await?);
+        }
+        let (api_listener, registry_listener) = listeners.unzip();
         // The server's own registry credentials exist before the control
         // plane opens, so that its Docker runtime finds them at once.
         let own = gantry_auth::Secret::generate()?;
@@ -270,7 +327,6 @@ impl RunningServer {
                 "Armed the triggers of registered pipelines."
             );
         }
-        let scheme = if tls.is_some() { "https" } else { "http" };
         let api = format!("{scheme}://{api_addr}");
         lock.publish(&ServerInfo {
             pid: std::process::id(),
@@ -281,7 +337,6 @@ impl RunningServer {
                 .as_ref()
                 .and_then(|(cert, _)| std::fs::canonicalize(cert).ok()),
         })?;
-        let shutdown = CancellationToken::new();
         let guard_state = guard::Guard {
             auth: plane.auth().clone(),
             hosts: std::sync::Arc::new(hosts.clone()),
@@ -295,32 +350,33 @@ impl RunningServer {
                 guard_state,
                 guard::check_registry_host,
             ));
-        let serve_options = listen::ServeOptions {
-            tls,
-            ..listen::ServeOptions::default()
-        };
-        let mut tasks = Vec::new();
-        for (listener, app, what) in [
-            (
-                api_listener,
-                api::router(
-                    plane.clone(),
-                    guard::HostPolicy {
-                        tls: serve_options.tls.is_some(),
-                        ..hosts
-                    },
-                ),
-                "API",
-            ),
-            (registry_listener, registry_app, "registry"),
-        ] {
-            let token = shutdown.clone();
-            let options = serve_options.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(error) = listen::serve(listener, app, options, token).await {
-                    tracing::error!(%error, what, "A server stopped.");
+        let api_app = api::router(
+            plane.clone(),
+            guard::HostPolicy {
+                tls: serve_options.tls.is_some(),
+                ..hosts
+            },
+        );
+        match standby_slots {
+            Some((api_slot, registry_slot)) => {
+                let _ = api_slot.set(api_app);
+                let _ = registry_slot.set(registry_app);
+            }
+            None => {
+                for (listener, app, what) in [
+                    (api_listener, api_app, "API"),
+                    (registry_listener, registry_app, "registry"),
+                ] {
+                    let Some(listener) = listener else { continue };
+                    let token = shutdown.clone();
+                    let options = serve_options.clone();
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(error) = listen::serve(listener, app, options, token).await {
+                            tracing::error!(%error, what, "A server stopped.");
+                        }
+                    }));
                 }
-            }));
+            }
         }
         Ok(RunningServer {
             plane,
@@ -349,6 +405,19 @@ impl RunningServer {
         if let Some(leadership) = self.leadership {
             leadership.release().await;
         }
+    }
+}
+
+/// An address another host can reach this listener at: an unspecified IP
+/// (`0.0.0.0`, `::`) becomes the host's name.
+fn reachable(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string());
+        format!("{host}:{}", addr.port())
+    } else {
+        addr.to_string()
     }
 }
 
