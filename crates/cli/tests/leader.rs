@@ -332,3 +332,185 @@ fn killing_leaders_again_and_again_finishes_every_execution_once() {
         "an action ended twice"
     );
 }
+
+const SHIP: &str = r##"
+version: 1
+name: ship
+execution_mode: queued
+stages:
+  - name: Build
+    actions:
+      - name: files
+        type: shell
+        outputs: [app]
+        commands:
+          - mkdir -p www && cp /bin/busybox busybox && echo ok > www/health
+          - echo "#{gantry.ExecutionId}" > www/index.html
+        artifacts: {files: ["**/*"]}
+  - name: Image
+    actions:
+      - name: web
+        type: image
+        inputs: [app]
+        outputs: [defs]
+        repository: shop/web
+        entrypoint: ["/app/busybox", "httpd", "-f", "-p", "8080", "-h", "/app/www"]
+        port: 8080
+  - name: Deploy
+    actions:
+      - {name: web, type: deploy, environment: staging, service: web, inputs: [defs]}
+"##;
+
+fn environment(port: u16) -> String {
+    format!(
+        r#"
+version: 1
+environments:
+  staging:
+    runtime: docker
+    load_balancer:
+      listen: 127.0.0.1:{port}
+      rules:
+        - {{priority: 10, path: "/*", service: web}}
+services:
+  web:
+    replicas: 1
+    health_check: {{path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, grace_period: 0s}}
+    deployment: {{min_healthy_percent: 100, max_percent: 200, drain: 0s}}
+"#
+    )
+}
+
+/// The leader is killed again and again while a pipeline that builds an
+/// image and deploys it to a docker environment runs: every execution
+/// ends once, each replica the leaders started is adopted by the next
+/// (they share the database's cluster id as owner), and the last
+/// execution's deploy serves.
+#[test]
+fn killing_leaders_while_a_pipeline_deploys_ends_every_execution_once() {
+    let Some(url) = database() else {
+        println!("skipped: set GANTRY_TEST_POSTGRES (scripts/postgres) to run it");
+        return;
+    };
+    if !gantry_testkit::docker_tests_enabled(
+        "killing_leaders_while_a_pipeline_deploys_ends_every_execution_once",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ship = dir.path().join("ship.yaml");
+    std::fs::write(&ship, SHIP).unwrap();
+    let port = free_address()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse::<u16>()
+        .unwrap();
+    let env = dir.path().join("env.yaml");
+    std::fs::write(&env, environment(port)).unwrap();
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::spawn(dir.path(), n, &url))
+        .collect();
+    let leader_of = |nodes: &[Node]| {
+        let mut leader = None;
+        wait_until("a leader", Duration::from_secs(60), || {
+            leader = nodes.iter().position(Node::leads);
+            leader.is_some()
+        });
+        leader.unwrap()
+    };
+    let first = leader_of(&nodes);
+    nodes[first].cli(&["apply", "-f", env.to_str().unwrap()]);
+    let mut started = Vec::new();
+    // Each round kills the leader while its deploy runs, at another point.
+    for (round, wait_ms) in [0_u64, 700, 1500].into_iter().enumerate() {
+        let leader = leader_of(&nodes);
+        assert_eq!(nodes.iter().filter(|n| n.leads()).count(), 1, "two leaders");
+        let id = nodes[leader]
+            .cli(&["run", "-f", ship.to_str().unwrap(), "--no-follow"])
+            .trim()
+            .to_string();
+        wait_until("the deploy runs", Duration::from_secs(60), || {
+            executions(&nodes[leader]).iter().any(|e| {
+                e.id == id && e.stages[2].actions[0].status.as_deref() == Some("InProgress")
+            })
+        });
+        started.push(id);
+        gantry_clock::blocking_sleep(Duration::from_millis(wait_ms));
+        let mut dead = nodes.remove(leader);
+        dead.signal("-KILL");
+        let _ = dead.child.wait();
+        let _ = std::fs::remove_file(dead.data.join("server.json"));
+        nodes.push(Node::spawn(dir.path(), &format!("r{round}"), &url));
+    }
+    // The last leader runs one through, with nobody killed.
+    let leader = leader_of(&nodes);
+    let node = &nodes[leader];
+    let out = node.cli(&["run", "-f", ship.to_str().unwrap(), "--json"]);
+    let last: ExecutionView = serde_json::from_str(&out).unwrap();
+    assert_eq!(last.status, "Succeeded", "{out}");
+    started.push(last.id.clone());
+    wait_until("every execution finished", Duration::from_secs(60), || {
+        let all = executions(node);
+        started
+            .iter()
+            .all(|id| all.iter().any(|e| &e.id == id && e.is_finished()))
+    });
+    let all = executions(node);
+    for e in &all {
+        let failed: Vec<String> = e
+            .stages
+            .iter()
+            .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+            .filter_map(|(s, a)| {
+                a.error
+                    .as_ref()
+                    .map(|err| format!("{}/{}: {err}", s.name, a.name))
+            })
+            .collect();
+        println!("{} {} {failed:?}", e.id, e.status);
+    }
+    assert_eq!(
+        all.len(),
+        started.len(),
+        "an execution ran twice or went missing"
+    );
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([&url, "-Atc", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        psql(
+            "SELECT COUNT(*) FROM (SELECT execution_id, body::json->>'stage', body::json->>'action', \
+             body::json->>'attempt', COUNT(*) AS n FROM events \
+             WHERE body::json->>'type' IN ('action_succeeded', 'action_failed') \
+             GROUP BY 1, 2, 3, 4) AS ends WHERE n > 1"
+        ),
+        "0",
+        "an action ended twice"
+    );
+    // The load balancer serves what the last execution deployed.
+    let served = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&served.stdout).trim(), last.id);
+    // One replica runs: what earlier leaders started was adopted and
+    // replaced, not left behind.
+    let owner = format!(
+        "gantry.owner=gantry-cluster:{}",
+        psql("SELECT holder FROM gantry_lease WHERE name = 'cluster'")
+    );
+    let running = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label={owner}")])
+        .output()
+        .unwrap();
+    let count = String::from_utf8_lossy(&running.stdout).lines().count();
+    node.cli(&["env", "down", "staging"]);
+    assert_eq!(count, 1, "replicas of the cluster running");
+}

@@ -209,7 +209,16 @@ impl ControlPlane {
         let images = gantry_images::RegistryClient::new(gantry_images::ClientOptions::default())
             .map_err(|e| ControlError::Internal(format!("registry client: {e}")))?;
         let adopt_docker = gantry_deploy::uses_docker(&store).await.unwrap_or(true);
-        let runtimes = crate::runtimes::open(&data_dir, &images, adopt_docker).await;
+        let owner = match store.db().backend() {
+            gantry_db::Backend::Postgres => format!(
+                "gantry-cluster:{}",
+                store
+                    .cluster_id(&uuid::Uuid::now_v7().simple().to_string())
+                    .await?
+            ),
+            _ => data_dir.display().to_string(),
+        };
+        let runtimes = crate::runtimes::open(&data_dir, &images, adopt_docker, owner).await;
         let deployer = gantry_deploy::Deployer::open(
             store.clone(),
             params.clone(),

@@ -21,17 +21,21 @@ use gantry_store::{LEADER, Store};
 use crate::ControlPlane;
 use crate::error::ControlError;
 
-/// The lease a leading server holds, and the task that renews it.
+/// The lease a leading server holds, and the task that renews it from the
+/// moment it is taken (opening the control plane may outlast a lease).
 pub(crate) struct Leadership {
     store: Store,
     holder: String,
     token: i64,
+    /// Cancelled when the lease is lost.
+    lost: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Leadership {
     /// Waits until this server holds the lease (logging once that it
-    /// stands by), then fences the store with the new token.
+    /// stands by), fences the store with the new token, and renews the
+    /// lease from then on.
     /// The lease's holder names this server and the addresses it serves
     /// at, so standbys forward to it (`crate::standby`).
     pub(crate) async fn take(
@@ -63,51 +67,36 @@ impl Leadership {
         };
         store.fence(token);
         tracing::info!(%holder, token, "This server leads.");
+        let lost = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(renew(
+            store.clone(),
+            holder.clone(),
+            token,
+            lease,
+            lost.clone(),
+        ));
         Ok(Leadership {
             store: store.clone(),
             holder,
             token,
-            task: None,
+            lost,
+            task: Some(task),
         })
     }
 
-    /// Renews the lease every third of `lease` until it is lost, then asks
-    /// the server to shut down.
-    pub(crate) fn keep(&mut self, plane: ControlPlane, lease: Duration) {
-        let (store, holder, token) = (self.store.clone(), self.holder.clone(), self.token);
-        let ttl = millis(lease);
-        self.task = Some(tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let lost = match store.renew_lease(LEADER, &holder, token, ttl).await {
-                    Ok(renewed) => {
-                        failing = false;
-                        !renewed || store.deposed()
-                    }
-                    // Unreachable: the lease may run out meanwhile, and
-                    // another server take it; the fence keeps this one from
-                    // writing, and the next renewal that reaches the
-                    // database tells.
-                    Err(error) => {
-                        if !failing {
-                            tracing::warn!(%error, "Renewing the leader's lease failed; trying on.");
-                        }
-                        failing = true;
-                        store.deposed()
-                    }
-                };
-                if lost {
-                    tracing::error!(
-                        token,
-                        "This server lost the leader's lease: another server leads now. Shutting down."
-                    );
-                    eprintln!("gantry server: lost the leadership to another server");
-                    plane.request_shutdown();
-                    return;
-                }
-            }
-        }));
+    /// Whether the lease was lost (while the control plane opened, say).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Asks the server to shut down once the lease is lost.
+    pub(crate) fn keep(&mut self, plane: ControlPlane) {
+        let lost = self.lost.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            eprintln!("gantry server: lost the leadership to another server");
+            plane.request_shutdown();
+        });
     }
 
     /// Stops renewing and gives the lease back, so a standby takes over at
@@ -123,6 +112,46 @@ impl Leadership {
                 .await
         {
             tracing::warn!(%error, "Giving the leader's lease back failed; it expires by itself.");
+        }
+    }
+}
+
+/// Renews the lease every third of `lease` until it is lost, then
+/// cancels `lost`.
+async fn renew(
+    store: Store,
+    holder: String,
+    token: i64,
+    lease: Duration,
+    lost: tokio_util::sync::CancellationToken,
+) {
+    let ttl = millis(lease);
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let gone = match store.renew_lease(LEADER, &holder, token, ttl).await {
+            Ok(renewed) => {
+                failing = false;
+                !renewed || store.deposed()
+            }
+            // Unreachable: the lease may run out meanwhile, and another
+            // server take it; the fence keeps this one from writing, and
+            // the next renewal that reaches the database tells.
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "Renewing the leader's lease failed; trying on.");
+                }
+                failing = true;
+                store.deposed()
+            }
+        };
+        if gone {
+            tracing::error!(
+                token,
+                "This server lost the leader's lease: another server leads now. Shutting down."
+            );
+            lost.cancel();
+            return;
         }
     }
 }

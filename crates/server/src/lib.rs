@@ -280,7 +280,15 @@ impl RunningServer {
         .await?;
         plane.agents().set_lost_after(options.agent_timeout);
         if let Some(leadership) = &mut leadership {
-            leadership.keep(plane.clone(), options.lease);
+            if leadership.is_lost() {
+                // Another server took over while this one opened: it must
+                // not serve (its environments' ports are the leader's).
+                plane.deployer().shutdown().await;
+                return Err(ControlError::Options(
+                    "lost the leadership to another server while starting".into(),
+                ));
+            }
+            leadership.keep(plane.clone());
         }
         plane.auth().register_ephemeral(
             &own,

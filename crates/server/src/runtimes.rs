@@ -12,10 +12,14 @@ use gantry_deploy::Runtimes;
 /// and swarm's services to be known before returning (the applied project
 /// has a docker or swarm environment whose replicas the deployer re-adopts
 /// next).
+/// `owner` labels the docker and swarm replicas: the data dir for a
+/// server alone, the database's cluster id for servers sharing one, so the
+/// next leader adopts what the last one started.
 pub(crate) async fn open(
     data_dir: &Path,
     images: &gantry_images::RegistryClient,
     adopt_docker: bool,
+    owner: String,
 ) -> Runtimes {
     let mut runtimes = Runtimes::new();
     match gantry_runtime::ProcessRuntime::new(data_dir, images.clone()).await {
@@ -27,7 +31,7 @@ pub(crate) async fn open(
         }
         Err(error) => tracing::error!(%error, "The process runtime is not available."),
     }
-    let mut options = gantry_runtime::DockerOptions::new(data_dir.display().to_string());
+    let mut options = gantry_runtime::DockerOptions::new(owner);
     // The credentials for the embedded registry, when the server wrote them.
     let docker_config = data_dir.join("docker-config");
     if docker_config.is_dir() {

@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS gantry_lease (
 );
 "#;
 
+/// The row of the lease table that keeps the id of a database's servers
+/// ([`Store::cluster_id`]).
+const CLUSTER: &str = "cluster";
+
 /// The name of the lease the server that runs the engine holds.
 pub const LEADER: &str = "leader";
 
@@ -155,6 +159,27 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The id every server of this database shares, made by the first
+    /// that asks (`candidate`) and kept in the row `cluster` of the lease
+    /// table (never a lease: nothing takes or renews it). The docker and
+    /// swarm runtimes label their replicas with it, so whichever server
+    /// leads adopts them.
+    pub async fn cluster_id(&self, candidate: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO gantry_lease (name, holder, token, expires_at) VALUES ($1, $2, 0, 0) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(CLUSTER)
+        .bind(candidate)
+        .execute(self.pool())
+        .await?;
+        let row = sqlx::query("SELECT holder FROM gantry_lease WHERE name = $1")
+            .bind(CLUSTER)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Who holds the lease `name`, if anyone ever took it.
