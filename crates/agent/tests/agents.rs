@@ -575,3 +575,86 @@ async fn dispatch_latency() {
         samples[samples.len() - 1]
     );
 }
+
+/// The shop's three service builds, unmodified, on two agents in separate
+/// work dirs (stand-ins for two build hosts); the server then runs what
+/// they made. Heavy (it compiles the shop): GANTRY_TEST_DEMO=1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_run_the_shops_builds() {
+    if !gantry_testkit::gate("GANTRY_TEST_DEMO", "agents_run_the_shops_builds") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "examples/shop"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let pipeline = r##"
+version: 1
+name: shop-on-agents
+stages:
+  - name: Source
+    actions:
+      - {name: checkout, type: source, outputs: [Src]}
+  - name: Build
+    actions:
+      - {name: build-catalog, type: build, buildspec: examples/shop/catalog/buildspec.yml, inputs: [Src], outputs: [CatalogBin], namespace: CatalogBuild, agent: {labels: [linux]}}
+      - {name: build-orders, type: build, buildspec: examples/shop/orders/buildspec.yml, inputs: [Src], outputs: [OrdersBin], namespace: OrdersBuild, agent: {labels: [linux]}}
+      - {name: build-bff, type: build, buildspec: examples/shop/bff/buildspec.yml, inputs: [Src], outputs: [BffBin], namespace: BffBuild, agent: {labels: [linux]}}
+  - name: Check
+    actions:
+      - name: run-them
+        type: shell
+        inputs: [CatalogBin, OrdersBin, BffBin]
+        commands:
+          - ./catalog --version
+          - $GANTRY_INPUT_OrdersBin/orders --version
+          - $GANTRY_INPUT_BffBin/bff --version
+          - 'test "$(sha256sum catalog | cut -d" " -f1)" = "#{CatalogBuild.SERVICE_SHA256}"'
+"##;
+    let mut files: Vec<(String, String)> = vec![("gantry.yaml".into(), pipeline.into())];
+    for path in String::from_utf8_lossy(&listed.stdout).lines() {
+        if let Ok(text) = std::fs::read_to_string(root.join(path)) {
+            files.push((path.to_string(), text));
+        }
+    }
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let mut fx = fixture(&borrowed, Duration::from_secs(60)).await;
+    fx.agent("host-a", &["linux"], 1);
+    fx.agent("host-b", &["linux"], 1);
+    let id = fx.start().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    let execution = loop {
+        let (execution, _) = fx.server.plane.execution(&id).await.unwrap();
+        if execution.status != ExecutionStatus::InProgress {
+            break execution;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shop's builds took over 15 min"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut hosts = std::collections::BTreeSet::new();
+    for action in ["build-catalog", "build-orders", "build-bff"] {
+        let log = fx.log(&id, "Build", action).await;
+        let host = ["host-a", "host-b"]
+            .into_iter()
+            .find(|h| log.contains(&format!("Running on agent {h}.")));
+        assert!(host.is_some(), "{action}: {log}");
+        hosts.extend(host);
+    }
+    assert_eq!(
+        execution.status,
+        ExecutionStatus::Succeeded,
+        "{execution:#?}"
+    );
+    assert_eq!(hosts.len(), 2, "both agents built");
+    let check = fx.log(&id, "Check", "run-them").await;
+    assert!(check.contains("catalog 0.1.0"), "{check}");
+}
