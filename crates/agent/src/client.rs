@@ -204,11 +204,9 @@ impl Client {
             .await
             .map_err(|e| self.network(&path, e))?;
         let response = self.check(response).await?;
-        let temp = tmp.join(format!(
-            "{}.{}",
-            digest.trim_start_matches("sha256:"),
-            std::process::id()
-        ));
+        // One name per job and blob: jobs running at once may fetch the
+        // same blob.
+        let temp = tmp.join(format!("{}.{job}", digest.trim_start_matches("sha256:")));
         let local = |e: std::io::Error| ClientError::Local(format!("{}: {e}", temp.display()));
         let mut file = tokio::fs::File::create(&temp).await.map_err(local)?;
         let mut hasher = Sha256::new();

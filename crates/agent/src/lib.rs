@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{Client, ClientError};
 
+/// The longest log line sent; the server keeps 64 KiB of a line too.
+const MAX_LINE_BYTES: usize = 64 << 10;
+
 /// The gantry version this agent runs, sent with every poll.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -426,12 +429,29 @@ async fn ship_log(
     mut queued: mpsc::UnboundedReceiver<String>,
     gone: CancellationToken,
 ) {
-    const BATCH: usize = 1000;
+    // Well under the server's 2 MiB for a JSON body, whatever the lines.
+    const BATCH_LINES: usize = 1000;
+    const BATCH_BYTES: usize = 512 << 10;
+    let cap = |mut line: String| {
+        if line.len() > MAX_LINE_BYTES {
+            let mut end = MAX_LINE_BYTES;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+        }
+        line
+    };
     while let Some(first) = queued.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+        let mut batch = vec![cap(first)];
+        let mut bytes = batch[0].len();
+        while batch.len() < BATCH_LINES && bytes < BATCH_BYTES {
             match queued.try_recv() {
-                Ok(line) => batch.push(line),
+                Ok(line) => {
+                    let line = cap(line);
+                    bytes += line.len();
+                    batch.push(line);
+                }
                 Err(_) => break,
             }
         }

@@ -399,6 +399,25 @@ async fn a_cut_upload_leaves_nothing_half_imported() {
         "{refused}"
     );
     assert_eq!(count(&blobs), before, "nothing was stored");
+    // No blob but the job's inputs may be fetched (this job has none).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let local = gantry_store::ArtifactStore::open(elsewhere.path()).unwrap();
+    let (someone_elses, _) = fx
+        .server
+        .plane
+        .artifacts()
+        .put_blob(&b"a blob of another execution"[..])
+        .unwrap();
+    let before = count(&blobs);
+    let refused = client
+        .fetch_blob(&job.id, &someone_elses, &local, elsewhere.path())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("agent.not_an_input"),
+        "{refused}"
+    );
+    assert_eq!(count(&blobs), before, "nothing was stored");
     let uploads = fx.dir.path().join("data/work/agent-uploads");
     assert_eq!(count(&uploads), 0, "no temp file is left");
     // The whole blob, then the end: the job is done, its output stored.

@@ -136,7 +136,7 @@ impl Forward {
         let leader = match self.leader().await {
             Ok(Some(leader)) => leader,
             Ok(None) => return ApiError::from(ControlError::NoLeader).into_response(),
-            Err(error) => return ApiError::from(ControlError::from(error)).into_response(),
+            Err(error) => return ApiError::from(error).into_response(),
         };
         let base = match self.listener {
             Listener::Api => leader.api.trim_end_matches('/').to_string(),
