@@ -682,3 +682,68 @@ stages:
     let check = fx.log(&id, "Check", "run-them").await;
     assert!(check.contains("catalog 0.1.0"), "{check}");
 }
+
+/// An agent runs an `image:` build in a container on its own Docker, as the
+/// server's runner does: the source mounted, the outputs collected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_runs_a_build_in_a_container() {
+    if !gantry_testkit::docker_tests_enabled("an_agent_runs_a_build_in_a_container") {
+        return;
+    }
+    // A busybox image made from scratch (nothing is pulled).
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", context.path().join("busybox")).unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new("docker")
+        .args([
+            "build",
+            "--quiet",
+            "--tag",
+            "gantry-test/agent-busybox:1",
+            ".",
+        ])
+        .current_dir(context.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let pipeline = r##"
+version: 1
+name: boxed
+stages:
+  - name: Build
+    actions:
+      - name: inside
+        type: shell
+        image: gantry-test/agent-busybox:1
+        agent: {labels: [docker]}
+        outputs: [made]
+        commands:
+          - test ! -e /etc/debian_version
+          - echo "made in a container" > made.txt
+        artifacts: {files: [made.txt]}
+"##;
+    let mut fx = fixture(&[("gantry.yaml", pipeline)], Duration::from_secs(30)).await;
+    fx.agent("docker-host", &["docker"], 1);
+    let id = fx.start().await;
+    let execution = fx.finished(&id).await;
+    let log = fx.log(&id, "Build", "inside").await;
+    assert_eq!(execution.status, ExecutionStatus::Succeeded, "{log}");
+    assert!(log.contains("Running on agent docker-host."), "{log}");
+    let artifact = &execution.stages[0].actions[0].output_artifacts["made"];
+    let made = fx
+        .server
+        .plane
+        .artifacts()
+        .read_file(artifact, "made.txt")
+        .unwrap()
+        .unwrap();
+    assert_eq!(made, b"made in a container\n");
+}
