@@ -558,48 +558,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The figure of `bench/agent_dispatch.sh`: from an action becoming
-/// runnable (its start) to the first line of its build on an idle agent,
-/// over 30 runs. Not a pass/fail test: it prints.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a benchmark: bench/agent_dispatch.sh"]
-async fn dispatch_latency() {
-    let mut fx = fixture(&[("gantry.yaml", SLOW)], Duration::from_secs(30)).await;
-    fx.agent("idle", &[], 1);
-    // The agent is polling before the first run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut samples = Vec::new();
-    for _ in 0..30 {
-        let id = fx.start().await;
-        let execution = fx.finished(&id).await;
-        assert_eq!(execution.status, ExecutionStatus::Succeeded);
-        let started = execution.stages[0].actions[0].started_at.unwrap();
-        let lines = fx
-            .server
-            .plane
-            .logs(&id, Some(("Build", "work")), 0, 1000)
-            .await
-            .unwrap();
-        let after = lines
-            .iter()
-            .position(|l| l.line.starts_with("Running on agent"))
-            .unwrap();
-        let first = &lines[after + 1];
-        samples.push(first.at - started);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    samples.sort_unstable();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "agent dispatch (action start -> first build line on an idle agent), {} runs: min {} ms, median {} ms, p95 {} ms, max {} ms",
-        samples.len(),
-        samples[0],
-        pick(0.5),
-        pick(0.95),
-        samples[samples.len() - 1]
-    );
-}
-
 /// The shop's three service builds, unmodified, on two agents in separate
 /// work dirs (stand-ins for two build hosts); the server then runs what
 /// they made. Heavy (it compiles the shop): GANTRY_TEST_DEMO=1.
