@@ -300,7 +300,9 @@ async fn run_build(
     let mut env: Vec<(String, String)> = job.env.into_iter().map(|v| (v.name, v.value)).collect();
     let secrets: Vec<(String, String)> =
         job.secrets.into_iter().map(|v| (v.name, v.value)).collect();
-    let cache = work.join("cache").join(clean(&job.pipeline));
+    let cache = work
+        .join("cache")
+        .join(gantry_build::path_component(&job.pipeline));
     env.push(("GANTRY_CACHE_DIR".into(), cache.display().to_string()));
     env.push(("GANTRY_AGENT_WORK_DIR".into(), work.display().to_string()));
     if let Some(login) = &job.registry {
@@ -506,19 +508,6 @@ async fn fetch_artifact(
         }
     }
     Ok(())
-}
-
-/// A name made safe as one path component.
-fn clean(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Writes a file only its owner reads (0600), created fresh.

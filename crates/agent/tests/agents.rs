@@ -122,6 +122,17 @@ impl Fixture {
         self.server.plane.execution(id).await.unwrap().0
     }
 
+    /// The execution once ended, which must be a success.
+    async fn succeeded(&self, id: &str) -> gantry_engine::Execution {
+        let execution = self.finished(id).await;
+        assert_eq!(
+            execution.status,
+            ExecutionStatus::Succeeded,
+            "{execution:#?}"
+        );
+        execution
+    }
+
     async fn log(&self, id: &str, stage: &str, action: &str) -> String {
         self.server
             .plane
@@ -198,12 +209,7 @@ async fn agents_run_builds_by_label_with_inputs_outputs_variables_and_logs() {
     fx.agent("small", &["linux"], 1);
     fx.agent("big", &["linux", "gpu"], 2);
     let id = fx.start().await;
-    let execution = fx.finished(&id).await;
-    assert_eq!(
-        execution.status,
-        ExecutionStatus::Succeeded,
-        "{execution:#?}"
-    );
+    fx.succeeded(&id).await;
     let compile = fx.log(&id, "Build", "compile").await;
     assert!(
         compile.contains("Waiting for an agent with labels linux."),
@@ -300,12 +306,7 @@ async fn a_silent_agent_fails_its_action_as_interrupted_and_cannot_report_into_t
         .await
         .unwrap();
     assert_eq!(beat.stop, vec![taken.id.clone()]);
-    let execution = fx.finished(&id).await;
-    assert_eq!(
-        execution.status,
-        ExecutionStatus::Succeeded,
-        "{execution:#?}"
-    );
+    fx.succeeded(&id).await;
     let log = fx.log(&id, "Build", "work").await;
     assert!(log.contains("Running on agent real."), "{log}");
     assert!(!log.contains("late"), "{log}");
@@ -433,12 +434,7 @@ async fn a_cut_upload_leaves_nothing_half_imported() {
         .await
         .unwrap();
     client.finish(&job.id, &finish).await.unwrap();
-    let execution = fx.finished(&id).await;
-    assert_eq!(
-        execution.status,
-        ExecutionStatus::Succeeded,
-        "{execution:#?}"
-    );
+    let execution = fx.succeeded(&id).await;
     let artifact = &execution.stages[0].actions[0].output_artifacts["out"];
     let stored = fx
         .server
@@ -468,12 +464,7 @@ async fn four_agents_with_two_slots_run_fifty_actions_exactly_once() {
         fx.agent(&format!("agent{n}"), &[], 2);
     }
     let id = fx.start().await;
-    let execution = fx.finished(&id).await;
-    assert_eq!(
-        execution.status,
-        ExecutionStatus::Succeeded,
-        "{execution:#?}"
-    );
+    let execution = fx.succeeded(&id).await;
     let mut files: Vec<String> = std::fs::read_dir(ran.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -233,6 +233,21 @@ fn display(rel: &str) -> String {
     }
 }
 
+/// A name made safe as one path component: every character but ASCII
+/// letters, digits, `-` and `_` becomes `_` (a pipeline's cache directory
+/// is named so, by the server and by build agents alike).
+pub fn path_component(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The cache directory of one action under a pipeline's cache directory:
 /// `paths/STAGE--ACTION`, each character outside `[A-Za-z0-9_.-]` as `_`.
 pub fn action_cache_dir(pipeline_cache: &Path, stage: &str, action: &str) -> PathBuf {

@@ -141,7 +141,7 @@ impl ControlPlane {
                 .inner
                 .data_dir
                 .join("cache")
-                .join(sanitize(loaded.pipeline.name.as_str())),
+                .join(gantry_build::path_component(loaded.pipeline.name.as_str())),
             timeout,
             action: resolved,
             attempt: attempt.attempt,
@@ -233,24 +233,10 @@ impl ControlPlane {
 fn work_dir(data_dir: &Path, attempt: &ActionRef, stage: &str, action: &str) -> PathBuf {
     data_dir.join("work").join(&attempt.id).join(format!(
         "{}-{}-{}",
-        sanitize(stage),
-        sanitize(action),
+        gantry_build::path_component(stage),
+        gantry_build::path_component(action),
         attempt.attempt
     ))
-}
-
-/// A name made safe as one path component: every character but ASCII
-/// letters, digits, `-` and `_` becomes `_`.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Makes `dir` an empty directory, in one trip to the blocking pool. An
