@@ -241,6 +241,22 @@ fn a_standby_answers_the_api_and_the_registry_by_forwarding_to_the_leader() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+    // A name the standby does not answer to is refused by the standby
+    // itself (DNS rebinding), not forwarded.
+    let rebound = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: evil.example",
+        ])
+        .arg(format!("http://{api}/api/v1/executions"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rebound.stdout), "421");
     // The registry too.
     let v2 = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u"])

@@ -124,13 +124,11 @@ impl Forward {
     }
 
     async fn forward(&self, request: Request) -> Response {
-        if self.listener == Listener::Api
-            && let Some((refused, _)) = guard::refuse_foreign(
-                &self.hosts,
-                &request,
-                guard::host_header(&request).as_deref(),
-            )
-        {
+        if let Some((refused, _)) = guard::refuse_foreign(
+            &self.hosts,
+            &request,
+            guard::host_header(&request).as_deref(),
+        ) {
             return refused;
         }
         let leader = match self.leader().await {
