@@ -426,6 +426,17 @@ async fn a_cut_upload_leaves_nothing_half_imported() {
     assert_eq!(count(&blobs), before, "nothing was stored");
     let uploads = fx.dir.path().join("data/work/agent-uploads");
     assert_eq!(count(&uploads), 0, "no temp file is left");
+    // A manifest of many files is more than other bodies may be (2 MiB);
+    // this one is refused only for the blob it lacks, not for its size.
+    let mut large = finish.clone();
+    large.outputs[0].entries.extend(
+        (0..80_000).map(|i| serde_json::json!({"kind": "dir", "path": format!("d{i:05}")})),
+    );
+    let refused = client.finish(&job.id, &large).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("agent.output_invalid"),
+        "{refused}"
+    );
     // The whole blob, then the end: the job is done, its output stored.
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &bytes).unwrap();

@@ -169,6 +169,12 @@ impl Agents {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How often agents must heartbeat: every [`HEARTBEAT`], or a third
+    /// of `lost_after` when that is shorter.
+    pub fn heartbeat_every(&self) -> Duration {
+        HEARTBEAT.min(self.lost_after() / 3)
+    }
+
     /// How long a claimed job's agent may be silent.
     pub fn lost_after(&self) -> Duration {
         Duration::from_millis(self.hub.lost_after_ms.load(Ordering::Relaxed))
@@ -242,8 +248,8 @@ impl Agents {
                 return Ok(Some(job));
             }
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                self.take(identity, name, labels, version);
-                return Ok(None);
+                // A last look: a job taken now must be handed out now.
+                return Ok(self.take(identity, name, labels, version));
             }
         }
     }
@@ -548,11 +554,13 @@ pub(crate) async fn run_on_agent(
     // cannot say so.
     let deadline = tokio::time::Instant::now() + ctx.timeout + HEARTBEAT * 5;
     let mut check = tokio::time::interval(Duration::from_millis(500));
+    let mut running_on = None;
     loop {
         tokio::select! {
             event = handle.events.recv() => match event {
                 Some(JobEvent::Claimed(agent)) => {
                     ctx.log.line(&format!("Running on agent {agent}."));
+                    running_on = Some(agent);
                 }
                 Some(JobEvent::Lines(lines)) => {
                     for line in lines {
@@ -587,8 +595,12 @@ pub(crate) async fn run_on_agent(
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
+                let waiting = match &running_on {
+                    Some(agent) => format!("agent {agent} did not end the build"),
+                    None => format!("no agent took it (waiting for {shown})"),
+                };
                 return Err(ActionError::new(format!(
-                    "timed out after {} s waiting for {shown}",
+                    "timed out after {} s: {waiting}",
                     ctx.timeout.as_secs()
                 )));
             }

@@ -19,7 +19,7 @@ use gantry_api::{
 use gantry_auth::{Permission, Target};
 use sha2::{Digest, Sha256};
 
-use crate::agents::{AgentError, HEARTBEAT};
+use crate::agents::AgentError;
 use crate::api::ApiError;
 use crate::control::ControlPlane;
 use crate::error::ControlError;
@@ -44,7 +44,12 @@ pub(crate) fn routes() -> Router<ControlPlane> {
             "/api/v1/agent/jobs/{id}/blobs/{digest}",
             get(get_blob).put(put_blob),
         )
-        .route("/api/v1/agent/jobs/{id}/finish", post(finish))
+        .route(
+            "/api/v1/agent/jobs/{id}/finish",
+            post(finish).layer(axum::extract::DefaultBodyLimit::max(
+                crate::guard::MAX_AGENT_FINISH_BODY,
+            )),
+        )
 }
 
 fn require_agent(caller: &Caller) -> Result<(), ApiError> {
@@ -113,7 +118,7 @@ async fn poll(
     });
     let answer = Json(AgentPollAnswer {
         job,
-        heartbeat_ms: u64::try_from(HEARTBEAT.as_millis()).unwrap_or(2000),
+        heartbeat_ms: u64::try_from(plane.agents().heartbeat_every().as_millis()).unwrap_or(2000),
     });
     Ok(match note {
         Some(note) => (Extension(note), answer).into_response(),

@@ -347,6 +347,18 @@ async fn error_body(response: Response) -> Response {
 /// [`object_body`] read bodies first.
 const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
 
+/// The most the end of an agent's job may hold: its outputs' manifests
+/// (some 400,000 files).
+pub(crate) const MAX_AGENT_FINISH_BODY: usize = 64 * 1024 * 1024;
+
+/// Whether `path` is an agent's `POST /api/v1/agent/jobs/ID/finish`.
+pub(crate) fn is_agent_finish(path: &str) -> bool {
+    path.strip_prefix(AGENT_ROUTES)
+        .and_then(|rest| rest.strip_prefix("jobs/"))
+        .and_then(|rest| rest.strip_suffix("/finish"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// How long a client may take to send a JSON body once its headers are in:
 /// a body trickled a byte at a time must not hold a handler (and its
 /// connection slot) for ever.
@@ -363,8 +375,15 @@ async fn object_body(request: Request) -> Result<Request, Response> {
     if !json {
         return Ok(request);
     }
+    // A build agent's end of a job carries its outputs' manifests, one
+    // entry per file.
+    let limit = if is_agent_finish(request.uri().path()) {
+        MAX_AGENT_FINISH_BODY
+    } else {
+        MAX_JSON_BODY
+    };
     let (parts, body) = request.into_parts();
-    let read = tokio::time::timeout(JSON_BODY_TIMEOUT, axum::body::to_bytes(body, MAX_JSON_BODY));
+    let read = tokio::time::timeout(JSON_BODY_TIMEOUT, axum::body::to_bytes(body, limit));
     let Ok(read) = read.await else {
         return Err(coded(
             StatusCode::REQUEST_TIMEOUT,
@@ -379,7 +398,7 @@ async fn object_body(request: Request) -> Result<Request, Response> {
         return Err(coded(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request.too_large",
-            format!("a request body holds at most {MAX_JSON_BODY} bytes"),
+            format!("a request body holds at most {limit} bytes"),
         ));
     };
     if bytes
@@ -566,6 +585,20 @@ mod tests {
         assert!(!policy.allows_origin("http://evil.example", "127.0.0.1:7700"));
         assert!(!policy.allows_origin("http://127.0.0.1:9999", "127.0.0.1:7700"));
         assert!(!policy.allows_origin("null", "127.0.0.1:7700"));
+    }
+
+    #[test]
+    fn only_an_agents_finish_takes_the_larger_body() {
+        assert!(is_agent_finish("/api/v1/agent/jobs/abc/finish"));
+        for path in [
+            "/api/v1/agent/jobs//finish",
+            "/api/v1/agent/jobs/a/b/finish",
+            "/api/v1/agent/jobs/abc/log",
+            "/api/v1/executions/abc/finish",
+            "/api/v1/agent/poll",
+        ] {
+            assert!(!is_agent_finish(path), "{path}");
+        }
     }
 
     #[test]
