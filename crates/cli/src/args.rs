@@ -176,6 +176,12 @@ pub(crate) enum Command {
         #[arg(long, value_name = "MS", default_value_t = 3000,
               value_parser = clap::value_parser!(u64).range(500..=600_000))]
         lease_ms: u64,
+        /// With --database: the URL the other servers reach this one's API
+        /// at, to forward requests while it leads (default: its --listen
+        /// address, 0.0.0.0 as the host name; with TLS, a name its
+        /// certificate holds).
+        #[arg(long, value_name = "URL")]
+        advertise_url: Option<String>,
         /// How long a build agent running a job may send no heartbeat
         /// before the job fails as interrupted (`30s`, `2m`).
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_agent_timeout)]

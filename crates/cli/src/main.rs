@@ -256,6 +256,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             database,
             blob_dir,
             lease_ms,
+            advertise_url,
             agent_timeout,
             idle_exit,
         } => {
@@ -269,6 +270,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 blob_dir,
                 lease: std::time::Duration::from_millis(lease_ms),
                 agent_timeout,
+                advertise_url,
             };
             server::serve(&for_setup()?, options, idle_exit).await
         }

@@ -257,6 +257,22 @@ fn a_standby_answers_the_api_and_the_registry_by_forwarding_to_the_leader() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&rebound.stdout), "421");
+    // A request a standby forwarded is never forwarded again (a load
+    // balancer in front of all servers could send it back to a standby).
+    let looped = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "x-gantry-forwarded: 1",
+        ])
+        .arg(format!("http://{api}/api/v1/executions"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&looped.stdout), "503");
     // The registry too.
     let v2 = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u"])

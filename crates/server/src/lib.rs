@@ -103,6 +103,9 @@ pub struct ServerOptions {
     /// How long a build agent running a job may be silent before the job
     /// fails as interrupted.
     pub agent_timeout: std::time::Duration,
+    /// With a database: the URL the other servers reach this one's API at
+    /// (`None`: its listen address, an unspecified IP as the host name).
+    pub advertise_url: Option<String>,
 }
 
 /// The leader's lease by default: failover within about this long.
@@ -121,6 +124,7 @@ impl ServerOptions {
             blob_dir: None,
             lease: DEFAULT_LEASE,
             agent_timeout: agents::DEFAULT_LOST_AFTER,
+            advertise_url: None,
         }
     }
 }
@@ -170,6 +174,13 @@ impl RunningServer {
         }
         let hosts = guard::HostPolicy::with_public_urls(&options.public_urls)
             .map_err(ControlError::Options)?;
+        if let Some(url) = &options.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ControlError::Options(format!(
+                "--advertise-url {url}: an http:// or https:// URL"
+            )));
+        }
         let mut lock = DataDirLock::acquire(data_dir)?;
         // With a shared database, connect first: the lease is taken once
         // the listeners are bound (they forward to the leader meanwhile).
@@ -257,9 +268,11 @@ impl RunningServer {
             }
             standby_slots = Some(slots);
             let advertised = standby::Advertised {
+                // Not a public URL: that may be a load balancer in front of
+                // every server, standbys included.
                 api: options
-                    .public_urls
-                    .first()
+                    .advertise_url
+                    .as_deref()
                     .map(|u| u.trim_end_matches('/').to_string())
                     .unwrap_or_else(|| format!("{scheme}://{}", reachable(api_addr))),
                 registry: reachable(registry_addr),

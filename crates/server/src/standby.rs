@@ -1,6 +1,7 @@
 //! A standby answers too: while another server leads (`--database`), a
 //! server's API, console and registry listeners forward every request to
-//! the leader, whose addresses its lease names, and hand the answer back,
+//! the leader, whose addresses its lease names (its `--advertise-url`, else
+//! its listen address), and hand the answer back,
 //! streamed both ways. Once the lease is this server's, the same listeners
 //! serve its own routers ([`dispatch`]), with no gap and no second bind.
 //!
@@ -33,6 +34,9 @@ pub(crate) enum Listener {
     Api,
     Registry,
 }
+
+/// Marks a request a standby forwarded: a standby never forwards it again.
+const FORWARDED: &str = "x-gantry-forwarded";
 
 /// How long a standby trusts what it read of the lease.
 const LEADER_CACHE: Duration = Duration::from_millis(500);
@@ -131,6 +135,11 @@ impl Forward {
         ) {
             return refused;
         }
+        // A request a standby forwarded, reaching a standby again (a load
+        // balancer in front of every server, an old lease): no loop.
+        if request.headers().contains_key(FORWARDED) {
+            return ApiError::from(ControlError::NoLeader).into_response();
+        }
         let leader = match self.leader().await {
             Ok(Some(leader)) => leader,
             Ok(None) => return ApiError::from(ControlError::NoLeader).into_response(),
@@ -160,6 +169,7 @@ impl Forward {
                 outbound = outbound.header(name, value);
             }
         }
+        outbound = outbound.header(FORWARDED, "1");
         let stream = body.into_data_stream();
         let answer = outbound
             .body(reqwest::Body::wrap_stream(stream))
