@@ -524,7 +524,7 @@ async fn an_agent_of_another_version_or_without_the_agent_grant_is_refused() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("403"), "{refused}");
-    // The agent's token reads nothing else.
+    // The agent's token reads nothing else: not the API, not the registry.
     let read = reqwest::Client::new()
         .get(format!("{}/api/v1/executions", fx.server.api))
         .bearer_auth(&fx.token)
@@ -532,6 +532,28 @@ async fn an_agent_of_another_version_or_without_the_agent_grant_is_refused() {
         .await
         .unwrap();
     assert_eq!(read.status(), 403);
+    let pull = reqwest::Client::new()
+        .get(format!("http://{}/v2/", fx.server.registry))
+        .basic_auth("gantry", Some(&fx.token))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        pull.status() == 401 || pull.status() == 403,
+        "{}",
+        pull.status()
+    );
+    let admin_pull = reqwest::Client::new()
+        .get(format!("http://{}/v2/", fx.server.registry))
+        .basic_auth("gantry", Some(admin.trim()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        admin_pull.status(),
+        200,
+        "the same request with a reader's token"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
