@@ -852,6 +852,7 @@ async fn environments_parameters_triggers_and_audit_pages_show_what_the_api_give
         "/environments/staging",
         "/parameters",
         "/triggers",
+        "/agents",
         "/audit",
     ] {
         let page = browser.get(path).await;
@@ -859,6 +860,25 @@ async fn environments_parameters_triggers_and_audit_pages_show_what_the_api_give
         assert!(!page.text.contains("<script>"), "{path}: {}", page.text);
         assert!(!page.text.contains("hunter2-never-in-html"), "{path}");
     }
+    let agents = browser.get("/agents").await;
+    assert!(agents.text.contains("No build agent"), "{}", agents.text);
+    // An agent that polled is listed with its labels; its name is text.
+    fx.plane
+        .agents()
+        .poll(
+            "builder",
+            "<b>rack-7</b>",
+            &["linux".to_string(), "docker".to_string()],
+            gantry_server::agents::VERSION,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let agents = browser.get("/agents").await;
+    assert_eq!(agents.status, StatusCode::OK, "{}", agents.text);
+    assert!(agents.text.contains("linux, docker"), "{}", agents.text);
+    assert!(agents.text.contains("alive") && agents.text.contains("idle"));
+    assert!(!agents.text.contains("<b>rack-7</b>"), "{}", agents.text);
     let audit = browser.get("/audit").await;
     assert!(audit.text.contains("console sign-in"), "{}", audit.text);
     // The audit log is the admins'; the API says so, the page shows it.

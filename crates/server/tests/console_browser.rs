@@ -188,6 +188,7 @@ async fn sign_in_watch_an_execution_reach_its_approval_live_approve_and_release(
         ("/parameters", "parameters"),
         ("/images", "images"),
         ("/triggers", "triggers"),
+        ("/agents", "agents"),
         ("/audit", "audit-not-admin"),
     ] {
         c.goto(&format!("{base}{path}")).await.unwrap();

@@ -234,6 +234,7 @@ pub fn router_with(plane: ControlPlane, hosts: HostPolicy, limits: SessionLimits
         .route("/parameters", get(pages::parameters))
         .route("/images", get(pages::images))
         .route("/triggers", get(pages::triggers))
+        .route("/agents", get(pages::agents))
         .route("/audit", get(pages::audit))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signin/link/{code}", get(pages::signin_link))

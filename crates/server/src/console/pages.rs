@@ -13,10 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use gantry_api::{
-    Ack, ActionView, ApprovalView, AuditRecordView, ConsoleLink, DecideRequest, DecisionAnswer,
-    DeploymentAnswer, EnvironmentStatus, ExecutionView, LoadBalancerRule, LogsPage, ParameterView,
-    PipelineSummary, RetryRequest, RevisionDetail, RollbackRequest, StartRequest, Started,
-    StopRequest, TriggerView,
+    Ack, ActionView, AgentView, ApprovalView, AuditRecordView, ConsoleLink, DecideRequest,
+    DecisionAnswer, DeploymentAnswer, EnvironmentStatus, ExecutionView, LoadBalancerRule, LogsPage,
+    ParameterView, PipelineSummary, RetryRequest, RevisionDetail, RollbackRequest, StartRequest,
+    Started, StopRequest, TriggerView,
 };
 use gantry_auth::{Permission, Role, Secret, Target};
 use serde::de::DeserializeOwned;
@@ -1189,6 +1189,57 @@ pub(super) async fn triggers(
     Ok(TriggersPage {
         chrome: Chrome::of(&caller, &session),
         triggers,
+    }
+    .into_response())
+}
+
+/// One agent as the agents page shows it: what it runs links to its
+/// execution.
+pub(super) struct AgentRow {
+    name: String,
+    labels: String,
+    version: String,
+    last_seen: String,
+    alive: bool,
+    /// `(execution id, "execution/stage/action#attempt")`.
+    running: Vec<(String, String)>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    chrome: Chrome,
+    agents: Vec<AgentRow>,
+}
+
+/// `/agents`: the build agents that polled since the leader started.
+pub(super) async fn agents(
+    State(console): State<Console>,
+    caller: Caller,
+    Extension(session): Extension<Session>,
+) -> Result<Response, Failure> {
+    let agents: Vec<AgentView> = console.get(&caller, "/api/v1/agents").await?;
+    let agents = agents
+        .into_iter()
+        .map(|agent| AgentRow {
+            name: agent.name,
+            labels: agent.labels.join(", "),
+            version: agent.version,
+            last_seen: agent.last_seen,
+            alive: agent.alive,
+            running: agent
+                .running
+                .into_iter()
+                .map(|job| {
+                    let execution = job.split('/').next().unwrap_or_default().to_string();
+                    (execution, job)
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(AgentsPage {
+        chrome: Chrome::of(&caller, &session),
+        agents,
     }
     .into_response())
 }
