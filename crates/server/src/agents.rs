@@ -457,12 +457,13 @@ impl Drop for JobHandle {
     }
 }
 
-/// A fresh job id: 128 random bits in hex.
-pub fn new_job_id() -> String {
+/// 128 random bits in hex: agent job ids, upload temp names, the log
+/// writer's batch names.
+pub fn unique_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).unwrap_or_else(|_| {
         // The clock and a counter, should the OS refuse randomness: ids
-        // stay unique, which is what a job id needs above all.
+        // stay unique, which is what these ids need above all.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
@@ -511,7 +512,7 @@ pub(crate) async fn run_on_agent(
             .collect()
     };
     let job = AgentJob {
-        id: new_job_id(),
+        id: unique_id(),
         execution_id: ctx.execution_id.clone(),
         pipeline: ctx.pipeline.clone(),
         stage: ctx.stage.clone(),

@@ -210,7 +210,7 @@ async fn put_blob(
     }
     let dir = plane.data_dir().join("work").join("agent-uploads");
     std::fs::create_dir_all(&dir).map_err(|e| ControlError::io(&dir, e))?;
-    let mut temp = TempUpload(Some(dir.join(crate::agents::new_job_id())));
+    let mut temp = TempUpload(Some(dir.join(crate::agents::unique_id())));
     let path = temp.path().to_path_buf();
     let file = std::fs::OpenOptions::new()
         .write(true)

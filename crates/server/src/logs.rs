@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gantry_clock::now_ms;
-use gantry_store::{LogLine, NewEvent, Store, StoreError};
+use gantry_store::{BatchName, LogLine, NewEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 const CHANNEL_CAPACITY: usize = 8192;
@@ -207,9 +207,18 @@ impl Batch {
     async fn write(&mut self, store: &Store) {
         let (events, answers): (Vec<NewEvent>, Vec<_>) = self.events.drain(..).unzip();
         let mut pause = std::time::Duration::from_millis(250);
+        // Named, so that a retry after a COMMIT whose answer was lost
+        // finds it landed instead of writing it twice.
+        let name = crate::agents::unique_id();
+        let mut batch = BatchName {
+            writer: "log",
+            name: &name,
+            retry: false,
+        };
         let result = loop {
-            match store.write_batch(&self.lines, &events).await {
+            match store.write_named_batch(&batch, &self.lines, &events).await {
                 Err(StoreError::Database(error)) if gantry_db::is_unavailable(&error) => {
+                    batch.retry = true;
                     if store.db().available() {
                         tracing::error!(%error, "The database cannot be reached: changes are refused and events wait until it is back.");
                     }

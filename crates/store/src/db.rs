@@ -98,6 +98,15 @@ CREATE TABLE IF NOT EXISTS approval_votes (
     PRIMARY KEY (execution_id, stage, action, attempt, by)
 );
 
+-- The log writer's last batch ([`Store::write_named_batch`]): its name
+-- and the numbers its events got, so a try whose COMMIT landed but whose
+-- answer was lost is not written twice.
+CREATE TABLE IF NOT EXISTS last_batch (
+    writer TEXT PRIMARY KEY,
+    batch  TEXT NOT NULL,
+    seqs   TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS approvals (
     execution_id TEXT NOT NULL,
     stage        TEXT NOT NULL,
@@ -110,6 +119,30 @@ CREATE TABLE IF NOT EXISTS approvals (
     PRIMARY KEY (execution_id, stage, action, attempt)
 );
 "#;
+
+/// The name of one batch of [`Store::write_named_batch`]: the same on
+/// every try of that batch, never used for another.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchName<'a> {
+    /// Who writes (one row is kept per writer).
+    pub writer: &'a str,
+    /// The batch: unique to it.
+    pub name: &'a str,
+    /// An earlier try of this batch failed: it may have landed.
+    pub retry: bool,
+}
+
+/// The event numbers a landed batch recorded (`1,2,3`; empty for none).
+fn parse_seqs(seqs: &str) -> Result<Vec<i64>, StoreError> {
+    seqs.split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse().map_err(|_| {
+                StoreError::WriteFailed(format!("last_batch holds `{seqs}`, not event numbers"))
+            })
+        })
+        .collect()
+}
 
 /// One entry of the event log.
 #[derive(Debug, Clone)]
@@ -316,6 +349,32 @@ impl Store {
         lines: &[LogLine],
         events: &[NewEvent],
     ) -> Result<Vec<i64>, StoreError> {
+        self.write_batch_as(None, lines, events).await
+    }
+
+    /// [`Store::write_batch`], for a writer that tries a batch again when
+    /// the database could not be reached: the batch's name is recorded in
+    /// its transaction, and a try marked `retry` first looks for it. When
+    /// the earlier try's COMMIT landed but its answer was lost (the
+    /// connection dropped after COMMIT went out), the retry writes nothing
+    /// and answers the numbers the events got then. Only the last batch is
+    /// remembered, which is enough for the one writer that retries only
+    /// its last batch.
+    pub async fn write_named_batch(
+        &self,
+        batch: &BatchName<'_>,
+        lines: &[LogLine],
+        events: &[NewEvent],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.write_batch_as(Some(batch), lines, events).await
+    }
+
+    async fn write_batch_as(
+        &self,
+        batch: Option<&BatchName<'_>>,
+        lines: &[LogLine],
+        events: &[NewEvent],
+    ) -> Result<Vec<i64>, StoreError> {
         if lines.is_empty() && events.is_empty() {
             return Ok(Vec::new());
         }
@@ -328,6 +387,20 @@ impl Store {
             gantry_db::Backend::Postgres => self.db.pool().begin().await?,
         };
         self.check_fence(&mut tx).await?;
+        if let Some(batch) = batch.filter(|b| b.retry) {
+            let written: Option<(String, String)> =
+                sqlx::query("SELECT batch, seqs FROM last_batch WHERE writer = $1")
+                    .bind(batch.writer)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| (r.get(0), r.get(1)));
+            if let Some((name, seqs)) = written
+                && name == batch.name
+            {
+                tx.rollback().await?;
+                return parse_seqs(&seqs);
+            }
+        }
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO logs (execution_id, stage, action, attempt, at, line) VALUES {}",
@@ -392,6 +465,18 @@ impl Store {
                     .bind(&r.state);
             }
             upsert.execute(&mut *tx).await?;
+        }
+        if let Some(batch) = batch {
+            let numbers: Vec<String> = seqs.iter().map(i64::to_string).collect();
+            sqlx::query(
+                "INSERT INTO last_batch (writer, batch, seqs) VALUES ($1, $2, $3) \
+                 ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, seqs = excluded.seqs",
+            )
+            .bind(batch.writer)
+            .bind(batch.name)
+            .bind(numbers.join(","))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(seqs)
@@ -850,6 +935,76 @@ mod tests {
                 .windows(2)
                 .all(|w| w[0].seq < w[1].seq && w[0].at < w[1].at)
         );
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_that_landed_is_not_written_twice() {
+        let store = store().await;
+        let line = |text: &str| LogLine {
+            seq: 0,
+            execution_id: "e".into(),
+            stage: "S".into(),
+            action: "a".into(),
+            attempt: 1,
+            at: 1,
+            line: text.into(),
+        };
+        let name = |name, retry| BatchName {
+            writer: "log",
+            name,
+            retry,
+        };
+        let events = [event("e", "one", vec![]), event("e", "two", vec![])];
+        let lines = [line("first")];
+        let seqs = store
+            .write_named_batch(&name("b1", false), &lines, &events)
+            .await
+            .unwrap();
+        assert_eq!(seqs.len(), 2);
+        // The same batch again, as after a COMMIT whose answer was lost:
+        // nothing more is written, and the numbers are the first try's.
+        let again = store
+            .write_named_batch(&name("b1", true), &lines, &events)
+            .await
+            .unwrap();
+        assert_eq!(again, seqs);
+        assert_eq!(store.events().await.unwrap().len(), 2);
+        assert_eq!(store.logs("e", None, 0, 10).await.unwrap().len(), 1);
+        // A retry of a batch that did not land writes it; so does a new one.
+        let third = [event("e", "three", vec![])];
+        let written = store
+            .write_named_batch(&name("b2", true), &[line("second")], &third)
+            .await
+            .unwrap();
+        assert_eq!(written, [seqs[1] + 1]);
+        let lines_only = store
+            .write_named_batch(&name("b3", false), &[line("third")], &[])
+            .await
+            .unwrap();
+        assert!(lines_only.is_empty());
+        assert_eq!(
+            store
+                .write_named_batch(&name("b3", true), &[line("third")], &[])
+                .await
+                .unwrap(),
+            Vec::<i64>::new()
+        );
+        let bodies: Vec<String> = store
+            .events()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(bodies, ["one", "two", "three"]);
+        let texts: Vec<String> = store
+            .logs("e", None, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(texts, ["first", "second", "third"]);
     }
 
     #[tokio::test]

@@ -37,8 +37,8 @@ mod triggers;
 pub use artifacts::{Artifact, ArtifactEntry, ArtifactError, ArtifactStore};
 pub use backup::snapshot_database;
 pub use db::{
-    ActionDetail, ApprovalRecord, ApprovalVote, EventRecord, ExecutionRow, LogLine, NewEvent,
-    Store, StoreError,
+    ActionDetail, ApprovalRecord, ApprovalVote, BatchName, EventRecord, ExecutionRow, LogLine,
+    NewEvent, Store, StoreError,
 };
 pub use lease::{LEADER, LeaseHolder};
 pub use triggers::{RegisteredPipeline, TriggerOutcome, TriggerState};
