@@ -196,6 +196,17 @@ fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
 }
 
 /// A free loopback address (bound and let go).
+/// The HTTP status curl gets for `url`, with `extra` arguments.
+fn status(extra: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
@@ -235,52 +246,34 @@ fn a_standby_answers_the_api_and_the_registry_by_forwarding_to_the_leader() {
         "the same execution, on the leader"
     );
     // Without a token the leader refuses, as it would directly.
-    let refused = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("http://{api}/api/v1/executions"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+    assert_eq!(
+        status(&[], &format!("http://{api}/api/v1/executions")),
+        "401"
+    );
     // A name the standby does not answer to is refused by the standby
     // itself (DNS rebinding), not forwarded.
-    let rebound = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: evil.example",
-        ])
-        .arg(format!("http://{api}/api/v1/executions"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&rebound.stdout), "421");
+    assert_eq!(
+        status(
+            &["-H", "Host: evil.example"],
+            &format!("http://{api}/api/v1/executions")
+        ),
+        "421"
+    );
     // A request a standby forwarded is never forwarded again (a load
     // balancer in front of all servers could send it back to a standby).
-    let looped = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "x-gantry-forwarded: 1",
-        ])
-        .arg(format!("http://{api}/api/v1/executions"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&looped.stdout), "503");
+    assert_eq!(
+        status(
+            &["-H", "x-gantry-forwarded: 1"],
+            &format!("http://{api}/api/v1/executions")
+        ),
+        "503"
+    );
     // The registry too.
-    let v2 = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u"])
-        .arg(format!("gantry:{}", token.trim()))
-        .arg(format!("http://{registry}/v2/"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&v2.stdout), "200");
+    let login = format!("gantry:{}", token.trim());
+    assert_eq!(
+        status(&["-u", &login], &format!("http://{registry}/v2/")),
+        "200"
+    );
     // The leader stops cleanly: b leads at once, on the same addresses.
     let mut a = a;
     a.signal("-TERM");
