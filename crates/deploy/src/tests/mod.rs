@@ -439,14 +439,14 @@ async fn a_new_server_readopts_running_replicas_stops_strays_and_restores_missin
     }
     // The restored replica joins the deployer's list once healthy.
     let mut tracked = 0;
-    for _ in 0..100 {
+    for _ in 0..6000 {
         let status = deployer.environment_status("staging").await.unwrap();
         assert_eq!(status.services[0].revision, Some(1));
         tracked = status.services[0].replicas.len();
         if tracked == 3 {
             break;
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(tracked, 3);
 }
