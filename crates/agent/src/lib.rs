@@ -399,25 +399,13 @@ async fn run_build(
     }
     Ok(AgentFinishRequest {
         status: outcome.status.as_str().to_string(),
+        failed_phases: outcome.failed_phases(),
         error: outcome.error,
-        failed_phases: outcome
-            .phases
-            .iter()
-            .filter(|p| p.status != BuildStatus::Succeeded)
-            .map(|p| p.name.as_str().to_string())
-            .collect(),
         exported_variables: outcome.exported_variables,
         reports: outcome
             .reports
             .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "group": r.group, "passed": r.passed, "failed": r.failed, "skipped": r.skipped,
-                    "failures": r.failures.iter()
-                        .map(|f| serde_json::json!({"name": f.name, "message": f.message}))
-                        .collect::<Vec<_>>(),
-                })
-            })
+            .map(gantry_build::TestReport::to_json)
             .collect(),
         outputs,
     })

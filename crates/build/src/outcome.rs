@@ -61,6 +61,20 @@ pub struct TestReport {
 impl TestReport {
     /// Failures kept per report group; the counts stay exact beyond it.
     pub const MAX_FAILURES: usize = 1000;
+
+    /// The report as `buildspec run --json`, an action's `reports` detail
+    /// and an agent's finish request carry it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "group": self.group,
+            "passed": self.passed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "failures": self.failures.iter()
+                .map(|f| json!({"name": f.name, "message": f.message}))
+                .collect::<Vec<_>>(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +96,17 @@ pub struct BuildOutcome {
     pub reports: Vec<TestReport>,
     /// The first failure, masked; `None` when the build succeeded.
     pub error: Option<String>,
+}
+
+impl BuildOutcome {
+    /// The phases that did not succeed, by name.
+    pub fn failed_phases(&self) -> Vec<String> {
+        self.phases
+            .iter()
+            .filter(|p| p.status != BuildStatus::Succeeded)
+            .map(|p| p.name.as_str().to_string())
+            .collect()
+    }
 }
 
 /// The `buildspec run --json` document (formats.md §3).
@@ -120,21 +145,7 @@ pub fn outcome_json(outcome: &BuildOutcome, out_dir: &Path) -> Value {
             }
         }
     }
-    let reports: Vec<Value> = outcome
-        .reports
-        .iter()
-        .map(|r| {
-            json!({
-                "group": r.group,
-                "passed": r.passed,
-                "failed": r.failed,
-                "skipped": r.skipped,
-                "failures": r.failures.iter()
-                    .map(|f| json!({"name": f.name, "message": f.message}))
-                    .collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let reports: Vec<Value> = outcome.reports.iter().map(TestReport::to_json).collect();
     json!({
         "status": status,
         "build_status": outcome.status.as_str(),

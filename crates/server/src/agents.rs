@@ -469,7 +469,7 @@ pub fn unique_id() -> String {
         bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
         bytes[8..].copy_from_slice(&n.to_le_bytes());
     });
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Runs a resolved build on an agent: queues it, relays its log, and

@@ -2,7 +2,6 @@
 //! heartbeat, log, blobs, finish; see [`crate::agents`]) and the list of
 //! agents for people.
 
-use std::io::Write;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,6 +17,7 @@ use gantry_api::{
 };
 use gantry_auth::{Permission, Target};
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::agents::AgentError;
 use crate::api::ApiError;
@@ -209,15 +209,18 @@ async fn put_blob(
         return Err(mismatch(format!("{digest} is not a sha256 digest")));
     }
     let dir = plane.data_dir().join("work").join("agent-uploads");
-    std::fs::create_dir_all(&dir).map_err(|e| ControlError::io(&dir, e))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ControlError::io(&dir, e))?;
     let mut temp = TempUpload(Some(dir.join(crate::agents::unique_id())));
     let path = temp.path().to_path_buf();
-    let file = std::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
+        .await
         .map_err(|e| ControlError::io(&path, e))?;
-    let mut file = std::io::BufWriter::new(file);
+    let mut file = tokio::io::BufWriter::with_capacity(256 << 10, file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -244,22 +247,16 @@ async fn put_blob(
         }
         hasher.update(&chunk);
         file.write_all(&chunk)
+            .await
             .map_err(|e| ControlError::io(&path, e))?;
     }
-    let got = format!(
-        "sha256:{}",
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if got != digest {
         return Err(mismatch(format!(
             "the upload hashes to {got}, not {digest}"
         )));
     }
-    file.flush().map_err(|e| ControlError::io(&path, e))?;
+    file.flush().await.map_err(|e| ControlError::io(&path, e))?;
     drop(file);
     // Asked again: the attempt may have ended while the bytes came.
     agents

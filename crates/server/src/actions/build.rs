@@ -186,18 +186,16 @@ async fn run(ctx: &ActionContext) -> Result<ActionOutput, ActionError> {
     let outcome = gantry_build::run(request, &ctx.log)
         .await
         .map_err(|e| ActionError::new(e.to_string()))?;
-    let failed_phases = outcome
-        .phases
-        .iter()
-        .filter(|p| p.status != BuildStatus::Succeeded)
-        .map(|p| p.name.as_str().to_string())
-        .collect();
     let ended = Ended {
         status: outcome.status.as_str().to_string(),
+        failed_phases: outcome.failed_phases(),
         error: outcome.error,
-        failed_phases,
         exported_variables: outcome.exported_variables,
-        reports: outcome.reports.iter().map(report_json).collect(),
+        reports: outcome
+            .reports
+            .iter()
+            .map(gantry_build::TestReport::to_json)
+            .collect(),
         outputs: outcome
             .artifacts
             .into_iter()
@@ -223,14 +221,6 @@ pub(crate) struct Ended {
 pub(crate) enum Output {
     Dir(PathBuf),
     Stored(String),
-}
-
-/// A test report as the action's `reports` detail records it.
-fn report_json(r: &gantry_build::TestReport) -> serde_json::Value {
-    serde_json::json!({
-        "group": r.group, "passed": r.passed, "failed": r.failed, "skipped": r.skipped,
-        "failures": r.failures.iter().map(|f| serde_json::json!({"name": f.name, "message": f.message})).collect::<Vec<_>>(),
-    })
 }
 
 /// Records the reports, and maps the outputs to the declared artifacts.
