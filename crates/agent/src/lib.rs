@@ -306,10 +306,7 @@ async fn run_build(
     env.push(("GANTRY_CACHE_DIR".into(), cache.display().to_string()));
     env.push(("GANTRY_AGENT_WORK_DIR".into(), work.display().to_string()));
     if let Some(login) = &job.registry {
-        use base64::Engine as _;
-        let auth =
-            base64::engine::general_purpose::STANDARD.encode(format!("gantry:{}", login.token));
-        let config = serde_json::json!({"auths": {&login.registry: {"auth": auth}}}).to_string();
+        let config = gantry_build::docker_config_json(&login.registry, &login.token);
         write_private(&dir.join("config.json"), config.as_bytes())
             .map_err(|e| failed("cannot write the docker config", &e))?;
         env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));

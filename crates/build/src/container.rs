@@ -565,6 +565,18 @@ pub(crate) fn mounts(
     mounts
 }
 
+/// The user name that goes with gantry tokens in Basic credentials.
+pub const REGISTRY_USER: &str = "gantry";
+
+/// A docker `config.json` with Basic credentials (`gantry:TOKEN`) for one
+/// registry: what `docker push` in a build, and the server's own Docker
+/// runtime, authenticate to the embedded registry with.
+pub fn docker_config_json(registry: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{token}"));
+    serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

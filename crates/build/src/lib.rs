@@ -146,6 +146,7 @@ use gantry_spec::buildspec::{
 use tokio_util::sync::CancellationToken;
 
 pub use crate::cache::{MAX_CACHE_BYTES, action_cache_dir, path_component};
+pub use crate::container::{REGISTRY_USER, docker_config_json};
 pub use crate::env::{input_env_name, passed_host_env};
 pub use crate::error::{BuildError, UnresolvedParameter};
 pub use crate::mask::{MASK, Masker, mask_everywhere};

@@ -135,8 +135,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The docker config dir the server writes for its Docker runtime: it
 /// holds the server's own credentials for the embedded registry.
 pub const DOCKER_CONFIG_DIR: &str = "docker-config";
-/// The user name that goes with gantry tokens in Basic credentials.
-pub const REGISTRY_USER: &str = "gantry";
+pub use gantry_build::{REGISTRY_USER, docker_config_json};
 /// How long a stopping server waits for pending notification deliveries.
 const NOTIFY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -497,11 +496,4 @@ fn write_docker_config(
         &dir.join("config.json"),
         docker_config_json(registry, secret.expose()).as_bytes(),
     )
-}
-
-/// A docker `config.json` with Basic credentials for one registry.
-pub fn docker_config_json(registry: &str, token: &str) -> String {
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{token}"));
-    serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string()
 }
